@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Fetches the Kafka jars and the Apicurio Registry distribution from Maven
+# Central into .local/dist. Maven caches downloads in ~/.m2, so a fresh clone
+# on a machine that fetched them before only copies.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+fetch_kafka() {
+  local dest="$SLUICE_DIST/kafka-$KAFKA_VERSION"
+  [[ -f "$dest/.complete" ]] && return 0
+  log "fetching Apache Kafka $KAFKA_VERSION jars"
+  rm -rf "$dest"
+  mvn -q -B -Dstyle.color=never -f "$SLUICE_ROOT/deploy/local/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$dest/libs"
+  touch "$dest/.complete"
+}
+
+fetch_apicurio() {
+  local dest="$SLUICE_DIST/apicurio-$APICURIO_VERSION"
+  [[ -f "$dest/.complete" ]] && return 0
+  log "fetching Apicurio Registry $APICURIO_VERSION"
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  mvn -q -B -Dstyle.color=never -f "$SLUICE_ROOT/deploy/local/pom.xml" dependency:copy \
+    -Dkafka.version="$KAFKA_VERSION" \
+    -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+    -DoutputDirectory="$dest"
+  tar -xzf "$dest/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$dest"
+  rm "$dest/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz"
+  touch "$dest/.complete"
+}
+
+command -v mvn >/dev/null || die "mvn not found (install maven)"
+fetch_kafka
+fetch_apicurio

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Apache Kafka, one KRaft node acting as broker and controller.
+#   kafka.sh start | stop | status | restart
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DIR="$SLUICE_LOCAL/kafka"
+PIDFILE="$DIR/kafka.pid"
+LIBS="$SLUICE_DIST/kafka-$KAFKA_VERSION/libs"
+# Bounded so that the broker, the registry and the tests share 2 cores and
+# leave memory for cargo; raise it with SLUICE_KAFKA_HEAP for benchmarks.
+HEAP="${SLUICE_KAFKA_HEAP:-768m}"
+
+JVM_OPTS=(-Xms256m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  -Dlog4j2.configurationFile="$DIR/log4j2.properties" -cp "$LIBS/*")
+
+kafka_java() { "$(java_bin)" "${JVM_OPTS[@]}" "$@"; }
+
+write_config() {
+  local broker_port="$1" controller_port="$2"
+  cat > "$DIR/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DIR/data
+num.partitions=3
+# Topics are provisioned from schemas/topics.yaml, never made by a typo.
+auto.create.topics.enable=false
+# One node: internal topics cannot have more replicas than that.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+  cat > "$DIR/log4j2.properties" <<'PROPS'
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.console.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = info
+PROPS
+  { echo "SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:$broker_port"
+    echo "SLUICE_KAFKA_CONTROLLER_PORT=$controller_port"; } > "$DIR/endpoint.env"
+}
+
+ready() { kcat -b "$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)" -L -m 3 >/dev/null 2>&1; }
+
+start() {
+  mkdir -p "$DIR"
+  if pid_alive "$PIDFILE"; then
+    ready && { log "kafka already runs (pid $(cat "$PIDFILE"))"; return 0; }
+    wait_for 60 "kafka" ready || die "kafka (pid $(cat "$PIDFILE")) runs but does not answer metadata; see $DIR/kafka.log"
+    return 0
+  fi
+  [[ -d "$LIBS" ]] || die "kafka jars missing; run deploy/local/fetch.sh"
+  rm -f "$PIDFILE"
+
+  # Keep the ports (and so the data) of an earlier run when they are still
+  # free; a leftover that holds them was cleaned up by stop already.
+  local broker_port controller_port
+  broker_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)"; broker_port="${broker_port##*:}"
+  controller_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_CONTROLLER_PORT)"
+  if [[ -z "$broker_port" || -z "$controller_port" ]] || port_in_use "$broker_port" || port_in_use "$controller_port"; then
+    broker_port="$(free_port)"; controller_port="$(free_port)"
+    [[ "$broker_port" != "$controller_port" ]] || controller_port="$(free_port)"
+    rm -rf "$DIR/data"
+  fi
+  write_config "$broker_port" "$controller_port"
+
+  if [[ ! -f "$DIR/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid)"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" --ignore-formatted >"$DIR/format.log" 2>&1 \
+      || die "formatting kafka storage failed; see $DIR/format.log"
+  fi
+
+  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$broker_port"
+  nohup "$(java_bin)" "${JVM_OPTS[@]}" kafka.Kafka "$DIR/server.properties" >>"$DIR/kafka.log" 2>&1 &
+  echo $! > "$PIDFILE"
+  wait_for 90 "kafka" ready || die "kafka did not answer metadata in 90s; see $DIR/kafka.log"
+}
+
+stop() { stop_pid "$PIDFILE" 30; }
+
+status() {
+  if pid_alive "$PIDFILE"; then
+    echo "kafka     running  pid $(cat "$PIDFILE")  $(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)"
+  else
+    echo "kafka     stopped"
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  status) status ;;
+  *) die "usage: kafka.sh start|stop|restart|status" ;;
+esac

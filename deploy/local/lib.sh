@@ -1,0 +1,81 @@
+# Shared helpers for the local stack scripts. Sourced, not run.
+#
+# Everything lives under $SLUICE_LOCAL (default: <repo>/.local), which git
+# ignores: downloaded servers in dist/, one folder per server with its data,
+# config, log, pid and endpoint fragment, and stack.env, the one file that
+# services, tests and the demo read to find the servers.
+
+set -euo pipefail
+
+SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SLUICE_LOCAL="${SLUICE_LOCAL:-$SLUICE_ROOT/.local}"
+SLUICE_DIST="$SLUICE_LOCAL/dist"
+STACK_ENV="$SLUICE_LOCAL/stack.env"
+# shellcheck source=versions.env
+source "$SLUICE_ROOT/deploy/local/versions.env"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Prints a loopback port nobody listens on, drawn at random so that two stacks
+# (or a stack and a leftover) on one machine do not race for the same number.
+free_port() {
+  local port
+  for _ in $(seq 1 200); do
+    port=$((20000 + RANDOM % 40000))
+    if ! port_in_use "$port"; then echo "$port"; return 0; fi
+  done
+  die "no free loopback port found"
+}
+
+# True when the pid in file $1 is a live process.
+pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Runs "$@" until it succeeds or $1 seconds pass; $2 names what we wait for.
+wait_for() {
+  local seconds="$1" what="$2"; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS < deadline )) || return 1
+    sleep 0.5
+  done
+  log "$what is ready"
+}
+
+# Stops the process in pid file $1: TERM, then KILL after $2 seconds.
+stop_pid() {
+  local pidfile="$1" grace="${2:-20}"
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  local pid; pid="$(cat "$pidfile")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((grace * 2))); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+    sleep 0.5
+  done
+  log "pid $pid did not stop in ${grace}s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+# Reads KEY from an env fragment file, empty when absent.
+env_get() { [[ -f "$1" ]] && sed -n "s/^$2=//p" "$1" | tail -n1 || true; }
+
+# Rebuilds stack.env from the endpoint fragments of the servers that run.
+write_stack_env() {
+  mkdir -p "$SLUICE_LOCAL"
+  {
+    echo "# Written by deploy/local/stack.sh; the addresses of the local stack."
+    cat "$SLUICE_LOCAL"/*/endpoint.env 2>/dev/null || true
+  } > "$STACK_ENV.tmp"
+  mv "$STACK_ENV.tmp" "$STACK_ENV"
+}
+
+# Java 17 is what the Kafka broker and the registry are run with.
+java_bin() {
+  local java="${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}/bin/java"
+  [[ -x "$java" ]] || java="$(command -v java)" || die "java not found (install openjdk-17-jre-headless)"
+  echo "$java"
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The local stack: Kafka (KRaft), PostgreSQL, the schema registry.
+#   stack.sh up      fetch what is missing, start what is not running, write .local/stack.env
+#   stack.sh down    stop everything (data stays in .local/ for the next up)
+#   stack.sh status  what runs where
+#   stack.sh clean   down, then remove the data directories
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$SLUICE_ROOT/deploy/local"
+
+up() {
+  bash "$HERE/fetch.sh"
+  bash "$HERE/postgres.sh" start
+  bash "$HERE/kafka.sh" start
+  bash "$HERE/registry.sh" start
+  write_stack_env
+  log "stack is up; addresses in $STACK_ENV"
+}
+
+down() {
+  bash "$HERE/registry.sh" stop
+  bash "$HERE/kafka.sh" stop
+  bash "$HERE/postgres.sh" stop
+  rm -f "$STACK_ENV"
+}
+
+status() {
+  bash "$HERE/postgres.sh" status
+  bash "$HERE/kafka.sh" status
+  bash "$HERE/registry.sh" status
+  [[ -f "$STACK_ENV" ]] && echo "env file  $STACK_ENV"
+}
+
+clean() {
+  down
+  rm -rf "$SLUICE_LOCAL/kafka" "$SLUICE_LOCAL/postgres" "$SLUICE_LOCAL/registry"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  clean) clean ;;
+  *) die "usage: stack.sh up|down|status|clean" ;;
+esac
