@@ -1,0 +1,13 @@
+//! The Sluice contracts: every topic, its configuration and the Avro schema of
+//! its values, as declared in `schemas/` at the root of the repository.
+//!
+//! The files are embedded at build time, so a binary always carries the
+//! contract it was built against; [`Catalog::from_dir`] reads a changed copy
+//! (to check a schema change before it ships).
+
+mod catalog;
+mod error;
+mod schema_file;
+
+pub use catalog::{Catalog, CleanupPolicy, Topic, TopicSpec};
+pub use error::ContractError;

@@ -1,0 +1,291 @@
+//! Schema registration through the Confluent-compatible registry API.
+
+use std::time::Duration;
+
+use reqwest::{Client, RequestBuilder, StatusCode};
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ProvisionError;
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+/// Confluent's error code for "subject not found".
+const SUBJECT_NOT_FOUND: u32 = 40401;
+
+/// Where the registry is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Base URL of the Confluent-compatible API, e.g. `http://host:8080/apis/ccompat/v7`.
+    pub url: String,
+    /// Basic-auth user and password, when the registry needs them.
+    pub basic_auth: Option<(String, String)>,
+    /// Timeout of each request.
+    pub timeout: Duration,
+}
+
+/// What registering a schema did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaOutcome {
+    /// The schema was already the registered one; nothing was written.
+    Unchanged {
+        /// Its schema id.
+        id: u32,
+    },
+    /// The schema was registered as a new version.
+    Registered {
+        /// Its schema id.
+        id: u32,
+    },
+}
+
+/// A registry client for provisioning: lookups, compatibility and registration.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    config: RegistryConfig,
+    http: Client,
+    settings: SrSettings,
+}
+
+#[derive(Deserialize)]
+struct RegistryErrorBody {
+    error_code: u32,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct LookupBody {
+    id: u32,
+}
+
+#[derive(Deserialize)]
+struct CompatibilityBody {
+    is_compatible: bool,
+    #[serde(default)]
+    messages: Vec<String>,
+}
+
+impl RegistryClient {
+    /// A client for the registry at `config.url`.
+    pub fn new(config: RegistryConfig) -> Result<Self, ProvisionError> {
+        let registry_error = |message: String| ProvisionError::Registry {
+            subject: String::new(),
+            action: "building the client",
+            message,
+        };
+        let http = Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| registry_error(e.to_string()))?;
+        let mut settings = SrSettings::new_builder(config.url.clone());
+        settings.set_timeout(config.timeout);
+        if let Some((user, password)) = &config.basic_auth {
+            settings.set_basic_authorization(user, Some(password));
+        }
+        let settings = settings
+            .build()
+            .map_err(|e| registry_error(e.to_string()))?;
+        Ok(Self {
+            config,
+            http,
+            settings,
+        })
+    }
+
+    /// Makes `schema_json` the latest schema of `subject`, keeping the subject
+    /// BACKWARD compatible. `schema_file` names the source in errors.
+    pub async fn ensure_schema(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        schema_file: &str,
+    ) -> Result<SchemaOutcome, ProvisionError> {
+        let subject_exists = match self.lookup(subject, schema_json).await? {
+            Lookup::Registered(id) => return Ok(SchemaOutcome::Unchanged { id }),
+            Lookup::NewSubject => false,
+            Lookup::NewSchema => true,
+        };
+        self.set_backward(subject).await?;
+        if subject_exists {
+            self.check_backward(subject, schema_json, schema_file)
+                .await?;
+        }
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema_json.to_owned());
+        match post_schema(&self.settings, subject.to_owned(), supplied).await {
+            Ok(registered) => Ok(SchemaOutcome::Registered { id: registered.id }),
+            Err(err) => Err(ProvisionError::Registry {
+                subject: subject.to_owned(),
+                action: "registering the schema",
+                // The registry's own rule may refuse what the check passed (an
+                // operator set a transitive level); its cause says so.
+                message: match err.cause {
+                    Some(cause) => format!("{}: {cause}", err.error),
+                    None => err.error,
+                },
+            }),
+        }
+    }
+
+    /// Refuses `schema_json` if it is not BACKWARD compatible with the latest
+    /// version of `subject`; writes nothing. A new subject is compatible.
+    pub async fn check_schema(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        schema_file: &str,
+    ) -> Result<(), ProvisionError> {
+        match self.lookup(subject, schema_json).await? {
+            Lookup::NewSchema => self.check_backward(subject, schema_json, schema_file).await,
+            Lookup::Registered(_) | Lookup::NewSubject => Ok(()),
+        }
+    }
+
+    async fn lookup(&self, subject: &str, schema_json: &str) -> Result<Lookup, ProvisionError> {
+        let url = format!("{}/subjects/{}", self.config.url, subject);
+        let response = self
+            .send(
+                subject,
+                "looking the schema up",
+                self.http.post(url).json(&json!({ "schema": schema_json })),
+            )
+            .await?;
+        match response.status() {
+            status if status.is_success() => {
+                let body: LookupBody = self
+                    .body(subject, "looking the schema up", response)
+                    .await?;
+                Ok(Lookup::Registered(body.id))
+            }
+            StatusCode::NOT_FOUND => {
+                let body: RegistryErrorBody = self
+                    .body(subject, "looking the schema up", response)
+                    .await?;
+                Ok(if body.error_code == SUBJECT_NOT_FOUND {
+                    Lookup::NewSubject
+                } else {
+                    Lookup::NewSchema
+                })
+            }
+            status => Err(self
+                .status_error(subject, "looking the schema up", status, response)
+                .await),
+        }
+    }
+
+    async fn set_backward(&self, subject: &str) -> Result<(), ProvisionError> {
+        let url = format!("{}/config/{}", self.config.url, subject);
+        let request = self
+            .http
+            .put(url)
+            .json(&json!({ "compatibility": "BACKWARD" }));
+        let response = self
+            .send(subject, "setting BACKWARD compatibility", request)
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            let status = response.status();
+            Err(self
+                .status_error(subject, "setting BACKWARD compatibility", status, response)
+                .await)
+        }
+    }
+
+    async fn check_backward(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        schema_file: &str,
+    ) -> Result<(), ProvisionError> {
+        let action = "checking compatibility";
+        let url = format!(
+            "{}/compatibility/subjects/{}/versions/latest?verbose=true",
+            self.config.url, subject
+        );
+        let response = self
+            .send(
+                subject,
+                action,
+                self.http.post(url).json(&json!({ "schema": schema_json })),
+            )
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(self.status_error(subject, action, status, response).await);
+        }
+        let body: CompatibilityBody = self.body(subject, action, response).await?;
+        if body.is_compatible {
+            return Ok(());
+        }
+        Err(ProvisionError::IncompatibleSchema {
+            subject: subject.to_owned(),
+            schema_file: schema_file.to_owned(),
+            details: if body.messages.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", body.messages.join("; "))
+            },
+        })
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        action: &'static str,
+        request: RequestBuilder,
+    ) -> Result<reqwest::Response, ProvisionError> {
+        let request = match &self.config.basic_auth {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        };
+        request
+            .header(reqwest::header::ACCEPT, CONTENT_TYPE)
+            .send()
+            .await
+            .map_err(|e| ProvisionError::Registry {
+                subject: subject.to_owned(),
+                action,
+                message: format!("{} unreachable: {e}", self.config.url),
+            })
+    }
+
+    async fn body<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: &str,
+        action: &'static str,
+        response: reqwest::Response,
+    ) -> Result<T, ProvisionError> {
+        response.json().await.map_err(|e| ProvisionError::Registry {
+            subject: subject.to_owned(),
+            action,
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    async fn status_error(
+        &self,
+        subject: &str,
+        action: &'static str,
+        status: StatusCode,
+        response: reqwest::Response,
+    ) -> ProvisionError {
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<RegistryErrorBody>(&text)
+            .map(|body| format!("HTTP {status}, error {}: {}", body.error_code, body.message))
+            .unwrap_or_else(|_| format!("HTTP {status}: {text}"));
+        ProvisionError::Registry {
+            subject: subject.to_owned(),
+            action,
+            message,
+        }
+    }
+}
+
+/// Whether a schema is already registered under a subject.
+enum Lookup {
+    Registered(u32),
+    NewSubject,
+    NewSchema,
+}
