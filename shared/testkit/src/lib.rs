@@ -1,1 +1,16 @@
-//! wip
+//! Test kit for Sluice's integration tests: finds the local stack started by
+//! `make stack-up` (through `.local/stack.env`), and hands each test its own
+//! topics, consumer groups and subjects so tests run in parallel and in any
+//! order against the one broker, registry and database.
+//!
+//! A test kit fails the test that uses it, so its helpers panic with the
+//! reason instead of returning errors.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod kafka;
+mod stack;
+mod wait;
+
+pub use kafka::{TestTopic, consume_exactly, producer};
+pub use stack::{Stack, unique_name};
+pub use wait::eventually;

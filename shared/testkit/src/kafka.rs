@@ -1,0 +1,93 @@
+//! Per-test topics, a producer, and reading a topic back.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+
+use crate::{Stack, unique_name};
+
+/// A topic made for one test; its unique name keeps it apart from every other test's.
+#[derive(Debug)]
+pub struct TestTopic {
+    /// The topic's name.
+    pub name: String,
+}
+
+impl TestTopic {
+    /// Creates `<prefix>-<unique>` with `partitions` partitions.
+    pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
+        let name = unique_name(prefix);
+        let admin = admin();
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .expect("create_topics request");
+        for result in results {
+            result.unwrap_or_else(|(topic, code)| panic!("creating test topic {topic}: {code}"));
+        }
+        TestTopic { name }
+    }
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    Stack::get().kafka_config().create().expect("admin client")
+}
+
+/// An idempotent producer with `acks=all`, as the services use.
+pub fn producer() -> FutureProducer {
+    Stack::get()
+        .kafka_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer")
+}
+
+/// Reads `count` messages from the start of `topic` with a fresh group, and
+/// checks no further message arrives for a short while.
+pub async fn consume_exactly(topic: &str, count: usize, within: Duration) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = Stack::get()
+        .kafka_config()
+        .set("group.id", unique_name("testkit"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut stream = consumer.stream();
+    let mut messages = Vec::with_capacity(count);
+    let read = tokio::time::timeout(within, async {
+        while messages.len() < count {
+            let message = stream
+                .next()
+                .await
+                .expect("consumer stream ended")
+                .expect("consume");
+            messages.push(message.detach());
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "read {} of {count} messages from {topic} in {within:?}",
+        messages.len()
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    if let Ok(Some(Ok(message))) = extra {
+        panic!(
+            "{topic} holds more than {count} messages; next at offset {}",
+            message.offset()
+        );
+    }
+    messages
+}

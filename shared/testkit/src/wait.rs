@@ -1,0 +1,24 @@
+//! Polling for a condition with a deadline, instead of sleeping.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Calls `check` until it returns `Some`, every 100 ms, for at most `within`;
+/// panics naming `what` when the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
