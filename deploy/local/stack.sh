@@ -4,6 +4,7 @@
 #   stack.sh down    stop everything (data stays in .local/ for the next up)
 #   stack.sh status  what runs where
 #   stack.sh clean   down, then remove the data directories
+#   stack.sh running exit 0 when all servers run
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
 
@@ -35,10 +36,16 @@ clean() {
   rm -rf "$SLUICE_LOCAL/kafka" "$SLUICE_LOCAL/postgres" "$SLUICE_LOCAL/registry"
 }
 
+running() {
+  [[ -f "$STACK_ENV" ]] && bash "$HERE/postgres.sh" status | grep -q running \
+    && bash "$HERE/kafka.sh" status | grep -q running && bash "$HERE/registry.sh" status | grep -q running
+}
+
 case "${1:-}" in
   up) up ;;
+  running) running ;;
   down) down ;;
   status) status ;;
   clean) clean ;;
-  *) die "usage: stack.sh up|down|status|clean" ;;
+  *) die "usage: stack.sh up|down|status|clean|running" ;;
 esac

@@ -1,0 +1,39 @@
+# Sluice: the commands a developer and CI use. `make help` lists them.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+.PHONY: help demo demo-down test build lint stack-up stack-down stack-status stack-clean provision
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+demo: ## Start the local stack, provision it, round-trip an event (fresh machine: this is all)
+	bash deploy/local/demo.sh
+
+demo-down: ## Stop what the demo started
+	bash deploy/local/stack.sh down
+
+test: ## Lint, build, start the local stack, run every test, stop the stack (fresh machine: this is all)
+	bash deploy/local/test.sh
+
+build: ## Build every crate, test and example
+	cargo build --workspace --all-targets --locked
+
+lint: ## cargo fmt --check and clippy with warnings denied
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stack-up: ## Start Kafka, Postgres and the schema registry under .local/
+	bash deploy/local/stack.sh up
+
+stack-down: ## Stop them (data stays in .local/)
+	bash deploy/local/stack.sh down
+
+stack-status: ## What runs where
+	bash deploy/local/stack.sh status
+
+stack-clean: ## Stop them and delete their data
+	bash deploy/local/stack.sh clean
+
+provision: build ## Create the topics and register the schemas on the running local stack
+	set -a && source .local/stack.env && set +a && ./target/debug/sluice-provision apply --replication-factor 1

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make test`: everything CI checks, on a fresh machine or a used one.
+# Installs what is missing, builds once, starts the local stack unless it
+# already runs (then leaves it running), runs every test against it, and
+# stops what it started.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$SLUICE_ROOT/deploy/local"
+cd "$SLUICE_ROOT"
+
+bash "$HERE/prerequisites.sh"
+bash "$HERE/interop.sh"
+
+log "checking formatting and lints"
+cargo fmt --all --check
+# Build before the servers start: the 2 cores go to rustc, not to idle JVMs.
+log "building"
+cargo build --workspace --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if bash "$HERE/stack.sh" running; then
+  log "using the stack that already runs"
+else
+  trap 'bash "$HERE/stack.sh" down' EXIT
+  bash "$HERE/stack.sh" up
+fi
+
+log "testing"
+cargo test --workspace --locked

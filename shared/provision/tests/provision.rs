@@ -1,0 +1,248 @@
+//! Provisioning against the real broker and registry: topics are created once,
+//! schemas registered once, and a BACKWARD-incompatible change is refused
+//! before anything is written.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use schema_registry_converter::async_impl::schema_registry::get_all_versions;
+use serde_json::{Value, json};
+use sluice_contracts::Catalog;
+use sluice_provision::{
+    ProvisionError, RegistryClient, RegistryConfig, Replication, SchemaOutcome, TopicOutcome,
+    ensure_topics,
+};
+use sluice_testkit::{Stack, unique_name};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A schemas/ folder of its own: the real OrderEvent and DeadLetter schemas
+/// under topic names no other test uses.
+struct TestContracts {
+    dir: PathBuf,
+    events_topic: String,
+    dlq_topic: String,
+}
+
+impl TestContracts {
+    fn new() -> Self {
+        let stack = Stack::get();
+        let dir = std::env::temp_dir().join(unique_name("sluice-contracts"));
+        for file in ["orders/OrderEvent.avsc", "dlq/DeadLetter.avsc"] {
+            std::fs::create_dir_all(dir.join(file).parent().unwrap()).unwrap();
+            std::fs::copy(stack.path("schemas").join(file), dir.join(file)).unwrap();
+        }
+        let id = unique_name("t");
+        let contracts = Self {
+            dir,
+            events_topic: format!("{id}.orders.events.v1"),
+            dlq_topic: format!("{id}.dlq.v1"),
+        };
+        let topic = |name: &str, partitions: i32, schema: &str| {
+            format!(
+                "[[topic]]\nname = \"{name}\"\npartitions = {partitions}\ncleanup_policy = \"delete\"\n\
+                 retention_ms = 3600000\nkey = \"order id\"\nvalue_schema = \"{schema}\"\ndoc = \"test\"\n"
+            )
+        };
+        let map = topic(&contracts.events_topic, 4, "orders/OrderEvent.avsc")
+            + &topic(&contracts.dlq_topic, 1, "dlq/DeadLetter.avsc");
+        std::fs::write(contracts.dir.join("topics.toml"), map).unwrap();
+        contracts
+    }
+
+    fn catalog(&self) -> Catalog {
+        Catalog::from_dir(&self.dir).unwrap()
+    }
+
+    /// Rewrites OrderEvent.avsc with `change` applied to its JSON.
+    fn change_order_event(&self, change: impl FnOnce(&mut Value)) {
+        let path = self.dir.join("orders/OrderEvent.avsc");
+        let mut schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        change(&mut schema);
+        std::fs::write(path, schema.to_string()).unwrap();
+    }
+}
+
+fn registry() -> RegistryClient {
+    RegistryClient::new(RegistryConfig {
+        url: Stack::get().schema_registry_url.clone(),
+        basic_auth: None,
+        timeout: TIMEOUT,
+    })
+    .unwrap()
+}
+
+async fn provision_schemas(catalog: &Catalog) -> Result<Vec<SchemaOutcome>, ProvisionError> {
+    let registry = registry();
+    let mut outcomes = Vec::new();
+    for topic in catalog.topics() {
+        outcomes.push(
+            registry
+                .ensure_schema(
+                    &topic.value_subject(),
+                    topic.value_schema_json(),
+                    &topic.spec().value_schema,
+                )
+                .await?,
+        );
+    }
+    Ok(outcomes)
+}
+
+async fn versions(subject: &str) -> Vec<u32> {
+    get_all_versions(&Stack::get().registry_settings(), subject.to_owned())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn apply_creates_topics_and_registers_schemas_once() {
+    let contracts = TestContracts::new();
+    let catalog = contracts.catalog();
+    let admin: Arc<AdminClient<DefaultClientContext>> =
+        Arc::new(Stack::get().kafka_config().create().unwrap());
+
+    let first = ensure_topics(
+        Arc::clone(&admin),
+        &catalog,
+        Replication::Factor(1),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first,
+        [
+            (contracts.events_topic.clone(), TopicOutcome::Created),
+            (contracts.dlq_topic.clone(), TopicOutcome::Created)
+        ]
+    );
+    let second = ensure_topics(
+        Arc::clone(&admin),
+        &catalog,
+        Replication::Factor(1),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second,
+        [
+            (contracts.events_topic.clone(), TopicOutcome::Exists),
+            (contracts.dlq_topic.clone(), TopicOutcome::Exists)
+        ]
+    );
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(&contracts.events_topic), TIMEOUT)
+        .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 4);
+
+    let registered = provision_schemas(&catalog).await.unwrap();
+    assert!(
+        registered
+            .iter()
+            .all(|o| matches!(o, SchemaOutcome::Registered { .. })),
+        "{registered:?}"
+    );
+    let again = provision_schemas(&catalog).await.unwrap();
+    let ids = |outcomes: &[SchemaOutcome]| -> Vec<u32> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                SchemaOutcome::Registered { id } | SchemaOutcome::Unchanged { id } => *id,
+            })
+            .collect()
+    };
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, SchemaOutcome::Unchanged { .. })),
+        "{again:?}"
+    );
+    assert_eq!(ids(&again), ids(&registered));
+    assert_eq!(
+        versions(&format!("{}-value", contracts.events_topic))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn backward_incompatible_schema_change_is_refused() {
+    let contracts = TestContracts::new();
+    let subject = format!("{}-value", contracts.events_topic);
+    provision_schemas(&contracts.catalog()).await.unwrap();
+
+    // A new field without a default: readers on the new schema cannot read old events.
+    contracts.change_order_event(|schema| {
+        schema["fields"].as_array_mut().unwrap().push(json!({
+            "name": "channel", "type": "string", "doc": "Sales channel."
+        }));
+    });
+    let err = provision_schemas(&contracts.catalog()).await.unwrap_err();
+    let ProvisionError::IncompatibleSchema {
+        subject: refused,
+        schema_file,
+        ..
+    } = &err
+    else {
+        panic!("expected IncompatibleSchema, got {err}");
+    };
+    assert_eq!(refused, &subject);
+    assert_eq!(schema_file, "orders/OrderEvent.avsc");
+    assert_eq!(versions(&subject).await.len(), 1, "nothing was registered");
+
+    // With a default the same field is a compatible change.
+    contracts.change_order_event(|schema| {
+        let fields = schema["fields"].as_array_mut().unwrap();
+        fields.pop();
+        fields.push(json!({
+            "name": "channel", "type": ["null", "string"], "default": null, "doc": "Sales channel."
+        }));
+    });
+    let outcomes = provision_schemas(&contracts.catalog()).await.unwrap();
+    assert!(
+        matches!(outcomes[0], SchemaOutcome::Registered { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(versions(&subject).await.len(), 2);
+}
+
+#[tokio::test]
+async fn cli_check_names_the_incompatible_subject_and_file() {
+    let contracts = TestContracts::new();
+    let subject = format!("{}-value", contracts.events_topic);
+    provision_schemas(&contracts.catalog()).await.unwrap();
+    // A changed field type breaks old data too: event_type string -> int.
+    contracts.change_order_event(|schema| {
+        schema["fields"][1]["type"] = json!("int");
+    });
+
+    let stack = Stack::get();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
+        .arg("check")
+        .arg("--schemas-dir")
+        .arg(&contracts.dir)
+        .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "check must fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "schemas/orders/OrderEvent.avsc is not BACKWARD compatible with the registered schema of {subject}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(versions(&subject).await.len(), 1, "check writes nothing");
+}
