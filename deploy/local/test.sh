@@ -17,12 +17,24 @@ log "building"
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+started_stack=false
 if bash "$HERE/stack.sh" running; then
   log "using the stack that already runs"
 else
   trap 'bash "$HERE/stack.sh" down' EXIT
   bash "$HERE/stack.sh" up
+  started_stack=true
 fi
 
 log "testing"
-cargo test --workspace --locked
+results="$SLUICE_LOCAL/test-output.txt"
+status=0
+cargo test --workspace --locked 2>&1 | tee "$results" || status=$?
+
+if [[ "$started_stack" == true ]]; then
+  bash "$HERE/stack.sh" down
+  trap - EXIT
+fi
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "cargo test: %d passed, %d failed\n", passed, failed }' "$results"
+exit "$status"
