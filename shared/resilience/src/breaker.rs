@@ -421,6 +421,7 @@ fn state_of(state: &State) -> BreakerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::Status;
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     use tokio::time::advance;
 
@@ -445,19 +446,6 @@ mod tests {
     fn fail(breaker: &CircuitBreaker, times: usize) {
         for _ in 0..times {
             breaker.try_acquire().unwrap().failure();
-        }
-    }
-
-    #[derive(Debug)]
-    struct Status(u16);
-
-    impl Classified for Status {
-        fn class(&self) -> ErrorClass {
-            match self.0 {
-                429 => ErrorClass::Pause,
-                500.. => ErrorClass::Retryable,
-                _ => ErrorClass::Permanent,
-            }
         }
     }
 
@@ -606,13 +594,13 @@ mod tests {
         let b = breaker(erp_like());
         for status in [400, 404, 422, 429, 429, 429] {
             assert!(matches!(
-                b.call(async { Err::<(), _>(Status(status)) }).await,
+                b.call(async { Err::<(), _>(Status(status, None)) }).await,
                 Err(BreakerError::Call(_))
             ));
         }
         assert_eq!(b.state(), BreakerState::Closed);
         for _ in 0..3 {
-            let _ = b.call(async { Err::<(), _>(Status(503)) }).await;
+            let _ = b.call(async { Err::<(), _>(Status(503, None)) }).await;
         }
         let refused = b.call(async { Ok::<_, Status>(()) }).await.unwrap_err();
         assert_eq!(refused.class(), ErrorClass::Pause);

@@ -1,15 +1,22 @@
 //! Protecting a dependency (the Sheets API, the ERP): how a failure is
-//! classified, and the circuit breaker that stops calling a dependency that
-//! keeps failing. One instance per sink and target, all of it configuration.
+//! classified, the circuit breaker that stops calling a dependency that
+//! keeps failing, the rate limiter that keeps calls within its quota, and
+//! the retry policy. One instance per sink and target, all of it configuration.
 
 mod breaker;
 mod class;
+mod limiter;
 mod metrics;
+mod retry;
+#[cfg(test)]
+mod test_support;
 
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerState, CircuitBreaker, FailureRate, Permit, Rejected,
 };
 pub use class::{Classified, ErrorClass};
+pub use limiter::{LimiterConfig, RateLimiter};
+pub use retry::{Delays, Exhausted, RetryPolicy};
 
 /// A setting that cannot work, named with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

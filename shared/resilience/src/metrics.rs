@@ -4,6 +4,12 @@
 pub const BREAKER_STATE: &str = "sluice_breaker_state";
 /// Counter: breaker transitions, labels `breaker` and `to`.
 pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
+/// Histogram: seconds a call waited for a token, labels `limiter` and `target`.
+pub const LIMITER_WAIT: &str = "sluice_limiter_wait_seconds";
+/// Counter: times a target asked us to wait (Retry-After), labels `limiter` and `target`.
+pub const LIMITER_DEFERRALS: &str = "sluice_limiter_deferrals_total";
+/// Counter: retries made, label `operation`.
+pub const RETRIES: &str = "sluice_retries_total";
 
 /// Registers descriptions with the installed recorder.
 pub(crate) fn describe() {
