@@ -63,8 +63,9 @@ start() {
   mkdir -p "$DIR"
   if pid_alive "$PIDFILE"; then
     ready && { log "kafka already runs (pid $(cat "$PIDFILE"))"; return 0; }
-    wait_for 60 "kafka" ready || die "kafka (pid $(cat "$PIDFILE")) runs but does not answer metadata; see $DIR/kafka.log"
-    return 0
+    wait_for 60 "kafka" ready && return 0
+    log "kafka (pid $(cat "$PIDFILE")) runs but does not answer metadata; replacing it"
+    stop_pid "$PIDFILE" 10
   fi
   [[ -d "$LIBS" ]] || die "kafka jars missing; run deploy/local/fetch.sh"
   rm -f "$PIDFILE"
@@ -92,6 +93,7 @@ start() {
   nohup "$(java_bin)" "${JVM_OPTS[@]}" kafka.Kafka "$DIR/server.properties" >>"$DIR/kafka.log" 2>&1 &
   echo $! > "$PIDFILE"
   wait_for 90 "kafka" ready || die "kafka did not answer metadata in 90s; see $DIR/kafka.log"
+  write_stack_env
 }
 
 stop() { stop_pid "$PIDFILE" 30; }

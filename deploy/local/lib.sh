@@ -31,8 +31,12 @@ free_port() {
   die "no free loopback port found"
 }
 
-# True when the pid in file $1 is a live process.
-pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# True when the pid in file $1 is a live process (a zombie is not).
+pid_alive() {
+  [[ -s "$1" ]] || return 1
+  local state; state="$(ps -o stat= -p "$(cat "$1")" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z* ]]
+}
 
 # Runs "$@" until it succeeds or $1 seconds pass; $2 names what we wait for.
 wait_for() {

@@ -11,6 +11,9 @@ PGBIN="${SLUICE_PGBIN:-/usr/lib/postgresql/15/bin}"
 DB_USER=sluice
 DB_PASSWORD=sluice
 DB_NAME=sluice
+# The schema registry's storage: schema ids must survive a registry restart,
+# or old messages would point at ids that now name other schemas.
+REGISTRY_DB=schema_registry
 
 # Postgres refuses to run as root; on a root shell (CI, containers) the
 # server runs as the Debian package's postgres user and owns $DIR.
@@ -50,6 +53,7 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DB_NAME')\gexec
+SELECT 'CREATE DATABASE $REGISTRY_DB OWNER $DB_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$REGISTRY_DB')\gexec
 SQL
 }
 
@@ -57,20 +61,22 @@ start() {
   [[ -x "$PGBIN/postgres" ]] || die "PostgreSQL 15 server not found in $PGBIN (install postgresql-15)"
   mkdir -p "$DIR" "$RUN"
   [[ "$(id -u)" == 0 ]] && chown postgres: "$DIR" "$RUN"
-  if ready; then log "postgres already runs on port $(port)"; return 0; fi
+  if ready; then log "postgres already runs on port $(port)"; create_app_role; return 0; fi
   [[ -f "$DATA/PG_VERSION" ]] || init_cluster
 
   local pg_port; pg_port="$(port)"
   if [[ -z "$pg_port" ]] || port_in_use "$pg_port"; then pg_port="$(free_port)"; fi
   { echo "SLUICE_PG_PORT=$pg_port"
     echo "SLUICE_PG_SOCKET_DIR=$RUN"
-    echo "SLUICE_DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:$pg_port/$DB_NAME"; } > "$DIR/endpoint.env"
+    echo "SLUICE_DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:$pg_port/$DB_NAME"
+    echo "SLUICE_REGISTRY_JDBC_URL=jdbc:postgresql://127.0.0.1:$pg_port/$REGISTRY_DB"; } > "$DIR/endpoint.env"
 
   log "starting postgres on 127.0.0.1:$pg_port"
   # pg_ctl removes a stale postmaster.pid left by a crashed server itself.
   as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -o "-p $pg_port" -w -t 60 start >/dev/null \
     || die "postgres did not start; see $DIR/postgres.log"
   create_app_role
+  write_stack_env
   log "postgres is ready"
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Apicurio Registry (in-memory storage), serving the Confluent-compatible
-# schema registry API under /apis/ccompat/v7.
+# Apicurio Registry, stored in the local Postgres (so schema ids outlive a
+# restart), serving the Confluent-compatible API under /apis/ccompat/v7.
 #   registry.sh start | stop | status | restart
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -15,21 +15,30 @@ ready() { [[ -n "$(url)" ]] && curl -sf "$(url)/subjects" >/dev/null; }
 start() {
   mkdir -p "$DIR"
   if pid_alive "$PIDFILE"; then
-    wait_for 60 "registry" ready || die "registry (pid $(cat "$PIDFILE")) runs but does not answer; see $DIR/registry.log"
-    return 0
+    wait_for 60 "registry" ready && return 0
+    log "registry (pid $(cat "$PIDFILE")) runs but does not answer; replacing it"
+    stop_pid "$PIDFILE" 10
   fi
   [[ -f "$DIST/.complete" ]] || die "registry missing; run deploy/local/fetch.sh"
   rm -f "$PIDFILE"
 
-  local port; port="$(free_port)"
+  local jdbc_url; jdbc_url="$(env_get "$SLUICE_LOCAL/postgres/endpoint.env" SLUICE_REGISTRY_JDBC_URL)"
+  [[ -n "$jdbc_url" ]] || die "postgres must run before the registry (it stores the schemas)"
+  # Same port as before when it is free, so addresses handed out stay good.
+  local port; port="$(url)"; port="${port#http://127.0.0.1:}"; port="${port%%/*}"
+  if [[ -z "$port" ]] || port_in_use "$port"; then port="$(free_port)"; fi
   echo "SLUICE_SCHEMA_REGISTRY_URL=http://127.0.0.1:$port/apis/ccompat/v7" > "$DIR/endpoint.env"
   log "starting apicurio registry $APICURIO_VERSION on 127.0.0.1:$port"
   nohup "$(java_bin)" -Xms128m -Xmx"$HEAP" \
     -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
     -Dquarkus.http.access-log.enabled=false \
+    -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=postgresql \
+    -Dapicurio.datasource.url="$jdbc_url" \
+    -Dapicurio.datasource.username=sluice -Dapicurio.datasource.password=sluice \
     -jar "$DIST/apicurio-registry-app-$APICURIO_VERSION-runner.jar" >>"$DIR/registry.log" 2>&1 &
   echo $! > "$PIDFILE"
   wait_for 90 "registry" ready || die "registry did not answer in 90s; see $DIR/registry.log"
+  write_stack_env
 }
 
 stop() { stop_pid "$PIDFILE" 20; }
