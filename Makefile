@@ -35,5 +35,6 @@ stack-status: ## What runs where
 stack-clean: ## Stop them and delete their data
 	bash deploy/local/stack.sh clean
 
-provision: build ## Create the topics and register the schemas on the running local stack
+provision: ## Create the topics and register the schemas on the running local stack
+	cargo build --locked -p sluice-provision --bin sluice-provision
 	set -a && source .local/stack.env && set +a && ./target/debug/sluice-provision apply --replication-factor 1

@@ -11,7 +11,8 @@ cd "$SLUICE_ROOT"
 
 bash "$HERE/prerequisites.sh"
 log "building"
-cargo build --workspace --all-targets --locked
+# Only what the demo runs; `make test` builds the rest.
+cargo build --locked -p sluice-provision --bin sluice-provision -p sluice-contracts --example order_round_trip
 bash "$HERE/stack.sh" up
 set -a
 # shellcheck source=/dev/null

@@ -8,13 +8,14 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use apache_avro::types::Value;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use sluice_testkit::samples::order_placed;
+use sluice_testkit::unique_name;
 
 const TOPIC: &str = "orders.events.v1";
 
@@ -25,8 +26,14 @@ async fn main() -> Result<()> {
         std::env::var("SLUICE_SCHEMA_REGISTRY_URL").context("SLUICE_SCHEMA_REGISTRY_URL")?,
     );
 
-    let order_id = format!("order-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let event = order_placed(&order_id)?;
+    let order_id = unique_name("order");
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    // The same sample order the wire-format tests send.
+    let event = order_placed(&order_id, now_ms);
     let bytes = AvroEncoder::new(registry.clone())
         .encode_value(
             event,
@@ -77,53 +84,4 @@ async fn main() -> Result<()> {
         serde_json::to_string_pretty(&json)?
     );
     Ok(())
-}
-
-fn order_placed(order_id: &str) -> Result<Value> {
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?;
-    let line = Value::Record(vec![
-        ("sku".into(), Value::String("SKU-TEA-1".into())),
-        (
-            "description".into(),
-            Value::String("Green tea, 250 g".into()),
-        ),
-        ("quantity".into(), Value::Int(3)),
-        ("unit_price_minor".into(), Value::Long(650)),
-    ]);
-    let placed = Value::Record(vec![
-        (
-            "customer".into(),
-            Value::Record(vec![
-                ("customer_id".into(), Value::String("cust-1".into())),
-                ("name".into(), Value::String("Grace Hopper".into())),
-                ("email".into(), Value::String("grace@example.org".into())),
-            ]),
-        ),
-        ("lines".into(), Value::Array(vec![line])),
-        ("total_minor".into(), Value::Long(1950)),
-        ("currency".into(), Value::String("EUR".into())),
-        (
-            "shipping_country".into(),
-            Value::Union(1, Box::new(Value::String("DE".into()))),
-        ),
-    ]);
-    Ok(Value::Record(vec![
-        ("event_id".into(), Value::Uuid(uuid::Uuid::new_v4())),
-        ("event_type".into(), Value::String("OrderPlaced".into())),
-        ("occurred_at".into(), Value::TimestampMillis(now)),
-        ("aggregate_id".into(), Value::String(order_id.into())),
-        (
-            "correlation_id".into(),
-            Value::Union(0, Box::new(Value::Null)),
-        ),
-        (
-            "causation_id".into(),
-            Value::Union(0, Box::new(Value::Null)),
-        ),
-        ("payload".into(), Value::Union(0, Box::new(placed))),
-    ]))
 }

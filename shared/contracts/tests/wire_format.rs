@@ -17,55 +17,21 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 use sluice_contracts::Catalog;
+use sluice_testkit::samples::order_placed;
 use sluice_testkit::{Stack, TestTopic, consume_exactly, producer};
 
 const OCCURRED_AT: i64 = 1_763_900_000_123;
 
-/// An OrderPlaced event, written out field by field.
-fn order_placed(order_id: &str) -> Value {
-    let line = |sku: &str, quantity: i32, price: i64| {
-        Value::Record(vec![
-            ("sku".into(), Value::String(sku.into())),
-            ("description".into(), Value::String(format!("Item {sku}"))),
-            ("quantity".into(), Value::Int(quantity)),
-            ("unit_price_minor".into(), Value::Long(price)),
-        ])
-    };
-    let placed = Value::Record(vec![
-        (
-            "customer".into(),
-            Value::Record(vec![
-                ("customer_id".into(), Value::String("cust-42".into())),
-                ("name".into(), Value::String("Ada Lovelace".into())),
-                ("email".into(), Value::String("ada@example.org".into())),
-            ]),
-        ),
-        (
-            "lines".into(),
-            Value::Array(vec![line("SKU-1", 2, 1250), line("SKU-2", 1, 499)]),
-        ),
-        ("total_minor".into(), Value::Long(2999)),
-        ("currency".into(), Value::String("EUR".into())),
-        (
-            "shipping_country".into(),
-            Value::Union(1, Box::new(Value::String("NL".into()))),
-        ),
-    ]);
-    Value::Record(vec![
-        ("event_id".into(), Value::Uuid(uuid::Uuid::new_v4())),
-        ("event_type".into(), Value::String("OrderPlaced".into())),
-        ("occurred_at".into(), Value::TimestampMillis(OCCURRED_AT)),
-        ("aggregate_id".into(), Value::String(order_id.into())),
-        (
-            "correlation_id".into(),
-            Value::Union(1, Box::new(Value::String("corr-7".into()))),
-        ),
-        (
-            "causation_id".into(),
-            Value::Union(0, Box::new(Value::Null)),
-        ),
-        ("payload".into(), Value::Union(0, Box::new(placed))),
-    ])
+/// Runs `command`, fails the test with its stderr unless it succeeds, and
+/// returns its stdout.
+fn run(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 fn field<'a>(record: &'a Value, name: &str) -> &'a Value {
@@ -94,7 +60,7 @@ async fn produce_order_event(topic: &str, order_id: &str) -> (Value, Vec<u8>) {
         false,
         SuppliedSchema::new(None, SchemaType::Avro, schema),
     );
-    let event = order_placed(order_id);
+    let event = order_placed(order_id, OCCURRED_AT);
     let bytes = AvroEncoder::new(stack.registry_settings())
         .encode_value(event.clone(), &strategy)
         .await
@@ -198,41 +164,17 @@ async fn kcat_lists_and_reads_the_topic() {
     let (_, bytes) = produce_order_event(&topic.name, "order-2002").await;
     let bootstrap = &Stack::get().kafka_bootstrap;
 
-    let listing = Command::new("kcat")
-        .args(["-b", bootstrap, "-L", "-t", &topic.name])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = run(Command::new("kcat").args(["-b", bootstrap, "-L", "-t", &topic.name]));
+    let listing = String::from_utf8_lossy(&listing);
     assert!(
         listing.contains(&format!("topic \"{}\" with 2 partitions", topic.name)),
         "{listing}"
     );
 
     let read = |format: &str| {
-        let output = Command::new("kcat")
-            .args([
-                "-b",
-                bootstrap,
-                "-C",
-                "-t",
-                &topic.name,
-                "-o",
-                "beginning",
-                "-c",
-                "1",
-                "-e",
-                "-q",
-                "-f",
-                format,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "kcat: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
+        run(Command::new("kcat")
+            .args(["-b", bootstrap, "-C", "-t", &topic.name])
+            .args(["-o", "beginning", "-c", "1", "-e", "-q", "-f", format]))
     };
     assert_eq!(
         read("%k|%S|%h"),
@@ -244,7 +186,7 @@ async fn kcat_lists_and_reads_the_topic() {
 #[tokio::test]
 async fn confluent_python_client_reads_what_sluice_wrote() {
     let stack = Stack::get();
-    let python = stack.path(".local/venv/bin/python");
+    let python = stack.local_dir.join("venv/bin/python");
     assert!(
         python.exists(),
         "{} missing: run deploy/local/interop.sh (make test does)",
@@ -253,7 +195,7 @@ async fn confluent_python_client_reads_what_sluice_wrote() {
     let topic = TestTopic::create("wire-confluent", 1).await;
     let (sent, bytes) = produce_order_event(&topic.name, "order-3003").await;
 
-    let output = Command::new(python)
+    let output = run(Command::new(python)
         .arg(stack.path("deploy/local/interop/confluent_avro_read.py"))
         .args([
             "--bootstrap",
@@ -261,15 +203,8 @@ async fn confluent_python_client_reads_what_sluice_wrote() {
             "--registry",
             &stack.schema_registry_url,
         ])
-        .args(["--topic", &topic.name, "--count", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "confluent reader: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        .args(["--topic", &topic.name, "--count", "1"]));
+    let line: serde_json::Value = serde_json::from_slice(&output).unwrap();
 
     assert_eq!(line["key"], "order-3003");
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, RequestBuilder, StatusCode};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde::Deserialize;
@@ -70,11 +70,11 @@ struct CompatibilityBody {
 impl RegistryClient {
     /// A client for the registry at `config.url`.
     pub fn new(config: RegistryConfig) -> Result<Self, ProvisionError> {
-        let registry_error = |message: String| ProvisionError::Registry {
-            subject: String::new(),
+        let building = Call {
+            subject: "",
             action: "building the client",
-            message,
         };
+        let registry_error = |message: String| building.error(message);
         let http = Client::builder()
             .timeout(config.timeout)
             .build()
@@ -115,16 +115,16 @@ impl RegistryClient {
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema_json.to_owned());
         match post_schema(&self.settings, subject.to_owned(), supplied).await {
             Ok(registered) => Ok(SchemaOutcome::Registered { id: registered.id }),
-            Err(err) => Err(ProvisionError::Registry {
-                subject: subject.to_owned(),
+            // The registry's own rule may refuse what the check passed (an
+            // operator set a transitive level); its cause says so.
+            Err(err) => Err(Call {
+                subject,
                 action: "registering the schema",
-                // The registry's own rule may refuse what the check passed (an
-                // operator set a transitive level); its cause says so.
-                message: match err.cause {
-                    Some(cause) => format!("{}: {cause}", err.error),
-                    None => err.error,
-                },
-            }),
+            }
+            .error(match err.cause {
+                Some(cause) => format!("{}: {cause}", err.error),
+                None => err.error,
+            })),
         }
     }
 
@@ -143,54 +143,41 @@ impl RegistryClient {
     }
 
     async fn lookup(&self, subject: &str, schema_json: &str) -> Result<Lookup, ProvisionError> {
-        let url = format!("{}/subjects/{}", self.config.url, subject);
+        let call = Call {
+            subject,
+            action: "looking the schema up",
+        };
+        let url = format!("{}/subjects/{subject}", self.config.url);
         let response = self
             .send(
-                subject,
-                "looking the schema up",
+                &call,
                 self.http.post(url).json(&json!({ "schema": schema_json })),
             )
             .await?;
-        match response.status() {
-            status if status.is_success() => {
-                let body: LookupBody = self
-                    .body(subject, "looking the schema up", response)
-                    .await?;
-                Ok(Lookup::Registered(body.id))
-            }
-            StatusCode::NOT_FOUND => {
-                let body: RegistryErrorBody = self
-                    .body(subject, "looking the schema up", response)
-                    .await?;
-                Ok(if body.error_code == SUBJECT_NOT_FOUND {
-                    Lookup::NewSubject
-                } else {
-                    Lookup::NewSchema
-                })
-            }
-            status => Err(self
-                .status_error(subject, "looking the schema up", status, response)
-                .await),
+        if response.status() == StatusCode::NOT_FOUND {
+            let body: RegistryErrorBody = call.parse(response).await?;
+            return Ok(if body.error_code == SUBJECT_NOT_FOUND {
+                Lookup::NewSubject
+            } else {
+                Lookup::NewSchema
+            });
         }
+        let body: LookupBody = call.parse(call.success(response).await?).await?;
+        Ok(Lookup::Registered(body.id))
     }
 
     async fn set_backward(&self, subject: &str) -> Result<(), ProvisionError> {
-        let url = format!("{}/config/{}", self.config.url, subject);
+        let call = Call {
+            subject,
+            action: "setting BACKWARD compatibility",
+        };
+        let url = format!("{}/config/{subject}", self.config.url);
         let request = self
             .http
             .put(url)
             .json(&json!({ "compatibility": "BACKWARD" }));
-        let response = self
-            .send(subject, "setting BACKWARD compatibility", request)
-            .await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            let status = response.status();
-            Err(self
-                .status_error(subject, "setting BACKWARD compatibility", status, response)
-                .await)
-        }
+        call.success(self.send(&call, request).await?).await?;
+        Ok(())
     }
 
     async fn check_backward(
@@ -199,23 +186,18 @@ impl RegistryClient {
         schema_json: &str,
         schema_file: &str,
     ) -> Result<(), ProvisionError> {
-        let action = "checking compatibility";
+        let call = Call {
+            subject,
+            action: "checking compatibility",
+        };
         let url = format!(
-            "{}/compatibility/subjects/{}/versions/latest?verbose=true",
-            self.config.url, subject
+            "{}/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            self.config.url
         );
-        let response = self
-            .send(
-                subject,
-                action,
-                self.http.post(url).json(&json!({ "schema": schema_json })),
-            )
+        let request = self.http.post(url).json(&json!({ "schema": schema_json }));
+        let body: CompatibilityBody = call
+            .parse(call.success(self.send(&call, request).await?).await?)
             .await?;
-        if !response.status().is_success() {
-            let status = response.status();
-            return Err(self.status_error(subject, action, status, response).await);
-        }
-        let body: CompatibilityBody = self.body(subject, action, response).await?;
         if body.is_compatible {
             return Ok(());
         }
@@ -232,10 +214,9 @@ impl RegistryClient {
 
     async fn send(
         &self,
-        subject: &str,
-        action: &'static str,
+        call: &Call<'_>,
         request: RequestBuilder,
-    ) -> Result<reqwest::Response, ProvisionError> {
+    ) -> Result<Response, ProvisionError> {
         let request = match &self.config.basic_auth {
             Some((user, password)) => request.basic_auth(user, Some(password)),
             None => request,
@@ -244,42 +225,48 @@ impl RegistryClient {
             .header(reqwest::header::ACCEPT, CONTENT_TYPE)
             .send()
             .await
-            .map_err(|e| ProvisionError::Registry {
-                subject: subject.to_owned(),
-                action,
-                message: format!("{} unreachable: {e}", self.config.url),
-            })
+            .map_err(|e| call.error(format!("{} unreachable: {e}", self.config.url)))
     }
+}
 
-    async fn body<T: serde::de::DeserializeOwned>(
-        &self,
-        subject: &str,
-        action: &'static str,
-        response: reqwest::Response,
-    ) -> Result<T, ProvisionError> {
-        response.json().await.map_err(|e| ProvisionError::Registry {
-            subject: subject.to_owned(),
-            action,
-            message: format!("unreadable answer: {e}"),
-        })
-    }
+/// One registry request about a subject, named in its errors.
+struct Call<'a> {
+    subject: &'a str,
+    action: &'static str,
+}
 
-    async fn status_error(
-        &self,
-        subject: &str,
-        action: &'static str,
-        status: StatusCode,
-        response: reqwest::Response,
-    ) -> ProvisionError {
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<RegistryErrorBody>(&text)
-            .map(|body| format!("HTTP {status}, error {}: {}", body.error_code, body.message))
-            .unwrap_or_else(|_| format!("HTTP {status}: {text}"));
+impl Call<'_> {
+    fn error(&self, message: String) -> ProvisionError {
         ProvisionError::Registry {
-            subject: subject.to_owned(),
-            action,
+            subject: self.subject.to_owned(),
+            action: self.action,
             message,
         }
+    }
+
+    /// The response if it is a success; otherwise an error quoting the
+    /// registry's own error code and message.
+    async fn success(&self, response: Response) -> Result<Response, ProvisionError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(self.error(
+            serde_json::from_str::<RegistryErrorBody>(&text)
+                .map(|body| format!("HTTP {status}, error {}: {}", body.error_code, body.message))
+                .unwrap_or_else(|_| format!("HTTP {status}: {text}")),
+        ))
+    }
+
+    async fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        response: Response,
+    ) -> Result<T, ProvisionError> {
+        response
+            .json()
+            .await
+            .map_err(|e| self.error(format!("unreadable answer: {e}")))
     }
 }
 

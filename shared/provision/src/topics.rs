@@ -79,6 +79,7 @@ pub async fn ensure_topics(
         .collect();
 
     let mut created = Vec::new();
+    let mut lost_race = false;
     if !new_topics.is_empty() {
         let options = AdminOptions::new().operation_timeout(Some(timeout));
         let results = admin
@@ -92,10 +93,12 @@ pub async fn ensure_topics(
             match result {
                 Ok(topic) => created.push(topic),
                 // Another provisioner won the race; judge it like any existing topic.
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => lost_race = true,
                 Err((topic, code)) => return Err(ProvisionError::CreateTopic { topic, code }),
             }
         }
+    }
+    if lost_race {
         existing = partition_counts(admin, timeout).await?;
     }
 
@@ -104,12 +107,15 @@ pub async fn ensure_topics(
         .iter()
         .map(|topic| {
             let declared = topic.spec().partitions;
-            let outcome = match existing.get(topic.name()) {
-                _ if created.iter().any(|c| c == topic.name()) => TopicOutcome::Created,
-                Some(&actual) if actual != declared => {
-                    TopicOutcome::PartitionDrift { declared, actual }
+            let outcome = if created.iter().any(|c| c == topic.name()) {
+                TopicOutcome::Created
+            } else {
+                match existing.get(topic.name()) {
+                    Some(&actual) if actual != declared => {
+                        TopicOutcome::PartitionDrift { declared, actual }
+                    }
+                    _ => TopicOutcome::Exists,
                 }
-                _ => TopicOutcome::Exists,
             };
             (topic.name().to_owned(), outcome)
         })

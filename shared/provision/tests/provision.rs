@@ -109,36 +109,22 @@ async fn apply_creates_topics_and_registers_schemas_once() {
     let admin: Arc<AdminClient<DefaultClientContext>> =
         Arc::new(Stack::get().kafka_config().create().unwrap());
 
-    let first = ensure_topics(
-        Arc::clone(&admin),
-        &catalog,
-        Replication::Factor(1),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        first,
-        [
-            (contracts.events_topic.clone(), TopicOutcome::Created),
-            (contracts.dlq_topic.clone(), TopicOutcome::Created)
+    let apply = || {
+        ensure_topics(
+            Arc::clone(&admin),
+            &catalog,
+            Replication::Factor(1),
+            TIMEOUT,
+        )
+    };
+    let both = |outcome: TopicOutcome| {
+        vec![
+            (contracts.events_topic.clone(), outcome.clone()),
+            (contracts.dlq_topic.clone(), outcome),
         ]
-    );
-    let second = ensure_topics(
-        Arc::clone(&admin),
-        &catalog,
-        Replication::Factor(1),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        second,
-        [
-            (contracts.events_topic.clone(), TopicOutcome::Exists),
-            (contracts.dlq_topic.clone(), TopicOutcome::Exists)
-        ]
-    );
+    };
+    assert_eq!(apply().await.unwrap(), both(TopicOutcome::Created));
+    assert_eq!(apply().await.unwrap(), both(TopicOutcome::Exists));
     let metadata = admin
         .inner()
         .fetch_metadata(Some(&contracts.events_topic), TIMEOUT)

@@ -637,31 +637,35 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_named() {
-        let err = BreakerConfig {
-            failure_threshold: 0,
-            ..erp_like()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.setting, "failure_threshold");
-        let err = BreakerConfig {
-            half_open_permits: 0,
-            ..erp_like()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.setting, "half_open_permits");
-        let rate = FailureRate {
+        let bad_rate = FailureRate {
             threshold: 1.5,
             window: 10,
             minimum_calls: 5,
         };
-        let err = BreakerConfig {
-            failure_rate: Some(rate),
-            ..erp_like()
+        for (config, setting) in [
+            (
+                BreakerConfig {
+                    failure_threshold: 0,
+                    ..erp_like()
+                },
+                "failure_threshold",
+            ),
+            (
+                BreakerConfig {
+                    half_open_permits: 0,
+                    ..erp_like()
+                },
+                "half_open_permits",
+            ),
+            (
+                BreakerConfig {
+                    failure_rate: Some(bad_rate),
+                    ..erp_like()
+                },
+                "failure_rate.threshold",
+            ),
+        ] {
+            assert_eq!(config.validate().unwrap_err().setting, setting);
         }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.setting, "failure_rate.threshold");
     }
 }

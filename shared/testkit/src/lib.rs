@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod kafka;
+pub mod samples;
 mod stack;
 mod wait;
 

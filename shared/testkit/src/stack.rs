@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rdkafka::ClientConfig;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
 /// Where the local stack's servers listen.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub struct Stack {
     pub database_url: String,
     /// Root of the repository.
     pub repo_root: PathBuf,
+    /// The stack's folder (`.local/` unless SLUICE_LOCAL says otherwise).
+    pub local_dir: PathBuf,
 }
 
 impl Stack {
@@ -30,10 +33,10 @@ impl Stack {
 
     fn load() -> Stack {
         let repo_root = repo_root();
-        let local = std::env::var_os("SLUICE_LOCAL")
+        let local_dir = std::env::var_os("SLUICE_LOCAL")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root.join(".local"));
-        let env_file = local.join("stack.env");
+        let env_file = local_dir.join("stack.env");
         let from_file = std::fs::read_to_string(&env_file)
             .map(|text| parse_env(&text))
             .unwrap_or_default();
@@ -53,6 +56,7 @@ impl Stack {
             schema_registry_url: get("SLUICE_SCHEMA_REGISTRY_URL"),
             database_url: get("SLUICE_DATABASE_URL"),
             repo_root,
+            local_dir,
         }
     }
 
@@ -64,12 +68,8 @@ impl Stack {
     }
 
     /// Registry settings for schema_registry_converter.
-    pub fn registry_settings(
-        &self,
-    ) -> schema_registry_converter::async_impl::schema_registry::SrSettings {
-        schema_registry_converter::async_impl::schema_registry::SrSettings::new(
-            self.schema_registry_url.clone(),
-        )
+    pub fn registry_settings(&self) -> SrSettings {
+        SrSettings::new(self.schema_registry_url.clone())
     }
 
     /// A path inside the repository.

@@ -1,0 +1,53 @@
+//! Sample contract values, written out field by field, for tests and the demo.
+
+use apache_avro::types::Value;
+
+/// An `OrderEvent` carrying an OrderPlaced for `order_id`: two lines
+/// (SKU-1 2 × 12.50, SKU-2 1 × 4.99, total 29.99 EUR), customer cust-42
+/// (Ada Lovelace, ada@example.org), shipping to NL, correlation id corr-7,
+/// no causation id, and a fresh event id.
+pub fn order_placed(order_id: &str, occurred_at_ms: i64) -> Value {
+    let line = |sku: &str, quantity: i32, price: i64| {
+        Value::Record(vec![
+            ("sku".into(), Value::String(sku.into())),
+            ("description".into(), Value::String(format!("Item {sku}"))),
+            ("quantity".into(), Value::Int(quantity)),
+            ("unit_price_minor".into(), Value::Long(price)),
+        ])
+    };
+    let customer = Value::Record(vec![
+        ("customer_id".into(), Value::String("cust-42".into())),
+        ("name".into(), Value::String("Ada Lovelace".into())),
+        ("email".into(), Value::String("ada@example.org".into())),
+    ]);
+    let placed = Value::Record(vec![
+        ("customer".into(), customer),
+        (
+            "lines".into(),
+            Value::Array(vec![line("SKU-1", 2, 1250), line("SKU-2", 1, 499)]),
+        ),
+        ("total_minor".into(), Value::Long(2999)),
+        ("currency".into(), Value::String("EUR".into())),
+        ("shipping_country".into(), some(Value::String("NL".into()))),
+    ]);
+    Value::Record(vec![
+        ("event_id".into(), Value::Uuid(uuid::Uuid::new_v4())),
+        ("event_type".into(), Value::String("OrderPlaced".into())),
+        ("occurred_at".into(), Value::TimestampMillis(occurred_at_ms)),
+        ("aggregate_id".into(), Value::String(order_id.into())),
+        (
+            "correlation_id".into(),
+            some(Value::String("corr-7".into())),
+        ),
+        (
+            "causation_id".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+        ("payload".into(), Value::Union(0, Box::new(placed))),
+    ])
+}
+
+/// The non-null branch of a `["null", T]` union.
+fn some(value: Value) -> Value {
+    Value::Union(1, Box::new(value))
+}
