@@ -8,6 +8,7 @@
 mod catalog;
 mod error;
 mod schema_file;
+pub mod types;
 
 pub use catalog::{Catalog, CleanupPolicy, Topic, TopicSpec};
 pub use error::ContractError;

@@ -10,6 +10,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 
+use schema_registry_converter::async_impl::schema_registry::post_schema;
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use sluice_contracts::Catalog;
+
 use crate::{Stack, unique_name};
 
 /// A topic made for one test; its unique name keeps it apart from every other test's.
@@ -35,6 +39,27 @@ impl TestTopic {
             result.unwrap_or_else(|(topic, code)| panic!("creating test topic {topic}: {code}"));
         }
         TestTopic { name }
+    }
+
+    /// Creates `<prefix>-<unique>` and registers the value schema of the
+    /// contract topic `contract` (e.g. `dlq.sheets-sink.v1`) under
+    /// `<name>-value`, so codecs can encode for it.
+    pub async fn with_schema_of(contract: &str, prefix: &str, partitions: i32) -> TestTopic {
+        let topic = Self::create(prefix, partitions).await;
+        let catalog = Catalog::embedded().expect("embedded contracts");
+        let schema = catalog
+            .topic(contract)
+            .unwrap_or_else(|| panic!("no contract topic {contract}"))
+            .value_schema_json()
+            .to_owned();
+        post_schema(
+            &Stack::get().registry_settings(),
+            format!("{}-value", topic.name),
+            SuppliedSchema::new(None, SchemaType::Avro, schema),
+        )
+        .await
+        .expect("registering the test topic's schema");
+        topic
     }
 }
 

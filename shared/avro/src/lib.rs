@@ -1,0 +1,135 @@
+//! Avro values in the Confluent wire format (magic byte 0, 4-byte schema id,
+//! Avro binary), encoded from and decoded into the typed contracts through the
+//! schema registry. Schema lookups are cached by schema_registry_converter.
+
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sluice_resilience::{Classified, ErrorClass};
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes do not start with the wire format's magic byte and schema id.
+    #[error("not in the Confluent wire format: {0}")]
+    NotWireFormat(String),
+    /// The registry could not be reached; trying again may work.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// The registry does not know the schema, or the bytes do not match it.
+    #[error("{0}")]
+    Avro(String),
+    /// The value decoded, but is not the expected type.
+    #[error("decoded value is not a {expected}: {reason}")]
+    WrongType {
+        /// The Rust type asked for.
+        expected: &'static str,
+        /// What did not fit.
+        reason: String,
+    },
+}
+
+impl Classified for CodecError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::RegistryUnavailable(_) => ErrorClass::Retryable,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl From<SRCError> for CodecError {
+    fn from(err: SRCError) -> Self {
+        let message = match &err.cause {
+            Some(cause) => format!("{}: {cause}", err.error),
+            None => err.error.clone(),
+        };
+        if err.retriable {
+            Self::RegistryUnavailable(message)
+        } else {
+            Self::Avro(message)
+        }
+    }
+}
+
+/// Encodes and decodes topic values with the schemas registered for them.
+#[derive(Debug)]
+pub struct AvroCodec {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+}
+
+impl AvroCodec {
+    /// A codec using the registry described by `registry`.
+    pub fn new(registry: SrSettings) -> Self {
+        Self {
+            encoder: AvroEncoder::new(registry.clone()),
+            decoder: AvroDecoder::new(registry),
+        }
+    }
+
+    /// Encodes `value` with the latest schema of `<topic>-value`, which
+    /// provisioning registered.
+    pub async fn encode<T: Serialize>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, CodecError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
+        Ok(self.encoder.encode_struct(value, &strategy).await?)
+    }
+
+    /// Decodes wire-format bytes into a generic Avro value.
+    pub async fn decode_value(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        check_wire_format(bytes)?;
+        Ok(self.decoder.decode(Some(bytes)).await?.value)
+    }
+
+    /// Decodes wire-format bytes into `T`.
+    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let value = self.decode_value(bytes).await?;
+        apache_avro::from_value(&value).map_err(|err| CodecError::WrongType {
+            expected: std::any::type_name::<T>(),
+            reason: err.to_string(),
+        })
+    }
+}
+
+/// The registry is asked about an id only when the frame is plausible.
+fn check_wire_format(bytes: &[u8]) -> Result<(), CodecError> {
+    match bytes {
+        [0, _, _, _, _, ..] => Ok(()),
+        [] => Err(CodecError::NotWireFormat("empty value".into())),
+        [first, ..] if *first != 0 => Err(CodecError::NotWireFormat(format!(
+            "first byte is 0x{first:02x}, expected the magic byte 0x00"
+        ))),
+        short => Err(CodecError::NotWireFormat(format!(
+            "{} bytes, shorter than the 5-byte header",
+            short.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_that_cannot_be_wire_format_are_refused_with_the_reason() {
+        let reason = |bytes: &[u8]| check_wire_format(bytes).unwrap_err().to_string();
+        assert_eq!(reason(b""), "not in the Confluent wire format: empty value");
+        assert_eq!(
+            reason(b"{\"json\": true}"),
+            "not in the Confluent wire format: first byte is 0x7b, expected the magic byte 0x00"
+        );
+        assert_eq!(
+            reason(&[0, 0, 1]),
+            "not in the Confluent wire format: 3 bytes, shorter than the 5-byte header"
+        );
+        assert!(check_wire_format(&[0, 0, 0, 0, 1]).is_ok());
+    }
+}

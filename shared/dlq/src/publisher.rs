@@ -1,0 +1,162 @@
+//! Publishing dead letters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use sluice_avro::{AvroCodec, CodecError};
+use sluice_contracts::types::{DeadLetter, DeadLetterClass, OriginalHeader};
+use sluice_resilience::{Classified, ErrorClass};
+
+use crate::headers::dead_letter_headers;
+
+/// Why a message failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The class recorded in the dead letter.
+    pub class: DeadLetterClass,
+    /// The error, with its context.
+    pub message: String,
+    /// Tries made.
+    pub attempts: u32,
+    /// When the first try failed, ms since the epoch.
+    pub first_failure_at: i64,
+    /// When the last try failed, ms since the epoch.
+    pub last_failure_at: i64,
+}
+
+/// A dead letter could not be written; the message must not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// The DeadLetter record could not be encoded.
+    #[error("encoding the dead letter for {topic}: {source}")]
+    Encode {
+        /// The DLQ topic.
+        topic: String,
+        /// The codec error.
+        source: CodecError,
+    },
+    /// Kafka did not acknowledge it.
+    #[error("producing the dead letter to {topic}: {source}")]
+    Produce {
+        /// The DLQ topic.
+        topic: String,
+        /// The producer error.
+        source: KafkaError,
+    },
+}
+
+impl Classified for DeadLetterError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Encode { source, .. } => source.class(),
+            // A broker that does not ack now may later; the message waits.
+            Self::Produce { .. } => ErrorClass::Retryable,
+        }
+    }
+}
+
+/// Writes one service's dead letters to its DLQ topic.
+#[derive(Clone)]
+pub struct DeadLetterPublisher {
+    producer: FutureProducer,
+    codec: Arc<AvroCodec>,
+    topic: String,
+    service: String,
+    service_version: String,
+}
+
+impl std::fmt::Debug for DeadLetterPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterPublisher")
+            .field("topic", &self.topic)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl DeadLetterPublisher {
+    /// A publisher writing `service`'s dead letters to `topic` (normally
+    /// `dlq.<service>.v1`) through an idempotent, `acks=all` producer.
+    pub fn new(
+        producer: FutureProducer,
+        codec: Arc<AvroCodec>,
+        topic: impl Into<String>,
+        service: impl Into<String>,
+        service_version: impl Into<String>,
+    ) -> Self {
+        Self {
+            producer,
+            codec,
+            topic: topic.into(),
+            service: service.into(),
+            service_version: service_version.into(),
+        }
+    }
+
+    /// The DLQ topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Writes `original` with `failure` to the DLQ and waits for Kafka's
+    /// acknowledgement; only then may the original's offset be committed.
+    pub async fn publish<M: Message>(
+        &self,
+        original: &M,
+        failure: Failure,
+    ) -> Result<(), DeadLetterError> {
+        let letter = DeadLetter {
+            original_topic: original.topic().to_owned(),
+            original_partition: original.partition(),
+            original_offset: original.offset(),
+            original_timestamp: original.timestamp().to_millis(),
+            original_key: original.key().map(<[u8]>::to_vec),
+            original_value: original.payload().map(<[u8]>::to_vec),
+            original_headers: original
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| OriginalHeader {
+                            key: h.key.to_owned(),
+                            value: h.value.map(<[u8]>::to_vec),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            error_class: failure.class,
+            error_message: failure.message,
+            attempts: i32::try_from(failure.attempts).unwrap_or(i32::MAX),
+            first_failure_at: failure.first_failure_at,
+            last_failure_at: failure.last_failure_at,
+            service: self.service.clone(),
+            service_version: self.service_version.clone(),
+        };
+        let value = self
+            .codec
+            .encode(&self.topic, &letter)
+            .await
+            .map_err(|source| DeadLetterError::Encode {
+                topic: self.topic.clone(),
+                source,
+            })?;
+        let mut record = FutureRecord::to(&self.topic)
+            .payload(&value)
+            .headers(dead_letter_headers(&letter));
+        if let Some(key) = &letter.original_key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map_err(|(source, _)| DeadLetterError::Produce {
+                topic: self.topic.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+}
