@@ -67,14 +67,20 @@ fn admin() -> AdminClient<DefaultClientContext> {
     Stack::get().kafka_config().create().expect("admin client")
 }
 
-/// An idempotent producer with `acks=all`, as the services use.
+/// An idempotent producer with `acks=all`, as the services use; one per
+/// test process, since starting a producer costs a metadata round trip.
 pub fn producer() -> FutureProducer {
-    Stack::get()
-        .kafka_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer")
+    static PRODUCER: std::sync::OnceLock<FutureProducer> = std::sync::OnceLock::new();
+    PRODUCER
+        .get_or_init(|| {
+            Stack::get()
+                .kafka_config()
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .create()
+                .expect("producer")
+        })
+        .clone()
 }
 
 /// Reads `count` messages from the start of `topic` with a fresh group, and
@@ -115,4 +121,34 @@ pub async fn consume_exactly(topic: &str, count: usize, within: Duration) -> Vec
         );
     }
     messages
+}
+
+/// The offsets group `group` has committed on `topic`, by partition
+/// (partitions without a commit are left out).
+pub fn committed_offsets(
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> std::collections::BTreeMap<i32, i64> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = Stack::get()
+        .kafka_config()
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some((e.partition(), offset)),
+            _ => None,
+        })
+        .collect()
 }

@@ -1,0 +1,348 @@
+//! The at-least-once consumer loop.
+//!
+//! One dispatcher polls Kafka and hands each message to its partition's task
+//! through a bounded queue. When a queue is full the partition is paused and
+//! its messages wait, in order, in a backlog until the task catches up; the
+//! dispatcher itself never blocks, so it keeps polling (and keeps the group
+//! membership) while a sink waits out an outage.
+
+mod context;
+mod handler;
+mod partition;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_resilience::RetryPolicy;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::context::{AssignmentChange, Partition, RebalanceContext};
+pub use self::handler::{Handler, HandlerError};
+use self::partition::{Shared, run_partition};
+use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe};
+use crate::{KafkaConfig, KafkaSetupError};
+
+/// How often backlogs are offered to their partition tasks again.
+const BACKLOG_TICK: Duration = Duration::from_millis(50);
+
+/// How a consumer loop consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Messages queued per partition before the partition is paused.
+    pub partition_buffer: usize,
+    /// Messages handled at once across all partitions.
+    pub max_concurrent: usize,
+    /// Retries of a message whose handler failed with a retryable error.
+    pub retry: RetryPolicy,
+    /// How long a partition holds when the handler says "pause" without a
+    /// `Retry-After`.
+    pub pause_backoff: Duration,
+    /// How long shutdown waits for messages being handled.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The consumer could not be created.
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// Subscribing failed (a topic name librdkafka refuses, say).
+    #[error("subscribing to {topics:?}: {source}")]
+    Subscribe {
+        /// The topics.
+        topics: Vec<String>,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// A handler panicked. The loop stops rather than move past a message
+    /// nobody settled; its offset was not stored.
+    #[error("the handler panicked on {topic} partition {partition}")]
+    HandlerPanicked {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+}
+
+/// Consumes topics with at-least-once delivery into a [`Handler`].
+pub struct ConsumerLoop<H> {
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    shared: Arc<Shared<H>>,
+    settings: ConsumerSettings,
+}
+
+impl<H: Handler> ConsumerLoop<H> {
+    /// A loop subscribed to `settings.topics`, dead-lettering through
+    /// `dead_letters`.
+    pub fn new(
+        kafka: &KafkaConfig,
+        settings: ConsumerSettings,
+        handler: H,
+        dead_letters: DeadLetterPublisher,
+    ) -> Result<Self, ConsumerError> {
+        static DESCRIBE: Once = Once::new();
+        DESCRIBE.call_once(describe);
+        let consumer: StreamConsumer<RebalanceContext> = kafka
+            .client_config(&[
+                ("group.id", &settings.group_id),
+                // Offsets are stored by hand once a message is settled, and
+                // committed in the background (and on revoke and close).
+                ("enable.auto.commit", "true"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                // Never act on messages of aborted transactions.
+                ("isolation.level", "read_committed"),
+            ])
+            .create_with_context(RebalanceContext::default())
+            .map_err(|source| KafkaSetupError {
+                client: "consumer",
+                source,
+            })?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| ConsumerError::Subscribe {
+                topics: settings.topics.clone(),
+                source,
+            })?;
+        let consumer = Arc::new(consumer);
+        let shared = Arc::new(Shared {
+            consumer: Arc::clone(&consumer),
+            handler,
+            dead_letters,
+            retry: settings.retry.clone(),
+            pause_backoff: settings.pause_backoff,
+            in_flight: Semaphore::new(settings.max_concurrent.max(1)),
+        });
+        Ok(Self {
+            consumer,
+            shared,
+            settings,
+        })
+    }
+
+    /// Consumes until `shutdown` completes, then stops taking messages, lets
+    /// the ones being handled finish (up to the grace period), commits what
+    /// is settled and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
+        let mut dispatcher = Dispatcher {
+            consumer: Arc::clone(&self.consumer),
+            shared: self.shared,
+            buffer: self.settings.partition_buffer.max(1),
+            queues: HashMap::new(),
+            backlogs: HashMap::new(),
+            tasks: JoinSet::new(),
+            task_partitions: HashMap::new(),
+            stop_all: CancellationToken::new(),
+        };
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tick = tokio::time::interval(BACKLOG_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok(()),
+                received = self.consumer.recv() => match received {
+                    Ok(message) => dispatcher.dispatch(message.detach()),
+                    // Broker trouble is reported here and retried by librdkafka.
+                    Err(err) => tracing::warn!(error = %err, "consumer error"),
+                },
+                _ = tick.tick() => {
+                    if let Err(err) = dispatcher.reap_tasks() {
+                        break Err(err);
+                    }
+                    dispatcher.drain_backlogs();
+                }
+            }
+            dispatcher.apply(self.consumer.context().take_changes());
+        };
+        dispatcher.stop(self.settings.shutdown_grace).await;
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "final commit failed; settled messages may be handled again")
+            }
+        }
+        result
+    }
+}
+
+/// Routes messages to partition tasks, pausing partitions that fall behind.
+struct Dispatcher<H> {
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    shared: Arc<Shared<H>>,
+    buffer: usize,
+    queues: HashMap<Partition, PartitionQueue>,
+    /// Messages of paused partitions, in order, not yet queued.
+    backlogs: HashMap<Partition, VecDeque<OwnedMessage>>,
+    tasks: JoinSet<()>,
+    /// Which partition each running task serves, to name it if it panics.
+    task_partitions: HashMap<tokio::task::Id, Partition>,
+    stop_all: CancellationToken,
+}
+
+struct PartitionQueue {
+    sender: mpsc::Sender<OwnedMessage>,
+    stop: CancellationToken,
+}
+
+impl<H: Handler> Dispatcher<H> {
+    fn dispatch(&mut self, message: OwnedMessage) {
+        let partition = (message.topic().to_owned(), message.partition());
+        metrics::counter!(CONSUMED, "topic" => partition.0.clone()).increment(1);
+        if let Some(backlog) = self.backlogs.get_mut(&partition) {
+            backlog.push_back(message);
+            return;
+        }
+        let queue = self.queues.entry(partition.clone()).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(self.buffer);
+            let stop = self.stop_all.child_token();
+            let task = self.tasks.spawn(run_partition(
+                Arc::clone(&self.shared),
+                receiver,
+                stop.clone(),
+            ));
+            self.task_partitions.insert(task.id(), partition.clone());
+            PartitionQueue { sender, stop }
+        });
+        // A closed queue means a panicked task: reap_tasks ends the loop.
+        if let Err(err) = queue.sender.try_send(message) {
+            let message = match err {
+                mpsc::error::TrySendError::Full(message)
+                | mpsc::error::TrySendError::Closed(message) => message,
+            };
+            self.backlogs
+                .insert(partition.clone(), VecDeque::from([message]));
+            self.set_paused(&partition, true);
+        }
+    }
+
+    /// Offers backlogged messages to their tasks again; resumes partitions
+    /// whose backlog is gone.
+    fn drain_backlogs(&mut self) {
+        let mut caught_up = Vec::new();
+        for (partition, backlog) in &mut self.backlogs {
+            let Some(queue) = self.queues.get(partition) else {
+                continue;
+            };
+            while let Some(message) = backlog.pop_front() {
+                if let Err(err) = queue.sender.try_send(message) {
+                    let (mpsc::error::TrySendError::Full(message)
+                    | mpsc::error::TrySendError::Closed(message)) = err;
+                    backlog.push_front(message);
+                    break;
+                }
+            }
+            if backlog.is_empty() {
+                caught_up.push(partition.clone());
+            }
+        }
+        for partition in caught_up {
+            self.backlogs.remove(&partition);
+            self.set_paused(&partition, false);
+        }
+    }
+
+    fn apply(&mut self, changes: Vec<AssignmentChange>) {
+        for change in changes {
+            match change {
+                AssignmentChange::Revoked(partitions) => {
+                    for partition in partitions {
+                        if let Some(queue) = self.queues.remove(&partition) {
+                            queue.stop.cancel();
+                        }
+                        if self.backlogs.remove(&partition).is_some() {
+                            metrics::gauge!(PAUSED_PARTITIONS).decrement(1);
+                        }
+                    }
+                }
+                // librdkafka keeps a partition paused across a revoke and a
+                // later assign; a newly assigned partition starts flowing.
+                AssignmentChange::Assigned(partitions) => {
+                    let list = partition_list(&partitions);
+                    if let Err(err) = self.consumer.resume(&list) {
+                        tracing::debug!(error = %err, "resuming newly assigned partitions");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Collects finished partition tasks; a panic ends the loop.
+    fn reap_tasks(&mut self) -> Result<(), ConsumerError> {
+        while let Some(finished) = self.tasks.try_join_next_with_id() {
+            let (id, panicked) = match finished {
+                Ok((id, ())) => (id, false),
+                Err(err) => (err.id(), err.is_panic()),
+            };
+            let partition = self.task_partitions.remove(&id);
+            if panicked {
+                let (topic, partition) = partition.unwrap_or_default();
+                return Err(ConsumerError::HandlerPanicked { topic, partition });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every task, waiting up to `grace` for messages being handled.
+    async fn stop(mut self, grace: Duration) {
+        self.stop_all.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?grace,
+                "messages still being handled at shutdown; they will be handled again"
+            );
+            self.tasks.abort_all();
+        }
+    }
+
+    fn set_paused(&self, partition: &Partition, paused: bool) {
+        let list = partition_list(std::slice::from_ref(partition));
+        let result = if paused {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
+        };
+        match result {
+            Ok(()) if paused => metrics::gauge!(PAUSED_PARTITIONS).increment(1),
+            Ok(()) => metrics::gauge!(PAUSED_PARTITIONS).decrement(1),
+            Err(err) => {
+                tracing::warn!(topic = partition.0, partition = partition.1, paused, error = %err,
+                "changing the partition's pause state failed")
+            }
+        }
+        tracing::debug!(
+            topic = partition.0,
+            partition = partition.1,
+            paused,
+            "backpressure"
+        );
+    }
+}
+
+fn partition_list(partitions: &[Partition]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    list
+}

@@ -1,0 +1,178 @@
+//! One partition's task: handles its messages in order and stores each
+//! offset only once the message is settled.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use sluice_contracts::types::DeadLetterClass;
+use sluice_dlq::{DeadLetterPublisher, Failure};
+use sluice_resilience::{Classified, ErrorClass, Exhausted, RetryPolicy};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::context::RebalanceContext;
+use super::{Handler, HandlerError};
+use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
+
+/// Longest wait between two tries to write a dead letter.
+const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What every partition task of one loop shares.
+pub(crate) struct Shared<H> {
+    pub consumer: Arc<StreamConsumer<RebalanceContext>>,
+    pub handler: H,
+    pub dead_letters: DeadLetterPublisher,
+    pub retry: RetryPolicy,
+    pub pause_backoff: Duration,
+    /// Bounds the messages handled at once across partitions.
+    pub in_flight: Semaphore,
+}
+
+/// How a message was settled.
+enum Settled {
+    Done,
+    DeadLettered(DeadLetterClass),
+}
+
+/// Handles the partition's messages until its queue closes or `stop` fires.
+/// A stopped task finishes nothing more and stores nothing more: what it had
+/// not settled is handled again by whoever owns the partition next.
+pub(crate) async fn run_partition<H: Handler>(
+    shared: Arc<Shared<H>>,
+    mut queue: mpsc::Receiver<OwnedMessage>,
+    stop: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            message = queue.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let Ok(_permit) = shared.in_flight.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        let Some(settled) = settle(&shared, &message, &stop).await else {
+            return;
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        // The at-least-once rule: the offset is stored (for the next
+        // auto-commit) only now that the message is done or dead-lettered.
+        if let Err(err) =
+            shared
+                .consumer
+                .store_offset(message.topic(), message.partition(), message.offset())
+        {
+            tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
+                error = %err, "offset not stored; the message will be handled again");
+        }
+        let topic = message.topic().to_owned();
+        let outcome = match settled {
+            Settled::Done => "done",
+            Settled::DeadLettered(class) => {
+                metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str()).increment(1);
+                "dead_lettered"
+            }
+        };
+        metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => outcome).increment(1);
+        metrics::histogram!(PROCESSING, "topic" => topic).record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Handles `message` until it is done or dead-lettered; `None` when stopped
+/// first. Retryable errors are retried by the policy; a pause holds the
+/// partition (its queue fills and the dispatcher pauses it) without spending
+/// the message's attempts.
+async fn settle<H: Handler>(
+    shared: &Shared<H>,
+    message: &OwnedMessage,
+    stop: &CancellationToken,
+) -> Option<Settled> {
+    let first_failure_at = OnceLock::new();
+    loop {
+        let result = shared
+            .retry
+            .run("handle", || async {
+                let result = shared.handler.handle(message).await;
+                if result.is_err() {
+                    first_failure_at.get_or_init(now_ms);
+                }
+                result
+            })
+            .await;
+        let Exhausted { error, attempts } = match result {
+            Ok(()) => return Some(Settled::Done),
+            Err(exhausted) => exhausted,
+        };
+        let class = match error.class() {
+            ErrorClass::Pause => {
+                let wait = error.retry_after().unwrap_or(shared.pause_backoff);
+                tracing::warn!(topic = message.topic(), partition = message.partition(), error = %error, ?wait,
+                    "dependency unavailable; holding the partition");
+                if !sleep_unless_stopped(wait, stop).await {
+                    return None;
+                }
+                continue;
+            }
+            ErrorClass::Retryable => DeadLetterClass::RetriesExhausted,
+            ErrorClass::Permanent => error.dead_letter_class(),
+        };
+        let last_failure_at = now_ms();
+        let failure = Failure {
+            class,
+            message: error.to_string(),
+            attempts,
+            first_failure_at: *first_failure_at.get().unwrap_or(&last_failure_at),
+            last_failure_at,
+        };
+        return dead_letter(&shared.dead_letters, message, failure, stop)
+            .await
+            .then_some(Settled::DeadLettered(class));
+    }
+}
+
+/// Writes the dead letter, trying until Kafka acknowledges it (the message is
+/// not settled before) or the task is stopped.
+async fn dead_letter(
+    publisher: &DeadLetterPublisher,
+    message: &OwnedMessage,
+    failure: Failure,
+    stop: &CancellationToken,
+) -> bool {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match publisher.publish(message, failure.clone()).await {
+            Ok(()) => return true,
+            Err(err) => {
+                tracing::warn!(topic = message.topic(), offset = message.offset(), error = %err, ?wait,
+                    "dead letter not written; trying again");
+                if !sleep_unless_stopped(wait, stop).await {
+                    return false;
+                }
+                wait = (wait * 2).min(MAX_DEAD_LETTER_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Sleeps for `wait`; false when `stop` fired first.
+async fn sleep_unless_stopped(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,18 @@
+//! Kafka for Sluice services.
+//!
+//! - [`idempotent_producer`]: `acks=all`, idempotence on, so a retried send
+//!   never duplicates and an acknowledged one is on every in-sync replica.
+//! - [`ConsumerLoop`]: at-least-once consumption. Each partition is handled
+//!   in order by its own task, partitions run concurrently (bounded), and an
+//!   offset is stored for commit only once its message is handled: done, or
+//!   dead-lettered with Kafka's acknowledgement. A partition whose handler
+//!   cannot keep up (or waits out an outage) is paused, never dead-lettered.
+
+mod config;
+mod consumer;
+mod metrics;
+mod producer;
+
+pub use config::{KafkaConfig, KafkaSetupError};
+pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
+pub use producer::idempotent_producer;

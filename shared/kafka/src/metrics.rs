@@ -1,0 +1,34 @@
+//! Metric names of this crate, declared and described in one place.
+
+/// Counter: messages received, label `topic`.
+pub const CONSUMED: &str = "sluice_consumed_total";
+/// Counter: messages settled, labels `topic` and `outcome` (`done`, `dead_lettered`).
+pub const HANDLED: &str = "sluice_handled_total";
+/// Histogram: seconds from receiving a message to settling it, label `topic`.
+pub const PROCESSING: &str = "sluice_processing_seconds";
+/// Counter: messages dead-lettered, labels `topic` and `class`.
+pub const DEAD_LETTERED: &str = "sluice_dead_lettered_total";
+/// Gauge: partitions paused for backpressure.
+pub const PAUSED_PARTITIONS: &str = "sluice_paused_partitions";
+
+/// Registers descriptions with the installed recorder.
+pub(crate) fn describe() {
+    metrics::describe_counter!(CONSUMED, "Messages received from Kafka.");
+    metrics::describe_counter!(
+        HANDLED,
+        "Messages settled, by outcome: done or dead-lettered."
+    );
+    metrics::describe_histogram!(
+        PROCESSING,
+        metrics::Unit::Seconds,
+        "Time from receiving a message to settling it."
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERED,
+        "Messages written to the dead-letter topic, by error class."
+    );
+    metrics::describe_gauge!(
+        PAUSED_PARTITIONS,
+        "Partitions paused because their handler is behind."
+    );
+}

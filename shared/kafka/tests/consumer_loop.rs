@@ -1,0 +1,271 @@
+//! The consumer loop against the real broker: retries, dead letters, per-key
+//! order, offsets that follow handling, and a restart that handles nothing
+//! twice.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{DeadLetter, DeadLetterClass};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, HandlerError, KafkaConfig};
+use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_testkit::{
+    Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer, unique_name,
+};
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(60);
+const PARTITIONS: i32 = 3;
+
+/// What the test handler was asked to do and did.
+#[derive(Default)]
+struct Journal {
+    /// Successfully handled messages, in the order they were handled.
+    done: Vec<(i32, i64, String)>,
+    /// Calls per payload.
+    calls: HashMap<String, u32>,
+}
+
+/// Payload prefixes decide the outcome: `ok` succeeds, `flaky` fails twice
+/// with a retryable error, `hopeless` always does, `bad` fails permanently.
+#[derive(Clone, Default)]
+struct ScriptedHandler {
+    journal: Arc<Mutex<Journal>>,
+}
+
+#[derive(Debug)]
+enum ScriptedError {
+    Flaky,
+    Bad,
+}
+
+impl std::fmt::Display for ScriptedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Flaky => f.write_str("HTTP 503 from the test target"),
+            Self::Bad => f.write_str("field total_minor: must not be negative"),
+        }
+    }
+}
+
+impl Classified for ScriptedError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Flaky => ErrorClass::Retryable,
+            Self::Bad => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl HandlerError for ScriptedError {
+    fn dead_letter_class(&self) -> DeadLetterClass {
+        DeadLetterClass::Validation
+    }
+}
+
+impl Handler for ScriptedHandler {
+    type Error = ScriptedError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), ScriptedError> {
+        let payload = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+        let mut journal = self.journal.lock().unwrap();
+        let calls = {
+            let calls = journal.calls.entry(payload.clone()).or_default();
+            *calls += 1;
+            *calls
+        };
+        let result = match payload.split('-').next().unwrap() {
+            "flaky" if calls <= 2 => Err(ScriptedError::Flaky),
+            "hopeless" => Err(ScriptedError::Flaky),
+            "bad" => Err(ScriptedError::Bad),
+            _ => Ok(()),
+        };
+        if result.is_ok() {
+            journal
+                .done
+                .push((message.partition(), message.offset(), payload));
+        }
+        result
+    }
+}
+
+fn settings(group: &str, topic: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        group_id: group.to_owned(),
+        topics: vec![topic.to_owned()],
+        partition_buffer: 4,
+        max_concurrent: 2,
+        retry: RetryPolicy {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(40),
+            multiplier: 2.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        pause_backoff: Duration::from_millis(100),
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+/// Starts a loop in the background; returns the handle that stops it.
+fn start(
+    group: &str,
+    topic: &str,
+    dlq: &str,
+    handler: ScriptedHandler,
+) -> impl FnOnce() -> tokio::task::JoinHandle<()> {
+    let stack = Stack::get();
+    let kafka = KafkaConfig {
+        bootstrap_servers: stack.kafka_bootstrap.clone(),
+        properties: vec![],
+    };
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let publisher = DeadLetterPublisher::new(producer(), codec, dlq, "test-service", "0.0.0");
+    let consumer = ConsumerLoop::new(&kafka, settings(group, topic), handler, publisher).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        consumer
+            .run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap();
+    });
+    move || {
+        stop.send(()).unwrap();
+        running
+    }
+}
+
+async fn produce(topic: &str, key: &str, payload: &str) {
+    producer()
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_or_dead_lettered_and_commits_follow_handling() {
+    let input = TestTopic::create("loop-input", PARTITIONS).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "loop-dlq", 1).await;
+    let group = unique_name("loop-group");
+
+    // 60 messages over 6 keys; the outcome is in the payload.
+    let mut expected_done = Vec::new();
+    let mut expected_dead = BTreeMap::new();
+    for i in 0..60 {
+        let payload = match i {
+            _ if i % 13 == 5 => format!("hopeless-{i}"),
+            _ if i % 10 == 3 => format!("bad-{i}"),
+            _ if i % 7 == 1 => format!("flaky-{i}"),
+            _ => format!("ok-{i}"),
+        };
+        // `bad` ones are dead-lettered at once, `hopeless` ones after 1 + 3 tries.
+        match payload.split('-').next().unwrap() {
+            "bad" => expected_dead.insert(payload.clone(), (DeadLetterClass::Validation, 1)),
+            "hopeless" => {
+                expected_dead.insert(payload.clone(), (DeadLetterClass::RetriesExhausted, 4))
+            }
+            _ => {
+                expected_done.push(payload.clone());
+                None
+            }
+        };
+        produce(&input.name, &format!("key-{}", i % 6), &payload).await;
+    }
+
+    let handler = ScriptedHandler::default();
+    let stop = start(&group, &input.name, &dlq.name, handler.clone());
+    let journal = Arc::clone(&handler.journal);
+    eventually("every good message handled", WAIT, || {
+        let all_done = journal.lock().unwrap().done.len() == expected_done.len();
+        async move { all_done.then_some(()) }
+    })
+    .await;
+    let dead: Vec<DeadLetter> = {
+        let codec = AvroCodec::new(Stack::get().registry_settings());
+        let mut letters = Vec::new();
+        for message in consume_exactly(&dlq.name, expected_dead.len(), WAIT).await {
+            letters.push(
+                codec
+                    .decode::<DeadLetter>(message.payload().unwrap())
+                    .await
+                    .unwrap(),
+            );
+        }
+        letters
+    };
+    stop().await.unwrap();
+
+    let classes: BTreeMap<String, (DeadLetterClass, i32)> = dead
+        .iter()
+        .map(|d| {
+            (
+                String::from_utf8(d.original_value.clone().unwrap()).unwrap(),
+                (d.error_class, d.attempts),
+            )
+        })
+        .collect();
+    assert_eq!(classes, expected_dead);
+    assert!(
+        dead.iter()
+            .all(|d| d.original_topic == input.name && d.service == "test-service")
+    );
+
+    {
+        let journal = journal.lock().unwrap();
+        // Each good message handled once; flaky ones on their third call.
+        let mut done: Vec<&str> = journal.done.iter().map(|(_, _, p)| p.as_str()).collect();
+        done.sort_unstable();
+        let mut expected = expected_done.iter().map(String::as_str).collect::<Vec<_>>();
+        expected.sort_unstable();
+        assert_eq!(done, expected);
+        assert_eq!(journal.calls["flaky-1"], 3);
+        // Per partition, messages were handled in offset order.
+        for partition in 0..PARTITIONS {
+            let offsets: Vec<i64> = journal
+                .done
+                .iter()
+                .filter(|(p, ..)| *p == partition)
+                .map(|(_, o, _)| *o)
+                .collect();
+            assert!(
+                offsets.windows(2).all(|w| w[0] < w[1]),
+                "partition {partition}: {offsets:?}"
+            );
+        }
+    }
+
+    // Everything settled is committed: the group's offsets are at the end.
+    let committed = committed_offsets(&group, &input.name, PARTITIONS);
+    assert_eq!(committed.values().sum::<i64>(), 60, "{committed:?}");
+
+    // A restart from the committed offsets handles only what is new.
+    let restarted = ScriptedHandler::default();
+    let stop = start(&group, &input.name, &dlq.name, restarted.clone());
+    produce(&input.name, "key-0", "ok-after-restart").await;
+    let journal = Arc::clone(&restarted.journal);
+    eventually("the new message handled", WAIT, || {
+        let done = journal.lock().unwrap().done.len();
+        async move { (done >= 1).then_some(()) }
+    })
+    .await;
+    stop().await.unwrap();
+    let handled: Vec<String> = journal
+        .lock()
+        .unwrap()
+        .done
+        .iter()
+        .map(|(_, _, p)| p.clone())
+        .collect();
+    assert_eq!(handled, ["ok-after-restart"]);
+}
