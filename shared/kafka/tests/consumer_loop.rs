@@ -17,7 +17,8 @@ use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, HandlerError, KafkaConfig};
 use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
 use sluice_testkit::{
-    Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer, unique_name,
+    Stack, TestTopic, committed_offsets, consume_exactly, eventually, message_count, producer,
+    unique_name,
 };
 use tokio::sync::oneshot;
 
@@ -268,4 +269,136 @@ async fn failures_are_retried_or_dead_lettered_and_commits_follow_handling() {
         .map(|(_, _, p)| p.clone())
         .collect();
     assert_eq!(handled, ["ok-after-restart"]);
+}
+
+#[tokio::test]
+async fn a_property_that_would_break_at_least_once_is_refused() {
+    let stack = Stack::get();
+    let kafka = KafkaConfig {
+        bootstrap_servers: stack.kafka_bootstrap.clone(),
+        properties: vec![("enable.auto.offset.store".into(), "true".into())],
+    };
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let publisher = DeadLetterPublisher::new(producer(), codec, "unused", "test-service", "0.0.0");
+    let err = ConsumerLoop::new(
+        &kafka,
+        settings("g", "t"),
+        ScriptedHandler::default(),
+        publisher,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "kafka property enable.auto.offset.store cannot be set for a consumer loop: \
+         it stores and commits offsets itself, after handling"
+    );
+}
+
+/// Answers "pause" (the dependency is down) while `outage` is set.
+#[derive(Clone, Default)]
+struct OutageHandler {
+    outage: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<Mutex<Vec<i64>>>,
+}
+
+#[derive(Debug)]
+struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HTTP 429 Too Many Requests")
+    }
+}
+
+impl Classified for Unavailable {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Pause
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Some(Duration::from_millis(50))
+    }
+}
+
+impl HandlerError for Unavailable {}
+
+impl Handler for OutageHandler {
+    type Error = Unavailable;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), Unavailable> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        if self.outage.load(SeqCst) {
+            return Err(Unavailable);
+        }
+        self.done.lock().unwrap().push(message.offset());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_holds_the_partition_instead_of_dead_lettering() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let input = TestTopic::create("outage-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "outage-dlq", 1).await;
+    let group = unique_name("outage-group");
+    for i in 0..30 {
+        produce(&input.name, "order-1", &format!("event-{i}")).await;
+    }
+    let handler = OutageHandler::default();
+    handler.outage.store(true, SeqCst);
+
+    let stack = Stack::get();
+    let kafka = KafkaConfig {
+        bootstrap_servers: stack.kafka_bootstrap.clone(),
+        properties: vec![],
+    };
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let publisher = DeadLetterPublisher::new(producer(), codec, &dlq.name, "test-service", "0.0.0");
+    let consumer = ConsumerLoop::new(
+        &kafka,
+        settings(&group, &input.name),
+        handler.clone(),
+        publisher,
+    )
+    .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async { stopped.await.unwrap_or(()) }));
+
+    // The first message is tried again and again (every Retry-After), never given up on.
+    let calls = Arc::clone(&handler.calls);
+    eventually("the handler to be called through the outage", WAIT, || {
+        let tried = calls.load(SeqCst) >= 10;
+        async move { tried.then_some(()) }
+    })
+    .await;
+    assert!(handler.done.lock().unwrap().is_empty());
+    assert!(
+        committed_offsets(&group, &input.name, 1).is_empty(),
+        "nothing is committed during the outage"
+    );
+
+    handler.outage.store(false, SeqCst);
+    let done = Arc::clone(&handler.done);
+    eventually("every message handled after the outage", WAIT, || {
+        let all = done.lock().unwrap().len() == 30;
+        async move { all.then_some(()) }
+    })
+    .await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(
+        *handler.done.lock().unwrap(),
+        (0..30).collect::<Vec<i64>>(),
+        "in order, each once"
+    );
+    assert_eq!(committed_offsets(&group, &input.name, 1).get(&0), Some(&30));
+    assert_eq!(
+        message_count(&dlq.name),
+        0,
+        "an outage is not a poison message"
+    );
 }

@@ -12,6 +12,6 @@ pub mod samples;
 mod stack;
 mod wait;
 
-pub use kafka::{TestTopic, committed_offsets, consume_exactly, producer};
+pub use kafka::{TestTopic, committed_offsets, consume_exactly, message_count, producer};
 pub use stack::{Stack, unique_name};
 pub use wait::eventually;

@@ -31,6 +31,9 @@ use self::partition::{Shared, run_partition};
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe};
 use crate::{KafkaConfig, KafkaSetupError};
 
+/// Properties the loop sets itself because at-least-once depends on them.
+const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
+
 /// How often backlogs are offered to their partition tasks again.
 const BACKLOG_TICK: Duration = Duration::from_millis(50);
 
@@ -68,6 +71,15 @@ pub enum ConsumerError {
         /// librdkafka's error.
         source: KafkaError,
     },
+    /// A property the at-least-once rule depends on was set in the Kafka
+    /// properties.
+    #[error(
+        "kafka property {key} cannot be set for a consumer loop: it stores and commits offsets itself, after handling"
+    )]
+    ReservedProperty {
+        /// The property.
+        key: String,
+    },
     /// A handler panicked. The loop stops rather than move past a message
     /// nobody settled; its offset was not stored.
     #[error("the handler panicked on {topic} partition {partition}")]
@@ -97,6 +109,13 @@ impl<H: Handler> ConsumerLoop<H> {
     ) -> Result<Self, ConsumerError> {
         static DESCRIBE: Once = Once::new();
         DESCRIBE.call_once(describe);
+        if let Some((key, _)) = kafka
+            .properties
+            .iter()
+            .find(|(key, _)| RESERVED.contains(&key.as_str()))
+        {
+            return Err(ConsumerError::ReservedProperty { key: key.clone() });
+        }
         let consumer: StreamConsumer<RebalanceContext> = kafka
             .client_config(&[
                 ("group.id", &settings.group_id),
