@@ -97,6 +97,15 @@ impl DeadLetterPublisher {
         }
     }
 
+    /// The same publisher writing through `producer`: a transactional loop
+    /// writes its dead letters inside its own transactions.
+    pub fn with_producer(&self, producer: FutureProducer) -> Self {
+        Self {
+            producer,
+            ..self.clone()
+        }
+    }
+
     /// The DLQ topic.
     pub fn topic(&self) -> &str {
         &self.topic

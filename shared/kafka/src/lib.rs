@@ -7,12 +7,23 @@
 //!   offset is stored for commit only once its message is handled: done, or
 //!   dead-lettered with Kafka's acknowledgement. A partition whose handler
 //!   cannot keep up (or waits out an outage) is paused, never dead-lettered.
+//! - [`TransactionalLoop`]: exactly-once consume → transform → produce, the
+//!   input offsets committed in the same Kafka transaction as the outputs.
 
 mod config;
 mod consumer;
 mod metrics;
 mod producer;
+mod transactional;
 
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
 pub use producer::idempotent_producer;
+pub use transactional::{OutputRecord, TransactionalLoop, TransactionalSettings, Transformer};
+
+/// Now, in milliseconds since the epoch (the unit of the contracts' timestamps).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -32,7 +32,8 @@ use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe};
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// Properties the loop sets itself because at-least-once depends on them.
-const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
+pub(crate) const RESERVED: [&str; 3] =
+    ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
 /// How often backlogs are offered to their partition tasks again.
 const BACKLOG_TICK: Duration = Duration::from_millis(50);
@@ -80,6 +81,10 @@ pub enum ConsumerError {
         /// The property.
         key: String,
     },
+    /// A Kafka transaction failed for good (this instance was fenced by a
+    /// newer one with the same transactional id, say).
+    #[error("kafka transaction: {0}")]
+    Transaction(KafkaError),
     /// A handler panicked. The loop stops rather than move past a message
     /// nobody settled; its offset was not stored.
     #[error("the handler panicked on {topic} partition {partition}")]

@@ -103,7 +103,7 @@ async fn settle<H: Handler>(
             .run("handle", || async {
                 let result = shared.handler.handle(message).await;
                 if result.is_err() {
-                    first_failure_at.get_or_init(now_ms);
+                    first_failure_at.get_or_init(crate::now_ms);
                 }
                 result
             })
@@ -125,7 +125,7 @@ async fn settle<H: Handler>(
             ErrorClass::Retryable => DeadLetterClass::RetriesExhausted,
             ErrorClass::Permanent => error.dead_letter_class(),
         };
-        let last_failure_at = now_ms();
+        let last_failure_at = crate::now_ms();
         let failure = Failure {
             class,
             message: error.to_string(),
@@ -169,10 +169,4 @@ async fn sleep_unless_stopped(wait: Duration, stop: &CancellationToken) -> bool 
         () = stop.cancelled() => false,
         () = tokio::time::sleep(wait) => true,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,0 +1,329 @@
+//! Exactly-once consume → transform → produce with Kafka transactions.
+//!
+//! A batch of input messages, everything produced from them (outputs and
+//! dead letters) and the input offsets are committed in one transaction, so
+//! a `read_committed` reader sees each output once whatever is killed when.
+//! The producer's `transactional.id` is stable per instance; the group
+//! metadata sent with the offsets fences a zombie that lost its partitions.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_contracts::types::DeadLetterClass;
+use sluice_dlq::{DeadLetterPublisher, Failure};
+use sluice_resilience::{Classified, ErrorClass, Exhausted, RetryPolicy};
+
+use crate::consumer::{ConsumerError, HandlerError, RESERVED};
+use crate::{KafkaConfig, KafkaSetupError};
+
+/// One message to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A service's mapping from one input message to its outputs.
+pub trait Transformer: Send + Sync + 'static {
+    /// Its error, classified where it is understood.
+    type Error: HandlerError;
+
+    /// The outputs of `message`: zero, one or several records. Must not
+    /// have effects outside Kafka: the transaction can only undo its own.
+    fn transform(
+        &self,
+        message: &OwnedMessage,
+    ) -> impl Future<Output = Result<Vec<OutputRecord>, Self::Error>> + Send;
+}
+
+/// How a transactional loop consumes and commits.
+#[derive(Debug, Clone)]
+pub struct TransactionalSettings {
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// The producer's `transactional.id`: stable per instance, so a restarted
+    /// instance fences its predecessor's open transaction.
+    pub transactional_id: String,
+    /// Most input messages per transaction.
+    pub max_batch: usize,
+    /// How long a batch waits for more messages after its first.
+    pub batch_linger: Duration,
+    /// Retries of a transform that failed with a retryable error.
+    pub retry: RetryPolicy,
+    /// Wait before a batch is tried again after an aborted transaction.
+    pub abort_backoff: Duration,
+    /// Bound of each transaction call to the broker.
+    pub transaction_timeout: Duration,
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    /// The batch can be tried again after an abort.
+    #[error("{0}")]
+    Retry(String),
+    /// The producer is fenced or broken; the process must restart.
+    #[error("fatal transaction error: {0}")]
+    Fatal(KafkaError),
+}
+
+/// Consumes topics and produces their transformations exactly once.
+pub struct TransactionalLoop<T> {
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    transformer: T,
+    dead_letters: DeadLetterPublisher,
+    settings: TransactionalSettings,
+}
+
+impl<T: Transformer> TransactionalLoop<T> {
+    /// A loop subscribed to `settings.topics`. Dead letters go through
+    /// `dead_letters`' topic inside the loop's transactions.
+    pub fn new(
+        kafka: &KafkaConfig,
+        settings: TransactionalSettings,
+        transformer: T,
+        dead_letters: &DeadLetterPublisher,
+    ) -> Result<Self, ConsumerError> {
+        if let Some((key, _)) = kafka
+            .properties
+            .iter()
+            .find(|(key, _)| RESERVED.contains(&key.as_str()) || key == "transactional.id")
+        {
+            return Err(ConsumerError::ReservedProperty { key: key.clone() });
+        }
+        let consumer: StreamConsumer = kafka
+            .client_config(&[
+                ("group.id", &settings.group_id),
+                // Offsets are committed by the transaction, never by the consumer.
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+            ])
+            .create()
+            .map_err(|source| KafkaSetupError {
+                client: "consumer",
+                source,
+            })?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| ConsumerError::Subscribe {
+                topics: settings.topics.clone(),
+                source,
+            })?;
+        let producer: FutureProducer = kafka
+            .client_config(&[
+                ("transactional.id", &settings.transactional_id),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+            ])
+            .create()
+            .map_err(|source| KafkaSetupError {
+                client: "transactional producer",
+                source,
+            })?;
+        Ok(Self {
+            dead_letters: dead_letters.with_producer(producer.clone()),
+            consumer,
+            producer,
+            transformer,
+            settings,
+        })
+    }
+
+    /// Runs until `shutdown` completes; the batch in hand is committed (or
+    /// left uncommitted, to be redone) before it returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
+        let timeout = self.settings.transaction_timeout;
+        let producer = self.producer.clone();
+        blocking(move || producer.init_transactions(timeout))
+            .await
+            .map_err(|source| KafkaSetupError {
+                client: "transactional producer",
+                source,
+            })?;
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                batch = self.next_batch() => batch,
+            };
+            loop {
+                match self.commit_batch(&batch).await {
+                    Ok(()) => break,
+                    Err(BatchError::Fatal(err)) => {
+                        return Err(ConsumerError::Transaction(err));
+                    }
+                    Err(BatchError::Retry(reason)) => {
+                        tracing::warn!(%reason, "transaction aborted; the batch is tried again");
+                        let producer = self.producer.clone();
+                        if let Err(err) =
+                            blocking(move || producer.abort_transaction(timeout)).await
+                        {
+                            return Err(ConsumerError::Transaction(err));
+                        }
+                        tokio::select! {
+                            () = &mut shutdown => return Ok(()),
+                            () = tokio::time::sleep(self.settings.abort_backoff) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for one message, then takes what else arrives within the linger.
+    async fn next_batch(&self) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        while batch.is_empty() {
+            match self.consumer.recv().await {
+                Ok(message) => batch.push(message.detach()),
+                Err(err) => tracing::warn!(error = %err, "consumer error"),
+            }
+        }
+        let linger = tokio::time::sleep(self.settings.batch_linger);
+        tokio::pin!(linger);
+        while batch.len() < self.settings.max_batch {
+            tokio::select! {
+                () = &mut linger => break,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => batch.push(message.detach()),
+                    Err(err) => tracing::warn!(error = %err, "consumer error"),
+                },
+            }
+        }
+        batch
+    }
+
+    async fn commit_batch(&self, batch: &[OwnedMessage]) -> Result<(), BatchError> {
+        self.producer.begin_transaction().map_err(classify)?;
+        let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for message in batch {
+            self.produce_outputs(message).await?;
+            next_offsets.insert(
+                (message.topic().to_owned(), message.partition()),
+                message.offset() + 1,
+            );
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in next_offsets {
+            offsets
+                .add_partition_offset(&topic, partition, Offset::Offset(next))
+                .map_err(classify)?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| BatchError::Retry("no consumer group metadata yet".into()))?;
+        let producer = self.producer.clone();
+        let timeout = self.settings.transaction_timeout;
+        blocking(move || {
+            producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+            producer.commit_transaction(timeout)
+        })
+        .await
+        .map_err(classify)
+    }
+
+    /// Produces the outputs of one message, or its dead letter.
+    async fn produce_outputs(&self, message: &OwnedMessage) -> Result<(), BatchError> {
+        let first_failure_at = OnceLock::new();
+        let transformed = self
+            .settings
+            .retry
+            .run("transform", || async {
+                let result = self.transformer.transform(message).await;
+                if result.is_err() {
+                    first_failure_at.get_or_init(crate::now_ms);
+                }
+                result
+            })
+            .await;
+        let outputs = match transformed {
+            Ok(outputs) => outputs,
+            Err(Exhausted { error, attempts }) => {
+                let class = match error.class() {
+                    ErrorClass::Pause => return Err(BatchError::Retry(error.to_string())),
+                    ErrorClass::Retryable => DeadLetterClass::RetriesExhausted,
+                    ErrorClass::Permanent => error.dead_letter_class(),
+                };
+                let last_failure_at = crate::now_ms();
+                let failure = Failure {
+                    class,
+                    message: error.to_string(),
+                    attempts,
+                    first_failure_at: *first_failure_at.get().unwrap_or(&last_failure_at),
+                    last_failure_at,
+                };
+                return self
+                    .dead_letters
+                    .publish(message, failure)
+                    .await
+                    .map_err(|err| BatchError::Retry(err.to_string()));
+            }
+        };
+        for output in &outputs {
+            let headers =
+                output
+                    .headers
+                    .iter()
+                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                        headers.insert(Header {
+                            key,
+                            value: Some(value),
+                        })
+                    });
+            let mut record = FutureRecord::to(&output.topic)
+                .payload(&output.payload)
+                .headers(headers);
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            self.producer
+                .send(record, self.settings.transaction_timeout)
+                .await
+                .map_err(|(err, _)| classify(err))?;
+        }
+        Ok(())
+    }
+}
+
+/// Fatal producer errors (fenced by a newer instance) end the loop; the
+/// rest abort the transaction and retry the batch.
+fn classify(err: KafkaError) -> BatchError {
+    let fatal = match &err {
+        KafkaError::Transaction(rd) => rd.is_fatal(),
+        _ => false,
+    };
+    if fatal {
+        BatchError::Fatal(err)
+    } else {
+        BatchError::Retry(err.to_string())
+    }
+}
+
+/// librdkafka's transaction calls block until the broker answers.
+async fn blocking<R: Send + 'static>(
+    call: impl FnOnce() -> Result<R, KafkaError> + Send + 'static,
+) -> Result<R, KafkaError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}

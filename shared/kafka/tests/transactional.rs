@@ -1,0 +1,226 @@
+//! Exactly-once consume → transform → produce under SIGKILL: a child process
+//! runs the transactional loop and is killed mid-stream; after a restart a
+//! read_committed reader sees each output, and each dead letter, exactly once.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::DeadLetter;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{
+    HandlerError, KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
+};
+use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_testkit::{
+    Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer, unique_name,
+};
+
+const PARTITIONS: i32 = 3;
+const MESSAGES: usize = 300;
+const WAIT: Duration = Duration::from_secs(90);
+
+/// `n` becomes `out-n` on the output topic, tagged with where it came from;
+/// `poison-n` cannot be transformed.
+struct Tagger {
+    output: String,
+}
+
+#[derive(Debug)]
+struct Poison;
+
+impl std::fmt::Display for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("payload is poison")
+    }
+}
+
+impl Classified for Poison {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Permanent
+    }
+}
+
+impl HandlerError for Poison {}
+
+impl Transformer for Tagger {
+    type Error = Poison;
+
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, Poison> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let payload = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        if payload.starts_with("poison") {
+            return Err(Poison);
+        }
+        Ok(vec![OutputRecord {
+            topic: self.output.clone(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: format!("out-{payload}").into_bytes(),
+            headers: vec![(
+                "source".into(),
+                format!("{}:{}", message.partition(), message.offset()).into_bytes(),
+            )],
+        }])
+    }
+}
+
+/// The child process: transforms until it is killed. Run by the test below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of sigkill_mid_stream_leaves_each_output_exactly_once"]
+async fn transforming_child() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+    let stack = Stack::get();
+    let kafka = KafkaConfig {
+        bootstrap_servers: stack.kafka_bootstrap.clone(),
+        properties: vec![
+            ("session.timeout.ms".into(), "6000".into()),
+            ("heartbeat.interval.ms".into(), "1000".into()),
+        ],
+    };
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let dead_letters =
+        DeadLetterPublisher::new(producer(), codec, var("DLQ_TOPIC"), "tx-child", "0.0.0");
+    let settings = TransactionalSettings {
+        group_id: var("GROUP"),
+        topics: vec![var("TOPIC")],
+        transactional_id: var("TRANSACTIONAL_ID"),
+        max_batch: 20,
+        batch_linger: Duration::from_millis(20),
+        retry: RetryPolicy {
+            max_retries: 0,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            multiplier: 1.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        abort_backoff: Duration::from_millis(200),
+        transaction_timeout: Duration::from_secs(30),
+    };
+    let tagger = Tagger {
+        output: var("OUTPUT_TOPIC"),
+    };
+    TransactionalLoop::new(&kafka, settings, tagger, &dead_letters)
+        .unwrap()
+        .run(std::future::pending())
+        .await
+        .unwrap();
+}
+
+struct Topics {
+    input: TestTopic,
+    output: TestTopic,
+    dlq: TestTopic,
+    group: String,
+    transactional_id: String,
+}
+
+fn spawn_child(topics: &Topics) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "transforming_child", "--ignored", "--nocapture"])
+        .env("TOPIC", &topics.input.name)
+        .env("OUTPUT_TOPIC", &topics.output.name)
+        .env("DLQ_TOPIC", &topics.dlq.name)
+        .env("GROUP", &topics.group)
+        .env("TRANSACTIONAL_ID", &topics.transactional_id)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_committed(topics: &Topics, at_least: i64) {
+    eventually(&format!("{at_least} inputs committed"), WAIT, || {
+        let committed: i64 = committed_offsets(&topics.group, &topics.input.name, PARTITIONS)
+            .values()
+            .sum();
+        async move { (committed >= at_least).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
+    let topics = Topics {
+        input: TestTopic::create("tx-input", PARTITIONS).await,
+        output: TestTopic::create("tx-output", PARTITIONS).await,
+        dlq: TestTopic::with_schema_of("dlq.transformer.v1", "tx-dlq", 1).await,
+        group: unique_name("tx-group"),
+        transactional_id: unique_name("tx-id"),
+    };
+    let mut poison = BTreeSet::new();
+    for i in 0..MESSAGES {
+        let payload = if i % 50 == 7 {
+            format!("poison-{i}")
+        } else {
+            i.to_string()
+        };
+        let delivery = producer()
+            .send(
+                FutureRecord::to(&topics.input.name)
+                    .key(&format!("key-{}", i % 10))
+                    .payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        if payload.starts_with("poison") {
+            poison.insert((delivery.partition, delivery.offset));
+        }
+    }
+
+    let mut child = spawn_child(&topics);
+    wait_for_committed(&topics, 80).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed_at_kill: i64 = committed_offsets(&topics.group, &topics.input.name, PARTITIONS)
+        .values()
+        .sum();
+    assert!(
+        committed_at_kill < MESSAGES as i64,
+        "the kill came after the end; nothing was tested"
+    );
+
+    let mut child = spawn_child(&topics);
+    wait_for_committed(&topics, MESSAGES as i64).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Each input that is not poison has exactly one committed output.
+    let outputs = consume_exactly(&topics.output.name, MESSAGES - poison.len(), WAIT).await;
+    let sources: Vec<String> = outputs
+        .iter()
+        .map(|m| {
+            let header = m
+                .headers()
+                .unwrap()
+                .iter()
+                .find(|h| h.key == "source")
+                .unwrap();
+            String::from_utf8(header.value.unwrap().to_vec()).unwrap()
+        })
+        .collect();
+    let unique: BTreeSet<&String> = sources.iter().collect();
+    assert_eq!(unique.len(), sources.len(), "an output was committed twice");
+    for (partition, offset) in &poison {
+        assert!(
+            !unique.contains(&format!("{partition}:{offset}")),
+            "poison produced an output"
+        );
+    }
+
+    // Each poison input has exactly one committed dead letter.
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut dead = BTreeSet::new();
+    for message in consume_exactly(&topics.dlq.name, poison.len(), WAIT).await {
+        let letter: DeadLetter = codec.decode(message.payload().unwrap()).await.unwrap();
+        assert_eq!(letter.error_message, "payload is poison");
+        dead.insert((letter.original_partition, letter.original_offset));
+    }
+    assert_eq!(dead, poison);
+}
