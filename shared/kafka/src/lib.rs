@@ -14,11 +14,13 @@ mod config;
 mod consumer;
 mod metrics;
 mod producer;
+mod readiness;
 mod transactional;
 
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
 pub use producer::idempotent_producer;
+pub use readiness::KafkaReadiness;
 pub use transactional::{OutputRecord, TransactionalLoop, TransactionalSettings, Transformer};
 
 /// Now, in milliseconds since the epoch (the unit of the contracts' timestamps).

@@ -8,11 +8,18 @@ pub const HANDLED: &str = "sluice_handled_total";
 pub const PROCESSING: &str = "sluice_processing_seconds";
 /// Counter: messages dead-lettered, labels `topic` and `class`.
 pub const DEAD_LETTERED: &str = "sluice_dead_lettered_total";
+/// Counter: messages produced by a transactional loop, label `topic`.
+pub const PRODUCED: &str = "sluice_produced_total";
 /// Gauge: partitions paused for backpressure.
 pub const PAUSED_PARTITIONS: &str = "sluice_paused_partitions";
 
-/// Registers descriptions with the installed recorder.
-pub(crate) fn describe() {
+/// Registers descriptions with the installed recorder, once per process.
+pub(crate) fn describe_once() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(describe);
+}
+
+fn describe() {
     metrics::describe_counter!(CONSUMED, "Messages received from Kafka.");
     metrics::describe_counter!(
         HANDLED,

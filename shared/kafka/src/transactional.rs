@@ -19,8 +19,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure};
 use sluice_resilience::{Classified, ErrorClass, Exhausted, RetryPolicy};
+use tracing::Instrument;
+
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
 
 use crate::consumer::{ConsumerError, HandlerError, RESERVED};
+use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// One message to produce.
@@ -100,6 +105,7 @@ impl<T: Transformer> TransactionalLoop<T> {
         transformer: T,
         dead_letters: &DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
+        describe_once();
         if let Some((key, _)) = kafka
             .properties
             .iter()
@@ -165,6 +171,9 @@ impl<T: Transformer> TransactionalLoop<T> {
                 () = &mut shutdown => return Ok(()),
                 batch = self.next_batch() => batch,
             };
+            for message in &batch {
+                metrics::counter!(CONSUMED, "topic" => message.topic().to_owned()).increment(1);
+            }
             loop {
                 match self.commit_batch(&batch).await {
                     Ok(()) => break,
@@ -216,7 +225,10 @@ impl<T: Transformer> TransactionalLoop<T> {
         self.producer.begin_transaction().map_err(classify)?;
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for message in batch {
-            self.produce_outputs(message).await?;
+            let span = sluice_telemetry::message_span(message);
+            self.produce_outputs(message, &span)
+                .instrument(span.clone())
+                .await?;
             next_offsets.insert(
                 (message.topic().to_owned(), message.partition()),
                 message.offset() + 1,
@@ -242,8 +254,13 @@ impl<T: Transformer> TransactionalLoop<T> {
         .map_err(classify)
     }
 
-    /// Produces the outputs of one message, or its dead letter.
-    async fn produce_outputs(&self, message: &OwnedMessage) -> Result<(), BatchError> {
+    /// Produces the outputs of one message, or its dead letter. Outputs carry
+    /// the message's trace onward unless the transformer set their context.
+    async fn produce_outputs(
+        &self,
+        message: &OwnedMessage,
+        span: &tracing::Span,
+    ) -> Result<(), BatchError> {
         let first_failure_at = OnceLock::new();
         let transformed = self
             .settings
@@ -272,24 +289,28 @@ impl<T: Transformer> TransactionalLoop<T> {
                     first_failure_at: *first_failure_at.get().unwrap_or(&last_failure_at),
                     last_failure_at,
                 };
-                return self
-                    .dead_letters
+                self.dead_letters
                     .publish(message, failure)
                     .await
-                    .map_err(|err| BatchError::Retry(err.to_string()));
+                    .map_err(|err| BatchError::Retry(err.to_string()))?;
+                metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_owned(), "class" => class.as_str())
+                    .increment(1);
+                return Ok(());
             }
         };
+        let trace = sluice_telemetry::child_span_context_headers(span);
         for output in &outputs {
-            let headers =
-                output
-                    .headers
-                    .iter()
-                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                        headers.insert(Header {
-                            key,
-                            value: Some(value),
-                        })
-                    });
+            let own_trace = output.headers.iter().any(|(key, _)| key == TRACEPARENT);
+            let inherited = trace.iter().filter(|_| !own_trace);
+            let headers = output.headers.iter().chain(inherited).fold(
+                OwnedHeaders::new(),
+                |headers, (key, value)| {
+                    headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                },
+            );
             let mut record = FutureRecord::to(&output.topic)
                 .payload(&output.payload)
                 .headers(headers);
@@ -300,6 +321,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 .send(record, self.settings.transaction_timeout)
                 .await
                 .map_err(|(err, _)| classify(err))?;
+            metrics::counter!(PRODUCED, "topic" => output.topic.clone()).increment(1);
         }
         Ok(())
     }

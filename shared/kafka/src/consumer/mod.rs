@@ -12,7 +12,7 @@ mod partition;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use self::context::{AssignmentChange, Partition, RebalanceContext};
 pub use self::handler::{Handler, HandlerError};
 use self::partition::{Shared, run_partition};
-use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe};
+use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// Properties the loop sets itself because at-least-once depends on them.
@@ -112,8 +112,7 @@ impl<H: Handler> ConsumerLoop<H> {
         handler: H,
         dead_letters: DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
-        static DESCRIBE: Once = Once::new();
-        DESCRIBE.call_once(describe);
+        describe_once();
         if let Some((key, _)) = kafka
             .properties
             .iter()

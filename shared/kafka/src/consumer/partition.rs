@@ -12,6 +12,7 @@ use sluice_dlq::{DeadLetterPublisher, Failure};
 use sluice_resilience::{Classified, ErrorClass, Exhausted, RetryPolicy};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::context::RebalanceContext;
 use super::{Handler, HandlerError};
@@ -58,7 +59,8 @@ pub(crate) async fn run_partition<H: Handler>(
             return;
         };
         let started = Instant::now();
-        let Some(settled) = settle(&shared, &message, &stop).await else {
+        let span = sluice_telemetry::message_span(&message);
+        let Some(settled) = settle(&shared, &message, &stop).instrument(span).await else {
             return;
         };
         if stop.is_cancelled() {

@@ -1,0 +1,52 @@
+//! `/readyz` check: the broker answers a metadata request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sluice_telemetry::ReadinessCheck;
+
+use crate::{KafkaConfig, KafkaSetupError};
+
+/// Ready when the cluster answers a metadata request within the timeout.
+pub struct KafkaReadiness {
+    client: Arc<BaseConsumer>,
+    timeout: Duration,
+}
+
+impl KafkaReadiness {
+    /// A check against the cluster of `config`.
+    pub fn new(config: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaSetupError> {
+        let client = config
+            .client_config(&[])
+            .create()
+            .map_err(|source| KafkaSetupError {
+                client: "readiness client",
+                source,
+            })?;
+        Ok(Self {
+            client: Arc::new(client),
+            timeout,
+        })
+    }
+}
+
+impl ReadinessCheck for KafkaReadiness {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        let client = Arc::clone(&self.client);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            // librdkafka's metadata call blocks; keep it off the async workers.
+            tokio::task::spawn_blocking(move || client.fetch_metadata(None, timeout).map(drop))
+                .await
+                .map_err(|err| err.to_string())?
+                .map_err(|err| err.to_string())
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! `/metrics`, `/healthz` and `/readyz`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+/// A dependency `/readyz` checks (Kafka, the registry, Postgres).
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// What is checked, as shown in `/readyz`.
+    fn name(&self) -> &str;
+
+    /// `Err` with the reason when the dependency cannot be reached.
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
+struct HealthState {
+    metrics: PrometheusHandle,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+}
+
+/// The router of the health server; tests call it directly.
+pub fn health_router(metrics: PrometheusHandle, checks: Vec<Arc<dyn ReadinessCheck>>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness))
+        .with_state(Arc::new(HealthState { metrics, checks }))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve_health(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn render_metrics(State(state): State<Arc<HealthState>>) -> String {
+    state.metrics.render()
+}
+
+/// 200 when every check passes, 503 otherwise; one line per check.
+async fn readiness(State(state): State<Arc<HealthState>>) -> (StatusCode, String) {
+    let mut ready = true;
+    let mut body = String::new();
+    for check in &state.checks {
+        match check.check().await {
+            Ok(()) => body.push_str(&format!("{}: ok\n", check.name())),
+            Err(reason) => {
+                ready = false;
+                body.push_str(&format!("{}: {reason}\n", check.name()));
+            }
+        }
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
+}

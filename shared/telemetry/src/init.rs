@@ -1,0 +1,130 @@
+//! Installing the tracing subscriber, the tracer and the metrics recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::global;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For a person at a terminal.
+    Pretty,
+    /// One JSON object per line, for containers and log shippers.
+    Json,
+}
+
+/// What to set up.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `service.name` of spans and the `service` of logs.
+    pub service_name: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax, e.g. `info,rdkafka=warn`.
+    pub log_filter: String,
+    /// OTLP/HTTP endpoint for spans; `None` exports nothing (trace context
+    /// is still propagated).
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log filter does not parse.
+    #[error("log filter {filter:?}: {reason}")]
+    LogFilter {
+        /// The filter as given.
+        filter: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("OTLP exporter for {endpoint}: {reason}")]
+    Otlp {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Another subscriber or recorder was installed first.
+    #[error("telemetry is already set up in this process: {0}")]
+    AlreadyInstalled(String),
+}
+
+/// Keeps the tracer running; dropping it flushes pending spans.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(err) = self.provider.shutdown() {
+            eprintln!("flushing spans at exit: {err}");
+        }
+    }
+}
+
+/// The process's Prometheus recorder, installed on first use; every
+/// `metrics::` call in the process records into it.
+pub fn prometheus_handle() -> Result<PrometheusHandle, TelemetryError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Installs logging, tracing and the W3C propagator for the whole process.
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    let filter =
+        EnvFilter::try_new(&config.log_filter).map_err(|err| TelemetryError::LogFilter {
+            filter: config.log_filter.clone(),
+            reason: err.to_string(),
+        })?;
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|err| TelemetryError::Otlp {
+                endpoint: endpoint.clone(),
+                reason: err.to_string(),
+            })?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    // Without an exporter the provider still gives spans real ids, so trace
+    // context flows through Kafka headers to services that do export.
+    let provider = provider.build();
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let otel =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
+    let logs = match config.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    };
+    // The log filter quiets logs only: spans are always recorded for
+    // tracing, or a quiet service would break the traces passing through it.
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(otel)
+        .try_init()
+        .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))?;
+    Ok(Telemetry { provider })
+}

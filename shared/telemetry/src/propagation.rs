@@ -1,0 +1,75 @@
+//! W3C trace context (`traceparent`, `tracestate`) in Kafka headers.
+
+use std::collections::HashMap;
+
+use opentelemetry::Context;
+use opentelemetry::global;
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct KafkaHeaders<'a, H>(&'a H);
+
+impl<H: Headers> Extractor for KafkaHeaders<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|header| header.key.eq_ignore_ascii_case(key))
+            .and_then(|header| std::str::from_utf8(header.value?).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|header| header.key).collect()
+    }
+}
+
+struct HeaderMap(HashMap<String, String>);
+
+impl Injector for HeaderMap {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+/// The trace context a message carries in its headers (empty when it has
+/// none): the parent of the span that handles it.
+pub fn extract_parent<H: Headers>(headers: Option<&H>) -> Context {
+    match headers {
+        Some(headers) => {
+            global::get_text_map_propagator(|propagator| propagator.extract(&KafkaHeaders(headers)))
+        }
+        None => Context::new(),
+    }
+}
+
+/// A span for handling `message`, the child of the trace context its
+/// headers carry.
+pub fn message_span<M: Message>(message: &M) -> tracing::Span {
+    let span = tracing::info_span!(
+        "message",
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset()
+    );
+    // Fails only when no OpenTelemetry layer is installed: no trace to join.
+    let _ = span.set_parent(extract_parent(message.headers()));
+    span
+}
+
+/// Headers carrying `span`'s context (a `traceparent` naming `span` as the
+/// parent), for the messages produced while handling it. Empty when the span
+/// has no valid context (telemetry not set up).
+pub fn child_span_context_headers(span: &tracing::Span) -> Vec<(String, Vec<u8>)> {
+    let mut headers = HeaderMap(HashMap::new());
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&span.context(), &mut headers)
+    });
+    let mut headers: Vec<(String, Vec<u8>)> = headers
+        .0
+        .into_iter()
+        .map(|(key, value)| (key, value.into_bytes()))
+        .collect();
+    headers.sort();
+    headers
+}
