@@ -2,6 +2,7 @@
 //! Avro binary), encoded from and decoded into the typed contracts through the
 //! schema registry. Schema lookups are cached by schema_registry_converter.
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -89,13 +90,22 @@ impl AvroCodec {
         Ok(self.decoder.decode(Some(bytes)).await?.value)
     }
 
-    /// Decodes wire-format bytes into `T`.
+    /// Decodes wire-format bytes into `T`, reading the Avro binary with the
+    /// writer's schema (looked up by id, cached) straight into serde, so
+    /// unions of records arrive as Rust enums.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let value = self.decode_value(bytes).await?;
-        apache_avro::from_value(&value).map_err(|err| CodecError::WrongType {
+        check_wire_format(bytes)?;
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let writer = self.decoder.get_schema(id).await?;
+        let wrong_type = |err: apache_avro::Error| CodecError::WrongType {
             expected: std::any::type_name::<T>(),
             reason: err.to_string(),
-        })
+        };
+        GenericDatumReader::builder(&writer.parsed)
+            .build()
+            .map_err(wrong_type)?
+            .read_deser(&mut &bytes[5..])
+            .map_err(wrong_type)
     }
 }
 

@@ -116,8 +116,13 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let otel =
         tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
     let logs = match config.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     // The log filter quiets logs only: spans are always recorded for
     // tracing, or a quiet service would break the traces passing through it.

@@ -84,49 +84,37 @@ impl DeadLetterClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Catalog;
-    use apache_avro::reader::datum::GenericDatumReader;
-    use apache_avro::writer::datum::GenericDatumWriter;
+    use crate::types::round_trip;
 
     #[test]
     fn round_trips_through_its_schema() {
-        let catalog = Catalog::embedded().unwrap();
-        let schema = catalog.topic("dlq.sheets-sink.v1").unwrap().value_schema();
-        let letter = DeadLetter {
-            original_topic: "sheets.rows.v1".into(),
-            original_partition: 3,
-            original_offset: 42,
-            original_timestamp: Some(1_763_900_000_000),
-            original_key: Some(b"sheet/Orders/o-1".to_vec()),
-            original_value: Some(vec![0, 0, 0, 0, 7, 0xff]),
-            original_headers: vec![
-                OriginalHeader {
-                    key: "traceparent".into(),
-                    value: Some(b"00-abc-def-01".to_vec()),
-                },
-                OriginalHeader {
-                    key: "empty".into(),
-                    value: None,
-                },
-            ],
-            error_class: DeadLetterClass::RetriesExhausted,
-            error_message: "HTTP 503 after 6 attempts".into(),
-            attempts: 6,
-            first_failure_at: 1_763_900_000_100,
-            last_failure_at: 1_763_900_062_100,
-            service: "sheets-sink".into(),
-            service_version: "0.1.0".into(),
-        };
-        // The same schema-aware writer the registry encoder uses.
-        let bytes = GenericDatumWriter::builder(schema)
-            .build()
-            .unwrap()
-            .write_ser_to_vec(&letter)
-            .unwrap();
-        let reader = GenericDatumReader::builder(schema).build().unwrap();
-        assert_eq!(
-            reader.read_deser::<DeadLetter>(&mut &bytes[..]).unwrap(),
-            letter
+        round_trip(
+            "dlq.sheets-sink.v1",
+            &DeadLetter {
+                original_topic: "sheets.rows.v1".into(),
+                original_partition: 3,
+                original_offset: 42,
+                original_timestamp: Some(1_763_900_000_000),
+                original_key: Some(b"sheet/Orders/o-1".to_vec()),
+                original_value: Some(vec![0, 0, 0, 0, 7, 0xff]),
+                original_headers: vec![
+                    OriginalHeader {
+                        key: "traceparent".into(),
+                        value: Some(b"00-abc-def-01".to_vec()),
+                    },
+                    OriginalHeader {
+                        key: "empty".into(),
+                        value: None,
+                    },
+                ],
+                error_class: DeadLetterClass::RetriesExhausted,
+                error_message: "HTTP 503 after 6 attempts".into(),
+                attempts: 6,
+                first_failure_at: 1_763_900_000_100,
+                last_failure_at: 1_763_900_062_100,
+                service: "sheets-sink".into(),
+                service_version: "0.1.0".into(),
+            },
         );
     }
 }
