@@ -8,8 +8,10 @@ use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sluice_config::{ConfigError, RegistryArgs};
 use sluice_resilience::{Classified, ErrorClass};
 
 /// Why a value could not be encoded or decoded.
@@ -71,6 +73,22 @@ impl AvroCodec {
             encoder: AvroEncoder::new(registry.clone()),
             decoder: AvroDecoder::new(registry),
         }
+    }
+
+    /// A codec for a service's `--schema-registry-*` settings.
+    pub fn from_args(args: &RegistryArgs) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            setting: "schema-registry-url",
+            reason,
+        };
+        let mut settings = SrSettings::new_builder(args.base_url()?);
+        settings.set_timeout(args.timeout());
+        if let Some((user, password)) = args.basic_auth()? {
+            settings.set_basic_authorization(&user, Some(password.expose_secret()));
+        }
+        Ok(Self::new(
+            settings.build().map_err(|err| invalid(err.to_string()))?,
+        ))
     }
 
     /// Encodes `value` with the latest schema of `<topic>-value`, which

@@ -107,7 +107,7 @@ impl<T: Transformer> TransactionalLoop<T> {
     ) -> Result<Self, ConsumerError> {
         describe_once();
         if let Some((key, _)) = kafka
-            .properties
+            .properties()
             .iter()
             .find(|(key, _)| RESERVED.contains(&key.as_str()) || key == "transactional.id")
         {

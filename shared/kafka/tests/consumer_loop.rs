@@ -124,10 +124,7 @@ fn start(
     handler: ScriptedHandler,
 ) -> impl FnOnce() -> tokio::task::JoinHandle<()> {
     let stack = Stack::get();
-    let kafka = KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap.clone(),
-        properties: vec![],
-    };
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(producer(), codec, dlq, "test-service", "0.0.0");
     let consumer = ConsumerLoop::new(&kafka, settings(group, topic), handler, publisher).unwrap();
@@ -274,10 +271,8 @@ async fn failures_are_retried_or_dead_lettered_and_commits_follow_handling() {
 #[tokio::test]
 async fn a_property_that_would_break_at_least_once_is_refused() {
     let stack = Stack::get();
-    let kafka = KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap.clone(),
-        properties: vec![("enable.auto.offset.store".into(), "true".into())],
-    };
+    let kafka =
+        KafkaConfig::new(&stack.kafka_bootstrap).with_property("enable.auto.offset.store", "true");
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(producer(), codec, "unused", "test-service", "0.0.0");
     let err = ConsumerLoop::new(
@@ -351,10 +346,7 @@ async fn an_outage_holds_the_partition_instead_of_dead_lettering() {
     handler.outage.store(true, SeqCst);
 
     let stack = Stack::get();
-    let kafka = KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap.clone(),
-        properties: vec![],
-    };
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(producer(), codec, &dlq.name, "test-service", "0.0.0");
     let consumer = ConsumerLoop::new(

@@ -116,10 +116,7 @@ async fn metrics_health_and_trace_context_of_a_running_loop() {
     .unwrap();
     let metrics = sluice_telemetry::prometheus_handle().unwrap();
     let stack = Stack::get();
-    let kafka = KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap.clone(),
-        properties: vec![],
-    };
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
 
     let kafka_check: Arc<dyn ReadinessCheck> =
         Arc::new(KafkaReadiness::new(&kafka, Duration::from_secs(5)).unwrap());
@@ -274,10 +271,7 @@ async fn metrics_health_and_trace_context_of_a_running_loop() {
     assert_eq!(get("/readyz").await, (200, "kafka: ok\n".into()));
 
     // An unreachable dependency makes the service unready, with the reason.
-    let dead_kafka = KafkaConfig {
-        bootstrap_servers: "127.0.0.1:1".into(),
-        properties: vec![],
-    };
+    let dead_kafka = KafkaConfig::new("127.0.0.1:1");
     let dead_check: Arc<dyn ReadinessCheck> =
         Arc::new(KafkaReadiness::new(&dead_kafka, Duration::from_millis(500)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

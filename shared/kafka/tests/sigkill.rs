@@ -67,16 +67,10 @@ impl Handler for FileJournal {
 async fn journaling_consumer_child() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
     let stack = Stack::get();
-    let kafka = KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap.clone(),
-        properties: vec![
-            // Frequent commits, so the kill finds commits to check; a short
-            // session, so the restarted process gets the partitions soon.
-            ("auto.commit.interval.ms".into(), "100".into()),
-            ("session.timeout.ms".into(), "6000".into()),
-            ("heartbeat.interval.ms".into(), "1000".into()),
-        ],
-    };
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
+        .with_property("auto.commit.interval.ms", "100")
+        .with_property("session.timeout.ms", "6000")
+        .with_property("heartbeat.interval.ms", "1000");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -77,13 +77,9 @@ impl Transformer for Tagger {
 async fn transforming_child() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
     let stack = Stack::get();
-    let kafka = KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap.clone(),
-        properties: vec![
-            ("session.timeout.ms".into(), "6000".into()),
-            ("heartbeat.interval.ms".into(), "1000".into()),
-        ],
-    };
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
+        .with_property("session.timeout.ms", "6000")
+        .with_property("heartbeat.interval.ms", "1000");
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let dead_letters =
         DeadLetterPublisher::new(producer(), codec, var("DLQ_TOPIC"), "tx-child", "0.0.0");

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use rdkafka::ClientConfig;
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
+use sluice_config::{ConfigError, KafkaArgs, RegistryArgs};
 use sluice_contracts::Catalog;
+use sluice_kafka::KafkaConfig;
 use sluice_provision::{
     RegistryClient, RegistryConfig, Replication, SchemaOutcome, TopicOutcome, ensure_topics,
 };
@@ -26,47 +25,17 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Kafka bootstrap servers (host:port, comma separated).
-    #[arg(
-        long,
-        env = "SLUICE_KAFKA_BOOTSTRAP",
-        global = true,
-        default_value = "127.0.0.1:9092"
-    )]
-    bootstrap_servers: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 
-    /// Extra librdkafka client properties, e.g. security.protocol=SASL_SSL,
-    /// sasl.mechanism=SCRAM-SHA-512 (repeatable; comma separated in the env var).
-    #[arg(long = "kafka-property", env = "SLUICE_KAFKA_PROPERTIES", value_delimiter = ',', global = true, value_parser = parse_property)]
-    kafka_properties: Vec<(String, String)>,
-
-    /// Base URL of the Confluent-compatible schema registry API.
-    #[arg(
-        long,
-        env = "SLUICE_SCHEMA_REGISTRY_URL",
-        global = true,
-        default_value = "http://127.0.0.1:8081"
-    )]
-    schema_registry_url: String,
-
-    /// Basic-auth user for the registry.
-    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_USER", global = true)]
-    schema_registry_user: Option<String>,
-
-    /// Basic-auth password for the registry (prefer the env var; never logged).
-    #[arg(
-        long,
-        env = "SLUICE_SCHEMA_REGISTRY_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
-    schema_registry_password: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 
     /// Read the contracts from this schemas/ folder instead of the ones built in.
     #[arg(long, env = "SLUICE_SCHEMAS_DIR", global = true)]
     schemas_dir: Option<PathBuf>,
 
-    /// Timeout of each Kafka and registry request, in seconds.
+    /// Timeout of each Kafka request, in seconds.
     #[arg(
         long,
         env = "SLUICE_PROVISION_TIMEOUT_SECS",
@@ -88,15 +57,6 @@ enum Command {
     Check,
 }
 
-fn parse_property(raw: &str) -> Result<(String, String), String> {
-    match raw.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.to_owned()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -105,21 +65,20 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli: Cli = match sluice_config::parse() {
+        Ok(cli) => cli,
+        Err(ConfigError::Cli(err)) => err.exit(),
+        Err(err) => return Err(err).context("reading the configuration"),
+    };
     let catalog = match &cli.schemas_dir {
         Some(dir) => Catalog::from_dir(dir),
         None => Catalog::embedded(),
     }
     .context("loading the contracts")?;
-    let timeout = Duration::from_secs(cli.timeout_secs);
     let registry = RegistryClient::new(RegistryConfig {
-        url: cli.schema_registry_url.trim_end_matches('/').to_owned(),
-        basic_auth: match (&cli.schema_registry_user, &cli.schema_registry_password) {
-            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
-            (None, None) => None,
-            _ => bail!("--schema-registry-user and --schema-registry-password go together"),
-        },
-        timeout,
+        url: cli.registry.base_url()?,
+        basic_auth: cli.registry.basic_auth()?,
+        timeout: cli.registry.timeout(),
     })?;
 
     match cli.command {
@@ -129,8 +88,14 @@ async fn main() -> Result<()> {
                 n if n >= 1 => Replication::Factor(n),
                 n => bail!("--replication-factor must be -1 or at least 1, got {n}"),
             };
-            let admin = Arc::new(admin_client(&cli.bootstrap_servers, &cli.kafka_properties)?);
-            for (topic, outcome) in ensure_topics(admin, &catalog, replication, timeout).await? {
+            let admin = KafkaConfig::from_args(&cli.kafka)?
+                .client_config(&[])
+                .create()
+                .context("creating the Kafka admin client")?;
+            let timeout = Duration::from_secs(cli.timeout_secs);
+            for (topic, outcome) in
+                ensure_topics(Arc::new(admin), &catalog, replication, timeout).await?
+            {
                 match outcome {
                     TopicOutcome::Created => println!("topic   {topic}: created"),
                     TopicOutcome::Exists => println!("topic   {topic}: exists"),
@@ -173,16 +138,4 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn admin_client(
-    bootstrap: &str,
-    properties: &[(String, String)],
-) -> Result<AdminClient<DefaultClientContext>> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    config.create().context("creating the Kafka admin client")
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,7 +21,7 @@ pub struct RegistryConfig {
     /// Base URL of the Confluent-compatible API, e.g. `http://host:8080/apis/ccompat/v7`.
     pub url: String,
     /// Basic-auth user and password, when the registry needs them.
-    pub basic_auth: Option<(String, String)>,
+    pub basic_auth: Option<(String, SecretString)>,
     /// Timeout of each request.
     pub timeout: Duration,
 }
@@ -82,7 +83,7 @@ impl RegistryClient {
         let mut settings = SrSettings::new_builder(config.url.clone());
         settings.set_timeout(config.timeout);
         if let Some((user, password)) = &config.basic_auth {
-            settings.set_basic_authorization(user, Some(password));
+            settings.set_basic_authorization(user, Some(password.expose_secret()));
         }
         let settings = settings
             .build()
@@ -218,7 +219,7 @@ impl RegistryClient {
         request: RequestBuilder,
     ) -> Result<Response, ProvisionError> {
         let request = match &self.config.basic_auth {
-            Some((user, password)) => request.basic_auth(user, Some(password)),
+            Some((user, password)) => request.basic_auth(user, Some(password.expose_secret())),
             None => request,
         };
         request

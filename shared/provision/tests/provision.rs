@@ -232,3 +232,70 @@ async fn cli_check_names_the_incompatible_subject_and_file() {
     );
     assert_eq!(versions(&subject).await.len(), 1, "check writes nothing");
 }
+
+#[test]
+fn help_documents_secret_variables_without_their_values() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
+        .arg("--help")
+        .env("SLUICE_SCHEMA_REGISTRY_PASSWORD", "hunter2-registry")
+        .env("SLUICE_KAFKA_SASL_PASSWORD", "hunter2-kafka")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("SLUICE_SCHEMA_REGISTRY_PASSWORD"), "{help}");
+    assert!(help.contains("SLUICE_KAFKA_SASL_PASSWORD"), "{help}");
+    assert!(
+        !help.contains("hunter2"),
+        "a secret value shows in --help:\n{help}"
+    );
+}
+
+#[tokio::test]
+async fn the_config_file_is_read_and_the_environment_wins_over_it() {
+    let stack = Stack::get();
+    let contracts = TestContracts::new();
+    let config = contracts.dir.join("provision.toml");
+    std::fs::write(
+        &config,
+        "kafka-bootstrap = \"127.0.0.1:1\"\nschema-registry-url = \"http://127.0.0.1:1/apis/ccompat/v7\"\n",
+    )
+    .unwrap();
+    let check = |registry_from_env: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-provision"));
+        command
+            .args(["check", "--config"])
+            .arg(&config)
+            .arg("--schemas-dir")
+            .arg(&contracts.dir);
+        command
+            .env_remove("SLUICE_KAFKA_BOOTSTRAP")
+            .env_remove("SLUICE_SCHEMA_REGISTRY_URL");
+        if let Some(url) = registry_from_env {
+            command.env("SLUICE_SCHEMA_REGISTRY_URL", url);
+        }
+        command.output().unwrap()
+    };
+
+    let from_file = check(None);
+    assert!(!from_file.status.success());
+    let stderr = String::from_utf8_lossy(&from_file.stderr);
+    assert!(
+        stderr.contains("http://127.0.0.1:1/apis/ccompat/v7 unreachable"),
+        "{stderr}"
+    );
+
+    let from_env = check(Some(&stack.schema_registry_url));
+    assert!(
+        from_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_env.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&from_env.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "subject {}-value: compatible",
+            contracts.events_topic
+        )),
+        "{stdout}"
+    );
+}

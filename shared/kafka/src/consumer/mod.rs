@@ -114,7 +114,7 @@ impl<H: Handler> ConsumerLoop<H> {
     ) -> Result<Self, ConsumerError> {
         describe_once();
         if let Some((key, _)) = kafka
-            .properties
+            .properties()
             .iter()
             .find(|(key, _)| RESERVED.contains(&key.as_str()))
         {
