@@ -17,6 +17,15 @@ const SECRET_PROPERTIES: [&str; 4] = [
     "sasl.oauthbearer.client.secret",
 ];
 
+/// Kafka client properties from the settings, secrets kept apart.
+#[derive(Debug, Clone)]
+pub struct KafkaProperties {
+    /// Plain librdkafka properties.
+    pub plain: Vec<(String, String)>,
+    /// Properties holding secrets (the SASL password).
+    pub secret: Vec<(String, SecretString)>,
+}
+
 /// How a service reaches Kafka.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
@@ -58,11 +67,9 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// Checks the settings and returns the plain properties and the secret
-    /// ones (the SASL user and password, when set).
-    pub fn resolve(
-        &self,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, SecretString)>), ConfigError> {
+    /// Checks the settings and returns the client properties, the SASL user
+    /// and password included when set.
+    pub fn resolve(&self) -> Result<KafkaProperties, ConfigError> {
         if self.bootstrap.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 setting: "kafka-bootstrap",
@@ -94,7 +101,10 @@ impl KafkaArgs {
         let secrets = password
             .map(|p| vec![("sasl.password".to_owned(), p)])
             .unwrap_or_default();
-        Ok((plain, secrets))
+        Ok(KafkaProperties {
+            plain,
+            secret: secrets,
+        })
     }
 }
 

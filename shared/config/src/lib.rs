@@ -16,6 +16,6 @@ mod secret;
 
 pub use error::ConfigError;
 pub use file::{parse, parse_from};
-pub use kafka::KafkaArgs;
+pub use kafka::{KafkaArgs, KafkaProperties};
 pub use registry::RegistryArgs;
 pub use secret::{SecretArgs, parse_secret};

@@ -116,7 +116,8 @@ fn secrets_come_from_files_and_never_show_in_debug() {
         secret.to_str().unwrap(),
     ]);
     let cli: ServiceCli = parse_from(args).unwrap();
-    let (plain, secrets) = cli.kafka.resolve().unwrap();
+    let properties = cli.kafka.resolve().unwrap();
+    let (plain, secrets) = (&properties.plain, &properties.secret);
     assert!(plain.contains(&("sasl.username".into(), "sluice".into())));
     assert_eq!(secrets[0].0, "sasl.password");
     assert_eq!(

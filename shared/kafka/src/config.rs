@@ -43,11 +43,11 @@ impl KafkaConfig {
 
     /// From a service's `--kafka-*` settings, secrets included.
     pub fn from_args(args: &KafkaArgs) -> Result<Self, ConfigError> {
-        let (properties, secret_properties) = args.resolve()?;
+        let properties = args.resolve()?;
         Ok(Self {
             bootstrap_servers: args.bootstrap.clone(),
-            properties,
-            secret_properties,
+            properties: properties.plain,
+            secret_properties: properties.secret,
         })
     }
 
