@@ -1,6 +1,8 @@
 //! At-least-once under SIGKILL: a real child process consumes with the loop
 //! and is killed mid-batch; the group's committed offsets never pass what it
 //! had handled, and a restarted process handles the rest from there.
+// The child processes are this test binary, running one ignored test;
+// their libtest output is discarded so only this run's results are counted.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -112,6 +114,7 @@ async fn journaling_consumer_child() {
 
 fn spawn_child(topic: &str, dlq: &str, group: &str, journal: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
+        .stdout(std::process::Stdio::null())
         .args([
             "--exact",
             "journaling_consumer_child",

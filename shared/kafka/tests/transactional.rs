@@ -1,6 +1,8 @@
 //! Exactly-once consume → transform → produce under SIGKILL: a child process
 //! runs the transactional loop and is killed mid-stream; after a restart a
 //! read_committed reader sees each output, and each dead letter, exactly once.
+// The child processes are this test binary, running one ignored test;
+// their libtest output is discarded so only this run's results are counted.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -120,6 +122,7 @@ struct Topics {
 
 fn spawn_child(topics: &Topics) -> Child {
     Command::new(std::env::current_exe().unwrap())
+        .stdout(std::process::Stdio::null())
         .args(["--exact", "transforming_child", "--ignored", "--nocapture"])
         .env("TOPIC", &topics.input.name)
         .env("OUTPUT_TOPIC", &topics.output.name)

@@ -39,8 +39,9 @@ enum Settled {
 }
 
 /// Handles the partition's messages until its queue closes or `stop` fires.
-/// A stopped task finishes nothing more and stores nothing more: what it had
-/// not settled is handled again by whoever owns the partition next.
+/// A stop lets the message in hand finish (and its offset be stored) but
+/// starts no other; what was queued is handled again by whoever owns the
+/// partition next. After a revoke the store fails, as the partition is gone.
 pub(crate) async fn run_partition<H: Handler>(
     shared: Arc<Shared<H>>,
     mut queue: mpsc::Receiver<OwnedMessage>,
@@ -63,9 +64,6 @@ pub(crate) async fn run_partition<H: Handler>(
         let Some(settled) = settle(&shared, &message, &stop).instrument(span).await else {
             return;
         };
-        if stop.is_cancelled() {
-            return;
-        }
         // The at-least-once rule: the offset is stored (for the next
         // auto-commit) only now that the message is done or dead-lettered.
         if let Err(err) =

@@ -1,0 +1,168 @@
+//! What every Sluice binary starts first, so that `main.rs` only wires:
+//! parse config → [`ServiceRuntime::start`] → build the handler → run its
+//! loop until [`ServiceRuntime::shutdown_requested`] → [`ServiceRuntime::stop`].
+//!
+//! On SIGTERM or SIGINT the runtime asks the service to stop: the loops stop
+//! taking messages, finish or hand back what they hold, commit, and return;
+//! the process then exits 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sluice_telemetry::{LogFormat, ReadinessCheck, Telemetry, TelemetryConfig, TelemetryError};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Settings every service shares for logs, traces and its HTTP endpoints.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Log format: pretty (for a terminal) or json (for containers).
+    #[arg(id = "log-format", long = "log-format", env = "SLUICE_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    pub log_format: String,
+
+    /// Log filter in RUST_LOG syntax, e.g. info,rdkafka=warn.
+    #[arg(
+        id = "log-filter",
+        long = "log-filter",
+        env = "SLUICE_LOG",
+        default_value = "info"
+    )]
+    pub log_filter: String,
+
+    /// OTLP/HTTP endpoint spans are exported to; none exports nothing.
+    #[arg(
+        id = "otlp-endpoint",
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    pub otlp_endpoint: Option<String>,
+
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(
+        id = "http-listen",
+        long = "http-listen",
+        env = "SLUICE_HTTP_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub http_listen: SocketAddr,
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Logging, tracing or metrics could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    /// The health server's address could not be bound.
+    #[error("binding the health server to {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Telemetry, the health server and the shutdown signal of one service.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    shutdown: CancellationToken,
+    http_address: SocketAddr,
+    server: JoinHandle<std::io::Result<()>>,
+    telemetry: Telemetry,
+}
+
+impl ServiceRuntime {
+    /// Sets up telemetry for `service`, serves the health endpoints with
+    /// `checks` behind `/readyz`, and watches for SIGTERM and SIGINT.
+    pub async fn start(
+        service: &str,
+        args: &RuntimeArgs,
+        checks: Vec<Arc<dyn ReadinessCheck>>,
+    ) -> Result<Self, RuntimeError> {
+        let telemetry = sluice_telemetry::init(&TelemetryConfig {
+            service_name: service.to_owned(),
+            log_format: if args.log_format == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Pretty
+            },
+            log_filter: args.log_filter.clone(),
+            otlp_endpoint: args.otlp_endpoint.clone(),
+        })?;
+        let metrics = sluice_telemetry::prometheus_handle()?;
+        let listener = TcpListener::bind(args.http_listen)
+            .await
+            .map_err(|source| RuntimeError::Bind {
+                address: args.http_listen,
+                source,
+            })?;
+        let http_address = listener.local_addr().map_err(|source| RuntimeError::Bind {
+            address: args.http_listen,
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(sluice_telemetry::serve_health(
+            listener,
+            sluice_telemetry::health_router(metrics, checks),
+            shutdown.clone().cancelled_owned(),
+        ));
+        tokio::spawn(request_shutdown_on_signal(shutdown.clone()));
+        tracing::info!(service, %http_address, "started");
+        Ok(Self {
+            shutdown,
+            http_address,
+            server,
+            telemetry,
+        })
+    }
+
+    /// Completes when SIGTERM or SIGINT arrived (or [`Self::request_shutdown`]
+    /// was called): the service should stop taking work.
+    pub fn shutdown_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shutdown.clone().cancelled_owned()
+    }
+
+    /// Asks the service to stop, as a signal would.
+    pub fn request_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Where /metrics, /healthz and /readyz are served.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    /// Stops the health server and flushes pending spans.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "health server failed"),
+            Err(err) => tracing::warn!(error = %err, "health server task failed"),
+        }
+        tracing::info!("stopped");
+        drop(self.telemetry);
+    }
+}
+
+async fn request_shutdown_on_signal(shutdown: CancellationToken) {
+    let mut terminate = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::terminate(),
+    ) {
+        Ok(signal) => signal,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot watch SIGTERM; only SIGINT stops the service cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        () = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
