@@ -15,17 +15,23 @@ JVM_OPTS=(-Xms256m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
 
 kafka_java() { "$(java_bin)" "${JVM_OPTS[@]}" "$@"; }
 
+# A SCRAM user on the SASL listener, so SASL settings are tested for real.
+SCRAM_USER=sluice
+SCRAM_PASSWORD=sluice-scram-secret
+
 write_config() {
-  local broker_port="$1" controller_port="$2"
+  local broker_port="$1" controller_port="$2" sasl_port="$3"
   cat > "$DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
+listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$DIR/data
 num.partitions=3
 # Topics are provisioned from schemas/topics.yaml, never made by a typo.
@@ -54,7 +60,10 @@ logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = info
 PROPS
   { echo "SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:$broker_port"
-    echo "SLUICE_KAFKA_CONTROLLER_PORT=$controller_port"; } > "$DIR/endpoint.env"
+    echo "SLUICE_KAFKA_CONTROLLER_PORT=$controller_port"
+    echo "SLUICE_KAFKA_SASL_BOOTSTRAP=127.0.0.1:$sasl_port"
+    echo "SLUICE_KAFKA_SCRAM_USER=$SCRAM_USER"
+    echo "SLUICE_KAFKA_SCRAM_PASSWORD=$SCRAM_PASSWORD"; } > "$DIR/endpoint.env"
 }
 
 ready() { kcat -b "$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)" -L -m 3 >/dev/null 2>&1; }
@@ -72,15 +81,19 @@ start() {
 
   # Keep the ports (and so the data) of an earlier run when they are still
   # free; a leftover that holds them was cleaned up by stop already.
-  local broker_port controller_port
+  local broker_port controller_port sasl_port
   broker_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)"; broker_port="${broker_port##*:}"
   controller_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_CONTROLLER_PORT)"
+  sasl_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_SASL_BOOTSTRAP)"; sasl_port="${sasl_port##*:}"
   if [[ -z "$broker_port" || -z "$controller_port" ]] || port_in_use "$broker_port" || port_in_use "$controller_port"; then
     broker_port="$(free_port)"; controller_port="$(free_port)"
     [[ "$broker_port" != "$controller_port" ]] || controller_port="$(free_port)"
     rm -rf "$DIR/data"
   fi
-  write_config "$broker_port" "$controller_port"
+  if [[ -z "$sasl_port" ]] || port_in_use "$sasl_port"; then
+    sasl_port="$(free_port)"
+  fi
+  write_config "$broker_port" "$controller_port" "$sasl_port"
 
   if [[ ! -f "$DIR/data/meta.properties" ]]; then
     local cluster_id
@@ -93,6 +106,11 @@ start() {
   nohup "$(java_bin)" "${JVM_OPTS[@]}" kafka.Kafka "$DIR/server.properties" >>"$DIR/kafka.log" 2>&1 &
   echo $! > "$PIDFILE"
   wait_for 90 "kafka" ready || die "kafka did not answer metadata in 90s; see $DIR/kafka.log"
+  # Idempotent: sets the user's SCRAM credential whether or not it exists.
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$broker_port" --alter \
+    --entity-type users --entity-name "$SCRAM_USER" \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$SCRAM_PASSWORD]" >"$DIR/scram.log" 2>&1 \
+    || die "creating the SCRAM user failed; see $DIR/scram.log"
   write_stack_env
 }
 

@@ -17,6 +17,10 @@ pub struct Stack {
     pub schema_registry_url: String,
     /// Postgres URL of the application database.
     pub database_url: String,
+    /// The broker's SASL_PLAINTEXT (SCRAM-SHA-512) listener.
+    pub kafka_sasl_bootstrap: String,
+    /// The SCRAM user and password the stack created.
+    pub kafka_scram_credentials: (String, String),
     /// Root of the repository.
     pub repo_root: PathBuf,
     /// The stack's folder (`.local/` unless SLUICE_LOCAL says otherwise).
@@ -55,6 +59,11 @@ impl Stack {
             kafka_bootstrap: get("SLUICE_KAFKA_BOOTSTRAP"),
             schema_registry_url: get("SLUICE_SCHEMA_REGISTRY_URL"),
             database_url: get("SLUICE_DATABASE_URL"),
+            kafka_sasl_bootstrap: get("SLUICE_KAFKA_SASL_BOOTSTRAP"),
+            kafka_scram_credentials: (
+                get("SLUICE_KAFKA_SCRAM_USER"),
+                get("SLUICE_KAFKA_SCRAM_PASSWORD"),
+            ),
             repo_root,
             local_dir,
         }
