@@ -16,6 +16,7 @@ mod metrics;
 mod producer;
 mod readiness;
 mod transactional;
+mod verdict;
 
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};

@@ -16,16 +16,16 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_contracts::types::DeadLetterClass;
-use sluice_dlq::{DeadLetterPublisher, Failure};
-use sluice_resilience::{Classified, ErrorClass, Exhausted, RetryPolicy};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_resilience::RetryPolicy;
 use tracing::Instrument;
 
 /// The W3C trace context header.
 const TRACEPARENT: &str = "traceparent";
 
-use crate::consumer::{ConsumerError, HandlerError, RESERVED};
+use crate::consumer::{ConsumerError, HandlerError, refuse_reserved, subscribe};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
+use crate::verdict::{Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// One message to produce.
@@ -79,9 +79,15 @@ pub struct TransactionalSettings {
 /// Why a transaction did not commit.
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
-    /// The batch can be tried again after an abort.
-    #[error("{0}")]
-    Retry(String),
+    /// The batch can be tried again after an abort, after `wait` (or the
+    /// abort backoff).
+    #[error("{reason}")]
+    Retry {
+        /// Why it was aborted.
+        reason: String,
+        /// How long the dependency asked to wait, if it did.
+        wait: Option<Duration>,
+    },
     /// The producer is fenced or broken; the process must restart.
     #[error("fatal transaction error: {0}")]
     Fatal(KafkaError),
@@ -106,13 +112,7 @@ impl<T: Transformer> TransactionalLoop<T> {
         dead_letters: &DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
         describe_once();
-        if let Some((key, _)) = kafka
-            .properties()
-            .iter()
-            .find(|(key, _)| RESERVED.contains(&key.as_str()) || key == "transactional.id")
-        {
-            return Err(ConsumerError::ReservedProperty { key: key.clone() });
-        }
+        refuse_reserved(kafka, &["transactional.id"])?;
         let consumer: StreamConsumer = kafka
             .client_config(&[
                 ("group.id", &settings.group_id),
@@ -126,13 +126,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 client: "consumer",
                 source,
             })?;
-        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| ConsumerError::Subscribe {
-                topics: settings.topics.clone(),
-                source,
-            })?;
+        subscribe(&consumer, &settings.topics)?;
         let producer: FutureProducer = kafka
             .client_config(&[
                 ("transactional.id", &settings.transactional_id),
@@ -180,7 +174,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                     Err(BatchError::Fatal(err)) => {
                         return Err(ConsumerError::Transaction(err));
                     }
-                    Err(BatchError::Retry(reason)) => {
+                    Err(BatchError::Retry { reason, wait }) => {
                         tracing::warn!(%reason, "transaction aborted; the batch is tried again");
                         let producer = self.producer.clone();
                         if let Err(err) =
@@ -190,7 +184,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                         }
                         tokio::select! {
                             () = &mut shutdown => return Ok(()),
-                            () = tokio::time::sleep(self.settings.abort_backoff) => {}
+                            () = tokio::time::sleep(wait.unwrap_or(self.settings.abort_backoff)) => {}
                         }
                     }
                 }
@@ -243,7 +237,10 @@ impl<T: Transformer> TransactionalLoop<T> {
         let group = self
             .consumer
             .group_metadata()
-            .ok_or_else(|| BatchError::Retry("no consumer group metadata yet".into()))?;
+            .ok_or_else(|| BatchError::Retry {
+                reason: "no consumer group metadata yet".into(),
+                wait: None,
+            })?;
         let producer = self.producer.clone();
         let timeout = self.settings.transaction_timeout;
         blocking(move || {
@@ -262,37 +259,31 @@ impl<T: Transformer> TransactionalLoop<T> {
         span: &tracing::Span,
     ) -> Result<(), BatchError> {
         let first_failure_at = OnceLock::new();
-        let transformed = self
-            .settings
-            .retry
-            .run("transform", || async {
-                let result = self.transformer.transform(message).await;
-                if result.is_err() {
-                    first_failure_at.get_or_init(crate::now_ms);
-                }
-                result
-            })
-            .await;
+        let transformed = attempt(
+            &self.settings.retry,
+            self.settings.abort_backoff,
+            &first_failure_at,
+            "transform",
+            || self.transformer.transform(message),
+        )
+        .await;
         let outputs = match transformed {
             Ok(outputs) => outputs,
-            Err(Exhausted { error, attempts }) => {
-                let class = match error.class() {
-                    ErrorClass::Pause => return Err(BatchError::Retry(error.to_string())),
-                    ErrorClass::Retryable => DeadLetterClass::RetriesExhausted,
-                    ErrorClass::Permanent => error.dead_letter_class(),
-                };
-                let last_failure_at = crate::now_ms();
-                let failure = Failure {
-                    class,
-                    message: error.to_string(),
-                    attempts,
-                    first_failure_at: *first_failure_at.get().unwrap_or(&last_failure_at),
-                    last_failure_at,
-                };
+            Err(Verdict::Hold { wait, reason }) => {
+                return Err(BatchError::Retry {
+                    reason,
+                    wait: Some(wait),
+                });
+            }
+            Err(Verdict::DeadLetter(failure)) => {
+                let class = failure.class;
                 self.dead_letters
                     .publish(message, failure)
                     .await
-                    .map_err(|err| BatchError::Retry(err.to_string()))?;
+                    .map_err(|err| BatchError::Retry {
+                        reason: err.to_string(),
+                        wait: None,
+                    })?;
                 metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_owned(), "class" => class.as_str())
                     .increment(1);
                 return Ok(());
@@ -337,7 +328,10 @@ fn classify(err: KafkaError) -> BatchError {
     if fatal {
         BatchError::Fatal(err)
     } else {
-        BatchError::Retry(err.to_string())
+        BatchError::Retry {
+            reason: err.to_string(),
+            wait: None,
+        }
     }
 }
 

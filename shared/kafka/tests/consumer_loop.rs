@@ -14,13 +14,16 @@ use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, DeadLetterClass};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, HandlerError, KafkaConfig};
-use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, KafkaConfig};
+use sluice_resilience::RetryPolicy;
 use sluice_testkit::{
     Stack, TestTopic, committed_offsets, consume_exactly, eventually, message_count, producer,
     unique_name,
 };
 use tokio::sync::oneshot;
+
+mod common;
+use common::TestError;
 
 const WAIT: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 3;
@@ -41,40 +44,10 @@ struct ScriptedHandler {
     journal: Arc<Mutex<Journal>>,
 }
 
-#[derive(Debug)]
-enum ScriptedError {
-    Flaky,
-    Bad,
-}
-
-impl std::fmt::Display for ScriptedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Flaky => f.write_str("HTTP 503 from the test target"),
-            Self::Bad => f.write_str("field total_minor: must not be negative"),
-        }
-    }
-}
-
-impl Classified for ScriptedError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            Self::Flaky => ErrorClass::Retryable,
-            Self::Bad => ErrorClass::Permanent,
-        }
-    }
-}
-
-impl HandlerError for ScriptedError {
-    fn dead_letter_class(&self) -> DeadLetterClass {
-        DeadLetterClass::Validation
-    }
-}
-
 impl Handler for ScriptedHandler {
-    type Error = ScriptedError;
+    type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), ScriptedError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
         let payload = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
         let mut journal = self.journal.lock().unwrap();
         let calls = {
@@ -83,9 +56,12 @@ impl Handler for ScriptedHandler {
             *calls
         };
         let result = match payload.split('-').next().unwrap() {
-            "flaky" if calls <= 2 => Err(ScriptedError::Flaky),
-            "hopeless" => Err(ScriptedError::Flaky),
-            "bad" => Err(ScriptedError::Bad),
+            "flaky" if calls <= 2 => Err(TestError::retryable("HTTP 503 from the test target")),
+            "hopeless" => Err(TestError::retryable("HTTP 503 from the test target")),
+            "bad" => Err(
+                TestError::permanent("field total_minor: must not be negative")
+                    .dead_lettered_as(DeadLetterClass::Validation),
+            ),
             _ => Ok(()),
         };
         if result.is_ok() {
@@ -298,35 +274,17 @@ struct OutageHandler {
     done: Arc<Mutex<Vec<i64>>>,
 }
 
-#[derive(Debug)]
-struct Unavailable;
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HTTP 429 Too Many Requests")
-    }
-}
-
-impl Classified for Unavailable {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Pause
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        Some(Duration::from_millis(50))
-    }
-}
-
-impl HandlerError for Unavailable {}
-
 impl Handler for OutageHandler {
-    type Error = Unavailable;
+    type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), Unavailable> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
         use std::sync::atomic::Ordering::SeqCst;
         self.calls.fetch_add(1, SeqCst);
         if self.outage.load(SeqCst) {
-            return Err(Unavailable);
+            return Err(TestError::pause(
+                "HTTP 429 Too Many Requests",
+                Duration::from_millis(50),
+            ));
         }
         self.done.lock().unwrap().push(message.offset());
         Ok(())

@@ -14,11 +14,14 @@ use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    HandlerError, KafkaConfig, KafkaReadiness, OutputRecord, TransactionalLoop,
-    TransactionalSettings, Transformer,
+    KafkaConfig, KafkaReadiness, OutputRecord, TransactionalLoop, TransactionalSettings,
+    Transformer,
 };
-use sluice_resilience::{BreakerConfig, CircuitBreaker, Classified, ErrorClass, RetryPolicy};
+use sluice_resilience::{BreakerConfig, CircuitBreaker};
 use sluice_telemetry::{LogFormat, ReadinessCheck, TelemetryConfig, health_router, serve_health};
+
+mod common;
+use common::{TestError, no_retries};
 use sluice_testkit::{
     Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer, unique_name,
 };
@@ -32,30 +35,13 @@ struct Copier {
     output: String,
 }
 
-#[derive(Debug)]
-struct Poison;
-
-impl std::fmt::Display for Poison {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("poison")
-    }
-}
-
-impl Classified for Poison {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Permanent
-    }
-}
-
-impl HandlerError for Poison {}
-
 impl Transformer for Copier {
-    type Error = Poison;
+    type Error = TestError;
 
-    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, Poison> {
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, TestError> {
         let payload = message.payload().unwrap_or_default().to_vec();
         if payload.starts_with(b"poison") {
-            return Err(Poison);
+            return Err(TestError::permanent("poison"));
         }
         Ok(vec![OutputRecord {
             topic: self.output.clone(),
@@ -170,14 +156,7 @@ async fn metrics_health_and_trace_context_of_a_running_loop() {
         transactional_id: unique_name("obs-tx"),
         max_batch: 10,
         batch_linger: Duration::from_millis(20),
-        retry: RetryPolicy {
-            max_retries: 0,
-            initial_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-            multiplier: 1.0,
-            jitter: 0.0,
-            max_elapsed: None,
-        },
+        retry: no_retries(),
         abort_backoff: Duration::from_millis(100),
         transaction_timeout: Duration::from_secs(30),
     };

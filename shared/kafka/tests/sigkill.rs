@@ -1,110 +1,58 @@
 //! At-least-once under SIGKILL: a real child process consumes with the loop
 //! and is killed mid-batch; the group's committed offsets never pass what it
 //! had handled, and a restarted process handles the rest from there.
-// The child processes are this test binary, running one ignored test;
-// their libtest output is discarded so only this run's results are counted.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::process::Child;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, HandlerError, KafkaConfig};
-use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig};
 use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, producer, unique_name};
+
+mod common;
+use common::{FileJournal, env_var, no_retries, read_journal, spawn_child};
 
 const PARTITIONS: i32 = 3;
 const MESSAGES: i64 = 300;
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Appends `partition offset` of every handled message to a file, synced
-/// before the handler returns: the file is what was handled, whatever
-/// happens to the process afterwards.
-struct FileJournal {
-    file: Mutex<std::fs::File>,
-}
-
-#[derive(Debug)]
-struct Never;
-
-impl std::fmt::Display for Never {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("never")
-    }
-}
-
-impl Classified for Never {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Permanent
-    }
-}
-
-impl HandlerError for Never {}
-
-impl Handler for FileJournal {
-    type Error = Never;
-
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), Never> {
-        // Slow enough that the kill lands in the middle of the stream.
-        tokio::time::sleep(Duration::from_millis(15)).await;
-        let mut file = self.file.lock().unwrap();
-        writeln!(file, "{} {}", message.partition(), message.offset()).unwrap();
-        file.sync_data().unwrap();
-        Ok(())
-    }
-}
-
 /// The child process: consumes until it is killed. Run by the test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_mid_batch_neither_loses_nor_commits_ahead"]
 async fn journaling_consumer_child() {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
     let stack = Stack::get();
+    // Frequent commits, so the kill finds commits to check; a short session,
+    // so the restarted process gets the partitions soon.
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
         .with_property("auto.commit.interval.ms", "100")
         .with_property("session.timeout.ms", "6000")
         .with_property("heartbeat.interval.ms", "1000");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(var("JOURNAL"))
-        .unwrap();
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(
         producer(),
         codec,
-        var("DLQ_TOPIC"),
+        env_var("DLQ_TOPIC"),
         "sigkill-child",
         "0.0.0",
     );
     let settings = ConsumerSettings {
-        group_id: var("GROUP"),
-        topics: vec![var("TOPIC")],
+        group_id: env_var("GROUP"),
+        topics: vec![env_var("TOPIC")],
         partition_buffer: 16,
         max_concurrent: 3,
-        retry: RetryPolicy {
-            max_retries: 0,
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            multiplier: 1.0,
-            jitter: 0.0,
-            max_elapsed: None,
-        },
+        retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(5),
     };
-    let journal = FileJournal {
-        file: Mutex::new(file),
-    };
+    // Slow enough that the kill lands in the middle of the stream.
+    let journal = FileJournal::open(Path::new(&env_var("JOURNAL")), Duration::from_millis(15));
     ConsumerLoop::new(&kafka, settings, journal, publisher)
         .unwrap()
         .run(std::future::pending())
@@ -112,32 +60,17 @@ async fn journaling_consumer_child() {
         .unwrap();
 }
 
-fn spawn_child(topic: &str, dlq: &str, group: &str, journal: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .stdout(std::process::Stdio::null())
-        .args([
-            "--exact",
-            "journaling_consumer_child",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("TOPIC", topic)
-        .env("DLQ_TOPIC", dlq)
-        .env("GROUP", group)
-        .env("JOURNAL", journal)
-        .spawn()
-        .unwrap()
-}
-
-fn read_journal(path: &Path) -> Vec<(i32, i64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (partition, offset) = line.split_once(' ')?;
-            Some((partition.parse().ok()?, offset.parse().ok()?))
-        })
-        .collect()
+fn spawn_consumer(topic: &str, dlq: &str, group: &str, journal: &Path) -> Child {
+    let journal = journal.to_str().unwrap();
+    spawn_child(
+        "journaling_consumer_child",
+        &[
+            ("TOPIC", topic),
+            ("DLQ_TOPIC", dlq),
+            ("GROUP", group),
+            ("JOURNAL", journal),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +95,7 @@ async fn sigkill_mid_batch_neither_loses_nor_commits_ahead() {
     }
 
     // Kill the first process once it has handled a good part, not all.
-    let mut child = spawn_child(&input.name, &dlq.name, &group, &journal);
+    let mut child = spawn_consumer(&input.name, &dlq.name, &group, &journal);
     eventually("the child to handle 60 messages", WAIT, || {
         let handled = read_journal(&journal).len();
         async move { (handled >= 60).then_some(()) }
@@ -191,7 +124,7 @@ async fn sigkill_mid_batch_neither_loses_nor_commits_ahead() {
     }
 
     // A new process takes over from the committed offsets and finishes.
-    let mut child = spawn_child(&input.name, &dlq.name, &group, &journal);
+    let mut child = spawn_consumer(&input.name, &dlq.name, &group, &journal);
     let expected: BTreeSet<(i32, i64)> = end_offsets
         .iter()
         .flat_map(|(p, end)| (0..*end).map(move |o| (*p, o)))

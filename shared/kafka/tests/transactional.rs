@@ -1,13 +1,11 @@
 //! Exactly-once consume → transform → produce under SIGKILL: a child process
 //! runs the transactional loop and is killed mid-stream; after a restart a
 //! read_committed reader sees each output, and each dead letter, exactly once.
-// The child processes are this test binary, running one ignored test;
-// their libtest output is discarded so only this run's results are counted.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +16,10 @@ use sluice_avro::AvroCodec;
 use sluice_contracts::types::DeadLetter;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    HandlerError, KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
+    KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
 };
-use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+mod common;
+use common::{TestError, env_var, no_retries, spawn_child};
 use sluice_testkit::{
     Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer, unique_name,
 };
@@ -35,31 +34,14 @@ struct Tagger {
     output: String,
 }
 
-#[derive(Debug)]
-struct Poison;
-
-impl std::fmt::Display for Poison {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("payload is poison")
-    }
-}
-
-impl Classified for Poison {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Permanent
-    }
-}
-
-impl HandlerError for Poison {}
-
 impl Transformer for Tagger {
-    type Error = Poison;
+    type Error = TestError;
 
-    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, Poison> {
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, TestError> {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let payload = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
         if payload.starts_with("poison") {
-            return Err(Poison);
+            return Err(TestError::permanent("payload is poison"));
         }
         Ok(vec![OutputRecord {
             topic: self.output.clone(),
@@ -77,33 +59,25 @@ impl Transformer for Tagger {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_mid_stream_leaves_each_output_exactly_once"]
 async fn transforming_child() {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
     let stack = Stack::get();
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
         .with_property("session.timeout.ms", "6000")
         .with_property("heartbeat.interval.ms", "1000");
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let dead_letters =
-        DeadLetterPublisher::new(producer(), codec, var("DLQ_TOPIC"), "tx-child", "0.0.0");
+        DeadLetterPublisher::new(producer(), codec, env_var("DLQ_TOPIC"), "tx-child", "0.0.0");
     let settings = TransactionalSettings {
-        group_id: var("GROUP"),
-        topics: vec![var("TOPIC")],
-        transactional_id: var("TRANSACTIONAL_ID"),
+        group_id: env_var("GROUP"),
+        topics: vec![env_var("TOPIC")],
+        transactional_id: env_var("TRANSACTIONAL_ID"),
         max_batch: 20,
         batch_linger: Duration::from_millis(20),
-        retry: RetryPolicy {
-            max_retries: 0,
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            multiplier: 1.0,
-            jitter: 0.0,
-            max_elapsed: None,
-        },
+        retry: no_retries(),
         abort_backoff: Duration::from_millis(200),
         transaction_timeout: Duration::from_secs(30),
     };
     let tagger = Tagger {
-        output: var("OUTPUT_TOPIC"),
+        output: env_var("OUTPUT_TOPIC"),
     };
     TransactionalLoop::new(&kafka, settings, tagger, &dead_letters)
         .unwrap()
@@ -120,17 +94,17 @@ struct Topics {
     transactional_id: String,
 }
 
-fn spawn_child(topics: &Topics) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .stdout(std::process::Stdio::null())
-        .args(["--exact", "transforming_child", "--ignored", "--nocapture"])
-        .env("TOPIC", &topics.input.name)
-        .env("OUTPUT_TOPIC", &topics.output.name)
-        .env("DLQ_TOPIC", &topics.dlq.name)
-        .env("GROUP", &topics.group)
-        .env("TRANSACTIONAL_ID", &topics.transactional_id)
-        .spawn()
-        .unwrap()
+fn spawn_transformer(topics: &Topics) -> Child {
+    spawn_child(
+        "transforming_child",
+        &[
+            ("TOPIC", &topics.input.name),
+            ("OUTPUT_TOPIC", &topics.output.name),
+            ("DLQ_TOPIC", &topics.dlq.name),
+            ("GROUP", &topics.group),
+            ("TRANSACTIONAL_ID", &topics.transactional_id),
+        ],
+    )
 }
 
 async fn wait_for_committed(topics: &Topics, at_least: i64) {
@@ -173,7 +147,7 @@ async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
         }
     }
 
-    let mut child = spawn_child(&topics);
+    let mut child = spawn_transformer(&topics);
     wait_for_committed(&topics, 80).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -185,7 +159,7 @@ async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
         "the kill came after the end; nothing was tested"
     );
 
-    let mut child = spawn_child(&topics);
+    let mut child = spawn_transformer(&topics);
     wait_for_committed(&topics, MESSAGES as i64).await;
     child.kill().unwrap();
     child.wait().unwrap();

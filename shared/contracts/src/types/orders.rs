@@ -1,7 +1,9 @@
 use serde::{Deserialize, Serialize};
 
 /// `dev.sluice.orders.OrderEvent`: one event of an order, as published on
-/// `orders.events.v1` (schemas/orders/OrderEvent.avsc).
+/// `orders.events.v1` (schemas/orders/OrderEvent.avsc). Its envelope fields
+/// match `RequestEvent`'s, but it cannot be one generic type: apache-avro's
+/// deserializer checks the Rust type's name against the record's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderEvent {
     /// Stable id of the event (a UUID).

@@ -2,8 +2,8 @@
 
 use std::sync::Mutex;
 
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, TopicPartitionList};
 
 /// A partition: topic and number.
 pub(crate) type Partition = (String, i32);
@@ -41,26 +41,25 @@ impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let revoked = partitions
-                .elements()
-                .iter()
-                .map(|p| (p.topic().to_owned(), p.partition()))
-                .collect();
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = partitions(list);
             tracing::info!(?revoked, "partitions revoked");
             self.lock().push(AssignmentChange::Revoked(revoked));
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            let assigned = partitions
-                .elements()
-                .iter()
-                .map(|p| (p.topic().to_owned(), p.partition()))
-                .collect();
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned = partitions(list);
             tracing::info!(?assigned, "partitions assigned");
             self.lock().push(AssignmentChange::Assigned(assigned));
         }
     }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<Partition> {
+    list.elements()
+        .iter()
+        .map(|p| (p.topic().to_owned(), p.partition()))
+        .collect()
 }

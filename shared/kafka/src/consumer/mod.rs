@@ -31,9 +31,31 @@ use self::partition::{Shared, run_partition};
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
 use crate::{KafkaConfig, KafkaSetupError};
 
-/// Properties the loop sets itself because at-least-once depends on them.
-pub(crate) const RESERVED: [&str; 3] =
-    ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
+/// Properties a loop sets itself because its delivery guarantee depends on them.
+const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
+
+/// Refuses the reserved properties, and `also`, in the operator's properties.
+pub(crate) fn refuse_reserved(kafka: &KafkaConfig, also: &[&str]) -> Result<(), ConsumerError> {
+    let reserved = |key: &str| RESERVED.contains(&key) || also.contains(&key);
+    match kafka.properties().iter().find(|(key, _)| reserved(key)) {
+        Some((key, _)) => Err(ConsumerError::ReservedProperty { key: key.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// Subscribes `consumer` to `topics`.
+pub(crate) fn subscribe<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topics: &[String],
+) -> Result<(), ConsumerError> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|source| ConsumerError::Subscribe {
+            topics: topics.to_vec(),
+            source,
+        })
+}
 
 /// How often backlogs are offered to their partition tasks again.
 const BACKLOG_TICK: Duration = Duration::from_millis(50);
@@ -113,13 +135,7 @@ impl<H: Handler> ConsumerLoop<H> {
         dead_letters: DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
         describe_once();
-        if let Some((key, _)) = kafka
-            .properties()
-            .iter()
-            .find(|(key, _)| RESERVED.contains(&key.as_str()))
-        {
-            return Err(ConsumerError::ReservedProperty { key: key.clone() });
-        }
+        refuse_reserved(kafka, &[])?;
         let consumer: StreamConsumer<RebalanceContext> = kafka
             .client_config(&[
                 ("group.id", &settings.group_id),
@@ -136,13 +152,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 client: "consumer",
                 source,
             })?;
-        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| ConsumerError::Subscribe {
-                topics: settings.topics.clone(),
-                source,
-            })?;
+        subscribe(&consumer, &settings.topics)?;
         let consumer = Arc::new(consumer);
         let shared = Arc::new(Shared {
             consumer: Arc::clone(&consumer),

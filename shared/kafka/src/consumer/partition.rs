@@ -9,14 +9,15 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure};
-use sluice_resilience::{Classified, ErrorClass, Exhausted, RetryPolicy};
+use sluice_resilience::RetryPolicy;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Handler;
 use super::context::RebalanceContext;
-use super::{Handler, HandlerError};
 use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
+use crate::verdict::{Verdict, attempt};
 
 /// Longest wait between two tries to write a dead letter.
 const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(30);
@@ -98,44 +99,30 @@ async fn settle<H: Handler>(
 ) -> Option<Settled> {
     let first_failure_at = OnceLock::new();
     loop {
-        let result = shared
-            .retry
-            .run("handle", || async {
-                let result = shared.handler.handle(message).await;
-                if result.is_err() {
-                    first_failure_at.get_or_init(crate::now_ms);
-                }
-                result
-            })
-            .await;
-        let Exhausted { error, attempts } = match result {
+        let handled = attempt(
+            &shared.retry,
+            shared.pause_backoff,
+            &first_failure_at,
+            "handle",
+            || shared.handler.handle(message),
+        )
+        .await;
+        match handled {
             Ok(()) => return Some(Settled::Done),
-            Err(exhausted) => exhausted,
-        };
-        let class = match error.class() {
-            ErrorClass::Pause => {
-                let wait = error.retry_after().unwrap_or(shared.pause_backoff);
-                tracing::warn!(topic = message.topic(), partition = message.partition(), error = %error, ?wait,
+            Err(Verdict::Hold { wait, reason }) => {
+                tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
                     "dependency unavailable; holding the partition");
                 if !sleep_unless_stopped(wait, stop).await {
                     return None;
                 }
-                continue;
             }
-            ErrorClass::Retryable => DeadLetterClass::RetriesExhausted,
-            ErrorClass::Permanent => error.dead_letter_class(),
-        };
-        let last_failure_at = crate::now_ms();
-        let failure = Failure {
-            class,
-            message: error.to_string(),
-            attempts,
-            first_failure_at: *first_failure_at.get().unwrap_or(&last_failure_at),
-            last_failure_at,
-        };
-        return dead_letter(&shared.dead_letters, message, failure, stop)
-            .await
-            .then_some(Settled::DeadLettered(class));
+            Err(Verdict::DeadLetter(failure)) => {
+                let class = failure.class;
+                return dead_letter(&shared.dead_letters, message, failure, stop)
+                    .await
+                    .then_some(Settled::DeadLettered(class));
+            }
+        }
     }
 }
 

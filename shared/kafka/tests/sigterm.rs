@@ -1,71 +1,32 @@
 //! Lifecycle: a real service process (runtime + consumer loop) gets SIGTERM
 //! mid-stream, finishes the messages in hand, commits exactly what it
 //! handled, and exits 0 in bounded time.
-// The child processes are this test binary, running one ignored test;
-// their libtest output is discarded so only this run's results are counted.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{
-    ConsumerLoop, ConsumerSettings, Handler, HandlerError, KafkaConfig, KafkaReadiness,
-};
-use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness};
 use sluice_runtime::{RuntimeArgs, ServiceRuntime};
 use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, producer, unique_name};
 
+mod common;
+use common::{FileJournal, env_var, no_retries, read_journal, spawn_child};
+
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(60);
-
-struct SlowJournal {
-    file: Mutex<std::fs::File>,
-}
-
-#[derive(Debug)]
-struct Never;
-
-impl std::fmt::Display for Never {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("never")
-    }
-}
-
-impl Classified for Never {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Permanent
-    }
-}
-
-impl HandlerError for Never {}
-
-impl Handler for SlowJournal {
-    type Error = Never;
-
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), Never> {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut file = self.file.lock().unwrap();
-        writeln!(file, "{} {}", message.partition(), message.offset()).unwrap();
-        file.sync_data().unwrap();
-        Ok(())
-    }
-}
 
 /// The service process: runs until SIGTERM. Run by the test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigterm_finishes_in_flight_work_commits_and_exits_zero"]
 async fn service_child() {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
     let stack = Stack::get();
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
     let args = RuntimeArgs {
@@ -78,38 +39,23 @@ async fn service_child() {
     let runtime = ServiceRuntime::start("sigterm-child", &args, vec![readiness])
         .await
         .unwrap();
-    std::fs::write(var("ADDRESS_FILE"), runtime.http_address().to_string()).unwrap();
+    std::fs::write(env_var("ADDRESS_FILE"), runtime.http_address().to_string()).unwrap();
 
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(
         producer(),
         codec,
-        var("DLQ_TOPIC"),
+        env_var("DLQ_TOPIC"),
         "sigterm-child",
         "0.0.0",
     );
-    let journal = SlowJournal {
-        file: Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(var("JOURNAL"))
-                .unwrap(),
-        ),
-    };
+    let journal = FileJournal::open(Path::new(&env_var("JOURNAL")), Duration::from_millis(20));
     let settings = ConsumerSettings {
-        group_id: var("GROUP"),
-        topics: vec![var("TOPIC")],
+        group_id: env_var("GROUP"),
+        topics: vec![env_var("TOPIC")],
         partition_buffer: 8,
         max_concurrent: 3,
-        retry: RetryPolicy {
-            max_retries: 0,
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            multiplier: 1.0,
-            jitter: 0.0,
-            max_elapsed: None,
-        },
+        retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
     };
@@ -119,17 +65,6 @@ async fn service_child() {
         .await
         .unwrap();
     runtime.stop().await;
-}
-
-fn read_journal(path: &Path) -> Vec<(i32, i64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (partition, offset) = line.split_once(' ')?;
-            Some((partition.parse().ok()?, offset.parse().ok()?))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,16 +86,18 @@ async fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
             .unwrap();
     }
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .stdout(std::process::Stdio::null())
-        .args(["--exact", "service_child", "--ignored", "--nocapture"])
-        .env("TOPIC", &input.name)
-        .env("DLQ_TOPIC", &dlq.name)
-        .env("GROUP", &group)
-        .env("JOURNAL", &journal)
-        .env("ADDRESS_FILE", &address_file)
-        .spawn()
-        .unwrap();
+    let journal_path = journal.to_str().unwrap();
+    let address_path = address_file.to_str().unwrap();
+    let mut child = spawn_child(
+        "service_child",
+        &[
+            ("TOPIC", &input.name),
+            ("DLQ_TOPIC", &dlq.name),
+            ("GROUP", &group),
+            ("JOURNAL", journal_path),
+            ("ADDRESS_FILE", address_path),
+        ],
+    );
     eventually("the service to handle 40 messages", WAIT, || {
         let handled = read_journal(&journal).len();
         async move { (handled >= 40).then_some(()) }

@@ -1,0 +1,158 @@
+//! Helpers shared by this crate's integration tests.
+// Each test file uses a part of them.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use sluice_contracts::types::DeadLetterClass;
+use sluice_kafka::{Handler, HandlerError};
+use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+
+/// An error of a chosen class, as a real handler's would be.
+#[derive(Debug, Clone)]
+pub struct TestError {
+    message: &'static str,
+    class: ErrorClass,
+    retry_after: Option<Duration>,
+    dead_letter: DeadLetterClass,
+}
+
+impl TestError {
+    /// Refused for good (dead-lettered as PERMANENT).
+    pub fn permanent(message: &'static str) -> Self {
+        Self {
+            message,
+            class: ErrorClass::Permanent,
+            retry_after: None,
+            dead_letter: DeadLetterClass::Permanent,
+        }
+    }
+
+    /// Worth retrying.
+    pub fn retryable(message: &'static str) -> Self {
+        Self {
+            class: ErrorClass::Retryable,
+            ..Self::permanent(message)
+        }
+    }
+
+    /// The dependency is unavailable; try again after `retry_after`.
+    pub fn pause(message: &'static str, retry_after: Duration) -> Self {
+        Self {
+            class: ErrorClass::Pause,
+            retry_after: Some(retry_after),
+            ..Self::permanent(message)
+        }
+    }
+
+    /// The same, dead-lettered with `class` when permanent.
+    pub fn dead_lettered_as(self, class: DeadLetterClass) -> Self {
+        Self {
+            dead_letter: class,
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for TestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl Classified for TestError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl HandlerError for TestError {
+    fn dead_letter_class(&self) -> DeadLetterClass {
+        self.dead_letter
+    }
+}
+
+/// Appends `partition offset` of every handled message to a file, synced
+/// before the handler returns: the file is what was handled, whatever happens
+/// to the process afterwards.
+pub struct FileJournal {
+    file: Mutex<std::fs::File>,
+    delay: Duration,
+}
+
+impl FileJournal {
+    /// A journal appending to `path`, taking `delay` per message.
+    pub fn open(path: &Path, delay: Duration) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        Self {
+            file: Mutex::new(file),
+            delay,
+        }
+    }
+}
+
+impl Handler for FileJournal {
+    type Error = TestError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+        tokio::time::sleep(self.delay).await;
+        let mut file = self.file.lock().unwrap();
+        writeln!(file, "{} {}", message.partition(), message.offset()).unwrap();
+        file.sync_data().unwrap();
+        Ok(())
+    }
+}
+
+/// The `(partition, offset)` lines of a journal, in the order written.
+pub fn read_journal(path: &Path) -> Vec<(i32, i64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (partition, offset) = line.split_once(' ')?;
+            Some((partition.parse().ok()?, offset.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs the ignored test `test` of this test binary as a child process with
+/// `env`. Its libtest output is discarded, so only the parent's results count.
+pub fn spawn_child(test: &str, env: &[(&str, &str)]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .stdout(Stdio::null())
+        .args(["--exact", test, "--ignored", "--nocapture"])
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap()
+}
+
+/// The value of an environment variable the parent test set.
+pub fn env_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+/// A policy that never retries: failures are judged at once.
+pub fn no_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 0,
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(10),
+        multiplier: 1.0,
+        jitter: 0.0,
+        max_elapsed: None,
+    }
+}
