@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
@@ -217,16 +218,30 @@ impl<T: Transformer> TransactionalLoop<T> {
 
     async fn commit_batch(&self, batch: &[OwnedMessage]) -> Result<(), BatchError> {
         self.producer.begin_transaction().map_err(classify)?;
+        let mut outputs = Vec::new();
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for message in batch {
             let span = sluice_telemetry::message_span(message);
-            self.produce_outputs(message, &span)
-                .instrument(span.clone())
-                .await?;
+            outputs.extend(
+                self.transform(message, &span)
+                    .instrument(span.clone())
+                    .await?,
+            );
             next_offsets.insert(
                 (message.topic().to_owned(), message.partition()),
                 message.offset() + 1,
             );
+        }
+        // Sent together, not one round trip each: the transaction's commit
+        // is what makes them visible, in the order they were enqueued.
+        let sent = join_all(outputs.iter().map(|output| {
+            self.producer
+                .send(record(output), self.settings.transaction_timeout)
+        }))
+        .await;
+        for (output, delivery) in outputs.iter().zip(sent) {
+            delivery.map_err(|(err, _)| classify(err))?;
+            metrics::counter!(PRODUCED, "topic" => output.topic.clone()).increment(1);
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in next_offsets {
@@ -251,13 +266,14 @@ impl<T: Transformer> TransactionalLoop<T> {
         .map_err(classify)
     }
 
-    /// Produces the outputs of one message, or its dead letter. Outputs carry
-    /// the message's trace onward unless the transformer set their context.
-    async fn produce_outputs(
+    /// The outputs of one message, carrying its trace onward unless the
+    /// transformer set their context; or its dead letter, written in the
+    /// transaction, and no outputs.
+    async fn transform(
         &self,
         message: &OwnedMessage,
         span: &tracing::Span,
-    ) -> Result<(), BatchError> {
+    ) -> Result<Vec<OutputRecord>, BatchError> {
         let first_failure_at = OnceLock::new();
         let transformed = attempt(
             &self.settings.retry,
@@ -267,7 +283,7 @@ impl<T: Transformer> TransactionalLoop<T> {
             || self.transformer.transform(message),
         )
         .await;
-        let outputs = match transformed {
+        let mut outputs = match transformed {
             Ok(outputs) => outputs,
             Err(Verdict::Hold { wait, reason }) => {
                 return Err(BatchError::Retry {
@@ -286,35 +302,35 @@ impl<T: Transformer> TransactionalLoop<T> {
                     })?;
                 metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_owned(), "class" => class.as_str())
                     .increment(1);
-                return Ok(());
+                return Ok(Vec::new());
             }
         };
         let trace = sluice_telemetry::child_span_context_headers(span);
-        for output in &outputs {
-            let own_trace = output.headers.iter().any(|(key, _)| key == TRACEPARENT);
-            let inherited = trace.iter().filter(|_| !own_trace);
-            let headers = output.headers.iter().chain(inherited).fold(
-                OwnedHeaders::new(),
-                |headers, (key, value)| {
-                    headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    })
-                },
-            );
-            let mut record = FutureRecord::to(&output.topic)
-                .payload(&output.payload)
-                .headers(headers);
-            if let Some(key) = &output.key {
-                record = record.key(key);
+        for output in &mut outputs {
+            if !output.headers.iter().any(|(key, _)| key == TRACEPARENT) {
+                output.headers.extend(trace.iter().cloned());
             }
-            self.producer
-                .send(record, self.settings.transaction_timeout)
-                .await
-                .map_err(|(err, _)| classify(err))?;
-            metrics::counter!(PRODUCED, "topic" => output.topic.clone()).increment(1);
         }
-        Ok(())
+        Ok(outputs)
+    }
+}
+
+fn record(output: &OutputRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
+    let headers = output
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+    let record = FutureRecord::to(&output.topic)
+        .payload(&output.payload)
+        .headers(headers);
+    match &output.key {
+        Some(key) => record.key(key),
+        None => record,
     }
 }
 
