@@ -232,27 +232,35 @@ struct Dispatcher<H> {
 struct PartitionQueue {
     sender: mpsc::Sender<OwnedMessage>,
     stop: CancellationToken,
+    /// `sluice_consumed_total` of the partition's topic, resolved once.
+    consumed: metrics::Counter,
 }
 
 impl<H: Handler> Dispatcher<H> {
     fn dispatch(&mut self, message: OwnedMessage) {
         let partition = (message.topic().to_owned(), message.partition());
-        metrics::counter!(CONSUMED, "topic" => partition.0.clone()).increment(1);
-        if let Some(backlog) = self.backlogs.get_mut(&partition) {
-            backlog.push_back(message);
-            return;
-        }
         let queue = self.queues.entry(partition.clone()).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(self.buffer);
             let stop = self.stop_all.child_token();
             let task = self.tasks.spawn(run_partition(
                 Arc::clone(&self.shared),
+                partition.0.clone(),
                 receiver,
                 stop.clone(),
             ));
             self.task_partitions.insert(task.id(), partition.clone());
-            PartitionQueue { sender, stop }
+            let consumed = metrics::counter!(CONSUMED, "topic" => partition.0.clone());
+            PartitionQueue {
+                sender,
+                stop,
+                consumed,
+            }
         });
+        queue.consumed.increment(1);
+        if let Some(backlog) = self.backlogs.get_mut(&partition) {
+            backlog.push_back(message);
+            return;
+        }
         // A closed queue means a panicked task: reap_tasks ends the loop.
         if let Err(err) = queue.sender.try_send(message) {
             let message = match err {

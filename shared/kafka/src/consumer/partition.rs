@@ -45,9 +45,14 @@ enum Settled {
 /// partition next. After a revoke the store fails, as the partition is gone.
 pub(crate) async fn run_partition<H: Handler>(
     shared: Arc<Shared<H>>,
+    topic: String,
     mut queue: mpsc::Receiver<OwnedMessage>,
     stop: CancellationToken,
 ) {
+    let done = metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "done");
+    let dead_lettered =
+        metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "dead_lettered");
+    let processing = metrics::histogram!(PROCESSING, "topic" => topic.clone());
     loop {
         let message = tokio::select! {
             biased;
@@ -75,16 +80,14 @@ pub(crate) async fn run_partition<H: Handler>(
             tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
                 error = %err, "offset not stored; the message will be handled again");
         }
-        let topic = message.topic().to_owned();
-        let outcome = match settled {
-            Settled::Done => "done",
+        match settled {
+            Settled::Done => done.increment(1),
             Settled::DeadLettered(class) => {
+                dead_lettered.increment(1);
                 metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str()).increment(1);
-                "dead_lettered"
             }
-        };
-        metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => outcome).increment(1);
-        metrics::histogram!(PROCESSING, "topic" => topic).record(started.elapsed().as_secs_f64());
+        }
+        processing.record(started.elapsed().as_secs_f64());
     }
 }
 
