@@ -2,6 +2,10 @@
 //! Avro binary), encoded from and decoded into the typed contracts through the
 //! schema registry. Schema lookups are cached by schema_registry_converter.
 
+mod readiness;
+
+pub use readiness::RegistryReadiness;
+
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};

@@ -6,6 +6,10 @@
 //! taking messages, finish or hand back what they hold, commit, and return;
 //! the process then exits 0.
 
+mod postgres;
+
+pub use postgres::PostgresReadiness;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
