@@ -2,8 +2,10 @@
 //! Avro binary), encoded from and decoded into the typed contracts through the
 //! schema registry. Schema lookups are cached by schema_registry_converter.
 
+mod json;
 mod readiness;
 
+pub use json::{JsonMismatch, json_to_avro};
 pub use readiness::RegistryReadiness;
 
 use apache_avro::reader::datum::GenericDatumReader;

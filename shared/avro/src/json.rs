@@ -1,0 +1,455 @@
+//! JSON to Avro, guided by the schema, with errors that name the field.
+//!
+//! Events arrive as JSON (ingest's HTTP body, the outbox's payload column)
+//! and leave as Avro; a client that sent a bad field must be told which one
+//! and why (`payload.lines[1].quantity: expected an int, got "two"`), which
+//! apache-avro's generic resolution does not say.
+//!
+//! Rules: records take objects (unknown fields are refused, missing ones take
+//! the schema default or null for an optional field); enums take a symbol;
+//! `uuid` a UUID string; `timestamp-millis` milliseconds since the epoch; a
+//! union of `null` and one type takes null or that type's JSON; a union of
+//! several named types takes `{"TypeName": {...}}` (Avro's JSON encoding,
+//! short or full name).
+
+use std::collections::HashMap;
+
+use apache_avro::Schema;
+use apache_avro::schema::{Name, RecordSchema, ResolvedSchema, UnionSchema};
+use apache_avro::types::Value;
+use serde_json::Value as Json;
+
+/// A JSON value that does not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct JsonMismatch {
+    /// Where, as `field.list[index].field`; `$` for the whole value.
+    pub path: String,
+    /// Why it does not fit.
+    pub reason: String,
+}
+
+/// Converts `json` into an Avro value of `schema`.
+pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, JsonMismatch> {
+    let resolved = ResolvedSchema::try_from(schema).map_err(|err| JsonMismatch {
+        path: "$".into(),
+        reason: format!("unusable schema: {err}"),
+    })?;
+    let names: HashMap<Name, &Schema> = resolved
+        .get_names()
+        .iter()
+        .map(|(name, schema)| (name.clone(), *schema))
+        .collect();
+    Converter { names }.convert(schema, json, &mut Path::root())
+}
+
+struct Converter<'s> {
+    names: HashMap<Name, &'s Schema>,
+}
+
+/// The location being converted, built up as the walk descends.
+struct Path(String);
+
+impl Path {
+    fn root() -> Self {
+        Self(String::new())
+    }
+
+    fn field(&self, name: &str) -> Self {
+        Self(if self.0.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.0)
+        })
+    }
+
+    fn index(&self, index: usize) -> Self {
+        Self(format!("{}[{index}]", self.0))
+    }
+
+    fn key(&self, key: &str) -> Self {
+        Self(format!("{}[{key:?}]", self.0))
+    }
+
+    fn mismatch(&self, reason: impl Into<String>) -> JsonMismatch {
+        let path = if self.0.is_empty() {
+            "$".to_owned()
+        } else {
+            self.0.clone()
+        };
+        JsonMismatch {
+            path,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl<'s> Converter<'s> {
+    fn convert(
+        &self,
+        schema: &Schema,
+        json: &Json,
+        path: &mut Path,
+    ) -> Result<Value, JsonMismatch> {
+        let expected =
+            |what: &str| path.mismatch(format!("expected {what}, got {}", describe(json)));
+        match schema {
+            Schema::Null => json
+                .is_null()
+                .then_some(Value::Null)
+                .ok_or_else(|| expected("null")),
+            Schema::Boolean => json
+                .as_bool()
+                .map(Value::Boolean)
+                .ok_or_else(|| expected("true or false")),
+            Schema::Int => json
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .map(Value::Int)
+                .ok_or_else(|| expected("an int (32-bit whole number)")),
+            Schema::Long => json
+                .as_i64()
+                .map(Value::Long)
+                .ok_or_else(|| expected("a long (whole number)")),
+            Schema::Float => json
+                .as_f64()
+                .map(|x| Value::Float(x as f32))
+                .ok_or_else(|| expected("a number")),
+            Schema::Double => json
+                .as_f64()
+                .map(Value::Double)
+                .ok_or_else(|| expected("a number")),
+            Schema::String => json
+                .as_str()
+                .map(|s| Value::String(s.to_owned()))
+                .ok_or_else(|| expected("a string")),
+            Schema::Bytes => json
+                .as_str()
+                .map(|s| Value::Bytes(s.as_bytes().to_vec()))
+                .ok_or_else(|| expected("a string")),
+            Schema::Uuid(_) => json
+                .as_str()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                .map(Value::Uuid)
+                .ok_or_else(|| expected("a UUID string")),
+            Schema::TimestampMillis => json
+                .as_i64()
+                .map(Value::TimestampMillis)
+                .ok_or_else(|| expected("milliseconds since the epoch")),
+            Schema::Enum(enum_schema) => match json.as_str() {
+                Some(symbol) => match enum_schema.symbols.iter().position(|s| s == symbol) {
+                    Some(index) => Ok(Value::Enum(
+                        u32::try_from(index).unwrap_or(u32::MAX),
+                        symbol.to_owned(),
+                    )),
+                    None => Err(path.mismatch(format!(
+                        "{symbol:?} is not one of {}",
+                        enum_schema.symbols.join(", ")
+                    ))),
+                },
+                None => Err(expected("a string")),
+            },
+            Schema::Array(array) => match json.as_array() {
+                Some(items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.convert(&array.items, item, &mut path.index(i)))
+                    .collect::<Result<_, _>>()
+                    .map(Value::Array),
+                None => Err(expected("an array")),
+            },
+            Schema::Map(map) => match json.as_object() {
+                Some(entries) => entries
+                    .iter()
+                    .map(|(key, item)| {
+                        Ok((
+                            key.clone(),
+                            self.convert(&map.types, item, &mut path.key(key))?,
+                        ))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(Value::Map),
+                None => Err(expected("an object")),
+            },
+            Schema::Record(record) => self.record(record, json, path),
+            Schema::Union(union) => self.union(union, json, path),
+            Schema::Ref { name } => match self.names.get(name) {
+                Some(named) => self.convert(named, json, path),
+                None => {
+                    Err(path.mismatch(format!("schema names unknown type {}", name.fullname(None))))
+                }
+            },
+            other => Err(path.mismatch(format!(
+                "the schema type {other:?} is not accepted from JSON"
+            ))),
+        }
+    }
+
+    fn record(
+        &self,
+        record: &RecordSchema,
+        json: &Json,
+        path: &Path,
+    ) -> Result<Value, JsonMismatch> {
+        let Some(object) = json.as_object() else {
+            return Err(path.mismatch(format!("expected an object, got {}", describe(json))));
+        };
+        if let Some(unknown) = object
+            .keys()
+            .find(|key| !record.fields.iter().any(|f| &f.name == *key))
+        {
+            return Err(path
+                .field(unknown)
+                .mismatch(format!("is not a field of {}", record.name.name())));
+        }
+        let mut fields = Vec::with_capacity(record.fields.len());
+        for field in &record.fields {
+            let mut field_path = path.field(&field.name);
+            let value = match object.get(&field.name) {
+                Some(value) => self.convert(&field.schema, value, &mut field_path)?,
+                None => match &field.default {
+                    Some(default) => self.convert(&field.schema, default, &mut field_path)?,
+                    None => return Err(field_path.mismatch("is required")),
+                },
+            };
+            fields.push((field.name.clone(), value));
+        }
+        Ok(Value::Record(fields))
+    }
+
+    fn union(
+        &self,
+        union: &UnionSchema,
+        json: &Json,
+        path: &mut Path,
+    ) -> Result<Value, JsonMismatch> {
+        let variants = union.variants();
+        let branch = |index: usize, value: Value| {
+            Value::Union(u32::try_from(index).unwrap_or(u32::MAX), Box::new(value))
+        };
+        let null = variants.iter().position(|v| matches!(v, Schema::Null));
+        if json.is_null() {
+            return null
+                .map(|i| branch(i, Value::Null))
+                .ok_or_else(|| path.mismatch("must not be null"));
+        }
+        let others: Vec<usize> = (0..variants.len()).filter(|i| Some(*i) != null).collect();
+        if let [only] = others[..] {
+            return Ok(branch(only, self.convert(&variants[only], json, path)?));
+        }
+        // Several named types: Avro's JSON encoding names the branch.
+        let tagged = json
+            .as_object()
+            .filter(|object| object.len() == 1)
+            .and_then(|object| object.iter().next());
+        let Some((tag, inner)) = tagged else {
+            return Err(path.mismatch(format!(
+                "expected {{\"<type>\": {{...}}}} naming one of {}",
+                self.branch_names(union).join(", ")
+            )));
+        };
+        let chosen = others.iter().copied().find(|&i| {
+            self.branch_name(&variants[i])
+                .is_some_and(|(short, full)| tag == &short || tag == &full)
+        });
+        match chosen {
+            Some(index) => Ok(branch(
+                index,
+                self.convert(&variants[index], inner, &mut path.field(tag))?,
+            )),
+            None => Err(path.mismatch(format!(
+                "{tag:?} is not one of {}",
+                self.branch_names(union).join(", ")
+            ))),
+        }
+    }
+
+    /// Short and full name of a named branch.
+    fn branch_name(&self, schema: &Schema) -> Option<(String, String)> {
+        let name = match schema {
+            Schema::Record(record) => &record.name,
+            Schema::Enum(enum_schema) => &enum_schema.name,
+            Schema::Fixed(fixed) => &fixed.name,
+            Schema::Ref { name } => name,
+            _ => return None,
+        };
+        Some((name.name().to_owned(), name.fullname(None)))
+    }
+
+    fn branch_names(&self, union: &UnionSchema) -> Vec<String> {
+        union
+            .variants()
+            .iter()
+            .filter_map(|v| self.branch_name(v))
+            .map(|(short, _)| short)
+            .collect()
+    }
+}
+
+/// A JSON value's kind and, when short, the value, for error messages.
+fn describe(json: &Json) -> String {
+    match json {
+        Json::Null => "null".into(),
+        Json::Bool(b) => b.to_string(),
+        Json::Number(n) => n.to_string(),
+        Json::String(s) if s.len() <= 40 => format!("{s:?}"),
+        Json::String(_) => "a long string".into(),
+        Json::Array(_) => "an array".into(),
+        Json::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use serde_json::json;
+    use sluice_contracts::Catalog;
+    use sluice_contracts::types::{OrderEvent, OrderPayload, OrderStatus};
+
+    fn order_schema() -> Schema {
+        Catalog::embedded()
+            .unwrap()
+            .topic("orders.events.v1")
+            .unwrap()
+            .value_schema()
+            .clone()
+    }
+
+    fn placed() -> Json {
+        json!({
+            "event_id": "6f9619ff-8b86-4d01-b42d-00cf4fc964ff",
+            "event_type": "OrderPlaced",
+            "occurred_at": 1_763_900_000_000_i64,
+            "aggregate_id": "order-1",
+            "correlation_id": "corr-1",
+            "payload": {"OrderPlaced": {
+                "customer": {"customer_id": "c-1", "name": "Ada", "email": "ada@example.org"},
+                "lines": [
+                    {"sku": "A", "description": "a", "quantity": 1, "unit_price_minor": 100},
+                    {"sku": "B", "description": "b", "quantity": 2, "unit_price_minor": 250}
+                ],
+                "total_minor": 600,
+                "currency": "EUR"
+            }}
+        })
+    }
+
+    fn mismatch(json: &Json) -> String {
+        json_to_avro(&order_schema(), json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_valid_event_becomes_the_typed_record_on_the_wire() {
+        let schema = order_schema();
+        let value = json_to_avro(&schema, &placed()).unwrap();
+        let bytes = GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap();
+        let event: OrderEvent = GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_deser(&mut &bytes[..])
+            .unwrap();
+        assert_eq!(event.aggregate_id, "order-1");
+        assert_eq!(
+            event.causation_id, None,
+            "an optional field left out is null"
+        );
+        let OrderPayload::OrderPlaced(placed) = event.payload else {
+            panic!("{:?}", event.payload)
+        };
+        assert_eq!(
+            (placed.lines[1].quantity, placed.shipping_country),
+            (2, None)
+        );
+    }
+
+    #[test]
+    fn enums_and_other_union_branches_convert() {
+        let mut event = placed();
+        event["payload"] =
+            json!({"OrderStatusChanged": {"from_status": "PLACED", "to_status": "SHIPPED"}});
+        let schema = order_schema();
+        let value = json_to_avro(&schema, &event).unwrap();
+        let bytes = GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap();
+        let event: OrderEvent = GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_deser(&mut &bytes[..])
+            .unwrap();
+        let OrderPayload::OrderStatusChanged(changed) = event.payload else {
+            panic!("{:?}", event.payload)
+        };
+        assert_eq!(
+            (changed.from_status, changed.to_status),
+            (OrderStatus::Placed, OrderStatus::Shipped)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let mut event = placed();
+        event["payload"]["OrderPlaced"]["lines"][1]["quantity"] = json!("two");
+        assert_eq!(
+            mismatch(&event),
+            "payload.OrderPlaced.lines[1].quantity: expected an int (32-bit whole number), got \"two\""
+        );
+
+        let mut event = placed();
+        event["payload"]["OrderPlaced"]["lines"][0]["quantity"] = json!(5_000_000_000_i64);
+        assert!(
+            mismatch(&event).starts_with("payload.OrderPlaced.lines[0].quantity: expected an int")
+        );
+
+        let mut event = placed();
+        event["payload"]["OrderPlaced"]["colour"] = json!("red");
+        assert_eq!(
+            mismatch(&event),
+            "payload.OrderPlaced.colour: is not a field of OrderPlaced"
+        );
+
+        let mut event = placed();
+        event.as_object_mut().unwrap().remove("aggregate_id");
+        assert_eq!(mismatch(&event), "aggregate_id: is required");
+
+        let mut event = placed();
+        event["event_id"] = json!("not-a-uuid");
+        assert_eq!(
+            mismatch(&event),
+            "event_id: expected a UUID string, got \"not-a-uuid\""
+        );
+
+        let mut event = placed();
+        event["payload"] =
+            json!({"OrderStatusChanged": {"from_status": "LOST", "to_status": "SHIPPED"}});
+        assert_eq!(
+            mismatch(&event),
+            "payload.OrderStatusChanged.from_status: \"LOST\" is not one of \
+             UNKNOWN, PLACED, CONFIRMED, SHIPPED, DELIVERED, CANCELLED, REJECTED"
+        );
+
+        let mut event = placed();
+        event["payload"] = json!({"OrderShipped": {}});
+        assert_eq!(
+            mismatch(&event),
+            "payload: \"OrderShipped\" is not one of OrderPlaced, OrderStatusChanged, OrderCancelled, \
+             OrderConfirmed, OrderRejected"
+        );
+
+        let mut event = placed();
+        event["occurred_at"] = json!("2026-11-23T12:00:00Z");
+        assert_eq!(
+            mismatch(&event),
+            "occurred_at: expected milliseconds since the epoch, got \"2026-11-23T12:00:00Z\""
+        );
+        assert_eq!(mismatch(&json!([1])), "$: expected an object, got an array");
+    }
+}
