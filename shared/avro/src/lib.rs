@@ -83,18 +83,7 @@ impl AvroCodec {
 
     /// A codec for a service's `--schema-registry-*` settings.
     pub fn from_args(args: &RegistryArgs) -> Result<Self, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            setting: "schema-registry-url",
-            reason,
-        };
-        let mut settings = SrSettings::new_builder(args.base_url()?);
-        settings.set_timeout(args.timeout());
-        if let Some((user, password)) = args.basic_auth()? {
-            settings.set_basic_authorization(&user, Some(password.expose_secret()));
-        }
-        Ok(Self::new(
-            settings.build().map_err(|err| invalid(err.to_string()))?,
-        ))
+        Ok(Self::new(registry_settings(args)?))
     }
 
     /// Encodes `value` with the latest schema of `<topic>-value`, which
@@ -106,6 +95,13 @@ impl AvroCodec {
     ) -> Result<Vec<u8>, CodecError> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
         Ok(self.encoder.encode_struct(value, &strategy).await?)
+    }
+
+    /// Encodes a generic Avro `value` (from [`json_to_avro`], say) with the
+    /// latest schema of `<topic>-value`.
+    pub async fn encode_value(&self, topic: &str, value: Value) -> Result<Vec<u8>, CodecError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
+        Ok(self.encoder.encode_value(value, &strategy).await?)
     }
 
     /// Decodes wire-format bytes into a generic Avro value.
@@ -131,6 +127,20 @@ impl AvroCodec {
             .read_deser(&mut &bytes[5..])
             .map_err(wrong_type)
     }
+}
+
+/// schema_registry_converter settings for a service's `--schema-registry-*`
+/// settings: URL, timeout and basic auth.
+pub fn registry_settings(args: &RegistryArgs) -> Result<SrSettings, ConfigError> {
+    let mut settings = SrSettings::new_builder(args.base_url()?);
+    settings.set_timeout(args.timeout());
+    if let Some((user, password)) = args.basic_auth()? {
+        settings.set_basic_authorization(&user, Some(password.expose_secret()));
+    }
+    settings.build().map_err(|err| ConfigError::Invalid {
+        setting: "schema-registry-url",
+        reason: err.to_string(),
+    })
 }
 
 /// The registry is asked about an id only when the frame is plausible.

@@ -1,0 +1,74 @@
+//! Every failure of the API, mapped to its response in one place.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or an unknown bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// The body does not fit the contract.
+    #[error("{field}: {reason}")]
+    BadRequest {
+        /// Which field, as a path (`payload.lines[1].quantity`).
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Kafka or the registry cannot take the event now; nothing was accepted.
+    #[error("{reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+impl ApiError {
+    /// A 400 naming `field`.
+    pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            |status: StatusCode, value: serde_json::Value| (status, Json(value)).into_response();
+        match self {
+            Self::Unauthorized => body(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": self.to_string() }),
+            ),
+            Self::BadRequest { field, reason } => body(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": reason, "field": field }),
+            ),
+            Self::Unavailable {
+                reason,
+                retry_after,
+            } => {
+                let mut response = body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "error": format!("not accepted, try again: {reason}") }),
+                );
+                if let Ok(seconds) =
+                    HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+                {
+                    response.headers_mut().insert(header::RETRY_AFTER, seconds);
+                }
+                response
+            }
+        }
+    }
+}

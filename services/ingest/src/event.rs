@@ -1,0 +1,107 @@
+//! An incoming event: checked field by field against its contract and
+//! turned into the Avro record of its topic.
+
+use std::collections::HashMap;
+
+use apache_avro::types::Value;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use sluice_avro::json_to_avro;
+use sluice_contracts::Catalog;
+
+use crate::error::ApiError;
+
+/// The body of `POST /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingEvent {
+    /// Aggregate the event belongs to (`orders`, `requests`); picks the topic.
+    pub aggregate_type: String,
+    /// Aggregate id; the Kafka key, so per-aggregate order holds.
+    pub aggregate_id: String,
+    /// Name of the event (`OrderPlaced`, ...), a branch of the topic's union.
+    pub event_type: String,
+    /// The event's fields.
+    pub payload: Json,
+    /// Stable id; generated when absent. Send it to make retries safe downstream.
+    pub event_id: Option<String>,
+    /// When it happened, ms since the epoch; now when absent.
+    pub occurred_at: Option<i64>,
+    /// Shared by everything one business request caused.
+    pub correlation_id: Option<String>,
+    /// The event or command that caused this one.
+    pub causation_id: Option<String>,
+}
+
+/// An event ready to produce.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Where it goes.
+    pub topic: String,
+    /// Its key (the aggregate id).
+    pub key: String,
+    /// Its id.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// The Avro record.
+    pub value: Value,
+}
+
+/// Where events go and what they must look like.
+#[derive(Debug)]
+pub struct EventRouter {
+    catalog: Catalog,
+    routes: HashMap<String, String>,
+}
+
+impl EventRouter {
+    /// Events of aggregate type T go to `routes[T]`, else `T.events.v1`; they
+    /// are checked against the contract of `T.events.v1`.
+    pub fn new(catalog: Catalog, routes: HashMap<String, String>) -> Self {
+        Self { catalog, routes }
+    }
+
+    /// Parses and checks a request body.
+    pub fn prepare(&self, body: &[u8], now_ms: i64) -> Result<Prepared, ApiError> {
+        let incoming: IncomingEvent = serde_json::from_slice(body)
+            .map_err(|err| ApiError::bad_request("$", err.to_string()))?;
+        let contract = format!("{}.events.v1", incoming.aggregate_type);
+        let schema = self
+            .catalog
+            .topic(&contract)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "aggregate_type",
+                    format!("no event topic {contract} is declared"),
+                )
+            })?
+            .value_schema();
+        let event_id = incoming
+            .event_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let envelope = json!({
+            "event_id": event_id,
+            "event_type": incoming.event_type,
+            "occurred_at": incoming.occurred_at.unwrap_or(now_ms),
+            "aggregate_id": incoming.aggregate_id,
+            "correlation_id": incoming.correlation_id,
+            "causation_id": incoming.causation_id,
+            // Avro's JSON encoding of a union branch: the event type names it.
+            "payload": { incoming.event_type.as_str(): incoming.payload },
+        });
+        let value = json_to_avro(schema, &envelope)
+            .map_err(|mismatch| ApiError::bad_request(mismatch.path, mismatch.reason))?;
+        Ok(Prepared {
+            topic: self
+                .routes
+                .get(&incoming.aggregate_type)
+                .cloned()
+                .unwrap_or(contract),
+            key: incoming.aggregate_id,
+            event_id,
+            event_type: incoming.event_type,
+            value,
+        })
+    }
+}

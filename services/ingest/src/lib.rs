@@ -1,0 +1,14 @@
+//! ingest: domain events over HTTP into Kafka. The binary (`main.rs`) wires
+//! configuration, the runtime and [`router`]; tests serve the same router.
+
+mod api;
+mod auth;
+mod config;
+mod error;
+mod event;
+
+pub use api::{Accepted, AppState, router};
+pub use auth::TokenHashes;
+pub use config::IngestArgs;
+pub use error::ApiError;
+pub use event::{EventRouter, IncomingEvent, Prepared};

@@ -1,0 +1,70 @@
+//! `ingest`: accepts domain events over HTTP (`POST /v1/events`), checks
+//! them against their Avro contract, and answers 202 only once Kafka has
+//! acknowledged them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_config::{ConfigError, KafkaArgs, RegistryArgs};
+use sluice_contracts::Catalog;
+use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use sluice_runtime::{RuntimeArgs, ServiceRuntime};
+use sluice_telemetry::ReadinessCheck;
+use tokio::net::TcpListener;
+
+use ingest::{AppState, EventRouter, IngestArgs, TokenHashes, router};
+
+/// Accepts domain events over HTTP and produces them to Kafka as Avro.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    ingest: IngestArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli: Cli = match sluice_config::parse() {
+        Ok(cli) => cli,
+        Err(ConfigError::Cli(err)) => err.exit(),
+        Err(err) => return Err(err).context("reading the configuration"),
+    };
+    let ack_ms = cli.ingest.ack_timeout().as_millis().to_string();
+    let kafka = KafkaConfig::from_args(&cli.kafka)?.with_property("message.timeout.ms", ack_ms);
+    let registry = registry_settings(&cli.registry)?;
+    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
+        Arc::new(KafkaReadiness::new(&kafka, cli.ingest.ack_timeout())?),
+        Arc::new(RegistryReadiness::new(registry.clone())),
+    ];
+    let runtime = ServiceRuntime::start("ingest", &cli.runtime, checks).await?;
+
+    let state = Arc::new(AppState {
+        tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
+        events: EventRouter::new(
+            Catalog::embedded()?,
+            cli.ingest.routes.iter().cloned().collect::<HashMap<_, _>>(),
+        ),
+        codec: AvroCodec::new(registry),
+        producer: idempotent_producer(&kafka)?,
+        ack_timeout: cli.ingest.ack_timeout(),
+    });
+    let listener = TcpListener::bind(cli.ingest.listen)
+        .await
+        .with_context(|| format!("binding the events API to {}", cli.ingest.listen))?;
+    tracing::info!(address = %cli.ingest.listen, "events API listening");
+    axum::serve(listener, router(state, cli.ingest.max_body_bytes))
+        .with_graceful_shutdown(runtime.shutdown_requested())
+        .await
+        .context("serving the events API")?;
+    runtime.stop().await;
+    Ok(())
+}

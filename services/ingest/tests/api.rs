@@ -1,0 +1,181 @@
+//! The events API against the real broker and registry: an accepted event is
+//! on Kafka before the 202, and a refused one never is.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::{AppState, EventRouter, TokenHashes, router};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureProducer;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sluice_avro::AvroCodec;
+use sluice_contracts::Catalog;
+use sluice_contracts::types::{OrderEvent, OrderPayload};
+use sluice_testkit::{Stack, TestTopic, consume_exactly, message_count, producer};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "test-token-3f7c";
+
+/// Serves the API, routing `orders` events to `topic`; returns its base URL.
+async fn serve(topic: &str, producer: FutureProducer) -> String {
+    let state = Arc::new(AppState {
+        tokens: TokenHashes::parse(&[hex::encode(Sha256::digest(TOKEN))]).unwrap(),
+        events: EventRouter::new(
+            Catalog::embedded().unwrap(),
+            HashMap::from([("orders".into(), topic.into())]),
+        ),
+        codec: AvroCodec::new(Stack::get().registry_settings()),
+        producer,
+        ack_timeout: Duration::from_secs(5),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state, 64 * 1024)).await });
+    format!("http://{address}")
+}
+
+fn order_placed() -> Value {
+    json!({
+        "aggregate_type": "orders",
+        "aggregate_id": "order-77",
+        "event_type": "OrderPlaced",
+        "event_id": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+        "occurred_at": 1_763_900_000_000_i64,
+        "payload": {
+            "customer": {"customer_id": "c-9", "name": "Grace", "email": "grace@example.org"},
+            "lines": [{"sku": "S-1", "description": "tea", "quantity": 3, "unit_price_minor": 650}],
+            "total_minor": 1950,
+            "currency": "EUR"
+        }
+    })
+}
+
+async fn post(base: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn an_accepted_event_is_on_kafka_as_avro() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-ok", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    let (status, body) = post(&base, Some(TOKEN), &order_placed()).await;
+    assert_eq!(
+        (status, &body["event_id"]),
+        (202, &json!("1b4e28ba-2fa1-41d2-883f-0016d3cca427")),
+        "{body}"
+    );
+
+    let message = consume_exactly(&topic.name, 1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(message.key(), Some(&b"order-77"[..]));
+    let header = message
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "sluice.event_type")
+        .unwrap();
+    assert_eq!(header.value, Some(&b"OrderPlaced"[..]));
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let event: OrderEvent = codec.decode(message.payload().unwrap()).await.unwrap();
+    assert_eq!(event.event_id, "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
+    let OrderPayload::OrderPlaced(placed) = event.payload else {
+        panic!("{:?}", event.payload)
+    };
+    assert_eq!((placed.lines[0].quantity, placed.total_minor), (3, 1950));
+}
+
+#[tokio::test]
+async fn a_bad_field_is_400_naming_it_and_nothing_is_produced() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-bad", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    let mut event = order_placed();
+    event["payload"]["lines"][0]["quantity"] = json!("three");
+    let (status, body) = post(&base, Some(TOKEN), &event).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["field"], "payload.OrderPlaced.lines[0].quantity",
+        "{body}"
+    );
+    assert_eq!(
+        body["error"],
+        "expected an int (32-bit whole number), got \"three\""
+    );
+
+    let mut event = order_placed();
+    event["aggregate_type"] = json!("invoices");
+    let (status, body) = post(&base, Some(TOKEN), &event).await;
+    assert_eq!(
+        (status, &body["field"]),
+        (400, &json!("aggregate_type")),
+        "{body}"
+    );
+
+    let mut event = order_placed();
+    event.as_object_mut().unwrap().remove("aggregate_id");
+    let (status, body) = post(&base, Some(TOKEN), &event).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `aggregate_id`"),
+        "{body}"
+    );
+    assert_eq!(message_count(&topic.name), 0);
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_is_401_and_nothing_is_produced() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-auth", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    assert_eq!(post(&base, None, &order_placed()).await.0, 401);
+    assert_eq!(post(&base, Some("guess"), &order_placed()).await.0, 401);
+    assert_eq!(message_count(&topic.name), 0);
+}
+
+#[tokio::test]
+async fn no_202_without_kafka_acknowledging_the_event() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-down", 1).await;
+    // A broker nobody runs: the event can never be acknowledged.
+    let unreachable: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:1")
+        .set("message.timeout.ms", "2000")
+        .create()
+        .unwrap();
+    let base = serve(&topic.name, unreachable).await;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(TOKEN)
+        .json(&order_placed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(message_count(&topic.name), 0);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-big", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    let mut event = order_placed();
+    event["payload"]["customer"]["name"] = json!("x".repeat(100 * 1024));
+    assert_eq!(post(&base, Some(TOKEN), &event).await.0, 413);
+}
