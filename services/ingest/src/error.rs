@@ -21,6 +21,12 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// A request with the same Idempotency-Key is being handled.
+    #[error("a request with this Idempotency-Key is being handled; try again shortly")]
+    InProgress,
+    /// The Idempotency-Key was used for a different request.
+    #[error("this Idempotency-Key was used for a different request body")]
+    KeyReused,
     /// Kafka or the registry cannot take the event now; nothing was accepted.
     #[error("{reason}")]
     Unavailable {
@@ -48,6 +54,17 @@ impl IntoResponse for ApiError {
         match self {
             Self::Unauthorized => body(
                 StatusCode::UNAUTHORIZED,
+                json!({ "error": self.to_string() }),
+            ),
+            Self::InProgress => {
+                let mut response = body(StatusCode::CONFLICT, json!({ "error": self.to_string() }));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Self::KeyReused => body(
+                StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": self.to_string() }),
             ),
             Self::BadRequest { field, reason } => body(

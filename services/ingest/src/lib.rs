@@ -6,9 +6,11 @@ mod auth;
 mod config;
 mod error;
 mod event;
+mod idempotency;
 
 pub use api::{Accepted, AppState, router};
 pub use auth::TokenHashes;
 pub use config::IngestArgs;
 pub use error::ApiError;
 pub use event::{EventRouter, IncomingEvent, Prepared};
+pub use idempotency::{Claim, IdempotencyStore};

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs};
+use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
-use sluice_runtime::{RuntimeArgs, ServiceRuntime};
+use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
 use sluice_telemetry::ReadinessCheck;
 use tokio::net::TcpListener;
 
-use ingest::{AppState, EventRouter, IngestArgs, TokenHashes, router};
+use ingest::{AppState, EventRouter, IdempotencyStore, IngestArgs, TokenHashes, router};
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgPoolOptions;
 
 /// Accepts domain events over HTTP and produces them to Kafka as Avro.
 #[derive(Debug, Parser)]
@@ -27,6 +29,8 @@ struct Cli {
     kafka: KafkaArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -41,12 +45,23 @@ async fn main() -> Result<()> {
     let ack_ms = cli.ingest.ack_timeout().as_millis().to_string();
     let kafka = KafkaConfig::from_args(&cli.kafka)?.with_property("message.timeout.ms", ack_ms);
     let registry = registry_settings(&cli.registry)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(cli.database.max_connections)
+        .connect_lazy(cli.database.url.expose_secret())
+        .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(&kafka, cli.ingest.ack_timeout())?),
         Arc::new(RegistryReadiness::new(registry.clone())),
+        Arc::new(PostgresReadiness::new(pool.clone())),
     ];
     let runtime = ServiceRuntime::start("ingest", &cli.runtime, checks).await?;
 
+    // A pending key older than twice the ack timeout was left by a crash.
+    let idempotency = IdempotencyStore::new(pool, cli.ingest.ack_timeout() * 2);
+    idempotency
+        .migrate()
+        .await
+        .context("migrating the ingest tables")?;
     let state = Arc::new(AppState {
         tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
         events: EventRouter::new(
@@ -56,6 +71,7 @@ async fn main() -> Result<()> {
         codec: AvroCodec::new(registry),
         producer: idempotent_producer(&kafka)?,
         ack_timeout: cli.ingest.ack_timeout(),
+        idempotency,
     });
     let listener = TcpListener::bind(cli.ingest.listen)
         .await

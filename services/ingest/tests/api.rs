@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest::{AppState, EventRouter, TokenHashes, router};
+use ingest::{AppState, EventRouter, IdempotencyStore, TokenHashes, router};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::{OrderEvent, OrderPayload};
-use sluice_testkit::{Stack, TestTopic, consume_exactly, message_count, producer};
+use sluice_testkit::{Stack, TestTopic, consume_exactly, message_count, producer, unique_name};
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "test-token-3f7c";
@@ -32,11 +33,23 @@ async fn serve(topic: &str, producer: FutureProducer) -> String {
         codec: AvroCodec::new(Stack::get().registry_settings()),
         producer,
         ack_timeout: Duration::from_secs(5),
+        idempotency: idempotency().await,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state, 64 * 1024)).await });
     format!("http://{address}")
+}
+
+async fn idempotency() -> IdempotencyStore {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&Stack::get().database_url)
+        .await
+        .unwrap();
+    let store = IdempotencyStore::new(pool, Duration::from_secs(10));
+    store.migrate().await.unwrap();
+    store
 }
 
 fn order_placed() -> Value {
@@ -178,4 +191,43 @@ async fn an_oversized_body_is_refused() {
     let mut event = order_placed();
     event["payload"]["customer"]["name"] = json!("x".repeat(100 * 1024));
     assert_eq!(post(&base, Some(TOKEN), &event).await.0, 413);
+}
+
+async fn post_with_key(base: &str, key: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_request_gets_the_first_answer_and_produces_nothing_new() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-idem", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    let key = unique_name("idem");
+    let mut event = order_placed();
+    event.as_object_mut().unwrap().remove("event_id");
+
+    let first = post_with_key(&base, &key, &event).await;
+    assert_eq!(first.status().as_u16(), 202);
+    let first: Value = first.json().await.unwrap();
+    let retried = post_with_key(&base, &key, &event).await;
+    assert_eq!(retried.status().as_u16(), 202);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(
+        retried, first,
+        "the same generated event id, not a second event"
+    );
+    assert_eq!(message_count(&topic.name), 1);
+
+    let mut other = event.clone();
+    other["aggregate_id"] = json!("order-78");
+    let reused = post_with_key(&base, &key, &other).await;
+    assert_eq!(reused.status().as_u16(), 422);
+    assert_eq!(message_count(&topic.name), 1);
 }

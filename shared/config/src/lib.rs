@@ -8,12 +8,14 @@
 //! environment variables or files, are held as `SecretString`, and never
 //! show in `--help` or in logs.
 
+mod database;
 mod error;
 mod file;
 mod kafka;
 mod registry;
 mod secret;
 
+pub use database::DatabaseArgs;
 pub use error::ConfigError;
 pub use file::{parse, parse_from};
 pub use kafka::{KafkaArgs, KafkaProperties};
