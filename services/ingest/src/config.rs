@@ -31,6 +31,15 @@ pub struct IngestArgs {
     #[arg(id = "route", long = "route", value_name = "TYPE=TOPIC", env = "SLUICE_INGEST_ROUTES", value_delimiter = ',', value_parser = parse_route)]
     pub routes: Vec<(String, String)>,
 
+    /// TOML file describing the signed webhook senders (see `webhook.rs`).
+    #[arg(
+        id = "webhooks",
+        long = "webhooks",
+        env = "SLUICE_INGEST_WEBHOOKS",
+        value_name = "FILE"
+    )]
+    pub webhooks: Option<std::path::PathBuf>,
+
     /// Largest accepted request body, in bytes.
     #[arg(
         id = "max-body-bytes",

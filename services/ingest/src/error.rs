@@ -45,6 +45,21 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+
+    /// The same error, its field placed under `prefix` (`events[3]`).
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            Self::BadRequest { field, reason } if field == "$" => Self::BadRequest {
+                field: prefix.to_owned(),
+                reason,
+            },
+            Self::BadRequest { field, reason } => Self::BadRequest {
+                field: format!("{prefix}.{field}"),
+                reason,
+            },
+            other => other,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

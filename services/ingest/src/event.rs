@@ -11,6 +11,9 @@ use sluice_contracts::Catalog;
 
 use crate::error::ApiError;
 
+/// Most events in one batch request.
+pub const MAX_BATCH: usize = 500;
+
 /// The body of `POST /v1/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,10 +65,48 @@ impl EventRouter {
         Self { catalog, routes }
     }
 
-    /// Parses and checks a request body.
+    /// Parses and checks the body of `POST /v1/events`.
     pub fn prepare(&self, body: &[u8], now_ms: i64) -> Result<Prepared, ApiError> {
-        let incoming: IncomingEvent = serde_json::from_slice(body)
+        let incoming = serde_json::from_slice(body)
             .map_err(|err| ApiError::bad_request("$", err.to_string()))?;
+        self.prepare_incoming(incoming, now_ms)
+    }
+
+    /// Parses and checks the body of `POST /v1/events/batch`: every event
+    /// must fit before any is produced; errors name `events[i].field`.
+    pub fn prepare_batch(&self, body: &[u8], now_ms: i64) -> Result<Vec<Prepared>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Batch {
+            events: Vec<Json>,
+        }
+        let batch: Batch = serde_json::from_slice(body)
+            .map_err(|err| ApiError::bad_request("$", err.to_string()))?;
+        if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
+            return Err(ApiError::bad_request(
+                "events",
+                format!("must hold 1 to {MAX_BATCH} events"),
+            ));
+        }
+        batch
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let in_batch = |err: ApiError| err.within(&format!("events[{index}]"));
+                let incoming = serde_json::from_value(event)
+                    .map_err(|err| in_batch(ApiError::bad_request("$", err.to_string())))?;
+                self.prepare_incoming(incoming, now_ms).map_err(in_batch)
+            })
+            .collect()
+    }
+
+    /// Checks one event against the contract of its aggregate type.
+    pub fn prepare_incoming(
+        &self,
+        incoming: IncomingEvent,
+        now_ms: i64,
+    ) -> Result<Prepared, ApiError> {
         let contract = format!("{}.events.v1", incoming.aggregate_type);
         let schema = self
             .catalog

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod event;
 mod idempotency;
+mod webhook;
 
 pub use api::{Accepted, AppState, router};
 pub use auth::TokenHashes;
@@ -14,3 +15,4 @@ pub use config::IngestArgs;
 pub use error::ApiError;
 pub use event::{EventRouter, IncomingEvent, Prepared};
 pub use idempotency::{Claim, IdempotencyStore};
+pub use webhook::{WebhookSource, WebhookSources};

@@ -15,7 +15,9 @@ use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
 use sluice_telemetry::ReadinessCheck;
 use tokio::net::TcpListener;
 
-use ingest::{AppState, EventRouter, IdempotencyStore, IngestArgs, TokenHashes, router};
+use ingest::{
+    AppState, EventRouter, IdempotencyStore, IngestArgs, TokenHashes, WebhookSources, router,
+};
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgPoolOptions;
 
@@ -72,6 +74,10 @@ async fn main() -> Result<()> {
         producer: idempotent_producer(&kafka)?,
         ack_timeout: cli.ingest.ack_timeout(),
         idempotency,
+        webhooks: match &cli.ingest.webhooks {
+            Some(path) => WebhookSources::load(path)?,
+            None => WebhookSources::default(),
+        },
     });
     let listener = TcpListener::bind(cli.ingest.listen)
         .await

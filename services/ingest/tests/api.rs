@@ -7,10 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest::{AppState, EventRouter, IdempotencyStore, TokenHashes, router};
+use hmac::{Hmac, KeyInit, Mac};
+use ingest::{
+    AppState, EventRouter, IdempotencyStore, TokenHashes, WebhookSource, WebhookSources, router,
+};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
@@ -21,6 +25,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "test-token-3f7c";
+const WEBHOOK_SECRET: &str = "whsec-test-91d2";
 
 /// Serves the API, routing `orders` events to `topic`; returns its base URL.
 async fn serve(topic: &str, producer: FutureProducer) -> String {
@@ -34,6 +39,17 @@ async fn serve(topic: &str, producer: FutureProducer) -> String {
         producer,
         ack_timeout: Duration::from_secs(5),
         idempotency: idempotency().await,
+        webhooks: WebhookSources::from_sources([(
+            "shop".to_owned(),
+            WebhookSource::new(
+                SecretString::from(WEBHOOK_SECRET.to_owned()),
+                "orders",
+                "OrderPlaced",
+                "/order_id",
+                "/order",
+                Some("/delivery"),
+            ),
+        )]),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -230,4 +246,144 @@ async fn a_retried_request_gets_the_first_answer_and_produces_nothing_new() {
     let reused = post_with_key(&base, &key, &other).await;
     assert_eq!(reused.status().as_u16(), 422);
     assert_eq!(message_count(&topic.name), 1);
+}
+
+#[tokio::test]
+async fn a_batch_is_checked_whole_before_anything_is_produced() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-batch", 3).await;
+    let base = serve(&topic.name, producer()).await;
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut event = order_placed();
+            event.as_object_mut().unwrap().remove("event_id");
+            event["aggregate_id"] = json!(format!("order-{i}"));
+            event
+        })
+        .collect();
+    let mut with_bad = events.clone();
+    with_bad[1]["payload"]["total_minor"] = json!(-1.5);
+    let client = reqwest::Client::new();
+    let send = |body: Value| {
+        client
+            .post(format!("{base}/v1/events/batch"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let refused = send(json!({ "events": with_bad })).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(
+        refused["field"], "events[1].payload.OrderPlaced.total_minor",
+        "{refused}"
+    );
+    assert_eq!(
+        message_count(&topic.name),
+        0,
+        "nothing of a refused batch is produced"
+    );
+
+    let accepted = send(json!({ "events": events })).await.unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(accepted["accepted"].as_array().unwrap().len(), 3);
+    let keys: std::collections::BTreeSet<Vec<u8>> =
+        consume_exactly(&topic.name, 3, Duration::from_secs(30))
+            .await
+            .iter()
+            .map(|m| m.key().unwrap().to_vec())
+            .collect();
+    assert_eq!(keys.len(), 3);
+}
+
+fn signature(timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn signed_webhooks_become_events_and_unsigned_or_stale_ones_do_not() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    let webhook = json!({
+        "delivery": "9a0f1c1e-3a55-4c8e-8b1e-1c2d3e4f5a6b",
+        "order_id": 4711,
+        "order": order_placed()["payload"].clone()
+    });
+    let body = serde_json::to_vec(&webhook).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let client = reqwest::Client::new();
+    let deliver = |source: &str, timestamp: u64, signature: String| {
+        client
+            .post(format!("{base}/v1/webhooks/{source}"))
+            .header("x-sluice-timestamp", timestamp.to_string())
+            .header("x-sluice-signature", signature)
+            .body(body.clone())
+            .send()
+    };
+    let stale = now - 3600;
+    assert_eq!(
+        deliver("shop", now, signature(&now.to_string(), b"{}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        deliver("shop", stale, signature(&stale.to_string(), &body))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        deliver("nobody", now, signature(&now.to_string(), &body))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(message_count(&topic.name), 0);
+
+    let accepted = deliver("shop", now, signature(&now.to_string(), &body))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let message = consume_exactly(&topic.name, 1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(message.key(), Some(&b"4711"[..]));
+    let event: OrderEvent = AvroCodec::new(Stack::get().registry_settings())
+        .decode(message.payload().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        event.event_id, "9a0f1c1e-3a55-4c8e-8b1e-1c2d3e4f5a6b",
+        "the sender's delivery id"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-openapi", 1).await;
+    let base = serve(&topic.name, producer()).await;
+    let document: Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        paths,
+        ["/v1/events", "/v1/events/batch", "/v1/webhooks/{source}"]
+    );
 }
