@@ -336,24 +336,29 @@ mod tests {
         })
     }
 
+    /// Converts `json`, writes it as Avro and reads it back typed.
+    fn through_the_wire(json: &Json) -> OrderEvent {
+        let schema = order_schema();
+        let value = json_to_avro(&schema, json).unwrap();
+        let bytes = GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap();
+        GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_deser(&mut &bytes[..])
+            .unwrap()
+    }
+
     fn mismatch(json: &Json) -> String {
         json_to_avro(&order_schema(), json).unwrap_err().to_string()
     }
 
     #[test]
     fn a_valid_event_becomes_the_typed_record_on_the_wire() {
-        let schema = order_schema();
-        let value = json_to_avro(&schema, &placed()).unwrap();
-        let bytes = GenericDatumWriter::builder(&schema)
-            .build()
-            .unwrap()
-            .write_value_to_vec(value)
-            .unwrap();
-        let event: OrderEvent = GenericDatumReader::builder(&schema)
-            .build()
-            .unwrap()
-            .read_deser(&mut &bytes[..])
-            .unwrap();
+        let event = through_the_wire(&placed());
         assert_eq!(event.aggregate_id, "order-1");
         assert_eq!(
             event.causation_id, None,
@@ -373,18 +378,7 @@ mod tests {
         let mut event = placed();
         event["payload"] =
             json!({"OrderStatusChanged": {"from_status": "PLACED", "to_status": "SHIPPED"}});
-        let schema = order_schema();
-        let value = json_to_avro(&schema, &event).unwrap();
-        let bytes = GenericDatumWriter::builder(&schema)
-            .build()
-            .unwrap()
-            .write_value_to_vec(value)
-            .unwrap();
-        let event: OrderEvent = GenericDatumReader::builder(&schema)
-            .build()
-            .unwrap()
-            .read_deser(&mut &bytes[..])
-            .unwrap();
+        let event = through_the_wire(&event);
         let OrderPayload::OrderStatusChanged(changed) = event.payload else {
             panic!("{:?}", event.payload)
         };
