@@ -7,7 +7,7 @@ SHELL := bash
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-demo: ## Start the local stack, provision it, round-trip an event (fresh machine: this is all)
+demo: ## Start the local stack, provision it, send events through Kafka and ingest (fresh machine: this is all)
 	bash deploy/local/demo.sh
 
 demo-down: ## Stop what the demo started
