@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use apache_avro::types::Value;
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
-use sluice_avro::json_to_avro;
+use serde_json::Value as Json;
+use sluice_avro::{EventInput, event_contract, event_record};
 use sluice_contracts::Catalog;
 
 use crate::error::ApiError;
@@ -107,38 +107,28 @@ impl EventRouter {
         incoming: IncomingEvent,
         now_ms: i64,
     ) -> Result<Prepared, ApiError> {
-        let contract = format!("{}.events.v1", incoming.aggregate_type);
-        let schema = self
-            .catalog
-            .topic(&contract)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "aggregate_type",
-                    format!("no event topic {contract} is declared"),
-                )
-            })?
-            .value_schema();
         let event_id = incoming
             .event_id
+            .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let envelope = json!({
-            "event_id": event_id,
-            "event_type": incoming.event_type,
-            "occurred_at": incoming.occurred_at.unwrap_or(now_ms),
-            "aggregate_id": incoming.aggregate_id,
-            "correlation_id": incoming.correlation_id,
-            "causation_id": incoming.causation_id,
-            // Avro's JSON encoding of a union branch: the event type names it.
-            "payload": { incoming.event_type.as_str(): incoming.payload },
-        });
-        let value = json_to_avro(schema, &envelope)
+        let input = EventInput {
+            aggregate_type: &incoming.aggregate_type,
+            aggregate_id: &incoming.aggregate_id,
+            event_type: &incoming.event_type,
+            event_id: &event_id,
+            occurred_at_ms: incoming.occurred_at.unwrap_or(now_ms),
+            correlation_id: incoming.correlation_id.as_deref(),
+            causation_id: incoming.causation_id.as_deref(),
+            payload: &incoming.payload,
+        };
+        let value = event_record(&self.catalog, &input)
             .map_err(|mismatch| ApiError::bad_request(mismatch.path, mismatch.reason))?;
         Ok(Prepared {
             topic: self
                 .routes
                 .get(&incoming.aggregate_type)
                 .cloned()
-                .unwrap_or(contract),
+                .unwrap_or_else(|| event_contract(&incoming.aggregate_type)),
             key: incoming.aggregate_id,
             event_id,
             event_type: incoming.event_type,

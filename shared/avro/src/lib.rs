@@ -2,9 +2,11 @@
 //! Avro binary), encoded from and decoded into the typed contracts through the
 //! schema registry. Schema lookups are cached by schema_registry_converter.
 
+mod envelope;
 mod json;
 mod readiness;
 
+pub use envelope::{EventInput, event_contract, event_record};
 pub use json::{JsonMismatch, json_to_avro};
 pub use readiness::RegistryReadiness;
 
