@@ -8,4 +8,4 @@ mod headers;
 mod publisher;
 
 pub use headers::HEADER_PREFIX;
-pub use publisher::{DeadLetterError, DeadLetterPublisher, Failure};
+pub use publisher::{DeadLetterError, DeadLetterPublisher, Failure, Original};

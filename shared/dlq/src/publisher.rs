@@ -28,6 +28,51 @@ pub struct Failure {
     pub last_failure_at: i64,
 }
 
+/// Where a dead-lettered message came from, and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    /// Topic (or, for a message from elsewhere, a name saying where).
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset (or another position, e.g. a WAL LSN).
+    pub offset: i64,
+    /// Timestamp, ms since the epoch.
+    pub timestamp: Option<i64>,
+    /// Key, byte for byte.
+    pub key: Option<Vec<u8>>,
+    /// Value, byte for byte.
+    pub value: Option<Vec<u8>>,
+    /// Headers, in order.
+    pub headers: Vec<OriginalHeader>,
+}
+
+impl Original {
+    /// The facts of a Kafka message.
+    pub fn of<M: Message>(message: &M) -> Self {
+        Self {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| OriginalHeader {
+                            key: h.key.to_owned(),
+                            value: h.value.map(<[u8]>::to_vec),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A dead letter could not be written; the message must not be committed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -118,25 +163,24 @@ impl DeadLetterPublisher {
         original: &M,
         failure: Failure,
     ) -> Result<(), DeadLetterError> {
+        self.publish_original(Original::of(original), failure).await
+    }
+
+    /// Writes a dead letter for something that did not come from a Kafka
+    /// topic (an outbox row, say), described by `original`.
+    pub async fn publish_original(
+        &self,
+        original: Original,
+        failure: Failure,
+    ) -> Result<(), DeadLetterError> {
         let letter = DeadLetter {
-            original_topic: original.topic().to_owned(),
-            original_partition: original.partition(),
-            original_offset: original.offset(),
-            original_timestamp: original.timestamp().to_millis(),
-            original_key: original.key().map(<[u8]>::to_vec),
-            original_value: original.payload().map(<[u8]>::to_vec),
-            original_headers: original
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| OriginalHeader {
-                            key: h.key.to_owned(),
-                            value: h.value.map(<[u8]>::to_vec),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            original_topic: original.topic,
+            original_partition: original.partition,
+            original_offset: original.offset,
+            original_timestamp: original.timestamp,
+            original_key: original.key,
+            original_value: original.value,
+            original_headers: original.headers,
             error_class: failure.class,
             error_message: failure.message,
             attempts: i32::try_from(failure.attempts).unwrap_or(i32::MAX),

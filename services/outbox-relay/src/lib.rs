@@ -1,0 +1,10 @@
+//! outbox-relay: committed outbox rows from Postgres logical replication
+//! (pgoutput) to Kafka, confirming each transaction's LSN only after Kafka
+//! has all of its events. `main.rs` wires it; tests drive [`Relay`] directly.
+
+mod pgoutput;
+mod relay;
+mod row;
+
+pub use relay::{MESSAGE_PREFIX, OutboxSource, Relay, RelayError, ReplicationConnection};
+pub use row::OutboxRow;

@@ -1,0 +1,285 @@
+//! The relay against the real Postgres, Kafka and registry: committed rows
+//! (and outbox logical messages) arrive once each, in commit order per
+//! aggregate; rolled-back rows never; a row that does not fit its contract is
+//! dead-lettered and the rows after it still flow.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outbox_relay::{OutboxSource, Relay, ReplicationConnection};
+use rdkafka::Message;
+use serde_json::json;
+use sluice_avro::AvroCodec;
+use sluice_contracts::Catalog;
+use sluice_contracts::types::{DeadLetter, DeadLetterClass, OrderEvent, OrderPayload};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually, producer, unique_name};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, PgPool};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn connection() -> ReplicationConnection {
+    let url = url::Url::parse(&Stack::get().database_url).unwrap();
+    ReplicationConnection {
+        host: url.host_str().unwrap().to_owned(),
+        port: url.port().unwrap(),
+        user: url.username().to_owned(),
+        password: url.password().unwrap().to_owned(),
+        database: url.path().trim_start_matches('/').to_owned(),
+    }
+}
+
+/// An outbox table of its own, made from the shipped migration.
+async fn outbox_table(pool: &PgPool, name: &str) {
+    let ddl = include_str!("../migrations/0001_outbox.sql").replace(
+        "CREATE TABLE IF NOT EXISTS outbox",
+        &format!("CREATE TABLE {name}"),
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn insert(
+    pool: &PgPool,
+    table: &str,
+    id: &str,
+    order: &str,
+    event_type: &str,
+    payload: serde_json::Value,
+) {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ($1::uuid, 'orders', $2, $3, $4)"
+    )))
+    .bind(id)
+    .bind(order)
+    .bind(event_type)
+    .bind(payload)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn status(from: &str, to: &str) -> serde_json::Value {
+    json!({ "from_status": from, "to_status": to })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
+    let stack = Stack::get();
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect(&stack.database_url)
+        .await
+        .unwrap();
+    let name = unique_name("outbox").replace('-', "_");
+    outbox_table(&pool, &name).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-orders", 3).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-dlq", 1).await;
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let relay = Arc::new(Relay {
+        pool: pool.clone(),
+        source: OutboxSource {
+            connection: connection(),
+            table: name.clone(),
+            slot: format!("{name}_slot"),
+            publication: format!("{name}_pub"),
+        },
+        catalog: Catalog::embedded().unwrap(),
+        routes: HashMap::from([("orders".to_owned(), topic.name.clone())]),
+        codec: AvroCodec::new(stack.registry_settings()),
+        producer: producer(),
+        dead_letters: DeadLetterPublisher::new(
+            producer(),
+            codec,
+            &dlq.name,
+            "outbox-relay",
+            "0.0.0",
+        ),
+    });
+    relay.prepare().await.unwrap();
+
+    // Committed: three events of order-1, in one transaction.
+    let mut tx = pool.begin().await.unwrap();
+    for (i, (from, to)) in [
+        ("PLACED", "CONFIRMED"),
+        ("CONFIRMED", "SHIPPED"),
+        ("SHIPPED", "DELIVERED"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {name} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ($1::uuid, 'orders', 'order-1', 'OrderStatusChanged', $2)"
+        )))
+        .bind(format!("00000000-0000-4000-8000-00000000000{i}"))
+        .bind(status(from, to))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // Rolled back: never relayed.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {name} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ('00000000-0000-4000-8000-0000000000ff', 'orders', 'order-9', 'OrderCancelled', '{{\"reason\":\"r\",\"cancelled_by\":\"c\"}}')"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    // Inserted and deleted in one transaction: still relayed.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {name} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ('00000000-0000-4000-8000-000000000010', 'orders', 'order-2', 'OrderCancelled', '{{\"reason\":\"duplicate\",\"cancelled_by\":\"ops\"}}')"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {name} WHERE id = '00000000-0000-4000-8000-000000000010'"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // Does not fit OrderStatusChanged (a status that does not exist), then a good row after it.
+    insert(
+        &pool,
+        &name,
+        "00000000-0000-4000-8000-000000000020",
+        "order-3",
+        "OrderStatusChanged",
+        status("PLACED", "TELEPORTED"),
+    )
+    .await;
+    insert(
+        &pool,
+        &name,
+        "00000000-0000-4000-8000-000000000021",
+        "order-3",
+        "OrderStatusChanged",
+        status("PLACED", "CONFIRMED"),
+    )
+    .await;
+    // A logical message instead of a row.
+    let message = json!({
+        "id": "00000000-0000-4000-8000-000000000030", "aggregate_type": "orders", "aggregate_id": "order-4",
+        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64
+    });
+    sqlx::query("SELECT pg_logical_emit_message(true, 'outbox', $1)")
+        .bind(message.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let relay = Arc::clone(&relay);
+        tokio::spawn(async move { relay.run(async { stopped.await.unwrap_or(()) }).await })
+    };
+    let messages = consume_exactly(&topic.name, 6, WAIT).await;
+    let dead = consume_exactly(&dlq.name, 1, WAIT).await;
+
+    let decoder = AvroCodec::new(stack.registry_settings());
+    let mut events = Vec::new();
+    for message in &messages {
+        let event: OrderEvent = decoder.decode(message.payload().unwrap()).await.unwrap();
+        assert_eq!(message.key(), Some(event.aggregate_id.as_bytes()));
+        events.push(event);
+    }
+    let ids_of = |order: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.aggregate_id == order)
+            .map(|e| e.event_id.clone())
+            .collect()
+    };
+    assert_eq!(
+        ids_of("order-1"),
+        [
+            "00000000-0000-4000-8000-000000000000",
+            "00000000-0000-4000-8000-000000000001",
+            "00000000-0000-4000-8000-000000000002"
+        ],
+        "committed order per aggregate"
+    );
+    assert_eq!(
+        ids_of("order-2").len(),
+        1,
+        "inserted and deleted in one transaction still counts"
+    );
+    assert_eq!(ids_of("order-3"), ["00000000-0000-4000-8000-000000000021"]);
+    assert_eq!(ids_of("order-4").len(), 1, "the logical message");
+    assert!(ids_of("order-9").is_empty(), "rolled back");
+    let OrderPayload::OrderStatusChanged(changed) = &events
+        .iter()
+        .find(|e| e.aggregate_id == "order-3")
+        .unwrap()
+        .payload
+    else {
+        panic!()
+    };
+    assert_eq!(format!("{:?}", changed.to_status), "Confirmed");
+
+    let letter: DeadLetter = decoder.decode(dead[0].payload().unwrap()).await.unwrap();
+    assert_eq!(letter.error_class, DeadLetterClass::Validation);
+    assert!(
+        letter
+            .error_message
+            .starts_with("payload.OrderStatusChanged.to_status: \"TELEPORTED\" is not one of"),
+        "{}",
+        letter.error_message
+    );
+    assert_eq!(letter.original_key.as_deref(), Some(&b"order-3"[..]));
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    // A restarted relay resumes after what was confirmed: only the new row
+    // arrives, nothing is replayed.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let relay = Arc::clone(&relay);
+        tokio::spawn(async move { relay.run(async { stopped.await.unwrap_or(()) }).await })
+    };
+    insert(
+        &pool,
+        &name,
+        "00000000-0000-4000-8000-000000000040",
+        "order-5",
+        "OrderStatusChanged",
+        status("PLACED", "CONFIRMED"),
+    )
+    .await;
+    let after_restart = consume_exactly(&topic.name, 7, WAIT).await;
+    let newest = after_restart
+        .iter()
+        .filter(|m| m.key() == Some(&b"order-5"[..]))
+        .count();
+    assert_eq!(
+        newest, 1,
+        "the new row once; the 6 before it were not replayed (consume_exactly checked there are 7)"
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    let slot = format!("{name}_slot");
+    eventually("the slot to be released and dropped", WAIT, || {
+        let pool = pool.clone();
+        let slot = slot.clone();
+        async move {
+            sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(&slot)
+                .execute(&pool)
+                .await
+                .ok()
+        }
+    })
+    .await;
+}
