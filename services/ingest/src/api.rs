@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
+use sluice_contracts::now_millis;
 
 use crate::auth::TokenHashes;
 use crate::error::ApiError;
@@ -119,7 +120,7 @@ async fn accept_webhook(
         )?;
         let event = state
             .events
-            .prepare_incoming(webhook.to_event(&body)?, now_ms())?;
+            .prepare_incoming(webhook.to_event(&body)?, now_millis())?;
         let accepted = produce(&state, &headers, vec![event]).await?;
         Ok::<_, ApiError>(json!(accepted[0]))
     };
@@ -184,11 +185,11 @@ async fn answer(
 ) -> Result<Value, ApiError> {
     match submission {
         Submission::One => {
-            let event = state.events.prepare(body, now_ms())?;
+            let event = state.events.prepare(body, now_millis())?;
             Ok(json!(produce(state, headers, vec![event]).await?[0]))
         }
         Submission::Batch => {
-            let events = state.events.prepare_batch(body, now_ms())?;
+            let events = state.events.prepare_batch(body, now_millis())?;
             Ok(json!({ "accepted": produce(state, headers, events).await? }))
         }
     }
@@ -276,10 +277,4 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -26,11 +26,6 @@ pub struct IngestArgs {
     )]
     pub token_sha256: Vec<String>,
 
-    /// Topic of an aggregate type as TYPE=TOPIC, repeatable; by default
-    /// events of type T go to T.events.v1.
-    #[arg(id = "route", long = "route", value_name = "TYPE=TOPIC", env = "SLUICE_INGEST_ROUTES", value_delimiter = ',', value_parser = parse_route)]
-    pub routes: Vec<(String, String)>,
-
     /// TOML file describing the signed webhook senders (see `webhook.rs`).
     #[arg(
         id = "webhooks",
@@ -63,14 +58,5 @@ impl IngestArgs {
     /// The acknowledgement timeout.
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_secs(self.ack_timeout_secs)
-    }
-}
-
-fn parse_route(raw: &str) -> Result<(String, String), String> {
-    match raw.split_once('=') {
-        Some((aggregate, topic)) if !aggregate.is_empty() && !topic.is_empty() => {
-            Ok((aggregate.to_owned(), topic.to_owned()))
-        }
-        _ => Err(format!("expected AGGREGATE_TYPE=TOPIC, got {raw:?}")),
     }
 }

@@ -2,13 +2,12 @@
 //! them against their Avro contract, and answers 202 only once Kafka has
 //! acknowledged them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs};
+use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
@@ -27,6 +26,8 @@ use sqlx::postgres::PgPoolOptions;
 struct Cli {
     #[command(flatten)]
     ingest: IngestArgs,
+    #[command(flatten)]
+    routes: RouteArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -66,10 +67,7 @@ async fn main() -> Result<()> {
         .context("migrating the ingest tables")?;
     let state = Arc::new(AppState {
         tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
-        events: EventRouter::new(
-            Catalog::embedded()?,
-            cli.ingest.routes.iter().cloned().collect::<HashMap<_, _>>(),
-        ),
+        events: EventRouter::new(Catalog::embedded()?, cli.routes.by_aggregate_type()),
         codec: AvroCodec::new(registry),
         producer: idempotent_producer(&kafka)?,
         ack_timeout: cli.ingest.ack_timeout(),

@@ -7,7 +7,7 @@ use clap::Parser;
 use outbox_relay::{OutboxSource, Relay, ReplicationConnection};
 use secrecy::ExposeSecret;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs};
+use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
@@ -43,9 +43,8 @@ struct Cli {
         default_value = "sluice_outbox"
     )]
     publication: String,
-    /// Topic of an aggregate type as TYPE=TOPIC, repeatable; by default T.events.v1.
-    #[arg(id = "route", long = "route", env = "SLUICE_OUTBOX_ROUTES", value_name = "TYPE=TOPIC", value_delimiter = ',', value_parser = parse_route)]
-    routes: Vec<(String, String)>,
+    #[command(flatten)]
+    routes: RouteArgs,
     /// Where rows that do not fit their contract go.
     #[arg(
         id = "dlq-topic",
@@ -62,15 +61,6 @@ struct Cli {
     registry: RegistryArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
-}
-
-fn parse_route(raw: &str) -> Result<(String, String), String> {
-    match raw.split_once('=') {
-        Some((aggregate, topic)) if !aggregate.is_empty() && !topic.is_empty() => {
-            Ok((aggregate.into(), topic.into()))
-        }
-        _ => Err(format!("expected AGGREGATE_TYPE=TOPIC, got {raw:?}")),
-    }
 }
 
 /// Table, slot and publication names go into DDL: plain identifiers only.
@@ -130,7 +120,7 @@ async fn main() -> Result<()> {
             publication: cli.publication,
         },
         catalog: Catalog::embedded()?,
-        routes: cli.routes.into_iter().collect(),
+        routes: cli.routes.by_aggregate_type(),
         codec: AvroCodec::new(registry),
         dead_letters: DeadLetterPublisher::new(
             producer.clone(),

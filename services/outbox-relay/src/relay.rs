@@ -325,9 +325,7 @@ impl Relay {
         reason: String,
         commit_lsn: Lsn,
     ) -> Result<(), String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = sluice_contracts::now_millis();
         let original = Original {
             topic: format!("outbox:{}", self.source.table),
             partition: 0,

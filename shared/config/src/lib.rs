@@ -13,6 +13,7 @@ mod error;
 mod file;
 mod kafka;
 mod registry;
+mod routes;
 mod secret;
 
 pub use database::DatabaseArgs;
@@ -20,4 +21,5 @@ pub use error::ConfigError;
 pub use file::{parse, parse_from};
 pub use kafka::{KafkaArgs, KafkaProperties};
 pub use registry::RegistryArgs;
+pub use routes::RouteArgs;
 pub use secret::{SecretArgs, parse_secret};

@@ -8,7 +8,9 @@
 mod catalog;
 mod error;
 mod schema_file;
+mod time;
 pub mod types;
 
 pub use catalog::{Catalog, CleanupPolicy, Topic, TopicSpec};
 pub use error::ContractError;
+pub use time::now_millis;

@@ -23,10 +23,3 @@ pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, Handl
 pub use producer::idempotent_producer;
 pub use readiness::KafkaReadiness;
 pub use transactional::{OutputRecord, TransactionalLoop, TransactionalSettings, Transformer};
-
-/// Now, in milliseconds since the epoch (the unit of the contracts' timestamps).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

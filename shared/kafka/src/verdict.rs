@@ -47,7 +47,7 @@ where
             async move {
                 let result = attempt.await;
                 if result.is_err() {
-                    first_failure_at.get_or_init(crate::now_ms);
+                    first_failure_at.get_or_init(sluice_contracts::now_millis);
                 }
                 result
             }
@@ -67,7 +67,7 @@ where
         ErrorClass::Retryable => DeadLetterClass::RetriesExhausted,
         ErrorClass::Permanent => error.dead_letter_class(),
     };
-    let last_failure_at = crate::now_ms();
+    let last_failure_at = sluice_contracts::now_millis();
     Err(Verdict::DeadLetter(Failure {
         class,
         message: error.to_string(),
