@@ -2,9 +2,14 @@
 //! (pgoutput) to Kafka, confirming each transaction's LSN only after Kafka
 //! has all of its events. `main.rs` wires it; tests drive [`Relay`] directly.
 
+mod delivery;
+mod lag;
+mod metrics;
 mod pgoutput;
 mod relay;
 mod row;
 
+pub use delivery::{DeliveryError, LSN_HEADER};
+pub use metrics::{COMMIT_TO_ACK, RELAYED, SLOT_LAG, STREAMING};
 pub use relay::{MESSAGE_PREFIX, OutboxSource, Relay, RelayError, ReplicationConnection};
 pub use row::OutboxRow;

@@ -11,24 +11,33 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use pgwire_replication::client::ReplicationEvent;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, TlsConfig};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use sluice_avro::{AvroCodec, event_contract, event_record};
 use sluice_contracts::Catalog;
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure, Original};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
+use crate::delivery::{Acknowledged, Commit, DeliveryError, Pending, Record, send_all};
+use crate::metrics as names;
 use crate::pgoutput::{self, Change, Relation};
 use crate::row::OutboxRow;
 
 /// Prefix of the logical messages relayed like outbox rows.
 pub const MESSAGE_PREFIX: &str = "outbox";
-/// Longest wait between two tries to deliver a transaction.
+/// First and longest wait between two tries (to encode, to reconnect).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a standby replica asks for the slot.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// Events handed to the producer but not yet acknowledged, at most (one
+/// transaction larger than this is still sent whole).
+const MAX_ROWS_IN_FLIGHT: usize = 20_000;
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +56,9 @@ pub enum RelayError {
     /// A pgoutput message did not parse.
     #[error(transparent)]
     Decode(#[from] pgoutput::DecodeError),
+    /// Kafka refused an event; the stream resumes from the slot.
+    #[error(transparent)]
+    Delivery(Box<DeliveryError>),
     /// The slot's position is not an LSN.
     #[error("slot position {0:?} is not an LSN")]
     Lsn(String),
@@ -79,14 +91,6 @@ pub struct ReplicationConnection {
     pub password: String,
     /// Database holding the outbox.
     pub database: String,
-}
-
-/// A row of the current transaction: the event, or why it is not one.
-#[derive(Debug)]
-struct Pending {
-    row: Result<OutboxRow, String>,
-    /// The row as JSON, for its dead letter.
-    raw: Vec<u8>,
 }
 
 /// Streams one outbox into Kafka.
@@ -161,35 +165,145 @@ impl Relay {
         Lsn::parse(&position).map_err(|_| RelayError::Lsn(position))
     }
 
-    /// Streams until `shutdown` completes. A broken stream (Postgres
-    /// restarted, say) is reconnected from the slot's confirmed position.
+    /// Streams until `shutdown` completes. The slot admits one reader: while
+    /// another replica streams, this one stands by and takes over when the
+    /// slot is free. A broken stream (Postgres restarted, say) resumes from
+    /// the slot's confirmed position.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        names::describe_once();
+        let streaming = metrics::gauge!(names::STREAMING, "slot" => self.source.slot.clone());
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Duration::from_millis(200);
+        let lag = crate::lag::report(self.pool.clone(), self.source.slot.clone());
+        let mut lag = std::pin::pin!(lag);
+        let mut backoff = INITIAL_BACKOFF;
+        let mut standing_by = false;
         loop {
             let result = tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                result = self.stream() => result,
+                never = &mut lag => match never {},
+                result = self.stream(standing_by) => result,
             };
-            match result {
+            streaming.set(0.0);
+            let pause = match result {
                 Ok(()) => return Ok(()),
+                Err(err) if err.slot_in_use() => {
+                    if !standing_by {
+                        tracing::info!(
+                            slot = self.source.slot,
+                            "another relay streams the slot; standing by"
+                        );
+                        standing_by = true;
+                    }
+                    STANDBY_POLL
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, ?backoff, "replication interrupted; resuming from the slot");
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
+                    standing_by = false;
+                    let pause = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    pause
                 }
+            };
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
 
     /// One replication session, from the slot's confirmed position.
-    async fn stream(&self) -> Result<(), RelayError> {
+    ///
+    /// Transactions are pipelined: each is handed to the producer at its
+    /// Commit and the stream reads on, while acknowledgements are awaited in
+    /// commit order; a transaction's end LSN is confirmed when it and every
+    /// transaction before it are on Kafka.
+    async fn stream(&self, after_standby: bool) -> Result<(), RelayError> {
         let start = self.prepare().await?;
+        let mut client = ReplicationClient::connect(self.replication_config(start)).await?;
+        client.wait_started().await?;
+        metrics::gauge!(names::STREAMING, "slot" => self.source.slot.clone()).set(1.0);
+        if after_standby {
+            tracing::info!(slot = self.source.slot, %start, "took over the slot from the replica that held it");
+        } else {
+            tracing::info!(slot = self.source.slot, %start, "streaming the outbox");
+        }
+        let commit_to_ack = metrics::histogram!(names::COMMIT_TO_ACK);
+        let mut relations: HashMap<u32, Relation> = HashMap::new();
+        let mut open: Option<Vec<Pending>> = None;
+        let mut in_flight = FuturesOrdered::new();
+        let mut rows_in_flight = 0usize;
+        loop {
+            tokio::select! {
+                biased;
+                Some(acknowledged) = in_flight.next(), if !in_flight.is_empty() => {
+                    let acknowledged: Acknowledged = acknowledged?;
+                    rows_in_flight -= acknowledged.topics.len();
+                    for topic in acknowledged.topics {
+                        metrics::counter!(names::RELAYED, "topic" => topic).increment(1);
+                    }
+                    let commit = acknowledged.commit;
+                    if let Ok(elapsed) = commit.time.elapsed() {
+                        commit_to_ack.record(elapsed.as_secs_f64());
+                    }
+                    // Confirmed only now: this transaction and all before it are on Kafka.
+                    client.update_applied_lsn(commit.end_lsn);
+                }
+                event = client.recv(), if rows_in_flight < MAX_ROWS_IN_FLIGHT => {
+                    let Some(event) = event? else { break };
+                    match event {
+                        ReplicationEvent::Begin { .. } => open = Some(Vec::new()),
+                        ReplicationEvent::XLogData { data, .. } => {
+                            if let (Change::Insert { relation_id, values }, Some(rows)) =
+                                (self.decode(&data, &mut relations)?, open.as_mut())
+                                && let Some(relation) = relations
+                                    .get(&relation_id)
+                                    .filter(|r| r.name == self.source.table)
+                            {
+                                let named = relation.named(&values);
+                                rows.push(Pending {
+                                    row: OutboxRow::from_columns(&named),
+                                    raw: serde_json::to_vec(&named).unwrap_or_default(),
+                                });
+                            }
+                        }
+                        ReplicationEvent::Message { prefix, content, transactional: true, .. }
+                            if prefix == MESSAGE_PREFIX =>
+                        {
+                            if let Some(rows) = open.as_mut() {
+                                rows.push(Pending {
+                                    row: OutboxRow::from_message(&content),
+                                    raw: content.to_vec(),
+                                });
+                            }
+                        }
+                        ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+                            let rows = open.take().unwrap_or_default();
+                            rows_in_flight += rows.len();
+                            let commit = Commit::new(end_lsn, commit_time_micros);
+                            in_flight.push_back(self.dispatch(&rows, commit).await?);
+                        }
+                        // Heartbeat: with nothing open or in flight, everything
+                        // the server has decoded is relayed, so the slot may move
+                        // past WAL written by other tables (or databases) and
+                        // Postgres can recycle it.
+                        ReplicationEvent::KeepAlive { wal_end, .. }
+                            if open.is_none() && in_flight.is_empty() =>
+                        {
+                            client.update_applied_lsn(wal_end);
+                        }
+                        ReplicationEvent::StoppedAt { .. } => break,
+                        ReplicationEvent::Message { .. } | ReplicationEvent::KeepAlive { .. } => {}
+                    }
+                }
+            }
+        }
+        client.stop();
+        Ok(())
+    }
+
+    fn replication_config(&self, start: Lsn) -> ReplicationConfig {
         let connection = &self.source.connection;
-        let config = ReplicationConfig::new(
+        ReplicationConfig::new(
             connection.host.clone(),
             connection.user.clone(),
             connection.password.clone(),
@@ -200,77 +314,55 @@ impl Relay {
         .with_port(connection.port)
         .with_tls(TlsConfig::disabled())
         .with_start_lsn(start)
+        .with_application_name(format!("sluice-outbox-relay/{}", self.source.slot))
         // A confirmed LSN reaches Postgres within this interval; what a crash
         // replays is what was confirmed here but not yet there.
-        .with_status_interval(Duration::from_millis(200));
-        let mut client = ReplicationClient::connect(config).await?;
-        tracing::info!(slot = self.source.slot, %start, "streaming the outbox");
-        let mut relations: HashMap<u32, Relation> = HashMap::new();
-        let mut transaction: Vec<Pending> = Vec::new();
-        while let Some(event) = client.recv().await? {
-            match event {
-                ReplicationEvent::Begin { .. } => transaction.clear(),
-                ReplicationEvent::XLogData { data, .. } => match pgoutput::decode(&data)? {
-                    Change::Relation(relation) => {
-                        relations.insert(relation.id, relation);
-                    }
-                    Change::Insert {
-                        relation_id,
-                        values,
-                    } => {
-                        if let Some(relation) = relations
-                            .get(&relation_id)
-                            .filter(|r| r.name == self.source.table)
-                        {
-                            let named = relation.named(&values);
-                            let raw = serde_json::to_vec(&named).unwrap_or_default();
-                            transaction.push(Pending {
-                                row: OutboxRow::from_columns(&named),
-                                raw,
-                            });
-                        }
-                    }
-                    Change::Other => {}
-                },
-                ReplicationEvent::Message {
-                    prefix,
-                    content,
-                    transactional: true,
-                    ..
-                } if prefix == MESSAGE_PREFIX => {
-                    transaction.push(Pending {
-                        row: OutboxRow::from_message(&content),
-                        raw: content.to_vec(),
-                    });
+        .with_status_interval(Duration::from_millis(200))
+    }
+
+    /// Keeps relations current; returns the decoded change.
+    fn decode(
+        &self,
+        data: &[u8],
+        relations: &mut HashMap<u32, Relation>,
+    ) -> Result<Change, RelayError> {
+        let change = pgoutput::decode(data)?;
+        if let Change::Relation(relation) = change {
+            relations.insert(relation.id, relation);
+            return Ok(Change::Other);
+        }
+        Ok(change)
+    }
+
+    /// Encodes a transaction's events (dead-lettering rows that do not fit
+    /// their contract) and hands them to the producer, trying again while the
+    /// registry or the dead-letter topic is unreachable.
+    async fn dispatch(
+        &self,
+        rows: &[Pending],
+        commit: Commit,
+    ) -> Result<BoxFuture<'static, Result<Acknowledged, DeliveryError>>, DeliveryError> {
+        let mut backoff = INITIAL_BACKOFF;
+        let records = loop {
+            match self.encode(rows, commit).await {
+                Ok(records) => break records,
+                Err(reason) => {
+                    tracing::warn!(%reason, ?backoff, end_lsn = %commit.end_lsn, "transaction not encoded; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                ReplicationEvent::Commit { end_lsn, .. } => {
-                    self.deliver(&transaction, end_lsn).await;
-                    transaction.clear();
-                    // Confirmed only now: every event of the transaction is on Kafka.
-                    client.update_applied_lsn(end_lsn);
-                }
-                ReplicationEvent::StoppedAt { .. } => break,
-                ReplicationEvent::Message { .. } | ReplicationEvent::KeepAlive { .. } => {}
             }
-        }
-        client.stop();
-        Ok(())
+        };
+        send_all(&self.producer, records, commit).await
     }
 
-    /// Produces a transaction's events, and dead-letters the rows that do not
-    /// fit their contract, trying until Kafka has acknowledged all of it.
-    async fn deliver(&self, transaction: &[Pending], commit_lsn: Lsn) {
-        let mut backoff = Duration::from_millis(200);
-        while let Err(reason) = self.try_deliver(transaction, commit_lsn).await {
-            tracing::warn!(%reason, ?backoff, %commit_lsn, "transaction not delivered; trying again");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    async fn try_deliver(&self, transaction: &[Pending], commit_lsn: Lsn) -> Result<(), String> {
-        let mut records = Vec::with_capacity(transaction.len());
-        for pending in transaction {
+    async fn encode<'a>(
+        &self,
+        rows: &'a [Pending],
+        commit: Commit,
+    ) -> Result<Vec<Record<'a>>, String> {
+        let mut records = Vec::with_capacity(rows.len());
+        for pending in rows {
             let rejected = match &pending.row {
                 Ok(row) => match event_record(&self.catalog, &row.input()) {
                     Ok(value) => {
@@ -279,59 +371,34 @@ impl Relay {
                             .get(&row.aggregate_type)
                             .cloned()
                             .unwrap_or_else(|| event_contract(&row.aggregate_type));
-                        let bytes = self
+                        let value = self
                             .codec
                             .encode_value(&topic, value)
                             .await
                             .map_err(|err| err.to_string())?;
-                        records.push((topic, row, bytes));
+                        records.push(Record { topic, row, value });
                         continue;
                     }
                     Err(mismatch) => mismatch.to_string(),
                 },
                 Err(reason) => reason.clone(),
             };
-            self.dead_letter(pending, rejected, commit_lsn).await?;
+            self.dead_letter(pending, rejected, commit.end_lsn).await?;
         }
-        let sends = records.iter().map(|(topic, row, bytes)| {
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "sluice.event_id",
-                    value: Some(&row.id),
-                })
-                .insert(Header {
-                    key: "sluice.event_type",
-                    value: Some(&row.event_type),
-                });
-            if let Some(traceparent) = &row.traceparent {
-                headers = headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent),
-                });
-            }
-            let record = FutureRecord::to(topic)
-                .key(&row.aggregate_id)
-                .payload(bytes)
-                .headers(headers);
-            self.producer.send(record, Duration::from_secs(30))
-        });
-        for delivery in join_all(sends).await {
-            delivery.map_err(|(err, _)| err.to_string())?;
-        }
-        Ok(())
+        Ok(records)
     }
 
     async fn dead_letter(
         &self,
         pending: &Pending,
         reason: String,
-        commit_lsn: Lsn,
+        end_lsn: Lsn,
     ) -> Result<(), String> {
         let now = sluice_contracts::now_millis();
         let original = Original {
             topic: format!("outbox:{}", self.source.table),
             partition: 0,
-            offset: i64::try_from(commit_lsn.as_u64()).unwrap_or(i64::MAX),
+            offset: i64::try_from(end_lsn.as_u64()).unwrap_or(i64::MAX),
             timestamp: None,
             key: pending
                 .row
@@ -348,10 +415,26 @@ impl Relay {
             first_failure_at: now,
             last_failure_at: now,
         };
-        tracing::warn!(message = failure.message, %commit_lsn, "outbox row dead-lettered");
+        tracing::warn!(message = failure.message, %end_lsn, "outbox row dead-lettered");
         self.dead_letters
             .publish_original(original, failure)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|err| err.to_string())?;
+        metrics::counter!(names::DEAD_LETTERED).increment(1);
+        Ok(())
+    }
+}
+
+impl From<DeliveryError> for RelayError {
+    fn from(err: DeliveryError) -> Self {
+        Self::Delivery(Box::new(err))
+    }
+}
+
+impl RelayError {
+    /// Another session holds the slot (SQLSTATE 55006, object in use).
+    fn slot_in_use(&self) -> bool {
+        matches!(self, Self::Replication(pgwire_replication::PgWireError::Server(message))
+            if message.contains("55006"))
     }
 }

@@ -5,45 +5,15 @@
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use outbox_relay::{OutboxSource, Relay, ReplicationConnection};
+use common::{WAIT, drop_slot, outbox_table, pool, relay, start};
 use rdkafka::Message;
 use serde_json::json;
 use sluice_avro::AvroCodec;
-use sluice_contracts::Catalog;
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, OrderEvent, OrderPayload};
-use sluice_dlq::DeadLetterPublisher;
-use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually, producer, unique_name};
-use sqlx::postgres::PgPoolOptions;
+use sluice_testkit::{Stack, TestTopic, consume_exactly};
 use sqlx::{AssertSqlSafe, PgPool};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn connection() -> ReplicationConnection {
-    let url = url::Url::parse(&Stack::get().database_url).unwrap();
-    ReplicationConnection {
-        host: url.host_str().unwrap().to_owned(),
-        port: url.port().unwrap(),
-        user: url.username().to_owned(),
-        password: url.password().unwrap().to_owned(),
-        database: url.path().trim_start_matches('/').to_owned(),
-    }
-}
-
-/// An outbox table of its own, made from the shipped migration.
-async fn outbox_table(pool: &PgPool, name: &str) {
-    let ddl = include_str!("../migrations/0001_outbox.sql").replace(
-        "CREATE TABLE IF NOT EXISTS outbox",
-        &format!("CREATE TABLE {name}"),
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl))
-        .execute(pool)
-        .await
-        .unwrap();
-}
 
 async fn insert(
     pool: &PgPool,
@@ -72,36 +42,11 @@ fn status(from: &str, to: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
     let stack = Stack::get();
-    let pool = PgPoolOptions::new()
-        .max_connections(3)
-        .connect(&stack.database_url)
-        .await
-        .unwrap();
-    let name = unique_name("outbox").replace('-', "_");
-    outbox_table(&pool, &name).await;
+    let pool = pool(3).await;
+    let name = outbox_table(&pool, "outbox").await;
     let topic = TestTopic::with_schema_of("orders.events.v1", "relay-orders", 3).await;
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-dlq", 1).await;
-    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
-    let relay = Arc::new(Relay {
-        pool: pool.clone(),
-        source: OutboxSource {
-            connection: connection(),
-            table: name.clone(),
-            slot: format!("{name}_slot"),
-            publication: format!("{name}_pub"),
-        },
-        catalog: Catalog::embedded().unwrap(),
-        routes: HashMap::from([("orders".to_owned(), topic.name.clone())]),
-        codec: AvroCodec::new(stack.registry_settings()),
-        producer: producer(),
-        dead_letters: DeadLetterPublisher::new(
-            producer(),
-            codec,
-            &dlq.name,
-            "outbox-relay",
-            "0.0.0",
-        ),
-    });
+    let relay = relay(pool.clone(), &name, &topic.name, &dlq.name);
     relay.prepare().await.unwrap();
 
     // Committed: three events of order-1, in one transaction.
@@ -178,11 +123,7 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
         .await
         .unwrap();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let relay = Arc::clone(&relay);
-        tokio::spawn(async move { relay.run(async { stopped.await.unwrap_or(()) }).await })
-    };
+    let (stop, running) = start(relay);
     let messages = consume_exactly(&topic.name, 6, WAIT).await;
     let dead = consume_exactly(&dlq.name, 1, WAIT).await;
 
@@ -239,15 +180,11 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
     assert_eq!(letter.original_key.as_deref(), Some(&b"order-3"[..]));
 
     stop.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.await.unwrap();
 
     // A restarted relay resumes after what was confirmed: only the new row
     // arrives, nothing is replayed.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let relay = Arc::clone(&relay);
-        tokio::spawn(async move { relay.run(async { stopped.await.unwrap_or(()) }).await })
-    };
+    let (stop, running) = start(common::relay(pool.clone(), &name, &topic.name, &dlq.name));
     insert(
         &pool,
         &name,
@@ -267,19 +204,7 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
         "the new row once; the 6 before it were not replayed (consume_exactly checked there are 7)"
     );
     stop.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.await.unwrap();
 
-    let slot = format!("{name}_slot");
-    eventually("the slot to be released and dropped", WAIT, || {
-        let pool = pool.clone();
-        let slot = slot.clone();
-        async move {
-            sqlx::query("SELECT pg_drop_replication_slot($1)")
-                .bind(&slot)
-                .execute(&pool)
-                .await
-                .ok()
-        }
-    })
-    .await;
+    drop_slot(&pool, &name).await;
 }

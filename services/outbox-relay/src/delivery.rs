@@ -1,0 +1,153 @@
+//! A committed transaction's rows on their way to Kafka: encoded, handed to
+//! the producer together, and acknowledged as one.
+
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
+use pgwire_replication::Lsn;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+use crate::row::OutboxRow;
+
+/// Header naming the end LSN of the transaction an event came from: the slot
+/// position the relay confirms once the whole transaction is on Kafka.
+pub const LSN_HEADER: &str = "sluice.lsn";
+/// How long to wait before offering a record again to a full producer queue.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+
+/// An outbox row of a transaction: the event, or why it is not one.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub row: Result<OutboxRow, String>,
+    /// The row as it came (JSON), for its dead letter.
+    pub raw: Vec<u8>,
+}
+
+/// Where a transaction sits in the WAL and when it committed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Commit {
+    /// End of the commit record: the position to confirm.
+    pub end_lsn: Lsn,
+    /// When Postgres committed it.
+    pub time: SystemTime,
+}
+
+impl Commit {
+    /// From pgoutput's commit fields (microseconds since 2000-01-01).
+    pub fn new(end_lsn: Lsn, commit_time_micros: i64) -> Self {
+        const POSTGRES_EPOCH: Duration = Duration::from_secs(946_684_800);
+        let since = Duration::from_micros(u64::try_from(commit_time_micros).unwrap_or(0));
+        Self {
+            end_lsn,
+            time: SystemTime::UNIX_EPOCH + POSTGRES_EPOCH + since,
+        }
+    }
+}
+
+/// An event ready to produce.
+pub(crate) struct Record<'a> {
+    pub topic: String,
+    pub row: &'a OutboxRow,
+    pub value: Vec<u8>,
+}
+
+/// A transaction handed to Kafka, acknowledged as a whole.
+pub(crate) struct Acknowledged {
+    pub commit: Commit,
+    /// Events per topic, for the relayed counter.
+    pub topics: Vec<String>,
+}
+
+/// Why a transaction's events did not all reach Kafka.
+#[derive(Debug, thiserror::Error)]
+#[error("event {event_id} to {topic}: {source}")]
+pub struct DeliveryError {
+    event_id: String,
+    topic: String,
+    source: KafkaError,
+}
+
+/// Hands `records` to the producer in order (waiting while its queue is
+/// full) and returns what resolves once Kafka acknowledged every one.
+pub(crate) async fn send_all(
+    producer: &FutureProducer,
+    records: Vec<Record<'_>>,
+    commit: Commit,
+) -> Result<BoxFuture<'static, Result<Acknowledged, DeliveryError>>, DeliveryError> {
+    let lsn = commit.end_lsn.to_string();
+    let mut deliveries: Vec<(String, String, DeliveryFuture)> = Vec::with_capacity(records.len());
+    for record in records {
+        let delivery = enqueue(producer, &record, &lsn).await?;
+        deliveries.push((record.topic, record.row.id.clone(), delivery));
+    }
+    Ok(async move {
+        let (ids, futures): (Vec<_>, Vec<_>) = deliveries
+            .into_iter()
+            .map(|(topic, id, delivery)| ((topic, id), delivery))
+            .unzip();
+        let mut topics = Vec::with_capacity(ids.len());
+        for ((topic, event_id), outcome) in ids.into_iter().zip(join_all(futures).await) {
+            let failed = |source| DeliveryError {
+                event_id: event_id.clone(),
+                topic: topic.clone(),
+                source,
+            };
+            match outcome {
+                Ok(Ok(_)) => topics.push(topic),
+                Ok(Err((err, _))) => return Err(failed(err)),
+                Err(_) => return Err(failed(KafkaError::Canceled)),
+            }
+        }
+        Ok(Acknowledged { commit, topics })
+    }
+    .boxed())
+}
+
+async fn enqueue(
+    producer: &FutureProducer,
+    record: &Record<'_>,
+    lsn: &str,
+) -> Result<DeliveryFuture, DeliveryError> {
+    let row = record.row;
+    loop {
+        let mut headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "sluice.event_id",
+                value: Some(&row.id),
+            })
+            .insert(Header {
+                key: "sluice.event_type",
+                value: Some(&row.event_type),
+            })
+            .insert(Header {
+                key: LSN_HEADER,
+                value: Some(lsn),
+            });
+        if let Some(traceparent) = &row.traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            });
+        }
+        let message = FutureRecord::to(&record.topic)
+            .key(&row.aggregate_id)
+            .payload(&record.value)
+            .headers(headers);
+        match producer.send_result(message) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            Err((source, _)) => {
+                return Err(DeliveryError {
+                    event_id: row.id.clone(),
+                    topic: record.topic.clone(),
+                    source,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The slot's confirmed position: it never passes a transaction Kafka has
+//! not acknowledged, and it keeps moving while the outbox is idle and the
+//! rest of the database is busy (so Postgres can recycle that WAL).
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WAIT, drop_slot, outbox_table, pool, relay, start};
+use pgwire_replication::Lsn;
+use rdkafka::ClientConfig;
+use sluice_testkit::{TestTopic, consume_exactly, eventually};
+use sqlx::{AssertSqlSafe, PgPool};
+
+async fn current_lsn(pool: &PgPool) -> Lsn {
+    let text: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    Lsn::parse(&text).unwrap()
+}
+
+async fn confirmed(pool: &PgPool, slot: &str) -> Lsn {
+    let text: String = sqlx::query_scalar(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    Lsn::parse(&text).unwrap()
+}
+
+async fn insert_orders(pool: &PgPool, table: &str, rows: usize) {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) \
+         SELECT gen_random_uuid(), 'orders', 'order-' || s, 'OrderCancelled', \
+                '{{\"reason\":\"r\",\"cancelled_by\":\"c\"}}' \
+         FROM generate_series(1, $1) AS s"
+    )))
+    .bind(i32::try_from(rows).unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_does_not_pass_what_kafka_has_not_acknowledged() {
+    let pool = pool(2).await;
+    let table = outbox_table(&pool, "outbox_unacked").await;
+    let slot = format!("{table}_slot");
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-unacked", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-unacked-dlq", 1).await;
+
+    // A relay whose broker never answers: rows are encoded and handed to the
+    // producer, and stay unacknowledged.
+    let mut stalled = relay(pool.clone(), &table, &topic.name, &dlq.name);
+    stalled.producer = ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:9")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    stalled.prepare().await.unwrap();
+    let (stop, running) = start(stalled);
+    insert_orders(&pool, &table, 3).await;
+    let committed = current_lsn(&pool).await;
+    // Well past several standby status intervals (200 ms).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        confirmed(&pool, &slot).await < committed,
+        "the slot moved past rows Kafka never acknowledged"
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap();
+
+    // A relay that reaches Kafka resumes from the slot and delivers them.
+    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    assert_eq!(consume_exactly(&topic.name, 3, WAIT).await.len(), 3);
+    eventually("the slot past the delivered rows", WAIT, || {
+        let pool = &pool;
+        let slot = &slot;
+        async move { (confirmed(pool, slot).await >= committed).then_some(()) }
+    })
+    .await;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_outbox_on_a_busy_database_does_not_hold_wal() {
+    let pool = pool(2).await;
+    let table = outbox_table(&pool, "outbox_idle").await;
+    let slot = format!("{table}_slot");
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-idle", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-idle-dlq", 1).await;
+    let relay = relay(pool.clone(), &table, &topic.name, &dlq.name);
+    relay.prepare().await.unwrap();
+    let (stop, running) = start(relay);
+
+    // The rest of the database writes ~10 MB of WAL; the outbox nothing.
+    let busy = format!("{table}_busy");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {busy} (n int, filler text); \
+         INSERT INTO {busy} SELECT n, repeat('x', 100) FROM generate_series(1, 60000) AS n"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let written = current_lsn(&pool).await;
+    let before = confirmed(&pool, &slot).await;
+    assert!(before < written);
+    eventually("the idle slot to follow the busy database", WAIT, || {
+        let pool = &pool;
+        let slot = &slot;
+        async move { (confirmed(pool, slot).await >= written).then_some(()) }
+    })
+    .await;
+
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &table).await;
+}
