@@ -2,7 +2,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo demo-down test build lint stack-up stack-down stack-status stack-clean provision
+.PHONY: help demo demo-down test bench build lint stack-up stack-down stack-status stack-clean provision
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -15,6 +15,10 @@ demo-down: ## Stop what the demo started
 
 test: ## Lint, build, start the local stack, run every test, stop the stack (fresh machine: this is all)
 	bash deploy/local/test.sh
+
+bench: ## Benchmarks against the local stack (release build); results in bench-results/
+	bash deploy/local/stack.sh up
+	cargo bench --locked -p outbox-relay --bench relay
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked

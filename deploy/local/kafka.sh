@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Apache Kafka, one KRaft node acting as broker and controller.
 #   kafka.sh start | stop | status | restart
+#   kafka.sh perf-test ARGS...   Kafka's own producer benchmark
+#                                (org.apache.kafka.tools.ProducerPerformance)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="$SLUICE_LOCAL/kafka"
@@ -124,10 +126,23 @@ status() {
   fi
 }
 
+# The reference for `make bench`: the broker's produce throughput and latency
+# measured by Kafka's own tool, from the same artifacts.
+perf_test() {
+  local bootstrap
+  bootstrap="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)"
+  [[ -n "$bootstrap" ]] || die "kafka is not running; start the stack first"
+  "$(java_bin)" -Xms128m -Xmx512m -cp "$LIBS/*" -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
+    org.apache.kafka.tools.ProducerPerformance "$@" \
+    --producer-props "bootstrap.servers=$bootstrap" acks=all enable.idempotence=true \
+    linger.ms=5 compression.type=lz4
+}
+
 case "${1:-}" in
   start) start ;;
+  perf-test) shift; perf_test "$@" ;;
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;
-  *) die "usage: kafka.sh start|stop|restart|status" ;;
+  *) die "usage: kafka.sh start|stop|restart|status|perf-test ARGS" ;;
 esac

@@ -1,0 +1,367 @@
+//! `make bench`: outbox-relay against Kafka's own producer benchmark
+//! (ProducerPerformance, from the stack's Kafka artifacts), both measured in
+//! this run on this machine, reported as ratios.
+//!
+//! - throughput: a backlog of committed rows (transactions of 100) drained
+//!   by a fresh relay, rows/s from its first acknowledged event to its last;
+//!   reference: ProducerPerformance at full speed with records of the same
+//!   size (acks=all, idempotent, lz4, linger 5 ms, like the relay's producer);
+//! - latency: single-row transactions at a fixed rate, commit-to-ack p50/p99
+//!   from the relay's own histogram; reference: ProducerPerformance's
+//!   send-to-ack p50/p99 at the same rate.
+//!
+//! Needs the local stack (`make stack-up`); writes
+//! `bench-results/outbox-relay.md`.
+// A benchmark program: any failure ends it with the panic's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_avro::{AvroCodec, EventInput, event_record};
+use sluice_contracts::Catalog;
+use sluice_testkit::{Stack, TestTopic, eventually, unique_name};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// Rows in the throughput backlog.
+const BACKLOG: usize = 200_000;
+const ROWS_PER_TRANSACTION: usize = 100;
+/// Fixed rate of the latency run, rows (and reference records) per second.
+const RATE: usize = 1_000;
+const LATENCY_RUN: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(300);
+
+struct Relayed {
+    rows_per_sec: f64,
+}
+
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+struct Reference {
+    records_per_sec: f64,
+    latency: Latency,
+}
+
+/// The release binary, as a user runs it.
+struct RelayProcess {
+    child: Child,
+    metrics_url: String,
+}
+
+impl RelayProcess {
+    fn start(table: &str, topic: &str, dlq: &str) -> Self {
+        let stack = Stack::get();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+            .env("SLUICE_DATABASE_URL", &stack.database_url)
+            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+            .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SLUICE_LOG", "warn")
+            .args(["--outbox-table", table])
+            .args(["--outbox-slot", &format!("{table}_slot")])
+            .args(["--outbox-publication", &format!("{table}_pub")])
+            .args(["--route", &format!("orders={topic}")])
+            .args(["--dlq-topic", dlq])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+        }
+    }
+
+    /// A sample of the relay's /metrics: `name` and labels as printed.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(&self.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
+    async fn wait_streaming(&self) {
+        eventually("the relay to stream", WAIT, || async {
+            (self.metric("sluice_outbox_streaming{").await == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+async fn outbox_table(pool: &PgPool, prefix: &str) -> String {
+    let name = unique_name(prefix).replace('-', "_");
+    let ddl = include_str!("../migrations/0001_outbox.sql").replace(
+        "CREATE TABLE IF NOT EXISTS outbox",
+        &format!("CREATE TABLE {name}"),
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .unwrap();
+    name
+}
+
+/// Inserts `rows` order events in one transaction.
+async fn insert(pool: &PgPool, table: &str, rows: usize) {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) \
+         SELECT gen_random_uuid(), 'orders', 'order-' || (s % 500), 'OrderCancelled', \
+                '{{\"reason\":\"customer asked\",\"cancelled_by\":\"support\"}}' \
+         FROM generate_series(1, $1) AS s"
+    )))
+    .bind(i32::try_from(rows).unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Bytes of one relayed event's value, for reference records of that size.
+async fn event_size(topic: &str) -> usize {
+    let catalog = Catalog::embedded().unwrap();
+    let payload = json!({"reason": "customer asked", "cancelled_by": "support"});
+    let value = event_record(
+        &catalog,
+        &EventInput {
+            aggregate_type: "orders",
+            aggregate_id: "order-123",
+            event_type: "OrderCancelled",
+            event_id: "0b9f6a52-64a4-4c52-9a6e-3f1d2b7c8e90",
+            occurred_at_ms: 1_795_435_200_000,
+            correlation_id: None,
+            causation_id: None,
+            payload: &payload,
+        },
+    )
+    .unwrap();
+    AvroCodec::new(Stack::get().registry_settings())
+        .encode_value(topic, value)
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn drop_slot(pool: &PgPool, table: &str) {
+    let slot = format!("{table}_slot");
+    eventually("the slot to be dropped", WAIT, || {
+        let slot = slot.clone();
+        async move {
+            sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(&slot)
+                .execute(pool)
+                .await
+                .ok()
+        }
+    })
+    .await;
+}
+
+/// Single-row transactions at `RATE` while a relay streams.
+async fn relay_latency(pool: &PgPool) -> Latency {
+    let table = outbox_table(pool, "bench_latency").await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "bench-latency", 3).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "bench-latency-dlq", 1).await;
+    let relay = RelayProcess::start(&table, &topic.name, &dlq.name);
+    relay.wait_streaming().await;
+    let per_tick = RATE / 100;
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let started = Instant::now();
+    while started.elapsed() < LATENCY_RUN {
+        ticker.tick().await;
+        futures::future::join_all((0..per_tick).map(|_| insert(pool, &table, 1))).await;
+    }
+    let total = RATE as f64 * LATENCY_RUN.as_secs_f64();
+    eventually("every row relayed", WAIT, || async {
+        let relayed = relay.metric("sluice_outbox_relayed_total{").await?;
+        (relayed >= total).then_some(())
+    })
+    .await;
+    let quantile = |q: &'static str| {
+        let relay = &relay;
+        async move {
+            relay
+                .metric(&format!(
+                    "sluice_outbox_commit_to_ack_seconds{{quantile=\"{q}\"}}"
+                ))
+                .await
+                .unwrap()
+                * 1000.0
+        }
+    };
+    let latency = Latency {
+        p50_ms: quantile("0.5").await,
+        p99_ms: quantile("0.99").await,
+    };
+    relay.stop();
+    drop_slot(pool, &table).await;
+    latency
+}
+
+/// A committed backlog drained by a fresh relay; also returns the topic, for
+/// the reference's record size.
+async fn relay_throughput(pool: &PgPool) -> (Relayed, usize) {
+    let table = outbox_table(pool, "bench_backlog").await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "bench-backlog", 3).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "bench-backlog-dlq", 1).await;
+    // Slot and publication first, so the backlog is kept for the relay.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE PUBLICATION {table}_pub FOR TABLE {table}"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        .bind(format!("{table}_slot"))
+        .execute(pool)
+        .await
+        .unwrap();
+    for _ in 0..BACKLOG / ROWS_PER_TRANSACTION {
+        insert(pool, &table, ROWS_PER_TRANSACTION).await;
+    }
+    let relay = RelayProcess::start(&table, &topic.name, &dlq.name);
+    let series = "sluice_outbox_relayed_total{";
+    let (first_at, first) = loop {
+        if let Some(count) = relay.metric(series).await {
+            break (Instant::now(), count);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eventually("the backlog relayed", WAIT, || async {
+        let count = relay.metric(series).await?;
+        (count >= BACKLOG as f64).then_some(())
+    })
+    .await;
+    let rows_per_sec = (BACKLOG as f64 - first) / first_at.elapsed().as_secs_f64();
+    relay.stop();
+    drop_slot(pool, &table).await;
+    (Relayed { rows_per_sec }, event_size(&topic.name).await)
+}
+
+/// ProducerPerformance's summary line, e.g. "… 79176.6 records/sec (11.33
+/// MB/sec), … 252 ms 50th, 302 ms 95th, 309 ms 99th, 312 ms 99.9th."
+fn perf_test(topic: &str, records: usize, size: usize, throughput: i64) -> (f64, Latency) {
+    let stack = Stack::get();
+    let output = Command::new("bash")
+        .arg(stack.path("deploy/local/kafka.sh"))
+        .arg("perf-test")
+        .args(["--topic", topic])
+        .args(["--num-records", &records.to_string()])
+        .args(["--record-size", &size.to_string()])
+        .args(["--throughput", &throughput.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|line| line.contains("records sent"))
+        .unwrap_or_else(|| panic!("no summary from ProducerPerformance:\n{stdout}"));
+    let before = |unit: &str| -> f64 {
+        let end = summary.find(unit).unwrap();
+        summary[..end]
+            .split_whitespace()
+            .next_back()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (
+        before(" records/sec"),
+        Latency {
+            p50_ms: before(" ms 50th"),
+            p99_ms: before(" ms 99th"),
+        },
+    )
+}
+
+async fn reference(size: usize) -> Reference {
+    let full = TestTopic::create("bench-reference", 3).await;
+    let (records_per_sec, _) = perf_test(&full.name, BACKLOG, size, -1);
+    let paced = TestTopic::create("bench-reference-paced", 3).await;
+    let records = RATE * usize::try_from(LATENCY_RUN.as_secs()).unwrap();
+    let (_, latency) = perf_test(&paced.name, records, size, i64::try_from(RATE).unwrap());
+    Reference {
+        records_per_sec,
+        latency,
+    }
+}
+
+fn report(relayed: &Relayed, latency: &Latency, reference: &Reference, size: usize) -> String {
+    let mut out = String::new();
+    writeln!(out, "# outbox-relay benchmark\n").unwrap();
+    writeln!(
+        out,
+        "Measured {} on this machine ({} cores), local stack, release build. \
+         Reference: Kafka's ProducerPerformance ({size}-byte records, acks=all, idempotent, \
+         lz4, linger 5 ms) against the same broker in the same run.\n",
+        chrono::DateTime::from_timestamp_millis(sluice_contracts::now_millis())
+            .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+    )
+    .unwrap();
+    writeln!(out, "| measure | relay | reference | relay / reference |").unwrap();
+    writeln!(out, "|---|---|---|---|").unwrap();
+    writeln!(
+        out,
+        "| throughput, {BACKLOG} rows in transactions of {ROWS_PER_TRANSACTION} (events/s) | {:.0} | {:.0} | {:.2} |",
+        relayed.rows_per_sec,
+        reference.records_per_sec,
+        relayed.rows_per_sec / reference.records_per_sec
+    )
+    .unwrap();
+    for (name, relay, reference) in [
+        ("p50", latency.p50_ms, reference.latency.p50_ms),
+        ("p99", latency.p99_ms, reference.latency.p99_ms),
+    ] {
+        writeln!(
+            out,
+            "| latency {name} at {RATE}/s, relay commit→ack vs producer send→ack (ms) | {relay:.1} | {reference:.1} | {:.2} |",
+            relay / reference.max(0.1)
+        )
+        .unwrap();
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let stack = Stack::get();
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(RATE / 100).unwrap())
+        .connect(&stack.database_url)
+        .await
+        .unwrap();
+    eprintln!("[bench] relay latency at {RATE} rows/s for {LATENCY_RUN:?}");
+    let latency = relay_latency(&pool).await;
+    eprintln!("[bench] relay throughput, {BACKLOG} rows");
+    let (relayed, size) = relay_throughput(&pool).await;
+    eprintln!("[bench] reference: ProducerPerformance, {size}-byte records");
+    let reference = reference(size).await;
+    let text = report(&relayed, &latency, &reference, size);
+    let dir = stack.path("bench-results");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("outbox-relay.md");
+    std::fs::write(&file, &text).unwrap();
+    println!("{text}\nwritten to {}", file.display());
+}
