@@ -3,100 +3,20 @@
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::{TOKEN, WEBHOOK_SECRET, order_placed, post, serve};
 use hmac::{Hmac, KeyInit, Mac};
-use ingest::{
-    AppState, EventRouter, IdempotencyStore, TokenHashes, WebhookSource, WebhookSources, router,
-};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use sluice_avro::AvroCodec;
-use sluice_contracts::Catalog;
 use sluice_contracts::types::{OrderEvent, OrderPayload};
 use sluice_testkit::{Stack, TestTopic, consume_exactly, message_count, producer, unique_name};
-use sqlx::postgres::PgPoolOptions;
-use tokio::net::TcpListener;
-
-const TOKEN: &str = "test-token-3f7c";
-const WEBHOOK_SECRET: &str = "whsec-test-91d2";
-
-/// Serves the API, routing `orders` events to `topic`; returns its base URL.
-async fn serve(topic: &str, producer: FutureProducer) -> String {
-    let state = Arc::new(AppState {
-        tokens: TokenHashes::parse(&[hex::encode(Sha256::digest(TOKEN))]).unwrap(),
-        events: EventRouter::new(
-            Catalog::embedded().unwrap(),
-            HashMap::from([("orders".into(), topic.into())]),
-        ),
-        codec: AvroCodec::new(Stack::get().registry_settings()),
-        producer,
-        ack_timeout: Duration::from_secs(5),
-        idempotency: idempotency().await,
-        webhooks: WebhookSources::from_sources([(
-            "shop".to_owned(),
-            WebhookSource::new(
-                SecretString::from(WEBHOOK_SECRET.to_owned()),
-                "orders",
-                "OrderPlaced",
-                "/order_id",
-                "/order",
-                Some("/delivery"),
-            ),
-        )]),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state, 64 * 1024)).await });
-    format!("http://{address}")
-}
-
-async fn idempotency() -> IdempotencyStore {
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&Stack::get().database_url)
-        .await
-        .unwrap();
-    let store = IdempotencyStore::new(pool, Duration::from_secs(10));
-    store.migrate().await.unwrap();
-    store
-}
-
-fn order_placed() -> Value {
-    json!({
-        "aggregate_type": "orders",
-        "aggregate_id": "order-77",
-        "event_type": "OrderPlaced",
-        "event_id": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
-        "occurred_at": 1_763_900_000_000_i64,
-        "payload": {
-            "customer": {"customer_id": "c-9", "name": "Grace", "email": "grace@example.org"},
-            "lines": [{"sku": "S-1", "description": "tea", "quantity": 3, "unit_price_minor": 650}],
-            "total_minor": 1950,
-            "currency": "EUR"
-        }
-    })
-}
-
-async fn post(base: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/v1/events"))
-        .json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
 
 #[tokio::test]
 async fn an_accepted_event_is_on_kafka_as_avro() {
