@@ -5,6 +5,9 @@
 //! a `read_committed` reader sees each output once whatever is killed when.
 //! The producer's `transactional.id` is stable per instance; the group
 //! metadata sent with the offsets fences a zombie that lost its partitions.
+//! Messages of a partition revoked while a batch is gathered leave the batch
+//! (their new owner reads them from the committed offset), so a rebalance
+//! never makes an output twice.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,6 +27,7 @@ use tracing::Instrument;
 /// The W3C trace context header.
 const TRACEPARENT: &str = "traceparent";
 
+use crate::consumer::context::{AssignmentChange, RebalanceContext};
 use crate::consumer::{ConsumerError, HandlerError, refuse_reserved, subscribe};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
 use crate::verdict::{Verdict, attempt};
@@ -96,7 +100,7 @@ enum BatchError {
 
 /// Consumes topics and produces their transformations exactly once.
 pub struct TransactionalLoop<T> {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<RebalanceContext>,
     producer: FutureProducer,
     transformer: T,
     dead_letters: DeadLetterPublisher,
@@ -114,7 +118,7 @@ impl<T: Transformer> TransactionalLoop<T> {
     ) -> Result<Self, ConsumerError> {
         describe_once();
         refuse_reserved(kafka, &["transactional.id"])?;
-        let consumer: StreamConsumer = kafka
+        let consumer: StreamConsumer<RebalanceContext> = kafka
             .client_config(&[
                 ("group.id", &settings.group_id),
                 // Offsets are committed by the transaction, never by the consumer.
@@ -122,7 +126,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 ("auto.offset.reset", "earliest"),
                 ("isolation.level", "read_committed"),
             ])
-            .create()
+            .create_with_context(RebalanceContext::default())
             .map_err(|source| KafkaSetupError {
                 client: "consumer",
                 source,
@@ -197,23 +201,48 @@ impl<T: Transformer> TransactionalLoop<T> {
     async fn next_batch(&self) -> Vec<OwnedMessage> {
         let mut batch = Vec::new();
         while batch.is_empty() {
-            match self.consumer.recv().await {
-                Ok(message) => batch.push(message.detach()),
-                Err(err) => tracing::warn!(error = %err, "consumer error"),
-            }
+            let received = self.consumer.recv().await.map(|m| m.detach());
+            self.receive(&mut batch, received);
         }
         let linger = tokio::time::sleep(self.settings.batch_linger);
         tokio::pin!(linger);
         while batch.len() < self.settings.max_batch {
             tokio::select! {
                 () = &mut linger => break,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => batch.push(message.detach()),
-                    Err(err) => tracing::warn!(error = %err, "consumer error"),
-                },
+                received = self.consumer.recv() => {
+                    let received = received.map(|m| m.detach());
+                    self.receive(&mut batch, received);
+                }
             }
         }
         batch
+    }
+
+    /// Adds a received message to the batch, after dropping the messages of
+    /// partitions revoked while it was received: a rebalance runs inside
+    /// `recv`, and a revoked partition's new owner (this loop again, perhaps)
+    /// reads them from the committed offset.
+    fn receive(&self, batch: &mut Vec<OwnedMessage>, received: Result<OwnedMessage, KafkaError>) {
+        for change in self.consumer.context().take_changes() {
+            if let AssignmentChange::Revoked(revoked) = change {
+                let before = batch.len();
+                batch.retain(|m| {
+                    !revoked
+                        .iter()
+                        .any(|(topic, partition)| m.topic() == topic && m.partition() == *partition)
+                });
+                if batch.len() < before {
+                    tracing::info!(
+                        dropped = before - batch.len(),
+                        "messages of revoked partitions left the batch"
+                    );
+                }
+            }
+        }
+        match received {
+            Ok(message) => batch.push(message),
+            Err(err) => tracing::warn!(error = %err, "consumer error"),
+        }
     }
 
     async fn commit_batch(&self, batch: &[OwnedMessage]) -> Result<(), BatchError> {

@@ -6,7 +6,7 @@
 //! dispatcher itself never blocks, so it keeps polling (and keeps the group
 //! membership) while a sink waits out an outage.
 
-mod context;
+pub(crate) mod context;
 mod handler;
 mod partition;
 

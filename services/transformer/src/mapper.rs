@@ -1,0 +1,357 @@
+//! One event in, its commands out: the rules applied to a decoded event.
+
+use std::collections::HashMap;
+
+use apache_avro::types::Value;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use sluice_avro::{AvroCodec, CodecError, event_contract};
+use sluice_contracts::types::{
+    DeadLetterClass, ErpCommand, ErpField, ErpOperation, ScalarValue, SheetCell, SheetRowUpsert,
+};
+use sluice_kafka::{HandlerError, OutputRecord, Transformer};
+use sluice_resilience::{Classified, ErrorClass};
+use uuid::Uuid;
+
+use crate::eval::{Lookups, evaluate, field, holds};
+use crate::metrics::{FAILED, MATCHED, PRODUCED, describe_once};
+use crate::rules::{Assignment, Expr, FieldPath, Rule, Rules, Target};
+
+/// Namespace of command ids (UUID v5 of `<event_id>/<rule id>`).
+const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b4d_5e70_8f21_0c3d_4b5a_6978);
+
+/// The id of the command `rule` makes from event `event_id`: the same on
+/// every replay and redelivery, so sinks can deduplicate on it.
+pub fn command_id(event_id: &str, rule: &str) -> String {
+    Uuid::new_v5(&COMMAND_NAMESPACE, format!("{event_id}/{rule}").as_bytes()).to_string()
+}
+
+/// Where commands go.
+#[derive(Debug, Clone)]
+pub struct OutputTopics {
+    /// SheetRowUpsert commands (`sheets.rows.v1`).
+    pub sheets: String,
+    /// ErpCommand commands (`erp.commands.v1`).
+    pub erp: String,
+}
+
+/// Why an event was not mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    /// The message has no value.
+    #[error("the message has no value")]
+    Empty,
+    /// The value is not Avro of a known schema (or the registry is down).
+    #[error("decoding the event: {0}")]
+    Decode(#[from] CodecError),
+    /// The envelope lacks what every event has.
+    #[error("event envelope: {0}")]
+    Envelope(String),
+    /// A rule could not map the event.
+    #[error("rule {rule:?}: {reason}")]
+    Mapping {
+        /// The rule's id.
+        rule: String,
+        /// Which field and why.
+        reason: String,
+    },
+    /// A command could not be encoded (its subject is missing, say).
+    #[error("encoding the command of rule {rule:?}: {source}")]
+    Encode {
+        /// The rule's id.
+        rule: String,
+        /// The codec's error.
+        source: CodecError,
+    },
+}
+
+impl Classified for MapError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            // The registry being away is no reason to dead-letter an event:
+            // hold the partition until it is back.
+            Self::Decode(CodecError::RegistryUnavailable(_))
+            | Self::Encode {
+                source: CodecError::RegistryUnavailable(_),
+                ..
+            } => ErrorClass::Pause,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl HandlerError for MapError {
+    fn dead_letter_class(&self) -> DeadLetterClass {
+        match self {
+            Self::Empty | Self::Decode(_) | Self::Envelope(_) => DeadLetterClass::Decode,
+            Self::Mapping { .. } => DeadLetterClass::Mapping,
+            Self::Encode { .. } => DeadLetterClass::Permanent,
+        }
+    }
+}
+
+/// The rules, ready to apply.
+pub struct Mapper {
+    /// Rules by (aggregate type, event type), in file order.
+    rules: HashMap<(String, String), Vec<Rule>>,
+    /// Aggregate type of each input topic.
+    aggregates: HashMap<String, String>,
+    lookups: Lookups,
+    codec: AvroCodec,
+    outputs: OutputTopics,
+}
+
+impl Mapper {
+    /// A mapper of checked `rules`; `routes` names an aggregate's topic when
+    /// it is not `<aggregate>.events.v1`.
+    pub fn new(
+        rules: Rules,
+        routes: &HashMap<String, String>,
+        codec: AvroCodec,
+        outputs: OutputTopics,
+    ) -> Self {
+        describe_once();
+        let mut by_event: HashMap<(String, String), Vec<Rule>> = HashMap::new();
+        let mut aggregates = HashMap::new();
+        for rule in rules.rules {
+            let topic = routes
+                .get(&rule.aggregate)
+                .cloned()
+                .unwrap_or_else(|| event_contract(&rule.aggregate));
+            aggregates.insert(topic, rule.aggregate.clone());
+            by_event
+                .entry((rule.aggregate.clone(), rule.event_type.clone()))
+                .or_default()
+                .push(rule);
+        }
+        Self {
+            rules: by_event,
+            aggregates,
+            lookups: rules.lookups,
+            codec,
+            outputs,
+        }
+    }
+
+    /// The topics the rules read, sorted.
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.aggregates.keys().cloned().collect();
+        topics.sort();
+        topics
+    }
+
+    async fn map(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, MapError> {
+        let bytes = message.payload().ok_or(MapError::Empty)?;
+        let event = self.codec.decode_value(bytes).await?;
+        let Some(aggregate) = self.aggregates.get(message.topic()) else {
+            return Ok(Vec::new());
+        };
+        let envelope = |name: &str| -> Result<ScalarValue, MapError> {
+            field(&event, &path(name)).map_err(MapError::Envelope)
+        };
+        let (ScalarValue::String(event_type), ScalarValue::String(event_id)) =
+            (envelope("event_type")?, envelope("event_id")?)
+        else {
+            return Err(MapError::Envelope(
+                "event_type and event_id must be text".into(),
+            ));
+        };
+        let ScalarValue::Long(occurred_at) = envelope("occurred_at")? else {
+            return Err(MapError::Envelope("occurred_at must be a timestamp".into()));
+        };
+        let Some(rules) = self.rules.get(&(aggregate.clone(), event_type)) else {
+            return Ok(Vec::new());
+        };
+        let mut outputs = Vec::new();
+        for rule in rules {
+            let failed = |reason: String| {
+                metrics::counter!(FAILED, "rule" => rule.id.clone()).increment(1);
+                MapError::Mapping {
+                    rule: rule.id.clone(),
+                    reason,
+                }
+            };
+            let mut matched = true;
+            for condition in &rule.when {
+                matched &= holds(condition, &event).map_err(failed)?;
+            }
+            if !matched {
+                continue;
+            }
+            metrics::counter!(MATCHED, "rule" => rule.id.clone()).increment(1);
+            let command = Command {
+                rule,
+                event: &event,
+                event_id: &event_id,
+                occurred_at,
+                lookups: &self.lookups,
+            };
+            let output = match &rule.target {
+                Target::Sheet {
+                    spreadsheet,
+                    sheet,
+                    key,
+                    columns,
+                } => {
+                    let (key, upsert) = command
+                        .sheet_row(spreadsheet, sheet, key, columns)
+                        .map_err(failed)?;
+                    self.record(rule, &self.outputs.sheets, key, &upsert, &upsert.command_id)
+                        .await?
+                }
+                Target::Erp {
+                    model,
+                    operation,
+                    external_ref,
+                    fields,
+                } => {
+                    let erp = command
+                        .erp_command(model, *operation, external_ref, fields)
+                        .map_err(failed)?;
+                    self.record(
+                        rule,
+                        &self.outputs.erp,
+                        erp.external_ref.clone(),
+                        &erp,
+                        &erp.command_id,
+                    )
+                    .await?
+                }
+            };
+            metrics::counter!(PRODUCED, "rule" => rule.id.clone()).increment(1);
+            outputs.push(output);
+        }
+        Ok(outputs)
+    }
+
+    async fn record<T: serde::Serialize>(
+        &self,
+        rule: &Rule,
+        topic: &str,
+        key: String,
+        command: &T,
+        command_id: &str,
+    ) -> Result<OutputRecord, MapError> {
+        let payload =
+            self.codec
+                .encode(topic, command)
+                .await
+                .map_err(|source| MapError::Encode {
+                    rule: rule.id.clone(),
+                    source,
+                })?;
+        Ok(OutputRecord {
+            topic: topic.to_owned(),
+            key: Some(key.into_bytes()),
+            payload,
+            headers: vec![
+                ("sluice.command_id".into(), command_id.as_bytes().to_vec()),
+                ("sluice.rule".into(), rule.id.as_bytes().to_vec()),
+            ],
+        })
+    }
+}
+
+impl Transformer for Mapper {
+    type Error = MapError;
+
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, MapError> {
+        self.map(message).await
+    }
+}
+
+fn path(name: &str) -> FieldPath {
+    FieldPath::top_level(name)
+}
+
+/// One rule applied to one event.
+struct Command<'a> {
+    rule: &'a Rule,
+    event: &'a Value,
+    event_id: &'a str,
+    occurred_at: i64,
+    lookups: &'a Lookups,
+}
+
+impl Command<'_> {
+    fn value(&self, expr: &Expr) -> Result<ScalarValue, String> {
+        evaluate(expr, self.event, self.lookups)
+    }
+
+    /// Text for a key or reference; null is refused.
+    fn text(&self, what: &str, expr: &Expr) -> Result<String, String> {
+        match self.value(expr)? {
+            ScalarValue::String(text) if !text.is_empty() => Ok(text),
+            ScalarValue::Long(n) => Ok(n.to_string()),
+            other => Err(format!("{what} is {other:?}; it must be a non-empty value")),
+        }
+    }
+
+    fn assignments(
+        &self,
+        assignments: &[Assignment],
+    ) -> Result<Vec<(String, ScalarValue)>, String> {
+        assignments
+            .iter()
+            .map(|a| {
+                self.value(&a.value)
+                    .map(|value| (a.name.clone(), value))
+                    .map_err(|reason| format!("{:?}: {reason}", a.name))
+            })
+            .collect()
+    }
+
+    /// The message key (`spreadsheet/sheet/row key`) and the upsert.
+    fn sheet_row(
+        &self,
+        spreadsheet: &str,
+        sheet: &str,
+        key: &Expr,
+        columns: &[Assignment],
+    ) -> Result<(String, SheetRowUpsert), String> {
+        let row_key = self.text("the row key", key)?;
+        let cells = self
+            .assignments(columns)?
+            .into_iter()
+            .map(|(column, value)| SheetCell { column, value })
+            .collect();
+        Ok((
+            format!("{spreadsheet}/{sheet}/{row_key}"),
+            SheetRowUpsert {
+                command_id: command_id(self.event_id, &self.rule.id),
+                spreadsheet_id: spreadsheet.to_owned(),
+                sheet: sheet.to_owned(),
+                row_key,
+                cells,
+                source_event_id: self.event_id.to_owned(),
+                occurred_at: self.occurred_at,
+                saga: None,
+            },
+        ))
+    }
+
+    fn erp_command(
+        &self,
+        model: &str,
+        operation: ErpOperation,
+        external_ref: &Expr,
+        fields: &[Assignment],
+    ) -> Result<ErpCommand, String> {
+        Ok(ErpCommand {
+            command_id: command_id(self.event_id, &self.rule.id),
+            model: model.to_owned(),
+            operation,
+            external_ref: self.text("external_ref", external_ref)?,
+            fields: self
+                .assignments(fields)?
+                .into_iter()
+                .map(|(name, value)| ErpField { name, value })
+                .collect(),
+            source_event_id: Some(self.event_id.to_owned()),
+            // The event's time, not the clock's: a redelivered event makes
+            // the very same command.
+            issued_at: self.occurred_at,
+            saga: None,
+        })
+    }
+}

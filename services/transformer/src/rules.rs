@@ -1,0 +1,543 @@
+//! The rules file (TOML): which events become which sink commands, and how
+//! their fields are mapped. Parsed strictly — an unknown key, a missing one
+//! or an expression with two kinds fails with the rule and place named.
+//!
+//! ```toml
+//! [lookups.countries]
+//! DE = "Germany"
+//!
+//! [[rules]]
+//! id = "orders-sheet"              # stable: part of every command id
+//! aggregate = "orders"             # events of orders.events.v1 (or its --route)
+//! event_type = "OrderPlaced"
+//! when = [{ field = "payload.currency", equals = "EUR" }]
+//!
+//! [rules.sheet]
+//! spreadsheet = "sluice-demo"
+//! sheet = "Orders"
+//! key = { copy = "aggregate_id" }
+//! columns = [
+//!   { column = "Order", value = { copy = "aggregate_id" } },
+//!   { column = "Total", value = { number = "payload.total_minor", divide_by = 100, decimals = 2 } },
+//! ]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use sluice_contracts::types::{ErpOperation, ScalarValue};
+
+/// Why a rules file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// Not TOML, or not the rules' shape.
+    #[error("rules file: {0}")]
+    Syntax(String),
+    /// A rule is inconsistent in itself or with the contracts.
+    #[error("rule {rule:?}: {place}: {reason}")]
+    Invalid {
+        /// The rule's id.
+        rule: String,
+        /// Where in the rule (`when[0]`, `sheet.columns[2] "Total"`, ...).
+        place: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl RulesError {
+    pub(crate) fn invalid(rule: &str, place: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self::Invalid {
+            rule: rule.to_owned(),
+            place: place.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A dotted field path into an event: `aggregate_id`, `payload.customer.email`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath(Vec<String>);
+
+impl FieldPath {
+    fn parse(text: &str) -> Result<Self, String> {
+        let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(format!(
+                "{text:?} is not a field path (names joined by dots)"
+            ));
+        }
+        Ok(Self(segments))
+    }
+
+    /// A field of the envelope itself.
+    pub(crate) fn top_level(name: &str) -> Self {
+        Self(vec![name.to_owned()])
+    }
+
+    /// The names, outermost first.
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+/// How a cell, field, key or reference gets its value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// The field's value as it is (enum symbols and uuids as text).
+    Copy(FieldPath),
+    /// A fixed value.
+    Constant(ScalarValue),
+    /// A timestamp field formatted (chrono `strftime`, UTC).
+    Date {
+        /// A timestamp-millis field.
+        field: FieldPath,
+        /// e.g. `%Y-%m-%d %H:%M`.
+        format: String,
+    },
+    /// A number divided by `divide_by`; text with `decimals` places when
+    /// given, a double otherwise.
+    Number {
+        /// A numeric field.
+        field: FieldPath,
+        /// Divisor (100 turns cents into units).
+        divide_by: f64,
+        /// Fixed decimal places of the text form.
+        decimals: Option<u8>,
+    },
+    /// The parts' text, joined by `separator`; null parts are skipped.
+    Concat {
+        /// The parts.
+        parts: Vec<Expr>,
+        /// Put between parts.
+        separator: String,
+    },
+    /// The field's text looked up in a table of the rules file.
+    Lookup {
+        /// A text (or enum) field.
+        field: FieldPath,
+        /// Name under `[lookups]`.
+        table: String,
+        /// Used when the value is not in the table; without it the event
+        /// fails to map (and is dead-lettered).
+        default: Option<String>,
+    },
+}
+
+/// A condition on an event; all of a rule's must hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// The field equals the value.
+    Equals(FieldPath, ScalarValue),
+    /// The field differs from the value.
+    NotEquals(FieldPath, ScalarValue),
+    /// The field is one of the values.
+    In(FieldPath, Vec<ScalarValue>),
+    /// The field is (true) or is not (false) null.
+    Present(FieldPath, bool),
+}
+
+impl Condition {
+    /// The field the condition reads.
+    pub fn field(&self) -> &FieldPath {
+        match self {
+            Self::Equals(field, _)
+            | Self::NotEquals(field, _)
+            | Self::In(field, _)
+            | Self::Present(field, _) => field,
+        }
+    }
+}
+
+/// A named value of a command: a sheet column or an ERP field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// Column header or ERP field name.
+    pub name: String,
+    /// Its value.
+    pub value: Expr,
+}
+
+/// What a rule produces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A SheetRowUpsert.
+    Sheet {
+        /// Spreadsheet id.
+        spreadsheet: String,
+        /// Sheet (tab) title.
+        sheet: String,
+        /// The row's key.
+        key: Expr,
+        /// Cells in column order.
+        columns: Vec<Assignment>,
+    },
+    /// An ErpCommand.
+    Erp {
+        /// ERP model, e.g. `sale.order`.
+        model: String,
+        /// What to do.
+        operation: ErpOperation,
+        /// Our reference for the record (and the message key).
+        external_ref: Expr,
+        /// Field values in order.
+        fields: Vec<Assignment>,
+    },
+}
+
+/// One mapping rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Stable id; part of every command id the rule makes.
+    pub id: String,
+    /// Aggregate type whose events it reads.
+    pub aggregate: String,
+    /// The event type it matches.
+    pub event_type: String,
+    /// Further conditions.
+    pub when: Vec<Condition>,
+    /// The command it makes.
+    pub target: Target,
+}
+
+/// A parsed rules file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rules {
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+    /// Lookup tables by name.
+    pub lookups: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Rules {
+    /// Parses a rules file; the result is not yet checked against the
+    /// contracts (see [`crate::check`]).
+    pub fn parse(text: &str) -> Result<Self, RulesError> {
+        let file: RawFile =
+            toml::from_str(text).map_err(|err| RulesError::Syntax(err.to_string()))?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut rules = Vec::with_capacity(file.rules.len());
+        for raw in file.rules {
+            if !seen.insert(raw.id.clone()) {
+                return Err(RulesError::invalid(&raw.id, "id", "used by two rules"));
+            }
+            rules.push(raw.into_rule(&file.lookups)?);
+        }
+        Ok(Self {
+            rules,
+            lookups: file.lookups,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    lookups: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    aggregate: String,
+    event_type: String,
+    #[serde(default)]
+    when: Vec<RawCondition>,
+    sheet: Option<RawSheet>,
+    erp: Option<RawErp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    field: String,
+    equals: Option<toml::Value>,
+    not_equals: Option<toml::Value>,
+    #[serde(rename = "in")]
+    one_of: Option<Vec<toml::Value>>,
+    present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSheet {
+    spreadsheet: String,
+    sheet: String,
+    key: RawExpr,
+    columns: Vec<RawColumn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    column: String,
+    value: RawExpr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErp {
+    model: String,
+    operation: ErpOperation,
+    external_ref: RawExpr,
+    fields: Vec<RawField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    value: RawExpr,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpr {
+    copy: Option<String>,
+    constant: Option<toml::Value>,
+    date: Option<String>,
+    format: Option<String>,
+    number: Option<String>,
+    divide_by: Option<f64>,
+    decimals: Option<u8>,
+    concat: Option<Vec<RawExpr>>,
+    separator: Option<String>,
+    lookup: Option<String>,
+    table: Option<String>,
+    default: Option<String>,
+}
+
+/// Builds typed parts of one rule, naming the rule in every error.
+struct Builder<'a> {
+    rule: &'a str,
+    lookups: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl RawRule {
+    fn into_rule(
+        self,
+        lookups: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<Rule, RulesError> {
+        let build = Builder {
+            rule: &self.id,
+            lookups,
+        };
+        let when = self
+            .when
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| build.condition(&format!("when[{i}]"), raw))
+            .collect::<Result<_, _>>()?;
+        let target = match (self.sheet, self.erp) {
+            (Some(sheet), None) => Target::Sheet {
+                key: build.expr("sheet.key", sheet.key)?,
+                columns: sheet
+                    .columns
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let place = format!("sheet.columns[{i}] {:?}", c.column);
+                        Ok(Assignment {
+                            value: build.expr(&place, c.value)?,
+                            name: c.column,
+                        })
+                    })
+                    .collect::<Result<_, RulesError>>()?,
+                spreadsheet: sheet.spreadsheet,
+                sheet: sheet.sheet,
+            },
+            (None, Some(erp)) => {
+                if erp.operation == ErpOperation::Unknown {
+                    return Err(RulesError::invalid(
+                        &self.id,
+                        "erp.operation",
+                        "UNKNOWN is for readers; use CREATE, UPDATE, UPSERT or CANCEL",
+                    ));
+                }
+                Target::Erp {
+                    external_ref: build.expr("erp.external_ref", erp.external_ref)?,
+                    fields: erp
+                        .fields
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, f)| {
+                            let place = format!("erp.fields[{i}] {:?}", f.name);
+                            Ok(Assignment {
+                                value: build.expr(&place, f.value)?,
+                                name: f.name,
+                            })
+                        })
+                        .collect::<Result<_, RulesError>>()?,
+                    model: erp.model,
+                    operation: erp.operation,
+                }
+            }
+            _ => {
+                return Err(RulesError::invalid(
+                    &self.id,
+                    "target",
+                    "give exactly one of [rules.sheet] or [rules.erp]",
+                ));
+            }
+        };
+        Ok(Rule {
+            id: self.id,
+            aggregate: self.aggregate,
+            event_type: self.event_type,
+            when,
+            target,
+        })
+    }
+}
+
+impl Builder<'_> {
+    fn error(&self, place: &str, reason: impl fmt::Display) -> RulesError {
+        RulesError::invalid(self.rule, place, reason)
+    }
+
+    fn path(&self, place: &str, text: &str) -> Result<FieldPath, RulesError> {
+        FieldPath::parse(text).map_err(|reason| self.error(place, reason))
+    }
+
+    fn scalar(&self, place: &str, value: toml::Value) -> Result<ScalarValue, RulesError> {
+        Ok(match value {
+            toml::Value::String(text) => ScalarValue::String(text),
+            toml::Value::Integer(n) => ScalarValue::Long(n),
+            toml::Value::Float(x) => ScalarValue::Double(x),
+            toml::Value::Boolean(b) => ScalarValue::Boolean(b),
+            other => {
+                return Err(self.error(place, format!("{other} is not a text, number or boolean")));
+            }
+        })
+    }
+
+    fn condition(&self, place: &str, raw: RawCondition) -> Result<Condition, RulesError> {
+        let field = self.path(place, &raw.field)?;
+        Ok(
+            match (raw.equals, raw.not_equals, raw.one_of, raw.present) {
+                (Some(value), None, None, None) => {
+                    Condition::Equals(field, self.scalar(place, value)?)
+                }
+                (None, Some(value), None, None) => {
+                    Condition::NotEquals(field, self.scalar(place, value)?)
+                }
+                (None, None, Some(values), None) => Condition::In(
+                    field,
+                    values
+                        .into_iter()
+                        .map(|value| self.scalar(place, value))
+                        .collect::<Result<_, _>>()?,
+                ),
+                (None, None, None, Some(present)) => Condition::Present(field, present),
+                _ => {
+                    return Err(
+                        self.error(place, "give exactly one of equals, not_equals, in, present")
+                    );
+                }
+            },
+        )
+    }
+
+    fn expr(&self, place: &str, raw: RawExpr) -> Result<Expr, RulesError> {
+        let RawExpr {
+            copy,
+            constant,
+            date,
+            format,
+            number,
+            divide_by,
+            decimals,
+            concat,
+            separator,
+            lookup,
+            table,
+            default,
+        } = raw;
+        let kinds = [
+            ("copy", copy.is_some()),
+            ("constant", constant.is_some()),
+            ("date", date.is_some()),
+            ("number", number.is_some()),
+            ("concat", concat.is_some()),
+            ("lookup", lookup.is_some()),
+        ];
+        let mut given = kinds
+            .iter()
+            .filter(|(_, given)| *given)
+            .map(|(kind, _)| *kind);
+        let (Some(kind), None) = (given.next(), given.next()) else {
+            return Err(self.error(
+                place,
+                "give exactly one of copy, constant, date, number, concat, lookup",
+            ));
+        };
+        let options = [
+            ("format", format.is_some(), "date"),
+            ("divide_by", divide_by.is_some(), "number"),
+            ("decimals", decimals.is_some(), "number"),
+            ("separator", separator.is_some(), "concat"),
+            ("table", table.is_some(), "lookup"),
+            ("default", default.is_some(), "lookup"),
+        ];
+        if let Some((option, _, owner)) = options
+            .iter()
+            .find(|(_, given, owner)| *given && *owner != kind)
+        {
+            return Err(self.error(place, format!("{option} goes with {owner}, not {kind}")));
+        }
+        if let Some(path) = copy {
+            return Ok(Expr::Copy(self.path(place, &path)?));
+        }
+        if let Some(value) = constant {
+            return Ok(Expr::Constant(self.scalar(place, value)?));
+        }
+        if let Some(path) = date {
+            return Ok(Expr::Date {
+                field: self.path(place, &path)?,
+                format: format.ok_or_else(|| self.error(place, "date needs a format"))?,
+            });
+        }
+        if let Some(path) = number {
+            let divide_by = divide_by.unwrap_or(1.0);
+            if divide_by == 0.0 || !divide_by.is_finite() {
+                return Err(self.error(place, "divide_by must be a non-zero number"));
+            }
+            return Ok(Expr::Number {
+                field: self.path(place, &path)?,
+                divide_by,
+                decimals,
+            });
+        }
+        if let Some(parts) = concat {
+            return Ok(Expr::Concat {
+                parts: parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, part)| self.expr(&format!("{place}.concat[{i}]"), part))
+                    .collect::<Result<_, _>>()?,
+                separator: separator.unwrap_or_default(),
+            });
+        }
+        let path = lookup.unwrap_or_default();
+        let table = table.ok_or_else(|| self.error(place, "lookup needs a table"))?;
+        if !self.lookups.contains_key(&table) {
+            return Err(self.error(place, format!("no table {table:?} under [lookups]")));
+        }
+        Ok(Expr::Lookup {
+            field: self.path(place, &path)?,
+            table,
+            default,
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! A transformer on topics of its own: input topics for orders and
+//! requests, output and dead-letter topics, the loop running in the
+//! background, and helpers to send events and read commands back.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+use serde_json::Value as Json;
+use sluice_avro::{AvroCodec, EventInput, event_record};
+use sluice_contracts::Catalog;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{KafkaConfig, TransactionalLoop, TransactionalSettings};
+use sluice_resilience::RetryPolicy;
+use sluice_testkit::{Stack, TestTopic, producer, unique_name};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use transformer::{Mapper, OutputTopics, load_rules};
+
+/// The topics of one test.
+pub struct Topics {
+    pub orders: TestTopic,
+    pub requests: TestTopic,
+    pub sheets: TestTopic,
+    pub erp: TestTopic,
+    pub dlq: TestTopic,
+}
+
+impl Topics {
+    pub async fn new(prefix: &str, partitions: i32) -> Self {
+        Self {
+            orders: TestTopic::with_schema_of(
+                "orders.events.v1",
+                &format!("{prefix}-orders"),
+                partitions,
+            )
+            .await,
+            requests: TestTopic::with_schema_of(
+                "requests.events.v1",
+                &format!("{prefix}-requests"),
+                partitions,
+            )
+            .await,
+            sheets: TestTopic::with_schema_of(
+                "sheets.rows.v1",
+                &format!("{prefix}-sheets"),
+                partitions,
+            )
+            .await,
+            erp: TestTopic::with_schema_of("erp.commands.v1", &format!("{prefix}-erp"), partitions)
+                .await,
+            dlq: TestTopic::with_schema_of("dlq.transformer.v1", &format!("{prefix}-dlq"), 1).await,
+        }
+    }
+
+    /// `--route` of the inputs.
+    pub fn routes(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("orders".to_owned(), self.orders.name.clone()),
+            ("requests".to_owned(), self.requests.name.clone()),
+        ])
+    }
+
+    /// `--route orders=…,requests=…` for a transformer process.
+    pub fn route_arg(&self) -> String {
+        format!(
+            "orders={},requests={}",
+            self.orders.name, self.requests.name
+        )
+    }
+}
+
+/// The mapper of `rules` over these topics.
+pub fn mapper(rules: &str, topics: &Topics) -> Mapper {
+    let stack = Stack::get();
+    Mapper::new(
+        load_rules(rules, &Catalog::embedded().unwrap()).unwrap(),
+        &topics.routes(),
+        AvroCodec::new(stack.registry_settings()),
+        OutputTopics {
+            sheets: topics.sheets.name.clone(),
+            erp: topics.erp.name.clone(),
+        },
+    )
+}
+
+/// Runs the transactional loop with `mapper` until the sender fires.
+pub fn start(
+    mapper: Mapper,
+    topics: &Topics,
+    group: &str,
+    transactional_id: &str,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let stack = Stack::get();
+    let settings = TransactionalSettings {
+        group_id: group.to_owned(),
+        topics: mapper.input_topics(),
+        transactional_id: transactional_id.to_owned(),
+        max_batch: 200,
+        batch_linger: Duration::from_millis(20),
+        retry: RetryPolicy {
+            max_retries: 0,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            multiplier: 1.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        abort_backoff: Duration::from_millis(200),
+        transaction_timeout: Duration::from_secs(30),
+    };
+    let dead_letters = DeadLetterPublisher::new(
+        producer(),
+        Arc::new(AvroCodec::new(stack.registry_settings())),
+        &topics.dlq.name,
+        "transformer",
+        "0.0.0",
+    );
+    let run = TransactionalLoop::new(
+        &KafkaConfig::new(&stack.kafka_bootstrap),
+        settings,
+        mapper,
+        &dead_letters,
+    )
+    .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        run.run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap();
+    });
+    (stop, running)
+}
+
+/// A fresh transactional id.
+pub fn transactional_id() -> String {
+    unique_name("transformer-tx")
+}
+
+/// An event of `aggregate_type` (envelope and payload as JSON), as Avro
+/// for `topic`.
+pub async fn event_bytes(
+    topic: &str,
+    aggregate_type: &str,
+    id: &str,
+    aggregate_id: &str,
+    event_type: &str,
+    occurred_at_ms: i64,
+    payload: &Json,
+) -> Vec<u8> {
+    let catalog = Catalog::embedded().unwrap();
+    let value = event_record(
+        &catalog,
+        &EventInput {
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            event_id: id,
+            occurred_at_ms,
+            correlation_id: None,
+            causation_id: None,
+            payload,
+        },
+    )
+    .unwrap();
+    AvroCodec::new(Stack::get().registry_settings())
+        .encode_value(topic, value)
+        .await
+        .unwrap()
+}
+
+/// Produces raw bytes to `topic` with `key`.
+pub async fn send(topic: &str, key: &str, payload: &[u8]) {
+    producer()
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+}
+
+/// The value of header `name`, as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Decodes a message's value as `T`.
+pub async fn decode<T: serde::de::DeserializeOwned>(message: &OwnedMessage) -> T {
+    AvroCodec::new(Stack::get().registry_settings())
+        .decode(message.payload().unwrap())
+        .await
+        .unwrap()
+}
