@@ -149,8 +149,8 @@ fn text(value: &str) -> ScalarValue {
 async fn every_expression_and_condition_kind() {
     let topics = Topics::new("map-kinds", 1).await;
     let (stop, running) = start(
-        mapper(KINDS, &topics),
-        &topics,
+        mapper(KINDS, &topics.names()),
+        &topics.names(),
         &unique_name("map-kinds"),
         &transactional_id(),
     );
@@ -271,8 +271,8 @@ async fn every_expression_and_condition_kind() {
 async fn the_shipped_rules_make_the_demo_commands() {
     let topics = Topics::new("map-shipped", 1).await;
     let (stop, running) = start(
-        mapper(include_str!("../rules.toml"), &topics),
-        &topics,
+        mapper(include_str!("../rules.toml"), &topics.names()),
+        &topics.names(),
         &unique_name("map-shipped"),
         &transactional_id(),
     );

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 use sluice_avro::{AvroCodec, EventInput, event_record};
 use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{KafkaConfig, TransactionalLoop, TransactionalSettings};
+use sluice_kafka::{KafkaConfig, TransactionalLoop, TransactionalSettings, Transformer};
 use sluice_resilience::RetryPolicy;
 use sluice_testkit::{Stack, TestTopic, producer, unique_name};
 use tokio::sync::oneshot;
@@ -58,48 +58,87 @@ impl Topics {
         }
     }
 
+    /// Their names.
+    pub fn names(&self) -> Names {
+        Names {
+            orders: self.orders.name.clone(),
+            requests: self.requests.name.clone(),
+            sheets: self.sheets.name.clone(),
+            erp: self.erp.name.clone(),
+            dlq: self.dlq.name.clone(),
+        }
+    }
+}
+
+/// The topic names a transformer is configured with.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub orders: String,
+    pub requests: String,
+    pub sheets: String,
+    pub erp: String,
+    pub dlq: String,
+}
+
+impl Names {
     /// `--route` of the inputs.
     pub fn routes(&self) -> HashMap<String, String> {
         HashMap::from([
-            ("orders".to_owned(), self.orders.name.clone()),
-            ("requests".to_owned(), self.requests.name.clone()),
+            ("orders".to_owned(), self.orders.clone()),
+            ("requests".to_owned(), self.requests.clone()),
         ])
     }
 
-    /// `--route orders=…,requests=…` for a transformer process.
-    pub fn route_arg(&self) -> String {
-        format!(
-            "orders={},requests={}",
-            self.orders.name, self.requests.name
-        )
+    /// As environment variables, for a child process.
+    pub fn env(&self) -> [(&'static str, &str); 5] {
+        [
+            ("ORDERS", &self.orders),
+            ("REQUESTS", &self.requests),
+            ("SHEETS", &self.sheets),
+            ("ERP", &self.erp),
+            ("DLQ", &self.dlq),
+        ]
+    }
+
+    /// Read back in the child process.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+        Self {
+            orders: var("ORDERS"),
+            requests: var("REQUESTS"),
+            sheets: var("SHEETS"),
+            erp: var("ERP"),
+            dlq: var("DLQ"),
+        }
     }
 }
 
 /// The mapper of `rules` over these topics.
-pub fn mapper(rules: &str, topics: &Topics) -> Mapper {
+pub fn mapper(rules: &str, topics: &Names) -> Mapper {
     let stack = Stack::get();
     Mapper::new(
         load_rules(rules, &Catalog::embedded().unwrap()).unwrap(),
         &topics.routes(),
         AvroCodec::new(stack.registry_settings()),
         OutputTopics {
-            sheets: topics.sheets.name.clone(),
-            erp: topics.erp.name.clone(),
+            sheets: topics.sheets.clone(),
+            erp: topics.erp.clone(),
         },
     )
 }
 
-/// Runs the transactional loop with `mapper` until the sender fires.
-pub fn start(
-    mapper: Mapper,
-    topics: &Topics,
+/// Runs the transactional loop with `mapper` on the input topics until the
+/// sender fires.
+pub fn start<T: Transformer>(
+    mapper: T,
+    topics: &Names,
     group: &str,
     transactional_id: &str,
 ) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let stack = Stack::get();
     let settings = TransactionalSettings {
         group_id: group.to_owned(),
-        topics: mapper.input_topics(),
+        topics: vec![topics.orders.clone(), topics.requests.clone()],
         transactional_id: transactional_id.to_owned(),
         max_batch: 200,
         batch_linger: Duration::from_millis(20),
@@ -117,17 +156,14 @@ pub fn start(
     let dead_letters = DeadLetterPublisher::new(
         producer(),
         Arc::new(AvroCodec::new(stack.registry_settings())),
-        &topics.dlq.name,
+        &topics.dlq,
         "transformer",
         "0.0.0",
     );
-    let run = TransactionalLoop::new(
-        &KafkaConfig::new(&stack.kafka_bootstrap),
-        settings,
-        mapper,
-        &dead_letters,
-    )
-    .unwrap();
+    // A killed instance's partitions move on after 6 s, not the default 45.
+    let kafka =
+        KafkaConfig::new(&stack.kafka_bootstrap).with_property("session.timeout.ms", "6000");
+    let run = TransactionalLoop::new(&kafka, settings, mapper, &dead_letters).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(async move {
         run.run(async { stopped.await.unwrap_or(()) })
@@ -142,6 +178,18 @@ pub fn transactional_id() -> String {
     unique_name("transformer-tx")
 }
 
+/// The contracts and a codec shared by a test process, so encoding many
+/// events hits the codec's schema cache.
+fn shared() -> &'static (Catalog, AvroCodec) {
+    static SHARED: OnceLock<(Catalog, AvroCodec)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        (
+            Catalog::embedded().unwrap(),
+            AvroCodec::new(Stack::get().registry_settings()),
+        )
+    })
+}
+
 /// An event of `aggregate_type` (envelope and payload as JSON), as Avro
 /// for `topic`.
 pub async fn event_bytes(
@@ -153,9 +201,9 @@ pub async fn event_bytes(
     occurred_at_ms: i64,
     payload: &Json,
 ) -> Vec<u8> {
-    let catalog = Catalog::embedded().unwrap();
+    let (catalog, codec) = shared();
     let value = event_record(
-        &catalog,
+        catalog,
         &EventInput {
             aggregate_type,
             aggregate_id,
@@ -168,10 +216,7 @@ pub async fn event_bytes(
         },
     )
     .unwrap();
-    AvroCodec::new(Stack::get().registry_settings())
-        .encode_value(topic, value)
-        .await
-        .unwrap()
+    codec.encode_value(topic, value).await.unwrap()
 }
 
 /// Produces raw bytes to `topic` with `key`.
@@ -198,8 +243,5 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 
 /// Decodes a message's value as `T`.
 pub async fn decode<T: serde::de::DeserializeOwned>(message: &OwnedMessage) -> T {
-    AvroCodec::new(Stack::get().registry_settings())
-        .decode(message.payload().unwrap())
-        .await
-        .unwrap()
+    shared().1.decode(message.payload().unwrap()).await.unwrap()
 }
