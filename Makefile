@@ -19,6 +19,7 @@ test: ## Lint, build, start the local stack, run every test, stop the stack (fre
 bench: ## Benchmarks against the local stack (release build); results in bench-results/
 	bash deploy/local/stack.sh up
 	cargo bench --locked -p outbox-relay --bench relay
+	cargo bench --locked -p transformer --bench transformer
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked

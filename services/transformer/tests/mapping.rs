@@ -11,7 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Topics, decode, event_bytes, header, mapper, send, start, transactional_id};
+use common::{
+    Topics, decode, event_bytes, header, mapper, send, send_with, start, transactional_id,
+};
 use rdkafka::Message;
 use serde_json::{Value as Json, json};
 use sluice_contracts::types::{ErpCommand, ErpOperation, ScalarValue, SheetRowUpsert};
@@ -288,7 +290,10 @@ async fn the_shipped_rules_make_the_demo_commands() {
         &placed(2999, "EUR", Some("NL")),
     )
     .await;
-    send(orders, "order-9", &bytes).await;
+    // The order arrives with a trace; its commands carry it on.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    send_with(orders, "order-9", &bytes, &[("traceparent", &traceparent)]).await;
     let request_id = "6a000000-0000-4000-8000-000000000002";
     let requests = &topics.requests.name;
     let request = json!({
@@ -325,6 +330,16 @@ async fn the_shipped_rules_make_the_demo_commands() {
     for message in &rows {
         let row: SheetRowUpsert = decode(message).await;
         by_sheet.insert(row.sheet.clone(), row);
+        if message
+            .key()
+            .is_some_and(|key| key.starts_with(b"sluice-demo/Orders/"))
+        {
+            let carried = header(message, "traceparent").unwrap();
+            assert!(
+                carried.starts_with(&format!("00-{trace_id}-")) && carried != traceparent,
+                "a child of the event's trace: {carried}"
+            );
+        }
     }
     let order_row = &by_sheet["Orders"];
     let order_cells = cells(order_row);

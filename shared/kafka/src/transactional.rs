@@ -334,7 +334,11 @@ impl<T: Transformer> TransactionalLoop<T> {
                 return Ok(Vec::new());
             }
         };
-        let trace = sluice_telemetry::child_span_context_headers(span);
+        let mut trace = sluice_telemetry::child_span_context_headers(span);
+        if trace.is_empty() {
+            // No tracing pipeline in this process: pass the context on as it came.
+            trace = trace_headers(message);
+        }
         for output in &mut outputs {
             if !output.headers.iter().any(|(key, _)| key == TRACEPARENT) {
                 output.headers.extend(trace.iter().cloned());
@@ -342,6 +346,21 @@ impl<T: Transformer> TransactionalLoop<T> {
         }
         Ok(outputs)
     }
+}
+
+/// The message's own W3C trace context headers.
+fn trace_headers(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter(|h| h.key == TRACEPARENT || h.key == "tracestate")
+                .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn record(output: &OutputRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value as Json;
 use sluice_avro::{AvroCodec, EventInput, event_record};
@@ -127,6 +127,21 @@ pub fn mapper(rules: &str, topics: &Names) -> Mapper {
     )
 }
 
+/// Logs and trace context for the test process, as a service's runtime
+/// sets them up.
+fn telemetry() {
+    static TELEMETRY: OnceLock<sluice_telemetry::Telemetry> = OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        sluice_telemetry::init(&sluice_telemetry::TelemetryConfig {
+            service_name: "transformer-test".into(),
+            log_format: sluice_telemetry::LogFormat::Json,
+            log_filter: "warn".into(),
+            otlp_endpoint: None,
+        })
+        .unwrap()
+    });
+}
+
 /// Runs the transactional loop with `mapper` on the input topics until the
 /// sender fires.
 pub fn start<T: Transformer>(
@@ -135,6 +150,7 @@ pub fn start<T: Transformer>(
     group: &str,
     transactional_id: &str,
 ) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    telemetry();
     let stack = Stack::get();
     let settings = TransactionalSettings {
         group_id: group.to_owned(),
@@ -221,9 +237,25 @@ pub async fn event_bytes(
 
 /// Produces raw bytes to `topic` with `key`.
 pub async fn send(topic: &str, key: &str, payload: &[u8]) {
+    send_with(topic, key, payload, &[]).await;
+}
+
+/// Produces raw bytes to `topic` with `key` and `headers`.
+pub async fn send_with(topic: &str, key: &str, payload: &[u8], headers: &[(&str, &str)]) {
+    let headers = headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (name, value)| {
+            all.insert(Header {
+                key: name,
+                value: Some(*value),
+            })
+        });
     producer()
         .send(
-            FutureRecord::to(topic).key(key).payload(payload),
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
             Duration::from_secs(30),
         )
         .await

@@ -1,0 +1,270 @@
+//! `make bench`: transformer throughput on a preloaded topic against a plain
+//! copy of the same topic by rdkafka, all in this run on this machine:
+//!
+//! - copy: consume and produce the same bytes (no Avro, no mapping), acks=all
+//!   idempotent producer, no transactions;
+//! - copy in transactions: the same copy through the transactional loop
+//!   (batches of 500, outputs and offsets committed together);
+//! - transformer: the transactional loop with the shipped rules (decode
+//!   Avro, map, encode two commands per event).
+//!
+//! Each run has its own consumer group and output topics and is timed until
+//! its group has committed every input offset (the copy without
+//! transactions: until every output is acknowledged). Needs the local stack;
+//! writes `bench-results/transformer.md`.
+// A benchmark program: any failure ends it with the panic's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+use sluice_avro::{AvroCodec, EventInput, event_record};
+use sluice_contracts::Catalog;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{
+    HandlerError, KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
+    idempotent_producer,
+};
+use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, unique_name};
+use transformer::{Mapper, OutputTopics, load_rules};
+
+const EVENTS: usize = 100_000;
+const PARTITIONS: i32 = 6;
+const WAIT: Duration = Duration::from_secs(600);
+
+/// Copies a message's bytes to another topic.
+struct CopyTo(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Classified for Never {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Permanent
+    }
+}
+
+impl HandlerError for Never {}
+
+impl Transformer for CopyTo {
+    type Error = Never;
+
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, Never> {
+        Ok(vec![OutputRecord {
+            topic: self.0.clone(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: Vec::new(),
+        }])
+    }
+}
+
+async fn preload(topic: &str) {
+    let stack = Stack::get();
+    let catalog = Catalog::embedded().unwrap();
+    let codec = AvroCodec::new(stack.registry_settings());
+    let producer = idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap();
+    for start in (0..EVENTS).step_by(10_000) {
+        let mut encoded = Vec::with_capacity(10_000);
+        for n in start..start + 10_000 {
+            let payload = json!({
+                "customer": {"customer_id": "c-1", "name": "Grace Hopper", "email": "grace@example.org"},
+                "lines": [{"sku": "S-1", "description": "tea", "quantity": 3, "unit_price_minor": 650}],
+                "total_minor": 1950, "currency": "EUR", "shipping_country": "NL"
+            });
+            let order = format!("order-{}", n % 1000);
+            let value = event_record(
+                &catalog,
+                &EventInput {
+                    aggregate_type: "orders",
+                    aggregate_id: &order,
+                    event_type: "OrderPlaced",
+                    event_id: &format!("a1000000-0000-4000-8000-{n:012}"),
+                    occurred_at_ms: 1_795_437_296_789,
+                    correlation_id: None,
+                    causation_id: None,
+                    payload: &payload,
+                },
+            )
+            .unwrap();
+            encoded.push((order, codec.encode_value(topic, value).await.unwrap()));
+        }
+        let sends = encoded.iter().map(|(key, bytes)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(bytes),
+                Duration::from_secs(60),
+            )
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.unwrap();
+        }
+    }
+}
+
+fn settings(input: &str, group: &str) -> TransactionalSettings {
+    TransactionalSettings {
+        group_id: group.to_owned(),
+        topics: vec![input.to_owned()],
+        transactional_id: unique_name("bench-tx"),
+        max_batch: 500,
+        batch_linger: Duration::from_millis(20),
+        retry: RetryPolicy {
+            max_retries: 0,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            multiplier: 1.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        abort_backoff: Duration::from_millis(200),
+        transaction_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Runs a transactional loop until its group committed every input offset;
+/// events per second.
+async fn transactional<T: Transformer>(input: &str, transformer: T, dlq: &str) -> f64 {
+    let stack = Stack::get();
+    let group = unique_name("bench-group");
+    let dead_letters = DeadLetterPublisher::new(
+        idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap(),
+        Arc::new(AvroCodec::new(stack.registry_settings())),
+        dlq,
+        "bench",
+        "0.0.0",
+    );
+    let run = TransactionalLoop::new(
+        &KafkaConfig::new(&stack.kafka_bootstrap),
+        settings(input, &group),
+        transformer,
+        &dead_letters,
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(run.run(async { stopped.await.unwrap_or(()) }));
+    eventually("every input offset committed", WAIT, || {
+        let committed: i64 = committed_offsets(&group, input, PARTITIONS).values().sum();
+        async move { (committed >= EVENTS as i64).then_some(()) }
+    })
+    .await;
+    let rate = EVENTS as f64 / started.elapsed().as_secs_f64();
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    rate
+}
+
+/// Consume and produce the same bytes, no transactions; events per second
+/// until every output is acknowledged.
+async fn plain_copy(input: &str, output: &str) -> f64 {
+    let stack = Stack::get();
+    let consumer: StreamConsumer = stack
+        .kafka_config()
+        .set("group.id", unique_name("bench-copy"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer = idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap();
+    let started = Instant::now();
+    let mut deliveries = futures::stream::FuturesUnordered::new();
+    let mut stream = consumer.stream();
+    for _ in 0..EVENTS {
+        let message = stream.next().await.unwrap().unwrap();
+        let mut record = FutureRecord::to(output).payload(message.payload().unwrap_or_default());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, unsent)) => {
+                    record = unsent;
+                    // Queue full: let acknowledgements drain it.
+                    if let Some(done) = deliveries.next().await {
+                        done.unwrap().unwrap();
+                    }
+                }
+            }
+        }
+    }
+    while let Some(done) = deliveries.next().await {
+        done.unwrap().unwrap();
+    }
+    EVENTS as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let stack = Stack::get();
+    let input =
+        TestTopic::with_schema_of("orders.events.v1", "bench-transformer-in", PARTITIONS).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "bench-transformer-dlq", 1).await;
+    eprintln!("[bench] preloading {EVENTS} OrderPlaced events");
+    preload(&input.name).await;
+
+    eprintln!("[bench] copy, no transactions");
+    let copy_out = TestTopic::create("bench-copy-out", PARTITIONS).await;
+    let copy = plain_copy(&input.name, &copy_out.name).await;
+    eprintln!("[bench] copy in transactions");
+    let tx_out = TestTopic::create("bench-copy-tx-out", PARTITIONS).await;
+    let copy_tx = transactional(&input.name, CopyTo(tx_out.name.clone()), &dlq.name).await;
+    eprintln!("[bench] transformer, shipped rules");
+    let sheets = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets", PARTITIONS).await;
+    let erp = TestTopic::with_schema_of("erp.commands.v1", "bench-erp", PARTITIONS).await;
+    let rules = load_rules(include_str!("../rules.toml"), &Catalog::embedded().unwrap()).unwrap();
+    let mapper = Mapper::new(
+        rules,
+        &HashMap::from([("orders".to_owned(), input.name.clone())]),
+        AvroCodec::new(stack.registry_settings()),
+        OutputTopics {
+            sheets: sheets.name.clone(),
+            erp: erp.name.clone(),
+        },
+    );
+    let mapped = transactional(&input.name, mapper, &dlq.name).await;
+
+    let mut out = String::new();
+    writeln!(out, "# transformer benchmark\n").unwrap();
+    writeln!(
+        out,
+        "Measured {} on this machine ({} cores), local stack, release build: {EVENTS} OrderPlaced \
+         events preloaded on {PARTITIONS} partitions; each run has its own group and outputs. \
+         The transformer makes two commands per event (an Orders row and a sale order).\n",
+        chrono::DateTime::from_timestamp_millis(sluice_contracts::now_millis())
+            .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+    )
+    .unwrap();
+    writeln!(out, "| run | events/s | transformer / run |").unwrap();
+    writeln!(out, "|---|---|---|").unwrap();
+    for (name, rate) in [
+        ("copy, no transactions (rdkafka, no Avro, no mapping)", copy),
+        (
+            "copy in transactions (the transactional loop, no Avro, no mapping)",
+            copy_tx,
+        ),
+        ("transformer (transactions, Avro, shipped rules)", mapped),
+    ] {
+        writeln!(out, "| {name} | {rate:.0} | {:.2} |", mapped / rate).unwrap();
+    }
+    let dir = stack.path("bench-results");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("transformer.md");
+    std::fs::write(&file, &out).unwrap();
+    println!("{out}\nwritten to {}", file.display());
+}
