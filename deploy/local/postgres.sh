@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 from the machine's Debian binaries, with logical replication.
 #   postgres.sh start | stop | status | restart
+#   postgres.sh psql ARGS...   psql as the application role on its database
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="$SLUICE_LOCAL/postgres"
@@ -91,10 +92,18 @@ status() {
   else echo "postgres  stopped"; fi
 }
 
+# A shell on the application database, as the services see it.
+app_psql() {
+  ready || die "postgres is not running; start the stack first"
+  PGPASSWORD="$DB_PASSWORD" "$PGBIN/psql" -h 127.0.0.1 -p "$(port)" -U "$DB_USER" -d "$DB_NAME" \
+    -v ON_ERROR_STOP=1 "$@"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;
-  *) die "usage: postgres.sh start|stop|restart|status" ;;
+  psql) shift; app_psql "$@" ;;
+  *) die "usage: postgres.sh start|stop|restart|status|psql ARGS" ;;
 esac
