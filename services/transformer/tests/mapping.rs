@@ -265,6 +265,22 @@ async fn every_expression_and_condition_kind() {
     .map(|(rule, order)| (rule.to_owned(), vec![order.to_owned()]))
     .collect();
     assert_eq!(matched, expected, "\"both\" matches neither");
+    // Per-rule metrics, as /metrics shows them.
+    let metrics = common::telemetry().render();
+    for (series, value) in [
+        ("sluice_transformer_rule_matched_total{rule=\"kinds\"}", 2),
+        ("sluice_transformer_rule_produced_total{rule=\"kinds\"}", 2),
+        ("sluice_transformer_rule_matched_total{rule=\"eq\"}", 1),
+        ("sluice_transformer_rule_produced_total{rule=\"ne\"}", 1),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line == format!("{series} {value}")),
+            "{series} {value} in:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("rule=\"both\""), "\"both\" never matched");
     stop.send(()).unwrap();
     running.await.unwrap();
 }

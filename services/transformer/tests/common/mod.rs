@@ -127,9 +127,9 @@ pub fn mapper(rules: &str, topics: &Names) -> Mapper {
     )
 }
 
-/// Logs and trace context for the test process, as a service's runtime
-/// sets them up.
-fn telemetry() {
+/// Logs, trace context and the metrics recorder for the test process, as a
+/// service's runtime sets them up; returns the recorder's handle.
+pub fn telemetry() -> metrics_exporter_prometheus::PrometheusHandle {
     static TELEMETRY: OnceLock<sluice_telemetry::Telemetry> = OnceLock::new();
     TELEMETRY.get_or_init(|| {
         sluice_telemetry::init(&sluice_telemetry::TelemetryConfig {
@@ -140,6 +140,7 @@ fn telemetry() {
         })
         .unwrap()
     });
+    sluice_telemetry::prometheus_handle().unwrap()
 }
 
 /// Runs the transactional loop with `mapper` on the input topics until the
