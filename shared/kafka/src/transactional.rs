@@ -170,6 +170,10 @@ impl<T: Transformer> TransactionalLoop<T> {
                 () = &mut shutdown => return Ok(()),
                 batch = self.next_batch() => batch,
             };
+            if batch.is_empty() {
+                // All of it belonged to revoked partitions.
+                continue;
+            }
             for message in &batch {
                 metrics::counter!(CONSUMED, "topic" => message.topic().to_owned()).increment(1);
             }
@@ -215,6 +219,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 }
             }
         }
+        self.drop_revoked(&mut batch);
         batch
     }
 
@@ -223,6 +228,17 @@ impl<T: Transformer> TransactionalLoop<T> {
     /// `recv`, and a revoked partition's new owner (this loop again, perhaps)
     /// reads them from the committed offset.
     fn receive(&self, batch: &mut Vec<OwnedMessage>, received: Result<OwnedMessage, KafkaError>) {
+        self.drop_revoked(batch);
+        match received {
+            Ok(message) => batch.push(message),
+            Err(err) => tracing::warn!(error = %err, "consumer error"),
+        }
+    }
+
+    /// Drops the messages of partitions revoked since the last look. Also
+    /// run when the batch is complete: a `recv` cut short by the linger may
+    /// have run a rebalance without returning a message.
+    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
         for change in self.consumer.context().take_changes() {
             if let AssignmentChange::Revoked(revoked) = change {
                 let before = batch.len();
@@ -238,10 +254,6 @@ impl<T: Transformer> TransactionalLoop<T> {
                     );
                 }
             }
-        }
-        match received {
-            Ok(message) => batch.push(message),
-            Err(err) => tracing::warn!(error = %err, "consumer error"),
         }
     }
 
