@@ -1,0 +1,300 @@
+//! sandbox: the stand-in for the external systems in tests and the demo —
+//! the Google Sheets API v4 subset and its OAuth token endpoint, and the
+//! Odoo JSON-RPC subset — keeping what it was sent, logging every request,
+//! and failing on demand. Not deployed in production.
+
+pub mod a1;
+mod admin;
+pub mod faults;
+pub mod keys;
+mod oauth;
+mod odoo;
+mod sheets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use faults::Faults;
+pub use keys::ServiceAccountKey;
+pub use oauth::TokenIssuer;
+pub use odoo::OdooAccount;
+
+use crate::faults::{FaultState, Verdict};
+
+/// The external APIs the sandbox plays.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// The OAuth2 token endpoint.
+    Oauth,
+    /// Google Sheets API v4.
+    Sheets,
+    /// Odoo JSON-RPC.
+    Odoo,
+}
+
+/// A sheet's cells, row by row.
+pub type Grid = Vec<Vec<Value>>;
+/// Spreadsheet id → sheet title → grid.
+pub type Spreadsheets = BTreeMap<String, BTreeMap<String, Grid>>;
+
+/// The ERP's records: model → id → fields.
+#[derive(Debug, Default, Serialize)]
+pub struct ErpRecords {
+    models: BTreeMap<String, BTreeMap<i64, Map<String, Value>>>,
+    next_id: i64,
+}
+
+impl ErpRecords {
+    /// The records of `model` (empty if none).
+    pub fn table(&self, model: &str) -> BTreeMap<i64, Map<String, Value>> {
+        self.models.get(model).cloned().unwrap_or_default()
+    }
+
+    fn create(&mut self, model: &str, values: Map<String, Value>) -> i64 {
+        self.next_id += 1;
+        self.models
+            .entry(model.to_owned())
+            .or_default()
+            .insert(self.next_id, values);
+        self.next_id
+    }
+
+    fn update(&mut self, model: &str, id: i64, values: &Map<String, Value>) -> bool {
+        match self.models.get_mut(model).and_then(|t| t.get_mut(&id)) {
+            Some(record) => {
+                record.extend(values.clone());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One request as the sandbox saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedRequest {
+    /// When it arrived, ms since the epoch.
+    pub at_ms: i64,
+    /// Which API.
+    pub api: Api,
+    /// e.g. `values.batchUpdate`, `create`, `token`.
+    pub operation: &'static str,
+    /// The status answered (Odoo errors are 200, with `note` naming them).
+    pub status: u16,
+    /// Whether it counted as a write.
+    pub write: bool,
+    /// The injected fault or the Odoo exception, if any.
+    pub note: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct State {
+    spreadsheets: Spreadsheets,
+    erp: ErpRecords,
+    tokens: HashMap<String, i64>,
+    requests: Vec<LoggedRequest>,
+    faults: BTreeMap<Api, FaultState>,
+}
+
+/// The sandbox: its data, its accounts and its faults.
+pub struct Sandbox {
+    state: Mutex<State>,
+    issuer: TokenIssuer,
+    odoo: OdooAccount,
+}
+
+/// What handlers share.
+pub type AppState = Arc<Sandbox>;
+
+/// An injected failure, answered in the API's own style.
+pub struct Failure {
+    status: u16,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    fn with_retry_after(&self, mut response: Response) -> Response {
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+
+    /// Google's error body.
+    pub fn google(&self) -> Response {
+        let message = match self.status {
+            429 => {
+                "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute per user' of service 'sheets.googleapis.com'."
+            }
+            503 => "The service is currently unavailable.",
+            _ => "Internal error encountered.",
+        };
+        self.with_retry_after(sheets::google_error(self.status, message).into_response())
+    }
+
+    /// A bare HTTP error, as a proxy in front of Odoo answers.
+    pub fn plain(&self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.with_retry_after(
+            (status, status.canonical_reason().unwrap_or("error")).into_response(),
+        )
+    }
+}
+
+impl Sandbox {
+    /// A sandbox that issues tokens to `issuer`'s account and accepts `odoo`.
+    pub fn new(issuer: TokenIssuer, odoo: OdooAccount) -> AppState {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            issuer,
+            odoo,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a spreadsheet with these sheets (existing ones are kept).
+    pub fn create_spreadsheet(&self, id: &str, sheets: &[String]) {
+        let mut state = self.lock();
+        let spreadsheet = state.spreadsheets.entry(id.to_owned()).or_default();
+        for title in sheets {
+            spreadsheet.entry(title.clone()).or_default();
+        }
+    }
+
+    /// Applies latency and faults to a request; `Some` is the failure to
+    /// answer (already logged).
+    async fn admit(&self, api: Api, operation: &'static str, write: bool) -> Option<Failure> {
+        let now = sluice_contracts::now_millis();
+        let roll: f64 = rand::random();
+        let (latency, verdict) = {
+            let mut state = self.lock();
+            let faults = state.faults.entry(api).or_default();
+            (faults.latency(), faults.judge(now, write, roll))
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match verdict {
+            Verdict::Serve => None,
+            Verdict::Fail {
+                status,
+                retry_after,
+                reason,
+            } => {
+                self.record(api, operation, status, write, Some(reason));
+                Some(Failure {
+                    status,
+                    retry_after,
+                })
+            }
+        }
+    }
+
+    fn log(&self, api: Api, operation: &'static str, status: u16, note: Option<&'static str>) {
+        let write = matches!(
+            operation,
+            "values.append" | "values.batchUpdate" | "create" | "write"
+        );
+        self.record(api, operation, status, write, note);
+    }
+
+    fn record(
+        &self,
+        api: Api,
+        operation: &'static str,
+        status: u16,
+        write: bool,
+        note: Option<&'static str>,
+    ) {
+        self.lock().requests.push(LoggedRequest {
+            at_ms: sluice_contracts::now_millis(),
+            api,
+            operation,
+            status,
+            write,
+            note,
+        });
+    }
+
+    fn store_token(&self, token: &str, seconds: i64) {
+        let expires = sluice_contracts::now_millis() + seconds * 1000;
+        self.lock().tokens.insert(token.to_owned(), expires);
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        token.is_some_and(|token| {
+            self.lock()
+                .tokens
+                .get(token)
+                .is_some_and(|&expires| expires > sluice_contracts::now_millis())
+        })
+    }
+
+    fn with_spreadsheets<T>(&self, f: impl FnOnce(&mut Spreadsheets) -> T) -> T {
+        f(&mut self.lock().spreadsheets)
+    }
+
+    fn with_erp<T>(&self, f: impl FnOnce(&mut ErpRecords) -> T) -> T {
+        f(&mut self.lock().erp)
+    }
+
+    /// The rejected value among `rows`' cells, if the faults name one.
+    fn rejects(&self, api: Api, rows: &[Vec<Value>]) -> Option<String> {
+        let state = self.lock();
+        let faults = state.faults.get(&api)?;
+        rows.iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|v| faults.rejects(v))
+            .map(str::to_owned)
+    }
+
+    /// Why Odoo refuses `args`' field values, if the faults name one.
+    fn rejects_fields(&self, args: &[Value]) -> Option<String> {
+        let state = self.lock();
+        let faults = state.faults.get(&Api::Odoo)?;
+        args.iter()
+            .filter_map(Value::as_object)
+            .flat_map(|values| values.iter())
+            .find(|(_, v)| v.as_str().is_some_and(|v| faults.rejects(v)))
+            .map(|(field, v)| format!("The value {v} is not valid for field {field}"))
+    }
+}
+
+/// Every route: the APIs and `/admin`.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/token", post(oauth::token))
+        .route(
+            "/v4/spreadsheets/{spreadsheet}/values/{range}",
+            get(sheets::get).post(sheets::append),
+        )
+        .route(
+            "/v4/spreadsheets/{spreadsheet}/values:batchUpdate",
+            post(sheets::batch_update),
+        )
+        .route("/jsonrpc", post(odoo::jsonrpc))
+        .merge(admin::routes())
+        .with_state(app)
+}
