@@ -298,3 +298,8 @@ pub fn router(app: AppState) -> Router {
         .merge(admin::routes())
         .with_state(app)
 }
+
+/// Serves the sandbox on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, app: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).await
+}

@@ -1,0 +1,323 @@
+//! A Google API client as Google's own libraries behave: a service-account
+//! key signs a JWT (RS256) that the key's `token_uri` exchanges for an
+//! access token, cached and refreshed before it expires; Sheets API v4
+//! values calls with that token; Google's error bodies read and classified.
+//!
+//! Hand-written on jsonwebtoken and the workspace's reqwest rather than
+//! yup-oauth2 or gcp_auth: the exchange is one form POST, and those crates
+//! bring a second HTTP stack (hyper-rustls) for it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Client, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_resilience::{Classified, ErrorClass, RateLimiter};
+use tokio::sync::Mutex;
+
+/// The Sheets read-write scope.
+pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
+/// A token is renewed when it has less than this left.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// A failed Google call.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {}{message}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+pub struct GoogleError {
+    /// What was being done.
+    pub operation: &'static str,
+    /// The HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// Google's message, or the transport error.
+    pub message: String,
+    /// Retry-After, if given.
+    pub retry_after: Option<Duration>,
+}
+
+impl Classified for GoogleError {
+    fn class(&self) -> ErrorClass {
+        match self.status {
+            // No answer (connect, timeout), 5xx, and 401 (the token is
+            // renewed before the retry) may work next time.
+            None | Some(401 | 408 | 500..=599) => ErrorClass::Retryable,
+            // Quota: wait, spending no attempt.
+            Some(429) => ErrorClass::Pause,
+            Some(_) => ErrorClass::Permanent,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// The fields of a service-account JSON key the client uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceAccountKey {
+    /// Key id, the JWT's `kid`.
+    pub private_key_id: String,
+    /// PKCS#8 PEM.
+    pub private_key: String,
+    /// The account, the JWT's issuer.
+    pub client_email: String,
+    /// Where tokens come from, the JWT's audience.
+    pub token_uri: String,
+}
+
+impl ServiceAccountKey {
+    /// Reads a key file.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a service-account key: {e}", path.display()))
+    }
+}
+
+/// Access tokens for one service account.
+pub struct TokenSource {
+    key: ServiceAccountKey,
+    signing: EncodingKey,
+    http: Client,
+    cached: Mutex<Option<(String, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    expires_in: u64,
+}
+
+impl TokenSource {
+    /// Tokens for `key`.
+    pub fn new(key: ServiceAccountKey, http: Client) -> Result<Self, String> {
+        let signing = EncodingKey::from_rsa_pem(key.private_key.as_bytes())
+            .map_err(|e| format!("service-account private_key: {e}"))?;
+        Ok(Self {
+            key,
+            signing,
+            http,
+            cached: Mutex::new(None),
+        })
+    }
+
+    /// A valid token, fetched when none is cached or it is about to expire.
+    pub async fn token(&self) -> Result<String, GoogleError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, expires)) = cached.as_ref()
+            && *expires > Instant::now() + REFRESH_MARGIN
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = self.fetch().await?;
+        *cached = Some((token.clone(), Instant::now() + lifetime));
+        Ok(token)
+    }
+
+    /// The account the tokens are for (the quota user).
+    pub fn account(&self) -> &str {
+        &self.key.client_email
+    }
+
+    /// Forgets the cached token (after a 401).
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    async fn fetch(&self) -> Result<(String, Duration), GoogleError> {
+        let failed = |status: Option<u16>, message: String| GoogleError {
+            operation: "token",
+            status,
+            message,
+            retry_after: None,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = json!({
+            "iss": self.key.client_email,
+            "scope": SCOPE,
+            "aud": self.key.token_uri,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.key.private_key_id.clone());
+        let assertion = jsonwebtoken::encode(&header, &claims, &self.signing)
+            .map_err(|e| failed(None, format!("signing the assertion: {e}")))?;
+        let response = self
+            .http
+            .post(&self.key.token_uri)
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| failed(None, e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(failed(Some(status.as_u16()), body));
+        }
+        let answer: TokenAnswer = response
+            .json()
+            .await
+            .map_err(|e| failed(Some(status.as_u16()), format!("token answer: {e}")))?;
+        Ok((answer.access_token, Duration::from_secs(answer.expires_in)))
+    }
+}
+
+/// Sheets API v4 `spreadsheets.values`, every request paced by the limiter.
+/// Sheets' quotas count per user, and a service account is one user: the
+/// bucket is the account's, whichever spreadsheet a request writes.
+pub struct SheetsClient {
+    base_url: String,
+    http: Client,
+    tokens: TokenSource,
+    limiter: Arc<RateLimiter>,
+}
+
+impl SheetsClient {
+    /// A client of the API at `base_url` (`https://sheets.googleapis.com`).
+    pub fn new(
+        base_url: &str,
+        http: Client,
+        tokens: TokenSource,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+            tokens,
+            limiter,
+        }
+    }
+
+    /// The rows of `range` (A1), as Google returns them.
+    pub async fn get(
+        &self,
+        spreadsheet: &str,
+        range: &str,
+    ) -> Result<Vec<Vec<Value>>, GoogleError> {
+        let url = format!(
+            "{}/v4/spreadsheets/{spreadsheet}/values/{}",
+            self.base_url,
+            encode(range)
+        );
+        let body = self.call("values.get", self.http.get(url)).await?;
+        Ok(
+            serde_json::from_value(body.get("values").cloned().unwrap_or(json!([])))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Appends `rows` after the table in `range`; returns the updated range.
+    pub async fn append(
+        &self,
+        spreadsheet: &str,
+        range: &str,
+        rows: &[Vec<Value>],
+    ) -> Result<String, GoogleError> {
+        let url = format!(
+            "{}/v4/spreadsheets/{spreadsheet}/values/{}:append?valueInputOption=RAW&insertDataOption=INSERT_ROWS",
+            self.base_url,
+            encode(range)
+        );
+        let body = self
+            .call(
+                "values.append",
+                self.http.post(url).json(&json!({"values": rows})),
+            )
+            .await?;
+        Ok(body["updates"]["updatedRange"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Writes each (range, rows) in one request.
+    pub async fn batch_update(
+        &self,
+        spreadsheet: &str,
+        data: &[(String, Vec<Vec<Value>>)],
+    ) -> Result<(), GoogleError> {
+        let url = format!(
+            "{}/v4/spreadsheets/{spreadsheet}/values:batchUpdate",
+            self.base_url
+        );
+        let data: Vec<Value> = data
+            .iter()
+            .map(|(range, values)| json!({"range": range, "values": values}))
+            .collect();
+        self.call(
+            "values.batchUpdate",
+            self.http
+                .post(url)
+                .json(&json!({"valueInputOption": "RAW", "data": data})),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn call(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, GoogleError> {
+        let failed =
+            |status: Option<u16>, message: String, retry_after: Option<Duration>| GoogleError {
+                operation,
+                status,
+                message,
+                retry_after,
+            };
+        let token = self.tokens.token().await?;
+        self.limiter.acquire(self.tokens.account()).await;
+        let response = request
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| failed(None, e.to_string(), None))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            self.tokens.invalidate().await;
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Google asked for a pause: the account's bucket waits.
+            self.limiter.defer(
+                self.tokens.account(),
+                retry_after.unwrap_or(Duration::from_secs(1)),
+            );
+        }
+        let message = body["error"]["message"]
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_owned);
+        Err(failed(Some(status.as_u16()), message, retry_after))
+    }
+}
+
+/// Percent-encodes a range for a URL path segment (`Orders!A:A`).
+fn encode(range: &str) -> String {
+    range
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
