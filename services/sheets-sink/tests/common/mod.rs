@@ -1,0 +1,240 @@
+//! sheets-sink tests' shared parts: the sandbox, the sink in a consumer
+//! loop, commands, and reading the sheet back.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rdkafka::producer::FutureRecord;
+use reqwest::Client;
+use sandbox::{OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+use serde_json::Value;
+use sheets_sink::google::{self, SheetsClient, TokenSource};
+use sheets_sink::{SheetsSink, Upserter};
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig};
+use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
+use sluice_testkit::{Stack, producer, unique_name};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// One key per test process (RSA key generation takes a moment).
+pub fn key(token_uri: &str) -> ServiceAccountKey {
+    static KEY: OnceLock<ServiceAccountKey> = OnceLock::new();
+    let mut key = KEY
+        .get_or_init(|| ServiceAccountKey::generate("sink@sandbox.test", "unset").unwrap())
+        .clone();
+    key.token_uri = token_uri.to_owned();
+    key
+}
+
+/// A sandbox with spreadsheet `s1` (sheet Orders); its base URL and the key
+/// its token endpoint accepts.
+pub async fn sandbox() -> (String, ServiceAccountKey) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let key = key(&format!("{base}/token"));
+    let issuer = TokenIssuer::new(
+        &key.public_key_pem().unwrap(),
+        &key.client_email,
+        &key.token_uri,
+    )
+    .unwrap();
+    let app = Sandbox::new(
+        issuer,
+        OdooAccount {
+            database: "unused".into(),
+            login: "unused".into(),
+            password: "unused".into(),
+        },
+    );
+    app.create_spreadsheet(
+        "s1",
+        &["Orders", "Sheet0", "Sheet1", "Sheet2"].map(str::to_owned),
+    );
+    tokio::spawn(sandbox::serve(listener, app));
+    (base, key)
+}
+
+/// How the sink under test is paced, guarded and retried.
+pub struct Tuning {
+    pub limiter: LimiterConfig,
+    pub breaker: BreakerConfig,
+    pub retry: RetryPolicy,
+    pub group: String,
+}
+
+impl Tuning {
+    /// Fast enough not to be in the way; a breaker that rarely opens.
+    pub fn quick() -> Self {
+        Self {
+            limiter: LimiterConfig {
+                capacity: NonZeroU32::new(50).unwrap(),
+                refill_per_second: 500.0,
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 50,
+                failure_rate: None,
+                slow_call: None,
+                open_wait: Duration::from_secs(1),
+                half_open_permits: 1,
+                success_threshold: 1,
+            },
+            retry: RetryPolicy {
+                max_retries: 8,
+                initial_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+                multiplier: 2.0,
+                jitter: 0.2,
+                max_elapsed: None,
+            },
+            group: unique_name("sheets-sink"),
+        }
+    }
+}
+
+/// Runs the sink on `topic` until the returned sender fires.
+pub fn start(
+    base: &str,
+    key: &ServiceAccountKey,
+    topic: &str,
+    dlq: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    start_with(base, key, topic, dlq, Tuning::quick())
+}
+
+/// Runs the sink, tuned, on `topic` until the returned sender fires.
+pub fn start_with(
+    base: &str,
+    key: &ServiceAccountKey,
+    topic: &str,
+    dlq: &str,
+    tuning: Tuning,
+) -> tokio::sync::oneshot::Sender<()> {
+    let stack = Stack::get();
+    let key: google::ServiceAccountKey =
+        serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let limiter = Arc::new(RateLimiter::new("sheets", tuning.limiter).unwrap());
+    let sink = SheetsSink {
+        codec: AvroCodec::new(stack.registry_settings()),
+        upserter: Upserter::new(SheetsClient::new(
+            base,
+            http.clone(),
+            TokenSource::new(key, http).unwrap(),
+            limiter,
+        )),
+        breaker: CircuitBreaker::new("sheets", tuning.breaker).unwrap(),
+    };
+    let settings = ConsumerSettings {
+        group_id: tuning.group,
+        topics: vec![topic.to_owned()],
+        partition_buffer: 16,
+        max_concurrent: 3,
+        retry: tuning.retry,
+        pause_backoff: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let dead_letters = DeadLetterPublisher::new(
+        producer(),
+        Arc::new(AvroCodec::new(stack.registry_settings())),
+        dlq,
+        "sheets-sink",
+        "0.0.0",
+    );
+    let run = ConsumerLoop::new(
+        &KafkaConfig::new(&stack.kafka_bootstrap),
+        settings,
+        sink,
+        dead_letters,
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        run.run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap()
+    });
+    stop
+}
+
+pub fn command(id: &str, key: &str, total: &str, status: Option<&str>) -> SheetRowUpsert {
+    let mut cells = vec![
+        SheetCell {
+            column: "Order".into(),
+            value: ScalarValue::String(key.into()),
+        },
+        SheetCell {
+            column: "Total".into(),
+            value: ScalarValue::String(total.into()),
+        },
+    ];
+    if let Some(status) = status {
+        cells.push(SheetCell {
+            column: "Status".into(),
+            value: ScalarValue::String(status.into()),
+        });
+    }
+    SheetRowUpsert {
+        command_id: id.into(),
+        spreadsheet_id: "s1".into(),
+        sheet: "Orders".into(),
+        row_key: key.into(),
+        cells,
+        source_event_id: id.into(),
+        occurred_at: 1_795_437_296_789,
+        saga: None,
+    }
+}
+
+pub async fn send(topic: &str, commands: &[SheetRowUpsert]) {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    for command in commands {
+        let bytes = codec.encode(topic, command).await.unwrap();
+        let key = format!("s1/Orders/{}", command.row_key);
+        producer()
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+pub async fn grid(base: &str) -> Vec<Vec<Value>> {
+    grid_of(base, "Orders").await
+}
+
+/// The cells of sheet `sheet` of `s1`, from the sandbox.
+pub async fn grid_of(base: &str, sheet: &str) -> Vec<Vec<Value>> {
+    let body: Value = Client::new()
+        .get(format!("{base}/admin/spreadsheets/s1/{sheet}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(body["values"].clone()).unwrap()
+}
+
+pub async fn faults(base: &str, faults: Value) {
+    Client::new()
+        .put(format!("{base}/admin/faults/sheets"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+}
+
+pub fn id(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
