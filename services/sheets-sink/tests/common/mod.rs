@@ -149,13 +149,10 @@ pub fn start_with(
         "sheets-sink",
         "0.0.0",
     );
-    let run = ConsumerLoop::new(
-        &KafkaConfig::new(&stack.kafka_bootstrap),
-        settings,
-        sink,
-        dead_letters,
-    )
-    .unwrap();
+    // A killed instance's partitions move on after 6 s, not the default 45.
+    let kafka =
+        KafkaConfig::new(&stack.kafka_bootstrap).with_property("session.timeout.ms", "6000");
+    let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         run.run(async { stopped.await.unwrap_or(()) })
