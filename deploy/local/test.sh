@@ -29,7 +29,7 @@ fi
 log "testing"
 results="$SLUICE_LOCAL/test-output.txt"
 status=0
-cargo test --workspace --locked 2>&1 | tee "$results" || status=$?
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results" || status=$?
 
 if [[ "$started_stack" == true ]]; then
   bash "$HERE/stack.sh" down
