@@ -12,14 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Names, Topics, decode, event_bytes, mapper, start, transactional_id};
+use common::{Names, Topics, decode, mapper, produce_cancellations, start, transactional_id};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureRecord;
-use serde_json::json;
 use sluice_contracts::types::{ScalarValue, SheetRowUpsert};
 use sluice_kafka::{OutputRecord, Transformer};
-use sluice_testkit::{consume_exactly, eventually, producer, unique_name};
+use sluice_testkit::{consume_exactly, eventually, unique_name};
 use transformer::{MapError, Mapper};
 
 const EVENTS: usize = 20_000;
@@ -65,33 +63,7 @@ fn counted(names: &Names) -> (Counted, Arc<AtomicUsize>) {
 }
 
 async fn produce(names: &Names, range: std::ops::Range<usize>) {
-    let producer = producer();
-    let mut encoded = Vec::with_capacity(range.len());
-    for n in range {
-        let order = format!("order-{}", n % AGGREGATES);
-        let id = format!("9d000000-0000-4000-8000-{n:012}");
-        let payload = json!({"reason": n.to_string(), "cancelled_by": "shop"});
-        let bytes = event_bytes(
-            &names.orders,
-            "orders",
-            &id,
-            &order,
-            "OrderCancelled",
-            1_795_437_296_789,
-            &payload,
-        )
-        .await;
-        encoded.push((order, bytes));
-    }
-    let sends = encoded.iter().map(|(order, bytes)| {
-        producer.send(
-            FutureRecord::to(&names.orders).key(order).payload(bytes),
-            Duration::from_secs(60),
-        )
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.unwrap();
-    }
+    produce_cancellations(names, range, "9d000000", AGGREGATES, |_| "shop").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,15 +10,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Names, Topics, event_bytes, header, mapper, start};
+use common::{Names, Topics, header, mapper, numbered_id, produce_cancellations, start};
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureRecord;
-use serde_json::json;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{ErpCommand, ScalarValue, SheetRowUpsert};
-use sluice_testkit::{Stack, eventually, message_count, producer, unique_name};
+use sluice_testkit::{Stack, eventually, message_count, unique_name};
 
 const EVENTS: usize = 100_000;
 const AGGREGATES: usize = 300;
@@ -127,35 +125,11 @@ async fn sigkill_mid_stream_keeps_exactly_once() {
     let topics = Topics::new("transformer-kill", 3).await;
     let names = topics.names();
     // The input: event n belongs to order n % AGGREGATES and carries n.
-    let producer = producer();
-    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(5_000) {
-        let mut encoded = Vec::with_capacity(chunk.len());
-        for &n in chunk {
-            let by = if n % ERP_EVERY == 0 { "erp" } else { "shop" };
-            let order = format!("order-{}", n % AGGREGATES);
-            let id = format!("8c000000-0000-4000-8000-{n:012}");
-            let payload = json!({"reason": n.to_string(), "cancelled_by": by});
-            let bytes = event_bytes(
-                &names.orders,
-                "orders",
-                &id,
-                &order,
-                "OrderCancelled",
-                1_795_437_296_789,
-                &payload,
-            )
-            .await;
-            encoded.push((order, bytes));
-        }
-        let sends = encoded.iter().map(|(order, bytes)| {
-            producer.send(
-                FutureRecord::to(&names.orders).key(order).payload(bytes),
-                Duration::from_secs(60),
-            )
-        });
-        for sent in futures::future::join_all(sends).await {
-            sent.unwrap();
-        }
+    for start in (0..EVENTS).step_by(5_000) {
+        produce_cancellations(&names, start..start + 5_000, "8c000000", AGGREGATES, |n| {
+            if n % ERP_EVERY == 0 { "erp" } else { "shop" }
+        })
+        .await;
     }
 
     let group = unique_name("transformer-kill");
@@ -184,7 +158,7 @@ async fn sigkill_mid_stream_keeps_exactly_once() {
     );
     let expected: HashSet<String> = (0..EVENTS)
         .flat_map(|n| {
-            let id = format!("8c000000-0000-4000-8000-{n:012}");
+            let id = numbered_id("8c000000", n);
             let mut ids = vec![transformer::command_id(&id, "row")];
             if n % ERP_EVERY == 0 {
                 ids.push(transformer::command_id(&id, "erp"));

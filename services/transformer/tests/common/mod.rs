@@ -278,3 +278,46 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 pub async fn decode<T: serde::de::DeserializeOwned>(message: &OwnedMessage) -> T {
     shared().1.decode(message.payload().unwrap()).await.unwrap()
 }
+
+/// Event ids `<prefix>-0000-4000-8000-<n>`, so a test can tell event n.
+pub fn numbered_id(prefix: &str, n: usize) -> String {
+    format!("{prefix}-0000-4000-8000-{n:012}")
+}
+
+/// Produces OrderCancelled events `range` to the orders topic: event n has
+/// id `numbered_id(prefix, n)`, belongs to order `n % aggregates` (its key)
+/// and carries n as its reason; `cancelled_by(n)` says who cancelled.
+pub async fn produce_cancellations(
+    names: &Names,
+    range: std::ops::Range<usize>,
+    prefix: &str,
+    aggregates: usize,
+    cancelled_by: impl Fn(usize) -> &'static str,
+) {
+    let producer = producer();
+    let mut encoded = Vec::with_capacity(range.len());
+    for n in range {
+        let order = format!("order-{}", n % aggregates);
+        let payload = serde_json::json!({"reason": n.to_string(), "cancelled_by": cancelled_by(n)});
+        let bytes = event_bytes(
+            &names.orders,
+            "orders",
+            &numbered_id(prefix, n),
+            &order,
+            "OrderCancelled",
+            1_795_437_296_789,
+            &payload,
+        )
+        .await;
+        encoded.push((order, bytes));
+    }
+    let sends = encoded.iter().map(|(order, bytes)| {
+        producer.send(
+            FutureRecord::to(&names.orders).key(order).payload(bytes),
+            Duration::from_secs(60),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+}
