@@ -12,9 +12,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use common::{Tuning, command, faults, grid, grid_of, id, sandbox, start_with};
+use common::{Tuning, command, faults, grid, grid_of, id, request_log, sandbox, start_with};
 use rdkafka::producer::FutureRecord;
-use reqwest::Client;
 use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::SheetRowUpsert;
@@ -46,18 +45,6 @@ async fn send_all(topic: &str, commands: &[SheetRowUpsert]) {
     for sent in futures::future::join_all(sends).await {
         sent.unwrap();
     }
-}
-
-async fn request_log(base: &str) -> Vec<Value> {
-    let log: Value = Client::new()
-        .get(format!("{base}/admin/requests?api=sheets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    log.as_array().unwrap().clone()
 }
 
 /// `sluice_breaker_transitions_total{breaker="sheets",to=…}` from /metrics.

@@ -10,8 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Tuning, command, grid_of, id, sandbox, send, start_with};
-use reqwest::Client;
+use common::{Tuning, command, grid_of, id, request_log, sandbox, send, start_with};
 use sandbox::ServiceAccountKey;
 use serde_json::Value;
 use sluice_contracts::types::SheetRowUpsert;
@@ -40,18 +39,6 @@ async fn sink_child() {
         },
     );
     std::future::pending::<()>().await;
-}
-
-async fn requests(base: &str) -> usize {
-    let log: Value = Client::new()
-        .get(format!("{base}/admin/requests?api=sheets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    log.as_array().unwrap().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +77,7 @@ async fn sigkill_mid_stream_adds_no_second_row() {
         let mut child = spawn();
         eventually(&format!("{threshold} requests"), common::WAIT, || {
             let base = &base;
-            async move { (requests(base).await >= threshold).then_some(()) }
+            async move { (request_log(base).await.len() >= threshold).then_some(()) }
         })
         .await;
         child.kill().unwrap();

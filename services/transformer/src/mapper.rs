@@ -141,11 +141,11 @@ impl Mapper {
     }
 
     async fn map(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, MapError> {
-        let bytes = message.payload().ok_or(MapError::Empty)?;
-        let event = self.codec.decode_value(bytes).await?;
         let Some(aggregate) = self.aggregates.get(message.topic()) else {
             return Ok(Vec::new());
         };
+        let bytes = message.payload().ok_or(MapError::Empty)?;
+        let event = self.codec.decode_value(bytes).await?;
         let envelope = |name: &str| -> Result<ScalarValue, MapError> {
             field(&event, &path(name)).map_err(MapError::Envelope)
         };

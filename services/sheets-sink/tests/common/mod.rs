@@ -235,3 +235,16 @@ pub async fn faults(base: &str, faults: Value) {
 pub fn id(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
+
+/// The sandbox's log of Sheets requests, oldest first.
+pub async fn request_log(base: &str) -> Vec<Value> {
+    let log: Value = Client::new()
+        .get(format!("{base}/admin/requests?api=sheets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    log.as_array().cloned().unwrap_or_default()
+}
