@@ -1,5 +1,5 @@
 //! sheets-sink: SheetRowUpserts from Kafka applied to Google Sheets —
-//! upsert by row key, paced by a token bucket, guarded by a circuit breaker,
+//! upsert by row key, batched per spreadsheet, paced by a token bucket, guarded by a circuit breaker,
 //! retried with backoff, permanent refusals dead-lettered. `main.rs` wires
 //! it; tests drive it against the sandbox.
 
@@ -8,4 +8,4 @@ mod sink;
 mod upsert;
 
 pub use sink::{SheetsSink, SinkError};
-pub use upsert::{Upserted, Upserter};
+pub use upsert::{Applied, Upserter};

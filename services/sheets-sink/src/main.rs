@@ -80,6 +80,23 @@ struct Cli {
         default_value = "1"
     )]
     burst: NonZeroU32,
+    /// Most commands of one partition written together (one batchUpdate
+    /// per spreadsheet and one append per sheet, whatever the count).
+    #[arg(
+        id = "batch-size",
+        long = "batch-size",
+        env = "SLUICE_SHEETS_BATCH_SIZE",
+        default_value_t = 500
+    )]
+    batch_size: usize,
+    /// Milliseconds a batch that is not full waits for more commands.
+    #[arg(
+        id = "batch-linger-ms",
+        long = "batch-linger-ms",
+        env = "SLUICE_SHEETS_BATCH_LINGER_MS",
+        default_value_t = 200
+    )]
+    batch_linger_ms: u64,
     /// Consecutive failed calls that open the breaker.
     #[arg(
         id = "breaker-failures",
@@ -165,8 +182,11 @@ async fn main() -> Result<()> {
     let settings = ConsumerSettings {
         group_id: cli.group_id,
         topics: vec![cli.topic],
-        partition_buffer: 16,
+        // A partition's next batch queues while the limiter holds this one.
+        partition_buffer: cli.batch_size.max(1),
         max_concurrent: 4,
+        max_batch: cli.batch_size,
+        batch_linger: Duration::from_millis(cli.batch_linger_ms),
         retry: RetryPolicy {
             max_retries: cli.max_retries,
             initial_delay: Duration::from_secs(1),

@@ -1,5 +1,5 @@
-//! The handler the consumer loop runs for each SheetRowUpsert: decode,
-//! upsert through the breaker; what the errors mean for the message.
+//! The handler the consumer loop runs for each batch of SheetRowUpserts:
+//! decode, upsert through the breaker; what the errors mean for the batch.
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
@@ -69,19 +69,32 @@ pub struct SheetsSink {
     pub breaker: CircuitBreaker,
 }
 
-impl Handler for SheetsSink {
-    type Error = SinkError;
-
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), SinkError> {
-        let bytes = message.payload().ok_or(SinkError::Empty)?;
-        let command: SheetRowUpsert = self.codec.decode(bytes).await?;
-        match self.breaker.call(self.upserter.upsert(&command)).await {
-            Ok(upserted) => {
-                tracing::debug!(?upserted, key = command.row_key, "row upserted");
+impl SheetsSink {
+    async fn apply(&self, messages: &[OwnedMessage]) -> Result<(), SinkError> {
+        let mut commands: Vec<SheetRowUpsert> = Vec::with_capacity(messages.len());
+        for message in messages {
+            let bytes = message.payload().ok_or(SinkError::Empty)?;
+            commands.push(self.codec.decode(bytes).await?);
+        }
+        match self.breaker.call(self.upserter.upsert(&commands)).await {
+            Ok(applied) => {
+                tracing::debug!(?applied, commands = commands.len(), "rows upserted");
                 Ok(())
             }
             Err(BreakerError::Rejected(rejected)) => Err(SinkError::BreakerOpen(rejected)),
             Err(BreakerError::Call(err)) => Err(SinkError::Google(err)),
         }
+    }
+}
+
+impl Handler for SheetsSink {
+    type Error = SinkError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), SinkError> {
+        self.apply(std::slice::from_ref(message)).await
+    }
+
+    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<(), SinkError> {
+        self.apply(messages).await
     }
 }

@@ -3,6 +3,11 @@
 //! header when new). A key already in the sheet is updated in place, cell by
 //! cell; a new one is appended, the API choosing the row.
 //!
+//! Commands come in batches: per spreadsheet, the header changes and every
+//! in-place update go in one `values.batchUpdate`, and each sheet's new rows
+//! in one `values.append`. Commands for the same key are merged first, the
+//! later cell winning, so a batch writes each key once.
+//!
 //! The key → row index is rebuilt by reading the sheet, not kept in
 //! Postgres: the sheet is the truth (people edit and sort it), and a
 //! redelivered command after a crash finds the row its first delivery
@@ -10,13 +15,17 @@
 //! after any failed call, so a retry after an append whose answer was lost
 //! reads the sheet again instead of appending twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sluice_contracts::types::{ScalarValue, SheetRowUpsert};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::google::{GoogleError, SheetsClient};
+
+/// A sheet: (spreadsheet id, sheet title).
+type SheetId = (String, String);
 
 /// A sheet's header and where its keys are.
 #[derive(Debug, Default)]
@@ -29,20 +38,39 @@ struct SheetIndex {
 /// A sheet's index, loaded on first use; writes to the sheet hold its lock.
 type SheetSlot = Arc<tokio::sync::Mutex<Option<SheetIndex>>>;
 
+/// A sheet a batch writes: its rows, and its index, locked.
+type LockedSheet = (SheetId, Vec<RowWrite>, OwnedMutexGuard<Option<SheetIndex>>);
+
+/// One key's row as a batch leaves it: its cells, in first-seen order.
+#[derive(Debug)]
+struct RowWrite {
+    key: String,
+    /// The key column's name, for a sheet that has no header yet.
+    key_column: String,
+    cells: Vec<(String, Value)>,
+}
+
+/// Rows of new keys, for one append.
+struct NewRows {
+    keys: Vec<String>,
+    values: Vec<Vec<Value>>,
+}
+
 /// Applies row upserts through the Sheets API.
 pub struct Upserter {
     client: SheetsClient,
-    /// By (spreadsheet, sheet).
-    sheets: Mutex<HashMap<(String, String), SheetSlot>>,
+    sheets: Mutex<HashMap<SheetId, SheetSlot>>,
 }
 
-/// What an upsert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upserted {
-    /// The key was new: a row was appended.
-    Appended,
-    /// The key's row was updated.
-    Updated,
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows appended (new keys).
+    pub appended: usize,
+    /// Rows updated in place.
+    pub updated: usize,
+    /// API requests it took, the index reads included.
+    pub requests: usize,
 }
 
 impl Upserter {
@@ -54,98 +82,78 @@ impl Upserter {
         }
     }
 
-    /// Makes the command's row hold its cells. Writes to one sheet are
-    /// serialised within the process (its index is shared).
-    pub async fn upsert(&self, command: &SheetRowUpsert) -> Result<Upserted, GoogleError> {
-        let slot = {
-            let mut sheets = self.sheets.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(
-                sheets
-                    .entry((command.spreadsheet_id.clone(), command.sheet.clone()))
-                    .or_default(),
-            )
-        };
-        let mut index = slot.lock().await;
-        let result = self.upsert_with(&mut index, command).await;
+    /// Makes each command's row hold its cells, later commands winning.
+    /// Writes to one sheet are serialised within the process (its index is
+    /// shared); a batch locks its sheets in one order, so batches over the
+    /// same sheets cannot deadlock.
+    pub async fn upsert(&self, commands: &[SheetRowUpsert]) -> Result<Applied, GoogleError> {
+        let plan = plan(commands);
+        let mut locked = Vec::with_capacity(plan.len());
+        for (sheet, rows) in plan {
+            let slot = self.slot(&sheet);
+            locked.push((sheet, rows, slot.lock_owned().await));
+        }
+        let result = self.apply(&mut locked).await;
         if result.is_err() {
-            // An append may have landed without its answer: read the sheet
+            // An append may have landed without its answer: read the sheets
             // again before the retry.
-            *index = None;
+            for (_, _, index) in &mut locked {
+                **index = None;
+            }
         }
         result
     }
 
-    async fn upsert_with(
+    fn slot(&self, sheet: &SheetId) -> SheetSlot {
+        let mut sheets = self.sheets.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(sheets.entry(sheet.clone()).or_default())
+    }
+
+    /// Writes the locked sheets, a spreadsheet at a time.
+    async fn apply(
         &self,
-        cached: &mut Option<SheetIndex>,
-        command: &SheetRowUpsert,
-    ) -> Result<Upserted, GoogleError> {
-        let (spreadsheet, sheet) = (&command.spreadsheet_id, &command.sheet);
-        let index = match cached {
-            Some(index) => index,
-            None => cached.insert(self.load(spreadsheet, sheet).await?),
-        };
-        let mut writes: Vec<(String, Vec<Vec<Value>>)> = Vec::new();
-        let key_column = command.cells.first().map_or("key", |c| c.column.as_str());
-        let mut header_changed = false;
-        if index.header.is_empty() {
-            index.header.push(key_column.to_owned());
-            header_changed = true;
-        }
-        for cell in &command.cells {
-            if !index.header.contains(&cell.column) {
-                index.header.push(cell.column.clone());
-                header_changed = true;
-            }
-        }
-        if header_changed {
-            let header = index
-                .header
-                .iter()
-                .map(|h| Value::String(h.clone()))
-                .collect();
-            writes.push((format!("{}!A1", quoted(sheet)), vec![header]));
-        }
-        let key_header = index.header[0].clone();
-        let column_of = |name: &str| index.header.iter().position(|h| h == name);
-        if let Some(&row) = index.rows.get(&command.row_key) {
-            for cell in command.cells.iter().filter(|c| c.column != key_header) {
-                if let Some(column) = column_of(&cell.column) {
-                    writes.push((
-                        format!("{}!{}{}", quoted(sheet), column_name(column), row + 1),
-                        vec![vec![json_value(&cell.value)]],
-                    ));
+        locked: &mut [LockedSheet],
+    ) -> Result<Applied, GoogleError> {
+        let mut applied = Applied::default();
+        for spreadsheet in locked.chunk_by_mut(|a, b| a.0.0 == b.0.0) {
+            let spreadsheet_id = spreadsheet[0].0.0.clone();
+            let mut writes = Vec::new();
+            let mut appends = Vec::new();
+            for (at, ((_, sheet), rows, cached)) in spreadsheet.iter_mut().enumerate() {
+                let index = match &mut **cached {
+                    Some(index) => index,
+                    None => {
+                        applied.requests += 1;
+                        cached.insert(self.load(&spreadsheet_id, sheet).await?)
+                    }
+                };
+                let (new_rows, updated) = index.lay_out(sheet, rows, &mut writes);
+                applied.updated += updated;
+                if !new_rows.keys.is_empty() {
+                    appends.push((at, new_rows));
                 }
             }
-            self.client.batch_update(spreadsheet, &writes).await?;
-            return Ok(Upserted::Updated);
-        }
-        if !writes.is_empty() {
-            self.client.batch_update(spreadsheet, &writes).await?;
-        }
-        let mut row = vec![Value::String(String::new()); index.header.len()];
-        row[0] = Value::String(command.row_key.clone());
-        for cell in command.cells.iter().filter(|c| c.column != key_header) {
-            if let Some(column) = column_of(&cell.column) {
-                row[column] = json_value(&cell.value);
+            if !writes.is_empty() {
+                applied.requests += 1;
+                self.client.batch_update(&spreadsheet_id, &writes).await?;
+            }
+            for (at, NewRows { keys, values }) in appends {
+                let ((_, sheet), _, cached) = &mut spreadsheet[at];
+                applied.requests += 1;
+                let range = format!("{}!A1", quoted(sheet));
+                let updated = self.client.append(&spreadsheet_id, &range, &values).await?;
+                applied.appended += keys.len();
+                match (first_row(&updated), cached.as_mut()) {
+                    (Some(first), Some(index)) => {
+                        let rows = keys.into_iter().enumerate().map(|(i, k)| (k, first + i));
+                        index.rows.extend(rows);
+                    }
+                    // Unknown rows: read the sheet again next time.
+                    _ => **cached = None,
+                }
             }
         }
-        // Trailing empty cells are not sent (nothing to clear in a new row).
-        while row.len() > 1 && row.last() == Some(&Value::String(String::new())) {
-            row.pop();
-        }
-        let updated = self
-            .client
-            .append(spreadsheet, &format!("{}!A1", quoted(sheet)), &[row])
-            .await?;
-        match first_row(&updated) {
-            Some(at) => {
-                index.rows.insert(command.row_key.clone(), at);
-            }
-            // Unknown row: read the sheet again next time.
-            None => *cached = None,
-        }
-        Ok(Upserted::Appended)
+        Ok(applied)
     }
 
     async fn load(&self, spreadsheet: &str, sheet: &str) -> Result<SheetIndex, GoogleError> {
@@ -166,6 +174,104 @@ impl Upserter {
             .collect();
         Ok(SheetIndex { header, rows })
     }
+}
+
+impl SheetIndex {
+    /// Adds `rows`' columns to the header and queues the header and the
+    /// in-place updates in `writes`; returns the new rows, for one append,
+    /// and how many rows were updated in place.
+    fn lay_out(
+        &mut self,
+        sheet: &str,
+        rows: &[RowWrite],
+        writes: &mut Vec<(String, Vec<Vec<Value>>)>,
+    ) -> (NewRows, usize) {
+        let sheet = quoted(sheet);
+        let mut header_changed = false;
+        if self.header.is_empty()
+            && let Some(first) = rows.first()
+        {
+            self.header.push(first.key_column.clone());
+            header_changed = true;
+        }
+        for row in rows {
+            for (column, _) in &row.cells {
+                if !self.header.contains(column) {
+                    self.header.push(column.clone());
+                    header_changed = true;
+                }
+            }
+        }
+        if header_changed {
+            let header = self.header.iter().cloned().map(Value::String).collect();
+            writes.push((format!("{sheet}!A1"), vec![header]));
+        }
+        let column_of = |name: &str| self.header.iter().skip(1).position(|h| h == name);
+        let (mut keys, mut values, mut updated) = (Vec::new(), Vec::new(), 0);
+        for row in rows {
+            // Column 0 is the key, written only when the row is made.
+            let cells = row
+                .cells
+                .iter()
+                .filter_map(|(column, value)| Some((column_of(column)? + 1, value)));
+            if let Some(&at) = self.rows.get(&row.key) {
+                updated += 1;
+                for (column, value) in cells {
+                    let range = format!("{sheet}!{}{}", column_name(column), at + 1);
+                    writes.push((range, vec![vec![value.clone()]]));
+                }
+                continue;
+            }
+            let mut line = vec![Value::String(String::new()); self.header.len()];
+            line[0] = Value::String(row.key.clone());
+            for (column, value) in cells {
+                line[column] = value.clone();
+            }
+            // Trailing empty cells are not sent (nothing to clear in a new row).
+            while line.len() > 1 && line.last() == Some(&Value::String(String::new())) {
+                line.pop();
+            }
+            keys.push(row.key.clone());
+            values.push(line);
+        }
+        (NewRows { keys, values }, updated)
+    }
+}
+
+/// The batch's rows by sheet (in sheet order, which is the lock order), each
+/// key once with its commands' cells merged, the later value winning.
+fn plan(commands: &[SheetRowUpsert]) -> BTreeMap<SheetId, Vec<RowWrite>> {
+    let mut plan: BTreeMap<SheetId, Vec<RowWrite>> = BTreeMap::new();
+    for command in commands {
+        let rows = plan
+            .entry((command.spreadsheet_id.clone(), command.sheet.clone()))
+            .or_default();
+        let key_column = command.cells.first().map_or("key", |c| c.column.as_str());
+        let position = match rows.iter().position(|row| row.key == command.row_key) {
+            Some(position) => position,
+            None => {
+                rows.push(RowWrite {
+                    key: command.row_key.clone(),
+                    key_column: key_column.to_owned(),
+                    cells: Vec::new(),
+                });
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[position];
+        for cell in &command.cells {
+            let value = json_value(&cell.value);
+            match row
+                .cells
+                .iter_mut()
+                .find(|(column, _)| *column == cell.column)
+            {
+                Some((_, old)) => *old = value,
+                None => row.cells.push((cell.column.clone(), value)),
+            }
+        }
+    }
+    plan
 }
 
 /// A sheet title as A1 notation wants it.

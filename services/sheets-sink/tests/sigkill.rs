@@ -14,7 +14,7 @@ use common::{Tuning, command, grid_of, id, request_log, sandbox, send, start_wit
 use sandbox::ServiceAccountKey;
 use serde_json::Value;
 use sluice_contracts::types::SheetRowUpsert;
-use sluice_testkit::{TestTopic, eventually, unique_name};
+use sluice_testkit::{KillOnDrop, TestTopic, eventually, unique_name};
 
 const COMMANDS: u32 = 1_500;
 const KEYS: u32 = 300;
@@ -35,6 +35,8 @@ async fn sink_child() {
         &var("DLQ"),
         Tuning {
             group: var("GROUP"),
+            // Small batches: many requests, so the kills land mid-stream.
+            max_batch: 10,
             ..Tuning::quick()
         },
     );
@@ -52,7 +54,7 @@ async fn sigkill_mid_stream_adds_no_second_row() {
     key.write(&key_file).unwrap();
     let group = unique_name("sheets-kill");
     let spawn = || {
-        Command::new(std::env::current_exe().unwrap())
+        let child = Command::new(std::env::current_exe().unwrap())
             .stdout(Stdio::null())
             .args(["--exact", "sink_child", "--ignored", "--nocapture"])
             .env("BASE", &base)
@@ -61,7 +63,8 @@ async fn sigkill_mid_stream_adds_no_second_row() {
             .env("DLQ", &dlq.name)
             .env("GROUP", &group)
             .spawn()
-            .unwrap()
+            .unwrap();
+        KillOnDrop(child)
     };
     let commands: Vec<SheetRowUpsert> = (0..COMMANDS)
         .map(|n| {
@@ -73,17 +76,16 @@ async fn sigkill_mid_stream_adds_no_second_row() {
         .collect();
     send(&topic.name, &commands).await;
 
-    for threshold in [300, 800] {
-        let mut child = spawn();
+    for threshold in [40, 120] {
+        let child = spawn();
         eventually(&format!("{threshold} requests"), common::WAIT, || {
             let base = &base;
             async move { (request_log(base).await.len() >= threshold).then_some(()) }
         })
         .await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(child);
     }
-    let mut child = spawn();
+    let child = spawn();
     let expected: HashMap<String, String> = (COMMANDS - KEYS..COMMANDS)
         .map(|n| (format!("k-{}", n % KEYS), format!("v{n}")))
         .collect();
@@ -114,8 +116,7 @@ async fn sigkill_mid_stream_adds_no_second_row() {
         },
     )
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     std::fs::remove_dir_all(&dir).unwrap();
     let keys: HashSet<&str> = rows.iter().map(|row| row[0].as_str().unwrap()).collect();
     assert_eq!(

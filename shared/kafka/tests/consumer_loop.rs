@@ -1,6 +1,6 @@
 //! The consumer loop against the real broker: retries, dead letters, per-key
-//! order, offsets that follow handling, and a restart that handles nothing
-//! twice.
+//! order, offsets that follow handling, a restart that handles nothing
+//! twice, and batches that shrink to single messages around a bad one.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -79,6 +79,8 @@ fn settings(group: &str, topic: &str) -> ConsumerSettings {
         topics: vec![topic.to_owned()],
         partition_buffer: 4,
         max_concurrent: 2,
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
         retry: RetryPolicy {
             max_retries: 3,
             initial_delay: Duration::from_millis(10),
@@ -99,11 +101,19 @@ fn start(
     dlq: &str,
     handler: ScriptedHandler,
 ) -> impl FnOnce() -> tokio::task::JoinHandle<()> {
+    start_with(settings(group, topic), dlq, handler)
+}
+
+fn start_with<H: Handler>(
+    settings: ConsumerSettings,
+    dlq: &str,
+    handler: H,
+) -> impl FnOnce() -> tokio::task::JoinHandle<()> {
     let stack = Stack::get();
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(producer(), codec, dlq, "test-service", "0.0.0");
-    let consumer = ConsumerLoop::new(&kafka, settings(group, topic), handler, publisher).unwrap();
+    let consumer = ConsumerLoop::new(&kafka, settings, handler, publisher).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(async move {
         consumer
@@ -350,5 +360,131 @@ async fn an_outage_holds_the_partition_instead_of_dead_lettering() {
         message_count(&dlq.name),
         0,
         "an outage is not a poison message"
+    );
+}
+
+/// Applies a batch all or nothing, as one API request would: a `bad` payload
+/// refuses the whole batch (permanently), and the first batch holding a
+/// `flaky` one fails once (retryably).
+#[derive(Clone, Default)]
+struct BatchHandler {
+    applied: Arc<Mutex<Vec<(i32, i64, String)>>>,
+    batch_sizes: Arc<Mutex<Vec<usize>>>,
+    flaky_failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn payload(message: &OwnedMessage) -> String {
+    String::from_utf8(message.payload().unwrap().to_vec()).unwrap()
+}
+
+impl Handler for BatchHandler {
+    type Error = TestError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+        self.handle_batch(std::slice::from_ref(message)).await
+    }
+
+    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<(), TestError> {
+        self.batch_sizes.lock().unwrap().push(messages.len());
+        let payloads: Vec<String> = messages.iter().map(payload).collect();
+        if payloads.iter().any(|p| p.starts_with("bad")) {
+            return Err(TestError::permanent("row 3: unknown column"));
+        }
+        if payloads.iter().any(|p| p.starts_with("flaky"))
+            && !self
+                .flaky_failed
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(TestError::retryable("HTTP 500 from the test target"));
+        }
+        let mut applied = self.applied.lock().unwrap();
+        for (message, payload) in messages.iter().zip(payloads) {
+            applied.push((message.partition(), message.offset(), payload));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_applied_whole_and_a_bad_message_is_dead_lettered_alone() {
+    let input = TestTopic::create("batch-input", PARTITIONS).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "batch-dlq", 1).await;
+    let group = unique_name("batch-group");
+    let total: usize = 300;
+    let bad = [17, 150, 151, 299];
+    for i in 0..total {
+        let payload = match i {
+            _ if bad.contains(&i) => format!("bad-{i}"),
+            40 => format!("flaky-{i}"),
+            _ => format!("ok-{i}"),
+        };
+        produce(&input.name, &format!("key-{}", i % 9), &payload).await;
+    }
+
+    let handler = BatchHandler::default();
+    let mut settings = settings(&group, &input.name);
+    settings.partition_buffer = 64;
+    settings.max_batch = 50;
+    settings.batch_linger = Duration::from_millis(20);
+    let stop = start_with(settings, &dlq.name, handler.clone());
+    let applied = Arc::clone(&handler.applied);
+    let good = total - bad.len();
+    eventually("every good message applied", WAIT, || {
+        let all = applied.lock().unwrap().len() >= good;
+        async move { all.then_some(()) }
+    })
+    .await;
+    let dead = consume_exactly(&dlq.name, bad.len(), WAIT).await;
+    stop().await.unwrap();
+
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut dead_payloads = Vec::new();
+    for message in dead {
+        let letter: DeadLetter = codec.decode(message.payload().unwrap()).await.unwrap();
+        assert!(
+            letter.error_message.contains("unknown column"),
+            "{letter:?}"
+        );
+        dead_payloads.push(String::from_utf8(letter.original_value.unwrap()).unwrap());
+    }
+    dead_payloads.sort();
+    let mut expected_dead: Vec<String> = bad.iter().map(|i| format!("bad-{i}")).collect();
+    expected_dead.sort();
+    assert_eq!(dead_payloads, expected_dead, "exactly the bad ones");
+
+    let applied = applied.lock().unwrap();
+    let mut payloads: Vec<&str> = applied.iter().map(|(_, _, p)| p.as_str()).collect();
+    payloads.sort_unstable();
+    let before = payloads.len();
+    payloads.dedup();
+    assert_eq!(before, payloads.len(), "each applied once");
+    assert_eq!(payloads.len(), good);
+    for partition in 0..PARTITIONS {
+        let offsets: Vec<i64> = applied
+            .iter()
+            .filter(|(p, ..)| *p == partition)
+            .map(|(_, o, _)| *o)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition} in order: {offsets:?}"
+        );
+    }
+    let sizes = handler.batch_sizes.lock().unwrap();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    assert!(
+        (2..=50).contains(&largest),
+        "batches formed and stayed within max_batch: {sizes:?}"
+    );
+    assert!(
+        handler
+            .flaky_failed
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let committed = committed_offsets(&group, &input.name, PARTITIONS);
+    assert_eq!(
+        committed.values().sum::<i64>(),
+        total as i64,
+        "{committed:?}"
     );
 }

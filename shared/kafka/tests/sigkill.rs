@@ -47,6 +47,8 @@ async fn journaling_consumer_child() {
         topics: vec![env_var("TOPIC")],
         partition_buffer: 16,
         max_concurrent: 3,
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
         retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(5),

@@ -55,6 +55,8 @@ async fn service_child() {
         topics: vec![env_var("TOPIC")],
         partition_buffer: 8,
         max_concurrent: 3,
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
         retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),

@@ -66,6 +66,8 @@ pub struct Tuning {
     pub breaker: BreakerConfig,
     pub retry: RetryPolicy,
     pub group: String,
+    /// Most commands of a partition written together.
+    pub max_batch: usize,
 }
 
 impl Tuning {
@@ -93,6 +95,7 @@ impl Tuning {
                 max_elapsed: None,
             },
             group: unique_name("sheets-sink"),
+            max_batch: 100,
         }
     }
 }
@@ -136,8 +139,10 @@ pub fn start_with(
     let settings = ConsumerSettings {
         group_id: tuning.group,
         topics: vec![topic.to_owned()],
-        partition_buffer: 16,
+        partition_buffer: tuning.max_batch.max(16),
         max_concurrent: 3,
+        max_batch: tuning.max_batch,
+        batch_linger: Duration::from_millis(50),
         retry: tuning.retry,
         pause_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),

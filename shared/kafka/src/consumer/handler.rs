@@ -19,6 +19,24 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         message: &OwnedMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Handles several messages of one partition, in order, as one unit
+    /// (when [`ConsumerSettings::max_batch`](super::ConsumerSettings) allows
+    /// more than one). An error stands for the whole batch: retryable and
+    /// pausing errors repeat it, and a permanent one makes the loop handle
+    /// the messages one by one, so only the guilty one is dead-lettered.
+    /// The default handles them one after another.
+    fn handle_batch(
+        &self,
+        messages: &[OwnedMessage],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async move {
+            for message in messages {
+                self.handle(message).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// An error a handler returns.

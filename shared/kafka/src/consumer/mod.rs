@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::context::{AssignmentChange, Partition, RebalanceContext};
 pub use self::handler::{Handler, HandlerError};
-use self::partition::{Shared, run_partition};
+use self::partition::{BatchWindow, Shared, run_partition};
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
 use crate::{KafkaConfig, KafkaSetupError};
 
@@ -69,8 +69,15 @@ pub struct ConsumerSettings {
     pub topics: Vec<String>,
     /// Messages queued per partition before the partition is paused.
     pub partition_buffer: usize,
-    /// Messages handled at once across all partitions.
+    /// Messages handled at once across all partitions (a batch counts as one).
     pub max_concurrent: usize,
+    /// Most messages of one partition handed to the handler at once
+    /// ([`Handler::handle_batch`]); 1 handles them singly. Keep
+    /// `partition_buffer` at least this large, or batches stay small.
+    pub max_batch: usize,
+    /// How long a batch that is not full waits for more messages; zero
+    /// takes only the messages already queued.
+    pub batch_linger: Duration,
     /// Retries of a message whose handler failed with a retryable error.
     pub retry: RetryPolicy,
     /// How long a partition holds when the handler says "pause" without a
@@ -160,6 +167,10 @@ impl<H: Handler> ConsumerLoop<H> {
             dead_letters,
             retry: settings.retry.clone(),
             pause_backoff: settings.pause_backoff,
+            batch: BatchWindow {
+                max: settings.max_batch.max(1),
+                linger: settings.batch_linger,
+            },
             in_flight: Semaphore::new(settings.max_concurrent.max(1)),
         });
         Ok(Self {

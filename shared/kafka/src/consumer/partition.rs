@@ -29,18 +29,28 @@ pub(crate) struct Shared<H> {
     pub dead_letters: DeadLetterPublisher,
     pub retry: RetryPolicy,
     pub pause_backoff: Duration,
-    /// Bounds the messages handled at once across partitions.
+    pub batch: BatchWindow,
+    /// Bounds the batches handled at once across partitions.
     pub in_flight: Semaphore,
 }
 
+/// How many queued messages go to the handler at once, and how long to wait
+/// for them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchWindow {
+    pub max: usize,
+    pub linger: Duration,
+}
+
 /// How a message was settled.
+#[derive(Clone, Copy)]
 enum Settled {
     Done,
     DeadLettered(DeadLetterClass),
 }
 
 /// Handles the partition's messages until its queue closes or `stop` fires.
-/// A stop lets the message in hand finish (and its offset be stored) but
+/// A stop lets the batch in hand finish (and its offsets be stored) but
 /// starts no other; what was queued is handled again by whoever owns the
 /// partition next. After a revoke the store fails, as the partition is gone.
 pub(crate) async fn run_partition<H: Handler>(
@@ -53,41 +63,113 @@ pub(crate) async fn run_partition<H: Handler>(
     let dead_lettered =
         metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "dead_lettered");
     let processing = metrics::histogram!(PROCESSING, "topic" => topic.clone());
-    loop {
-        let message = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            message = queue.recv() => match message {
-                Some(message) => message,
-                None => return,
-            },
-        };
+    while let Some(batch) = next_batch(&mut queue, shared.batch, &stop).await {
         let Ok(_permit) = shared.in_flight.acquire().await else {
             return;
         };
         let started = Instant::now();
-        let span = sluice_telemetry::message_span(&message);
-        let Some(settled) = settle(&shared, &message, &stop).instrument(span).await else {
+        let Some(outcomes) = settle_batch(&shared, &batch, &stop).await else {
             return;
         };
-        // The at-least-once rule: the offset is stored (for the next
-        // auto-commit) only now that the message is done or dead-lettered.
-        if let Err(err) =
-            shared
-                .consumer
-                .store_offset(message.topic(), message.partition(), message.offset())
-        {
-            tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
-                error = %err, "offset not stored; the message will be handled again");
+        for (message, settled) in batch.iter().zip(outcomes) {
+            // The at-least-once rule: the offset is stored (for the next
+            // auto-commit) only now that the message is done or dead-lettered.
+            if let Err(err) =
+                shared
+                    .consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+            {
+                tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
+                    error = %err, "offset not stored; the message will be handled again");
+            }
+            match settled {
+                Settled::Done => done.increment(1),
+                Settled::DeadLettered(class) => {
+                    dead_lettered.increment(1);
+                    metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str()).increment(1);
+                }
+            }
+            processing.record(started.elapsed().as_secs_f64());
         }
-        match settled {
-            Settled::Done => done.increment(1),
-            Settled::DeadLettered(class) => {
-                dead_lettered.increment(1);
-                metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str()).increment(1);
+    }
+}
+
+/// The next messages of the queue, in order: the first to come, then what
+/// else is queued or arrives within the linger, up to the window's size.
+/// `None` when the queue closed or `stop` fired.
+async fn next_batch(
+    queue: &mut mpsc::Receiver<OwnedMessage>,
+    window: BatchWindow,
+    stop: &CancellationToken,
+) -> Option<Vec<OwnedMessage>> {
+    let first = tokio::select! {
+        biased;
+        () = stop.cancelled() => return None,
+        message = queue.recv() => message?,
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + window.linger;
+    while batch.len() < window.max {
+        match queue.try_recv() {
+            Ok(message) => batch.push(message),
+            Err(_) if window.linger.is_zero() => break,
+            Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(message)) => batch.push(message),
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    Some(batch)
+}
+
+/// Settles a batch: handled as one unit until done, held through outages;
+/// when it fails for good, message by message. `None` when stopped first.
+async fn settle_batch<H: Handler>(
+    shared: &Shared<H>,
+    batch: &[OwnedMessage],
+    stop: &CancellationToken,
+) -> Option<Vec<Settled>> {
+    let [first, ..] = batch else {
+        return Some(Vec::new());
+    };
+    if let [message] = batch {
+        let span = sluice_telemetry::message_span(message);
+        return settle(shared, message, stop)
+            .instrument(span)
+            .await
+            .map(|settled| vec![settled]);
+    }
+    let span = sluice_telemetry::message_span(first);
+    let first_failure_at = OnceLock::new();
+    loop {
+        let handled = attempt(
+            &shared.retry,
+            shared.pause_backoff,
+            &first_failure_at,
+            "handle_batch",
+            || shared.handler.handle_batch(batch),
+        )
+        .instrument(span.clone())
+        .await;
+        match handled {
+            Ok(()) => return Some(vec![Settled::Done; batch.len()]),
+            Err(Verdict::Hold { wait, reason }) => {
+                hold_log(first, &reason, wait);
+                if !sleep_unless_stopped(wait, stop).await {
+                    return None;
+                }
+            }
+            Err(Verdict::DeadLetter(failure)) => {
+                tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
+                    error = %failure.message, "batch failed; handling its messages one by one");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for message in batch {
+                    let span = sluice_telemetry::message_span(message);
+                    outcomes.push(settle(shared, message, stop).instrument(span).await?);
+                }
+                return Some(outcomes);
             }
         }
-        processing.record(started.elapsed().as_secs_f64());
     }
 }
 
@@ -113,8 +195,7 @@ async fn settle<H: Handler>(
         match handled {
             Ok(()) => return Some(Settled::Done),
             Err(Verdict::Hold { wait, reason }) => {
-                tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
-                    "dependency unavailable; holding the partition");
+                hold_log(message, &reason, wait);
                 if !sleep_unless_stopped(wait, stop).await {
                     return None;
                 }
@@ -127,6 +208,11 @@ async fn settle<H: Handler>(
             }
         }
     }
+}
+
+fn hold_log(message: &OwnedMessage, reason: &str, wait: Duration) {
+    tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
+        "dependency unavailable; holding the partition");
 }
 
 /// Writes the dead letter, trying until Kafka acknowledges it (the message is
