@@ -1,0 +1,14 @@
+//! erp-sink: ErpCommands from Kafka applied to Odoo once each — upsert by
+//! external reference, the command id kept on the record, paced by a token
+//! bucket, guarded by a circuit breaker, retried with backoff — and every
+//! outcome reported on `erp.results.v1`. `main.rs` wires it; tests drive it
+//! against the sandbox.
+
+mod apply;
+pub mod odoo;
+mod results;
+mod sink;
+
+pub use apply::{Applied, Applier, ApplyError, RecordFields};
+pub use results::{ResultError, ResultPublisher};
+pub use sink::{ErpSink, SinkError};

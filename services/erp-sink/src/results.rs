@@ -1,0 +1,81 @@
+//! ErpResults to `erp.results.v1`, keyed by external reference like the
+//! commands, each awaited until Kafka acknowledges it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice_avro::{AvroCodec, CodecError};
+use sluice_contracts::types::ErpResult;
+
+/// Why a result was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    /// Encoding (the registry is away, say).
+    #[error("encoding the result: {0}")]
+    Encode(#[from] CodecError),
+    /// Kafka did not acknowledge it.
+    #[error("producing the result: {0}")]
+    Produce(rdkafka::error::KafkaError),
+}
+
+/// Writes ErpResults.
+pub struct ResultPublisher {
+    producer: FutureProducer,
+    codec: Arc<AvroCodec>,
+    topic: String,
+}
+
+/// How long a result may wait for Kafka before the command is tried again.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ResultPublisher {
+    /// Publishes to `topic` through an idempotent `producer`.
+    pub fn new(producer: FutureProducer, codec: Arc<AvroCodec>, topic: impl Into<String>) -> Self {
+        Self {
+            producer,
+            codec,
+            topic: topic.into(),
+        }
+    }
+
+    /// Writes `result` for the command read from `command`, carrying its
+    /// trace on.
+    pub async fn publish(
+        &self,
+        result: &ErpResult,
+        command: &OwnedMessage,
+    ) -> Result<(), ResultError> {
+        let value = self.codec.encode(&self.topic, result).await?;
+        let mut trace = sluice_telemetry::child_span_context_headers(&tracing::Span::current());
+        if trace.is_empty() {
+            // No tracing pipeline here: pass the command's context on.
+            trace = command
+                .headers()
+                .into_iter()
+                .flat_map(|headers| headers.iter())
+                .filter(|header| header.key == "traceparent")
+                .filter_map(|header| Some((header.key.to_owned(), header.value?.to_vec())))
+                .collect();
+        }
+        let headers = trace
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let record = FutureRecord::to(&self.topic)
+            .key(&result.external_ref)
+            .payload(&value)
+            .headers(headers);
+        self.producer
+            .send(record, DELIVERY_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|(err, _)| ResultError::Produce(err))
+    }
+}

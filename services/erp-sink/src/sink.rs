@@ -1,0 +1,189 @@
+//! The handler the consumer loop runs for each ErpCommand: decode, apply
+//! through the breaker, report the outcome; what the errors mean for the
+//! message.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use sluice_avro::{AvroCodec, CodecError};
+use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult};
+use sluice_kafka::{Handler, HandlerError};
+use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, Rejected};
+
+use crate::apply::{Applied, Applier, ApplyError};
+use crate::results::{ResultError, ResultPublisher};
+
+/// Why a command was not settled (this time).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The message has no value.
+    #[error("the message has no value")]
+    Empty,
+    /// Not an ErpCommand.
+    #[error("decoding the command: {0}")]
+    Decode(#[from] CodecError),
+    /// The breaker refused the call: the ERP is failing.
+    #[error(transparent)]
+    BreakerOpen(Rejected),
+    /// The ERP call failed.
+    #[error(transparent)]
+    Apply(ApplyError),
+    /// The outcome could not be reported; the command is tried again and
+    /// then finds itself applied.
+    #[error(transparent)]
+    Result(#[from] ResultError),
+}
+
+impl Classified for SinkError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Empty => ErrorClass::Permanent,
+            // The registry being away is no reason to dead-letter a command.
+            Self::Decode(CodecError::RegistryUnavailable(_))
+            | Self::Result(ResultError::Encode(CodecError::RegistryUnavailable(_)))
+            | Self::BreakerOpen(_) => ErrorClass::Pause,
+            Self::Decode(_) => ErrorClass::Permanent,
+            Self::Apply(err) => err.class(),
+            Self::Result(_) => ErrorClass::Retryable,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::BreakerOpen(rejected) => rejected.retry_in,
+            Self::Apply(err) => err.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl HandlerError for SinkError {
+    fn dead_letter_class(&self) -> DeadLetterClass {
+        match self {
+            Self::Empty | Self::Decode(_) => DeadLetterClass::Decode,
+            Self::Apply(ApplyError::UnknownOperation) => DeadLetterClass::Validation,
+            _ => DeadLetterClass::Permanent,
+        }
+    }
+}
+
+/// Commands whose attempts are counted at once; beyond, the count restarts
+/// (it only informs the result).
+const COUNTED_COMMANDS: usize = 10_000;
+
+/// Applies ErpCommands and reports their outcomes.
+pub struct ErpSink {
+    codec: AvroCodec,
+    applier: Applier,
+    breaker: CircuitBreaker,
+    results: ResultPublisher,
+    /// Tries so far per command id, for the result.
+    attempts: Mutex<HashMap<String, i32>>,
+}
+
+impl ErpSink {
+    /// Decodes with `codec`, applies with `applier` behind `breaker`,
+    /// reports through `results`.
+    pub fn new(
+        codec: AvroCodec,
+        applier: Applier,
+        breaker: CircuitBreaker,
+        results: ResultPublisher,
+    ) -> Self {
+        Self {
+            codec,
+            applier,
+            breaker,
+            results,
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attempt(&self, command_id: &str) -> i32 {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if attempts.len() >= COUNTED_COMMANDS {
+            attempts.clear();
+        }
+        let count = attempts.entry(command_id.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    fn settled(&self, command_id: &str) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        attempts.remove(command_id);
+    }
+}
+
+impl Handler for ErpSink {
+    type Error = SinkError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), SinkError> {
+        let bytes = message.payload().ok_or(SinkError::Empty)?;
+        let command: ErpCommand = self.codec.decode(bytes).await?;
+        let attempts = self.attempt(&command.command_id);
+        let applied = match self.breaker.call(self.applier.apply(&command)).await {
+            Ok(applied) => Ok(applied),
+            Err(BreakerError::Rejected(rejected)) => return Err(SinkError::BreakerOpen(rejected)),
+            Err(BreakerError::Call(err)) if err.class() == ErrorClass::Permanent => Err(err),
+            Err(BreakerError::Call(err)) => return Err(SinkError::Apply(err)),
+        };
+        // Applied or refused for good: either way the sender hears of it.
+        let result = outcome(&command, &applied, attempts);
+        self.results.publish(&result, message).await?;
+        self.settled(&command.command_id);
+        match applied {
+            Ok(Applied { record_id, already }) => {
+                tracing::debug!(
+                    record_id,
+                    already,
+                    external_ref = command.external_ref,
+                    "applied"
+                );
+                Ok(())
+            }
+            // The loop dead-letters it, with the error.
+            Err(err) => Err(SinkError::Apply(err)),
+        }
+    }
+}
+
+/// The ErpResult of a command that was applied or refused.
+fn outcome(
+    command: &ErpCommand,
+    applied: &Result<Applied, ApplyError>,
+    attempts: i32,
+) -> ErpResult {
+    let (outcome, erp_record_id, error) = match applied {
+        Ok(Applied { record_id, already }) => {
+            let outcome = if *already {
+                ErpOutcome::AlreadyApplied
+            } else {
+                ErpOutcome::Applied
+            };
+            (outcome, Some(*record_id), None)
+        }
+        Err(err) => (
+            ErpOutcome::Rejected,
+            None,
+            Some(ErpError {
+                code: err.code(),
+                message: err.to_string(),
+            }),
+        ),
+    };
+    ErpResult {
+        command_id: command.command_id.clone(),
+        model: command.model.clone(),
+        operation: command.operation,
+        external_ref: command.external_ref.clone(),
+        outcome,
+        erp_record_id,
+        error,
+        attempts,
+        completed_at: sluice_contracts::now_millis(),
+        saga: command.saga.clone(),
+    }
+}

@@ -1,0 +1,120 @@
+//! erp-sink against the sandbox's Odoo over HTTP: upsert by external
+//! reference, a redelivered command applied once, and each permanent refusal
+//! (a validation error, an update of a missing record, an unknown operation)
+//! reported as REJECTED and dead-lettered alone while the rest flow.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Topics, Tuning, by_ref, command, faults, id, records, results, sandbox, send, start};
+use rdkafka::Message;
+use serde_json::json;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{DeadLetter, DeadLetterClass, ErpOperation, ErpOutcome};
+use sluice_testkit::{Stack, consume_exactly, message_count};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered() {
+    let base = sandbox().await;
+    let topics = Topics::create("erp-sink", 3).await;
+    faults(&base, json!({"reject_value": "NOT-A-PARTNER"})).await;
+    let mut unknown = command(8, ErpOperation::Unknown, "so-F", 1.0, "");
+    unknown.fields.clear();
+    let commands = [
+        command(1, ErpOperation::Create, "so-A", 10.0, "placed"),
+        command(2, ErpOperation::Update, "so-A", 20.0, "amended"),
+        command(3, ErpOperation::Create, "so-B", 5.0, "placed"),
+        // The update again, as a redelivery brings it.
+        command(2, ErpOperation::Update, "so-A", 20.0, "amended"),
+        command(
+            4,
+            ErpOperation::Cancel,
+            "so-B",
+            5.0,
+            "customer changed their mind",
+        ),
+        command(5, ErpOperation::Update, "so-C", 1.0, "no such order"),
+        command(6, ErpOperation::Create, "so-D", 1.0, "NOT-A-PARTNER"),
+        command(7, ErpOperation::Upsert, "so-E", 7.5, "upserted"),
+        unknown,
+    ];
+    send(&topics.commands.name, &commands).await;
+    let stop = start(&base, &topics, Tuning::quick());
+    let results = results(&topics.results.name, commands.len()).await;
+    let letters = consume_exactly(&topics.dlq.name, 3, common::WAIT).await;
+    stop.send(()).unwrap();
+
+    // Every command has its result; the duplicate finds itself applied.
+    let mut outcomes: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for result in &results {
+        *outcomes
+            .entry((result.command_id.clone(), format!("{:?}", result.outcome)))
+            .or_default() += 1;
+    }
+    let expected: BTreeMap<(String, String), usize> = [
+        (1, ErpOutcome::Applied),
+        (2, ErpOutcome::Applied),
+        (2, ErpOutcome::AlreadyApplied),
+        (3, ErpOutcome::Applied),
+        (4, ErpOutcome::Applied),
+        (5, ErpOutcome::Rejected),
+        (6, ErpOutcome::Rejected),
+        (7, ErpOutcome::Applied),
+        (8, ErpOutcome::Rejected),
+    ]
+    .into_iter()
+    .map(|(n, outcome)| ((id(n), format!("{outcome:?}")), 1))
+    .collect();
+    assert_eq!(outcomes, expected);
+    let codes: BTreeMap<String, String> = results
+        .iter()
+        .filter_map(|r| Some((r.external_ref.clone(), r.error.clone()?.code)))
+        .collect();
+    assert_eq!(codes["so-C"], "not_found");
+    assert_eq!(codes["so-D"], "ValidationError");
+    assert_eq!(codes["so-F"], "unknown_operation");
+
+    // The ERP: one record per reference, at its last values.
+    let erp = by_ref(&records(&base).await);
+    assert_eq!(
+        erp.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["so-A", "so-B", "so-E"]
+    );
+    assert_eq!(erp["so-A"]["amount_total"], json!(20.0));
+    assert_eq!(erp["so-A"]["note"], json!("amended"));
+    assert_eq!(
+        erp["so-A"]["x_sluice_commands"],
+        json!(format!("{} {}", id(1), id(2)))
+    );
+    assert_eq!(erp["so-B"]["state"], json!("cancel"));
+    assert_eq!(erp["so-E"]["amount_total"], json!(7.5));
+    let record_ids: Vec<Option<i64>> = results
+        .iter()
+        .filter(|r| r.external_ref == "so-A")
+        .map(|r| r.erp_record_id)
+        .collect();
+    let so_a = erp["so-A"]["id"].as_i64();
+    assert!(record_ids.iter().all(|id| *id == so_a), "{record_ids:?}");
+
+    // Exactly the three refused commands are dead letters, bytes intact.
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut dead = BTreeMap::new();
+    for letter in letters {
+        let letter: DeadLetter = codec.decode(letter.payload().unwrap()).await.unwrap();
+        let key = String::from_utf8(letter.original_key.clone().unwrap()).unwrap();
+        dead.insert(key, letter);
+    }
+    assert_eq!(
+        dead.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["so-C", "so-D", "so-F"]
+    );
+    assert!(dead["so-D"].error_message.contains("ValidationError"));
+    assert!(dead["so-D"].error_message.contains("NOT-A-PARTNER"));
+    assert!(dead["so-C"].error_message.contains("no sale.order record"));
+    assert_eq!(dead["so-F"].error_class, DeadLetterClass::Validation);
+    assert_eq!(dead["so-D"].attempts, 1, "a permanent error is not retried");
+    assert_eq!(message_count(&topics.dlq.name), 3);
+}
