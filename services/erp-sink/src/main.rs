@@ -229,26 +229,26 @@ async fn main() -> Result<()> {
         password,
     };
     let codec = Arc::new(AvroCodec::new(registry.clone()));
+    let breaker = CircuitBreaker::new(
+        "erp",
+        BreakerConfig {
+            failure_threshold: cli.breaker_failures,
+            failure_rate: None,
+            slow_call: None,
+            open_wait: Duration::from_secs(cli.breaker_open_secs),
+            half_open_permits: 1,
+            success_threshold: cli.breaker_successes,
+        },
+    )?;
     let sink = ErpSink::new(
         AvroCodec::new(registry),
         Applier::new(
-            OdooClient::new(http, login, limiter),
+            OdooClient::new(http, login, breaker, limiter),
             RecordFields {
                 external_ref: cli.external_ref_field,
                 applied_commands: cli.applied_commands_field,
             },
         ),
-        CircuitBreaker::new(
-            "erp",
-            BreakerConfig {
-                failure_threshold: cli.breaker_failures,
-                failure_rate: None,
-                slow_call: None,
-                open_wait: Duration::from_secs(cli.breaker_open_secs),
-                half_open_permits: 1,
-                success_threshold: cli.breaker_successes,
-            },
-        )?,
         ResultPublisher::new(
             idempotent_producer(&kafka)?,
             Arc::clone(&codec),

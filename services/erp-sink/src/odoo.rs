@@ -2,15 +2,19 @@
 //! for the uid, then `execute_kw` on a model. Odoo answers its own errors
 //! with HTTP 200 and an `error` object whose `data.name` is the Python
 //! exception; that name decides whether a call may work next time.
+//!
+//! Every request goes through the circuit breaker and then the rate
+//! limiter: the breaker judges the ERP request by request (a command takes
+//! two), and an open breaker spends no token.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
-use sluice_resilience::{Classified, ErrorClass, RateLimiter};
-use std::sync::Arc;
+use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter};
 use tokio::sync::OnceCell;
 
 /// Where and as whom the client logs in.
@@ -49,6 +53,11 @@ pub enum Failure {
     LoginRefused,
     /// An answer that is not JSON-RPC.
     Malformed(String),
+    /// The breaker is open: the ERP has been failing.
+    BreakerOpen {
+        /// When it lets a trial request through, if known.
+        retry_in: Option<Duration>,
+    },
 }
 
 /// A failed Odoo call.
@@ -67,6 +76,7 @@ fn describe(failure: &Failure) -> String {
         Failure::Http { status, .. } => format!("HTTP {status}"),
         Failure::Server { name, message } => format!("{name}: {message}"),
         Failure::LoginRefused => "login refused (database, login or password)".into(),
+        Failure::BreakerOpen { .. } => "circuit breaker open: the ERP has been failing".into(),
     }
 }
 
@@ -79,6 +89,7 @@ impl OdooError {
             Failure::Server { name, .. } => name.rsplit('.').next().unwrap_or(name).to_owned(),
             Failure::LoginRefused => "login_refused".into(),
             Failure::Malformed(_) => "malformed".into(),
+            Failure::BreakerOpen { .. } => "breaker_open".into(),
         }
     }
 }
@@ -95,7 +106,7 @@ impl Classified for OdooError {
             Failure::Http { .. } => ErrorClass::Permanent,
             // Wrong credentials fail every command alike: hold, do not
             // dead-letter the stream.
-            Failure::LoginRefused => ErrorClass::Pause,
+            Failure::LoginRefused | Failure::BreakerOpen { .. } => ErrorClass::Pause,
             Failure::Server { name, .. } => server_class(name),
         }
     }
@@ -103,6 +114,7 @@ impl Classified for OdooError {
     fn retry_after(&self) -> Option<Duration> {
         match &self.failure {
             Failure::Http { retry_after, .. } => *retry_after,
+            Failure::BreakerOpen { retry_in } => *retry_in,
             _ => None,
         }
     }
@@ -126,10 +138,12 @@ fn server_class(name: &str) -> ErrorClass {
     }
 }
 
-/// Calls Odoo's external API, paced by the limiter (keyed by database).
+/// Calls Odoo's external API, guarded by the breaker and paced by the
+/// limiter (keyed by database).
 pub struct OdooClient {
     http: Client,
     login: OdooLogin,
+    breaker: CircuitBreaker,
     limiter: Arc<RateLimiter>,
     uid: OnceCell<i64>,
     next_id: AtomicU64,
@@ -137,11 +151,17 @@ pub struct OdooClient {
 
 impl OdooClient {
     /// A client; it logs in on its first call.
-    pub fn new(http: Client, login: OdooLogin, limiter: Arc<RateLimiter>) -> Self {
+    pub fn new(
+        http: Client,
+        login: OdooLogin,
+        breaker: CircuitBreaker,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
         let url = format!("{}/jsonrpc", login.url.trim_end_matches('/'));
         Self {
             http,
             login: OdooLogin { url, ..login },
+            breaker,
             limiter,
             uid: OnceCell::new(),
             next_id: AtomicU64::new(1),
@@ -249,8 +269,21 @@ impl OdooClient {
     }
 
     async fn rpc(&self, operation: String, params: Value) -> Result<Value, OdooError> {
+        match self.breaker.call(self.request(&operation, params)).await {
+            Ok(answer) => Ok(answer),
+            Err(BreakerError::Call(err)) => Err(err),
+            Err(BreakerError::Rejected(rejected)) => Err(OdooError {
+                operation,
+                failure: Failure::BreakerOpen {
+                    retry_in: rejected.retry_in,
+                },
+            }),
+        }
+    }
+
+    async fn request(&self, operation: &str, params: Value) -> Result<Value, OdooError> {
         let failed = |failure| OdooError {
-            operation: operation.clone(),
+            operation: operation.to_owned(),
             failure,
         };
         self.limiter.acquire(&self.login.database).await;

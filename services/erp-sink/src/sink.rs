@@ -1,6 +1,5 @@
-//! The handler the consumer loop runs for each ErpCommand: decode, apply
-//! through the breaker, report the outcome; what the errors mean for the
-//! message.
+//! The handler the consumer loop runs for each ErpCommand: decode, apply,
+//! report the outcome; what the errors mean for the message.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +9,7 @@ use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult};
 use sluice_kafka::{Handler, HandlerError};
-use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, Rejected};
+use sluice_resilience::{Classified, ErrorClass};
 
 use crate::apply::{Applied, Applier, ApplyError};
 use crate::results::{ResultError, ResultPublisher};
@@ -24,9 +23,6 @@ pub enum SinkError {
     /// Not an ErpCommand.
     #[error("decoding the command: {0}")]
     Decode(#[from] CodecError),
-    /// The breaker refused the call: the ERP is failing.
-    #[error(transparent)]
-    BreakerOpen(Rejected),
     /// The ERP call failed.
     #[error(transparent)]
     Apply(ApplyError),
@@ -42,8 +38,9 @@ impl Classified for SinkError {
             Self::Empty => ErrorClass::Permanent,
             // The registry being away is no reason to dead-letter a command.
             Self::Decode(CodecError::RegistryUnavailable(_))
-            | Self::Result(ResultError::Encode(CodecError::RegistryUnavailable(_)))
-            | Self::BreakerOpen(_) => ErrorClass::Pause,
+            | Self::Result(ResultError::Encode(CodecError::RegistryUnavailable(_))) => {
+                ErrorClass::Pause
+            }
             Self::Decode(_) => ErrorClass::Permanent,
             Self::Apply(err) => err.class(),
             Self::Result(_) => ErrorClass::Retryable,
@@ -52,7 +49,6 @@ impl Classified for SinkError {
 
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Self::BreakerOpen(rejected) => rejected.retry_in,
             Self::Apply(err) => err.retry_after(),
             _ => None,
         }
@@ -77,25 +73,18 @@ const COUNTED_COMMANDS: usize = 10_000;
 pub struct ErpSink {
     codec: AvroCodec,
     applier: Applier,
-    breaker: CircuitBreaker,
     results: ResultPublisher,
     /// Tries so far per command id, for the result.
     attempts: Mutex<HashMap<String, i32>>,
 }
 
 impl ErpSink {
-    /// Decodes with `codec`, applies with `applier` behind `breaker`,
-    /// reports through `results`.
-    pub fn new(
-        codec: AvroCodec,
-        applier: Applier,
-        breaker: CircuitBreaker,
-        results: ResultPublisher,
-    ) -> Self {
+    /// Decodes with `codec`, applies with `applier`, reports through
+    /// `results`.
+    pub fn new(codec: AvroCodec, applier: Applier, results: ResultPublisher) -> Self {
         Self {
             codec,
             applier,
-            breaker,
             results,
             attempts: Mutex::new(HashMap::new()),
         }
@@ -124,11 +113,9 @@ impl Handler for ErpSink {
         let bytes = message.payload().ok_or(SinkError::Empty)?;
         let command: ErpCommand = self.codec.decode(bytes).await?;
         let attempts = self.attempt(&command.command_id);
-        let applied = match self.breaker.call(self.applier.apply(&command)).await {
-            Ok(applied) => Ok(applied),
-            Err(BreakerError::Rejected(rejected)) => return Err(SinkError::BreakerOpen(rejected)),
-            Err(BreakerError::Call(err)) if err.class() == ErrorClass::Permanent => Err(err),
-            Err(BreakerError::Call(err)) => return Err(SinkError::Apply(err)),
+        let applied = match self.applier.apply(&command).await {
+            Err(err) if err.class() != ErrorClass::Permanent => return Err(SinkError::Apply(err)),
+            applied => applied,
         };
         // Applied or refused for good: either way the sender hears of it.
         let result = outcome(&command, &applied, attempts);

@@ -110,10 +110,7 @@ impl Upserter {
     }
 
     /// Writes the locked sheets, a spreadsheet at a time.
-    async fn apply(
-        &self,
-        locked: &mut [LockedSheet],
-    ) -> Result<Applied, GoogleError> {
+    async fn apply(&self, locked: &mut [LockedSheet]) -> Result<Applied, GoogleError> {
         let mut applied = Applied::default();
         for spreadsheet in locked.chunk_by_mut(|a, b| a.0.0 == b.0.0) {
             let spreadsheet_id = spreadsheet[0].0.0.clone();

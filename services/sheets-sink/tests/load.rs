@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
-use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, message_count, producer};
+use sluice_testkit::{
+    Stack, TestTopic, committed_offsets, eventually, message_count, metric, producer,
+};
 
 const COMMANDS: u32 = 10_000;
 const KEYS: u32 = 1_000;
@@ -45,17 +47,12 @@ async fn send_all(topic: &str, commands: &[SheetRowUpsert]) {
 }
 
 /// `sluice_breaker_transitions_total{breaker="sheets",to=…}` from /metrics.
-fn transitions(metrics: &str, to: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|line| {
-            line.starts_with("sluice_breaker_transitions_total{")
-                && line.contains("breaker=\"sheets\"")
-                && line.contains(&format!("to=\"{to}\""))
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0)
+fn transitions(metrics: &str, to: &str) -> f64 {
+    metric(
+        metrics,
+        "sluice_breaker_transitions_total",
+        &[("breaker", "sheets"), ("to", to)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +173,7 @@ async fn commands_through_500s_429s_and_an_outage() {
         "the faults happened"
     );
     assert!(
-        open > 0 && half_open > 0 && closed > 0,
+        open > 0.0 && half_open > 0.0 && closed > 0.0,
         "breaker open {open}, half-open {half_open}, closed {closed}\n{rendered}"
     );
 }

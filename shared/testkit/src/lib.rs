@@ -8,12 +8,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod kafka;
+mod metrics;
 mod process;
 pub mod samples;
 mod stack;
 mod wait;
 
 pub use kafka::{TestTopic, committed_offsets, consume_exactly, message_count, producer};
+pub use metrics::metric;
 pub use process::KillOnDrop;
 pub use stack::{Stack, unique_name};
 pub use wait::eventually;

@@ -132,13 +132,17 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
         Applier::new(
-            OdooClient::new(http, login, limiter),
+            OdooClient::new(
+                http,
+                login,
+                CircuitBreaker::new("erp", tuning.breaker).unwrap(),
+                limiter,
+            ),
             RecordFields {
                 external_ref: "x_sluice_external_ref".into(),
                 applied_commands: "x_sluice_commands".into(),
             },
         ),
-        CircuitBreaker::new("erp", tuning.breaker).unwrap(),
         ResultPublisher::new(producer(), Arc::clone(&codec), &topics.results.name),
     );
     let settings = ConsumerSettings {

@@ -1,0 +1,36 @@
+//! Reading a Prometheus text exposition.
+
+/// The sum of the samples of `name` whose labels include every one of
+/// `labels`; 0 when there is none.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches = metric == name
+                && labels
+                    .iter()
+                    .all(|(label, wanted)| rest.contains(&format!("{label}=\"{wanted}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_matched_by_name_and_labels() {
+        let text = "# TYPE t counter\nt{breaker=\"erp\",to=\"open\"} 3\nt{breaker=\"erp\",to=\"closed\"} 2\nt_other{breaker=\"erp\"} 9\nu 4\n";
+        assert_eq!(
+            metric(text, "t", &[("breaker", "erp"), ("to", "open")]),
+            3.0
+        );
+        assert_eq!(metric(text, "t", &[("breaker", "erp")]), 5.0);
+        assert_eq!(metric(text, "u", &[]), 4.0);
+        assert_eq!(metric(text, "t", &[("to", "half_open")]), 0.0);
+    }
+}
