@@ -1,20 +1,21 @@
 //! Token-bucket rate limiter, one bucket per target (spreadsheet, ERP
 //! database), that also honours a target's `Retry-After`.
 //!
-//! The buckets are governor's (GCRA, equivalent to a token bucket); time is
-//! read from tokio's clock so tests pin the pace with a paused clock.
+//! Each bucket is the GCRA form of a token bucket: a target's theoretical
+//! arrival time (`tat`) moves one refill interval per grant, and a request
+//! conforms when it is no earlier than `tat` minus the burst tolerance.
+//! Written here rather than taken from governor because a waiting caller
+//! *reserves* its slot before it sleeps: a timer that wakes a millisecond
+//! late (tokio's timer has millisecond ticks) then delays that one request,
+//! not every later one. governor grants from the wake-up time, so with a
+//! burst of 1 each late wake-up is lost for good: 50/s came out at 47.4/s.
+//! Time is tokio's, so tests pin the pace with a paused clock.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::ops::Add;
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
-use governor::clock::{Clock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter as Gcra};
 use tokio::time::Instant;
 
 use crate::InvalidConfig;
@@ -30,7 +31,8 @@ pub struct LimiterConfig {
 }
 
 impl LimiterConfig {
-    fn quota(&self) -> Result<Quota, InvalidConfig> {
+    /// The refill interval and the burst tolerance (capacity − 1 intervals).
+    fn schedule(&self) -> Result<(Duration, Duration), InvalidConfig> {
         let invalid = || InvalidConfig {
             setting: "refill_per_second",
             reason: format!(
@@ -41,22 +43,33 @@ impl LimiterConfig {
         if !(self.refill_per_second.is_finite() && self.refill_per_second > 0.0) {
             return Err(invalid());
         }
-        let period =
+        let interval =
             Duration::try_from_secs_f64(1.0 / self.refill_per_second).map_err(|_| invalid())?;
-        Ok(Quota::with_period(period)
-            .ok_or_else(invalid)?
-            .allow_burst(self.capacity))
+        if interval.is_zero() {
+            return Err(invalid());
+        }
+        let tolerance = interval
+            .checked_mul(self.capacity.get() - 1)
+            .ok_or_else(invalid)?;
+        Ok((interval, tolerance))
     }
+}
+
+/// Per target: when its next request is due, and until when it asked us to
+/// wait.
+#[derive(Debug, Default)]
+struct Targets {
+    due: HashMap<String, Instant>,
+    deferred: HashMap<String, Instant>,
 }
 
 /// A rate limiter with one bucket per target.
 #[derive(Debug)]
 pub struct RateLimiter {
     name: String,
-    buckets: Gcra<String, DefaultKeyedStateStore<String>, TokioClock, NoOpMiddleware<Tick>>,
-    refill_interval: Duration,
-    /// Targets that asked us to wait, and until when.
-    deferred: Mutex<HashMap<String, Instant>>,
+    interval: Duration,
+    tolerance: Duration,
+    targets: Mutex<Targets>,
 }
 
 impl RateLimiter {
@@ -64,39 +77,50 @@ impl RateLimiter {
     pub fn new(name: impl Into<String>, config: LimiterConfig) -> Result<Self, InvalidConfig> {
         static DESCRIBE: Once = Once::new();
         DESCRIBE.call_once(describe);
-        let quota = config.quota()?;
+        let (interval, tolerance) = config.schedule()?;
         Ok(Self {
             name: name.into(),
-            refill_interval: quota.replenish_interval(),
-            buckets: Gcra::new(quota, DefaultKeyedStateStore::default(), TokioClock),
-            deferred: Mutex::new(HashMap::new()),
+            interval,
+            tolerance,
+            targets: Mutex::new(Targets::default()),
         })
     }
 
-    /// Time between two tokens, as the buckets apply it.
+    /// Time between two tokens.
     pub fn refill_interval(&self) -> Duration {
-        self.refill_interval
+        self.interval
     }
 
     /// Takes a token for `target` if there is one now; otherwise says how long
     /// until there may be.
     pub fn try_acquire(&self, target: &str) -> Result<(), Duration> {
         let now = Instant::now();
-        if let Some(until) = self.lock_deferred().get(target)
-            && *until > now
-        {
-            return Err(*until - now);
+        let at = self.earliest(&mut self.lock(), target, now);
+        if at > now {
+            return Err(at - now);
         }
-        self.buckets
-            .check_key(&target.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(Tick(now)))
+        self.take(&mut self.lock(), target, now);
+        Ok(())
     }
 
-    /// Waits for a token for `target`, and returns how long that took.
+    /// Waits for a token for `target`, and returns how long that took. The
+    /// token is reserved before the wait, so callers are served in turn and
+    /// a late wake-up does not push back the ones after it.
     pub async fn acquire(&self, target: &str) -> Duration {
         let started = Instant::now();
-        while let Err(wait) = self.try_acquire(target) {
-            tokio::time::sleep(wait).await;
+        loop {
+            let at = {
+                let mut targets = self.lock();
+                let at = self.earliest(&mut targets, target, Instant::now());
+                self.take(&mut targets, target, at);
+                at
+            };
+            tokio::time::sleep_until(at).await;
+            // A Retry-After that came during the wait moves this request past it.
+            let deferred = self.lock().deferred.get(target).copied();
+            if deferred.is_none_or(|until| until <= Instant::now()) {
+                break;
+            }
         }
         let waited = started.elapsed();
         metrics::histogram!(LIMITER_WAIT, "limiter" => self.name.clone(), "target" => target.to_owned())
@@ -108,52 +132,38 @@ impl RateLimiter {
     /// then. A shorter wait never shortens a longer one already set.
     pub fn defer(&self, target: &str, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut deferred = self.lock_deferred();
-        let entry = deferred.entry(target.to_owned()).or_insert(until);
-        *entry = (*entry).max(until);
+        {
+            let mut targets = self.lock();
+            let entry = targets.deferred.entry(target.to_owned()).or_insert(until);
+            *entry = (*entry).max(until);
+        }
         tracing::info!(limiter = %self.name, target, ?retry_after, "target asked to wait");
         metrics::counter!(LIMITER_DEFERRALS, "limiter" => self.name.clone(), "target" => target.to_owned())
             .increment(1);
     }
 
-    fn lock_deferred(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        // A map of deadlines stays valid across a panic elsewhere.
-        self.deferred
+    /// The first instant from `now` at which `target` may send: when its
+    /// bucket has a token and any `Retry-After` has passed.
+    fn earliest(&self, targets: &mut Targets, target: &str, now: Instant) -> Instant {
+        let due = targets.due.get(target).copied().unwrap_or(now);
+        let conforming = due.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        match targets.deferred.get(target) {
+            Some(&until) if until > conforming => until,
+            _ => conforming,
+        }
+    }
+
+    /// Spends `target`'s token for a request sent at `at`.
+    fn take(&self, targets: &mut Targets, target: &str, at: Instant) {
+        let due = targets.due.entry(target.to_owned()).or_insert(at);
+        *due = (*due).max(at) + self.interval;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Targets> {
+        // Deadlines stay valid across a panic elsewhere.
+        self.targets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// governor's clock, reading tokio's (pausable) time.
-#[derive(Debug, Clone, Copy)]
-struct TokioClock;
-
-impl Clock for TokioClock {
-    type Instant = Tick;
-
-    fn now(&self) -> Tick {
-        Tick(Instant::now())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Tick(Instant);
-
-impl Reference for Tick {
-    fn duration_since(&self, earlier: Self) -> Nanos {
-        self.0.saturating_duration_since(earlier.0).into()
-    }
-
-    fn saturating_sub(&self, duration: Nanos) -> Self {
-        Tick(self.0.checked_sub(duration.into()).unwrap_or(self.0))
-    }
-}
-
-impl Add<Nanos> for Tick {
-    type Output = Tick;
-
-    fn add(self, duration: Nanos) -> Tick {
-        Tick(self.0 + Duration::from(duration))
     }
 }
 
@@ -185,6 +195,35 @@ mod tests {
         assert_eq!(erp.try_acquire("db"), Err(Duration::from_millis(200)));
         assert_eq!(erp.acquire("db").await, Duration::from_millis(200));
         assert_eq!(erp.acquire("db").await, Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_wake_ups_do_not_slow_the_pace() {
+        // 50/s, burst 1, three callers (as three partitions wait on one
+        // database), and a clock that moves only in 21 ms steps: every
+        // wake-up is late, as with tokio's millisecond timer.
+        let l = std::sync::Arc::new(limiter(1, 50.0));
+        let granted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (l, granted) = (l.clone(), granted.clone());
+                tokio::spawn(async move {
+                    loop {
+                        l.acquire("db").await;
+                        granted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            advance(Duration::from_millis(21)).await;
+        }
+        waiters.iter().for_each(tokio::task::JoinHandle::abort);
+        // 2.1 s at 50/s: 105 tokens after the first. Granting from each
+        // late wake-up would give one per 21 ms step, 101 in all.
+        let granted = granted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(granted >= 104, "{granted} tokens in 2.1 s at 50/s");
     }
 
     #[tokio::test(start_paused = true)]
