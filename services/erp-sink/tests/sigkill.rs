@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Topics, Tuning, by_ref, command, records, request_log, results, sandbox, send};
@@ -53,17 +52,16 @@ async fn sigkill_mid_stream_applies_nothing_twice() {
     let topics = Topics::create("erp-kill", 3).await;
     let group = unique_name("erp-kill");
     let spawn = || {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .stdout(Stdio::null())
-            .args(["--exact", "sink_child", "--ignored", "--nocapture"])
-            .env("BASE", &base)
-            .env("COMMANDS", &topics.commands.name)
-            .env("RESULTS", &topics.results.name)
-            .env("DLQ", &topics.dlq.name)
-            .env("GROUP", &group)
-            .spawn()
-            .unwrap();
-        KillOnDrop(child)
+        KillOnDrop::test_child(
+            "sink_child",
+            &[
+                ("BASE", &base),
+                ("COMMANDS", &topics.commands.name),
+                ("RESULTS", &topics.results.name),
+                ("DLQ", &topics.dlq.name),
+                ("GROUP", &group),
+            ],
+        )
     };
     let commands: Vec<ErpCommand> = (0..COMMANDS)
         .map(|n| {

@@ -9,3 +9,8 @@ mod upsert;
 
 pub use sink::{SheetsSink, SinkError};
 pub use upsert::{Applied, Upserter};
+
+/// Requests per minute for one service account by default. Sheets allows 60
+/// per minute per user; with a burst of 1, any 60 s window then holds 56 at
+/// most, so the quota never answers 429.
+pub const DEFAULT_REQUESTS_PER_MINUTE: f64 = 55.0;

@@ -69,7 +69,7 @@ struct Cli {
         id = "requests-per-minute",
         long = "requests-per-minute",
         env = "SLUICE_SHEETS_REQUESTS_PER_MINUTE",
-        default_value_t = 55.0
+        default_value_t = sheets_sink::DEFAULT_REQUESTS_PER_MINUTE
     )]
     requests_per_minute: f64,
     /// Requests that may go at once after a quiet spell.

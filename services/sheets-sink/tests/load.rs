@@ -2,7 +2,8 @@
 //! while 20 % of calls fail with 500, 429s come in bursts and the API is
 //! down for 30 s — afterwards one row per key with its latest value, nothing
 //! dead-lettered, and the breaker went open → half-open → closed. And the
-//! limiter's pace, read from the sandbox's request log.
+//! limiter's pace, read from the sandbox's request log, and the default pace
+//! against Sheets' per-user quota.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,39 +13,16 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use common::{Tuning, command, faults, grid, grid_of, id, request_log, sandbox, start_with};
-use rdkafka::producer::FutureRecord;
+use common::{
+    Tuning, command, faults, grid, grid_of, id, request_log, request_times, sandbox, start_with,
+};
 use serde_json::{Value, json};
-use sluice_avro::AvroCodec;
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
-use sluice_testkit::{
-    Stack, TestTopic, committed_offsets, eventually, message_count, metric, producer,
-};
+use sluice_testkit::{Pace, TestTopic, committed_offsets, eventually, message_count, metric};
 
 const COMMANDS: u32 = 10_000;
 const KEYS: u32 = 1_000;
-
-async fn send_all(topic: &str, commands: &[SheetRowUpsert]) {
-    let codec = AvroCodec::new(Stack::get().registry_settings());
-    let mut encoded = Vec::with_capacity(commands.len());
-    for command in commands {
-        encoded.push((
-            format!("s1/Orders/{}", command.row_key),
-            codec.encode(topic, command).await.unwrap(),
-        ));
-    }
-    let producer = producer();
-    let sends = encoded.iter().map(|(key, bytes)| {
-        producer.send(
-            FutureRecord::to(topic).key(key).payload(bytes),
-            Duration::from_secs(60),
-        )
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.unwrap();
-    }
-}
 
 /// `sluice_breaker_transitions_total{breaker="sheets",to=…}` from /metrics.
 fn transitions(metrics: &str, to: &str) -> f64 {
@@ -98,7 +76,7 @@ async fn commands_through_500s_429s_and_an_outage() {
         .collect();
     let begun = std::time::Instant::now();
     let (first, second) = commands.split_at(COMMANDS as usize / 2);
-    send_all(&topic.name, first).await;
+    common::send(&topic.name, first).await;
 
     // Once the first half is applied: a 30 s outage, then another burst of
     // 429s, the 500s going on, while the second half comes.
@@ -112,7 +90,7 @@ async fn commands_through_500s_429s_and_an_outage() {
         json!({"error_rates": {"500": 0.2}, "outage_secs": 30, "burst_429": 5, "retry_after_secs": 1}),
     )
     .await;
-    send_all(&topic.name, second).await;
+    common::send(&topic.name, second).await;
 
     let expected: HashMap<String, String> = (COMMANDS - KEYS..COMMANDS)
         .map(|n| (format!("k-{}", n % KEYS), format!("v{n}")))
@@ -202,7 +180,7 @@ async fn the_limiter_holds_the_request_rate() {
     let commands: Vec<SheetRowUpsert> = (0..200)
         .map(|n| command(&id(n), &format!("r-{n}"), "x", None))
         .collect();
-    send_all(&topic.name, &commands).await;
+    common::send(&topic.name, &commands).await;
     eventually("every row", common::WAIT, || {
         let base = &base;
         async move { (grid(base).await.len() == 201).then_some(()) }
@@ -210,31 +188,68 @@ async fn the_limiter_holds_the_request_rate() {
     .await;
     stop.send(()).unwrap();
 
-    let times: Vec<i64> = request_log(&base)
-        .await
-        .iter()
-        .map(|r| r["at_ms"].as_i64().unwrap())
-        .collect();
-    // In any second, at most the bucket (1) plus a second's refill (20).
-    let busiest = times
-        .iter()
-        .map(|&start| {
-            times
-                .iter()
-                .filter(|&&t| t >= start && t < start + 1_000)
-                .count()
-        })
-        .max()
-        .unwrap();
-    let span_secs = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
-    let achieved = (times.len() - 1) as f64 / span_secs;
+    let pace = Pace::of(&request_times(&base).await);
     eprintln!(
-        "limiter at {RATE}/s, burst 1: {} requests, {achieved:.2}/s achieved, busiest second {busiest}",
-        times.len()
+        "limiter at {RATE}/s, burst 1: {} requests, {:.2}/s achieved, busiest second {}",
+        pace.requests, pace.per_second, pace.busiest_second
     );
-    assert!(busiest <= 21, "busiest second: {busiest} requests");
+    // In any second, at most the bucket (1) plus a second's refill.
     assert!(
-        (achieved - RATE).abs() / RATE <= 0.05,
-        "achieved {achieved:.2}/s against {RATE}/s"
+        pace.busiest_second <= 21,
+        "busiest second: {} requests",
+        pace.busiest_second
     );
+    assert!(
+        (pace.per_second - RATE).abs() / RATE <= 0.05,
+        "achieved {:.2}/s against {RATE}/s",
+        pace.per_second
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_pace_meets_the_per_user_quota() {
+    const ROWS: u32 = 75;
+    let (base, key) = sandbox().await;
+    // Sheets: 60 write requests per minute per user, then 429.
+    faults(&base, json!({"quota_per_minute": 60})).await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-quota", 3).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-quota-dlq", 1).await;
+    let stop = start_with(
+        &base,
+        &key,
+        &topic.name,
+        &dlq.name,
+        Tuning {
+            limiter: LimiterConfig {
+                capacity: NonZeroU32::new(1).unwrap(),
+                refill_per_second: sheets_sink::DEFAULT_REQUESTS_PER_MINUTE / 60.0,
+            },
+            // One command per request: more than a minute's quota of writes.
+            max_batch: 1,
+            ..Tuning::quick()
+        },
+    );
+    let commands: Vec<SheetRowUpsert> = (0..ROWS)
+        .map(|n| command(&id(n), &format!("q-{n}"), "x", None))
+        .collect();
+    common::send(&topic.name, &commands).await;
+    eventually("every row", Duration::from_secs(150), || {
+        let base = &base;
+        async move { (grid(base).await.len() == ROWS as usize + 1).then_some(()) }
+    })
+    .await;
+    stop.send(()).unwrap();
+
+    let log = request_log(&base).await;
+    let writes = log.iter().filter(|r| r["write"] == true).count();
+    let refused = log.iter().filter(|r| r["status"] == 429).count();
+    eprintln!(
+        "default pace ({} requests/min, burst 1) against a 60/min quota: {writes} writes, {refused} × 429",
+        sheets_sink::DEFAULT_REQUESTS_PER_MINUTE
+    );
+    assert!(
+        writes > 60,
+        "more than a minute's quota was written: {writes}"
+    );
+    assert_eq!(refused, 0, "the quota never refused a request");
 }

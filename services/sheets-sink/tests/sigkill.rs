@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Tuning, command, grid_of, id, request_log, sandbox, send, start_with};
@@ -53,18 +52,18 @@ async fn sigkill_mid_stream_adds_no_second_row() {
     let key_file = dir.join("key.json");
     key.write(&key_file).unwrap();
     let group = unique_name("sheets-kill");
+    let key_file = key_file.to_str().unwrap();
     let spawn = || {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .stdout(Stdio::null())
-            .args(["--exact", "sink_child", "--ignored", "--nocapture"])
-            .env("BASE", &base)
-            .env("KEY_FILE", &key_file)
-            .env("TOPIC", &topic.name)
-            .env("DLQ", &dlq.name)
-            .env("GROUP", &group)
-            .spawn()
-            .unwrap();
-        KillOnDrop(child)
+        KillOnDrop::test_child(
+            "sink_child",
+            &[
+                ("BASE", &base),
+                ("KEY_FILE", key_file),
+                ("TOPIC", &topic.name),
+                ("DLQ", &dlq.name),
+                ("GROUP", &group),
+            ],
+        )
     };
     let commands: Vec<SheetRowUpsert> = (0..COMMANDS)
         .map(|n| {

@@ -9,6 +9,7 @@
 
 mod kafka;
 mod metrics;
+mod pace;
 mod process;
 pub mod samples;
 mod stack;
@@ -16,6 +17,7 @@ mod wait;
 
 pub use kafka::{TestTopic, committed_offsets, consume_exactly, message_count, producer};
 pub use metrics::metric;
+pub use pace::Pace;
 pub use process::KillOnDrop;
 pub use stack::{Stack, unique_name};
 pub use wait::eventually;

@@ -114,9 +114,8 @@ impl Tuning {
     }
 }
 
-/// Runs the sink until the returned sender fires.
-pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::oneshot::Sender<()> {
-    let stack = Stack::get();
+/// An applier writing to the sandbox's Odoo at `base`.
+pub fn applier(base: &str, breaker: BreakerConfig, limiter: LimiterConfig) -> Applier {
     let http = Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -127,22 +126,27 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
         login: LOGIN.into(),
         password: PASSWORD.to_owned().into(),
     };
-    let limiter = Arc::new(RateLimiter::new("erp", tuning.limiter).unwrap());
+    Applier::new(
+        OdooClient::new(
+            http,
+            login,
+            CircuitBreaker::new("erp", breaker).unwrap(),
+            Arc::new(RateLimiter::new("erp", limiter).unwrap()),
+        ),
+        RecordFields {
+            external_ref: "x_sluice_external_ref".into(),
+            applied_commands: "x_sluice_commands".into(),
+        },
+    )
+}
+
+/// Runs the sink until the returned sender fires.
+pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::oneshot::Sender<()> {
+    let stack = Stack::get();
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
-        Applier::new(
-            OdooClient::new(
-                http,
-                login,
-                CircuitBreaker::new("erp", tuning.breaker).unwrap(),
-                limiter,
-            ),
-            RecordFields {
-                external_ref: "x_sluice_external_ref".into(),
-                applied_commands: "x_sluice_commands".into(),
-            },
-        ),
+        applier(base, tuning.breaker, tuning.limiter),
         ResultPublisher::new(producer(), Arc::clone(&codec), &topics.results.name),
     );
     let settings = ConsumerSettings {
@@ -280,4 +284,13 @@ pub async fn request_log(base: &str) -> Vec<Value> {
         .await
         .unwrap();
     log.as_array().cloned().unwrap_or_default()
+}
+
+/// When each logged request arrived, ms since the epoch, oldest first.
+pub async fn request_times(base: &str) -> Vec<i64> {
+    request_log(base)
+        .await
+        .iter()
+        .map(|r| r["at_ms"].as_i64().unwrap())
+        .collect()
 }

@@ -110,6 +110,23 @@ pub fn start(
     start_with(base, key, topic, dlq, Tuning::quick())
 }
 
+/// An upserter writing to the sandbox at `base`, paced by `limiter`.
+pub fn upserter(base: &str, key: &ServiceAccountKey, limiter: LimiterConfig) -> Upserter {
+    let key: google::ServiceAccountKey =
+        serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let limiter = Arc::new(RateLimiter::new("sheets", limiter).unwrap());
+    Upserter::new(SheetsClient::new(
+        base,
+        http.clone(),
+        TokenSource::new(key, http).unwrap(),
+        limiter,
+    ))
+}
+
 /// Runs the sink, tuned, on `topic` until the returned sender fires.
 pub fn start_with(
     base: &str,
@@ -119,21 +136,9 @@ pub fn start_with(
     tuning: Tuning,
 ) -> tokio::sync::oneshot::Sender<()> {
     let stack = Stack::get();
-    let key: google::ServiceAccountKey =
-        serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap();
-    let http = Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let limiter = Arc::new(RateLimiter::new("sheets", tuning.limiter).unwrap());
     let sink = SheetsSink {
         codec: AvroCodec::new(stack.registry_settings()),
-        upserter: Upserter::new(SheetsClient::new(
-            base,
-            http.clone(),
-            TokenSource::new(key, http).unwrap(),
-            limiter,
-        )),
+        upserter: upserter(base, key, tuning.limiter),
         breaker: CircuitBreaker::new("sheets", tuning.breaker).unwrap(),
     };
     let settings = ConsumerSettings {
@@ -196,18 +201,25 @@ pub fn command(id: &str, key: &str, total: &str, status: Option<&str>) -> SheetR
     }
 }
 
+/// Produces the commands, keyed by sheet and row key, all at once.
 pub async fn send(topic: &str, commands: &[SheetRowUpsert]) {
     let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut encoded = Vec::with_capacity(commands.len());
     for command in commands {
-        let bytes = codec.encode(topic, command).await.unwrap();
-        let key = format!("s1/Orders/{}", command.row_key);
-        producer()
-            .send(
-                FutureRecord::to(topic).key(&key).payload(&bytes),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+        encoded.push((
+            format!("s1/Orders/{}", command.row_key),
+            codec.encode(topic, command).await.unwrap(),
+        ));
+    }
+    let producer = producer();
+    let sends = encoded.iter().map(|(key, bytes)| {
+        producer.send(
+            FutureRecord::to(topic).key(key).payload(bytes),
+            Duration::from_secs(60),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
     }
 }
 
@@ -252,4 +264,13 @@ pub async fn request_log(base: &str) -> Vec<Value> {
         .await
         .unwrap();
     log.as_array().cloned().unwrap_or_default()
+}
+
+/// When each logged request arrived, ms since the epoch, oldest first.
+pub async fn request_times(base: &str) -> Vec<i64> {
+    request_log(base)
+        .await
+        .iter()
+        .map(|r| r["at_ms"].as_i64().unwrap())
+        .collect()
 }
