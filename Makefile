@@ -20,6 +20,8 @@ bench: ## Benchmarks against the local stack (release build); results in bench-r
 	bash deploy/local/stack.sh up
 	cargo bench --locked -p outbox-relay --bench relay
 	cargo bench --locked -p transformer --bench transformer
+	cargo bench --locked -p sheets-sink --bench sheets
+	cargo bench --locked -p erp-sink --bench erp
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked

@@ -1,0 +1,156 @@
+//! `make bench`: erp-sink against the sandbox's Odoo (in this process, over
+//! loopback HTTP), all in this run on this machine:
+//!
+//! - reference: the sink's applier called directly with the same commands,
+//!   six references at a time as six partitions would (no Kafka, no Avro,
+//!   no results): what the ERP path allows;
+//! - sink: the sink in its consumer loop on a preloaded topic, limiter off,
+//!   timed until its group has committed every offset (each command applied
+//!   and its ErpResult acknowledged);
+//! - limiter: the limiter at 50 requests/s with a burst of 1; the achieved
+//!   rate from the sandbox's request log.
+//!
+//! Needs the local stack; writes `bench-results/erp-sink.md`.
+// A benchmark program: any failure ends it with the panic's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use common::{Topics, Tuning, applier, command, request_times, sandbox, send};
+use sluice_contracts::types::{ErpCommand, ErpOperation};
+use sluice_resilience::LimiterConfig;
+use sluice_testkit::{Pace, committed_offsets, eventually};
+
+const COMMANDS: u32 = 10_000;
+const REFS: u32 = 2_000;
+const PARTITIONS: i32 = 6;
+const WAIT: Duration = Duration::from_secs(600);
+
+fn unlimited() -> LimiterConfig {
+    LimiterConfig {
+        capacity: NonZeroU32::new(1_000).unwrap(),
+        refill_per_second: 1_000_000.0,
+    }
+}
+
+/// `count` upserts over `REFS` references.
+fn commands(count: u32) -> Vec<ErpCommand> {
+    (0..count)
+        .map(|n| {
+            let reference = format!("so-{}", n % REFS);
+            command(n, ErpOperation::Upsert, &reference, f64::from(n), "bench")
+        })
+        .collect()
+}
+
+/// Runs the sink on a topic preloaded with `count` commands; commands/s
+/// from its first request to its last, and the
+/// sandbox's base URL.
+async fn through_sink(count: u32, limiter: LimiterConfig) -> (f64, String) {
+    let base = sandbox().await;
+    let topics = Topics::create("bench-erp", PARTITIONS).await;
+    send(&topics.commands.name, &commands(count)).await;
+    let tuning = Tuning {
+        limiter,
+        ..Tuning::quick()
+    };
+    let group = tuning.group.clone();
+    let stop = common::start(&base, &topics, tuning);
+    eventually("every command committed", WAIT, || {
+        let committed: i64 = committed_offsets(&group, &topics.commands.name, PARTITIONS)
+            .values()
+            .sum();
+        async move { (committed >= i64::from(count)).then_some(()) }
+    })
+    .await;
+    // Timed from the sink's first request to its last, from the sandbox's
+    // log: joining the group and the offset commit interval are not the
+    // sink's pace.
+    let times = request_times(&base).await;
+    let rate = f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64;
+    stop.send(()).unwrap();
+    (rate, base)
+}
+
+/// The applier alone, six lanes of references in parallel; commands/s.
+async fn direct() -> f64 {
+    let base = sandbox().await;
+    let applier = std::sync::Arc::new(applier(&base, Tuning::quick().breaker, unlimited()));
+    let commands = commands(COMMANDS);
+    let started = Instant::now();
+    let lanes = (0..PARTITIONS as u32).map(|lane| {
+        let applier = std::sync::Arc::clone(&applier);
+        // Command n is for reference n % REFS; a reference stays in its lane.
+        let mine: Vec<ErpCommand> = commands
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| (*n as u32 % REFS) % PARTITIONS as u32 == lane)
+            .map(|(_, command)| command.clone())
+            .collect();
+        tokio::spawn(async move {
+            for command in &mine {
+                applier.apply(command).await.unwrap();
+            }
+        })
+    });
+    for lane in futures::future::join_all(lanes).await {
+        lane.unwrap();
+    }
+    f64::from(COMMANDS) / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    const RATE: f64 = 50.0;
+    let reference = direct().await;
+    eprintln!("reference (applier, no Kafka): {reference:.0} commands/s");
+    let (sink, _) = through_sink(COMMANDS, unlimited()).await;
+    eprintln!("sink: {sink:.0} commands/s");
+    let (_, base) = through_sink(
+        250,
+        LimiterConfig {
+            capacity: NonZeroU32::new(1).unwrap(),
+            refill_per_second: RATE,
+        },
+    )
+    .await;
+    let pace = Pace::of(&request_times(&base).await);
+    let achieved = pace.per_second;
+    eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
+
+    let mut report = String::new();
+    writeln!(report, "# erp-sink benchmark\n").unwrap();
+    writeln!(
+        report,
+        "Sandbox Odoo in the same process over loopback HTTP; {COMMANDS} upserts over {REFS} references (two requests each: search_read, then write or create); {PARTITIONS} partitions; release build.\n"
+    )
+    .unwrap();
+    writeln!(report, "| run | commands/s | × reference |").unwrap();
+    writeln!(report, "|---|---:|---:|").unwrap();
+    for (name, rate) in [
+        ("reference: applier alone, 6 lanes", reference),
+        (
+            "sink, limiter off (Kafka, Avro, ErpResult per command)",
+            sink,
+        ),
+    ] {
+        writeln!(report, "| {name} | {rate:.0} | {:.2} |", rate / reference).unwrap();
+    }
+    writeln!(
+        report,
+        "\nLimiter set to {RATE} requests/s (burst 1): {achieved:.2}/s achieved over {} requests, {:.3} × the setting.",
+        pace.requests,
+        achieved / RATE
+    )
+    .unwrap();
+    let dir = sluice_testkit::Stack::get().path("bench-results");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("erp-sink.md");
+    std::fs::write(&file, &report).unwrap();
+    println!("{report}\nwritten to {}", file.display());
+}

@@ -1,0 +1,162 @@
+//! `make bench`: sheets-sink against the sandbox (in this process, over
+//! loopback HTTP), all in this run on this machine:
+//!
+//! - sink: the sink in its consumer loop on a preloaded topic, limiter off,
+//!   batches of up to 500, timed from its first request to its last;
+//! - sink, unbatched: the same with one command per request;
+//! - the reference of each: the sink's upserter called directly with the
+//!   same commands and batch size (no Kafka, no Avro, no consumer loop);
+//! - limiter: one command per request, the limiter at 20/s with a burst of
+//!   1; the achieved request rate from the sandbox's request log.
+//!
+//! Needs the local stack; writes `bench-results/sheets-sink.md`.
+// A benchmark program: any failure ends it with the panic's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use common::{Tuning, command, id, request_times, sandbox, start_with, upserter};
+use sluice_contracts::types::SheetRowUpsert;
+use sluice_resilience::LimiterConfig;
+use sluice_testkit::{Pace, TestTopic, committed_offsets, eventually};
+
+const COMMANDS: u32 = 20_000;
+const UNBATCHED: u32 = 2_000;
+const KEYS: u32 = 2_000;
+const PARTITIONS: i32 = 6;
+const WAIT: Duration = Duration::from_secs(600);
+
+fn unlimited() -> LimiterConfig {
+    LimiterConfig {
+        capacity: NonZeroU32::new(1_000).unwrap(),
+        refill_per_second: 1_000_000.0,
+    }
+}
+
+/// `count` commands over `KEYS` keys in three sheets.
+fn commands(count: u32) -> Vec<SheetRowUpsert> {
+    (0..count)
+        .map(|n| {
+            let key = n % KEYS;
+            let mut command = command(&id(n), &format!("k-{key}"), &format!("v{n}"), None);
+            command.sheet = format!("Sheet{}", key % 3);
+            command
+        })
+        .collect()
+}
+
+/// Runs the sink on a topic preloaded with `count` commands; commands/s
+/// from its first request to its last.
+async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (f64, String) {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets", PARTITIONS).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "bench-sheets-dlq", 1).await;
+    common::send(&topic.name, &commands(count)).await;
+    let tuning = Tuning {
+        limiter,
+        max_batch,
+        ..Tuning::quick()
+    };
+    let group = tuning.group.clone();
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, tuning);
+    eventually("every command committed", WAIT, || {
+        let committed: i64 = committed_offsets(&group, &topic.name, PARTITIONS)
+            .values()
+            .sum();
+        async move { (committed >= i64::from(count)).then_some(()) }
+    })
+    .await;
+    // Timed from the sink's first request to its last, from the sandbox's
+    // log: joining the group and the offset commit interval are not the
+    // sink's pace.
+    let times = request_times(&base).await;
+    let rate = f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64;
+    stop.send(()).unwrap();
+    (rate, base)
+}
+
+/// The upserter alone, `count` commands in batches of `size` one after
+/// another; commands/s.
+async fn direct(count: u32, size: usize) -> f64 {
+    let (base, key) = sandbox().await;
+    let upserter = upserter(&base, &key, unlimited());
+    let commands = commands(count);
+    let started = Instant::now();
+    for batch in commands.chunks(size) {
+        upserter.upsert(batch).await.unwrap();
+    }
+    f64::from(count) / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    const RATE: f64 = 20.0;
+    let reference = direct(COMMANDS, 500).await;
+    eprintln!("upserter alone, batches of 500: {reference:.0} commands/s");
+    let (batched, _) = through_sink(COMMANDS, 500, unlimited()).await;
+    eprintln!("sink, batches ≤ 500: {batched:.0} commands/s");
+    let single_reference = direct(UNBATCHED, 1).await;
+    eprintln!("upserter alone, one command per call: {single_reference:.0} commands/s");
+    let (unbatched, _) = through_sink(UNBATCHED, 1, unlimited()).await;
+    eprintln!("sink, unbatched: {unbatched:.0} commands/s");
+    let (_, base) = through_sink(
+        300,
+        1,
+        LimiterConfig {
+            capacity: NonZeroU32::new(1).unwrap(),
+            refill_per_second: RATE,
+        },
+    )
+    .await;
+    let pace = Pace::of(&request_times(&base).await);
+    let achieved = pace.per_second;
+    eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
+
+    let mut report = String::new();
+    writeln!(report, "# sheets-sink benchmark\n").unwrap();
+    writeln!(
+        report,
+        "Sandbox in the same process over loopback HTTP; {COMMANDS} commands over {KEYS} keys in 3 sheets (unbatched: {UNBATCHED}); {PARTITIONS} partitions; release build.\n"
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "| commands per request | reference: upserter alone (commands/s) | sink on Kafka, limiter off (commands/s) | sink ÷ reference |"
+    )
+    .unwrap();
+    writeln!(report, "|---|---:|---:|---:|").unwrap();
+    for (name, reference, sink) in [
+        ("up to 500 (batched)", reference, batched),
+        ("1", single_reference, unbatched),
+    ] {
+        writeln!(
+            report,
+            "| {name} | {reference:.0} | {sink:.0} | {:.2} |",
+            sink / reference
+        )
+        .unwrap();
+    }
+    writeln!(
+        report,
+        "\nBatching: the sink does {:.1} × the commands per second it does one command per request.",
+        batched / unbatched
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "\nLimiter set to {RATE} requests/s (burst 1): {achieved:.2}/s achieved over {} requests, {:.3} × the setting.",
+        pace.requests,
+        achieved / RATE
+    )
+    .unwrap();
+    let dir = sluice_testkit::Stack::get().path("bench-results");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sheets-sink.md");
+    std::fs::write(&file, &report).unwrap();
+    println!("{report}\nwritten to {}", file.display());
+}
