@@ -60,6 +60,16 @@ impl ErpRecords {
         self.models.get(model).cloned().unwrap_or_default()
     }
 
+    /// The records of `model`, borrowed, in id order.
+    fn rows(&self, model: &str) -> impl Iterator<Item = (&i64, &Map<String, Value>)> {
+        self.models.get(model).into_iter().flatten()
+    }
+
+    /// One record of `model`.
+    fn get(&self, model: &str, id: i64) -> Option<&Map<String, Value>> {
+        self.models.get(model)?.get(&id)
+    }
+
     fn create(&mut self, model: &str, values: Map<String, Value>) -> i64 {
         self.next_id += 1;
         self.models

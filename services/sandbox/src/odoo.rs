@@ -174,8 +174,7 @@ fn execute(
                 .and_then(Value::as_u64)
                 .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
             let ids: Vec<i64> = records
-                .table(model)
-                .iter()
+                .rows(model)
                 .filter(|(_, record)| matches(record, &domain))
                 .map(|(id, _)| *id)
                 .take(limit)
@@ -264,10 +263,9 @@ fn matches(record: &Map<String, Value>, domain: &[Value]) -> bool {
 }
 
 fn read(records: &ErpRecords, model: &str, ids: &[i64], fields: Option<&[Value]>) -> Value {
-    let table = records.table(model);
     let rows: Vec<Value> = ids
         .iter()
-        .filter_map(|id| table.get(id).map(|record| (id, record)))
+        .filter_map(|id| records.get(model, *id).map(|record| (id, record)))
         .map(|(id, record)| {
             let mut row = Map::new();
             row.insert("id".into(), json!(id));
