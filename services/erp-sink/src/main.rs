@@ -249,11 +249,7 @@ async fn main() -> Result<()> {
                 applied_commands: cli.applied_commands_field,
             },
         ),
-        ResultPublisher::new(
-            idempotent_producer(&kafka)?,
-            Arc::clone(&codec),
-            cli.results_topic,
-        ),
+        ResultPublisher::new(&kafka, Arc::clone(&codec), cli.results_topic)?,
     );
     let settings = ConsumerSettings {
         group_id: cli.group_id,

@@ -9,6 +9,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::ErpResult;
+use sluice_kafka::{KafkaConfig, KafkaSetupError, idempotent_producer};
 
 /// Why a result was not written.
 #[derive(Debug, thiserror::Error)]
@@ -32,13 +33,20 @@ pub struct ResultPublisher {
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ResultPublisher {
-    /// Publishes to `topic` through an idempotent `producer`.
-    pub fn new(producer: FutureProducer, codec: Arc<AvroCodec>, topic: impl Into<String>) -> Self {
-        Self {
+    /// Publishes to `topic` through its own idempotent producer on `kafka`.
+    /// The producer sends at once (`linger.ms` 0): each command waits for
+    /// its result, so lingering would add the linger to every command.
+    pub fn new(
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        topic: impl Into<String>,
+    ) -> Result<Self, KafkaSetupError> {
+        let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
+        Ok(Self {
             producer,
             codec,
             topic: topic.into(),
-        }
+        })
     }
 
     /// Writes `result` for the command read from `command`, carrying its

@@ -147,7 +147,12 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
         applier(base, tuning.breaker, tuning.limiter),
-        ResultPublisher::new(producer(), Arc::clone(&codec), &topics.results.name),
+        ResultPublisher::new(
+            &KafkaConfig::new(&stack.kafka_bootstrap),
+            Arc::clone(&codec),
+            &topics.results.name,
+        )
+        .unwrap(),
     );
     let settings = ConsumerSettings {
         group_id: tuning.group,
