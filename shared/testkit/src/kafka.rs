@@ -26,7 +26,19 @@ pub struct TestTopic {
 impl TestTopic {
     /// Creates `<prefix>-<unique>` with `partitions` partitions.
     pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
-        let name = unique_name(prefix);
+        Self::create_named(unique_name(prefix), partitions).await
+    }
+
+    /// Creates `name` (which the caller made unique) and registers the value
+    /// schema of the contract topic `contract` under `<name>-value`: for
+    /// topics that must be named like their kind (`dlq.<unique>.v1`).
+    pub async fn with_schema_named(contract: &str, name: String, partitions: i32) -> TestTopic {
+        let topic = Self::create_named(name, partitions).await;
+        topic.register_schema_of(contract).await;
+        topic
+    }
+
+    async fn create_named(name: String, partitions: i32) -> TestTopic {
         let admin = admin();
         let results = admin
             .create_topics(
@@ -46,6 +58,11 @@ impl TestTopic {
     /// `<name>-value`, so codecs can encode for it.
     pub async fn with_schema_of(contract: &str, prefix: &str, partitions: i32) -> TestTopic {
         let topic = Self::create(prefix, partitions).await;
+        topic.register_schema_of(contract).await;
+        topic
+    }
+
+    async fn register_schema_of(&self, contract: &str) {
         let catalog = Catalog::embedded().expect("embedded contracts");
         let schema = catalog
             .topic(contract)
@@ -54,12 +71,11 @@ impl TestTopic {
             .to_owned();
         post_schema(
             &Stack::get().registry_settings(),
-            format!("{}-value", topic.name),
+            format!("{}-value", self.name),
             SuppliedSchema::new(None, SchemaType::Avro, schema),
         )
         .await
         .expect("registering the test topic's schema");
-        topic
     }
 }
 
