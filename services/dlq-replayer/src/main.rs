@@ -1,0 +1,391 @@
+//! `dlq-replayer`: the operator's tool for dead letters — find them, see
+//! why they failed, and put exactly the right ones back, once, at a pace
+//! the recovered system accepts.
+//!
+//! Exit codes: 0 done, 1 error, 2 usage, 3 partial (stopped, or some
+//! messages could not be sent).
+
+mod coordinate;
+mod filter;
+mod log;
+mod render;
+mod replay;
+mod scan;
+
+use std::io::Write as _;
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use sluice_avro::{AvroCodec, registry_settings};
+use sluice_config::{ConfigError, KafkaArgs, RegistryArgs, parse_secret};
+use sluice_kafka::{KafkaConfig, idempotent_producer};
+use sluice_resilience::{LimiterConfig, RateLimiter};
+use uuid::Uuid;
+
+use crate::coordinate::Coordinate;
+use crate::filter::Filters;
+use crate::log::ReplayLog;
+use crate::render::Output;
+use crate::scan::{Letter, Scanner};
+
+/// Finds, explains and replays dead letters (the dlq.<service>.v1 topics).
+///
+/// Kafka, the schema registry and the replay log's Postgres come from the
+/// SLUICE_* environment (or --config FILE); flags for them go before the
+/// command.
+#[derive(Debug, Parser)]
+#[command(version, name = "dlq-replayer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print a table (for people) or JSON, one object per line (for scripts).
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    /// Postgres URL of the replay log (needed by replay and history).
+    #[arg(
+        id = "database-url",
+        long = "database-url",
+        env = "SLUICE_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        global = true
+    )]
+    database_url: Option<SecretString>,
+    /// Seconds Kafka may take to answer.
+    #[arg(long, default_value_t = 30, global = true)]
+    timeout_secs: u64,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List dead letters, filtered; counts per error class at the end.
+    List {
+        #[command(flatten)]
+        filters: Filters,
+        /// At most this many (the oldest first).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one dead letter: its error, headers, and original value decoded
+    /// through the registry.
+    Show {
+        /// topic:partition:offset of the dead letter.
+        coordinate: Coordinate,
+    },
+    /// Put dead letters back on their original topic (or --to), key, value
+    /// and headers byte for byte, plus sluice.replay.* headers.
+    Replay(ReplayArgs),
+    /// Replays run so far: when, by whom, what, how it ended.
+    History {
+        /// The dead letters one replay put back, in order.
+        #[arg(long, value_name = "REPLAY_ID")]
+        replay: Option<Uuid>,
+        /// At most this many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Counts per DLQ topic and error class, with the oldest and newest.
+    Stats {
+        #[command(flatten)]
+        filters: Filters,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    filters: Filters,
+    /// Exactly this dead letter, topic:partition:offset (repeatable);
+    /// the filters then narrow these.
+    #[arg(long = "at", value_name = "COORDINATE")]
+    coordinates: Vec<Coordinate>,
+    /// Send to this topic instead of each message's original one.
+    #[arg(long, value_name = "TOPIC")]
+    to: Option<String>,
+    /// Show what would be sent; send and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Most messages per second, as N or N/s.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// At most this many (the oldest first).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Replay dead letters that were replayed before, too.
+    #[arg(long)]
+    force: bool,
+    /// Who is replaying, for the log (default: the OS user).
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate like 50/s")),
+    }
+}
+
+/// How a command ended, beyond errors.
+enum Finished {
+    Done,
+    Partial,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli: Cli = match sluice_config::parse() {
+        Ok(cli) => cli,
+        Err(ConfigError::Cli(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("error: reading the configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli).await {
+        Ok(Finished::Done) => ExitCode::SUCCESS,
+        Ok(Finished::Partial) => ExitCode::from(3),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What the commands read Kafka and the registry with.
+struct Readers {
+    scanner: Scanner,
+    codec: AvroCodec,
+    output: Output,
+}
+
+async fn run(cli: Cli) -> Result<Finished> {
+    let timeout = Duration::from_secs(cli.timeout_secs);
+    let kafka = KafkaConfig::from_args(&cli.kafka)?;
+    let registry = registry_settings(&cli.registry)?;
+    let context = Readers {
+        scanner: Scanner::new(&kafka, AvroCodec::new(registry.clone()), timeout)?,
+        codec: AvroCodec::new(registry),
+        output: cli.output,
+    };
+    let database = cli.database_url.clone();
+    match cli.command {
+        Command::List { filters, limit } => {
+            let mut letters = select(&context.scanner, &filters, &[]).await?;
+            letters.truncate(limit.unwrap_or(usize::MAX));
+            print(&render::list(&letters, context.output))?;
+        }
+        Command::Show { coordinate } => {
+            let letter = context.scanner.fetch(&coordinate).await?;
+            let value = decode_value(&context.codec, &letter).await;
+            print(&render::show(&letter, value, context.output))?;
+        }
+        Command::Stats { filters } => {
+            let letters = select(&context.scanner, &filters, &[]).await?;
+            print(&render::stats(&letters, context.output))?;
+        }
+        Command::History { replay, limit } => {
+            let log = ReplayLog::connect(&need_database(database)?).await?;
+            match replay {
+                Some(replay_id) => {
+                    for (from, to) in log.replayed(replay_id).await? {
+                        print(&format!("{from} -> {to}\n"))?;
+                    }
+                }
+                None => print(&render::history(&log.history(limit).await?, context.output))?,
+            }
+        }
+        Command::Replay(args) => return replay_command(&context, &kafka, database, args).await,
+    }
+    Ok(Finished::Done)
+}
+
+async fn replay_command(
+    context: &Readers,
+    kafka: &KafkaConfig,
+    database: Option<SecretString>,
+    args: ReplayArgs,
+) -> Result<Finished> {
+    let mut letters = select(&context.scanner, &args.filters, &args.coordinates).await?;
+    letters.truncate(args.limit.unwrap_or(usize::MAX));
+    if args.dry_run {
+        eprintln!(
+            "dry run: {} dead letters would go to {}; nothing sent, nothing recorded",
+            letters.len(),
+            args.to.as_deref().unwrap_or("their original topics")
+        );
+        print(&render::list(&letters, context.output))?;
+        return Ok(Finished::Done);
+    }
+    if letters.is_empty() {
+        eprintln!("nothing to replay: no dead letter matches");
+        return Ok(Finished::Done);
+    }
+    let log = ReplayLog::connect(&need_database(database)?).await?;
+    let coordinates: Vec<Coordinate> = letters.iter().map(|l| l.at.clone()).collect();
+    let prior = log.prior(&coordinates).await?;
+    if let Some(first) = prior.first()
+        && !args.force
+    {
+        bail!(
+            "{} of the {} selected dead letters were replayed before (e.g. {} by {} at {}, replay {}); \
+             add --force to replay them again",
+            prior.len(),
+            letters.len(),
+            first.at,
+            first.actor,
+            first
+                .replayed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            first.replay_id
+        );
+    }
+    let limiter = args
+        .rate
+        .map(|rate| {
+            RateLimiter::new(
+                "replay",
+                LimiterConfig {
+                    capacity: NonZeroU32::MIN,
+                    refill_per_second: rate,
+                },
+            )
+        })
+        .transpose()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping: the message in hand finishes, nothing more is sent");
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let replay_id = Uuid::new_v4();
+    let selection = selection_text(&args);
+    let actor = args.actor.clone().unwrap_or_else(os_user);
+    log.begin(
+        replay_id,
+        &actor,
+        args.to.as_deref(),
+        &selection,
+        args.force,
+    )
+    .await?;
+    let run = replay::Run {
+        replay_id,
+        to: args.to.as_deref(),
+        limiter,
+        stop,
+    };
+    let producer = idempotent_producer(kafka)?;
+    let report = replay::replay(&run, &letters, &producer, &log).await?;
+    log.finish(replay_id, report.outcome()).await?;
+    eprintln!("replay id {replay_id}");
+    Ok(if report.stopped || !report.failed.is_empty() {
+        Finished::Partial
+    } else {
+        Finished::Done
+    })
+}
+
+/// The dead letters a command is about: the coordinates given (each
+/// fetched), or every dead letter of the DLQ topics; then the filters.
+async fn select(
+    scanner: &Scanner,
+    filters: &Filters,
+    coordinates: &[Coordinate],
+) -> Result<Vec<Letter>> {
+    let letters = if coordinates.is_empty() {
+        let topics = scanner.topics(&filters.topics)?;
+        scanner.scan(&topics).await?
+    } else {
+        let mut letters = Vec::with_capacity(coordinates.len());
+        for coordinate in coordinates {
+            letters.push(scanner.fetch(coordinate).await?);
+        }
+        letters
+    };
+    let now = sluice_contracts::now_millis();
+    Ok(letters
+        .into_iter()
+        .filter(|letter| filters.matches(letter, now))
+        .collect())
+}
+
+/// The original value through the registry, as JSON.
+async fn decode_value(codec: &AvroCodec, letter: &Letter) -> Result<serde_json::Value, String> {
+    let bytes = letter
+        .record
+        .original_value
+        .as_deref()
+        .ok_or_else(|| "the message had no value".to_owned())?;
+    let value = codec.decode_value(bytes).await.map_err(|e| e.to_string())?;
+    serde_json::Value::try_from(value).map_err(|e| e.to_string())
+}
+
+fn need_database(url: Option<SecretString>) -> Result<SecretString> {
+    url.context("the replay log needs Postgres: set SLUICE_DATABASE_URL or --database-url")
+}
+
+/// The replay's selection as the operator gave it, for the log.
+fn selection_text(args: &ReplayArgs) -> String {
+    let f = &args.filters;
+    let mut parts: Vec<String> = args
+        .coordinates
+        .iter()
+        .map(|c| format!("--at {c}"))
+        .collect();
+    let mut flag = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            parts.push(format!("--{name} {value}"));
+        }
+    };
+    for topic in &f.topics {
+        flag("topic", Some(topic.clone()));
+    }
+    flag("service", f.service.clone());
+    flag("source-topic", f.source_topic.clone());
+    flag("class", f.class.map(|c| c.as_str().to_ascii_lowercase()));
+    flag("grep", f.grep.clone());
+    flag("key", f.key.clone());
+    flag("since", f.since.map(|w| w.to_string()));
+    flag("until", f.until.map(|w| w.to_string()));
+    flag("limit", args.limit.map(|n| n.to_string()));
+    flag("rate", args.rate.map(|r| format!("{r}/s")));
+    if parts.is_empty() {
+        "every dead letter".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a trace.
+fn print(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the output"),
+    }
+}

@@ -1,0 +1,204 @@
+//! Putting dead letters back: each one's original key, value and headers,
+//! byte for byte, to its original topic (or another), plus replay headers;
+//! paced, with progress, stoppable. A message is recorded in the replay log
+//! once Kafka has acknowledged it, and a stop lets the message in hand
+//! finish, so the log names exactly what was sent.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice_resilience::RateLimiter;
+use uuid::Uuid;
+
+use crate::coordinate::Coordinate;
+use crate::log::{LogError, Outcome, ReplayLog};
+use crate::scan::Letter;
+
+/// Header naming the dead letter a replayed message came from.
+pub const REPLAYED_FROM: &str = "sluice.replay.from";
+/// Header naming the replay run.
+pub const REPLAY_ID: &str = "sluice.replay.id";
+/// Header with the replay time, ms since the epoch.
+pub const REPLAYED_AT: &str = "sluice.replay.at";
+
+/// How long Kafka may take to acknowledge one message.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One replay run's settings.
+pub struct Run<'a> {
+    /// Its id, in the headers and the log.
+    pub replay_id: Uuid,
+    /// Where everything goes instead of the original topics.
+    pub to: Option<&'a str>,
+    /// Paces the sends, when a rate is set.
+    pub limiter: Option<RateLimiter>,
+    /// Set on Ctrl-C: finish the message in hand and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Sent and logged.
+    pub sent: usize,
+    /// Could not be sent (Kafka refused or timed out).
+    pub failed: Vec<(Coordinate, String)>,
+    /// Whether a stop cut it short.
+    pub stopped: bool,
+}
+
+impl Report {
+    /// How the run ended, for the log.
+    pub fn outcome(&self) -> Outcome {
+        if self.stopped {
+            Outcome::Stopped
+        } else if self.failed.is_empty() {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
+/// Sends `letters` in order. A failed send is reported and the run goes on;
+/// a replay log that cannot be written ends it (what went is then unknown
+/// to the log, so nothing more is sent).
+pub async fn replay(
+    run: &Run<'_>,
+    letters: &[Letter],
+    producer: &FutureProducer,
+    log: &ReplayLog,
+) -> Result<Report, LogError> {
+    let progress = Progress::new(letters.len());
+    let mut report = Report::default();
+    for letter in letters {
+        if let Some(limiter) = &run.limiter {
+            limiter.acquire("replay").await;
+        }
+        if run.stop.load(Ordering::SeqCst) {
+            report.stopped = true;
+            break;
+        }
+        match send(run, letter, producer).await {
+            Ok(target) => {
+                log.record(run.replay_id, &letter.at, &target).await?;
+                report.sent += 1;
+                progress.sent(&letter.at, &target);
+            }
+            Err(why) => {
+                progress.failed(&letter.at, &why);
+                report.failed.push((letter.at.clone(), why));
+            }
+        }
+    }
+    progress.finish(&report);
+    Ok(report)
+}
+
+/// Produces one dead letter's original message; where it landed.
+async fn send(
+    run: &Run<'_>,
+    letter: &Letter,
+    producer: &FutureProducer,
+) -> Result<Coordinate, String> {
+    let record = &letter.record;
+    let topic = run.to.unwrap_or(&record.original_topic);
+    let from = letter.at.to_string();
+    let replay_id = run.replay_id.to_string();
+    let at = sluice_contracts::now_millis().to_string();
+    let replay_headers = [
+        (REPLAYED_FROM, from.as_bytes()),
+        (REPLAY_ID, replay_id.as_bytes()),
+        (REPLAYED_AT, at.as_bytes()),
+    ];
+    let headers = record
+        .original_headers
+        .iter()
+        .map(|h| (h.key.as_str(), h.value.as_deref()))
+        .chain(replay_headers.iter().map(|(k, v)| (*k, Some(*v))))
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header { key, value })
+        });
+    let mut message = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = &record.original_key {
+        message = message.key(key);
+    }
+    if let Some(value) = &record.original_value {
+        message = message.payload(value);
+    }
+    match producer.send(message, DELIVERY_TIMEOUT).await {
+        Ok(delivery) => Ok(Coordinate {
+            topic: topic.to_owned(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+        }),
+        Err((err, _)) => Err(err.to_string()),
+    }
+}
+
+/// A progress bar with rate and ETA on a terminal; plain lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    total: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Self {
+            bar,
+            total,
+            started: Instant::now(),
+        }
+    }
+
+    fn sent(&self, from: &Coordinate, to: &Coordinate) {
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None => eprintln!("replayed {from} -> {to}"),
+        }
+    }
+
+    fn failed(&self, from: &Coordinate, why: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("failed {from}: {why}")),
+            None => eprintln!("failed {from}: {why}"),
+        }
+    }
+
+    fn finish(&self, report: &Report) {
+        if let Some(bar) = &self.bar {
+            bar.abandon();
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} of {} sent in {secs:.1} s{}{}",
+            report.sent,
+            self.total,
+            if report.failed.is_empty() {
+                String::new()
+            } else {
+                format!(", {} failed", report.failed.len())
+            },
+            if report.stopped {
+                ", stopped by Ctrl-C"
+            } else {
+                ""
+            },
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! dlq-replayer tests' shared parts: running the CLI as an operator would,
+//! DLQ topics named like DLQs, and dead letters written by the real
+//! publisher.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use serde_json::Value;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::DeadLetterClass;
+use sluice_dlq::{DeadLetterPublisher, Failure};
+use sluice_testkit::{Stack, TestTopic, producer, unique_name};
+
+/// What the CLI printed and how it exited.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout's JSON lines.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+}
+
+/// The CLI with the local stack's settings in its environment.
+pub fn cli(args: &[&str]) -> Command {
+    let stack = Stack::get();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dlq-replayer"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("USER", "test-operator")
+        .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+        .env("SLUICE_DATABASE_URL", &stack.database_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs the CLI to its end.
+pub async fn run(args: &[&str]) -> Run {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cli(&args).output().unwrap();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A DLQ topic of its own for the test, named like one (`dlq.<unique>.v1`).
+pub async fn dlq_topic(prefix: &str) -> TestTopic {
+    let name = format!("dlq.{}.v1", unique_name(prefix));
+    TestTopic::with_schema_named("dlq.erp-sink.v1", name, 1).await
+}
+
+/// Produces `count` raw messages to `topic` (keys `k-<n>`, values `v-<n>`,
+/// a header), reads them back and dead-letters each through the real
+/// publisher, as a service that refused them would.
+pub async fn dead_letters(topic: &str, dlq: &str, count: usize) {
+    let producer = producer();
+    for n in 0..count {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "x-order",
+            value: Some(n.to_string().as_bytes()),
+        });
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(&format!("k-{n}"))
+                    .payload(&format!("v-{n}"))
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let originals = read(topic, count).await;
+    let publisher = DeadLetterPublisher::new(
+        producer.clone(),
+        Arc::new(AvroCodec::new(Stack::get().registry_settings())),
+        dlq,
+        "test-service",
+        "0.0.0",
+    );
+    let now = sluice_contracts::now_millis();
+    for message in &originals {
+        publisher
+            .publish(
+                message,
+                Failure {
+                    class: DeadLetterClass::Permanent,
+                    message: "HTTP 400 from the test target".into(),
+                    attempts: 1,
+                    first_failure_at: now,
+                    last_failure_at: now,
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The first `count` messages of `topic`, from its start.
+pub async fn read(topic: &str, count: usize) -> Vec<OwnedMessage> {
+    read_from(topic, 0, count).await
+}
+
+/// `count` messages of `topic` (one partition) from `offset`.
+pub async fn read_from(topic: &str, offset: i64, count: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = Stack::get()
+        .kafka_config()
+        .set("group.id", unique_name("replayer-test"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut stream = consumer.stream();
+    let mut messages = Vec::with_capacity(count);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while messages.len() < count {
+            messages.push(stream.next().await.unwrap().unwrap().detach());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {count} messages of {topic}", messages.len()));
+    messages
+}
+
+/// A header's value as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The end offset of partition 0 of `topic`.
+pub fn end_offset(topic: &str) -> i64 {
+    let consumer: StreamConsumer = Stack::get().kafka_config().create().unwrap();
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap()
+        .1
+}
