@@ -477,6 +477,22 @@ async fn errors_name_their_cause() {
         "{}",
         past_end.stderr
     );
+    let source = TestTopic::create("replayer-errors-source", 1).await;
+    common::dead_letters(&source.name, &dlq.name, 1).await;
+    let away = common::run_with(
+        &["list", "--topic", &dlq.name],
+        &[(
+            "SLUICE_SCHEMA_REGISTRY_URL",
+            "http://127.0.0.1:9/apis/ccompat/v7",
+        )],
+    )
+    .await;
+    assert_eq!(away.code, 1);
+    assert!(
+        away.stderr.contains("schema registry unreachable"),
+        "{}",
+        away.stderr
+    );
     let rate = run(&["replay", "--rate", "fast"]).await;
     assert_eq!(rate.code, 2);
     assert!(

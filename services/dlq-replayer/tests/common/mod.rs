@@ -57,14 +57,23 @@ pub fn cli(args: &[&str]) -> Command {
 
 /// Runs the CLI to its end.
 pub async fn run(args: &[&str]) -> Run {
+    run_with(args, &[]).await
+}
+
+/// Runs the CLI to its end with `env` changed.
+pub async fn run_with(args: &[&str], env: &[(&str, &str)]) -> Run {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let Output {
             status,
             stdout,
             stderr,
-        } = cli(&args).output().unwrap();
+        } = cli(&args).envs(env).output().unwrap();
         Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
