@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, registry_settings};
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs, parse_secret};
+use sluice_config::{KafkaArgs, RegistryArgs, parse_secret};
 use sluice_kafka::{KafkaConfig, idempotent_producer};
 use sluice_resilience::{LimiterConfig, RateLimiter};
 use uuid::Uuid;
@@ -153,7 +153,6 @@ enum Finished {
 async fn main() -> ExitCode {
     let cli: Cli = match sluice_config::parse() {
         Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
         Err(err) => {
             eprintln!("error: reading the configuration: {err}");
             return ExitCode::from(2);

@@ -12,7 +12,7 @@ use erp_sink::odoo::{OdooClient, OdooLogin};
 use erp_sink::{Applier, ErpSink, RecordFields, ResultPublisher};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs, SecretArgs, parse_secret};
+use sluice_config::{KafkaArgs, RegistryArgs, SecretArgs, parse_secret};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
     ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, idempotent_producer,
@@ -193,11 +193,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli: Cli = match sluice_config::parse() {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
-        Err(err) => return Err(err).context("reading the configuration"),
-    };
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let password = SecretArgs {
         value: cli.odoo_password.clone(),
         file: cli.odoo_password_file.clone(),

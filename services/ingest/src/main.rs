@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
+use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
@@ -40,11 +40,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli: Cli = match sluice_config::parse() {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
-        Err(err) => return Err(err).context("reading the configuration"),
-    };
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let ack_ms = cli.ingest.ack_timeout().as_millis().to_string();
     let kafka = KafkaConfig::from_args(&cli.kafka)?.with_property("message.timeout.ms", ack_ms);
     let registry = registry_settings(&cli.registry)?;

@@ -7,7 +7,7 @@ use clap::Parser;
 use outbox_relay::{OutboxSource, Relay, ReplicationConnection};
 use secrecy::ExposeSecret;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
+use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
@@ -77,11 +77,7 @@ fn identifier(setting: &str, name: &str) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli: Cli = match sluice_config::parse() {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
-        Err(err) => return Err(err).context("reading the configuration"),
-    };
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     identifier("outbox-table", &cli.table)?;
     identifier("outbox-slot", &cli.slot)?;
     identifier("outbox-publication", &cli.publication)?;

@@ -10,7 +10,7 @@ use clap::Parser;
 use sheets_sink::google::{ServiceAccountKey, SheetsClient, TokenSource};
 use sheets_sink::{SheetsSink, Upserter};
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs};
+use sluice_config::{KafkaArgs, RegistryArgs};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
     ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, idempotent_producer,
@@ -139,11 +139,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli: Cli = match sluice_config::parse() {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
-        Err(err) => return Err(err).context("reading the configuration"),
-    };
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let key = ServiceAccountKey::read(&cli.service_account).map_err(anyhow::Error::msg)?;
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;

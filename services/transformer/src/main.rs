@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs, RouteArgs};
+use sluice_config::{KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
@@ -99,11 +99,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli: Cli = match sluice_config::parse() {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
-        Err(err) => return Err(err).context("reading the configuration"),
-    };
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let catalog = Catalog::embedded()?;
     let text = std::fs::read_to_string(&cli.rules)
         .with_context(|| format!("reading the rules file {}", cli.rules.display()))?;

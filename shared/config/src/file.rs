@@ -11,8 +11,13 @@ const CONFIG_FLAG: &str = "config";
 const CONFIG_ENV: &str = "SLUICE_CONFIG";
 
 /// Parses `T` from the process's arguments, environment and config file.
+/// As clap's own `parse`, it prints help, the version or a usage error and
+/// exits (0 or 2) itself; the errors it returns are the config file's.
 pub fn parse<T: Parser>() -> Result<T, ConfigError> {
-    parse_from(std::env::args_os())
+    parse_from(std::env::args_os()).map_err(|err| match err {
+        ConfigError::Cli(err) => err.exit(),
+        other => other,
+    })
 }
 
 /// Parses `T` from `args` (the first is the program name), the environment

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs};
+use sluice_config::{KafkaArgs, RegistryArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::KafkaConfig;
 use sluice_provision::{
@@ -65,11 +65,7 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli: Cli = match sluice_config::parse() {
-        Ok(cli) => cli,
-        Err(ConfigError::Cli(err)) => err.exit(),
-        Err(err) => return Err(err).context("reading the configuration"),
-    };
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let catalog = match &cli.schemas_dir {
         Some(dir) => Catalog::from_dir(dir),
         None => Catalog::embedded(),
