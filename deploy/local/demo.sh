@@ -6,8 +6,9 @@
 # OrderPlaced event through Kafka and the registry, sends a request event
 # through ingest's HTTP API, commits an order with its outbox row in one
 # Postgres transaction, and follows both through outbox-relay and the
-# transformer to the sheet rows and the sale order they become, shown with
-# kcat. `make demo-down` stops the stack.
+# transformer to the sheet rows and the sale order they become (kcat), and
+# through sheets-sink and erp-sink into the sandbox's Sheets and Odoo, read
+# back over HTTP. `make demo-down` stops the stack.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
@@ -16,7 +17,7 @@ bash "$HERE/prerequisites.sh"
 log "building"
 # Only what the demo runs; `make test` builds the rest.
 cargo build --locked -p sluice-provision --bin sluice-provision -p sluice-contracts --example order_round_trip \
-  -p ingest -p outbox-relay -p transformer
+  -p ingest -p outbox-relay -p transformer -p sandbox -p sheets-sink -p erp-sink -p dlq-replayer
 bash "$HERE/stack.sh" up
 set -a
 # shellcheck source=/dev/null
@@ -102,7 +103,42 @@ wait_for 30 "the sale order of $order" bash -c \
   "kcat -b '$SLUICE_KAFKA_BOOTSTRAP' -C -t erp.commands.v1 -e -q -f '%k\n' | grep -qx '$order'"
 kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t erp.commands.v1 -e -q -f 'key=%k headers=%h  %s' \
   | printable | grep -a "key=$order "
-kill -TERM "$relay_pid" "$transformer_pid"; wait "$relay_pid" "$transformer_pid" || true
+
+echo
+echo "== sheets-sink and erp-sink apply them to the sandbox's Google Sheets and Odoo"
+sandbox_port="$(free_port)"
+sandbox_url="http://127.0.0.1:$sandbox_port"
+mkdir -p "$SLUICE_LOCAL/demo"
+key_file="$SLUICE_LOCAL/demo/service-account.json"
+./target/debug/sandbox keygen --out "$key_file" --token-uri "$sandbox_url/token" >/dev/null
+SLUICE_LOG=warn ./target/debug/sandbox serve --listen "127.0.0.1:$sandbox_port" \
+  --service-account "$key_file" --spreadsheet sluice-demo=Orders,Requests &
+sandbox_pid=$!
+trap 'kill -TERM "$relay_pid" "$transformer_pid" "$sandbox_pid" 2>/dev/null || true' EXIT
+wait_for 30 "the sandbox" curl -sf "$sandbox_url/admin/requests"
+SLUICE_HTTP_LISTEN="127.0.0.1:$(free_port)" SLUICE_LOG=warn ./target/debug/sheets-sink \
+  --service-account "$key_file" --sheets-base-url "$sandbox_url" &
+sheets_pid=$!
+SLUICE_HTTP_LISTEN="127.0.0.1:$(free_port)" SLUICE_LOG=warn ./target/debug/erp-sink \
+  --odoo-url "$sandbox_url" --odoo-database sluice --odoo-login sluice --odoo-password sandbox &
+erp_pid=$!
+trap 'kill -TERM "$relay_pid" "$transformer_pid" "$sandbox_pid" "$sheets_pid" "$erp_pid" 2>/dev/null || true' EXIT
+# sheets-sink paces itself to Google's 60 requests a minute: a few seconds.
+wait_for 90 "the Orders row of $order in the sheet" bash -c \
+  "curl -sf '$sandbox_url/admin/spreadsheets/sluice-demo/Orders' | grep -q '\"$order\"'"
+echo "the Orders sheet, read back from the sandbox ($sandbox_url/admin/spreadsheets/sluice-demo/Orders):"
+curl -s "$sandbox_url/admin/spreadsheets/sluice-demo/Orders"; echo
+wait_for 60 "the sale order of $order in the ERP" bash -c \
+  "curl -sf '$sandbox_url/admin/erp/sale.order' | grep -q '\"$order\"'"
+echo "the ERP's sale orders, read back from the sandbox ($sandbox_url/admin/erp/sale.order):"
+curl -s "$sandbox_url/admin/erp/sale.order"; echo
+echo "erp.results.v1 (erp-sink's answer, keyed by the order):"
+kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t erp.results.v1 -e -q -f 'key=%k  %s' \
+  | printable | grep -a "key=$order "
+echo "dead letters so far (dlq-replayer stats):"
+./target/debug/dlq-replayer stats
+kill -TERM "$relay_pid" "$transformer_pid" "$sheets_pid" "$erp_pid" "$sandbox_pid"
+wait "$relay_pid" "$transformer_pid" "$sheets_pid" "$erp_pid" "$sandbox_pid" || true
 trap - EXIT
 
 echo
@@ -110,7 +146,6 @@ echo "== the local stack"
 bash "$HERE/stack.sh" status
 cat <<MSG
 
-Not in this demo yet: the sinks and the sandbox APIs (the rows and the sale
-order above stop at Kafka), the saga orchestrator and dlq-replayer; they land
-issue by issue. Stop the stack with: make demo-down
+Not in this demo yet: the saga orchestrator (issue 8), poison messages and an
+ERP outage (issue 9). Stop the stack with: make demo-down
 MSG
