@@ -8,6 +8,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult};
+use sluice_dlq::Failure;
 use sluice_kafka::{Handler, HandlerError};
 use sluice_resilience::{Classified, ErrorClass};
 
@@ -135,6 +136,32 @@ impl Handler for ErpSink {
             Err(err) => Err(SinkError::Apply(err)),
         }
     }
+
+    /// A refusal was answered when it came; a command that ran out of
+    /// retries is answered here, so a saga waiting on it need not wait for
+    /// its step's timeout. An undecodable message has nobody to answer.
+    async fn given_up(&self, message: &OwnedMessage, failure: &Failure) {
+        if failure.class != DeadLetterClass::RetriesExhausted {
+            return;
+        }
+        let Some(bytes) = message.payload() else {
+            return;
+        };
+        let Ok(command) = self.codec.decode::<ErpCommand>(bytes).await else {
+            return;
+        };
+        let error = ErpError {
+            code: "retries_exhausted".into(),
+            message: failure.message.clone(),
+        };
+        let attempts = i32::try_from(failure.attempts).unwrap_or(i32::MAX);
+        let result = answer(&command, attempts, ErpOutcome::Rejected, None, Some(error));
+        if let Err(err) = self.results.publish(&result, message).await {
+            tracing::warn!(command_id = command.command_id, error = %err,
+                "no REJECTED result for a command out of retries; its dead letter is written");
+        }
+        self.settled(&command.command_id);
+    }
 }
 
 /// The ErpResult of a command that was applied or refused.
@@ -143,16 +170,18 @@ fn outcome(
     applied: &Result<Applied, ApplyError>,
     attempts: i32,
 ) -> ErpResult {
-    let (outcome, erp_record_id, error) = match applied {
+    match applied {
         Ok(Applied { record_id, already }) => {
             let outcome = if *already {
                 ErpOutcome::AlreadyApplied
             } else {
                 ErpOutcome::Applied
             };
-            (outcome, Some(*record_id), None)
+            answer(command, attempts, outcome, Some(*record_id), None)
         }
-        Err(err) => (
+        Err(err) => answer(
+            command,
+            attempts,
             ErpOutcome::Rejected,
             None,
             Some(ErpError {
@@ -160,7 +189,16 @@ fn outcome(
                 message: err.to_string(),
             }),
         ),
-    };
+    }
+}
+
+fn answer(
+    command: &ErpCommand,
+    attempts: i32,
+    outcome: ErpOutcome,
+    erp_record_id: Option<i64>,
+    error: Option<ErpError>,
+) -> ErpResult {
     ErpResult {
         command_id: command.command_id.clone(),
         model: command.model.clone(),

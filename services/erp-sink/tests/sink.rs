@@ -118,3 +118,35 @@ async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered()
     assert_eq!(dead["so-D"].attempts, 1, "a permanent error is not retried");
     assert_eq!(message_count(&topics.dlq.name), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_out_of_retries_is_answered_rejected_and_dead_lettered() {
+    let base = sandbox().await;
+    let topics = Topics::create("erp-exhausted", 1).await;
+    faults(&base, json!({"error_rates": {"500": 1.0}})).await;
+    let commands = [
+        command(1, ErpOperation::Create, "so-X", 1.0, "never"),
+        command(2, ErpOperation::Create, "so-Y", 2.0, "never"),
+    ];
+    send(&topics.commands.name, &commands).await;
+    let mut tuning = Tuning::quick();
+    tuning.retry.max_retries = 2;
+    let stop = start(&base, &topics, tuning);
+    let results = results(&topics.results.name, 2).await;
+    let letters = consume_exactly(&topics.dlq.name, 2, common::WAIT).await;
+    stop.send(()).unwrap();
+
+    for result in &results {
+        assert_eq!(result.outcome, ErpOutcome::Rejected, "{result:?}");
+        let error = result.error.clone().unwrap();
+        assert_eq!(error.code, "retries_exhausted");
+        assert!(error.message.contains("HTTP 500"), "{}", error.message);
+        assert_eq!(result.attempts, 3, "the first try and two retries");
+    }
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    for letter in letters {
+        let letter: DeadLetter = codec.decode(letter.payload().unwrap()).await.unwrap();
+        assert_eq!(letter.error_class, DeadLetterClass::RetriesExhausted);
+    }
+    assert!(records(&base).await.is_empty());
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{WAIT, command, faults, grid, id, sandbox, send, start};
+use common::{Tuning, WAIT, command, faults, grid, id, sandbox, send, start, start_with};
 use reqwest::Client;
 use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
@@ -69,7 +69,18 @@ async fn server_errors_and_429s_are_retried_without_a_duplicate_row() {
         json!({"error_rates": {"500": 0.3}, "burst_429": 3, "retry_after_secs": 1}),
     )
     .await;
-    let stop = start(&base, &key, &topic.name, &dlq.name);
+    // One command per request: enough requests for the faults to hit
+    // (a batch of 60 would be a handful).
+    let stop = start_with(
+        &base,
+        &key,
+        &topic.name,
+        &dlq.name,
+        Tuning {
+            max_batch: 1,
+            ..Tuning::quick()
+        },
+    );
     // 60 commands over 10 keys; the last for each key carries its round.
     let commands: Vec<SheetRowUpsert> = (0..60u32)
         .map(|n| {

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use rdkafka::message::OwnedMessage;
 use sluice_contracts::types::DeadLetterClass;
+use sluice_dlq::Failure;
 use sluice_resilience::Classified;
 
 /// A service's logic for one message.
@@ -36,6 +37,18 @@ pub trait Handler: Send + Sync + 'static {
             }
             Ok(())
         }
+    }
+
+    /// Called once the loop gives up on `message`, before its dead letter
+    /// is written: a handler that owes someone an answer (erp-sink's
+    /// ErpResult) gives it here. The dead letter is written regardless.
+    fn given_up(
+        &self,
+        message: &OwnedMessage,
+        failure: &Failure,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (message, failure);
+        async {}
     }
 }
 

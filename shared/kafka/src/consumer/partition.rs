@@ -202,6 +202,7 @@ async fn settle<H: Handler>(
             }
             Err(Verdict::DeadLetter(failure)) => {
                 let class = failure.class;
+                shared.handler.given_up(message, &failure).await;
                 return dead_letter(&shared.dead_letters, message, failure, stop)
                     .await
                     .then_some(Settled::DeadLettered(class));
