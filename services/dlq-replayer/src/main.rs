@@ -217,20 +217,31 @@ async fn run(cli: Cli) -> Result<Finished> {
 }
 
 async fn replay_command(
-    context: &Readers,
+    readers: &Readers,
     kafka: &KafkaConfig,
     database: Option<SecretString>,
     args: ReplayArgs,
 ) -> Result<Finished> {
-    let mut letters = select(&context.scanner, &args.filters, &args.coordinates).await?;
+    let mut letters = select(&readers.scanner, &args.filters, &args.coordinates).await?;
     letters.truncate(args.limit.unwrap_or(usize::MAX));
+    // Kafka would refuse each message alone, after its timeout.
+    let mut targets: Vec<&str> = match &args.to {
+        Some(to) => vec![to.as_str()],
+        None => letters
+            .iter()
+            .map(|l| l.record.original_topic.as_str())
+            .collect(),
+    };
+    targets.sort_unstable();
+    targets.dedup();
+    readers.scanner.require(&targets)?;
     if args.dry_run {
         eprintln!(
             "dry run: {} dead letters would go to {}; nothing sent, nothing recorded",
             letters.len(),
             args.to.as_deref().unwrap_or("their original topics")
         );
-        print(&render::list(&letters, context.output))?;
+        print(&render::list(&letters, readers.output))?;
         return Ok(Finished::Done);
     }
     if letters.is_empty() {
@@ -295,7 +306,9 @@ async fn replay_command(
         limiter,
         stop,
     };
-    let producer = idempotent_producer(kafka)?;
+    // Each message waits for its acknowledgement before the next: lingering
+    // would add the linger to every one.
+    let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
     let report = replay::replay(&run, &letters, &producer, &log).await?;
     log.finish(replay_id, report.outcome()).await?;
     eprintln!("replay id {replay_id}");

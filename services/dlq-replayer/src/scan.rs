@@ -100,9 +100,8 @@ impl Scanner {
         })
     }
 
-    /// The DLQ topics: `named` after checking each exists and is a DLQ, or
-    /// every `dlq.*.v1` on the cluster.
-    pub fn topics(&self, named: &[String]) -> Result<Vec<String>, ScanError> {
+    /// Every topic on the cluster.
+    fn all_topics(&self) -> Result<Vec<String>, ScanError> {
         let metadata = self
             .consumer
             .fetch_metadata(None, self.timeout)
@@ -110,11 +109,26 @@ impl Scanner {
                 doing: "listing topics".into(),
                 source,
             })?;
-        let all: Vec<String> = metadata
+        Ok(metadata
             .topics()
             .iter()
             .map(|t| t.name().to_owned())
-            .collect();
+            .collect())
+    }
+
+    /// Checks that each of `topics` exists (where a replay will send).
+    pub fn require(&self, topics: &[&str]) -> Result<(), ScanError> {
+        let all = self.all_topics()?;
+        match topics.iter().find(|t| !all.iter().any(|a| a == *t)) {
+            Some(missing) => Err(ScanError::UnknownTopic((*missing).to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// The DLQ topics: `named` after checking each exists and is a DLQ, or
+    /// every `dlq.*.v1` on the cluster.
+    pub fn topics(&self, named: &[String]) -> Result<Vec<String>, ScanError> {
+        let all = self.all_topics()?;
         if named.is_empty() {
             let mut dlqs: Vec<String> = all.into_iter().filter(|t| is_dlq(t)).collect();
             dlqs.sort();

@@ -493,6 +493,22 @@ async fn errors_name_their_cause() {
         "{}",
         away.stderr
     );
+    let nowhere = run(&[
+        "replay",
+        "--topic",
+        &dlq.name,
+        "--to",
+        "no-such-target-topic",
+    ])
+    .await;
+    assert_eq!(nowhere.code, 1);
+    assert!(
+        nowhere
+            .stderr
+            .contains("unknown topic no-such-target-topic"),
+        "{}",
+        nowhere.stderr
+    );
     let rate = run(&["replay", "--rate", "fast"]).await;
     assert_eq!(rate.code, 2);
     assert!(
