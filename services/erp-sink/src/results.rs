@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::ErpResult;
@@ -57,17 +56,7 @@ impl ResultPublisher {
         command: &OwnedMessage,
     ) -> Result<(), ResultError> {
         let value = self.codec.encode(&self.topic, result).await?;
-        let mut trace = sluice_telemetry::child_span_context_headers(&tracing::Span::current());
-        if trace.is_empty() {
-            // No tracing pipeline here: pass the command's context on.
-            trace = command
-                .headers()
-                .into_iter()
-                .flat_map(|headers| headers.iter())
-                .filter(|header| header.key == "traceparent")
-                .filter_map(|header| Some((header.key.to_owned(), header.value?.to_vec())))
-                .collect();
-        }
+        let trace = sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), command);
         let headers = trace
             .iter()
             .fold(OwnedHeaders::new(), |headers, (key, value)| {

@@ -346,11 +346,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 return Ok(Vec::new());
             }
         };
-        let mut trace = sluice_telemetry::child_span_context_headers(span);
-        if trace.is_empty() {
-            // No tracing pipeline in this process: pass the context on as it came.
-            trace = trace_headers(message);
-        }
+        let trace = sluice_telemetry::outgoing_trace_headers(span, message);
         for output in &mut outputs {
             if !output.headers.iter().any(|(key, _)| key == TRACEPARENT) {
                 output.headers.extend(trace.iter().cloned());
@@ -361,20 +357,6 @@ impl<T: Transformer> TransactionalLoop<T> {
 }
 
 /// The message's own W3C trace context headers.
-fn trace_headers(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
-    use rdkafka::message::Headers;
-    message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .filter(|h| h.key == TRACEPARENT || h.key == "tracestate")
-                .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn record(output: &OutputRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
     let headers = output
         .headers

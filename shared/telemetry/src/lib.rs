@@ -13,4 +13,6 @@ mod propagation;
 
 pub use health::{ReadinessCheck, health_router, serve_health};
 pub use init::{LogFormat, Telemetry, TelemetryConfig, TelemetryError, init, prometheus_handle};
-pub use propagation::{child_span_context_headers, extract_parent, message_span};
+pub use propagation::{
+    child_span_context_headers, extract_parent, message_span, outgoing_trace_headers,
+};

@@ -73,3 +73,26 @@ pub fn child_span_context_headers(span: &tracing::Span) -> Vec<(String, Vec<u8>)
     headers.sort();
     headers
 }
+
+/// Headers for the messages produced while handling `input` in `span`:
+/// `span`'s context, or, with no tracing pipeline in this process, the
+/// context `input` came with, passed on as it was.
+pub fn outgoing_trace_headers<M: Message>(
+    span: &tracing::Span,
+    input: &M,
+) -> Vec<(String, Vec<u8>)> {
+    let headers = child_span_context_headers(span);
+    if !headers.is_empty() {
+        return headers;
+    }
+    input
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter(|h| h.key == "traceparent" || h.key == "tracestate")
+                .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
