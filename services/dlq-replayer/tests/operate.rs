@@ -22,7 +22,7 @@ use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use reqwest::Client;
-use sandbox::{OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+use sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
 use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, ErpCommand, ErpField, ErpOperation, ScalarValue};
@@ -33,9 +33,7 @@ use sluice_testkit::{Stack, TestTopic, eventually, message_count, producer, uniq
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn sandbox() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+async fn sandbox() -> Local {
     let key = ServiceAccountKey::generate("unused@sandbox.test", "unused").unwrap();
     let issuer =
         TokenIssuer::new(&key.public_key_pem().unwrap(), &key.client_email, "unused").unwrap();
@@ -44,28 +42,7 @@ async fn sandbox() -> String {
         login: "sluice".into(),
         password: "sandbox".into(),
     };
-    tokio::spawn(sandbox::serve(listener, Sandbox::new(issuer, odoo)));
-    base
-}
-
-async fn faults(base: &str, faults: Value) {
-    Client::new()
-        .put(format!("{base}/admin/faults/odoo"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn erp_records(base: &str) -> Vec<Value> {
-    Client::new()
-        .get(format!("{base}/admin/erp/sale.order"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    Local::start(Sandbox::new(issuer, odoo)).await.unwrap()
 }
 
 /// erp-sink on `commands`, dead-lettering to `dlq`, until the sender fires.
@@ -167,8 +144,12 @@ fn command(n: u32, operation: ErpOperation, reference: &str, note: &str) -> ErpC
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_shown_and_replayed_once() {
-    let base = sandbox().await;
-    faults(&base, json!({"reject_value": "HOLD"})).await;
+    let sandbox = sandbox().await;
+    let base = sandbox.base.clone();
+    sandbox
+        .set_faults("odoo", &json!({"reject_value": "HOLD"}))
+        .await
+        .unwrap();
     // One partition, so offsets read simply.
     let commands = TestTopic::with_schema_of("erp.commands.v1", "replayer-commands", 1).await;
     let results = TestTopic::with_schema_of("erp.results.v1", "replayer-results", 1).await;
@@ -282,7 +263,7 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     );
 
     // The cause is fixed; a dry run sends and records nothing.
-    faults(&base, json!({})).await;
+    sandbox.set_faults("odoo", &json!({})).await.unwrap();
     let commands_end = end_offset(&commands.name);
     let runs_before = run(&["--output", "json", "history", "--limit", "1000"])
         .await
@@ -367,9 +348,9 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
 
     // erp-sink applies them now.
     eventually("the six orders in the ERP", WAIT, || {
-        let base = &base;
+        let sandbox = &sandbox;
         async move {
-            let records = erp_records(base).await;
+            let records = sandbox.records("sale.order").await.unwrap();
             let held = records
                 .iter()
                 .filter(|r| {
@@ -406,8 +387,8 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     })
     .await;
     stop.send(()).unwrap();
-    let records = erp_records(&base).await;
-    let held: Vec<&Value> = records
+    let records = sandbox.records("sale.order").await.unwrap();
+    let held: Vec<&serde_json::Map<String, Value>> = records
         .iter()
         .filter(|r| {
             r["x_sluice_external_ref"]

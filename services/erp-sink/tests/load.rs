@@ -19,7 +19,7 @@ use common::{
 use serde_json::json;
 use sluice_contracts::types::{ErpCommand, ErpOperation, ErpOutcome};
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
-use sluice_testkit::{Pace, committed_offsets, eventually, message_count, metric};
+use sluice_testkit::{Pace, breaker_transitions, committed_offsets, eventually, message_count};
 
 const COMMANDS: u32 = 10_000;
 const REFS: u32 = 1_000;
@@ -38,14 +38,6 @@ fn nth(n: u32) -> ErpCommand {
         &format!("so-{}", n % REFS),
         f64::from(n),
         "load",
-    )
-}
-
-fn transitions(metrics: &str, to: &str) -> f64 {
-    metric(
-        metrics,
-        "sluice_breaker_transitions_total",
-        &[("breaker", "erp"), ("to", to)],
     )
 }
 
@@ -136,11 +128,7 @@ async fn commands_through_500s_429s_and_an_outage() {
     let log = request_log(&base).await;
     let status = |code: i64| log.iter().filter(|r| r["status"] == code).count();
     let rendered = metrics.render();
-    let (open, half_open, closed) = (
-        transitions(&rendered, "open"),
-        transitions(&rendered, "half_open"),
-        transitions(&rendered, "closed"),
-    );
+    let (open, half_open, closed) = breaker_transitions(&rendered, "erp");
     eprintln!(
         "{COMMANDS} commands, {REFS} references, in {:.1} s: {} Odoo requests ({} × 200, {} × 500, {} × 503, {} × 429), {} results ({} already applied); breaker → open {open}, → half-open {half_open}, → closed {closed}",
         elapsed.as_secs_f64(),

@@ -7,6 +7,7 @@ pub mod a1;
 mod admin;
 pub mod faults;
 pub mod keys;
+mod local;
 mod oauth;
 mod odoo;
 mod sheets;
@@ -23,6 +24,7 @@ use serde_json::{Map, Value};
 
 pub use faults::Faults;
 pub use keys::ServiceAccountKey;
+pub use local::{Local, Port};
 pub use oauth::TokenIssuer;
 pub use odoo::OdooAccount;
 

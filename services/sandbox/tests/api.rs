@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
-use sandbox::{OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer, router};
+use sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
 use serde_json::{Value, json};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
@@ -26,8 +26,6 @@ fn key() -> &'static ServiceAccountKey {
 /// A sandbox on a free loopback port with spreadsheet `s1` (sheets Orders,
 /// Requests); its base URL.
 async fn serve() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let key = key();
     let issuer = TokenIssuer::new(
         &key.public_key_pem().unwrap(),
@@ -44,8 +42,7 @@ async fn serve() -> String {
         },
     );
     app.create_spreadsheet("s1", &["Orders".to_owned(), "Requests".to_owned()]);
-    tokio::spawn(async move { axum::serve(listener, router(app)).await });
-    base
+    Local::start(app).await.unwrap().base
 }
 
 /// A JWT bearer assertion as Google's client libraries make it.

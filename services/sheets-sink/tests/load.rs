@@ -19,19 +19,12 @@ use common::{
 use serde_json::{Value, json};
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
-use sluice_testkit::{Pace, TestTopic, committed_offsets, eventually, message_count, metric};
+use sluice_testkit::{
+    Pace, TestTopic, breaker_transitions, committed_offsets, eventually, message_count,
+};
 
 const COMMANDS: u32 = 10_000;
 const KEYS: u32 = 1_000;
-
-/// `sluice_breaker_transitions_total{breaker="sheets",to=…}` from /metrics.
-fn transitions(metrics: &str, to: &str) -> f64 {
-    metric(
-        metrics,
-        "sluice_breaker_transitions_total",
-        &[("breaker", "sheets"), ("to", to)],
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_through_500s_429s_and_an_outage() {
@@ -132,11 +125,7 @@ async fn commands_through_500s_429s_and_an_outage() {
     let log = request_log(&base).await;
     let count = |status: i64| log.iter().filter(|r| r["status"] == status).count();
     let rendered = metrics.render();
-    let (open, half_open, closed) = (
-        transitions(&rendered, "open"),
-        transitions(&rendered, "half_open"),
-        transitions(&rendered, "closed"),
-    );
+    let (open, half_open, closed) = breaker_transitions(&rendered, "sheets");
     eprintln!(
         "{COMMANDS} commands, {KEYS} keys, in {:.1} s: {} Sheets requests ({} × 200, {} × 500, {} × 503, {} × 429); breaker → open {open}, → half-open {half_open}, → closed {closed}",
         begun.elapsed().as_secs_f64(),

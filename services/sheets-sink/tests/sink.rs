@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{Tuning, WAIT, command, faults, grid, id, sandbox, send, start, start_with};
-use reqwest::Client;
-use serde_json::{Value, json};
+use common::{
+    Tuning, WAIT, command, faults, grid, id, request_log, sandbox, send, start, start_with,
+};
+use serde_json::json;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, SheetRowUpsert};
 use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually};
@@ -109,17 +110,8 @@ async fn server_errors_and_429s_are_retried_without_a_duplicate_row() {
     let keys: std::collections::BTreeSet<String> =
         rows.iter().skip(1).map(|row| row[0].to_string()).collect();
     assert_eq!(keys.len(), 10, "one row per key");
-    let log: Value = Client::new()
-        .get(format!("{base}/admin/requests?api=sheets"))
-        .send()
+    let statuses: Vec<i64> = request_log(&base)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let statuses: Vec<i64> = log
-        .as_array()
-        .unwrap()
         .iter()
         .map(|r| r["status"].as_i64().unwrap())
         .collect();

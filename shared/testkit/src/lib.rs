@@ -16,7 +16,7 @@ mod stack;
 mod wait;
 
 pub use kafka::{TestTopic, committed_offsets, consume_exactly, message_count, producer};
-pub use metrics::metric;
+pub use metrics::{breaker_transitions, metric};
 pub use pace::Pace;
 pub use process::KillOnDrop;
 pub use stack::{Stack, unique_name};

@@ -18,6 +18,19 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// How often breaker `breaker` went to open, half-open and closed, from
+/// `sluice_breaker_transitions_total`.
+pub fn breaker_transitions(exposition: &str, breaker: &str) -> (f64, f64, f64) {
+    let to = |state: &str| {
+        metric(
+            exposition,
+            "sluice_breaker_transitions_total",
+            &[("breaker", breaker), ("to", state)],
+        )
+    };
+    (to("open"), to("half_open"), to("closed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

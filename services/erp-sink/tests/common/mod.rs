@@ -13,7 +13,7 @@ use erp_sink::{Applier, ErpSink, RecordFields, ResultPublisher};
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use reqwest::Client;
-use sandbox::{OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+use sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
 use serde_json::{Map, Value};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ErpResult, ScalarValue};
@@ -30,8 +30,6 @@ pub const PASSWORD: &str = "sandbox-password";
 
 /// A sandbox whose Odoo accepts [`LOGIN`] on [`DATABASE`]; its base URL.
 pub async fn sandbox() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     // The Sheets side is not used here, but the sandbox serves both.
     let key = ServiceAccountKey::generate("unused@sandbox.test", "unused").unwrap();
     let issuer =
@@ -44,8 +42,7 @@ pub async fn sandbox() -> String {
             password: PASSWORD.into(),
         },
     );
-    tokio::spawn(sandbox::serve(listener, app));
-    base
+    Local::start(app).await.unwrap().base
 }
 
 /// The topics one test uses.
@@ -235,17 +232,9 @@ pub async fn send(topic: &str, commands: &[ErpCommand]) {
     }
 }
 
-/// The ERP's sale orders, by external reference (a reference on several
-/// records appears once per record in the list).
+/// The ERP's sale orders.
 pub async fn records(base: &str) -> Vec<Map<String, Value>> {
-    Client::new()
-        .get(format!("{base}/admin/erp/{MODEL}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    Local::at(base).records(MODEL).await.unwrap()
 }
 
 /// Records by external reference; panics on a reference held twice.
@@ -270,25 +259,12 @@ pub async fn results(topic: &str, count: usize) -> Vec<ErpResult> {
 }
 
 pub async fn faults(base: &str, faults: Value) {
-    Client::new()
-        .put(format!("{base}/admin/faults/odoo"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
+    Local::at(base).set_faults("odoo", &faults).await.unwrap();
 }
 
 /// The sandbox's log of Odoo requests, oldest first.
 pub async fn request_log(base: &str) -> Vec<Value> {
-    let log: Value = Client::new()
-        .get(format!("{base}/admin/requests?api=odoo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    log.as_array().cloned().unwrap_or_default()
+    Local::at(base).requests("odoo").await.unwrap()
 }
 
 /// When each logged request arrived, ms since the epoch, oldest first.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 use reqwest::Client;
-use sandbox::{OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+use sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use serde_json::Value;
 use sheets_sink::google::{self, SheetsClient, TokenSource};
 use sheets_sink::{SheetsSink, Upserter};
@@ -35,9 +35,8 @@ pub fn key(token_uri: &str) -> ServiceAccountKey {
 /// A sandbox with spreadsheet `s1` (sheet Orders); its base URL and the key
 /// its token endpoint accepts.
 pub async fn sandbox() -> (String, ServiceAccountKey) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let key = key(&format!("{base}/token"));
+    let port = Port::take().await.unwrap();
+    let key = key(&format!("{}/token", port.base));
     let issuer = TokenIssuer::new(
         &key.public_key_pem().unwrap(),
         &key.client_email,
@@ -56,8 +55,7 @@ pub async fn sandbox() -> (String, ServiceAccountKey) {
         "s1",
         &["Orders", "Sheet0", "Sheet1", "Sheet2"].map(str::to_owned),
     );
-    tokio::spawn(sandbox::serve(listener, app));
-    (base, key)
+    (port.serve(app).base, key)
 }
 
 /// How the sink under test is paced, guarded and retried.
@@ -229,24 +227,11 @@ pub async fn grid(base: &str) -> Vec<Vec<Value>> {
 
 /// The cells of sheet `sheet` of `s1`, from the sandbox.
 pub async fn grid_of(base: &str, sheet: &str) -> Vec<Vec<Value>> {
-    let body: Value = Client::new()
-        .get(format!("{base}/admin/spreadsheets/s1/{sheet}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    serde_json::from_value(body["values"].clone()).unwrap()
+    Local::at(base).grid("s1", sheet).await.unwrap()
 }
 
 pub async fn faults(base: &str, faults: Value) {
-    Client::new()
-        .put(format!("{base}/admin/faults/sheets"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
+    Local::at(base).set_faults("sheets", &faults).await.unwrap();
 }
 
 pub fn id(n: u32) -> String {
@@ -255,15 +240,7 @@ pub fn id(n: u32) -> String {
 
 /// The sandbox's log of Sheets requests, oldest first.
 pub async fn request_log(base: &str) -> Vec<Value> {
-    let log: Value = Client::new()
-        .get(format!("{base}/admin/requests?api=sheets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    log.as_array().cloned().unwrap_or_default()
+    Local::at(base).requests("sheets").await.unwrap()
 }
 
 /// When each logged request arrived, ms since the epoch, oldest first.
