@@ -6,9 +6,7 @@
 
 mod apply;
 pub mod odoo;
-mod results;
 mod sink;
 
 pub use apply::{Applied, Applier, ApplyError, RecordFields};
-pub use results::{ResultError, ResultPublisher};
 pub use sink::{ErpSink, SinkError};

@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use erp_sink::odoo::{OdooClient, OdooLogin};
-use erp_sink::{Applier, ErpSink, RecordFields, ResultPublisher};
+use erp_sink::{Applier, ErpSink, RecordFields};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{KafkaArgs, RegistryArgs, SecretArgs, parse_secret};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, idempotent_producer,
+    ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, ReplyPublisher, idempotent_producer,
 };
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_runtime::{RuntimeArgs, ServiceRuntime};
@@ -245,7 +245,7 @@ async fn main() -> Result<()> {
                 applied_commands: cli.applied_commands_field,
             },
         ),
-        ResultPublisher::new(&kafka, Arc::clone(&codec), cli.results_topic)?,
+        ReplyPublisher::new(&kafka, Arc::clone(&codec), cli.results_topic)?,
     );
     let settings = ConsumerSettings {
         group_id: cli.group_id,

@@ -9,11 +9,10 @@ use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult};
 use sluice_dlq::Failure;
-use sluice_kafka::{Handler, HandlerError};
+use sluice_kafka::{Handler, HandlerError, ReplyError, ReplyPublisher};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::apply::{Applied, Applier, ApplyError};
-use crate::results::{ResultError, ResultPublisher};
 
 /// Why a command was not settled (this time).
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +29,7 @@ pub enum SinkError {
     /// The outcome could not be reported; the command is tried again and
     /// then finds itself applied.
     #[error(transparent)]
-    Result(#[from] ResultError),
+    Result(#[from] ReplyError),
 }
 
 impl Classified for SinkError {
@@ -39,7 +38,7 @@ impl Classified for SinkError {
             Self::Empty => ErrorClass::Permanent,
             // The registry being away is no reason to dead-letter a command.
             Self::Decode(CodecError::RegistryUnavailable(_))
-            | Self::Result(ResultError::Encode(CodecError::RegistryUnavailable(_))) => {
+            | Self::Result(ReplyError::Encode(CodecError::RegistryUnavailable(_))) => {
                 ErrorClass::Pause
             }
             Self::Decode(_) => ErrorClass::Permanent,
@@ -74,7 +73,7 @@ const COUNTED_COMMANDS: usize = 10_000;
 pub struct ErpSink {
     codec: AvroCodec,
     applier: Applier,
-    results: ResultPublisher,
+    results: ReplyPublisher,
     /// Tries so far per command id, for the result.
     attempts: Mutex<HashMap<String, i32>>,
 }
@@ -82,7 +81,7 @@ pub struct ErpSink {
 impl ErpSink {
     /// Decodes with `codec`, applies with `applier`, reports through
     /// `results`.
-    pub fn new(codec: AvroCodec, applier: Applier, results: ResultPublisher) -> Self {
+    pub fn new(codec: AvroCodec, applier: Applier, results: ReplyPublisher) -> Self {
         Self {
             codec,
             applier,
@@ -120,7 +119,7 @@ impl Handler for ErpSink {
         };
         // Applied or refused for good: either way the sender hears of it.
         let result = outcome(&command, &applied, attempts);
-        self.results.publish(&result, message).await?;
+        self.results.publish(&result.external_ref, &result, message).await?;
         self.settled(&command.command_id);
         match applied {
             Ok(Applied { record_id, already }) => {
@@ -156,7 +155,7 @@ impl Handler for ErpSink {
         };
         let attempts = i32::try_from(failure.attempts).unwrap_or(i32::MAX);
         let result = answer(&command, attempts, ErpOutcome::Rejected, None, Some(error));
-        if let Err(err) = self.results.publish(&result, message).await {
+        if let Err(err) = self.results.publish(&result.external_ref, &result, message).await {
             tracing::warn!(command_id = command.command_id, error = %err,
                 "no REJECTED result for a command out of retries; its dead letter is written");
         }

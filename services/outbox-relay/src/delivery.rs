@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::row::OutboxRow;
+use crate::row::OutboxMessage;
 
 /// Header naming the end LSN of the transaction an event came from: the slot
 /// position the relay confirms once the whole transaction is on Kafka.
@@ -18,10 +18,10 @@ pub const LSN_HEADER: &str = "sluice.lsn";
 /// How long to wait before offering a record again to a full producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
-/// An outbox row of a transaction: the event, or why it is not one.
+/// An outbox row of a transaction: the message, or why it is not one.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    pub row: Result<OutboxRow, String>,
+    pub row: Result<OutboxMessage, String>,
     /// The row as it came (JSON), for its dead letter.
     pub raw: Vec<u8>,
 }
@@ -47,11 +47,14 @@ impl Commit {
     }
 }
 
-/// An event ready to produce.
+/// A message ready to produce.
 pub(crate) struct Record<'a> {
     pub topic: String,
-    pub row: &'a OutboxRow,
+    /// The row's id, for errors.
+    pub id: &'a str,
+    pub key: &'a str,
     pub value: Vec<u8>,
+    pub headers: Vec<(&'a str, &'a str)>,
 }
 
 /// A transaction handed to Kafka, acknowledged as a whole.
@@ -81,7 +84,7 @@ pub(crate) async fn send_all(
     let mut deliveries: Vec<(String, String, DeliveryFuture)> = Vec::with_capacity(records.len());
     for record in records {
         let delivery = enqueue(producer, &record, &lsn).await?;
-        deliveries.push((record.topic, record.row.id.clone(), delivery));
+        deliveries.push((record.topic, record.id.to_owned(), delivery));
     }
     Ok(async move {
         let (ids, futures): (Vec<_>, Vec<_>) = deliveries
@@ -111,29 +114,22 @@ async fn enqueue(
     record: &Record<'_>,
     lsn: &str,
 ) -> Result<DeliveryFuture, DeliveryError> {
-    let row = record.row;
     loop {
-        let mut headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: "sluice.event_id",
-                value: Some(&row.id),
-            })
-            .insert(Header {
-                key: "sluice.event_type",
-                value: Some(&row.event_type),
-            })
-            .insert(Header {
-                key: LSN_HEADER,
-                value: Some(lsn),
-            });
-        if let Some(traceparent) = &row.traceparent {
-            headers = headers.insert(Header {
-                key: "traceparent",
-                value: Some(traceparent),
-            });
-        }
+        let headers = record.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(record.headers.len() + 1),
+            |headers, &(key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        );
+        let headers = headers.insert(Header {
+            key: LSN_HEADER,
+            value: Some(lsn),
+        });
         let message = FutureRecord::to(&record.topic)
-            .key(&row.aggregate_id)
+            .key(record.key)
             .payload(&record.value)
             .headers(headers);
         match producer.send_result(message) {
@@ -143,7 +139,7 @@ async fn enqueue(
             }
             Err((source, _)) => {
                 return Err(DeliveryError {
-                    event_id: row.id.clone(),
+                    event_id: record.id.to_owned(),
                     topic: record.topic.clone(),
                     source,
                 });

@@ -12,4 +12,4 @@ mod row;
 pub use delivery::{DeliveryError, LSN_HEADER};
 pub use metrics::{COMMIT_TO_ACK, RELAYED, SLOT_LAG, STREAMING};
 pub use relay::{MESSAGE_PREFIX, OutboxSource, Relay, RelayError, ReplicationConnection};
-pub use row::OutboxRow;
+pub use row::{AddressedRow, OutboxFormat, OutboxMessage, OutboxRow};

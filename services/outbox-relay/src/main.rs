@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use outbox_relay::{OutboxSource, Relay, ReplicationConnection};
+use outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
 use secrecy::ExposeSecret;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
@@ -19,7 +19,7 @@ use sqlx::postgres::PgPoolOptions;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// Outbox table (public schema).
+    /// Outbox table: a table of the public schema, or schema.table.
     #[arg(
         id = "outbox-table",
         long = "outbox-table",
@@ -27,6 +27,16 @@ struct Cli {
         default_value = "outbox"
     )]
     table: String,
+    /// What the table holds: domain events, or messages a Sluice service
+    /// addressed and encoded itself (the saga orchestrator's outbox).
+    #[arg(
+        id = "outbox-format",
+        long = "outbox-format",
+        env = "SLUICE_OUTBOX_FORMAT",
+        value_enum,
+        default_value = "events"
+    )]
+    format: OutboxFormat,
     /// Replication slot the relay reads.
     #[arg(
         id = "outbox-slot",
@@ -78,7 +88,9 @@ fn identifier(setting: &str, name: &str) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
-    identifier("outbox-table", &cli.table)?;
+    for part in cli.table.splitn(2, '.') {
+        identifier("outbox-table", part)?;
+    }
     identifier("outbox-slot", &cli.slot)?;
     identifier("outbox-publication", &cli.publication)?;
     let url =
@@ -112,6 +124,7 @@ async fn main() -> Result<()> {
         source: OutboxSource {
             connection,
             table: cli.table,
+            format: cli.format,
             slot: cli.slot,
             publication: cli.publication,
         },

@@ -26,7 +26,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use crate::delivery::{Acknowledged, Commit, DeliveryError, Pending, Record, send_all};
 use crate::metrics as names;
 use crate::pgoutput::{self, Change, Relation};
-use crate::row::OutboxRow;
+use crate::row::{OutboxFormat, OutboxMessage, OutboxRow};
 
 /// Prefix of the logical messages relayed like outbox rows.
 pub const MESSAGE_PREFIX: &str = "outbox";
@@ -70,8 +70,10 @@ pub struct OutboxSource {
     /// The replication connection (host, user, password, database); slot
     /// and publication are set from the fields below.
     pub connection: ReplicationConnection,
-    /// Outbox table in the public schema.
+    /// Outbox table: `name` in the public schema, or `schema.name`.
     pub table: String,
+    /// What the table holds.
+    pub format: OutboxFormat,
     /// Replication slot name.
     pub slot: String,
     /// Publication name.
@@ -257,11 +259,11 @@ impl Relay {
                                 (self.decode(&data, &mut relations)?, open.as_mut())
                                 && let Some(relation) = relations
                                     .get(&relation_id)
-                                    .filter(|r| r.name == self.source.table)
+                                    .filter(|r| self.source.is_table(r))
                             {
                                 let named = relation.named(&values);
                                 rows.push(Pending {
-                                    row: OutboxRow::from_columns(&named),
+                                    row: self.source.format.row(&named),
                                     raw: serde_json::to_vec(&named).unwrap_or_default(),
                                 });
                             }
@@ -271,7 +273,7 @@ impl Relay {
                         {
                             if let Some(rows) = open.as_mut() {
                                 rows.push(Pending {
-                                    row: OutboxRow::from_message(&content),
+                                    row: OutboxRow::from_message(&content).map(OutboxMessage::Event),
                                     raw: content.to_vec(),
                                 });
                             }
@@ -364,7 +366,21 @@ impl Relay {
         let mut records = Vec::with_capacity(rows.len());
         for pending in rows {
             let rejected = match &pending.row {
-                Ok(row) => match event_record(&self.catalog, &row.input()) {
+                Ok(OutboxMessage::Addressed(row)) => {
+                    records.push(Record {
+                        topic: row.topic.clone(),
+                        id: &row.id,
+                        key: &row.key,
+                        value: row.value.clone(),
+                        headers: row
+                            .headers
+                            .iter()
+                            .map(|(key, value)| (key.as_str(), value.as_str()))
+                            .collect(),
+                    });
+                    continue;
+                }
+                Ok(OutboxMessage::Event(row)) => match event_record(&self.catalog, &row.input()) {
                     Ok(value) => {
                         let topic = self
                             .routes
@@ -376,7 +392,13 @@ impl Relay {
                             .encode_value(&topic, value)
                             .await
                             .map_err(|err| err.to_string())?;
-                        records.push(Record { topic, row, value });
+                        records.push(Record {
+                            topic,
+                            id: &row.id,
+                            key: &row.aggregate_id,
+                            value,
+                            headers: row.headers(),
+                        });
                         continue;
                     }
                     Err(mismatch) => mismatch.to_string(),
@@ -404,7 +426,7 @@ impl Relay {
                 .row
                 .as_ref()
                 .ok()
-                .map(|row| row.aggregate_id.clone().into_bytes()),
+                .map(|row| row.key().as_bytes().to_vec()),
             value: Some(pending.raw.clone()),
             headers: Vec::new(),
         };
@@ -422,6 +444,16 @@ impl Relay {
             .map_err(|err| err.to_string())?;
         metrics::counter!(names::DEAD_LETTERED).increment(1);
         Ok(())
+    }
+}
+
+impl OutboxSource {
+    /// Whether pgoutput's `relation` is the outbox table.
+    fn is_table(&self, relation: &Relation) -> bool {
+        match self.table.split_once('.') {
+            Some((schema, name)) => relation.namespace == schema && relation.name == name,
+            None => relation.namespace == "public" && relation.name == self.table,
+        }
     }
 }
 

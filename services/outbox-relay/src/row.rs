@@ -1,10 +1,112 @@
-//! An outbox row (or an `outbox` logical message) and the event it becomes.
+//! An outbox row (or an `outbox` logical message) and the message it becomes.
+//!
+//! Two outbox shapes: a business service's outbox holds domain events (the
+//! relay builds the Avro envelope of `<aggregate_type>.events.v1`), and a
+//! Sluice service's own outbox (the saga orchestrator's) holds messages
+//! already addressed and encoded: topic, key, Avro value, headers.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sluice_avro::EventInput;
+
+/// What an outbox table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutboxFormat {
+    /// Domain events (`id, aggregate_type, aggregate_id, event_type,
+    /// payload, occurred_at, …`), enveloped and encoded by the relay.
+    Events,
+    /// Messages ready to send (`id, topic, message_key, value bytea,
+    /// headers jsonb`), the value already in the Confluent wire format.
+    Addressed,
+}
+
+impl OutboxFormat {
+    /// A row of this format from an Insert's column values.
+    pub fn row(self, columns: &HashMap<&str, Option<&str>>) -> Result<OutboxMessage, String> {
+        match self {
+            Self::Events => OutboxRow::from_columns(columns).map(OutboxMessage::Event),
+            Self::Addressed => AddressedRow::from_columns(columns).map(OutboxMessage::Addressed),
+        }
+    }
+}
+
+/// A row to relay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxMessage {
+    /// A domain event.
+    Event(OutboxRow),
+    /// A message ready to send.
+    Addressed(AddressedRow),
+}
+
+impl OutboxMessage {
+    /// The row's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Event(row) => &row.id,
+            Self::Addressed(row) => &row.id,
+        }
+    }
+
+    /// The Kafka key.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Event(row) => &row.aggregate_id,
+            Self::Addressed(row) => &row.key,
+        }
+    }
+}
+
+/// A message another Sluice service addressed and encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddressedRow {
+    /// The message id.
+    pub id: String,
+    /// Where it goes.
+    pub topic: String,
+    /// The Kafka key.
+    pub key: String,
+    /// The value, Confluent wire format.
+    pub value: Vec<u8>,
+    /// Headers to send with it.
+    pub headers: Vec<(String, String)>,
+}
+
+impl AddressedRow {
+    /// A row from an Insert's column values (bytea in Postgres' hex form).
+    pub fn from_columns(columns: &HashMap<&str, Option<&str>>) -> Result<Self, String> {
+        let required = |name: &str| {
+            columns
+                .get(name)
+                .copied()
+                .flatten()
+                .ok_or_else(|| format!("column {name} is missing or null"))
+        };
+        let value = required("value")?;
+        let value = value
+            .strip_prefix("\\x")
+            .ok_or_else(|| "column value is not bytea in hex form".to_owned())
+            .and_then(|hex| {
+                hex::decode(hex).map_err(|err| format!("column value is not hex: {err}"))
+            })?;
+        let headers = match columns.get("headers").copied().flatten() {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str::<std::collections::BTreeMap<String, String>>(json)
+                .map_err(|err| format!("column headers is not an object of strings: {err}"))?
+                .into_iter()
+                .collect(),
+        };
+        Ok(Self {
+            id: required("id")?.to_owned(),
+            topic: required("topic")?.to_owned(),
+            key: required("message_key")?.to_owned(),
+            value,
+            headers,
+        })
+    }
+}
 
 /// One event to relay, as the outbox holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +167,18 @@ impl OutboxRow {
         serde_json::from_slice(content).map_err(|err| format!("outbox message: {err}"))
     }
 
+    /// The event's headers: its id and type, and its trace when it has one.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        let mut headers = vec![
+            ("sluice.event_id", self.id.as_str()),
+            ("sluice.event_type", self.event_type.as_str()),
+        ];
+        if let Some(traceparent) = &self.traceparent {
+            headers.push(("traceparent", traceparent));
+        }
+        headers
+    }
+
     /// The event's parts, for its Avro record.
     pub fn input(&self) -> EventInput<'_> {
         EventInput {
@@ -107,6 +221,25 @@ mod tests {
             Ok(1_795_435_200_500)
         );
         assert!(parse_timestamptz("yesterday").is_err());
+    }
+
+    #[test]
+    fn an_addressed_row_carries_its_bytes_and_headers() {
+        let columns = HashMap::from([
+            ("id", Some("m-1")),
+            ("topic", Some("erp.commands.v1")),
+            ("message_key", Some("order-1")),
+            ("value", Some("\\x00000000010a")),
+            ("headers", Some(r#"{"sluice.saga_id": "s-1"}"#)),
+        ]);
+        let row = AddressedRow::from_columns(&columns).unwrap();
+        assert_eq!(row.value, [0, 0, 0, 0, 1, 10]);
+        assert_eq!(row.headers, [("sluice.saga_id".to_owned(), "s-1".to_owned())]);
+        let text = HashMap::from([("value", Some("plain"))]);
+        assert_eq!(
+            AddressedRow::from_columns(&text).unwrap_err(),
+            "column value is not bytea in hex form"
+        );
     }
 
     #[test]

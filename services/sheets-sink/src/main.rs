@@ -13,7 +13,8 @@ use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{KafkaArgs, RegistryArgs};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, idempotent_producer,
+    ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, ReplyPublisher,
+    idempotent_producer,
 };
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_runtime::{RuntimeArgs, ServiceRuntime};
@@ -62,6 +63,14 @@ struct Cli {
         default_value = "dlq.sheets-sink.v1"
     )]
     dlq_topic: String,
+    /// Topic of the answers to commands a saga sent.
+    #[arg(
+        id = "results-topic",
+        long = "results-topic",
+        env = "SLUICE_SHEETS_RESULTS_TOPIC",
+        default_value = "sheets.results.v1"
+    )]
+    results_topic: String,
     /// API requests per minute for the service account. Sheets allows 60
     /// per minute per user; with a burst of 1 the default keeps any 60 s
     /// window at 56 at most, so the quota never answers 429.
@@ -159,6 +168,7 @@ async fn main() -> Result<()> {
             refill_per_second: cli.requests_per_minute / 60.0,
         },
     )?);
+    let codec = Arc::new(AvroCodec::new(registry.clone()));
     let tokens = TokenSource::new(key, http.clone()).map_err(anyhow::Error::msg)?;
     let sink = SheetsSink {
         codec: AvroCodec::new(registry.clone()),
@@ -174,6 +184,7 @@ async fn main() -> Result<()> {
                 success_threshold: 2,
             },
         )?,
+        replies: ReplyPublisher::new(&kafka, Arc::clone(&codec), cli.results_topic)?,
     };
     let settings = ConsumerSettings {
         group_id: cli.group_id,
@@ -196,7 +207,7 @@ async fn main() -> Result<()> {
     };
     let dead_letters = DeadLetterPublisher::new(
         idempotent_producer(&kafka)?,
-        Arc::new(AvroCodec::new(registry)),
+        codec,
         cli.dlq_topic,
         "sheets-sink",
         env!("CARGO_PKG_VERSION"),

@@ -1,11 +1,17 @@
 //! The handler the consumer loop runs for each batch of SheetRowUpserts:
 //! decode, upsert through the breaker; what the errors mean for the batch.
+//! A command a saga sent is answered on the results topic (applied, or
+//! refused once the loop gives up on it), so the saga need not wait for its
+//! timeout.
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError};
-use sluice_contracts::types::{DeadLetterClass, SheetRowUpsert};
-use sluice_kafka::{Handler, HandlerError};
+use sluice_contracts::types::{
+    DeadLetterClass, SagaStep, SheetOutcome, SheetRowResult, SheetRowUpsert,
+};
+use sluice_dlq::Failure;
+use sluice_kafka::{Handler, HandlerError, ReplyError, ReplyPublisher};
 use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, Rejected};
 
 use crate::google::GoogleError;
@@ -26,6 +32,10 @@ pub enum SinkError {
     /// The API call failed.
     #[error(transparent)]
     Google(GoogleError),
+    /// A saga's reply was not written; the batch is applied again (an
+    /// upsert of the same cells changes nothing) and answered then.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
 }
 
 impl Classified for SinkError {
@@ -33,10 +43,11 @@ impl Classified for SinkError {
         match self {
             Self::Empty => ErrorClass::Permanent,
             // The registry being away is no reason to dead-letter a command.
-            Self::Decode(CodecError::RegistryUnavailable(_)) | Self::BreakerOpen(_) => {
-                ErrorClass::Pause
-            }
+            Self::Decode(CodecError::RegistryUnavailable(_))
+            | Self::Reply(ReplyError::Encode(CodecError::RegistryUnavailable(_)))
+            | Self::BreakerOpen(_) => ErrorClass::Pause,
             Self::Decode(_) => ErrorClass::Permanent,
+            Self::Reply(_) => ErrorClass::Retryable,
             Self::Google(err) => err.class(),
         }
     }
@@ -67,6 +78,8 @@ pub struct SheetsSink {
     pub upserter: Upserter,
     /// Guards the API.
     pub breaker: CircuitBreaker,
+    /// Answers the commands sagas sent.
+    pub replies: ReplyPublisher,
 }
 
 impl SheetsSink {
@@ -79,11 +92,46 @@ impl SheetsSink {
         match self.breaker.call(self.upserter.upsert(&commands)).await {
             Ok(applied) => {
                 tracing::debug!(?applied, commands = commands.len(), "rows upserted");
+                for (command, message) in commands.iter().zip(messages) {
+                    if let Some(saga) = &command.saga {
+                        let result = reply(command, saga, SheetOutcome::Applied, None);
+                        self.answer(&result, message).await?;
+                    }
+                }
                 Ok(())
             }
             Err(BreakerError::Rejected(rejected)) => Err(SinkError::BreakerOpen(rejected)),
             Err(BreakerError::Call(err)) => Err(SinkError::Google(err)),
         }
+    }
+}
+
+impl SheetsSink {
+    async fn answer(
+        &self,
+        result: &SheetRowResult,
+        command: &OwnedMessage,
+    ) -> Result<(), ReplyError> {
+        let key = format!("{}/{}/{}", result.spreadsheet_id, result.sheet, result.row_key);
+        self.replies.publish(&key, result, command).await
+    }
+}
+
+fn reply(
+    command: &SheetRowUpsert,
+    saga: &SagaStep,
+    outcome: SheetOutcome,
+    error: Option<String>,
+) -> SheetRowResult {
+    SheetRowResult {
+        command_id: command.command_id.clone(),
+        spreadsheet_id: command.spreadsheet_id.clone(),
+        sheet: command.sheet.clone(),
+        row_key: command.row_key.clone(),
+        outcome,
+        error,
+        completed_at: sluice_contracts::now_millis(),
+        saga: Some(saga.clone()),
     }
 }
 
@@ -96,5 +144,27 @@ impl Handler for SheetsSink {
 
     async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<(), SinkError> {
         self.apply(messages).await
+    }
+
+    /// A saga's command that is dead-lettered is answered REJECTED (best
+    /// effort: the dead letter is what keeps it; the saga's timeout covers
+    /// a lost answer).
+    async fn given_up(&self, message: &OwnedMessage, failure: &Failure) {
+        let Some(bytes) = message.payload() else {
+            return;
+        };
+        let Ok(command) = self.codec.decode::<SheetRowUpsert>(bytes).await else {
+            return;
+        };
+        let Some(saga) = &command.saga else { return };
+        let result = reply(
+            &command,
+            saga,
+            SheetOutcome::Rejected,
+            Some(failure.message.clone()),
+        );
+        if let Err(err) = self.answer(&result, message).await {
+            tracing::warn!(error = %err, command_id = command.command_id, "refusal not answered to the saga");
+        }
     }
 }

@@ -7,6 +7,8 @@
 //!   offset is stored for commit only once its message is handled: done, or
 //!   dead-lettered with Kafka's acknowledgement. A partition whose handler
 //!   cannot keep up (or waits out an outage) is paused, never dead-lettered.
+//! - [`ReplyPublisher`]: a sink's answer to a command, on Kafka before the
+//!   command's offset is stored.
 //! - [`TransactionalLoop`]: exactly-once consume → transform → produce, the
 //!   input offsets committed in the same Kafka transaction as the outputs.
 
@@ -15,6 +17,7 @@ mod consumer;
 mod metrics;
 mod producer;
 mod readiness;
+mod reply;
 mod transactional;
 mod verdict;
 
@@ -22,4 +25,5 @@ pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
 pub use producer::idempotent_producer;
 pub use readiness::KafkaReadiness;
+pub use reply::{ReplyError, ReplyPublisher};
 pub use transactional::{OutputRecord, TransactionalLoop, TransactionalSettings, Transformer};

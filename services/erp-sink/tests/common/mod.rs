@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use erp_sink::odoo::{OdooClient, OdooLogin};
-use erp_sink::{Applier, ErpSink, RecordFields, ResultPublisher};
+use erp_sink::{Applier, ErpSink, RecordFields};
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use reqwest::Client;
@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ErpResult, ScalarValue};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_testkit::{Stack, TestTopic, consume_exactly, producer, unique_name};
 
@@ -144,7 +144,7 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
         applier(base, tuning.breaker, tuning.limiter),
-        ResultPublisher::new(
+        ReplyPublisher::new(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::clone(&codec),
             &topics.results.name,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outbox_relay::{OutboxSource, Relay, ReplicationConnection};
+use outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
@@ -63,6 +63,7 @@ pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
         source: OutboxSource {
             connection: connection(),
             table: table.to_owned(),
+            format: OutboxFormat::Events,
             slot: format!("{table}_slot"),
             publication: format!("{table}_pub"),
         },

@@ -16,7 +16,7 @@ use sheets_sink::{SheetsSink, Upserter};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_testkit::{Stack, producer, unique_name};
 
@@ -138,6 +138,12 @@ pub fn start_with(
         codec: AvroCodec::new(stack.registry_settings()),
         upserter: upserter(base, key, tuning.limiter),
         breaker: CircuitBreaker::new("sheets", tuning.breaker).unwrap(),
+        replies: ReplyPublisher::new(
+            &KafkaConfig::new(&stack.kafka_bootstrap),
+            Arc::new(AvroCodec::new(stack.registry_settings())),
+            "sheets.results.v1",
+        )
+        .unwrap(),
     };
     let settings = ConsumerSettings {
         group_id: tuning.group,

@@ -59,6 +59,39 @@ pub struct SheetCell {
     pub value: ScalarValue,
 }
 
+/// `dev.sluice.sheets.SheetOutcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SheetOutcome {
+    /// An outcome this reader does not know.
+    Unknown,
+    /// The row holds the command's cells.
+    Applied,
+    /// Refused for good, or out of retries.
+    Rejected,
+}
+
+/// `dev.sluice.sheets.SheetRowResult` (schemas/sheets/SheetRowResult.avsc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SheetRowResult {
+    /// The command answered.
+    pub command_id: String,
+    /// Its spreadsheet.
+    pub spreadsheet_id: String,
+    /// Its sheet.
+    pub sheet: String,
+    /// Its row key.
+    pub row_key: String,
+    /// How it ended.
+    pub outcome: SheetOutcome,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// When the outcome was known, ms since the epoch.
+    pub completed_at: i64,
+    /// Copied from the command.
+    pub saga: Option<SagaStep>,
+}
+
 /// `dev.sluice.erp.ErpOperation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -192,6 +225,23 @@ mod tests {
                 cells,
                 source_event_id: "0b7e2f0c-5a43-4c9e-9d6f-2b1f6a0d9e12".into(),
                 occurred_at: 1,
+                saga: saga(),
+            },
+        );
+    }
+
+    #[test]
+    fn sheet_row_result_round_trips() {
+        round_trip(
+            "sheets.results.v1",
+            &SheetRowResult {
+                command_id: "0b7e2f0c-5a43-4c9e-9d6f-2b1f6a0d9e11".into(),
+                spreadsheet_id: "sheet-1".into(),
+                sheet: "Orders".into(),
+                row_key: "order-1".into(),
+                outcome: SheetOutcome::Rejected,
+                error: Some("Unable to parse range".into()),
+                completed_at: 4,
                 saga: saga(),
             },
         );

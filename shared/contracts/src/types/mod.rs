@@ -11,7 +11,7 @@ mod requests;
 
 pub use commands::{
     ErpCommand, ErpError, ErpField, ErpOperation, ErpOutcome, ErpResult, SagaStep, ScalarValue,
-    SheetCell, SheetRowUpsert,
+    SheetCell, SheetOutcome, SheetRowResult, SheetRowUpsert,
 };
 pub use dead_letter::{DeadLetter, DeadLetterClass, OriginalHeader};
 pub use orders::{

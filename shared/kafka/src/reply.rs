@@ -1,5 +1,6 @@
-//! ErpResults to `erp.results.v1`, keyed by external reference like the
-//! commands, each awaited until Kafka acknowledges it.
+//! Replies: the outcome of a command a sink handled, written to a results
+//! topic under the command's key and awaited until Kafka acknowledges it, so
+//! the command's offset is stored only once its answer is on Kafka.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,34 +8,35 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_avro::{AvroCodec, CodecError};
-use sluice_contracts::types::ErpResult;
-use sluice_kafka::{KafkaConfig, KafkaSetupError, idempotent_producer};
+use serde::Serialize;
 
-/// Why a result was not written.
+use crate::{KafkaConfig, KafkaSetupError, idempotent_producer};
+
+/// Why a reply was not written.
 #[derive(Debug, thiserror::Error)]
-pub enum ResultError {
+pub enum ReplyError {
     /// Encoding (the registry is away, say).
-    #[error("encoding the result: {0}")]
+    #[error("encoding the reply: {0}")]
     Encode(#[from] CodecError),
     /// Kafka did not acknowledge it.
-    #[error("producing the result: {0}")]
+    #[error("producing the reply: {0}")]
     Produce(rdkafka::error::KafkaError),
 }
 
-/// Writes ErpResults.
-pub struct ResultPublisher {
+/// Writes replies to one topic.
+pub struct ReplyPublisher {
     producer: FutureProducer,
     codec: Arc<AvroCodec>,
     topic: String,
 }
 
-/// How long a result may wait for Kafka before the command is tried again.
+/// How long a reply may wait for Kafka before the command is tried again.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl ResultPublisher {
+impl ReplyPublisher {
     /// Publishes to `topic` through its own idempotent producer on `kafka`.
     /// The producer sends at once (`linger.ms` 0): each command waits for
-    /// its result, so lingering would add the linger to every command.
+    /// its reply, so lingering would add the linger to every command.
     pub fn new(
         kafka: &KafkaConfig,
         codec: Arc<AvroCodec>,
@@ -48,14 +50,15 @@ impl ResultPublisher {
         })
     }
 
-    /// Writes `result` for the command read from `command`, carrying its
-    /// trace on.
-    pub async fn publish(
+    /// Writes `reply` under `key` for the command read from `command`,
+    /// carrying its trace on.
+    pub async fn publish<T: Serialize>(
         &self,
-        result: &ErpResult,
+        key: &str,
+        reply: &T,
         command: &OwnedMessage,
-    ) -> Result<(), ResultError> {
-        let value = self.codec.encode(&self.topic, result).await?;
+    ) -> Result<(), ReplyError> {
+        let value = self.codec.encode(&self.topic, reply).await?;
         let trace = sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), command);
         let headers = trace
             .iter()
@@ -66,13 +69,13 @@ impl ResultPublisher {
                 })
             });
         let record = FutureRecord::to(&self.topic)
-            .key(&result.external_ref)
+            .key(key)
             .payload(&value)
             .headers(headers);
         self.producer
             .send(record, DELIVERY_TIMEOUT)
             .await
             .map(drop)
-            .map_err(|(err, _)| ResultError::Produce(err))
+            .map_err(|(err, _)| ReplyError::Produce(err))
     }
 }
