@@ -15,7 +15,8 @@ use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{KafkaArgs, RegistryArgs, SecretArgs, parse_secret};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, ReplyPublisher, idempotent_producer,
+    ConsumerLoop, ConsumerSettings, KafkaConfig, KafkaReadiness, ReplyPublisher,
+    idempotent_producer,
 };
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_runtime::{RuntimeArgs, ServiceRuntime};

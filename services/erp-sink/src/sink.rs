@@ -119,7 +119,9 @@ impl Handler for ErpSink {
         };
         // Applied or refused for good: either way the sender hears of it.
         let result = outcome(&command, &applied, attempts);
-        self.results.publish(&result.external_ref, &result, message).await?;
+        self.results
+            .publish(&result.external_ref, &result, message)
+            .await?;
         self.settled(&command.command_id);
         match applied {
             Ok(Applied { record_id, already }) => {
@@ -155,7 +157,11 @@ impl Handler for ErpSink {
         };
         let attempts = i32::try_from(failure.attempts).unwrap_or(i32::MAX);
         let result = answer(&command, attempts, ErpOutcome::Rejected, None, Some(error));
-        if let Err(err) = self.results.publish(&result.external_ref, &result, message).await {
+        if let Err(err) = self
+            .results
+            .publish(&result.external_ref, &result, message)
+            .await
+        {
             tracing::warn!(command_id = command.command_id, error = %err,
                 "no REJECTED result for a command out of retries; its dead letter is written");
         }

@@ -234,7 +234,10 @@ mod tests {
         ]);
         let row = AddressedRow::from_columns(&columns).unwrap();
         assert_eq!(row.value, [0, 0, 0, 0, 1, 10]);
-        assert_eq!(row.headers, [("sluice.saga_id".to_owned(), "s-1".to_owned())]);
+        assert_eq!(
+            row.headers,
+            [("sluice.saga_id".to_owned(), "s-1".to_owned())]
+        );
         let text = HashMap::from([("value", Some("plain"))]);
         assert_eq!(
             AddressedRow::from_columns(&text).unwrap_err(),

@@ -112,7 +112,10 @@ impl SheetsSink {
         result: &SheetRowResult,
         command: &OwnedMessage,
     ) -> Result<(), ReplyError> {
-        let key = format!("{}/{}/{}", result.spreadsheet_id, result.sheet, result.row_key);
+        let key = format!(
+            "{}/{}/{}",
+            result.spreadsheet_id, result.sheet, result.row_key
+        );
         self.replies.publish(&key, result, command).await
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sluice_avro::{AvroCodec, CodecError};
 use serde::Serialize;
+use sluice_avro::{AvroCodec, CodecError};
 
 use crate::{KafkaConfig, KafkaSetupError, idempotent_producer};
 

@@ -1,0 +1,291 @@
+//! The order fulfilment saga: on OrderPlaced, reserve the order in the ERP,
+//! then record it in the Orders sheet, then announce OrderConfirmed; when a
+//! step fails or times out, cancel the reservation / mark the row cancelled
+//! (whichever were done) and announce OrderRejected with the reason.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_contracts::types::{
+    ErpCommand, ErpField, ErpOperation, OrderConfirmed, OrderEvent, OrderPayload, OrderPlaced,
+    OrderRejected, ScalarValue, SheetCell, SheetRowUpsert,
+};
+use uuid::Uuid;
+
+use crate::definition::{Context, Failure, Message, Payload, Saga, Step};
+
+/// The saga's name.
+pub const SAGA: &str = "order-fulfilment";
+/// Step: the sale order in the ERP.
+pub const RESERVE: &str = "reserve-in-erp";
+/// Step: the order's row in the Orders sheet.
+pub const RECORD: &str = "record-in-sheet";
+
+/// What the saga remembers of the order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// The order id (the key everywhere).
+    pub order_id: String,
+    /// The OrderPlaced event.
+    pub placed_event_id: String,
+    /// When it was placed, ms since the epoch.
+    pub placed_at: i64,
+    /// Carried into every message.
+    pub correlation_id: Option<String>,
+    /// Customer name.
+    pub customer_name: String,
+    /// Customer e-mail.
+    pub customer_email: String,
+    /// Total, minor units.
+    pub total_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+}
+
+impl Order {
+    /// The order an OrderPlaced event describes.
+    pub fn placed(event: &OrderEvent, placed: &OrderPlaced) -> Self {
+        Self {
+            order_id: event.aggregate_id.clone(),
+            placed_event_id: event.event_id.clone(),
+            placed_at: event.occurred_at,
+            correlation_id: event.correlation_id.clone(),
+            customer_name: placed.customer.name.clone(),
+            customer_email: placed.customer.email.clone(),
+            total_minor: placed.total_minor,
+            currency: placed.currency.clone(),
+        }
+    }
+
+    /// The saga of this order: one per order id, whoever sees it first.
+    pub fn saga_id(&self) -> Uuid {
+        Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("{SAGA}/{}", self.order_id).as_bytes(),
+        )
+    }
+}
+
+/// Where the saga's commands and events go, and how long steps may take.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// erp-sink's commands.
+    pub erp_topic: String,
+    /// sheets-sink's commands.
+    pub sheets_topic: String,
+    /// The orders' events (OrderConfirmed / OrderRejected).
+    pub events_topic: String,
+    /// The Orders sheet's spreadsheet.
+    pub spreadsheet: String,
+    /// Its sheet title.
+    pub sheet: String,
+    /// ERP model of the reservation.
+    pub erp_model: String,
+    /// How long the ERP may take to answer.
+    pub erp_timeout: Duration,
+    /// How long the sheet may take to answer.
+    pub sheet_timeout: Duration,
+    /// Sends after a timeout before a step fails.
+    pub retries: u32,
+}
+
+/// The saga, built from `settings`.
+pub fn saga(settings: &Settings) -> Saga<Order> {
+    let erp = settings.erp_topic.clone();
+    let erp_undo = erp.clone();
+    let model = settings.erp_model.clone();
+    let model_undo = model.clone();
+    let sheets = settings.sheets_topic.clone();
+    let sheets_undo = sheets.clone();
+    let (spreadsheet, sheet) = (settings.spreadsheet.clone(), settings.sheet.clone());
+    let (spreadsheet_undo, sheet_undo) = (spreadsheet.clone(), sheet.clone());
+    let events = settings.events_topic.clone();
+    let events_rejected = events.clone();
+    Saga::new(
+        SAGA,
+        move |saga_id, order: &Order, _| {
+            outcome(
+                &events,
+                saga_id,
+                order,
+                OrderPayload::OrderConfirmed(OrderConfirmed {
+                    saga_id: saga_id.to_string(),
+                    erp_reference: order.order_id.clone(),
+                }),
+            )
+        },
+        move |saga_id, order: &Order, failure| {
+            let failure = failure.cloned().unwrap_or_else(|| Failure {
+                step: String::new(),
+                reason: String::new(),
+            });
+            outcome(
+                &events_rejected,
+                saga_id,
+                order,
+                OrderPayload::OrderRejected(OrderRejected {
+                    saga_id: saga_id.to_string(),
+                    failed_step: failure.step,
+                    reason: failure.reason,
+                }),
+            )
+        },
+    )
+    .step(
+        Step::new(RESERVE, move |ctx: &Context<'_, Order>| {
+            let order = ctx.data;
+            erp_command(
+                &erp,
+                &model,
+                ctx,
+                ErpOperation::Create,
+                vec![
+                    field("client_order_ref", text(&order.order_id)),
+                    field("partner_name", text(&order.customer_name)),
+                    field("partner_email", text(&order.customer_email)),
+                    field(
+                        "amount_total",
+                        ScalarValue::Double(order.total_minor as f64 / 100.0),
+                    ),
+                    field("currency", text(&order.currency)),
+                ],
+            )
+        })
+        .compensate_with(move |ctx| {
+            let reason = ctx.failure.map_or("", |f| f.reason.as_str());
+            erp_command(
+                &erp_undo,
+                &model_undo,
+                ctx,
+                ErpOperation::Cancel,
+                vec![field(
+                    "cancel_reason",
+                    text(&format!("order rejected: {reason}")),
+                )],
+            )
+        })
+        .timeout(settings.erp_timeout)
+        .retries(settings.retries),
+    )
+    .step(
+        Step::new(RECORD, move |ctx: &Context<'_, Order>| {
+            let order = ctx.data;
+            let total = format!("{:.2}", order.total_minor as f64 / 100.0);
+            sheet_row(
+                &sheets,
+                &spreadsheet,
+                &sheet,
+                ctx,
+                vec![
+                    cell("Order", text(&order.order_id)),
+                    cell("Customer", text(&order.customer_name)),
+                    cell("Total", text(&total)),
+                    cell("Currency", text(&order.currency)),
+                    cell("Status", text("CONFIRMED")),
+                ],
+            )
+        })
+        .compensate_with(move |ctx| {
+            let reason = ctx.failure.map_or("", |f| f.reason.as_str());
+            sheet_row(
+                &sheets_undo,
+                &spreadsheet_undo,
+                &sheet_undo,
+                ctx,
+                vec![
+                    cell("Order", text(&ctx.data.order_id)),
+                    cell("Status", text("CANCELLED")),
+                    cell("Note", text(reason)),
+                ],
+            )
+        })
+        .timeout(settings.sheet_timeout)
+        .retries(settings.retries),
+    )
+}
+
+fn erp_command(
+    topic: &str,
+    model: &str,
+    ctx: &Context<'_, Order>,
+    operation: ErpOperation,
+    fields: Vec<ErpField>,
+) -> Message {
+    Message {
+        topic: topic.to_owned(),
+        key: ctx.data.order_id.clone(),
+        value: Payload::Erp(ErpCommand {
+            command_id: ctx.command_id.to_string(),
+            model: model.to_owned(),
+            operation,
+            external_ref: ctx.data.order_id.clone(),
+            fields,
+            source_event_id: Some(ctx.data.placed_event_id.clone()),
+            issued_at: sluice_contracts::now_millis(),
+            saga: Some(ctx.step.clone()),
+        }),
+    }
+}
+
+fn sheet_row(
+    topic: &str,
+    spreadsheet: &str,
+    sheet: &str,
+    ctx: &Context<'_, Order>,
+    cells: Vec<SheetCell>,
+) -> Message {
+    let order = ctx.data;
+    Message {
+        topic: topic.to_owned(),
+        key: format!("{spreadsheet}/{sheet}/{}", order.order_id),
+        value: Payload::Sheet(SheetRowUpsert {
+            command_id: ctx.command_id.to_string(),
+            spreadsheet_id: spreadsheet.to_owned(),
+            sheet: sheet.to_owned(),
+            row_key: order.order_id.clone(),
+            cells,
+            source_event_id: order.placed_event_id.clone(),
+            // The compensation is newer than the row it marks cancelled.
+            occurred_at: sluice_contracts::now_millis(),
+            saga: Some(ctx.step.clone()),
+        }),
+    }
+}
+
+fn outcome(topic: &str, saga_id: Uuid, order: &Order, payload: OrderPayload) -> Message {
+    let event_type = match &payload {
+        OrderPayload::OrderConfirmed(_) => "OrderConfirmed",
+        _ => "OrderRejected",
+    };
+    Message {
+        topic: topic.to_owned(),
+        key: order.order_id.clone(),
+        value: Payload::Order(OrderEvent {
+            event_id: Uuid::new_v5(&saga_id, b"end").to_string(),
+            event_type: event_type.to_owned(),
+            occurred_at: sluice_contracts::now_millis(),
+            aggregate_id: order.order_id.clone(),
+            correlation_id: order.correlation_id.clone(),
+            causation_id: Some(order.placed_event_id.clone()),
+            payload,
+        }),
+    }
+}
+
+fn text(value: &str) -> ScalarValue {
+    ScalarValue::String(value.to_owned())
+}
+
+fn field(name: &str, value: ScalarValue) -> ErpField {
+    ErpField {
+        name: name.to_owned(),
+        value,
+    }
+}
+
+fn cell(column: &str, value: ScalarValue) -> SheetCell {
+    SheetCell {
+        column: column.to_owned(),
+        value,
+    }
+}

@@ -1,0 +1,70 @@
+//! Timeouts fire from the database: every tick, the sagas whose deadline
+//! passed are taken with `FOR UPDATE SKIP LOCKED`, so each fires on exactly
+//! one replica. The same loop keeps the per-state gauges current.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::definition::Saga;
+use crate::metrics;
+use crate::store::{Sagas, Store};
+
+/// How the timeout loop runs.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutSettings {
+    /// How often passed deadlines are looked for.
+    pub tick: Duration,
+    /// Deadlines fired per transaction.
+    pub batch: i64,
+    /// How often the per-state census is taken.
+    pub census_every: Duration,
+    /// A saga overdue by this much counts as stuck.
+    pub overdue: Duration,
+}
+
+/// Fires timeouts until `shutdown` completes.
+pub async fn run<D: Serialize + DeserializeOwned>(
+    store: &Store,
+    sagas: &Sagas,
+    saga: &Saga<D>,
+    settings: TimeoutSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut tick = tokio::time::interval(settings.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut census = tokio::time::interval(settings.census_every);
+    census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => fire(store, saga, settings.batch).await,
+            _ = census.tick() => match sagas.census(saga.name, settings.overdue).await {
+                Ok((states, stuck)) => metrics::census(saga.name, &states, stuck),
+                Err(err) => tracing::warn!(error = %err, "saga census failed"),
+            },
+        }
+    }
+}
+
+/// Fires every passed deadline, a batch at a time.
+async fn fire<D: Serialize + DeserializeOwned>(store: &Store, saga: &Saga<D>, batch: i64) {
+    loop {
+        match store.fire_due(saga, batch).await {
+            Ok(fired) if usize::try_from(batch).is_ok_and(|batch| fired >= batch) => {}
+            Ok(fired) => {
+                if fired > 0 {
+                    tracing::debug!(fired, "saga timeouts fired");
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "firing saga timeouts failed; next tick tries again");
+                return;
+            }
+        }
+    }
+}
