@@ -1,0 +1,81 @@
+//! 1 000 orders through the whole fleet: each saga reserves the order in
+//! the sandbox ERP (through erp-sink), records it in the Orders sheet
+//! (through sheets-sink), and announces OrderConfirmed — every command and
+//! event leaving through the orchestrator's outbox and outbox-relay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Fleet, order_ids};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use sluice_testkit::{consume_exactly, message_count};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() {
+    let fleet = Fleet::new("thousand").await;
+    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &[]).await;
+    let relay = fleet.relay().await;
+    let _erp = fleet.erp_sink(500).await;
+    let _sheets = fleet.sheets_sink().await;
+    let orders: Vec<(String, String)> = order_ids("order", 1_000)
+        .into_iter()
+        .map(|id| (id, "Ada Lovelace".to_owned()))
+        .collect();
+
+    let started = Instant::now();
+    fleet.place(&orders).await;
+    let states = fleet.until_finished(1_000, Duration::from_secs(300)).await;
+    println!(
+        "1000 sagas finished in {:.1} s: {states:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(states.get("COMPLETED"), Some(&1_000), "{states:?}");
+
+    let records = fleet.erp_records().await;
+    let rows = fleet.sheet_rows().await;
+    for (order, _) in &orders {
+        let found = records.get(order).map_or(0, Vec::len);
+        assert_eq!(found, 1, "ERP records of {order}");
+        assert_eq!(
+            records[order][0].get("state"),
+            None,
+            "{order} is not cancelled"
+        );
+        assert_eq!(
+            rows.get(order),
+            Some(&(1, "CONFIRMED".to_owned())),
+            "row of {order}"
+        );
+    }
+    assert_eq!(records.len(), 1_000);
+    assert_eq!(rows.len(), 1_000);
+
+    // 1 000 OrderPlaced in, 1 000 OrderConfirmed out, nothing else.
+    let events = consume_exactly(&fleet.topics.orders, 2_000, Duration::from_secs(60)).await;
+    let confirmed = events
+        .iter()
+        .filter(|m| {
+            m.headers().is_some_and(|h| {
+                h.iter().any(|h| {
+                    h.key == "sluice.event_type" && h.value == Some(&b"OrderConfirmed"[..])
+                })
+            })
+        })
+        .count();
+    assert_eq!(confirmed, 1_000);
+
+    // Each step ran once per saga: sent once, succeeded once.
+    let log = fleet.step_log().await;
+    assert!(log.values().all(|&n| n == 1), "a step log entry repeats");
+    assert_eq!(
+        log.len(),
+        5 * 1_000,
+        "command_sent + succeeded per step, completed"
+    );
+    assert_eq!(fleet.outbox_rows().await, 3 * 1_000);
+    assert_eq!(message_count(&fleet.topics.dlq_saga), 0);
+    fleet.drop_slot(relay).await;
+}
