@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{end_offset, header, read_from, run};
 use erp_sink::odoo::{OdooClient, OdooLogin};
-use erp_sink::{Applier, ErpSink, RecordFields, ResultPublisher};
+use erp_sink::{Applier, ErpSink, RecordFields};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_testkit::{Stack, TestTopic, eventually, message_count, producer, unique_name};
 
@@ -95,7 +95,7 @@ fn start_erp_sink(
                 applied_commands: "x_sluice_commands".into(),
             },
         ),
-        ResultPublisher::new(&kafka, Arc::clone(&codec), results).unwrap(),
+        ReplyPublisher::new(&kafka, Arc::clone(&codec), results).unwrap(),
     );
     let settings = ConsumerSettings {
         group_id: unique_name("replayer-erp"),

@@ -74,6 +74,21 @@ enum Command {
     },
 }
 
+/// Slot and publication names go into DDL: plain identifiers only.
+fn identifier(name: &str) -> Result<String, String> {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?}: use lowercase letters, digits and _ only"
+        ))
+    }
+}
+
 fn parse_phase(name: &str) -> Result<Phase, String> {
     Phase::parse(name).ok_or_else(|| {
         format!("{name:?}: use running, compensating, completed, compensated or failed")
@@ -162,6 +177,13 @@ struct RunArgs {
         default_value_t = 500
     )]
     timeout_tick_ms: u64,
+    /// Replication slot outbox-relay streams the orchestrator's outbox from
+    /// (created here when missing, so no row precedes it).
+    #[arg(long = "outbox-slot", env = "SLUICE_SAGA_OUTBOX_SLOT", default_value = "sluice_saga_outbox", value_parser = identifier)]
+    outbox_slot: String,
+    /// Publication of the orchestrator's outbox table.
+    #[arg(long = "outbox-publication", env = "SLUICE_SAGA_OUTBOX_PUBLICATION", default_value = "sluice_saga_outbox", value_parser = identifier)]
+    outbox_publication: String,
     /// Consumer group.
     #[arg(
         long = "group-id",
@@ -236,6 +258,10 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
     let sagas = Sagas::connect(url, args.max_connections)
         .await
         .context("preparing the sagas' tables")?;
+    sagas
+        .ensure_slot(&args.outbox_publication, &args.outbox_slot)
+        .await
+        .context("preparing the outbox's replication slot")?;
     let store = sagas.driver(Arc::clone(&codec));
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(&kafka, Duration::from_secs(5))?),

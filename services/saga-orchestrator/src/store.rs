@@ -160,6 +160,42 @@ impl Sagas {
         &self.pool
     }
 
+    /// Creates the publication of the outbox and its logical replication
+    /// slot when missing, before anything is written: rows committed before
+    /// a slot exists are never streamed from it, so the relay must not be
+    /// the first to create it.
+    pub async fn ensure_slot(&self, publication: &str, slot: &str) -> Result<(), StoreError> {
+        let exists = sqlx::query("SELECT 1 FROM pg_publication WHERE pubname = $1")
+            .bind(publication)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("looking up the outbox publication"))?;
+        if exists.is_none() {
+            // The name is a checked identifier (configuration), not input.
+            let ddl = format!("CREATE PUBLICATION {publication} FOR TABLE saga.outbox");
+            ignore_duplicate(
+                sqlx::query(sqlx::AssertSqlSafe(ddl))
+                    .execute(&self.pool)
+                    .await,
+            )
+            .map_err(failed("creating the outbox publication"))?;
+        }
+        let exists = sqlx::query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(slot)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("looking up the outbox slot"))?;
+        if exists.is_none() {
+            let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+                .bind(slot)
+                .execute(&self.pool)
+                .await;
+            ignore_duplicate(created).map_err(failed("creating the outbox slot"))?;
+            tracing::info!(slot, publication, "outbox slot created");
+        }
+        Ok(())
+    }
+
     /// A store driving sagas on these tables, encoding through `codec`.
     pub fn driver(&self, codec: Arc<AvroCodec>) -> Store {
         Store {
@@ -459,6 +495,16 @@ impl Store {
             .map_err(failed("writing the outbox"))?;
         }
         Ok(())
+    }
+}
+
+/// Another replica (or the relay) created it first: fine.
+fn ignore_duplicate<T: Default>(result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    match result {
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42710") => {
+            Ok(T::default())
+        }
+        other => other,
     }
 }
 

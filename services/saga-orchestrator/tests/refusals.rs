@@ -67,7 +67,10 @@ async fn refused_orders_are_compensated_and_rejected_and_the_rest_confirmed() {
                 let failure = failure.as_ref().unwrap();
                 assert_eq!(failure["step"], "reserve-in-erp", "{order}");
                 assert!(
-                    failure["reason"].as_str().unwrap().contains("ValidationError"),
+                    failure["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("ValidationError"),
                     "{failure}"
                 );
                 assert_eq!(record, None, "{order} reached the ERP");
@@ -102,5 +105,5 @@ async fn refused_orders_are_compensated_and_rejected_and_the_rest_confirmed() {
     assert_eq!(message_count(&fleet.topics.dlq_erp), 40);
     assert_eq!(message_count(&fleet.topics.dlq_sheets), 20);
     assert_eq!(message_count(&fleet.topics.dlq_saga), 0);
-    fleet.drop_slot(relay).await;
+    fleet.finish(relay).await;
 }

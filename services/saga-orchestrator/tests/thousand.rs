@@ -77,5 +77,5 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
     );
     assert_eq!(fleet.outbox_rows().await, 3 * 1_000);
     assert_eq!(message_count(&fleet.topics.dlq_saga), 0);
-    fleet.drop_slot(relay).await;
+    fleet.finish(relay).await;
 }

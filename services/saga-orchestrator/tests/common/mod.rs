@@ -163,6 +163,7 @@ impl Fleet {
     pub async fn orchestrator(&self, label: &str, args: &[&str]) -> (KillOnDrop, u16) {
         let port = free_port().await;
         let t = &self.topics;
+        let (slot, publication) = (self.slot(), self.publication());
         let mut all = vec![
             "run",
             "--orders-topic",
@@ -185,6 +186,10 @@ impl Fleet {
             SHEET,
             "--timeout-tick-ms",
             "200",
+            "--outbox-slot",
+            &slot,
+            "--outbox-publication",
+            &publication,
         ];
         all.extend_from_slice(args);
         let child = self.spawn(
@@ -210,7 +215,7 @@ impl Fleet {
 
     /// outbox-relay streaming the orchestrator's outbox.
     pub async fn relay(&self) -> KillOnDrop {
-        let slot = format!("{}_slot", self.name);
+        let (slot, publication) = (self.slot(), self.publication());
         self.spawn(
             "outbox-relay",
             "relay",
@@ -222,7 +227,7 @@ impl Fleet {
                 "--outbox-slot",
                 &slot,
                 "--outbox-publication",
-                &format!("{}_pub", self.name),
+                &publication,
                 "--dlq-topic",
                 &self.topics.dlq_relay,
             ],
@@ -442,12 +447,21 @@ impl Fleet {
         by_order
     }
 
-    /// Stops the relay and drops its slot (a slot left behind holds WAL
-    /// back).
-    pub async fn drop_slot(&self, relay: KillOnDrop) {
+    fn slot(&self) -> String {
+        format!("{}_slot", self.name)
+    }
+
+    fn publication(&self) -> String {
+        format!("{}_pub", self.name)
+    }
+
+    /// Stops the relay, drops its slot (a slot left behind holds WAL back)
+    /// and the fleet's database.
+    pub async fn finish(self, relay: KillOnDrop) {
         drop(relay);
-        let slot = format!("{}_slot", self.name);
-        let _ = eventually(
+        let slot = self.slot();
+        let pool = &self.pool;
+        eventually(
             "the relay's slot to be released",
             Duration::from_secs(30),
             || {
@@ -458,14 +472,14 @@ impl Fleet {
                      WHERE slot_name = $1 AND NOT active",
                     )
                     .bind(&slot)
-                    .execute(&self.pool)
+                    .execute(pool)
                     .await
                     .is_ok();
                     let left: i64 = sqlx::query(
                         "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
                     )
                     .bind(&slot)
-                    .fetch_one(&self.pool)
+                    .fetch_one(pool)
                     .await
                     .map(|row| row.get(0))
                     .unwrap_or(1);
@@ -474,6 +488,13 @@ impl Fleet {
             },
         )
         .await;
+        self.pool.close().await;
+        let admin = PgPool::connect(&Stack::get().database_url).await.unwrap();
+        let drop = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&admin)
+            .await
+            .unwrap();
     }
 }
 

@@ -1,0 +1,94 @@
+//! A step timeout, with two orchestrator replicas firing deadlines (FOR
+//! UPDATE SKIP LOCKED: each fires once): erp-sink is not running, so the reservations get no
+//! reply. After each deadline the command is sent again; once the retries
+//! are spent the step fails and is compensated itself (its command may yet
+//! be applied). When erp-sink comes back it applies the reservation and
+//! then its cancellation, and the orders are rejected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fleet, order_ids};
+use serde_json::json;
+use sluice_testkit::eventually;
+use sqlx::Row;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_without_reply_times_out_and_is_compensated() {
+    let fleet = Fleet::new("timeout").await;
+    // Two replicas fire deadlines side by side; each fires once.
+    let timing = ["--erp-timeout-ms", "3000", "--step-retries", "2"];
+    let (_first, _) = fleet.orchestrator("orchestrator-1", &timing).await;
+    let (_second, _) = fleet.orchestrator("orchestrator-2", &timing).await;
+    let relay = fleet.relay().await;
+    let _sheets = fleet.sheets_sink().await;
+    let orders: Vec<(String, String)> = order_ids("order", 20)
+        .into_iter()
+        .map(|id| (id, "Edsger Dijkstra".to_owned()))
+        .collect();
+    fleet.place(&orders).await;
+
+    // Three sends 3 s apart, then the compensation.
+    let states = eventually(
+        "every saga compensating",
+        Duration::from_secs(60),
+        || async {
+            let states = fleet.states().await;
+            (states.get("COMPENSATING") == Some(&20)).then_some(states)
+        },
+    )
+    .await;
+    println!("before erp-sink starts: {states:?}");
+    let waited: f64 = sqlx::query(
+        "SELECT min(extract(epoch FROM l.at - s.started_at))::float8
+         FROM saga.saga_steps l JOIN saga.sagas s USING (saga_id)
+         WHERE l.event = 'timed_out' AND l.attempt = 3",
+    )
+    .fetch_one(&fleet.pool)
+    .await
+    .unwrap()
+    .get(0);
+    assert!(waited >= 9.0, "gave up after {waited:.1} s, before 3 × 3 s");
+    assert!(fleet.erp_records().await.is_empty());
+
+    let _erp = fleet.erp_sink(500).await;
+    let states = fleet.until_finished(20, Duration::from_secs(60)).await;
+    assert_eq!(states.get("COMPENSATED"), Some(&20), "{states:?}");
+    let outcomes = fleet.outcomes().await;
+    let records = fleet.erp_records().await;
+    let rows = fleet.sheet_rows().await;
+    for (order, _) in &orders {
+        let failure = outcomes[order].1.as_ref().unwrap();
+        assert_eq!(failure["step"], "reserve-in-erp");
+        assert_eq!(failure["reason"], "no reply within 3s after 3 attempt(s)");
+        // Applied late, then cancelled: one record, cancelled.
+        assert_eq!(records[order].len(), 1, "{order}");
+        assert_eq!(records[order][0]["state"], json!("cancel"), "{order}");
+        assert_eq!(rows.get(order), None, "{order} reached the sheet");
+    }
+    let log = fleet.step_log().await;
+    assert!(log.values().all(|&n| n == 1), "a step log entry repeats");
+    let count = |event: &str| log.keys().filter(|(_, _, _, e)| e == event).count();
+    assert_eq!(count("timed_out"), 60);
+    assert_eq!(count("command_sent"), 60);
+    let outbox_reservations: i64 = sqlx::query("SELECT count(*) FROM saga.outbox WHERE topic = $1")
+        .bind(&fleet.topics.erp_commands)
+        .fetch_one(&fleet.pool)
+        .await
+        .unwrap()
+        .get(0);
+    // 3 sends and at least one cancellation per order, nothing twice.
+    let cancellations = log
+        .keys()
+        .filter(|(_, _, _, e)| e == "compensation_sent")
+        .count();
+    assert_eq!(
+        outbox_reservations,
+        i64::try_from(60 + cancellations).unwrap()
+    );
+    assert_eq!(count("compensated"), 20);
+    assert_eq!(count("rejected"), 20);
+    fleet.finish(relay).await;
+}
