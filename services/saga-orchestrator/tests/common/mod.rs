@@ -74,6 +74,7 @@ impl Fleet {
         let stack = Stack::get();
         let unique = unique_name(name).replace('-', "_");
         let admin = PgPool::connect(&stack.database_url).await.unwrap();
+        sweep(&admin, name).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {unique}")))
             .execute(&admin)
             .await
@@ -495,6 +496,42 @@ impl Fleet {
             .execute(&admin)
             .await
             .unwrap();
+    }
+}
+
+/// Drops what a failed earlier run of test `name` left: its slot (which
+/// holds WAL back) and its database. Test binaries run one at a time, so
+/// nothing of this test is running now.
+async fn sweep(admin: &PgPool, name: &str) {
+    let prefix = format!("{}_", name.replace('-', "_"));
+    let slots: Vec<String> = sqlx::query(
+        "SELECT slot_name FROM pg_replication_slots WHERE NOT active AND starts_with(slot_name, $1)",
+    )
+    .bind(&prefix)
+    .fetch_all(admin)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    for slot in slots {
+        let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&slot)
+            .execute(admin)
+            .await;
+    }
+    let databases: Vec<String> =
+        sqlx::query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(&prefix)
+            .fetch_all(admin)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+    for database in databases {
+        let drop = format!("DROP DATABASE {database} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await;
     }
 }
 
