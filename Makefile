@@ -22,6 +22,8 @@ bench: ## Benchmarks against the local stack (release build); results in bench-r
 	cargo bench --locked -p transformer --bench transformer
 	cargo bench --locked -p sheets-sink --bench sheets
 	cargo bench --locked -p erp-sink --bench erp
+	cargo build --release --locked -p outbox-relay -p erp-sink -p sheets-sink -p saga-orchestrator
+	cargo bench --locked -p saga-orchestrator --bench saga
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked
