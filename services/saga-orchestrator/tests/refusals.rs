@@ -101,6 +101,57 @@ async fn refused_orders_are_compensated_and_rejected_and_the_rest_confirmed() {
     assert_eq!(count("compensation_sent"), 20);
     assert_eq!(count("compensated"), 20);
     assert_eq!(count("completed"), 340);
+    // What an operator sees.
+    let (code, listed) = fleet.cli(&[
+        "list",
+        "--state",
+        "compensated",
+        "--limit",
+        "100",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let listed: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 60);
+    assert!(listed.iter().all(|saga| saga["state"] == "COMPENSATED"));
+    let sheet_refused = &orders[5].0;
+    let (code, shown) = fleet.cli(&["show", sheet_refused, "--output", "json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let history: Vec<(&str, &str)> = shown["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| {
+            (
+                line["step"].as_str().unwrap(),
+                line["event"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("reserve-in-erp", "command_sent"),
+            ("reserve-in-erp", "succeeded"),
+            ("record-in-sheet", "command_sent"),
+            ("record-in-sheet", "failed"),
+            ("reserve-in-erp", "compensation_sent"),
+            ("reserve-in-erp", "compensated"),
+            ("record-in-sheet", "rejected"),
+        ]
+    );
+    let (_, table) = fleet.cli(&["show", sheet_refused]);
+    assert!(
+        table.contains("COMPENSATED") && table.contains("compensation_sent"),
+        "{table}"
+    );
+    assert_eq!(fleet.cli(&["show", "no-such-order"]).0, 1);
+
     // The refused commands are the sinks' dead letters, not the saga's.
     assert_eq!(message_count(&fleet.topics.dlq_erp), 40);
     assert_eq!(message_count(&fleet.topics.dlq_sheets), 20);

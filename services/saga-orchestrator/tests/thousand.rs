@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use common::{Fleet, order_ids};
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use sluice_testkit::{consume_exactly, message_count};
+use sluice_testkit::{consume_exactly, eventually, message_count, metric};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() {
     let fleet = Fleet::new("thousand").await;
-    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &[]).await;
+    let (_orchestrator, port) = fleet.orchestrator("orchestrator", &[]).await;
     let relay = fleet.relay().await;
     let _erp = fleet.erp_sink(500).await;
     let _sheets = fleet.sheets_sink().await;
@@ -77,5 +77,33 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
     );
     assert_eq!(fleet.outbox_rows().await, 3 * 1_000);
     assert_eq!(message_count(&fleet.topics.dlq_saga), 0);
+
+    // What the metrics say of it.
+    let labels = [("saga", "order-fulfilment")];
+    let exposition = Fleet::metrics(port).await;
+    assert_eq!(
+        metric(&exposition, "sluice_saga_started_total", &labels),
+        1_000.0
+    );
+    let finished = [("saga", "order-fulfilment"), ("state", "COMPLETED")];
+    assert_eq!(
+        metric(&exposition, "sluice_saga_finished_total", &finished),
+        1_000.0
+    );
+    for step in ["reserve-in-erp", "record-in-sheet"] {
+        let succeeded = [("step", step), ("outcome", "succeeded")];
+        assert_eq!(
+            metric(&exposition, "sluice_saga_step_seconds_count", &succeeded),
+            1_000.0,
+            "{step}"
+        );
+    }
+    eventually("the census", Duration::from_secs(15), || async {
+        let exposition = Fleet::metrics(port).await;
+        (metric(&exposition, "sluice_saga_instances", &finished) == 1_000.0
+            && metric(&exposition, "sluice_saga_stuck", &labels) == 0.0)
+            .then_some(())
+    })
+    .await;
     fleet.finish(relay).await;
 }

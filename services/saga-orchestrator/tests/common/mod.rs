@@ -214,6 +214,32 @@ impl Fleet {
         (child, port)
     }
 
+    /// Runs `saga-orchestrator` with `args` (list, show) on the fleet's
+    /// database; its exit code and stdout.
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let output = Command::new(binary("saga-orchestrator"))
+            .args(args)
+            .env_clear()
+            .env("SLUICE_DATABASE_URL", &self.database_url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// The orchestrator's /metrics on `port`.
+    pub async fn metrics(port: u16) -> String {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// outbox-relay streaming the orchestrator's outbox.
     pub async fn relay(&self) -> KillOnDrop {
         let (slot, publication) = (self.slot(), self.publication());
