@@ -10,8 +10,8 @@ help: ## List the targets
 demo: ## Start the local stack, provision it, send events through Kafka and ingest (fresh machine: this is all)
 	bash deploy/local/demo.sh
 
-demo-down: ## Stop what the demo started
-	bash deploy/local/stack.sh down
+demo-down: ## Stop the demo's fleet and the local stack
+	bash deploy/local/demo.sh down
 
 test: ## Lint, build, start the local stack, run every test, stop the stack (fresh machine: this is all)
 	bash deploy/local/test.sh

@@ -1,151 +1,260 @@
 #!/usr/bin/env bash
-# `make demo`: what runs end to end today.
+# `make demo`: the whole fleet on the local stack, as processes.
 #
-# The fleet is not all built yet (see README, "Status"). Today the demo brings
-# the local stack up, provisions every topic and schema, round-trips one
-# OrderPlaced event through Kafka and the registry, sends a request event
-# through ingest's HTTP API, commits an order with its outbox row in one
-# Postgres transaction, and follows both through outbox-relay and the
-# transformer to the sheet rows and the sale order they become (kcat), and
-# through sheets-sink and erp-sink into the sandbox's Sheets and Odoo, read
-# back over HTTP. `make demo-down` stops the stack.
+# Brings the stack up, provisions topics and schemas, starts the sandbox
+# (Google Sheets and Odoo), ingest, outbox-relay, the transformer,
+# sheets-sink, erp-sink, the saga orchestrator and its outbox-relay; then
+# pushes a stream: orders committed with their outbox rows, orders and
+# requests through ingest's HTTP API, poison (bytes that are not Avro, an
+# outbox row that does not fit its contract), ERP refusals, 500s, a burst of
+# 429s and a 10 s ERP outage. It waits for every saga to end and prints a
+# report, each figure read from two places (the sandbox and the topics or
+# Postgres) and checked to agree; then checks that every metric the
+# dashboards and alert rules use is exported. The fleet keeps running for
+# the URLs it prints; `make demo-down` stops it and the stack.
+#
+#   demo.sh        run the demo (stopping a previous run's fleet first)
+#   demo.sh down   stop the fleet and the stack
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
+DEMO="$SLUICE_LOCAL/demo"
 cd "$SLUICE_ROOT"
+
+stop_fleet() {
+  [[ -f "$DEMO/pids" ]] || return 0
+  while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done < "$DEMO/pids"
+  while read -r pid; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done < "$DEMO/pids"
+  rm -f "$DEMO/pids"
+}
+
+if [[ "${1:-}" == down ]]; then
+  stop_fleet
+  bash "$HERE/stack.sh" down
+  exit 0
+fi
+
+fail() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
 
 bash "$HERE/prerequisites.sh"
 log "building"
-# Only what the demo runs; `make test` builds the rest.
-cargo build --locked -p sluice-provision --bin sluice-provision -p sluice-contracts --example order_round_trip \
-  -p ingest -p outbox-relay -p transformer -p sandbox -p sheets-sink -p erp-sink -p dlq-replayer
+cargo build --locked -p sluice-provision -p ingest -p outbox-relay -p transformer -p sandbox \
+  -p sheets-sink -p erp-sink -p saga-orchestrator -p dlq-replayer
 bash "$HERE/stack.sh" up
 set -a
 # shellcheck source=/dev/null
 source "$STACK_ENV"
 set +a
+stop_fleet
+mkdir -p "$DEMO/logs"
+: > "$DEMO/pids"
+: > "$DEMO/metrics"
 
-echo
+# start NAME ARGS…: a fleet process, its log in $DEMO/logs, /metrics on a free port.
+start() {
+  local name="$1"; shift
+  local port; port="$(free_port)"
+  SLUICE_HTTP_LISTEN="127.0.0.1:$port" SLUICE_LOG="${SLUICE_LOG:-info,rdkafka=warn}" \
+    "./target/debug/$@" > "$DEMO/logs/$name.log" 2>&1 &
+  echo $! >> "$DEMO/pids"
+  echo "$name http://127.0.0.1:$port" >> "$DEMO/metrics"
+  wait_for 60 "$name" curl -sf "http://127.0.0.1:$port/readyz"
+}
+psql_at() { bash "$HERE/postgres.sh" psql -qAt -c "$1"; }
+json_put() { curl -sf -X PUT -H 'content-type: application/json' "$1" -d "$2" > /dev/null; }
+
 echo "== provisioning topics and schemas (schemas/topics.toml)"
 ./target/debug/sluice-provision apply --replication-factor 1
-
-echo
-echo "== one OrderPlaced event through Kafka and the registry"
-./target/debug/examples/order_round_trip
-
-echo
-echo "== the same topic through kcat (key, partition, offset, value size)"
-kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t orders.events.v1 -o -1 -e -q \
-  -f 'key=%k partition=%p offset=%o value=%S bytes\n'
-
-echo
-echo "== one RequestCreated event through ingest's HTTP API"
-token="demo-$RANDOM$RANDOM"
-api_port="$(free_port)"; health_port="$(free_port)"
-SLUICE_INGEST_TOKEN_SHA256="$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" \
-  SLUICE_INGEST_LISTEN="127.0.0.1:$api_port" SLUICE_HTTP_LISTEN="127.0.0.1:$health_port" SLUICE_LOG=warn \
-  ./target/debug/ingest &
-ingest_pid=$!
-trap 'kill -TERM "$ingest_pid" 2>/dev/null || true' EXIT
-wait_for 30 "ingest" curl -sf "http://127.0.0.1:$health_port/readyz"
-curl -s -w '  (HTTP %{http_code})\n' -H "Authorization: Bearer $token" -H 'content-type: application/json' \
-  "http://127.0.0.1:$api_port/v1/events" -d '{
-    "aggregate_type": "requests", "aggregate_id": "req-demo-1", "event_type": "RequestCreated",
-    "payload": {"requester_email": "ada@example.org", "subject": "Parcel damaged",
-                "description": "The box arrived crushed.", "priority": "HIGH", "category": "delivery"}}'
-echo "a field that does not fit is refused, naming it:"
-curl -s -w '  (HTTP %{http_code})\n' -H "Authorization: Bearer $token" -H 'content-type: application/json' \
-  "http://127.0.0.1:$api_port/v1/events" -d '{
-    "aggregate_type": "requests", "aggregate_id": "req-demo-2", "event_type": "RequestCreated",
-    "payload": {"requester_email": "ada@example.org", "subject": "x", "description": "x", "priority": "SOON"}}'
-kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t requests.events.v1 -o -1 -e -q -f 'key=%k partition=%p offset=%o headers=%h\n'
-kill -TERM "$ingest_pid"; wait "$ingest_pid" || true
-trap - EXIT
-
-echo
-echo "== an order and its outbox row, committed together; outbox-relay and the transformer carry it on"
 PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
   -f services/outbox-relay/migrations/0001_outbox.sql
-relay_port="$(free_port)"
-SLUICE_HTTP_LISTEN="127.0.0.1:$relay_port" SLUICE_LOG=warn ./target/debug/outbox-relay &
-relay_pid=$!
-SLUICE_HTTP_LISTEN="127.0.0.1:$(free_port)" SLUICE_LOG=warn ./target/debug/transformer \
-  --rules services/transformer/rules.toml --transactional-id sluice-transformer-demo &
-transformer_pid=$!
-trap 'kill -TERM "$relay_pid" "$transformer_pid" 2>/dev/null || true' EXIT
-# The first start creates the replication slot; rows committed before it
-# exists are not in its stream.
+
+echo
+echo "== the fleet (logs in $DEMO/logs)"
+sandbox_port="$(free_port)"
+sandbox="http://127.0.0.1:$sandbox_port"
+./target/debug/sandbox keygen --out "$DEMO/service-account.json" --token-uri "$sandbox/token" > /dev/null
+SLUICE_LOG=warn ./target/debug/sandbox serve --listen "127.0.0.1:$sandbox_port" \
+  --service-account "$DEMO/service-account.json" --spreadsheet sluice-demo=Orders,Requests \
+  > "$DEMO/logs/sandbox.log" 2>&1 &
+echo $! >> "$DEMO/pids"
+wait_for 30 "the sandbox" curl -sf "$sandbox/admin/requests"
+# Odoo refuses one customer's orders and fails 5 % of calls; Sheets answers
+# its first three calls with 429 and Retry-After.
+json_put "$sandbox/admin/faults/odoo" '{"reject_value": "Refused By The ERP", "error_rates": {"500": 0.05}}'
+json_put "$sandbox/admin/faults/sheets" '{"burst_429": 3, "retry_after_secs": 1}'
+
+token="demo-$RANDOM$RANDOM"
+api_port="$(free_port)"
+# The orchestrator first: it makes its outbox's slot before writing a row.
+start saga-orchestrator saga-orchestrator run
+start saga-outbox-relay outbox-relay --outbox-table saga.outbox --outbox-format addressed \
+  --outbox-slot sluice_saga_outbox --outbox-publication sluice_saga_outbox
+start outbox-relay outbox-relay
+# The saga owns OrderPlaced; the transformer maps the rest.
+start transformer transformer --rules services/transformer/rules.toml \
+  --without-rule orders-sheet-placed,orders-erp-sale-order --transactional-id sluice-transformer-demo
+start sheets-sink sheets-sink --service-account "$DEMO/service-account.json" --sheets-base-url "$sandbox"
+start erp-sink erp-sink --odoo-url "$sandbox" --odoo-database sluice --odoo-login sluice \
+  --odoo-password sandbox --requests-per-second 20 --breaker-open-secs 5 --retry-initial-ms 500
+SLUICE_INGEST_TOKEN_SHA256="$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" \
+  SLUICE_INGEST_LISTEN="127.0.0.1:$api_port" start ingest ingest
+# The business outbox's slot is made by its relay at start: wait for it.
+relay_metrics="$(awk '$1 == "outbox-relay" {print $2}' "$DEMO/metrics")"
 wait_for 30 "outbox-relay streaming" bash -c \
-  "curl -sf http://127.0.0.1:$relay_port/metrics | grep -q '^sluice_outbox_streaming{.*} 1'"
-order="order-demo-$RANDOM"
-bash "$HERE/postgres.sh" psql -q <<SQL
+  "curl -sf $relay_metrics/metrics | grep -q '^sluice_outbox_streaming{.*} 1'"
+
+run="d$(date +%H%M%S)"
+started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo
+echo "== the stream (run $run)"
+# 40 orders committed with their outbox rows, 10 per transaction; every
+# tenth by the customer the ERP refuses.
+for batch in 0 1 2 3; do
+  bash "$HERE/postgres.sh" psql -q <<SQL
 BEGIN;
--- the business change would go here, in the same transaction
 INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload)
-VALUES (gen_random_uuid(), 'orders', '$order', 'OrderPlaced',
-        '{"customer": {"customer_id": "c-7", "name": "Ada Lovelace", "email": "ada@example.org"},
-          "lines": [{"sku": "TEA-1", "description": "Assam", "quantity": 3, "unit_price_minor": 650}],
-          "total_minor": 1950, "currency": "EUR", "shipping_country": "GB"}');
+SELECT gen_random_uuid(), 'orders', format('order-$run-%s', lpad(i::text, 2, '0')), 'OrderPlaced',
+       jsonb_build_object(
+         'customer', jsonb_build_object('customer_id', 'c-' || i,
+            'name', CASE WHEN i % 10 = 3 THEN 'Refused By The ERP' ELSE 'Customer ' || i END,
+            'email', 'c' || i || '@example.org'),
+         'lines', jsonb_build_array(jsonb_build_object('sku', 'TEA-' || i, 'description', 'Assam',
+            'quantity', 1 + i % 3, 'unit_price_minor', 650)),
+         'total_minor', 650 * (1 + i % 3), 'currency', 'EUR', 'shipping_country', 'DE')
+FROM generate_series($((batch * 10)), $((batch * 10 + 9))) AS i;
 COMMIT;
 SQL
-echo "committed $order"
-# Records printed back to back, Avro bytes that are not text shown as dots,
-# one record per line.
-printable() { LC_ALL=C tr -c '[:print:]' '.' | sed 's/key=/\nkey=/g' | grep -a .; }
-wait_for 60 "the Orders row of $order" bash -c \
-  "kcat -b '$SLUICE_KAFKA_BOOTSTRAP' -C -t sheets.rows.v1 -e -q -f '%k\n' | grep -q '/$order\$'"
-echo "orders.events.v1 (from the outbox; headers carry event id, type and LSN):"
-kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t orders.events.v1 -e -q -f 'key=%k headers=%h\n' | grep "key=$order "
-echo "sheets.rows.v1 (rules orders-sheet-placed and requests-sheet-created; Avro, printable bytes shown):"
-kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t sheets.rows.v1 -e -q -f 'key=%k  %s' \
-  | printable | grep -aE "key=sluice-demo/(Orders/$order|Requests/req-demo-1) " | tail -n 2
-echo "erp.commands.v1 (rule orders-erp-sale-order):"
-wait_for 30 "the sale order of $order" bash -c \
-  "kcat -b '$SLUICE_KAFKA_BOOTSTRAP' -C -t erp.commands.v1 -e -q -f '%k\n' | grep -qx '$order'"
-kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t erp.commands.v1 -e -q -f 'key=%k headers=%h  %s' \
-  | printable | grep -a "key=$order "
+done
+echo "40 orders committed with their outbox rows"
+# The ERP goes away for 10 s while those are under way.
+json_put "$sandbox/admin/faults/odoo" '{"reject_value": "Refused By The ERP", "error_rates": {"500": 0.05}, "outage_secs": 10}'
+echo "the ERP is down for 10 s"
+events='{"events": ['
+for i in $(seq -w 40 44); do
+  events+="{\"aggregate_type\": \"orders\", \"aggregate_id\": \"order-$run-$i\", \"event_type\": \"OrderPlaced\",
+    \"payload\": {\"customer\": {\"customer_id\": \"w-$i\", \"name\": \"Web Customer $i\", \"email\": \"w$i@example.org\"},
+      \"lines\": [{\"sku\": \"MUG-1\", \"description\": \"Mug\", \"quantity\": 2, \"unit_price_minor\": 900}],
+      \"total_minor\": 1800, \"currency\": \"EUR\"}},"
+done
+for i in $(seq -w 0 19); do
+  events+="{\"aggregate_type\": \"requests\", \"aggregate_id\": \"req-$run-$i\", \"event_type\": \"RequestCreated\",
+    \"payload\": {\"requester_email\": \"r$i@example.org\", \"subject\": \"Request $i\",
+      \"description\": \"Please call back.\", \"priority\": \"HIGH\", \"category\": \"delivery\"}},"
+done
+events="${events%,}]}"
+accepted="$(curl -sf -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  "http://127.0.0.1:$api_port/v1/events/batch" -d "$events" | jq '.accepted | length')"
+echo "ingest accepted $accepted events over HTTP (5 orders, 20 requests)"
+echo "a field that does not fit is refused, naming it:"
+curl -s -w '  (HTTP %{http_code})\n' -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  "http://127.0.0.1:$api_port/v1/events" -d "{\"aggregate_type\": \"requests\", \"aggregate_id\": \"req-$run-x\",
+    \"event_type\": \"RequestCreated\", \"payload\": {\"requester_email\": \"a@example.org\", \"subject\": \"x\",
+    \"description\": \"x\", \"priority\": \"SOON\"}}"
+# Poison: two values that are not Avro, and an outbox row its contract refuses.
+printf 'not avro at all\n{"json": "is not avro either"}\n' \
+  | kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -P -t orders.events.v1 -k "poison-$run"
+bash "$HERE/postgres.sh" psql -q -c "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload)
+  VALUES (gen_random_uuid(), 'orders', 'order-$run-bad', 'OrderPlaced', '{\"total_minor\": \"lots\"}')"
+echo "poison sent: 2 non-Avro values on orders.events.v1, 1 outbox row that is not an OrderPlaced"
 
 echo
-echo "== sheets-sink and erp-sink apply them to the sandbox's Google Sheets and Odoo"
-sandbox_port="$(free_port)"
-sandbox_url="http://127.0.0.1:$sandbox_port"
-mkdir -p "$SLUICE_LOCAL/demo"
-key_file="$SLUICE_LOCAL/demo/service-account.json"
-./target/debug/sandbox keygen --out "$key_file" --token-uri "$sandbox_url/token" >/dev/null
-SLUICE_LOG=warn ./target/debug/sandbox serve --listen "127.0.0.1:$sandbox_port" \
-  --service-account "$key_file" --spreadsheet sluice-demo=Orders,Requests &
-sandbox_pid=$!
-trap 'kill -TERM "$relay_pid" "$transformer_pid" "$sandbox_pid" 2>/dev/null || true' EXIT
-wait_for 30 "the sandbox" curl -sf "$sandbox_url/admin/requests"
-SLUICE_HTTP_LISTEN="127.0.0.1:$(free_port)" SLUICE_LOG=warn ./target/debug/sheets-sink \
-  --service-account "$key_file" --sheets-base-url "$sandbox_url" &
-sheets_pid=$!
-SLUICE_HTTP_LISTEN="127.0.0.1:$(free_port)" SLUICE_LOG=warn ./target/debug/erp-sink \
-  --odoo-url "$sandbox_url" --odoo-database sluice --odoo-login sluice --odoo-password sandbox &
-erp_pid=$!
-trap 'kill -TERM "$relay_pid" "$transformer_pid" "$sandbox_pid" "$sheets_pid" "$erp_pid" 2>/dev/null || true' EXIT
-# sheets-sink paces itself to Google's 60 requests a minute: a few seconds.
-wait_for 90 "the Orders row of $order in the sheet" bash -c \
-  "curl -sf '$sandbox_url/admin/spreadsheets/sluice-demo/Orders' | grep -q '\"$order\"'"
-echo "the Orders sheet, read back from the sandbox ($sandbox_url/admin/spreadsheets/sluice-demo/Orders):"
-curl -s "$sandbox_url/admin/spreadsheets/sluice-demo/Orders"; echo
-wait_for 60 "the sale order of $order in the ERP" bash -c \
-  "curl -sf '$sandbox_url/admin/erp/sale.order' | grep -q '\"$order\"'"
-echo "the ERP's sale orders, read back from the sandbox ($sandbox_url/admin/erp/sale.order):"
-curl -s "$sandbox_url/admin/erp/sale.order"; echo
-echo "erp.results.v1 (erp-sink's answer, keyed by the order):"
-kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t erp.results.v1 -e -q -f 'key=%k  %s' \
-  | printable | grep -a "key=$order "
-echo "dead letters so far (dlq-replayer stats):"
-./target/debug/dlq-replayer stats
-kill -TERM "$relay_pid" "$transformer_pid" "$sheets_pid" "$erp_pid" "$sandbox_pid"
-wait "$relay_pid" "$transformer_pid" "$sheets_pid" "$erp_pid" "$sandbox_pid" || true
-trap - EXIT
+echo "== waiting for all 45 sagas to end"
+wait_for 300 "45 sagas ended" bash -c "[[ \$(bash '$HERE/postgres.sh' psql -qAt -c \"SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state IN ('COMPLETED','COMPENSATED','FAILED')\") == 45 ]]"
+wait_for 120 "20 request rows" bash -c \
+  "[[ \$(curl -sf '$sandbox/admin/spreadsheets/sluice-demo/Requests' | jq '[.values[]? | select(.[0] | tostring | startswith(\"req-$run-\"))] | length') == 20 ]]"
+
+# ---- the report: each figure from two places -----------------------------
+count_keys() { # topic, key prefix, [event type]
+  kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t "$1" -e -q -f '%k %h\n' 2>/dev/null \
+    | awk -v p="$2" -v t="${3:-}" 'index($1, p) == 1 && (t == "" || index($0, "sluice.event_type=" t) > 0)' | wc -l
+}
+sheet_json="$(curl -sf "$sandbox/admin/spreadsheets/sluice-demo/Orders")"
+erp_json="$(curl -sf "$sandbox/admin/erp/sale.order")"
+rows_with() { jq --arg p "order-$run-" --arg s "$1" \
+  '[.values as $v | ($v[0] | index("Status")) as $c | $v[1:][] | select((.[0] | tostring | startswith($p)) and .[$c] == $s)] | length' <<< "$sheet_json"; }
+
+placed_outbox="$(count_keys orders.events.v1 "order-$run-" OrderPlaced)"
+requests_in="$(count_keys requests.events.v1 "req-$run-" RequestCreated)"
+confirmed="$(psql_at "SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state = 'COMPLETED'")"
+rejected="$(psql_at "SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state = 'COMPENSATED'")"
+failed="$(psql_at "SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state = 'FAILED'")"
+confirmed_events="$(count_keys orders.events.v1 "order-$run-" OrderConfirmed)"
+rejected_events="$(count_keys orders.events.v1 "order-$run-" OrderRejected)"
+rows_confirmed="$(rows_with CONFIRMED)"
+rows_rejected="$(rows_with REJECTED)"
+erp_records="$(jq --arg p "order-$run-" '[.[] | select(.x_sluice_external_ref | startswith($p))] | length' <<< "$erp_json")"
+erp_cancelled="$(jq --arg p "order-$run-" '[.[] | select((.x_sluice_external_ref | startswith($p)) and .state == "cancel")] | length' <<< "$erp_json")"
+request_rows="$(curl -sf "$sandbox/admin/spreadsheets/sluice-demo/Requests" \
+  | jq --arg p "req-$run-" '[.values[1:][] | select(.[0] | tostring | startswith($p))] | length')"
+letters="$(./target/debug/dlq-replayer list --since "$started_at" --output json 2>/dev/null)"
+dlq_count() { jq -s --arg s "$1" --arg c "$2" '[.[] | select(.service == $s and .class == $c)] | length' <<< "$letters"; }
+dlq_transformer="$(dlq_count transformer DECODE)"
+dlq_saga="$(dlq_count saga-orchestrator DECODE)"
+dlq_relay="$(dlq_count outbox-relay VALIDATION)"
+dlq_erp="$(dlq_count erp-sink PERMANENT)"
+requests_log="$(curl -sf "$sandbox/admin/requests")"
+odoo_503="$(jq '[.[] | select(.api == "odoo" and .status == 503)] | length' <<< "$requests_log")"
+sheets_429="$(jq '[.[] | select(.api == "sheets" and .status == 429)] | length' <<< "$requests_log")"
+
+cat <<REPORT
+
+== report (run $run)
+events in     orders: $placed_outbox OrderPlaced on orders.events.v1 (40 via the outbox, 5 via HTTP)
+              requests: $requests_in RequestCreated on requests.events.v1 (via HTTP)
+sagas         confirmed $confirmed, rejected $rejected, failed $failed
+              orders.events.v1: $confirmed_events OrderConfirmed, $rejected_events OrderRejected
+Orders sheet  $rows_confirmed rows CONFIRMED, $rows_rejected rows REJECTED
+ERP           $erp_records sale orders ($erp_cancelled cancelled)
+Requests      $request_rows rows
+dead letters  dlq.transformer.v1 DECODE $dlq_transformer, dlq.saga-orchestrator.v1 DECODE $dlq_saga,
+              dlq.outbox-relay.v1 VALIDATION $dlq_relay, dlq.erp-sink.v1 PERMANENT $dlq_erp
+faults met    Odoo answered 503 to $odoo_503 calls (outage), Sheets 429 to $sheets_429
+REPORT
+
+# Every figure against its expectation and its second source.
+check() { [[ "$2" == "$3" ]] || fail "$1: $2, expected $3"; }
+check "OrderPlaced events" "$placed_outbox" 45
+check "RequestCreated events" "$requests_in" 20
+check "sagas ended" "$((confirmed + rejected + failed))" 45
+check "sagas rejected (the ERP's refused customer)" "$rejected" 4
+check "sagas failed" "$failed" 0
+check "OrderConfirmed events vs confirmed sagas" "$confirmed_events" "$confirmed"
+check "OrderRejected events vs rejected sagas" "$rejected_events" "$rejected"
+check "CONFIRMED rows vs confirmed sagas" "$rows_confirmed" "$confirmed"
+check "REJECTED rows vs rejected sagas" "$rows_rejected" "$rejected"
+check "ERP sale orders vs confirmed sagas" "$erp_records" "$confirmed"
+check "cancelled sale orders" "$erp_cancelled" 0
+check "Requests rows vs RequestCreated events" "$request_rows" "$requests_in"
+check "transformer DECODE dead letters" "$dlq_transformer" 2
+check "saga DECODE dead letters" "$dlq_saga" 2
+check "outbox-relay VALIDATION dead letters" "$dlq_relay" 1
+check "erp-sink PERMANENT dead letters vs rejected sagas" "$dlq_erp" "$rejected"
+(( odoo_503 > 0 )) || fail "the ERP outage was not met"
+echo "every figure agrees with its second source"
 
 echo
-echo "== the local stack"
-bash "$HERE/stack.sh" status
-cat <<MSG
+echo "== metrics the dashboards and alert rules use, in a live scrape"
+scrape="$(awk '{print $2}' "$DEMO/metrics" | while read -r url; do curl -sf "$url/metrics"; done)"
+used="$(grep -ohE '\bsluice_[a-z_]+' deploy/grafana/dashboards/*.json deploy/prometheus/alerts.yml | sort -u)"
+missing=()
+for name in $used; do
+  grep -qE "^${name}(_count|_sum)?[{ ]" <<< "$scrape" || missing+=("$name")
+done
+(( ${#missing[@]} == 0 )) || fail "not exported by any service: ${missing[*]}"
+echo "$(wc -w <<< "$used") metric names, each exported"
 
-Not in this demo yet: the saga orchestrator (issue 8), poison messages and an
-ERP outage (issue 9). Stop the stack with: make demo-down
-MSG
+cat <<URLS
+
+== the fleet keeps running (stop it and the stack with: make demo-down)
+sandbox       $sandbox/admin/spreadsheets/sluice-demo/Orders
+              $sandbox/admin/spreadsheets/sluice-demo/Requests
+              $sandbox/admin/erp/sale.order
+              $sandbox/admin/requests
+ingest API    http://127.0.0.1:$api_port/v1/events (Bearer $token)
+sagas         ./target/debug/saga-orchestrator list   (SLUICE_DATABASE_URL from .local/stack.env)
+dead letters  ./target/debug/dlq-replayer list --since $started_at
+/metrics
+$(sed 's/^/              /; s/$/\/metrics/' "$DEMO/metrics")
+URLS

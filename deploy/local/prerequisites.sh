@@ -4,7 +4,7 @@
 # PostgreSQL 15, kcat, and the C toolchain librdkafka builds with.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl build-essential pkg-config libssl-dev zlib1g-dev python3 python3-venv)
+PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq build-essential pkg-config libssl-dev zlib1g-dev python3 python3-venv)
 
 # A python3 from elsewhere (pyenv, say) that can make virtualenvs does too.
 provided_elsewhere() {

@@ -269,7 +269,6 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         Arc::new(PostgresReadiness::new(sagas.pool().clone())),
     ];
     let runtime = ServiceRuntime::start("saga-orchestrator", &args.runtime, checks).await?;
-    saga_orchestrator::metrics::describe_once();
     let saga = Arc::new(fulfilment::saga(&Settings {
         erp_topic: args.erp_topic,
         sheets_topic: args.sheets_topic,
@@ -281,6 +280,7 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         sheet_timeout: Duration::from_millis(args.sheet_timeout_ms),
         retries: args.step_retries,
     }));
+    saga_orchestrator::metrics::register(saga.name);
     let timeouts = {
         let store = store.clone();
         let sagas = sagas.clone();

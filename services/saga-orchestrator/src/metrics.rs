@@ -21,7 +21,7 @@ pub const INSTANCES: &str = "sluice_saga_instances";
 pub const STUCK: &str = "sluice_saga_stuck";
 
 /// Registers descriptions, once per process.
-pub fn describe_once() {
+fn describe_once() {
     static DESCRIBED: std::sync::Once = std::sync::Once::new();
     DESCRIBED.call_once(|| {
         metrics::describe_counter!(STARTED, "Sagas started.");
@@ -43,6 +43,17 @@ pub fn describe_once() {
             "Sagas an operator has to look at: failed compensations, overdue timeouts."
         );
     });
+}
+
+/// Registers the counters of saga type `saga` at zero, so they are
+/// exported (and rates and alerts have data) before the first event.
+pub fn register(saga: &'static str) {
+    describe_once();
+    metrics::counter!(STARTED, "saga" => saga).increment(0);
+    metrics::counter!(IGNORED, "saga" => saga).increment(0);
+    for phase in [Phase::Completed, Phase::Compensated, Phase::Failed] {
+        metrics::counter!(FINISHED, "saga" => saga, "state" => phase.as_str()).increment(0);
+    }
 }
 
 /// A saga started.

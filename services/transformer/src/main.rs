@@ -27,6 +27,17 @@ struct Cli {
     /// The mapping rules (TOML; see services/transformer/rules.toml).
     #[arg(id = "rules", long = "rules", env = "SLUICE_TRANSFORMER_RULES")]
     rules: PathBuf,
+    /// Rules of the file to leave out, by id (repeatable, or comma
+    /// separated): where the saga orchestrator runs, it owns OrderPlaced
+    /// (orders-sheet-placed, orders-erp-sale-order).
+    #[arg(
+        id = "without-rule",
+        long = "without-rule",
+        env = "SLUICE_TRANSFORMER_WITHOUT_RULES",
+        value_delimiter = ',',
+        value_name = "ID"
+    )]
+    without_rules: Vec<String>,
     /// Check the rules file against the contracts and exit.
     #[arg(id = "check", long = "check")]
     check: bool,
@@ -104,6 +115,7 @@ async fn main() -> Result<()> {
     let text = std::fs::read_to_string(&cli.rules)
         .with_context(|| format!("reading the rules file {}", cli.rules.display()))?;
     let rules = load_rules(&text, &catalog)
+        .and_then(|rules| rules.without(&cli.without_rules))
         .with_context(|| format!("rules file {}", cli.rules.display()))?;
     if cli.check {
         println!(

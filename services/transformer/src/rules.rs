@@ -235,6 +235,23 @@ impl Rules {
             lookups: file.lookups,
         })
     }
+
+    /// These rules without the ones named in `ids` (a deployment where
+    /// another service owns those events); an id no rule has is refused.
+    pub fn without(mut self, ids: &[String]) -> Result<Self, RulesError> {
+        if let Some(unknown) = ids
+            .iter()
+            .find(|id| !self.rules.iter().any(|rule| &rule.id == *id))
+        {
+            return Err(RulesError::invalid(
+                unknown,
+                "id",
+                "no rule has it (--without-rule)",
+            ));
+        }
+        self.rules.retain(|rule| !ids.contains(&rule.id));
+        Ok(self)
+    }
 }
 
 #[derive(Debug, Deserialize)]

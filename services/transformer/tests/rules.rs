@@ -41,7 +41,7 @@ columns = [{columns}]
 #[test]
 fn the_shipped_rules_are_valid() {
     let rules = load_rules(SHIPPED, &Catalog::embedded().unwrap()).unwrap();
-    assert_eq!(rules.rules.len(), 7);
+    assert_eq!(rules.rules.len(), 8);
 }
 
 #[test]
@@ -220,6 +220,27 @@ fn the_binary_refuses_a_broken_rules_file_at_start() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("7 rules, valid"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("8 rules, valid"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn shipped_rules_can_be_left_out_by_id_and_an_unknown_id_is_refused() {
+    let shipped = load_rules(SHIPPED, &Catalog::embedded().unwrap()).unwrap();
+    let all = shipped.rules.len();
+    let saga_owned = [
+        "orders-sheet-placed".to_owned(),
+        "orders-erp-sale-order".to_owned(),
+    ];
+    let left = shipped.clone().without(&saga_owned).unwrap();
+    assert_eq!(left.rules.len(), all - 2);
+    assert!(left.rules.iter().all(|rule| !saga_owned.contains(&rule.id)));
+    let err = shipped
+        .without(&["orders-nope".to_owned()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("orders-nope") && err.contains("no rule has it"),
+        "{err}"
+    );
 }

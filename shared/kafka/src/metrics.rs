@@ -10,6 +10,8 @@ pub const PROCESSING: &str = "sluice_processing_seconds";
 pub const DEAD_LETTERED: &str = "sluice_dead_lettered_total";
 /// Counter: messages produced by a transactional loop, label `topic`.
 pub const PRODUCED: &str = "sluice_produced_total";
+/// Gauge: messages behind the high watermark, labels `topic`, `partition`.
+pub const CONSUMER_LAG: &str = "sluice_consumer_lag";
 /// Gauge: partitions paused for backpressure.
 pub const PAUSED_PARTITIONS: &str = "sluice_paused_partitions";
 
@@ -33,6 +35,10 @@ fn describe() {
     metrics::describe_counter!(
         DEAD_LETTERED,
         "Messages written to the dead-letter topic, by error class."
+    );
+    metrics::describe_gauge!(
+        CONSUMER_LAG,
+        "Messages of an assigned partition not yet consumed (high watermark minus position)."
     );
     metrics::describe_gauge!(
         PAUSED_PARTITIONS,

@@ -27,7 +27,7 @@ use tracing::Instrument;
 /// The W3C trace context header.
 const TRACEPARENT: &str = "traceparent";
 
-use crate::consumer::context::{AssignmentChange, RebalanceContext};
+use crate::consumer::context::{AssignmentChange, RebalanceContext, STATISTICS_INTERVAL_MS};
 use crate::consumer::{ConsumerError, HandlerError, refuse_reserved, subscribe};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
 use crate::verdict::{Verdict, attempt};
@@ -125,6 +125,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("isolation.level", "read_committed"),
+                ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ])
             .create_with_context(RebalanceContext::default())
             .map_err(|source| KafkaSetupError {

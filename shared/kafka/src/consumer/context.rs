@@ -1,9 +1,15 @@
-//! Rebalance notifications from librdkafka's callbacks to the dispatcher.
+//! Rebalance notifications from librdkafka's callbacks to the dispatcher,
+//! and the consumer lag from its statistics.
 
 use std::sync::Mutex;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+
+use crate::metrics::CONSUMER_LAG;
+
+/// How often librdkafka reports statistics (the lag gauge's refresh).
+pub(crate) const STATISTICS_INTERVAL_MS: &str = "5000";
 
 /// A partition: topic and number.
 pub(crate) type Partition = (String, i32);
@@ -37,7 +43,20 @@ impl RebalanceContext {
     }
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// Consumer lag per assigned partition: the high watermark minus the
+    /// consumer's position (librdkafka reports -1 until both are known).
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, stats) in stats.partitions {
+                if partition >= 0 && stats.consumer_lag >= 0 {
+                    metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(stats.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::context::{AssignmentChange, Partition, RebalanceContext};
+use self::context::{AssignmentChange, Partition, RebalanceContext, STATISTICS_INTERVAL_MS};
 pub use self::handler::{Handler, HandlerError};
 use self::partition::{BatchWindow, Shared, run_partition};
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
@@ -144,6 +144,8 @@ impl<H: Handler> ConsumerLoop<H> {
         dead_letters: DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
         describe_once();
+        // Exported from the start, so dashboards and alerts see 0, not nothing.
+        metrics::gauge!(PAUSED_PARTITIONS).set(0.0);
         refuse_reserved(kafka, &[])?;
         let consumer: StreamConsumer<RebalanceContext> = kafka
             .client_config(&[
@@ -161,6 +163,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 // librdkafka's 500 ms, a sink that keeps pausing partitions
                 // idled half of every second.
                 ("fetch.wait.max.ms", "50"),
+                ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ])
             .create_with_context(RebalanceContext::default())
             .map_err(|source| KafkaSetupError {

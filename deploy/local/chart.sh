@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (helm/sluice) the way CI does: helm lint, helm
+# template with the default values and with a production-like values file,
+# every rendered object validated against the Kubernetes API schemas
+# (kubernetes-validate), and kube-score on the production rendering with no
+# critical finding. helm and kube-score are built from the Go module proxy
+# into .local/bin; kubernetes-validate comes from PyPI into .local/chart-venv.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SLUICE_ROOT"
+
+HELM_VERSION=v3.19.0
+KUBE_SCORE_VERSION=v1.20.0
+KUBERNETES_VERSION=1.31
+CHART=helm/sluice
+BIN="$SLUICE_LOCAL/bin"
+VENV="$SLUICE_LOCAL/chart-venv"
+REQUIREMENTS="$SLUICE_ROOT/deploy/local/chart/requirements.txt"
+OUT="$SLUICE_LOCAL/chart"
+
+command -v go >/dev/null || die "go not found: the chart checks build helm and kube-score with it"
+mkdir -p "$BIN" "$OUT"
+install_go_tool() { # binary, module path, version
+  if [[ -x "$BIN/$1" && -f "$BIN/$1.version" && "$(cat "$BIN/$1.version")" == "$3" ]]; then return; fi
+  log "building $1 $3 from the Go module proxy"
+  GOBIN="$BIN" go install "$2@$3"
+  echo "$3" > "$BIN/$1.version"
+}
+install_go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+install_go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION"
+if ! [[ -x "$VENV/bin/kubernetes-validate" ]] || ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt"; then
+  log "installing kubernetes-validate in $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+  cp "$REQUIREMENTS" "$VENV/requirements.txt"
+fi
+
+log "helm lint"
+"$BIN/helm" lint --strict "$CHART"
+"$BIN/helm" lint --strict "$CHART" -f "$CHART/values-production.yaml"
+
+for values in default production; do
+  args=()
+  [[ "$values" == production ]] && args=(-f "$CHART/values-production.yaml")
+  rendered="$OUT/$values.yaml"
+  "$BIN/helm" template sluice "$CHART" --namespace sluice "${args[@]}" > "$rendered"
+  log "helm template ($values values): $(grep -c '^kind:' "$rendered") objects"
+  # Objects of CRDs (ServiceMonitor, KEDA's ScaledObject) have no schema in
+  # the Kubernetes API; everything else must validate.
+  "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" \
+    --ignore-missing-schemas "$rendered"
+done
+
+log "kube-score (production values)"
+# Ignored: the pod's ephemeral storage requests are set; the ones below
+# are checks of cluster policy, not of the chart.
+if ! "$BIN/kube-score" score --output-format ci "$OUT/production.yaml" > "$OUT/kube-score.txt"; then
+  grep '^\[CRITICAL\]' "$OUT/kube-score.txt" >&2 || true
+  die "kube-score found critical issues (all findings: $OUT/kube-score.txt)"
+fi
+grep -c '^\[WARNING\]' "$OUT/kube-score.txt" | xargs -I{} log "kube-score: no critical finding, {} warnings ($OUT/kube-score.txt)"

@@ -1,0 +1,271 @@
+{{/*
+A service's Deployment (or StatefulSet). Call with a dict:
+  root       the chart's root context
+  component  the component name (ingest, erp-sink, …)
+  service    its section of .Values.services
+  binary     the binary in the image
+  args       its arguments (list)
+  kind       Deployment or StatefulSet
+  env        further container env (YAML list, rendered), optional
+  volumes    pod volumes (YAML list, rendered), optional
+  mounts     container volume mounts (YAML list, rendered), optional
+  ports      further container ports (YAML list, rendered), optional
+*/}}
+{{- define "sluice.workload" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $name := include "sluice.componentName" . }}
+apiVersion: apps/v1
+kind: {{ .kind }}
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+    {{- include "sluice.selectorLabels" . | nindent 4 }}
+spec:
+  {{- if not (or (dig "autoscaling" "enabled" false .service) (dig "keda" "enabled" false .service)) }}
+  replicas: {{ .service.replicas }}
+  {{- end }}
+  {{- if eq .kind "StatefulSet" }}
+  serviceName: {{ $name }}
+  podManagementPolicy: Parallel
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "sluice.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "sluice.labels" $root | nindent 8 }}
+        {{- include "sluice.selectorLabels" . | nindent 8 }}
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $v.observability.metricsPort | quote }}
+        prometheus.io/path: /metrics
+    spec:
+      serviceAccountName: {{ include "sluice.serviceAccountName" $root }}
+      automountServiceAccountToken: false
+      {{- with $v.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      # Services finish or hand back what they hold on SIGTERM (20 s grace in the loops).
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: {{ .component }}
+          image: {{ include "sluice.image" $root | quote }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          command: [{{ printf "/usr/local/bin/%s" .binary | quote }}]
+          {{- with .args }}
+          args:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          env:
+            {{- include "sluice.commonEnv" . | nindent 12 }}
+            {{- with .env }}
+            {{- . | nindent 12 }}
+            {{- end }}
+            {{- range $key, $value := .service.env }}
+            - name: {{ $key }}
+              value: {{ $value | quote }}
+            {{- end }}
+          ports:
+            - name: metrics
+              containerPort: {{ $v.observability.metricsPort }}
+              protocol: TCP
+            {{- with .ports }}
+            {{- . | nindent 12 }}
+            {{- end }}
+          # Alive: the process answers. Ready: Kafka, the registry (and Postgres) answer.
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            periodSeconds: 10
+            timeoutSeconds: 2
+            failureThreshold: 6
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: metrics
+            periodSeconds: 5
+            timeoutSeconds: 5
+            failureThreshold: 3
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            periodSeconds: 2
+            failureThreshold: 60
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+          resources:
+            {{- toYaml (default $v.resources .service.resources) | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- with .mounts }}
+            {{- . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- with .volumes }}
+        {{- . | nindent 8 }}
+        {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      affinity:
+        {{- if $v.affinity }}
+        {{- toYaml $v.affinity | nindent 8 }}
+        {{- else }}
+        # Replicas spread over nodes where they can.
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    {{- include "sluice.selectorLabels" . | nindent 20 }}
+        {{- end }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+    {{- include "sluice.selectorLabels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "sluice.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ $v.observability.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+    {{- if .servicePort }}
+    - name: http
+      port: {{ .servicePort }}
+      targetPort: http
+      protocol: TCP
+    {{- end }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+    {{- include "sluice.selectorLabels" . | nindent 4 }}
+spec:
+  {{- toYaml .service.podDisruptionBudget | nindent 2 }}
+  selector:
+    matchLabels:
+      {{- include "sluice.selectorLabels" . | nindent 6 }}
+{{- if dig "autoscaling" "enabled" false .service }}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: {{ .kind }}
+    name: {{ $name }}
+  minReplicas: {{ .service.autoscaling.minReplicas }}
+  maxReplicas: {{ .service.autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .service.autoscaling.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- if dig "keda" "enabled" false .service }}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: {{ .kind }}
+    name: {{ $name }}
+  minReplicaCount: {{ .service.keda.minReplicas }}
+  maxReplicaCount: {{ .service.keda.maxReplicas }}
+  triggers:
+    - type: kafka
+      metadata:
+        bootstrapServers: {{ $v.kafka.bootstrap | quote }}
+        consumerGroup: {{ .group | quote }}
+        topic: {{ .topic | quote }}
+        lagThreshold: {{ .service.keda.lagThreshold | quote }}
+{{- end }}
+{{- if $v.serviceMonitor.enabled }}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+    {{- with $v.serviceMonitor.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "sluice.selectorLabels" . | nindent 6 }}
+  endpoints:
+    - port: metrics
+      path: /metrics
+      interval: {{ $v.serviceMonitor.interval }}
+{{- end }}
+{{- if $v.networkPolicy.enabled }}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "sluice.selectorLabels" . | nindent 6 }}
+  policyTypes: [Ingress]
+  ingress:
+    - from:
+        {{- toYaml $v.networkPolicy.metricsFrom | nindent 8 }}
+      ports:
+        - port: metrics
+          protocol: TCP
+    {{- if .servicePort }}
+    - from:
+        - namespaceSelector: {}
+      ports:
+        - port: http
+          protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
