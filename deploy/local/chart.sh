@@ -43,19 +43,18 @@ for values in default production; do
   args=()
   [[ "$values" == production ]] && args=(-f "$CHART/values-production.yaml")
   rendered="$OUT/$values.yaml"
-  "$BIN/helm" template sluice "$CHART" --namespace sluice "${args[@]}" > "$rendered"
+  "$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" "${args[@]}" > "$rendered"
   log "helm template ($values values): $(grep -c '^kind:' "$rendered") objects"
   # Objects of CRDs (ServiceMonitor, KEDA's ScaledObject) have no schema in
-  # the Kubernetes API; everything else must validate.
-  "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" \
-    --ignore-missing-schemas "$rendered"
+  # the Kubernetes API: a warning; everything else must validate.
+  "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$rendered"
 done
 
 log "kube-score (production values)"
-# Ignored: the pod's ephemeral storage requests are set; the ones below
-# are checks of cluster policy, not of the chart.
+# Warnings stay warnings (egress is left open on purpose: Kafka, Postgres and
+# the external APIs are outside the release); a critical finding fails.
 if ! "$BIN/kube-score" score --output-format ci "$OUT/production.yaml" > "$OUT/kube-score.txt"; then
   grep '^\[CRITICAL\]' "$OUT/kube-score.txt" >&2 || true
   die "kube-score found critical issues (all findings: $OUT/kube-score.txt)"
 fi
-grep -c '^\[WARNING\]' "$OUT/kube-score.txt" | xargs -I{} log "kube-score: no critical finding, {} warnings ($OUT/kube-score.txt)"
+log "kube-score: no critical finding, $(grep -c '^\[WARNING\]' "$OUT/kube-score.txt") warnings ($OUT/kube-score.txt)"

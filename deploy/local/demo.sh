@@ -14,6 +14,7 @@
 # the URLs it prints; `make demo-down` stops it and the stack.
 #
 #   demo.sh        run the demo (stopping a previous run's fleet first)
+#   demo.sh check  run it and stop the fleet after (what `make test` does)
 #   demo.sh down   stop the fleet and the stack
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
@@ -30,11 +31,12 @@ stop_fleet() {
   rm -f "$DEMO/pids"
 }
 
-if [[ "${1:-}" == down ]]; then
-  stop_fleet
-  bash "$HERE/stack.sh" down
-  exit 0
-fi
+mode="${1:-run}"
+case "$mode" in
+  down) stop_fleet; bash "$HERE/stack.sh" down; exit 0 ;;
+  run|check) ;;
+  *) die "usage: demo.sh [run|check|down]" ;;
+esac
 
 fail() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
 
@@ -48,6 +50,7 @@ set -a
 source "$STACK_ENV"
 set +a
 stop_fleet
+[[ "$mode" == check ]] && trap stop_fleet EXIT
 mkdir -p "$DEMO/logs"
 : > "$DEMO/pids"
 : > "$DEMO/metrics"
@@ -235,6 +238,16 @@ check "erp-sink PERMANENT dead letters vs rejected sagas" "$dlq_erp" "$rejected"
 echo "every figure agrees with its second source"
 
 echo
+echo "== the Orders sheet in a browser (headless Chromium)"
+page="$sandbox/sheets/sluice-demo/Orders"
+browse() { chromium --headless --no-sandbox --disable-gpu --hide-scrollbars "$@" "$page" 2>/dev/null; }
+browse --window-size=1280,2200 --screenshot="$DEMO/orders-sheet.png" > /dev/null
+shown="$(browse --dump-dom | grep -oE "<td>order-$run-[0-9]+</td>" | sort -u | wc -l)"
+check "orders shown by the browser" "$shown" 45
+[[ -s "$DEMO/orders-sheet.png" ]] || fail "no screenshot of $page"
+echo "$shown orders of this run on $page; screenshot: $DEMO/orders-sheet.png"
+
+echo
 echo "== metrics the dashboards and alert rules use, in a live scrape"
 scrape="$(awk '{print $2}' "$DEMO/metrics" | while read -r url; do curl -sf "$url/metrics"; done)"
 used="$(grep -ohE '\bsluice_[a-z_]+' deploy/grafana/dashboards/*.json deploy/prometheus/alerts.yml | sort -u)"
@@ -245,10 +258,18 @@ done
 (( ${#missing[@]} == 0 )) || fail "not exported by any service: ${missing[*]}"
 echo "$(wc -w <<< "$used") metric names, each exported"
 
+if [[ "$mode" == check ]]; then
+  echo
+  echo "demo checked; its fleet stops now (logs in $DEMO/logs)"
+  exit 0
+fi
+
 cat <<URLS
 
 == the fleet keeps running (stop it and the stack with: make demo-down)
-sandbox       $sandbox/admin/spreadsheets/sluice-demo/Orders
+sandbox       $sandbox/sheets/sluice-demo/Orders   (a page; JSON below)
+              $sandbox/sheets/sluice-demo/Requests
+              $sandbox/admin/spreadsheets/sluice-demo/Orders
               $sandbox/admin/spreadsheets/sluice-demo/Requests
               $sandbox/admin/erp/sale.order
               $sandbox/admin/requests

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: everything CI checks, on a fresh machine or a used one.
-# Installs what is missing, builds once, starts the local stack unless it
-# already runs (then leaves it running), runs every test against it, and
-# stops what it started.
+# Installs what is missing, builds once, checks the Helm chart and the
+# compose file, starts the local stack unless it already runs (then leaves it
+# running), runs every test against it, runs the demo end to end (its report
+# checked against the sandbox and the topics), and stops what it started.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
@@ -16,6 +17,9 @@ cargo fmt --all --check
 log "building"
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "checking the Helm chart and the compose file"
+bash "$HERE/chart.sh"
+docker-compose -f docker-compose.yml config -q
 
 started_stack=false
 if bash "$HERE/stack.sh" running; then
@@ -30,6 +34,9 @@ log "testing"
 results="$SLUICE_LOCAL/test-output.txt"
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results" || status=$?
+
+log "the demo, end to end, its report checked against the sandbox and the topics"
+bash "$HERE/demo.sh" check || status=$?
 
 if [[ "$started_stack" == true ]]; then
   bash "$HERE/stack.sh" down

@@ -27,7 +27,7 @@ spec:
   replicas: {{ .service.replicas }}
   {{- end }}
   {{- if eq .kind "StatefulSet" }}
-  serviceName: {{ $name }}
+  serviceName: {{ printf "%s-pods" $name }}
   podManagementPolicy: Parallel
   {{- end }}
   revisionHistoryLimit: 5
@@ -162,6 +162,26 @@ spec:
       targetPort: http
       protocol: TCP
     {{- end }}
+{{- if eq .kind "StatefulSet" }}
+---
+# The StatefulSet's governing Service: stable pod names in DNS.
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ printf "%s-pods" $name }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+    {{- include "sluice.selectorLabels" . | nindent 4 }}
+spec:
+  clusterIP: None
+  selector:
+    {{- include "sluice.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ $v.observability.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+{{- end }}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget

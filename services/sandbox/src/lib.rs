@@ -10,6 +10,7 @@ pub mod keys;
 mod local;
 mod oauth;
 mod odoo;
+mod page;
 mod sheets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -308,6 +309,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/jsonrpc", post(odoo::jsonrpc))
         .merge(admin::routes())
+        .merge(page::routes())
         .with_state(app)
 }
 
