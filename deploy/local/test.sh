@@ -17,9 +17,10 @@ cargo fmt --all --check
 log "building"
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
-log "checking the Helm chart and the compose file"
+log "checking the Helm chart, the compose file and the configuration reference"
 bash "$HERE/chart.sh"
 docker-compose -f docker-compose.yml config -q
+bash "$HERE/config-reference.sh" --check
 
 started_stack=false
 if bash "$HERE/stack.sh" running; then
