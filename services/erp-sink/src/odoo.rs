@@ -14,7 +14,9 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
-use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter};
+use sluice_resilience::{
+    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, record_request,
+};
 use tokio::sync::OnceCell;
 
 /// Where and as whom the client logs in.
@@ -289,14 +291,15 @@ impl OdooClient {
         self.limiter.acquire(&self.login.database).await;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "method": "call", "id": id, "params": params});
-        let response = self
-            .http
-            .post(&self.login.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|err| failed(Failure::Transport(err.to_string())))?;
+        let started = std::time::Instant::now();
+        let response = self.http.post(&self.login.url).json(&body).send().await;
+        let elapsed = started.elapsed();
+        let response = response.map_err(|err| {
+            record_request("erp", operation, None, elapsed);
+            failed(Failure::Transport(err.to_string()))
+        })?;
         let status = response.status();
+        record_request("erp", operation, Some(status.as_u16()), elapsed);
         if !status.is_success() {
             let retry_after = response
                 .headers()

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_resilience::{Classified, ErrorClass, RateLimiter};
+use sluice_resilience::{Classified, ErrorClass, RateLimiter, record_request};
 use tokio::sync::Mutex;
 
 /// The Sheets read-write scope.
@@ -276,12 +276,15 @@ impl SheetsClient {
             };
         let token = self.tokens.token().await?;
         self.limiter.acquire(self.tokens.account()).await;
-        let response = request
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| failed(None, e.to_string(), None))?;
+        let started = std::time::Instant::now();
+        let response = request.bearer_auth(token).send().await;
+        let elapsed = started.elapsed();
+        let response = response.map_err(|e| {
+            record_request("sheets", operation, None, elapsed);
+            failed(None, e.to_string(), None)
+        })?;
         let status = response.status();
+        record_request("sheets", operation, Some(status.as_u16()), elapsed);
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

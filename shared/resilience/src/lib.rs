@@ -16,6 +16,7 @@ pub use breaker::{
 };
 pub use class::{Classified, ErrorClass};
 pub use limiter::{LimiterConfig, RateLimiter};
+pub use metrics::record_request;
 pub use retry::{Delays, Exhausted, RetryPolicy};
 
 /// A setting that cannot work, named with the reason.

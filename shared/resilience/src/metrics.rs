@@ -10,6 +10,22 @@ pub const LIMITER_WAIT: &str = "sluice_limiter_wait_seconds";
 pub const LIMITER_DEFERRALS: &str = "sluice_limiter_deferrals_total";
 /// Counter: retries made, label `operation`.
 pub const RETRIES: &str = "sluice_retries_total";
+/// Histogram: seconds a sink's call to its external API took, labels
+/// `sink`, `operation` and `status` (the HTTP status, or `transport` when
+/// no answer came).
+pub const SINK_REQUEST: &str = "sluice_sink_request_seconds";
+
+/// Records one call of `sink` to its API: how long it took and how it ended.
+pub fn record_request(
+    sink: &'static str,
+    operation: &str,
+    status: Option<u16>,
+    elapsed: std::time::Duration,
+) {
+    let status = status.map_or_else(|| "transport".to_owned(), |code| code.to_string());
+    metrics::histogram!(SINK_REQUEST, "sink" => sink, "operation" => operation.to_owned(), "status" => status)
+        .record(elapsed.as_secs_f64());
+}
 
 /// Registers descriptions with the installed recorder.
 pub(crate) fn describe() {
@@ -20,5 +36,10 @@ pub(crate) fn describe() {
     metrics::describe_counter!(
         BREAKER_TRANSITIONS,
         "Circuit breaker state changes, by target state."
+    );
+    metrics::describe_histogram!(
+        SINK_REQUEST,
+        metrics::Unit::Seconds,
+        "Calls of a sink to its external API, by operation and HTTP status."
     );
 }
