@@ -532,3 +532,52 @@ async fn the_binary_makes_a_key_and_serves_with_it() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(answer, Some(StatusCode::OK), "a token for the key it wrote");
 }
+
+#[tokio::test]
+async fn a_sheet_is_a_page_with_its_rows_escaped() {
+    let base = serve().await;
+    let token = token(&base).await;
+    let written = batch_update(
+        &base,
+        &token,
+        json!([{"range": "Orders!A1:C3", "values": [
+            ["Order", "Customer", "Total"],
+            ["o-1", "Ada <script>alert(1)</script>", 12.5],
+            ["o-2", "Grace & co", null]
+        ]}]),
+    )
+    .await;
+    assert_eq!(written.status(), StatusCode::OK);
+    let page = Client::new()
+        .get(format!("{base}/sheets/s1/Orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<th>Customer</th>"), "{html}");
+    assert!(
+        html.contains("<td>o-1</td>") && html.contains("<td>12.5</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Ada &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>Grace &amp; co</td>") && html.contains("2 rows"),
+        "{html}"
+    );
+    let missing = Client::new()
+        .get(format!("{base}/sheets/s1/Nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
