@@ -90,13 +90,18 @@ impl Handler for SagaHandler {
     async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
         let bytes = message.payload().ok_or(HandleError::Empty)?;
         let topic = message.topic();
+        let trace: Vec<(String, String)> =
+            sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), message)
+                .into_iter()
+                .map(|(key, value)| (key, String::from_utf8_lossy(&value).into_owned()))
+                .collect();
         let reply = if topic == self.topics.orders {
             let event: OrderEvent = self.codec.decode(bytes).await?;
             if let OrderPayload::OrderPlaced(placed) = &event.payload {
                 let order = Order::placed(&event, placed);
                 let started = self
                     .store
-                    .start(&self.saga, order.saga_id(), &order.order_id, &order)
+                    .start(&self.saga, order.saga_id(), &order.order_id, &order, &trace)
                     .await?;
                 tracing::debug!(order = order.order_id, started, "OrderPlaced");
             }
@@ -109,7 +114,7 @@ impl Handler for SagaHandler {
             return Err(HandleError::Topic(topic.to_owned()));
         };
         let Some(reply) = reply else { return Ok(()) };
-        let effect = self.store.reply(&self.saga, &reply).await?;
+        let effect = self.store.reply(&self.saga, &reply, &trace).await?;
         if effect == ReplyEffect::Ignored {
             tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "duplicate or late reply ignored");
         }

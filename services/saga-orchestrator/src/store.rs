@@ -290,13 +290,15 @@ impl Sagas {
 }
 
 impl Store {
-    /// Starts a saga for `key` unless one exists; false when it did.
+    /// Starts a saga for `key` unless one exists; false when it did. Its
+    /// messages carry `trace` (the trace context of what started it).
     pub async fn start<D: Serialize>(
         &self,
         saga: &Saga<D>,
         saga_id: Uuid,
         key: &str,
         data: &D,
+        trace: &[(String, String)],
     ) -> Result<bool, StoreError> {
         let transition = Engine::new(saga).start(saga_id, data);
         let json = serde_json::to_value(data).map_err(|err| StoreError::Corrupt {
@@ -320,18 +322,20 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        self.write(&mut tx, saga, saga_id, 0, &transition).await?;
+        self.write(&mut tx, saga, saga_id, 0, &transition, trace)
+            .await?;
         tx.commit().await.map_err(failed("committing a start"))?;
         metrics::started(saga.name);
         metrics::changed(saga.name, &transition, 0.0, 0.0);
         Ok(true)
     }
 
-    /// Applies `reply` to its saga.
+    /// Applies `reply` to its saga; the messages it sends carry `trace`.
     pub async fn reply<D: Serialize + DeserializeOwned>(
         &self,
         saga: &Saga<D>,
         reply: &Reply,
+        trace: &[(String, String)],
     ) -> Result<ReplyEffect, StoreError> {
         let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
         let row = sqlx::query(SELECT_FOR_UPDATE)
@@ -345,8 +349,15 @@ impl Store {
             metrics::ignored(saga.name);
             return Ok(ReplyEffect::Ignored);
         };
-        self.write(&mut tx, saga, reply.saga_id, locked.version, &transition)
-            .await?;
+        self.write(
+            &mut tx,
+            saga,
+            reply.saga_id,
+            locked.version,
+            &transition,
+            trace,
+        )
+        .await?;
         tx.commit().await.map_err(failed("committing a reply"))?;
         metrics::changed(
             saga.name,
@@ -384,12 +395,14 @@ impl Store {
         for row in &rows {
             let locked = locked(saga, row)?;
             if let Some(transition) = Engine::new(saga).on_timeout(&locked.instance) {
+                // A timeout has no message to follow: its sends start traces.
                 self.write(
                     &mut tx,
                     saga,
                     locked.instance.saga_id,
                     locked.version,
                     &transition,
+                    &[],
                 )
                 .await?;
                 changes.push((transition, locked.step_seconds, locked.saga_seconds));
@@ -403,7 +416,7 @@ impl Store {
     }
 
     /// Writes `transition` of the saga at `version`: its row, its log
-    /// entries and its messages.
+    /// entries and its messages (with the `trace` headers).
     async fn write<D>(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -411,6 +424,7 @@ impl Store {
         saga_id: Uuid,
         version: i32,
         transition: &Transition,
+        trace: &[(String, String)],
     ) -> Result<(), StoreError> {
         let version = version + 1;
         let step = saga
@@ -475,6 +489,9 @@ impl Store {
                 "sluice.saga_step": outgoing.step,
                 "sluice.message_id": outgoing.id.to_string(),
             });
+            for (key, value) in trace {
+                headers[key.as_str()] = Json::from(value.clone());
+            }
             if let Payload::Order(event) = &message.value {
                 headers["sluice.event_id"] = Json::from(event.event_id.clone());
                 headers["sluice.event_type"] = Json::from(event.event_type.clone());

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Fleet, order_ids};
+use common::{Fleet, order_ids, trace_id, trace_of};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use sluice_testkit::{consume_exactly, eventually, message_count, metric};
@@ -66,6 +66,24 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
         })
         .count();
     assert_eq!(confirmed, 1_000);
+
+    // Every message of a saga carries its order's trace: the commands (the
+    // sheet row's sent while handling the ERP's reply, which erp-sink passes
+    // on) and the OrderConfirmed, as the OrderPlaced did.
+    let erp_commands =
+        consume_exactly(&fleet.topics.erp_commands, 1_000, Duration::from_secs(60)).await;
+    let sheet_rows =
+        consume_exactly(&fleet.topics.sheet_rows, 1_000, Duration::from_secs(60)).await;
+    for message in erp_commands.iter().chain(&sheet_rows).chain(&events) {
+        let key = String::from_utf8_lossy(message.key().unwrap()).into_owned();
+        let order = key.rsplit('/').next().unwrap();
+        assert_eq!(
+            trace_of(message),
+            Some(trace_id(order)),
+            "{key} on {}",
+            message.topic()
+        );
+    }
 
     // Each step ran once per saga: sent once, succeeded once.
     let log = fleet.step_log().await;

@@ -13,6 +13,7 @@ use sluice_contracts::types::{
 use sluice_dlq::Failure;
 use sluice_kafka::{Handler, HandlerError, ReplyError, ReplyPublisher};
 use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, Rejected};
+use tracing::Instrument;
 
 use crate::google::GoogleError;
 use crate::upsert::Upserter;
@@ -95,7 +96,10 @@ impl SheetsSink {
                 for (command, message) in commands.iter().zip(messages) {
                     if let Some(saga) = &command.saga {
                         let result = reply(command, saga, SheetOutcome::Applied, None);
-                        self.answer(&result, message).await?;
+                        // In the command's own trace, not the batch's.
+                        self.answer(&result, message)
+                            .instrument(sluice_telemetry::message_span(message))
+                            .await?;
                     }
                 }
                 Ok(())

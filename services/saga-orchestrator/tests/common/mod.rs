@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use serde_json::Value;
@@ -336,7 +338,8 @@ impl Fleet {
         )
     }
 
-    /// Produces an OrderPlaced for each (order id, customer name).
+    /// Produces an OrderPlaced for each (order id, customer name), each with
+    /// its own trace context (see [`trace_id`]).
     pub async fn place(&self, orders: &[(String, String)]) {
         let producer = producer();
         let mut sends = Vec::with_capacity(orders.len());
@@ -352,10 +355,16 @@ impl Fleet {
         let deliveries: Vec<_> = sends
             .iter()
             .map(|(key, value)| {
+                let traceparent = format!("00-{}-00f067aa0ba902b7-01", trace_id(key));
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "traceparent",
+                    value: Some(&traceparent),
+                });
                 producer.send(
                     FutureRecord::to(&self.topics.orders)
                         .key(key)
-                        .payload(value),
+                        .payload(value)
+                        .headers(headers),
                     Duration::from_secs(30),
                 )
             })
@@ -559,6 +568,23 @@ async fn sweep(admin: &PgPool, name: &str) {
         let drop = format!("DROP DATABASE {database} WITH (FORCE)");
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await;
     }
+}
+
+/// The W3C trace id the OrderPlaced of `order_id` is sent with.
+pub fn trace_id(order_id: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, order_id.as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// The trace id in a message's traceparent header.
+pub fn trace_of(message: &impl Message) -> Option<String> {
+    let header = message
+        .headers()?
+        .iter()
+        .find(|header| header.key == "traceparent")?;
+    let value = String::from_utf8_lossy(header.value?).into_owned();
+    value.split('-').nth(1).map(str::to_owned)
 }
 
 /// An OrderPlaced for `order_id` by `customer`.
