@@ -184,6 +184,15 @@ struct RunArgs {
     /// Publication of the orchestrator's outbox table.
     #[arg(long = "outbox-publication", env = "SLUICE_SAGA_OUTBOX_PUBLICATION", default_value = "sluice_saga_outbox", value_parser = identifier)]
     outbox_publication: String,
+    /// How long outbox rows are kept after they are written (for
+    /// operators; the relay streams the WAL, not the table): 24h, 90m, 7d.
+    #[arg(
+        long = "outbox-retention",
+        env = "SLUICE_SAGA_OUTBOX_RETENTION",
+        default_value = "24h",
+        value_parser = humantime::parse_duration
+    )]
+    outbox_retention: Duration,
     /// Consumer group.
     #[arg(
         long = "group-id",
@@ -291,6 +300,7 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
             batch: 100,
             census_every: Duration::from_secs(5),
             overdue: Duration::from_secs(60),
+            outbox_retention: args.outbox_retention,
         };
         tokio::spawn(async move { run_timeouts(&store, &sagas, &saga, settings, shutdown).await })
     };

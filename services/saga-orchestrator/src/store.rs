@@ -234,6 +234,22 @@ impl Sagas {
         Ok((states, stuck))
     }
 
+    /// Deletes outbox rows older than `retention`, a batch at a time so no
+    /// transaction grows large; returns how many.
+    pub async fn prune_outbox(&self, retention: Duration) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE created_at < now() - $1 * interval '1 millisecond'
+                 LIMIT 5000)",
+        )
+        .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(failed("pruning the outbox"))?
+        .rows_affected();
+        Ok(deleted)
+    }
+
     /// The newest sagas, in `state` when given.
     pub async fn list(&self, state: Option<Phase>, limit: i64) -> Result<Vec<Summary>, StoreError> {
         let rows = sqlx::query(

@@ -1,6 +1,7 @@
 //! Timeouts fire from the database: every tick, the sagas whose deadline
 //! passed are taken with `FOR UPDATE SKIP LOCKED`, so each fires on exactly
-//! one replica. The same loop keeps the per-state gauges current.
+//! one replica. The same loop keeps the per-state gauges current and prunes
+//! the outbox.
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub struct TimeoutSettings {
     pub census_every: Duration,
     /// A saga overdue by this much counts as stuck.
     pub overdue: Duration,
+    /// Outbox rows older than this are deleted (the relay streams the WAL,
+    /// not the table; the rows are kept only for operators to look at).
+    pub outbox_retention: Duration,
 }
 
 /// Fires timeouts until `shutdown` completes.
@@ -42,10 +46,15 @@ pub async fn run<D: Serialize + DeserializeOwned>(
         tokio::select! {
             () = &mut shutdown => return,
             _ = tick.tick() => fire(store, saga, settings.batch).await,
-            _ = census.tick() => match sagas.census(saga.name, settings.overdue).await {
-                Ok((states, stuck)) => metrics::census(saga.name, &states, stuck),
-                Err(err) => tracing::warn!(error = %err, "saga census failed"),
-            },
+            _ = census.tick() => {
+                match sagas.census(saga.name, settings.overdue).await {
+                    Ok((states, stuck)) => metrics::census(saga.name, &states, stuck),
+                    Err(err) => tracing::warn!(error = %err, "saga census failed"),
+                }
+                if let Err(err) = sagas.prune_outbox(settings.outbox_retention).await {
+                    tracing::warn!(error = %err, "pruning the outbox failed");
+                }
+            }
         }
     }
 }
