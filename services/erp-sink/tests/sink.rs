@@ -8,12 +8,16 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use common::{Topics, Tuning, by_ref, command, faults, id, records, results, sandbox, send, start};
+use common::{
+    Topics, Tuning, by_ref, command, faults, id, records, request_log, results, sandbox, send,
+    start,
+};
 use rdkafka::Message;
 use serde_json::json;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{DeadLetter, DeadLetterClass, ErpOperation, ErpOutcome};
+use sluice_contracts::types::{DeadLetter, DeadLetterClass, ErpCommand, ErpOperation, ErpOutcome};
 use sluice_testkit::{Stack, consume_exactly, message_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,4 +153,56 @@ async fn a_command_out_of_retries_is_answered_rejected_and_dead_lettered() {
         assert_eq!(letter.error_class, DeadLetterClass::RetriesExhausted);
     }
     assert!(records(&base).await.is_empty());
+}
+
+/// An outage longer than a command's whole retry budget: once the breaker
+/// opens, the partition is held (a pause spends no retry, and the budget
+/// starts afresh after it), so nothing is refused or dead-lettered and every
+/// command is applied once the ERP is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retries_dead_letters_nothing() {
+    let base = sandbox().await;
+    let topics = Topics::create("erp-outage", 1).await;
+    let mut tuning = Tuning::quick();
+    // Two retries (about 60 ms) against 3 s of outage; the breaker opens
+    // after two failures and tries again every 500 ms.
+    tuning.retry.max_retries = 2;
+    tuning.breaker.failure_threshold = 2;
+    tuning.breaker.open_wait = Duration::from_millis(500);
+    let stop = start(&base, &topics, tuning);
+    // The sink is up (logged in, partition assigned) before the ERP goes.
+    let first = command(0, ErpOperation::Create, "so-0", 0.0, "c");
+    send(&topics.commands.name, &[first]).await;
+    results(&topics.results.name, 1).await;
+    // Every call fails with 500 (no Retry-After to wait out) for 3 s.
+    faults(&base, json!({"error_rates": {"500": 1.0}})).await;
+    let commands: Vec<ErpCommand> = (1..6)
+        .map(|n| {
+            command(
+                n,
+                ErpOperation::Create,
+                &format!("so-{n}"),
+                f64::from(n),
+                "c",
+            )
+        })
+        .collect();
+    send(&topics.commands.name, &commands).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    faults(&base, json!({})).await;
+    let results = results(&topics.results.name, 6).await;
+    stop.send(()).unwrap();
+
+    assert!(
+        results.iter().all(|r| r.outcome == ErpOutcome::Applied),
+        "{results:?}"
+    );
+    assert_eq!(records(&base).await.len(), 6);
+    assert_eq!(message_count(&topics.dlq.name), 0, "nothing dead-lettered");
+    let failed = request_log(&base)
+        .await
+        .iter()
+        .filter(|r| r["status"] == 500)
+        .count();
+    assert!(failed > 3, "the outage was met ({failed} × 500)");
 }
