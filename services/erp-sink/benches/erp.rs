@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::{Topics, Tuning, applier, command, request_times, sandbox, send};
 use sluice_contracts::types::{ErpCommand, ErpOperation};
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::{Pace, committed_offsets, eventually};
+use sluice_testkit::{Pace, committed_total, eventually};
 
 const COMMANDS: u32 = 10_000;
 const REFS: u32 = 2_000;
@@ -61,11 +61,9 @@ async fn through_sink(count: u32, limiter: LimiterConfig) -> (f64, String) {
     };
     let group = tuning.group.clone();
     let stop = common::start(&base, &topics, tuning);
-    eventually("every command committed", WAIT, || {
-        let committed: i64 = committed_offsets(&group, &topics.commands.name, PARTITIONS)
-            .values()
-            .sum();
-        async move { (committed >= i64::from(count)).then_some(()) }
+    eventually("every command committed", WAIT, || async {
+        let committed = committed_total(&group, &topics.commands.name, PARTITIONS).await;
+        (committed >= i64::from(count)).then_some(())
     })
     .await;
     // Timed from the sink's first request to its last, from the sandbox's

@@ -19,7 +19,7 @@ use common::{
 use serde_json::json;
 use sluice_contracts::types::{ErpCommand, ErpOperation, ErpOutcome};
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
-use sluice_testkit::{Pace, breaker_transitions, committed_offsets, eventually, message_count};
+use sluice_testkit::{Pace, breaker_transitions, committed_total, eventually, message_count};
 
 const COMMANDS: u32 = 10_000;
 const REFS: u32 = 1_000;
@@ -82,11 +82,9 @@ async fn commands_through_500s_429s_and_an_outage() {
 
     // Once the first half is applied: a 30 s outage, then another burst of
     // 429s, the 500s going on, while the second half comes.
-    eventually("the first half applied", common::WAIT * 3, || {
-        let committed: i64 = committed_offsets(&group, &topics.commands.name, 6)
-            .values()
-            .sum();
-        async move { (committed >= i64::from(COMMANDS / 2)).then_some(()) }
+    eventually("the first half applied", common::WAIT * 3, || async {
+        let committed = committed_total(&group, &topics.commands.name, 6).await;
+        (committed >= i64::from(COMMANDS / 2)).then_some(())
     })
     .await;
     faults(
@@ -95,12 +93,14 @@ async fn commands_through_500s_429s_and_an_outage() {
     )
     .await;
     common::send(&topics.commands.name, second).await;
-    eventually("every command settled", Duration::from_secs(420), || {
-        let committed: i64 = committed_offsets(&group, &topics.commands.name, 6)
-            .values()
-            .sum();
-        async move { (committed >= i64::from(COMMANDS)).then_some(()) }
-    })
+    eventually(
+        "every command settled",
+        Duration::from_secs(420),
+        || async {
+            let committed = committed_total(&group, &topics.commands.name, 6).await;
+            (committed >= i64::from(COMMANDS)).then_some(())
+        },
+    )
     .await;
     let elapsed = begun.elapsed();
     stop.send(()).unwrap();

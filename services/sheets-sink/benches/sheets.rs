@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::{Tuning, command, id, request_times, sandbox, start_with, upserter};
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::{Pace, TestTopic, committed_offsets, eventually};
+use sluice_testkit::{Pace, TestTopic, committed_total, eventually};
 
 const COMMANDS: u32 = 20_000;
 const UNBATCHED: u32 = 2_000;
@@ -64,11 +64,9 @@ async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (
     };
     let group = tuning.group.clone();
     let stop = start_with(&base, &key, &topic.name, &dlq.name, tuning);
-    eventually("every command committed", WAIT, || {
-        let committed: i64 = committed_offsets(&group, &topic.name, PARTITIONS)
-            .values()
-            .sum();
-        async move { (committed >= i64::from(count)).then_some(()) }
+    eventually("every command committed", WAIT, || async {
+        let committed = committed_total(&group, &topic.name, PARTITIONS).await;
+        (committed >= i64::from(count)).then_some(())
     })
     .await;
     // Timed from the sink's first request to its last, from the sandbox's

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
 use sluice_testkit::{
-    Pace, TestTopic, breaker_transitions, committed_offsets, eventually, message_count,
+    Pace, TestTopic, breaker_transitions, committed_total, eventually, message_count,
 };
 
 const COMMANDS: u32 = 10_000;
@@ -73,9 +73,9 @@ async fn commands_through_500s_429s_and_an_outage() {
 
     // Once the first half is applied: a 30 s outage, then another burst of
     // 429s, the 500s going on, while the second half comes.
-    eventually("the first half applied", common::WAIT * 3, || {
-        let committed: i64 = committed_offsets(&group, &topic.name, 3).values().sum();
-        async move { (committed >= i64::from(COMMANDS / 2)).then_some(()) }
+    eventually("the first half applied", common::WAIT * 3, || async {
+        let committed = committed_total(&group, &topic.name, 3).await;
+        (committed >= i64::from(COMMANDS / 2)).then_some(())
     })
     .await;
     faults(

@@ -34,7 +34,7 @@ use sluice_kafka::{
     idempotent_producer,
 };
 use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
-use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, unique_name};
+use sluice_testkit::{Stack, TestTopic, committed_total, eventually, unique_name};
 use transformer::{Mapper, OutputTopics, load_rules};
 
 const EVENTS: usize = 100_000;
@@ -153,9 +153,9 @@ async fn transactional<T: Transformer>(input: &str, transformer: T, dlq: &str) -
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let running = tokio::spawn(run.run(async { stopped.await.unwrap_or(()) }));
-    eventually("every input offset committed", WAIT, || {
-        let committed: i64 = committed_offsets(&group, input, PARTITIONS).values().sum();
-        async move { (committed >= EVENTS as i64).then_some(()) }
+    eventually("every input offset committed", WAIT, || async {
+        let committed = committed_total(&group, input, PARTITIONS).await;
+        (committed >= EVENTS as i64).then_some(())
     })
     .await;
     let rate = EVENTS as f64 / started.elapsed().as_secs_f64();

@@ -169,6 +169,19 @@ pub fn committed_offsets(
         .collect()
 }
 
+/// The sum of the offsets group `group` has committed on `topic`, read on a
+/// blocking thread: polled from a test's runtime, the blocking client call
+/// would hold one of its few workers (and starve the servers and sinks the
+/// test runs in-process).
+pub async fn committed_total(group: &str, topic: &str, partitions: i32) -> i64 {
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        committed_offsets(&group, &topic, partitions).values().sum()
+    })
+    .await
+    .expect("reading committed offsets")
+}
+
 /// How many messages `topic` holds (the sum of its partitions' watermarks).
 pub fn message_count(topic: &str) -> i64 {
     use rdkafka::consumer::BaseConsumer;

@@ -15,7 +15,9 @@ pub mod samples;
 mod stack;
 mod wait;
 
-pub use kafka::{TestTopic, committed_offsets, consume_exactly, message_count, producer};
+pub use kafka::{
+    TestTopic, committed_offsets, committed_total, consume_exactly, message_count, producer,
+};
 pub use metrics::{breaker_transitions, metric};
 pub use pace::Pace;
 pub use process::KillOnDrop;
