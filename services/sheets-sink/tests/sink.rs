@@ -12,6 +12,7 @@ use common::{
 use serde_json::json;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, SheetRowUpsert};
+use sluice_resilience::RetryPolicy;
 use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,16 +73,21 @@ async fn server_errors_and_429s_are_retried_without_a_duplicate_row() {
     .await;
     // One command per request: enough requests for the faults to hit
     // (a batch of 60 would be a handful).
-    let stop = start_with(
-        &base,
-        &key,
-        &topic.name,
-        &dlq.name,
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, {
+        // An attempt is one to three requests (the key index is read
+        // again after a failure), so at 30 % a third of the attempts
+        // fail or more: 8 retries would run out for one command in
+        // about 12 runs. 20 leave that to chance no more.
+        let quick = Tuning::quick();
         Tuning {
             max_batch: 1,
-            ..Tuning::quick()
-        },
-    );
+            retry: RetryPolicy {
+                max_retries: 20,
+                ..quick.retry
+            },
+            ..quick
+        }
+    });
     // 60 commands over 10 keys; the last for each key carries its round.
     let commands: Vec<SheetRowUpsert> = (0..60u32)
         .map(|n| {
