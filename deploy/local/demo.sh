@@ -165,6 +165,10 @@ echo "poison sent: 2 non-Avro values on orders.events.v1, 1 outbox row that is n
 echo
 echo "== waiting for all 45 sagas to end"
 wait_for 300 "45 sagas ended" bash -c "[[ \$(bash '$HERE/postgres.sh' psql -qAt -c \"SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state IN ('COMPLETED','COMPENSATED','FAILED')\") == 45 ]]"
+# The sagas' own rows come with their last step; a rejection's row comes
+# after it, from OrderRejected through the transformer and sheets-sink.
+wait_for 120 "45 order rows" bash -c \
+  "[[ \$(curl -sf '$sandbox/admin/spreadsheets/sluice-demo/Orders' | jq '[.values[]? | select((.[0] | tostring | startswith(\"order-$run-\")) and (.[4] == \"CONFIRMED\" or .[4] == \"REJECTED\"))] | length') == 45 ]]"
 wait_for 120 "20 request rows" bash -c \
   "[[ \$(curl -sf '$sandbox/admin/spreadsheets/sluice-demo/Requests' | jq '[.values[]? | select(.[0] | tostring | startswith(\"req-$run-\"))] | length') == 20 ]]"
 
