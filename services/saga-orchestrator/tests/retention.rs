@@ -8,8 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Fleet, order_ids};
-use rdkafka::Message;
-use rdkafka::message::Headers;
 use sluice_testkit::{consume_exactly, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,16 +34,7 @@ async fn outbox_rows_past_their_retention_are_pruned_after_being_relayed() {
     assert_eq!(fleet.erp_records().await.len(), 20);
     assert_eq!(fleet.sheet_rows().await.len(), 20);
     let events = consume_exactly(&fleet.topics.orders, 40, Duration::from_secs(30)).await;
-    let confirmed = events
-        .iter()
-        .filter(|m| {
-            m.headers().is_some_and(|h| {
-                h.iter().any(|h| {
-                    h.key == "sluice.event_type" && h.value == Some(&b"OrderConfirmed"[..])
-                })
-            })
-        })
-        .count();
+    let confirmed = common::confirmed(&events);
     assert_eq!(confirmed, 20);
     fleet.finish(relay).await;
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{Fleet, order_ids, trace_id, trace_of};
 use rdkafka::Message;
-use rdkafka::message::Headers;
 use sluice_testkit::{consume_exactly, eventually, message_count, metric};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -55,16 +54,7 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
 
     // 1 000 OrderPlaced in, 1 000 OrderConfirmed out, nothing else.
     let events = consume_exactly(&fleet.topics.orders, 2_000, Duration::from_secs(60)).await;
-    let confirmed = events
-        .iter()
-        .filter(|m| {
-            m.headers().is_some_and(|h| {
-                h.iter().any(|h| {
-                    h.key == "sluice.event_type" && h.value == Some(&b"OrderConfirmed"[..])
-                })
-            })
-        })
-        .count();
+    let confirmed = common::confirmed(&events);
     assert_eq!(confirmed, 1_000);
 
     // Every message of a saga carries its order's trace: the commands (the

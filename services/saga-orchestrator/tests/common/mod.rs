@@ -570,6 +570,20 @@ async fn sweep(admin: &PgPool, name: &str) {
     }
 }
 
+/// How many of `events` are OrderConfirmed (by their sluice.event_type header).
+pub fn confirmed(events: &[rdkafka::message::OwnedMessage]) -> usize {
+    events
+        .iter()
+        .filter(|m| {
+            m.headers().is_some_and(|h| {
+                h.iter().any(|h| {
+                    h.key == "sluice.event_type" && h.value == Some(&b"OrderConfirmed"[..])
+                })
+            })
+        })
+        .count()
+}
+
 /// The W3C trace id the OrderPlaced of `order_id` is sent with.
 pub fn trace_id(order_id: &str) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, order_id.as_bytes())
