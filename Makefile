@@ -2,7 +2,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo demo-down test bench build lint stack-up stack-down stack-status stack-clean provision
+.PHONY: help demo demo-down test bench chaos build lint stack-up stack-down stack-status stack-clean provision
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -16,14 +16,11 @@ demo-down: ## Stop the demo's fleet and the local stack
 test: ## Lint, build, start the local stack, run every test, stop the stack (fresh machine: this is all)
 	bash deploy/local/test.sh
 
-bench: ## Benchmarks against the local stack (release build); results in bench-results/
-	bash deploy/local/stack.sh up
-	cargo bench --locked -p outbox-relay --bench relay
-	cargo bench --locked -p transformer --bench transformer
-	cargo bench --locked -p sheets-sink --bench sheets
-	cargo bench --locked -p erp-sink --bench erp
-	cargo build --release --locked -p outbox-relay -p erp-sink -p sheets-sink -p saga-orchestrator
-	cargo bench --locked -p saga-orchestrator --bench saga
+bench: ## Benchmarks side by side with their references (broker perf tools, Debezium, Kafka Streams); results in bench-results/ and docs/BENCHMARKS.md
+	bash deploy/local/bench.sh
+
+chaos: ## The whole fleet under SIGKILLs, broker and Postgres restarts and API storms, reconciled (results in bench-results/chaos.md)
+	bash deploy/local/chaos.sh
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked

@@ -3,6 +3,9 @@
 #   kafka.sh start | stop | status | restart
 #   kafka.sh perf-test ARGS...   Kafka's own producer benchmark
 #                                (org.apache.kafka.tools.ProducerPerformance)
+#   kafka.sh consumer-perf-test ARGS...
+#                                its consumer benchmark (ConsumerPerformance)
+#   kafka.sh topics ARGS...      the topic tool (TopicCommand)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="$SLUICE_LOCAL/kafka"
@@ -138,11 +141,23 @@ perf_test() {
     linger.ms=5 compression.type=lz4
 }
 
+# Kafka's own tool $1 against the broker, with a bounded heap.
+tool() {
+  local class="$1"; shift
+  local bootstrap
+  bootstrap="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)"
+  [[ -n "$bootstrap" ]] || die "kafka is not running; start the stack first"
+  "$(java_bin)" -Xms128m -Xmx512m -cp "$LIBS/*" -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
+    "org.apache.kafka.tools.$class" --bootstrap-server "$bootstrap" "$@"
+}
+
 case "${1:-}" in
   start) start ;;
   perf-test) shift; perf_test "$@" ;;
+  consumer-perf-test) shift; tool ConsumerPerformance "$@" ;;
+  topics) shift; tool TopicCommand "$@" ;;
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;
-  *) die "usage: kafka.sh start|stop|restart|status|perf-test ARGS" ;;
+  *) die "usage: kafka.sh start|stop|restart|status|perf-test ARGS|consumer-perf-test ARGS|topics ARGS" ;;
 esac

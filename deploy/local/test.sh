@@ -2,8 +2,10 @@
 # `make test`: everything CI checks, on a fresh machine or a used one.
 # Installs what is missing, builds once, checks the Helm chart and the
 # compose file, starts the local stack unless it already runs (then leaves it
-# running), runs every test against it, runs the demo end to end (its report
-# checked against the sandbox and the topics), and stops what it started.
+# running), runs every test against it and every benchmark scaled down,
+# runs the demo end to end (its report checked against the sandbox and the
+# topics), stops what it started, and runs the chaos smoke
+# (deploy/local/chaos.sh smoke) on a stack of its own.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
@@ -36,6 +38,9 @@ results="$SLUICE_LOCAL/test-output.txt"
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results" || status=$?
 
+log "every benchmark at 2 % of its size (bench.sh smoke): each runs beside its reference"
+bash "$HERE/bench.sh" smoke || status=$?
+
 log "the demo, end to end, its report checked against the sandbox and the topics"
 bash "$HERE/demo.sh" check || status=$?
 
@@ -43,6 +48,10 @@ if [[ "$started_stack" == true ]]; then
   bash "$HERE/stack.sh" down
   trap - EXIT
 fi
+# The chaos run scaled down, on a stack of its own (.local/chaos), after the
+# shared one has stopped: the two never compete for the 2 cores.
+log "the chaos run, scaled down: SIGKILLs, a broker and a Postgres restart, API storms"
+bash "$HERE/chaos.sh" smoke || status=$?
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "cargo test: %d passed, %d failed\n", passed, failed }' "$results"
 exit "$status"

@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 use common::{Topics, Tuning, applier, command, request_times, sandbox, send};
 use sluice_contracts::types::{ErpCommand, ErpOperation};
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::{Pace, committed_total, eventually};
+use sluice_testkit::{Pace, committed_total, eventually, scaled};
 
-const COMMANDS: u32 = 10_000;
+/// Upserts of each run (10 000 at full scale).
+fn command_count() -> u32 {
+    u32::try_from(scaled(10_000, 300)).unwrap_or(u32::MAX)
+}
 const REFS: u32 = 2_000;
 const PARTITIONS: i32 = 6;
 const WAIT: Duration = Duration::from_secs(600);
@@ -79,7 +82,7 @@ async fn through_sink(count: u32, limiter: LimiterConfig) -> (f64, String) {
 async fn direct() -> f64 {
     let base = sandbox().await;
     let applier = std::sync::Arc::new(applier(&base, Tuning::quick().breaker, unlimited()));
-    let commands = commands(COMMANDS);
+    let commands = commands(command_count());
     let started = Instant::now();
     let lanes = (0..PARTITIONS as u32).map(|lane| {
         let applier = std::sync::Arc::clone(&applier);
@@ -99,7 +102,7 @@ async fn direct() -> f64 {
     for lane in futures::future::join_all(lanes).await {
         lane.unwrap();
     }
-    f64::from(COMMANDS) / started.elapsed().as_secs_f64()
+    f64::from(command_count()) / started.elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -107,7 +110,7 @@ async fn main() {
     const RATE: f64 = 50.0;
     let reference = direct().await;
     eprintln!("reference (applier, no Kafka): {reference:.0} commands/s");
-    let (sink, _) = through_sink(COMMANDS, unlimited()).await;
+    let (sink, _) = through_sink(command_count(), unlimited()).await;
     eprintln!("sink: {sink:.0} commands/s");
     let (_, base) = through_sink(
         250,
@@ -121,11 +124,12 @@ async fn main() {
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
 
+    let command_count = command_count();
     let mut report = String::new();
     writeln!(report, "# erp-sink benchmark\n").unwrap();
     writeln!(
         report,
-        "Sandbox Odoo in the same process over loopback HTTP; {COMMANDS} upserts over {REFS} references (two requests each: search_read, then write or create); {PARTITIONS} partitions; release build.\n"
+        "Sandbox Odoo in the same process over loopback HTTP; {command_count} upserts over {REFS} references (two requests each: search_read, then write or create); {PARTITIONS} partitions; release build.\n"
     )
     .unwrap();
     writeln!(report, "| run | commands/s | × reference |").unwrap();
@@ -146,7 +150,7 @@ async fn main() {
         achieved / RATE
     )
     .unwrap();
-    let dir = sluice_testkit::Stack::get().path("bench-results");
+    let dir = sluice_testkit::bench_results_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("erp-sink.md");
     std::fs::write(&file, &report).unwrap();

@@ -57,10 +57,17 @@ async fn main() -> Result<()> {
 
     // A pending key older than twice the ack timeout was left by a crash.
     let idempotency = IdempotencyStore::new(pool, cli.ingest.ack_timeout() * 2);
-    idempotency
-        .migrate()
+    let what = "migrating the ingest tables";
+    let migrated = runtime
+        .prepare(what, sluice_runtime::transient_migration, || {
+            idempotency.migrate()
+        })
         .await
-        .context("migrating the ingest tables")?;
+        .context(what)?;
+    if migrated.is_none() {
+        runtime.stop().await;
+        return Ok(());
+    }
     let state = Arc::new(AppState {
         tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
         events: EventRouter::new(Catalog::embedded()?, cli.routes.by_aggregate_type()),

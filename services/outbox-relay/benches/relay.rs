@@ -15,24 +15,23 @@
 // A benchmark program: any failure ends it with the panic's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_avro::{AvroCodec, EventInput, event_record};
 use sluice_contracts::Catalog;
-use sluice_testkit::{Stack, TestTopic, eventually, unique_name};
+use sluice_testkit::{Stack, TestTopic, eventually};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, PgPool};
 
-/// Rows in the throughput backlog.
-const BACKLOG: usize = 200_000;
-const ROWS_PER_TRANSACTION: usize = 100;
-/// Fixed rate of the latency run, rows (and reference records) per second.
-const RATE: usize = 1_000;
-const LATENCY_RUN: Duration = Duration::from_secs(20);
-const WAIT: Duration = Duration::from_secs(300);
+use crate::common::{
+    RATE, ROWS_PER_TRANSACTION, RelayProcess, WAIT, backlog, drop_slot, insert, latency_run,
+    outbox_table, slot_and_publication,
+};
 
 struct Relayed {
     rows_per_sec: f64,
@@ -46,94 +45,6 @@ struct Latency {
 struct Reference {
     records_per_sec: f64,
     latency: Latency,
-}
-
-/// The release binary, as a user runs it.
-struct RelayProcess {
-    child: Child,
-    metrics_url: String,
-}
-
-impl RelayProcess {
-    fn start(table: &str, topic: &str, dlq: &str) -> Self {
-        let stack = Stack::get();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
-            .env("SLUICE_DATABASE_URL", &stack.database_url)
-            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
-            .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SLUICE_LOG", "warn")
-            .args(["--outbox-table", table])
-            .args(["--outbox-slot", &format!("{table}_slot")])
-            .args(["--outbox-publication", &format!("{table}_pub")])
-            .args(["--route", &format!("orders={topic}")])
-            .args(["--dlq-topic", dlq])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
-        }
-    }
-
-    /// A sample of the relay's /metrics: `name` and labels as printed.
-    async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(&self.metrics_url)
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|line| line.starts_with(series))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-    }
-
-    async fn wait_streaming(&self) {
-        eventually("the relay to stream", WAIT, || async {
-            (self.metric("sluice_outbox_streaming{").await == Some(1.0)).then_some(())
-        })
-        .await;
-    }
-
-    fn stop(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-async fn outbox_table(pool: &PgPool, prefix: &str) -> String {
-    let name = unique_name(prefix).replace('-', "_");
-    let ddl = include_str!("../migrations/0001_outbox.sql").replace(
-        "CREATE TABLE IF NOT EXISTS outbox",
-        &format!("CREATE TABLE {name}"),
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl))
-        .execute(pool)
-        .await
-        .unwrap();
-    name
-}
-
-/// Inserts `rows` order events in one transaction.
-async fn insert(pool: &PgPool, table: &str, rows: usize) {
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) \
-         SELECT gen_random_uuid(), 'orders', 'order-' || (s % 500), 'OrderCancelled', \
-                '{{\"reason\":\"customer asked\",\"cancelled_by\":\"support\"}}' \
-         FROM generate_series(1, $1) AS s"
-    )))
-    .bind(i32::try_from(rows).unwrap())
-    .execute(pool)
-    .await
-    .unwrap();
 }
 
 /// Bytes of one relayed event's value, for reference records of that size.
@@ -161,21 +72,6 @@ async fn event_size(topic: &str) -> usize {
         .len()
 }
 
-async fn drop_slot(pool: &PgPool, table: &str) {
-    let slot = format!("{table}_slot");
-    eventually("the slot to be dropped", WAIT, || {
-        let slot = slot.clone();
-        async move {
-            sqlx::query("SELECT pg_drop_replication_slot($1)")
-                .bind(&slot)
-                .execute(pool)
-                .await
-                .ok()
-        }
-    })
-    .await;
-}
-
 /// Single-row transactions at `RATE` while a relay streams.
 async fn relay_latency(pool: &PgPool) -> Latency {
     let table = outbox_table(pool, "bench_latency").await;
@@ -186,11 +82,14 @@ async fn relay_latency(pool: &PgPool) -> Latency {
     let per_tick = RATE / 100;
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     let started = Instant::now();
-    while started.elapsed() < LATENCY_RUN {
+    // Counted, not assumed: a slower machine or build inserts fewer.
+    let mut inserted = 0;
+    while started.elapsed() < latency_run() {
         ticker.tick().await;
         futures::future::join_all((0..per_tick).map(|_| insert(pool, &table, 1))).await;
+        inserted += per_tick;
     }
-    let total = RATE as f64 * LATENCY_RUN.as_secs_f64();
+    let total = inserted as f64;
     eventually("every row relayed", WAIT, || async {
         let relayed = relay.metric("sluice_outbox_relayed_total{").await?;
         (relayed >= total).then_some(())
@@ -224,18 +123,8 @@ async fn relay_throughput(pool: &PgPool) -> (Relayed, usize) {
     let topic = TestTopic::with_schema_of("orders.events.v1", "bench-backlog", 3).await;
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "bench-backlog-dlq", 1).await;
     // Slot and publication first, so the backlog is kept for the relay.
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE PUBLICATION {table}_pub FOR TABLE {table}"
-    )))
-    .execute(pool)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-        .bind(format!("{table}_slot"))
-        .execute(pool)
-        .await
-        .unwrap();
-    for _ in 0..BACKLOG / ROWS_PER_TRANSACTION {
+    slot_and_publication(pool, &table).await;
+    for _ in 0..backlog() / ROWS_PER_TRANSACTION {
         insert(pool, &table, ROWS_PER_TRANSACTION).await;
     }
     let relay = RelayProcess::start(&table, &topic.name, &dlq.name);
@@ -248,10 +137,10 @@ async fn relay_throughput(pool: &PgPool) -> (Relayed, usize) {
     };
     eventually("the backlog relayed", WAIT, || async {
         let count = relay.metric(series).await?;
-        (count >= BACKLOG as f64).then_some(())
+        (count >= backlog() as f64).then_some(())
     })
     .await;
-    let rows_per_sec = (BACKLOG as f64 - first) / first_at.elapsed().as_secs_f64();
+    let rows_per_sec = (backlog() as f64 - first) / first_at.elapsed().as_secs_f64();
     relay.stop();
     drop_slot(pool, &table).await;
     (Relayed { rows_per_sec }, event_size(&topic.name).await)
@@ -296,9 +185,9 @@ fn perf_test(topic: &str, records: usize, size: usize, throughput: i64) -> (f64,
 
 async fn reference(size: usize) -> Reference {
     let full = TestTopic::create("bench-reference", 3).await;
-    let (records_per_sec, _) = perf_test(&full.name, BACKLOG, size, -1);
+    let (records_per_sec, _) = perf_test(&full.name, backlog(), size, -1);
     let paced = TestTopic::create("bench-reference-paced", 3).await;
-    let records = RATE * usize::try_from(LATENCY_RUN.as_secs()).unwrap();
+    let records = RATE * usize::try_from(latency_run().as_secs()).unwrap();
     let (_, latency) = perf_test(&paced.name, records, size, i64::try_from(RATE).unwrap());
     Reference {
         records_per_sec,
@@ -324,7 +213,8 @@ fn report(relayed: &Relayed, latency: &Latency, reference: &Reference, size: usi
     writeln!(out, "|---|---|---|---|").unwrap();
     writeln!(
         out,
-        "| throughput, {BACKLOG} rows in transactions of {ROWS_PER_TRANSACTION} (events/s) | {:.0} | {:.0} | {:.2} |",
+        "| throughput, {} rows in transactions of {ROWS_PER_TRANSACTION} (events/s) | {:.0} | {:.0} | {:.2} |",
+        backlog(),
         relayed.rows_per_sec,
         reference.records_per_sec,
         relayed.rows_per_sec / reference.records_per_sec
@@ -352,14 +242,17 @@ async fn main() {
         .connect(&stack.database_url)
         .await
         .unwrap();
-    eprintln!("[bench] relay latency at {RATE} rows/s for {LATENCY_RUN:?}");
+    eprintln!(
+        "[bench] relay latency at {RATE} rows/s for {:?}",
+        latency_run()
+    );
     let latency = relay_latency(&pool).await;
-    eprintln!("[bench] relay throughput, {BACKLOG} rows");
+    eprintln!("[bench] relay throughput, {} rows", backlog());
     let (relayed, size) = relay_throughput(&pool).await;
     eprintln!("[bench] reference: ProducerPerformance, {size}-byte records");
     let reference = reference(size).await;
     let text = report(&relayed, &latency, &reference, size);
-    let dir = stack.path("bench-results");
+    let dir = sluice_testkit::bench_results_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("outbox-relay.md");
     std::fs::write(&file, &text).unwrap();

@@ -15,20 +15,12 @@ use common::{WAIT, drop_slot, outbox_table, pool, reader, relay};
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use sluice_testkit::{Stack, TestTopic, eventually, unique_name};
+use sluice_testkit::{Stack, TestTopic, eventually, free_port, unique_name};
 use sqlx::{AssertSqlSafe, PgPool};
 
 struct Replica {
     child: Child,
     metrics_url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real binary, configured as a user would, its log in `log`.

@@ -3,7 +3,8 @@
 //! binaries of outbox-relay, erp-sink, sheets-sink and saga-orchestrator,
 //! the sandbox in this process):
 //!
-//! - saga: OrderPlaced events at `RATE`/s; each saga's completion time runs
+//! - saga: OrderPlaced events at `RATE`/s, after a few untimed sagas have
+//!   warmed the fleet up; each saga's completion time runs
 //!   from the event's occurred_at to the commit that confirmed it (ERP
 //!   reservation and sheet row applied, replies correlated, OrderConfirmed
 //!   in the outbox);
@@ -25,7 +26,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Fleet, SHEET, SPREADSHEET, order_ids};
+use common::{Fleet, SHEET, SPREADSHEET, order_ids, orders_by};
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -35,12 +36,15 @@ use sluice_contracts::types::{
     ErpCommand, ErpField, ErpOperation, ErpResult, SagaStep, ScalarValue, SheetCell,
     SheetRowResult, SheetRowUpsert,
 };
-use sluice_testkit::{Stack, producer, unique_name};
+use sluice_testkit::{Stack, producer, scaled, unique_name};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
 const RATE: f64 = 20.0;
-const ORDERS: usize = 400;
+/// Orders of each run (400 at full scale).
+fn order_count() -> usize {
+    scaled(400, 40)
+}
 const TARGET: Duration = Duration::from_secs(5);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -48,10 +52,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Places `ORDERS` orders at `RATE`/s; returns completion times (s) and
-/// sagas completed per second.
+/// Sagas run through the whole fleet before the timed ones, so that every
+/// consumer has joined its group and every schema is cached: the sagas are
+/// timed on a warm fleet, as the reference is.
+const WARM_UP: usize = 5;
+
+/// Runs the warm-up sagas to their end.
+async fn warm_up(fleet: &Fleet) {
+    let orders = orders_by("warm-up", WARM_UP, "Katherine Johnson");
+    fleet.place(&orders).await;
+    fleet
+        .until_finished(WARM_UP as i64, Duration::from_secs(120))
+        .await;
+}
+
+/// Places `order_count()` orders at `RATE`/s after the warm-up; returns
+/// completion times (s) and sagas completed per second.
 async fn sagas(fleet: &Fleet) -> (Vec<f64>, f64) {
-    let ids = order_ids("bench", ORDERS);
+    warm_up(fleet).await;
+    let ids = order_ids("bench", order_count());
     let started = Instant::now();
     for (i, id) in ids.iter().enumerate() {
         let due = Duration::from_secs_f64(i as f64 / RATE);
@@ -60,14 +79,9 @@ async fn sagas(fleet: &Fleet) -> (Vec<f64>, f64) {
             .place(&[(id.clone(), "Katherine Johnson".to_owned())])
             .await;
     }
-    let states = fleet
-        .until_finished(ORDERS as i64, Duration::from_secs(600))
-        .await;
-    assert_eq!(
-        states.get("COMPLETED"),
-        Some(&(ORDERS as i64)),
-        "{states:?}"
-    );
+    let all = (WARM_UP + order_count()) as i64;
+    let states = fleet.until_finished(all, Duration::from_secs(600)).await;
+    assert_eq!(states.get("COMPLETED"), Some(&all), "{states:?}");
     let rows = sqlx::query(
         "SELECT extract(epoch FROM finished_at)::float8 * 1000 - (data->>'placed_at')::float8 AS ms,
                 (data->>'placed_at')::float8 AS placed,
@@ -90,7 +104,7 @@ async fn sagas(fleet: &Fleet) -> (Vec<f64>, f64) {
         .iter()
         .map(|r| r.get::<f64, _>("finished"))
         .fold(0.0, f64::max);
-    (times, ORDERS as f64 / ((last - first) / 1000.0))
+    (times, order_count() as f64 / ((last - first) / 1000.0))
 }
 
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
@@ -139,8 +153,8 @@ async fn direct(fleet: &Fleet) -> Vec<f64> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let codec = Arc::new(AvroCodec::new(Stack::get().registry_settings()));
     let started = Instant::now();
-    let mut runs = Vec::with_capacity(ORDERS);
-    for (i, order) in order_ids("direct", ORDERS).into_iter().enumerate() {
+    let mut runs = Vec::with_capacity(order_count());
+    for (i, order) in order_ids("direct", order_count()).into_iter().enumerate() {
         let due = Duration::from_secs_f64(i as f64 / RATE);
         tokio::time::sleep_until((started + due).into()).await;
         let (waiting, codec) = (Arc::clone(&waiting), Arc::clone(&codec));
@@ -189,7 +203,7 @@ async fn direct(fleet: &Fleet) -> Vec<f64> {
             begun.elapsed().as_secs_f64()
         }));
     }
-    let mut times = Vec::with_capacity(ORDERS);
+    let mut times = Vec::with_capacity(order_count());
     for run in runs {
         times.push(run.await.unwrap());
     }
@@ -231,11 +245,12 @@ async fn main() {
         percentile(&direct_times, 99.0),
     );
     let target = TARGET.as_secs_f64();
+    let order_count = order_count();
     let mut report = String::new();
     writeln!(report, "# saga-orchestrator benchmark\n").unwrap();
     writeln!(
         report,
-        "{ORDERS} orders at {RATE}/s; release binaries of saga-orchestrator, outbox-relay, erp-sink (200 requests/s) and sheets-sink (batches, sandbox without quota); the sandbox in the benchmark process; 2 cores.\n"
+        "{order_count} orders at {RATE}/s, after {WARM_UP} untimed sagas through the fleet; release binaries of saga-orchestrator, outbox-relay, erp-sink (200 requests/s) and sheets-sink (batches, sandbox without quota); the sandbox in the benchmark process; 2 cores.\n"
     )
     .unwrap();
     writeln!(
@@ -264,7 +279,7 @@ async fn main() {
         per_second / RATE
     )
     .unwrap();
-    let dir = Stack::get().path("bench-results");
+    let dir = sluice_testkit::bench_results_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("saga-orchestrator.md");
     std::fs::write(&file, &report).unwrap();

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use saga_orchestrator::engine::Phase;
 use saga_orchestrator::fulfilment::{self, Settings};
-use saga_orchestrator::{SagaHandler, Sagas, TimeoutSettings, Topics, run_timeouts};
+use saga_orchestrator::{SagaHandler, Sagas, StoreError, TimeoutSettings, Topics, run_timeouts};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{KafkaArgs, RegistryArgs, parse_secret};
@@ -264,20 +264,28 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
     let kafka = KafkaConfig::from_args(&args.kafka)?;
     let registry = registry_settings(&args.registry)?;
     let codec = Arc::new(AvroCodec::new(registry.clone()));
-    let sagas = Sagas::connect(url, args.max_connections)
-        .await
-        .context("preparing the sagas' tables")?;
-    sagas
-        .ensure_slot(&args.outbox_publication, &args.outbox_slot)
-        .await
-        .context("preparing the outbox's replication slot")?;
-    let store = sagas.driver(Arc::clone(&codec));
+    let sagas = Sagas::lazy(url, args.max_connections)?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(&kafka, Duration::from_secs(5))?),
         Arc::new(RegistryReadiness::new(registry.clone())),
         Arc::new(PostgresReadiness::new(sagas.pool().clone())),
     ];
     let runtime = ServiceRuntime::start("saga-orchestrator", &args.runtime, checks).await?;
+    let what = "preparing the sagas' tables and the outbox's slot";
+    let prepared = runtime
+        .prepare(what, StoreError::is_transient, || async {
+            sagas.migrate().await?;
+            sagas
+                .ensure_slot(&args.outbox_publication, &args.outbox_slot)
+                .await
+        })
+        .await
+        .context(what)?;
+    if prepared.is_none() {
+        runtime.stop().await;
+        return Ok(());
+    }
+    let store = sagas.driver(Arc::clone(&codec));
     let saga = Arc::new(fulfilment::saga(&Settings {
         erp_topic: args.erp_topic,
         sheets_topic: args.sheets_topic,

@@ -58,6 +58,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether it may pass by itself (Postgres unreachable or restarting).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database { source, .. } => sluice_runtime::transient(source),
+            Self::Migrate(err) => sluice_runtime::transient_migration(err),
+            _ => false,
+        }
+    }
+}
+
 fn failed(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { doing, source }
 }
@@ -139,20 +150,33 @@ struct Locked<D> {
 impl Sagas {
     /// Connects, creates the schema if needed and runs the migrations.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
+        let sagas = Self::lazy(url, max_connections)?;
+        sagas.migrate().await?;
+        Ok(sagas)
+    }
+
+    /// A pool that connects when first used: the service can start and
+    /// report on /readyz before Postgres answers.
+    pub fn lazy(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|connection, _| {
                 Box::pin(async move { connection.execute(SET_SEARCH_PATH).await.map(drop) })
             })
-            .connect(url.expose_secret())
-            .await
-            .map_err(failed("connecting"))?;
-        pool.execute(CREATE_SCHEMA)
+            .connect_lazy(url.expose_secret())
+            .map_err(failed("reading the database URL"))?;
+        Ok(Self { pool })
+    }
+
+    /// Creates the schema if needed and runs the migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.pool
+            .execute(CREATE_SCHEMA)
             .await
             .map_err(failed("creating its schema"))?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        sqlx::migrate!("./migrations").run(&self.pool).await?;
+        Ok(())
     }
 
     /// The pool (for readiness).

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fleet, order_ids};
+use common::{Fleet, orders_by};
 use sluice_testkit::{eventually, message_count, metric};
 
 async fn started(port: u16) -> f64 {
@@ -35,10 +35,7 @@ async fn a_killed_replica_leaves_no_saga_unfinished_or_driven_twice() {
     // Slow enough for the kill to land mid-stream (about 30 commands/s).
     let _erp = fleet.erp_sink(100).await;
     let _sheets = fleet.sheets_sink().await;
-    let orders: Vec<(String, String)> = order_ids("order", 600)
-        .into_iter()
-        .map(|id| (id, "Barbara Liskov".to_owned()))
-        .collect();
+    let orders = orders_by("order", 600, "Barbara Liskov");
     fleet.place(&orders).await;
 
     let (one, two) = eventually(

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fleet, order_ids};
+use common::{Fleet, orders_by};
 use sluice_testkit::{consume_exactly, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -19,10 +19,7 @@ async fn outbox_rows_past_their_retention_are_pruned_after_being_relayed() {
     let relay = fleet.relay().await;
     let _erp = fleet.erp_sink(500).await;
     let _sheets = fleet.sheets_sink().await;
-    let orders: Vec<(String, String)> = order_ids("order", 20)
-        .into_iter()
-        .map(|id| (id, "Frances Allen".to_owned()))
-        .collect();
+    let orders = orders_by("order", 20, "Frances Allen");
     fleet.place(&orders).await;
     let states = fleet.until_finished(20, Duration::from_secs(120)).await;
     assert_eq!(states.get("COMPLETED"), Some(&20), "{states:?}");

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Fleet, order_ids, trace_id, trace_of};
+use common::{Fleet, orders_by, trace_id, trace_of};
 use rdkafka::Message;
 use sluice_testkit::{consume_exactly, eventually, message_count, metric};
 
@@ -19,10 +19,7 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
     let relay = fleet.relay().await;
     let _erp = fleet.erp_sink(500).await;
     let _sheets = fleet.sheets_sink().await;
-    let orders: Vec<(String, String)> = order_ids("order", 1_000)
-        .into_iter()
-        .map(|id| (id, "Ada Lovelace".to_owned()))
-        .collect();
+    let orders = orders_by("order", 1_000, "Ada Lovelace");
 
     let started = Instant::now();
     fleet.place(&orders).await;

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fleet, order_ids};
+use common::{Fleet, orders_by};
 use serde_json::json;
 use sluice_testkit::eventually;
 use sqlx::Row;
@@ -24,10 +24,7 @@ async fn a_step_without_reply_times_out_and_is_compensated() {
     let (_second, _) = fleet.orchestrator("orchestrator-2", &timing).await;
     let relay = fleet.relay().await;
     let _sheets = fleet.sheets_sink().await;
-    let orders: Vec<(String, String)> = order_ids("order", 20)
-        .into_iter()
-        .map(|id| (id, "Edsger Dijkstra".to_owned()))
-        .collect();
+    let orders = orders_by("order", 20, "Edsger Dijkstra");
     fleet.place(&orders).await;
 
     // Three sends 3 s apart, then the compensation.

@@ -5,7 +5,8 @@
 //!   batches of up to 500, timed from its first request to its last;
 //! - sink, unbatched: the same with one command per request;
 //! - the reference of each: the sink's upserter called directly with the
-//!   same commands and batch size (no Kafka, no Avro, no consumer loop);
+//!   same commands and batch size, one lane per partition as the sink has
+//!   (no Kafka, no Avro, no consumer loop);
 //! - limiter: one command per request, the limiter at 20/s with a burst of
 //!   1; the achieved request rate from the sandbox's request log.
 //!
@@ -23,10 +24,16 @@ use std::time::{Duration, Instant};
 use common::{Tuning, command, id, request_times, sandbox, start_with, upserter};
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::{Pace, TestTopic, committed_total, eventually};
+use sluice_testkit::{Pace, TestTopic, committed_total, eventually, scaled};
 
-const COMMANDS: u32 = 20_000;
-const UNBATCHED: u32 = 2_000;
+/// Commands of the batched runs (20 000 at full scale).
+fn batched_commands() -> u32 {
+    u32::try_from(scaled(20_000, 500)).unwrap_or(u32::MAX)
+}
+/// Commands of the unbatched runs (2 000 at full scale).
+fn unbatched_commands() -> u32 {
+    u32::try_from(scaled(2_000, 100)).unwrap_or(u32::MAX)
+}
 const KEYS: u32 = 2_000;
 const PARTITIONS: i32 = 6;
 const WAIT: Duration = Duration::from_secs(600);
@@ -78,15 +85,30 @@ async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (
     (rate, base)
 }
 
-/// The upserter alone, `count` commands in batches of `size` one after
-/// another; commands/s.
+/// The upserter alone, `count` commands in batches of `size`, one lane per
+/// partition as the sink has (a key stays in its lane); commands/s.
 async fn direct(count: u32, size: usize) -> f64 {
     let (base, key) = sandbox().await;
-    let upserter = upserter(&base, &key, unlimited());
+    let upserter = std::sync::Arc::new(upserter(&base, &key, unlimited()));
     let commands = commands(count);
     let started = Instant::now();
-    for batch in commands.chunks(size) {
-        upserter.upsert(batch).await.unwrap();
+    let lanes = (0..PARTITIONS as u32).map(|lane| {
+        let upserter = std::sync::Arc::clone(&upserter);
+        // Command n is for key n % KEYS.
+        let mine: Vec<SheetRowUpsert> = commands
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| (*n as u32 % KEYS) % PARTITIONS as u32 == lane)
+            .map(|(_, command)| command.clone())
+            .collect();
+        tokio::spawn(async move {
+            for batch in mine.chunks(size) {
+                upserter.upsert(batch).await.unwrap();
+            }
+        })
+    });
+    for lane in futures::future::join_all(lanes).await {
+        lane.unwrap();
     }
     f64::from(count) / started.elapsed().as_secs_f64()
 }
@@ -94,13 +116,13 @@ async fn direct(count: u32, size: usize) -> f64 {
 #[tokio::main]
 async fn main() {
     const RATE: f64 = 20.0;
-    let reference = direct(COMMANDS, 500).await;
+    let reference = direct(batched_commands(), 500).await;
     eprintln!("upserter alone, batches of 500: {reference:.0} commands/s");
-    let (batched, _) = through_sink(COMMANDS, 500, unlimited()).await;
+    let (batched, _) = through_sink(batched_commands(), 500, unlimited()).await;
     eprintln!("sink, batches ≤ 500: {batched:.0} commands/s");
-    let single_reference = direct(UNBATCHED, 1).await;
+    let single_reference = direct(unbatched_commands(), 1).await;
     eprintln!("upserter alone, one command per call: {single_reference:.0} commands/s");
-    let (unbatched, _) = through_sink(UNBATCHED, 1, unlimited()).await;
+    let (unbatched, _) = through_sink(unbatched_commands(), 1, unlimited()).await;
     eprintln!("sink, unbatched: {unbatched:.0} commands/s");
     let (_, base) = through_sink(
         300,
@@ -115,16 +137,17 @@ async fn main() {
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
 
+    let (batched_commands, unbatched_commands) = (batched_commands(), unbatched_commands());
     let mut report = String::new();
     writeln!(report, "# sheets-sink benchmark\n").unwrap();
     writeln!(
         report,
-        "Sandbox in the same process over loopback HTTP; {COMMANDS} commands over {KEYS} keys in 3 sheets (unbatched: {UNBATCHED}); {PARTITIONS} partitions; release build.\n"
+        "Sandbox in the same process over loopback HTTP; {batched_commands} commands over {KEYS} keys in 3 sheets (unbatched: {unbatched_commands}); {PARTITIONS} partitions; release build.\n"
     )
     .unwrap();
     writeln!(
         report,
-        "| commands per request | reference: upserter alone (commands/s) | sink on Kafka, limiter off (commands/s) | sink ÷ reference |"
+        "| commands per request | reference: upserter alone, {PARTITIONS} lanes (commands/s) | sink on Kafka, limiter off (commands/s) | sink ÷ reference |"
     )
     .unwrap();
     writeln!(report, "|---|---:|---:|---:|").unwrap();
@@ -152,7 +175,7 @@ async fn main() {
         achieved / RATE
     )
     .unwrap();
-    let dir = sluice_testkit::Stack::get().path("bench-results");
+    let dir = sluice_testkit::bench_results_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("sheets-sink.md");
     std::fs::write(&file, &report).unwrap();

@@ -89,7 +89,7 @@ struct Cli {
         id = "max-batch",
         long = "max-batch",
         env = "SLUICE_TRANSFORMER_MAX_BATCH",
-        default_value_t = 500
+        default_value_t = transformer::DEFAULT_MAX_BATCH
     )]
     max_batch: usize,
     /// How long a batch waits for more events after its first, in ms.

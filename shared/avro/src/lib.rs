@@ -59,12 +59,26 @@ impl From<SRCError> for CodecError {
             Some(cause) => format!("{}: {cause}", err.error),
             None => err.error.clone(),
         };
-        if err.retriable {
+        if err.retriable || registry_failed(&err) {
             Self::RegistryUnavailable(message)
         } else {
             Self::Avro(message)
         }
     }
+}
+
+/// Whether the registry itself failed (it answered 5xx or 429), as opposed
+/// to refusing the request (404: no such schema). schema_registry_converter
+/// retries only 502 and 503 and caches every other failure: a registry that
+/// answered 500 once (Apicurio does while its database restarts) would
+/// otherwise fail every later lookup of that schema in this process.
+fn registry_failed(err: &SRCError) -> bool {
+    err.error
+        .split("failed with status ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|status| status >= 500 || status == 429)
 }
 
 /// Encodes and decodes topic values with the schemas registered for them.
@@ -83,6 +97,18 @@ impl AvroCodec {
         }
     }
 
+    /// Maps a registry result; after a failure of the registry itself, the
+    /// failure the library cached is dropped so the next call asks again.
+    fn settle<T>(&self, result: Result<T, SRCError>) -> Result<T, CodecError> {
+        result.map_err(|err| {
+            if registry_failed(&err) {
+                self.encoder.remove_errors_from_cache();
+                self.decoder.remove_errors_from_cache();
+            }
+            CodecError::from(err)
+        })
+    }
+
     /// A codec for a service's `--schema-registry-*` settings.
     pub fn from_args(args: &RegistryArgs) -> Result<Self, ConfigError> {
         Ok(Self::new(registry_settings(args)?))
@@ -96,20 +122,23 @@ impl AvroCodec {
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        Ok(self.encoder.encode_struct(value, &strategy).await?)
+        let encoded = self.encoder.encode_struct(value, &strategy).await;
+        self.settle(encoded)
     }
 
     /// Encodes a generic Avro `value` (from [`json_to_avro`], say) with the
     /// latest schema of `<topic>-value`.
     pub async fn encode_value(&self, topic: &str, value: Value) -> Result<Vec<u8>, CodecError> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        Ok(self.encoder.encode_value(value, &strategy).await?)
+        let encoded = self.encoder.encode_value(value, &strategy).await;
+        self.settle(encoded)
     }
 
     /// Decodes wire-format bytes into a generic Avro value.
     pub async fn decode_value(&self, bytes: &[u8]) -> Result<Value, CodecError> {
         check_wire_format(bytes)?;
-        Ok(self.decoder.decode(Some(bytes)).await?.value)
+        let decoded = self.decoder.decode(Some(bytes)).await;
+        Ok(self.settle(decoded)?.value)
     }
 
     /// Decodes wire-format bytes into `T`, reading the Avro binary with the
@@ -118,7 +147,8 @@ impl AvroCodec {
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         check_wire_format(bytes)?;
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let writer = self.decoder.get_schema(id).await?;
+        let writer = self.decoder.get_schema(id).await;
+        let writer = self.settle(writer)?;
         let wrong_type = |err: apache_avro::Error| CodecError::WrongType {
             expected: std::any::type_name::<T>(),
             reason: err.to_string(),
@@ -177,5 +207,30 @@ mod tests {
             "not in the Confluent wire format: 3 bytes, shorter than the 5-byte header"
         );
         assert!(check_wire_format(&[0, 0, 0, 0, 1]).is_ok());
+    }
+
+    /// As schema_registry_converter builds a failed call's error.
+    fn answered(status: &str, retriable: bool) -> SRCError {
+        SRCError::new(
+            &format!("HTTP request to schema registry failed with status {status}"),
+            Some("error_code: 0, message: org.postgresql.util.PSQLException".into()),
+            retriable,
+        )
+    }
+
+    #[test]
+    fn a_failing_registry_is_retryable_and_a_refusal_is_not() {
+        for status in [
+            "500 Internal Server Error",
+            "504 Gateway Timeout",
+            "429 Too Many Requests",
+        ] {
+            let error = CodecError::from(answered(status, false));
+            assert_eq!(error.class(), ErrorClass::Retryable, "{status}: {error}");
+        }
+        let refused = CodecError::from(answered("404 Not Found", false));
+        assert_eq!(refused.class(), ErrorClass::Permanent);
+        let unreachable = CodecError::from(SRCError::new("error sending request", None, true));
+        assert_eq!(unreachable.class(), ErrorClass::Retryable);
     }
 }

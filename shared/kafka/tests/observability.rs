@@ -174,6 +174,18 @@ async fn metrics_health_and_trace_context_of_a_running_loop() {
         async move { committed.then_some(()) }
     })
     .await;
+    // Everything read and committed: the loop's lag is 0. (It counts from
+    // the loop's position; the consumer's own committed offset, which a
+    // transactional loop never moves, gave none at first, then only grew.)
+    eventually("the lag gauge at 0", WAIT, || {
+        let lag = value(
+            &samples(&metrics.render()),
+            "sluice_consumer_lag",
+            &[("topic", &input.name), ("partition", "0")],
+        );
+        async move { (lag == Some(0.0)).then_some(()) }
+    })
+    .await;
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 

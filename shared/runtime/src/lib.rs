@@ -1,14 +1,17 @@
 //! What every Sluice binary starts first, so that `main.rs` only wires:
 //! parse config → [`ServiceRuntime::start`] → build the handler → run its
 //! loop until [`ServiceRuntime::shutdown_requested`] → [`ServiceRuntime::stop`].
+//! What it needs in Postgres first it makes with [`ServiceRuntime::prepare`],
+//! which waits out a database that is not there yet.
 //!
 //! On SIGTERM or SIGINT the runtime asks the service to stop: the loops stop
 //! taking messages, finish or hand back what they hold, commit, and return;
 //! the process then exits 0.
 
 mod postgres;
+mod prepare;
 
-pub use postgres::PostgresReadiness;
+pub use postgres::{PostgresReadiness, transient, transient_migration};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

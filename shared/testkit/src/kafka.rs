@@ -50,6 +50,7 @@ impl TestTopic {
         for result in results {
             result.unwrap_or_else(|(topic, code)| panic!("creating test topic {topic}: {code}"));
         }
+        wait_until_led(&admin, &name, partitions).await;
         TestTopic { name }
     }
 
@@ -76,6 +77,36 @@ impl TestTopic {
         )
         .await
         .expect("registering the test topic's schema");
+    }
+}
+
+/// Waits until the broker's metadata shows every partition of a topic just
+/// created with a leader: CreateTopics answers once the controller has
+/// committed it, and a client asking the broker a moment later can still be
+/// told the topic does not exist.
+async fn wait_until_led(admin: &AdminClient<DefaultClientContext>, name: &str, partitions: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let led = admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .ok()
+            .and_then(|metadata| {
+                metadata.topics().first().map(|topic| {
+                    topic.error().is_none()
+                        && topic.partitions().len() == partitions as usize
+                        && topic.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            })
+            .unwrap_or(false);
+        if led {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "test topic {name} has no leader 30 s after it was created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

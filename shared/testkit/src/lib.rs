@@ -7,19 +7,23 @@
 //! reason instead of returning errors.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod bench;
 mod kafka;
 mod metrics;
+mod outage;
 mod pace;
 mod process;
 pub mod samples;
 mod stack;
 mod wait;
 
+pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
 pub use kafka::{
     TestTopic, committed_offsets, committed_total, consume_exactly, message_count, producer,
 };
 pub use metrics::{breaker_transitions, metric};
+pub use outage::PostgresOutage;
 pub use pace::Pace;
-pub use process::KillOnDrop;
+pub use process::{KillOnDrop, free_port};
 pub use stack::{Stack, unique_name};
 pub use wait::eventually;

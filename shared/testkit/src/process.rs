@@ -16,6 +16,12 @@ impl Drop for KillOnDrop {
 }
 
 impl KillOnDrop {
+    /// Panics, naming `when`, if the child has exited.
+    pub fn assert_running(&mut self, when: &str) {
+        let exited = self.0.try_wait().expect("polling the child process");
+        assert!(exited.is_none(), "exited {when}: {exited:?}");
+    }
+
     /// Runs the ignored test `name` of the running test binary as a child
     /// process with `env` (the way a test gets a process it can SIGKILL).
     pub fn test_child(name: &str, env: &[(&str, &str)]) -> Self {
@@ -27,4 +33,12 @@ impl KillOnDrop {
             .expect("spawning the test's child process");
         Self(child)
     }
+}
+
+/// A loopback port free now, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
 }

@@ -20,7 +20,7 @@ use sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer}
 use serde_json::Value;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{Customer, OrderEvent, OrderLine, OrderPayload, OrderPlaced};
-use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, producer, unique_name};
+use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, producer, unique_name};
 use sqlx::{PgPool, Row};
 
 /// The spreadsheet and sheet the saga records orders in.
@@ -63,11 +63,6 @@ fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-async fn free_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 impl Fleet {
@@ -162,9 +157,29 @@ impl Fleet {
         KillOnDrop(child)
     }
 
-    /// A saga-orchestrator replica; `args` are added to `run`'s.
+    /// A saga-orchestrator replica; `args` are added to `run`'s. Returns
+    /// once its tables exist.
     pub async fn orchestrator(&self, label: &str, args: &[&str]) -> (KillOnDrop, u16) {
-        let port = free_port().await;
+        let (child, port) = self.start_orchestrator(label, args).await;
+        let pool = self.pool.clone();
+        eventually("the saga tables", Duration::from_secs(60), || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT to_regclass('saga.outbox') IS NOT NULL AS ready")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()
+                    .filter(|row| row.get::<bool, _>("ready"))
+            }
+        })
+        .await;
+        (child, port)
+    }
+
+    /// A saga-orchestrator replica, started; its /metrics, /healthz and
+    /// /readyz port.
+    pub async fn start_orchestrator(&self, label: &str, args: &[&str]) -> (KillOnDrop, u16) {
+        let port = free_port();
         let t = &self.topics;
         let (slot, publication) = (self.slot(), self.publication());
         let mut all = vec![
@@ -201,18 +216,6 @@ impl Fleet {
             &all,
             &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
         );
-        let pool = self.pool.clone();
-        eventually("the saga tables", Duration::from_secs(60), || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT to_regclass('saga.outbox') IS NOT NULL AS ready")
-                    .fetch_one(&pool)
-                    .await
-                    .ok()
-                    .filter(|row| row.get::<bool, _>("ready"))
-            }
-        })
-        .await;
         (child, port)
     }
 
@@ -260,10 +263,7 @@ impl Fleet {
                 "--dlq-topic",
                 &self.topics.dlq_relay,
             ],
-            &[(
-                "SLUICE_HTTP_LISTEN",
-                format!("127.0.0.1:{}", free_port().await),
-            )],
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
         )
     }
 
@@ -299,10 +299,7 @@ impl Fleet {
                 "--breaker-open-secs",
                 "1",
             ],
-            &[(
-                "SLUICE_HTTP_LISTEN",
-                format!("127.0.0.1:{}", free_port().await),
-            )],
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
         )
     }
 
@@ -331,10 +328,7 @@ impl Fleet {
                 "--batch-linger-ms",
                 "50",
             ],
-            &[(
-                "SLUICE_HTTP_LISTEN",
-                format!("127.0.0.1:{}", free_port().await),
-            )],
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
         )
     }
 
@@ -657,4 +651,12 @@ async fn sandbox() -> (Local, ServiceAccountKey) {
 pub fn order_ids(prefix: &str, count: usize) -> Vec<String> {
     let run = unique_name(prefix);
     (0..count).map(|i| format!("{run}-{i:04}")).collect()
+}
+
+/// `count` new orders, all by `customer`, as [`Fleet::place`] takes them.
+pub fn orders_by(prefix: &str, count: usize, customer: &str) -> Vec<(String, String)> {
+    order_ids(prefix, count)
+        .into_iter()
+        .map(|id| (id, customer.to_owned()))
+        .collect()
 }

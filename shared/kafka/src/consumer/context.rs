@@ -21,6 +21,19 @@ pub(crate) enum AssignmentChange {
     Revoked(Vec<Partition>),
 }
 
+/// What the lag gauge counts from.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) enum LagFrom {
+    /// The group's committed offset: the at-least-once loop commits through
+    /// its consumer, so that is what a restart would resume from.
+    #[default]
+    Committed,
+    /// The loop's own position. A transactional loop commits its offsets
+    /// through its producer: the consumer's committed offset stays where it
+    /// was at assignment, and lag from it only grew with every message.
+    Position,
+}
+
 /// Queues assignment changes for the dispatcher. With auto-commit on,
 /// librdkafka commits the stored offsets of revoked partitions itself before
 /// they go; the dispatcher then stops their tasks, whose later stores fail
@@ -28,9 +41,18 @@ pub(crate) enum AssignmentChange {
 #[derive(Debug, Default)]
 pub(crate) struct RebalanceContext {
     changes: Mutex<Vec<AssignmentChange>>,
+    lag_from: LagFrom,
 }
 
 impl RebalanceContext {
+    /// A context whose lag gauge counts from `lag_from`.
+    pub(crate) fn new(lag_from: LagFrom) -> Self {
+        Self {
+            changes: Mutex::default(),
+            lag_from,
+        }
+    }
+
     /// The changes seen since the last call, oldest first.
     pub(crate) fn take_changes(&self) -> Vec<AssignmentChange> {
         std::mem::take(&mut *self.lock())
@@ -45,13 +67,22 @@ impl RebalanceContext {
 
 impl ClientContext for RebalanceContext {
     /// Consumer lag per assigned partition: the high watermark minus the
-    /// consumer's position (librdkafka reports -1 until both are known).
+    /// committed offset, or, for a loop that commits through its producer,
+    /// the last stable offset minus the next offset it reads (before its
+    /// first read, the committed offset it starts from). librdkafka reports
+    /// -1 until the offsets are known; nothing is set then.
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in statistics.topics {
             for (partition, stats) in stats.partitions {
-                if partition >= 0 && stats.consumer_lag >= 0 {
+                let lag = match self.lag_from {
+                    LagFrom::Position if stats.app_offset >= 0 && stats.ls_offset >= 0 => {
+                        (stats.ls_offset - stats.app_offset).max(0)
+                    }
+                    _ => stats.consumer_lag,
+                };
+                if partition >= 0 && lag >= 0 {
                     metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(stats.consumer_lag as f64);
+                        .set(lag as f64);
                 }
             }
         }

@@ -33,6 +33,14 @@ use self::partition::{BatchWindow, Shared, run_partition};
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
 use crate::{KafkaConfig, KafkaSetupError};
 
+/// How long a member that stopped heartbeating keeps its partitions. A
+/// process killed without leaving its group holds them until then: at
+/// librdkafka's 45 s, a SIGKILLed sink restarted at once still waited ~50 s
+/// for its partitions (`make chaos`). Heartbeats come from librdkafka's own
+/// thread, so a slow handler does not expire a session
+/// (`max.poll.interval.ms` watches that). An operator's property wins.
+pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000");
+
 /// Properties a loop sets itself because its delivery guarantee depends on them.
 const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
@@ -163,6 +171,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 // librdkafka's 500 ms, a sink that keeps pausing partitions
                 // idled half of every second.
                 ("fetch.wait.max.ms", "50"),
+                SESSION_TIMEOUT,
                 ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ])
             .create_with_context(RebalanceContext::default())

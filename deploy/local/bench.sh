@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, each against its reference in the same run.
+#   bench.sh         full size, release build; results in bench-results/,
+#                    then docs/BENCHMARKS.md written from them
+#   bench.sh smoke   every benchmark at 2 % of its size on the debug build,
+#                    results under .local/bench-smoke (make test: they run,
+#                    their references run, their checks hold)
+# Uses the local stack that runs, starting it when none does (and leaving it
+# up, like make stack-up).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$SLUICE_ROOT/deploy/local"
+cd "$SLUICE_ROOT"
+
+case "${1:-full}" in
+  full)
+    profile=(--release); bench_profile=()
+    unset SLUICE_BENCH_SCALE SLUICE_BENCH_RESULTS ;;
+  smoke)
+    profile=(); bench_profile=(--profile dev)
+    export SLUICE_BENCH_SCALE=0.02 SLUICE_BENCH_RESULTS="$SLUICE_LOCAL/bench-smoke" ;;
+  *) die "usage: bench.sh [full|smoke]" ;;
+esac
+
+# The code measured, named in docs/BENCHMARKS.md (taken now: the tree may
+# change while the run goes on).
+if [[ "${1:-full}" == full ]]; then
+  mkdir -p bench-results
+  git describe --always --dirty 2>/dev/null > bench-results/code-version || echo unknown > bench-results/code-version
+fi
+
+bash "$HERE/stack.sh" up
+bash "$HERE/connect.sh" fetch
+bash "$HERE/streams.sh" build
+# The saga benchmark runs these binaries beside its own.
+cargo build --locked "${profile[@]}" -p outbox-relay -p erp-sink -p sheets-sink -p saga-orchestrator
+bench() { cargo bench --locked "${bench_profile[@]}" -p "$1" --bench "$2"; }
+
+bash "$HERE/bench-broker.sh"
+bench outbox-relay relay
+bench outbox-relay debezium
+bench transformer transformer
+bench sheets-sink sheets
+bench erp-sink erp
+bench saga-orchestrator saga
+if [[ "${1:-full}" == full ]]; then
+  bash "$HERE/bench-report.sh"
+fi

@@ -1,0 +1,75 @@
+//! ingest started while its Postgres is down, as when both restart at once:
+//! it waits for the database (its idempotency table) instead of exiting,
+//! and once Postgres is back it accepts events onto Kafka. In a test binary
+//! of its own, as it stops the shared Postgres (and restarts the registry,
+//! whose storage it is).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TOKEN, order_placed};
+use rdkafka::Message;
+use sha2::{Digest, Sha256};
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::OrderEvent;
+use sluice_testkit::{
+    KillOnDrop, PostgresOutage, Stack, TestTopic, consume_exactly, eventually, free_port,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_started_before_postgres_waits_for_it() {
+    let stack = Stack::get();
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-pg-away", 1).await;
+    let (api, health) = (free_port(), free_port());
+    let outage = PostgresOutage::begin();
+    let started = Instant::now();
+    let mut ingest = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .env_clear()
+            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+            .env("SLUICE_DATABASE_URL", &stack.database_url)
+            .env(
+                "SLUICE_INGEST_TOKEN_SHA256",
+                hex::encode(Sha256::digest(TOKEN)),
+            )
+            .env("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}"))
+            .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{health}"))
+            .env("SLUICE_ROUTES", format!("orders={}", topic.name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Beyond a connection attempt's 30 s timeout (sqlx's default), which
+    // used to end it.
+    while started.elapsed() < Duration::from_secs(35) {
+        ingest.assert_running("while Postgres was down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    outage.end();
+    let client = reqwest::Client::new();
+    eventually("the event accepted", Duration::from_secs(60), || async {
+        let response = client
+            .post(format!("http://127.0.0.1:{api}/v1/events"))
+            .bearer_auth(TOKEN)
+            .json(&order_placed())
+            .send()
+            .await
+            .ok()?;
+        (response.status().as_u16() == 202).then_some(())
+    })
+    .await;
+    let message = consume_exactly(&topic.name, 1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let codec = AvroCodec::new(stack.registry_settings());
+    let event: OrderEvent = codec.decode(message.payload().unwrap()).await.unwrap();
+    assert_eq!(event.event_id, "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
+    // The process that waited is the one that did the work.
+    ingest.assert_running("after Postgres came back");
+}
