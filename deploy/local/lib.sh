@@ -22,10 +22,15 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Prints a loopback port nobody listens on, drawn at random so that two stacks
 # (or a stack and a leftover) on one machine do not race for the same number.
+# Drawn below the kernel's ephemeral range: a port inside it can become the
+# local port of an outgoing connection before the server binds it (seen: the
+# demo's outbox-relay exiting with "Address already in use").
 free_port() {
-  local port
+  local port ephemeral_low _
+  read -r ephemeral_low _ < /proc/sys/net/ipv4/ip_local_port_range
+  (( ephemeral_low > 11000 )) || die "the ephemeral port range starts at $ephemeral_low; no room below it"
   for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (ephemeral_low - 10000)))
     if ! port_in_use "$port"; then echo "$port"; return 0; fi
   done
   die "no free loopback port found"

@@ -109,11 +109,7 @@ fn start_debezium(table: &str, topic: &str) -> Child {
     let dir: PathBuf = stack.local_dir.join("bench").join(table);
     std::fs::create_dir_all(&dir).unwrap();
     let database = url::Url::parse(&stack.database_url).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sluice_testkit::free_port();
     // The producer as outbox-relay's: acks=all, idempotent, lz4, linger 5 ms.
     let worker = format!(
         "bootstrap.servers={bootstrap}\n\

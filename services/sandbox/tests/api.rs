@@ -484,11 +484,7 @@ async fn faults_come_as_configured_and_are_logged() {
 async fn the_binary_makes_a_key_and_serves_with_it() {
     let dir = std::env::temp_dir().join(format!("sandbox-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sluice_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let key_file = dir.join("key.json");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))

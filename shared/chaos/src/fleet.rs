@@ -77,7 +77,7 @@ impl Fleet {
             stack_env,
         };
         for spec in specs {
-            let port = free_port()?;
+            let port = sluice_testkit::free_port();
             let http = format!("http://127.0.0.1:{port}");
             let child = fleet.spawn(&spec, port)?;
             let service = Arc::new(Service {
@@ -239,12 +239,6 @@ pub fn note_pid(logs: &Path, child: &Child) -> Result<()> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(file, "{pid}").context("noting a pid")
-}
-
-/// A loopback port nobody listens on now.
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn client() -> reqwest::Client {

@@ -224,7 +224,7 @@ async fn start_sandbox(
     bin_dir: &std::path::Path,
     work: &std::path::Path,
 ) -> Result<(tokio::process::Child, String)> {
-    let port = fleet::free_port()?;
+    let port = sluice_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let key = work.join("service-account.json");
     let status = tokio::process::Command::new(bin_dir.join("sandbox"))
@@ -301,7 +301,7 @@ async fn main() -> Result<()> {
 
     let token = uuid::Uuid::new_v4().to_string();
     let token_sha = sha256_hex(&token);
-    let ingest_port = fleet::free_port()?;
+    let ingest_port = sluice_testkit::free_port();
     let stack_env = vec![
         (
             "SLUICE_KAFKA_BOOTSTRAP".to_owned(),

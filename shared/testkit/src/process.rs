@@ -36,9 +36,20 @@ impl KillOnDrop {
 }
 
 /// A loopback port free now, for a child process to listen on.
+///
+/// Drawn below the kernel's ephemeral range: a port the kernel hands out
+/// for `127.0.0.1:0` lies inside it, and once released it can become the
+/// local port of an outgoing connection before the child binds it ("Address
+/// already in use", seen in the demo).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    (0..1_000)
+        .map(|_| fastrand::u16(LOWEST..ephemeral_low))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
 }

@@ -42,11 +42,7 @@ impl RelayProcess {
     /// Starts the relay on `table`, routing orders to `topic`.
     pub fn start(table: &str, topic: &str, dlq: &str) -> Self {
         let stack = Stack::get();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = sluice_testkit::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
             .env("SLUICE_DATABASE_URL", &stack.database_url)
             .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
