@@ -63,7 +63,8 @@ start() {
     "./target/debug/$@" > "$DEMO/logs/$name.log" 2>&1 &
   echo $! >> "$DEMO/pids"
   echo "$name http://127.0.0.1:$port" >> "$DEMO/metrics"
-  wait_for 60 "$name" curl -sf "http://127.0.0.1:$port/readyz"
+  wait_for 60 "$name" curl -sf "http://127.0.0.1:$port/readyz" \
+    || fail "$name did not answer /readyz; its log says:"$'\n'"$(grep -A 3 '^Error:' "$DEMO/logs/$name.log" || tail -n 5 "$DEMO/logs/$name.log")"
 }
 psql_at() { bash "$HERE/postgres.sh" psql -qAt -c "$1"; }
 json_put() { curl -sf -X PUT -H 'content-type: application/json' "$1" -d "$2" > /dev/null; }
@@ -164,23 +165,43 @@ echo "poison sent: 2 non-Avro values on orders.events.v1, 1 outbox row that is n
 
 echo
 echo "== waiting for all 45 sagas to end"
-wait_for 300 "45 sagas ended" bash -c "[[ \$(bash '$HERE/postgres.sh' psql -qAt -c \"SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state IN ('COMPLETED','COMPENSATED','FAILED')\") == 45 ]]"
+sagas_ended() { psql_at "SELECT count(*) FROM saga.sagas WHERE business_key LIKE 'order-$run-%' AND state IN ('COMPLETED','COMPENSATED','FAILED')"; }
+# "order status" per line, one for each row of this run on a sheet.
+sheet_rows() {
+  curl -sf "$sandbox/admin/spreadsheets/sluice-demo/$1" \
+    | jq -r --arg p "$2" '(.values // [[]]) as $v | ($v[0] | index("Status")) as $c
+        | $v[1:][] | select(.[0] | tostring | startswith($p)) | "\(.[0]) \(if $c then .[$c] else "" end)"'
+}
+final_order_rows() { sheet_rows Orders "order-$run-" | awk '$2 == "CONFIRMED" || $2 == "REJECTED"' | wc -l; }
+is() { [[ "$("$1")" == "$2" ]]; }
+# What is amiss when a wait gives up: each order of this run without one
+# final row, its saga's state beside it.
+unfinished_orders() {
+  psql_at "SELECT business_key || ' ' || state FROM saga.sagas WHERE business_key LIKE 'order-$run-%' ORDER BY 1" \
+    | awk 'FILENAME == ARGV[1] { rows[$1]++; row[$1] = $2; next }
+        rows[$1] > 1 { printf "  %s: saga %s, %d sheet rows\n", $1, $2, rows[$1]; next }
+        row[$1] != "CONFIRMED" && row[$1] != "REJECTED" {
+          printf "  %s: saga %s, sheet row %s\n", $1, $2, (rows[$1] ? row[$1] : "none") }' \
+      <(sheet_rows Orders "order-$run-") -
+}
+count_request_rows() { sheet_rows Requests "req-$run-" | wc -l; }
+
+wait_for 300 "45 sagas ended" is sagas_ended 45 \
+  || fail "$(sagas_ended) of 45 sagas ended; the others:"$'\n'"$(unfinished_orders)"
 # The sagas' own rows come with their last step; a rejection's row comes
 # after it, from OrderRejected through the transformer and sheets-sink.
-wait_for 120 "45 order rows" bash -c \
-  "[[ \$(curl -sf '$sandbox/admin/spreadsheets/sluice-demo/Orders' | jq '[.values[]? | select((.[0] | tostring | startswith(\"order-$run-\")) and (.[4] == \"CONFIRMED\" or .[4] == \"REJECTED\"))] | length') == 45 ]]"
-wait_for 120 "20 request rows" bash -c \
-  "[[ \$(curl -sf '$sandbox/admin/spreadsheets/sluice-demo/Requests' | jq '[.values[]? | select(.[0] | tostring | startswith(\"req-$run-\"))] | length') == 20 ]]"
+wait_for 120 "45 order rows" is final_order_rows 45 \
+  || fail "$(final_order_rows) of 45 order rows are final; the others:"$'\n'"$(unfinished_orders)"
+wait_for 120 "20 request rows" is count_request_rows 20 || fail "$(count_request_rows) of 20 request rows"
 
 # ---- the report: each figure from two places -----------------------------
 count_keys() { # topic, key prefix, [event type]
   kcat -b "$SLUICE_KAFKA_BOOTSTRAP" -C -t "$1" -e -q -f '%k %h\n' 2>/dev/null \
     | awk -v p="$2" -v t="${3:-}" 'index($1, p) == 1 && (t == "" || index($0, "sluice.event_type=" t) > 0)' | wc -l
 }
-sheet_json="$(curl -sf "$sandbox/admin/spreadsheets/sluice-demo/Orders")"
+orders_sheet="$(sheet_rows Orders "order-$run-")"
 erp_json="$(curl -sf "$sandbox/admin/erp/sale.order")"
-rows_with() { jq --arg p "order-$run-" --arg s "$1" \
-  '[.values as $v | ($v[0] | index("Status")) as $c | $v[1:][] | select((.[0] | tostring | startswith($p)) and .[$c] == $s)] | length' <<< "$sheet_json"; }
+rows_with() { awk -v s="$1" '$2 == s' <<< "$orders_sheet" | wc -l; }
 
 placed_outbox="$(count_keys orders.events.v1 "order-$run-" OrderPlaced)"
 requests_in="$(count_keys requests.events.v1 "req-$run-" RequestCreated)"
@@ -193,8 +214,7 @@ rows_confirmed="$(rows_with CONFIRMED)"
 rows_rejected="$(rows_with REJECTED)"
 erp_records="$(jq --arg p "order-$run-" '[.[] | select(.x_sluice_external_ref | startswith($p))] | length' <<< "$erp_json")"
 erp_cancelled="$(jq --arg p "order-$run-" '[.[] | select((.x_sluice_external_ref | startswith($p)) and .state == "cancel")] | length' <<< "$erp_json")"
-request_rows="$(curl -sf "$sandbox/admin/spreadsheets/sluice-demo/Requests" \
-  | jq --arg p "req-$run-" '[.values[1:][] | select(.[0] | tostring | startswith($p))] | length')"
+request_rows="$(count_request_rows)"
 letters="$(./target/debug/dlq-replayer list --since "$started_at" --output json 2>/dev/null)"
 dlq_count() { jq -s --arg s "$1" --arg c "$2" '[.[] | select(.service == $s and .class == $c)] | length' <<< "$letters"; }
 dlq_transformer="$(dlq_count transformer DECODE)"

@@ -48,7 +48,7 @@ wait_for() {
   local seconds="$1" what="$2"; shift 2
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
-    (( SECONDS < deadline )) || return 1
+    (( SECONDS < deadline )) || { log "gave up waiting for $what after ${seconds}s"; return 1; }
     sleep 0.5
   done
   log "$what is ready"
