@@ -35,14 +35,21 @@ fi
 
 log "testing"
 results="$SLUICE_LOCAL/test-output.txt"
-status=0
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results" || status=$?
+# Every step runs even when one before it failed; the last lines name those
+# that failed, so that the tail of a CI log says where to look.
+failed=()
+step() {
+  local name="$1"
+  shift
+  "$@" || failed+=("$name (exit $?)")
+}
+step "cargo test" bash -c 'set -o pipefail; cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$1"' _ "$results"
 
 log "every benchmark at 2 % of its size (bench.sh smoke): each runs beside its reference"
-bash "$HERE/bench.sh" smoke || status=$?
+step "bench.sh smoke" bash "$HERE/bench.sh" smoke
 
 log "the demo, end to end, its report checked against the sandbox and the topics"
-bash "$HERE/demo.sh" check || status=$?
+step "demo.sh check" bash "$HERE/demo.sh" check
 
 if [[ "$started_stack" == true ]]; then
   bash "$HERE/stack.sh" down
@@ -51,7 +58,13 @@ fi
 # The chaos run scaled down, on a stack of its own (.local/chaos), after the
 # shared one has stopped: the two never compete for the 2 cores.
 log "the chaos run, scaled down: SIGKILLs, a broker and a Postgres restart, API storms"
-bash "$HERE/chaos.sh" smoke || status=$?
+step "chaos.sh smoke" bash "$HERE/chaos.sh" smoke
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "cargo test: %d passed, %d failed\n", passed, failed }' "$results"
-exit "$status"
+# A test binary that dies without its result line (a signal, an abort at exit).
+grep -E "process didn't exit successfully|^error: test failed" "$results" || true
+if ((${#failed[@]})); then
+  printf 'make test failed: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "make test passed"
