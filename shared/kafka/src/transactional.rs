@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -181,7 +181,7 @@ impl<T: Transformer> TransactionalLoop<T> {
             let batch = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                batch = self.next_batch() => batch,
+                batch = self.next_batch() => batch?,
             };
             if batch.is_empty() {
                 // All of it belonged to revoked partitions.
@@ -197,6 +197,8 @@ impl<T: Transformer> TransactionalLoop<T> {
                         return Err(ConsumerError::Transaction(err));
                     }
                     Err(BatchError::Retry { reason, wait }) => {
+                        // A consumer librdkafka gave up on would fail every retry.
+                        self.fatal()?;
                         tracing::warn!(%reason, "transaction aborted; the batch is tried again");
                         let producer = self.producer.clone();
                         if let Err(err) =
@@ -215,11 +217,11 @@ impl<T: Transformer> TransactionalLoop<T> {
     }
 
     /// Waits for one message, then takes what else arrives within the linger.
-    async fn next_batch(&self) -> Vec<OwnedMessage> {
+    async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ConsumerError> {
         let mut batch = Vec::new();
         while batch.is_empty() {
             let received = self.consumer.recv().await.map(|m| m.detach());
-            self.receive(&mut batch, received);
+            self.receive(&mut batch, received)?;
         }
         let linger = tokio::time::sleep(self.settings.batch_linger);
         tokio::pin!(linger);
@@ -228,23 +230,42 @@ impl<T: Transformer> TransactionalLoop<T> {
                 () = &mut linger => break,
                 received = self.consumer.recv() => {
                     let received = received.map(|m| m.detach());
-                    self.receive(&mut batch, received);
+                    self.receive(&mut batch, received)?;
                 }
             }
         }
         self.drop_revoked(&mut batch);
-        batch
+        Ok(batch)
     }
 
     /// Adds a received message to the batch, after dropping the messages of
     /// partitions revoked while it was received: a rebalance runs inside
     /// `recv`, and a revoked partition's new owner (this loop again, perhaps)
-    /// reads them from the committed offset.
-    fn receive(&self, batch: &mut Vec<OwnedMessage>, received: Result<OwnedMessage, KafkaError>) {
+    /// reads them from the committed offset. Broker trouble is retried by
+    /// librdkafka; an error it gives up on ends the loop.
+    fn receive(
+        &self,
+        batch: &mut Vec<OwnedMessage>,
+        received: Result<OwnedMessage, KafkaError>,
+    ) -> Result<(), ConsumerError> {
         self.drop_revoked(batch);
         match received {
             Ok(message) => batch.push(message),
-            Err(err) => tracing::warn!(error = %err, "consumer error"),
+            Err(err) => {
+                self.fatal()?;
+                tracing::warn!(error = %err, "consumer error");
+            }
+        }
+        Ok(())
+    }
+
+    /// The consumer's fatal error, if librdkafka gave up on it: a static
+    /// member fenced by another with its `group.instance.id` (what a broker
+    /// restart can leave a restarted instance with) is never let back in.
+    fn fatal(&self) -> Result<(), ConsumerError> {
+        match self.consumer.client().fatal_error() {
+            Some((_, reason)) => Err(ConsumerError::Fatal { reason }),
+            None => Ok(()),
         }
     }
 
@@ -392,8 +413,14 @@ fn record(output: &OutputRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
 /// Fatal producer errors (fenced by a newer instance) end the loop; the
 /// rest abort the transaction and retry the batch.
 fn classify(err: KafkaError) -> BatchError {
+    // A static member fenced by another with its group.instance.id never
+    // commits again (the coordinator knows only the other's member id; seen
+    // after a broker restart that lost this instance's join): a new process
+    // must take its place, which joins afresh.
     let fatal = match &err {
-        KafkaError::Transaction(rd) => rd.is_fatal(),
+        KafkaError::Transaction(rd) => {
+            rd.is_fatal() || rd.code() == RDKafkaErrorCode::FencedInstanceId
+        }
         _ => false,
     };
     if fatal {

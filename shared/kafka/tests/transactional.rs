@@ -1,6 +1,7 @@
 //! Exactly-once consume → transform → produce under SIGKILL: a child process
 //! runs the transactional loop and is killed mid-stream; after a restart a
 //! read_committed reader sees each output, and each dead letter, exactly once.
+//! A static member fenced by another with its instance id ends the loop.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -196,4 +197,81 @@ async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
         dead.insert((letter.original_partition, letter.original_offset));
     }
     assert_eq!(dead, poison);
+}
+
+/// Another member joining with the loop's `group.instance.id` fences it for
+/// good, as a broker restart that lost a restarted instance's join does. The
+/// loop ends with an error, for a supervisor to start a process that joins
+/// afresh, instead of aborting and retrying the same batch forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_ends_the_loop() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use sluice_kafka::ConsumerError;
+
+    let input = TestTopic::create("fenced-input", 1).await;
+    let output = TestTopic::create("fenced-output", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "fenced-dlq", 1).await;
+    let (group, transactional_id) = (unique_name("fenced-group"), unique_name("fenced-id"));
+    let stack = Stack::get();
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
+        .with_property("session.timeout.ms", "6000")
+        .with_property("heartbeat.interval.ms", "500");
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let dead_letters = DeadLetterPublisher::new(producer(), codec, &dlq.name, "fenced", "0.0.0");
+    let settings = TransactionalSettings {
+        group_id: group.clone(),
+        topics: vec![input.name.clone()],
+        transactional_id: transactional_id.clone(),
+        max_batch: 20,
+        batch_linger: Duration::from_millis(20),
+        retry: no_retries(),
+        abort_backoff: Duration::from_millis(200),
+        transaction_timeout: Duration::from_secs(30),
+    };
+    let tagger = Tagger {
+        output: output.name.clone(),
+    };
+    let running = tokio::spawn(
+        TransactionalLoop::new(&kafka, settings, tagger, &dead_letters)
+            .unwrap()
+            .run(std::future::pending()),
+    );
+    let send = |payload: &'static str| {
+        let topic = input.name.clone();
+        async move {
+            producer()
+                .send(
+                    FutureRecord::to(&topic).key("k").payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    send("1").await;
+    consume_exactly(&output.name, 1, WAIT).await;
+
+    // The intruder: same group, same instance id.
+    let intruder: StreamConsumer = stack
+        .kafka_config()
+        .set("group.id", &group)
+        .set("group.instance.id", &transactional_id)
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    intruder.subscribe(&[&input.name]).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), intruder.recv()).await;
+    send("2").await;
+
+    let ended = tokio::time::timeout(WAIT, running)
+        .await
+        .expect("the fenced loop still runs")
+        .unwrap();
+    assert!(
+        matches!(
+            ended,
+            Err(ConsumerError::Fatal { .. } | ConsumerError::Transaction(_))
+        ),
+        "{ended:?}"
+    );
 }

@@ -124,6 +124,14 @@ pub enum ConsumerError {
     /// newer one with the same transactional id, say).
     #[error("kafka transaction: {0}")]
     Transaction(KafkaError),
+    /// librdkafka gave up on the consumer for good (a static member fenced
+    /// by another with its `group.instance.id`, say); a new process must
+    /// take its place.
+    #[error("the consumer failed for good: {reason}")]
+    Fatal {
+        /// librdkafka's reason.
+        reason: String,
+    },
     /// A handler panicked. The loop stops rather than move past a message
     /// nobody settled; its offset was not stored.
     #[error("the handler panicked on {topic} partition {partition}")]
