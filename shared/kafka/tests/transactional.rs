@@ -60,17 +60,36 @@ impl Transformer for Tagger {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_mid_stream_leaves_each_output_exactly_once"]
 async fn transforming_child() {
+    tagging_loop(
+        &env_var("GROUP"),
+        &env_var("TOPIC"),
+        &env_var("TRANSACTIONAL_ID"),
+        &env_var("OUTPUT_TOPIC"),
+        &env_var("DLQ_TOPIC"),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+}
+
+/// A loop tagging `input` into `output` in group `group`.
+fn tagging_loop(
+    group: &str,
+    input: &str,
+    transactional_id: &str,
+    output: &str,
+    dlq: &str,
+) -> TransactionalLoop<Tagger> {
     let stack = Stack::get();
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
         .with_property("session.timeout.ms", "6000")
         .with_property("heartbeat.interval.ms", "1000");
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
-    let dead_letters =
-        DeadLetterPublisher::new(producer(), codec, env_var("DLQ_TOPIC"), "tx-child", "0.0.0");
+    let dead_letters = DeadLetterPublisher::new(producer(), codec, dlq, "tx-test", "0.0.0");
     let settings = TransactionalSettings {
-        group_id: env_var("GROUP"),
-        topics: vec![env_var("TOPIC")],
-        transactional_id: env_var("TRANSACTIONAL_ID"),
+        group_id: group.to_owned(),
+        topics: vec![input.to_owned()],
+        transactional_id: transactional_id.to_owned(),
         max_batch: 20,
         batch_linger: Duration::from_millis(20),
         retry: no_retries(),
@@ -78,13 +97,9 @@ async fn transforming_child() {
         transaction_timeout: Duration::from_secs(30),
     };
     let tagger = Tagger {
-        output: env_var("OUTPUT_TOPIC"),
+        output: output.to_owned(),
     };
-    TransactionalLoop::new(&kafka, settings, tagger, &dead_letters)
-        .unwrap()
-        .run(std::future::pending())
-        .await
-        .unwrap();
+    TransactionalLoop::new(&kafka, settings, tagger, &dead_letters).unwrap()
 }
 
 struct Topics {
@@ -212,29 +227,15 @@ async fn a_fenced_static_member_ends_the_loop() {
     let output = TestTopic::create("fenced-output", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "fenced-dlq", 1).await;
     let (group, transactional_id) = (unique_name("fenced-group"), unique_name("fenced-id"));
-    let stack = Stack::get();
-    let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
-        .with_property("session.timeout.ms", "6000")
-        .with_property("heartbeat.interval.ms", "500");
-    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
-    let dead_letters = DeadLetterPublisher::new(producer(), codec, &dlq.name, "fenced", "0.0.0");
-    let settings = TransactionalSettings {
-        group_id: group.clone(),
-        topics: vec![input.name.clone()],
-        transactional_id: transactional_id.clone(),
-        max_batch: 20,
-        batch_linger: Duration::from_millis(20),
-        retry: no_retries(),
-        abort_backoff: Duration::from_millis(200),
-        transaction_timeout: Duration::from_secs(30),
-    };
-    let tagger = Tagger {
-        output: output.name.clone(),
-    };
     let running = tokio::spawn(
-        TransactionalLoop::new(&kafka, settings, tagger, &dead_letters)
-            .unwrap()
-            .run(std::future::pending()),
+        tagging_loop(
+            &group,
+            &input.name,
+            &transactional_id,
+            &output.name,
+            &dlq.name,
+        )
+        .run(std::future::pending()),
     );
     let send = |payload: &'static str| {
         let topic = input.name.clone();
@@ -252,7 +253,7 @@ async fn a_fenced_static_member_ends_the_loop() {
     consume_exactly(&output.name, 1, WAIT).await;
 
     // The intruder: same group, same instance id.
-    let intruder: StreamConsumer = stack
+    let intruder: StreamConsumer = Stack::get()
         .kafka_config()
         .set("group.id", &group)
         .set("group.instance.id", &transactional_id)
