@@ -223,7 +223,7 @@ async fn produce(
     for event in events {
         let value = state
             .codec
-            .encode_value(&event.topic, event.value)
+            .encode_value(&event.topic, &event.contract, event.value)
             .await
             .map_err(|err| unavailable(err.to_string()))?;
         encoded.push((

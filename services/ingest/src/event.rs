@@ -7,7 +7,7 @@ use apache_avro::types::Value;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use sluice_avro::{EventInput, event_contract, event_record};
-use sluice_contracts::Catalog;
+use sluice_contracts::{Catalog, Topic};
 
 use crate::error::ApiError;
 
@@ -47,6 +47,8 @@ pub struct Prepared {
     pub event_id: String,
     /// Its type.
     pub event_type: String,
+    /// The contract it was checked against, and is written with.
+    pub contract: Topic,
     /// The Avro record.
     pub value: Value,
 }
@@ -121,7 +123,7 @@ impl EventRouter {
             causation_id: incoming.causation_id.as_deref(),
             payload: &incoming.payload,
         };
-        let value = event_record(&self.catalog, &input)
+        let (contract, value) = event_record(&self.catalog, &input)
             .map_err(|mismatch| ApiError::bad_request(mismatch.path, mismatch.reason))?;
         Ok(Prepared {
             topic: self
@@ -132,6 +134,7 @@ impl EventRouter {
             key: incoming.aggregate_id,
             event_id,
             event_type: incoming.event_type,
+            contract: contract.clone(),
             value,
         })
     }

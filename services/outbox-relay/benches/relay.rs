@@ -51,7 +51,7 @@ struct Reference {
 async fn event_size(topic: &str) -> usize {
     let catalog = Catalog::embedded().unwrap();
     let payload = json!({"reason": "customer asked", "cancelled_by": "support"});
-    let value = event_record(
+    let (contract, value) = event_record(
         &catalog,
         &EventInput {
             aggregate_type: "orders",
@@ -66,7 +66,7 @@ async fn event_size(topic: &str) -> usize {
     )
     .unwrap();
     AvroCodec::new(Stack::get().registry_settings())
-        .encode_value(topic, value)
+        .encode_value(topic, contract, value)
         .await
         .unwrap()
         .len()

@@ -381,7 +381,7 @@ impl Relay {
                     continue;
                 }
                 Ok(OutboxMessage::Event(row)) => match event_record(&self.catalog, &row.input()) {
-                    Ok(value) => {
+                    Ok((contract, value)) => {
                         let topic = self
                             .routes
                             .get(&row.aggregate_type)
@@ -389,7 +389,7 @@ impl Relay {
                             .unwrap_or_else(|| event_contract(&row.aggregate_type));
                         let value = self
                             .codec
-                            .encode_value(&topic, value)
+                            .encode_value(&topic, contract, value)
                             .await
                             .map_err(|err| err.to_string())?;
                         records.push(Record {

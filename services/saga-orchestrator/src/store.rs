@@ -516,14 +516,15 @@ impl Store {
         }
         for outgoing in &transition.send {
             let message = &outgoing.message;
-            let value = self
-                .codec
-                .encode(&message.topic, &message.value)
-                .await
-                .map_err(|source| StoreError::Encode {
-                    topic: message.topic.clone(),
-                    source,
-                })?;
+            let value = match &message.value {
+                Payload::Erp(command) => self.codec.encode(&message.topic, command).await,
+                Payload::Sheet(row) => self.codec.encode(&message.topic, row).await,
+                Payload::Order(event) => self.codec.encode(&message.topic, event).await,
+            }
+            .map_err(|source| StoreError::Encode {
+                topic: message.topic.clone(),
+                source,
+            })?;
             let mut headers = serde_json::json!({
                 "sluice.saga_id": saga_id.to_string(),
                 "sluice.saga_step": outgoing.step,

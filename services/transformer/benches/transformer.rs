@@ -98,7 +98,7 @@ async fn preload(
         let mut encoded = Vec::with_capacity(10_000);
         for n in start..(start + 10_000).min(events()) {
             let (key, event_type, payload) = event(n);
-            let value = event_record(
+            let (contract, value) = event_record(
                 &catalog,
                 &EventInput {
                     aggregate_type,
@@ -112,7 +112,10 @@ async fn preload(
                 },
             )
             .unwrap();
-            encoded.push((key, codec.encode_value(topic, value).await.unwrap()));
+            encoded.push((
+                key,
+                codec.encode_value(topic, contract, value).await.unwrap(),
+            ));
         }
         let sends = encoded.iter().map(|(key, bytes)| {
             producer.send(

@@ -7,7 +7,8 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError, event_contract};
 use sluice_contracts::types::{
-    DeadLetterClass, ErpCommand, ErpField, ErpOperation, ScalarValue, SheetCell, SheetRowUpsert,
+    Contract, DeadLetterClass, ErpCommand, ErpField, ErpOperation, ScalarValue, SheetCell,
+    SheetRowUpsert,
 };
 use sluice_kafka::{HandlerError, OutputRecord, Transformer};
 use sluice_resilience::{Classified, ErrorClass};
@@ -224,7 +225,7 @@ impl Mapper {
         Ok(outputs)
     }
 
-    async fn record<T: serde::Serialize>(
+    async fn record<T: Contract>(
         &self,
         rule: &Rule,
         topic: &str,

@@ -3,7 +3,7 @@
 
 use apache_avro::types::Value;
 use serde_json::{Value as Json, json};
-use sluice_contracts::Catalog;
+use sluice_contracts::{Catalog, Topic};
 
 use crate::{JsonMismatch, json_to_avro};
 
@@ -33,16 +33,16 @@ pub fn event_contract(aggregate_type: &str) -> String {
     format!("{aggregate_type}.events.v1")
 }
 
-/// The Avro record of the event's contract, or the field that does not fit.
-pub fn event_record(catalog: &Catalog, event: &EventInput<'_>) -> Result<Value, JsonMismatch> {
-    let contract = event_contract(event.aggregate_type);
-    let schema = catalog
-        .topic(&contract)
-        .ok_or_else(|| JsonMismatch {
-            path: "aggregate_type".into(),
-            reason: format!("no event topic {contract} is declared"),
-        })?
-        .value_schema();
+/// The event's contract and its Avro record, or the field that does not fit.
+pub fn event_record<'c>(
+    catalog: &'c Catalog,
+    event: &EventInput<'_>,
+) -> Result<(&'c Topic, Value), JsonMismatch> {
+    let name = event_contract(event.aggregate_type);
+    let contract = catalog.topic(&name).ok_or_else(|| JsonMismatch {
+        path: "aggregate_type".into(),
+        reason: format!("no event topic {name} is declared"),
+    })?;
     let envelope = json!({
         "event_id": event.event_id,
         "event_type": event.event_type,
@@ -53,5 +53,5 @@ pub fn event_record(catalog: &Catalog, event: &EventInput<'_>) -> Result<Value, 
         // Avro's JSON encoding of a union branch: the event type names it.
         "payload": { event.event_type: event.payload },
     });
-    json_to_avro(schema, &envelope)
+    Ok((contract, json_to_avro(contract.value_schema(), &envelope)?))
 }

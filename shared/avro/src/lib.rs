@@ -1,6 +1,12 @@
 //! Avro values in the Confluent wire format (magic byte 0, 4-byte schema id,
 //! Avro binary), encoded from and decoded into the typed contracts through the
-//! schema registry. Schema lookups are cached by schema_registry_converter.
+//! schema registry.
+//!
+//! A writer writes its own schema: the one its contract had when it was built
+//! (or configured), under the id the registry gave that exact schema. It never
+//! writes "the latest version", which anyone may register at any time.
+//! Readers decode any registered writer schema, looked up by id and cached by
+//! schema_registry_converter.
 
 mod envelope;
 mod json;
@@ -10,16 +16,21 @@ pub use envelope::{EventInput, event_contract, event_record};
 pub use json::{JsonMismatch, json_to_avro};
 pub use readiness::RegistryReadiness;
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
+
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use apache_avro::writer::datum::GenericDatumWriter;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, perform_sr_call};
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use schema_registry_converter::schema_registry_common::{RawRegisteredSchema, SrCall};
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sluice_config::{ConfigError, RegistryArgs};
+use sluice_contracts::types::Contract;
+use sluice_contracts::{Catalog, Topic};
 use sluice_resilience::{Classified, ErrorClass};
 
 /// Why a value could not be encoded or decoded.
@@ -34,6 +45,21 @@ pub enum CodecError {
     /// The registry does not know the schema, or the bytes do not match it.
     #[error("{0}")]
     Avro(String),
+    /// The writer's own schema is not registered under the subject:
+    /// provisioning has not run for this version yet. Retryable, so that
+    /// nothing is given up while it does.
+    #[error(
+        "schemas/{schema_file} is not registered under {subject}: run `sluice-provision apply` with this version's contracts"
+    )]
+    NotRegistered {
+        /// The subject looked in.
+        subject: String,
+        /// The schema file this binary writes with.
+        schema_file: String,
+    },
+    /// The value does not fit the writer's schema.
+    #[error("value does not fit its schema: {0}")]
+    Unfit(String),
     /// The value decoded, but is not the expected type.
     #[error("decoded value is not a {expected}: {reason}")]
     WrongType {
@@ -47,7 +73,7 @@ pub enum CodecError {
 impl Classified for CodecError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::RegistryUnavailable(_) => ErrorClass::Retryable,
+            Self::RegistryUnavailable(_) | Self::NotRegistered { .. } => ErrorClass::Retryable,
             _ => ErrorClass::Permanent,
         }
     }
@@ -67,6 +93,12 @@ impl From<SRCError> for CodecError {
     }
 }
 
+/// Whether the registry answered 404 (no such subject, or no such schema
+/// under it).
+fn answered_not_found(err: &SRCError) -> bool {
+    err.error.contains("failed with status 404")
+}
+
 /// Whether the registry itself failed (it answered 5xx or 429), as opposed
 /// to refusing the request (404: no such schema). schema_registry_converter
 /// retries only 502 and 503 and caches every other failure: a registry that
@@ -81,19 +113,22 @@ fn registry_failed(err: &SRCError) -> bool {
         .is_some_and(|status| status >= 500 || status == 429)
 }
 
-/// Encodes and decodes topic values with the schemas registered for them.
+/// Encodes topic values with the writer's own schema and decodes them with
+/// whichever registered schema wrote them.
 #[derive(Debug)]
 pub struct AvroCodec {
-    encoder: AvroEncoder,
+    settings: SrSettings,
     decoder: AvroDecoder,
+    writers: WriterIds,
 }
 
 impl AvroCodec {
     /// A codec using the registry described by `registry`.
     pub fn new(registry: SrSettings) -> Self {
         Self {
-            encoder: AvroEncoder::new(registry.clone()),
-            decoder: AvroDecoder::new(registry),
+            decoder: AvroDecoder::new(registry.clone()),
+            writers: WriterIds::default(),
+            settings: registry,
         }
     }
 
@@ -102,7 +137,6 @@ impl AvroCodec {
     fn settle<T>(&self, result: Result<T, SRCError>) -> Result<T, CodecError> {
         result.map_err(|err| {
             if registry_failed(&err) {
-                self.encoder.remove_errors_from_cache();
                 self.decoder.remove_errors_from_cache();
             }
             CodecError::from(err)
@@ -114,24 +148,59 @@ impl AvroCodec {
         Ok(Self::new(registry_settings(args)?))
     }
 
-    /// Encodes `value` with the latest schema of `<topic>-value`, which
-    /// provisioning registered.
-    pub async fn encode<T: Serialize>(
-        &self,
-        topic: &str,
-        value: &T,
-    ) -> Result<Vec<u8>, CodecError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        let encoded = self.encoder.encode_struct(value, &strategy).await;
-        self.settle(encoded)
+    /// Encodes `value` for `topic` with the schema of its contract, as this
+    /// binary was built with it, under that schema's id in `<topic>-value`.
+    pub async fn encode<T: Contract>(&self, topic: &str, value: &T) -> Result<Vec<u8>, CodecError> {
+        let schema = built_in()?
+            .topic_with_schema(T::SCHEMA_FILE)
+            .ok_or_else(|| CodecError::Avro(format!("no contract uses {}", T::SCHEMA_FILE)))?;
+        let id = self.writer_id(topic, schema).await?;
+        let body = writer(schema)?.write_ser_to_vec(value).map_err(unfit)?;
+        Ok(frame(id, body))
     }
 
-    /// Encodes a generic Avro `value` (from [`json_to_avro`], say) with the
-    /// latest schema of `<topic>-value`.
-    pub async fn encode_value(&self, topic: &str, value: Value) -> Result<Vec<u8>, CodecError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        let encoded = self.encoder.encode_value(value, &strategy).await;
-        self.settle(encoded)
+    /// Encodes a generic Avro `value` (from [`json_to_avro`], say) for
+    /// `topic` with the value schema of `contract`, under that schema's id
+    /// in `<topic>-value`.
+    pub async fn encode_value(
+        &self,
+        topic: &str,
+        contract: &Topic,
+        value: Value,
+    ) -> Result<Vec<u8>, CodecError> {
+        let id = self.writer_id(topic, contract).await?;
+        let body = writer(contract)?.write_value_to_vec(value).map_err(unfit)?;
+        Ok(frame(id, body))
+    }
+
+    /// The id under which `<topic>-value` holds the value schema of
+    /// `contract`: asked of the registry once (a lookup, which registers
+    /// nothing), then cached; ids never change.
+    async fn writer_id(&self, topic: &str, contract: &Topic) -> Result<u32, CodecError> {
+        let subject = format!("{topic}-value");
+        let schema = contract.value_schema_json();
+        if let Some(id) = self.writers.get(&subject, schema) {
+            return Ok(id);
+        }
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let found = perform_sr_call(&self.settings, SrCall::PostForVersion(&subject, &body)).await;
+        let id = match found {
+            Ok(RawRegisteredSchema { id: Some(id), .. }) => id,
+            Ok(_) => {
+                return Err(CodecError::Avro(format!(
+                    "the registry named no id for {subject}"
+                )));
+            }
+            Err(err) if !err.retriable && !registry_failed(&err) && answered_not_found(&err) => {
+                return Err(CodecError::NotRegistered {
+                    subject,
+                    schema_file: contract.spec().value_schema.clone(),
+                });
+            }
+            Err(err) => return Err(CodecError::from(err)),
+        };
+        self.writers.insert(subject, schema, id);
+        Ok(id)
     }
 
     /// Decodes wire-format bytes into a generic Avro value.
@@ -158,6 +227,56 @@ impl AvroCodec {
             .map_err(wrong_type)?
             .read_deser(&mut &bytes[5..])
             .map_err(wrong_type)
+    }
+}
+
+/// The contracts this binary was built with, parsed once.
+fn built_in() -> Result<&'static Catalog, CodecError> {
+    static BUILT_IN: OnceLock<Result<Catalog, String>> = OnceLock::new();
+    BUILT_IN
+        .get_or_init(|| Catalog::embedded().map_err(|err| err.to_string()))
+        .as_ref()
+        .map_err(|reason| CodecError::Avro(format!("the built-in contracts: {reason}")))
+}
+
+fn writer(contract: &Topic) -> Result<GenericDatumWriter<'_>, CodecError> {
+    GenericDatumWriter::builder(contract.value_schema())
+        .build()
+        .map_err(unfit)
+}
+
+fn unfit(err: apache_avro::Error) -> CodecError {
+    CodecError::Unfit(err.to_string())
+}
+
+/// The Confluent wire format: magic byte, schema id, Avro binary.
+fn frame(id: u32, body: Vec<u8>) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(5 + body.len());
+    framed.push(0);
+    framed.extend_from_slice(&id.to_be_bytes());
+    framed.extend(body);
+    framed
+}
+
+/// Schema ids by subject and schema text: a process writes a handful.
+#[derive(Debug, Default)]
+struct WriterIds(RwLock<HashMap<String, Vec<(String, u32)>>>);
+
+impl WriterIds {
+    fn get(&self, subject: &str, schema: &str) -> Option<u32> {
+        let ids = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        ids.get(subject)?
+            .iter()
+            .find(|(text, _)| text == schema)
+            .map(|(_, id)| *id)
+    }
+
+    fn insert(&self, subject: String, schema: &str, id: u32) {
+        let mut ids = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let known = ids.entry(subject).or_default();
+        if !known.iter().any(|(text, _)| text == schema) {
+            known.push((schema.to_owned(), id));
+        }
     }
 }
 

@@ -5,8 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use schema_registry_converter::async_impl::avro::AvroEncoder;
-use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use schema_registry_converter::async_impl::schema_registry::post_schema;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 use sluice_avro::{AvroCodec, CodecError};
+use sluice_contracts::Catalog;
 use sluice_contracts::types::{OrderEvent, OrderPayload, OrderStatus, OrderStatusChanged};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_testkit::samples::order_placed;
@@ -67,4 +71,101 @@ async fn bytes_that_are_not_a_registered_value_are_permanent_errors() {
         .await
         .unwrap_err();
     assert_eq!(unknown_id.class(), ErrorClass::Permanent, "{unknown_id}");
+}
+
+/// Another team evolves the subject: a BACKWARD-compatible v2 with one more
+/// optional envelope field. A codec started after that (a restarted service)
+/// still writes its own schema, under that schema's id, and what it writes
+/// decodes.
+#[tokio::test]
+async fn a_newer_registered_version_does_not_change_what_a_codec_writes() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "codec-evolved", 1).await;
+    let registry = Stack::get().registry_settings();
+    let subject = format!("{}-value", topic.name);
+    let catalog = Catalog::embedded().unwrap();
+    let contract = catalog.topic("orders.events.v1").unwrap();
+    let v1 = contract.value_schema_json();
+    let v1_id = post_schema(&registry, subject.clone(), avro(v1))
+        .await
+        .unwrap()
+        .id;
+    let mut v2: serde_json::Value = serde_json::from_str(v1).unwrap();
+    v2["fields"].as_array_mut().unwrap().push(serde_json::json!(
+        { "name": "tenant", "type": ["null", "string"], "default": null }
+    ));
+    let v2_id = post_schema(&registry, subject, avro(&v2.to_string()))
+        .await
+        .unwrap()
+        .id;
+    assert_ne!(v1_id, v2_id, "v2 is a new version");
+
+    let codec = AvroCodec::new(registry);
+    let event = OrderEvent {
+        event_id: "0b7e4c8e-3c55-4a51-9a55-1f9f1b0b8c01".into(),
+        event_type: "OrderStatusChanged".into(),
+        occurred_at: 1_763_900_000_000,
+        aggregate_id: "order-9".into(),
+        correlation_id: None,
+        causation_id: None,
+        payload: OrderPayload::OrderStatusChanged(OrderStatusChanged {
+            from_status: OrderStatus::Confirmed,
+            to_status: OrderStatus::Shipped,
+            reason: None,
+        }),
+    };
+    let typed = codec.encode(&topic.name, &event).await.unwrap();
+    assert_eq!(schema_id(&typed), v1_id, "typed values are written with v1");
+    assert_eq!(codec.decode::<OrderEvent>(&typed).await.unwrap(), event);
+
+    let generic = codec
+        .encode_value(
+            &topic.name,
+            contract,
+            order_placed("order-10", 1_763_900_000_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        schema_id(&generic),
+        v1_id,
+        "generic values are written with v1"
+    );
+    let decoded: OrderEvent = codec.decode(&generic).await.unwrap();
+    assert_eq!(decoded.aggregate_id, "order-10");
+}
+
+fn avro(schema: &str) -> SuppliedSchema {
+    SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned())
+}
+
+fn schema_id(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]])
+}
+
+/// A writer whose schema provisioning has not registered yet (a new binary
+/// rolled out before `sluice-provision apply`) is told so, and may retry.
+#[tokio::test]
+async fn a_writer_schema_not_registered_is_named_and_retryable() {
+    let topic = TestTopic::create("codec-unprovisioned", 1).await;
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let event = sluice_testkit::samples::order_placed("order-11", 1_763_900_000_000);
+    let catalog = Catalog::embedded().unwrap();
+    let contract = catalog.topic("orders.events.v1").unwrap();
+    let refused = codec
+        .encode_value(&topic.name, contract, event)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, CodecError::NotRegistered { .. }),
+        "{refused}"
+    );
+    assert_eq!(refused.class(), ErrorClass::Retryable);
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "schemas/orders/OrderEvent.avsc is not registered under {}-value: \
+             run `sluice-provision apply` with this version's contracts",
+            topic.name
+        )
+    );
 }

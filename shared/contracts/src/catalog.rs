@@ -177,6 +177,14 @@ impl Catalog {
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.iter().find(|t| t.name() == name)
     }
+
+    /// The first topic whose values use `schema_file` (relative to
+    /// `schemas/`): its value schema is that file's.
+    pub fn topic_with_schema(&self, schema_file: &str) -> Option<&Topic> {
+        self.topics
+            .iter()
+            .find(|t| t.spec.value_schema == schema_file)
+    }
 }
 
 fn validate_spec(spec: &TopicSpec) -> Result<(), ContractError> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Serialize;
 use sluice_avro::{AvroCodec, CodecError};
+use sluice_contracts::types::Contract;
 
 use crate::{KafkaConfig, KafkaSetupError, idempotent_producer};
 
@@ -52,7 +52,7 @@ impl ReplyPublisher {
 
     /// Writes `reply` under `key` for the command read from `command`,
     /// carrying its trace on.
-    pub async fn publish<T: Serialize>(
+    pub async fn publish<T: Contract>(
         &self,
         key: &str,
         reply: &T,

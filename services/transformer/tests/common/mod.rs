@@ -219,7 +219,7 @@ pub async fn event_bytes(
     payload: &Json,
 ) -> Vec<u8> {
     let (catalog, codec) = shared();
-    let value = event_record(
+    let (contract, value) = event_record(
         catalog,
         &EventInput {
             aggregate_type,
@@ -233,7 +233,7 @@ pub async fn event_bytes(
         },
     )
     .unwrap();
-    codec.encode_value(topic, value).await.unwrap()
+    codec.encode_value(topic, contract, value).await.unwrap()
 }
 
 /// Produces raw bytes to `topic` with `key`.

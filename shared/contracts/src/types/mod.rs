@@ -23,6 +23,33 @@ pub use requests::{
     RequestStatusChanged,
 };
 
+/// A value Sluice writes: the schema file it is written with. An encoder
+/// writes that schema's registered id, never the subject's latest version,
+/// so a newer version registered by anyone changes nothing a running or
+/// restarted writer produces.
+pub trait Contract: serde::Serialize {
+    /// Its `.avsc`, relative to `schemas/` (as in the topic map).
+    const SCHEMA_FILE: &'static str;
+}
+
+macro_rules! contracts {
+    ($($type:ty => $file:literal),+ $(,)?) => {
+        $(impl Contract for $type {
+            const SCHEMA_FILE: &'static str = $file;
+        })+
+    };
+}
+
+contracts! {
+    OrderEvent => "orders/OrderEvent.avsc",
+    RequestEvent => "requests/RequestEvent.avsc",
+    SheetRowUpsert => "sheets/SheetRowUpsert.avsc",
+    SheetRowResult => "sheets/SheetRowResult.avsc",
+    ErpCommand => "erp/ErpCommand.avsc",
+    ErpResult => "erp/ErpResult.avsc",
+    DeadLetter => "dlq/DeadLetter.avsc",
+}
+
 /// Writes `value` with the value schema of `topic` and reads it back, with
 /// the same schema-aware serde the registry codec uses.
 #[cfg(test)]
@@ -41,4 +68,29 @@ where
         .unwrap();
     let reader = GenericDatumReader::builder(schema).build().unwrap();
     assert_eq!(&reader.read_deser::<T>(&mut &bytes[..]).unwrap(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of<T: Contract>() -> &'static str {
+        T::SCHEMA_FILE
+    }
+
+    #[test]
+    fn every_contract_names_a_schema_file_of_the_catalog() {
+        let catalog = crate::Catalog::embedded().unwrap();
+        for file in [
+            file_of::<OrderEvent>(),
+            file_of::<RequestEvent>(),
+            file_of::<SheetRowUpsert>(),
+            file_of::<SheetRowResult>(),
+            file_of::<ErpCommand>(),
+            file_of::<ErpResult>(),
+            file_of::<DeadLetter>(),
+        ] {
+            assert!(catalog.topic_with_schema(file).is_some(), "{file}");
+        }
+    }
 }
