@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod bench;
+mod interop;
 mod kafka;
 mod metrics;
 mod outage;
@@ -18,6 +19,7 @@ mod stack;
 mod wait;
 
 pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
+pub use interop::confluent_produce;
 pub use kafka::{
     TestTopic, committed_offsets, committed_total, consume_exactly, message_count, producer,
 };
