@@ -12,11 +12,15 @@ use hmac::{Hmac, KeyInit, Mac};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
+use schema_registry_converter::async_impl::schema_registry::get_schema_by_subject_and_version;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use sluice_avro::AvroCodec;
+use sluice_contracts::Catalog;
 use sluice_contracts::types::{OrderEvent, OrderPayload};
-use sluice_testkit::{Stack, TestTopic, consume_exactly, message_count, producer, unique_name};
+use sluice_testkit::{
+    Stack, TestTopic, confluent_produce, consume_exactly, message_count, producer, unique_name,
+};
 
 #[tokio::test]
 async fn an_accepted_event_is_on_kafka_as_avro() {
@@ -301,4 +305,87 @@ async fn the_openapi_document_describes_every_route() {
         paths,
         ["/v1/events", "/v1/events/batch", "/v1/webhooks/{source}"]
     );
+}
+
+/// Another team evolves the order events with Confluent's own client: v2,
+/// then v3 of the subject, each with one more optional envelope field, and
+/// produces with each. An ingest started after that (a restart: a new codec)
+/// accepts events and writes them with its own schema's id, and every record
+/// on the topic, theirs and its own, decodes. Before, ingest encoded with the
+/// latest version and answered 503 "There is no entry for 'tenant'".
+#[tokio::test]
+async fn an_ingest_started_after_outside_evolution_writes_its_own_schema() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-evolved", 1).await;
+    let subject = format!("{}-value", topic.name);
+    let v1_id =
+        get_schema_by_subject_and_version(&Stack::get().registry_settings(), &subject, Some(1))
+            .await
+            .unwrap()
+            .id;
+    let catalog = Catalog::embedded().unwrap();
+    let mut schema: Value = serde_json::from_str(
+        catalog
+            .topic("orders.events.v1")
+            .unwrap()
+            .value_schema_json(),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(unique_name("ingest-evolved"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut written = Vec::new();
+    for (version, field) in [("v2", "tenant"), ("v3", "channel")] {
+        schema["fields"].as_array_mut().unwrap().push(json!(
+            { "name": field, "type": ["null", "string"], "default": null }
+        ));
+        let path = dir.join(format!("{version}.avsc"));
+        std::fs::write(&path, schema.to_string()).unwrap();
+        let order = format!("order-{version}");
+        let mut value = json!({
+            "event_id": "9a1d2c3e-4f50-4a6b-8c7d-0e1f2a3b4c5d",
+            "event_type": "OrderCancelled",
+            "occurred_at": 1_763_900_000_000_i64,
+            "aggregate_id": order,
+            "correlation_id": null,
+            "causation_id": null,
+            "payload": {
+                "-type": "dev.sluice.orders.OrderCancelled",
+                "reason": "changed mind",
+                "cancelled_by": "customer"
+            },
+        });
+        value[field] = json!("acme");
+        let id = confluent_produce(
+            &topic.name,
+            Some(&path),
+            &[json!({ "key": order, "value": value })],
+        )
+        .unwrap();
+        written.push(id);
+    }
+    assert!(
+        written[0] != v1_id && written[1] != written[0],
+        "v2 and v3 are new versions: {v1_id}, {written:?}"
+    );
+
+    let base = serve(&topic.name, producer()).await;
+    let (status, body) = post(&base, Some(TOKEN), &order_placed()).await;
+    assert_eq!(status, 202, "{body}");
+
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut read = Vec::new();
+    for message in consume_exactly(&topic.name, 3, Duration::from_secs(30)).await {
+        let bytes = message.payload().unwrap();
+        let event: OrderEvent = codec.decode(bytes).await.unwrap();
+        let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+        read.push((event.aggregate_id, id));
+    }
+    assert_eq!(
+        read,
+        [
+            ("order-v2".to_owned(), written[0]),
+            ("order-v3".to_owned(), written[1]),
+            ("order-77".to_owned(), v1_id),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
