@@ -25,8 +25,8 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked \
-      -p ingest -p outbox-relay -p transformer -p sheets-sink -p erp-sink \
-      -p saga-orchestrator -p dlq-replayer -p sandbox -p sluice-provision \
+      -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer -p sluice-sheets-sink -p sluice-erp-sink \
+      -p sluice-saga-orchestrator -p sluice-dlq-replayer -p sluice-sandbox -p sluice-provision \
  && mkdir /out \
  && for bin in ingest outbox-relay transformer sheets-sink erp-sink saga-orchestrator dlq-replayer sandbox sluice-provision; do \
       cp "target/release/$bin" /out/; \
@@ -39,7 +39,7 @@ RUN apt-get update \
  && groupadd --gid 10001 sluice \
  && useradd --uid 10001 --gid sluice --no-create-home --shell /usr/sbin/nologin sluice
 COPY --from=builder /out/ /usr/local/bin/
-COPY services/transformer/rules.toml /usr/share/sluice/rules.toml
+COPY services/fleet/transformer/rules.toml /usr/share/sluice/rules.toml
 ENV SLUICE_TRANSFORMER_RULES=/usr/share/sluice/rules.toml \
     SLUICE_LOG_FORMAT=json \
     SLUICE_HTTP_LISTEN=0.0.0.0:9464

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make chaos`: the whole fleet under fire on a stack of its own, then every
-# source event reconciled (sluice-chaos, shared/chaos).
+# source event reconciled (sluice-chaos, services/tools/chaos).
 #
 #   chaos.sh        the full run: 200 000 events, 5 000 sagas, every service
 #                   SIGKILLed 5 times, broker and Postgres restarted, API
@@ -17,8 +17,8 @@ HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
 
 mode="${1:-full}"
-packages=(-p sluice-chaos -p sluice-provision -p sandbox -p ingest -p outbox-relay -p transformer
-  -p sheets-sink -p erp-sink -p saga-orchestrator)
+packages=(-p sluice-chaos -p sluice-provision -p sluice-sandbox -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer
+  -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator)
 case "$mode" in
   full)
     profile=(--release); bin=target/release; report=bench-results/chaos.md
@@ -54,7 +54,7 @@ source "$STACK_ENV"
 set +a
 "$bin/sluice-provision" apply --replication-factor 1 > /dev/null
 PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
-  -f services/outbox-relay/migrations/0001_outbox.sql
+  -f services/fleet/outbox-relay/migrations/0001_outbox.sql
 
 status=0
 code_version="$(git describe --always --dirty 2>/dev/null || echo unknown)"

@@ -42,8 +42,8 @@ fail() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
 
 bash "$HERE/prerequisites.sh"
 log "building"
-cargo build --locked -p sluice-provision -p ingest -p outbox-relay -p transformer -p sandbox \
-  -p sheets-sink -p erp-sink -p saga-orchestrator -p dlq-replayer
+cargo build --locked -p sluice-provision -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer -p sluice-sandbox \
+  -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator -p sluice-dlq-replayer
 bash "$HERE/stack.sh" up
 set -a
 # shellcheck source=/dev/null
@@ -72,7 +72,7 @@ json_put() { curl -sf -X PUT -H 'content-type: application/json' "$1" -d "$2" > 
 echo "== provisioning topics and schemas (schemas/topics.toml)"
 ./target/debug/sluice-provision apply --replication-factor 1
 PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
-  -f services/outbox-relay/migrations/0001_outbox.sql
+  -f services/fleet/outbox-relay/migrations/0001_outbox.sql
 
 echo
 echo "== the fleet (logs in $DEMO/logs)"
@@ -97,7 +97,7 @@ start saga-outbox-relay outbox-relay --outbox-table saga.outbox --outbox-format 
   --outbox-slot sluice_saga_outbox --outbox-publication sluice_saga_outbox
 start outbox-relay outbox-relay
 # The saga owns OrderPlaced; the transformer maps the rest.
-start transformer transformer --rules services/transformer/rules.toml \
+start transformer transformer --rules services/fleet/transformer/rules.toml \
   --without-rule orders-sheet-placed,orders-erp-sale-order --transactional-id sluice-transformer-demo
 start sheets-sink sheets-sink --service-account "$DEMO/service-account.json" --sheets-base-url "$sandbox"
 start erp-sink erp-sink --odoo-url "$sandbox" --odoo-database sluice --odoo-login sluice \

@@ -1,0 +1,93 @@
+//! `ingest`: accepts domain events over HTTP (`POST /v1/events`), checks
+//! them against their Avro contract, and answers 202 only once Kafka has
+//! acknowledged them.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
+use sluice_contracts::Catalog;
+use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
+use sluice_telemetry::ReadinessCheck;
+use tokio::net::TcpListener;
+
+use secrecy::ExposeSecret;
+use sluice_ingest::{
+    AppState, EventRouter, IdempotencyStore, IngestArgs, TokenHashes, WebhookSources, router,
+};
+use sqlx::postgres::PgPoolOptions;
+
+/// Accepts domain events over HTTP and produces them to Kafka as Avro.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    ingest: IngestArgs,
+    #[command(flatten)]
+    routes: RouteArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
+    let ack_ms = cli.ingest.ack_timeout().as_millis().to_string();
+    let kafka = KafkaConfig::from_args(&cli.kafka)?.with_property("message.timeout.ms", ack_ms);
+    let registry = registry_settings(&cli.registry)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(cli.database.max_connections)
+        .connect_lazy(cli.database.url.expose_secret())
+        .context("database-url")?;
+    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
+        Arc::new(KafkaReadiness::new(&kafka, cli.ingest.ack_timeout())?),
+        Arc::new(RegistryReadiness::new(registry.clone())),
+        Arc::new(PostgresReadiness::new(pool.clone())),
+    ];
+    let runtime = ServiceRuntime::start("ingest", &cli.runtime, checks).await?;
+
+    // A pending key older than twice the ack timeout was left by a crash.
+    let idempotency = IdempotencyStore::new(pool, cli.ingest.ack_timeout() * 2);
+    let what = "migrating the ingest tables";
+    let migrated = runtime
+        .prepare(what, sluice_runtime::transient_migration, || {
+            idempotency.migrate()
+        })
+        .await
+        .context(what)?;
+    if migrated.is_none() {
+        runtime.stop().await;
+        return Ok(());
+    }
+    let state = Arc::new(AppState {
+        tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
+        events: EventRouter::new(Catalog::embedded()?, cli.routes.by_aggregate_type()),
+        codec: AvroCodec::new(registry),
+        producer: idempotent_producer(&kafka)?,
+        ack_timeout: cli.ingest.ack_timeout(),
+        idempotency,
+        webhooks: match &cli.ingest.webhooks {
+            Some(path) => WebhookSources::load(path)?,
+            None => WebhookSources::default(),
+        },
+    });
+    let listener = TcpListener::bind(cli.ingest.listen)
+        .await
+        .with_context(|| format!("binding the events API to {}", cli.ingest.listen))?;
+    tracing::info!(address = %cli.ingest.listen, "events API listening");
+    axum::serve(listener, router(state, cli.ingest.max_body_bytes))
+        .with_graceful_shutdown(runtime.shutdown_requested())
+        .await
+        .context("serving the events API")?;
+    runtime.stop().await;
+    Ok(())
+}

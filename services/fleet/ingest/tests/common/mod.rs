@@ -1,0 +1,95 @@
+//! The events API served for a test: tokens, a webhook source, the
+//! idempotency store in the stack's Postgres, and a client.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sluice_avro::AvroCodec;
+use sluice_contracts::Catalog;
+use sluice_ingest::{
+    AppState, EventRouter, IdempotencyStore, TokenHashes, WebhookSource, WebhookSources, router,
+};
+use sluice_testkit::Stack;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+pub const TOKEN: &str = "test-token-3f7c";
+pub const WEBHOOK_SECRET: &str = "whsec-test-91d2";
+
+/// Serves the API, routing `orders` events to `topic`; returns its base URL.
+pub async fn serve(topic: &str, producer: FutureProducer) -> String {
+    let state = Arc::new(AppState {
+        tokens: TokenHashes::parse(&[hex::encode(Sha256::digest(TOKEN))]).unwrap(),
+        events: EventRouter::new(
+            Catalog::embedded().unwrap(),
+            HashMap::from([("orders".into(), topic.into())]),
+        ),
+        codec: AvroCodec::new(Stack::get().registry_settings()),
+        producer,
+        ack_timeout: Duration::from_secs(5),
+        idempotency: idempotency().await,
+        webhooks: WebhookSources::from_sources([(
+            "shop".to_owned(),
+            WebhookSource::new(
+                SecretString::from(WEBHOOK_SECRET.to_owned()),
+                "orders",
+                "OrderPlaced",
+                "/order_id",
+                "/order",
+                Some("/delivery"),
+            ),
+        )]),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state, 64 * 1024)).await });
+    format!("http://{address}")
+}
+
+pub async fn idempotency() -> IdempotencyStore {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&Stack::get().database_url)
+        .await
+        .unwrap();
+    let store = IdempotencyStore::new(pool, Duration::from_secs(10));
+    store.migrate().await.unwrap();
+    store
+}
+
+pub fn order_placed() -> Value {
+    json!({
+        "aggregate_type": "orders",
+        "aggregate_id": "order-77",
+        "event_type": "OrderPlaced",
+        "event_id": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+        "occurred_at": 1_763_900_000_000_i64,
+        "payload": {
+            "customer": {"customer_id": "c-9", "name": "Grace", "email": "grace@example.org"},
+            "lines": [{"sku": "S-1", "description": "tea", "quantity": 3, "unit_price_minor": 650}],
+            "total_minor": 1950,
+            "currency": "EUR"
+        }
+    })
+}
+
+pub async fn post(base: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}

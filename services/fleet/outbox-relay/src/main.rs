@@ -1,0 +1,146 @@
+//! `outbox-relay`: streams committed outbox rows to their event topics.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use secrecy::ExposeSecret;
+use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
+use sluice_contracts::Catalog;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
+use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
+use sluice_telemetry::ReadinessCheck;
+use sqlx::postgres::PgPoolOptions;
+
+/// Streams committed outbox rows from Postgres to Kafka.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Outbox table: a table of the public schema, or schema.table.
+    #[arg(
+        id = "outbox-table",
+        long = "outbox-table",
+        env = "SLUICE_OUTBOX_TABLE",
+        default_value = "outbox"
+    )]
+    table: String,
+    /// What the table holds: domain events, or messages a Sluice service
+    /// addressed and encoded itself (the saga orchestrator's outbox).
+    #[arg(
+        id = "outbox-format",
+        long = "outbox-format",
+        env = "SLUICE_OUTBOX_FORMAT",
+        value_enum,
+        default_value = "events"
+    )]
+    format: OutboxFormat,
+    /// Replication slot the relay reads.
+    #[arg(
+        id = "outbox-slot",
+        long = "outbox-slot",
+        env = "SLUICE_OUTBOX_SLOT",
+        default_value = "sluice_outbox"
+    )]
+    slot: String,
+    /// Publication of the outbox table.
+    #[arg(
+        id = "outbox-publication",
+        long = "outbox-publication",
+        env = "SLUICE_OUTBOX_PUBLICATION",
+        default_value = "sluice_outbox"
+    )]
+    publication: String,
+    #[command(flatten)]
+    routes: RouteArgs,
+    /// Where rows that do not fit their contract go.
+    #[arg(
+        id = "dlq-topic",
+        long = "dlq-topic",
+        env = "SLUICE_OUTBOX_DLQ_TOPIC",
+        default_value = "dlq.outbox-relay.v1"
+    )]
+    dlq_topic: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// Table, slot and publication names go into DDL: plain identifiers only.
+fn identifier(setting: &str, name: &str) -> Result<()> {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain {
+        bail!("{setting} {name:?}: use lowercase letters, digits and _ only");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli: Cli = sluice_config::parse().context("reading the configuration")?;
+    for part in cli.table.splitn(2, '.') {
+        identifier("outbox-table", part)?;
+    }
+    identifier("outbox-slot", &cli.slot)?;
+    identifier("outbox-publication", &cli.publication)?;
+    let url =
+        url::Url::parse(cli.database.url.expose_secret()).context("database-url is not a URL")?;
+    let connection = ReplicationConnection {
+        host: url.host_str().unwrap_or("127.0.0.1").to_owned(),
+        port: url.port().unwrap_or(5432),
+        user: url.username().to_owned(),
+        password: url.password().unwrap_or_default().to_owned(),
+        database: url.path().trim_start_matches('/').to_owned(),
+    };
+    let kafka = KafkaConfig::from_args(&cli.kafka)?;
+    let registry = registry_settings(&cli.registry)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(cli.database.max_connections)
+        .connect_lazy(cli.database.url.expose_secret())
+        .context("database-url")?;
+    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
+        Arc::new(KafkaReadiness::new(
+            &kafka,
+            std::time::Duration::from_secs(5),
+        )?),
+        Arc::new(RegistryReadiness::new(registry.clone())),
+        Arc::new(PostgresReadiness::new(pool.clone())),
+    ];
+    let runtime = ServiceRuntime::start("outbox-relay", &cli.runtime, checks).await?;
+    let producer = idempotent_producer(&kafka)?;
+    let codec = Arc::new(AvroCodec::new(registry.clone()));
+    let relay = Relay {
+        pool,
+        source: OutboxSource {
+            connection,
+            table: cli.table,
+            format: cli.format,
+            slot: cli.slot,
+            publication: cli.publication,
+        },
+        catalog: Catalog::embedded()?,
+        routes: cli.routes.by_aggregate_type(),
+        codec: AvroCodec::new(registry),
+        dead_letters: DeadLetterPublisher::new(
+            producer.clone(),
+            codec,
+            cli.dlq_topic,
+            "outbox-relay",
+            env!("CARGO_PKG_VERSION"),
+        ),
+        producer,
+    };
+    relay.run(runtime.shutdown_requested()).await?;
+    runtime.stop().await;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! What the relay's tests share: an outbox table of their own, a relay on
+//! it, a reader of the topic, the slot dropped afterwards.
+// Helpers fail the test (or benchmark) by panicking, as assertions do; each
+// binary uses its own part of this module.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use sluice_avro::AvroCodec;
+use sluice_contracts::Catalog;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
+use sluice_testkit::{Stack, eventually, producer, unique_name};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// A pool on the stack's database.
+pub async fn pool(connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&Stack::get().database_url)
+        .await
+        .unwrap()
+}
+
+/// An outbox table of its own, made from the shipped migration; its name
+/// also names the slot (`<table>_slot`) and publication (`<table>_pub`).
+pub async fn outbox_table(pool: &PgPool, prefix: &str) -> String {
+    let name = unique_name(prefix).replace('-', "_");
+    let ddl = include_str!("../../migrations/0001_outbox.sql").replace(
+        "CREATE TABLE IF NOT EXISTS outbox",
+        &format!("CREATE TABLE {name}"),
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .unwrap();
+    name
+}
+
+pub fn connection() -> ReplicationConnection {
+    let url = url::Url::parse(&Stack::get().database_url).unwrap();
+    ReplicationConnection {
+        host: url.host_str().unwrap().to_owned(),
+        port: url.port().unwrap(),
+        user: url.username().to_owned(),
+        password: url.password().unwrap().to_owned(),
+        database: url.path().trim_start_matches('/').to_owned(),
+    }
+}
+
+/// A relay of `table`'s `orders` rows to `topic`.
+pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
+    let stack = Stack::get();
+    Relay {
+        pool,
+        source: OutboxSource {
+            connection: connection(),
+            table: table.to_owned(),
+            format: OutboxFormat::Events,
+            slot: format!("{table}_slot"),
+            publication: format!("{table}_pub"),
+        },
+        catalog: Catalog::embedded().unwrap(),
+        routes: HashMap::from([("orders".to_owned(), topic.to_owned())]),
+        codec: AvroCodec::new(stack.registry_settings()),
+        producer: producer(),
+        dead_letters: DeadLetterPublisher::new(
+            producer(),
+            Arc::new(AvroCodec::new(stack.registry_settings())),
+            dlq,
+            "outbox-relay",
+            "0.0.0",
+        ),
+    }
+}
+
+/// Runs `relay` in the background until the returned sender fires.
+pub fn start(relay: Relay) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        relay
+            .run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap();
+    });
+    (stop, running)
+}
+
+/// A reader of `topic` from its start, in a group of its own.
+pub fn reader(topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = Stack::get()
+        .kafka_config()
+        .set("group.id", unique_name("relay-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// The slot's confirmed flush position, once no session holds it.
+pub async fn confirmed_when_released(pool: &PgPool, slot: &str) -> String {
+    eventually("the slot to be released", WAIT, || async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots \
+             WHERE slot_name = $1 AND NOT active",
+        )
+        .bind(slot)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    })
+    .await
+}
+
+/// Drops `table`'s slot once its last session has let go, so slots do not
+/// pile up across runs.
+pub async fn drop_slot(pool: &PgPool, table: &str) {
+    let slot = format!("{table}_slot");
+    eventually("the slot to be dropped", WAIT, || {
+        let slot = slot.clone();
+        async move {
+            sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(&slot)
+                .execute(pool)
+                .await
+                .ok()
+        }
+    })
+    .await;
+}

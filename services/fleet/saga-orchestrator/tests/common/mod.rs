@@ -1,0 +1,662 @@
+//! The fleet a saga needs, for real: its own Postgres database, its own
+//! topics, the sandbox (Sheets and Odoo), and the built binaries of
+//! outbox-relay (streaming the orchestrator's outbox), erp-sink,
+//! sheets-sink and saga-orchestrator, each a process the test can SIGKILL.
+// Helpers fail the test by panicking, as assertions do; each test binary
+// uses its own part of this module.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use serde_json::Value;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{Customer, OrderEvent, OrderLine, OrderPayload, OrderPlaced};
+use sluice_sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
+use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, producer, unique_name};
+use sqlx::{PgPool, Row};
+
+/// The spreadsheet and sheet the saga records orders in.
+pub const SPREADSHEET: &str = "sluice-demo";
+pub const SHEET: &str = "Orders";
+
+/// The topics of one fleet.
+pub struct Topics {
+    pub orders: String,
+    pub erp_commands: String,
+    pub erp_results: String,
+    pub sheet_rows: String,
+    pub sheet_results: String,
+    pub dlq_saga: String,
+    pub dlq_erp: String,
+    pub dlq_sheets: String,
+    pub dlq_relay: String,
+}
+
+/// One isolated fleet.
+pub struct Fleet {
+    pub name: String,
+    pub topics: Topics,
+    pub sandbox: Local,
+    /// The fleet's own database (sagas, outbox, slot).
+    pub database_url: String,
+    pub pool: PgPool,
+    key_file: PathBuf,
+    logs: PathBuf,
+    codec: Arc<AvroCodec>,
+}
+
+/// A built binary of the workspace (`cargo build` puts them beside this
+/// package's own).
+fn binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_saga-orchestrator")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+impl Fleet {
+    /// Topics, a database and the sandbox for a test called `name`.
+    pub async fn new(name: &str) -> Fleet {
+        let stack = Stack::get();
+        let unique = unique_name(name).replace('-', "_");
+        let admin = PgPool::connect(&stack.database_url).await.unwrap();
+        sweep(&admin, name).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {unique}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let database_url = stack
+            .database_url
+            .rsplit_once('/')
+            .map(|(server, _)| format!("{server}/{unique}"))
+            .unwrap();
+        let pool = PgPool::connect(&database_url).await.unwrap();
+        let topic = |contract: &'static str, kind: &'static str| async move {
+            TestTopic::with_schema_of(contract, &format!("saga-{kind}"), 6)
+                .await
+                .name
+        };
+        let dlq = |service: &'static str| async move {
+            TestTopic::with_schema_named(
+                "dlq.saga-orchestrator.v1",
+                format!("dlq.{}.v1", unique_name(service)),
+                1,
+            )
+            .await
+            .name
+        };
+        let topics = Topics {
+            orders: topic("orders.events.v1", "orders").await,
+            erp_commands: topic("erp.commands.v1", "erp-commands").await,
+            erp_results: topic("erp.results.v1", "erp-results").await,
+            sheet_rows: topic("sheets.rows.v1", "sheet-rows").await,
+            sheet_results: topic("sheets.results.v1", "sheet-results").await,
+            dlq_saga: dlq("saga").await,
+            dlq_erp: dlq("erp").await,
+            dlq_sheets: dlq("sheets").await,
+            dlq_relay: dlq("relay").await,
+        };
+        let logs = std::env::temp_dir().join("sluice-saga-tests").join(&unique);
+        std::fs::create_dir_all(&logs).unwrap();
+        let (sandbox, key) = sandbox().await;
+        let key_file = logs.join("service-account.json");
+        key.write(&key_file).unwrap();
+        Fleet {
+            name: unique,
+            topics,
+            sandbox,
+            database_url,
+            pool,
+            key_file,
+            logs,
+            codec: Arc::new(AvroCodec::new(stack.registry_settings())),
+        }
+    }
+
+    fn spawn(
+        &self,
+        binary_name: &str,
+        label: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> KillOnDrop {
+        let stack = Stack::get();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{label}.log")))
+            .unwrap();
+        let child = Command::new(binary(binary_name))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+            // A killed member's partitions move on within seconds.
+            .env("SLUICE_KAFKA_PROPERTIES", "session.timeout.ms=6000")
+            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+            .env("SLUICE_DATABASE_URL", &self.database_url)
+            .env("SLUICE_LOG", "info,rdkafka=warn,sqlx=warn")
+            .env("SLUICE_LOG_FORMAT", "json")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {binary_name}: {err}"));
+        KillOnDrop(child)
+    }
+
+    /// A saga-orchestrator replica; `args` are added to `run`'s. Returns
+    /// once its tables exist.
+    pub async fn orchestrator(&self, label: &str, args: &[&str]) -> (KillOnDrop, u16) {
+        let (child, port) = self.start_orchestrator(label, args).await;
+        let pool = self.pool.clone();
+        eventually("the saga tables", Duration::from_secs(60), || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT to_regclass('saga.outbox') IS NOT NULL AS ready")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()
+                    .filter(|row| row.get::<bool, _>("ready"))
+            }
+        })
+        .await;
+        (child, port)
+    }
+
+    /// A saga-orchestrator replica, started; its /metrics, /healthz and
+    /// /readyz port.
+    pub async fn start_orchestrator(&self, label: &str, args: &[&str]) -> (KillOnDrop, u16) {
+        let port = free_port();
+        let t = &self.topics;
+        let (slot, publication) = (self.slot(), self.publication());
+        let mut all = vec![
+            "run",
+            "--orders-topic",
+            &t.orders,
+            "--erp-topic",
+            &t.erp_commands,
+            "--erp-results-topic",
+            &t.erp_results,
+            "--sheets-topic",
+            &t.sheet_rows,
+            "--sheets-results-topic",
+            &t.sheet_results,
+            "--dlq-topic",
+            &t.dlq_saga,
+            "--group-id",
+            &self.name,
+            "--spreadsheet",
+            SPREADSHEET,
+            "--sheet",
+            SHEET,
+            "--timeout-tick-ms",
+            "200",
+            "--outbox-slot",
+            &slot,
+            "--outbox-publication",
+            &publication,
+        ];
+        all.extend_from_slice(args);
+        let child = self.spawn(
+            "saga-orchestrator",
+            label,
+            &all,
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
+        );
+        (child, port)
+    }
+
+    /// Runs `saga-orchestrator` with `args` (list, show) on the fleet's
+    /// database; its exit code and stdout.
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let output = Command::new(binary("saga-orchestrator"))
+            .args(args)
+            .env_clear()
+            .env("SLUICE_DATABASE_URL", &self.database_url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// The orchestrator's /metrics on `port`.
+    pub async fn metrics(port: u16) -> String {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// outbox-relay streaming the orchestrator's outbox.
+    pub async fn relay(&self) -> KillOnDrop {
+        let (slot, publication) = (self.slot(), self.publication());
+        self.spawn(
+            "outbox-relay",
+            "relay",
+            &[
+                "--outbox-table",
+                "saga.outbox",
+                "--outbox-format",
+                "addressed",
+                "--outbox-slot",
+                &slot,
+                "--outbox-publication",
+                &publication,
+                "--dlq-topic",
+                &self.topics.dlq_relay,
+            ],
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
+        )
+    }
+
+    /// erp-sink on the sandbox's Odoo, quick retries, `per_second` calls.
+    pub async fn erp_sink(&self, per_second: u32) -> KillOnDrop {
+        let rate = per_second.to_string();
+        self.spawn(
+            "erp-sink",
+            "erp-sink",
+            &[
+                "--odoo-url",
+                &self.sandbox.base,
+                "--odoo-database",
+                "sluice",
+                "--odoo-login",
+                "sluice",
+                "--odoo-password",
+                "sandbox",
+                "--topic",
+                &self.topics.erp_commands,
+                "--results-topic",
+                &self.topics.erp_results,
+                "--dlq-topic",
+                &self.topics.dlq_erp,
+                "--group-id",
+                &format!("{}-erp", self.name),
+                "--requests-per-second",
+                &rate,
+                "--retry-initial-ms",
+                "50",
+                "--retry-max-ms",
+                "500",
+                "--breaker-open-secs",
+                "1",
+            ],
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
+        )
+    }
+
+    /// sheets-sink on the sandbox's Sheets, unpaced (the sandbox has no quota).
+    pub async fn sheets_sink(&self) -> KillOnDrop {
+        self.spawn(
+            "sheets-sink",
+            "sheets-sink",
+            &[
+                "--service-account",
+                &self.key_file.display().to_string(),
+                "--sheets-base-url",
+                &self.sandbox.base,
+                "--topic",
+                &self.topics.sheet_rows,
+                "--results-topic",
+                &self.topics.sheet_results,
+                "--dlq-topic",
+                &self.topics.dlq_sheets,
+                "--group-id",
+                &format!("{}-sheets", self.name),
+                "--requests-per-minute",
+                "6000",
+                "--burst",
+                "20",
+                "--batch-linger-ms",
+                "50",
+            ],
+            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
+        )
+    }
+
+    /// Produces an OrderPlaced for each (order id, customer name), each with
+    /// its own trace context (see [`trace_id`]).
+    pub async fn place(&self, orders: &[(String, String)]) {
+        let producer = producer();
+        let mut sends = Vec::with_capacity(orders.len());
+        for (order_id, customer) in orders {
+            let event = placed(order_id, customer);
+            let value = self
+                .codec
+                .encode(&self.topics.orders, &event)
+                .await
+                .unwrap();
+            sends.push((order_id.clone(), value));
+        }
+        let deliveries: Vec<_> = sends
+            .iter()
+            .map(|(key, value)| {
+                let traceparent = format!("00-{}-00f067aa0ba902b7-01", trace_id(key));
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "traceparent",
+                    value: Some(&traceparent),
+                });
+                producer.send(
+                    FutureRecord::to(&self.topics.orders)
+                        .key(key)
+                        .payload(value)
+                        .headers(headers),
+                    Duration::from_secs(30),
+                )
+            })
+            .collect();
+        for delivery in deliveries {
+            delivery.await.unwrap();
+        }
+    }
+
+    /// Sagas per state.
+    pub async fn states(&self) -> BTreeMap<String, i64> {
+        sqlx::query("SELECT state, count(*) AS n FROM saga.sagas GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get("state"), row.get("n")))
+            .collect()
+    }
+
+    /// Waits until `count` sagas have finished.
+    pub async fn until_finished(&self, count: i64, within: Duration) -> BTreeMap<String, i64> {
+        eventually(&format!("{count} finished sagas"), within, || async {
+            let states = self.states().await;
+            let finished: i64 = ["COMPLETED", "COMPENSATED", "FAILED"]
+                .iter()
+                .filter_map(|state| states.get(*state))
+                .sum();
+            (finished >= count).then_some(states)
+        })
+        .await
+    }
+
+    /// The state and failure of each saga, by order id.
+    pub async fn outcomes(&self) -> BTreeMap<String, (String, Option<Value>)> {
+        sqlx::query("SELECT business_key, state, failure FROM saga.sagas")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    row.get("business_key"),
+                    (row.get("state"), row.get("failure")),
+                )
+            })
+            .collect()
+    }
+
+    /// Step log entries as (order id, step, attempt, event) with how often
+    /// each occurs.
+    pub async fn step_log(&self) -> BTreeMap<(String, String, i32, String), i64> {
+        sqlx::query(
+            "SELECT s.business_key, l.step, l.attempt, l.event, count(*) AS n
+             FROM saga.saga_steps l JOIN saga.sagas s USING (saga_id)
+             GROUP BY 1, 2, 3, 4",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                (row.get(0), row.get(1), row.get(2), row.get(3)),
+                row.get::<i64, _>(4),
+            )
+        })
+        .collect()
+    }
+
+    /// Rows in the orchestrator's outbox.
+    pub async fn outbox_rows(&self) -> i64 {
+        sqlx::query("SELECT count(*) FROM saga.outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The sale orders in the sandbox ERP, by external reference.
+    pub async fn erp_records(&self) -> BTreeMap<String, Vec<serde_json::Map<String, Value>>> {
+        let mut by_ref: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for record in self.sandbox.records("sale.order").await.unwrap() {
+            let reference = record
+                .get("x_sluice_external_ref")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            by_ref.entry(reference).or_default().push(record);
+        }
+        by_ref
+    }
+
+    /// The Orders sheet's rows by order id: (how many rows, Status cell).
+    pub async fn sheet_rows(&self) -> BTreeMap<String, (usize, String)> {
+        let grid = self.sandbox.grid(SPREADSHEET, SHEET).await.unwrap();
+        let Some((header, rows)) = grid.split_first() else {
+            return BTreeMap::new();
+        };
+        let text = |cell: Option<&Value>| {
+            cell.map(|value| match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+        };
+        let status = header.iter().position(|h| h == "Status");
+        let mut by_order: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for row in rows {
+            let order = text(row.first());
+            let cell = text(status.and_then(|i| row.get(i)));
+            let entry = by_order.entry(order).or_default();
+            entry.0 += 1;
+            entry.1 = cell;
+        }
+        by_order
+    }
+
+    fn slot(&self) -> String {
+        format!("{}_slot", self.name)
+    }
+
+    fn publication(&self) -> String {
+        format!("{}_pub", self.name)
+    }
+
+    /// Stops the relay, drops its slot (a slot left behind holds WAL back)
+    /// and the fleet's database.
+    pub async fn finish(self, relay: KillOnDrop) {
+        drop(relay);
+        let slot = self.slot();
+        let pool = &self.pool;
+        eventually(
+            "the relay's slot to be released",
+            Duration::from_secs(30),
+            || {
+                let slot = slot.clone();
+                async move {
+                    let dropped = sqlx::query(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                     WHERE slot_name = $1 AND NOT active",
+                    )
+                    .bind(&slot)
+                    .execute(pool)
+                    .await
+                    .is_ok();
+                    let left: i64 = sqlx::query(
+                        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+                    )
+                    .bind(&slot)
+                    .fetch_one(pool)
+                    .await
+                    .map(|row| row.get(0))
+                    .unwrap_or(1);
+                    (dropped && left == 0).then_some(())
+                }
+            },
+        )
+        .await;
+        self.pool.close().await;
+        let admin = PgPool::connect(&Stack::get().database_url).await.unwrap();
+        let drop = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// Drops what a failed earlier run of test `name` left: its slot (which
+/// holds WAL back) and its database. Test binaries run one at a time, so
+/// nothing of this test is running now.
+async fn sweep(admin: &PgPool, name: &str) {
+    let prefix = format!("{}_", name.replace('-', "_"));
+    let slots: Vec<String> = sqlx::query(
+        "SELECT slot_name FROM pg_replication_slots WHERE NOT active AND starts_with(slot_name, $1)",
+    )
+    .bind(&prefix)
+    .fetch_all(admin)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    for slot in slots {
+        let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&slot)
+            .execute(admin)
+            .await;
+    }
+    let databases: Vec<String> =
+        sqlx::query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(&prefix)
+            .fetch_all(admin)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+    for database in databases {
+        let drop = format!("DROP DATABASE {database} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await;
+    }
+}
+
+/// How many of `events` are OrderConfirmed (by their sluice.event_type header).
+pub fn confirmed(events: &[rdkafka::message::OwnedMessage]) -> usize {
+    events
+        .iter()
+        .filter(|m| {
+            m.headers().is_some_and(|h| {
+                h.iter().any(|h| {
+                    h.key == "sluice.event_type" && h.value == Some(&b"OrderConfirmed"[..])
+                })
+            })
+        })
+        .count()
+}
+
+/// The W3C trace id the OrderPlaced of `order_id` is sent with.
+pub fn trace_id(order_id: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, order_id.as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// The trace id in a message's traceparent header.
+pub fn trace_of(message: &impl Message) -> Option<String> {
+    let header = message
+        .headers()?
+        .iter()
+        .find(|header| header.key == "traceparent")?;
+    let value = String::from_utf8_lossy(header.value?).into_owned();
+    value.split('-').nth(1).map(str::to_owned)
+}
+
+/// An OrderPlaced for `order_id` by `customer`.
+pub fn placed(order_id: &str, customer: &str) -> OrderEvent {
+    OrderEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        event_type: "OrderPlaced".into(),
+        occurred_at: sluice_contracts::now_millis(),
+        aggregate_id: order_id.to_owned(),
+        correlation_id: Some(format!("checkout-{order_id}")),
+        causation_id: None,
+        payload: OrderPayload::OrderPlaced(OrderPlaced {
+            customer: Customer {
+                customer_id: format!("c-{order_id}"),
+                name: customer.to_owned(),
+                email: format!("{order_id}@example.test"),
+            },
+            lines: vec![OrderLine {
+                sku: "SKU-1".into(),
+                description: "Widget".into(),
+                quantity: 2,
+                unit_price_minor: 1_250,
+            }],
+            total_minor: 2_500,
+            currency: "EUR".into(),
+            shipping_country: Some("DE".into()),
+        }),
+    }
+}
+
+/// The sandbox with the Orders sheet, its Odoo account (sluice / sandbox),
+/// and the service-account key its token endpoint accepts.
+async fn sandbox() -> (Local, ServiceAccountKey) {
+    let port = Port::take().await.unwrap();
+    let key =
+        ServiceAccountKey::generate("saga@sandbox.test", &format!("{}/token", port.base)).unwrap();
+    let issuer = TokenIssuer::new(
+        &key.public_key_pem().unwrap(),
+        &key.client_email,
+        &key.token_uri,
+    )
+    .unwrap();
+    let app = Sandbox::new(
+        issuer,
+        OdooAccount {
+            database: "sluice".into(),
+            login: "sluice".into(),
+            password: "sandbox".into(),
+        },
+    );
+    app.create_spreadsheet(SPREADSHEET, &[SHEET.to_owned()]);
+    (port.serve(app), key)
+}
+
+/// Order ids `<prefix>-0000` … for a test.
+pub fn order_ids(prefix: &str, count: usize) -> Vec<String> {
+    let run = unique_name(prefix);
+    (0..count).map(|i| format!("{run}-{i:04}")).collect()
+}
+
+/// `count` new orders, all by `customer`, as [`Fleet::place`] takes them.
+pub fn orders_by(prefix: &str, count: usize, customer: &str) -> Vec<(String, String)> {
+    order_ids(prefix, count)
+        .into_iter()
+        .map(|id| (id, customer.to_owned()))
+        .collect()
+}

@@ -1,0 +1,259 @@
+//! sheets-sink tests' shared parts: the sandbox, the sink in a consumer
+//! loop, commands, and reading the sheet back.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rdkafka::producer::FutureRecord;
+use reqwest::Client;
+use serde_json::Value;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
+use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
+use sluice_sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
+use sluice_sheets_sink::google::{self, SheetsClient, TokenSource};
+use sluice_sheets_sink::{SheetsSink, Upserter};
+use sluice_testkit::{Stack, producer, unique_name};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// One key per test process (RSA key generation takes a moment).
+pub fn key(token_uri: &str) -> ServiceAccountKey {
+    static KEY: OnceLock<ServiceAccountKey> = OnceLock::new();
+    let mut key = KEY
+        .get_or_init(|| ServiceAccountKey::generate("sink@sandbox.test", "unset").unwrap())
+        .clone();
+    key.token_uri = token_uri.to_owned();
+    key
+}
+
+/// A sandbox with spreadsheet `s1` (sheet Orders); its base URL and the key
+/// its token endpoint accepts.
+pub async fn sandbox() -> (String, ServiceAccountKey) {
+    let port = Port::take().await.unwrap();
+    let key = key(&format!("{}/token", port.base));
+    let issuer = TokenIssuer::new(
+        &key.public_key_pem().unwrap(),
+        &key.client_email,
+        &key.token_uri,
+    )
+    .unwrap();
+    let app = Sandbox::new(
+        issuer,
+        OdooAccount {
+            database: "unused".into(),
+            login: "unused".into(),
+            password: "unused".into(),
+        },
+    );
+    app.create_spreadsheet(
+        "s1",
+        &["Orders", "Sheet0", "Sheet1", "Sheet2"].map(str::to_owned),
+    );
+    (port.serve(app).base, key)
+}
+
+/// How the sink under test is paced, guarded and retried.
+pub struct Tuning {
+    pub limiter: LimiterConfig,
+    pub breaker: BreakerConfig,
+    pub retry: RetryPolicy,
+    pub group: String,
+    /// Most commands of a partition written together.
+    pub max_batch: usize,
+}
+
+impl Tuning {
+    /// Fast enough not to be in the way; a breaker that rarely opens.
+    pub fn quick() -> Self {
+        Self {
+            limiter: LimiterConfig {
+                capacity: NonZeroU32::new(50).unwrap(),
+                refill_per_second: 500.0,
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 50,
+                failure_rate: None,
+                slow_call: None,
+                open_wait: Duration::from_secs(1),
+                half_open_permits: 1,
+                success_threshold: 1,
+            },
+            retry: RetryPolicy {
+                max_retries: 8,
+                initial_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+                multiplier: 2.0,
+                jitter: 0.2,
+                max_elapsed: None,
+            },
+            group: unique_name("sheets-sink"),
+            max_batch: 100,
+        }
+    }
+}
+
+/// Runs the sink on `topic` until the returned sender fires.
+pub fn start(
+    base: &str,
+    key: &ServiceAccountKey,
+    topic: &str,
+    dlq: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    start_with(base, key, topic, dlq, Tuning::quick())
+}
+
+/// An upserter writing to the sandbox at `base`, paced by `limiter`.
+pub fn upserter(base: &str, key: &ServiceAccountKey, limiter: LimiterConfig) -> Upserter {
+    let key: google::ServiceAccountKey =
+        serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let limiter = Arc::new(RateLimiter::new("sheets", limiter).unwrap());
+    Upserter::new(SheetsClient::new(
+        base,
+        http.clone(),
+        TokenSource::new(key, http).unwrap(),
+        limiter,
+    ))
+}
+
+/// Runs the sink, tuned, on `topic` until the returned sender fires.
+pub fn start_with(
+    base: &str,
+    key: &ServiceAccountKey,
+    topic: &str,
+    dlq: &str,
+    tuning: Tuning,
+) -> tokio::sync::oneshot::Sender<()> {
+    let stack = Stack::get();
+    let sink = SheetsSink {
+        codec: AvroCodec::new(stack.registry_settings()),
+        upserter: upserter(base, key, tuning.limiter),
+        breaker: CircuitBreaker::new("sheets", tuning.breaker).unwrap(),
+        replies: ReplyPublisher::new(
+            &KafkaConfig::new(&stack.kafka_bootstrap),
+            Arc::new(AvroCodec::new(stack.registry_settings())),
+            "sheets.results.v1",
+        )
+        .unwrap(),
+    };
+    let settings = ConsumerSettings {
+        group_id: tuning.group,
+        topics: vec![topic.to_owned()],
+        partition_buffer: tuning.max_batch.max(16),
+        max_concurrent: 3,
+        max_batch: tuning.max_batch,
+        batch_linger: Duration::from_millis(50),
+        retry: tuning.retry,
+        pause_backoff: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let dead_letters = DeadLetterPublisher::new(
+        producer(),
+        Arc::new(AvroCodec::new(stack.registry_settings())),
+        dlq,
+        "sheets-sink",
+        "0.0.0",
+    );
+    // A killed instance's partitions move on after 6 s, not the default 45.
+    let kafka =
+        KafkaConfig::new(&stack.kafka_bootstrap).with_property("session.timeout.ms", "6000");
+    let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        run.run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap()
+    });
+    stop
+}
+
+pub fn command(id: &str, key: &str, total: &str, status: Option<&str>) -> SheetRowUpsert {
+    let mut cells = vec![
+        SheetCell {
+            column: "Order".into(),
+            value: ScalarValue::String(key.into()),
+        },
+        SheetCell {
+            column: "Total".into(),
+            value: ScalarValue::String(total.into()),
+        },
+    ];
+    if let Some(status) = status {
+        cells.push(SheetCell {
+            column: "Status".into(),
+            value: ScalarValue::String(status.into()),
+        });
+    }
+    SheetRowUpsert {
+        command_id: id.into(),
+        spreadsheet_id: "s1".into(),
+        sheet: "Orders".into(),
+        row_key: key.into(),
+        cells,
+        source_event_id: id.into(),
+        occurred_at: 1_795_437_296_789,
+        saga: None,
+    }
+}
+
+/// Produces the commands, keyed by sheet and row key, all at once.
+pub async fn send(topic: &str, commands: &[SheetRowUpsert]) {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut encoded = Vec::with_capacity(commands.len());
+    for command in commands {
+        encoded.push((
+            format!("s1/Orders/{}", command.row_key),
+            codec.encode(topic, command).await.unwrap(),
+        ));
+    }
+    let producer = producer();
+    let sends = encoded.iter().map(|(key, bytes)| {
+        producer.send(
+            FutureRecord::to(topic).key(key).payload(bytes),
+            Duration::from_secs(60),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+}
+
+pub async fn grid(base: &str) -> Vec<Vec<Value>> {
+    grid_of(base, "Orders").await
+}
+
+/// The cells of sheet `sheet` of `s1`, from the sandbox.
+pub async fn grid_of(base: &str, sheet: &str) -> Vec<Vec<Value>> {
+    Local::at(base).grid("s1", sheet).await.unwrap()
+}
+
+pub async fn faults(base: &str, faults: Value) {
+    Local::at(base).set_faults("sheets", &faults).await.unwrap();
+}
+
+pub fn id(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+/// The sandbox's log of Sheets requests, oldest first.
+pub async fn request_log(base: &str) -> Vec<Value> {
+    Local::at(base).requests("sheets").await.unwrap()
+}
+
+/// When each logged request arrived, ms since the epoch, oldest first.
+pub async fn request_times(base: &str) -> Vec<i64> {
+    request_log(base)
+        .await
+        .iter()
+        .map(|r| r["at_ms"].as_i64().unwrap())
+        .collect()
+}

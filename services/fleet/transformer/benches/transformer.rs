@@ -1,0 +1,437 @@
+//! `make bench`: transformer throughput on a preloaded topic against a plain
+//! copy of the same topic by rdkafka, all in this run on this machine:
+//!
+//! - copy: consume and produce the same bytes (no Avro, no mapping), acks=all
+//!   idempotent producer, no transactions;
+//! - copy in transactions: the same copy through the transactional loop
+//!   (batches of 500, outputs and offsets committed together);
+//! - transformer: the transactional loop with the shipped rules (decode
+//!   Avro, map, encode two commands per event).
+//!
+//! Each run has its own consumer group and output topics and is timed until
+//! its group has committed every input offset (the copy without
+//! transactions: until every output is acknowledged).
+//!
+//! Then the transformer against a Kafka Streams application doing the same
+//! mapping (`deploy/local/peers/kafka-streams`: the requests-sheet-status
+//! rule, exactly_once_v2, two stream threads) on the same preloaded
+//! `RequestStatusChanged` events, each timed from its group's first
+//! committed offset to its last (so neither JVM start-up nor group joins
+//! count); both outputs are read back `read_committed` and must hold the
+//! same commands, once each. Needs the local stack; writes
+//! `bench-results/transformer.md`.
+// A benchmark program: any failure ends it with the panic's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+use sluice_avro::{AvroCodec, EventInput, event_record};
+use sluice_contracts::Catalog;
+use sluice_contracts::types::SheetRowUpsert;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{
+    HandlerError, KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
+    idempotent_producer,
+};
+use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
+use sluice_testkit::{
+    Stack, TestTopic, committed_total, consume_exactly, eventually, scaled, unique_name,
+};
+use sluice_transformer::{Mapper, OutputTopics, load_rules};
+
+/// Events preloaded for each run (100 000 at full scale).
+fn events() -> usize {
+    scaled(100_000, 2_000)
+}
+const PARTITIONS: i32 = 6;
+const WAIT: Duration = Duration::from_secs(600);
+
+/// Copies a message's bytes to another topic.
+struct CopyTo(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Classified for Never {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Permanent
+    }
+}
+
+impl HandlerError for Never {}
+
+impl Transformer for CopyTo {
+    type Error = Never;
+
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, Never> {
+        Ok(vec![OutputRecord {
+            topic: self.0.clone(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: Vec::new(),
+        }])
+    }
+}
+
+/// Preloads `events()` events of `aggregate_type` on `topic`; `event(n)` is
+/// the n-th one's key, event type and payload.
+async fn preload(
+    topic: &str,
+    aggregate_type: &str,
+    event: impl Fn(usize) -> (String, &'static str, serde_json::Value),
+) {
+    let stack = Stack::get();
+    let catalog = Catalog::embedded().unwrap();
+    let codec = AvroCodec::new(stack.registry_settings());
+    let producer = idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap();
+    for start in (0..events()).step_by(10_000) {
+        let mut encoded = Vec::with_capacity(10_000);
+        for n in start..(start + 10_000).min(events()) {
+            let (key, event_type, payload) = event(n);
+            let (contract, value) = event_record(
+                &catalog,
+                &EventInput {
+                    aggregate_type,
+                    aggregate_id: &key,
+                    event_type,
+                    event_id: &format!("a1000000-0000-4000-8000-{n:012}"),
+                    occurred_at_ms: 1_795_437_296_789,
+                    correlation_id: None,
+                    causation_id: None,
+                    payload: &payload,
+                },
+            )
+            .unwrap();
+            encoded.push((
+                key,
+                codec.encode_value(topic, contract, value).await.unwrap(),
+            ));
+        }
+        let sends = encoded.iter().map(|(key, bytes)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(bytes),
+                Duration::from_secs(60),
+            )
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.unwrap();
+        }
+    }
+}
+
+fn order_placed(n: usize) -> (String, &'static str, serde_json::Value) {
+    let payload = json!({
+        "customer": {"customer_id": "c-1", "name": "Grace Hopper", "email": "grace@example.org"},
+        "lines": [{"sku": "S-1", "description": "tea", "quantity": 3, "unit_price_minor": 650}],
+        "total_minor": 1950, "currency": "EUR", "shipping_country": "NL"
+    });
+    (format!("order-{}", n % 1000), "OrderPlaced", payload)
+}
+
+/// A request moving on: every one of these matches requests-sheet-status.
+fn request_status_changed(n: usize) -> (String, &'static str, serde_json::Value) {
+    let to = ["IN_PROGRESS", "RESOLVED", "CLOSED"][n % 3];
+    let payload =
+        json!({"from_status": "OPEN", "to_status": to, "changed_by": format!("agent-{}", n % 17)});
+    (format!("req-{}", n % 1000), "RequestStatusChanged", payload)
+}
+
+fn settings(input: &str, group: &str) -> TransactionalSettings {
+    TransactionalSettings {
+        group_id: group.to_owned(),
+        topics: vec![input.to_owned()],
+        transactional_id: unique_name("bench-tx"),
+        max_batch: sluice_transformer::DEFAULT_MAX_BATCH,
+        batch_linger: Duration::from_millis(20),
+        retry: RetryPolicy {
+            max_retries: 0,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            multiplier: 1.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        abort_backoff: Duration::from_millis(200),
+        transaction_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Events per second of one run: over its whole time, and from its group's
+/// first committed offset to its last.
+struct Rates {
+    whole: f64,
+    drained: f64,
+}
+
+/// Polls `group`'s committed offsets on `input` until they cover every
+/// event; events/s from the first commit seen to the last. A run so small
+/// that its first commit is its last (a smoke run: one transaction) is
+/// timed from `started` instead.
+async fn drained(group: &str, input: &str, started: Instant) -> f64 {
+    let (first_at, first) = eventually("a first commit", WAIT, || async {
+        let committed = committed_total(group, input, PARTITIONS).await;
+        (committed > 0).then(|| (Instant::now(), committed))
+    })
+    .await;
+    if first >= events() as i64 {
+        return events() as f64 / started.elapsed().as_secs_f64();
+    }
+    let last_at = eventually("every input offset committed", WAIT, || async {
+        (committed_total(group, input, PARTITIONS).await >= events() as i64).then(Instant::now)
+    })
+    .await;
+    (events() as i64 - first) as f64 / last_at.duration_since(first_at).as_secs_f64()
+}
+
+/// Runs a transactional loop until its group committed every input offset.
+async fn transactional<T: Transformer>(input: &str, transformer: T, dlq: &str) -> Rates {
+    let stack = Stack::get();
+    let group = unique_name("bench-group");
+    let dead_letters = DeadLetterPublisher::new(
+        idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap(),
+        Arc::new(AvroCodec::new(stack.registry_settings())),
+        dlq,
+        "bench",
+        "0.0.0",
+    );
+    let run = TransactionalLoop::new(
+        &KafkaConfig::new(&stack.kafka_bootstrap),
+        settings(input, &group),
+        transformer,
+        &dead_letters,
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(run.run(async { stopped.await.unwrap_or(()) }));
+    let drained = drained(&group, input, started).await;
+    let whole = events() as f64 / started.elapsed().as_secs_f64();
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    Rates { whole, drained }
+}
+
+/// The Kafka Streams peer on `input` until its group committed every
+/// input offset; events/s from its first commit to its last.
+async fn kafka_streams(input: &str, output: &str) -> f64 {
+    let stack = Stack::get();
+    let application = unique_name("bench-streams");
+    let log = std::fs::File::create(stack.local_dir.join("bench-kafka-streams.log")).unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new("bash")
+        .arg(stack.path("deploy/local/streams.sh"))
+        .arg("run")
+        .args([&stack.kafka_bootstrap, &stack.schema_registry_url])
+        .args([input, output, &application])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let rate = drained(&application, input, started).await;
+    // The JVM runs under `exec`: the pid is its own.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    rate
+}
+
+/// Every command on `topic`, read `read_committed`, by command id.
+async fn commands(topic: &str) -> HashMap<String, (Vec<u8>, SheetRowUpsert)> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut by_id = HashMap::new();
+    for message in consume_exactly(topic, events(), WAIT).await {
+        let upsert: SheetRowUpsert = codec.decode(message.payload().unwrap()).await.unwrap();
+        let key = message.key().unwrap().to_vec();
+        let id = upsert.command_id.clone();
+        assert!(
+            by_id.insert(id, (key, upsert)).is_none(),
+            "a command twice on {topic}"
+        );
+    }
+    by_id
+}
+
+/// Both tools made the same commands, once each.
+async fn same_commands(ours: &str, theirs: &str) {
+    let events = events();
+    let (ours, theirs) = (commands(ours).await, commands(theirs).await);
+    let differing = ours
+        .iter()
+        .filter(|(id, command)| theirs.get(*id) != Some(command))
+        .count();
+    assert_eq!(
+        differing, 0,
+        "{differing} of {events} commands differ between the transformer and Kafka Streams"
+    );
+}
+
+/// Consume and produce the same bytes, no transactions; events per second
+/// until every output is acknowledged.
+async fn plain_copy(input: &str, output: &str) -> f64 {
+    let stack = Stack::get();
+    let consumer: StreamConsumer = stack
+        .kafka_config()
+        .set("group.id", unique_name("bench-copy"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer = idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap();
+    let started = Instant::now();
+    let mut deliveries = futures::stream::FuturesUnordered::new();
+    let mut stream = consumer.stream();
+    for _ in 0..events() {
+        let message = stream.next().await.unwrap().unwrap();
+        let mut record = FutureRecord::to(output).payload(message.payload().unwrap_or_default());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, unsent)) => {
+                    record = unsent;
+                    // Queue full: let acknowledgements drain it.
+                    if let Some(done) = deliveries.next().await {
+                        done.unwrap().unwrap();
+                    }
+                }
+            }
+        }
+    }
+    while let Some(done) = deliveries.next().await {
+        done.unwrap().unwrap();
+    }
+    events() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The Kafka release the stack (and the Streams peer) run.
+fn kafka_version() -> String {
+    std::fs::read_to_string(Stack::get().path("deploy/local/versions.env"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("KAFKA_VERSION="))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::main]
+async fn main() {
+    let stack = Stack::get();
+    let events = events();
+    let input =
+        TestTopic::with_schema_of("orders.events.v1", "bench-transformer-in", PARTITIONS).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "bench-transformer-dlq", 1).await;
+    eprintln!("[bench] preloading {events} OrderPlaced events");
+    preload(&input.name, "orders", order_placed).await;
+
+    eprintln!("[bench] copy, no transactions");
+    let copy_out = TestTopic::create("bench-copy-out", PARTITIONS).await;
+    let copy = plain_copy(&input.name, &copy_out.name).await;
+    eprintln!("[bench] copy in transactions");
+    let tx_out = TestTopic::create("bench-copy-tx-out", PARTITIONS).await;
+    let copy_tx = transactional(&input.name, CopyTo(tx_out.name.clone()), &dlq.name).await;
+    eprintln!("[bench] transformer, shipped rules");
+    let sheets = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets", PARTITIONS).await;
+    let erp = TestTopic::with_schema_of("erp.commands.v1", "bench-erp", PARTITIONS).await;
+    let rules = load_rules(include_str!("../rules.toml"), &Catalog::embedded().unwrap()).unwrap();
+    let mapper = Mapper::new(
+        rules,
+        &HashMap::from([("orders".to_owned(), input.name.clone())]),
+        AvroCodec::new(stack.registry_settings()),
+        OutputTopics {
+            sheets: sheets.name.clone(),
+            erp: erp.name.clone(),
+        },
+    );
+    let mapped = transactional(&input.name, mapper, &dlq.name).await.whole;
+    let copy_tx = copy_tx.whole;
+
+    eprintln!("[bench] preloading {events} RequestStatusChanged events");
+    let requests =
+        TestTopic::with_schema_of("requests.events.v1", "bench-requests-in", PARTITIONS).await;
+    preload(&requests.name, "requests", request_status_changed).await;
+    eprintln!("[bench] transformer on them");
+    let ours_out =
+        TestTopic::with_schema_of("sheets.rows.v1", "bench-requests-rows", PARTITIONS).await;
+    let rules = load_rules(include_str!("../rules.toml"), &Catalog::embedded().unwrap()).unwrap();
+    let mapper = Mapper::new(
+        rules,
+        &HashMap::from([("requests".to_owned(), requests.name.clone())]),
+        AvroCodec::new(stack.registry_settings()),
+        OutputTopics {
+            sheets: ours_out.name.clone(),
+            erp: erp.name.clone(),
+        },
+    );
+    let ours = transactional(&requests.name, mapper, &dlq.name)
+        .await
+        .drained;
+    eprintln!("[bench] Kafka Streams on them");
+    let theirs_out =
+        TestTopic::with_schema_of("sheets.rows.v1", "bench-streams-rows", PARTITIONS).await;
+    let theirs = kafka_streams(&requests.name, &theirs_out.name).await;
+    same_commands(&ours_out.name, &theirs_out.name).await;
+
+    let mut out = String::new();
+    writeln!(out, "# transformer benchmark\n").unwrap();
+    writeln!(
+        out,
+        "Measured {} on this machine ({} cores), local stack, release build: {events} OrderPlaced \
+         events preloaded on {PARTITIONS} partitions; each run has its own group and outputs. \
+         The transformer makes two commands per event (an Orders row and a sale order).\n",
+        chrono::DateTime::from_timestamp_millis(sluice_contracts::now_millis())
+            .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+    )
+    .unwrap();
+    writeln!(out, "| run | events/s | transformer / run |").unwrap();
+    writeln!(out, "|---|---|---|").unwrap();
+    for (name, rate) in [
+        ("copy, no transactions (rdkafka, no Avro, no mapping)", copy),
+        (
+            "copy in transactions (the transactional loop, no Avro, no mapping)",
+            copy_tx,
+        ),
+        ("transformer (transactions, Avro, shipped rules)", mapped),
+    ] {
+        writeln!(out, "| {name} | {rate:.0} | {:.2} |", mapped / rate).unwrap();
+    }
+    writeln!(
+        out,
+        "\nAgainst Kafka Streams {} (deploy/local/peers/kafka-streams: the requests-sheet-status \
+         rule by hand, exactly_once_v2, 2 stream threads, Avro through the same registry) on \
+         {events} preloaded RequestStatusChanged events, each timed from its group's first \
+         committed offset to its last. Both outputs read back read_committed: {events} commands \
+         each, the same command ids, keys and records.\n",
+        kafka_version()
+    )
+    .unwrap();
+    writeln!(out, "| run | events/s | transformer / run |").unwrap();
+    writeln!(out, "|---|---|---|").unwrap();
+    writeln!(
+        out,
+        "| Kafka Streams, exactly once | {theirs:.0} | {:.2} |",
+        ours / theirs
+    )
+    .unwrap();
+    writeln!(out, "| transformer, exactly once | {ours:.0} | 1.00 |").unwrap();
+    let dir = sluice_testkit::bench_results_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("transformer.md");
+    std::fs::write(&file, &out).unwrap();
+    println!("{out}\nwritten to {}", file.display());
+}

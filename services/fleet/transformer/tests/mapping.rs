@@ -1,0 +1,395 @@
+//! Rules applied for real: events produced as Avro to input topics, the
+//! transformer's commands read back `read_committed` from the output topics
+//! and decoded. One rule exercises every expression kind, six others every
+//! kind of condition; the shipped rules turn orders and requests into the
+//! demo's sheet rows and sale orders.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{
+    Topics, decode, event_bytes, header, mapper, send, send_with, start, transactional_id,
+};
+use rdkafka::Message;
+use serde_json::{Value as Json, json};
+use sluice_contracts::types::{ErpCommand, ErpOperation, ScalarValue, SheetRowUpsert};
+use sluice_testkit::{consume_exactly, unique_name};
+use sluice_transformer::command_id;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// 2026-11-23 12:34:56.789 UTC.
+const AT: i64 = 1_795_437_296_789;
+
+const KINDS: &str = r#"
+[lookups.countries]
+DE = "Germany"
+
+[lookups.currencies]
+EUR = "euro"
+USD = "US dollar"
+
+[[rules]]
+id = "kinds"
+aggregate = "orders"
+event_type = "OrderPlaced"
+
+[rules.sheet]
+spreadsheet = "sheet-1"
+sheet = "Kinds"
+key = { concat = [{ constant = "row" }, { copy = "aggregate_id" }], separator = "-" }
+columns = [
+  { column = "Order number", value = { copy = "aggregate_id" } },
+  { column = "Email", value = { copy = "payload.customer.email" } },
+  { column = "Seven", value = { constant = 7 } },
+  { column = "Yes", value = { constant = true } },
+  { column = "Label", value = { constant = "fixed" } },
+  { column = "Day", value = { date = "occurred_at", format = "%d.%m.%Y %H:%M:%S" } },
+  { column = "Total", value = { number = "payload.total_minor", divide_by = 100, decimals = 2 } },
+  { column = "Total (number)", value = { number = "payload.total_minor", divide_by = 100 } },
+  { column = "Who", value = { concat = [{ copy = "payload.customer.name" }, { copy = "payload.shipping_country" }, { copy = "payload.currency" }], separator = " / " } },
+  { column = "Currency name", value = { lookup = "payload.currency", table = "currencies" } },
+  { column = "Country", value = { lookup = "payload.shipping_country", table = "countries", default = "unknown" } },
+  { column = "Shipping", value = { copy = "payload.shipping_country" } },
+]
+
+[[rules]]
+id = "eq"
+aggregate = "orders"
+event_type = "OrderPlaced"
+when = [{ field = "payload.currency", equals = "EUR" }]
+[rules.erp]
+model = "m"
+operation = "CREATE"
+external_ref = { copy = "aggregate_id" }
+fields = []
+
+[[rules]]
+id = "ne"
+aggregate = "orders"
+event_type = "OrderPlaced"
+when = [{ field = "payload.currency", not_equals = "EUR" }]
+[rules.erp]
+model = "m"
+operation = "CREATE"
+external_ref = { copy = "aggregate_id" }
+fields = []
+
+[[rules]]
+id = "in"
+aggregate = "orders"
+event_type = "OrderPlaced"
+when = [{ field = "payload.total_minor", in = [1950, 100] }]
+[rules.erp]
+model = "m"
+operation = "CREATE"
+external_ref = { copy = "aggregate_id" }
+fields = []
+
+[[rules]]
+id = "present"
+aggregate = "orders"
+event_type = "OrderPlaced"
+when = [{ field = "payload.shipping_country", present = true }]
+[rules.erp]
+model = "m"
+operation = "UPSERT"
+external_ref = { copy = "aggregate_id" }
+fields = []
+
+[[rules]]
+id = "absent"
+aggregate = "orders"
+event_type = "OrderPlaced"
+when = [{ field = "payload.shipping_country", present = false }]
+[rules.erp]
+model = "m"
+operation = "UPDATE"
+external_ref = { copy = "aggregate_id" }
+fields = []
+
+[[rules]]
+id = "both"
+aggregate = "orders"
+event_type = "OrderPlaced"
+when = [{ field = "payload.currency", equals = "EUR" }, { field = "payload.shipping_country", present = true }]
+[rules.erp]
+model = "m"
+operation = "CANCEL"
+external_ref = { copy = "aggregate_id" }
+fields = []
+"#;
+
+fn placed(total: i64, currency: &str, country: Option<&str>) -> Json {
+    let mut payload = json!({
+        "customer": {"customer_id": "c-1", "name": "Grace Hopper", "email": "grace@example.org"},
+        "lines": [{"sku": "S-1", "description": "tea", "quantity": 1, "unit_price_minor": total}],
+        "total_minor": total,
+        "currency": currency,
+    });
+    if let Some(country) = country {
+        payload["shipping_country"] = country.into();
+    }
+    payload
+}
+
+fn cells(row: &SheetRowUpsert) -> BTreeMap<&str, &ScalarValue> {
+    row.cells
+        .iter()
+        .map(|cell| (cell.column.as_str(), &cell.value))
+        .collect()
+}
+
+fn text(value: &str) -> ScalarValue {
+    ScalarValue::String(value.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_expression_and_condition_kind() {
+    let topics = Topics::new("map-kinds", 1).await;
+    let (stop, running) = start(
+        mapper(KINDS, &topics.names()),
+        &topics.names(),
+        &unique_name("map-kinds"),
+        &transactional_id(),
+    );
+    // A: euro, 19.50, no shipping country. B: dollars, 5.00, to Germany.
+    let a = "5f0c1d2e-0000-4000-8000-00000000000a";
+    let b = "5f0c1d2e-0000-4000-8000-00000000000b";
+    let orders = &topics.orders.name;
+    let bytes = event_bytes(
+        orders,
+        "orders",
+        a,
+        "order-a",
+        "OrderPlaced",
+        AT,
+        &placed(1950, "EUR", None),
+    )
+    .await;
+    send(orders, "order-a", &bytes).await;
+    let bytes = event_bytes(
+        orders,
+        "orders",
+        b,
+        "order-b",
+        "OrderPlaced",
+        AT,
+        &placed(500, "USD", Some("DE")),
+    )
+    .await;
+    send(orders, "order-b", &bytes).await;
+
+    // Sheet rows: one per event, every kind of value.
+    let rows = consume_exactly(&topics.sheets.name, 2, WAIT).await;
+    let mut upserts = Vec::new();
+    for message in &rows {
+        let row: SheetRowUpsert = decode(message).await;
+        assert_eq!(
+            message.key_view::<str>().unwrap().unwrap(),
+            format!("sheet-1/Kinds/{}", row.row_key)
+        );
+        assert_eq!(header(message, "sluice.rule").as_deref(), Some("kinds"));
+        upserts.push(row);
+    }
+    upserts.sort_by(|x, y| x.row_key.cmp(&y.row_key));
+    let (row_a, row_b) = (&upserts[0], &upserts[1]);
+    assert_eq!(row_a.row_key, "row-order-a");
+    assert_eq!(row_a.command_id, command_id(a, "kinds"));
+    assert_eq!(row_a.source_event_id, a);
+    assert_eq!(row_a.occurred_at, AT);
+    let columns: Vec<&str> = row_a.cells.iter().map(|c| c.column.as_str()).collect();
+    assert_eq!(
+        columns[..3],
+        ["Order number", "Email", "Seven"],
+        "rule order"
+    );
+    let a_cells = cells(row_a);
+    assert_eq!(
+        a_cells["Order number"],
+        &text("order-a"),
+        "copy under another name"
+    );
+    assert_eq!(
+        a_cells["Email"],
+        &text("grace@example.org"),
+        "copy of a nested field"
+    );
+    assert_eq!(a_cells["Seven"], &ScalarValue::Long(7));
+    assert_eq!(a_cells["Yes"], &ScalarValue::Boolean(true));
+    assert_eq!(a_cells["Label"], &text("fixed"));
+    assert_eq!(a_cells["Day"], &text("23.11.2026 12:34:56"));
+    assert_eq!(a_cells["Total"], &text("19.50"));
+    assert_eq!(a_cells["Total (number)"], &ScalarValue::Double(19.5));
+    assert_eq!(
+        a_cells["Who"],
+        &text("Grace Hopper / EUR"),
+        "a null part is skipped"
+    );
+    assert_eq!(a_cells["Currency name"], &text("euro"));
+    assert_eq!(a_cells["Country"], &text("unknown"), "lookup default");
+    assert_eq!(a_cells["Shipping"], &ScalarValue::Null);
+    let b_cells = cells(row_b);
+    assert_eq!(b_cells["Who"], &text("Grace Hopper / DE / USD"));
+    assert_eq!(b_cells["Country"], &text("Germany"));
+    assert_eq!(b_cells["Total"], &text("5.00"));
+    assert_eq!(b_cells["Currency name"], &text("US dollar"));
+
+    // ERP commands: which condition rules matched which event.
+    let commands = consume_exactly(&topics.erp.name, 5, WAIT).await;
+    let mut matched: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for message in &commands {
+        let command: ErpCommand = decode(message).await;
+        let rule = header(message, "sluice.rule").unwrap();
+        assert_eq!(
+            command.command_id,
+            command_id(command.source_event_id.as_deref().unwrap(), &rule)
+        );
+        assert_eq!(
+            message.key_view::<str>().unwrap().unwrap(),
+            command.external_ref
+        );
+        matched.entry(rule).or_default().push(command.external_ref);
+    }
+    let expected: BTreeMap<String, Vec<String>> = [
+        ("eq", "order-a"),
+        ("in", "order-a"),
+        ("absent", "order-a"),
+        ("ne", "order-b"),
+        ("present", "order-b"),
+    ]
+    .into_iter()
+    .map(|(rule, order)| (rule.to_owned(), vec![order.to_owned()]))
+    .collect();
+    assert_eq!(matched, expected, "\"both\" matches neither");
+    // Per-rule metrics, as /metrics shows them.
+    let metrics = common::telemetry().render();
+    for (series, value) in [
+        ("sluice_transformer_rule_matched_total{rule=\"kinds\"}", 2),
+        ("sluice_transformer_rule_produced_total{rule=\"kinds\"}", 2),
+        ("sluice_transformer_rule_matched_total{rule=\"eq\"}", 1),
+        ("sluice_transformer_rule_produced_total{rule=\"ne\"}", 1),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line == format!("{series} {value}")),
+            "{series} {value} in:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("rule=\"both\""), "\"both\" never matched");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rules_make_the_demo_commands() {
+    let topics = Topics::new("map-shipped", 1).await;
+    let (stop, running) = start(
+        mapper(include_str!("../rules.toml"), &topics.names()),
+        &topics.names(),
+        &unique_name("map-shipped"),
+        &transactional_id(),
+    );
+    let placed_id = "6a000000-0000-4000-8000-000000000001";
+    let orders = &topics.orders.name;
+    let bytes = event_bytes(
+        orders,
+        "orders",
+        placed_id,
+        "order-9",
+        "OrderPlaced",
+        AT,
+        &placed(2999, "EUR", Some("NL")),
+    )
+    .await;
+    // The order arrives with a trace; its commands carry it on.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    send_with(orders, "order-9", &bytes, &[("traceparent", &traceparent)]).await;
+    let request_id = "6a000000-0000-4000-8000-000000000002";
+    let requests = &topics.requests.name;
+    let request = json!({
+        "requester_email": "ops@example.org", "subject": "Printer on fire", "description": "smoke",
+        "priority": "URGENT"
+    });
+    let bytes = event_bytes(
+        requests,
+        "requests",
+        request_id,
+        "req-1",
+        "RequestCreated",
+        AT,
+        &request,
+    )
+    .await;
+    send(requests, "req-1", &bytes).await;
+    // Filtered out by the rule's condition: WAITING is not a status it shows.
+    let waiting = json!({"from_status": "OPEN", "to_status": "WAITING", "changed_by": "bo"});
+    let bytes = event_bytes(
+        requests,
+        "requests",
+        "6a000000-0000-4000-8000-000000000003",
+        "req-1",
+        "RequestStatusChanged",
+        AT + 1,
+        &waiting,
+    )
+    .await;
+    send(requests, "req-1", &bytes).await;
+
+    let rows = consume_exactly(&topics.sheets.name, 2, WAIT).await;
+    let mut by_sheet = BTreeMap::new();
+    for message in &rows {
+        let row: SheetRowUpsert = decode(message).await;
+        by_sheet.insert(row.sheet.clone(), row);
+        if message
+            .key()
+            .is_some_and(|key| key.starts_with(b"sluice-demo/Orders/"))
+        {
+            let carried = header(message, "traceparent").unwrap();
+            assert!(
+                carried.starts_with(&format!("00-{trace_id}-")) && carried != traceparent,
+                "a child of the event's trace: {carried}"
+            );
+        }
+    }
+    let order_row = &by_sheet["Orders"];
+    let order_cells = cells(order_row);
+    assert_eq!(order_row.spreadsheet_id, "sluice-demo");
+    assert_eq!(order_cells["Order"], &text("order-9"));
+    assert_eq!(
+        order_cells["Customer"],
+        &text("Grace Hopper · grace@example.org")
+    );
+    assert_eq!(order_cells["Total"], &text("29.99"));
+    assert_eq!(order_cells["Country"], &text("Netherlands"));
+    assert_eq!(order_cells["Placed at"], &text("2026-11-23 12:34 UTC"));
+    let request_cells = cells(&by_sheet["Requests"]);
+    assert_eq!(request_cells["Priority"], &text("1 - urgent"));
+    assert_eq!(request_cells["Category"], &ScalarValue::Null);
+    assert_eq!(request_cells["Subject"], &text("Printer on fire"));
+
+    let commands = consume_exactly(&topics.erp.name, 1, WAIT).await;
+    let sale: ErpCommand = decode(&commands[0]).await;
+    assert_eq!(sale.model, "sale.order");
+    assert_eq!(sale.operation, ErpOperation::Create);
+    assert_eq!(sale.external_ref, "order-9");
+    assert_eq!(
+        sale.command_id,
+        command_id(placed_id, "orders-erp-sale-order")
+    );
+    let fields: BTreeMap<&str, &ScalarValue> = sale
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), &f.value))
+        .collect();
+    assert_eq!(fields["amount_total"], &ScalarValue::Double(29.99));
+    assert_eq!(fields["partner_email"], &text("grace@example.org"));
+    assert_eq!(fields["date_order"], &text("2026-11-23 12:34:56"));
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}

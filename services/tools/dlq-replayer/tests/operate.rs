@@ -1,0 +1,500 @@
+//! The operator's round trip against a real failing service: erp-sink
+//! (against the sandbox's Odoo) dead-letters what the ERP refuses and what
+//! is not Avro; the CLI lists, filters and shows them decoded; the cause is
+//! fixed; a dry run changes nothing; a filtered replay puts exactly those
+//! messages back byte for byte and erp-sink applies them; a second replay
+//! is refused, and with --force goes (and the ERP still holds one record
+//! each).
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{end_offset, header, read_from, run};
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use reqwest::Client;
+use serde_json::{Value, json};
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{DeadLetter, ErpCommand, ErpField, ErpOperation, ScalarValue};
+use sluice_dlq::DeadLetterPublisher;
+use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
+use sluice_erp_sink::{Applier, ErpSink, RecordFields};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
+use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
+use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+use sluice_testkit::{Stack, TestTopic, eventually, message_count, producer, unique_name};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn sandbox() -> Local {
+    let key = ServiceAccountKey::generate("unused@sandbox.test", "unused").unwrap();
+    let issuer =
+        TokenIssuer::new(&key.public_key_pem().unwrap(), &key.client_email, "unused").unwrap();
+    let odoo = OdooAccount {
+        database: "sluice".into(),
+        login: "sluice".into(),
+        password: "sandbox".into(),
+    };
+    Local::start(Sandbox::new(issuer, odoo)).await.unwrap()
+}
+
+/// erp-sink on `commands`, dead-lettering to `dlq`, until the sender fires.
+fn start_erp_sink(
+    base: &str,
+    commands: &str,
+    results: &str,
+    dlq: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    let stack = Stack::get();
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let client = OdooClient::new(
+        Client::new(),
+        OdooLogin {
+            url: base.to_owned(),
+            database: "sluice".into(),
+            login: "sluice".into(),
+            password: "sandbox".to_owned().into(),
+        },
+        CircuitBreaker::new(
+            "erp",
+            BreakerConfig {
+                failure_threshold: 50,
+                failure_rate: None,
+                slow_call: None,
+                open_wait: Duration::from_secs(1),
+                half_open_permits: 1,
+                success_threshold: 1,
+            },
+        )
+        .unwrap(),
+        Arc::new(
+            RateLimiter::new(
+                "erp",
+                LimiterConfig {
+                    capacity: NonZeroU32::new(50).unwrap(),
+                    refill_per_second: 1_000.0,
+                },
+            )
+            .unwrap(),
+        ),
+    );
+    let sink = ErpSink::new(
+        AvroCodec::new(stack.registry_settings()),
+        Applier::new(
+            client,
+            RecordFields {
+                external_ref: "x_sluice_external_ref".into(),
+                applied_commands: "x_sluice_commands".into(),
+            },
+        ),
+        ReplyPublisher::new(&kafka, Arc::clone(&codec), results).unwrap(),
+    );
+    let settings = ConsumerSettings {
+        group_id: unique_name("replayer-erp"),
+        topics: vec![commands.to_owned()],
+        partition_buffer: 16,
+        max_concurrent: 2,
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
+        retry: RetryPolicy {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            multiplier: 2.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        pause_backoff: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let dead_letters = DeadLetterPublisher::new(producer(), codec, dlq, "erp-sink", "0.1.0");
+    let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        run.run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap()
+    });
+    stop
+}
+
+fn command(n: u32, operation: ErpOperation, reference: &str, note: &str) -> ErpCommand {
+    ErpCommand {
+        command_id: format!("00000000-0000-4000-8000-{n:012}"),
+        model: "sale.order".into(),
+        operation,
+        external_ref: reference.into(),
+        fields: vec![ErpField {
+            name: "note".into(),
+            value: ScalarValue::String(note.into()),
+        }],
+        source_event_id: None,
+        issued_at: 1_795_437_296_789,
+        saga: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_replayed_once() {
+    let sandbox = sandbox().await;
+    let base = sandbox.base.clone();
+    sandbox
+        .set_faults("odoo", &json!({"reject_value": "HOLD"}))
+        .await
+        .unwrap();
+    // One partition, so offsets read simply.
+    let commands = TestTopic::with_schema_of("erp.commands.v1", "replayer-commands", 1).await;
+    let results = TestTopic::with_schema_of("erp.results.v1", "replayer-results", 1).await;
+    let dlq = common::dlq_topic("replayer-erp").await;
+    let stop = start_erp_sink(&base, &commands.name, &results.name, &dlq.name);
+
+    // 6 the ERP refuses (HOLD), 2 updates of missing orders, 2 fine, 1 not Avro.
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut sent = Vec::new();
+    for n in 0..6 {
+        sent.push(command(
+            n,
+            ErpOperation::Create,
+            &format!("so-hold-{n}"),
+            "HOLD",
+        ));
+    }
+    sent.push(command(6, ErpOperation::Update, "so-missing-1", "late"));
+    sent.push(command(7, ErpOperation::Update, "so-missing-2", "late"));
+    sent.push(command(8, ErpOperation::Create, "so-ok-1", "fine"));
+    sent.push(command(9, ErpOperation::Create, "so-ok-2", "fine"));
+    for command in &sent {
+        let bytes = codec.encode(&commands.name, command).await.unwrap();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_bytes()),
+        });
+        producer()
+            .send(
+                FutureRecord::to(&commands.name)
+                    .key(&command.external_ref)
+                    .payload(&bytes)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    producer()
+        .send(
+            FutureRecord::to(&commands.name)
+                .key("so-garbage")
+                .payload("{\"not\": \"avro\"}"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    eventually("9 dead letters", WAIT, || {
+        let dlq = &dlq.name;
+        async move { (message_count(dlq) == 9).then_some(()) }
+    })
+    .await;
+
+    // list: all nine, counted by class; filtered by text, class and key.
+    let all = run(&["list", "--topic", &dlq.name]).await;
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(
+        all.stdout.contains("9 dead letters: DECODE 1, PERMANENT 8"),
+        "{}",
+        all.stdout
+    );
+    let held = run(&[
+        "--output", "json", "list", "--topic", &dlq.name, "--grep", "HOLD",
+    ])
+    .await;
+    let held = held.json_lines();
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|l| l["service"] == "erp-sink" && l["class"] == "PERMANENT")
+    );
+    let decode = run(&[
+        "--output", "json", "list", "--topic", &dlq.name, "--class", "decode",
+    ])
+    .await;
+    assert_eq!(decode.json_lines().len(), 1);
+    assert_eq!(decode.json_lines()[0]["key"], "so-garbage");
+    let missing = run(&[
+        "--output",
+        "json",
+        "list",
+        "--topic",
+        &dlq.name,
+        "--key",
+        "so-missing-2",
+    ])
+    .await;
+    let missing = missing.json_lines();
+    assert_eq!(missing.len(), 1);
+    assert!(
+        missing[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no sale.order record")
+    );
+
+    // show: the original ErpCommand decoded through the registry.
+    let coordinate = held[0]["dead_letter"].as_str().unwrap().to_owned();
+    let shown = run(&["--output", "json", "show", &coordinate]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let shown: Value = serde_json::from_str(shown.stdout.trim()).unwrap();
+    assert_eq!(shown["value"]["external_ref"], "so-hold-0");
+    assert_eq!(shown["value"]["operation"], "CREATE");
+    assert_eq!(shown["headers"][0]["key"], "traceparent");
+    assert!(shown["error"].as_str().unwrap().contains("ValidationError"));
+    let table = run(&["show", &coordinate]).await;
+    assert!(
+        table.stdout.contains("\"external_ref\": \"so-hold-0\""),
+        "{}",
+        table.stdout
+    );
+
+    // The cause is fixed; a dry run sends and records nothing.
+    sandbox.set_faults("odoo", &json!({})).await.unwrap();
+    let commands_end = end_offset(&commands.name);
+    let runs_before = run(&["--output", "json", "history", "--limit", "1000"])
+        .await
+        .json_lines()
+        .len();
+    let dry = run(&[
+        "replay",
+        "--topic",
+        &dlq.name,
+        "--grep",
+        "HOLD",
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("6 dead letters"), "{}", dry.stdout);
+    assert_eq!(
+        end_offset(&commands.name),
+        commands_end,
+        "the dry run sent nothing"
+    );
+    let runs_after = run(&["--output", "json", "history", "--limit", "1000"])
+        .await
+        .json_lines()
+        .len();
+    assert_eq!(runs_after, runs_before, "the dry run recorded nothing");
+
+    // The replay: exactly the six, byte for byte, plus replay headers.
+    let replayed = run(&[
+        "replay", "--topic", &dlq.name, "--grep", "HOLD", "--actor", "alice",
+    ])
+    .await;
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    assert_eq!(end_offset(&commands.name), commands_end + 6);
+    let letters: BTreeMap<String, DeadLetter> = {
+        let mut letters = BTreeMap::new();
+        for message in common::read(&dlq.name, 9).await {
+            let letter: DeadLetter = codec.decode(message.payload().unwrap()).await.unwrap();
+            let at = format!("{}:{}:{}", dlq.name, message.partition(), message.offset());
+            letters.insert(at, letter);
+        }
+        letters
+    };
+    let again = read_from(&commands.name, commands_end, 6).await;
+    let mut from: Vec<String> = Vec::new();
+    for message in &again {
+        let origin = header(message, "sluice.replay.from").unwrap();
+        let letter = &letters[&origin];
+        assert_eq!(
+            message.key(),
+            letter.original_key.as_deref(),
+            "key of {origin}"
+        );
+        assert_eq!(
+            message.payload(),
+            letter.original_value.as_deref(),
+            "value of {origin}"
+        );
+        let headers: Vec<(String, Option<Vec<u8>>)> = message
+            .headers()
+            .unwrap()
+            .iter()
+            .filter(|h| !h.key.starts_with("sluice.replay."))
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        let original: Vec<(String, Option<Vec<u8>>)> = letter
+            .original_headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect();
+        assert_eq!(headers, original, "headers of {origin}");
+        assert!(header(message, "sluice.replay.id").is_some());
+        from.push(origin);
+    }
+    from.sort();
+    let mut expected: Vec<String> = held
+        .iter()
+        .map(|l| l["dead_letter"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(from, expected, "exactly the filtered dead letters");
+
+    // erp-sink applies them now.
+    eventually("the six orders in the ERP", WAIT, || {
+        let sandbox = &sandbox;
+        async move {
+            let records = sandbox.records("sale.order").await.unwrap();
+            let held = records
+                .iter()
+                .filter(|r| {
+                    r["x_sluice_external_ref"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("so-hold-"))
+                })
+                .count();
+            (held == 6).then_some(())
+        }
+    })
+    .await;
+
+    // A second replay of the same set is refused; with --force it goes.
+    let refused = run(&["replay", "--topic", &dlq.name, "--grep", "HOLD"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("6 of the 6 selected dead letters were replayed before"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--force"));
+    assert_eq!(end_offset(&commands.name), commands_end + 6);
+    let forced = run(&["replay", "--topic", &dlq.name, "--grep", "HOLD", "--force"]).await;
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(end_offset(&commands.name), commands_end + 12);
+    // Applied once all the same: the command ids are on the records.
+    eventually("the forced replay handled", WAIT, || {
+        let results = &results.name;
+        // 2 fine + 6 after the fix + 6 already applied + 8 rejected.
+        async move { (message_count(results) >= 22).then_some(()) }
+    })
+    .await;
+    stop.send(()).unwrap();
+    let records = sandbox.records("sale.order").await.unwrap();
+    let held: Vec<&serde_json::Map<String, Value>> = records
+        .iter()
+        .filter(|r| {
+            r["x_sluice_external_ref"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("so-hold-"))
+        })
+        .collect();
+    assert_eq!(held.len(), 6, "one record per order after two replays");
+
+    // history: both runs, by whom, how they ended.
+    let history = run(&["--output", "json", "history", "--limit", "1000"])
+        .await
+        .json_lines();
+    let mine: Vec<&Value> = history
+        .iter()
+        .filter(|h| {
+            h["selection"]
+                .as_str()
+                .is_some_and(|s| s.contains(&dlq.name))
+        })
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(
+        mine.iter()
+            .all(|h| h["outcome"] == "done" && h["replayed"] == 6)
+    );
+    assert!(
+        mine.iter()
+            .any(|h| h["actor"] == "alice" && h["forced"] == false)
+    );
+    assert!(
+        mine.iter()
+            .any(|h| h["actor"] == "test-operator" && h["forced"] == true)
+    );
+}
+
+#[tokio::test]
+async fn errors_name_their_cause() {
+    let unknown = run(&["list", "--topic", "dlq.no-such-topic.v1"]).await;
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown
+            .stderr
+            .contains("unknown topic dlq.no-such-topic.v1"),
+        "{}",
+        unknown.stderr
+    );
+    let not_dlq = run(&["list", "--topic", "__consumer_offsets"]).await;
+    assert_eq!(not_dlq.code, 1);
+    assert!(
+        not_dlq.stderr.contains("is not a dead-letter topic"),
+        "{}",
+        not_dlq.stderr
+    );
+    let bad = run(&["show", "dlq.x.v1:zero:1"]).await;
+    assert_eq!(bad.code, 2, "a usage error");
+    assert!(
+        bad.stderr.contains("the partition is not a number"),
+        "{}",
+        bad.stderr
+    );
+    let dlq = common::dlq_topic("replayer-errors").await;
+    let past_end = run(&["show", &format!("{}:0:5", dlq.name)]).await;
+    assert_eq!(past_end.code, 1);
+    assert!(
+        past_end.stderr.contains("bad coordinates"),
+        "{}",
+        past_end.stderr
+    );
+    let source = TestTopic::create("replayer-errors-source", 1).await;
+    common::dead_letters(&source.name, &dlq.name, 1).await;
+    let away = common::run_with(
+        &["list", "--topic", &dlq.name],
+        &[(
+            "SLUICE_SCHEMA_REGISTRY_URL",
+            "http://127.0.0.1:9/apis/ccompat/v7",
+        )],
+    )
+    .await;
+    assert_eq!(away.code, 1);
+    assert!(
+        away.stderr.contains("schema registry unreachable"),
+        "{}",
+        away.stderr
+    );
+    let nowhere = run(&[
+        "replay",
+        "--topic",
+        &dlq.name,
+        "--to",
+        "no-such-target-topic",
+    ])
+    .await;
+    assert_eq!(nowhere.code, 1);
+    assert!(
+        nowhere
+            .stderr
+            .contains("unknown topic no-such-target-topic"),
+        "{}",
+        nowhere.stderr
+    );
+    let rate = run(&["replay", "--rate", "fast"]).await;
+    assert_eq!(rate.code, 2);
+    assert!(
+        rate.stderr.contains("is not a rate like 50/s"),
+        "{}",
+        rate.stderr
+    );
+}

@@ -1,0 +1,579 @@
+//! The sandbox over HTTP, as the sinks will use it: a service-account JWT
+//! exchanged for a token, Sheets values read and written, Odoo records made
+//! and found over JSON-RPC, faults injected through /admin and seen in the
+//! answers and the request log.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+
+const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
+
+/// One key per test process: RSA key generation takes a while.
+fn key() -> &'static ServiceAccountKey {
+    static KEY: OnceLock<ServiceAccountKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        ServiceAccountKey::generate("sink@sandbox.test", "http://sandbox/token").unwrap()
+    })
+}
+
+/// A sandbox on a free loopback port with spreadsheet `s1` (sheets Orders,
+/// Requests); its base URL.
+async fn serve() -> String {
+    let key = key();
+    let issuer = TokenIssuer::new(
+        &key.public_key_pem().unwrap(),
+        &key.client_email,
+        &key.token_uri,
+    )
+    .unwrap();
+    let app = Sandbox::new(
+        issuer,
+        OdooAccount {
+            database: "sluice".into(),
+            login: "sluice".into(),
+            password: "secret".into(),
+        },
+    );
+    app.create_spreadsheet("s1", &["Orders".to_owned(), "Requests".to_owned()]);
+    Local::start(app).await.unwrap().base
+}
+
+/// A JWT bearer assertion as Google's client libraries make it.
+fn assertion(key: &ServiceAccountKey, audience: &str) -> String {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let claims = json!({"iss": key.client_email, "scope": SCOPE, "aud": audience, "iat": now, "exp": now + 3600});
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.private_key_id.clone());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(key.private_key.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn token_response(base: &str, assertion: &str) -> (StatusCode, Value) {
+    let response = Client::new()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn token(base: &str) -> String {
+    let (status, body) = token_response(base, &assertion(key(), &key().token_uri)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn faults(base: &str, api: &str, faults: Value) {
+    let response = Client::new()
+        .put(format!("{base}/admin/faults/{api}"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+async fn batch_update(base: &str, token: &str, data: Value) -> reqwest::Response {
+    Client::new()
+        .post(format!("{base}/v4/spreadsheets/s1/values:batchUpdate"))
+        .bearer_auth(token)
+        .json(&json!({"valueInputOption": "RAW", "data": data}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn rpc(base: &str, service: &str, method: &str, args: Value) -> Value {
+    let response = Client::new()
+        .post(format!("{base}/jsonrpc"))
+        .json(&json!({"jsonrpc": "2.0", "method": "call", "id": 7, "params": {"service": service, "method": method, "args": args}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "Odoo answers errors with 200"
+    );
+    response.json().await.unwrap()
+}
+
+async fn execute(base: &str, password: &str, method: &str, args: Value, kwargs: Value) -> Value {
+    rpc(
+        base,
+        "object",
+        "execute_kw",
+        json!(["sluice", 2, password, "sale.order", method, args, kwargs]),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn tokens_only_for_the_accounts_signed_assertions() {
+    let base = serve().await;
+    let (status, body) = token_response(&base, &assertion(key(), &key().token_uri)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["token_type"].as_str(), body["expires_in"].as_i64()),
+        (Some("Bearer"), Some(3600))
+    );
+
+    let stranger = ServiceAccountKey::generate(&key().client_email, &key().token_uri).unwrap();
+    let (status, body) = token_response(&base, &assertion(&stranger, &key().token_uri)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "another key's signature"
+    );
+    let (status, _) = token_response(&base, &assertion(key(), "https://elsewhere/token")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "another audience");
+
+    let unauthenticated = Client::new()
+        .get(format!("{base}/v4/spreadsheets/s1/values/Orders!A:A"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = unauthenticated.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn sheets_values_are_written_and_read_back() {
+    let base = serve().await;
+    let token = token(&base).await;
+    let client = Client::new();
+    let appended = client
+        .post(format!(
+            "{base}/v4/spreadsheets/s1/values/Orders!A1:append?valueInputOption=RAW"
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"values": [["Order", "Total"], ["o-1", "19.50"], ["o-2", 5]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), StatusCode::OK);
+    let body: Value = appended.json().await.unwrap();
+    assert_eq!(body["updates"]["updatedRange"], "Orders!A1:B3");
+
+    // o-1's row updated in place; a fourth row written by range.
+    let updated = batch_update(
+        &base,
+        &token,
+        json!([
+            {"range": "Orders!A2:B2", "values": [["o-1", "21.00"]]},
+            {"range": "Orders!A4:B4", "values": [["o-3", true]]}
+        ]),
+    )
+    .await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    let body: Value = updated.json().await.unwrap();
+    assert_eq!(body["totalUpdatedCells"], 4);
+
+    let keys: Value = client
+        .get(format!("{base}/v4/spreadsheets/s1/values/Orders!A:A"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys["values"],
+        json!([["Order"], ["o-1"], ["o-2"], ["o-3"]])
+    );
+    let grid: Value = client
+        .get(format!("{base}/admin/spreadsheets/s1/Orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        grid["values"],
+        json!([
+            ["Order", "Total"],
+            ["o-1", "21.00"],
+            ["o-2", 5],
+            ["o-3", true]
+        ])
+    );
+
+    // Google's 4xx: missing valueInputOption, an unknown sheet (nothing
+    // written), an unknown spreadsheet.
+    let response = client
+        .post(format!("{base}/v4/spreadsheets/s1/values:batchUpdate"))
+        .bearer_auth(&token)
+        .json(&json!({"data": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = batch_update(
+        &base,
+        &token,
+        json!([
+            {"range": "Orders!A5", "values": [["o-4"]]},
+            {"range": "Nope!A1", "values": [["x"]]}
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "Unable to parse range: Nope");
+    let grid: Value = client
+        .get(format!("{base}/admin/spreadsheets/s1/Orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        grid["values"].as_array().unwrap().len(),
+        4,
+        "a failed batch writes nothing"
+    );
+    let response = client
+        .get(format!("{base}/v4/spreadsheets/nope/values/Orders!A:A"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn odoo_records_are_created_found_and_written() {
+    let base = serve().await;
+    let login = rpc(
+        &base,
+        "common",
+        "authenticate",
+        json!(["sluice", "sluice", "secret", {}]),
+    )
+    .await;
+    assert_eq!(login["result"], 2);
+    let refused = rpc(
+        &base,
+        "common",
+        "authenticate",
+        json!(["sluice", "sluice", "wrong", {}]),
+    )
+    .await;
+    assert_eq!(refused["result"], false);
+
+    let created = execute(
+        &base,
+        "secret",
+        "create",
+        json!([{"client_order_ref": "o-1", "amount_total": 19.5}]),
+        json!({}),
+    )
+    .await;
+    let id = created["result"].as_i64().unwrap();
+    let found = execute(
+        &base,
+        "secret",
+        "search",
+        json!([[["client_order_ref", "=", "o-1"]]]),
+        json!({"limit": 1}),
+    )
+    .await;
+    assert_eq!(found["result"], json!([id]));
+    let missing = execute(
+        &base,
+        "secret",
+        "search",
+        json!([[["client_order_ref", "=", "o-9"]]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(missing["result"], json!([]));
+    let written = execute(
+        &base,
+        "secret",
+        "write",
+        json!([[id], {"amount_total": 21.0, "state": "cancel"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(written["result"], true);
+    let read = execute(
+        &base,
+        "secret",
+        "read",
+        json!([[id]]),
+        json!({"fields": ["amount_total", "state"]}),
+    )
+    .await;
+    assert_eq!(
+        read["result"],
+        json!([{"id": id, "amount_total": 21.0, "state": "cancel"}])
+    );
+    let records: Value = Client::new()
+        .get(format!("{base}/admin/erp/sale.order"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records.as_array().unwrap().len(), 1);
+
+    // Odoo's error shape, with HTTP 200.
+    let denied = execute(&base, "wrong", "search", json!([[]]), json!({})).await;
+    assert_eq!(
+        denied["error"]["data"]["name"],
+        "odoo.exceptions.AccessDenied"
+    );
+    assert_eq!(denied["id"], 7);
+    let gone = execute(
+        &base,
+        "secret",
+        "write",
+        json!([[999], {"state": "x"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        gone["error"]["data"]["name"],
+        "odoo.exceptions.MissingError"
+    );
+}
+
+#[tokio::test]
+async fn faults_come_as_configured_and_are_logged() {
+    let base = serve().await;
+    let token = token(&base).await;
+    let row = || json!([{"range": "Requests!A1", "values": [["r-1"]]}]);
+
+    // An outage: 503 with Retry-After until it ends.
+    faults(&base, "sheets", json!({"outage_secs": 2})).await;
+    let response = batch_update(&base, &token, row()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "2");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        batch_update(&base, &token, row()).await.status(),
+        StatusCode::OK
+    );
+
+    // A burst of 429s with Retry-After, then service.
+    faults(
+        &base,
+        "sheets",
+        json!({"burst_429": 2, "retry_after_secs": 7}),
+    )
+    .await;
+    for _ in 0..2 {
+        let response = batch_update(&base, &token, row()).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "7");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+    }
+    assert_eq!(
+        batch_update(&base, &token, row()).await.status(),
+        StatusCode::OK
+    );
+
+    // A per-minute write quota; reads do not count.
+    faults(&base, "sheets", json!({"quota_per_minute": 3})).await;
+    for _ in 0..3 {
+        assert_eq!(
+            batch_update(&base, &token, row()).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        batch_update(&base, &token, row()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Every request a 500; latency added.
+    faults(
+        &base,
+        "sheets",
+        json!({"error_rates": {"500": 1.0}, "latency_ms": 300}),
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(
+        batch_update(&base, &token, row()).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // A value the API refuses for good.
+    faults(&base, "sheets", json!({"reject_value": "poison"})).await;
+    let response = batch_update(
+        &base,
+        &token,
+        json!([{"range": "Requests!A1", "values": [["poison"]]}]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    faults(&base, "odoo", json!({"reject_value": "poison"})).await;
+    let invalid = execute(
+        &base,
+        "secret",
+        "create",
+        json!([{"client_order_ref": "poison"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        invalid["error"]["data"]["name"],
+        "odoo.exceptions.ValidationError"
+    );
+    faults(&base, "odoo", json!({"error_rates": {"503": 1.0}})).await;
+    let response = Client::new()
+        .post(format!("{base}/jsonrpc"))
+        .json(&json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "common", "method": "login", "args": ["sluice", "sluice", "secret"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // The log: every Sheets call above, with its status.
+    let log: Value = Client::new()
+        .get(format!("{base}/admin/requests?api=sheets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<i64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [503, 200, 429, 429, 200, 200, 200, 200, 429, 500, 400]
+    );
+}
+
+#[tokio::test]
+async fn the_binary_makes_a_key_and_serves_with_it() {
+    let dir = std::env::temp_dir().join(format!("sandbox-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = sluice_testkit::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let key_file = dir.join("key.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["keygen", "--token-uri", &format!("{base}/token"), "--out"])
+        .arg(&key_file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--spreadsheet",
+            "demo=Orders,Requests",
+            "--service-account",
+        ])
+        .arg(&key_file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let written = ServiceAccountKey::read(&key_file).unwrap();
+    let mut answer = None;
+    for _ in 0..50 {
+        if let Ok(response) = Client::new()
+            .post(format!("{base}/token"))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &assertion(&written, &written.token_uri)),
+            ])
+            .send()
+            .await
+        {
+            answer = Some(response.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(answer, Some(StatusCode::OK), "a token for the key it wrote");
+}
+
+#[tokio::test]
+async fn a_sheet_is_a_page_with_its_rows_escaped() {
+    let base = serve().await;
+    let token = token(&base).await;
+    let written = batch_update(
+        &base,
+        &token,
+        json!([{"range": "Orders!A1:C3", "values": [
+            ["Order", "Customer", "Total"],
+            ["o-1", "Ada <script>alert(1)</script>", 12.5],
+            ["o-2", "Grace & co", null]
+        ]}]),
+    )
+    .await;
+    assert_eq!(written.status(), StatusCode::OK);
+    let page = Client::new()
+        .get(format!("{base}/sheets/s1/Orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<th>Customer</th>"), "{html}");
+    assert!(
+        html.contains("<td>o-1</td>") && html.contains("<td>12.5</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Ada &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>Grace &amp; co</td>") && html.contains("2 rows"),
+        "{html}"
+    );
+    let missing = Client::new()
+        .get(format!("{base}/sheets/s1/Nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,113 @@
+//! The addresses of the local stack.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rdkafka::ClientConfig;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+
+/// Where the local stack's servers listen.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Kafka bootstrap servers.
+    pub kafka_bootstrap: String,
+    /// Base URL of the registry's Confluent-compatible API.
+    pub schema_registry_url: String,
+    /// Postgres URL of the application database.
+    pub database_url: String,
+    /// The broker's SASL_PLAINTEXT (SCRAM-SHA-512) listener.
+    pub kafka_sasl_bootstrap: String,
+    /// The SCRAM user and password the stack created.
+    pub kafka_scram_credentials: (String, String),
+    /// Root of the repository.
+    pub repo_root: PathBuf,
+    /// The stack's folder (`.local/` unless SLUICE_LOCAL says otherwise).
+    pub local_dir: PathBuf,
+}
+
+impl Stack {
+    /// The running stack, read once from `.local/stack.env` (or the same
+    /// variables in the environment, which win).
+    pub fn get() -> &'static Stack {
+        static STACK: OnceLock<Stack> = OnceLock::new();
+        STACK.get_or_init(Stack::load)
+    }
+
+    fn load() -> Stack {
+        let repo_root = repo_root();
+        let local_dir = std::env::var_os("SLUICE_LOCAL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root.join(".local"));
+        let env_file = local_dir.join("stack.env");
+        let from_file = std::fs::read_to_string(&env_file)
+            .map(|text| parse_env(&text))
+            .unwrap_or_default();
+        let get = |key: &str| {
+            std::env::var(key)
+                .ok()
+                .or_else(|| from_file.get(key).cloned())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{key} is not set and {} does not name it: start the stack with `make stack-up`",
+                        env_file.display()
+                    )
+                })
+        };
+        Stack {
+            kafka_bootstrap: get("SLUICE_KAFKA_BOOTSTRAP"),
+            schema_registry_url: get("SLUICE_SCHEMA_REGISTRY_URL"),
+            database_url: get("SLUICE_DATABASE_URL"),
+            kafka_sasl_bootstrap: get("SLUICE_KAFKA_SASL_BOOTSTRAP"),
+            kafka_scram_credentials: (
+                get("SLUICE_KAFKA_SCRAM_USER"),
+                get("SLUICE_KAFKA_SCRAM_PASSWORD"),
+            ),
+            repo_root,
+            local_dir,
+        }
+    }
+
+    /// A librdkafka config pointing at the broker.
+    pub fn kafka_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.kafka_bootstrap);
+        config
+    }
+
+    /// Registry settings for schema_registry_converter.
+    pub fn registry_settings(&self) -> SrSettings {
+        SrSettings::new(self.schema_registry_url.clone())
+    }
+
+    /// A path inside the repository.
+    pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.repo_root.join(relative)
+    }
+}
+
+fn repo_root() -> PathBuf {
+    // shared/testing/testkit -> repository root
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(3)
+        .expect("testkit lives three levels below the repository root")
+        .to_path_buf()
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// A name no other test (or earlier run) uses: `<prefix>-<pid>-<n>-<random>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}-{n}-{}", std::process::id(), &random[..8])
+}
