@@ -5,6 +5,7 @@
 //! against the sandbox.
 
 mod apply;
+pub mod cli;
 pub mod odoo;
 mod sink;
 

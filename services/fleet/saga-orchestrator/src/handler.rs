@@ -72,6 +72,17 @@ pub struct Topics {
     pub sheet_results: String,
 }
 
+impl Topics {
+    /// Every topic the orchestrator consumes.
+    pub fn inputs(&self) -> Vec<String> {
+        vec![
+            self.orders.clone(),
+            self.erp_results.clone(),
+            self.sheet_results.clone(),
+        ]
+    }
+}
+
 /// Drives order fulfilment sagas from Kafka.
 pub struct SagaHandler {
     /// The saga.

@@ -4,11 +4,13 @@
 //! (`--outbox-format addressed`). Replies come back on the sinks' result
 //! topics; timeouts fire from the database. `main.rs` wires it.
 
+pub mod cli;
 pub mod definition;
 pub mod engine;
 pub mod fulfilment;
 mod handler;
 pub mod metrics;
+pub mod render;
 mod replies;
 mod store;
 mod timeouts;

@@ -1,9 +1,10 @@
 //! What `list` and `show` print: tables for people, JSON lines for scripts.
 
+use crate::engine::Phase;
+use crate::{LogLine, Sagas, StoreError, Summary};
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
-use sluice_saga_orchestrator::{LogLine, Summary};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,4 +115,23 @@ fn json_lines<T: serde::Serialize>(items: &[T]) -> String {
         .filter_map(|item| serde_json::to_string(item).ok())
         .map(|line| line + "\n")
         .collect()
+}
+
+/// `list`: sagas, newest first, as a table or JSON lines.
+pub async fn list(
+    sagas: &Sagas,
+    state: Option<Phase>,
+    limit: i64,
+    output: Output,
+) -> Result<String, StoreError> {
+    Ok(self::sagas(&sagas.list(state, limit).await?, output))
+}
+
+/// `show`: one saga (by saga or order id) and its step log; `None` when
+/// there is no such saga.
+pub async fn show(sagas: &Sagas, saga: &str, output: Output) -> Result<Option<String>, StoreError> {
+    Ok(sagas
+        .history(saga)
+        .await?
+        .map(|(summary, log)| history(&summary, &log, output)))
 }

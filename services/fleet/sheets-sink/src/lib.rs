@@ -3,6 +3,7 @@
 //! retried with backoff, permanent refusals dead-lettered. `main.rs` wires
 //! it; tests drive it against the sandbox.
 
+pub mod cli;
 pub mod google;
 mod sink;
 mod upsert;
@@ -10,7 +11,7 @@ mod upsert;
 pub use sink::{SheetsSink, SinkError};
 pub use upsert::{Applied, Upserter};
 
-/// Requests per minute for one service account by default. Sheets allows 60
-/// per minute per user; with a burst of 1, any 60 s window then holds 56 at
-/// most, so the quota never answers 429.
-pub const DEFAULT_REQUESTS_PER_MINUTE: f64 = 55.0;
+/// Requests per second for one service account by default: 55 a minute.
+/// Sheets allows 60 per minute per user; with a burst of 1, any 60 s window
+/// then holds 56 at most, so the quota never answers 429.
+pub const DEFAULT_REQUESTS_PER_SECOND: f64 = 55.0 / 60.0;

@@ -211,7 +211,7 @@ async fn the_default_pace_meets_the_per_user_quota() {
         Tuning {
             limiter: LimiterConfig {
                 capacity: NonZeroU32::new(1).unwrap(),
-                refill_per_second: sluice_sheets_sink::DEFAULT_REQUESTS_PER_MINUTE / 60.0,
+                refill_per_second: sluice_sheets_sink::DEFAULT_REQUESTS_PER_SECOND,
             },
             // One command per request: more than a minute's quota of writes.
             max_batch: 1,
@@ -234,7 +234,7 @@ async fn the_default_pace_meets_the_per_user_quota() {
     let refused = log.iter().filter(|r| r["status"] == 429).count();
     eprintln!(
         "default pace ({} requests/min, burst 1) against a 60/min quota: {writes} writes, {refused} × 429",
-        sluice_sheets_sink::DEFAULT_REQUESTS_PER_MINUTE
+        sluice_sheets_sink::DEFAULT_REQUESTS_PER_SECOND * 60.0
     );
     assert!(
         writes > 60,

@@ -3,6 +3,7 @@
 //! `main.rs` wires it; tests drive [`Mapper`] through the transactional loop.
 
 pub mod check;
+pub mod cli;
 mod eval;
 mod mapper;
 mod metrics;

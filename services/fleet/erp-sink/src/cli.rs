@@ -1,0 +1,86 @@
+//! erp-sink's flags: its own, and those every consumer service shares.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use sluice_config::parse_secret;
+use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
+
+/// erp-sink's defaults of the shared flags.
+#[derive(Debug, Clone)]
+pub struct Erp;
+
+impl Defaults for Erp {
+    const SERVICE: &'static str = "erp-sink";
+    const GROUP_ID: &'static str = "sluice-erp-sink";
+    const DLQ_TOPIC: &'static str = "dlq.erp-sink.v1";
+    const RETRY_INITIAL_MS: u64 = 2_000;
+    const RETRY_MAX_MS: u64 = 60_000;
+    const BURST: u32 = 50;
+    const BREAKER_FAILURES: u32 = 3;
+    const BREAKER_OPEN_SECS: u64 = 120;
+    const CALL_TIMEOUT_SECS: u64 = 45;
+}
+
+/// Applies ERP commands to Odoo, once each, at the pace the ERP allows
+/// (a command takes two calls: search, then write or create).
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct Cli {
+    /// Base URL of the Odoo server (its JSON-RPC endpoint is /jsonrpc).
+    #[arg(long = "odoo-url", env = "SLUICE_ERP_ODOO_URL")]
+    pub odoo_url: String,
+    /// Odoo database.
+    #[arg(long = "odoo-database", env = "SLUICE_ERP_ODOO_DATABASE")]
+    pub odoo_database: String,
+    /// Odoo login.
+    #[arg(long = "odoo-login", env = "SLUICE_ERP_ODOO_LOGIN")]
+    pub odoo_login: String,
+    /// Odoo password or API key.
+    #[arg(long = "odoo-password", env = "SLUICE_ERP_ODOO_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    pub odoo_password: Option<SecretString>,
+    /// A file holding the Odoo password (a mounted secret).
+    #[arg(
+        long = "odoo-password-file",
+        env = "SLUICE_ERP_ODOO_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub odoo_password_file: Option<PathBuf>,
+    /// The Char field holding each record's external reference.
+    #[arg(
+        long = "external-ref-field",
+        env = "SLUICE_ERP_EXTERNAL_REF_FIELD",
+        default_value = "x_sluice_external_ref"
+    )]
+    pub external_ref_field: String,
+    /// The Text field holding the ids of the commands applied to a record.
+    #[arg(
+        long = "applied-commands-field",
+        env = "SLUICE_ERP_APPLIED_COMMANDS_FIELD",
+        default_value = "x_sluice_commands"
+    )]
+    pub applied_commands_field: String,
+    /// Topic of the commands.
+    #[arg(
+        long = "topic",
+        env = "SLUICE_ERP_TOPIC",
+        default_value = "erp.commands.v1"
+    )]
+    pub topic: String,
+    /// Topic of the results.
+    #[arg(
+        long = "results-topic",
+        env = "SLUICE_ERP_RESULTS_TOPIC",
+        default_value = "erp.results.v1"
+    )]
+    pub results_topic: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub upstream: UpstreamArgs<Erp>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub retry: RetryArgs<Erp>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub consumer: ConsumerArgs<Erp>,
+}

@@ -1,0 +1,249 @@
+//! saga-orchestrator's flags: its own, and those every consumer service shares.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sluice_config::parse_secret;
+use sluice_service::{ConsumerArgs, Defaults, RetryArgs};
+
+use crate::engine::Phase;
+use crate::fulfilment::Settings;
+use crate::render::Output;
+use crate::{TimeoutSettings, Topics};
+
+/// saga-orchestrator's defaults of the shared flags.
+#[derive(Debug, Clone)]
+pub struct Saga;
+
+impl Defaults for Saga {
+    const SERVICE: &'static str = "saga-orchestrator";
+    const GROUP_ID: &'static str = "sluice-saga-orchestrator";
+    const DLQ_TOPIC: &'static str = "dlq.saga-orchestrator.v1";
+    const MAX_RETRIES: u32 = 10;
+    const RETRY_INITIAL_MS: u64 = 200;
+    const RETRY_MAX_MS: u64 = 10_000;
+    const MAX_CONCURRENT: usize = 6;
+}
+
+/// Order fulfilment as a durable saga: reserve in the ERP, record in the
+/// Orders sheet, confirm — or compensate and reject.
+///
+/// Postgres comes from SLUICE_DATABASE_URL (or --database-url); the sagas
+/// live in its `saga` schema.
+#[derive(Debug, clap::Parser)]
+#[command(version, name = "saga-orchestrator")]
+pub struct Cli {
+    #[command(subcommand)]
+    /// What to do.
+    pub command: Command,
+    /// Postgres URL (a secret: it holds the password).
+    #[arg(
+        id = "database-url",
+        long = "database-url",
+        env = "SLUICE_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        global = true
+    )]
+    pub database_url: Option<SecretString>,
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run sagas: consume orders and replies, fire timeouts.
+    Run(Box<RunArgs>),
+    /// List sagas, newest first.
+    List {
+        /// Only sagas in this state (running, compensating, completed,
+        /// compensated, failed).
+        #[arg(long, value_parser = parse_phase)]
+        state: Option<Phase>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// A table (for people) or JSON lines (for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one saga and its step log.
+    Show {
+        /// The saga id, or the order id.
+        saga: String,
+        /// A table (for people) or JSON (for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// Slot and publication names go into DDL: plain identifiers only.
+fn identifier(name: &str) -> Result<String, String> {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?}: use lowercase letters, digits and _ only"
+        ))
+    }
+}
+
+fn parse_phase(name: &str) -> Result<Phase, String> {
+    Phase::parse(name).ok_or_else(|| {
+        format!("{name:?}: use running, compensating, completed, compensated or failed")
+    })
+}
+
+/// The flags of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Orders' events; OrderPlaced starts a saga, the outcome goes here too.
+    #[arg(
+        long = "orders-topic",
+        env = "SLUICE_SAGA_ORDERS_TOPIC",
+        default_value = "orders.events.v1"
+    )]
+    pub orders_topic: String,
+    /// erp-sink's commands.
+    #[arg(
+        long = "erp-topic",
+        env = "SLUICE_SAGA_ERP_TOPIC",
+        default_value = "erp.commands.v1"
+    )]
+    pub erp_topic: String,
+    /// erp-sink's results (the ERP step's replies).
+    #[arg(
+        long = "erp-results-topic",
+        env = "SLUICE_SAGA_ERP_RESULTS_TOPIC",
+        default_value = "erp.results.v1"
+    )]
+    pub erp_results_topic: String,
+    /// sheets-sink's commands.
+    #[arg(
+        long = "sheets-topic",
+        env = "SLUICE_SAGA_SHEETS_TOPIC",
+        default_value = "sheets.rows.v1"
+    )]
+    pub sheets_topic: String,
+    /// sheets-sink's results (the sheet step's replies).
+    #[arg(
+        long = "sheets-results-topic",
+        env = "SLUICE_SAGA_SHEETS_RESULTS_TOPIC",
+        default_value = "sheets.results.v1"
+    )]
+    pub sheets_results_topic: String,
+    /// Spreadsheet of the Orders sheet.
+    #[arg(
+        long = "spreadsheet",
+        env = "SLUICE_SAGA_SPREADSHEET",
+        default_value = "sluice-demo"
+    )]
+    pub spreadsheet: String,
+    /// Title of the Orders sheet.
+    #[arg(long = "sheet", env = "SLUICE_SAGA_SHEET", default_value = "Orders")]
+    pub sheet: String,
+    /// ERP model of the reservation.
+    #[arg(
+        long = "erp-model",
+        env = "SLUICE_SAGA_ERP_MODEL",
+        default_value = "sale.order"
+    )]
+    pub erp_model: String,
+    /// Milliseconds the ERP step (and its compensation) may wait for a reply.
+    #[arg(
+        long = "erp-timeout-ms",
+        env = "SLUICE_SAGA_ERP_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub erp_timeout_ms: u64,
+    /// Milliseconds the sheet step (and its compensation) may wait for a reply.
+    #[arg(
+        long = "sheet-timeout-ms",
+        env = "SLUICE_SAGA_SHEET_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub sheet_timeout_ms: u64,
+    /// Times a step's command is sent again after a timeout before the step fails.
+    #[arg(
+        long = "step-retries",
+        env = "SLUICE_SAGA_STEP_RETRIES",
+        default_value_t = 2
+    )]
+    pub step_retries: u32,
+    /// Milliseconds between looks for passed deadlines.
+    #[arg(
+        long = "timeout-tick-ms",
+        env = "SLUICE_SAGA_TIMEOUT_TICK_MS",
+        default_value_t = 500
+    )]
+    pub timeout_tick_ms: u64,
+    /// Replication slot outbox-relay streams the orchestrator's outbox from
+    /// (created here when missing, so no row precedes it).
+    #[arg(long = "outbox-slot", env = "SLUICE_SAGA_OUTBOX_SLOT", default_value = "sluice_saga_outbox", value_parser = identifier)]
+    pub outbox_slot: String,
+    /// Publication of the orchestrator's outbox table.
+    #[arg(long = "outbox-publication", env = "SLUICE_SAGA_OUTBOX_PUBLICATION", default_value = "sluice_saga_outbox", value_parser = identifier)]
+    pub outbox_publication: String,
+    /// How long outbox rows are kept after they are written (for
+    /// operators; the relay streams the WAL, not the table): 24h, 90m, 7d.
+    #[arg(
+        long = "outbox-retention",
+        env = "SLUICE_SAGA_OUTBOX_RETENTION",
+        default_value = "24h",
+        value_parser = humantime::parse_duration
+    )]
+    pub outbox_retention: Duration,
+    /// Most Postgres connections.
+    #[arg(
+        long = "database-max-connections",
+        env = "SLUICE_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 8
+    )]
+    pub max_connections: u32,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub retry: RetryArgs<Saga>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub consumer: ConsumerArgs<Saga>,
+}
+
+impl RunArgs {
+    /// The fulfilment saga's topics, sheet, model and step timeouts.
+    pub fn saga_settings(&self) -> Settings {
+        Settings {
+            erp_topic: self.erp_topic.clone(),
+            sheets_topic: self.sheets_topic.clone(),
+            events_topic: self.orders_topic.clone(),
+            spreadsheet: self.spreadsheet.clone(),
+            sheet: self.sheet.clone(),
+            erp_model: self.erp_model.clone(),
+            erp_timeout: Duration::from_millis(self.erp_timeout_ms),
+            sheet_timeout: Duration::from_millis(self.sheet_timeout_ms),
+            retries: self.step_retries,
+        }
+    }
+
+    /// How deadlines are looked for and the outbox pruned.
+    pub fn timeout_settings(&self) -> TimeoutSettings {
+        TimeoutSettings {
+            tick: Duration::from_millis(self.timeout_tick_ms),
+            batch: 100,
+            census_every: Duration::from_secs(5),
+            overdue: Duration::from_secs(60),
+            outbox_retention: self.outbox_retention,
+        }
+    }
+
+    /// The topics the orchestrator reads.
+    pub fn topics(&self) -> Topics {
+        Topics {
+            orders: self.orders_topic.clone(),
+            erp_results: self.erp_results_topic.clone(),
+            sheet_results: self.sheets_results_topic.clone(),
+        }
+    }
+}

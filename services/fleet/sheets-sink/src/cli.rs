@@ -1,0 +1,58 @@
+//! sheets-sink's flags: its own, and those every consumer service shares.
+
+use std::path::PathBuf;
+
+use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
+
+/// sheets-sink's defaults of the shared flags.
+#[derive(Debug, Clone)]
+pub struct Sheets;
+
+impl Defaults for Sheets {
+    const SERVICE: &'static str = "sheets-sink";
+    const GROUP_ID: &'static str = "sluice-sheets-sink";
+    const DLQ_TOPIC: &'static str = "dlq.sheets-sink.v1";
+    // One batchUpdate per spreadsheet and one append per sheet, whatever the count.
+    const MAX_BATCH: usize = 500;
+    const BATCH_LINGER_MS: u64 = 200;
+    const REQUESTS_PER_SECOND: f64 = crate::DEFAULT_REQUESTS_PER_SECOND;
+}
+
+/// Applies sheet row upserts to Google Sheets at the pace Google allows.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct Cli {
+    /// Google service-account JSON key (its token_uri is where tokens come from).
+    #[arg(long = "service-account", env = "SLUICE_SHEETS_SERVICE_ACCOUNT")]
+    pub service_account: PathBuf,
+    /// Base URL of the Sheets API.
+    #[arg(
+        long = "sheets-base-url",
+        env = "SLUICE_SHEETS_BASE_URL",
+        default_value = "https://sheets.googleapis.com"
+    )]
+    pub base_url: String,
+    /// Topic of the row upserts.
+    #[arg(
+        long = "topic",
+        env = "SLUICE_SHEETS_TOPIC",
+        default_value = "sheets.rows.v1"
+    )]
+    pub topic: String,
+    /// Topic of the answers to commands a saga sent.
+    #[arg(
+        long = "results-topic",
+        env = "SLUICE_SHEETS_RESULTS_TOPIC",
+        default_value = "sheets.results.v1"
+    )]
+    pub results_topic: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub upstream: UpstreamArgs<Sheets>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub retry: RetryArgs<Sheets>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub consumer: ConsumerArgs<Sheets>,
+}

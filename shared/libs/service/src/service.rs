@@ -1,0 +1,201 @@
+//! A started consumer service: its Kafka settings, codec and runtime, and
+//! the loops it runs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_config::ConfigError;
+use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{
+    ConsumerError, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, KafkaReadiness,
+    KafkaSetupError, ReplyPublisher, TransactionalLoop, TransactionalSettings, Transformer,
+    idempotent_producer,
+};
+use sluice_resilience::RetryPolicy;
+use sluice_runtime::{RuntimeError, ServiceRuntime};
+use sluice_telemetry::ReadinessCheck;
+
+use crate::{ConsumerArgs, Defaults, RetryArgs};
+
+/// How long a readiness probe waits for the broker.
+const KAFKA_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a service could not start, or its loop ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Kafka client could not be made.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    /// Telemetry or the health server could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The loop could not start, or ended with an error.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+}
+
+/// What an at-least-once loop's buffers and waits are, beside its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Messages of one partition held ahead of its handler.
+    pub partition_buffer: usize,
+    /// How long a partition stays paused before it is tried again.
+    pub pause_backoff: Duration,
+    /// How long handlers may finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            partition_buffer: 16,
+            pause_backoff: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A consumer service whose runtime runs: build its handler, then consume.
+#[derive(Debug)]
+pub struct Service<D: Defaults> {
+    args: ConsumerArgs<D>,
+    kafka: KafkaConfig,
+    registry: SrSettings,
+    codec: Arc<AvroCodec>,
+    runtime: ServiceRuntime,
+}
+
+impl<D: Defaults> Service<D> {
+    /// Starts telemetry and the health server; `/readyz` checks Kafka, the
+    /// registry and `checks`.
+    pub async fn start(
+        args: &ConsumerArgs<D>,
+        checks: Vec<Arc<dyn ReadinessCheck>>,
+    ) -> Result<Self, ServiceError> {
+        let kafka = KafkaConfig::from_args(&args.kafka)?;
+        let registry = registry_settings(&args.registry)?;
+        let mut all: Vec<Arc<dyn ReadinessCheck>> = vec![
+            Arc::new(KafkaReadiness::new(&kafka, KAFKA_PROBE_TIMEOUT)?),
+            Arc::new(RegistryReadiness::new(registry.clone())),
+        ];
+        all.extend(checks);
+        let runtime = ServiceRuntime::start(D::SERVICE, &args.runtime, all).await?;
+        Ok(Self {
+            codec: Arc::new(AvroCodec::new(registry.clone())),
+            args: args.clone(),
+            kafka,
+            registry,
+            runtime,
+        })
+    }
+
+    /// How the service reaches Kafka.
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.kafka
+    }
+
+    /// A codec of its own, for a handler that owns one.
+    pub fn codec(&self) -> AvroCodec {
+        AvroCodec::new(self.registry.clone())
+    }
+
+    /// The runtime: shutdown signal, start-up preparation.
+    pub fn runtime(&self) -> &ServiceRuntime {
+        &self.runtime
+    }
+
+    /// A publisher of answers to the commands the service handles.
+    pub fn replies(&self, topic: impl Into<String>) -> Result<ReplyPublisher, ServiceError> {
+        Ok(ReplyPublisher::new(
+            &self.kafka,
+            Arc::clone(&self.codec),
+            topic,
+        )?)
+    }
+
+    fn dead_letters(&self) -> Result<DeadLetterPublisher, ServiceError> {
+        Ok(DeadLetterPublisher::new(
+            idempotent_producer(&self.kafka)?,
+            Arc::clone(&self.codec),
+            self.args.dlq_topic.clone(),
+            D::SERVICE,
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    /// Runs `handler` over `topics`, at least once, until shutdown is asked for.
+    pub async fn consume<H: Handler>(
+        &self,
+        topics: Vec<String>,
+        retry: &RetryArgs<D>,
+        tuning: Tuning,
+        handler: H,
+    ) -> Result<(), ServiceError> {
+        let settings = ConsumerSettings {
+            group_id: self.args.group_id.clone(),
+            topics,
+            partition_buffer: tuning.partition_buffer.max(self.args.max_batch),
+            max_concurrent: retry.max_concurrent,
+            max_batch: self.args.max_batch,
+            batch_linger: self.args.batch_linger(),
+            retry: retry.policy(),
+            pause_backoff: tuning.pause_backoff,
+            shutdown_grace: tuning.shutdown_grace,
+        };
+        tracing::info!(topics = ?settings.topics, group = settings.group_id, "consuming");
+        ConsumerLoop::new(&self.kafka, settings, handler, self.dead_letters()?)?
+            .run(self.runtime.shutdown_requested())
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `transformer` over `topics` in transactions of
+    /// `transactional_id`, exactly once, until shutdown is asked for. What
+    /// fails once fails again, so nothing is retried; a dependency that is
+    /// away holds the partition (a pause) instead.
+    pub async fn transform<T: Transformer>(
+        &self,
+        topics: Vec<String>,
+        transactional_id: String,
+        transformer: T,
+    ) -> Result<(), ServiceError> {
+        let settings = TransactionalSettings {
+            group_id: self.args.group_id.clone(),
+            topics,
+            transactional_id,
+            max_batch: self.args.max_batch,
+            batch_linger: self.args.batch_linger(),
+            retry: RetryPolicy {
+                max_retries: 0,
+                initial_delay: Duration::from_millis(100),
+                max_delay: Duration::from_millis(100),
+                multiplier: 1.0,
+                jitter: 0.0,
+                max_elapsed: None,
+            },
+            abort_backoff: Duration::from_secs(1),
+            transaction_timeout: Duration::from_secs(30),
+        };
+        tracing::info!(topics = ?settings.topics, transactional_id = settings.transactional_id, "transforming");
+        TransactionalLoop::new(&self.kafka, settings, transformer, &self.dead_letters()?)?
+            .run(self.runtime.shutdown_requested())
+            .await?;
+        Ok(())
+    }
+
+    /// Resolves once shutdown is asked for.
+    pub fn shutdown_requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.runtime.shutdown_requested()
+    }
+
+    /// Flushes telemetry and stops the health server.
+    pub async fn stop(self) {
+        self.runtime.stop().await;
+    }
+}
