@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::{Client, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use sluice_resilience::{
-    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, record_request,
+    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, record_request, retry_after,
 };
 use tokio::sync::OnceCell;
 
@@ -301,12 +301,8 @@ impl OdooClient {
         let status = response.status();
         record_request("erp", operation, Some(status.as_u16()), elapsed);
         if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_secs);
+            let header = response.headers().get(reqwest::header::RETRY_AFTER);
+            let retry_after = retry_after(header.and_then(|v| v.to_str().ok()), SystemTime::now());
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
                 self.limiter.defer(&self.login.database, wait);

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_resilience::{Classified, ErrorClass, RateLimiter, record_request};
+use sluice_resilience::{Classified, ErrorClass, RateLimiter, record_request, retry_after};
 use tokio::sync::Mutex;
 
 /// The Sheets read-write scope.
@@ -285,12 +285,8 @@ impl SheetsClient {
         })?;
         let status = response.status();
         record_request("sheets", operation, Some(status.as_u16()), elapsed);
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_secs);
+        let header = response.headers().get(reqwest::header::RETRY_AFTER);
+        let retry_after = retry_after(header.and_then(|v| v.to_str().ok()), SystemTime::now());
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(body);

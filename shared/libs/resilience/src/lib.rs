@@ -8,6 +8,7 @@ mod class;
 mod limiter;
 mod metrics;
 mod retry;
+mod retry_after;
 #[cfg(test)]
 mod test_support;
 
@@ -18,6 +19,7 @@ pub use class::{Classified, ErrorClass};
 pub use limiter::{LimiterConfig, RateLimiter};
 pub use metrics::record_request;
 pub use retry::{Delays, Exhausted, RetryPolicy};
+pub use retry_after::{MAX_RETRY_AFTER, retry_after};
 
 /// A setting that cannot work, named with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

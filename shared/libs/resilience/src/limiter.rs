@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::InvalidConfig;
 use crate::metrics::{LIMITER_DEFERRALS, LIMITER_WAIT, describe};
+use crate::{InvalidConfig, MAX_RETRY_AFTER};
 
 /// Size and pace of each target's bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +131,9 @@ impl RateLimiter {
     /// `target` asked us to wait (`Retry-After`): grant it no token before
     /// then. A shorter wait never shortens a longer one already set.
     pub fn defer(&self, target: &str, retry_after: Duration) {
+        // A remote's answer bounds nothing: an absurd wait would overflow
+        // the clock, and one of hours would hold the target for hours.
+        let retry_after = retry_after.min(MAX_RETRY_AFTER);
         let until = Instant::now() + retry_after;
         {
             let mut targets = self.lock();
@@ -183,6 +186,17 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// A remote may answer any Retry-After: a target is held at most
+    /// MAX_RETRY_AFTER, and an absurd wait neither panics nor holds it forever.
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_retry_after_holds_the_target_for_the_bound_only() {
+        let sheets = limiter(1, 1.0);
+        sheets.defer("account", Duration::MAX);
+        sheets.defer("account", Duration::from_secs(u64::MAX / 2));
+        assert_eq!(sheets.try_acquire("account"), Err(MAX_RETRY_AFTER));
+        assert_eq!(sheets.acquire("account").await, MAX_RETRY_AFTER);
     }
 
     #[tokio::test(start_paused = true)]
