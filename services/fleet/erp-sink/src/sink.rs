@@ -37,8 +37,7 @@ impl Classified for SinkError {
         match self {
             Self::Empty => ErrorClass::Permanent,
             // The registry being away is no reason to dead-letter a command.
-            Self::Decode(CodecError::RegistryUnavailable(_))
-            | Self::Result(ReplyError::Encode(CodecError::RegistryUnavailable(_))) => {
+            Self::Decode(codec) | Self::Result(ReplyError::Encode(codec)) if codec.holds() => {
                 ErrorClass::Pause
             }
             Self::Decode(_) => ErrorClass::Permanent,

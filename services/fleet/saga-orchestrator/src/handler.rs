@@ -41,11 +41,11 @@ pub enum HandleError {
 impl Classified for HandleError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Decode(CodecError::RegistryUnavailable(_))
-            | Self::Store(StoreError::Encode {
-                source: CodecError::RegistryUnavailable(_),
-                ..
-            }) => ErrorClass::Pause,
+            Self::Decode(codec) | Self::Store(StoreError::Encode { source: codec, .. })
+                if codec.holds() =>
+            {
+                ErrorClass::Pause
+            }
             Self::Store(StoreError::Database { .. }) => ErrorClass::Retryable,
             _ => ErrorClass::Permanent,
         }

@@ -44,9 +44,10 @@ impl Classified for SinkError {
         match self {
             Self::Empty => ErrorClass::Permanent,
             // The registry being away is no reason to dead-letter a command.
-            Self::Decode(CodecError::RegistryUnavailable(_))
-            | Self::Reply(ReplyError::Encode(CodecError::RegistryUnavailable(_)))
-            | Self::BreakerOpen(_) => ErrorClass::Pause,
+            Self::Decode(codec) | Self::Reply(ReplyError::Encode(codec)) if codec.holds() => {
+                ErrorClass::Pause
+            }
+            Self::BreakerOpen(_) => ErrorClass::Pause,
             Self::Decode(_) => ErrorClass::Permanent,
             Self::Reply(_) => ErrorClass::Retryable,
             Self::Google(err) => err.class(),

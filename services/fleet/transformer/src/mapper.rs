@@ -71,11 +71,9 @@ impl Classified for MapError {
         match self {
             // The registry being away is no reason to dead-letter an event:
             // hold the partition until it is back.
-            Self::Decode(CodecError::RegistryUnavailable(_))
-            | Self::Encode {
-                source: CodecError::RegistryUnavailable(_),
-                ..
-            } => ErrorClass::Pause,
+            Self::Decode(codec) | Self::Encode { source: codec, .. } if codec.holds() => {
+                ErrorClass::Pause
+            }
             _ => ErrorClass::Permanent,
         }
     }

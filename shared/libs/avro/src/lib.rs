@@ -70,6 +70,18 @@ pub enum CodecError {
     },
 }
 
+impl CodecError {
+    /// Whether the registry is away or does not hold the writer's schema
+    /// yet: a reason to hold the partition until it does, never to give a
+    /// message up.
+    pub fn holds(&self) -> bool {
+        matches!(
+            self,
+            Self::RegistryUnavailable(_) | Self::NotRegistered { .. }
+        )
+    }
+}
+
 impl Classified for CodecError {
     fn class(&self) -> ErrorClass {
         match self {
