@@ -28,48 +28,40 @@ impl Defaults for Erp {
 #[command(version)]
 pub struct Cli {
     /// Base URL of the Odoo server (its JSON-RPC endpoint is /jsonrpc).
-    #[arg(long = "odoo-url", env = "SLUICE_ERP_ODOO_URL")]
+    #[arg(long, env = "SLUICE_ERP_ODOO_URL")]
     pub odoo_url: String,
     /// Odoo database.
-    #[arg(long = "odoo-database", env = "SLUICE_ERP_ODOO_DATABASE")]
+    #[arg(long, env = "SLUICE_ERP_ODOO_DATABASE")]
     pub odoo_database: String,
     /// Odoo login.
-    #[arg(long = "odoo-login", env = "SLUICE_ERP_ODOO_LOGIN")]
+    #[arg(long, env = "SLUICE_ERP_ODOO_LOGIN")]
     pub odoo_login: String,
     /// Odoo password or API key.
-    #[arg(long = "odoo-password", env = "SLUICE_ERP_ODOO_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(long, env = "SLUICE_ERP_ODOO_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
     pub odoo_password: Option<SecretString>,
     /// A file holding the Odoo password (a mounted secret).
-    #[arg(
-        long = "odoo-password-file",
-        env = "SLUICE_ERP_ODOO_PASSWORD_FILE",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "SLUICE_ERP_ODOO_PASSWORD_FILE", value_name = "FILE")]
     pub odoo_password_file: Option<PathBuf>,
     /// The Char field holding each record's external reference.
     #[arg(
-        long = "external-ref-field",
+        long,
         env = "SLUICE_ERP_EXTERNAL_REF_FIELD",
         default_value = "x_sluice_external_ref"
     )]
     pub external_ref_field: String,
     /// The Text field holding the ids of the commands applied to a record.
     #[arg(
-        long = "applied-commands-field",
+        long,
         env = "SLUICE_ERP_APPLIED_COMMANDS_FIELD",
         default_value = "x_sluice_commands"
     )]
     pub applied_commands_field: String,
     /// Topic of the commands.
-    #[arg(
-        long = "topic",
-        env = "SLUICE_ERP_TOPIC",
-        default_value = "erp.commands.v1"
-    )]
+    #[arg(long, env = "SLUICE_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub topic: String,
     /// Topic of the results.
     #[arg(
-        long = "results-topic",
+        long,
         env = "SLUICE_ERP_RESULTS_TOPIC",
         default_value = "erp.results.v1"
     )]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use secrecy::ExposeSecret;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
@@ -75,14 +75,9 @@ struct Cli {
 
 /// Table, slot and publication names go into DDL: plain identifiers only.
 fn identifier(setting: &str, name: &str) -> Result<()> {
-    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !plain {
-        bail!("{setting} {name:?}: use lowercase letters, digits and _ only");
-    }
-    Ok(())
+    sluice_config::sql_identifier(name)
+        .map(drop)
+        .map_err(|reason| anyhow::anyhow!("{setting} {reason}"))
 }
 
 #[tokio::main]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use sluice_config::parse_secret;
+use sluice_config::{parse_secret, sql_identifier};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs};
 
 use crate::engine::Phase;
@@ -37,14 +37,7 @@ pub struct Cli {
     /// What to do.
     pub command: Command,
     /// Postgres URL (a secret: it holds the password).
-    #[arg(
-        id = "database-url",
-        long = "database-url",
-        env = "SLUICE_DATABASE_URL",
-        hide_env_values = true,
-        value_parser = parse_secret,
-        global = true
-    )]
+    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub database_url: Option<SecretString>,
 }
 
@@ -76,21 +69,6 @@ pub enum Command {
     },
 }
 
-/// Slot and publication names go into DDL: plain identifiers only.
-fn identifier(name: &str) -> Result<String, String> {
-    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        Ok(name.to_owned())
-    } else {
-        Err(format!(
-            "{name:?}: use lowercase letters, digits and _ only"
-        ))
-    }
-}
-
 fn parse_phase(name: &str) -> Result<Phase, String> {
     Phase::parse(name).ok_or_else(|| {
         format!("{name:?}: use running, compensating, completed, compensated or failed")
@@ -102,99 +80,66 @@ fn parse_phase(name: &str) -> Result<Phase, String> {
 pub struct RunArgs {
     /// Orders' events; OrderPlaced starts a saga, the outcome goes here too.
     #[arg(
-        long = "orders-topic",
+        long,
         env = "SLUICE_SAGA_ORDERS_TOPIC",
         default_value = "orders.events.v1"
     )]
     pub orders_topic: String,
     /// erp-sink's commands.
-    #[arg(
-        long = "erp-topic",
-        env = "SLUICE_SAGA_ERP_TOPIC",
-        default_value = "erp.commands.v1"
-    )]
+    #[arg(long, env = "SLUICE_SAGA_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub erp_topic: String,
     /// erp-sink's results (the ERP step's replies).
     #[arg(
-        long = "erp-results-topic",
+        long,
         env = "SLUICE_SAGA_ERP_RESULTS_TOPIC",
         default_value = "erp.results.v1"
     )]
     pub erp_results_topic: String,
     /// sheets-sink's commands.
     #[arg(
-        long = "sheets-topic",
+        long,
         env = "SLUICE_SAGA_SHEETS_TOPIC",
         default_value = "sheets.rows.v1"
     )]
     pub sheets_topic: String,
     /// sheets-sink's results (the sheet step's replies).
     #[arg(
-        long = "sheets-results-topic",
+        long,
         env = "SLUICE_SAGA_SHEETS_RESULTS_TOPIC",
         default_value = "sheets.results.v1"
     )]
     pub sheets_results_topic: String,
     /// Spreadsheet of the Orders sheet.
-    #[arg(
-        long = "spreadsheet",
-        env = "SLUICE_SAGA_SPREADSHEET",
-        default_value = "sluice-demo"
-    )]
+    #[arg(long, env = "SLUICE_SAGA_SPREADSHEET", default_value = "sluice-demo")]
     pub spreadsheet: String,
     /// Title of the Orders sheet.
-    #[arg(long = "sheet", env = "SLUICE_SAGA_SHEET", default_value = "Orders")]
+    #[arg(long, env = "SLUICE_SAGA_SHEET", default_value = "Orders")]
     pub sheet: String,
     /// ERP model of the reservation.
-    #[arg(
-        long = "erp-model",
-        env = "SLUICE_SAGA_ERP_MODEL",
-        default_value = "sale.order"
-    )]
+    #[arg(long, env = "SLUICE_SAGA_ERP_MODEL", default_value = "sale.order")]
     pub erp_model: String,
     /// Milliseconds the ERP step (and its compensation) may wait for a reply.
-    #[arg(
-        long = "erp-timeout-ms",
-        env = "SLUICE_SAGA_ERP_TIMEOUT_MS",
-        default_value_t = 30_000
-    )]
+    #[arg(long, env = "SLUICE_SAGA_ERP_TIMEOUT_MS", default_value_t = 30_000)]
     pub erp_timeout_ms: u64,
     /// Milliseconds the sheet step (and its compensation) may wait for a reply.
-    #[arg(
-        long = "sheet-timeout-ms",
-        env = "SLUICE_SAGA_SHEET_TIMEOUT_MS",
-        default_value_t = 60_000
-    )]
+    #[arg(long, env = "SLUICE_SAGA_SHEET_TIMEOUT_MS", default_value_t = 60_000)]
     pub sheet_timeout_ms: u64,
     /// Times a step's command is sent again after a timeout before the step fails.
-    #[arg(
-        long = "step-retries",
-        env = "SLUICE_SAGA_STEP_RETRIES",
-        default_value_t = 2
-    )]
+    #[arg(long, env = "SLUICE_SAGA_STEP_RETRIES", default_value_t = 2)]
     pub step_retries: u32,
     /// Milliseconds between looks for passed deadlines.
-    #[arg(
-        long = "timeout-tick-ms",
-        env = "SLUICE_SAGA_TIMEOUT_TICK_MS",
-        default_value_t = 500
-    )]
+    #[arg(long, env = "SLUICE_SAGA_TIMEOUT_TICK_MS", default_value_t = 500)]
     pub timeout_tick_ms: u64,
     /// Replication slot outbox-relay streams the orchestrator's outbox from
     /// (created here when missing, so no row precedes it).
-    #[arg(long = "outbox-slot", env = "SLUICE_SAGA_OUTBOX_SLOT", default_value = "sluice_saga_outbox", value_parser = identifier)]
+    #[arg(long, env = "SLUICE_SAGA_OUTBOX_SLOT", default_value = "sluice_saga_outbox", value_parser = sql_identifier)]
     pub outbox_slot: String,
     /// Publication of the orchestrator's outbox table.
-    #[arg(long = "outbox-publication", env = "SLUICE_SAGA_OUTBOX_PUBLICATION", default_value = "sluice_saga_outbox", value_parser = identifier)]
+    #[arg(long, env = "SLUICE_SAGA_OUTBOX_PUBLICATION", default_value = "sluice_saga_outbox", value_parser = sql_identifier)]
     pub outbox_publication: String,
     /// How long outbox rows are kept after they are written (for
     /// operators; the relay streams the WAL, not the table): 24h, 90m, 7d.
-    #[arg(
-        long = "outbox-retention",
-        env = "SLUICE_SAGA_OUTBOX_RETENTION",
-        default_value = "24h",
-        value_parser = humantime::parse_duration
-    )]
+    #[arg(long, env = "SLUICE_SAGA_OUTBOX_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub outbox_retention: Duration,
     /// Most Postgres connections.
     #[arg(

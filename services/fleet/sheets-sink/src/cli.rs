@@ -23,7 +23,7 @@ impl Defaults for Sheets {
 #[command(version)]
 pub struct Cli {
     /// Google service-account JSON key (its token_uri is where tokens come from).
-    #[arg(long = "service-account", env = "SLUICE_SHEETS_SERVICE_ACCOUNT")]
+    #[arg(long, env = "SLUICE_SHEETS_SERVICE_ACCOUNT")]
     pub service_account: PathBuf,
     /// Base URL of the Sheets API.
     #[arg(
@@ -33,15 +33,11 @@ pub struct Cli {
     )]
     pub base_url: String,
     /// Topic of the row upserts.
-    #[arg(
-        long = "topic",
-        env = "SLUICE_SHEETS_TOPIC",
-        default_value = "sheets.rows.v1"
-    )]
+    #[arg(long, env = "SLUICE_SHEETS_TOPIC", default_value = "sheets.rows.v1")]
     pub topic: String,
     /// Topic of the answers to commands a saga sent.
     #[arg(
-        long = "results-topic",
+        long,
         env = "SLUICE_SHEETS_RESULTS_TOPIC",
         default_value = "sheets.results.v1"
     )]

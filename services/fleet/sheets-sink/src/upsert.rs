@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+use sluice_contracts::column_name;
 use sluice_contracts::types::{ScalarValue, SheetRowUpsert};
 use tokio::sync::OwnedMutexGuard;
 
@@ -291,20 +292,6 @@ fn json_value(value: &ScalarValue) -> Value {
     }
 }
 
-/// Column index → letters (0 → A, 26 → AA).
-fn column_name(mut index: usize) -> String {
-    let mut name = Vec::new();
-    loop {
-        name.push(b'A' + u8::try_from(index % 26).unwrap_or(0));
-        if index < 26 {
-            break;
-        }
-        index = index / 26 - 1;
-    }
-    name.reverse();
-    String::from_utf8(name).unwrap_or_default()
-}
-
 /// The 0-based first row of an updated range (`Orders!A7:C7` → 6).
 fn first_row(range: &str) -> Option<usize> {
     let cells = range.rsplit_once('!').map_or(range, |(_, cells)| cells);
@@ -325,8 +312,6 @@ mod tests {
         assert_eq!(first_row("Orders!A7:C7"), Some(6));
         assert_eq!(first_row("'My sheet'!B12"), Some(11));
         assert_eq!(first_row("Orders!A:A"), None);
-        assert_eq!(column_name(0), "A");
-        assert_eq!(column_name(27), "AB");
         assert_eq!(quoted("Orders"), "Orders");
         assert_eq!(quoted("Q's list"), "'Q''s list'");
     }

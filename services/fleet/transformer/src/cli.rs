@@ -22,7 +22,7 @@ impl Defaults for Transform {
 #[command(version)]
 pub struct Cli {
     /// The mapping rules (TOML; see services/fleet/transformer/rules.toml).
-    #[arg(long = "rules", env = "SLUICE_TRANSFORMER_RULES")]
+    #[arg(long, env = "SLUICE_TRANSFORMER_RULES")]
     pub rules: PathBuf,
     /// Rules of the file to leave out, by id (repeatable, or comma
     /// separated): where the saga orchestrator runs, it owns OrderPlaced
@@ -35,29 +35,21 @@ pub struct Cli {
     )]
     pub without_rules: Vec<String>,
     /// Check the rules file against the contracts and exit.
-    #[arg(long = "check")]
+    #[arg(long)]
     pub check: bool,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub routes: RouteArgs,
     /// Topic of sheet row upserts.
-    #[arg(
-        long = "sheets-topic",
-        env = "SLUICE_SHEETS_TOPIC",
-        default_value = "sheets.rows.v1"
-    )]
+    #[arg(long, env = "SLUICE_SHEETS_TOPIC", default_value = "sheets.rows.v1")]
     pub sheets_topic: String,
     /// Topic of ERP commands.
-    #[arg(
-        long = "erp-topic",
-        env = "SLUICE_ERP_TOPIC",
-        default_value = "erp.commands.v1"
-    )]
+    #[arg(long, env = "SLUICE_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub erp_topic: String,
     /// transactional.id of this instance: stable across its restarts (a
     /// restart fences its predecessor) and different for each instance.
     /// Default: `sluice-transformer-<HOSTNAME>` (a StatefulSet pod name).
-    #[arg(long = "transactional-id", env = "SLUICE_TRANSACTIONAL_ID")]
+    #[arg(long, env = "SLUICE_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
     #[allow(missing_docs)]
     #[command(flatten)]

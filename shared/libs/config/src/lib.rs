@@ -11,6 +11,7 @@
 mod database;
 mod error;
 mod file;
+mod identifier;
 mod kafka;
 mod registry;
 mod routes;
@@ -19,6 +20,7 @@ mod secret;
 pub use database::DatabaseArgs;
 pub use error::ConfigError;
 pub use file::{parse, parse_from};
+pub use identifier::sql_identifier;
 pub use kafka::{KafkaArgs, KafkaProperties};
 pub use registry::RegistryArgs;
 pub use routes::RouteArgs;

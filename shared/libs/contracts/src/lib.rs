@@ -5,12 +5,14 @@
 //! contract it was built against; [`Catalog::from_dir`] reads a changed copy
 //! (to check a schema change before it ships).
 
+mod a1;
 mod catalog;
 mod error;
 mod schema_file;
 mod time;
 pub mod types;
 
+pub use a1::column_name;
 pub use catalog::{Catalog, CleanupPolicy, Topic, TopicSpec};
 pub use error::ContractError;
 pub use time::now_millis;

@@ -49,16 +49,16 @@ pub trait Defaults: Clone + Send + Sync + 'static {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumerArgs<D: Defaults> {
     /// Consumer group shared by the service's replicas.
-    #[arg(id = "group-id", long = "group-id", env = "SLUICE_GROUP_ID", default_value = D::GROUP_ID)]
+    #[arg(long, env = "SLUICE_GROUP_ID", default_value = D::GROUP_ID)]
     pub group_id: String,
     /// Where messages that cannot be handled go.
-    #[arg(id = "dlq-topic", long = "dlq-topic", env = "SLUICE_DLQ_TOPIC", default_value = D::DLQ_TOPIC)]
+    #[arg(long, env = "SLUICE_DLQ_TOPIC", default_value = D::DLQ_TOPIC)]
     pub dlq_topic: String,
     /// Most messages of one partition handled together.
-    #[arg(id = "max-batch", long = "max-batch", env = "SLUICE_MAX_BATCH", default_value_t = D::MAX_BATCH)]
+    #[arg(long, env = "SLUICE_MAX_BATCH", default_value_t = D::MAX_BATCH)]
     pub max_batch: usize,
     /// Milliseconds a batch that is not full waits for more messages.
-    #[arg(id = "batch-linger-ms", long = "batch-linger-ms", env = "SLUICE_BATCH_LINGER_MS", default_value_t = D::BATCH_LINGER_MS)]
+    #[arg(long, env = "SLUICE_BATCH_LINGER_MS", default_value_t = D::BATCH_LINGER_MS)]
     pub batch_linger_ms: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -86,16 +86,16 @@ impl<D: Defaults> ConsumerArgs<D> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetryArgs<D: Defaults> {
     /// Retries of a retryable failure (5xx, timeouts) before the message is dead-lettered.
-    #[arg(id = "max-retries", long = "max-retries", env = "SLUICE_MAX_RETRIES", default_value_t = D::MAX_RETRIES)]
+    #[arg(long, env = "SLUICE_MAX_RETRIES", default_value_t = D::MAX_RETRIES)]
     pub max_retries: u32,
     /// Milliseconds before the first retry (doubling, 20 % jitter).
-    #[arg(id = "retry-initial-ms", long = "retry-initial-ms", env = "SLUICE_RETRY_INITIAL_MS", default_value_t = D::RETRY_INITIAL_MS)]
+    #[arg(long, env = "SLUICE_RETRY_INITIAL_MS", default_value_t = D::RETRY_INITIAL_MS)]
     pub retry_initial_ms: u64,
     /// Longest wait between retries, in milliseconds.
-    #[arg(id = "retry-max-ms", long = "retry-max-ms", env = "SLUICE_RETRY_MAX_MS", default_value_t = D::RETRY_MAX_MS)]
+    #[arg(long, env = "SLUICE_RETRY_MAX_MS", default_value_t = D::RETRY_MAX_MS)]
     pub retry_max_ms: u64,
     /// Partitions handled at once (each keeps its order).
-    #[arg(id = "max-concurrent", long = "max-concurrent", env = "SLUICE_MAX_CONCURRENT", default_value_t = D::MAX_CONCURRENT)]
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT", default_value_t = D::MAX_CONCURRENT)]
     pub max_concurrent: usize,
     #[arg(skip)]
     #[allow(missing_docs)]
@@ -120,57 +120,34 @@ impl<D: Defaults> RetryArgs<D> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpstreamArgs<D: Defaults> {
     /// API calls per second (the upstream's quota, with room to spare).
-    #[arg(id = "requests-per-second", long = "requests-per-second", env = "SLUICE_REQUESTS_PER_SECOND", default_value_t = D::REQUESTS_PER_SECOND)]
+    #[arg(long, env = "SLUICE_REQUESTS_PER_SECOND", default_value_t = D::REQUESTS_PER_SECOND)]
     pub requests_per_second: f64,
     /// Calls that may go at once after a quiet spell.
-    #[arg(id = "burst", long = "burst", env = "SLUICE_BURST", default_value_t = nonzero(D::BURST))]
+    #[arg(long, env = "SLUICE_BURST", default_value_t = nonzero(D::BURST))]
     pub burst: NonZeroU32,
     /// Consecutive failed calls that open the breaker (0: only the rate rule).
-    #[arg(id = "breaker-failures", long = "breaker-failures", env = "SLUICE_BREAKER_FAILURES", default_value_t = D::BREAKER_FAILURES)]
+    #[arg(long, env = "SLUICE_BREAKER_FAILURES", default_value_t = D::BREAKER_FAILURES)]
     pub breaker_failures: u32,
     /// Fraction of the last --breaker-window calls that, failed, opens the breaker.
-    #[arg(
-        id = "breaker-failure-rate",
-        long = "breaker-failure-rate",
-        env = "SLUICE_BREAKER_FAILURE_RATE"
-    )]
+    #[arg(long, env = "SLUICE_BREAKER_FAILURE_RATE")]
     pub breaker_failure_rate: Option<f64>,
     /// Calls the failure rate is taken over (and needed before it is judged).
-    #[arg(
-        id = "breaker-window",
-        long = "breaker-window",
-        env = "SLUICE_BREAKER_WINDOW",
-        default_value_t = 20
-    )]
+    #[arg(long, env = "SLUICE_BREAKER_WINDOW", default_value_t = 20)]
     pub breaker_window: u32,
     /// Milliseconds after which a call counts as failed even when it succeeds.
-    #[arg(
-        id = "breaker-slow-call-ms",
-        long = "breaker-slow-call-ms",
-        env = "SLUICE_BREAKER_SLOW_CALL_MS"
-    )]
+    #[arg(long, env = "SLUICE_BREAKER_SLOW_CALL_MS")]
     pub breaker_slow_call_ms: Option<u64>,
     /// Seconds the breaker stays open before trial calls.
-    #[arg(id = "breaker-open-secs", long = "breaker-open-secs", env = "SLUICE_BREAKER_OPEN_SECS", default_value_t = D::BREAKER_OPEN_SECS)]
+    #[arg(long, env = "SLUICE_BREAKER_OPEN_SECS", default_value_t = D::BREAKER_OPEN_SECS)]
     pub breaker_open_secs: u64,
     /// Trial calls let through at once while half-open.
-    #[arg(
-        id = "breaker-trial-calls",
-        long = "breaker-trial-calls",
-        env = "SLUICE_BREAKER_TRIAL_CALLS",
-        default_value_t = 1
-    )]
+    #[arg(long, env = "SLUICE_BREAKER_TRIAL_CALLS", default_value_t = 1)]
     pub breaker_trial_calls: u32,
     /// Successful trial calls that close the breaker again.
-    #[arg(
-        id = "breaker-successes",
-        long = "breaker-successes",
-        env = "SLUICE_BREAKER_SUCCESSES",
-        default_value_t = 2
-    )]
+    #[arg(long, env = "SLUICE_BREAKER_SUCCESSES", default_value_t = 2)]
     pub breaker_successes: u32,
     /// Seconds an API call may take.
-    #[arg(id = "call-timeout-secs", long = "call-timeout-secs", env = "SLUICE_CALL_TIMEOUT_SECS", default_value_t = D::CALL_TIMEOUT_SECS)]
+    #[arg(long, env = "SLUICE_CALL_TIMEOUT_SECS", default_value_t = D::CALL_TIMEOUT_SECS)]
     pub call_timeout_secs: u64,
     #[arg(skip)]
     #[allow(missing_docs)]

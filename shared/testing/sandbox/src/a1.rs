@@ -75,20 +75,6 @@ fn cell(text: &str) -> Option<(Option<usize>, Option<usize>)> {
     Some((Some(column), row))
 }
 
-/// Column index → letters (0 → A, 26 → AA).
-pub fn column_name(mut index: usize) -> String {
-    let mut name = Vec::new();
-    loop {
-        name.push(b'A' + u8::try_from(index % 26).unwrap_or(0));
-        if index < 26 {
-            break;
-        }
-        index = index / 26 - 1;
-    }
-    name.reverse();
-    String::from_utf8(name).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,15 +105,5 @@ mod tests {
         assert_eq!(Range::parse("Orders").unwrap().last_row, None);
         assert!(Range::parse("Orders!3:4").is_err());
         assert!(Range::parse("!A1").is_err());
-    }
-
-    #[test]
-    fn column_names_round_trip() {
-        assert_eq!(column_name(0), "A");
-        assert_eq!(column_name(25), "Z");
-        assert_eq!(column_name(26), "AA");
-        assert_eq!(column_name(27), "AB");
-        assert_eq!(column_name(701), "ZZ");
-        assert_eq!(column_name(702), "AAA");
     }
 }

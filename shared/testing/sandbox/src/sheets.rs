@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::a1::{Range, column_name};
+use crate::a1::Range;
 use crate::{Api, AppState, Grid};
+use sluice_contracts::column_name;
 
 /// A Google API error: status and message, answered in Google's shape.
 #[derive(Debug)]
