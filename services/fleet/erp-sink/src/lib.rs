@@ -3,6 +3,7 @@
 //! bucket, guarded by a circuit breaker, retried with backoff — and every
 //! outcome reported on `erp.results.v1`. `main.rs` wires it; tests drive it
 //! against the sandbox.
+#![doc = include_str!("../README.md")]
 
 mod apply;
 pub mod cli;

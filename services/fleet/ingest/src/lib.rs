@@ -1,5 +1,6 @@
 //! ingest: domain events over HTTP into Kafka. The binary (`main.rs`) wires
 //! configuration, the runtime and [`router`]; tests serve the same router.
+#![doc = include_str!("../README.md")]
 
 mod api;
 mod auth;

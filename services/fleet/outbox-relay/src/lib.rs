@@ -1,6 +1,7 @@
 //! outbox-relay: committed outbox rows from Postgres logical replication
 //! (pgoutput) to Kafka, confirming each transaction's LSN only after Kafka
 //! has all of its events. `main.rs` wires it; tests drive [`Relay`] directly.
+#![doc = include_str!("../README.md")]
 
 mod delivery;
 mod lag;

@@ -3,6 +3,7 @@
 //! through the orchestrator's own outbox, which outbox-relay publishes
 //! (`--outbox-format addressed`). Replies come back on the sinks' result
 //! topics; timeouts fire from the database. `main.rs` wires it.
+#![doc = include_str!("../README.md")]
 
 pub mod cli;
 pub mod definition;

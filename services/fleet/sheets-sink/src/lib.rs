@@ -2,6 +2,7 @@
 //! upsert by row key, batched per spreadsheet, paced by a token bucket, guarded by a circuit breaker,
 //! retried with backoff, permanent refusals dead-lettered. `main.rs` wires
 //! it; tests drive it against the sandbox.
+#![doc = include_str!("../README.md")]
 
 pub mod cli;
 pub mod google;

@@ -1,6 +1,7 @@
 //! transformer: domain events mapped to sink commands (sheet rows, ERP
 //! commands) by declarative rules, exactly once through Kafka transactions.
 //! `main.rs` wires it; tests drive [`Mapper`] through the transactional loop.
+#![doc = include_str!("../README.md")]
 
 pub mod check;
 pub mod cli;

@@ -4,6 +4,7 @@
 //!
 //! Exit codes: 0 done, 1 error, 2 usage, 3 partial (stopped, or some
 //! messages could not be sent).
+#![doc = include_str!("../README.md")]
 
 mod coordinate;
 mod filter;

@@ -2,6 +2,7 @@
 //! the Google Sheets API v4 subset and its OAuth token endpoint, and the
 //! Odoo JSON-RPC subset — keeping what it was sent, logging every request,
 //! and failing on demand. Not deployed in production.
+#![doc = include_str!("../README.md")]
 
 pub mod a1;
 mod admin;
