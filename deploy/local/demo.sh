@@ -96,9 +96,9 @@ start saga-orchestrator saga-orchestrator run
 start saga-outbox-relay outbox-relay --outbox-table saga.outbox --outbox-format addressed \
   --outbox-slot sluice_saga_outbox --outbox-publication sluice_saga_outbox
 start outbox-relay outbox-relay
-# The saga owns OrderPlaced; the transformer maps the rest.
+# The saga owns OrderPlaced; the shipped rules map the rest.
 start transformer transformer --rules services/fleet/transformer/rules.toml \
-  --without-rule orders-sheet-placed,orders-erp-sale-order --transactional-id sluice-transformer-demo
+  --transactional-id sluice-transformer-demo
 start sheets-sink sheets-sink --service-account "$DEMO/service-account.json" --sheets-base-url "$sandbox"
 start erp-sink erp-sink --odoo-url "$sandbox" --odoo-database sluice --odoo-login sluice \
   --odoo-password sandbox --requests-per-second 20 --breaker-open-secs 5 --retry-initial-ms 500

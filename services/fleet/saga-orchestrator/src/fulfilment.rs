@@ -20,6 +20,9 @@ pub const SAGA: &str = "order-fulfilment";
 pub const RESERVE: &str = "reserve-in-erp";
 /// Step: the order's row in the Orders sheet.
 pub const RECORD: &str = "record-in-sheet";
+/// The event that starts the saga, on the orders' event topic: the saga
+/// owns what it does toward the ERP and the Orders sheet.
+pub const STARTS_ON: &str = "OrderPlaced";
 
 /// What the saga remembers of the order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,8 +25,7 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_TRANSFORMER_RULES")]
     pub rules: PathBuf,
     /// Rules of the file to leave out, by id (repeatable, or comma
-    /// separated): where the saga orchestrator runs, it owns OrderPlaced
-    /// (orders-sheet-placed, orders-erp-sale-order).
+    /// separated).
     #[arg(
         long = "without-rule",
         env = "SLUICE_TRANSFORMER_WITHOUT_RULES",

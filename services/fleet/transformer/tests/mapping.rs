@@ -286,10 +286,14 @@ async fn every_expression_and_condition_kind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shipped_rules_make_the_demo_commands() {
+async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands() {
     let topics = Topics::new("map-shipped", 1).await;
+    let without_saga = concat!(
+        include_str!("../rules.toml"),
+        include_str!("../examples/orders-placed.toml")
+    );
     let (stop, running) = start(
-        mapper(include_str!("../rules.toml"), &topics.names()),
+        mapper(without_saga, &topics.names()),
         &topics.names(),
         &unique_name("map-shipped"),
         &transactional_id(),

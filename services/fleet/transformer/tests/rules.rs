@@ -39,9 +39,14 @@ columns = [{columns}]
 }
 
 #[test]
-fn the_shipped_rules_are_valid() {
-    let rules = load_rules(SHIPPED, &Catalog::embedded().unwrap()).unwrap();
-    assert_eq!(rules.rules.len(), 8);
+fn the_shipped_rules_and_the_example_for_a_deployment_without_the_saga_are_valid() {
+    let catalog = Catalog::embedded().unwrap();
+    assert_eq!(load_rules(SHIPPED, &catalog).unwrap().rules.len(), 6);
+    let without_saga = format!(
+        "{SHIPPED}{}",
+        include_str!("../examples/orders-placed.toml")
+    );
+    assert_eq!(load_rules(&without_saga, &catalog).unwrap().rules.len(), 8);
 }
 
 #[test]
@@ -220,7 +225,7 @@ fn the_binary_refuses_a_broken_rules_file_at_start() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("8 rules, valid"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("6 rules, valid"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -228,13 +233,13 @@ fn the_binary_refuses_a_broken_rules_file_at_start() {
 fn shipped_rules_can_be_left_out_by_id_and_an_unknown_id_is_refused() {
     let shipped = load_rules(SHIPPED, &Catalog::embedded().unwrap()).unwrap();
     let all = shipped.rules.len();
-    let saga_owned = [
-        "orders-sheet-placed".to_owned(),
-        "orders-erp-sale-order".to_owned(),
+    let requests = [
+        "requests-sheet-created".to_owned(),
+        "requests-sheet-status".to_owned(),
     ];
-    let left = shipped.clone().without(&saga_owned).unwrap();
+    let left = shipped.clone().without(&requests).unwrap();
     assert_eq!(left.rules.len(), all - 2);
-    assert!(left.rules.iter().all(|rule| !saga_owned.contains(&rule.id)));
+    assert!(left.rules.iter().all(|rule| !requests.contains(&rule.id)));
     let err = shipped
         .without(&["orders-nope".to_owned()])
         .unwrap_err()

@@ -149,8 +149,6 @@ fn specs(
             args: strings(&[
                 "--rules",
                 "services/fleet/transformer/rules.toml",
-                "--without-rule",
-                "orders-sheet-placed,orders-erp-sale-order",
                 "--transactional-id",
                 "sluice-transformer-chaos",
             ]),
