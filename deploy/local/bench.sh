@@ -33,7 +33,7 @@ bash "$HERE/connect.sh" fetch
 bash "$HERE/streams.sh" build
 # The saga benchmark runs these binaries beside its own.
 cargo build --locked "${profile[@]}" -p sluice-outbox-relay -p sluice-erp-sink -p sluice-sheets-sink -p sluice-saga-orchestrator
-bench() { cargo bench --locked "${bench_profile[@]}" -p "$1" --bench "$2"; }
+bench() { cargo bench --locked "${bench_profile[@]}" -p "sluice-$1" --bench "$2"; }
 
 bash "$HERE/bench-broker.sh"
 bench outbox-relay relay
