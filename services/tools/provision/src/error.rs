@@ -36,18 +36,23 @@ pub enum ProvisionError {
         message: String,
     },
 
-    /// A schema would break consumers of the data already on its topic.
+    /// A schema the subject's compatibility mode forbids.
     #[error(
-        "schemas/{schema_file} is not BACKWARD compatible with the registered schema of {subject}{details}: \
-         consumers using it could not read the data already on the topic. Give new fields a default, \
-         keep the defaults of removed fields, or publish a new major version (a new topic ending in .v<N+1>)"
+        "schemas/{schema_file} is not {mode} compatible with the registered schema of {subject} \
+         (version {version}): {details}. Give new fields a default, keep the defaults of removed \
+         fields, or publish a new major version (a new topic ending in .v<N+1>); \
+         docs/EVOLVING.md says how"
     )]
     IncompatibleSchema {
         /// The subject.
         subject: String,
         /// The schema file, relative to `schemas/`.
         schema_file: String,
-        /// What the registry said about the difference, formatted for the message.
+        /// The mode it breaks.
+        mode: crate::Compatibility,
+        /// The registered version it breaks it against.
+        version: u32,
+        /// Which field, and which way readers would fail.
         details: String,
     },
 }

@@ -3,14 +3,17 @@
 //! Helm hook Job) sets up Kafka and the registry the same way.
 //!
 //! It is idempotent: existing topics are left as they are (partition drift is
-//! reported), an already registered schema is not registered again, and a
-//! schema change that breaks BACKWARD compatibility is refused before anything
-//! is written.
+//! reported), an already registered schema is not registered again, each
+//! subject's compatibility mode is set (BACKWARD unless told otherwise), and
+//! a schema change the mode forbids is refused, naming the field, before
+//! anything is written.
 
+mod compatibility;
 mod error;
 mod registry;
 mod topics;
 
+pub use compatibility::Compatibility;
 pub use error::ProvisionError;
 pub use registry::{RegistryClient, RegistryConfig, SchemaOutcome};
 pub use topics::{Replication, TopicOutcome, ensure_topics};

@@ -14,11 +14,12 @@ use sluice_config::{KafkaArgs, RegistryArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::KafkaConfig;
 use sluice_provision::{
-    RegistryClient, RegistryConfig, Replication, SchemaOutcome, TopicOutcome, ensure_topics,
+    Compatibility, RegistryClient, RegistryConfig, Replication, SchemaOutcome, TopicOutcome,
+    ensure_topics,
 };
 
-/// Creates Sluice's Kafka topics and registers their Avro schemas, refusing
-/// any schema change that breaks BACKWARD compatibility.
+/// Creates Sluice's Kafka topics and registers their Avro schemas under each
+/// subject's compatibility mode, refusing any schema change the mode forbids.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -34,6 +35,10 @@ struct Cli {
     /// Read the contracts from this schemas/ folder instead of the ones built in.
     #[arg(long, env = "SLUICE_SCHEMAS_DIR", global = true)]
     schemas_dir: Option<PathBuf>,
+
+    /// Compatibility mode of every subject: set by `apply`, checked by both.
+    #[arg(long, env = "SLUICE_COMPATIBILITY", global = true, value_enum, default_value_t = Compatibility::Backward)]
+    compatibility: Compatibility,
 
     /// Timeout of each Kafka request, in seconds.
     #[arg(
@@ -53,7 +58,8 @@ enum Command {
         #[arg(long, env = "SLUICE_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
         replication_factor: i32,
     },
-    /// Check every schema against the registry without changing anything.
+    /// Tell whether the contracts can be rolled out over what is
+    /// registered, under the compatibility mode, without changing anything.
     Check,
 }
 
@@ -107,14 +113,16 @@ async fn main() -> Result<()> {
                         &subject,
                         topic.value_schema_json(),
                         &topic.spec().value_schema,
+                        cli.compatibility,
                     )
                     .await?;
+                let mode = cli.compatibility;
                 match outcome {
                     SchemaOutcome::Unchanged { id } => {
-                        println!("subject {subject}: unchanged (id {id})")
+                        println!("subject {subject}: unchanged (id {id}), {mode}")
                     }
                     SchemaOutcome::Registered { id } => {
-                        println!("subject {subject}: registered (id {id})")
+                        println!("subject {subject}: registered (id {id}), {mode}")
                     }
                 }
             }
@@ -122,14 +130,21 @@ async fn main() -> Result<()> {
         Command::Check => {
             for topic in catalog.topics() {
                 let subject = topic.value_subject();
+                let mode = cli.compatibility;
                 registry
                     .check_schema(
                         &subject,
                         topic.value_schema_json(),
                         &topic.spec().value_schema,
+                        mode,
                     )
                     .await?;
-                println!("subject {subject}: compatible");
+                match registry.mode(&subject).await? {
+                    Some(set) if set != mode.as_registry() => println!(
+                        "subject {subject}: {mode} compatible; the registry has {set}, which apply sets to {mode}"
+                    ),
+                    _ => println!("subject {subject}: {mode} compatible"),
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use apache_avro::Schema;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
@@ -9,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::ProvisionError;
+use crate::{Compatibility, ProvisionError};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// Confluent's error code for "subject not found".
@@ -62,10 +63,9 @@ struct LookupBody {
 }
 
 #[derive(Deserialize)]
-struct CompatibilityBody {
-    is_compatible: bool,
-    #[serde(default)]
-    messages: Vec<String>,
+struct VersionBody {
+    version: u32,
+    schema: String,
 }
 
 impl RegistryClient {
@@ -95,29 +95,31 @@ impl RegistryClient {
         })
     }
 
-    /// Makes `schema_json` the latest schema of `subject`, keeping the subject
-    /// BACKWARD compatible. `schema_file` names the source in errors.
+    /// Makes `schema_json` the latest schema of `subject` under the
+    /// compatibility `mode`, which it sets on the subject. A schema the mode
+    /// forbids is refused before anything is written. `schema_file` names
+    /// the source in errors.
     pub async fn ensure_schema(
         &self,
         subject: &str,
         schema_json: &str,
         schema_file: &str,
+        mode: Compatibility,
     ) -> Result<SchemaOutcome, ProvisionError> {
-        let subject_exists = match self.lookup(subject, schema_json).await? {
-            Lookup::Registered(id) => return Ok(SchemaOutcome::Unchanged { id }),
-            Lookup::NewSubject => false,
-            Lookup::NewSchema => true,
-        };
-        self.set_backward(subject).await?;
-        if subject_exists {
-            self.check_backward(subject, schema_json, schema_file)
-                .await?;
+        match self.lookup(subject, schema_json).await? {
+            Lookup::Registered(id) => {
+                self.set_mode(subject, mode).await?;
+                return Ok(SchemaOutcome::Unchanged { id });
+            }
+            Lookup::NewSchema => self.check(subject, schema_json, schema_file, mode).await?,
+            Lookup::NewSubject => {}
         }
+        self.set_mode(subject, mode).await?;
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema_json.to_owned());
         match post_schema(&self.settings, subject.to_owned(), supplied).await {
             Ok(registered) => Ok(SchemaOutcome::Registered { id: registered.id }),
-            // The registry's own rule may refuse what the check passed (an
-            // operator set a transitive level); its cause says so.
+            // The registry's own rule may still refuse what the check passed;
+            // its cause says so.
             Err(err) => Err(Call {
                 subject,
                 action: "registering the schema",
@@ -129,18 +131,92 @@ impl RegistryClient {
         }
     }
 
-    /// Refuses `schema_json` if it is not BACKWARD compatible with the latest
-    /// version of `subject`; writes nothing. A new subject is compatible.
+    /// Refuses `schema_json` if `mode` forbids it over what `subject` holds;
+    /// writes nothing. A new subject, or a schema it already holds, passes.
     pub async fn check_schema(
         &self,
         subject: &str,
         schema_json: &str,
         schema_file: &str,
+        mode: Compatibility,
     ) -> Result<(), ProvisionError> {
         match self.lookup(subject, schema_json).await? {
-            Lookup::NewSchema => self.check_backward(subject, schema_json, schema_file).await,
+            Lookup::NewSchema => self.check(subject, schema_json, schema_file, mode).await,
             Lookup::Registered(_) | Lookup::NewSubject => Ok(()),
         }
+    }
+
+    /// The compatibility mode set on `subject`, if one is (else the
+    /// registry's global one applies).
+    pub async fn mode(&self, subject: &str) -> Result<Option<String>, ProvisionError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ConfigBody {
+            compatibility_level: String,
+        }
+        let call = Call {
+            subject,
+            action: "reading the compatibility mode",
+        };
+        let url = format!("{}/config/{subject}", self.config.url);
+        let response = self.send(&call, self.http.get(url)).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body: ConfigBody = call.parse(call.success(response).await?).await?;
+        Ok(Some(body.compatibility_level))
+    }
+
+    /// Checks `schema_json` against the latest registered version, or every
+    /// one for a transitive mode.
+    async fn check(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        schema_file: &str,
+        mode: Compatibility,
+    ) -> Result<(), ProvisionError> {
+        let call = Call {
+            subject,
+            action: "checking compatibility",
+        };
+        let new = Schema::parse_str(schema_json).map_err(|err| call.error(err.to_string()))?;
+        let versions: Vec<u32> = if mode.transitive() {
+            let url = format!("{}/subjects/{subject}/versions", self.config.url);
+            call.parse(
+                call.success(self.send(&call, self.http.get(url)).await?)
+                    .await?,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        let wanted: Vec<String> = if mode.transitive() {
+            versions.iter().map(u32::to_string).collect()
+        } else {
+            vec!["latest".to_owned()]
+        };
+        for version in wanted {
+            let url = format!("{}/subjects/{subject}/versions/{version}", self.config.url);
+            let registered: VersionBody = call
+                .parse(
+                    call.success(self.send(&call, self.http.get(url)).await?)
+                        .await?,
+                )
+                .await?;
+            let old = Schema::parse_str(&registered.schema)
+                .map_err(|err| call.error(format!("version {}: {err}", registered.version)))?;
+            if let Some(details) = mode.violation(&old, &new) {
+                return Err(ProvisionError::IncompatibleSchema {
+                    subject: subject.to_owned(),
+                    schema_file: schema_file.to_owned(),
+                    mode,
+                    version: registered.version,
+                    details,
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn lookup(&self, subject: &str, schema_json: &str) -> Result<Lookup, ProvisionError> {
@@ -167,50 +243,18 @@ impl RegistryClient {
         Ok(Lookup::Registered(body.id))
     }
 
-    async fn set_backward(&self, subject: &str) -> Result<(), ProvisionError> {
+    async fn set_mode(&self, subject: &str, mode: Compatibility) -> Result<(), ProvisionError> {
         let call = Call {
             subject,
-            action: "setting BACKWARD compatibility",
+            action: "setting the compatibility mode",
         };
         let url = format!("{}/config/{subject}", self.config.url);
         let request = self
             .http
             .put(url)
-            .json(&json!({ "compatibility": "BACKWARD" }));
+            .json(&json!({ "compatibility": mode.as_registry() }));
         call.success(self.send(&call, request).await?).await?;
         Ok(())
-    }
-
-    async fn check_backward(
-        &self,
-        subject: &str,
-        schema_json: &str,
-        schema_file: &str,
-    ) -> Result<(), ProvisionError> {
-        let call = Call {
-            subject,
-            action: "checking compatibility",
-        };
-        let url = format!(
-            "{}/compatibility/subjects/{subject}/versions/latest?verbose=true",
-            self.config.url
-        );
-        let request = self.http.post(url).json(&json!({ "schema": schema_json }));
-        let body: CompatibilityBody = call
-            .parse(call.success(self.send(&call, request).await?).await?)
-            .await?;
-        if body.is_compatible {
-            return Ok(());
-        }
-        Err(ProvisionError::IncompatibleSchema {
-            subject: subject.to_owned(),
-            schema_file: schema_file.to_owned(),
-            details: if body.messages.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", body.messages.join("; "))
-            },
-        })
     }
 
     async fn send(

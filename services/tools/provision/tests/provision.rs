@@ -15,8 +15,8 @@ use schema_registry_converter::async_impl::schema_registry::get_all_versions;
 use serde_json::{Value, json};
 use sluice_contracts::Catalog;
 use sluice_provision::{
-    ProvisionError, RegistryClient, RegistryConfig, Replication, SchemaOutcome, TopicOutcome,
-    ensure_topics,
+    Compatibility, ProvisionError, RegistryClient, RegistryConfig, Replication, SchemaOutcome,
+    TopicOutcome, ensure_topics,
 };
 use sluice_testkit::{Stack, unique_name};
 
@@ -80,6 +80,13 @@ fn registry() -> RegistryClient {
 }
 
 async fn provision_schemas(catalog: &Catalog) -> Result<Vec<SchemaOutcome>, ProvisionError> {
+    provision_schemas_as(catalog, Compatibility::Backward).await
+}
+
+async fn provision_schemas_as(
+    catalog: &Catalog,
+    mode: Compatibility,
+) -> Result<Vec<SchemaOutcome>, ProvisionError> {
     let registry = registry();
     let mut outcomes = Vec::new();
     for topic in catalog.topics() {
@@ -89,6 +96,7 @@ async fn provision_schemas(catalog: &Catalog) -> Result<Vec<SchemaOutcome>, Prov
                     &topic.value_subject(),
                     topic.value_schema_json(),
                     &topic.spec().value_schema,
+                    mode,
                 )
                 .await?,
         );
@@ -203,6 +211,94 @@ async fn backward_incompatible_schema_change_is_refused() {
     assert_eq!(versions(&subject).await.len(), 2);
 }
 
+/// Removing a field without a default: readers on the new schema ignore
+/// it (BACKWARD holds), readers on the old one miss it. FULL refuses that,
+/// naming the field, and writes nothing; the mode apply sets is the one the
+/// registry then holds.
+#[tokio::test]
+async fn full_compatibility_refuses_what_backward_allows_naming_the_field() {
+    let contracts = TestContracts::new();
+    let subject = format!("{}-value", contracts.events_topic);
+    provision_schemas_as(&contracts.catalog(), Compatibility::Full)
+        .await
+        .unwrap();
+    assert_eq!(
+        registry().mode(&subject).await.unwrap().as_deref(),
+        Some("FULL")
+    );
+    contracts.change_order_event(|schema| {
+        schema["fields"].as_array_mut().unwrap().remove(1); // event_type
+    });
+
+    let err = provision_schemas_as(&contracts.catalog(), Compatibility::Full)
+        .await
+        .unwrap_err();
+    let ProvisionError::IncompatibleSchema {
+        mode,
+        version,
+        details,
+        ..
+    } = &err
+    else {
+        panic!("expected IncompatibleSchema, got {err}");
+    };
+    assert_eq!((*mode, *version), (Compatibility::Full, 1));
+    assert!(details.contains("Field 'event_type'"), "{details}");
+    assert!(err.to_string().contains("is not FULL compatible"), "{err}");
+    assert_eq!(versions(&subject).await.len(), 1, "nothing was registered");
+    assert_eq!(
+        registry().mode(&subject).await.unwrap().as_deref(),
+        Some("FULL")
+    );
+
+    provision_schemas(&contracts.catalog()).await.unwrap();
+    assert_eq!(versions(&subject).await.len(), 2, "BACKWARD allows it");
+    assert_eq!(
+        registry().mode(&subject).await.unwrap().as_deref(),
+        Some("BACKWARD")
+    );
+}
+
+/// v2 drops event_type, v3 brings it back as an int with a default: each
+/// step is BACKWARD compatible with the one before, but v3 cannot read v1's
+/// strings. BACKWARD_TRANSITIVE checks every version and refuses it.
+#[tokio::test]
+async fn a_transitive_mode_checks_every_registered_version() {
+    let contracts = TestContracts::new();
+    let subject = format!("{}-value", contracts.events_topic);
+    provision_schemas(&contracts.catalog()).await.unwrap();
+    contracts.change_order_event(|schema| {
+        schema["fields"].as_array_mut().unwrap().remove(1);
+    });
+    provision_schemas(&contracts.catalog()).await.unwrap();
+    contracts.change_order_event(|schema| {
+        schema["fields"].as_array_mut().unwrap().insert(
+            1,
+            json!({"name": "event_type", "type": "int", "default": 0, "doc": "Now a number."}),
+        );
+    });
+
+    let err = provision_schemas_as(&contracts.catalog(), Compatibility::BackwardTransitive)
+        .await
+        .unwrap_err();
+    let ProvisionError::IncompatibleSchema {
+        version, details, ..
+    } = &err
+    else {
+        panic!("expected IncompatibleSchema, got {err}");
+    };
+    assert_eq!(*version, 1, "{err}");
+    assert!(details.contains("Field 'event_type'"), "{details}");
+    assert_eq!(versions(&subject).await.len(), 2);
+
+    provision_schemas(&contracts.catalog()).await.unwrap();
+    assert_eq!(
+        versions(&subject).await.len(),
+        3,
+        "BACKWARD looks at v2 only"
+    );
+}
+
 #[tokio::test]
 async fn cli_check_names_the_incompatible_subject_and_file() {
     let contracts = TestContracts::new();
@@ -293,7 +389,7 @@ async fn the_config_file_is_read_and_the_environment_wins_over_it() {
     let stdout = String::from_utf8_lossy(&from_env.stdout);
     assert!(
         stdout.contains(&format!(
-            "subject {}-value: compatible",
+            "subject {}-value: BACKWARD compatible",
             contracts.events_topic
         )),
         "{stdout}"
