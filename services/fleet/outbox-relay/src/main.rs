@@ -37,6 +37,11 @@ struct Cli {
         default_value = "events"
     )]
     format: OutboxFormat,
+    /// Prefix of the `pg_logical_emit_message(true, PREFIX, …)` messages
+    /// relayed as domain events. Default: `outbox` for the events format,
+    /// none for the addressed one: one relay per prefix on a database.
+    #[arg(long = "message-prefix", env = "SLUICE_OUTBOX_MESSAGE_PREFIX")]
+    message_prefix: Option<String>,
     /// Replication slot the relay reads.
     #[arg(
         id = "outbox-slot",
@@ -88,15 +93,8 @@ async fn main() -> Result<()> {
     }
     identifier("outbox-slot", &cli.slot)?;
     identifier("outbox-publication", &cli.publication)?;
-    let url =
-        url::Url::parse(cli.database.url.expose_secret()).context("database-url is not a URL")?;
-    let connection = ReplicationConnection {
-        host: url.host_str().unwrap_or("127.0.0.1").to_owned(),
-        port: url.port().unwrap_or(5432),
-        user: url.username().to_owned(),
-        password: url.password().unwrap_or_default().to_owned(),
-        database: url.path().trim_start_matches('/').to_owned(),
-    };
+    let connection = ReplicationConnection::from_url(cli.database.url.expose_secret())
+        .map_err(|reason| anyhow::anyhow!("database-url: {reason}"))?;
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
     let pool = PgPoolOptions::new()
@@ -122,6 +120,9 @@ async fn main() -> Result<()> {
             format: cli.format,
             slot: cli.slot,
             publication: cli.publication,
+            message_prefix: cli
+                .message_prefix
+                .or_else(|| cli.format.default_message_prefix().map(str::to_owned)),
         },
         catalog: Catalog::embedded()?,
         routes: cli.routes.by_aggregate_type(),

@@ -28,7 +28,10 @@ use crate::metrics as names;
 use crate::pgoutput::{self, Change, Relation};
 use crate::row::{OutboxFormat, OutboxMessage, OutboxRow};
 
-/// Prefix of the logical messages relayed like outbox rows.
+/// Prefix of the logical messages the relay of domain events relays like
+/// outbox rows, unless told another. Every relay on a database streams the
+/// same WAL, so each owns its prefix: the addressed outbox's relay (the
+/// saga's, beside the business outbox) owns none.
 pub const MESSAGE_PREFIX: &str = "outbox";
 /// First and longest wait between two tries (to encode, to reconnect).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -78,6 +81,8 @@ pub struct OutboxSource {
     pub slot: String,
     /// Publication name.
     pub publication: String,
+    /// Prefix of the logical messages this relay relays (`None`: none).
+    pub message_prefix: Option<String>,
 }
 
 /// How the replication connection reaches Postgres.
@@ -93,6 +98,28 @@ pub struct ReplicationConnection {
     pub password: String,
     /// Database holding the outbox.
     pub database: String,
+}
+
+impl ReplicationConnection {
+    /// The connection a `postgres://user:password@host:port/database` URL
+    /// names. The URL keeps user, password and database percent-encoded (a
+    /// password with `@`, `/` or `%` must be); they are decoded here.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let url = url::Url::parse(url).map_err(|err| format!("not a URL: {err}"))?;
+        let decoded = |part: &str, what: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+                .map_err(|_| format!("its {what} is not UTF-8 once percent-decoded"))
+        };
+        Ok(Self {
+            host: url.host_str().unwrap_or("127.0.0.1").to_owned(),
+            port: url.port().unwrap_or(5432),
+            user: decoded(url.username(), "user")?,
+            password: decoded(url.password().unwrap_or_default(), "password")?,
+            database: decoded(url.path().trim_start_matches('/'), "database")?,
+        })
+    }
 }
 
 /// Streams one outbox into Kafka.
@@ -269,7 +296,7 @@ impl Relay {
                             }
                         }
                         ReplicationEvent::Message { prefix, content, transactional: true, .. }
-                            if prefix == MESSAGE_PREFIX =>
+                            if self.source.message_prefix.as_deref() == Some(prefix.as_str()) =>
                         {
                             if let Some(rows) = open.as_mut() {
                                 rows.push(Pending {
@@ -468,5 +495,30 @@ impl RelayError {
     fn slot_in_use(&self) -> bool {
         matches!(self, Self::Replication(pgwire_replication::PgWireError::Server(message))
             if message.contains("55006"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_is_percent_decoded() {
+        let url = "postgres://us%40er:p%40ss%2Fw%3Ard%25@db.example:6543/my%20db";
+        // What the relay sent Postgres as the password before.
+        let raw = url::Url::parse(url).unwrap();
+        assert_eq!(raw.password(), Some("p%40ss%2Fw%3Ard%25"));
+        let connection = ReplicationConnection::from_url(url).unwrap();
+        assert_eq!(
+            (
+                connection.user.as_str(),
+                connection.password.as_str(),
+                connection.host.as_str(),
+                connection.port,
+                connection.database.as_str()
+            ),
+            ("us@er", "p@ss/w:rd%", "db.example", 6543, "my db")
+        );
+        assert!(ReplicationConnection::from_url("not a url").is_err());
     }
 }

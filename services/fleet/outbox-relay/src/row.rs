@@ -23,6 +23,16 @@ pub enum OutboxFormat {
 }
 
 impl OutboxFormat {
+    /// The logical-message prefix a relay of this format owns by default:
+    /// domain events may come as messages too; an addressed outbox's rows
+    /// never do.
+    pub fn default_message_prefix(self) -> Option<&'static str> {
+        match self {
+            Self::Events => Some(crate::MESSAGE_PREFIX),
+            Self::Addressed => None,
+        }
+    }
+
     /// A row of this format from an Insert's column values.
     pub fn row(self, columns: &HashMap<&str, Option<&str>>) -> Result<OutboxMessage, String> {
         match self {

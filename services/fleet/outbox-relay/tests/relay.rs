@@ -7,12 +7,13 @@
 
 mod common;
 
-use common::{WAIT, drop_slot, outbox_table, pool, relay, start};
+use common::{WAIT, drop_slot, message_prefix, outbox_table, pool, relay, start};
 use rdkafka::Message;
 use serde_json::json;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, OrderEvent, OrderPayload};
-use sluice_testkit::{Stack, TestTopic, consume_exactly};
+use sluice_outbox_relay::OutboxFormat;
+use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually, message_count, unique_name};
 use sqlx::{AssertSqlSafe, PgPool};
 
 async fn insert(
@@ -117,7 +118,8 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
         "id": "00000000-0000-4000-8000-000000000030", "aggregate_type": "orders", "aggregate_id": "order-4",
         "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64
     });
-    sqlx::query("SELECT pg_logical_emit_message(true, 'outbox', $1)")
+    sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
+        .bind(message_prefix(&name))
         .bind(message.to_string())
         .execute(&pool)
         .await
@@ -207,4 +209,111 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
     running.await.unwrap();
 
     drop_slot(&pool, &name).await;
+}
+
+/// `pg_logical_emit_message(true, 'outbox', …)` is a domain event for the
+/// relay of domain events. The relay of an addressed outbox (the saga's,
+/// beside it on the same database in every deployment) streams the same
+/// WAL and must not relay it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logical_message_is_relayed_once_beside_an_addressed_relay() {
+    let stack = Stack::get();
+    let pool = pool(4).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-once", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-once-dlq", 1).await;
+    let events = outbox_table(&pool, "relay_once_events").await;
+    let addressed = unique_name("relay_once_addressed").replace('-', "_");
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {addressed} (id uuid PRIMARY KEY, topic text NOT NULL, \
+         message_key text NOT NULL, value bytea NOT NULL, headers jsonb)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut saga_relay = relay(pool.clone(), &addressed, &topic.name, &dlq.name);
+    saga_relay.source.format = OutboxFormat::Addressed;
+    saga_relay.source.message_prefix = OutboxFormat::Addressed
+        .default_message_prefix()
+        .map(str::to_owned);
+    let both = [
+        start(relay(pool.clone(), &events, &topic.name, &dlq.name)),
+        start(saga_relay),
+    ];
+    for table in [&events, &addressed] {
+        streaming(&pool, &format!("{table}_slot")).await;
+    }
+
+    let message = json!({
+        "id": "00000000-0000-4000-8000-000000000040", "aggregate_type": "orders", "aggregate_id": "order-5",
+        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64
+    });
+    sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
+        .bind(message_prefix(&events))
+        .bind(message.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    // After it, on the same partition, one row of each relay's own. Each
+    // relay produces in WAL order, so once both are on the topic, any copy
+    // of the message either relay made is there before them.
+    insert(
+        &pool,
+        &events,
+        "00000000-0000-4000-8000-000000000041",
+        "order-5",
+        "OrderCancelled",
+        json!({"reason": "r", "cancelled_by": "c"}),
+    )
+    .await;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {addressed} (id, topic, message_key, value) \
+         VALUES (gen_random_uuid(), $1, 'order-5', 'marker'::bytea)"
+    )))
+    .bind(&topic.name)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let codec = AvroCodec::new(stack.registry_settings());
+    let mut seen = Vec::new();
+    for message in consume_exactly(&topic.name, 3, WAIT).await {
+        let value = message.payload().unwrap();
+        if value == b"marker" {
+            seen.push("marker".to_owned());
+        } else {
+            let event: OrderEvent = codec.decode(value).await.unwrap();
+            seen.push(event.event_id);
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "00000000-0000-4000-8000-000000000040",
+            "00000000-0000-4000-8000-000000000041",
+            "marker"
+        ],
+        "the message once, each relay's own row once"
+    );
+    assert_eq!(message_count(&topic.name), 3, "no second copy");
+
+    for (stop, running) in both {
+        stop.send(()).unwrap();
+        running.await.unwrap();
+    }
+    drop_slot(&pool, &events).await;
+    drop_slot(&pool, &addressed).await;
+}
+
+/// Waits until a relay streams from `slot`.
+async fn streaming(pool: &PgPool, slot: &str) {
+    eventually("the relay to stream from its slot", WAIT, || async move {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND active",
+        )
+        .bind(slot)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    })
+    .await;
 }

@@ -46,14 +46,7 @@ pub async fn outbox_table(pool: &PgPool, prefix: &str) -> String {
 }
 
 pub fn connection() -> ReplicationConnection {
-    let url = url::Url::parse(&Stack::get().database_url).unwrap();
-    ReplicationConnection {
-        host: url.host_str().unwrap().to_owned(),
-        port: url.port().unwrap(),
-        user: url.username().to_owned(),
-        password: url.password().unwrap().to_owned(),
-        database: url.path().trim_start_matches('/').to_owned(),
-    }
+    ReplicationConnection::from_url(&Stack::get().database_url).unwrap()
 }
 
 /// A relay of `table`'s `orders` rows to `topic`.
@@ -67,6 +60,9 @@ pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
             format: OutboxFormat::Events,
             slot: format!("{table}_slot"),
             publication: format!("{table}_pub"),
+            // Every relay on the database sees every message: tests running
+            // side by side each own a prefix.
+            message_prefix: Some(message_prefix(table)),
         },
         catalog: Catalog::embedded().unwrap(),
         routes: HashMap::from([("orders".to_owned(), topic.to_owned())]),
@@ -80,6 +76,11 @@ pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
             "0.0.0",
         ),
     }
+}
+
+/// The logical-message prefix the relay of `table` owns in tests.
+pub fn message_prefix(table: &str) -> String {
+    format!("outbox_{table}")
 }
 
 /// Runs `relay` in the background until the returned sender fires.
