@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use secrecy::SecretString;
 use sluice_runtime::PostgresReadiness;
 use sluice_saga_orchestrator::cli::{Cli, Command, RunArgs};
-use sluice_saga_orchestrator::{SagaHandler, Sagas, StoreError, fulfilment, render, run_timeouts};
+use sluice_saga_orchestrator::{
+    SagaHandler, Sagas, StoreError, fulfilment, render, spawn_timeouts,
+};
 use sluice_service::{Service, Tuning};
 
 #[tokio::main]
@@ -45,29 +47,18 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
     let postgres = Arc::new(PostgresReadiness::new(sagas.pool().clone()));
     let service = Service::start(&args.consumer, vec![postgres]).await?;
     let what = "preparing the sagas' tables and the outbox's slot";
-    let prepared = service
-        .runtime()
-        .prepare(what, StoreError::is_transient, || async {
-            sagas.migrate().await?;
-            sagas
-                .ensure_slot(&args.outbox_publication, &args.outbox_slot)
-                .await
-        })
-        .await
-        .context(what)?;
-    if prepared.is_none() {
+    let prepare = || sagas.prepare(&args.outbox_publication, &args.outbox_slot);
+    let runtime = service.runtime();
+    let prepared = runtime.prepare(what, StoreError::is_transient, prepare);
+    if prepared.await.context(what)?.is_none() {
         service.stop().await;
         return Ok(());
     }
     let store = sagas.driver(Arc::new(service.codec()));
     let saga = Arc::new(fulfilment::saga(&args.saga_settings()));
     sluice_saga_orchestrator::metrics::register(saga.name);
-    let settings = args.timeout_settings();
-    let timeouts = tokio::spawn({
-        let (store, sagas, saga) = (store.clone(), sagas.clone(), Arc::clone(&saga));
-        let shutdown = service.shutdown_requested();
-        async move { run_timeouts(&store, &sagas, &saga, settings, shutdown).await }
-    });
+    let (timing, shutdown) = (args.timeout_settings(), service.shutdown_requested());
+    let timeouts = spawn_timeouts(&store, &sagas, &saga, timing, shutdown);
     let topics = args.topics();
     let inputs = topics.inputs();
     let handler = SagaHandler {
@@ -76,15 +67,11 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         codec: service.codec(),
         topics,
     };
-    let tuning = Tuning {
-        partition_buffer: 64,
-        shutdown_grace: Duration::from_secs(10),
-        ..Tuning::default()
-    };
+    let mut tuning = Tuning::default();
+    (tuning.partition_buffer, tuning.shutdown_grace) = (64, Duration::from_secs(10));
     let consumed = service.consume(inputs, &args.retry, tuning, handler).await;
     let timed_out = timeouts.await.context("the timeout loop");
     service.stop().await;
     consumed?;
-    timed_out?;
-    Ok(())
+    Ok(timed_out?)
 }

@@ -179,6 +179,13 @@ impl Sagas {
         Ok(())
     }
 
+    /// Everything before the first saga: the tables, then the outbox's
+    /// publication and slot.
+    pub async fn prepare(&self, publication: &str, slot: &str) -> Result<(), StoreError> {
+        self.migrate().await?;
+        self.ensure_slot(publication, slot).await
+    }
+
     /// The pool (for readiness).
     pub fn pool(&self) -> &PgPool {
         &self.pool

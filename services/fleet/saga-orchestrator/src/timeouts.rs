@@ -4,10 +4,12 @@
 //! the outbox.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
 
 use crate::definition::Saga;
 use crate::metrics;
@@ -27,6 +29,18 @@ pub struct TimeoutSettings {
     /// Outbox rows older than this are deleted (the relay streams the WAL,
     /// not the table; the rows are kept only for operators to look at).
     pub outbox_retention: Duration,
+}
+
+/// [`run`] on a task of its own, with shares of what it needs.
+pub fn spawn<D: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    store: &Store,
+    sagas: &Sagas,
+    saga: &Arc<Saga<D>>,
+    settings: TimeoutSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let (store, sagas, saga) = (store.clone(), sagas.clone(), Arc::clone(saga));
+    tokio::spawn(async move { run(&store, &sagas, &saga, settings, shutdown).await })
 }
 
 /// Fires timeouts until `shutdown` completes.

@@ -181,29 +181,14 @@ impl RegistryClient {
             action: "checking compatibility",
         };
         let new = Schema::parse_str(schema_json).map_err(|err| call.error(err.to_string()))?;
-        let versions: Vec<u32> = if mode.transitive() {
-            let url = format!("{}/subjects/{subject}/versions", self.config.url);
-            call.parse(
-                call.success(self.send(&call, self.http.get(url)).await?)
-                    .await?,
-            )
-            .await?
-        } else {
-            Vec::new()
-        };
         let wanted: Vec<String> = if mode.transitive() {
+            let versions: Vec<u32> = self.get(&call, "versions").await?;
             versions.iter().map(u32::to_string).collect()
         } else {
             vec!["latest".to_owned()]
         };
         for version in wanted {
-            let url = format!("{}/subjects/{subject}/versions/{version}", self.config.url);
-            let registered: VersionBody = call
-                .parse(
-                    call.success(self.send(&call, self.http.get(url)).await?)
-                        .await?,
-                )
-                .await?;
+            let registered: VersionBody = self.get(&call, &format!("versions/{version}")).await?;
             let old = Schema::parse_str(&registered.schema)
                 .map_err(|err| call.error(format!("version {}: {err}", registered.version)))?;
             if let Some(details) = mode.violation(&old, &new) {
@@ -255,6 +240,17 @@ impl RegistryClient {
             .json(&json!({ "compatibility": mode.as_registry() }));
         call.success(self.send(&call, request).await?).await?;
         Ok(())
+    }
+
+    /// GET `subjects/<subject>/<path>`, read as JSON.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &Call<'_>,
+        path: &str,
+    ) -> Result<T, ProvisionError> {
+        let url = format!("{}/subjects/{}/{path}", self.config.url, call.subject);
+        let response = self.send(call, self.http.get(url)).await?;
+        call.parse(call.success(response).await?).await
     }
 
     async fn send(
