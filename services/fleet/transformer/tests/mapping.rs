@@ -17,7 +17,7 @@ use common::{
 use rdkafka::Message;
 use serde_json::{Value as Json, json};
 use sluice_contracts::types::{ErpCommand, ErpOperation, ScalarValue, SheetRowUpsert};
-use sluice_testkit::{consume_exactly, unique_name};
+use sluice_testkit::{confluent_produce, consume_exactly, unique_name};
 use sluice_transformer::command_id;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -396,4 +396,65 @@ async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands(
     assert_eq!(fields["date_order"], &text("2026-11-23 12:34:56"));
     stop.send(()).unwrap();
     running.await.unwrap();
+}
+
+/// Another team evolves the order events from outside: Confluent's Python
+/// client registers a v2 with one more optional field and produces with it.
+/// The transformer reads v2 records with its own schema (the new field
+/// skipped) and maps them as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_with_a_newer_schema_from_outside_are_mapped() {
+    let topics = Topics::new("map-evolved", 1).await;
+    let catalog = sluice_contracts::Catalog::embedded().unwrap();
+    let mut schema: Json = serde_json::from_str(
+        catalog
+            .topic("orders.events.v1")
+            .unwrap()
+            .value_schema_json(),
+    )
+    .unwrap();
+    schema["fields"].as_array_mut().unwrap().push(json!(
+        { "name": "tenant", "type": ["null", "string"], "default": null }
+    ));
+    let path = std::env::temp_dir().join(format!("{}.avsc", unique_name("map-evolved")));
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let cancelled = json!({
+        "event_id": "6a000000-0000-4000-8000-000000000020",
+        "event_type": "OrderCancelled",
+        "occurred_at": AT,
+        "aggregate_id": "order-v2",
+        "correlation_id": null,
+        "causation_id": null,
+        "payload": {
+            "-type": "dev.sluice.orders.OrderCancelled",
+            "reason": "changed mind",
+            "cancelled_by": "customer"
+        },
+        "tenant": "acme",
+    });
+    let written = confluent_produce(
+        &topics.orders.name,
+        Some(&path),
+        &[json!({ "key": "order-v2", "value": cancelled })],
+    )
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let (stop, running) = start(
+        mapper(include_str!("../rules.toml"), &topics.names()),
+        &topics.names(),
+        &unique_name("map-evolved"),
+        &transactional_id(),
+    );
+    let rows = consume_exactly(&topics.sheets.name, 1, WAIT).await;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    let row: SheetRowUpsert = decode(&rows[0]).await;
+    let cells = cells(&row);
+    assert_eq!(
+        (cells["Order"], cells["Status"]),
+        (&text("order-v2"), &text("CANCELLED")),
+        "mapped from a record of schema id {written}"
+    );
+    assert_eq!(cells["Note"], &text("cancelled by customer — changed mind"));
 }
