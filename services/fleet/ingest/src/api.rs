@@ -1,6 +1,6 @@
 //! The events API. Every route answers 202 only once Kafka has every event
-//! of the request (acks=all); anything else is an error that produced
-//! nothing the client is told was accepted.
+//! of the request (acks=all, a batch committed in one transaction); any
+//! other answer means none of them is on Kafka for readers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -22,8 +19,9 @@ use sluice_contracts::now_millis;
 
 use crate::auth::TokenHashes;
 use crate::error::ApiError;
-use crate::event::{EventRouter, Prepared};
-use crate::idempotency::{Claim, IdempotencyStore};
+use crate::event::{EventIds, EventRouter, Prepared};
+use crate::idempotency::{Claim, IdempotencyKey, IdempotencyStore};
+use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::webhook::WebhookSources;
 
 /// The header that makes a retried request safe.
@@ -41,10 +39,8 @@ pub struct AppState {
     pub events: EventRouter,
     /// Avro encoding through the registry.
     pub codec: AvroCodec,
-    /// `acks=all`, idempotent.
-    pub producer: FutureProducer,
-    /// How long to wait for Kafka's acknowledgement.
-    pub ack_timeout: Duration,
+    /// Puts events on Kafka, a batch in one transaction.
+    pub publisher: Publisher,
     /// Answers to requests that carried an `Idempotency-Key`.
     pub idempotency: IdempotencyStore,
     /// Signed webhook senders.
@@ -118,10 +114,12 @@ async fn accept_webhook(
             &body,
             unix_now(),
         )?;
-        let event = state
-            .events
-            .prepare_incoming(webhook.to_event(&body)?, now_millis())?;
-        let accepted = produce(&state, &headers, vec![event]).await?;
+        let event = state.events.prepare_incoming(
+            webhook.to_event(&body)?,
+            now_millis(),
+            uuid::Uuid::new_v4().to_string(),
+        )?;
+        let accepted = produce(&state, &headers, vec![event], Submission::One).await?;
         Ok::<_, ApiError>(json!(accepted[0]))
     };
     respond(answer.await)
@@ -138,41 +136,55 @@ async fn submit(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    if !token.is_some_and(|token| state.tokens.accepts(token)) {
+    let Some(token_sha256) = token.and_then(|token| state.tokens.accepts(token)) else {
         return ApiError::Unauthorized.into_response();
-    }
-    let Some(key) = headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|value| value.to_str().ok())
-    else {
-        return respond(answer(state, headers, body, submission).await);
     };
-    let claim = match state.idempotency.claim(key, &Sha256::digest(body)).await {
+    let Some(header) = headers.get(IDEMPOTENCY_KEY) else {
+        return respond(answer(state, headers, body, submission, EventIds::Random).await);
+    };
+    let key = match IdempotencyKey::parse(token_sha256, header.as_bytes()) {
+        Ok(key) => key,
+        Err(err) => return err.into_response(),
+    };
+    let claim = match state.idempotency.claim(&key, &Sha256::digest(body)).await {
         Ok(claim) => claim,
-        Err(err) => return unavailable(format!("idempotency store: {err}")).into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "idempotency store");
+            return unavailable("the idempotency store is not reachable").into_response();
+        }
     };
-    match claim {
-        Claim::New => {}
+    let claim_id = match claim {
+        Claim::New(claim_id) => claim_id,
         Claim::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return (status, [("idempotent-replayed", "true")], Json(body)).into_response();
         }
         Claim::InProgress => return ApiError::InProgress.into_response(),
         Claim::Mismatch => return ApiError::KeyReused.into_response(),
-    }
-    let result = answer(state, headers, body, submission).await;
+    };
+    let ids = EventIds::Derived {
+        token_sha256: key.token_sha256(),
+        key: key.as_str(),
+    };
+    let result = answer(state, headers, body, submission, ids).await;
     // Keep the answer only once it is final; a failure gives the key back.
     let kept = match &result {
-        Ok(accepted) => {
-            state
-                .idempotency
-                .complete(key, StatusCode::ACCEPTED.as_u16(), accepted)
-                .await
-        }
-        Err(_) => state.idempotency.release(key).await,
+        Ok(accepted) => state
+            .idempotency
+            .complete(&key, claim_id, StatusCode::ACCEPTED.as_u16(), accepted)
+            .await
+            .map(|kept| {
+                if !kept {
+                    tracing::warn!(
+                        key = key.as_str(),
+                        "idempotency claim was taken over before its answer was kept"
+                    );
+                }
+            }),
+        Err(_) => state.idempotency.release(&key, claim_id).await,
     };
     if let Err(err) = kept {
-        tracing::warn!(key, error = %err, "idempotency answer not kept; a retry may produce the events again");
+        tracing::warn!(key = key.as_str(), error = %err, "idempotency answer not kept; a retry produces the same event ids again");
     }
     respond(result)
 }
@@ -182,15 +194,19 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
     submission: Submission,
+    ids: EventIds<'_>,
 ) -> Result<Value, ApiError> {
     match submission {
         Submission::One => {
-            let event = state.events.prepare(body, now_millis())?;
-            Ok(json!(produce(state, headers, vec![event]).await?[0]))
+            let event = state.events.prepare(body, now_millis(), ids)?;
+            Ok(json!(
+                produce(state, headers, vec![event], submission).await?[0]
+            ))
         }
         Submission::Batch => {
-            let events = state.events.prepare_batch(body, now_millis())?;
-            Ok(json!({ "accepted": produce(state, headers, events).await? }))
+            let events = state.events.prepare_batch(body, now_millis(), ids)?;
+            let accepted = produce(state, headers, events, submission).await?;
+            Ok(json!({ "accepted": accepted }))
         }
     }
 }
@@ -202,75 +218,68 @@ fn respond(result: Result<Value, ApiError>) -> Response {
     }
 }
 
-fn unavailable(reason: String) -> ApiError {
+/// A 503: `reason` says which dependency, never its internals (those are logged).
+fn unavailable(reason: &str) -> ApiError {
     ApiError::Unavailable {
-        reason,
+        reason: reason.to_owned(),
         retry_after: RETRY_AFTER,
     }
 }
 
-/// Produces checked events; `Ok` only once Kafka acknowledged every one.
-/// They are sent together, in order, so per-aggregate order holds.
+/// Produces checked events; `Ok` only once Kafka has every one of them.
+/// Their order in the request is kept, so per-aggregate order holds.
 async fn produce(
     state: &AppState,
     headers: &HeaderMap,
     events: Vec<Prepared>,
+    submission: Submission,
 ) -> Result<Vec<Accepted>, ApiError> {
     let traceparent = headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok());
-    let mut encoded = Vec::with_capacity(events.len());
+    let mut outgoing = Vec::with_capacity(events.len());
+    let mut accepted = Vec::with_capacity(events.len());
     for event in events {
         let value = state
             .codec
             .encode_value(&event.topic, &event.contract, event.value)
             .await
-            .map_err(|err| unavailable(err.to_string()))?;
-        encoded.push((
-            event.topic,
-            event.key,
-            event.event_id,
-            event.event_type,
-            value,
-        ));
-    }
-    let sends = encoded
-        .iter()
-        .map(|(topic, key, event_id, event_type, value)| {
-            let mut kafka_headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "sluice.event_id",
-                    value: Some(event_id),
-                })
-                .insert(Header {
-                    key: "sluice.event_type",
-                    value: Some(event_type),
-                });
-            if let Some(traceparent) = traceparent {
-                kafka_headers = kafka_headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent),
-                });
-            }
-            // The producer's message.timeout.ms is the ack timeout, so an event
-            // refused here is not delivered later behind the client's back.
-            state.producer.send(
-                FutureRecord::to(topic)
-                    .key(key)
-                    .payload(value)
-                    .headers(kafka_headers),
-                state.ack_timeout,
-            )
+            .map_err(|err| {
+                tracing::warn!(topic = event.topic, error = %err, "encoding an accepted event");
+                unavailable("the schema registry cannot encode the event now")
+            })?;
+        let mut kafka_headers = vec![
+            ("sluice.event_id", event.event_id.clone()),
+            ("sluice.event_type", event.event_type),
+        ];
+        if let Some(traceparent) = traceparent {
+            kafka_headers.push(("traceparent", traceparent.to_owned()));
+        }
+        accepted.push(Accepted {
+            event_id: event.event_id,
+            topic: event.topic.clone(),
         });
-    for delivery in join_all(sends).await {
-        delivery.map_err(|(err, _)| {
-            unavailable(format!("Kafka did not acknowledge every event: {err}"))
-        })?;
+        outgoing.push(Outgoing {
+            topic: event.topic,
+            key: event.key,
+            value,
+            headers: kafka_headers,
+        });
     }
-    Ok(encoded
-        .into_iter()
-        .map(|(topic, _, event_id, _, _)| Accepted { event_id, topic })
-        .collect())
+    match state.publisher.publish(&outgoing).await {
+        Ok(()) => Ok(accepted),
+        Err(PublishError::TooLarge { index, reason }) => Err(ApiError::TooLarge {
+            field: match submission {
+                Submission::One => "$".to_owned(),
+                Submission::Batch => format!("events[{index}]"),
+            },
+            reason,
+        }),
+        Err(PublishError::Unavailable(reason)) => {
+            tracing::warn!(error = reason, "Kafka did not take a request's events");
+            Err(unavailable("Kafka did not take the events"))
+        }
+    }
 }
 
 fn unix_now() -> u64 {

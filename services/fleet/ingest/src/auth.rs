@@ -32,14 +32,15 @@ impl TokenHashes {
             .map(Self)
     }
 
-    /// Whether `token` is one of the accepted ones. Every hash is compared,
-    /// in constant time, so timing does not tell how close a guess was.
-    pub fn accepts(&self, token: &str) -> bool {
-        let presented = Sha256::digest(token.as_bytes());
+    /// The token's hash, its identity, when it is one of the accepted ones.
+    /// Every hash is compared, in constant time, so timing does not tell
+    /// how close a guess was.
+    pub fn accepts(&self, token: &str) -> Option<[u8; 32]> {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let matched = self.0.iter().fold(Choice::from(0), |found, hash| {
-            found | hash.ct_eq(presented.as_slice())
+            found | hash.ct_eq(&presented)
         });
-        matched.into()
+        bool::from(matched).then_some(presented)
     }
 }
 
@@ -54,8 +55,12 @@ mod tests {
     #[test]
     fn accepts_only_tokens_whose_hash_is_configured() {
         let hashes = TokenHashes::parse(&[sha256_hex("first"), sha256_hex("second")]).unwrap();
-        assert!(hashes.accepts("first") && hashes.accepts("second"));
-        assert!(!hashes.accepts("third") && !hashes.accepts(""));
+        assert_eq!(
+            hashes.accepts("first"),
+            Some(Sha256::digest("first").into())
+        );
+        assert!(hashes.accepts("second").is_some());
+        assert!(hashes.accepts("third").is_none() && hashes.accepts("").is_none());
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// An event its topic can never take; nothing of the request was produced.
+    #[error("{field}: {reason}")]
+    TooLarge {
+        /// Which event (`events[1]`, or `$` for a single one).
+        field: String,
+        /// Its size and the limit.
+        reason: String,
+    },
     /// A request with the same Idempotency-Key is being handled.
     #[error("a request with this Idempotency-Key is being handled; try again shortly")]
     InProgress,
@@ -81,6 +89,10 @@ impl IntoResponse for ApiError {
             Self::KeyReused => body(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": self.to_string() }),
+            ),
+            Self::TooLarge { field, reason } => body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "error": reason, "field": field }),
             ),
             Self::BadRequest { field, reason } => body(
                 StatusCode::BAD_REQUEST,

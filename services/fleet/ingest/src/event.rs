@@ -53,6 +53,41 @@ pub struct Prepared {
     pub value: Value,
 }
 
+/// Where the ids of events that came without one come from.
+#[derive(Debug, Clone, Copy)]
+pub enum EventIds<'a> {
+    /// A fresh random id each.
+    Random,
+    /// Derived from the token, the request's `Idempotency-Key` and the
+    /// event's index, so a retry of a request yields the same ids and
+    /// readers can tell a second copy from a new event.
+    Derived {
+        /// The sender's token hash.
+        token_sha256: &'a [u8; 32],
+        /// The request's key.
+        key: &'a str,
+    },
+}
+
+/// The namespace of derived event ids (a random UUID, fixed forever).
+const DERIVED_IDS: uuid::Uuid = uuid::uuid!("6f1f8c2e-51b7-4c43-9a8e-2d0b5f6c7a19");
+
+impl EventIds<'_> {
+    fn id(&self, index: usize) -> String {
+        match self {
+            Self::Random => uuid::Uuid::new_v4(),
+            Self::Derived { token_sha256, key } => {
+                let mut name = Vec::with_capacity(32 + 8 + key.len());
+                name.extend_from_slice(&token_sha256[..]);
+                name.extend_from_slice(&(index as u64).to_be_bytes());
+                name.extend_from_slice(key.as_bytes());
+                uuid::Uuid::new_v5(&DERIVED_IDS, &name)
+            }
+        }
+        .to_string()
+    }
+}
+
 /// Where events go and what they must look like.
 #[derive(Debug)]
 pub struct EventRouter {
@@ -68,15 +103,25 @@ impl EventRouter {
     }
 
     /// Parses and checks the body of `POST /v1/events`.
-    pub fn prepare(&self, body: &[u8], now_ms: i64) -> Result<Prepared, ApiError> {
+    pub fn prepare(
+        &self,
+        body: &[u8],
+        now_ms: i64,
+        ids: EventIds<'_>,
+    ) -> Result<Prepared, ApiError> {
         let incoming = serde_json::from_slice(body)
             .map_err(|err| ApiError::bad_request("$", err.to_string()))?;
-        self.prepare_incoming(incoming, now_ms)
+        self.prepare_incoming(incoming, now_ms, ids.id(0))
     }
 
     /// Parses and checks the body of `POST /v1/events/batch`: every event
     /// must fit before any is produced; errors name `events[i].field`.
-    pub fn prepare_batch(&self, body: &[u8], now_ms: i64) -> Result<Vec<Prepared>, ApiError> {
+    pub fn prepare_batch(
+        &self,
+        body: &[u8],
+        now_ms: i64,
+        ids: EventIds<'_>,
+    ) -> Result<Vec<Prepared>, ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Batch {
@@ -98,21 +143,21 @@ impl EventRouter {
                 let in_batch = |err: ApiError| err.within(&format!("events[{index}]"));
                 let incoming = serde_json::from_value(event)
                     .map_err(|err| in_batch(ApiError::bad_request("$", err.to_string())))?;
-                self.prepare_incoming(incoming, now_ms).map_err(in_batch)
+                self.prepare_incoming(incoming, now_ms, ids.id(index))
+                    .map_err(in_batch)
             })
             .collect()
     }
 
-    /// Checks one event against the contract of its aggregate type.
+    /// Checks one event against the contract of its aggregate type; it is
+    /// given `default_id` when it carries no id of its own.
     pub fn prepare_incoming(
         &self,
         incoming: IncomingEvent,
         now_ms: i64,
+        default_id: String,
     ) -> Result<Prepared, ApiError> {
-        let event_id = incoming
-            .event_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let event_id = incoming.event_id.clone().unwrap_or(default_id);
         let input = EventInput {
             aggregate_type: &incoming.aggregate_type,
             aggregate_id: &incoming.aggregate_id,
@@ -137,5 +182,30 @@ impl EventRouter {
             contract: contract.clone(),
             value,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_repeat_for_a_retry_and_differ_otherwise() {
+        let derived = |token: &[u8; 32], key: &str, index| {
+            EventIds::Derived {
+                token_sha256: token,
+                key,
+            }
+            .id(index)
+        };
+        let (alice, bob) = ([1; 32], [2; 32]);
+        assert_eq!(derived(&alice, "k-1", 0), derived(&alice, "k-1", 0));
+        let others = [
+            derived(&alice, "k-1", 1),
+            derived(&alice, "k-2", 0),
+            derived(&bob, "k-1", 0),
+        ];
+        assert!(!others.contains(&derived(&alice, "k-1", 0)));
+        assert_ne!(EventIds::Random.id(0), EventIds::Random.id(0));
     }
 }

@@ -8,12 +8,14 @@ mod config;
 mod error;
 mod event;
 mod idempotency;
+mod publish;
 mod webhook;
 
 pub use api::{Accepted, AppState, router};
 pub use auth::TokenHashes;
 pub use config::IngestArgs;
 pub use error::ApiError;
-pub use event::{EventRouter, IncomingEvent, Prepared};
-pub use idempotency::{Claim, IdempotencyStore};
+pub use event::{EventIds, EventRouter, IncomingEvent, Prepared};
+pub use idempotency::{Claim, IdempotencyKey, IdempotencyStore};
+pub use publish::{Outgoing, PublishError, Publisher};
 pub use webhook::{WebhookSource, WebhookSources};

@@ -9,14 +9,15 @@ use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
-use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use sluice_kafka::{KafkaConfig, KafkaReadiness};
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
 use sluice_telemetry::ReadinessCheck;
 use tokio::net::TcpListener;
 
 use secrecy::ExposeSecret;
 use sluice_ingest::{
-    AppState, EventRouter, IdempotencyStore, IngestArgs, TokenHashes, WebhookSources, router,
+    AppState, EventRouter, IdempotencyStore, IngestArgs, Publisher, TokenHashes, WebhookSources,
+    router,
 };
 use sqlx::postgres::PgPoolOptions;
 
@@ -41,8 +42,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
-    let ack_ms = cli.ingest.ack_timeout().as_millis().to_string();
-    let kafka = KafkaConfig::from_args(&cli.kafka)?.with_property("message.timeout.ms", ack_ms);
+    let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
     let pool = PgPoolOptions::new()
         .max_connections(cli.database.max_connections)
@@ -56,7 +56,11 @@ async fn main() -> Result<()> {
     let runtime = ServiceRuntime::start("ingest", &cli.runtime, checks).await?;
 
     // A pending key older than twice the ack timeout was left by a crash.
-    let idempotency = IdempotencyStore::new(pool, cli.ingest.ack_timeout() * 2);
+    let idempotency = IdempotencyStore::new(
+        pool,
+        cli.ingest.ack_timeout() * 2,
+        cli.ingest.idempotency_key_lifetime(),
+    );
     let what = "migrating the ingest tables";
     let migrated = runtime
         .prepare(what, sluice_runtime::transient_migration, || {
@@ -72,14 +76,19 @@ async fn main() -> Result<()> {
         tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
         events: EventRouter::new(Catalog::embedded()?, cli.routes.by_aggregate_type()),
         codec: AvroCodec::new(registry),
-        producer: idempotent_producer(&kafka)?,
-        ack_timeout: cli.ingest.ack_timeout(),
-        idempotency,
+        publisher: Publisher::new(
+            &kafka,
+            &cli.ingest.transactional_id_prefix(),
+            usize::from(cli.ingest.max_transactions),
+            cli.ingest.ack_timeout(),
+        )?,
+        idempotency: idempotency.clone(),
         webhooks: match &cli.ingest.webhooks {
             Some(path) => WebhookSources::load(path)?,
             None => WebhookSources::default(),
         },
     });
+    tokio::spawn(prune_keys(idempotency));
     let listener = TcpListener::bind(cli.ingest.listen)
         .await
         .with_context(|| format!("binding the events API to {}", cli.ingest.listen))?;
@@ -90,4 +99,16 @@ async fn main() -> Result<()> {
         .context("serving the events API")?;
     runtime.stop().await;
     Ok(())
+}
+
+/// Deletes expired Idempotency-Key answers every ten minutes.
+async fn prune_keys(store: IdempotencyStore) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match store.prune().await {
+            Ok(pruned) => tracing::debug!(pruned, "expired idempotency keys deleted"),
+            Err(err) => tracing::warn!(error = %err, "pruning idempotency keys"),
+        }
+    }
 }

@@ -7,25 +7,25 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TOKEN, WEBHOOK_SECRET, order_placed, post, serve};
+use common::{TOKEN, WEBHOOK_SECRET, kafka, order_placed, post, serve};
 use hmac::{Hmac, KeyInit, Mac};
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use rdkafka::producer::FutureProducer;
 use schema_registry_converter::async_impl::schema_registry::get_schema_by_subject_and_version;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::{OrderEvent, OrderPayload};
+use sluice_kafka::KafkaConfig;
 use sluice_testkit::{
-    Stack, TestTopic, confluent_produce, consume_exactly, message_count, producer, unique_name,
+    Stack, TestTopic, confluent_produce, consume_exactly, message_count, unique_name,
 };
 
 #[tokio::test]
 async fn an_accepted_event_is_on_kafka_as_avro() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-ok", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let (status, body) = post(&base, Some(TOKEN), &order_placed()).await;
     assert_eq!(
         (status, &body["event_id"]),
@@ -56,7 +56,7 @@ async fn an_accepted_event_is_on_kafka_as_avro() {
 #[tokio::test]
 async fn a_bad_field_is_400_naming_it_and_nothing_is_produced() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-bad", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let mut event = order_placed();
     event["payload"]["lines"][0]["quantity"] = json!("three");
     let (status, body) = post(&base, Some(TOKEN), &event).await;
@@ -96,7 +96,7 @@ async fn a_bad_field_is_400_naming_it_and_nothing_is_produced() {
 #[tokio::test]
 async fn a_missing_or_wrong_token_is_401_and_nothing_is_produced() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-auth", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     assert_eq!(post(&base, None, &order_placed()).await.0, 401);
     assert_eq!(post(&base, Some("guess"), &order_placed()).await.0, 401);
     assert_eq!(message_count(&topic.name), 0);
@@ -106,12 +106,7 @@ async fn a_missing_or_wrong_token_is_401_and_nothing_is_produced() {
 async fn no_202_without_kafka_acknowledging_the_event() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-down", 1).await;
     // A broker nobody runs: the event can never be acknowledged.
-    let unreachable: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", "127.0.0.1:1")
-        .set("message.timeout.ms", "2000")
-        .create()
-        .unwrap();
-    let base = serve(&topic.name, unreachable).await;
+    let base = serve(&topic.name, KafkaConfig::new("127.0.0.1:1")).await;
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/events"))
         .bearer_auth(TOKEN)
@@ -127,7 +122,7 @@ async fn no_202_without_kafka_acknowledging_the_event() {
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-big", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let mut event = order_placed();
     event["payload"]["customer"]["name"] = json!("x".repeat(100 * 1024));
     assert_eq!(post(&base, Some(TOKEN), &event).await.0, 413);
@@ -147,7 +142,7 @@ async fn post_with_key(base: &str, key: &str, body: &Value) -> reqwest::Response
 #[tokio::test]
 async fn a_retried_request_gets_the_first_answer_and_produces_nothing_new() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-idem", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let key = unique_name("idem");
     let mut event = order_placed();
     event.as_object_mut().unwrap().remove("event_id");
@@ -175,7 +170,7 @@ async fn a_retried_request_gets_the_first_answer_and_produces_nothing_new() {
 #[tokio::test]
 async fn a_batch_is_checked_whole_before_anything_is_produced() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-batch", 3).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let events: Vec<Value> = (0..3)
         .map(|i| {
             let mut event = order_placed();
@@ -230,7 +225,7 @@ fn signature(timestamp: &str, body: &[u8]) -> String {
 #[tokio::test]
 async fn signed_webhooks_become_events_and_unsigned_or_stale_ones_do_not() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let webhook = json!({
         "delivery": "9a0f1c1e-3a55-4c8e-8b1e-1c2d3e4f5a6b",
         "order_id": 4711,
@@ -293,7 +288,7 @@ async fn signed_webhooks_become_events_and_unsigned_or_stale_ones_do_not() {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-openapi", 1).await;
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let document: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .unwrap()
@@ -367,7 +362,7 @@ async fn an_ingest_started_after_outside_evolution_writes_its_own_schema() {
         "v2 and v3 are new versions: {v1_id}, {written:?}"
     );
 
-    let base = serve(&topic.name, producer()).await;
+    let base = serve(&topic.name, kafka()).await;
     let (status, body) = post(&base, Some(TOKEN), &order_placed()).await;
     assert_eq!(status, 202, "{body}");
 

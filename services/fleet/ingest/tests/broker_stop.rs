@@ -19,7 +19,7 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use sluice_kafka::{KafkaConfig, idempotent_producer};
+use sluice_kafka::KafkaConfig;
 use sluice_testkit::{Stack, TestTopic, eventually, unique_name};
 
 const CLIENTS: usize = 4;
@@ -63,11 +63,7 @@ async fn no_202_for_an_event_the_stopped_broker_does_not_have() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-broker-stop", 1).await;
     // As ingest's main builds it: acks=all, idempotent, a delivery that is
     // not acknowledged within the ack timeout fails rather than lands later.
-    let producer = idempotent_producer(
-        &KafkaConfig::new(&stack.kafka_bootstrap).with_property("message.timeout.ms", "5000"),
-    )
-    .unwrap();
-    let base = serve(&topic.name, producer).await;
+    let base = serve(&topic.name, KafkaConfig::new(&stack.kafka_bootstrap)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let accepted_count = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)

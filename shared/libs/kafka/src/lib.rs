@@ -26,4 +26,6 @@ pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, Handl
 pub use producer::idempotent_producer;
 pub use readiness::KafkaReadiness;
 pub use reply::{ReplyError, ReplyPublisher};
-pub use transactional::{OutputRecord, TransactionalLoop, TransactionalSettings, Transformer};
+pub use transactional::{
+    OutputRecord, TransactionalLoop, TransactionalSettings, Transformer, blocking,
+};

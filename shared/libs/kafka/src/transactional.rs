@@ -434,7 +434,7 @@ fn classify(err: KafkaError) -> BatchError {
 }
 
 /// librdkafka's transaction calls block until the broker answers.
-async fn blocking<R: Send + 'static>(
+pub async fn blocking<R: Send + 'static>(
     call: impl FnOnce() -> Result<R, KafkaError> + Send + 'static,
 ) -> Result<R, KafkaError> {
     tokio::task::spawn_blocking(call)

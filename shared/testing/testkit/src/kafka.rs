@@ -26,23 +26,40 @@ pub struct TestTopic {
 impl TestTopic {
     /// Creates `<prefix>-<unique>` with `partitions` partitions.
     pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
-        Self::create_named(unique_name(prefix), partitions).await
+        Self::create_named(unique_name(prefix), partitions, &[]).await
     }
 
     /// Creates `name` (which the caller made unique) and registers the value
     /// schema of the contract topic `contract` under `<name>-value`: for
     /// topics that must be named like their kind (`dlq.<unique>.v1`).
     pub async fn with_schema_named(contract: &str, name: String, partitions: i32) -> TestTopic {
-        let topic = Self::create_named(name, partitions).await;
+        let topic = Self::create_named(name, partitions, &[]).await;
         topic.register_schema_of(contract).await;
         topic
     }
 
-    async fn create_named(name: String, partitions: i32) -> TestTopic {
+    /// Like [`TestTopic::with_schema_of`], with topic configs set
+    /// (`max.message.bytes`, say).
+    pub async fn with_schema_configured(
+        contract: &str,
+        prefix: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> TestTopic {
+        let topic = Self::create_named(unique_name(prefix), partitions, configs).await;
+        topic.register_schema_of(contract).await;
+        topic
+    }
+
+    async fn create_named(name: String, partitions: i32, configs: &[(&str, &str)]) -> TestTopic {
         let admin = admin();
+        let topic = configs.iter().fold(
+            NewTopic::new(&name, partitions, TopicReplication::Fixed(1)),
+            |topic, (key, value)| topic.set(key, value),
+        );
         let results = admin
             .create_topics(
-                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &[topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             )
             .await
@@ -64,20 +81,26 @@ impl TestTopic {
     }
 
     async fn register_schema_of(&self, contract: &str) {
-        let catalog = Catalog::embedded().expect("embedded contracts");
-        let schema = catalog
-            .topic(contract)
-            .unwrap_or_else(|| panic!("no contract topic {contract}"))
-            .value_schema_json()
-            .to_owned();
-        post_schema(
-            &Stack::get().registry_settings(),
-            format!("{}-value", self.name),
-            SuppliedSchema::new(None, SchemaType::Avro, schema),
-        )
-        .await
-        .expect("registering the test topic's schema");
+        register_value_schema(contract, &self.name).await;
     }
+}
+
+/// Registers the value schema of the contract topic `contract` under
+/// `<topic>-value`, whether or not `topic` exists.
+pub async fn register_value_schema(contract: &str, topic: &str) {
+    let catalog = Catalog::embedded().expect("embedded contracts");
+    let schema = catalog
+        .topic(contract)
+        .unwrap_or_else(|| panic!("no contract topic {contract}"))
+        .value_schema_json()
+        .to_owned();
+    post_schema(
+        &Stack::get().registry_settings(),
+        format!("{topic}-value"),
+        SuppliedSchema::new(None, SchemaType::Avro, schema),
+    )
+    .await
+    .expect("registering the test topic's schema");
 }
 
 /// Waits until the broker's metadata shows every partition of a topic just
@@ -230,4 +253,56 @@ pub fn message_count(topic: &str) -> i64 {
             high - low
         })
         .sum()
+}
+
+/// Every message of `topic` a read_committed reader sees (aborted
+/// transactions left out), read from the start to the end of each partition.
+pub async fn committed_messages(topic: &str) -> Vec<OwnedMessage> {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = Stack::get()
+            .kafka_config()
+            .set("group.id", unique_name("testkit"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut partitions = TopicPartitionList::new();
+        for partition in metadata.topics()[0].partitions() {
+            partitions
+                .add_partition_offset(&topic, partition.id(), rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&partitions).expect("assign");
+        let mut at_end = std::collections::HashSet::new();
+        let mut messages = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while at_end.len() < partitions.count() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic}: not every partition read to its end in 30 s"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Ok(message)) => messages.push(message.detach()),
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
+                Some(Err(err))
+                    if err.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
+                Some(Err(err)) => panic!("reading {topic}: {err}"),
+            }
+        }
+        messages
+    })
+    .await
+    .expect("reading committed messages")
 }

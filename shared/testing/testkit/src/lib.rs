@@ -21,7 +21,8 @@ mod wait;
 pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
 pub use interop::confluent_produce;
 pub use kafka::{
-    TestTopic, committed_offsets, committed_total, consume_exactly, message_count, producer,
+    TestTopic, committed_messages, committed_offsets, committed_total, consume_exactly,
+    message_count, producer, register_value_schema,
 };
 pub use metrics::{breaker_transitions, metric};
 pub use outage::PostgresOutage;

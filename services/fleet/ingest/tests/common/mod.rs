@@ -3,37 +3,57 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_ingest::{
-    AppState, EventRouter, IdempotencyStore, TokenHashes, WebhookSource, WebhookSources, router,
+    AppState, EventRouter, IdempotencyStore, Publisher, TokenHashes, WebhookSource, WebhookSources,
+    router,
 };
-use sluice_testkit::Stack;
+use sluice_kafka::KafkaConfig;
+use sluice_testkit::{Stack, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 pub const TOKEN: &str = "test-token-3f7c";
 pub const WEBHOOK_SECRET: &str = "whsec-test-91d2";
 
+/// A second client's token.
+pub const OTHER_TOKEN: &str = "test-token-88a0";
+
+/// The stack's Kafka.
+pub fn kafka() -> KafkaConfig {
+    KafkaConfig::new(&Stack::get().kafka_bootstrap)
+}
+
 /// Serves the API, routing `orders` events to `topic`; returns its base URL.
-pub async fn serve(topic: &str, producer: FutureProducer) -> String {
+pub async fn serve(topic: &str, kafka: KafkaConfig) -> String {
+    serve_routes(&[("orders", topic)], kafka).await
+}
+
+/// Serves the API with `routes` (aggregate type, topic); returns its base URL.
+pub async fn serve_routes(routes: &[(&str, &str)], kafka: KafkaConfig) -> String {
+    let ack_timeout = Duration::from_secs(5);
     let state = Arc::new(AppState {
-        tokens: TokenHashes::parse(&[hex::encode(Sha256::digest(TOKEN))]).unwrap(),
+        tokens: TokenHashes::parse(&[
+            hex::encode(Sha256::digest(TOKEN)),
+            hex::encode(Sha256::digest(OTHER_TOKEN)),
+        ])
+        .unwrap(),
         events: EventRouter::new(
             Catalog::embedded().unwrap(),
-            HashMap::from([("orders".into(), topic.into())]),
+            routes
+                .iter()
+                .map(|(aggregate, topic)| ((*aggregate).to_owned(), (*topic).to_owned()))
+                .collect(),
         ),
         codec: AvroCodec::new(Stack::get().registry_settings()),
-        producer,
-        ack_timeout: Duration::from_secs(5),
+        publisher: Publisher::new(&kafka, &unique_name("ingest-test"), 2, ack_timeout).unwrap(),
         idempotency: idempotency().await,
         webhooks: WebhookSources::from_sources([(
             "shop".to_owned(),
@@ -59,7 +79,11 @@ pub async fn idempotency() -> IdempotencyStore {
         .connect(&Stack::get().database_url)
         .await
         .unwrap();
-    let store = IdempotencyStore::new(pool, Duration::from_secs(10));
+    let store = IdempotencyStore::new(
+        pool,
+        Duration::from_secs(10),
+        Duration::from_secs(24 * 3600),
+    );
     store.migrate().await.unwrap();
     store
 }

@@ -1,0 +1,397 @@
+//! Putting a request's events on Kafka: a single event with the idempotent
+//! producer, a batch inside one Kafka transaction. Either every event of a
+//! batch is visible to read_committed consumers (all of Sluice's) or none
+//! is, whatever fails between the first send and the last: a broker gone
+//! mid-batch, a topic that vanished, a refused record. Checks alone could
+//! not promise that, since the second event can fail after the first was
+//! acknowledged.
+//!
+//! librdkafka runs one transaction per producer at a time, so batches take
+//! a producer from a small pool, made on first use (a pool of N gives N
+//! concurrent batches). Their `transactional.id`s are `<prefix>-<slot>`: a
+//! restarted instance with the same prefix fences its predecessor's
+//! producers and aborts what they left open at once, instead of after the
+//! transaction timeout, during which read_committed readers of those
+//! partitions would wait.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sluice_kafka::{KafkaConfig, KafkaSetupError, blocking, idempotent_producer};
+use tokio::sync::mpsc;
+
+/// How long a topic's size limit is trusted before it is read again.
+const LIMIT_TTL: Duration = Duration::from_secs(60);
+/// Room for the record batch's framing around one event's key, value and
+/// headers (61 bytes of batch header, up to 21 of record varints, rounded up).
+const RECORD_OVERHEAD: usize = 128;
+
+/// An encoded event, ready to send.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Where it goes.
+    pub topic: String,
+    /// The aggregate id.
+    pub key: String,
+    /// Its Avro value (registry framing included).
+    pub value: Vec<u8>,
+    /// Its headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.key.len() + self.value.len() + headers + RECORD_OVERHEAD
+    }
+
+    fn record(&self) -> FutureRecord<'_, String, Vec<u8>> {
+        let headers = self
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        FutureRecord::to(&self.topic)
+            .key(&self.key)
+            .payload(&self.value)
+            .headers(headers)
+    }
+}
+
+/// Why events were not put on Kafka. None of them is visible to readers.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Event `index` can never be taken by its topic.
+    #[error("event {index}: {reason}")]
+    TooLarge {
+        /// Its place in the request.
+        index: usize,
+        /// Its size and the topic's limit.
+        reason: String,
+    },
+    /// Kafka could not take them now; a retry may succeed.
+    #[error("Kafka did not take the events: {0}")]
+    Unavailable(String),
+}
+
+/// Sends a request's events; see the module header.
+pub struct Publisher {
+    single: FutureProducer,
+    pool: ProducerPool,
+    limits: TopicLimits,
+    ack_timeout: Duration,
+}
+
+impl Publisher {
+    /// `max_transactions` batches at once, each producer's id
+    /// `<transactional_id_prefix>-<slot>`; every send waits at most `ack_timeout`.
+    pub fn new(
+        kafka: &KafkaConfig,
+        transactional_id_prefix: &str,
+        max_transactions: usize,
+        ack_timeout: Duration,
+    ) -> Result<Self, KafkaSetupError> {
+        // message.timeout.ms is the ack timeout, so an event refused here is
+        // never delivered later behind the client's back.
+        let kafka = kafka
+            .clone()
+            .with_property("message.timeout.ms", ack_timeout.as_millis().to_string());
+        Ok(Self {
+            single: idempotent_producer(&kafka)?,
+            pool: ProducerPool::new(&kafka, transactional_id_prefix, max_transactions),
+            limits: TopicLimits::new(&kafka)?,
+            ack_timeout,
+        })
+    }
+
+    /// Puts `events` on Kafka: `Ok` once every one is acknowledged (a batch:
+    /// committed); an error means none is visible to read_committed readers.
+    pub async fn publish(&self, events: &[Outgoing]) -> Result<(), PublishError> {
+        for (index, event) in events.iter().enumerate() {
+            let limit = self.limits.max_message_bytes(&event.topic).await;
+            if event.size() > limit {
+                return Err(too_large(index, event, &format!("takes at most {limit}")));
+            }
+        }
+        match events {
+            [event] => send(&self.single, event, self.ack_timeout)
+                .await
+                .map_err(|err| refusal(0, event, err)),
+            events => self.in_transaction(events).await,
+        }
+    }
+
+    async fn in_transaction(&self, events: &[Outgoing]) -> Result<(), PublishError> {
+        let producer = self.pool.take(self.ack_timeout).await?;
+        producer.begin_transaction().map_err(unavailable)?;
+        let sends = events
+            .iter()
+            .map(|event| send(&producer, event, self.ack_timeout));
+        let sent = futures::future::join_all(sends).await;
+        let refused = sent
+            .into_iter()
+            .zip(events)
+            .enumerate()
+            .find_map(|(index, (sent, event))| sent.err().map(|err| refusal(index, event, err)));
+        let outcome = match refused {
+            Some(refused) => {
+                self.abort(&producer).await;
+                Err(refused)
+            }
+            None => self.commit(&producer).await,
+        };
+        self.pool.give_back(producer, &outcome);
+        outcome
+    }
+
+    /// Commits, retrying while librdkafka says the outcome is still open
+    /// (a commit that timed out carries on in the background).
+    async fn commit(&self, producer: &FutureProducer) -> Result<(), PublishError> {
+        let deadline = Instant::now() + self.ack_timeout;
+        loop {
+            let committing = producer.clone();
+            let timeout = self.ack_timeout;
+            let err = match blocking(move || committing.commit_transaction(timeout)).await {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            let retriable = matches!(&err, KafkaError::Transaction(rd) if rd.is_retriable());
+            if !retriable || Instant::now() >= deadline {
+                self.abort(producer).await;
+                return Err(unavailable(err));
+            }
+        }
+    }
+
+    async fn abort(&self, producer: &FutureProducer) {
+        let aborting = producer.clone();
+        let timeout = self.ack_timeout;
+        if let Err(err) = blocking(move || aborting.abort_transaction(timeout)).await {
+            // The producer is dropped from the pool (see give_back); its
+            // transaction ends when the coordinator times it out or the
+            // next producer with its id starts.
+            tracing::warn!(error = %err, "aborting a batch's transaction failed");
+        }
+    }
+}
+
+async fn send(
+    producer: &FutureProducer,
+    event: &Outgoing,
+    ack_timeout: Duration,
+) -> Result<(), KafkaError> {
+    producer
+        .send(event.record(), ack_timeout)
+        .await
+        .map(drop)
+        .map_err(|(err, _)| err)
+}
+
+/// A refusal that no retry changes is named; the rest are transient.
+fn refusal(index: usize, event: &Outgoing, err: KafkaError) -> PublishError {
+    if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+        return too_large(index, event, "refused it as too large");
+    }
+    unavailable(err)
+}
+
+fn too_large(index: usize, event: &Outgoing, refusal: &str) -> PublishError {
+    PublishError::TooLarge {
+        index,
+        reason: format!(
+            "is {} bytes as a Kafka record, and topic {} {refusal}; \
+             make the event smaller or raise the topic's max.message.bytes",
+            event.size(),
+            event.topic
+        ),
+    }
+}
+
+fn unavailable(err: KafkaError) -> PublishError {
+    PublishError::Unavailable(err.to_string())
+}
+
+/// Transactional producers, one per concurrent batch: a slot is taken
+/// from the channel and sent back when its batch is done.
+struct ProducerPool {
+    kafka: KafkaConfig,
+    prefix: String,
+    slots: tokio::sync::Mutex<mpsc::Receiver<Slot>>,
+    give: mpsc::Sender<Slot>,
+}
+
+/// A pool slot: its number, and its producer once made.
+struct Slot {
+    number: usize,
+    producer: Option<FutureProducer>,
+}
+
+impl ProducerPool {
+    fn new(kafka: &KafkaConfig, prefix: &str, size: usize) -> Self {
+        let size = size.max(1);
+        let (give, slots) = mpsc::channel(size);
+        for number in 0..size {
+            // The channel holds exactly `size` slots.
+            let _ = give.try_send(Slot {
+                number,
+                producer: None,
+            });
+        }
+        Self {
+            kafka: kafka.clone(),
+            prefix: prefix.to_owned(),
+            slots: tokio::sync::Mutex::new(slots),
+            give,
+        }
+    }
+
+    /// A producer whose transactions are initialised, waiting for a free slot.
+    async fn take(&self, timeout: Duration) -> Result<PooledProducer, PublishError> {
+        let slot = {
+            let mut slots = self.slots.lock().await;
+            tokio::time::timeout(timeout, slots.recv())
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| PublishError::Unavailable("every batch producer is busy".into()))?
+        };
+        let producer = match slot.producer {
+            Some(producer) => producer,
+            None => match self.start(slot.number, timeout).await {
+                Ok(producer) => producer,
+                Err(err) => {
+                    self.release(slot.number, None);
+                    return Err(unavailable(err));
+                }
+            },
+        };
+        Ok(PooledProducer {
+            number: slot.number,
+            producer,
+        })
+    }
+
+    async fn start(&self, number: usize, timeout: Duration) -> Result<FutureProducer, KafkaError> {
+        let producer: FutureProducer = self
+            .kafka
+            .client_config(&[
+                ("transactional.id", &format!("{}-{number}", self.prefix)),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("compression.type", "lz4"),
+                // The commit waits for every send anyway.
+                ("linger.ms", "0"),
+                // A transaction its instance abandoned (kill -9) holds back
+                // read_committed readers until the coordinator aborts it.
+                (
+                    "transaction.timeout.ms",
+                    &(timeout.as_millis() * 2).to_string(),
+                ),
+            ])
+            .create()?;
+        let initialising = producer.clone();
+        blocking(move || initialising.init_transactions(timeout)).await?;
+        Ok(producer)
+    }
+
+    /// Returns a producer; one whose transaction state is unknown or fatal
+    /// is dropped, and its slot makes a new one (which fences the old) next time.
+    fn give_back(&self, pooled: PooledProducer, outcome: &Result<(), PublishError>) {
+        let keep = !matches!(outcome, Err(PublishError::Unavailable(_)));
+        self.release(pooled.number, keep.then_some(pooled.producer));
+    }
+
+    fn release(&self, number: usize, producer: Option<FutureProducer>) {
+        // Never full: only taken slots come back.
+        let _ = self.give.try_send(Slot { number, producer });
+    }
+}
+
+/// A producer taken from the pool.
+struct PooledProducer {
+    number: usize,
+    producer: FutureProducer,
+}
+
+impl std::ops::Deref for PooledProducer {
+    type Target = FutureProducer;
+
+    fn deref(&self) -> &FutureProducer {
+        &self.producer
+    }
+}
+
+/// Each topic's `max.message.bytes`, read from the broker and cached.
+struct TopicLimits {
+    admin: AdminClient<DefaultClientContext>,
+    /// The producer's own `message.max.bytes` (librdkafka's default 1 MB).
+    producer_limit: usize,
+    known: tokio::sync::Mutex<HashMap<String, (Instant, usize)>>,
+}
+
+impl TopicLimits {
+    fn new(kafka: &KafkaConfig) -> Result<Self, KafkaSetupError> {
+        let producer_limit = kafka
+            .properties()
+            .iter()
+            .find(|(key, _)| key == "message.max.bytes")
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(1_000_000);
+        let admin = kafka
+            .client_config(&[])
+            .create()
+            .map_err(|source| KafkaSetupError {
+                client: "admin client",
+                source,
+            })?;
+        Ok(Self {
+            admin,
+            producer_limit,
+            known: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// The largest record `topic` takes; the producer's limit when the
+    /// broker cannot say (the send then finds out).
+    async fn max_message_bytes(&self, topic: &str) -> usize {
+        if let Some((read_at, limit)) = self.known.lock().await.get(topic)
+            && read_at.elapsed() < LIMIT_TTL
+        {
+            return *limit;
+        }
+        let Some(limit) = self.read(topic).await else {
+            return self.producer_limit;
+        };
+        let limit = limit.min(self.producer_limit);
+        self.known
+            .lock()
+            .await
+            .insert(topic.to_owned(), (Instant::now(), limit));
+        limit
+    }
+
+    async fn read(&self, topic: &str) -> Option<usize> {
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+        let described = self
+            .admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .ok()?;
+        let resource = described.into_iter().next()?.ok()?;
+        resource
+            .get("max.message.bytes")?
+            .value
+            .as_deref()?
+            .parse()
+            .ok()
+    }
+}

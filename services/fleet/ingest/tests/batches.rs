@@ -1,0 +1,191 @@
+//! Batches and retries from careless and unlucky clients: a batch is on
+//! Kafka whole or not at all, a refusal no retry changes is a 4xx naming the
+//! event, and a retried request writes the same event ids.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{OTHER_TOKEN, TOKEN, kafka, order_placed, serve, serve_routes};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use serde_json::{Value, json};
+use sluice_testkit::{Stack, TestTopic, committed_messages, register_value_schema, unique_name};
+use sqlx::postgres::PgPoolOptions;
+
+/// Posts `body` to `path` with `token` and, when given, an Idempotency-Key.
+async fn post(
+    base: &str,
+    path: &str,
+    token: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// `count` orders without ids of their own, so ingest assigns them.
+fn orders(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            let mut event = order_placed();
+            event.as_object_mut().unwrap().remove("event_id");
+            event["aggregate_id"] = json!(format!("order-{i}"));
+            event
+        })
+        .collect()
+}
+
+fn event_ids(messages: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|message| {
+            let header = message
+                .headers()
+                .unwrap()
+                .iter()
+                .find(|h| h.key == "sluice.event_id")
+                .unwrap();
+            String::from_utf8(header.value.unwrap().to_vec()).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_its_topic_can_never_take_is_413_naming_it_and_nothing_of_the_batch_is_written() {
+    let topic = TestTopic::with_schema_configured(
+        "orders.events.v1",
+        "ingest-small",
+        1,
+        &[("max.message.bytes", "4096")],
+    )
+    .await;
+    let base = serve(&topic.name, kafka()).await;
+    let mut events = orders(2);
+    events[1]["payload"]["customer"]["name"] = json!("x".repeat(8 * 1024));
+    let batch = json!({ "events": events });
+    let key = unique_name("too-large");
+    for attempt in ["first", "retry"] {
+        let (status, body) = post(&base, "/v1/events/batch", TOKEN, Some(&key), &batch).await;
+        assert_eq!(status, 413, "{attempt}: {body}");
+        assert_eq!(body["field"], "events[1]", "{attempt}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("max.message.bytes") && error.contains(&topic.name),
+            "{error}"
+        );
+    }
+    assert!(
+        committed_messages(&topic.name).await.is_empty(),
+        "the first event of a refused batch reached readers"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_midway_leaves_nothing_for_readers() {
+    let orders_topic = TestTopic::with_schema_of("orders.events.v1", "ingest-midway", 1).await;
+    // The second event's topic has a schema but no partitions: Kafka takes
+    // the first event and never the second.
+    let missing = unique_name("ingest-missing");
+    register_value_schema("requests.events.v1", &missing).await;
+    let base = serve_routes(
+        &[("orders", &orders_topic.name), ("requests", &missing)],
+        kafka(),
+    )
+    .await;
+    let request = json!({
+        "aggregate_type": "requests",
+        "aggregate_id": "req-1",
+        "event_type": "RequestCreated",
+        "payload": {
+            "requester_email": "ada@example.org",
+            "subject": "refund",
+            "description": "the tea was cold",
+            "priority": "HIGH",
+            "category": null
+        }
+    });
+    let batch = json!({ "events": [orders(1)[0], request] });
+    let (status, body) = post(&base, "/v1/events/batch", TOKEN, None, &batch).await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        !error.contains("librdkafka") && !error.contains("Local:"),
+        "the answer carries Kafka's internals: {error}"
+    );
+    assert!(
+        committed_messages(&orders_topic.name).await.is_empty(),
+        "a batch answered 503 left its first event for readers"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_writes_the_same_event_ids() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-same-ids", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let batch = json!({ "events": orders(2) });
+    let key = unique_name("lost-answer");
+    let (status, first) = post(&base, "/v1/events/batch", TOKEN, Some(&key), &batch).await;
+    assert_eq!(status, 202, "{first}");
+    // The instance that took the request died before its answer was kept
+    // (or the key expired): the retry is handled anew.
+    let pool = PgPoolOptions::new()
+        .connect(&Stack::get().database_url)
+        .await
+        .unwrap();
+    let forgotten = sqlx::query("DELETE FROM ingest_idempotency WHERE key = $1")
+        .bind(&key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(forgotten.rows_affected(), 1);
+    let (status, retried) = post(&base, "/v1/events/batch", TOKEN, Some(&key), &batch).await;
+    assert_eq!(status, 202, "{retried}");
+    assert_eq!(retried, first, "the retry assigned other event ids");
+    let ids = event_ids(&committed_messages(&topic.name).await);
+    assert_eq!(ids.len(), 4, "both attempts are on Kafka: {ids:?}");
+    assert_eq!(ids[..2], ids[2..], "a reader cannot tell the copies apart");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_belongs_to_the_token_that_sent_it() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-key-scope", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let event = orders(1).remove(0);
+    let key = unique_name("shared-key");
+    let (status, mine) = post(&base, "/v1/events", TOKEN, Some(&key), &event).await;
+    assert_eq!(status, 202, "{mine}");
+    let mut theirs_event = event.clone();
+    theirs_event["aggregate_id"] = json!("order-of-another-client");
+    let (status, theirs) = post(&base, "/v1/events", OTHER_TOKEN, Some(&key), &theirs_event).await;
+    assert_eq!(
+        status, 202,
+        "another client's key collided with this one: {theirs}"
+    );
+    assert_ne!(theirs["event_id"], mine["event_id"]);
+    assert_eq!(committed_messages(&topic.name).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_400_naming_the_header() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-bad-key", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let event = orders(1).remove(0);
+    for key in ["has space".to_owned(), "k".repeat(256)] {
+        let (status, body) = post(&base, "/v1/events", TOKEN, Some(&key), &event).await;
+        assert_eq!(status, 400, "{key:?}: {body}");
+        assert_eq!(body["field"], "header Idempotency-Key", "{body}");
+    }
+    assert!(committed_messages(&topic.name).await.is_empty());
+}
