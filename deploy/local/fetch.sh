@@ -33,6 +33,26 @@ fetch_apicurio() {
   touch "$dest/.complete"
 }
 
+# Jaeger is built from source through the Go module proxy, in a throwaway
+# module (its own go.mod has replace directives, which `go install pkg@v`
+# refuses). Go caches modules and builds, so a fresh clone rebuilds fast.
+fetch_jaeger() {
+  local dest="$SLUICE_DIST/jaeger-$JAEGER_VERSION"
+  [[ -x "$dest/jaeger" ]] && return 0
+  command -v go >/dev/null || die "go not found (install Go 1.24 or newer)"
+  log "building Jaeger $JAEGER_VERSION from the Go module proxy"
+  local module="$SLUICE_DIST/jaeger-src"
+  rm -rf "$module"; mkdir -p "$module" "$dest"
+  (
+    cd "$module"
+    go mod init sluice.local/jaeger
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@v$JAEGER_VERSION"
+    go build -o "$dest/jaeger.tmp" github.com/jaegertracing/jaeger/cmd/jaeger
+  ) >"$SLUICE_DIST/jaeger-build.log" 2>&1 || { cat "$SLUICE_DIST/jaeger-build.log" >&2; die "building jaeger failed"; }
+  mv "$dest/jaeger.tmp" "$dest/jaeger"
+}
+
 command -v mvn >/dev/null || die "mvn not found (install maven)"
 fetch_kafka
 fetch_apicurio
+fetch_jaeger

@@ -32,3 +32,4 @@ if (( ${#missing[@]} )); then
 fi
 
 command -v cargo >/dev/null || die "cargo not found: install Rust 1.95 or newer with rustup"
+command -v go >/dev/null || die "go not found: install Go 1.24 or newer (fetch.sh builds Jaeger with it)"

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::now_millis;
+use tracing::Instrument;
 
 use crate::auth::TokenHashes;
 use crate::error::ApiError;
@@ -82,7 +83,9 @@ async fn accept_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    submit(&state, &headers, &body, Submission::One).await
+    submit(&state, &headers, &body, Submission::One)
+        .instrument(request_span("/v1/events", &headers))
+        .await
 }
 
 async fn accept_batch(
@@ -90,7 +93,19 @@ async fn accept_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    submit(&state, &headers, &body, Submission::Batch).await
+    submit(&state, &headers, &body, Submission::Batch)
+        .instrument(request_span("/v1/events/batch", &headers))
+        .await
+}
+
+/// The span of one request, in the trace its client sent (`traceparent`)
+/// or a new one; the events it produces carry it on.
+fn request_span(route: &'static str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("POST", http.route = route, otel.kind = "server");
+    sluice_telemetry::join_remote_trace(&span, |name| {
+        headers.get(name).and_then(|value| value.to_str().ok())
+    });
+    span
 }
 
 async fn accept_webhook(
@@ -99,7 +114,14 @@ async fn accept_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(webhook) = state.webhooks.get(&source) else {
+    let span = request_span("/v1/webhooks/{source}", &headers);
+    webhook(&state, &source, &headers, &body)
+        .instrument(span)
+        .await
+}
+
+async fn webhook(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let Some(webhook) = state.webhooks.get(source) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({ "error": format!("no webhook source {source:?}") })),
@@ -111,15 +133,15 @@ async fn accept_webhook(
         webhook.verify(
             header("x-sluice-timestamp"),
             header("x-sluice-signature"),
-            &body,
+            body,
             unix_now(),
         )?;
         let event = state.events.prepare_incoming(
-            webhook.to_event(&body)?,
+            webhook.to_event(body)?,
             now_millis(),
             uuid::Uuid::new_v4().to_string(),
         )?;
-        let accepted = produce(&state, &headers, vec![event], Submission::One).await?;
+        let accepted = produce(state, headers, vec![event], Submission::One).await?;
         Ok::<_, ApiError>(json!(accepted[0]))
     };
     respond(answer.await)
@@ -234,9 +256,23 @@ async fn produce(
     events: Vec<Prepared>,
     submission: Submission,
 ) -> Result<Vec<Accepted>, ApiError> {
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok());
+    // The request's span as the events' parent; without a tracing pipeline,
+    // the client's own context passed on as it came.
+    let mut trace: Vec<(&'static str, String)> =
+        sluice_telemetry::child_span_context_headers(&tracing::Span::current())
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let key = ["traceparent", "tracestate"]
+                    .into_iter()
+                    .find(|k| *k == key)?;
+                Some((key, String::from_utf8(value).ok()?))
+            })
+            .collect();
+    if trace.is_empty()
+        && let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok())
+    {
+        trace.push(("traceparent", traceparent.to_owned()));
+    }
     let mut outgoing = Vec::with_capacity(events.len());
     let mut accepted = Vec::with_capacity(events.len());
     for event in events {
@@ -252,9 +288,7 @@ async fn produce(
             ("sluice.event_id", event.event_id.clone()),
             ("sluice.event_type", event.event_type),
         ];
-        if let Some(traceparent) = traceparent {
-            kafka_headers.push(("traceparent", traceparent.to_owned()));
-        }
+        kafka_headers.extend(trace.iter().cloned());
         accepted.push(Accepted {
             event_id: event.event_id,
             topic: event.topic.clone(),

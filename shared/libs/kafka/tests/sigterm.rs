@@ -33,6 +33,7 @@ async fn service_child() {
         log_format: "json".into(),
         log_filter: "info".into(),
         otlp_endpoint: None,
+        otlp_traces_endpoint: None,
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
     let readiness = Arc::new(KafkaReadiness::new(&kafka, Duration::from_secs(5)).unwrap());

@@ -37,13 +37,24 @@ pub struct RuntimeArgs {
     )]
     pub log_filter: String,
 
-    /// OTLP/HTTP endpoint spans are exported to; none exports nothing.
+    /// Base URL of the OTLP/HTTP receiver spans are exported to
+    /// (`/v1/traces` is appended, as the OpenTelemetry spec says); none
+    /// exports nothing.
     #[arg(
         id = "otlp-endpoint",
         long = "otlp-endpoint",
         env = "OTEL_EXPORTER_OTLP_ENDPOINT"
     )]
     pub otlp_endpoint: Option<String>,
+
+    /// Full URL spans are posted to, taken as it is; wins over
+    /// --otlp-endpoint.
+    #[arg(
+        id = "otlp-traces-endpoint",
+        long = "otlp-traces-endpoint",
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )]
+    pub otlp_traces_endpoint: Option<String>,
 
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(
@@ -96,7 +107,10 @@ impl ServiceRuntime {
                 LogFormat::Pretty
             },
             log_filter: args.log_filter.clone(),
-            otlp_endpoint: args.otlp_endpoint.clone(),
+            otlp_endpoint: sluice_telemetry::traces_endpoint(
+                args.otlp_endpoint.as_deref(),
+                args.otlp_traces_endpoint.as_deref(),
+            ),
         })?;
         let metrics = sluice_telemetry::prometheus_handle()?;
         let listener = TcpListener::bind(args.http_listen)

@@ -31,8 +31,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax, e.g. `info,rdkafka=warn`.
     pub log_filter: String,
-    /// OTLP/HTTP endpoint for spans; `None` exports nothing (trace context
-    /// is still propagated).
+    /// The full OTLP/HTTP URL spans are posted to (see [`traces_endpoint`]);
+    /// `None` exports nothing (trace context is still propagated).
     pub otlp_endpoint: Option<String>,
 }
 
@@ -87,6 +87,18 @@ pub fn prometheus_handle() -> Result<PrometheusHandle, TelemetryError> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// The URL spans are posted to, as the OpenTelemetry spec resolves it: the
+/// signal's own variable (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) as it is,
+/// else the generic base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`) with
+/// `/v1/traces` appended.
+pub fn traces_endpoint(base: Option<&str>, traces: Option<&str>) -> Option<String> {
+    if let Some(traces) = traces.map(str::trim).filter(|url| !url.is_empty()) {
+        return Some(traces.to_owned());
+    }
+    let base = base.map(str::trim).filter(|url| !url.is_empty())?;
+    Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+}
+
 /// Installs logging, tracing and the W3C propagator for the whole process.
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let filter =
@@ -132,4 +144,32 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traces_endpoint;
+
+    #[test]
+    fn the_base_url_gets_the_signal_path_and_the_signal_url_is_taken_as_it_is() {
+        let base = |url| traces_endpoint(Some(url), None);
+        assert_eq!(
+            base("http://c:4318").as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        assert_eq!(
+            base("http://c:4318/").as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        assert_eq!(
+            base("https://c/otlp").as_deref(),
+            Some("https://c/otlp/v1/traces")
+        );
+        assert_eq!(
+            traces_endpoint(Some("http://c:4318"), Some("http://t:4318/custom")).as_deref(),
+            Some("http://t:4318/custom")
+        );
+        assert_eq!(traces_endpoint(Some(" "), None), None);
+        assert_eq!(traces_endpoint(None, None), None);
+    }
 }

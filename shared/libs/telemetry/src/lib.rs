@@ -1,7 +1,9 @@
 //! Observability for Sluice services, set up the same way in every binary:
 //!
 //! - logs through `tracing`, human-readable locally and JSON in containers;
-//! - spans exported with OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
+//! - spans exported with OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (a base
+//!   URL, `/v1/traces` appended) or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the
+//!   full URL) is set, as the OpenTelemetry spec says, and
 //!   W3C trace context carried in Kafka headers so one trace spans ingest →
 //!   transformer → sink;
 //! - a small HTTP server with `/metrics` (Prometheus), `/healthz` (alive) and
@@ -12,7 +14,10 @@ mod init;
 mod propagation;
 
 pub use health::{ReadinessCheck, health_router, serve_health};
-pub use init::{LogFormat, Telemetry, TelemetryConfig, TelemetryError, init, prometheus_handle};
+pub use init::{
+    LogFormat, Telemetry, TelemetryConfig, TelemetryError, init, prometheus_handle, traces_endpoint,
+};
 pub use propagation::{
-    child_span_context_headers, extract_parent, message_span, outgoing_trace_headers,
+    child_span_context_headers, extract_parent, join_remote_trace, message_span,
+    outgoing_trace_headers,
 };

@@ -43,6 +43,22 @@ pub fn extract_parent<H: Headers>(headers: Option<&H>) -> Context {
     }
 }
 
+/// Makes `span` the child of the W3C trace context an HTTP request carried
+/// (`lookup` reads a request header), so a client's trace goes on through
+/// Sluice; a request without one starts a trace.
+pub fn join_remote_trace<'a>(span: &tracing::Span, lookup: impl Fn(&str) -> Option<&'a str>) {
+    let carried: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|key| Some((key.to_owned(), lookup(key)?.to_owned())))
+        .collect();
+    if carried.is_empty() {
+        return;
+    }
+    let parent = global::get_text_map_propagator(|propagator| propagator.extract(&carried));
+    // Fails only when no OpenTelemetry layer is installed: no trace to join.
+    let _ = span.set_parent(parent);
+}
+
 /// A span for handling `message`, the child of the trace context its
 /// headers carry.
 pub fn message_span<M: Message>(message: &M) -> tracing::Span {

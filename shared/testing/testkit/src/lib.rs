@@ -16,6 +16,7 @@ mod pace;
 mod process;
 pub mod samples;
 mod stack;
+mod traces;
 mod wait;
 
 pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
@@ -29,4 +30,5 @@ pub use outage::PostgresOutage;
 pub use pace::Pace;
 pub use process::{KillOnDrop, free_port};
 pub use stack::{Stack, unique_name};
+pub use traces::{TracedSpan, trace_spans};
 pub use wait::eventually;

@@ -21,6 +21,10 @@ pub struct Stack {
     pub kafka_sasl_bootstrap: String,
     /// The SCRAM user and password the stack created.
     pub kafka_scram_credentials: (String, String),
+    /// Jaeger's OTLP/HTTP base URL (spans go to `<it>/v1/traces`).
+    pub otlp_endpoint: String,
+    /// Jaeger's query API.
+    pub jaeger_query_url: String,
     /// Root of the repository.
     pub repo_root: PathBuf,
     /// The stack's folder (`.local/` unless SLUICE_LOCAL says otherwise).
@@ -64,6 +68,8 @@ impl Stack {
                 get("SLUICE_KAFKA_SCRAM_USER"),
                 get("SLUICE_KAFKA_SCRAM_PASSWORD"),
             ),
+            otlp_endpoint: get("SLUICE_OTLP_ENDPOINT"),
+            jaeger_query_url: get("SLUICE_JAEGER_QUERY_URL"),
             repo_root,
             local_dir,
         }

@@ -148,6 +148,8 @@ impl Fleet {
             .env("SLUICE_DATABASE_URL", &self.database_url)
             .env("SLUICE_LOG", "info,rdkafka=warn,sqlx=warn")
             .env("SLUICE_LOG_FORMAT", "json")
+            // Spans go to the stack's Jaeger, as the chart sends them to a collector.
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &stack.otlp_endpoint)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -265,6 +267,28 @@ impl Fleet {
             ],
             &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
         )
+    }
+
+    /// ingest routing orders to the fleet's topic, accepting `token`; returns
+    /// it and the base URL of its events API.
+    pub async fn ingest(&self, token: &str) -> (KillOnDrop, String) {
+        use sha2::Digest;
+        let api = free_port();
+        let child = self.spawn(
+            "ingest",
+            "ingest",
+            &[],
+            &[
+                ("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port())),
+                ("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}")),
+                (
+                    "SLUICE_INGEST_TOKEN_SHA256",
+                    hex::encode(sha2::Sha256::digest(token)),
+                ),
+                ("SLUICE_ROUTES", format!("orders={}", self.topics.orders)),
+            ],
+        );
+        (child, format!("http://127.0.0.1:{api}"))
     }
 
     /// erp-sink on the sandbox's Odoo, quick retries, `per_second` calls.

@@ -1,0 +1,67 @@
+//! One order's trace, read back from the stack's Jaeger: the request ingest
+//! took it in with, the saga that ran it, and the ERP and sheet writes of
+//! erp-sink and sheets-sink, all under the trace id the client sent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::Fleet;
+use serde_json::json;
+use sluice_testkit::{eventually, trace_spans};
+
+const TOKEN: &str = "traces-token-5e1b";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
+    let fleet = Fleet::new("traces").await;
+    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &[]).await;
+    let relay = fleet.relay().await;
+    let _erp = fleet.erp_sink(100).await;
+    let _sheets = fleet.sheets_sink().await;
+    let (_ingest, api) = fleet.ingest(TOKEN).await;
+
+    let trace_id = format!("{:032x}", fastrand::u128(1..));
+    let order = json!({
+        "aggregate_type": "orders",
+        "aggregate_id": "order-traced",
+        "event_type": "OrderPlaced",
+        "payload": {
+            "customer": {"customer_id": "c-1", "name": "Barbara Liskov", "email": "bl@example.test"},
+            "lines": [{"sku": "SKU-1", "description": "Widget", "quantity": 2, "unit_price_minor": 1250}],
+            "total_minor": 2500,
+            "currency": "EUR",
+            "shipping_country": "DE"
+        }
+    });
+    let client = reqwest::Client::new();
+    eventually(
+        "ingest to accept the order",
+        Duration::from_secs(60),
+        || async {
+            let response = client
+                .post(format!("{api}/v1/events"))
+                .bearer_auth(TOKEN)
+                .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+                .json(&order)
+                .send()
+                .await
+                .ok()?;
+            (response.status().as_u16() == 202).then_some(())
+        },
+    )
+    .await;
+    let states = fleet.until_finished(1, Duration::from_secs(60)).await;
+    assert_eq!(states.get("COMPLETED"), Some(&1), "{states:?}");
+
+    let services = ["ingest", "saga-orchestrator", "erp-sink", "sheets-sink"];
+    let spans = trace_spans(&trace_id, &services, Duration::from_secs(30)).await;
+    let seen: BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
+    println!("trace {trace_id}: {seen:?}, {} spans", spans.len());
+    for service in services {
+        assert!(seen.contains(service), "no span of {service} in {spans:?}");
+    }
+    fleet.finish(relay).await;
+}
