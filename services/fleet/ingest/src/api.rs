@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::event::{EventIds, EventRouter, Prepared};
 use crate::idempotency::{Claim, IdempotencyKey, IdempotencyStore};
 use crate::publish::{Outgoing, PublishError, Publisher};
+use crate::signature::Refusal;
 use crate::webhook::WebhookSources;
 
 /// The header that makes a retried request safe.
@@ -120,31 +121,29 @@ async fn accept_webhook(
         .await
 }
 
+/// Verifies a delivery, then answers it once: a delivery that comes again
+/// (a sender's retry, or a replay within the window) gets the first answer.
 async fn webhook(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    // An unknown source answers exactly as a wrong signature: a prober
+    // learns nothing about which sources exist.
     let Some(webhook) = state.webhooks.get(source) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": format!("no webhook source {source:?}") })),
-        )
-            .into_response();
+        return ApiError::Refused(Refusal::Signature).into_response();
     };
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let answer = async {
-        webhook.verify(
-            header("x-sluice-timestamp"),
-            header("x-sluice-signature"),
-            body,
-            unix_now(),
-        )?;
-        let event = state.events.prepare_incoming(
-            webhook.to_event(body)?,
-            now_millis(),
-            uuid::Uuid::new_v4().to_string(),
-        )?;
-        let accepted = produce(state, headers, vec![event], Submission::One).await?;
-        Ok::<_, ApiError>(json!(accepted[0]))
+    let verified = match webhook.verify(header, body, unix_now()) {
+        Ok(verified) => verified,
+        Err(err) => return err.into_response(),
     };
-    respond(answer.await)
+    let key = IdempotencyKey::delivery(source, &verified.delivery);
+    once(state, &key, body, |ids| async move {
+        let event =
+            state
+                .events
+                .prepare_incoming(webhook.to_event(body)?, now_millis(), ids.id(0))?;
+        let accepted = produce(state, headers, vec![event], Submission::One).await?;
+        Ok(json!(accepted[0]))
+    })
+    .await
 }
 
 /// Authenticates, then answers — once per `Idempotency-Key`.
@@ -164,11 +163,30 @@ async fn submit(
     let Some(header) = headers.get(IDEMPOTENCY_KEY) else {
         return respond(answer(state, headers, body, submission, EventIds::Random).await);
     };
-    let key = match IdempotencyKey::parse(token_sha256, header.as_bytes()) {
-        Ok(key) => key,
-        Err(err) => return err.into_response(),
-    };
-    let claim = match state.idempotency.claim(&key, &Sha256::digest(body)).await {
+    match IdempotencyKey::parse(token_sha256, header.as_bytes()) {
+        Ok(key) => {
+            once(state, &key, body, |ids| {
+                answer(state, headers, body, submission, ids)
+            })
+            .await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Answers a request once per key: the first request with `key` runs
+/// `work`, given event ids derived from the key; later ones get its answer.
+async fn once<'a, F, Fut>(
+    state: &AppState,
+    key: &'a IdempotencyKey,
+    body: &[u8],
+    work: F,
+) -> Response
+where
+    F: FnOnce(EventIds<'a>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let claim = match state.idempotency.claim(key, &Sha256::digest(body)).await {
         Ok(claim) => claim,
         Err(err) => {
             tracing::warn!(error = %err, "idempotency store");
@@ -184,16 +202,16 @@ async fn submit(
         Claim::InProgress => return ApiError::InProgress.into_response(),
         Claim::Mismatch => return ApiError::KeyReused.into_response(),
     };
-    let ids = EventIds::Derived {
+    let result = work(EventIds::Derived {
         token_sha256: key.token_sha256(),
         key: key.as_str(),
-    };
-    let result = answer(state, headers, body, submission, ids).await;
+    })
+    .await;
     // Keep the answer only once it is final; a failure gives the key back.
     let kept = match &result {
         Ok(accepted) => state
             .idempotency
-            .complete(&key, claim_id, StatusCode::ACCEPTED.as_u16(), accepted)
+            .complete(key, claim_id, StatusCode::ACCEPTED.as_u16(), accepted)
             .await
             .map(|kept| {
                 if !kept {
@@ -203,7 +221,7 @@ async fn submit(
                     );
                 }
             }),
-        Err(_) => state.idempotency.release(&key, claim_id).await,
+        Err(_) => state.idempotency.release(key, claim_id).await,
     };
     if let Err(err) = kept {
         tracing::warn!(key = key.as_str(), error = %err, "idempotency answer not kept; a retry produces the same event ids again");
@@ -316,8 +334,8 @@ async fn produce(
     }
 }
 
-fn unix_now() -> u64 {
+fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

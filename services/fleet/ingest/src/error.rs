@@ -13,6 +13,10 @@ pub enum ApiError {
     /// No or an unknown bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A webhook delivery whose signature or signed timestamp does not pass
+    /// (an unknown source answers as a wrong signature).
+    #[error("{0}")]
+    Refused(crate::signature::Refusal),
     /// The body does not fit the contract.
     #[error("{field}: {reason}")]
     BadRequest {
@@ -89,6 +93,10 @@ impl IntoResponse for ApiError {
             Self::KeyReused => body(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": self.to_string() }),
+            ),
+            Self::Refused(refusal) => body(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": refusal.to_string() }),
             ),
             Self::TooLarge { field, reason } => body(
                 StatusCode::PAYLOAD_TOO_LARGE,

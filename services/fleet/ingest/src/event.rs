@@ -73,7 +73,8 @@ pub enum EventIds<'a> {
 const DERIVED_IDS: uuid::Uuid = uuid::uuid!("6f1f8c2e-51b7-4c43-9a8e-2d0b5f6c7a19");
 
 impl EventIds<'_> {
-    fn id(&self, index: usize) -> String {
+    /// The id of the request's event `index`.
+    pub fn id(&self, index: usize) -> String {
         match self {
             Self::Random => uuid::Uuid::new_v4(),
             Self::Derived { token_sha256, key } => {

@@ -42,6 +42,16 @@ impl IdempotencyKey {
         })
     }
 
+    /// The key of a webhook delivery: scoped to its source, the sender's
+    /// delivery id (or signature) hashed to a key of fixed length.
+    pub fn delivery(source: &str, delivery: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        Self {
+            token_sha256: Sha256::digest(format!("webhook/{source}")).into(),
+            key: hex::encode(Sha256::digest(delivery)),
+        }
+    }
+
     /// The key as sent.
     pub fn as_str(&self) -> &str {
         &self.key

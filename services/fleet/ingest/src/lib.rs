@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod idempotency;
 mod publish;
+mod signature;
 mod webhook;
 
 pub use api::{Accepted, AppState, router};
@@ -18,4 +19,5 @@ pub use error::ApiError;
 pub use event::{EventIds, EventRouter, IncomingEvent, Prepared};
 pub use idempotency::{Claim, IdempotencyKey, IdempotencyStore};
 pub use publish::{Outgoing, PublishError, Publisher};
+pub use signature::{Refusal, Scheme, Verified};
 pub use webhook::{WebhookSource, WebhookSources};

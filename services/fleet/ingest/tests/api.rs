@@ -250,7 +250,7 @@ async fn signed_webhooks_become_events_and_unsigned_or_stale_ones_do_not() {
     for (source, timestamp, signed_body, expected) in [
         ("shop", now, &b"{}"[..], 401),
         ("shop", stale, &body[..], 401),
-        ("nobody", now, &body[..], 404),
+        ("nobody", now, &body[..], 401),
     ] {
         let response = deliver(
             source,

@@ -38,6 +38,30 @@ pub async fn serve(topic: &str, kafka: KafkaConfig) -> String {
 
 /// Serves the API with `routes` (aggregate type, topic); returns its base URL.
 pub async fn serve_routes(routes: &[(&str, &str)], kafka: KafkaConfig) -> String {
+    serve_with(routes, kafka, shop_webhook()).await
+}
+
+/// The webhook source `shop`: Sluice's scheme, the delivery id at `/delivery`.
+pub fn shop_webhook() -> WebhookSources {
+    WebhookSources::from_sources([(
+        "shop".to_owned(),
+        WebhookSource::new(
+            SecretString::from(WEBHOOK_SECRET.to_owned()),
+            "orders",
+            "OrderPlaced",
+            "/order_id",
+            "/order",
+            Some("/delivery"),
+        ),
+    )])
+}
+
+/// Serves the API with `routes` and `webhooks`; returns its base URL.
+pub async fn serve_with(
+    routes: &[(&str, &str)],
+    kafka: KafkaConfig,
+    webhooks: WebhookSources,
+) -> String {
     let ack_timeout = Duration::from_secs(5);
     let state = Arc::new(AppState {
         tokens: TokenHashes::parse(&[
@@ -55,17 +79,7 @@ pub async fn serve_routes(routes: &[(&str, &str)], kafka: KafkaConfig) -> String
         codec: AvroCodec::new(Stack::get().registry_settings()),
         publisher: Publisher::new(&kafka, &unique_name("ingest-test"), 2, ack_timeout).unwrap(),
         idempotency: idempotency().await,
-        webhooks: WebhookSources::from_sources([(
-            "shop".to_owned(),
-            WebhookSource::new(
-                SecretString::from(WEBHOOK_SECRET.to_owned()),
-                "orders",
-                "OrderPlaced",
-                "/order_id",
-                "/order",
-                Some("/delivery"),
-            ),
-        )]),
+        webhooks,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

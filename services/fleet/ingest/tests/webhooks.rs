@@ -1,0 +1,204 @@
+//! Webhooks from hostile and repeating senders: a delivery that comes again
+//! produces nothing, a timestamp from the future is refused, an unknown
+//! source cannot be told from a bad signature, and the signature schemes of
+//! GitHub, Stripe and Shopify verify deliveries signed as those providers do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine;
+use common::{WEBHOOK_SECRET, kafka, order_placed, serve, serve_with};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use sluice_ingest::WebhookSources;
+use sluice_testkit::{TestTopic, committed_messages, unique_name};
+
+fn hmac(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A webhook body the `shop` source maps to an OrderPlaced.
+fn delivery_body(delivery: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "delivery": delivery,
+        "order_id": "order-4711",
+        "order": order_placed()["payload"].clone()
+    }))
+    .unwrap()
+}
+
+async fn deliver(
+    base: &str,
+    source: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Value, bool) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/webhooks/{source}"))
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+        replayed,
+    )
+}
+
+fn sluice_signed(timestamp: u64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let timestamp = timestamp.to_string();
+    let signature = hex::encode(hmac(WEBHOOK_SECRET, &[timestamp.as_bytes(), b".", body]));
+    vec![
+        ("x-sluice-timestamp", timestamp),
+        ("x-sluice-signature", format!("sha256={signature}")),
+    ]
+}
+
+#[tokio::test]
+async fn a_delivery_that_comes_again_is_answered_as_a_duplicate_and_produces_nothing() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-replay", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let body = delivery_body(&uuid::Uuid::new_v4().to_string());
+    let headers = sluice_signed(now(), &body);
+    let (status, first, replayed) = deliver(&base, "shop", &headers, &body).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    // The sender's retry, or an attacker replaying what they captured.
+    let (status, again, replayed) = deliver(&base, "shop", &headers, &body).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(committed_messages(&topic.name).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_signed_timestamp_from_the_future_is_refused() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-future", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let body = delivery_body(&uuid::Uuid::new_v4().to_string());
+    let (status, answer, _) =
+        deliver(&base, "shop", &sluice_signed(now() + 240, &body), &body).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("signed timestamp"),
+        "{answer}"
+    );
+    assert!(committed_messages(&topic.name).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_source_cannot_be_told_from_a_bad_signature() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-probe", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let body = delivery_body(&uuid::Uuid::new_v4().to_string());
+    let forged = sluice_signed(now(), b"another body");
+    let bad_signature = deliver(&base, "shop", &forged, &body).await;
+    let unknown = deliver(&base, "nobody", &forged, &body).await;
+    assert_eq!(bad_signature.0, 401);
+    assert_eq!(unknown, bad_signature);
+    assert!(
+        bad_signature.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{:?}",
+        bad_signature.1
+    );
+}
+
+/// A sources file with one source per provider scheme, secrets in files.
+fn provider_sources(dir: &Path) -> WebhookSources {
+    let mut toml = String::new();
+    for scheme in ["github", "stripe", "shopify"] {
+        let secret = dir.join(format!("{scheme}.secret"));
+        std::fs::write(&secret, format!("{scheme}-secret\n")).unwrap();
+        toml.push_str(&format!(
+            r#"
+[[source]]
+name = "{scheme}-shop"
+scheme = "{scheme}"
+secret_file = "{}"
+aggregate_type = "orders"
+event_type = "OrderPlaced"
+aggregate_id_pointer = "/order_id"
+payload_pointer = "/order"
+"#,
+            secret.display()
+        ));
+    }
+    let file = dir.join("webhooks.toml");
+    std::fs::write(&file, toml).unwrap();
+    WebhookSources::load(&file).unwrap()
+}
+
+#[tokio::test]
+async fn github_stripe_and_shopify_deliveries_verify_as_their_providers_sign_them() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-providers", 1).await;
+    let dir = std::env::temp_dir().join(unique_name("webhooks"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = serve_with(&[("orders", &topic.name)], kafka(), provider_sources(&dir)).await;
+    let body = delivery_body("unused");
+    let t = now().to_string();
+    let signed = [
+        (
+            "github",
+            vec![
+                (
+                    "x-hub-signature-256",
+                    format!("sha256={}", hex::encode(hmac("github-secret", &[&body]))),
+                ),
+                ("x-github-delivery", uuid::Uuid::new_v4().to_string()),
+            ],
+        ),
+        (
+            "stripe",
+            vec![(
+                "stripe-signature",
+                format!(
+                    "t={t},v1={}",
+                    hex::encode(hmac("stripe-secret", &[t.as_bytes(), b".", &body]))
+                ),
+            )],
+        ),
+        (
+            "shopify",
+            vec![
+                (
+                    "x-shopify-hmac-sha256",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(hmac("shopify-secret", &[&body])),
+                ),
+                ("x-shopify-webhook-id", uuid::Uuid::new_v4().to_string()),
+            ],
+        ),
+    ];
+    for (scheme, headers) in &signed {
+        let source = format!("{scheme}-shop");
+        let (status, answer, _) = deliver(&base, &source, headers, &body).await;
+        assert_eq!(status, 202, "{scheme}: {answer}");
+        // Signed with another provider's secret: refused.
+        let (other, _) = signed.iter().find(|(other, _)| other != scheme).unwrap();
+        let wrong = &signed.iter().find(|(s, _)| s == other).unwrap().1;
+        let (status, _, _) = deliver(&base, &source, wrong, &body).await;
+        assert_eq!(status, 401, "{scheme} with {other}'s headers");
+    }
+    assert_eq!(committed_messages(&topic.name).await.len(), 3);
+}
