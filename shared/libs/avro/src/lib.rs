@@ -134,9 +134,19 @@ pub struct AvroCodec {
     writers: WriterIds,
 }
 
+/// The largest single allocation apache-avro may make while decoding (a
+/// string, bytes or a collection). A length prefix above it is refused
+/// before anything is allocated. A Kafka record is at most a few MiB
+/// (brokers default to 1 MiB), so a larger length can only be a hostile or
+/// corrupt record; apache-avro's own default is 512 MiB per allocation.
+pub const MAX_ALLOCATION_BYTES: usize = 64 * 1024 * 1024;
+
 impl AvroCodec {
     /// A codec using the registry described by `registry`.
     pub fn new(registry: SrSettings) -> Self {
+        // Process-wide, and fixed by its first call: every decoder of the
+        // process is bounded from the first codec on.
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         Self {
             decoder: AvroDecoder::new(registry.clone()),
             writers: WriterIds::default(),
