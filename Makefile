@@ -2,7 +2,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo demo-down test bench chaos build lint stack-up stack-down stack-status stack-clean provision
+.PHONY: help demo demo-down test bench chaos fuzz build lint stack-up stack-down stack-status stack-clean provision
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,10 @@ bench: ## Benchmarks side by side with their references (broker perf tools, Debe
 chaos: ## The whole fleet under SIGKILLs, broker and Postgres restarts and API storms, reconciled (results in bench-results/chaos.md)
 	bash deploy/local/chaos.sh
 
+fuzz: ## Schemathesis against ingest on the running local stack for 10 minutes (make test runs it for one)
+	cargo build -p sluice-ingest -p sluice-provision --locked
+	bash deploy/local/fuzz.sh 600
+
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked
 
@@ -29,7 +33,7 @@ lint: ## cargo fmt --check and clippy with warnings denied
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-stack-up: ## Start Kafka, Postgres and the schema registry under .local/
+stack-up: ## Start Kafka, Postgres, the schema registry and Jaeger under .local/
 	bash deploy/local/stack.sh up
 
 stack-down: ## Stop them (data stays in .local/)

@@ -2,7 +2,8 @@
 # `make test`: everything CI checks, on a fresh machine or a used one.
 # Installs what is missing, builds once, checks the Helm chart and the
 # compose file, starts the local stack unless it already runs (then leaves it
-# running), runs every test against it and every benchmark scaled down,
+# running), runs every test against it, schemathesis against ingest, and
+# every benchmark scaled down,
 # runs the demo end to end (its report checked against the sandbox and the
 # topics), stops what it started, and runs the chaos smoke
 # (deploy/local/chaos.sh smoke) on a stack of its own.
@@ -44,6 +45,9 @@ step() {
   "$@" || failed+=("$name (exit $?)")
 }
 step "cargo test" bash -c 'set -o pipefail; cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$1"' _ "$results"
+
+log "schemathesis against ingest's /openapi.json (fuzz.sh): no 5xx, no answer the document does not allow"
+step "fuzz.sh" bash "$HERE/fuzz.sh" 60
 
 log "every benchmark at 2 % of its size (bench.sh smoke): each runs beside its reference"
 step "bench.sh smoke" bash "$HERE/bench.sh" smoke
