@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::now_millis;
+use sluice_resilience::RateLimiter;
 use tracing::Instrument;
 
 use crate::auth::TokenHashes;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub idempotency: IdempotencyStore,
     /// Signed webhook senders.
     pub webhooks: WebhookSources,
+    /// Each token's request budget, keyed by its hash.
+    pub per_token: RateLimiter,
 }
 
 /// One accepted event.
@@ -160,6 +163,12 @@ async fn submit(
     let Some(token_sha256) = token.and_then(|token| state.tokens.accepts(token)) else {
         return ApiError::Unauthorized.into_response();
     };
+    if let Err(wait) = state
+        .per_token
+        .try_acquire(&hex::encode(&token_sha256[..8]))
+    {
+        return ApiError::RateLimited { retry_after: wait }.into_response();
+    }
     let Some(header) = headers.get(IDEMPOTENCY_KEY) else {
         return respond(answer(state, headers, body, submission, EventIds::Random).await);
     };

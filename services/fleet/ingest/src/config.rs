@@ -44,6 +44,56 @@ pub struct IngestArgs {
     )]
     pub max_body_bytes: usize,
 
+    /// A connection must send a request's headers within this many seconds.
+    #[arg(
+        id = "header-read-timeout-secs",
+        long = "header-read-timeout-secs",
+        env = "SLUICE_INGEST_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub header_read_timeout_secs: u64,
+
+    /// A request's body must arrive within this many seconds, else 408.
+    #[arg(
+        id = "body-timeout-secs",
+        long = "body-timeout-secs",
+        env = "SLUICE_INGEST_BODY_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub body_timeout_secs: u64,
+
+    /// Open connections at most; more are closed at once.
+    #[arg(
+        id = "max-connections",
+        long = "max-connections",
+        env = "SLUICE_INGEST_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+
+    /// Requests handled at once at most; more are answered 503 with Retry-After.
+    #[arg(
+        id = "max-in-flight",
+        long = "max-in-flight",
+        env = "SLUICE_INGEST_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_in_flight: u32,
+
+    /// Requests per second each token may send (a burst of twice that);
+    /// beyond it, 429 with Retry-After.
+    #[arg(
+        id = "requests-per-second-per-token",
+        long = "requests-per-second-per-token",
+        env = "SLUICE_INGEST_REQUESTS_PER_SECOND_PER_TOKEN",
+        default_value_t = 200.0
+    )]
+    pub requests_per_second_per_token: f64,
+
     /// How long to wait for Kafka's acknowledgement before answering 503.
     #[arg(
         id = "ack-timeout-secs",
@@ -89,6 +139,28 @@ impl IngestArgs {
     /// The acknowledgement timeout.
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_secs(self.ack_timeout_secs)
+    }
+
+    /// The HTTP server's limits.
+    pub fn server_limits(&self) -> crate::ServerLimits {
+        crate::ServerLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections as usize,
+            max_in_flight: self.max_in_flight as usize,
+        }
+    }
+
+    /// Each token's request budget.
+    pub fn per_token_limit(&self) -> sluice_resilience::LimiterConfig {
+        let per_second = self.requests_per_second_per_token;
+        sluice_resilience::LimiterConfig {
+            // Twice a second's worth, so a client's bursts pass.
+            capacity: std::num::NonZeroU32::new((per_second * 2.0).ceil().clamp(1.0, 1e9) as u32)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+            refill_per_second: per_second,
+        }
     }
 
     /// How long an Idempotency-Key's answer is kept.

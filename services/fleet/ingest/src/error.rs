@@ -33,6 +33,12 @@ pub enum ApiError {
         /// Its size and the limit.
         reason: String,
     },
+    /// The token sent more requests than its budget.
+    #[error("this token's request rate is above its limit; try again after Retry-After")]
+    RateLimited {
+        /// When a request will pass again.
+        retry_after: Duration,
+    },
     /// A request with the same Idempotency-Key is being handled.
     #[error("a request with this Idempotency-Key is being handled; try again shortly")]
     InProgress,
@@ -98,6 +104,17 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 json!({ "error": refusal.to_string() }),
             ),
+            Self::RateLimited { retry_after } => {
+                let mut response = body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({ "error": self.to_string() }),
+                );
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
             Self::TooLarge { field, reason } => body(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({ "error": reason, "field": field }),

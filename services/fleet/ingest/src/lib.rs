@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod idempotency;
 mod publish;
+mod server;
 mod signature;
 mod webhook;
 
@@ -19,5 +20,6 @@ pub use error::ApiError;
 pub use event::{EventIds, EventRouter, IncomingEvent, Prepared};
 pub use idempotency::{Claim, IdempotencyKey, IdempotencyStore};
 pub use publish::{Outgoing, PublishError, Publisher};
+pub use server::{ServerLimits, serve};
 pub use signature::{Refusal, Scheme, Verified};
 pub use webhook::{WebhookSource, WebhookSources};

@@ -10,6 +10,7 @@ use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::{KafkaConfig, KafkaReadiness};
+use sluice_resilience::RateLimiter;
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
 use sluice_telemetry::ReadinessCheck;
 use tokio::net::TcpListener;
@@ -17,7 +18,7 @@ use tokio::net::TcpListener;
 use secrecy::ExposeSecret;
 use sluice_ingest::{
     AppState, EventRouter, IdempotencyStore, IngestArgs, Publisher, TokenHashes, WebhookSources,
-    router,
+    router, serve,
 };
 use sqlx::postgres::PgPoolOptions;
 
@@ -87,16 +88,21 @@ async fn main() -> Result<()> {
             Some(path) => WebhookSources::load(path)?,
             None => WebhookSources::default(),
         },
+        per_token: RateLimiter::new("ingest-token", cli.ingest.per_token_limit())
+            .context("requests-per-second-per-token")?,
     });
     tokio::spawn(prune_keys(idempotency));
     let listener = TcpListener::bind(cli.ingest.listen)
         .await
         .with_context(|| format!("binding the events API to {}", cli.ingest.listen))?;
     tracing::info!(address = %cli.ingest.listen, "events API listening");
-    axum::serve(listener, router(state, cli.ingest.max_body_bytes))
-        .with_graceful_shutdown(runtime.shutdown_requested())
-        .await
-        .context("serving the events API")?;
+    serve(
+        listener,
+        router(state, cli.ingest.max_body_bytes),
+        cli.ingest.server_limits(),
+        runtime.shutdown_requested(),
+    )
+    .await;
     runtime.stop().await;
     Ok(())
 }

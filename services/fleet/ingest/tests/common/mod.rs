@@ -3,6 +3,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_ingest::{
-    AppState, EventRouter, IdempotencyStore, Publisher, TokenHashes, WebhookSource, WebhookSources,
-    router,
+    AppState, EventRouter, IdempotencyStore, Publisher, ServerLimits, TokenHashes, WebhookSource,
+    WebhookSources, router,
 };
 use sluice_kafka::KafkaConfig;
+use sluice_resilience::{LimiterConfig, RateLimiter};
 use sluice_testkit::{Stack, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
@@ -56,11 +58,46 @@ pub fn shop_webhook() -> WebhookSources {
     )])
 }
 
+/// What a client may take of a test's server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The server's.
+    pub server: ServerLimits,
+    /// Each token's requests per second (a burst of twice that).
+    pub per_token_per_second: f64,
+}
+
+impl Default for Limits {
+    /// Roomy: only the tests of the limits meet them.
+    fn default() -> Self {
+        Self {
+            server: ServerLimits {
+                header_read_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                max_body_bytes: 64 * 1024,
+                max_connections: 256,
+                max_in_flight: 64,
+            },
+            per_token_per_second: 10_000.0,
+        }
+    }
+}
+
 /// Serves the API with `routes` and `webhooks`; returns its base URL.
 pub async fn serve_with(
     routes: &[(&str, &str)],
     kafka: KafkaConfig,
     webhooks: WebhookSources,
+) -> String {
+    serve_limited(routes, kafka, webhooks, Limits::default()).await
+}
+
+/// Serves the API within `limits`; returns its base URL.
+pub async fn serve_limited(
+    routes: &[(&str, &str)],
+    kafka: KafkaConfig,
+    webhooks: WebhookSources,
+    limits: Limits,
 ) -> String {
     let ack_timeout = Duration::from_secs(5);
     let state = Arc::new(AppState {
@@ -80,10 +117,24 @@ pub async fn serve_with(
         publisher: Publisher::new(&kafka, &unique_name("ingest-test"), 2, ack_timeout).unwrap(),
         idempotency: idempotency().await,
         webhooks,
+        per_token: RateLimiter::new(
+            "test-token",
+            LimiterConfig {
+                capacity: NonZeroU32::new((limits.per_token_per_second * 2.0) as u32).unwrap(),
+                refill_per_second: limits.per_token_per_second,
+            },
+        )
+        .unwrap(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state, 64 * 1024)).await });
+    let app = router(state, limits.server.max_body_bytes);
+    tokio::spawn(sluice_ingest::serve(
+        listener,
+        app,
+        limits.server,
+        std::future::pending(),
+    ));
     format!("http://{address}")
 }
 
