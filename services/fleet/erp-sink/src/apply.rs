@@ -70,7 +70,7 @@ pub enum ApplyError {
     UnknownOperation,
     /// A field the model does not have (by `fields_get`), or a dotted name
     /// on a field that is not relational.
-    #[error("{model} has no {kind} field {field:?}")]
+    #[error("{model} has no field {field:?}{}", of_kind(kind))]
     UnknownField {
         /// The model.
         model: String,
@@ -93,6 +93,14 @@ pub enum ApplyError {
         /// The key's value.
         value: Value,
     },
+}
+
+fn of_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        String::new()
+    } else {
+        format!(" of type {kind}")
+    }
 }
 
 impl ApplyError {

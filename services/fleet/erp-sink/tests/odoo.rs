@@ -209,3 +209,77 @@ async fn a_model_without_the_sinks_fields_is_named_at_start() {
         "{err}"
     );
 }
+
+/// The ERP rules the transformer ships (rules.toml and the example for a
+/// deployment without the saga): (operation, field names) of each.
+fn shipped_erp_rules() -> Vec<(String, Vec<String>)> {
+    let files = [
+        include_str!("../../transformer/rules.toml"),
+        include_str!("../../transformer/examples/orders-placed.toml"),
+    ];
+    let mut rules = Vec::new();
+    for file in files {
+        let parsed: toml::Table = toml::from_str(file).unwrap();
+        for rule in parsed["rules"].as_array().unwrap() {
+            let Some(erp) = rule.get("erp") else {
+                continue;
+            };
+            assert_eq!(erp["model"].as_str(), Some(MODEL));
+            let names = erp["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap().to_owned())
+                .collect();
+            rules.push((erp["operation"].as_str().unwrap().to_owned(), names));
+        }
+    }
+    rules
+}
+
+#[tokio::test]
+async fn the_shipped_mappings_erp_commands_are_accepted_by_the_strict_odoo() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    let sample = |name: &str| match name {
+        "client_order_ref" => text("order-9"),
+        "partner_id.email" => text("grace@example.org"),
+        "partner_id.name" => text("Grace Hopper"),
+        "date_order" => text("2026-11-23 12:34:56"),
+        // What the mapping shipped before: sale.order has none of them.
+        "partner_name" | "partner_email" | "currency" | "cancel_reason" => text("x"),
+        "amount_total" => ScalarValue::Double(29.99),
+        other => panic!("a shipped ERP field without a sample value here: {other}"),
+    };
+    let mut rules = shipped_erp_rules();
+    // The CREATE first, then the CANCEL of the same order.
+    rules.sort_by_key(|(operation, _)| operation != "CREATE");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    for (n, (operation, names)) in (1..).zip(rules) {
+        let operation = match operation.as_str() {
+            "CREATE" => ErpOperation::Create,
+            "CANCEL" => ErpOperation::Cancel,
+            other => panic!("operation {other}"),
+        };
+        let command = ErpCommand {
+            operation,
+            fields: names
+                .iter()
+                .map(|name| ErpField {
+                    name: name.clone(),
+                    value: sample(name),
+                })
+                .collect(),
+            ..reservation(n, "order-9", &[])
+        };
+        sink.apply(&command)
+            .await
+            .unwrap_or_else(|err| panic!("{operation:?} {names:?}: {err}"));
+    }
+    let orders = table(&base, "sale.order").await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["state"], "cancel");
+    // Odoo's action_confirm sets the order date to the confirmation's.
+    assert_ne!(orders[0]["date_order"], "2026-11-23 12:34:56");
+}
