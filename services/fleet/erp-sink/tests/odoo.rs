@@ -144,6 +144,21 @@ async fn a_reservation_is_a_confirmed_quotation_with_its_customer_and_lines() {
 }
 
 #[tokio::test]
+async fn orders_of_one_new_customer_at_once_make_one_partner() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    let commands: Vec<ErpCommand> = (1..=8)
+        .map(|n| reservation(n, &format!("o-{n}"), &["SKU-2"]))
+        .collect();
+    let applied = futures::future::join_all(commands.iter().map(|c| sink.apply(c))).await;
+    assert!(applied.iter().all(Result::is_ok), "{applied:?}");
+    let partners = table(&base, "res.partner").await;
+    assert_eq!(partners.len(), 1, "{partners:?}");
+    assert_eq!(table(&base, "sale.order").await.len(), 8);
+}
+
+#[tokio::test]
 async fn a_cancel_calls_action_cancel_and_an_unknown_sku_or_field_is_refused_by_name() {
     let base = sandbox().await;
     let tuning = Tuning::quick();
