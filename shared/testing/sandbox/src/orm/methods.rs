@@ -333,8 +333,8 @@ fn write(
     Ok(())
 }
 
-/// Checks `vals` for a record of `model` (new when `creating`); `parent`
-/// is the inverse field a line's order fills in.
+/// Checks `vals` for a record of `model` (new when `creating`, else the
+/// existing `record`).
 fn prepare(
     db: &Database,
     model: &'static Model,
@@ -345,6 +345,8 @@ fn prepare(
     prepare_in(db, model, vals, creating, record, None)
 }
 
+/// [`prepare`] for a line: `parent` is the inverse field its order fills
+/// in, so it is not required of the line's own values.
 fn prepare_in(
     db: &Database,
     model: &'static Model,
