@@ -214,6 +214,8 @@ rows_confirmed="$(rows_with CONFIRMED)"
 rows_rejected="$(rows_with REJECTED)"
 erp_records="$(jq --arg p "order-$run-" '[.[] | select(.x_sluice_external_ref | startswith($p))] | length' <<< "$erp_json")"
 erp_cancelled="$(jq --arg p "order-$run-" '[.[] | select((.x_sluice_external_ref | startswith($p)) and .state == "cancel")] | length' <<< "$erp_json")"
+# Confirmed by action_confirm, for a res.partner, with their lines.
+erp_confirmed="$(jq --arg p "order-$run-" '[.[] | select((.x_sluice_external_ref | startswith($p)) and .state == "sale" and .partner_id != false and (.order_line | length) > 0)] | length' <<< "$erp_json")"
 request_rows="$(count_request_rows)"
 letters="$(./target/debug/dlq-replayer list --since "$started_at" --output json 2>/dev/null)"
 dlq_count() { jq -s --arg s "$1" --arg c "$2" '[.[] | select(.service == $s and .class == $c)] | length' <<< "$letters"; }
@@ -233,7 +235,7 @@ events in     orders: $placed_outbox OrderPlaced on orders.events.v1 (40 via the
 sagas         confirmed $confirmed, rejected $rejected, failed $failed
               orders.events.v1: $confirmed_events OrderConfirmed, $rejected_events OrderRejected
 Orders sheet  $rows_confirmed rows CONFIRMED, $rows_rejected rows REJECTED
-ERP           $erp_records sale orders ($erp_cancelled cancelled)
+ERP           $erp_records sale orders ($erp_confirmed confirmed with a customer and lines, $erp_cancelled cancelled)
 Requests      $request_rows rows
 dead letters  dlq.transformer.v1 DECODE $dlq_transformer, dlq.saga-orchestrator.v1 DECODE $dlq_saga,
               dlq.outbox-relay.v1 VALIDATION $dlq_relay, dlq.erp-sink.v1 PERMANENT $dlq_erp
@@ -253,6 +255,7 @@ check "CONFIRMED rows vs confirmed sagas" "$rows_confirmed" "$confirmed"
 check "REJECTED rows vs rejected sagas" "$rows_rejected" "$rejected"
 check "ERP sale orders vs confirmed sagas" "$erp_records" "$confirmed"
 check "cancelled sale orders" "$erp_cancelled" 0
+check "confirmed sale orders with a customer and lines vs confirmed sagas" "$erp_confirmed" "$confirmed"
 check "Requests rows vs RequestCreated events" "$request_rows" "$requests_in"
 check "transformer DECODE dead letters" "$dlq_transformer" 2
 check "saga DECODE dead letters" "$dlq_saga" 2

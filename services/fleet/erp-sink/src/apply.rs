@@ -1,15 +1,21 @@
 //! Applying one ErpCommand, once: the record is found by its external
-//! reference, then written or created. The ids of the commands applied to a
+//! reference, then written or created, its many2one references resolved
+//! and its lines made (see [`crate::plan`]), then confirmed or cancelled
+//! through the model's own action. The ids of the commands applied to a
 //! record are kept on the record itself, written in the same call as the
 //! command's values, so the mark and the effect cannot part: a command whose
 //! answer was lost, redelivered after a crash or replayed from the DLQ finds
 //! its id there and is not applied again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 use sluice_contracts::types::{ErpCommand, ErpOperation, ScalarValue};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::odoo::{OdooClient, OdooError};
+use crate::plan::{BadName, Part, Plan, Reference};
 
 /// The fields the sink keeps on every record it writes. In Odoo they are
 /// custom fields (`x_` prefix) added to the model once, by Studio or a module.
@@ -62,6 +68,39 @@ pub enum ApplyError {
     /// The operation is UNKNOWN (a symbol from a newer schema).
     #[error("operation UNKNOWN: the command names no operation this sink knows")]
     UnknownOperation,
+    /// A field the model does not have (by `fields_get`), or a dotted name
+    /// on a field that is not relational.
+    #[error("{model} has no field {field:?}{}", of_kind(kind))]
+    UnknownField {
+        /// The model.
+        model: String,
+        /// The field.
+        field: String,
+        /// What the name asked for: `""`, `many2one`, `one2many`.
+        kind: &'static str,
+    },
+    /// A field name the sink cannot read.
+    #[error(transparent)]
+    BadName(#[from] BadName),
+    /// A reference given by its key alone names no record
+    /// (`product.product` with `default_code` "TEA-99": an unknown SKU).
+    #[error("no {model} record has {field} {value}: unknown reference")]
+    UnknownReference {
+        /// The referenced model.
+        model: String,
+        /// Its key field.
+        field: String,
+        /// The key's value.
+        value: Value,
+    },
+}
+
+fn of_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        String::new()
+    } else {
+        format!(" of type {kind}")
+    }
 }
 
 impl ApplyError {
@@ -72,7 +111,21 @@ impl ApplyError {
             Self::NotFound { .. } => "not_found".into(),
             Self::Ambiguous { .. } => "ambiguous_reference".into(),
             Self::UnknownOperation => "unknown_operation".into(),
+            Self::UnknownField { .. } | Self::BadName(_) => "unknown_field".into(),
+            Self::UnknownReference { .. } => "unknown_reference".into(),
         }
+    }
+
+    /// A refusal of the command itself (its fields or values), not of the
+    /// ERP's state: dead-lettered as a validation failure.
+    pub fn is_validation(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownOperation
+                | Self::UnknownField { .. }
+                | Self::BadName(_)
+                | Self::UnknownReference { .. }
+        )
     }
 }
 
@@ -92,38 +145,169 @@ impl Classified for ApplyError {
     }
 }
 
+/// A model's fields as `fields_get` describes them.
+type Fields = Arc<Map<String, Value>>;
+
 /// Applies commands through an [`OdooClient`].
 pub struct Applier {
     client: OdooClient,
     fields: RecordFields,
+    confirm_on_create: Vec<String>,
+    /// fields_get per model, asked once.
+    schemas: Mutex<HashMap<String, Fields>>,
+    /// One creation at a time per referenced key, so two commands for one
+    /// new customer in this process make one partner.
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Ids of references found before (`product.product/default_code="SKU-1"`):
+    /// spares a search per reference per command. Only found records are
+    /// kept; a refused write forgets the ones it used (see `apply`).
+    known: Mutex<HashMap<String, i64>>,
+}
+
+/// References remembered at most; beyond, the memory starts afresh.
+const KNOWN_REFERENCES: usize = 10_000;
+
+fn reference_key(comodel: &str, reference: &Reference) -> String {
+    let (key, value) = &reference.key;
+    format!("{comodel}/{key}={value}")
+}
+
+/// Cancels without the cancel wizard Odoo answers for a confirmed order
+/// (sale_order.py `_show_cancel_wizard`).
+fn cancel_context() -> Value {
+    json!({"disable_cancel_warning": true})
 }
 
 impl Applier {
-    /// Applies through `client`, keeping `fields` on each record.
+    /// Applies through `client`, keeping `fields` on each record; a
+    /// `sale.order` CREATE is confirmed (`action_confirm`).
     pub fn new(client: OdooClient, fields: RecordFields) -> Self {
-        Self { client, fields }
+        Self {
+            client,
+            fields,
+            confirm_on_create: vec!["sale.order".into()],
+            schemas: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The models whose CREATE makes a draft then calls `action_confirm`.
+    #[must_use]
+    pub fn confirm_on_create(mut self, models: Vec<String>) -> Self {
+        self.confirm_on_create = models;
+        self
+    }
+
+    /// Checks, before the first command, that each of `models` has the
+    /// fields the sink keeps its references in (and a `state` where
+    /// CREATE confirms): a missing one is named in the error.
+    pub async fn check(&self, models: &[String]) -> Result<(), ApplyError> {
+        for model in models {
+            let fields = self.schema(model).await?;
+            let mut needed = vec![
+                self.fields.external_ref.as_str(),
+                self.fields.applied_commands.as_str(),
+            ];
+            if self.confirm_on_create.contains(model) {
+                needed.push("state");
+            }
+            for field in needed {
+                if !fields.contains_key(field) {
+                    return Err(unknown(model, field, ""));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn schema(&self, model: &str) -> Result<Fields, ApplyError> {
+        if let Some(fields) = lock(&self.schemas).get(model) {
+            return Ok(Arc::clone(fields));
+        }
+        let fields = Arc::new(self.client.fields_get(model).await?);
+        lock(&self.schemas).insert(model.to_owned(), Arc::clone(&fields));
+        Ok(fields)
     }
 
     /// Upserts the command's record by external reference: CREATE and
-    /// UPSERT write it or make it, UPDATE writes it, CANCEL writes it with
-    /// `state = cancel`; UPDATE and CANCEL need it to exist.
+    /// UPSERT write it or make it (a CREATE of a model that confirms makes
+    /// a draft and calls `action_confirm`), UPDATE writes it, CANCEL writes
+    /// it and calls `action_cancel`; UPDATE and CANCEL need it to exist.
     pub async fn apply(&self, command: &ErpCommand) -> Result<Applied, ApplyError> {
         if command.operation == ErpOperation::Unknown {
             return Err(ApplyError::UnknownOperation);
         }
         let model = command.model.as_str();
+        let schema = self.schema(model).await?;
+        let plan = Plan::of(values_of(command))?;
+        self.check_plan(model, &schema, &plan).await?;
+        match self.apply_planned(command, &schema, &plan).await {
+            // A remembered id may name a record deleted since: once more,
+            // with every reference searched afresh.
+            Err(ApplyError::Odoo(err))
+                if err.class() == ErrorClass::Permanent
+                    && self.forget(model, &schema, &plan).await =>
+            {
+                self.apply_planned(command, &schema, &plan).await
+            }
+            other => other,
+        }
+    }
+
+    /// Forgets the remembered ids of the plan's references; whether any was.
+    async fn forget(&self, model: &str, schema: &Fields, plan: &Plan) -> bool {
+        let mut keys = Vec::new();
+        for reference in &plan.record.references {
+            if let Ok(comodel) = relation(model, schema, &reference.field, "many2one") {
+                keys.push(reference_key(&comodel, reference));
+            }
+        }
+        for (field, lines) in &plan.lines {
+            let Ok(comodel) = relation(model, schema, field, "one2many") else {
+                continue;
+            };
+            let Ok(line_schema) = self.schema(&comodel).await else {
+                continue;
+            };
+            for reference in lines.iter().flat_map(|line| &line.references) {
+                if let Ok(target) = relation(&comodel, &line_schema, &reference.field, "many2one") {
+                    keys.push(reference_key(&target, reference));
+                }
+            }
+        }
+        let mut known = lock(&self.known);
+        // Every key removed, not only up to the first found.
+        let removed = keys
+            .iter()
+            .filter(|key| known.remove(*key).is_some())
+            .count();
+        removed > 0
+    }
+
+    async fn apply_planned(
+        &self,
+        command: &ErpCommand,
+        schema: &Fields,
+        plan: &Plan,
+    ) -> Result<Applied, ApplyError> {
+        let model = command.model.as_str();
         let reference = (
             self.fields.external_ref.as_str(),
             json!(command.external_ref),
         );
+        let mut wanted = vec![self.fields.applied_commands.as_str()];
+        if schema.contains_key("state") {
+            wanted.push("state");
+        }
         let found = self
             .client
-            .search_read(model, &[reference], &[&self.fields.applied_commands])
+            .search_read(model, &[reference], &wanted)
             .await?;
-        let mut values = values_of(command);
         match found.as_slice() {
             [] => match command.operation {
                 ErpOperation::Create | ErpOperation::Upsert => {
+                    let mut values = self.resolve(model, schema, plan, false).await?;
                     values.insert(
                         self.fields.external_ref.clone(),
                         json!(command.external_ref),
@@ -133,6 +317,7 @@ impl Applier {
                         json!(command.command_id),
                     );
                     let record_id = self.client.create(model, &values).await?;
+                    self.finish(command, record_id, Some("draft")).await?;
                     Ok(Applied {
                         record_id,
                         already: false,
@@ -155,6 +340,7 @@ impl Applier {
                                 "a record without an id".into(),
                             ),
                         })?;
+                let state = record.get("state").and_then(Value::as_str);
                 let applied = record
                     .get(&self.fields.applied_commands)
                     .and_then(Value::as_str)
@@ -163,16 +349,20 @@ impl Applier {
                     .split_whitespace()
                     .any(|id| id == command.command_id)
                 {
+                    // Its write landed; the action after it may not have.
+                    self.finish(command, record_id, state).await?;
                     return Ok(Applied {
                         record_id,
                         already: true,
                     });
                 }
+                let mut values = self.resolve(model, schema, plan, true).await?;
                 values.insert(
                     self.fields.applied_commands.clone(),
                     json!(remember(applied, &command.command_id)),
                 );
                 self.client.write(model, record_id, &values).await?;
+                self.finish(command, record_id, state).await?;
                 Ok(Applied {
                     record_id,
                     already: false,
@@ -184,11 +374,227 @@ impl Applier {
             }),
         }
     }
+
+    /// The action a command ends with, unless the record is there already:
+    /// `action_confirm` for a draft made by CREATE, `action_cancel` for
+    /// CANCEL (never a write of `state`: the model's own rules run).
+    async fn finish(
+        &self,
+        command: &ErpCommand,
+        record_id: i64,
+        state: Option<&str>,
+    ) -> Result<(), ApplyError> {
+        let model = command.model.as_str();
+        match command.operation {
+            ErpOperation::Cancel if state != Some("cancel") => {
+                let answer = self
+                    .client
+                    .call_on(model, "action_cancel", &[record_id], cancel_context())
+                    .await?;
+                if answer.is_object() {
+                    // A wizard instead of a cancellation.
+                    return Err(ApplyError::Odoo(OdooError {
+                        operation: format!("{model}.action_cancel"),
+                        failure: crate::odoo::Failure::Malformed(format!(
+                            "answered an action, not a cancellation: {answer}"
+                        )),
+                    }));
+                }
+            }
+            ErpOperation::Create
+                if self.confirm_on_create.iter().any(|m| m == model)
+                    && matches!(state, Some("draft" | "sent")) =>
+            {
+                self.client
+                    .call_on(model, "action_confirm", &[record_id], json!({}))
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every name the plan uses is a field of its model, of the right kind.
+    async fn check_plan(
+        &self,
+        model: &str,
+        schema: &Fields,
+        plan: &Plan,
+    ) -> Result<(), ApplyError> {
+        check_part(model, schema, &plan.record)?;
+        for (field, lines) in &plan.lines {
+            let comodel = relation(model, schema, field, "one2many")?;
+            let line_schema = self.schema(&comodel).await?;
+            for line in lines {
+                check_part(&comodel, &line_schema, line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan as Odoo values: references resolved to ids, lines as
+    /// command triples (replacing the record's lines on a write).
+    async fn resolve(
+        &self,
+        model: &str,
+        schema: &Fields,
+        plan: &Plan,
+        writing: bool,
+    ) -> Result<Map<String, Value>, ApplyError> {
+        // Lines first: an unknown product refuses the command before a new
+        // customer is made for it.
+        let mut values = Map::new();
+        for (field, lines) in &plan.lines {
+            let comodel = relation(model, schema, field, "one2many")?;
+            let line_schema = self.schema(&comodel).await?;
+            let mut commands = Vec::with_capacity(lines.len() + 1);
+            if writing {
+                commands.push(json!([5, 0, 0]));
+            }
+            for line in lines {
+                let line_values = self.resolve_part(&comodel, &line_schema, line).await?;
+                commands.push(json!([0, 0, line_values]));
+            }
+            values.insert(field.clone(), Value::Array(commands));
+        }
+        values.extend(self.resolve_part(model, schema, &plan.record).await?);
+        Ok(values)
+    }
+
+    async fn resolve_part(
+        &self,
+        model: &str,
+        schema: &Fields,
+        part: &Part,
+    ) -> Result<Map<String, Value>, ApplyError> {
+        let mut values = part.values.clone();
+        for reference in &part.references {
+            let comodel = relation(model, schema, &reference.field, "many2one")?;
+            let id = self.find_or_create(&comodel, reference).await?;
+            values.insert(reference.field.clone(), json!(id));
+        }
+        Ok(values)
+    }
+
+    /// The oldest `comodel` record whose key field holds the key; created
+    /// from the reference's fields when there is none and it has some.
+    async fn find_or_create(
+        &self,
+        comodel: &str,
+        reference: &Reference,
+    ) -> Result<i64, ApplyError> {
+        let (key, value) = &reference.key;
+        let remembered = reference_key(comodel, reference);
+        if let Some(id) = lock(&self.known).get(&remembered) {
+            return Ok(*id);
+        }
+        let find = || async {
+            let found = self
+                .client
+                .search_read(comodel, &[(key.as_str(), value.clone())], &["id"])
+                .await?;
+            let id = found
+                .first()
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_i64);
+            if let Some(id) = id {
+                self.remember(&remembered, id);
+            }
+            Ok::<_, ApplyError>(id)
+        };
+        if let Some(id) = find().await? {
+            return Ok(id);
+        }
+        if reference.create.is_empty() {
+            return Err(ApplyError::UnknownReference {
+                model: comodel.to_owned(),
+                field: key.clone(),
+                value: value.clone(),
+            });
+        }
+        let gate = {
+            let mut creating = lock(&self.creating);
+            if creating.len() > 10_000 {
+                creating.retain(|_, gate| Arc::strong_count(gate) > 1);
+            }
+            Arc::clone(
+                creating
+                    .entry(format!("{comodel}/{key}={value}"))
+                    .or_default(),
+            )
+        };
+        let _held = gate.lock().await;
+        // Another command may have made it while this one waited.
+        if let Some(id) = find().await? {
+            return Ok(id);
+        }
+        let mut values = reference.create.clone();
+        values.insert(key.clone(), value.clone());
+        let id = self.client.create(comodel, &values).await?;
+        self.remember(&remembered, id);
+        Ok(id)
+    }
+
+    fn remember(&self, key: &str, id: i64) {
+        let mut known = lock(&self.known);
+        if known.len() >= KNOWN_REFERENCES {
+            known.clear();
+        }
+        known.insert(key.to_owned(), id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unknown(model: &str, field: &str, kind: &'static str) -> ApplyError {
+    ApplyError::UnknownField {
+        model: model.to_owned(),
+        field: field.to_owned(),
+        kind,
+    }
+}
+
+/// The comodel of `model`'s relational `field` of type `kind`.
+fn relation(
+    model: &str,
+    schema: &Fields,
+    field: &str,
+    kind: &'static str,
+) -> Result<String, ApplyError> {
+    let description = schema
+        .get(field)
+        .ok_or_else(|| unknown(model, field, kind))?;
+    if description.get("type").and_then(Value::as_str) != Some(kind) {
+        return Err(unknown(model, field, kind));
+    }
+    description
+        .get("relation")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| unknown(model, field, kind))
+}
+
+fn check_part(model: &str, schema: &Fields, part: &Part) -> Result<(), ApplyError> {
+    if let Some(field) = part
+        .values
+        .keys()
+        .find(|f| !schema.contains_key(f.as_str()))
+    {
+        return Err(unknown(model, field, ""));
+    }
+    for reference in &part.references {
+        relation(model, schema, &reference.field, "many2one")?;
+    }
+    Ok(())
 }
 
 /// The command's fields as Odoo values (null clears a field).
-fn values_of(command: &ErpCommand) -> Map<String, Value> {
-    let mut values: Map<String, Value> = command
+fn values_of(command: &ErpCommand) -> Vec<(String, Value)> {
+    command
         .fields
         .iter()
         .map(|field| {
@@ -201,11 +607,7 @@ fn values_of(command: &ErpCommand) -> Map<String, Value> {
             };
             (field.name.clone(), value)
         })
-        .collect();
-    if command.operation == ErpOperation::Cancel {
-        values.insert("state".into(), json!("cancel"));
-    }
-    values
+        .collect()
 }
 
 /// `applied` with `command_id` added, keeping the latest ids only.

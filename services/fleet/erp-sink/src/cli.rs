@@ -23,7 +23,8 @@ impl Defaults for Erp {
 }
 
 /// Applies ERP commands to Odoo, once each, at the pace the ERP allows
-/// (a command takes two calls: search, then write or create).
+/// (a command takes two calls or more: search, then write or create, then
+/// the confirm or cancel action; a new reference one more).
 #[derive(Debug, clap::Parser)]
 #[command(version)]
 pub struct Cli {
@@ -56,6 +57,23 @@ pub struct Cli {
         default_value = "x_sluice_commands"
     )]
     pub applied_commands_field: String,
+    /// Models checked with fields_get at start (each must have the two
+    /// fields above); a missing field stops the sink, named.
+    #[arg(
+        long,
+        env = "SLUICE_ERP_MODELS",
+        value_delimiter = ',',
+        default_value = "sale.order"
+    )]
+    pub models: Vec<String>,
+    /// Models whose CREATE makes a draft and then calls action_confirm.
+    #[arg(
+        long,
+        env = "SLUICE_ERP_CONFIRM_ON_CREATE",
+        value_delimiter = ',',
+        default_value = "sale.order"
+    )]
+    pub confirm_on_create: Vec<String>,
     /// Topic of the commands.
     #[arg(long, env = "SLUICE_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub topic: String,

@@ -8,6 +8,7 @@
 mod apply;
 pub mod cli;
 pub mod odoo;
+pub mod plan;
 mod sink;
 
 pub use apply::{Applied, Applier, ApplyError, RecordFields};

@@ -8,6 +8,7 @@ use sluice_config::SecretArgs;
 use sluice_erp_sink::cli::Cli;
 use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
+use sluice_resilience::{Classified, ErrorClass};
 use sluice_service::{Service, Tuning};
 
 #[tokio::main]
@@ -38,9 +39,21 @@ async fn main() -> Result<()> {
         upstream.breaker("erp")?,
         Arc::new(upstream.limiter("erp")?),
     );
+    let applier = Applier::new(client, fields).confirm_on_create(cli.confirm_on_create);
+    // A model without the fields the sink writes would refuse every
+    // command: better not to start, naming the field. An ERP that is away
+    // is no such verdict: each model is checked again at its first command.
+    match applier.check(&cli.models).await {
+        Ok(()) => {}
+        Err(err) if err.class() == ErrorClass::Permanent => {
+            service.stop().await;
+            return Err(err).context("checking the ERP's models (fields_get)");
+        }
+        Err(err) => tracing::warn!(error = %err, "the ERP's models not checked at start"),
+    }
     let sink = ErpSink::new(
         service.codec(),
-        Applier::new(client, fields),
+        applier,
         service.replies(cli.results_topic)?,
     );
     let consumed = service

@@ -170,7 +170,8 @@ impl OdooClient {
         }
     }
 
-    /// `search_read` with a domain of equalities.
+    /// `search_read` with a domain of equalities: at most two records, the
+    /// oldest first (two tell the caller the match is not unique).
     pub async fn search_read(
         &self,
         model: &str,
@@ -186,7 +187,7 @@ impl OdooClient {
                 model,
                 "search_read",
                 json!([domain]),
-                json!({"fields": fields, "limit": 2}),
+                json!({"fields": fields, "limit": 2, "order": "id asc"}),
             )
             .await?;
         serde_json::from_value(found).map_err(|err| OdooError {
@@ -220,6 +221,39 @@ impl OdooClient {
         self.execute(model, "write", json!([[id], values]), json!({}))
             .await
             .map(drop)
+    }
+
+    /// `fields_get`: each field's type, relation and whether it is required
+    /// or read-only, by name.
+    pub async fn fields_get(&self, model: &str) -> Result<Map<String, Value>, OdooError> {
+        let fields = self
+            .execute(
+                model,
+                "fields_get",
+                json!([]),
+                json!({"attributes": ["type", "relation", "required", "readonly"]}),
+            )
+            .await?;
+        match fields {
+            Value::Object(fields) => Ok(fields),
+            other => Err(OdooError {
+                operation: format!("{model}.fields_get"),
+                failure: Failure::Malformed(format!("not a field map: {other}")),
+            }),
+        }
+    }
+
+    /// A model method on records (`action_confirm`, `action_cancel`), with
+    /// a context; its answer.
+    pub async fn call_on(
+        &self,
+        model: &str,
+        method: &str,
+        ids: &[i64],
+        context: Value,
+    ) -> Result<Value, OdooError> {
+        self.execute(model, method, json!([ids]), json!({"context": context}))
+            .await
     }
 
     async fn execute(

@@ -58,7 +58,7 @@ impl HandlerError for SinkError {
     fn dead_letter_class(&self) -> DeadLetterClass {
         match self {
             Self::Empty | Self::Decode(_) => DeadLetterClass::Decode,
-            Self::Apply(ApplyError::UnknownOperation) => DeadLetterClass::Validation,
+            Self::Apply(err) if err.is_validation() => DeadLetterClass::Validation,
             _ => DeadLetterClass::Permanent,
         }
     }

@@ -174,10 +174,30 @@ async fn direct(fleet: &Fleet) -> Vec<f64> {
                 model: "sale.order".into(),
                 operation: ErpOperation::Create,
                 external_ref: order.clone(),
-                fields: vec![ErpField {
-                    name: "partner_name".into(),
-                    value: ScalarValue::String("Katherine Johnson".into()),
-                }],
+                // What the saga's reservation sends (fulfilment.rs).
+                fields: [
+                    ("client_order_ref", ScalarValue::String(order.clone())),
+                    (
+                        "partner_id.email",
+                        ScalarValue::String("katherine@example.org".into()),
+                    ),
+                    (
+                        "partner_id.name",
+                        ScalarValue::String("Katherine Johnson".into()),
+                    ),
+                    (
+                        "order_line.0.product_id.default_code",
+                        ScalarValue::String("SKU-1".into()),
+                    ),
+                    ("order_line.0.product_uom_qty", ScalarValue::Long(2)),
+                    ("order_line.0.price_unit", ScalarValue::Double(12.5)),
+                ]
+                .into_iter()
+                .map(|(name, value)| ErpField {
+                    name: name.into(),
+                    value,
+                })
+                .collect(),
                 source_event_id: None,
                 issued_at: sluice_contracts::now_millis(),
                 saga: Some(step.clone()),

@@ -43,6 +43,23 @@ pub struct Order {
     pub total_minor: i64,
     /// ISO 4217.
     pub currency: String,
+    /// What was ordered. Absent in sagas stored before lines were kept:
+    /// their reservation goes out without lines.
+    #[serde(default)]
+    pub lines: Vec<Line>,
+}
+
+/// One ordered item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// Stock keeping unit: the product's internal reference in the ERP.
+    pub sku: String,
+    /// As the customer saw it.
+    pub description: String,
+    /// Units.
+    pub quantity: i32,
+    /// Price of one unit, minor units.
+    pub unit_price_minor: i64,
 }
 
 impl Order {
@@ -57,6 +74,16 @@ impl Order {
             customer_email: placed.customer.email.clone(),
             total_minor: placed.total_minor,
             currency: placed.currency.clone(),
+            lines: placed
+                .lines
+                .iter()
+                .map(|line| Line {
+                    sku: line.sku.clone(),
+                    description: line.description.clone(),
+                    quantity: line.quantity,
+                    unit_price_minor: line.unit_price_minor,
+                })
+                .collect(),
         }
     }
 
@@ -136,35 +163,23 @@ pub fn saga(settings: &Settings) -> Saga<Order> {
     )
     .step(
         Step::new(RESERVE, move |ctx: &Context<'_, Order>| {
-            let order = ctx.data;
             erp_command(
                 &erp,
                 &model,
                 ctx,
                 ErpOperation::Create,
-                vec![
-                    field("client_order_ref", text(&order.order_id)),
-                    field("partner_name", text(&order.customer_name)),
-                    field("partner_email", text(&order.customer_email)),
-                    field(
-                        "amount_total",
-                        ScalarValue::Double(order.total_minor as f64 / 100.0),
-                    ),
-                    field("currency", text(&order.currency)),
-                ],
+                reservation(ctx.data),
             )
         })
+        // Odoo's action_cancel, through erp-sink; the reason travels in
+        // OrderRejected and the Orders sheet (sale.order has no field for it).
         .compensate_with(move |ctx| {
-            let reason = ctx.failure.map_or("", |f| f.reason.as_str());
             erp_command(
                 &erp_undo,
                 &model_undo,
                 ctx,
                 ErpOperation::Cancel,
-                vec![field(
-                    "cancel_reason",
-                    text(&format!("order rejected: {reason}")),
-                )],
+                Vec::new(),
             )
         })
         .timeout(settings.erp_timeout)
@@ -205,6 +220,34 @@ pub fn saga(settings: &Settings) -> Saga<Order> {
         .timeout(settings.sheet_timeout)
         .retries(settings.retries),
     )
+}
+
+/// The sale order's fields in erp-sink's terms: the customer as a
+/// res.partner found (or made) by e-mail, a line per item by the product's
+/// internal reference; Odoo computes the total and takes the currency from
+/// the pricelist. erp-sink creates it as a quotation and confirms it.
+fn reservation(order: &Order) -> Vec<ErpField> {
+    let mut fields = vec![
+        field("client_order_ref", text(&order.order_id)),
+        field("partner_id.email", text(&order.customer_email)),
+        field("partner_id.name", text(&order.customer_name)),
+    ];
+    for (i, line) in order.lines.iter().enumerate() {
+        let name = |part: &str| format!("order_line.{i}.{part}");
+        fields.extend([
+            field(&name("product_id.default_code"), text(&line.sku)),
+            field(&name("name"), text(&line.description)),
+            field(
+                &name("product_uom_qty"),
+                ScalarValue::Long(i64::from(line.quantity)),
+            ),
+            field(
+                &name("price_unit"),
+                ScalarValue::Double(line.unit_price_minor as f64 / 100.0),
+            ),
+        ]);
+    }
+    fields
 }
 
 fn erp_command(
@@ -290,5 +333,74 @@ fn cell(column: &str, value: ScalarValue) -> SheetCell {
     SheetCell {
         column: column.to_owned(),
         value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_names_the_customer_by_email_and_a_line_per_item() {
+        let order = Order {
+            order_id: "o-1".into(),
+            placed_event_id: "e-1".into(),
+            placed_at: 0,
+            correlation_id: None,
+            customer_name: "Ada".into(),
+            customer_email: "ada@example.org".into(),
+            total_minor: 3_399,
+            currency: "EUR".into(),
+            lines: vec![
+                Line {
+                    sku: "TEA-1".into(),
+                    description: "Assam".into(),
+                    quantity: 2,
+                    unit_price_minor: 1_250,
+                },
+                Line {
+                    sku: "MUG-1".into(),
+                    description: "Mug".into(),
+                    quantity: 1,
+                    unit_price_minor: 899,
+                },
+            ],
+        };
+        let fields: Vec<(String, ScalarValue)> = reservation(&order)
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect();
+        let value = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(value("client_order_ref"), Some(text("o-1")));
+        assert_eq!(value("partner_id.email"), Some(text("ada@example.org")));
+        assert_eq!(value("partner_id.name"), Some(text("Ada")));
+        assert_eq!(
+            value("order_line.1.product_id.default_code"),
+            Some(text("MUG-1"))
+        );
+        assert_eq!(
+            value("order_line.0.product_uom_qty"),
+            Some(ScalarValue::Long(2))
+        );
+        assert_eq!(
+            value("order_line.1.price_unit"),
+            Some(ScalarValue::Double(8.99))
+        );
+        // Fields sale.order does not have, or computes itself.
+        for refused in ["partner_name", "partner_email", "currency", "amount_total"] {
+            assert_eq!(value(refused), None, "{refused}");
+        }
+        // A saga stored before lines were kept still reads.
+        let stored = serde_json::json!({
+            "order_id": "o-2", "placed_event_id": "e", "placed_at": 0, "correlation_id": null,
+            "customer_name": "B", "customer_email": "b@example.org", "total_minor": 1, "currency": "EUR"
+        });
+        let old: Order = serde_json::from_value(stored).unwrap();
+        assert!(old.lines.is_empty());
     }
 }

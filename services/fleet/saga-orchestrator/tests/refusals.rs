@@ -85,7 +85,11 @@ async fn refused_orders_are_compensated_and_rejected_and_the_rest_confirmed() {
             }
             _ => {
                 assert_eq!(state, "COMPLETED", "{order}");
-                assert_eq!(record, Some(None), "{order} in the ERP");
+                assert_eq!(
+                    record,
+                    Some(Some(json!("sale"))),
+                    "{order} confirmed in the ERP"
+                );
                 assert_eq!(row, Some(&(1, "CONFIRMED".to_owned())), "{order} row");
             }
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Fleet, orders_by, trace_id, trace_of};
 use rdkafka::Message;
+use serde_json::json;
 use sluice_testkit::{consume_exactly, eventually, message_count, metric};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -35,10 +36,20 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
     for (order, _) in &orders {
         let found = records.get(order).map_or(0, Vec::len);
         assert_eq!(found, 1, "ERP records of {order}");
+        // A quotation confirmed by action_confirm, for its customer, with
+        // its line.
+        let record = &records[order][0];
+        assert_eq!(record.get("state"), Some(&json!("sale")), "{order}");
+        assert!(record["partner_id"].is_i64(), "{order}: {record:?}");
         assert_eq!(
-            records[order][0].get("state"),
-            None,
-            "{order} is not cancelled"
+            record["order_line"].as_array().map(Vec::len),
+            Some(1),
+            "{order}"
+        );
+        assert_eq!(
+            record["amount_total"],
+            json!(25.0),
+            "{order}: 2 × SKU-1 at 12.50"
         );
         assert_eq!(
             rows.get(order),

@@ -132,10 +132,19 @@ fn command(n: u32, operation: ErpOperation, reference: &str, note: &str) -> ErpC
         model: "sale.order".into(),
         operation,
         external_ref: reference.into(),
-        fields: vec![ErpField {
-            name: "note".into(),
-            value: ScalarValue::String(note.into()),
-        }],
+        // A sale order needs its customer (erp-sink finds or makes the
+        // res.partner by e-mail).
+        fields: [
+            ("partner_id.email", "buyer@example.test"),
+            ("partner_id.name", "Test Buyer"),
+            ("note", note),
+        ]
+        .into_iter()
+        .map(|(name, value)| ErpField {
+            name: name.into(),
+            value: ScalarValue::String(value.into()),
+        })
+        .collect(),
         source_event_id: None,
         issued_at: 1_795_437_296_789,
         saga: None,

@@ -11,6 +11,7 @@ pub mod keys;
 mod local;
 mod oauth;
 mod odoo;
+pub mod orm;
 mod page;
 mod sheets;
 
@@ -22,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use faults::Faults;
 pub use keys::ServiceAccountKey;
@@ -51,49 +52,6 @@ pub type Grid = Vec<Vec<Value>>;
 /// Spreadsheet id → sheet title → grid.
 pub type Spreadsheets = BTreeMap<String, BTreeMap<String, Grid>>;
 
-/// The ERP's records: model → id → fields.
-#[derive(Debug, Default, Serialize)]
-pub struct ErpRecords {
-    models: BTreeMap<String, BTreeMap<i64, Map<String, Value>>>,
-    next_id: i64,
-}
-
-impl ErpRecords {
-    /// The records of `model` (empty if none).
-    pub fn table(&self, model: &str) -> BTreeMap<i64, Map<String, Value>> {
-        self.models.get(model).cloned().unwrap_or_default()
-    }
-
-    /// The records of `model`, borrowed, in id order.
-    fn rows(&self, model: &str) -> impl Iterator<Item = (&i64, &Map<String, Value>)> {
-        self.models.get(model).into_iter().flatten()
-    }
-
-    /// One record of `model`.
-    fn get(&self, model: &str, id: i64) -> Option<&Map<String, Value>> {
-        self.models.get(model)?.get(&id)
-    }
-
-    fn create(&mut self, model: &str, values: Map<String, Value>) -> i64 {
-        self.next_id += 1;
-        self.models
-            .entry(model.to_owned())
-            .or_default()
-            .insert(self.next_id, values);
-        self.next_id
-    }
-
-    fn update(&mut self, model: &str, id: i64, values: &Map<String, Value>) -> bool {
-        match self.models.get_mut(model).and_then(|t| t.get_mut(&id)) {
-            Some(record) => {
-                record.extend(values.clone());
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// One request as the sandbox saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoggedRequest {
@@ -114,7 +72,7 @@ pub struct LoggedRequest {
 #[derive(Default)]
 struct State {
     spreadsheets: Spreadsheets,
-    erp: ErpRecords,
+    erp: orm::Database,
     tokens: HashMap<String, i64>,
     requests: Vec<LoggedRequest>,
     faults: BTreeMap<Api, FaultState>,
@@ -222,11 +180,7 @@ impl Sandbox {
     }
 
     fn log(&self, api: Api, operation: &'static str, status: u16, note: Option<&'static str>) {
-        let write = matches!(
-            operation,
-            "values.append" | "values.batchUpdate" | "create" | "write"
-        );
-        self.record(api, operation, status, write, note);
+        self.record(api, operation, status, is_write(operation), note);
     }
 
     fn record(
@@ -269,7 +223,7 @@ impl Sandbox {
         f(&mut self.lock().spreadsheets)
     }
 
-    fn with_erp<T>(&self, f: impl FnOnce(&mut ErpRecords) -> T) -> T {
+    fn with_erp<T>(&self, f: impl FnOnce(&mut orm::Database) -> T) -> T {
         f(&mut self.lock().erp)
     }
 
@@ -284,16 +238,40 @@ impl Sandbox {
             .map(str::to_owned)
     }
 
-    /// Why Odoo refuses `args`' field values, if the faults name one.
+    /// Why Odoo refuses `args`' field values (at any depth: a line's
+    /// too), if the faults name one.
     fn rejects_fields(&self, args: &[Value]) -> Option<String> {
+        fn find<'a>(value: &'a Value, faults: &FaultState) -> Option<(&'a str, &'a str)> {
+            match value {
+                Value::Object(values) => values.iter().find_map(|(field, v)| match v {
+                    Value::String(text) if faults.rejects(text) => {
+                        Some((field.as_str(), text.as_str()))
+                    }
+                    other => find(other, faults),
+                }),
+                Value::Array(items) => items.iter().find_map(|v| find(v, faults)),
+                _ => None,
+            }
+        }
         let state = self.lock();
         let faults = state.faults.get(&Api::Odoo)?;
         args.iter()
-            .filter_map(Value::as_object)
-            .flat_map(|values| values.iter())
-            .find(|(_, v)| v.as_str().is_some_and(|v| faults.rejects(v)))
+            .find_map(|arg| find(arg, faults))
             .map(|(field, v)| format!("The value {v} is not valid for field {field}"))
     }
+}
+
+/// Whether a logged operation writes (the quota counts these).
+fn is_write(operation: &str) -> bool {
+    matches!(
+        operation,
+        "values.append"
+            | "values.batchUpdate"
+            | "create"
+            | "write"
+            | "action_confirm"
+            | "action_cancel"
+    )
 }
 
 /// Every route: the APIs and `/admin`.

@@ -286,11 +286,19 @@ async fn odoo_records_are_created_found_and_written() {
     .await;
     assert_eq!(refused["result"], false);
 
+    let partner = rpc(
+        &base,
+        "object",
+        "execute_kw",
+        json!(["sluice", 2, "secret", "res.partner", "create", [{"name": "Ada"}], {}]),
+    )
+    .await;
+    let partner = partner["result"].as_i64().unwrap();
     let created = execute(
         &base,
         "secret",
         "create",
-        json!([{"client_order_ref": "o-1", "amount_total": 19.5}]),
+        json!([{"client_order_ref": "o-1", "partner_id": partner}]),
         json!({}),
     )
     .await;
@@ -317,7 +325,7 @@ async fn odoo_records_are_created_found_and_written() {
         &base,
         "secret",
         "write",
-        json!([[id], {"amount_total": 21.0, "state": "cancel"}]),
+        json!([[id], {"origin": "shop", "state": "cancel"}]),
         json!({}),
     )
     .await;
@@ -327,12 +335,12 @@ async fn odoo_records_are_created_found_and_written() {
         "secret",
         "read",
         json!([[id]]),
-        json!({"fields": ["amount_total", "state"]}),
+        json!({"fields": ["origin", "state"]}),
     )
     .await;
     assert_eq!(
         read["result"],
-        json!([{"id": id, "amount_total": 21.0, "state": "cancel"}])
+        json!([{"id": id, "origin": "shop", "state": "cancel"}])
     );
     let records: Value = Client::new()
         .get(format!("{base}/admin/erp/sale.order"))

@@ -181,7 +181,9 @@ pub fn id(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 
-/// A command for `external_ref` setting `amount_total` (and `note`).
+/// A command for `external_ref` whose sale order comes to `amount` (one
+/// line of SKU-1 at that price; Odoo computes `amount_total` from it), for
+/// the one test customer, with `note`.
 pub fn command(
     n: u32,
     operation: ErpOperation,
@@ -189,20 +191,23 @@ pub fn command(
     amount: f64,
     note: &str,
 ) -> ErpCommand {
+    let field = |name: &str, value: ScalarValue| ErpField {
+        name: name.into(),
+        value,
+    };
+    let text = |value: &str| ScalarValue::String(value.into());
     ErpCommand {
         command_id: id(n),
         model: MODEL.into(),
         operation,
         external_ref: external_ref.into(),
         fields: vec![
-            ErpField {
-                name: "amount_total".into(),
-                value: ScalarValue::Double(amount),
-            },
-            ErpField {
-                name: "note".into(),
-                value: ScalarValue::String(note.into()),
-            },
+            field("partner_id.email", text("buyer@example.test")),
+            field("partner_id.name", text("Test Buyer")),
+            field("order_line.0.product_id.default_code", text("SKU-1")),
+            field("order_line.0.product_uom_qty", ScalarValue::Long(1)),
+            field("order_line.0.price_unit", ScalarValue::Double(amount)),
+            field("note", text(note)),
         ],
         source_event_id: None,
         issued_at: 1_795_437_296_789,

@@ -1,0 +1,300 @@
+//! erp-sink's applier against the sandbox's strict Odoo, call by call: a
+//! reservation as the saga sends it becomes a confirmed sale order for a
+//! partner found or made by e-mail, with a line per SKU; its cancellation
+//! goes through `action_cancel`; an unknown SKU or field is refused naming
+//! it, before anything is written; a model missing the sink's own fields
+//! is found at start.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{MODEL, Tuning, applier, id, sandbox};
+use serde_json::{Value, json};
+use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
+use sluice_erp_sink::ApplyError;
+use sluice_resilience::{Classified, ErrorClass};
+use sluice_sandbox::Local;
+
+fn text(value: &str) -> ScalarValue {
+    ScalarValue::String(value.into())
+}
+
+/// A reservation of `order` for ada@example.org: the fields the saga sends.
+fn reservation(n: u32, order: &str, skus: &[&str]) -> ErpCommand {
+    let mut fields = vec![
+        ("client_order_ref", text(order)),
+        ("partner_id.email", text("ada@example.org")),
+        ("partner_id.name", text("Ada Lovelace")),
+    ];
+    let names: Vec<(String, ScalarValue)> = skus
+        .iter()
+        .enumerate()
+        .flat_map(|(i, sku)| {
+            [
+                (format!("order_line.{i}.product_id.default_code"), text(sku)),
+                (
+                    format!("order_line.{i}.product_uom_qty"),
+                    ScalarValue::Long(2),
+                ),
+                (
+                    format!("order_line.{i}.price_unit"),
+                    ScalarValue::Double(12.5),
+                ),
+            ]
+        })
+        .collect();
+    let mut all: Vec<ErpField> = fields
+        .drain(..)
+        .map(|(name, value)| ErpField {
+            name: name.into(),
+            value,
+        })
+        .collect();
+    all.extend(
+        names
+            .into_iter()
+            .map(|(name, value)| ErpField { name, value }),
+    );
+    ErpCommand {
+        command_id: id(n),
+        model: MODEL.into(),
+        operation: ErpOperation::Create,
+        external_ref: order.into(),
+        fields: all,
+        source_event_id: None,
+        issued_at: 1_795_437_296_789,
+        saga: None,
+    }
+}
+
+fn cancel(n: u32, order: &str) -> ErpCommand {
+    ErpCommand {
+        command_id: id(n),
+        operation: ErpOperation::Cancel,
+        fields: Vec::new(),
+        ..reservation(n, order, &[])
+    }
+}
+
+async fn table(base: &str, model: &str) -> Vec<serde_json::Map<String, Value>> {
+    Local::at(base).records(model).await.unwrap()
+}
+
+async fn operations(base: &str) -> Vec<String> {
+    Local::at(base)
+        .requests("odoo")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["operation"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reservation_is_a_confirmed_quotation_with_its_customer_and_lines() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    sink.check(&[MODEL.to_owned()]).await.unwrap();
+
+    let first = sink
+        .apply(&reservation(1, "o-1", &["SKU-1", "MUG-1"]))
+        .await
+        .unwrap();
+    let again = sink
+        .apply(&reservation(1, "o-1", &["SKU-1", "MUG-1"]))
+        .await
+        .unwrap();
+    assert!(!first.already && again.already);
+    sink.apply(&reservation(2, "o-2", &["TEA-7"]))
+        .await
+        .unwrap();
+
+    let partners = table(&base, "res.partner").await;
+    assert_eq!(
+        partners.len(),
+        1,
+        "one partner for one e-mail: {partners:?}"
+    );
+    assert_eq!(partners[0]["email"], "ada@example.org");
+    assert_eq!(partners[0]["name"], "Ada Lovelace");
+    let orders = table(&base, "sale.order").await;
+    assert_eq!(orders.len(), 2);
+    let order = &orders[0];
+    assert_eq!(order["id"], json!(first.record_id));
+    assert_eq!(order["partner_id"], partners[0]["id"]);
+    assert_eq!(order["client_order_ref"], "o-1");
+    assert_eq!(order["state"], "sale", "confirmed by action_confirm");
+    assert_eq!(order["amount_total"], json!(50.0), "2 × 12.50 twice");
+    let lines = table(&base, "sale.order.line").await;
+    let products: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["order_id"] == json!(first.record_id))
+        .map(|l| &l["name"])
+        .collect();
+    assert_eq!(products, [&json!("[SKU-1] Widget"), &json!("[MUG-1] Mug")]);
+    let ops = operations(&base).await;
+    assert_eq!(ops.iter().filter(|o| *o == "action_confirm").count(), 2);
+    assert_eq!(
+        ops.iter().filter(|o| *o == "fields_get").count(),
+        2,
+        "once per model (order, line): {ops:?}"
+    );
+}
+
+#[tokio::test]
+async fn orders_of_one_new_customer_at_once_make_one_partner() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    let commands: Vec<ErpCommand> = (1..=8)
+        .map(|n| reservation(n, &format!("o-{n}"), &["SKU-2"]))
+        .collect();
+    let applied = futures::future::join_all(commands.iter().map(|c| sink.apply(c))).await;
+    assert!(applied.iter().all(Result::is_ok), "{applied:?}");
+    let partners = table(&base, "res.partner").await;
+    assert_eq!(partners.len(), 1, "{partners:?}");
+    assert_eq!(table(&base, "sale.order").await.len(), 8);
+}
+
+#[tokio::test]
+async fn a_cancel_calls_action_cancel_and_an_unknown_sku_or_field_is_refused_by_name() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    sink.apply(&reservation(1, "o-1", &["SKU-1"]))
+        .await
+        .unwrap();
+    let cancelled = sink.apply(&cancel(2, "o-1")).await.unwrap();
+    let again = sink.apply(&cancel(2, "o-1")).await.unwrap();
+    assert!(!cancelled.already && again.already);
+    let orders = table(&base, "sale.order").await;
+    assert_eq!(orders[0]["state"], "cancel");
+    let ops = operations(&base).await;
+    assert_eq!(
+        ops.iter().filter(|o| *o == "action_cancel").count(),
+        1,
+        "{ops:?}"
+    );
+
+    let before = operations(&base).await.len();
+    let refused = sink
+        .apply(&reservation(3, "o-3", &["SKU-1", "TEA-999"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::Permanent);
+    assert_eq!(refused.code(), "unknown_reference");
+    assert!(refused.to_string().contains("TEA-999"), "{refused}");
+    let mut shipped = reservation(4, "o-4", &["SKU-1"]);
+    shipped.fields.push(ErpField {
+        name: "partner_name".into(),
+        value: text("Ada"),
+    });
+    let refused = sink.apply(&shipped).await.unwrap_err();
+    assert!(
+        matches!(&refused, ApplyError::UnknownField { field, .. } if field == "partner_name"),
+        "{refused}"
+    );
+    let writes: Vec<String> = operations(&base).await[before..]
+        .iter()
+        .filter(|o| matches!(o.as_str(), "create" | "write"))
+        .cloned()
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "nothing written for refused commands: {writes:?}"
+    );
+    assert_eq!(table(&base, "sale.order").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_model_without_the_sinks_fields_is_named_at_start() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    let err = sink.check(&["res.partner".to_owned()]).await.unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::UnknownField { model, field, .. } if model == "res.partner" && field == "x_sluice_external_ref"),
+        "{err}"
+    );
+    let err = sink.check(&["sale.orders".to_owned()]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("Object sale.orders doesn't exist"),
+        "{err}"
+    );
+}
+
+/// The ERP rules the transformer ships (rules.toml and the example for a
+/// deployment without the saga): (operation, field names) of each.
+fn shipped_erp_rules() -> Vec<(String, Vec<String>)> {
+    let files = [
+        include_str!("../../transformer/rules.toml"),
+        include_str!("../../transformer/examples/orders-placed.toml"),
+    ];
+    let mut rules = Vec::new();
+    for file in files {
+        let parsed: toml::Table = toml::from_str(file).unwrap();
+        for rule in parsed["rules"].as_array().unwrap() {
+            let Some(erp) = rule.get("erp") else {
+                continue;
+            };
+            assert_eq!(erp["model"].as_str(), Some(MODEL));
+            let names = erp["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap().to_owned())
+                .collect();
+            rules.push((erp["operation"].as_str().unwrap().to_owned(), names));
+        }
+    }
+    rules
+}
+
+#[tokio::test]
+async fn the_shipped_mappings_erp_commands_are_accepted_by_the_strict_odoo() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier(&base, tuning.breaker, tuning.limiter);
+    let sample = |name: &str| match name {
+        "client_order_ref" => text("order-9"),
+        "partner_id.email" => text("grace@example.org"),
+        "partner_id.name" => text("Grace Hopper"),
+        "date_order" => text("2026-11-23 12:34:56"),
+        // What the mapping shipped before: sale.order has none of them.
+        "partner_name" | "partner_email" | "currency" | "cancel_reason" => text("x"),
+        "amount_total" => ScalarValue::Double(29.99),
+        other => panic!("a shipped ERP field without a sample value here: {other}"),
+    };
+    let mut rules = shipped_erp_rules();
+    // The CREATE first, then the CANCEL of the same order.
+    rules.sort_by_key(|(operation, _)| operation != "CREATE");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    for (n, (operation, names)) in (1..).zip(rules) {
+        let operation = match operation.as_str() {
+            "CREATE" => ErpOperation::Create,
+            "CANCEL" => ErpOperation::Cancel,
+            other => panic!("operation {other}"),
+        };
+        let command = ErpCommand {
+            operation,
+            fields: names
+                .iter()
+                .map(|name| ErpField {
+                    name: name.clone(),
+                    value: sample(name),
+                })
+                .collect(),
+            ..reservation(n, "order-9", &[])
+        };
+        sink.apply(&command)
+            .await
+            .unwrap_or_else(|err| panic!("{operation:?} {names:?}: {err}"));
+    }
+    let orders = table(&base, "sale.order").await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["state"], "cancel");
+    // Odoo's action_confirm sets the order date to the confirmation's.
+    assert_ne!(orders[0]["date_order"], "2026-11-23 12:34:56");
+}

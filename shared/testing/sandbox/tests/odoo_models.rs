@@ -1,0 +1,360 @@
+//! The sandbox's Odoo holds the models the sinks touch as Odoo 17/18 define
+//! them (addons/sale, base, product): unknown fields, wrong types and missing
+//! required fields are refused with Odoo's own exceptions; computed totals
+//! come from the lines; a quotation is confirmed by `action_confirm` and
+//! cancelled by `action_cancel`.
+// Helpers fail the test by panicking, as assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+
+async fn serve() -> String {
+    let key = ServiceAccountKey::generate("unused@sandbox.test", "unused").unwrap();
+    let issuer =
+        TokenIssuer::new(&key.public_key_pem().unwrap(), &key.client_email, "unused").unwrap();
+    let app = Sandbox::new(
+        issuer,
+        OdooAccount {
+            database: "sluice".into(),
+            login: "sluice".into(),
+            password: "secret".into(),
+        },
+    );
+    Local::start(app).await.unwrap().base
+}
+
+/// `execute_kw` on `model`; the whole JSON-RPC answer.
+async fn call(base: &str, model: &str, method: &str, args: Value, kwargs: Value) -> Value {
+    let response = Client::new()
+        .post(format!("{base}/jsonrpc"))
+        .json(
+            &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {
+            "service": "object", "method": "execute_kw",
+            "args": ["sluice", 2, "secret", model, method, args, kwargs]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "Odoo answers errors with 200"
+    );
+    response.json().await.unwrap()
+}
+
+/// The answer's result; panics on an error.
+fn ok(answer: Value) -> Value {
+    assert!(answer.get("error").is_none(), "{answer}");
+    answer["result"].clone()
+}
+
+/// The error's (data.name, data.message); panics on a result.
+fn refused(answer: &Value) -> (String, String) {
+    let data = &answer["error"]["data"];
+    assert_eq!(answer["error"]["code"], 200, "{answer}");
+    assert_eq!(answer["error"]["message"], "Odoo Server Error", "{answer}");
+    (
+        data["name"].as_str().unwrap_or_default().to_owned(),
+        data["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The id of the product whose internal reference is `sku`.
+async fn product(base: &str, sku: &str) -> i64 {
+    let found = ok(call(
+        base,
+        "product.product",
+        "search",
+        json!([[["default_code", "=", sku]]]),
+        json!({}),
+    )
+    .await);
+    found[0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no product {sku}: {found}"))
+}
+
+#[tokio::test]
+async fn the_shipped_mappings_sale_order_fields_are_refused() {
+    let base = serve().await;
+    // What the saga and examples/orders-placed.toml sent before.
+    let answer = call(
+        &base,
+        "sale.order",
+        "create",
+        json!([{"client_order_ref": "o-1", "partner_name": "Ada", "partner_email": "ada@example.org",
+                "amount_total": 19.5, "currency": "EUR"}]),
+        json!({}),
+    )
+    .await;
+    let (name, message) = refused(&answer);
+    assert_eq!(name, "builtins.ValueError");
+    let named = ["partner_name", "partner_email", "currency"]
+        .map(|field| format!("Invalid field '{field}' on model 'sale.order'"));
+    assert!(named.contains(&message), "{message}");
+    // And the cancel the shipped rules sent.
+    let partner = ok(call(
+        &base,
+        "res.partner",
+        "create",
+        json!([{"name": "Ada"}]),
+        json!({}),
+    )
+    .await);
+    let order = ok(call(
+        &base,
+        "sale.order",
+        "create",
+        json!([{"partner_id": partner}]),
+        json!({}),
+    )
+    .await);
+    let answer = call(
+        &base,
+        "sale.order",
+        "write",
+        json!([[order], {"cancel_reason": "changed mind"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        refused(&answer),
+        (
+            "builtins.ValueError".to_owned(),
+            "Invalid field 'cancel_reason' on model 'sale.order'".to_owned()
+        )
+    );
+    let answer = call(
+        &base,
+        "sale.order",
+        "create",
+        json!([{"client_order_ref": "o-1"}]),
+        json!({}),
+    )
+    .await;
+    let (name, message) = refused(&answer);
+    assert_eq!(name, "odoo.exceptions.ValidationError");
+    assert!(
+        message.contains("a mandatory field is not set"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Field: Customer (partner_id)"),
+        "{message}"
+    );
+    let orders = ok(call(&base, "sale.order", "search", json!([[]]), json!({})).await);
+    assert_eq!(orders, json!([order]), "nothing refused was kept");
+}
+
+#[tokio::test]
+async fn wrong_types_and_missing_records_are_refused_as_odoo_does() {
+    let base = serve().await;
+    let partner = ok(call(
+        &base,
+        "res.partner",
+        "create",
+        json!([{"name": "Ada", "email": "ada@example.org"}]),
+        json!({}),
+    )
+    .await);
+    let cases = [
+        (
+            json!({"partner_id": "Ada"}),
+            "builtins.ValueError",
+            "Wrong value for sale.order.partner_id: 'Ada'",
+        ),
+        (
+            json!({"partner_id": partner, "state": "shipped"}),
+            "builtins.ValueError",
+            "Wrong value for sale.order.state: 'shipped'",
+        ),
+        (
+            json!({"partner_id": partner, "date_order": "yesterday"}),
+            "builtins.ValueError",
+            "time data 'yesterday' does not match format '%Y-%m-%d %H:%M:%S'",
+        ),
+        (
+            json!({"partner_id": 999_999}),
+            "odoo.exceptions.ValidationError",
+            "Constraint: sale_order_partner_id_fkey",
+        ),
+        (
+            json!({"partner_id": partner, "order_line": [[0, 0, {"product_id": 1, "product_uom_qty": "two"}]]}),
+            "builtins.ValueError",
+            "could not convert string to float: 'two'",
+        ),
+    ];
+    for (values, name, message) in cases {
+        let answer = call(&base, "sale.order", "create", json!([values]), json!({})).await;
+        let (got_name, got_message) = refused(&answer);
+        assert_eq!(got_name, name, "{values}: {answer}");
+        assert!(got_message.contains(message), "{values}: {got_message}");
+    }
+    let answer = call(
+        &base,
+        "res.partner",
+        "read",
+        json!([[partner]]),
+        json!({"fields": ["email", "x_shoe_size"]}),
+    )
+    .await;
+    assert_eq!(
+        refused(&answer).1,
+        "Invalid field 'x_shoe_size' on model 'res.partner'"
+    );
+    let answer = call(&base, "sale.orders", "search", json!([[]]), json!({})).await;
+    assert_eq!(
+        refused(&answer),
+        (
+            "odoo.exceptions.UserError".to_owned(),
+            "Object sale.orders doesn't exist".to_owned()
+        )
+    );
+    let answer = call(
+        &base,
+        "sale.order",
+        "write",
+        json!([[4242], {"origin": "x"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(refused(&answer).0, "odoo.exceptions.MissingError");
+}
+
+#[tokio::test]
+async fn a_quotation_with_lines_is_confirmed_then_cancelled() {
+    let base = serve().await;
+    let partner = ok(call(
+        &base,
+        "res.partner",
+        "create",
+        json!([{"name": "Ada", "email": "ada@example.org"}]),
+        json!({}),
+    )
+    .await);
+    let (tea, mug) = (product(&base, "TEA-1").await, product(&base, "MUG-1").await);
+    let order = ok(call(
+        &base,
+        "sale.order",
+        "create",
+        json!([{"partner_id": partner, "client_order_ref": "o-1", "amount_total": 1000.0,
+                "order_line": [[0, 0, {"product_id": tea, "product_uom_qty": 2, "price_unit": 6.5}],
+                               [0, 0, {"product_id": mug, "product_uom_qty": 1, "price_unit": 9.0, "name": "Mug"}]]}]),
+        json!({}),
+    )
+    .await)
+    .as_i64()
+    .unwrap();
+    let read = |fields: Value| {
+        call(
+            &base,
+            "sale.order",
+            "read",
+            json!([[order]]),
+            json!({"fields": fields}),
+        )
+    };
+    let row = ok(read(json!([
+        "state",
+        "amount_total",
+        "partner_id",
+        "order_line",
+        "name"
+    ]))
+    .await);
+    // The written total is recomputed from the lines, as the ORM does.
+    assert_eq!(row[0]["amount_total"], json!(22.0), "{row}");
+    assert_eq!(row[0]["state"], "draft");
+    assert_eq!(row[0]["partner_id"], json!([partner, "Ada"]));
+    assert_eq!(row[0]["order_line"].as_array().unwrap().len(), 2);
+    assert!(row[0]["name"].as_str().unwrap().starts_with('S'), "{row}");
+    let lines = ok(call(
+        &base,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id", "=", order]]]),
+        json!({"fields": ["product_id", "name", "price_subtotal"]}),
+    )
+    .await);
+    assert_eq!(lines[0]["price_subtotal"], json!(13.0), "{lines}");
+    assert_eq!(
+        lines[0]["name"], "[TEA-1] Assam tea",
+        "the description defaults to the product's"
+    );
+
+    assert_eq!(
+        ok(call(
+            &base,
+            "sale.order",
+            "action_confirm",
+            json!([[order]]),
+            json!({})
+        )
+        .await),
+        true
+    );
+    assert_eq!(ok(read(json!(["state"])).await)[0]["state"], "sale");
+    let again = call(
+        &base,
+        "sale.order",
+        "action_confirm",
+        json!([[order]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        refused(&again),
+        (
+            "odoo.exceptions.UserError".to_owned(),
+            "Some orders are not in a state requiring confirmation.".to_owned()
+        )
+    );
+    // A confirmed order: Odoo answers the cancel wizard's action and cancels nothing ...
+    let wizard = ok(call(
+        &base,
+        "sale.order",
+        "action_cancel",
+        json!([[order]]),
+        json!({}),
+    )
+    .await);
+    assert_eq!(wizard["res_model"], "sale.order.cancel", "{wizard}");
+    assert_eq!(ok(read(json!(["state"])).await)[0]["state"], "sale");
+    // ... unless the caller says it needs no wizard.
+    let cancelled = call(
+        &base,
+        "sale.order",
+        "action_cancel",
+        json!([[order]]),
+        json!({"context": {"disable_cancel_warning": true}}),
+    )
+    .await;
+    assert_eq!(ok(cancelled), true);
+    assert_eq!(ok(read(json!(["state"])).await)[0]["state"], "cancel");
+
+    let fields = ok(call(
+        &base,
+        "sale.order",
+        "fields_get",
+        json!([]),
+        json!({"attributes": ["type", "required", "relation"]}),
+    )
+    .await);
+    assert_eq!(
+        fields["partner_id"],
+        json!({"type": "many2one", "required": true, "relation": "res.partner"})
+    );
+    assert!(fields.get("partner_name").is_none());
+    let named = ok(call(
+        &base,
+        "res.partner",
+        "name_search",
+        json!(["ad"]),
+        json!({"limit": 5}),
+    )
+    .await);
+    assert_eq!(named, json!([[partner, "Ada"]]));
+}
