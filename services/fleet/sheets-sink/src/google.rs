@@ -43,8 +43,13 @@ impl Classified for GoogleError {
             // No answer (connect, timeout), 5xx, and 401 (the token is
             // renewed before the retry) may work next time.
             None | Some(401 | 408 | 500..=599) => ErrorClass::Retryable,
-            // Quota: wait, spending no attempt.
-            Some(429) => ErrorClass::Pause,
+            // Quota (429, and the 403 rateLimitExceeded of older quotas), a
+            // sheet not shared with the account, the API disabled, a key the
+            // token endpoint refuses: no command can succeed until someone
+            // fixes it, and every one would fail the same way. Hold the
+            // stream, spending no attempt, instead of dead-lettering it.
+            Some(403 | 429) => ErrorClass::Pause,
+            Some(400..=499) if self.operation == "token" => ErrorClass::Pause,
             Some(_) => ErrorClass::Permanent,
         }
     }
@@ -178,6 +183,36 @@ pub struct SheetsClient {
     http: Client,
     tokens: TokenSource,
     limiter: Arc<RateLimiter>,
+    backoff: Backoff,
+}
+
+/// Google's truncated exponential backoff, for refusals that say nothing of
+/// when to come back (a 429 without Retry-After, a 403, a refused token):
+/// `min(2^n s + random ms below 1000, 64 s)` after the n-th refusal in a
+/// row (https://developers.google.com/sheets/api/limits#exponential).
+#[derive(Debug, Default)]
+struct Backoff {
+    refusals: std::sync::atomic::AtomicU32,
+}
+
+/// The longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(64);
+
+impl Backoff {
+    /// The wait after one more refusal.
+    fn next(&self) -> Duration {
+        let n = self
+            .refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .min(6);
+        let wait = Duration::from_secs(1 << n) + Duration::from_millis(fastrand::u64(..1000));
+        wait.min(MAX_BACKOFF)
+    }
+
+    /// A call went through.
+    fn reset(&self) {
+        self.refusals.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl SheetsClient {
@@ -193,6 +228,7 @@ impl SheetsClient {
             http,
             tokens,
             limiter,
+            backoff: Backoff::default(),
         }
     }
 
@@ -207,7 +243,9 @@ impl SheetsClient {
             self.base_url,
             encode(range)
         );
-        let body = self.call("values.get", self.http.get(url)).await?;
+        let body = self
+            .call("values.get", spreadsheet, self.http.get(url))
+            .await?;
         Ok(
             serde_json::from_value(body.get("values").cloned().unwrap_or(json!([])))
                 .unwrap_or_default(),
@@ -229,6 +267,7 @@ impl SheetsClient {
         let body = self
             .call(
                 "values.append",
+                spreadsheet,
                 self.http.post(url).json(&json!({"values": rows})),
             )
             .await?;
@@ -254,6 +293,7 @@ impl SheetsClient {
             .collect();
         self.call(
             "values.batchUpdate",
+            spreadsheet,
             self.http
                 .post(url)
                 .json(&json!({"valueInputOption": "RAW", "data": data})),
@@ -265,6 +305,7 @@ impl SheetsClient {
     async fn call(
         &self,
         operation: &'static str,
+        spreadsheet: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, GoogleError> {
         let failed =
@@ -274,7 +315,20 @@ impl SheetsClient {
                 message,
                 retry_after,
             };
-        let token = self.tokens.token().await?;
+        let account = self.tokens.account();
+        let token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(mut err) if err.class() == ErrorClass::Pause => {
+                let wait = self.backoff.next();
+                metrics::counter!("sluice_sheets_refused_total", "reason" => "token", "account" => account.to_owned())
+                    .increment(1);
+                tracing::error!(account, error = %err, wait_ms = wait.as_millis() as u64,
+                    "the token endpoint refuses the service account's key (revoked, deleted, or the clock is off); holding the stream");
+                err.retry_after = Some(wait);
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
         self.limiter.acquire(self.tokens.account()).await;
         let started = std::time::Instant::now();
         let response = request.bearer_auth(token).send().await;
@@ -289,21 +343,34 @@ impl SheetsClient {
         let retry_after = retry_after(header.and_then(|v| v.to_str().ok()), SystemTime::now());
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
+            self.backoff.reset();
             return Ok(body);
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            self.tokens.invalidate().await;
-        }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            // Google asked for a pause: the account's bucket waits.
-            self.limiter.defer(
-                self.tokens.account(),
-                retry_after.unwrap_or(Duration::from_secs(1)),
-            );
         }
         let message = body["error"]["message"]
             .as_str()
             .map_or_else(|| body.to_string(), str::to_owned);
+        let retry_after = match status {
+            StatusCode::UNAUTHORIZED => {
+                self.tokens.invalidate().await;
+                retry_after
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                // Google asked for a pause: the account's bucket waits, as
+                // long as it said or, as it usually says nothing, backing off.
+                let wait = retry_after.unwrap_or_else(|| self.backoff.next());
+                self.limiter.defer(account, wait);
+                Some(wait)
+            }
+            StatusCode::FORBIDDEN => {
+                let wait = self.backoff.next();
+                metrics::counter!("sluice_sheets_refused_total", "reason" => "forbidden", "account" => account.to_owned())
+                    .increment(1);
+                tracing::error!(spreadsheet, account, error = %message, wait_ms = wait.as_millis() as u64,
+                    "Google refuses the account access to the spreadsheet: share it with the account (editor) and check the Sheets API is enabled for the key's project; holding the stream");
+                Some(wait)
+            }
+            _ => retry_after,
+        };
         Err(failed(Some(status.as_u16()), message, retry_after))
     }
 }

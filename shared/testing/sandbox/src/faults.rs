@@ -20,6 +20,15 @@ pub struct Faults {
     /// Retry-After of the burst's 429s.
     #[serde(default = "one")]
     pub retry_after_secs: u64,
+    /// The burst's 429s come without Retry-After, as Google's do: the client
+    /// must back off on its own.
+    #[serde(default)]
+    pub bare_429: bool,
+    /// Every request gets 403 PERMISSION_DENIED for this long from when the
+    /// faults are set: the sheet is not shared with the account (or the API
+    /// is disabled for its project).
+    #[serde(default)]
+    pub denied_secs: u64,
     /// Added to every request.
     #[serde(default)]
     pub latency_ms: u64,
@@ -60,6 +69,8 @@ pub struct FaultState {
     faults: Faults,
     /// Sandbox clock (ms) when the outage ends.
     outage_until_ms: i64,
+    /// Sandbox clock (ms) when access is granted again.
+    denied_until_ms: i64,
     burst_left: u32,
     /// Times (ms) of the writes in the last minute.
     writes: VecDeque<i64>,
@@ -70,6 +81,8 @@ impl FaultState {
     pub fn set(&mut self, faults: Faults, now_ms: i64) {
         let outage_ms = i64::try_from(faults.outage_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         self.outage_until_ms = now_ms.saturating_add(outage_ms);
+        let denied_ms = i64::try_from(faults.denied_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.denied_until_ms = now_ms.saturating_add(denied_ms);
         self.burst_left = faults.burst_429;
         self.faults = faults;
     }
@@ -94,11 +107,18 @@ impl FaultState {
                 reason: "outage",
             };
         }
+        if now_ms < self.denied_until_ms {
+            return Verdict::Fail {
+                status: 403,
+                retry_after: None,
+                reason: "not shared",
+            };
+        }
         if self.burst_left > 0 {
             self.burst_left -= 1;
             return Verdict::Fail {
                 status: 429,
-                retry_after: Some(self.faults.retry_after_secs),
+                retry_after: (!self.faults.bare_429).then_some(self.faults.retry_after_secs),
                 reason: "429 burst",
             };
         }

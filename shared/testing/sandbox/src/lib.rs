@@ -110,6 +110,8 @@ impl Failure {
             429 => {
                 "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute per user' of service 'sheets.googleapis.com'."
             }
+            // What Google answers for a sheet not shared with the caller.
+            403 => "The caller does not have permission",
             503 => "The service is currently unavailable.",
             _ => "Internal error encountered.",
         };

@@ -33,6 +33,7 @@ impl IntoResponse for GoogleError {
         let name = match self.status {
             400 => "INVALID_ARGUMENT",
             401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
             404 => "NOT_FOUND",
             429 => "RESOURCE_EXHAUSTED",
             503 => "UNAVAILABLE",

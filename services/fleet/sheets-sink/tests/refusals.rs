@@ -1,0 +1,116 @@
+//! Google's refusals that no retry of one command cures: a 429 without
+//! Retry-After (Google sends none) is backed off exponentially, and a sheet
+//! not shared with the account (403 PERMISSION_DENIED) or a key the token
+//! endpoint refuses holds the stream until it is fixed: nothing is
+//! dead-lettered, and every command lands once it is.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Tuning, WAIT, command, faults, grid, id, request_log, sandbox, send, start_with};
+use serde_json::{Value, json};
+use sluice_contracts::types::SheetRowUpsert;
+use sluice_sandbox::Local;
+use sluice_testkit::{TestTopic, eventually, message_count};
+
+fn one_at_a_time() -> Tuning {
+    Tuning {
+        max_batch: 1,
+        ..Tuning::quick()
+    }
+}
+
+async fn until_rows(base: &str, rows: usize) {
+    eventually("every row", WAIT, || async move {
+        (grid(base).await.len() == rows + 1).then_some(())
+    })
+    .await;
+}
+
+fn three_commands() -> Vec<SheetRowUpsert> {
+    (0..3u32)
+        .map(|n| command(&id(300 + n), &format!("k-{n}"), "9.99", None))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_without_retry_after_is_backed_off_exponentially() {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-bare-429", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-bare-429-dlq", 1).await;
+    faults(&base, json!({"burst_429": 4, "bare_429": true})).await;
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, one_at_a_time());
+    send(&topic.name, &[command(&id(1), "o-1", "1.00", None)]).await;
+    until_rows(&base, 1).await;
+    stop.send(()).unwrap();
+    let log = request_log(&base).await;
+    let calls: Vec<&Value> = log.iter().filter(|r| r["operation"] != "token").collect();
+    let statuses: Vec<i64> = calls
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses[..5], [429, 429, 429, 429, 200], "{statuses:?}");
+    let at: Vec<i64> = calls.iter().map(|r| r["at_ms"].as_i64().unwrap()).collect();
+    let gaps: Vec<i64> = at.windows(2).take(4).map(|w| w[1] - w[0]).collect();
+    println!("gaps after each bare 429: {gaps:?} ms");
+    for (n, gap) in gaps.iter().enumerate() {
+        let floor = 1000 << n;
+        assert!(
+            *gap >= floor * 9 / 10 && *gap <= floor + 4000,
+            "gap {n} is {gap} ms, not about {floor} ms: {gaps:?}"
+        );
+    }
+    assert_eq!(message_count(&dlq.name), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sheet_not_shared_holds_the_stream_instead_of_dead_lettering_it() {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-denied", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-denied-dlq", 1).await;
+    // Unshared for 5 s, then someone shares it.
+    faults(&base, json!({"denied_secs": 5})).await;
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, one_at_a_time());
+    send(&topic.name, &three_commands()).await;
+    until_rows(&base, 3).await;
+    stop.send(()).unwrap();
+    let statuses: Vec<i64> = request_log(&base)
+        .await
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&403),
+        "the sheet was refused: {statuses:?}"
+    );
+    assert_eq!(message_count(&dlq.name), 0, "a refusal was dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_holds_the_stream_until_the_token_endpoint_takes_it() {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-no-token", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-no-token-dlq", 1).await;
+    let sandbox = Local::at(&base);
+    sandbox
+        .set_faults("oauth", &json!({"error_rates": {"400": 1.0}}))
+        .await
+        .unwrap();
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, one_at_a_time());
+    send(&topic.name, &three_commands()).await;
+    // Held and tried again: three refusals, a second and two apart.
+    eventually("the token refused three times", WAIT, || async {
+        let refused = sandbox.requests("oauth").await.ok()?;
+        (refused.iter().filter(|r| r["status"] == 400).count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        message_count(&dlq.name),
+        0,
+        "a token refusal was dead-lettered"
+    );
+    sandbox.set_faults("oauth", &json!({})).await.unwrap();
+    until_rows(&base, 3).await;
+    stop.send(()).unwrap();
+    assert_eq!(message_count(&dlq.name), 0);
+}
