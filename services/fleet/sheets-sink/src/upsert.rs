@@ -13,7 +13,13 @@
 //! redelivered command after a crash finds the row its first delivery
 //! appended. Within a process the index is cached per sheet and dropped
 //! after any failed call, so a retry after an append whose answer was lost
-//! reads the sheet again instead of appending twice.
+//! reads the sheet again instead of appending twice. A batch that updates a
+//! row in place reads the index again first: people sort the sheet, insert
+//! and delete rows between two writes, and a row number remembered from an
+//! earlier batch can point at another key's row by then (a person's edit
+//! between that read and the write, one round trip, can still move a row
+//! under it). A batch of new keys only appends, which a moved row cannot
+//! misdirect, so it goes on the cached index and costs no read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -118,9 +124,13 @@ impl Upserter {
             let mut writes = Vec::new();
             let mut appends = Vec::new();
             for (at, ((_, sheet), rows, cached)) in spreadsheet.iter_mut().enumerate() {
+                let fresh = match &**cached {
+                    Some(index) => !rows.iter().any(|row| index.rows.contains_key(&row.key)),
+                    None => false,
+                };
                 let index = match &mut **cached {
-                    Some(index) => index,
-                    None => {
+                    Some(index) if fresh => index,
+                    _ => {
                         applied.requests += 1;
                         cached.insert(self.load(&spreadsheet_id, sheet).await?)
                     }

@@ -15,7 +15,10 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/faults/{api}", put(set_faults).get(get_faults))
         .route("/admin/spreadsheets", post(create_spreadsheet))
-        .route("/admin/spreadsheets/{spreadsheet}/{sheet}", get(grid))
+        .route(
+            "/admin/spreadsheets/{spreadsheet}/{sheet}",
+            get(grid).put(edit_grid),
+        )
         .route("/admin/erp/{model}", get(records))
         .route("/admin/requests", get(requests))
         .route("/admin/reset", post(reset))
@@ -66,6 +69,36 @@ async fn grid(
         .and_then(|s| s.get(&sheet))
     {
         Some(grid) => Json(json!({"values": grid})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no sheet {sheet} in {spreadsheet}"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NewGrid {
+    values: Vec<Vec<serde_json::Value>>,
+}
+
+/// What a person does in the browser between two writes: sorts the rows,
+/// inserts or deletes some, edits cells. The sheet becomes `values`.
+async fn edit_grid(
+    State(app): State<AppState>,
+    Path((spreadsheet, sheet)): Path<(String, String)>,
+    Json(new): Json<NewGrid>,
+) -> Response {
+    let mut state = app.lock();
+    match state
+        .spreadsheets
+        .get_mut(&spreadsheet)
+        .and_then(|s| s.get_mut(&sheet))
+    {
+        Some(grid) => {
+            *grid = new.values;
+            StatusCode::NO_CONTENT.into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             format!("no sheet {sheet} in {spreadsheet}"),

@@ -69,6 +69,26 @@ impl Local {
         self.get(&format!("admin/requests?api={api}")).await
     }
 
+    /// Replaces a sheet's cells, as a person editing it would (sorting,
+    /// inserting or deleting rows).
+    pub async fn edit_grid(
+        &self,
+        spreadsheet: &str,
+        sheet: &str,
+        values: &[Vec<Value>],
+    ) -> Result<(), reqwest::Error> {
+        self.http
+            .put(format!(
+                "{}/admin/spreadsheets/{spreadsheet}/{sheet}",
+                self.base
+            ))
+            .json(&serde_json::json!({ "values": values }))
+            .send()
+            .await?
+            .error_for_status()
+            .map(drop)
+    }
+
     /// The cells of a sheet, row by row.
     pub async fn grid(
         &self,
