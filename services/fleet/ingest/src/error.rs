@@ -17,6 +17,14 @@ pub enum ApiError {
     /// (an unknown source answers as a wrong signature).
     #[error("{0}")]
     Refused(crate::signature::Refusal),
+    /// The token may not post this event.
+    #[error("{field}: {reason}")]
+    Forbidden {
+        /// Which field (`event_type`, `events[2].event_type`).
+        field: String,
+        /// Why.
+        reason: String,
+    },
     /// The body does not fit the contract.
     #[error("{field}: {reason}")]
     BadRequest {
@@ -75,6 +83,10 @@ impl ApiError {
                 field: format!("{prefix}.{field}"),
                 reason,
             },
+            Self::Forbidden { field, reason } => Self::Forbidden {
+                field: format!("{prefix}.{field}"),
+                reason,
+            },
             other => other,
         }
     }
@@ -117,6 +129,10 @@ impl IntoResponse for ApiError {
             }
             Self::TooLarge { field, reason } => body(
                 StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "error": reason, "field": field }),
+            ),
+            Self::Forbidden { field, reason } => body(
+                StatusCode::FORBIDDEN,
                 json!({ "error": reason, "field": field }),
             ),
             Self::BadRequest { field, reason } => body(

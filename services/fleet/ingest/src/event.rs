@@ -171,6 +171,20 @@ impl EventRouter {
         };
         let (contract, value) = event_record(&self.catalog, &input)
             .map_err(|mismatch| ApiError::bad_request(mismatch.path, mismatch.reason))?;
+        if contract
+            .spec()
+            .reserved_event_types
+            .contains(&incoming.event_type)
+        {
+            return Err(ApiError::Forbidden {
+                field: "event_type".into(),
+                reason: format!(
+                    "{} on {} is emitted by Sluice itself (the saga's outcome); no client may post it",
+                    incoming.event_type,
+                    contract.name()
+                ),
+            });
+        }
         Ok(Prepared {
             topic: self
                 .routes

@@ -189,3 +189,28 @@ async fn a_malformed_idempotency_key_is_400_naming_the_header() {
     }
     assert!(committed_messages(&topic.name).await.is_empty());
 }
+
+#[tokio::test]
+async fn outcome_events_only_sluice_emits_are_403_naming_the_event_type() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-reserved", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let mut confirmed = orders(1).remove(0);
+    confirmed["event_type"] = json!("OrderConfirmed");
+    confirmed["payload"] = json!({
+        "saga_id": "5b1e7f0c-2a51-4a89-9c43-7d0f3e1e9a10",
+        "erp_reference": "S00042"
+    });
+    let (status, body) = post(&base, "/v1/events", TOKEN, None, &confirmed).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["field"], "event_type", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("OrderConfirmed"),
+        "{body}"
+    );
+
+    let batch = json!({ "events": [orders(1)[0], confirmed] });
+    let (status, body) = post(&base, "/v1/events/batch", TOKEN, None, &batch).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["field"], "events[1].event_type", "{body}");
+    assert!(committed_messages(&topic.name).await.is_empty());
+}

@@ -34,6 +34,10 @@ pub struct TopicSpec {
     pub value_schema: String,
     /// What flows on the topic.
     pub doc: String,
+    /// Branches of the value's union that only Sluice emits (the saga's
+    /// outcomes): no client may post them through ingest.
+    #[serde(default)]
+    pub reserved_event_types: Vec<String>,
 }
 
 /// Kafka `cleanup.policy` of a topic.
@@ -162,6 +166,7 @@ impl Catalog {
                     file
                 }
             };
+            check_reserved(&spec, &value_schema.schema)?;
             topics.push(Topic { spec, value_schema });
         }
         check_shared_definitions(&topics)?;
@@ -184,6 +189,34 @@ impl Catalog {
         self.topics
             .iter()
             .find(|t| t.spec.value_schema == schema_file)
+    }
+}
+
+/// Each reserved event type names a record the value schema holds.
+fn check_reserved(spec: &TopicSpec, schema: &apache_avro::Schema) -> Result<(), ContractError> {
+    let json = serde_json::to_value(schema).unwrap_or_default();
+    for reserved in &spec.reserved_event_types {
+        if !names_record(&json, reserved) {
+            return Err(ContractError::InvalidSetting {
+                topic: spec.name.clone(),
+                setting: "reserved_event_types",
+                reason: format!("{reserved:?} is not a record of {}", spec.value_schema),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a record named `name` appears anywhere in a schema's JSON.
+fn names_record(json: &serde_json::Value, name: &str) -> bool {
+    match json {
+        serde_json::Value::Object(map) => {
+            (map.get("type").and_then(|t| t.as_str()) == Some("record")
+                && map.get("name").and_then(|n| n.as_str()) == Some(name))
+                || map.values().any(|value| names_record(value, name))
+        }
+        serde_json::Value::Array(items) => items.iter().any(|item| names_record(item, name)),
+        _ => false,
     }
 }
 
@@ -330,6 +363,18 @@ mod tests {
                 }
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_reserved_event_type_must_be_a_record_of_the_schema() {
+        let ok = topic("a.v1", "a.avsc") + "reserved_event_types = [\"A\"]\n";
+        assert!(parse(&ok, &[("a.avsc", RECORD)]).is_ok());
+        let bad = topic("a.v1", "a.avsc") + "reserved_event_types = [\"B\"]\n";
+        let err = parse(&bad, &[("a.avsc", RECORD)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "schemas/topics.toml: topic a.v1: reserved_event_types \"B\" is not a record of a.avsc"
         );
     }
 
