@@ -214,3 +214,63 @@ async fn outcome_events_only_sluice_emits_are_403_naming_the_event_type() {
     assert_eq!(body["field"], "events[1].event_type", "{body}");
     assert!(committed_messages(&topic.name).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_claim_is_completed_only_by_the_request_that_holds_it_and_keys_expire() {
+    let pool = PgPoolOptions::new()
+        .connect(&Stack::get().database_url)
+        .await
+        .unwrap();
+    let store = sluice_ingest::IdempotencyStore::new(
+        pool.clone(),
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(3600),
+    );
+    store.migrate().await.unwrap();
+    let key =
+        sluice_ingest::IdempotencyKey::parse([7; 32], unique_name("claim").as_bytes()).unwrap();
+    let body = b"request";
+    let sluice_ingest::Claim::New(slow) = store.claim(&key, body).await.unwrap() else {
+        panic!("a new key is not claimable")
+    };
+    let age = |seconds: i64| {
+        sqlx::query(
+            "UPDATE ingest_idempotency SET claimed_at = now() - make_interval(secs => $2) WHERE key = $1",
+        )
+        .bind(key.as_str())
+        .bind(seconds as f64)
+        .execute(&pool)
+    };
+    // The slow request's claim is abandoned; another takes the key over.
+    age(60).await.unwrap();
+    let sluice_ingest::Claim::New(fast) = store.claim(&key, body).await.unwrap() else {
+        panic!("an abandoned claim is not taken over")
+    };
+    assert!(
+        !store
+            .complete(&key, slow, 202, &json!({"by": "slow"}))
+            .await
+            .unwrap()
+    );
+    store.release(&key, slow).await.unwrap();
+    assert!(
+        store
+            .complete(&key, fast, 202, &json!({"by": "fast"}))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.claim(&key, body).await.unwrap(),
+        sluice_ingest::Claim::Replay {
+            status: 202,
+            body: json!({"by": "fast"})
+        }
+    );
+    // Past the key lifetime the answer is pruned and the key is new again.
+    age(7200).await.unwrap();
+    assert!(store.prune().await.unwrap() >= 1);
+    assert!(matches!(
+        store.claim(&key, body).await.unwrap(),
+        sluice_ingest::Claim::New(_)
+    ));
+}
