@@ -7,43 +7,22 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, order_placed};
+use common::{TOKEN, ingest_process, order_placed};
 use rdkafka::Message;
-use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::OrderEvent;
-use sluice_testkit::{
-    KillOnDrop, PostgresOutage, Stack, TestTopic, consume_exactly, eventually, free_port,
-};
+use sluice_testkit::{PostgresOutage, Stack, TestTopic, consume_exactly, eventually, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_started_before_postgres_waits_for_it() {
     let stack = Stack::get();
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-pg-away", 1).await;
-    let (api, health) = (free_port(), free_port());
+    let api = free_port();
     let outage = PostgresOutage::begin();
     let started = Instant::now();
-    let mut ingest = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ingest"))
-            .env_clear()
-            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
-            .env("SLUICE_DATABASE_URL", &stack.database_url)
-            .env(
-                "SLUICE_INGEST_TOKEN_SHA256",
-                hex::encode(Sha256::digest(TOKEN)),
-            )
-            .env("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}"))
-            .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{health}"))
-            .env("SLUICE_ROUTES", format!("orders={}", topic.name))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut ingest = ingest_process(api, &topic.name, &[]);
     // Beyond a connection attempt's 30 s timeout (sqlx's default), which
     // used to end it.
     while started.elapsed() < Duration::from_secs(35) {

@@ -6,41 +6,19 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{TOKEN, order_placed};
+use common::{TOKEN, ingest_process, order_placed};
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use sha2::{Digest, Sha256};
-use sluice_testkit::{
-    KillOnDrop, Stack, TestTopic, consume_exactly, eventually, free_port, trace_spans,
-};
+use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually, free_port, trace_spans};
 
 /// Runs ingest with `otel_env`, posts one event in a fresh trace, stops it
 /// with SIGTERM; returns the trace id and the event's `traceparent`.
 async fn one_traced_event(topic: &str, otel_env: (&str, String)) -> (String, String) {
-    let stack = Stack::get();
-    let (api, health) = (free_port(), free_port());
-    let mut ingest = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ingest"))
-            .env_clear()
-            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
-            .env("SLUICE_DATABASE_URL", &stack.database_url)
-            .env(
-                "SLUICE_INGEST_TOKEN_SHA256",
-                hex::encode(Sha256::digest(TOKEN)),
-            )
-            .env("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}"))
-            .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{health}"))
-            .env("SLUICE_ROUTES", format!("orders={topic}"))
-            .env(otel_env.0, otel_env.1)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let api = free_port();
+    let mut ingest = ingest_process(api, topic, &[otel_env]);
     let trace_id = format!("{:032x}", fastrand::u128(1..));
     let traceparent = format!("00-{trace_id}-{:016x}-01", fastrand::u64(1..));
     let client = reqwest::Client::new();

@@ -138,6 +138,34 @@ pub async fn serve_limited(
     format!("http://{address}")
 }
 
+/// The built ingest binary, as a process: on the stack, accepting [`TOKEN`],
+/// routing orders to `topic`, its API on `api` and health on another port;
+/// `env` added.
+pub fn ingest_process(api: u16, topic: &str, env: &[(&str, String)]) -> sluice_testkit::KillOnDrop {
+    let stack = Stack::get();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .env_clear()
+        .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+        .env("SLUICE_DATABASE_URL", &stack.database_url)
+        .env(
+            "SLUICE_INGEST_TOKEN_SHA256",
+            hex::encode(Sha256::digest(TOKEN)),
+        )
+        .env("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}"))
+        .env(
+            "SLUICE_HTTP_LISTEN",
+            format!("127.0.0.1:{}", sluice_testkit::free_port()),
+        )
+        .env("SLUICE_ROUTES", format!("orders={topic}"))
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting the ingest binary");
+    sluice_testkit::KillOnDrop(child)
+}
+
 pub async fn idempotency() -> IdempotencyStore {
     let pool = PgPoolOptions::new()
         .max_connections(2)
