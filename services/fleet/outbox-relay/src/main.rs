@@ -60,6 +60,15 @@ struct Cli {
     publication: String,
     #[command(flatten)]
     routes: RouteArgs,
+    /// Topics an addressed row may name besides those of topics.toml and
+    /// the routes, comma separated; a row naming any other is dead-lettered.
+    #[arg(
+        id = "allow-topic",
+        long = "allow-topic",
+        env = "SLUICE_OUTBOX_ALLOW_TOPICS",
+        value_delimiter = ','
+    )]
+    allow_topics: Vec<String>,
     /// Where rows that do not fit their contract go.
     #[arg(
         id = "dlq-topic",
@@ -126,6 +135,7 @@ async fn main() -> Result<()> {
         },
         catalog: Catalog::embedded()?,
         routes: cli.routes.by_aggregate_type(),
+        allowed_topics: cli.allow_topics.into_iter().collect(),
         codec: AvroCodec::new(registry),
         dead_letters: DeadLetterPublisher::new(
             producer.clone(),

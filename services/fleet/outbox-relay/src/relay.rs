@@ -7,7 +7,7 @@
 //! rows after the last confirmed LSN can arrive twice (downstream
 //! deduplicates on the event id).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -132,6 +132,9 @@ pub struct Relay {
     pub catalog: Catalog,
     /// Topic of an aggregate type, when not `<type>.events.v1`.
     pub routes: HashMap<String, String>,
+    /// Topics an addressed row may name besides those of the catalog and
+    /// the routes (a deployment's renamed topics).
+    pub allowed_topics: HashSet<String>,
     /// Avro through the registry.
     pub codec: AvroCodec,
     /// acks=all, idempotent.
@@ -393,6 +396,11 @@ impl Relay {
         let mut records = Vec::with_capacity(rows.len());
         for pending in rows {
             let rejected = match &pending.row {
+                Ok(OutboxMessage::Addressed(row)) if !self.may_address(&row.topic) => format!(
+                    "topic {:?} is not in topics.toml, not routed and not allowed (--allow-topic): \
+                     an addressed row may only name the deployment's own topics",
+                    row.topic
+                ),
                 Ok(OutboxMessage::Addressed(row)) => {
                     records.push(Record {
                         topic: row.topic.clone(),
@@ -435,6 +443,15 @@ impl Relay {
             self.dead_letter(pending, rejected, commit.end_lsn).await?;
         }
         Ok(records)
+    }
+
+    /// Whether an addressed row may go to `topic`: one of the deployment's
+    /// own, so a row written by anyone with INSERT on the outbox cannot
+    /// reach another team's topic or Kafka's internal ones.
+    fn may_address(&self, topic: &str) -> bool {
+        self.catalog.topic(topic).is_some()
+            || self.routes.values().any(|routed| routed == topic)
+            || self.allowed_topics.contains(topic)
     }
 
     async fn dead_letter(

@@ -317,3 +317,53 @@ async fn streaming(pool: &PgPool, slot: &str) {
     })
     .await;
 }
+
+/// An addressed row may only name the deployment's own topics: one naming
+/// any other (another team's, Kafka's internal ones) is dead-lettered with
+/// the reason, and the rows after it flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_addressed_row_naming_an_undeclared_topic_is_dead_lettered() {
+    let pool = pool(2).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-addressed", 1).await;
+    let elsewhere = TestTopic::create("relay-not-ours", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-addressed-dlq", 1).await;
+    let table = unique_name("relay_addressed").replace('-', "_");
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id uuid PRIMARY KEY, topic text NOT NULL, \
+         message_key text NOT NULL, value bytea NOT NULL, headers jsonb)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut addressed = relay(pool.clone(), &table, &topic.name, &dlq.name);
+    addressed.source.format = OutboxFormat::Addressed;
+    addressed.source.message_prefix = None;
+    let (stop, running) = start(addressed);
+    streaming(&pool, &format!("{table}_slot")).await;
+    for target in [&elsewhere.name, &topic.name] {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (id, topic, message_key, value) \
+             VALUES (gen_random_uuid(), $1, 'k', 'bytes'::bytea)"
+        )))
+        .bind(target)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    consume_exactly(&topic.name, 1, WAIT).await;
+    let letters = consume_exactly(&dlq.name, 1, WAIT).await;
+    let letter: DeadLetter = AvroCodec::new(Stack::get().registry_settings())
+        .decode(letters[0].payload().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        letter.error_message.contains(&elsewhere.name)
+            && letter.error_message.contains("not in topics.toml"),
+        "{}",
+        letter.error_message
+    );
+    assert_eq!(message_count(&elsewhere.name), 0);
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &table).await;
+}

@@ -66,6 +66,7 @@ pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
         },
         catalog: Catalog::embedded().unwrap(),
         routes: HashMap::from([("orders".to_owned(), topic.to_owned())]),
+        allowed_topics: Default::default(),
         codec: AvroCodec::new(stack.registry_settings()),
         producer: producer(),
         dead_letters: DeadLetterPublisher::new(

@@ -265,7 +265,20 @@ impl Fleet {
                 "--dlq-topic",
                 &self.topics.dlq_relay,
             ],
-            &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
+            &[
+                ("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port())),
+                // The fleet's topics carry test names, not topics.toml's.
+                (
+                    "SLUICE_OUTBOX_ALLOW_TOPICS",
+                    [
+                        &self.topics.orders,
+                        &self.topics.erp_commands,
+                        &self.topics.sheet_rows,
+                    ]
+                    .map(String::as_str)
+                    .join(","),
+                ),
+            ],
         )
     }
 
