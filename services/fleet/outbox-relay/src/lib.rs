@@ -11,6 +11,6 @@ mod relay;
 mod row;
 
 pub use delivery::{DeliveryError, LSN_HEADER};
-pub use metrics::{COMMIT_TO_ACK, RELAYED, SLOT_LAG, STREAMING};
+pub use metrics::{COMMIT_TO_ACK, RELAYED, SLOT_LAG, SLOT_LOST, STREAMING};
 pub use relay::{MESSAGE_PREFIX, OutboxSource, Relay, RelayError, ReplicationConnection};
 pub use row::{AddressedRow, OutboxFormat, OutboxMessage, OutboxRow};

@@ -58,6 +58,15 @@ struct Cli {
         default_value = "sluice_outbox"
     )]
     publication: String,
+    /// Create the replication slot anew although its publication shows the
+    /// relay streamed before: only once what a lost slot skipped has been
+    /// recovered (see docs/OPERATIONS.md).
+    #[arg(
+        id = "recreate-lost-slot",
+        long = "recreate-lost-slot",
+        env = "SLUICE_OUTBOX_RECREATE_LOST_SLOT"
+    )]
+    recreate_lost_slot: bool,
     #[command(flatten)]
     routes: RouteArgs,
     /// Topics an addressed row may name besides those of topics.toml and
@@ -129,6 +138,7 @@ async fn main() -> Result<()> {
             format: cli.format,
             slot: cli.slot,
             publication: cli.publication,
+            recreate_lost_slot: cli.recreate_lost_slot,
             message_prefix: cli
                 .message_prefix
                 .or_else(|| cli.format.default_message_prefix().map(str::to_owned)),

@@ -12,6 +12,9 @@ pub const SLOT_LAG: &str = "sluice_outbox_slot_lag_bytes";
 /// Gauge: 1 while this replica holds the slot and streams, 0 on standby.
 pub const STREAMING: &str = "sluice_outbox_streaming";
 
+/// Gauge: 1 while the relay does not stream because its slot was lost.
+pub const SLOT_LOST: &str = "sluice_outbox_slot_lost";
+
 /// Registers descriptions with the installed recorder, once per process.
 pub(crate) fn describe_once() {
     static DESCRIBED: std::sync::Once = std::sync::Once::new();
@@ -30,6 +33,10 @@ pub(crate) fn describe_once() {
             SLOT_LAG,
             metrics::Unit::Bytes,
             "WAL retained by the replication slot past its confirmed flush position."
+        );
+        metrics::describe_gauge!(
+            SLOT_LOST,
+            "1 while the relay does not stream because its replication slot is gone (see the log)."
         );
         metrics::describe_gauge!(
             STREAMING,

@@ -38,6 +38,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a standby replica asks for the slot.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// How often a relay whose slot was lost looks whether it was recreated.
+const LOST_SLOT_POLL: Duration = Duration::from_secs(10);
 /// Events handed to the producer but not yet acknowledged, at most (one
 /// transaction larger than this is still sent whole).
 const MAX_ROWS_IN_FLIGHT: usize = 20_000;
@@ -65,6 +67,22 @@ pub enum RelayError {
     /// The slot's position is not an LSN.
     #[error("slot position {0:?} is not an LSN")]
     Lsn(String),
+    /// The publication is there but the slot is gone: a failover to a
+    /// server without it, or someone dropped it. What was committed since
+    /// its last confirmed position was never relayed, and a new slot would
+    /// start after it.
+    #[error(
+        "replication slot {slot} is gone while publication {publication} exists: the relay streamed \
+         before, and a new slot would skip what was committed since (a failover, a manual drop). \
+         Recover those rows (they are still in the outbox table), then start the relay with \
+         --recreate-lost-slot"
+    )]
+    SlotLost {
+        /// The slot.
+        slot: String,
+        /// Its publication.
+        publication: String,
+    },
 }
 
 /// Where the outbox is and how it is streamed.
@@ -73,6 +91,9 @@ pub struct OutboxSource {
     /// The replication connection (host, user, password, database); slot
     /// and publication are set from the fields below.
     pub connection: ReplicationConnection,
+    /// Create the slot anew even when its publication shows the relay
+    /// streamed before (the operator recovered what a lost slot skipped).
+    pub recreate_lost_slot: bool,
     /// Outbox table: `name` in the public schema, or `schema.name`.
     pub table: String,
     /// What the table holds.
@@ -179,6 +200,12 @@ impl Relay {
                 .map(|row| row.get("lsn"));
         let position = match position {
             Some(lsn) => lsn,
+            None if exists.is_some() && !self.source.recreate_lost_slot => {
+                return Err(RelayError::SlotLost {
+                    slot: self.source.slot.clone(),
+                    publication: publication.clone(),
+                });
+            }
             None => {
                 let created: String = sqlx::query("SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')")
                     .bind(&self.source.slot)
@@ -209,6 +236,7 @@ impl Relay {
         let mut lag = std::pin::pin!(lag);
         let mut backoff = INITIAL_BACKOFF;
         let mut standing_by = false;
+        let mut lost = false;
         loop {
             let result = tokio::select! {
                 () = &mut shutdown => return Ok(()),
@@ -218,6 +246,17 @@ impl Relay {
             streaming.set(0.0);
             let pause = match result {
                 Ok(()) => return Ok(()),
+                Err(err @ RelayError::SlotLost { .. }) => {
+                    // Stopped, visibly, until someone recreates the slot or
+                    // restarts the relay told to start over.
+                    if !lost {
+                        metrics::gauge!(names::SLOT_LOST, "slot" => self.source.slot.clone())
+                            .set(1.0);
+                        tracing::error!(error = %err, "not streaming");
+                        lost = true;
+                    }
+                    LOST_SLOT_POLL
+                }
                 Err(err) if err.slot_in_use() => {
                     if !standing_by {
                         tracing::info!(

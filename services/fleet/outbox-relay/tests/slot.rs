@@ -123,3 +123,43 @@ async fn an_idle_outbox_on_a_busy_database_does_not_hold_wal() {
     running.await.unwrap();
     drop_slot(&pool, &table).await;
 }
+
+/// A relay that streamed before (its publication is there) and finds its
+/// slot gone, after a failover or a manual drop, does not make a new slot
+/// that would start after what was lost: it refuses, naming the slot and
+/// what to do, until it is told to start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slot_is_not_silently_recreated() {
+    let pool = pool(2).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-lost-slot", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-lost-slot-dlq", 1).await;
+    let table = outbox_table(&pool, "relay_lost").await;
+    relay(pool.clone(), &table, &topic.name, &dlq.name)
+        .prepare()
+        .await
+        .unwrap();
+    drop_slot(&pool, &table).await;
+
+    let err = relay(pool.clone(), &table, &topic.name, &dlq.name)
+        .prepare()
+        .await
+        .unwrap_err();
+    let slot = format!("{table}_slot");
+    assert!(
+        matches!(&err, sluice_outbox_relay::RelayError::SlotLost { slot: lost, .. } if *lost == slot),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--recreate-lost-slot"), "{err}");
+    let slots: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(&slot)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(slots, 0, "a new slot was made");
+
+    let mut told = relay(pool.clone(), &table, &topic.name, &dlq.name);
+    told.source.recreate_lost_slot = true;
+    told.prepare().await.unwrap();
+    drop_slot(&pool, &table).await;
+}

@@ -60,6 +60,7 @@ pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
             format: OutboxFormat::Events,
             slot: format!("{table}_slot"),
             publication: format!("{table}_pub"),
+            recreate_lost_slot: false,
             // Every relay on the database sees every message: tests running
             // side by side each own a prefix.
             message_prefix: Some(message_prefix(table)),
