@@ -236,7 +236,8 @@ impl Relay {
         let mut lag = std::pin::pin!(lag);
         let mut backoff = INITIAL_BACKOFF;
         let mut standing_by = false;
-        let mut lost = false;
+        let (mut lost, mut suspected) = (false, false);
+        let lost_gauge = metrics::gauge!(names::SLOT_LOST, "slot" => self.source.slot.clone());
         loop {
             let result = tokio::select! {
                 () = &mut shutdown => return Ok(()),
@@ -244,14 +245,25 @@ impl Relay {
                 result = self.stream(standing_by) => result,
             };
             streaming.set(0.0);
+            if !matches!(result, Err(RelayError::SlotLost { .. })) {
+                // It streamed (or the slot is back and something else
+                // failed): the loss, if any, is over.
+                lost_gauge.set(0.0);
+                (lost, suspected) = (false, false);
+            }
             let pause = match result {
                 Ok(()) => return Ok(()),
+                // Seen once, it may be the saga orchestrator between making
+                // the outbox's publication and its slot: look again soon.
+                Err(RelayError::SlotLost { .. }) if !lost && !suspected => {
+                    suspected = true;
+                    STANDBY_POLL * 2
+                }
                 Err(err @ RelayError::SlotLost { .. }) => {
                     // Stopped, visibly, until someone recreates the slot or
                     // restarts the relay told to start over.
                     if !lost {
-                        metrics::gauge!(names::SLOT_LOST, "slot" => self.source.slot.clone())
-                            .set(1.0);
+                        lost_gauge.set(1.0);
                         tracing::error!(error = %err, "not streaming");
                         lost = true;
                     }
@@ -293,6 +305,7 @@ impl Relay {
         let mut client = ReplicationClient::connect(self.replication_config(start)).await?;
         client.wait_started().await?;
         metrics::gauge!(names::STREAMING, "slot" => self.source.slot.clone()).set(1.0);
+        metrics::gauge!(names::SLOT_LOST, "slot" => self.source.slot.clone()).set(0.0);
         if after_standby {
             tracing::info!(slot = self.source.slot, %start, "took over the slot from the replica that held it");
         } else {

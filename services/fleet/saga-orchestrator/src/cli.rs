@@ -134,6 +134,10 @@ pub struct RunArgs {
     /// (created here when missing, so no row precedes it).
     #[arg(long, env = "SLUICE_SAGA_OUTBOX_SLOT", default_value = "sluice_saga_outbox", value_parser = sql_identifier)]
     pub outbox_slot: String,
+    /// Make the outbox's slot anew although its publication shows it
+    /// existed: only once the rows a lost slot skipped were sent again.
+    #[arg(long, env = "SLUICE_SAGA_RECREATE_LOST_SLOT")]
+    pub recreate_lost_slot: bool,
     /// Publication of the orchestrator's outbox table.
     #[arg(long, env = "SLUICE_SAGA_OUTBOX_PUBLICATION", default_value = "sluice_saga_outbox", value_parser = sql_identifier)]
     pub outbox_publication: String,

@@ -47,7 +47,13 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
     let postgres = Arc::new(PostgresReadiness::new(sagas.pool().clone()));
     let service = Service::start(&args.consumer, vec![postgres]).await?;
     let what = "preparing the sagas' tables and the outbox's slot";
-    let prepare = || sagas.prepare(&args.outbox_publication, &args.outbox_slot);
+    let prepare = || {
+        sagas.prepare(
+            &args.outbox_publication,
+            &args.outbox_slot,
+            args.recreate_lost_slot,
+        )
+    };
     let runtime = service.runtime();
     let prepared = runtime.prepare(what, StoreError::is_transient, prepare);
     if prepared.await.context(what)?.is_none() {

@@ -45,6 +45,20 @@ pub enum StoreError {
         /// The codec's error.
         source: CodecError,
     },
+    /// The outbox's publication is there but its slot is gone (a failover,
+    /// a manual drop): a new slot would start after the rows written since
+    /// the lost one's position, and outbox-relay would never send them.
+    #[error(
+        "the outbox's replication slot {slot} is gone while publication {publication} exists: a new \
+         slot would skip the saga.outbox rows written since (a failover, a manual drop). Send those \
+         rows again (they are in saga.outbox), then start with --recreate-lost-slot"
+    )]
+    SlotLost {
+        /// The slot.
+        slot: String,
+        /// Its publication.
+        publication: String,
+    },
     /// A reply names a saga this orchestrator never started.
     #[error("no saga {0}")]
     UnknownSaga(Uuid),
@@ -180,10 +194,17 @@ impl Sagas {
     }
 
     /// Everything before the first saga: the tables, then the outbox's
-    /// publication and slot.
-    pub async fn prepare(&self, publication: &str, slot: &str) -> Result<(), StoreError> {
+    /// publication and slot (a lost slot is made anew only when
+    /// `recreate_lost_slot`).
+    pub async fn prepare(
+        &self,
+        publication: &str,
+        slot: &str,
+        recreate_lost_slot: bool,
+    ) -> Result<(), StoreError> {
         self.migrate().await?;
-        self.ensure_slot(publication, slot).await
+        self.ensure_slot(publication, slot, recreate_lost_slot)
+            .await
     }
 
     /// The pool (for readiness).
@@ -194,14 +215,21 @@ impl Sagas {
     /// Creates the publication of the outbox and its logical replication
     /// slot when missing, before anything is written: rows committed before
     /// a slot exists are never streamed from it, so the relay must not be
-    /// the first to create it.
-    pub async fn ensure_slot(&self, publication: &str, slot: &str) -> Result<(), StoreError> {
-        let exists = sqlx::query("SELECT 1 FROM pg_publication WHERE pubname = $1")
+    /// the first to create it. A publication without its slot means the
+    /// slot was lost: refused unless `recreate_lost_slot`.
+    pub async fn ensure_slot(
+        &self,
+        publication: &str,
+        slot: &str,
+        recreate_lost_slot: bool,
+    ) -> Result<(), StoreError> {
+        let published = sqlx::query("SELECT 1 FROM pg_publication WHERE pubname = $1")
             .bind(publication)
             .fetch_optional(&self.pool)
             .await
-            .map_err(failed("looking up the outbox publication"))?;
-        if exists.is_none() {
+            .map_err(failed("looking up the outbox publication"))?
+            .is_some();
+        if !published {
             // The name is a checked identifier (configuration), not input.
             let ddl = format!("CREATE PUBLICATION {publication} FOR TABLE saga.outbox");
             ignore_duplicate(
@@ -216,6 +244,12 @@ impl Sagas {
             .fetch_optional(&self.pool)
             .await
             .map_err(failed("looking up the outbox slot"))?;
+        if exists.is_none() && published && !recreate_lost_slot {
+            return Err(StoreError::SlotLost {
+                slot: slot.to_owned(),
+                publication: publication.to_owned(),
+            });
+        }
         if exists.is_none() {
             let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
                 .bind(slot)
