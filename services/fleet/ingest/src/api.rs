@@ -87,9 +87,12 @@ async fn accept_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    submit(&state, &headers, &body, Submission::One)
-        .instrument(request_span("/v1/events", &headers))
-        .await
+    let span = request_span("/v1/events", &headers);
+    detached(
+        async move { submit(&state, &headers, &body, Submission::One).await },
+        span,
+    )
+    .await
 }
 
 async fn accept_batch(
@@ -97,9 +100,36 @@ async fn accept_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    submit(&state, &headers, &body, Submission::Batch)
-        .instrument(request_span("/v1/events/batch", &headers))
-        .await
+    let span = request_span("/v1/events/batch", &headers);
+    detached(
+        async move { submit(&state, &headers, &body, Submission::Batch).await },
+        span,
+    )
+    .await
+}
+
+/// Handles a request to its end even when its client goes away: hyper
+/// drops a request's future when the connection closes, and dropped midway
+/// it would leave a Kafka transaction open (holding read_committed readers
+/// back until it times out), a batch producer out of the pool for good, and
+/// an Idempotency-Key claim pending.
+async fn detached(
+    handling: impl std::future::Future<Output = Response> + Send + 'static,
+    span: tracing::Span,
+) -> Response {
+    match tokio::spawn(handling.instrument(span)).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "handling a request panicked");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({
+                    "error": "internal error; the outcome is unknown: retry with the same Idempotency-Key"
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The span of one request, in the trace its client sent (`traceparent`)
@@ -119,9 +149,11 @@ async fn accept_webhook(
     body: Bytes,
 ) -> Response {
     let span = request_span("/v1/webhooks/{source}", &headers);
-    webhook(&state, &source, &headers, &body)
-        .instrument(span)
-        .await
+    detached(
+        async move { webhook(&state, &source, &headers, &body).await },
+        span,
+    )
+    .await
 }
 
 /// Verifies a delivery, then answers it once: a delivery that comes again

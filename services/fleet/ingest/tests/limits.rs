@@ -156,3 +156,53 @@ async fn a_token_beyond_its_budget_gets_429_and_another_token_does_not() {
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(post(OTHER_TOKEN).await.unwrap().status().as_u16(), 202);
 }
+
+#[tokio::test]
+async fn clients_that_hang_up_mid_batch_neither_leak_producers_nor_half_write() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-hang-up", 1).await;
+    let limits = Limits {
+        transactions: 1,
+        ..Limits::default()
+    };
+    let base = serve(&topic.name, limits).await;
+    let batch = |n: usize| {
+        let events: Vec<serde_json::Value> = (0..2)
+            .map(|i| {
+                let mut event = order_placed();
+                event.as_object_mut().unwrap().remove("event_id");
+                event["aggregate_id"] = serde_json::json!(format!("order-{n}-{i}"));
+                event
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap()
+    };
+    // Each sends its batch whole and hangs up without waiting for the answer.
+    for n in 0..6 {
+        let body = batch(n);
+        let mut stream = TcpStream::connect(address(&base)).await.unwrap();
+        let head = format!(
+            "POST /v1/events/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        drop(stream);
+    }
+    // The pool's one producer is still there for the next client.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/events/batch"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(batch(99))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let committed = sluice_testkit::committed_messages(&topic.name).await.len();
+    assert!(
+        committed % 2 == 0 && committed >= 2,
+        "{committed} events committed: a batch was half written"
+    );
+}

@@ -65,6 +65,8 @@ pub struct Limits {
     pub server: ServerLimits,
     /// Each token's requests per second (a burst of twice that).
     pub per_token_per_second: f64,
+    /// Batches in their own Kafka transaction at once.
+    pub transactions: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +81,7 @@ impl Default for Limits {
                 max_in_flight: 64,
             },
             per_token_per_second: 10_000.0,
+            transactions: 2,
         }
     }
 }
@@ -114,7 +117,13 @@ pub async fn serve_limited(
                 .collect(),
         ),
         codec: AvroCodec::new(Stack::get().registry_settings()),
-        publisher: Publisher::new(&kafka, &unique_name("ingest-test"), 2, ack_timeout).unwrap(),
+        publisher: Publisher::new(
+            &kafka,
+            &unique_name("ingest-test"),
+            limits.transactions,
+            ack_timeout,
+        )
+        .unwrap(),
         idempotency: idempotency().await,
         webhooks,
         per_token: RateLimiter::new(
