@@ -182,9 +182,10 @@ async fn the_limiter_holds_the_request_rate() {
         "limiter at {RATE}/s, burst 1: {} requests, {:.2}/s achieved, busiest second {}",
         pace.requests, pace.per_second, pace.busiest_second
     );
-    // In any second, at most the bucket (1) plus a second's refill.
+    // In any second, at most the bucket (1) plus a second's refill (and
+    // what delivery jitter moves into it).
     assert!(
-        pace.busiest_second <= 21,
+        pace.busiest_second <= sluice_testkit::most_in_a_second(1, RATE),
         "busiest second: {} requests",
         pace.busiest_second
     );
