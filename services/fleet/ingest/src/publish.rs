@@ -361,17 +361,19 @@ impl TopicLimits {
     }
 
     /// The largest record `topic` takes; the producer's limit when the
-    /// broker cannot say (the send then finds out).
+    /// broker cannot say (the send then finds out). Either answer is kept
+    /// for a while: a broker that does not answer would otherwise cost
+    /// every request the admin timeout.
     async fn max_message_bytes(&self, topic: &str) -> usize {
         if let Some((read_at, limit)) = self.known.lock().await.get(topic)
             && read_at.elapsed() < LIMIT_TTL
         {
             return *limit;
         }
-        let Some(limit) = self.read(topic).await else {
-            return self.producer_limit;
-        };
-        let limit = limit.min(self.producer_limit);
+        let limit = self
+            .read(topic)
+            .await
+            .map_or(self.producer_limit, |limit| limit.min(self.producer_limit));
         self.known
             .lock()
             .await
