@@ -45,9 +45,10 @@ async fn main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
+    let database_url = cli.database.url()?;
     let pool = PgPoolOptions::new()
         .max_connections(cli.database.max_connections)
-        .connect_lazy(cli.database.url.expose_secret())
+        .connect_lazy(database_url.expose_secret())
         .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(&kafka, cli.ingest.ack_timeout())?),

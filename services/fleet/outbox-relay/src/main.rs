@@ -111,13 +111,14 @@ async fn main() -> Result<()> {
     }
     identifier("outbox-slot", &cli.slot)?;
     identifier("outbox-publication", &cli.publication)?;
-    let connection = ReplicationConnection::from_url(cli.database.url.expose_secret())
+    let database_url = cli.database.url()?;
+    let connection = ReplicationConnection::from_url(database_url.expose_secret())
         .map_err(|reason| anyhow::anyhow!("database-url: {reason}"))?;
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
     let pool = PgPoolOptions::new()
         .max_connections(cli.database.max_connections)
-        .connect_lazy(cli.database.url.expose_secret())
+        .connect_lazy(database_url.expose_secret())
         .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
-use sluice_config::{parse_secret, sql_identifier};
+use sluice_config::{DatabaseUrlArgs, sql_identifier};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs};
 
 use crate::engine::Phase;
@@ -36,9 +35,9 @@ pub struct Cli {
     #[command(subcommand)]
     /// What to do.
     pub command: Command,
-    /// Postgres URL (a secret: it holds the password).
-    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true, value_parser = parse_secret, global = true)]
-    pub database_url: Option<SecretString>,
+    /// Postgres, where the sagas live.
+    #[command(flatten)]
+    pub database: DatabaseUrlArgs,
 }
 
 /// The subcommands.

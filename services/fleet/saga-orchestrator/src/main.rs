@@ -17,9 +17,7 @@ use sluice_service::{Service, Tuning};
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
-    let url = cli
-        .database_url
-        .context("database-url: set it, or SLUICE_DATABASE_URL")?;
+    let url = cli.database.required()?;
     match cli.command {
         Command::Run(args) => run(&url, *args).await?,
         Command::List {

@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, registry_settings};
-use sluice_config::{KafkaArgs, RegistryArgs, parse_secret};
+use sluice_config::{DatabaseUrlArgs, KafkaArgs, RegistryArgs};
 use sluice_kafka::{KafkaConfig, idempotent_producer};
 use sluice_resilience::{LimiterConfig, RateLimiter};
 use uuid::Uuid;
@@ -48,16 +48,9 @@ struct Cli {
     /// Print a table (for people) or JSON, one object per line (for scripts).
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
-    /// Postgres URL of the replay log (needed by replay and history).
-    #[arg(
-        id = "database-url",
-        long = "database-url",
-        env = "SLUICE_DATABASE_URL",
-        hide_env_values = true,
-        value_parser = parse_secret,
-        global = true
-    )]
-    database_url: Option<SecretString>,
+    /// Postgres of the replay log (needed by replay and history).
+    #[command(flatten)]
+    database: DatabaseUrlArgs,
     /// Seconds Kafka may take to answer.
     #[arg(long, default_value_t = 30, global = true)]
     timeout_secs: u64,
@@ -185,7 +178,7 @@ async fn run(cli: Cli) -> Result<Finished> {
         codec: AvroCodec::new(registry),
         output: cli.output,
     };
-    let database = cli.database_url.clone();
+    let database = cli.database.resolve()?;
     match cli.command {
         Command::List { filters, limit } => {
             let mut letters = select(&context.scanner, &filters, &[]).await?;
@@ -356,7 +349,7 @@ async fn decode_value(codec: &AvroCodec, letter: &Letter) -> Result<serde_json::
 }
 
 fn need_database(url: Option<SecretString>) -> Result<SecretString> {
-    url.context("the replay log needs Postgres: set SLUICE_DATABASE_URL or --database-url")
+    url.context("the replay log needs Postgres: set SLUICE_DATABASE_URL or --database-url-file")
 }
 
 /// The replay's selection as the operator gave it, for the log.

@@ -9,12 +9,52 @@ use crate::secret::{SecretArgs, parse_secret};
 
 /// librdkafka properties that hold secrets: they come from their own
 /// environment variables or files, never from `--kafka-property`, which
-/// shows in process listings.
-const SECRET_PROPERTIES: [&str; 4] = [
-    "sasl.password",
-    "ssl.key.password",
-    "ssl.keystore.password",
-    "sasl.oauthbearer.client.secret",
+/// shows in process listings. Each with the setting that gives it.
+const SECRET_PROPERTIES: [(&str, &str); 4] = [
+    ("sasl.password", "kafka-sasl-password"),
+    ("ssl.key.password", "kafka-ssl-key-password"),
+    ("ssl.keystore.password", "kafka-ssl-keystore-password"),
+    (
+        "sasl.oauthbearer.client.secret",
+        "kafka-oauthbearer-client-secret",
+    ),
+];
+
+/// Properties whose only safe values are the ones Sluice sets (or none):
+/// each service's guarantee that nothing accepted is lost or applied twice
+/// rests on them, so a `--kafka-property` that weakens one is refused
+/// rather than taken. The value allowed, if any, and why.
+const SAFETY_PROPERTIES: [(&str, &[&str], &str); 6] = [
+    (
+        "acks",
+        &["all", "-1"],
+        "producers wait for every in-sync replica",
+    ),
+    (
+        "request.required.acks",
+        &["all", "-1"],
+        "producers wait for every in-sync replica",
+    ),
+    (
+        "enable.idempotence",
+        &["true"],
+        "a retried send must not write twice",
+    ),
+    (
+        "isolation.level",
+        &["read_committed"],
+        "records of aborted transactions must not be acted on",
+    ),
+    (
+        "enable.auto.commit",
+        &[],
+        "consumers commit only what they have handled, when they have handled it",
+    ),
+    (
+        "enable.auto.offset.store",
+        &[],
+        "consumers commit only what they have handled, when they have handled it",
+    ),
 ];
 
 /// Kafka client properties from the settings, secrets kept apart.
@@ -64,6 +104,49 @@ pub struct KafkaArgs {
         value_name = "FILE"
     )]
     pub sasl_password_file: Option<PathBuf>,
+
+    /// Password of the client's TLS private key, ssl.key.password (from the
+    /// environment; see also --kafka-ssl-key-password-file).
+    #[arg(id = "kafka-ssl-key-password", long = "kafka-ssl-key-password", env = "SLUICE_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    pub ssl_key_password: Option<SecretString>,
+
+    /// File holding ssl.key.password.
+    #[arg(
+        id = "kafka-ssl-key-password-file",
+        long = "kafka-ssl-key-password-file",
+        env = "SLUICE_KAFKA_SSL_KEY_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub ssl_key_password_file: Option<PathBuf>,
+
+    /// Password of the client's PKCS#12 keystore, ssl.keystore.password
+    /// (from the environment; see also --kafka-ssl-keystore-password-file).
+    #[arg(id = "kafka-ssl-keystore-password", long = "kafka-ssl-keystore-password", env = "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    pub ssl_keystore_password: Option<SecretString>,
+
+    /// File holding ssl.keystore.password.
+    #[arg(
+        id = "kafka-ssl-keystore-password-file",
+        long = "kafka-ssl-keystore-password-file",
+        env = "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub ssl_keystore_password_file: Option<PathBuf>,
+
+    /// OIDC client secret for SASL/OAUTHBEARER with
+    /// sasl.oauthbearer.method=oidc, sasl.oauthbearer.client.secret (from
+    /// the environment; see also --kafka-oauthbearer-client-secret-file).
+    #[arg(id = "kafka-oauthbearer-client-secret", long = "kafka-oauthbearer-client-secret", env = "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub oauthbearer_client_secret: Option<SecretString>,
+
+    /// File holding sasl.oauthbearer.client.secret.
+    #[arg(
+        id = "kafka-oauthbearer-client-secret-file",
+        long = "kafka-oauthbearer-client-secret-file",
+        env = "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub oauthbearer_client_secret_file: Option<PathBuf>,
 }
 
 impl KafkaArgs {
@@ -76,35 +159,70 @@ impl KafkaArgs {
                 reason: "is empty".into(),
             });
         }
-        if let Some((key, _)) = self
-            .properties
-            .iter()
-            .find(|(key, _)| SECRET_PROPERTIES.contains(&key.as_str()))
-        {
-            return Err(ConfigError::Invalid {
-                setting: "kafka-property",
-                reason: format!(
-                    "{key} is a secret: give it with SLUICE_KAFKA_SASL_PASSWORD or --kafka-sasl-password-file, \
-                     not on the command line"
-                ),
-            });
+        for (key, value) in &self.properties {
+            refuse(key, value)?;
         }
         let mut plain = self.properties.clone();
         if let Some(user) = &self.sasl_username {
             plain.push(("sasl.username".into(), user.clone()));
         }
-        let password = SecretArgs {
-            value: self.sasl_password.clone(),
-            file: self.sasl_password_file.clone(),
+        let mut secret = Vec::new();
+        for ((property, setting), given) in SECRET_PROPERTIES.into_iter().zip(self.secrets()) {
+            if let Some(value) = given.resolve(setting)? {
+                secret.push((property.to_owned(), value));
+            }
         }
-        .resolve("kafka-sasl-password")?;
-        let secrets = password
-            .map(|p| vec![("sasl.password".to_owned(), p)])
-            .unwrap_or_default();
-        Ok(KafkaProperties {
-            plain,
-            secret: secrets,
-        })
+        Ok(KafkaProperties { plain, secret })
+    }
+
+    /// The secrets as given, in the order of [`SECRET_PROPERTIES`].
+    fn secrets(&self) -> [SecretArgs; 4] {
+        let given = |value: &Option<SecretString>, file: &Option<PathBuf>| SecretArgs {
+            value: value.clone(),
+            file: file.clone(),
+        };
+        [
+            given(&self.sasl_password, &self.sasl_password_file),
+            given(&self.ssl_key_password, &self.ssl_key_password_file),
+            given(
+                &self.ssl_keystore_password,
+                &self.ssl_keystore_password_file,
+            ),
+            given(
+                &self.oauthbearer_client_secret,
+                &self.oauthbearer_client_secret_file,
+            ),
+        ]
+    }
+}
+
+/// Refuses a `--kafka-property` that holds a secret or weakens delivery.
+fn refuse(key: &str, value: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: "kafka-property",
+        reason,
+    };
+    if let Some((_, setting)) = SECRET_PROPERTIES
+        .iter()
+        .find(|(property, _)| *property == key)
+    {
+        let variable = setting.to_uppercase().replace('-', "_");
+        return Err(invalid(format!(
+            "{key} is a secret: give it with SLUICE_{variable} or --{setting}-file, not on the command line"
+        )));
+    }
+    match SAFETY_PROPERTIES
+        .iter()
+        .find(|(property, ..)| *property == key)
+    {
+        Some((_, allowed, _)) if allowed.contains(&value.trim()) => Ok(()),
+        Some((_, allowed, why)) => Err(invalid(match allowed.first() {
+            Some(safe) => {
+                format!("{key} cannot be {value:?}: Sluice sets it to {safe} because {why}")
+            }
+            None => format!("{key} cannot be set: Sluice manages it because {why}"),
+        })),
+        None => Ok(()),
     }
 }
 

@@ -17,7 +17,7 @@ mod registry;
 mod routes;
 mod secret;
 
-pub use database::DatabaseArgs;
+pub use database::{DatabaseArgs, DatabaseUrlArgs};
 pub use error::ConfigError;
 pub use file::{parse, parse_from};
 pub use identifier::sql_identifier;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use secrecy::ExposeSecret;
-use sluice_config::{ConfigError, KafkaArgs, RegistryArgs, parse_from};
+use sluice_config::{ConfigError, DatabaseArgs, KafkaArgs, RegistryArgs, parse_from};
 
 /// A service's command line: the shared groups plus one setting of its own.
 #[derive(Debug, Parser)]
@@ -167,5 +167,108 @@ fn registry_settings_are_checked() {
     assert_eq!(
         err.to_string(),
         "setting schema-registry-user: the registry user and password go together"
+    );
+}
+
+#[test]
+fn every_kafka_secret_comes_from_a_file_or_the_environment() {
+    let key = file("ssl-key", "key-pa55\n");
+    let keystore = file("keystore", "store-pa55");
+    let client = file("oidc", "client-s3cret\r\n");
+    let args = BASE.iter().copied().chain([
+        "--kafka-ssl-key-password-file",
+        key.to_str().unwrap(),
+        "--kafka-ssl-keystore-password-file",
+        keystore.to_str().unwrap(),
+        "--kafka-oauthbearer-client-secret-file",
+        client.to_str().unwrap(),
+    ]);
+    let cli: ServiceCli = parse_from(args).unwrap();
+    let properties = cli.kafka.resolve().unwrap();
+    let secrets: Vec<(&str, &str)> = properties
+        .secret
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.expose_secret()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("ssl.key.password", "key-pa55"),
+            ("ssl.keystore.password", "store-pa55"),
+            ("sasl.oauthbearer.client.secret", "client-s3cret"),
+        ]
+    );
+    assert!(!format!("{cli:?} {properties:?}").contains("pa55"));
+}
+
+#[test]
+fn a_secret_file_that_cannot_be_read_names_the_setting_and_the_file() {
+    let args = BASE.iter().copied().chain([
+        "--kafka-ssl-key-password-file",
+        "/nonexistent/sluice/key-password",
+    ]);
+    let cli: ServiceCli = parse_from(args).unwrap();
+    let err = cli.kafka.resolve().unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "setting kafka-ssl-key-password: cannot read /nonexistent/sluice/key-password:"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn kafka_properties_that_weaken_delivery_are_refused() {
+    for (property, named) in [
+        ("acks=1", "acks"),
+        ("request.required.acks=0", "request.required.acks"),
+        ("enable.idempotence=false", "enable.idempotence"),
+        ("isolation.level=read_uncommitted", "isolation.level"),
+        ("enable.auto.commit=true", "enable.auto.commit"),
+        ("enable.auto.offset.store=true", "enable.auto.offset.store"),
+    ] {
+        let args = BASE.iter().copied().chain(["--kafka-property", property]);
+        let cli: ServiceCli = parse_from(args).unwrap();
+        let err = cli.kafka.resolve().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("setting kafka-property: {named} ")),
+            "{property}: {err}"
+        );
+    }
+    // The values Sluice sets itself are harmless to repeat.
+    for property in [
+        "acks=all",
+        "enable.idempotence=true",
+        "isolation.level=read_committed",
+    ] {
+        let args = BASE.iter().copied().chain(["--kafka-property", property]);
+        let cli: ServiceCli = parse_from(args).unwrap();
+        assert!(cli.kafka.resolve().is_ok(), "{property}");
+    }
+}
+
+/// A service with a database: the URL holds a password, so it comes from a
+/// file as well as from the environment.
+#[derive(Debug, Parser)]
+struct DatabaseCli {
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[test]
+fn the_database_url_comes_from_a_file() {
+    let url = file("database-url", "postgres://sluice:pa55@db:5432/orders\n");
+    let cli: DatabaseCli =
+        parse_from(["svc", "--database-url-file", url.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        cli.database.url().unwrap().expose_secret(),
+        "postgres://sluice:pa55@db:5432/orders"
+    );
+    assert!(!format!("{cli:?}").contains("pa55"));
+    let cli: DatabaseCli = parse_from(["svc"]).unwrap();
+    let err = cli.database.url().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "setting database-url: is not set: give SLUICE_DATABASE_URL or --database-url-file"
     );
 }

@@ -151,8 +151,19 @@ pub async fn serve_limited(
 /// routing orders to `topic`, its API on `api` and health on another port;
 /// `env` added.
 pub fn ingest_process(api: u16, topic: &str, env: &[(&str, String)]) -> sluice_testkit::KillOnDrop {
+    let child = ingest_command(api, topic)
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .spawn()
+        .expect("starting the ingest binary");
+    sluice_testkit::KillOnDrop(child)
+}
+
+/// The command [`ingest_process`] runs, for a test that changes more than
+/// adding variables.
+pub fn ingest_command(api: u16, topic: &str) -> std::process::Command {
     let stack = Stack::get();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"));
+    command
         .env_clear()
         .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
         .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
@@ -167,12 +178,9 @@ pub fn ingest_process(api: u16, topic: &str, env: &[(&str, String)]) -> sluice_t
             format!("127.0.0.1:{}", sluice_testkit::free_port()),
         )
         .env("SLUICE_ROUTES", format!("orders={topic}"))
-        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting the ingest binary");
-    sluice_testkit::KillOnDrop(child)
+        .stdout(std::process::Stdio::null());
+    command
 }
 
 pub async fn idempotency() -> IdempotencyStore {
