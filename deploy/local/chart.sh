@@ -2,7 +2,8 @@
 # Checks the Helm chart (helm/sluice) the way CI does: helm lint, helm
 # template with the default values and with a production-like values file,
 # every rendered object validated against the Kubernetes API schemas
-# (kubernetes-validate), and kube-score on the production rendering with no
+# (kubernetes-validate), every credential mounted as a file
+# (chart/secrets.py), and kube-score on the production rendering with no
 # critical finding. helm and kube-score are built from the Go module proxy
 # into .local/bin; kubernetes-validate comes from PyPI into .local/chart-venv.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -49,6 +50,14 @@ for values in default production; do
   # the Kubernetes API: a warning; everything else must validate.
   "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$rendered"
 done
+
+log "credentials reach the containers as mounted files, never as environment values (every secret of the values set)"
+"$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" \
+  -f "$CHART/values-production.yaml" \
+  --set kafka.ssl.keyPasswordSecret.name=kafka-tls \
+  --set kafka.ssl.keystorePasswordSecret.name=kafka-tls \
+  --set kafka.oauthbearer.clientSecretSecret.name=kafka-oidc > "$OUT/secrets.yaml"
+"$VENV/bin/python" "$SLUICE_ROOT/deploy/local/chart/secrets.py" "$OUT/secrets.yaml"
 
 log "kube-score (production values)"
 # Warnings stay warnings (egress is left open on purpose: Kafka, Postgres and

@@ -64,6 +64,60 @@ valueFrom:
     key: {{ required "a secret reference needs a key" .key }}
 {{- end }}
 
+{{/* The secrets a service needs from the values, as a JSON list of {env,
+     ref, file}: each is mounted as a file from its existing Secret and
+     named by a *_FILE variable, so it never sits in the process
+     environment (nor in `kubectl describe`, nor in a crash report). */}}
+{{- define "sluice.secretFiles" -}}
+{{- $v := .root.Values }}
+{{- $files := list }}
+{{- if $v.kafka.sasl.username }}
+{{- $files = append $files (dict "env" "SLUICE_KAFKA_SASL_PASSWORD_FILE" "ref" $v.kafka.sasl.passwordSecret "file" "kafka-sasl-password") }}
+{{- end }}
+{{- if $v.kafka.ssl.keyPasswordSecret.name }}
+{{- $files = append $files (dict "env" "SLUICE_KAFKA_SSL_KEY_PASSWORD_FILE" "ref" $v.kafka.ssl.keyPasswordSecret "file" "kafka-ssl-key-password") }}
+{{- end }}
+{{- if $v.kafka.ssl.keystorePasswordSecret.name }}
+{{- $files = append $files (dict "env" "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD_FILE" "ref" $v.kafka.ssl.keystorePasswordSecret "file" "kafka-ssl-keystore-password") }}
+{{- end }}
+{{- if $v.kafka.oauthbearer.clientSecretSecret.name }}
+{{- $files = append $files (dict "env" "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET_FILE" "ref" $v.kafka.oauthbearer.clientSecretSecret "file" "kafka-oauthbearer-client-secret") }}
+{{- end }}
+{{- if $v.schemaRegistry.user }}
+{{- $files = append $files (dict "env" "SLUICE_SCHEMA_REGISTRY_PASSWORD_FILE" "ref" $v.schemaRegistry.passwordSecret "file" "schema-registry-password") }}
+{{- end }}
+{{- if .database }}
+{{- $files = append $files (dict "env" "SLUICE_DATABASE_URL_FILE" "ref" $v.database.urlSecret "file" "database-url") }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* The projected volume holding the files of sluice.secretFiles, if any. */}}
+{{- define "sluice.secretVolume" -}}
+{{- $files := include "sluice.secretFiles" . | fromJsonArray }}
+{{- if $files -}}
+- name: sluice-secrets
+  projected:
+    sources:
+      {{- range $files }}
+      - secret:
+          name: {{ required "a secret reference needs a name" .ref.name }}
+          items:
+            - key: {{ required "a secret reference needs a key" .ref.key }}
+              path: {{ .file }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The container's mount of sluice.secretVolume, if any. */}}
+{{- define "sluice.secretMount" -}}
+{{- if include "sluice.secretVolume" . -}}
+- name: sluice-secrets
+  mountPath: /var/run/secrets/sluice/common
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* The connection settings every service shares: Kafka, the registry,
      Postgres when the component uses it, logs, traces, the health port. */}}
 {{- define "sluice.commonEnv" -}}
@@ -77,20 +131,16 @@ valueFrom:
 {{- if $v.kafka.sasl.username }}
 - name: SLUICE_KAFKA_SASL_USERNAME
   value: {{ $v.kafka.sasl.username | quote }}
-- name: SLUICE_KAFKA_SASL_PASSWORD
-  {{- include "sluice.secretRef" $v.kafka.sasl.passwordSecret | nindent 2 }}
 {{- end }}
 - name: SLUICE_SCHEMA_REGISTRY_URL
   value: {{ required "schemaRegistry.url is required" $v.schemaRegistry.url | quote }}
 {{- if $v.schemaRegistry.user }}
 - name: SLUICE_SCHEMA_REGISTRY_USER
   value: {{ $v.schemaRegistry.user | quote }}
-- name: SLUICE_SCHEMA_REGISTRY_PASSWORD
-  {{- include "sluice.secretRef" $v.schemaRegistry.passwordSecret | nindent 2 }}
 {{- end }}
-{{- if .database }}
-- name: SLUICE_DATABASE_URL
-  {{- include "sluice.secretRef" $v.database.urlSecret | nindent 2 }}
+{{- range (include "sluice.secretFiles" . | fromJsonArray) }}
+- name: {{ .env }}
+  value: {{ printf "/var/run/secrets/sluice/common/%s" .file | quote }}
 {{- end }}
 - name: SLUICE_LOG_FORMAT
   value: {{ $v.observability.logFormat | quote }}
