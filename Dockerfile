@@ -11,7 +11,7 @@ ARG DEBIAN=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN} AS chef
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake pkg-config libssl-dev libsasl2-dev zlib1g-dev \
+ && apt-get install -y --no-install-recommends build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.73
 WORKDIR /src
@@ -34,7 +34,7 @@ RUN cargo build --release --locked \
 
 FROM debian:${DEBIAN}-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl libssl3 libsasl2-2 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates curl libcurl4 libssl3 libsasl2-2 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 sluice \
  && useradd --uid 10001 --gid sluice --no-create-home --shell /usr/sbin/nologin sluice

@@ -20,7 +20,8 @@ JVM_OPTS=(-Xms256m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
 
 kafka_java() { "$(java_bin)" "${JVM_OPTS[@]}" "$@"; }
 
-# A SCRAM user on the SASL listener, so SASL settings are tested for real.
+# A SCRAM user on the SASL listener (which takes OAUTHBEARER too), so SASL
+# settings are tested for real.
 SCRAM_USER=sluice
 SCRAM_PASSWORD=sluice-scram-secret
 
@@ -35,8 +36,12 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port,SASL_PLAINTEXT://127.0.0
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# OAUTHBEARER with Kafka's unsecured validator (alg "none" tokens): the
+# tests' token endpoint hands librdkafka's OIDC client such a token, so the
+# client side (client id and secret, token fetching) is tested for real.
+listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
 log.dirs=$DIR/data
 num.partitions=3
 # Topics are provisioned from schemas/topics.yaml, never made by a typo.
