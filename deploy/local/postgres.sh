@@ -72,9 +72,17 @@ start() {
     echo "SLUICE_DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:$pg_port/$DB_NAME"
     echo "SLUICE_REGISTRY_JDBC_URL=jdbc:postgresql://127.0.0.1:$pg_port/$REGISTRY_DB"; } > "$DIR/endpoint.env"
 
-  log "starting postgres on 127.0.0.1:$pg_port"
+  # TLS with the stack's throwaway CA (tls.sh); plain connections are still
+  # taken, so a client's sslmode decides. Postgres wants its key private.
+  local tls="$SLUICE_LOCAL/tls"
+  [[ -f "$tls/server.pem" ]] || die "no server certificate in $tls; run deploy/local/tls.sh make"
+  install -m 600 "$tls/server.key" "$DIR/server.key"
+  install -m 644 "$tls/server.pem" "$DIR/server.pem"
+  [[ "$(id -u)" == 0 ]] && chown postgres: "$DIR/server.key" "$DIR/server.pem"
+  log "starting postgres on 127.0.0.1:$pg_port (TLS too)"
   # pg_ctl removes a stale postmaster.pid left by a crashed server itself.
-  as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -o "-p $pg_port" -w -t 60 start >/dev/null \
+  as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" \
+    -o "-p $pg_port -c ssl=on -c ssl_cert_file=$DIR/server.pem -c ssl_key_file=$DIR/server.key" -w -t 60 start >/dev/null \
     || die "postgres did not start; see $DIR/postgres.log"
   create_app_role
   write_stack_env

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local stack: Kafka (KRaft), PostgreSQL, the schema registry, Jaeger.
+# The local stack: Kafka (KRaft), PostgreSQL (TLS from tls.sh's throwaway CA),
+# the schema registry, Jaeger.
 #   stack.sh up      fetch what is missing, start what is not running, write .local/stack.env
 #   stack.sh down    stop everything (data stays in .local/ for the next up)
 #   stack.sh status  what runs where
@@ -10,6 +11,7 @@ HERE="$SLUICE_ROOT/deploy/local"
 
 up() {
   bash "$HERE/fetch.sh"
+  bash "$HERE/tls.sh" make
   bash "$HERE/postgres.sh" start
   bash "$HERE/kafka.sh" start
   bash "$HERE/registry.sh" start

@@ -1,5 +1,6 @@
 //! Credentials as a deployment gives them: the database URL from a mounted
-//! file (no secret in the environment), and settings that cannot work —
+//! file (no secret in the environment, TLS verified against the stack's
+//! CA), and settings that cannot work —
 //! a secret given twice, a Kafka property that would weaken delivery —
 //! refused at start with the setting and the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,8 +27,10 @@ async fn the_database_url_comes_from_a_file() {
     let stack = Stack::get();
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-creds", 1).await;
     let api = free_port();
-    // As `kubectl create secret --from-file` leaves it: a trailing newline.
-    let url = secret_file("database-url", &format!("{}\n", stack.database_url));
+    // As `kubectl create secret --from-file` leaves it: a trailing newline;
+    // and as a managed Postgres asks: TLS, the server's certificate checked.
+    let verified = stack.database_url_verified_by(&stack.tls_ca);
+    let url = secret_file("database-url", &format!("{verified}\n"));
     let mut command = ingest_command(api, &topic.name);
     command
         .env_remove("SLUICE_DATABASE_URL")

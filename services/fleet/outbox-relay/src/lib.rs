@@ -3,6 +3,7 @@
 //! has all of its events. `main.rs` wires it; tests drive [`Relay`] directly.
 #![doc = include_str!("../README.md")]
 
+mod connection;
 mod delivery;
 mod lag;
 mod metrics;
@@ -10,7 +11,8 @@ mod pgoutput;
 mod relay;
 mod row;
 
+pub use connection::ReplicationConnection;
 pub use delivery::{DeliveryError, LSN_HEADER};
 pub use metrics::{COMMIT_TO_ACK, RELAYED, SLOT_LAG, SLOT_LOST, STREAMING};
-pub use relay::{MESSAGE_PREFIX, OutboxSource, Relay, RelayError, ReplicationConnection};
+pub use relay::{MESSAGE_PREFIX, OutboxSource, Relay, RelayError};
 pub use row::{AddressedRow, OutboxFormat, OutboxMessage, OutboxRow};

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use pgwire_replication::client::ReplicationEvent;
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, TlsConfig};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig};
 use rdkafka::producer::FutureProducer;
 use sluice_avro::{AvroCodec, event_contract, event_record};
 use sluice_contracts::Catalog;
@@ -23,6 +23,7 @@ use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure, Original};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
+use crate::connection::{ReplicationConnection, install_crypto_provider};
 use crate::delivery::{Acknowledged, Commit, DeliveryError, Pending, Record, send_all};
 use crate::metrics as names;
 use crate::pgoutput::{self, Change, Relation};
@@ -104,43 +105,6 @@ pub struct OutboxSource {
     pub publication: String,
     /// Prefix of the logical messages this relay relays (`None`: none).
     pub message_prefix: Option<String>,
-}
-
-/// How the replication connection reaches Postgres.
-#[derive(Debug, Clone)]
-pub struct ReplicationConnection {
-    /// Host or Unix socket directory.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Role with the REPLICATION attribute.
-    pub user: String,
-    /// Its password.
-    pub password: String,
-    /// Database holding the outbox.
-    pub database: String,
-}
-
-impl ReplicationConnection {
-    /// The connection a `postgres://user:password@host:port/database` URL
-    /// names. The URL keeps user, password and database percent-encoded (a
-    /// password with `@`, `/` or `%` must be); they are decoded here.
-    pub fn from_url(url: &str) -> Result<Self, String> {
-        let url = url::Url::parse(url).map_err(|err| format!("not a URL: {err}"))?;
-        let decoded = |part: &str, what: &str| {
-            percent_encoding::percent_decode_str(part)
-                .decode_utf8()
-                .map(|text| text.into_owned())
-                .map_err(|_| format!("its {what} is not UTF-8 once percent-decoded"))
-        };
-        Ok(Self {
-            host: url.host_str().unwrap_or("127.0.0.1").to_owned(),
-            port: url.port().unwrap_or(5432),
-            user: decoded(url.username(), "user")?,
-            password: decoded(url.password().unwrap_or_default(), "password")?,
-            database: decoded(url.path().trim_start_matches('/'), "database")?,
-        })
-    }
 }
 
 /// Streams one outbox into Kafka.
@@ -386,6 +350,7 @@ impl Relay {
     }
 
     fn replication_config(&self, start: Lsn) -> ReplicationConfig {
+        install_crypto_provider();
         let connection = &self.source.connection;
         ReplicationConfig::new(
             connection.host.clone(),
@@ -396,7 +361,7 @@ impl Relay {
             self.source.publication.clone(),
         )
         .with_port(connection.port)
-        .with_tls(TlsConfig::disabled())
+        .with_tls(connection.tls.clone())
         .with_start_lsn(start)
         .with_application_name(format!("sluice-outbox-relay/{}", self.source.slot))
         // A confirmed LSN reaches Postgres within this interval; what a crash
@@ -564,30 +529,5 @@ impl RelayError {
     fn slot_in_use(&self) -> bool {
         matches!(self, Self::Replication(pgwire_replication::PgWireError::Server(message))
             if message.contains("55006"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_database_url_is_percent_decoded() {
-        let url = "postgres://us%40er:p%40ss%2Fw%3Ard%25@db.example:6543/my%20db";
-        // What the relay sent Postgres as the password before.
-        let raw = url::Url::parse(url).unwrap();
-        assert_eq!(raw.password(), Some("p%40ss%2Fw%3Ard%25"));
-        let connection = ReplicationConnection::from_url(url).unwrap();
-        assert_eq!(
-            (
-                connection.user.as_str(),
-                connection.password.as_str(),
-                connection.host.as_str(),
-                connection.port,
-                connection.database.as_str()
-            ),
-            ("us@er", "p@ss/w:rd%", "db.example", 6543, "my db")
-        );
-        assert!(ReplicationConnection::from_url("not a url").is_err());
     }
 }

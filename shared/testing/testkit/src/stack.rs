@@ -25,6 +25,11 @@ pub struct Stack {
     pub otlp_endpoint: String,
     /// Jaeger's query API.
     pub jaeger_query_url: String,
+    /// The throwaway CA that signed the certificate Postgres serves.
+    pub tls_ca: PathBuf,
+    /// A CA that signed nothing the stack serves: trusting it instead must
+    /// fail a verified connection.
+    pub wrong_ca: PathBuf,
     /// Root of the repository.
     pub repo_root: PathBuf,
     /// The stack's folder (`.local/` unless SLUICE_LOCAL says otherwise).
@@ -70,9 +75,21 @@ impl Stack {
             ),
             otlp_endpoint: get("SLUICE_OTLP_ENDPOINT"),
             jaeger_query_url: get("SLUICE_JAEGER_QUERY_URL"),
+            tls_ca: get("SLUICE_TLS_CA").into(),
+            wrong_ca: get("SLUICE_TLS_WRONG_CA").into(),
             repo_root,
             local_dir,
         }
+    }
+
+    /// The database URL over TLS, the server's certificate and name checked
+    /// against `ca` (`sslmode=verify-full`).
+    pub fn database_url_verified_by(&self, ca: &Path) -> String {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            self.database_url,
+            ca.display()
+        )
     }
 
     /// A librdkafka config pointing at the broker.
