@@ -20,24 +20,33 @@ JVM_OPTS=(-Xms256m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
 
 kafka_java() { "$(java_bin)" "${JVM_OPTS[@]}" "$@"; }
 
-# A SCRAM user on the SASL listener (which takes OAUTHBEARER too), so SASL
-# settings are tested for real.
+# A SCRAM user on the SASL listeners (the plain one takes OAUTHBEARER too),
+# so SASL settings are tested for real; SSL and SASL_SSL listeners serve the
+# stack's throwaway certificate, so TLS settings are too.
 SCRAM_USER=sluice
 SCRAM_PASSWORD=sluice-scram-secret
 
 write_config() {
-  local broker_port="$1" controller_port="$2" sasl_port="$3"
+  local broker_port="$1" controller_port="$2" sasl_port="$3" ssl_port="$4" sasl_ssl_port="$5"
+  # The TLS listeners serve the stack's throwaway certificate (tls.sh): its
+  # key and chain in one PEM file, as Kafka's PEM keystore takes them.
+  cat "$SLUICE_LOCAL/tls/server.key" "$SLUICE_LOCAL/tls/server.pem" > "$DIR/server-keystore.pem"
+  chmod 600 "$DIR/server-keystore.pem"
   cat > "$DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port
+listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_ssl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_ssl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
+ssl.keystore.type=PEM
+ssl.keystore.location=$DIR/server-keystore.pem
 sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
 # OAUTHBEARER with Kafka's unsecured validator (alg "none" tokens): the
 # tests' token endpoint hands librdkafka's OIDC client such a token, so the
 # client side (client id and secret, token fetching) is tested for real.
@@ -72,8 +81,18 @@ PROPS
   { echo "SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:$broker_port"
     echo "SLUICE_KAFKA_CONTROLLER_PORT=$controller_port"
     echo "SLUICE_KAFKA_SASL_BOOTSTRAP=127.0.0.1:$sasl_port"
+    echo "SLUICE_KAFKA_SSL_BOOTSTRAP=127.0.0.1:$ssl_port"
+    echo "SLUICE_KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:$sasl_ssl_port"
     echo "SLUICE_KAFKA_SCRAM_USER=$SCRAM_USER"
     echo "SLUICE_KAFKA_SCRAM_PASSWORD=$SCRAM_PASSWORD"; } > "$DIR/endpoint.env"
+}
+
+# A free port that is none of the ports given (chosen but not yet bound).
+port_other_than() {
+  local port
+  while port="$(free_port)"; do
+    [[ " $* " == *" $port "* ]] || { echo "$port"; return 0; }
+  done
 }
 
 ready() { kcat -b "$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)" -L -m 3 >/dev/null 2>&1; }
@@ -91,7 +110,7 @@ start() {
 
   # Keep the ports (and so the data) of an earlier run when they are still
   # free; a leftover that holds them was cleaned up by stop already.
-  local broker_port controller_port sasl_port
+  local broker_port controller_port sasl_port ssl_port sasl_ssl_port
   broker_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)"; broker_port="${broker_port##*:}"
   controller_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_CONTROLLER_PORT)"
   sasl_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_SASL_BOOTSTRAP)"; sasl_port="${sasl_port##*:}"
@@ -103,7 +122,16 @@ start() {
   if [[ -z "$sasl_port" ]] || port_in_use "$sasl_port"; then
     sasl_port="$(free_port)"
   fi
-  write_config "$broker_port" "$controller_port" "$sasl_port"
+  ssl_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_SSL_BOOTSTRAP)"; ssl_port="${ssl_port##*:}"
+  if [[ -z "$ssl_port" ]] || port_in_use "$ssl_port"; then
+    ssl_port="$(port_other_than "$broker_port" "$controller_port" "$sasl_port")"
+  fi
+  sasl_ssl_port="$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_SASL_SSL_BOOTSTRAP)"; sasl_ssl_port="${sasl_ssl_port##*:}"
+  if [[ -z "$sasl_ssl_port" ]] || port_in_use "$sasl_ssl_port"; then
+    sasl_ssl_port="$(port_other_than "$broker_port" "$controller_port" "$sasl_port" "$ssl_port")"
+  fi
+  [[ -f "$SLUICE_LOCAL/tls/server.pem" ]] || die "no server certificate in $SLUICE_LOCAL/tls; run deploy/local/tls.sh make"
+  write_config "$broker_port" "$controller_port" "$sasl_port" "$ssl_port" "$sasl_ssl_port"
 
   if [[ ! -f "$DIR/data/meta.properties" ]]; then
     local cluster_id

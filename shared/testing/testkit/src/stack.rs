@@ -19,6 +19,10 @@ pub struct Stack {
     pub database_url: String,
     /// The broker's SASL_PLAINTEXT (SCRAM-SHA-512) listener.
     pub kafka_sasl_bootstrap: String,
+    /// The broker's SSL listener (the stack's throwaway certificate).
+    pub kafka_ssl_bootstrap: String,
+    /// The broker's SASL_SSL (SCRAM-SHA-512) listener.
+    pub kafka_sasl_ssl_bootstrap: String,
     /// The SCRAM user and password the stack created.
     pub kafka_scram_credentials: (String, String),
     /// Jaeger's OTLP/HTTP base URL (spans go to `<it>/v1/traces`).
@@ -69,6 +73,8 @@ impl Stack {
             schema_registry_url: get("SLUICE_SCHEMA_REGISTRY_URL"),
             database_url: get("SLUICE_DATABASE_URL"),
             kafka_sasl_bootstrap: get("SLUICE_KAFKA_SASL_BOOTSTRAP"),
+            kafka_ssl_bootstrap: get("SLUICE_KAFKA_SSL_BOOTSTRAP"),
+            kafka_sasl_ssl_bootstrap: get("SLUICE_KAFKA_SASL_SSL_BOOTSTRAP"),
             kafka_scram_credentials: (
                 get("SLUICE_KAFKA_SCRAM_USER"),
                 get("SLUICE_KAFKA_SCRAM_PASSWORD"),
