@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::consumer::context::Partition;
 use crate::metrics::PARTITION_STALLED;
 
 /// How often partitions are looked at: a stall is exported within this of
@@ -154,7 +155,7 @@ impl StallWatch {
     }
 
     /// Partitions assigned to the loop.
-    pub(crate) fn assigned(&self, partitions: &[(String, i32)]) {
+    pub(crate) fn assigned(&self, partitions: &[Partition]) {
         let now = Instant::now();
         let mut state = self.lock();
         let errors = state.errors;
@@ -169,7 +170,7 @@ impl StallWatch {
     }
 
     /// Partitions taken away; one exported as stalled is cleared.
-    pub(crate) fn revoked(&self, partitions: &[(String, i32)]) {
+    pub(crate) fn revoked(&self, partitions: &[Partition]) {
         let mut state = self.lock();
         for (topic, partition) in partitions {
             let Some(tracks) = state.topics.get_mut(topic) else {
@@ -196,8 +197,9 @@ impl StallWatch {
     /// A message was settled (done, dead-lettered or committed), in order.
     pub(crate) fn settled(&self, topic: &str, partition: i32, offset: i64) {
         self.update(topic, partition, |track| {
+            // With later messages still in the loop, the next is unsettled.
             let next = offset + 1;
-            track.unsettled = track.received.filter(|r| *r > next).map(|_| next);
+            track.unsettled = (track.received > Some(next)).then_some(next);
         });
     }
 
@@ -293,7 +295,7 @@ impl StallWatch {
                     _ = tick.tick() => watch.check(Instant::now()),
                 }
             }
-            let assigned: Vec<(String, i32)> = watch
+            let assigned: Vec<Partition> = watch
                 .lock()
                 .topics
                 .iter()
