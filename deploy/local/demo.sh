@@ -100,8 +100,11 @@ start outbox-relay outbox-relay
 start transformer transformer --rules services/fleet/transformer/rules.toml \
   --transactional-id sluice-transformer-demo
 start sheets-sink sheets-sink --service-account "$DEMO/service-account.json" --sheets-base-url "$sandbox"
+# A partition held 3 s with commands waiting is named stalled (5m by
+# default): the ERP outage below holds some.
 start erp-sink erp-sink --odoo-url "$sandbox" --odoo-database sluice --odoo-login sluice \
-  --odoo-password sandbox --requests-per-second 20 --breaker-open-secs 5 --retry-initial-ms 500
+  --odoo-password sandbox --requests-per-second 20 --breaker-open-secs 5 --retry-initial-ms 500 \
+  --partition-stall-after 3s
 SLUICE_INGEST_TOKEN_SHA256="$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" \
   SLUICE_INGEST_LISTEN="127.0.0.1:$api_port" start ingest ingest
 # The business outbox's slot is made by its relay at start: wait for it.
@@ -162,6 +165,13 @@ printf 'not avro at all\n{"json": "is not avro either"}\n' \
 bash "$HERE/postgres.sh" psql -q -c "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload)
   VALUES (gen_random_uuid(), 'orders', 'order-$run-bad', 'OrderPlaced', '{\"total_minor\": \"lots\"}')"
 echo "poison sent: 2 non-Avro values on orders.events.v1, 1 outbox row that is not an OrderPlaced"
+# erp-sink logs the stall once, naming topic, partition, offset and reason;
+# sluice_partition_stalled holds the offset until the partition moves.
+stall_logged() { grep -m 1 'partition stalled' "$DEMO/logs/erp-sink.log"; }
+wait_for 30 "erp-sink naming a partition the outage stalls" stall_logged \
+  || fail "the ERP outage stalled no partition of erp-sink for 3 s"
+echo "a partition stalled by the outage, as erp-sink logs it:"
+stall_logged | sed 's/^/  /'
 
 echo
 echo "== waiting for all 45 sagas to end"
@@ -284,6 +294,8 @@ for name in $used; do
 done
 (( ${#missing[@]} == 0 )) || fail "not exported by any service: ${missing[*]}"
 echo "$(wc -w <<< "$used") metric names, each exported"
+still_stalled="$(grep -cE '^sluice_partition_stalled\{.*\} [0-9]' <<< "$scrape" || true)"
+check "partitions still stalled once the ERP is back (sluice_partition_stalled >= 0)" "$still_stalled" 0
 
 if [[ "$mode" == check ]]; then
   echo

@@ -2,11 +2,12 @@
 # Installs what the local stack and the build need from Debian's packages,
 # when something is missing: Java 17 and Maven (Kafka, the registry),
 # PostgreSQL 15, kcat, jq, Chromium (the demo's browser check), docker-compose
-# (validating the compose file), and the C toolchain and libraries librdkafka
-# builds with (OpenSSL, libcurl for OIDC, zlib).
+# (validating the compose file), Prometheus (promtool checks the alert rules;
+# the stall test fires one on a server of its own), and the C toolchain and
+# libraries librdkafka builds with (OpenSSL, libcurl for OIDC, zlib).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq chromium docker-compose build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev python3 python3-venv)
+PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq chromium docker-compose build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev python3 python3-venv prometheus)
 
 # A python3 from elsewhere (pyenv, say) that can make virtualenvs does too.
 provided_elsewhere() {

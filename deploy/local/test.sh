@@ -20,9 +20,10 @@ cargo fmt --all --check
 log "building"
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
-log "checking the Helm chart, the compose file and the configuration reference"
+log "checking the Helm chart, the compose file, the alert rules and the configuration reference"
 bash "$HERE/chart.sh"
 docker-compose -f docker-compose.yml config -q
+promtool check rules deploy/prometheus/alerts.yml
 bash "$HERE/config-reference.sh" --check
 
 started_stack=false

@@ -171,6 +171,7 @@ fn settings(input: &str, group: &str) -> TransactionalSettings {
         },
         abort_backoff: Duration::from_millis(200),
         transaction_timeout: Duration::from_secs(30),
+        stall_after: Duration::from_secs(300),
     }
 }
 

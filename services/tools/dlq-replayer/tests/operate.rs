@@ -114,6 +114,7 @@ fn start_erp_sink(
         },
         pause_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),
+        stall_after: Duration::from_secs(300),
     };
     let dead_letters = DeadLetterPublisher::new(producer(), codec, dlq, "erp-sink", "0.1.0");
     let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();

@@ -11,6 +11,9 @@
 //!   command's offset is stored.
 //! - [`TransactionalLoop`]: exactly-once consume → transform → produce, the
 //!   input offsets committed in the same Kafka transaction as the outputs.
+//!
+//! Both loops export `sluice_partition_stalled` for a partition with
+//! messages waiting that has not moved for their `stall_after`.
 
 mod config;
 mod consumer;
@@ -18,6 +21,7 @@ mod metrics;
 mod producer;
 mod readiness;
 mod reply;
+mod stall;
 mod transactional;
 mod verdict;
 

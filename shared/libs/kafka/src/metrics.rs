@@ -14,6 +14,9 @@ pub const PRODUCED: &str = "sluice_produced_total";
 pub const CONSUMER_LAG: &str = "sluice_consumer_lag";
 /// Gauge: partitions paused for backpressure.
 pub const PAUSED_PARTITIONS: &str = "sluice_paused_partitions";
+/// Gauge: the offset a partition is stuck at, labels `topic`, `partition`,
+/// `reason`; -1 once it is not.
+pub const PARTITION_STALLED: &str = "sluice_partition_stalled";
 
 /// Registers descriptions with the installed recorder, once per process.
 pub(crate) fn describe_once() {
@@ -43,5 +46,9 @@ fn describe() {
     metrics::describe_gauge!(
         PAUSED_PARTITIONS,
         "Partitions paused because their handler is behind."
+    );
+    metrics::describe_gauge!(
+        PARTITION_STALLED,
+        "The offset an assigned partition is stuck at: it has messages after that offset and has not moved for --partition-stall-after. Reason: handler (the loop holds a message), consumer-error (librdkafka reported errors meanwhile) or unknown. -1 once it moves again or is revoked."
     );
 }

@@ -32,6 +32,7 @@ use crate::consumer::context::{
 };
 use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribe};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
+use crate::stall::StallWatch;
 use crate::verdict::{Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
 
@@ -81,6 +82,9 @@ pub struct TransactionalSettings {
     pub abort_backoff: Duration,
     /// Bound of each transaction call to the broker.
     pub transaction_timeout: Duration,
+    /// How long a partition with messages waiting may stay at one offset
+    /// before it is exported as stalled.
+    pub stall_after: Duration,
 }
 
 /// Why a transaction did not commit.
@@ -135,7 +139,10 @@ impl<T: Transformer> TransactionalLoop<T> {
                 SESSION_TIMEOUT,
                 ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ])
-            .create_with_context(RebalanceContext::new(LagFrom::Position))
+            .create_with_context(RebalanceContext::new(
+                LagFrom::Position,
+                StallWatch::new(settings.stall_after),
+            ))
             .map_err(|source| KafkaSetupError {
                 client: "consumer",
                 source,
@@ -176,6 +183,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 client: "transactional producer",
                 source,
             })?;
+        let _stall_checks = self.consumer.context().stalls().start();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let batch = tokio::select! {
@@ -192,7 +200,13 @@ impl<T: Transformer> TransactionalLoop<T> {
             }
             loop {
                 match self.commit_batch(&batch).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        let stalls = self.consumer.context().stalls();
+                        for message in &batch {
+                            stalls.settled(message.topic(), message.partition(), message.offset());
+                        }
+                        break;
+                    }
                     Err(BatchError::Fatal(err)) => {
                         return Err(ConsumerError::Transaction(err));
                     }
@@ -249,11 +263,16 @@ impl<T: Transformer> TransactionalLoop<T> {
         received: Result<OwnedMessage, KafkaError>,
     ) -> Result<(), ConsumerError> {
         self.drop_revoked(batch);
+        let stalls = self.consumer.context().stalls();
         match received {
-            Ok(message) => batch.push(message),
+            Ok(message) => {
+                stalls.received(message.topic(), message.partition(), message.offset());
+                batch.push(message);
+            }
             Err(err) => {
                 self.fatal()?;
                 tracing::warn!(error = %err, "consumer error");
+                stalls.consumer_error(&err);
             }
         }
         Ok(())

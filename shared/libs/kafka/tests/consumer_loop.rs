@@ -91,6 +91,7 @@ fn settings(group: &str, topic: &str) -> ConsumerSettings {
         },
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
+        stall_after: Duration::from_secs(300),
     }
 }
 

@@ -159,6 +159,7 @@ async fn metrics_health_and_trace_context_of_a_running_loop() {
         retry: no_retries(),
         abort_backoff: Duration::from_millis(100),
         transaction_timeout: Duration::from_secs(30),
+        stall_after: Duration::from_secs(300),
     };
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let dead_letters =

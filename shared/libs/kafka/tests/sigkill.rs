@@ -52,6 +52,7 @@ async fn journaling_consumer_child() {
         retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(5),
+        stall_after: Duration::from_secs(300),
     };
     // Slow enough that the kill lands in the middle of the stream.
     let journal = FileJournal::open(Path::new(&env_var("JOURNAL")), Duration::from_millis(15));

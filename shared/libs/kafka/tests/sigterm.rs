@@ -61,6 +61,7 @@ async fn service_child() {
         retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
+        stall_after: Duration::from_secs(300),
     };
     ConsumerLoop::new(&kafka, settings, journal, publisher)
         .unwrap()

@@ -95,6 +95,7 @@ fn tagging_loop(
         retry: no_retries(),
         abort_backoff: Duration::from_millis(200),
         transaction_timeout: Duration::from_secs(30),
+        stall_after: Duration::from_secs(300),
     };
     let tagger = Tagger {
         output: output.to_owned(),

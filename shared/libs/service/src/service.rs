@@ -147,6 +147,7 @@ impl<D: Defaults> Service<D> {
             retry: retry.policy(),
             pause_backoff: tuning.pause_backoff,
             shutdown_grace: tuning.shutdown_grace,
+            stall_after: self.args.partition_stall_after,
         };
         tracing::info!(topics = ?settings.topics, group = settings.group_id, "consuming");
         ConsumerLoop::new(&self.kafka, settings, handler, self.dead_letters()?)?
@@ -181,6 +182,7 @@ impl<D: Defaults> Service<D> {
             },
             abort_backoff: Duration::from_secs(1),
             transaction_timeout: Duration::from_secs(30),
+            stall_after: self.args.partition_stall_after,
         };
         tracing::info!(topics = ?settings.topics, transactional_id = settings.transactional_id, "transforming");
         TransactionalLoop::new(&self.kafka, settings, transformer, &self.dead_letters()?)?

@@ -169,6 +169,7 @@ pub fn start<T: Transformer>(
         },
         abort_backoff: Duration::from_millis(200),
         transaction_timeout: Duration::from_secs(30),
+        stall_after: Duration::from_secs(300),
     };
     let dead_letters = DeadLetterPublisher::new(
         producer(),

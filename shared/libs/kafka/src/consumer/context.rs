@@ -1,12 +1,13 @@
 //! Rebalance notifications from librdkafka's callbacks to the dispatcher,
 //! and the consumer lag from its statistics.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 
 use crate::metrics::CONSUMER_LAG;
+use crate::stall::{PartitionStats, StallWatch};
 
 /// How often librdkafka reports statistics (the lag gauge's refresh).
 pub(crate) const STATISTICS_INTERVAL_MS: &str = "5000";
@@ -22,11 +23,10 @@ pub(crate) enum AssignmentChange {
 }
 
 /// What the lag gauge counts from.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum LagFrom {
     /// The group's committed offset: the at-least-once loop commits through
     /// its consumer, so that is what a restart would resume from.
-    #[default]
     Committed,
     /// The loop's own position. A transactional loop commits its offsets
     /// through its producer: the consumer's committed offset stays where it
@@ -38,19 +38,27 @@ pub(crate) enum LagFrom {
 /// librdkafka commits the stored offsets of revoked partitions itself before
 /// they go; the dispatcher then stops their tasks, whose later stores fail
 /// for an unassigned partition, so nothing is committed twice or ahead.
-#[derive(Debug, Default)]
+/// Assignments and statistics also go to the loop's stall watch.
+#[derive(Debug)]
 pub(crate) struct RebalanceContext {
     changes: Mutex<Vec<AssignmentChange>>,
     lag_from: LagFrom,
+    stalls: Arc<StallWatch>,
 }
 
 impl RebalanceContext {
-    /// A context whose lag gauge counts from `lag_from`.
-    pub(crate) fn new(lag_from: LagFrom) -> Self {
+    /// A context whose lag gauge counts from `lag_from`, telling `stalls`.
+    pub(crate) fn new(lag_from: LagFrom, stalls: Arc<StallWatch>) -> Self {
         Self {
             changes: Mutex::default(),
             lag_from,
+            stalls,
         }
+    }
+
+    /// The loop's stall watch.
+    pub(crate) fn stalls(&self) -> &Arc<StallWatch> {
+        &self.stalls
     }
 
     /// The changes seen since the last call, oldest first.
@@ -84,6 +92,15 @@ impl ClientContext for RebalanceContext {
                     metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                         .set(lag as f64);
                 }
+                self.stalls.statistics(
+                    &topic,
+                    partition,
+                    &PartitionStats {
+                        app_offset: stats.app_offset,
+                        next_offset: stats.next_offset,
+                        ls_offset: stats.ls_offset,
+                    },
+                );
             }
         }
     }
@@ -94,6 +111,7 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions(list);
             tracing::info!(?revoked, "partitions revoked");
+            self.stalls.revoked(&revoked);
             self.lock().push(AssignmentChange::Revoked(revoked));
         }
     }
@@ -102,6 +120,7 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Assign(list) = rebalance {
             let assigned = partitions(list);
             tracing::info!(?assigned, "partitions assigned");
+            self.stalls.assigned(&assigned);
             self.lock().push(AssignmentChange::Assigned(assigned));
         }
     }

@@ -27,10 +27,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::context::{AssignmentChange, Partition, RebalanceContext, STATISTICS_INTERVAL_MS};
+use self::context::{
+    AssignmentChange, LagFrom, Partition, RebalanceContext, STATISTICS_INTERVAL_MS,
+};
 pub use self::handler::{Handler, HandlerError};
 use self::partition::{BatchWindow, Shared, run_partition};
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
+use crate::stall::StallWatch;
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// How long a member that stopped heartbeating keeps its partitions. A
@@ -95,6 +98,9 @@ pub struct ConsumerSettings {
     pub pause_backoff: Duration,
     /// How long shutdown waits for messages being handled.
     pub shutdown_grace: Duration,
+    /// How long a partition with messages waiting may stay at one offset
+    /// before it is exported as stalled.
+    pub stall_after: Duration,
 }
 
 /// Why the loop stopped with an error.
@@ -182,7 +188,10 @@ impl<H: Handler> ConsumerLoop<H> {
                 SESSION_TIMEOUT,
                 ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ])
-            .create_with_context(RebalanceContext::default())
+            .create_with_context(RebalanceContext::new(
+                LagFrom::Committed,
+                StallWatch::new(settings.stall_after),
+            ))
             .map_err(|source| KafkaSetupError {
                 client: "consumer",
                 source,
@@ -222,6 +231,7 @@ impl<H: Handler> ConsumerLoop<H> {
             task_partitions: HashMap::new(),
             stop_all: CancellationToken::new(),
         };
+        let _stall_checks = self.consumer.context().stalls().start();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tick = tokio::time::interval(BACKLOG_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -232,7 +242,10 @@ impl<H: Handler> ConsumerLoop<H> {
                 received = self.consumer.recv() => match received {
                     Ok(message) => dispatcher.dispatch(message.detach()),
                     // Broker trouble is reported here and retried by librdkafka.
-                    Err(err) => tracing::warn!(error = %err, "consumer error"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "consumer error");
+                        self.consumer.context().stalls().consumer_error(&err);
+                    }
                 },
                 _ = tick.tick() => {
                     if let Err(err) = dispatcher.reap_tasks() {
@@ -285,6 +298,10 @@ struct PartitionQueue {
 impl<H: Handler> Dispatcher<H> {
     fn dispatch(&mut self, message: OwnedMessage) {
         let partition = (message.topic().to_owned(), message.partition());
+        self.consumer
+            .context()
+            .stalls()
+            .received(&partition.0, partition.1, message.offset());
         let queue = self.queues.entry(partition.clone()).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(self.buffer);
             let stop = self.stop_all.child_token();

@@ -82,6 +82,11 @@ pub(crate) async fn run_partition<H: Handler>(
                 tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
                     error = %err, "offset not stored; the message will be handled again");
             }
+            shared.consumer.context().stalls().settled(
+                message.topic(),
+                message.partition(),
+                message.offset(),
+            );
             match settled {
                 Settled::Done => done.increment(1),
                 Settled::DeadLettered(class) => {
