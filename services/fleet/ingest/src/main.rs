@@ -51,7 +51,7 @@ async fn main() -> Result<()> {
         .connect_lazy(database_url.expose_secret())
         .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-        Arc::new(KafkaReadiness::new(&kafka, cli.ingest.ack_timeout())?),
+        Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
         Arc::new(RegistryReadiness::new(registry.clone())),
         Arc::new(PostgresReadiness::new(pool.clone())),
     ];

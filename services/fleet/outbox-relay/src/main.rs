@@ -121,10 +121,7 @@ async fn main() -> Result<()> {
         .connect_lazy(database_url.expose_secret())
         .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-        Arc::new(KafkaReadiness::new(
-            &kafka,
-            std::time::Duration::from_secs(5),
-        )?),
+        Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
         Arc::new(RegistryReadiness::new(registry.clone())),
         Arc::new(PostgresReadiness::new(pool.clone())),
     ];

@@ -28,7 +28,7 @@ mod verdict;
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
 pub use producer::idempotent_producer;
-pub use readiness::KafkaReadiness;
+pub use readiness::{KafkaReadiness, PROBE_TIMEOUT};
 pub use reply::{ReplyError, ReplyPublisher};
 pub use transactional::{
     OutputRecord, TransactionalLoop, TransactionalSettings, Transformer, blocking,

@@ -10,6 +10,11 @@ use sluice_telemetry::ReadinessCheck;
 
 use crate::{KafkaConfig, KafkaSetupError};
 
+/// How long a service's readiness check waits for the broker: within the
+/// 5 s the chart's readinessProbe waits for /readyz, so an unreachable or
+/// untrusted broker is an answer ("not ready"), not a probe timeout.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Ready when the cluster answers a metadata request within the timeout.
 pub struct KafkaReadiness {
     client: Arc<BaseConsumer>,

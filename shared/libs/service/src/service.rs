@@ -20,9 +20,6 @@ use sluice_telemetry::ReadinessCheck;
 
 use crate::{ConsumerArgs, Defaults, RetryArgs};
 
-/// How long a readiness probe waits for the broker.
-const KAFKA_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Why a service could not start, or its loop ended with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -81,7 +78,7 @@ impl<D: Defaults> Service<D> {
         let kafka = KafkaConfig::from_args(&args.kafka)?;
         let registry = registry_settings(&args.registry)?;
         let mut all: Vec<Arc<dyn ReadinessCheck>> = vec![
-            Arc::new(KafkaReadiness::new(&kafka, KAFKA_PROBE_TIMEOUT)?),
+            Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
             Arc::new(RegistryReadiness::new(registry.clone())),
         ];
         all.extend(checks);
