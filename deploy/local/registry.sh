@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Apicurio Registry, stored in the local Postgres (so schema ids outlive a
-# restart), serving the Confluent-compatible API under /apis/ccompat/v7.
+# restart), serving the Confluent-compatible API under /apis/ccompat/v7, over
+# HTTP and over HTTPS with the stack's throwaway certificate.
 #   registry.sh start | stop | status | restart
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -27,10 +28,23 @@ start() {
   # Same port as before when it is free, so addresses handed out stay good.
   local port; port="$(url)"; port="${port#http://127.0.0.1:}"; port="${port%%/*}"
   if [[ -z "$port" ]] || port_in_use "$port"; then port="$(free_port)"; fi
-  echo "SLUICE_SCHEMA_REGISTRY_URL=http://127.0.0.1:$port/apis/ccompat/v7" > "$DIR/endpoint.env"
-  log "starting apicurio registry $APICURIO_VERSION on 127.0.0.1:$port"
+  # HTTPS beside HTTP, with the stack's throwaway certificate (tls.sh).
+  local tls_port; tls_port="$(env_get "$DIR/endpoint.env" SLUICE_SCHEMA_REGISTRY_TLS_URL)"
+  tls_port="${tls_port#https://127.0.0.1:}"; tls_port="${tls_port%%/*}"
+  if [[ -z "$tls_port" || "$tls_port" == "$port" ]] || port_in_use "$tls_port"; then
+    tls_port="$(free_port)"
+    while [[ "$tls_port" == "$port" ]]; do tls_port="$(free_port)"; done
+  fi
+  local tls="$SLUICE_LOCAL/tls"
+  [[ -f "$tls/server.pem" ]] || die "no server certificate in $tls; run deploy/local/tls.sh make"
+  { echo "SLUICE_SCHEMA_REGISTRY_URL=http://127.0.0.1:$port/apis/ccompat/v7"
+    echo "SLUICE_SCHEMA_REGISTRY_TLS_URL=https://127.0.0.1:$tls_port/apis/ccompat/v7"; } > "$DIR/endpoint.env"
+  log "starting apicurio registry $APICURIO_VERSION on 127.0.0.1:$port (HTTPS on $tls_port)"
   nohup "$(java_bin)" -Xms128m -Xmx"$HEAP" \
     -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
+    -Dquarkus.http.ssl-port="$tls_port" -Dquarkus.http.insecure-requests=enabled \
+    -Dquarkus.http.ssl.certificate.files="$tls/server.pem" \
+    -Dquarkus.http.ssl.certificate.key-files="$tls/server.key" \
     -Dquarkus.http.access-log.enabled=false \
     -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=postgresql \
     -Dapicurio.datasource.url="$jdbc_url" \

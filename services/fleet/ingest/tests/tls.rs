@@ -1,6 +1,6 @@
 //! ingest as a deployment with TLS everywhere runs it: Kafka through the
-//! broker's SSL listener and Postgres with `sslmode=verify-full`, both
-//! checked against the stack's CA; with a CA that did not sign the broker's
+//! broker's SSL listener, Postgres with `sslmode=verify-full` and the
+//! registry over HTTPS, all checked against the stack's CA; with a CA that did not sign the broker's
 //! certificate it stays unready and its log says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,7 +45,7 @@ fn ingest_over_tls(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingest_accepts_events_over_tls_to_kafka_and_postgres() {
+async fn ingest_accepts_events_over_tls_to_kafka_postgres_and_the_registry() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-tls", 1).await;
     let api = free_port();
     let (mut ingest, _, _) = ingest_over_tls(api, &topic.name, &Stack::get().tls_ca);

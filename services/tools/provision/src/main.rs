@@ -81,6 +81,7 @@ async fn main() -> Result<()> {
         url: cli.registry.base_url()?,
         basic_auth: cli.registry.basic_auth()?,
         timeout: cli.registry.timeout(),
+        ca_pem: cli.registry.ca_pem()?,
     })?;
 
     match cli.command {

@@ -25,6 +25,8 @@ pub struct RegistryConfig {
     pub basic_auth: Option<(String, SecretString)>,
     /// Timeout of each request.
     pub timeout: Duration,
+    /// PEM of a CA to trust besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// What registering a schema did.
@@ -76,7 +78,11 @@ impl RegistryClient {
             action: "building the client",
         };
         let registry_error = |message: String| building.error(message);
-        let http = Client::builder()
+        let builder = || {
+            sluice_avro::registry_http(config.ca_pem.as_deref())
+                .map_err(|e| registry_error(e.to_string()))
+        };
+        let http = builder()?
             .timeout(config.timeout)
             .build()
             .map_err(|e| registry_error(e.to_string()))?;
@@ -86,7 +92,7 @@ impl RegistryClient {
             settings.set_basic_authorization(user, Some(password.expose_secret()));
         }
         let settings = settings
-            .build()
+            .build_with(builder()?)
             .map_err(|e| registry_error(e.to_string()))?;
         Ok(Self {
             config,

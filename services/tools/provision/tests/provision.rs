@@ -75,6 +75,7 @@ fn registry() -> RegistryClient {
         url: Stack::get().schema_registry_url.clone(),
         basic_auth: None,
         timeout: TIMEOUT,
+        ca_pem: None,
     })
     .unwrap()
 }

@@ -310,10 +310,26 @@ pub fn registry_settings(args: &RegistryArgs) -> Result<SrSettings, ConfigError>
     if let Some((user, password)) = args.basic_auth()? {
         settings.set_basic_authorization(&user, Some(password.expose_secret()));
     }
-    settings.build().map_err(|err| ConfigError::Invalid {
-        setting: "schema-registry-url",
-        reason: err.to_string(),
-    })
+    settings
+        .build_with(registry_http(args.ca_pem()?.as_deref())?)
+        .map_err(|err| ConfigError::Invalid {
+            setting: "schema-registry-url",
+            reason: err.to_string(),
+        })
+}
+
+/// An HTTP client for the registry that trusts `ca_pem` besides the
+/// system's CAs.
+pub fn registry_http(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, ConfigError> {
+    let builder = reqwest::Client::builder();
+    let Some(pem) = ca_pem else {
+        return Ok(builder);
+    };
+    let certificate = reqwest::Certificate::from_pem(pem).map_err(|err| ConfigError::Invalid {
+        setting: "schema-registry-ca-file",
+        reason: format!("not a PEM certificate: {err}"),
+    })?;
+    Ok(builder.add_root_certificate(certificate))
 }
 
 /// The registry is asked about an id only when the frame is plausible.

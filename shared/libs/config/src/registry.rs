@@ -41,6 +41,16 @@ pub struct RegistryArgs {
     )]
     pub password_file: Option<PathBuf>,
 
+    /// PEM file of the CA that signed the registry's certificate, trusted
+    /// besides the system's CAs (an https:// URL with a private CA).
+    #[arg(
+        id = "schema-registry-ca-file",
+        long = "schema-registry-ca-file",
+        env = "SLUICE_SCHEMA_REGISTRY_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+
     /// Timeout of each registry request, in seconds.
     #[arg(
         id = "schema-registry-timeout-secs",
@@ -79,6 +89,19 @@ impl RegistryArgs {
                 reason: "the registry user and password go together".into(),
             }),
         }
+    }
+
+    /// The PEM of the CA to trust, when a file names one.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        self.ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|err| ConfigError::Invalid {
+                    setting: "schema-registry-ca-file",
+                    reason: format!("cannot read {}: {err}", path.display()),
+                })
+            })
+            .transpose()
     }
 
     /// Timeout of each request.

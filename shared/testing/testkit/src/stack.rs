@@ -15,6 +15,8 @@ pub struct Stack {
     pub kafka_bootstrap: String,
     /// Base URL of the registry's Confluent-compatible API.
     pub schema_registry_url: String,
+    /// The same API over HTTPS (the stack's throwaway certificate).
+    pub schema_registry_tls_url: String,
     /// Postgres URL of the application database.
     pub database_url: String,
     /// The broker's SASL_PLAINTEXT (SCRAM-SHA-512) listener.
@@ -71,6 +73,7 @@ impl Stack {
         Stack {
             kafka_bootstrap: get("SLUICE_KAFKA_BOOTSTRAP"),
             schema_registry_url: get("SLUICE_SCHEMA_REGISTRY_URL"),
+            schema_registry_tls_url: get("SLUICE_SCHEMA_REGISTRY_TLS_URL"),
             database_url: get("SLUICE_DATABASE_URL"),
             kafka_sasl_bootstrap: get("SLUICE_KAFKA_SASL_BOOTSTRAP"),
             kafka_ssl_bootstrap: get("SLUICE_KAFKA_SSL_BOOTSTRAP"),
