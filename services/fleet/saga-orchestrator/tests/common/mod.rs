@@ -51,6 +51,9 @@ pub struct Fleet {
     key_file: PathBuf,
     logs: PathBuf,
     codec: Arc<AvroCodec>,
+    /// Whether its services reach Kafka, the registry and Postgres over
+    /// TLS, each checked against the stack's CA.
+    tls: bool,
 }
 
 /// A built binary of the workspace (`cargo build` puts them beside this
@@ -121,7 +124,52 @@ impl Fleet {
             key_file,
             logs,
             codec: Arc::new(AvroCodec::new(stack.registry_settings())),
+            tls: false,
         }
+    }
+
+    /// The same, its services on the stack's TLS listeners: Kafka SSL,
+    /// the registry's HTTPS and Postgres with `sslmode=verify-full`.
+    pub async fn over_tls(name: &str) -> Fleet {
+        Fleet {
+            tls: true,
+            ..Fleet::new(name).await
+        }
+    }
+
+    /// How the fleet's services reach the stack.
+    fn connection_env(&self) -> Vec<(&'static str, String)> {
+        let stack = Stack::get();
+        // A killed member's partitions move on within seconds.
+        let session = "session.timeout.ms=6000";
+        if !self.tls {
+            return vec![
+                ("SLUICE_KAFKA_BOOTSTRAP", stack.kafka_bootstrap.clone()),
+                ("SLUICE_KAFKA_PROPERTIES", session.into()),
+                (
+                    "SLUICE_SCHEMA_REGISTRY_URL",
+                    stack.schema_registry_url.clone(),
+                ),
+                ("SLUICE_DATABASE_URL", self.database_url.clone()),
+            ];
+        }
+        let ca = stack.tls_ca.display();
+        vec![
+            ("SLUICE_KAFKA_BOOTSTRAP", stack.kafka_ssl_bootstrap.clone()),
+            (
+                "SLUICE_KAFKA_PROPERTIES",
+                format!("{session},security.protocol=SSL,ssl.ca.location={ca}"),
+            ),
+            (
+                "SLUICE_SCHEMA_REGISTRY_URL",
+                stack.schema_registry_tls_url.clone(),
+            ),
+            ("SLUICE_SCHEMA_REGISTRY_CA_FILE", ca.to_string()),
+            (
+                "SLUICE_DATABASE_URL",
+                format!("{}?sslmode=verify-full&sslrootcert={ca}", self.database_url),
+            ),
+        ]
     }
 
     fn spawn(
@@ -141,11 +189,7 @@ impl Fleet {
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-            // A killed member's partitions move on within seconds.
-            .env("SLUICE_KAFKA_PROPERTIES", "session.timeout.ms=6000")
-            .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
-            .env("SLUICE_DATABASE_URL", &self.database_url)
+            .envs(self.connection_env())
             .env("SLUICE_LOG", "info,rdkafka=warn,sqlx=warn")
             .env("SLUICE_LOG_FORMAT", "json")
             // Spans go to the stack's Jaeger, as the chart sends them to a collector.
@@ -227,7 +271,7 @@ impl Fleet {
         let output = Command::new(binary("saga-orchestrator"))
             .args(args)
             .env_clear()
-            .env("SLUICE_DATABASE_URL", &self.database_url)
+            .envs(self.connection_env())
             .stdin(Stdio::null())
             .output()
             .unwrap();
