@@ -145,6 +145,14 @@ enum Finished {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Warnings to stderr: librdkafka says there why a broker cannot be
+    // reached (a refused certificate, say), which its errors do not carry.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli: Cli = match sluice_config::parse() {
         Ok(cli) => cli,
         Err(err) => {
