@@ -23,7 +23,7 @@ use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure, Original};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-use crate::connection::{ReplicationConnection, install_crypto_provider};
+use crate::connection::ReplicationConnection;
 use crate::delivery::{Acknowledged, Commit, DeliveryError, Pending, Record, send_all};
 use crate::metrics as names;
 use crate::pgoutput::{self, Change, Relation};
@@ -350,7 +350,6 @@ impl Relay {
     }
 
     fn replication_config(&self, start: Lsn) -> ReplicationConfig {
-        install_crypto_provider();
         let connection = &self.source.connection;
         ReplicationConfig::new(
             connection.host.clone(),
