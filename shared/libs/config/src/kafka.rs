@@ -20,11 +20,30 @@ const SECRET_PROPERTIES: [(&str, &str); 4] = [
     ),
 ];
 
+/// The other properties librdkafka holds secret, and how to give each
+/// instead.
+const SECRETS_GIVEN_OTHERWISE: [(&str, &str); 5] = [
+    (
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET or --kafka-oauthbearer-client-secret-file",
+    ),
+    ("ssl.key.pem", "a file, ssl.key.location"),
+    ("ssl_key", "a file, ssl.key.location"),
+    (
+        "sasl.oauthbearer.assertion.private.key.pem",
+        "a file, sasl.oauthbearer.assertion.private.key.file",
+    ),
+    (
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "an unencrypted key file readable only by the service, sasl.oauthbearer.assertion.private.key.file",
+    ),
+];
+
 /// Properties whose only safe values are the ones Sluice sets (or none):
 /// each service's guarantee that nothing accepted is lost or applied twice
 /// rests on them, so a `--kafka-property` that weakens one is refused
 /// rather than taken. The value allowed, if any, and why.
-const SAFETY_PROPERTIES: [(&str, &[&str], &str); 6] = [
+const SAFETY_PROPERTIES: [(&str, &[&str], &str); 8] = [
     (
         "acks",
         &["all", "-1"],
@@ -55,6 +74,17 @@ const SAFETY_PROPERTIES: [(&str, &[&str], &str); 6] = [
         &[],
         "consumers commit only what they have handled, when they have handled it",
     ),
+    (
+        "auto.offset.reset",
+        &["earliest", "smallest", "beginning"],
+        "a group without a committed offset must not skip the records already accepted",
+    ),
+    (
+        "transactional.id",
+        &[],
+        "each producer's id is its own (--transactional-id, --transactional-id-prefix); \
+         one given here would be shared, and producers sharing an id fence each other",
+    ),
 ];
 
 /// Kafka client properties from the settings, secrets kept apart.
@@ -81,7 +111,7 @@ pub struct KafkaArgs {
     /// Further librdkafka properties as KEY=VALUE, repeatable (comma
     /// separated in the variable): security.protocol=SASL_SSL,
     /// sasl.mechanism=SCRAM-SHA-512, ssl.ca.location=..., tuning.
-    #[arg(id = "kafka-property", long = "kafka-property", env = "SLUICE_KAFKA_PROPERTIES", value_delimiter = ',', value_name = "KEY=VALUE", value_parser = parse_property)]
+    #[arg(id = "kafka-property", long = "kafka-property", env = "SLUICE_KAFKA_PROPERTIES", hide_env_values = true, value_delimiter = ',', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
 
     /// SASL user name.
@@ -202,6 +232,14 @@ fn refuse(key: &str, value: &str) -> Result<(), ConfigError> {
         setting: "kafka-property",
         reason,
     };
+    if let Some((_, how)) = SECRETS_GIVEN_OTHERWISE
+        .iter()
+        .find(|(property, _)| *property == key)
+    {
+        return Err(invalid(format!(
+            "{key} is a secret: give it as {how}, not on the command line"
+        )));
+    }
     if let Some((_, setting)) = SECRET_PROPERTIES
         .iter()
         .find(|(property, _)| *property == key)

@@ -218,6 +218,20 @@ fn a_secret_file_that_cannot_be_read_names_the_setting_and_the_file() {
 }
 
 #[test]
+fn every_secret_librdkafka_knows_is_refused_on_the_command_line() {
+    for property in [
+        "sasl.oauthbearer.client.credentials.client.secret=x",
+        "ssl.key.pem=x",
+        "sasl.oauthbearer.assertion.private.key.passphrase=x",
+    ] {
+        let args = BASE.iter().copied().chain(["--kafka-property", property]);
+        let cli: ServiceCli = parse_from(args).unwrap();
+        let err = cli.kafka.resolve().unwrap_err().to_string();
+        assert!(err.contains("is a secret: give it as"), "{property}: {err}");
+    }
+}
+
+#[test]
 fn kafka_properties_that_weaken_delivery_are_refused() {
     for (property, named) in [
         ("acks=1", "acks"),
@@ -226,6 +240,8 @@ fn kafka_properties_that_weaken_delivery_are_refused() {
         ("isolation.level=read_uncommitted", "isolation.level"),
         ("enable.auto.commit=true", "enable.auto.commit"),
         ("enable.auto.offset.store=true", "enable.auto.offset.store"),
+        ("auto.offset.reset=latest", "auto.offset.reset"),
+        ("transactional.id=shared", "transactional.id"),
     ] {
         let args = BASE.iter().copied().chain(["--kafka-property", property]);
         let cli: ServiceCli = parse_from(args).unwrap();
