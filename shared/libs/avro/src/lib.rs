@@ -318,18 +318,25 @@ pub fn registry_settings(args: &RegistryArgs) -> Result<SrSettings, ConfigError>
         })
 }
 
-/// An HTTP client for the registry that trusts `ca_pem` besides the
-/// system's CAs.
+/// An HTTP client for the registry that trusts every certificate of
+/// `ca_pem` (a bundle may hold several) besides the system's CAs.
 pub fn registry_http(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, ConfigError> {
     let builder = reqwest::Client::builder();
     let Some(pem) = ca_pem else {
         return Ok(builder);
     };
-    let certificate = reqwest::Certificate::from_pem(pem).map_err(|err| ConfigError::Invalid {
+    let invalid = |reason: String| ConfigError::Invalid {
         setting: "schema-registry-ca-file",
-        reason: format!("not a PEM certificate: {err}"),
-    })?;
-    Ok(builder.add_root_certificate(certificate))
+        reason,
+    };
+    let certificates = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|err| invalid(format!("not a PEM certificate: {err}")))?;
+    if certificates.is_empty() {
+        return Err(invalid("not a PEM certificate: it holds none".into()));
+    }
+    Ok(certificates
+        .into_iter()
+        .fold(builder, reqwest::ClientBuilder::add_root_certificate))
 }
 
 /// The registry is asked about an id only when the frame is plausible.

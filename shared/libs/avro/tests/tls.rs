@@ -69,6 +69,18 @@ async fn a_registry_certificate_from_another_ca_leaves_the_service_unready() {
     RegistryReadiness::new(right).check().await.unwrap();
 }
 
+#[tokio::test]
+async fn every_certificate_of_a_ca_bundle_is_trusted() {
+    let stack = Stack::get();
+    let bundle = std::env::temp_dir().join(sluice_testkit::unique_name("ca-bundle"));
+    let pem = |path: &Path| std::fs::read_to_string(path).unwrap();
+    // The CA that signed the registry's certificate second, not first.
+    std::fs::write(&bundle, pem(&stack.wrong_ca) + &pem(&stack.tls_ca)).unwrap();
+    let settings = registry_settings(&https_settings(&bundle)).unwrap();
+    RegistryReadiness::new(settings).check().await.unwrap();
+    std::fs::remove_file(&bundle).unwrap();
+}
+
 #[test]
 fn a_ca_file_that_is_not_pem_is_refused_naming_the_setting() {
     let path = std::env::temp_dir().join(sluice_testkit::unique_name("not-a-ca"));
