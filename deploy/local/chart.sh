@@ -56,7 +56,12 @@ log "credentials reach the containers as mounted files, never as environment val
   -f "$CHART/values-production.yaml" \
   --set kafka.ssl.keyPasswordSecret.name=kafka-tls \
   --set kafka.ssl.keystorePasswordSecret.name=kafka-tls \
-  --set kafka.oauthbearer.clientSecretSecret.name=kafka-oidc > "$OUT/secrets.yaml"
+  --set kafka.oauthbearer.clientSecretSecret.name=kafka-oidc \
+  --set-json 'extraVolumes=[{"name":"private-ca","configMap":{"name":"private-ca"}}]' \
+  --set-json 'extraVolumeMounts=[{"name":"private-ca","mountPath":"/etc/sluice/ca","readOnly":true}]' \
+  > "$OUT/secrets.yaml"
+"$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$OUT/secrets.yaml"
+grep -q 'mountPath: /etc/sluice/ca' "$OUT/secrets.yaml" || die "extraVolumeMounts are not mounted"
 "$VENV/bin/python" "$SLUICE_ROOT/deploy/local/chart/secrets.py" "$OUT/secrets.yaml"
 
 log "kube-score (production values)"

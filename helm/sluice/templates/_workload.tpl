@@ -110,6 +110,9 @@ spec:
             {{- with include "sluice.secretMount" . }}
             {{- . | nindent 12 }}
             {{- end }}
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
             {{- with .mounts }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -119,6 +122,9 @@ spec:
             sizeLimit: 64Mi
         {{- with include "sluice.secretVolume" . }}
         {{- . | nindent 8 }}
+        {{- end }}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
