@@ -99,6 +99,10 @@ ready() { kcat -b "$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_BOOTSTRAP)" -L -m 
 
 start() {
   mkdir -p "$DIR"
+  if pid_alive "$PIDFILE" && [[ -z "$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_SSL_BOOTSTRAP)" ]]; then
+    log "kafka (pid $(cat "$PIDFILE")) runs without the TLS listeners (started by an older stack.sh); restarting it"
+    stop_pid "$PIDFILE" 30
+  fi
   if pid_alive "$PIDFILE"; then
     ready && { log "kafka already runs (pid $(cat "$PIDFILE"))"; return 0; }
     wait_for 60 "kafka" ready && return 0

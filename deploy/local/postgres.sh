@@ -62,6 +62,10 @@ start() {
   [[ -x "$PGBIN/postgres" ]] || die "PostgreSQL 15 server not found in $PGBIN (install postgresql-15)"
   mkdir -p "$DIR" "$RUN"
   [[ "$(id -u)" == 0 ]] && chown postgres: "$DIR" "$RUN"
+  if ready && [[ "$(as_pg "$PGBIN/psql" -h "$RUN" -p "$(port)" -U postgres -d postgres -tAc 'SHOW ssl')" != on ]]; then
+    log "postgres runs without TLS (started by an older stack.sh); restarting it"
+    stop
+  fi
   if ready; then log "postgres already runs on port $(port)"; create_app_role; return 0; fi
   [[ -f "$DATA/PG_VERSION" ]] || init_cluster
 

@@ -15,6 +15,10 @@ ready() { [[ -n "$(url)" ]] && curl -sf "$(url)/subjects" >/dev/null; }
 
 start() {
   mkdir -p "$DIR"
+  if pid_alive "$PIDFILE" && [[ -z "$(env_get "$DIR/endpoint.env" SLUICE_SCHEMA_REGISTRY_TLS_URL)" ]]; then
+    log "registry (pid $(cat "$PIDFILE")) runs without HTTPS (started by an older stack.sh); restarting it"
+    stop_pid "$PIDFILE" 20
+  fi
   if pid_alive "$PIDFILE"; then
     wait_for 60 "registry" ready && return 0
     log "registry (pid $(cat "$PIDFILE")) runs but does not answer; replacing it"
