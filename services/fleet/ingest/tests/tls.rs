@@ -38,6 +38,8 @@ fn ingest_over_tls(
             "SLUICE_DATABASE_URL",
             stack.database_url_verified_by(&stack.tls_ca),
         )
+        .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_tls_url)
+        .env("SLUICE_SCHEMA_REGISTRY_CA_FILE", &stack.tls_ca)
         .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{health}"))
         .env("SLUICE_LOG", "info")
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
@@ -85,11 +87,14 @@ async fn ingest_trusting_another_ca_is_unready_and_says_why() {
         },
     )
     .await;
-    let ready = reqwest::get(format!("http://127.0.0.1:{health}/readyz")).await;
-    let status = ready.map(|response| response.status().as_u16());
-    assert!(
-        !matches!(status, Ok(200)),
-        "ready with a broker it cannot trust: {status:?}\n{said}"
+    let status = eventually("/readyz to answer", Duration::from_secs(30), || async {
+        let response = reqwest::get(format!("http://127.0.0.1:{health}/readyz")).await;
+        Some(response.ok()?.status().as_u16())
+    })
+    .await;
+    assert_eq!(
+        status, 503,
+        "not ready with a broker it cannot trust:\n{said}"
     );
     ingest.assert_running("while the broker is not trusted");
 }
