@@ -63,5 +63,23 @@ async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
     for service in services {
         assert!(seen.contains(service), "no span of {service} in {spans:?}");
     }
+
+    // The JSON log lines written while handling the order's messages carry
+    // its trace id and the message's coordinates.
+    for (label, topic) in [
+        ("orchestrator", &fleet.topics.orders),
+        ("erp-sink", &fleet.topics.erp_commands),
+    ] {
+        let log = fleet.log(label);
+        let line = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["span"]["trace_id"] == trace_id.as_str())
+            .unwrap_or_else(|| panic!("no {label} log line with trace id {trace_id}:\n{log}"));
+        let span = &line["span"];
+        assert_eq!(span["topic"], topic.as_str(), "{line}");
+        assert!(span["partition"].is_u64() && span["offset"].is_u64(), "{line}");
+        println!("{label}: {line}");
+    }
     fleet.finish(relay).await;
 }

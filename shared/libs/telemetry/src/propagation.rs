@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use opentelemetry::Context;
 use opentelemetry::global;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{TraceContextExt, TraceId};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -60,16 +61,23 @@ pub fn join_remote_trace<'a>(span: &tracing::Span, lookup: impl Fn(&str) -> Opti
 }
 
 /// A span for handling `message`, the child of the trace context its
-/// headers carry.
+/// headers carry. Its fields — topic, partition, offset and the trace id —
+/// are on every JSON log line written while it is entered, so an operator
+/// finds a message's lines by any of them.
 pub fn message_span<M: Message>(message: &M) -> tracing::Span {
     let span = tracing::info_span!(
         "message",
         topic = message.topic(),
         partition = message.partition(),
-        offset = message.offset()
+        offset = message.offset(),
+        trace_id = tracing::field::Empty,
     );
     // Fails only when no OpenTelemetry layer is installed: no trace to join.
     let _ = span.set_parent(extract_parent(message.headers()));
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
     span
 }
 

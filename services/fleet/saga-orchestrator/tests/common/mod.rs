@@ -190,7 +190,12 @@ impl Fleet {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.connection_env())
-            .env("SLUICE_LOG", "info,rdkafka=warn,sqlx=warn")
+            // One debug line per message handled by the saga and erp-sink,
+            // so tests can find a message's log lines by its fields.
+            .env(
+                "SLUICE_LOG",
+                "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug",
+            )
             .env("SLUICE_LOG_FORMAT", "json")
             // Spans go to the stack's Jaeger, as the chart sends them to a collector.
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &stack.otlp_endpoint)
@@ -263,6 +268,11 @@ impl Fleet {
             &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
         );
         (child, port)
+    }
+
+    /// What the service started as `label` has logged so far.
+    pub fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{label}.log"))).unwrap_or_default()
     }
 
     /// Runs `saga-orchestrator` with `args` (list, show) on the fleet's
