@@ -10,8 +10,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, ingest_command, order_placed};
-use sluice_testkit::{KillOnDrop, Stack, TestTopic, consume_exactly, eventually, free_port};
+use common::{accepted, ingest_command};
+use sluice_testkit::{KillOnDrop, Stack, TestTopic, consume_exactly, free_port};
 
 /// A file holding `text`, as a mounted Kubernetes Secret would.
 fn secret_file(name: &str, text: &str) -> std::path::PathBuf {
@@ -39,21 +39,10 @@ async fn the_database_url_comes_from_a_file() {
 
     // A keyed request needs Postgres: its answer is kept there.
     let key = format!("creds-{}", uuid::Uuid::new_v4());
-    let client = reqwest::Client::new();
-    eventually(
-        "the keyed event accepted",
+    accepted(
+        &format!("http://127.0.0.1:{api}"),
+        &[("Idempotency-Key", &key)],
         Duration::from_secs(60),
-        || async {
-            let response = client
-                .post(format!("http://127.0.0.1:{api}/v1/events"))
-                .bearer_auth(TOKEN)
-                .header("Idempotency-Key", &key)
-                .json(&order_placed())
-                .send()
-                .await
-                .ok()?;
-            (response.status().as_u16() == 202).then_some(())
-        },
     )
     .await;
     consume_exactly(&topic.name, 1, Duration::from_secs(30)).await;

@@ -7,8 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Limits, OTHER_TOKEN, TOKEN, kafka, order_placed, serve_limited, shop_webhook};
-use sluice_testkit::{TestTopic, eventually};
+use common::{
+    Limits, OTHER_TOKEN, TOKEN, accepted, kafka, order_placed, serve_limited, shop_webhook,
+};
+use sluice_testkit::TestTopic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,22 +69,7 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     );
     // Once one is let go, requests are served again.
     drop(held.pop());
-    let client = reqwest::Client::new();
-    eventually(
-        "a request served again",
-        Duration::from_secs(10),
-        || async {
-            let response = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(TOKEN)
-                .json(&order_placed())
-                .send()
-                .await
-                .ok()?;
-            (response.status().as_u16() == 202).then_some(())
-        },
-    )
-    .await;
+    accepted(&base, &[], Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

@@ -9,11 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, ingest_process, order_placed};
+use common::{accepted, ingest_process};
 use rdkafka::Message;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::OrderEvent;
-use sluice_testkit::{PostgresOutage, Stack, TestTopic, consume_exactly, eventually, free_port};
+use sluice_testkit::{PostgresOutage, Stack, TestTopic, consume_exactly, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_started_before_postgres_waits_for_it() {
@@ -31,17 +31,11 @@ async fn ingest_started_before_postgres_waits_for_it() {
     }
 
     outage.end();
-    let client = reqwest::Client::new();
-    eventually("the event accepted", Duration::from_secs(60), || async {
-        let response = client
-            .post(format!("http://127.0.0.1:{api}/v1/events"))
-            .bearer_auth(TOKEN)
-            .json(&order_placed())
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 202).then_some(())
-    })
+    accepted(
+        &format!("http://127.0.0.1:{api}"),
+        &[],
+        Duration::from_secs(60),
+    )
     .await;
     let message = consume_exactly(&topic.name, 1, Duration::from_secs(30))
         .await

@@ -9,9 +9,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TOKEN, ingest_command, order_placed};
+use common::{accepted, ingest_command};
 use sluice_testkit::{
-    KillOnDrop, Stack, TestTopic, consume_exactly, eventually, free_port, unique_name,
+    KillOnDrop, Stack, TestTopic, consume_exactly, eventually, free_port, readiness_status,
+    unique_name,
 };
 
 /// ingest on the TLS listeners, trusting `kafka_ca` for Kafka; its health
@@ -51,22 +52,11 @@ async fn ingest_accepts_events_over_tls_to_kafka_postgres_and_the_registry() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-tls", 1).await;
     let api = free_port();
     let (mut ingest, _, _) = ingest_over_tls(api, &topic.name, &Stack::get().tls_ca);
-    let client = reqwest::Client::new();
     let key = format!("tls-{}", uuid::Uuid::new_v4());
-    eventually(
-        "the keyed event accepted",
+    accepted(
+        &format!("http://127.0.0.1:{api}"),
+        &[("Idempotency-Key", &key)],
         Duration::from_secs(60),
-        || async {
-            let response = client
-                .post(format!("http://127.0.0.1:{api}/v1/events"))
-                .bearer_auth(TOKEN)
-                .header("Idempotency-Key", &key)
-                .json(&order_placed())
-                .send()
-                .await
-                .ok()?;
-            (response.status().as_u16() == 202).then_some(())
-        },
     )
     .await;
     consume_exactly(&topic.name, 1, Duration::from_secs(30)).await;
@@ -87,11 +77,7 @@ async fn ingest_trusting_another_ca_is_unready_and_says_why() {
         },
     )
     .await;
-    let status = eventually("/readyz to answer", Duration::from_secs(30), || async {
-        let response = reqwest::get(format!("http://127.0.0.1:{health}/readyz")).await;
-        Some(response.ok()?.status().as_u16())
-    })
-    .await;
+    let status = readiness_status(health).await;
     assert_eq!(
         status, 503,
         "not ready with a broker it cannot trust:\n{said}"

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TOKEN, ingest_process, order_placed};
+use common::{accepted, ingest_process};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually, free_port, trace_spans};
@@ -21,18 +21,11 @@ async fn one_traced_event(topic: &str, otel_env: (&str, String)) -> (String, Str
     let mut ingest = ingest_process(api, topic, &[otel_env]);
     let trace_id = format!("{:032x}", fastrand::u128(1..));
     let traceparent = format!("00-{trace_id}-{:016x}-01", fastrand::u64(1..));
-    let client = reqwest::Client::new();
-    eventually("the event accepted", Duration::from_secs(60), || async {
-        let response = client
-            .post(format!("http://127.0.0.1:{api}/v1/events"))
-            .bearer_auth(TOKEN)
-            .header("traceparent", &traceparent)
-            .json(&order_placed())
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 202).then_some(())
-    })
+    accepted(
+        &format!("http://127.0.0.1:{api}"),
+        &[("traceparent", &traceparent)],
+        Duration::from_secs(60),
+    )
     .await;
     ingest.assert_running("after the event");
     let stopped = Command::new("kill")

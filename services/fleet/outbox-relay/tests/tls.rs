@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{WAIT, drop_slot, outbox_table, reader, relay, start};
 use futures::StreamExt;
 use sluice_outbox_relay::ReplicationConnection;
-use sluice_testkit::{Stack, TestTopic, eventually, free_port, unique_name};
+use sluice_testkit::{Stack, TestTopic, eventually, free_port, readiness_status, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -117,11 +117,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
         },
     )
     .await;
-    let status = eventually("/readyz to answer", Duration::from_secs(30), || async {
-        let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
-        Some(response.ok()?.status().as_u16())
-    })
-    .await;
+    let status = readiness_status(port).await;
     assert_eq!(
         status, 503,
         "not ready with a server it cannot trust:\n{said}"

@@ -22,3 +22,13 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The status a service's `/readyz` on its health `port` answers, once it
+/// answers at all (within 30 s).
+pub async fn readiness_status(port: u16) -> u16 {
+    eventually("/readyz to answer", Duration::from_secs(30), || async {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+        Some(response.ok()?.status().as_u16())
+    })
+    .await
+}

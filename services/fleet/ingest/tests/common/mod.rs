@@ -18,7 +18,7 @@ use sluice_ingest::{
 };
 use sluice_kafka::KafkaConfig;
 use sluice_resilience::{LimiterConfig, RateLimiter};
-use sluice_testkit::{Stack, unique_name};
+use sluice_testkit::{Stack, eventually, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
@@ -226,4 +226,22 @@ pub async fn post(base: &str, token: Option<&str>, body: &Value) -> (u16, Value)
         response.status().as_u16(),
         response.json().await.unwrap_or(Value::Null),
     )
+}
+
+/// Sends [`order_placed`] with [`TOKEN`] and `headers` to the events API at
+/// `base` until it is answered 202 (the process may still be starting, or
+/// waiting for a server to come back), within `within`.
+pub async fn accepted(base: &str, headers: &[(&str, &str)], within: Duration) {
+    let client = reqwest::Client::new();
+    eventually("the event accepted", within, || async {
+        let request = client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(TOKEN)
+            .json(&order_placed());
+        let request = headers.iter().fold(request, |request, (name, value)| {
+            request.header(*name, *value)
+        });
+        (request.send().await.ok()?.status().as_u16() == 202).then_some(())
+    })
+    .await;
 }
