@@ -78,7 +78,10 @@ async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
             .unwrap_or_else(|| panic!("no {label} log line with trace id {trace_id}:\n{log}"));
         let span = &line["span"];
         assert_eq!(span["topic"], topic.as_str(), "{line}");
-        assert!(span["partition"].is_u64() && span["offset"].is_u64(), "{line}");
+        assert!(
+            span["partition"].is_u64() && span["offset"].is_u64(),
+            "{line}"
+        );
         println!("{label}: {line}");
     }
     fleet.finish(relay).await;
