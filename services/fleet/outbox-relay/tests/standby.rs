@@ -102,6 +102,14 @@ async fn a_standby_replica_takes_over_when_the_streaming_one_dies() {
     wait_for(&first, streaming, &slot, 1.0).await;
     let second_log = logs.join("second.log");
     let mut second = replica(&table, &topic.name, &dlq.name, &second_log);
+    // Standing by, not merely started: its gauge reads 0 before its first
+    // attempt too, and a second replica slow to start (CI, 2 cores) found
+    // the slot already free after the kill, so it never stood by.
+    eventually("the second replica standing by", WAIT, || {
+        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+        async move { log.contains("standing by").then_some(()) }
+    })
+    .await;
     wait_for(&second, streaming, &slot, 0.0).await;
 
     insert(&pool, &table, 1, 5).await;

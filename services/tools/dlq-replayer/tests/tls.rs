@@ -62,7 +62,10 @@ async fn dead_letters_are_listed_and_replayed_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusting_another_ca_fails_and_says_so() {
     let dlq = dlq_topic("replayer-tls-wrong").await;
-    let args = ["--timeout-secs", "5", "list", "--topic", &dlq.name];
+    // Long enough for the broker's first TLS handshakes on a busy machine:
+    // with 5 s, CI's cold broker had not answered before the CLI gave up,
+    // so there was no refused certificate to report yet.
+    let args = ["--timeout-secs", "15", "list", "--topic", &dlq.name];
     let refused = run_over_tls(&args, &Stack::get().wrong_ca).await;
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     assert!(
