@@ -9,17 +9,18 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{WAIT, drop_slot, outbox_table, pool, reader, relay};
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use sluice_testkit::{Stack, TestTopic, eventually, free_port, unique_name};
+use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, unique_name};
 use sqlx::{AssertSqlSafe, PgPool};
 
 struct Replica {
-    child: Child,
+    /// Killed when dropped, so a failing test leaves no relay streaming.
+    child: KillOnDrop,
     metrics_url: String,
 }
 
@@ -43,7 +44,7 @@ fn replica(table: &str, topic: &str, dlq: &str, log: &Path) -> Replica {
         .spawn()
         .unwrap();
     Replica {
-        child,
+        child: KillOnDrop(child),
         metrics_url: format!("http://127.0.0.1:{port}/metrics"),
     }
 }
@@ -130,8 +131,8 @@ async fn a_standby_replica_takes_over_when_the_streaming_one_dies() {
     };
     tokio::time::timeout(WAIT, read_until(5)).await.unwrap();
 
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
+    first.child.0.kill().unwrap();
+    first.child.0.wait().unwrap();
     insert(&pool, &table, 6, 10).await;
     wait_for(&second, streaming, &slot, 1.0).await;
     tokio::time::timeout(WAIT, read_until(10))
@@ -152,8 +153,8 @@ async fn a_standby_replica_takes_over_when_the_streaming_one_dies() {
     .await;
     assert!(lag >= 0.0, "slot lag {lag}");
 
-    second.child.kill().unwrap();
-    second.child.wait().unwrap();
+    second.child.0.kill().unwrap();
+    second.child.0.wait().unwrap();
     std::fs::remove_dir_all(&logs).unwrap();
     drop_slot(&pool, &table).await;
 }
