@@ -7,6 +7,8 @@
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,22 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use clap::Parser;
-use rdkafka::Message;
-use rdkafka::producer::FutureRecord;
-use sluice_config::KafkaArgs;
-use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use common::{produce_and_read, secret_file, service_kafka};
+use sluice_kafka::{KafkaConfig, KafkaReadiness};
 use sluice_telemetry::ReadinessCheck;
-use sluice_testkit::{Stack, TestTopic, consume_exactly, unique_name};
+use sluice_testkit::Stack;
 
 const CLIENT_ID: &str = "sluice-client";
 const CLIENT_SECRET: &str = "oidc-s3cret";
-
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    kafka: KafkaArgs,
-}
 
 /// What the token endpoint was asked: the Authorization header and the
 /// form body of each request.
@@ -84,13 +77,10 @@ async fn grant(State(requests): State<Requests>, headers: HeaderMap, body: Strin
 
 /// A service's Kafka settings for OIDC, the client secret in a file.
 fn oidc_config(token_url: &str, secret: &str) -> KafkaConfig {
-    let stack = Stack::get();
-    let secret_file = std::env::temp_dir().join(unique_name("oidc-secret"));
-    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    let cli: Cli = sluice_config::parse_from([
-        "svc",
+    let secret_file = secret_file("oidc-secret", secret);
+    service_kafka([
         "--kafka-bootstrap",
-        &stack.kafka_sasl_bootstrap,
+        &Stack::get().kafka_sasl_bootstrap,
         "--kafka-property",
         "security.protocol=SASL_PLAINTEXT",
         "--kafka-property",
@@ -107,26 +97,12 @@ fn oidc_config(token_url: &str, secret: &str) -> KafkaConfig {
         "--kafka-oauthbearer-client-secret-file",
         secret_file.to_str().unwrap(),
     ])
-    .unwrap();
-    KafkaConfig::from_args(&cli.kafka).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oidc_client_secret_from_a_file_gets_a_token_the_broker_takes() {
-    let topic = TestTopic::create("oidc", 1).await;
     let (url, requests) = token_endpoint().await;
-    let producer = idempotent_producer(&oidc_config(&url, CLIENT_SECRET)).unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topic.name)
-                .key("k")
-                .payload("through OIDC"),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    let read = consume_exactly(&topic.name, 1, Duration::from_secs(30)).await;
-    assert_eq!(read[0].payload(), Some(&b"through OIDC"[..]));
+    produce_and_read(&oidc_config(&url, CLIENT_SECRET), "through OIDC").await;
     let (authorization, body) = requests.lock().unwrap()[0].clone();
     assert_eq!(
         authorization,

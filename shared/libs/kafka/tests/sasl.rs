@@ -4,29 +4,20 @@
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use clap::Parser;
-use rdkafka::Message;
-use rdkafka::producer::FutureRecord;
-use sluice_config::KafkaArgs;
-use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use common::{produce_and_read, secret_file, service_kafka};
+use sluice_kafka::{KafkaConfig, KafkaReadiness};
 use sluice_telemetry::ReadinessCheck;
-use sluice_testkit::{Stack, TestTopic, consume_exactly, unique_name};
-
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    kafka: KafkaArgs,
-}
+use sluice_testkit::Stack;
 
 /// A service's Kafka settings for the SCRAM listener, the password in a file.
 fn scram_config(password: &str) -> KafkaConfig {
     let stack = Stack::get();
-    let password_file = std::env::temp_dir().join(unique_name("scram-password"));
-    std::fs::write(&password_file, format!("{password}\n")).unwrap();
-    let cli: Cli = sluice_config::parse_from([
-        "svc",
+    let password_file = secret_file("scram-password", password);
+    service_kafka([
         "--kafka-bootstrap",
         &stack.kafka_sasl_bootstrap,
         "--kafka-property",
@@ -38,26 +29,12 @@ fn scram_config(password: &str) -> KafkaConfig {
         "--kafka-sasl-password-file",
         password_file.to_str().unwrap(),
     ])
-    .unwrap();
-    KafkaConfig::from_args(&cli.kafka).unwrap()
 }
 
 #[tokio::test]
 async fn scram_credentials_from_settings_authenticate() {
-    let topic = TestTopic::create("sasl", 1).await;
-    let producer =
-        idempotent_producer(&scram_config(&Stack::get().kafka_scram_credentials.1)).unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topic.name)
-                .key("k")
-                .payload("through SCRAM"),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    let read = consume_exactly(&topic.name, 1, Duration::from_secs(30)).await;
-    assert_eq!(read[0].payload(), Some(&b"through SCRAM"[..]));
+    let config = scram_config(&Stack::get().kafka_scram_credentials.1);
+    produce_and_read(&config, "through SCRAM").await;
 }
 
 #[tokio::test]

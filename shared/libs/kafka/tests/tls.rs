@@ -5,47 +5,25 @@
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
-use rdkafka::Message;
-use rdkafka::producer::FutureRecord;
-use sluice_config::KafkaArgs;
-use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use common::{produce_and_read, secret_file, service_kafka};
+use sluice_kafka::{KafkaConfig, KafkaReadiness};
 use sluice_telemetry::ReadinessCheck;
-use sluice_testkit::{Stack, TestTopic, consume_exactly, unique_name};
-
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    kafka: KafkaArgs,
-}
+use sluice_testkit::Stack;
 
 /// A service's settings for `bootstrap` over TLS trusting `ca`, and `more`.
 fn tls_config(bootstrap: &str, protocol: &str, ca: &Path, more: &[&str]) -> KafkaConfig {
     let protocol = format!("security.protocol={protocol}");
     let ca = format!("ssl.ca.location={}", ca.display());
-    let args = ["svc", "--kafka-bootstrap", bootstrap]
+    let args = ["--kafka-bootstrap", bootstrap]
         .into_iter()
         .chain(["--kafka-property", &protocol, "--kafka-property", &ca])
         .chain(more.iter().copied());
-    let cli: Cli = sluice_config::parse_from(args).unwrap();
-    KafkaConfig::from_args(&cli.kafka).unwrap()
-}
-
-async fn produce_and_read(config: &KafkaConfig, what: &str) {
-    let topic = TestTopic::create("tls", 1).await;
-    let producer = idempotent_producer(config).unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topic.name).key("k").payload(what),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    let read = consume_exactly(&topic.name, 1, Duration::from_secs(30)).await;
-    assert_eq!(read[0].payload(), Some(what.as_bytes()));
+    service_kafka(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,8 +36,7 @@ async fn a_service_produces_through_the_ssl_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_produces_through_sasl_ssl_with_its_password_from_a_file() {
     let stack = Stack::get();
-    let password = std::env::temp_dir().join(unique_name("sasl-ssl-password"));
-    std::fs::write(&password, format!("{}\n", stack.kafka_scram_credentials.1)).unwrap();
+    let password = secret_file("sasl-ssl-password", &stack.kafka_scram_credentials.1);
     let more = [
         "--kafka-property",
         "sasl.mechanism=SCRAM-SHA-512",

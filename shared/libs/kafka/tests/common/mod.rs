@@ -156,3 +156,39 @@ pub fn no_retries() -> RetryPolicy {
         max_elapsed: None,
     }
 }
+
+/// A service's Kafka settings from `args` (after the program name), as
+/// its command line and environment would give them.
+pub fn service_kafka<'a>(args: impl IntoIterator<Item = &'a str>) -> sluice_kafka::KafkaConfig {
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: sluice_config::KafkaArgs,
+    }
+    let cli: Cli = sluice_config::parse_from(std::iter::once("svc").chain(args)).unwrap();
+    sluice_kafka::KafkaConfig::from_args(&cli.kafka).unwrap()
+}
+
+/// A file holding `secret` with a trailing newline, as a mounted Secret.
+pub fn secret_file(name: &str, secret: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(sluice_testkit::unique_name(name));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path
+}
+
+/// Produces `what` through `config` to a topic of its own and reads it back
+/// (over the stack's plain listener).
+pub async fn produce_and_read(config: &sluice_kafka::KafkaConfig, what: &str) {
+    use rdkafka::producer::FutureRecord;
+    let topic = sluice_testkit::TestTopic::create("through", 1).await;
+    sluice_kafka::idempotent_producer(config)
+        .unwrap()
+        .send(
+            FutureRecord::to(&topic.name).key("k").payload(what),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let read = sluice_testkit::consume_exactly(&topic.name, 1, Duration::from_secs(30)).await;
+    assert_eq!(read[0].payload(), Some(what.as_bytes()));
+}
