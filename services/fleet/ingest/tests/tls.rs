@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use common::{accepted, ingest_command};
 use sluice_testkit::{
-    KillOnDrop, Stack, TestTopic, consume_exactly, eventually, free_port, readiness_status,
-    unique_name,
+    KillOnDrop, Stack, TestTopic, consume_exactly, free_port, logged, readiness_status, unique_name,
 };
 
 /// ingest on the TLS listeners, trusting `kafka_ca` for Kafka; its health
@@ -68,15 +67,7 @@ async fn ingest_trusting_another_ca_is_unready_and_says_why() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-tls-wrong", 1).await;
     let (mut ingest, health, log) =
         ingest_over_tls(free_port(), &topic.name, &Stack::get().wrong_ca);
-    let said = eventually(
-        "the certificate error logged",
-        Duration::from_secs(60),
-        || async {
-            let text = std::fs::read_to_string(&log).ok()?;
-            text.contains("certificate verify failed").then_some(text)
-        },
-    )
-    .await;
+    let said = logged(&log, "certificate verify failed").await;
     let status = readiness_status(health).await;
     assert_eq!(
         status, 503,

@@ -15,7 +15,7 @@ use common::{WAIT, drop_slot, outbox_table, pool, reader, relay};
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, unique_name};
+use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, logged, unique_name};
 use sqlx::{AssertSqlSafe, PgPool};
 
 struct Replica {
@@ -106,11 +106,7 @@ async fn a_standby_replica_takes_over_when_the_streaming_one_dies() {
     // Standing by, not merely started: its gauge reads 0 before its first
     // attempt too, and a second replica slow to start (CI, 2 cores) found
     // the slot already free after the kill, so it never stood by.
-    eventually("the second replica standing by", WAIT, || {
-        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
-        async move { log.contains("standing by").then_some(()) }
-    })
-    .await;
+    logged(&second_log, "standing by").await;
     wait_for(&second, streaming, &slot, 0.0).await;
 
     insert(&pool, &table, 1, 5).await;

@@ -9,12 +9,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::{WAIT, drop_slot, outbox_table, reader, relay, start};
 use futures::StreamExt;
 use sluice_outbox_relay::ReplicationConnection;
-use sluice_testkit::{Stack, TestTopic, eventually, free_port, readiness_status, unique_name};
+use sluice_testkit::{Stack, TestTopic, free_port, logged, readiness_status, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -108,15 +107,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
             .spawn()
             .unwrap(),
     );
-    let said = eventually(
-        "the certificate error logged",
-        Duration::from_secs(60),
-        || async {
-            let text = std::fs::read_to_string(&log).ok()?;
-            text.contains("certificate verify failed").then_some(text)
-        },
-    )
-    .await;
+    let said = logged(&log, "certificate verify failed").await;
     let status = readiness_status(port).await;
     assert_eq!(
         status, 503,

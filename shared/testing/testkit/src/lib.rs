@@ -33,4 +33,4 @@ pub use process::{KillOnDrop, free_port};
 pub use prometheus::Prometheus;
 pub use stack::{Stack, unique_name};
 pub use traces::{TracedSpan, trace_spans};
-pub use wait::{eventually, readiness_status};
+pub use wait::{eventually, logged, readiness_status};

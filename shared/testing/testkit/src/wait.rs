@@ -32,3 +32,17 @@ pub async fn readiness_status(port: u16) -> u16 {
     })
     .await
 }
+
+/// The log file at `path` once it holds `text` (within 60 s): a process
+/// says what it did or why it cannot.
+pub async fn logged(path: &std::path::Path, text: &str) -> String {
+    eventually(
+        &format!("{text:?} in {}", path.display()),
+        Duration::from_secs(60),
+        || async {
+            let log = std::fs::read_to_string(path).ok()?;
+            log.contains(text).then_some(log)
+        },
+    )
+    .await
+}
