@@ -10,8 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::Fleet;
-use serde_json::json;
-use sluice_testkit::eventually;
 
 const TOKEN: &str = "tls-token-0c4f";
 
@@ -25,35 +23,8 @@ async fn orders_complete_through_a_fleet_on_tls_only() {
     let (_ingest, api) = fleet.ingest(TOKEN).await;
 
     let orders = ["order-tls-1", "order-tls-2", "order-tls-3"];
-    let client = reqwest::Client::new();
     for order in orders {
-        let body = json!({
-            "aggregate_type": "orders",
-            "aggregate_id": order,
-            "event_type": "OrderPlaced",
-            "payload": {
-                "customer": {"customer_id": "c-tls", "name": "Whitfield Diffie", "email": "wd@example.test"},
-                "lines": [{"sku": "SKU-1", "description": "Widget", "quantity": 1, "unit_price_minor": 1250}],
-                "total_minor": 1250,
-                "currency": "EUR",
-                "shipping_country": "DE"
-            }
-        });
-        eventually(
-            "ingest to accept the order",
-            Duration::from_secs(60),
-            || async {
-                let response = client
-                    .post(format!("{api}/v1/events"))
-                    .bearer_auth(TOKEN)
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                (response.status().as_u16() == 202).then_some(())
-            },
-        )
-        .await;
+        fleet.take_in(&api, TOKEN, order, &[]).await;
     }
     let states = fleet.until_finished(3, Duration::from_secs(90)).await;
     assert_eq!(states.get("COMPLETED"), Some(&3), "{states:?}");

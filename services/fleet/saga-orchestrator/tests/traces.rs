@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::Fleet;
-use serde_json::json;
-use sluice_testkit::{eventually, trace_spans};
+use sluice_testkit::trace_spans;
 
 const TOKEN: &str = "traces-token-5e1b";
 
@@ -24,35 +23,15 @@ async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
     let (_ingest, api) = fleet.ingest(TOKEN).await;
 
     let trace_id = format!("{:032x}", fastrand::u128(1..));
-    let order = json!({
-        "aggregate_type": "orders",
-        "aggregate_id": "order-traced",
-        "event_type": "OrderPlaced",
-        "payload": {
-            "customer": {"customer_id": "c-1", "name": "Barbara Liskov", "email": "bl@example.test"},
-            "lines": [{"sku": "SKU-1", "description": "Widget", "quantity": 2, "unit_price_minor": 1250}],
-            "total_minor": 2500,
-            "currency": "EUR",
-            "shipping_country": "DE"
-        }
-    });
-    let client = reqwest::Client::new();
-    eventually(
-        "ingest to accept the order",
-        Duration::from_secs(60),
-        || async {
-            let response = client
-                .post(format!("{api}/v1/events"))
-                .bearer_auth(TOKEN)
-                .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
-                .json(&order)
-                .send()
-                .await
-                .ok()?;
-            (response.status().as_u16() == 202).then_some(())
-        },
-    )
-    .await;
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    fleet
+        .take_in(
+            &api,
+            TOKEN,
+            "order-traced",
+            &[("traceparent", &traceparent)],
+        )
+        .await;
     let states = fleet.until_finished(1, Duration::from_secs(60)).await;
     assert_eq!(states.get("COMPLETED"), Some(&1), "{states:?}");
 

@@ -358,6 +358,39 @@ impl Fleet {
         (child, format!("http://127.0.0.1:{api}"))
     }
 
+    /// Posts an OrderPlaced for `order` to ingest's events API at `api` with
+    /// `token` and `headers` until it is accepted (ingest may be starting).
+    pub async fn take_in(&self, api: &str, token: &str, order: &str, headers: &[(&str, &str)]) {
+        let body = serde_json::json!({
+            "aggregate_type": "orders",
+            "aggregate_id": order,
+            "event_type": "OrderPlaced",
+            "payload": {
+                "customer": {"customer_id": "c-1", "name": "Barbara Liskov", "email": "bl@example.test"},
+                "lines": [{"sku": "SKU-1", "description": "Widget", "quantity": 2, "unit_price_minor": 1250}],
+                "total_minor": 2500,
+                "currency": "EUR",
+                "shipping_country": "DE"
+            }
+        });
+        let client = reqwest::Client::new();
+        eventually(
+            "ingest to accept the order",
+            Duration::from_secs(60),
+            || async {
+                let request = client
+                    .post(format!("{api}/v1/events"))
+                    .bearer_auth(token)
+                    .json(&body);
+                let request = headers.iter().fold(request, |request, (name, value)| {
+                    request.header(*name, *value)
+                });
+                (request.send().await.ok()?.status().as_u16() == 202).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// erp-sink on the sandbox's Odoo, quick retries, `per_second` calls.
     pub async fn erp_sink(&self, per_second: u32) -> KillOnDrop {
         let rate = per_second.to_string();
