@@ -7,6 +7,9 @@
 //! last of a repeated key winning; PGSSLMODE, PGSSLROOTCERT, PGSSLCERT,
 //! PGSSLKEY and PGPASSWORD when the URL leaves them out. As with sqlx,
 //! `require` encrypts without checking the certificate.
+//!
+//! Read here rather than taken from sqlx's `PgConnectOptions`, which parses
+//! the same URL but keeps the password and the certificate paths private.
 
 use std::fmt;
 use std::path::PathBuf;
