@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use sluice_config::{DatabaseUrlArgs, sql_identifier};
-use sluice_service::{ConsumerArgs, Defaults, RetryArgs};
+use sluice_config::{DatabaseUrlArgs, Output, sql_identifier};
+use sluice_service::{ConsumerArgs, Defaults, RetryArgs, Tuning};
 
 use crate::engine::Phase;
 use crate::fulfilment::Settings;
-use crate::render::Output;
 use crate::{TimeoutSettings, Topics};
 
 /// saga-orchestrator's defaults of the shared flags.
@@ -172,6 +171,16 @@ impl RunArgs {
             erp_timeout: Duration::from_millis(self.erp_timeout_ms),
             sheet_timeout: Duration::from_millis(self.sheet_timeout_ms),
             retries: self.step_retries,
+        }
+    }
+
+    /// The consumer loop's tuning: 64 messages buffered per partition
+    /// (the sinks keep 16) and 10 s at SIGTERM to finish the steps in hand.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            partition_buffer: 64,
+            shutdown_grace: Duration::from_secs(10),
+            ..Tuning::default()
         }
     }
 

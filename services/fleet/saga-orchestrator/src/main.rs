@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use secrecy::SecretString;
@@ -12,7 +11,7 @@ use sluice_saga_orchestrator::cli::{Cli, Command, RunArgs};
 use sluice_saga_orchestrator::{
     SagaHandler, Sagas, StoreError, fulfilment, render, spawn_timeouts,
 };
-use sluice_service::{Service, Tuning};
+use sluice_service::Service;
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
@@ -45,15 +44,11 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
     let postgres = Arc::new(PostgresReadiness::new(sagas.pool().clone()));
     let service = Service::start(&args.consumer, vec![postgres]).await?;
     let what = "preparing the sagas' tables and the outbox's slot";
-    let prepare = || {
-        sagas.prepare(
-            &args.outbox_publication,
-            &args.outbox_slot,
-            args.recreate_lost_slot,
-        )
-    };
-    let runtime = service.runtime();
-    let prepared = runtime.prepare(what, StoreError::is_transient, prepare);
+    let (publication, slot) = (&args.outbox_publication, &args.outbox_slot);
+    let prepare = || sagas.prepare(publication, slot, args.recreate_lost_slot);
+    let prepared = service
+        .runtime()
+        .prepare(what, StoreError::is_transient, prepare);
     if prepared.await.context(what)?.is_none() {
         service.stop().await;
         return Ok(());
@@ -71,9 +66,9 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         codec: service.codec(),
         topics,
     };
-    let mut tuning = Tuning::default();
-    (tuning.partition_buffer, tuning.shutdown_grace) = (64, Duration::from_secs(10));
-    let consumed = service.consume(inputs, &args.retry, tuning, handler).await;
+    let consumed = service
+        .consume(inputs, &args.retry, args.tuning(), handler)
+        .await;
     let timed_out = timeouts.await.context("the timeout loop");
     service.stop().await;
     consumed?;

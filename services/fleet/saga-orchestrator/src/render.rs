@@ -2,27 +2,8 @@
 
 use crate::engine::Phase;
 use crate::{LogLine, Sagas, StoreError, Summary};
-use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// Aligned columns, for a terminal.
-    Table,
-    /// One JSON object per line, for scripts.
-    Json,
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().copied());
-    table
-}
+use sluice_config::{Output, table};
 
 fn time(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
     at.map_or_else(String::new, |at| {

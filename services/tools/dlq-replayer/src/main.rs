@@ -32,8 +32,8 @@ use uuid::Uuid;
 use crate::coordinate::Coordinate;
 use crate::filter::Filters;
 use crate::log::ReplayLog;
-use crate::render::Output;
 use crate::scan::{Letter, Scanner};
+use sluice_config::Output;
 
 /// Finds, explains and replays dead letters (the dlq.<service>.v1 topics).
 ///

@@ -2,21 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{ContentArrangement, Table};
 use serde_json::{Value, json};
+use sluice_config::{Output, table};
 
 use crate::log::ReplayRun;
 use crate::scan::Letter;
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// Aligned columns, for a terminal.
-    Table,
-    /// One JSON object per line, for scripts.
-    Json,
-}
 
 /// A time in ms since the epoch, as RFC 3339 (UTC, seconds).
 pub fn time(ms: i64) -> String {
@@ -28,15 +18,6 @@ pub fn time(ms: i64) -> String {
 
 fn text(bytes: Option<&[u8]>) -> String {
     bytes.map_or_else(String::new, |b| String::from_utf8_lossy(b).into_owned())
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().copied());
-    table
 }
 
 /// A dead letter as one JSON object (the `list` line).
