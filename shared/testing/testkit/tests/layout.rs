@@ -2,8 +2,9 @@
 //! fleet runs on (shared/libs), what only tests use (shared/testing), the
 //! long-running services (services/fleet) and the operator tools
 //! (services/tools). A library depends only on libraries, a service only on
-//! libraries (never on another service), a test crate only on libraries, and
-//! every package is named `sluice-*`.
+//! libraries (never on another service), a test crate on libraries and other
+//! test crates (the fleet harness uses the test kit), and every package is
+//! named `sluice-*`.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,8 +38,8 @@ impl Shelf {
     /// aside: tests may use the test kit and the stand-ins).
     fn may_use(self, other: Shelf) -> bool {
         match self {
-            Shelf::Library | Shelf::Service | Shelf::Testing => other == Shelf::Library,
-            Shelf::Tool => matches!(other, Shelf::Library | Shelf::Testing),
+            Shelf::Library | Shelf::Service => other == Shelf::Library,
+            Shelf::Testing | Shelf::Tool => matches!(other, Shelf::Library | Shelf::Testing),
         }
     }
 }
@@ -124,6 +125,11 @@ fn a_library_using_a_tool_or_a_service_using_a_service_is_named() {
         package("sluice-testkit", "shared/testing/testkit", &[]),
         package("sluice-ingest", "services/fleet/ingest", &[("sluice-erp-sink", None)]),
         package("sluice-erp-sink", "services/fleet/erp-sink", &[("sluice-testkit", None)]),
+        package(
+            "sluice-fleet",
+            "shared/testing/fleet",
+            &[("sluice-testkit", None), ("sluice-ingest", None)],
+        ),
         package("stray", "misc/stray", &[]),
     ]});
     assert_eq!(
@@ -134,6 +140,7 @@ fn a_library_using_a_tool_or_a_service_using_a_service_is_named() {
             "sluice-avro (Library) depends on sluice-provision (Tool)",
             "sluice-ingest (Service) depends on sluice-erp-sink (Service)",
             "sluice-erp-sink (Service) depends on sluice-testkit (Testing)",
+            "sluice-fleet (Testing) depends on sluice-ingest (Service)",
         ]
     );
 }

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{Customer, OrderEvent, OrderLine, OrderPayload, OrderPlaced};
+use sluice_fleet::Launch;
 use sluice_sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, producer, unique_name};
 use sqlx::{PgPool, Row};
@@ -180,31 +180,37 @@ impl Fleet {
         env: &[(&str, String)],
     ) -> KillOnDrop {
         let stack = Stack::get();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("{label}.log")))
-            .unwrap();
-        let child = Command::new(binary(binary_name))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.connection_env())
+        let owned = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut all_env = owned(&self.connection_env());
+        all_env.extend(owned(&[
             // One debug line per message handled by the saga and erp-sink,
             // so tests can find a message's log lines by its fields.
-            .env(
+            (
                 "SLUICE_LOG",
-                "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug",
-            )
-            .env("SLUICE_LOG_FORMAT", "json")
+                "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug".into(),
+            ),
+            ("SLUICE_LOG_FORMAT", "json".into()),
             // Spans go to the stack's Jaeger, as the chart sends them to a collector.
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &stack.otlp_endpoint)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {binary_name}: {err}"));
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", stack.otlp_endpoint.clone()),
+        ]));
+        all_env.extend(owned(env));
+        let launch = Launch {
+            binary: binary(binary_name),
+            label: label.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: all_env,
+            clear_env: true,
+            logs: self.logs.clone(),
+        };
+        let child = launch
+            .command()
+            .and_then(|mut command| Ok(command.spawn()?))
+            .unwrap_or_else(|err| panic!("starting {binary_name}: {err:#}"));
         KillOnDrop(child)
     }
 

@@ -10,7 +10,9 @@ use crate::load::{Accepted, Path, Plan, PoisonSent};
 use crate::reconcile::{OnKafka, Snapshot};
 
 /// Everything a run measured.
-pub struct Run<'a> {
+pub struct Report<'a> {
+    /// Names the run ("Chaos run", "Demo").
+    pub title: &'static str,
     /// What was sent.
     pub plan: &'a Plan,
     /// The code under test (a commit).
@@ -49,7 +51,7 @@ pub struct Run<'a> {
     pub settle_secs: f64,
 }
 
-impl Run<'_> {
+impl Report<'_> {
     /// Accepted events whose topic lacks them, or whose aggregate's effect
     /// is missing or stale.
     pub fn lost(&self) -> usize {
@@ -90,7 +92,7 @@ impl Run<'_> {
         let plan = self.plan;
         let by_path = |path| self.accepted.iter().filter(|a| a.path == path).count();
         let verdict = |ok: bool| if ok { "yes" } else { "**NO**" };
-        writeln!(out, "## Chaos run {}\n", plan.run)?;
+        writeln!(out, "## {} {}\n", self.title, plan.run)?;
         writeln!(
             out,
             "{} on this machine ({} cores), code at {}; seed {}; {} events offered at {:.0}/s \
@@ -254,50 +256,53 @@ impl Run<'_> {
         }
 
         writeln!(out, "\n### Faults and recovery\n")?;
-        writeln!(
-            out,
-            "Recovery: from the SIGKILL until the restarted process answered /readyz, and until \
-             it did work again (its first message consumed or event relayed; ingest: ready). The \
-             restart follows the kill after 0–3 s, as a supervisor would.\n"
-        )?;
-        writeln!(
-            out,
-            "| service | killed at (s) | ready after (median / max s) | working after (median / max s) | max lag |"
-        )?;
-        writeln!(out, "|---|---|---|---|---|")?;
-        let mut services: Vec<&'static str> = self.recoveries.iter().map(|r| r.service).collect();
-        services.sort_unstable();
-        services.dedup();
-        for service in services {
-            let of: Vec<&Recovery> = self
-                .recoveries
-                .iter()
-                .filter(|r| r.service == service)
-                .collect();
-            let ready: Vec<f64> = of.iter().map(|r| r.ready_secs).collect();
-            let working: Vec<f64> = of.iter().filter_map(|r| r.working_secs).collect();
-            let lag = self.max_lag.get(service).map_or_else(
-                || "—".to_owned(),
-                |lag| {
-                    if service.contains("relay") {
-                        format!("{:.0} KiB of WAL", lag / 1024.0)
-                    } else {
-                        format!("{lag:.0} messages")
-                    }
-                },
-            );
-            let at: Vec<String> = of.iter().map(|r| format!("{:.0}", r.at_secs)).collect();
+        if !self.recoveries.is_empty() {
             writeln!(
                 out,
-                "| {service} | {} | {} | {} | {lag} |",
-                at.join(", "),
-                median_max(&ready),
-                if working.is_empty() {
-                    "—".to_owned()
-                } else {
-                    median_max(&working)
-                }
+                "Recovery: from the SIGKILL until the restarted process answered /readyz, and until \
+                 it did work again (its first message consumed or event relayed; ingest: ready). The \
+                 restart follows the kill after 0–3 s, as a supervisor would.\n"
             )?;
+            writeln!(
+                out,
+                "| service | killed at (s) | ready after (median / max s) | working after (median / max s) | max lag |"
+            )?;
+            writeln!(out, "|---|---|---|---|---|")?;
+            let mut services: Vec<&'static str> =
+                self.recoveries.iter().map(|r| r.service).collect();
+            services.sort_unstable();
+            services.dedup();
+            for service in services {
+                let of: Vec<&Recovery> = self
+                    .recoveries
+                    .iter()
+                    .filter(|r| r.service == service)
+                    .collect();
+                let ready: Vec<f64> = of.iter().map(|r| r.ready_secs).collect();
+                let working: Vec<f64> = of.iter().filter_map(|r| r.working_secs).collect();
+                let lag = self.max_lag.get(service).map_or_else(
+                    || "—".to_owned(),
+                    |lag| {
+                        if service.contains("relay") {
+                            format!("{:.0} KiB of WAL", lag / 1024.0)
+                        } else {
+                            format!("{lag:.0} messages")
+                        }
+                    },
+                );
+                let at: Vec<String> = of.iter().map(|r| format!("{:.0}", r.at_secs)).collect();
+                writeln!(
+                    out,
+                    "| {service} | {} | {} | {} | {lag} |",
+                    at.join(", "),
+                    median_max(&ready),
+                    if working.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        median_max(&working)
+                    }
+                )?;
+            }
         }
         writeln!(out)?;
         for (server, away) in self.restarts {

@@ -246,7 +246,7 @@ impl Driver<'_> {
             let over_http = self.send_round(round, Path::Http, started, &http);
             futures::try_join!(outbox, over_http)?;
             eprintln!(
-                "[chaos] round {}/{EVENTS_PER_REQUEST} accepted ({} events, {:.0} s)",
+                "[fleet] round {}/{EVENTS_PER_REQUEST} accepted ({} events, {:.0} s)",
                 round + 1,
                 self.ledger.accepted.lock().map(|a| a.len()).unwrap_or(0),
                 started.elapsed().as_secs_f64()
@@ -298,7 +298,7 @@ async fn insert_outbox(pool: &PgPool, events: &[SourceEvent], ledger: &Ledger) -
             Ok(()) => return Ok(()),
             Err(error) => {
                 ledger.retried();
-                eprintln!("[chaos] outbox insert failed ({error}); checking whether it committed");
+                eprintln!("[fleet] outbox insert failed ({error}); checking whether it committed");
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     let found: Result<i64, _> =

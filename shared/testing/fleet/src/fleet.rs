@@ -1,16 +1,17 @@
 //! The fleet as processes: each service started from its built binary with
-//! the stack's addresses, SIGKILLed and restarted on the chaos schedule, and
-//! restarted by the supervisor when it exits by itself (as Kubernetes would).
+//! the stack's addresses and a /metrics port of its own, SIGKILLed and
+//! restarted on a fault schedule, and restarted by the supervisor when it
+//! exits by itself (as Kubernetes would).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
+
+use crate::process::{Launch, note_pid, wait_metric, wait_ready};
 
 /// How one service is started.
 #[derive(Debug, Clone)]
@@ -52,29 +53,35 @@ pub struct Recovery {
     pub working_secs: Option<f64>,
 }
 
+/// Where a fleet's processes come from and where their traces go.
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// The built binaries.
+    pub bin_dir: PathBuf,
+    /// One log file per service.
+    pub logs: PathBuf,
+    /// Every pid started, for the scripts to stop a fleet whose harness is gone.
+    pub pids: PathBuf,
+    /// The stack's addresses, given to every service.
+    pub stack_env: Vec<(String, String)>,
+    /// Whether the processes go when the harness does (false: the demo's
+    /// fleet keeps running for its URLs until `make demo-down`).
+    pub kill_on_drop: bool,
+}
+
 /// Every service of the fleet.
 pub struct Fleet {
     /// In start order.
     pub services: Vec<Arc<Service>>,
-    bin_dir: PathBuf,
-    logs: PathBuf,
-    stack_env: Vec<(String, String)>,
+    place: Place,
 }
 
 impl Fleet {
     /// Starts each service in order, waiting for each to be ready.
-    pub async fn start(
-        specs: Vec<ServiceSpec>,
-        bin_dir: &Path,
-        logs: &Path,
-        stack_env: Vec<(String, String)>,
-    ) -> Result<Fleet> {
-        std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+    pub async fn start(specs: Vec<ServiceSpec>, place: Place) -> Result<Fleet> {
         let mut fleet = Fleet {
             services: Vec::new(),
-            bin_dir: bin_dir.to_path_buf(),
-            logs: logs.to_path_buf(),
-            stack_env,
+            place,
         };
         for spec in specs {
             let port = sluice_testkit::free_port();
@@ -89,7 +96,7 @@ impl Fleet {
             wait_ready(&service.http, Duration::from_secs(120))
                 .await
                 .with_context(|| format!("{} did not become ready", service.spec.name))?;
-            eprintln!("[chaos] {} ready at {}", service.spec.name, service.http);
+            eprintln!("[fleet] {} ready at {}", service.spec.name, service.http);
             fleet.services.push(service);
         }
         Ok(fleet)
@@ -104,29 +111,31 @@ impl Fleet {
     }
 
     fn spawn(&self, spec: &ServiceSpec, port: u16) -> Result<Child> {
-        let binary = self.bin_dir.join(spec.binary);
-        if !binary.exists() {
-            bail!("{} is not built (cargo build --release)", binary.display());
-        }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("{}.log", spec.name)))
-            .context("opening the service's log")?;
-        let child = Command::new(&binary)
-            .args(&spec.args)
-            .envs(self.stack_env.iter().cloned())
-            .envs(spec.env.iter().cloned())
-            .env("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SLUICE_LOG", "info,rdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("cloning the log handle")?)
-            .stderr(log)
-            .kill_on_drop(true)
+        let mut env = self.place.stack_env.clone();
+        env.push(("SLUICE_LOG".into(), "info,rdkafka=warn".into()));
+        // Log files, not terminals: no colour codes.
+        env.push(("NO_COLOR".into(), "1".into()));
+        env.extend(spec.env.iter().cloned());
+        env.push(("SLUICE_HTTP_LISTEN".into(), format!("127.0.0.1:{port}")));
+        let launch = Launch {
+            binary: self.place.bin_dir.join(spec.binary),
+            label: spec.name.to_owned(),
+            args: spec.args.clone(),
+            env,
+            clear_env: false,
+            logs: self.place.logs.clone(),
+        };
+        let child = Command::from(launch.command()?)
+            .kill_on_drop(self.place.kill_on_drop)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        note_pid(&self.logs, &child)?;
+            .with_context(|| format!("starting {}", launch.binary.display()))?;
+        note_pid(&self.place.pids, child.id())?;
         Ok(child)
+    }
+
+    /// Where each service's log is.
+    pub fn logs(&self) -> &Path {
+        &self.place.logs
     }
 
     fn port_of(service: &Service) -> Result<u16> {
@@ -160,7 +169,7 @@ impl Fleet {
         let ready_secs = at.elapsed().as_secs_f64();
         let working_secs = match service.spec.progress {
             // The new process counts from zero: any work is its own.
-            Some(counter) => wait_progress(&service.http, counter, Duration::from_secs(60))
+            Some(counter) => wait_metric(&service.http, counter, Duration::from_secs(60))
                 .await
                 .then(|| at.elapsed().as_secs_f64()),
             None => None,
@@ -184,7 +193,7 @@ impl Fleet {
                 };
                 if let Some(status) = process.try_wait().context("polling a child")? {
                     eprintln!(
-                        "[chaos] {} exited by itself ({status}); restarting it",
+                        "[fleet] {} exited by itself ({status}); restarting it",
                         service.spec.name
                     );
                     service.exits.lock().await.push(status.to_string());
@@ -222,97 +231,5 @@ impl Fleet {
                 let _ = process.wait().await;
             }
         }
-    }
-}
-
-/// Appends `child`'s pid to the run's pid list, which chaos.sh clears before
-/// a run: a harness that was itself SIGKILLed leaves no fleet behind.
-pub fn note_pid(logs: &Path, child: &Child) -> Result<()> {
-    use std::io::Write as _;
-    let Some(pid) = child.id() else {
-        return Ok(());
-    };
-    let path = logs.with_file_name("pids");
-    let mut file = File::options()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(file, "{pid}").context("noting a pid")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default()
-}
-
-/// Polls `base`/readyz until it answers 200.
-pub async fn wait_ready(base: &str, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    let client = client();
-    loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{base}/readyz did not answer 200 within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_progress(base: &str, counter: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if scrape_sum(base, counter).await.unwrap_or(0.0) > 0.0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-/// The sum of every series of metric `name` on `base`/metrics.
-pub async fn scrape_sum(base: &str, name: &str) -> Option<f64> {
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Some(sum_of(&text, name))
-}
-
-fn sum_of(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sum_of;
-
-    #[test]
-    fn a_metric_is_summed_over_its_series_only() {
-        let text = "# TYPE sluice_consumer_lag gauge\n\
-                    sluice_consumer_lag{topic=\"a\",partition=\"0\"} 3\n\
-                    sluice_consumer_lag{topic=\"a\",partition=\"1\"} 4\n\
-                    sluice_consumer_lag_other 100\n\
-                    sluice_consumed_total 7\n";
-        assert_eq!(sum_of(text, "sluice_consumer_lag"), 7.0);
-        assert_eq!(sum_of(text, "sluice_consumed_total"), 7.0);
-        assert_eq!(sum_of(text, "missing"), 0.0);
     }
 }

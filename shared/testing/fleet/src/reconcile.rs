@@ -300,7 +300,7 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<ReadBack>> {
         .set("bootstrap.servers", bootstrap)
         .set(
             "group.id",
-            format!("sluice-chaos-reader-{}", Uuid::new_v4()),
+            format!("sluice-fleet-reader-{}", Uuid::new_v4()),
         )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -422,8 +422,9 @@ pub fn events_on_kafka(bootstrap: &str, accepted: &[Accepted]) -> Result<OnKafka
     Ok(report)
 }
 
-/// Dead letters by (service, error class), each original message once.
-pub fn dead_letters(bootstrap: &str) -> Result<BTreeMap<(String, String), usize>> {
+/// Dead letters of run `run` (their original key names it) by (service,
+/// error class), each original message once.
+pub fn dead_letters(bootstrap: &str, run: &str) -> Result<BTreeMap<(String, String), usize>> {
     let mut letters: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
     // The dead-letter topics the contract declares (schemas/topics.toml).
     let catalog = sluice_contracts::Catalog::embedded().context("reading the contracts")?;
@@ -433,7 +434,10 @@ pub fn dead_letters(bootstrap: &str) -> Result<BTreeMap<(String, String), usize>
         .map(|topic| topic.name())
         .filter(|name| name.starts_with("dlq."));
     for topic in topics {
-        for message in read_topic(bootstrap, topic)? {
+        let of_run = read_topic(bootstrap, topic)?
+            .into_iter()
+            .filter(|message| message.key.as_deref().is_some_and(|key| key.contains(run)));
+        for message in of_run {
             let header = |name: &str| {
                 message
                     .headers

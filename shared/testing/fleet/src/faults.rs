@@ -115,50 +115,6 @@ pub fn schedule(
     faults
 }
 
-/// The sandbox's fault endpoint, with the faults that hold outside storms.
-pub struct Sandbox {
-    /// Its base URL.
-    pub url: String,
-    /// Odoo's faults between storms (the refused customer).
-    pub odoo_baseline: Value,
-}
-
-impl Sandbox {
-    /// Sets `api`'s faults.
-    pub async fn set(&self, api: &str, faults: &Value) -> Result<()> {
-        let response = reqwest::Client::new()
-            .put(format!("{}/admin/faults/{api}", self.url))
-            .json(faults)
-            .send()
-            .await
-            .with_context(|| format!("setting the sandbox's {api} faults"))?;
-        if !response.status().is_success() {
-            bail!("the sandbox refused {api} faults: {}", response.status());
-        }
-        Ok(())
-    }
-
-    /// The faults `api` has between storms.
-    pub fn baseline(&self, api: &str) -> Value {
-        match api {
-            "odoo" => self.odoo_baseline.clone(),
-            _ => json!({}),
-        }
-    }
-
-    /// Runs a storm: its faults for `lasts`, then the baseline again (kept
-    /// on top so the refused customer stays refused).
-    pub async fn storm(&self, api: &str, faults: &Value, lasts: Duration) -> Result<()> {
-        let mut during = self.baseline(api);
-        if let (Some(during), Some(extra)) = (during.as_object_mut(), faults.as_object()) {
-            during.extend(extra.clone());
-        }
-        self.set(api, &during).await?;
-        tokio::time::sleep(lasts).await;
-        self.set(api, &self.baseline(api)).await
-    }
-}
-
 /// Restarts a server of the local stack with its script, returning how long
 /// it was away.
 pub async fn restart_server(root: &std::path::Path, script: &str) -> Result<Duration> {

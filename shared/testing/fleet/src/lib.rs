@@ -1,0 +1,22 @@
+//! The fleet harness: the sandbox and every service of the topology started
+//! as processes on free ports, waited on until ready, supervised, SIGKILLed
+//! on a schedule, driven with a stream through the outbox and ingest, and
+//! every accepted event reconciled. The demo (`sluice-demo`) and the chaos
+//! run (`sluice-chaos`) are two scenarios of it; the saga tests start their
+//! processes with its [`Launch`].
+
+pub mod faults;
+mod fleet;
+pub mod load;
+mod process;
+pub mod reconcile;
+mod report;
+mod run;
+mod sandbox;
+pub mod topology;
+
+pub use fleet::{Fleet, Place, Recovery, Service, ServiceSpec};
+pub use process::{Launch, note_pid, scrape, scrape_sum, wait_answering, wait_metric, wait_ready};
+pub use report::Report;
+pub use run::{Finished, Harness, Scenario};
+pub use sandbox::Sandbox;

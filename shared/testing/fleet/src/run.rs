@@ -1,0 +1,406 @@
+//! One run of the fleet on the local stack: the sandbox and every service of
+//! the topology started, the stream driven through the outbox and ingest
+//! while the scenario's faults strike, then every accepted event reconciled
+//! against Kafka, the sandbox, the saga table and the dead letters. The demo
+//! and the chaos run are two scenarios of this.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::faults::{Fault, Scheduled};
+use crate::fleet::{Fleet, Place, Recovery};
+use crate::load::{Driver, Ledger, Plan};
+use crate::reconcile::Snapshot;
+use crate::report::Report;
+use crate::sandbox::Sandbox;
+use crate::topology::{self, Tuning, Wiring};
+
+/// What a run does.
+pub struct Scenario {
+    /// Names the report ("Chaos run", "Demo").
+    pub title: &'static str,
+    /// What to send.
+    pub plan: Plan,
+    /// Events per second offered, both sources together.
+    pub rate: f64,
+    /// What goes wrong, and when, from the start of the load.
+    pub faults: Vec<Scheduled>,
+    /// The seed the fault schedule was drawn from (for the report).
+    pub seed: u64,
+    /// Non-Avro values per event topic, and unfit outbox rows.
+    pub poison: usize,
+    /// Odoo's faults outside storms.
+    pub odoo_baseline: Value,
+    /// Sheets' faults outside storms.
+    pub sheets_baseline: Value,
+    /// Flags the run adds to the topology's services.
+    pub tuning: Tuning,
+    /// Longest wait, after the load, for every effect to be in place.
+    pub settle: Duration,
+}
+
+/// Where the run happens.
+pub struct Harness {
+    /// Binaries, logs, pids, the stack's addresses.
+    pub place: Place,
+    /// Keys and the like.
+    pub work_dir: PathBuf,
+    /// The repository (the stack's scripts restart servers).
+    pub root: PathBuf,
+    /// The business database (outbox, sagas).
+    pub database_url: String,
+    /// Kafka bootstrap servers.
+    pub kafka_bootstrap: String,
+    /// The code under test, named in the report.
+    pub code_version: String,
+}
+
+/// A run that has ended: its report, and the fleet, still running.
+pub struct Finished {
+    /// The report, Markdown.
+    pub report: String,
+    /// Nothing lost, nothing applied twice, every dead letter expected.
+    pub passed: bool,
+    /// Why not, in a few lines (empty when it passed).
+    pub diagnosis: Vec<String>,
+    /// The fleet.
+    pub fleet: Arc<Fleet>,
+    /// The sandbox.
+    pub sandbox: Sandbox,
+    /// ingest's API.
+    pub ingest: String,
+    /// ingest's bearer token.
+    pub token: String,
+    /// When the load started, for reading what this run dead-lettered.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Finished {
+    /// Stops the fleet and the sandbox.
+    pub async fn stop(self) {
+        self.fleet.stop().await;
+        self.sandbox.stop().await;
+    }
+}
+
+impl Harness {
+    /// Runs `scenario`, leaving the fleet running for the caller to look at
+    /// or stop.
+    pub async fn run(&self, scenario: Scenario) -> Result<Finished> {
+        let plan = &scenario.plan;
+        let started_at = chrono::Utc::now();
+        std::fs::create_dir_all(&self.work_dir).context("creating the work folder")?;
+        let service_account = self.work_dir.join("service-account.json");
+        let sandbox = Sandbox::start(
+            &self.place,
+            &service_account,
+            scenario.odoo_baseline.clone(),
+            scenario.sheets_baseline.clone(),
+        )
+        .await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        let ingest_port = sluice_testkit::free_port();
+        let ingest = format!("http://127.0.0.1:{ingest_port}");
+        let wiring = Wiring {
+            sandbox: &sandbox.url,
+            service_account: &service_account,
+            ingest_port,
+            token_sha256: &sha256_hex(&token),
+        };
+        let fleet = Arc::new(
+            Fleet::start(
+                topology::services(&wiring, scenario.tuning),
+                self.place.clone(),
+            )
+            .await?,
+        );
+        stop_on_signal(Arc::clone(&fleet), sandbox.pid());
+        let relay = fleet.service("outbox-relay")?.http.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while crate::scrape_sum(&relay, "sluice_outbox_streaming").await != Some(1.0) {
+            if Instant::now() > deadline {
+                bail!("outbox-relay did not start streaming in 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&self.database_url)
+            .await
+            .context("connecting to Postgres")?;
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka_bootstrap)
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating the poison producer")?;
+        let window = Duration::from_secs_f64(plan.events() as f64 / scenario.rate);
+        eprintln!(
+            "[fleet] run {}: {} events at {:.0}/s (~{:.0} s), {} faults",
+            plan.run,
+            plan.events(),
+            scenario.rate,
+            window.as_secs_f64(),
+            scenario.faults.len()
+        );
+
+        let supervisor = {
+            let fleet = Arc::clone(&fleet);
+            tokio::spawn(async move { fleet.supervise().await })
+        };
+        let max_lag = Arc::new(Mutex::new(BTreeMap::<&'static str, f64>::new()));
+        let sampler = tokio::spawn(sample_lag(Arc::clone(&fleet), Arc::clone(&max_lag)));
+        let started = Instant::now();
+        let sandbox = Arc::new(sandbox);
+        let faults_done = tokio::spawn(run_faults(
+            scenario.faults.clone(),
+            Arc::clone(&fleet),
+            Arc::clone(&sandbox),
+            self.root.clone(),
+            started,
+        ));
+        let ledger = Ledger::default();
+        let driver = Driver {
+            plan,
+            pool: &pool,
+            ingest: &ingest,
+            token: &token,
+            rate: scenario.rate,
+            ledger: &ledger,
+        };
+        let (driven, poison) = tokio::join!(
+            driver.run(),
+            crate::load::poison(&producer, &pool, &plan.run, scenario.poison, window)
+        );
+        driven.context("driving the stream")?;
+        let poison = poison.context("sending poison")?;
+        let load_secs = started.elapsed().as_secs_f64();
+        let outcome = faults_done.await.context("the fault runner panicked")??;
+        let sandbox = Arc::try_unwrap(sandbox)
+            .map_err(|_| anyhow::anyhow!("the sandbox is still shared after the faults"))?;
+        sandbox.set("sheets", &sandbox.baseline("sheets")).await?;
+        sandbox.set("odoo", &sandbox.baseline("odoo")).await?;
+        eprintln!("[fleet] load done in {load_secs:.0} s; waiting for every effect");
+
+        let settle_started = Instant::now();
+        let snapshot = loop {
+            let snapshot = Snapshot::take(plan, &sandbox.url, &pool).await?;
+            if snapshot.settled(plan) || settle_started.elapsed() > scenario.settle {
+                break snapshot;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        };
+        let settle_secs = settle_started.elapsed().as_secs_f64();
+        // Anything applied twice would show by now; read once more to be sure.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = if snapshot.settled(plan) {
+            Snapshot::take(plan, &sandbox.url, &pool).await?
+        } else {
+            snapshot
+        };
+        supervisor.abort();
+        sampler.abort();
+        let exits = fleet.exits().await;
+
+        eprintln!("[fleet] reading the topics back");
+        let accepted = ledger.accepted();
+        let bootstrap = self.kafka_bootstrap.clone();
+        let (kafka, dead_letters) = tokio::task::spawn_blocking({
+            let accepted = accepted.clone();
+            let run = plan.run.clone();
+            move || -> Result<_> {
+                Ok((
+                    crate::reconcile::events_on_kafka(&bootstrap, &accepted)?,
+                    crate::reconcile::dead_letters(&bootstrap, &run)?,
+                ))
+            }
+        })
+        .await
+        .context("the reader panicked")??;
+        let refused = (0..plan.orders).filter(|&i| plan.refused(i)).count();
+        let expected_dead_letters = crate::reconcile::expected_dead_letters(poison, refused);
+        let max_lag = max_lag.lock().await.clone();
+        let report = Report {
+            title: scenario.title,
+            plan,
+            code_version: &self.code_version,
+            seed: scenario.seed,
+            rate: scenario.rate,
+            accepted: &accepted,
+            source_retries: ledger.retries(),
+            poison,
+            kafka: &kafka,
+            snapshot: &snapshot,
+            dead_letters: &dead_letters,
+            expected_dead_letters: &expected_dead_letters,
+            recoveries: &outcome.recoveries,
+            restarts: &outcome.restarts,
+            storms: &outcome.storms,
+            max_lag: &max_lag,
+            exits: &exits,
+            load_secs,
+            settle_secs,
+        };
+        let mut diagnosis = Vec::new();
+        if !kafka.lost.is_empty() {
+            diagnosis.push(format!(
+                "lost on Kafka, a few: {:?}",
+                &kafka.lost[..kafka.lost.len().min(5)]
+            ));
+        }
+        if !snapshot.unsettled.is_empty() {
+            let unsettled: Vec<_> = snapshot.unsettled.iter().take(5).collect();
+            diagnosis.push(format!("unsettled aggregates, a few: {unsettled:?}"));
+        }
+        Ok(Finished {
+            report: report.render(),
+            passed: report.passed(),
+            diagnosis,
+            fleet,
+            sandbox,
+            ingest,
+            token,
+            started_at,
+        })
+    }
+}
+
+/// Ctrl-C or SIGTERM: the fleet and the sandbox go with the harness.
+fn stop_on_signal(fleet: Arc<Fleet>, sandbox_pid: Option<u32>) {
+    tokio::spawn(async move {
+        interrupted().await;
+        eprintln!("[fleet] interrupted; stopping the fleet");
+        fleet.stop().await;
+        if let Some(pid) = sandbox_pid {
+            let _ = tokio::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        std::process::exit(130);
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Notes the highest consumer lag (messages) or slot lag (bytes) of each
+/// service, once a second, until aborted.
+async fn sample_lag(fleet: Arc<Fleet>, max_lag: Arc<Mutex<BTreeMap<&'static str, f64>>>) {
+    loop {
+        for service in fleet.services.iter().filter(|s| s.spec.name != "ingest") {
+            let metric = if service.spec.binary == "outbox-relay" {
+                "sluice_outbox_slot_lag_bytes"
+            } else {
+                "sluice_consumer_lag"
+            };
+            if let Some(lag) = crate::scrape_sum(&service.http, metric).await {
+                let mut max = max_lag.lock().await;
+                let entry = max.entry(service.spec.name).or_default();
+                *entry = entry.max(lag);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What the faults cost.
+struct Outcome {
+    recoveries: Vec<Recovery>,
+    restarts: Vec<(&'static str, Duration)>,
+    storms: Vec<(&'static str, &'static str, f64)>,
+}
+
+async fn run_faults(
+    schedule: Vec<Scheduled>,
+    fleet: Arc<Fleet>,
+    sandbox: Arc<Sandbox>,
+    root: PathBuf,
+    started: Instant,
+) -> Result<Outcome> {
+    let mut kills = Vec::new();
+    let mut others = Vec::new();
+    let mut storms = Vec::new();
+    for scheduled in schedule {
+        tokio::time::sleep_until((started + scheduled.at).into()).await;
+        let at = started.elapsed().as_secs_f64();
+        match scheduled.fault {
+            Fault::Kill { service, down } => {
+                eprintln!("[fleet] {at:>5.0} s  SIGKILL {service} (down {down:?})");
+                let fleet = Arc::clone(&fleet);
+                kills.push(tokio::spawn(async move {
+                    let service = fleet.service(service)?;
+                    fleet.kill(service, down, started).await
+                }));
+            }
+            Fault::RestartBroker | Fault::RestartPostgres => {
+                let (name, script) = if matches!(scheduled.fault, Fault::RestartBroker) {
+                    ("Kafka broker", "kafka.sh")
+                } else {
+                    ("Postgres", "postgres.sh")
+                };
+                eprintln!("[fleet] {at:>5.0} s  restarting {name}");
+                let root = root.clone();
+                others.push(tokio::spawn(async move {
+                    crate::faults::restart_server(&root, script)
+                        .await
+                        .map(|away| Some((name, away)))
+                }));
+            }
+            Fault::Storm {
+                api,
+                what,
+                faults,
+                lasts,
+            } => {
+                eprintln!("[fleet] {at:>5.0} s  sandbox {api}: {what}");
+                storms.push((api, what, at));
+                let sandbox = Arc::clone(&sandbox);
+                others.push(tokio::spawn(async move {
+                    sandbox.storm(api, &faults, lasts).await.map(|()| None)
+                }));
+            }
+        }
+    }
+    let mut recoveries = Vec::new();
+    for kill in kills {
+        recoveries.push(kill.await.context("a kill task panicked")??);
+    }
+    let mut restarts = Vec::new();
+    for other in others {
+        if let Some(restart) = other.await.context("a fault task panicked")?? {
+            restarts.push(restart);
+        }
+    }
+    Ok(Outcome {
+        recoveries,
+        restarts,
+        storms,
+    })
+}
+
+/// SHA-256 of the token, hex, as ingest's --token-sha256 takes it.
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
