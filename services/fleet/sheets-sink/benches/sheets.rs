@@ -89,7 +89,8 @@ async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (
 /// partition as the sink has (a key stays in its lane); commands/s.
 async fn direct(count: u32, size: usize) -> f64 {
     let (base, key) = sandbox().await;
-    let upserter = std::sync::Arc::new(upserter(&base, &key, unlimited()));
+    let breaker = Tuning::quick().breaker;
+    let upserter = std::sync::Arc::new(upserter(&base, &key, unlimited(), breaker));
     let commands = commands(count);
     let started = Instant::now();
     let lanes = (0..PARTITIONS as u32).map(|lane| {

@@ -15,7 +15,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_resilience::{Classified, ErrorClass, RateLimiter, record_request, retry_after};
+use sluice_resilience::{
+    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, record_request, retry_after,
+};
 use tokio::sync::Mutex;
 
 /// The Sheets read-write scope.
@@ -35,10 +37,15 @@ pub struct GoogleError {
     pub message: String,
     /// Retry-After, if given.
     pub retry_after: Option<Duration>,
+    /// Not sent: the breaker is open, Sheets has been failing.
+    pub breaker_open: bool,
 }
 
 impl Classified for GoogleError {
     fn class(&self) -> ErrorClass {
+        if self.breaker_open {
+            return ErrorClass::Pause;
+        }
         match self.status {
             // No answer (connect, timeout), 5xx, and 401 (the token is
             // renewed before the retry) may work next time.
@@ -133,6 +140,7 @@ impl TokenSource {
 
     async fn fetch(&self) -> Result<(String, Duration), GoogleError> {
         let failed = |status: Option<u16>, message: String| GoogleError {
+            breaker_open: false,
             operation: "token",
             status,
             message,
@@ -183,6 +191,7 @@ pub struct SheetsClient {
     http: Client,
     tokens: TokenSource,
     limiter: Arc<RateLimiter>,
+    breaker: CircuitBreaker,
     backoff: Backoff,
 }
 
@@ -216,18 +225,21 @@ impl Backoff {
 }
 
 impl SheetsClient {
-    /// A client of the API at `base_url` (`https://sheets.googleapis.com`).
+    /// A client of the API at `base_url` (`https://sheets.googleapis.com`),
+    /// each request paced by `limiter` and guarded by `breaker`.
     pub fn new(
         base_url: &str,
         http: Client,
         tokens: TokenSource,
         limiter: Arc<RateLimiter>,
+        breaker: CircuitBreaker,
     ) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http,
             tokens,
             limiter,
+            breaker,
             backoff: Backoff::default(),
         }
     }
@@ -308,13 +320,6 @@ impl SheetsClient {
         spreadsheet: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, GoogleError> {
-        let failed =
-            |status: Option<u16>, message: String, retry_after: Option<Duration>| GoogleError {
-                operation,
-                status,
-                message,
-                retry_after,
-            };
         let account = self.tokens.account();
         let token = match self.tokens.token().await {
             Ok(token) => token,
@@ -329,6 +334,42 @@ impl SheetsClient {
             }
             Err(err) => return Err(err),
         };
+        match self
+            .breaker
+            .call(self.send(operation, spreadsheet, request, token))
+            .await
+        {
+            Ok(body) => Ok(body),
+            Err(BreakerError::Call(err)) => Err(err),
+            Err(BreakerError::Rejected(rejected)) => Err(GoogleError {
+                operation,
+                status: None,
+                message: rejected.to_string(),
+                retry_after: rejected.retry_in,
+                breaker_open: true,
+            }),
+        }
+    }
+
+    /// One request, paced by the account's limiter; what Google's answer
+    /// means for the account (a 429 defers its bucket, a 401 renews the
+    /// token, a 403 backs off).
+    async fn send(
+        &self,
+        operation: &'static str,
+        spreadsheet: &str,
+        request: reqwest::RequestBuilder,
+        token: String,
+    ) -> Result<Value, GoogleError> {
+        let failed =
+            |status: Option<u16>, message: String, retry_after: Option<Duration>| GoogleError {
+                operation,
+                status,
+                message,
+                retry_after,
+                breaker_open: false,
+            };
+        let account = self.tokens.account();
         self.limiter.acquire(self.tokens.account()).await;
         let started = std::time::Instant::now();
         let response = request.bearer_auth(token).send().await;

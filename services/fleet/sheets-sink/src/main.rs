@@ -17,11 +17,14 @@ async fn main() -> Result<()> {
     let upstream = &cli.upstream;
     let http = upstream.http()?;
     let tokens = TokenSource::new(key, http.clone()).map_err(anyhow::Error::msg)?;
-    let limiter = Arc::new(upstream.limiter("sheets")?);
+    let (limiter, breaker) = (
+        Arc::new(upstream.limiter("sheets")?),
+        upstream.breaker("sheets")?,
+    );
+    let client = SheetsClient::new(&cli.base_url, http, tokens, limiter, breaker);
     let sink = SheetsSink {
         codec: service.codec(),
-        upserter: Upserter::new(SheetsClient::new(&cli.base_url, http, tokens, limiter)),
-        breaker: upstream.breaker("sheets")?,
+        upserter: Upserter::new(client),
         replies: service.replies(cli.results_topic)?,
     };
     let consumed = service

@@ -1,5 +1,6 @@
 //! The handler the consumer loop runs for each batch of SheetRowUpserts:
-//! decode, upsert through the breaker; what the errors mean for the batch.
+//! decode, upsert (each Sheets call paced and guarded by the breaker in
+//! the client); what the errors mean for the batch.
 //! A command a saga sent is answered on the results topic (applied, or
 //! refused once the loop gives up on it), so the saga need not wait for its
 //! timeout.
@@ -12,7 +13,7 @@ use sluice_contracts::types::{
 };
 use sluice_dlq::Failure;
 use sluice_kafka::{Handler, HandlerError, ReplyError, ReplyPublisher};
-use sluice_resilience::{BreakerError, CircuitBreaker, Classified, ErrorClass, Rejected};
+use sluice_resilience::{Classified, ErrorClass};
 use tracing::Instrument;
 
 use crate::google::GoogleError;
@@ -27,9 +28,6 @@ pub enum SinkError {
     /// Not a SheetRowUpsert.
     #[error("decoding the command: {0}")]
     Decode(#[from] CodecError),
-    /// The breaker refused the call: the API is failing.
-    #[error(transparent)]
-    BreakerOpen(Rejected),
     /// The API call failed.
     #[error(transparent)]
     Google(GoogleError),
@@ -47,7 +45,6 @@ impl Classified for SinkError {
             Self::Decode(codec) | Self::Reply(ReplyError::Encode(codec)) if codec.holds() => {
                 ErrorClass::Pause
             }
-            Self::BreakerOpen(_) => ErrorClass::Pause,
             Self::Decode(_) => ErrorClass::Permanent,
             Self::Reply(_) => ErrorClass::Retryable,
             Self::Google(err) => err.class(),
@@ -56,7 +53,6 @@ impl Classified for SinkError {
 
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Self::BreakerOpen(rejected) => rejected.retry_in,
             Self::Google(err) => err.retry_after(),
             _ => None,
         }
@@ -78,8 +74,6 @@ pub struct SheetsSink {
     pub codec: AvroCodec,
     /// Writes rows.
     pub upserter: Upserter,
-    /// Guards the API.
-    pub breaker: CircuitBreaker,
     /// Answers the commands sagas sent.
     pub replies: ReplyPublisher,
 }
@@ -91,7 +85,7 @@ impl SheetsSink {
             let bytes = message.payload().ok_or(SinkError::Empty)?;
             commands.push(self.codec.decode(bytes).await?);
         }
-        match self.breaker.call(self.upserter.upsert(&commands)).await {
+        match self.upserter.upsert(&commands).await {
             Ok(applied) => {
                 tracing::debug!(?applied, commands = commands.len(), "rows upserted");
                 for (command, message) in commands.iter().zip(messages) {
@@ -105,8 +99,7 @@ impl SheetsSink {
                 }
                 Ok(())
             }
-            Err(BreakerError::Rejected(rejected)) => Err(SinkError::BreakerOpen(rejected)),
-            Err(BreakerError::Call(err)) => Err(SinkError::Google(err)),
+            Err(err) => Err(SinkError::Google(err)),
         }
     }
 }

@@ -37,9 +37,11 @@ async fn commands_through_500s_429s_and_an_outage() {
         json!({"error_rates": {"500": 0.2}, "burst_429": 5, "retry_after_secs": 1}),
     )
     .await;
+    // The breaker guards each call: three 500s in a row (0.8 % of calls at
+    // a 20 % error rate) open it.
     let tuning = Tuning {
         breaker: BreakerConfig {
-            failure_threshold: 5,
+            failure_threshold: 3,
             failure_rate: None,
             slow_call: None,
             open_wait: Duration::from_secs(2),

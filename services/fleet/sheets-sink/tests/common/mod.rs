@@ -108,8 +108,14 @@ pub fn start(
     start_with(base, key, topic, dlq, Tuning::quick())
 }
 
-/// An upserter writing to the sandbox at `base`, paced by `limiter`.
-pub fn upserter(base: &str, key: &ServiceAccountKey, limiter: LimiterConfig) -> Upserter {
+/// An upserter writing to the sandbox at `base`, paced by `limiter`, each
+/// call guarded by `breaker`.
+pub fn upserter(
+    base: &str,
+    key: &ServiceAccountKey,
+    limiter: LimiterConfig,
+    breaker: BreakerConfig,
+) -> Upserter {
     let key: google::ServiceAccountKey =
         serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap();
     let http = Client::builder()
@@ -122,6 +128,7 @@ pub fn upserter(base: &str, key: &ServiceAccountKey, limiter: LimiterConfig) -> 
         http.clone(),
         TokenSource::new(key, http).unwrap(),
         limiter,
+        CircuitBreaker::new("sheets", breaker).unwrap(),
     ))
 }
 
@@ -136,8 +143,7 @@ pub fn start_with(
     let stack = Stack::get();
     let sink = SheetsSink {
         codec: AvroCodec::new(stack.registry_settings()),
-        upserter: upserter(base, key, tuning.limiter),
-        breaker: CircuitBreaker::new("sheets", tuning.breaker).unwrap(),
+        upserter: upserter(base, key, tuning.limiter, tuning.breaker),
         replies: ReplyPublisher::new(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
