@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
-use sluice_contracts::types::{ErpCommand, ErpOperation, ScalarValue};
+use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpOperation, ScalarValue};
+use sluice_kafka::HandlerError;
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::odoo::{OdooClient, OdooError};
@@ -115,17 +116,19 @@ impl ApplyError {
             Self::UnknownReference { .. } => "unknown_reference".into(),
         }
     }
+}
 
+impl HandlerError for ApplyError {
     /// A refusal of the command itself (its fields or values), not of the
-    /// ERP's state: dead-lettered as a validation failure.
-    pub fn is_validation(&self) -> bool {
-        matches!(
-            self,
+    /// ERP's state, is dead-lettered as a validation failure.
+    fn dead_letter_class(&self) -> DeadLetterClass {
+        match self {
             Self::UnknownOperation
-                | Self::UnknownField { .. }
-                | Self::BadName(_)
-                | Self::UnknownReference { .. }
-        )
+            | Self::UnknownField { .. }
+            | Self::BadName(_)
+            | Self::UnknownReference { .. } => DeadLetterClass::Validation,
+            _ => DeadLetterClass::Permanent,
+        }
     }
 }
 

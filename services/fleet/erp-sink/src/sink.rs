@@ -6,63 +6,16 @@ use std::sync::Mutex;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use sluice_avro::{AvroCodec, CodecError};
+use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult};
 use sluice_dlq::Failure;
-use sluice_kafka::{Handler, HandlerError, ReplyError, ReplyPublisher};
+use sluice_kafka::{Handler, ReplyPublisher};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::apply::{Applied, Applier, ApplyError};
 
 /// Why a command was not settled (this time).
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The message has no value.
-    #[error("the message has no value")]
-    Empty,
-    /// Not an ErpCommand.
-    #[error("decoding the command: {0}")]
-    Decode(#[from] CodecError),
-    /// The ERP call failed.
-    #[error(transparent)]
-    Apply(ApplyError),
-    /// The outcome could not be reported; the command is tried again and
-    /// then finds itself applied.
-    #[error(transparent)]
-    Result(#[from] ReplyError),
-}
-
-impl Classified for SinkError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            Self::Empty => ErrorClass::Permanent,
-            // The registry being away is no reason to dead-letter a command.
-            Self::Decode(codec) | Self::Result(ReplyError::Encode(codec)) if codec.holds() => {
-                ErrorClass::Pause
-            }
-            Self::Decode(_) => ErrorClass::Permanent,
-            Self::Apply(err) => err.class(),
-            Self::Result(_) => ErrorClass::Retryable,
-        }
-    }
-
-    fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            Self::Apply(err) => err.retry_after(),
-            _ => None,
-        }
-    }
-}
-
-impl HandlerError for SinkError {
-    fn dead_letter_class(&self) -> DeadLetterClass {
-        match self {
-            Self::Empty | Self::Decode(_) => DeadLetterClass::Decode,
-            Self::Apply(err) if err.is_validation() => DeadLetterClass::Validation,
-            _ => DeadLetterClass::Permanent,
-        }
-    }
-}
+pub type SinkError = sluice_kafka::SinkError<ApplyError>;
 
 /// Commands whose attempts are counted at once; beyond, the count restarts
 /// (it only informs the result).
@@ -113,7 +66,9 @@ impl Handler for ErpSink {
         let command: ErpCommand = self.codec.decode(bytes).await?;
         let attempts = self.attempt(&command.command_id);
         let applied = match self.applier.apply(&command).await {
-            Err(err) if err.class() != ErrorClass::Permanent => return Err(SinkError::Apply(err)),
+            Err(err) if err.class() != ErrorClass::Permanent => {
+                return Err(SinkError::Upstream(err));
+            }
             applied => applied,
         };
         // Applied or refused for good: either way the sender hears of it.
@@ -133,7 +88,7 @@ impl Handler for ErpSink {
                 Ok(())
             }
             // The loop dead-letters it, with the error.
-            Err(err) => Err(SinkError::Apply(err)),
+            Err(err) => Err(SinkError::Upstream(err)),
         }
     }
 

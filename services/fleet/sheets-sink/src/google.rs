@@ -66,6 +66,9 @@ impl Classified for GoogleError {
     }
 }
 
+/// A call Google refused for good is dead-lettered as permanent.
+impl sluice_kafka::HandlerError for GoogleError {}
+
 /// The fields of a service-account JSON key the client uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServiceAccountKey {

@@ -7,66 +7,17 @@
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use sluice_avro::{AvroCodec, CodecError};
-use sluice_contracts::types::{
-    DeadLetterClass, SagaStep, SheetOutcome, SheetRowResult, SheetRowUpsert,
-};
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{SagaStep, SheetOutcome, SheetRowResult, SheetRowUpsert};
 use sluice_dlq::Failure;
-use sluice_kafka::{Handler, HandlerError, ReplyError, ReplyPublisher};
-use sluice_resilience::{Classified, ErrorClass};
+use sluice_kafka::{Handler, ReplyError, ReplyPublisher};
 use tracing::Instrument;
 
 use crate::google::GoogleError;
 use crate::upsert::Upserter;
 
 /// Why a command was not applied (this time).
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The message has no value.
-    #[error("the message has no value")]
-    Empty,
-    /// Not a SheetRowUpsert.
-    #[error("decoding the command: {0}")]
-    Decode(#[from] CodecError),
-    /// The API call failed.
-    #[error(transparent)]
-    Google(GoogleError),
-    /// A saga's reply was not written; the batch is applied again (an
-    /// upsert of the same cells changes nothing) and answered then.
-    #[error(transparent)]
-    Reply(#[from] ReplyError),
-}
-
-impl Classified for SinkError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            Self::Empty => ErrorClass::Permanent,
-            // The registry being away is no reason to dead-letter a command.
-            Self::Decode(codec) | Self::Reply(ReplyError::Encode(codec)) if codec.holds() => {
-                ErrorClass::Pause
-            }
-            Self::Decode(_) => ErrorClass::Permanent,
-            Self::Reply(_) => ErrorClass::Retryable,
-            Self::Google(err) => err.class(),
-        }
-    }
-
-    fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            Self::Google(err) => err.retry_after(),
-            _ => None,
-        }
-    }
-}
-
-impl HandlerError for SinkError {
-    fn dead_letter_class(&self) -> DeadLetterClass {
-        match self {
-            Self::Empty | Self::Decode(_) => DeadLetterClass::Decode,
-            _ => DeadLetterClass::Permanent,
-        }
-    }
-}
+pub type SinkError = sluice_kafka::SinkError<GoogleError>;
 
 /// Applies SheetRowUpserts.
 pub struct SheetsSink {
@@ -99,7 +50,7 @@ impl SheetsSink {
                 }
                 Ok(())
             }
-            Err(err) => Err(SinkError::Google(err)),
+            Err(err) => Err(SinkError::Upstream(err)),
         }
     }
 }

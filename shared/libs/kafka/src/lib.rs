@@ -21,6 +21,7 @@ mod metrics;
 mod producer;
 mod readiness;
 mod reply;
+mod sink_error;
 mod stall;
 mod transactional;
 mod verdict;
@@ -30,6 +31,7 @@ pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, Handl
 pub use producer::idempotent_producer;
 pub use readiness::{KafkaReadiness, PROBE_TIMEOUT};
 pub use reply::{ReplyError, ReplyPublisher};
+pub use sink_error::SinkError;
 pub use transactional::{
     OutputRecord, TransactionalLoop, TransactionalSettings, Transformer, blocking,
 };
