@@ -17,7 +17,7 @@ use clap::Parser;
 use serde_json::json;
 use sluice_fleet::load::{self, Plan};
 use sluice_fleet::topology::{SERVICES, Tuning};
-use sluice_fleet::{Harness, Place, Scenario, faults};
+use sluice_fleet::{Scenario, StackArgs, faults};
 
 /// The fleet under fire, then every event reconciled.
 #[derive(Debug, Parser)]
@@ -60,15 +60,8 @@ struct Args {
     /// Longest wait, after the load, for every effect to be in place.
     #[arg(long, default_value_t = 900)]
     settle_secs: u64,
-    /// Kafka bootstrap servers of the stack.
-    #[arg(long, env = "SLUICE_KAFKA_BOOTSTRAP")]
-    kafka_bootstrap: String,
-    /// The registry's Confluent-compatible API.
-    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_URL")]
-    schema_registry_url: String,
-    /// The business database (outbox, sagas).
-    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    #[command(flatten)]
+    stack: StackArgs,
 }
 
 /// Long step timeouts: an outage or a kill delays a reply, and a saga
@@ -138,30 +131,9 @@ async fn main() -> Result<()> {
         .seed
         .unwrap_or_else(|| u64::from(chrono::Utc::now().timestamp_subsec_nanos()));
     let window = Duration::from_secs_f64(plan.events() as f64 / args.rate);
-    let harness = Harness {
-        place: Place {
-            bin_dir: args.bin_dir.clone(),
-            logs: args.work_dir.join("logs"),
-            pids: args.work_dir.join("pids"),
-            stack_env: vec![
-                (
-                    "SLUICE_KAFKA_BOOTSTRAP".into(),
-                    args.kafka_bootstrap.clone(),
-                ),
-                (
-                    "SLUICE_SCHEMA_REGISTRY_URL".into(),
-                    args.schema_registry_url.clone(),
-                ),
-                ("SLUICE_DATABASE_URL".into(), args.database_url.clone()),
-            ],
-            kill_on_drop: true,
-        },
-        work_dir: args.work_dir.clone(),
-        root: std::env::current_dir().context("the repository root")?,
-        database_url: args.database_url.clone(),
-        kafka_bootstrap: args.kafka_bootstrap.clone(),
-        code_version: args.code_version.clone(),
-    };
+    let harness = args
+        .stack
+        .harness(&args.bin_dir, &args.work_dir, true, &args.code_version)?;
     // Every service is killed; dlq-replayer is a CLI, not a running service.
     let scenario = Scenario {
         title: "Chaos run",

@@ -14,13 +14,13 @@ mod checks;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use serde_json::json;
 use sluice_fleet::faults::{Fault, Scheduled};
 use sluice_fleet::load::{self, Plan};
 use sluice_fleet::topology::Tuning;
-use sluice_fleet::{Finished, Harness, Place, Scenario};
+use sluice_fleet::{Finished, Scenario, StackArgs};
 
 /// The demo: a small stream through the whole fleet, reconciled.
 #[derive(Debug, Parser)]
@@ -36,15 +36,8 @@ struct Args {
     /// Logs, keys, pids and the screenshot.
     #[arg(long, default_value = ".local/demo")]
     work_dir: PathBuf,
-    /// Kafka bootstrap servers of the stack.
-    #[arg(long, env = "SLUICE_KAFKA_BOOTSTRAP")]
-    kafka_bootstrap: String,
-    /// The registry's Confluent-compatible API.
-    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_URL")]
-    schema_registry_url: String,
-    /// The business database (outbox, sagas).
-    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    #[command(flatten)]
+    stack: StackArgs,
 }
 
 /// A partition held 3 s with commands waiting is named stalled (5m by
@@ -72,30 +65,10 @@ const TUNING: Tuning = &[
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let harness = Harness {
-        place: Place {
-            bin_dir: args.bin_dir.clone(),
-            logs: args.work_dir.join("logs"),
-            pids: args.work_dir.join("pids"),
-            stack_env: vec![
-                (
-                    "SLUICE_KAFKA_BOOTSTRAP".into(),
-                    args.kafka_bootstrap.clone(),
-                ),
-                (
-                    "SLUICE_SCHEMA_REGISTRY_URL".into(),
-                    args.schema_registry_url.clone(),
-                ),
-                ("SLUICE_DATABASE_URL".into(), args.database_url.clone()),
-            ],
-            kill_on_drop: args.check,
-        },
-        work_dir: args.work_dir.clone(),
-        root: std::env::current_dir().context("the repository root")?,
-        database_url: args.database_url.clone(),
-        kafka_bootstrap: args.kafka_bootstrap.clone(),
-        code_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
+    let version = env!("CARGO_PKG_VERSION");
+    let harness = args
+        .stack
+        .harness(&args.bin_dir, &args.work_dir, args.check, version)?;
     let scenario = Scenario {
         title: "Demo",
         // 45 orders (every tenth refused: 4), 4 requests of 10 events.

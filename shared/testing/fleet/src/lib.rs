@@ -18,5 +18,5 @@ pub mod topology;
 pub use fleet::{Fleet, Place, Recovery, Service, ServiceSpec};
 pub use process::{Launch, note_pid, scrape, scrape_sum, wait_answering, wait_metric, wait_ready};
 pub use report::Report;
-pub use run::{Finished, Harness, Scenario};
+pub use run::{Finished, Harness, Scenario, StackArgs};
 pub use sandbox::Sandbox;

@@ -5,7 +5,7 @@
 //! and the chaos run are two scenarios of this.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -403,4 +403,56 @@ async fn run_faults(
 fn sha256_hex(token: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Where the local stack is, as `deploy/local/stack.sh` writes it to
+/// `.local/stack.env`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// Kafka bootstrap servers of the stack.
+    #[arg(long, env = "SLUICE_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: String,
+    /// The registry's Confluent-compatible API.
+    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: String,
+    /// The business database (outbox, sagas).
+    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+impl StackArgs {
+    /// A harness on this stack, its binaries in `bin_dir` and its logs,
+    /// pids and keys in `work_dir` (run from the repository's root).
+    pub fn harness(
+        &self,
+        bin_dir: &Path,
+        work_dir: &Path,
+        kill_on_drop: bool,
+        code_version: &str,
+    ) -> Result<Harness> {
+        Ok(Harness {
+            place: Place {
+                bin_dir: bin_dir.to_path_buf(),
+                logs: work_dir.join("logs"),
+                pids: work_dir.join("pids"),
+                stack_env: vec![
+                    (
+                        "SLUICE_KAFKA_BOOTSTRAP".into(),
+                        self.kafka_bootstrap.clone(),
+                    ),
+                    (
+                        "SLUICE_SCHEMA_REGISTRY_URL".into(),
+                        self.schema_registry_url.clone(),
+                    ),
+                    ("SLUICE_DATABASE_URL".into(), self.database_url.clone()),
+                ],
+                kill_on_drop,
+            },
+            work_dir: work_dir.to_path_buf(),
+            root: std::env::current_dir().context("the repository root")?,
+            database_url: self.database_url.clone(),
+            kafka_bootstrap: self.kafka_bootstrap.clone(),
+            code_version: code_version.to_owned(),
+        })
+    }
 }
