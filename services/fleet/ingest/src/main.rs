@@ -11,7 +11,7 @@ use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_contracts::Catalog;
 use sluice_kafka::{KafkaConfig, KafkaReadiness};
 use sluice_resilience::RateLimiter;
-use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
+use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
 use sluice_telemetry::ReadinessCheck;
 use tokio::net::TcpListener;
 
@@ -20,7 +20,6 @@ use sluice_ingest::{
     AppState, EventRouter, IdempotencyStore, IngestArgs, Publisher, TokenHashes, WebhookSources,
     router, serve,
 };
-use sqlx::postgres::PgPoolOptions;
 
 /// Accepts domain events over HTTP and produces them to Kafka as Avro.
 #[derive(Debug, Parser)]
@@ -46,9 +45,7 @@ async fn main() -> Result<()> {
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
     let database_url = cli.database.url()?;
-    let pool = PgPoolOptions::new()
-        .max_connections(cli.database.max_connections)
-        .connect_lazy(database_url.expose_secret())
+    let pool = lazy_pool(database_url.expose_secret(), cli.database.max_connections)
         .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),

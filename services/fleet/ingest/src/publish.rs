@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_kafka::{KafkaConfig, KafkaSetupError, blocking, idempotent_producer};
+use sluice_telemetry::owned_headers;
 use tokio::sync::mpsc;
 
 /// How long a topic's size limit is trusted before it is read again.
@@ -51,15 +51,7 @@ impl Outgoing {
     }
 
     fn record(&self) -> FutureRecord<'_, String, Vec<u8>> {
-        let headers = self
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
+        let headers = owned_headers(self.headers.iter().map(|(key, value)| (key, Some(value))));
         FutureRecord::to(&self.topic)
             .key(&self.key)
             .payload(&self.value)

@@ -11,9 +11,8 @@ use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
 use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
-use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime};
+use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
 use sluice_telemetry::ReadinessCheck;
-use sqlx::postgres::PgPoolOptions;
 
 /// Streams committed outbox rows from Postgres to Kafka.
 #[derive(Debug, Parser)]
@@ -116,9 +115,7 @@ async fn main() -> Result<()> {
         .map_err(|reason| anyhow::anyhow!("database-url: {reason}"))?;
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(cli.database.max_connections)
-        .connect_lazy(database_url.expose_secret())
+    let pool = lazy_pool(database_url.expose_secret(), cli.database.max_connections)
         .context("database-url")?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
         Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),

@@ -87,13 +87,7 @@ pub struct AddressedRow {
 impl AddressedRow {
     /// A row from an Insert's column values (bytea in Postgres' hex form).
     pub fn from_columns(columns: &HashMap<&str, Option<&str>>) -> Result<Self, String> {
-        let required = |name: &str| {
-            columns
-                .get(name)
-                .copied()
-                .flatten()
-                .ok_or_else(|| format!("column {name} is missing or null"))
-        };
+        let required = |name: &str| required(columns, name);
         let value = required("value")?;
         let value = value
             .strip_prefix("\\x")
@@ -147,14 +141,7 @@ pub struct OutboxRow {
 impl OutboxRow {
     /// A row from an Insert's column values (text, as pgoutput sends them).
     pub fn from_columns(columns: &HashMap<&str, Option<&str>>) -> Result<Self, String> {
-        let required = |name: &str| {
-            columns
-                .get(name)
-                .copied()
-                .flatten()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("column {name} is missing or null"))
-        };
+        let required = |name: &str| required(columns, name).map(str::to_owned);
         let optional = |name: &str| columns.get(name).copied().flatten().map(str::to_owned);
         let payload = required("payload")?;
         Ok(Self {
@@ -210,6 +197,15 @@ fn parse_timestamptz(text: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
         .map(|time| time.timestamp_millis())
         .map_err(|err| format!("column occurred_at {text:?}: {err}"))
+}
+
+/// Column `name`'s value, refused when it is missing or null.
+fn required<'a>(columns: &HashMap<&str, Option<&'a str>>, name: &str) -> Result<&'a str, String> {
+    columns
+        .get(name)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("column {name} is missing or null"))
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_resilience::RateLimiter;
+use sluice_telemetry::owned_headers;
 use uuid::Uuid;
 
 use crate::coordinate::Coordinate;
@@ -116,14 +116,13 @@ async fn send(
         (REPLAY_ID, replay_id.as_bytes()),
         (REPLAYED_AT, at.as_bytes()),
     ];
-    let headers = record
-        .original_headers
-        .iter()
-        .map(|h| (h.key.as_str(), h.value.as_deref()))
-        .chain(replay_headers.iter().map(|(k, v)| (*k, Some(*v))))
-        .fold(OwnedHeaders::new(), |headers, (key, value)| {
-            headers.insert(Header { key, value })
-        });
+    let headers = owned_headers(
+        record
+            .original_headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref()))
+            .chain(replay_headers.iter().map(|(k, v)| (*k, Some(*v)))),
+    );
     let mut message = FutureRecord::to(topic).headers(headers);
     if let Some(key) = &record.original_key {
         message = message.key(key);

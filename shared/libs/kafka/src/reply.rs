@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::Contract;
+use sluice_telemetry::owned_headers;
 
 use crate::{KafkaConfig, KafkaSetupError, idempotent_producer};
 
@@ -60,14 +61,7 @@ impl ReplyPublisher {
     ) -> Result<(), ReplyError> {
         let value = self.codec.encode(&self.topic, reply).await?;
         let trace = sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), command);
-        let headers = trace
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
+        let headers = owned_headers(trace.iter().map(|(key, value)| (key, Some(value))));
         let record = FutureRecord::to(&self.topic)
             .key(key)
             .payload(&value)

@@ -17,11 +17,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_resilience::RetryPolicy;
+use sluice_telemetry::owned_headers;
 use tracing::Instrument;
 
 /// The W3C trace context header.
@@ -30,9 +31,8 @@ const TRACEPARENT: &str = "traceparent";
 use crate::consumer::context::{
     AssignmentChange, LagFrom, RebalanceContext, STATISTICS_INTERVAL_MS,
 };
-use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribe};
+use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribed};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
-use crate::stall::StallWatch;
 use crate::verdict::{Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
 
@@ -124,30 +124,26 @@ impl<T: Transformer> TransactionalLoop<T> {
     ) -> Result<Self, ConsumerError> {
         describe_once();
         refuse_reserved(kafka, &["transactional.id"])?;
-        let consumer: StreamConsumer<RebalanceContext> = kafka
-            .client_config(&[
-                ("group.id", &settings.group_id),
-                // Offsets are committed by the transaction, never by the consumer.
-                ("enable.auto.commit", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("isolation.level", "read_committed"),
-                // The instance's identity is already stable across restarts
-                // (its transactional id fences its predecessor); as a static
-                // member it also gets its partitions back at once after a
-                // crash instead of after the session timeout.
-                ("group.instance.id", &settings.transactional_id),
-                SESSION_TIMEOUT,
-                ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
-            ])
-            .create_with_context(RebalanceContext::new(
-                LagFrom::Position,
-                StallWatch::new(settings.stall_after),
-            ))
-            .map_err(|source| KafkaSetupError {
-                client: "consumer",
-                source,
-            })?;
-        subscribe(&consumer, &settings.topics)?;
+        let config = kafka.client_config(&[
+            ("group.id", &settings.group_id),
+            // Offsets are committed by the transaction, never by the consumer.
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            // The instance's identity is already stable across restarts
+            // (its transactional id fences its predecessor); as a static
+            // member it also gets its partitions back at once after a
+            // crash instead of after the session timeout.
+            ("group.instance.id", &settings.transactional_id),
+            SESSION_TIMEOUT,
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+        ]);
+        let consumer = subscribed(
+            config,
+            LagFrom::Position,
+            settings.stall_after,
+            &settings.topics,
+        )?;
         let producer: FutureProducer = kafka
             .client_config(&[
                 ("transactional.id", &settings.transactional_id),
@@ -411,15 +407,7 @@ impl<T: Transformer> TransactionalLoop<T> {
 
 /// The message's own W3C trace context headers.
 fn record(output: &OutputRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
-    let headers = output
-        .headers
-        .iter()
-        .fold(OwnedHeaders::new(), |headers, (key, value)| {
-            headers.insert(Header {
-                key,
-                value: Some(value),
-            })
-        });
+    let headers = owned_headers(output.headers.iter().map(|(key, value)| (key, Some(value))));
     let record = FutureRecord::to(&output.topic)
         .payload(&output.payload)
         .headers(headers);

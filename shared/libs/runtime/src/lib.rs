@@ -11,7 +11,7 @@
 mod postgres;
 mod prepare;
 
-pub use postgres::{PostgresReadiness, transient, transient_migration};
+pub use postgres::{PostgresReadiness, lazy_pool, transient, transient_migration};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

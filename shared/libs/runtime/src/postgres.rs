@@ -7,6 +7,7 @@ use std::pin::Pin;
 use sluice_telemetry::ReadinessCheck;
 use sqlx::PgPool;
 use sqlx::migrate::MigrateError;
+use sqlx::postgres::PgPoolOptions;
 
 /// Whether a Postgres failure may pass by itself: the server unreachable,
 /// restarting or out of connections — not a refusal (a wrong password, a
@@ -36,6 +37,14 @@ pub fn transient_migration(err: &MigrateError) -> bool {
         MigrateError::Execute(err) | MigrateError::ExecuteMigration(err, _) => transient(err),
         _ => false,
     }
+}
+
+/// A pool of at most `max_connections` that connects when first used: the
+/// service starts, and reports on /readyz, before Postgres answers.
+pub fn lazy_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_lazy(url)
 }
 
 /// Ready when the pool's database answers `SELECT 1`.

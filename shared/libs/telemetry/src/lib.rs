@@ -19,5 +19,5 @@ pub use init::{
 };
 pub use propagation::{
     child_span_context_headers, extract_parent, join_remote_trace, message_span,
-    outgoing_trace_headers,
+    outgoing_trace_headers, owned_headers,
 };

@@ -7,7 +7,7 @@ use opentelemetry::global;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use rdkafka::Message;
-use rdkafka::message::Headers;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 struct KafkaHeaders<'a, H>(&'a H);
@@ -119,4 +119,21 @@ pub fn outgoing_trace_headers<M: Message>(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Kafka headers from (name, value) pairs, in order; a `None` value is a
+/// header without one.
+pub fn owned_headers<K, V>(pairs: impl IntoIterator<Item = (K, Option<V>)>) -> OwnedHeaders
+where
+    K: AsRef<str>,
+    V: AsRef<[u8]>,
+{
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key: key.as_ref(),
+                value: value.as_ref().map(AsRef::as_ref),
+            })
+        })
 }

@@ -56,18 +56,29 @@ pub(crate) fn refuse_reserved(kafka: &KafkaConfig, also: &[&str]) -> Result<(), 
     }
 }
 
-/// Subscribes `consumer` to `topics`.
-pub(crate) fn subscribe<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &StreamConsumer<C>,
+/// A consumer made from `config`, its lag read `from` committed offsets or
+/// its position, its stalls watched after `stall_after`, subscribed to
+/// `topics`.
+pub(crate) fn subscribed(
+    config: rdkafka::ClientConfig,
+    from: LagFrom,
+    stall_after: Duration,
     topics: &[String],
-) -> Result<(), ConsumerError> {
+) -> Result<StreamConsumer<RebalanceContext>, ConsumerError> {
+    let consumer: StreamConsumer<RebalanceContext> = config
+        .create_with_context(RebalanceContext::new(from, StallWatch::new(stall_after)))
+        .map_err(|source| KafkaSetupError {
+            client: "consumer",
+            source,
+        })?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&names)
         .map_err(|source| ConsumerError::Subscribe {
             topics: topics.to_vec(),
             source,
-        })
+        })?;
+    Ok(consumer)
 }
 
 /// How often backlogs are offered to their partition tasks again.
@@ -169,34 +180,30 @@ impl<H: Handler> ConsumerLoop<H> {
         // Exported from the start, so dashboards and alerts see 0, not nothing.
         metrics::gauge!(PAUSED_PARTITIONS).set(0.0);
         refuse_reserved(kafka, &[])?;
-        let consumer: StreamConsumer<RebalanceContext> = kafka
-            .client_config(&[
-                ("group.id", &settings.group_id),
-                // Offsets are stored by hand once a message is settled, and
-                // committed in the background (and on revoke and close).
-                ("enable.auto.commit", "true"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                // Never act on messages of aborted transactions.
-                ("isolation.level", "read_committed"),
-                // A resumed partition joins the next fetch request, which
-                // waits behind the one in flight: the broker holds that up to
-                // this long when the other partitions have nothing new. At
-                // librdkafka's 500 ms, a sink that keeps pausing partitions
-                // idled half of every second.
-                ("fetch.wait.max.ms", "50"),
-                SESSION_TIMEOUT,
-                ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
-            ])
-            .create_with_context(RebalanceContext::new(
-                LagFrom::Committed,
-                StallWatch::new(settings.stall_after),
-            ))
-            .map_err(|source| KafkaSetupError {
-                client: "consumer",
-                source,
-            })?;
-        subscribe(&consumer, &settings.topics)?;
+        let config = kafka.client_config(&[
+            ("group.id", &settings.group_id),
+            // Offsets are stored by hand once a message is settled, and
+            // committed in the background (and on revoke and close).
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            // Never act on messages of aborted transactions.
+            ("isolation.level", "read_committed"),
+            // A resumed partition joins the next fetch request, which
+            // waits behind the one in flight: the broker holds that up to
+            // this long when the other partitions have nothing new. At
+            // librdkafka's 500 ms, a sink that keeps pausing partitions
+            // idled half of every second.
+            ("fetch.wait.max.ms", "50"),
+            SESSION_TIMEOUT,
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+        ]);
+        let consumer = subscribed(
+            config,
+            LagFrom::Committed,
+            settings.stall_after,
+            &settings.topics,
+        )?;
         let consumer = Arc::new(consumer);
         let shared = Arc::new(Shared {
             consumer: Arc::clone(&consumer),

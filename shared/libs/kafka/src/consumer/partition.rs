@@ -145,35 +145,22 @@ async fn settle_batch<H: Handler>(
             .map(|settled| vec![settled]);
     }
     let span = sluice_telemetry::message_span(first);
-    let first_failure_at = OnceLock::new();
-    loop {
-        let handled = attempt(
-            &shared.retry,
-            shared.pause_backoff,
-            &first_failure_at,
-            "handle_batch",
-            || shared.handler.handle_batch(batch),
-        )
-        .instrument(span.clone())
-        .await;
-        match handled {
-            Ok(()) => return Some(vec![Settled::Done; batch.len()]),
-            Err(Verdict::Hold { wait, reason }) => {
-                hold_log(first, &reason, wait);
-                if !sleep_unless_stopped(wait, stop).await {
-                    return None;
-                }
+    let handled = until_settled(shared, first, stop, "handle_batch", || {
+        shared.handler.handle_batch(batch)
+    })
+    .instrument(span)
+    .await?;
+    match handled {
+        Ok(()) => Some(vec![Settled::Done; batch.len()]),
+        Err(failure) => {
+            tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
+                error = %failure.message, "batch failed; handling its messages one by one");
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for message in batch {
+                let span = sluice_telemetry::message_span(message);
+                outcomes.push(settle(shared, message, stop).instrument(span).await?);
             }
-            Err(Verdict::DeadLetter(failure)) => {
-                tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
-                    error = %failure.message, "batch failed; handling its messages one by one");
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for message in batch {
-                    let span = sluice_telemetry::message_span(message);
-                    outcomes.push(settle(shared, message, stop).instrument(span).await?);
-                }
-                return Some(outcomes);
-            }
+            Some(outcomes)
         }
     }
 }
@@ -187,38 +174,60 @@ async fn settle<H: Handler>(
     message: &OwnedMessage,
     stop: &CancellationToken,
 ) -> Option<Settled> {
+    let handled = until_settled(shared, message, stop, "handle", || {
+        shared.handler.handle(message)
+    })
+    .await?;
+    match handled {
+        Ok(()) => Some(Settled::Done),
+        Err(failure) => {
+            let class = failure.class;
+            shared.handler.given_up(message, &failure).await;
+            dead_letter(&shared.dead_letters, message, failure, stop)
+                .await
+                .then_some(Settled::DeadLettered(class))
+        }
+    }
+}
+
+/// Runs `call` (the handler, for `message` or the batch it starts) until it
+/// succeeds or fails for good: retryable errors through the policy, a pause
+/// holding the partition without spending attempts. `None` when stopped
+/// while holding.
+async fn until_settled<H, F, Fut>(
+    shared: &Shared<H>,
+    message: &OwnedMessage,
+    stop: &CancellationToken,
+    operation: &str,
+    mut call: F,
+) -> Option<Result<(), Failure>>
+where
+    H: Handler,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), H::Error>>,
+{
     let first_failure_at = OnceLock::new();
     loop {
         let handled = attempt(
             &shared.retry,
             shared.pause_backoff,
             &first_failure_at,
-            "handle",
-            || shared.handler.handle(message),
+            operation,
+            &mut call,
         )
         .await;
         match handled {
-            Ok(()) => return Some(Settled::Done),
+            Ok(()) => return Some(Ok(())),
+            Err(Verdict::DeadLetter(failure)) => return Some(Err(failure)),
             Err(Verdict::Hold { wait, reason }) => {
-                hold_log(message, &reason, wait);
+                tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
+                    "dependency unavailable; holding the partition");
                 if !sleep_unless_stopped(wait, stop).await {
                     return None;
                 }
             }
-            Err(Verdict::DeadLetter(failure)) => {
-                let class = failure.class;
-                shared.handler.given_up(message, &failure).await;
-                return dead_letter(&shared.dead_letters, message, failure, stop)
-                    .await
-                    .then_some(Settled::DeadLettered(class));
-            }
         }
     }
-}
-
-fn hold_log(message: &OwnedMessage, reason: &str, wait: Duration) {
-    tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
-        "dependency unavailable; holding the partition");
 }
 
 /// Writes the dead letter, trying until Kafka acknowledges it (the message is
