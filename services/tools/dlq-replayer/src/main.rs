@@ -187,7 +187,20 @@ async fn run(cli: Cli) -> Result<Finished> {
         output: cli.output,
     };
     let database = cli.database.resolve()?;
-    match cli.command {
+    let outcome = execute(&context, &kafka, database, cli.command).await;
+    if outcome.is_err() {
+        context.scanner.serve_events().await;
+    }
+    outcome
+}
+
+async fn execute(
+    context: &Readers,
+    kafka: &KafkaConfig,
+    database: Option<SecretString>,
+    command: Command,
+) -> Result<Finished> {
+    match command {
         Command::List { filters, limit } => {
             let mut letters = select(&context.scanner, &filters, &[]).await?;
             letters.truncate(limit.unwrap_or(usize::MAX));
@@ -213,7 +226,7 @@ async fn run(cli: Cli) -> Result<Finished> {
                 None => print(&render::history(&log.history(limit).await?, context.output))?,
             }
         }
-        Command::Replay(args) => return replay_command(&context, &kafka, database, args).await,
+        Command::Replay(args) => return replay_command(context, kafka, database, args).await,
     }
     Ok(Finished::Done)
 }

@@ -100,6 +100,14 @@ impl Scanner {
         })
     }
 
+    /// Serves what the client queued meanwhile: librdkafka's log lines
+    /// (why a broker refused the TLS handshake, say) reach the log only when
+    /// the consumer is polled, so a failed command calls this before it
+    /// reports its error. Waits at most 200 ms for a message it discards.
+    pub async fn serve_events(&self) {
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await;
+    }
+
     /// Every topic on the cluster.
     fn all_topics(&self) -> Result<Vec<String>, ScanError> {
         let metadata = self
