@@ -3,7 +3,8 @@
 //! before anything is written.
 
 use apache_avro::Schema;
-use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::schema::SchemaKind;
+use apache_avro::schema_compatibility::{Compatibility as Resolution, SchemaCompatibility};
 
 /// A subject's compatibility mode: which registered versions a new schema
 /// is checked against, and in which direction.
@@ -53,9 +54,7 @@ impl Compatibility {
         );
         let forward = !matches!(self, Self::Backward | Self::BackwardTransitive);
         let broken = |writer, reader, who: &str| {
-            SchemaCompatibility::can_read(writer, reader)
-                .err()
-                .map(|err| format!("{who}: {err}"))
+            unreadable(writer, reader).map(|why| format!("{who}: {why}"))
         };
         let mut why = Vec::new();
         if backward {
@@ -73,6 +72,57 @@ impl Compatibility {
             ));
         }
         (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// Why data written with `writer` cannot all be read with `reader`, if so.
+/// apache-avro calls a union whose writer has a branch no reader branch can
+/// read "partially" compatible; a registry refuses it (some events already
+/// written could not be read), so it is refused here too, naming the branch
+/// and what in it does not resolve.
+fn unreadable(writer: &Schema, reader: &Schema) -> Option<String> {
+    match SchemaCompatibility::can_read(writer, reader) {
+        Ok(Resolution::Full) => None,
+        Ok(Resolution::Partial) => Some(partial(writer, reader).unwrap_or_else(|| {
+            "a union branch of the old schema has no readable branch in the new one".into()
+        })),
+        Err(err) => Some(err.to_string()),
+    }
+}
+
+/// Where a partially readable pair stops resolving: the field, then the
+/// union branch, that cannot be read.
+fn partial(writer: &Schema, reader: &Schema) -> Option<String> {
+    match (writer, reader) {
+        (Schema::Record(writer), Schema::Record(reader)) => {
+            reader.fields.iter().find_map(|field| {
+                let written = writer.fields.get(*writer.lookup.get(&field.name)?)?;
+                unreadable(&written.schema, &field.schema)
+                    .map(|why| format!("field '{}': {why}", field.name))
+            })
+        }
+        (Schema::Union(writer), Schema::Union(reader)) => {
+            writer.variants().iter().find_map(|branch| {
+                let name = branch.name().map_or_else(
+                    || format!("{:?}", SchemaKind::from(branch)),
+                    |n| n.name().to_owned(),
+                );
+                let same = reader.variants().iter().find(|candidate| {
+                    match (branch.name(), candidate.name()) {
+                        (Some(w), Some(r)) => w.name() == r.name(),
+                        (None, None) => SchemaKind::from(*candidate) == SchemaKind::from(branch),
+                        _ => false,
+                    }
+                });
+                match same {
+                    None => Some(format!("branch {name} is gone from the union")),
+                    Some(same) => {
+                        unreadable(branch, same).map(|why| format!("branch {name}: {why}"))
+                    }
+                }
+            })
+        }
+        _ => None,
     }
 }
 
@@ -110,5 +160,35 @@ mod tests {
         let backward = Compatibility::Backward.violation(&old, &added).unwrap();
         assert!(backward.contains("Field 'channel'"), "{backward}");
         assert_eq!(Compatibility::Forward.violation(&old, &added), None);
+    }
+
+    #[test]
+    fn a_field_added_inside_a_union_branch_is_named() {
+        // Events are an envelope around a union of records: the check has
+        // to go into the branch a writer used.
+        let envelope = |issued_fields: &str| {
+            Schema::parse_str(&format!(
+                r#"{{"type": "record", "name": "InvoiceEvent", "fields": [
+                    {{"name": "event_id", "type": "string"}},
+                    {{"name": "payload", "type": [
+                        {{"type": "record", "name": "InvoiceIssued", "fields": [{issued_fields}]}},
+                        {{"type": "record", "name": "InvoicePaid", "fields": []}}]}}]}}"#
+            ))
+            .unwrap()
+        };
+        let old = envelope(r#"{"name": "customer", "type": "string"}"#);
+        let required = envelope(
+            r#"{"name": "customer", "type": "string"}, {"name": "due_date", "type": "string"}"#,
+        );
+        let backward = Compatibility::Backward.violation(&old, &required).unwrap();
+        assert!(
+            backward.contains("InvoiceIssued") && backward.contains("due_date"),
+            "{backward}"
+        );
+        let optional = envelope(
+            r#"{"name": "customer", "type": "string"},
+               {"name": "due_date", "type": ["null", "string"], "default": null}"#,
+        );
+        assert_eq!(Compatibility::Backward.violation(&old, &optional), None);
     }
 }
