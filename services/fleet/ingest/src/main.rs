@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
-use sluice_contracts::Catalog;
+use sluice_config::{ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_kafka::{KafkaConfig, KafkaReadiness};
 use sluice_resilience::RateLimiter;
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
@@ -29,6 +28,8 @@ struct Cli {
     ingest: IngestArgs,
     #[command(flatten)]
     routes: RouteArgs,
+    #[command(flatten)]
+    contracts: ContractsArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -73,7 +74,7 @@ async fn main() -> Result<()> {
     }
     let state = Arc::new(AppState {
         tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
-        events: EventRouter::new(Catalog::embedded()?, cli.routes.by_aggregate_type()),
+        events: EventRouter::new(cli.contracts.catalog()?, cli.routes.by_aggregate_type()),
         codec: AvroCodec::new(registry),
         publisher: Publisher::new(
             &kafka,

@@ -6,8 +6,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use secrecy::ExposeSecret;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
-use sluice_contracts::Catalog;
+use sluice_config::{ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
 use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
@@ -86,6 +85,8 @@ struct Cli {
     )]
     dlq_topic: String,
     #[command(flatten)]
+    contracts: ContractsArgs,
+    #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -138,7 +139,7 @@ async fn main() -> Result<()> {
                 .message_prefix
                 .or_else(|| cli.format.default_message_prefix().map(str::to_owned)),
         },
-        catalog: Catalog::embedded()?,
+        catalog: cli.contracts.catalog()?,
         routes: cli.routes.by_aggregate_type(),
         allowed_topics: cli.allow_topics.into_iter().collect(),
         codec: AvroCodec::new(registry),

@@ -4,14 +4,12 @@
 //! provisioning service of docker compose, and a Helm pre-install/pre-upgrade
 //! hook Job. Safe to run again and again.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use sluice_config::{KafkaArgs, RegistryArgs};
-use sluice_contracts::Catalog;
+use sluice_config::{ContractsArgs, KafkaArgs, RegistryArgs};
 use sluice_kafka::KafkaConfig;
 use sluice_provision::{
     Compatibility, RegistryClient, RegistryConfig, Replication, SchemaOutcome, TopicOutcome,
@@ -32,9 +30,8 @@ struct Cli {
     #[command(flatten)]
     registry: RegistryArgs,
 
-    /// Read the contracts from this schemas/ folder instead of the ones built in.
-    #[arg(long, env = "SLUICE_SCHEMAS_DIR", global = true)]
-    schemas_dir: Option<PathBuf>,
+    #[command(flatten)]
+    contracts: ContractsArgs,
 
     /// Compatibility mode of every subject: set by `apply`, checked by both.
     #[arg(long, env = "SLUICE_COMPATIBILITY", global = true, value_enum, default_value_t = Compatibility::Backward)]
@@ -72,11 +69,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
-    let catalog = match &cli.schemas_dir {
-        Some(dir) => Catalog::from_dir(dir),
-        None => Catalog::embedded(),
-    }
-    .context("loading the contracts")?;
+    let catalog = cli.contracts.catalog().context("loading the contracts")?;
     let registry = RegistryClient::new(RegistryConfig {
         url: cli.registry.base_url()?,
         basic_auth: cli.registry.basic_auth()?,

@@ -313,7 +313,7 @@ async fn cli_check_names_the_incompatible_subject_and_file() {
     let stack = Stack::get();
     let output = Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
         .arg("check")
-        .arg("--schemas-dir")
+        .arg("--contracts-dir")
         .arg(&contracts.dir)
         .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
         .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
@@ -362,7 +362,7 @@ async fn the_config_file_is_read_and_the_environment_wins_over_it() {
         command
             .args(["check", "--config"])
             .arg(&config)
-            .arg("--schemas-dir")
+            .arg("--contracts-dir")
             .arg(&contracts.dir);
         command
             .env_remove("SLUICE_KAFKA_BOOTSTRAP")

@@ -8,6 +8,7 @@
 //! environment variables or files, are held as `SecretString`, and never
 //! show in `--help` or in logs.
 
+mod contracts;
 mod database;
 mod error;
 mod file;
@@ -18,6 +19,7 @@ mod registry;
 mod routes;
 mod secret;
 
+pub use contracts::ContractsArgs;
 pub use database::{DatabaseArgs, DatabaseUrlArgs};
 pub use error::ConfigError;
 pub use file::{parse, parse_from};

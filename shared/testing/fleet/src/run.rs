@@ -100,6 +100,7 @@ impl Harness {
         let sandbox = Sandbox::start(
             &self.place,
             &service_account,
+            "sluice-demo=Orders,Requests",
             scenario.odoo_baseline.clone(),
             scenario.sheets_baseline.clone(),
         )

@@ -24,10 +24,12 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Starts `<bin_dir>/sandbox` on a free port with a new key in
-    /// `service_account`, and sets the baselines.
+    /// `service_account`, holding `spreadsheets` (`ID=Sheet,Sheet`, as its
+    /// `--spreadsheet` takes them), and sets the baselines.
     pub async fn start(
         place: &crate::Place,
         service_account: &Path,
+        spreadsheets: &str,
         odoo_baseline: Value,
         sheets_baseline: Value,
     ) -> Result<Sandbox> {
@@ -55,7 +57,7 @@ impl Sandbox {
                 "--service-account".into(),
                 service_account.display().to_string(),
                 "--spreadsheet".into(),
-                "sluice-demo=Orders,Requests".into(),
+                spreadsheets.into(),
             ],
             env: vec![("SLUICE_LOG".into(), "warn".into())],
             clear_env: false,

@@ -1,0 +1,427 @@
+//! Your own events without a rebuild: a contracts directory that adds an
+//! `invoices` aggregate (InvoiceIssued, InvoicePaid) beside the shipped
+//! contracts, given to the built binaries. Provisioning creates its topic
+//! and registers its subject; an invoice committed to an outbox table is
+//! relayed and one posted to ingest is accepted; the transformer maps both by
+//! a rules file to an Invoices sheet, and sheets-sink writes the rows. A
+//! contract change that breaks BACKWARD compatibility is refused, naming the
+//! field. (`cargo build --workspace` first, as `make test` does.)
+// A test fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_fleet::{Launch, Place, Sandbox, wait_ready};
+use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, unique_name};
+use sqlx::PgPool;
+
+/// The invoices contract, as a team would write it; `breaking` adds a
+/// field without a default, which no event already written has.
+fn invoice_schema(breaking: bool) -> Value {
+    let mut issued = vec![
+        json!({"name": "customer", "type": "string", "doc": "Who is billed."}),
+        json!({"name": "currency", "type": "string", "doc": "ISO 4217 code."}),
+        json!({"name": "amount_minor", "type": "long", "doc": "Amount due in minor units (cents)."}),
+    ];
+    if breaking {
+        issued.push(json!({"name": "due_date", "type": "string", "doc": "When it is due."}));
+    }
+    json!({
+        "type": "record", "name": "InvoiceEvent", "namespace": "com.example.invoices",
+        "doc": "One event in the life of an invoice.",
+        "fields": [
+            {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}, "doc": "Stable id of the event."},
+            {"name": "event_type", "type": "string", "doc": "Name of the payload's record."},
+            {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "When it happened."},
+            {"name": "aggregate_id", "type": "string", "doc": "The invoice id; also the Kafka key."},
+            {"name": "correlation_id", "type": ["null", "string"], "default": null, "doc": "Shared by one business request."},
+            {"name": "causation_id", "type": ["null", "string"], "default": null, "doc": "What caused this event."},
+            {"name": "payload", "doc": "The event itself.", "type": [
+                {"type": "record", "name": "InvoiceIssued", "doc": "An invoice was issued.", "fields": issued},
+                {"type": "record", "name": "InvoicePaid", "doc": "It was paid.", "fields": [
+                    {"name": "paid_at", "type": "string", "doc": "When, as the payer reported it."}]}
+            ]}
+        ]
+    })
+}
+
+/// The shipped contracts plus `aggregate`'s, in a directory of their own.
+fn contracts_dir(root: &Path, aggregate: &str, breaking: bool) -> PathBuf {
+    let dir = root.join(if breaking { "breaking" } else { "contracts" });
+    copy_dir(&Stack::get().path("schemas"), &dir);
+    std::fs::create_dir_all(dir.join("invoices")).unwrap();
+    std::fs::write(
+        dir.join("invoices/InvoiceEvent.avsc"),
+        serde_json::to_string_pretty(&invoice_schema(breaking)).unwrap(),
+    )
+    .unwrap();
+    let mut map = std::fs::read_to_string(dir.join("topics.toml")).unwrap();
+    map += &format!(
+        "\n[[topic]]\nname = \"{aggregate}.events.v1\"\npartitions = 3\ncleanup_policy = \"delete\"\n\
+         retention_ms = 604800000\nkey = \"invoice id\"\nvalue_schema = \"invoices/InvoiceEvent.avsc\"\n\
+         doc = \"Domain events of the invoices aggregate.\"\n"
+    );
+    std::fs::write(dir.join("topics.toml"), map).unwrap();
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The rules a team adds: both invoice events to one row per invoice.
+fn rules(aggregate: &str) -> String {
+    format!(
+        r#"
+[[rules]]
+id = "invoices-issued"
+aggregate = "{aggregate}"
+event_type = "InvoiceIssued"
+[rules.sheet]
+spreadsheet = "books"
+sheet = "Invoices"
+key = {{ copy = "aggregate_id" }}
+columns = [
+  {{ column = "Invoice", value = {{ copy = "aggregate_id" }} }},
+  {{ column = "Customer", value = {{ copy = "payload.customer" }} }},
+  {{ column = "Amount", value = {{ number = "payload.amount_minor", divide_by = 100, decimals = 2 }} }},
+  {{ column = "Status", value = {{ constant = "ISSUED" }} }},
+]
+
+[[rules]]
+id = "invoices-paid"
+aggregate = "{aggregate}"
+event_type = "InvoicePaid"
+[rules.sheet]
+spreadsheet = "books"
+sheet = "Invoices"
+key = {{ copy = "aggregate_id" }}
+columns = [
+  {{ column = "Invoice", value = {{ copy = "aggregate_id" }} }},
+  {{ column = "Status", value = {{ constant = "PAID" }} }},
+]
+"#
+    )
+}
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn stack_env() -> Vec<(String, String)> {
+    let stack = Stack::get();
+    vec![
+        (
+            "SLUICE_KAFKA_BOOTSTRAP".into(),
+            stack.kafka_bootstrap.clone(),
+        ),
+        (
+            "SLUICE_SCHEMA_REGISTRY_URL".into(),
+            stack.schema_registry_url.clone(),
+        ),
+        ("SLUICE_DATABASE_URL".into(), stack.database_url.clone()),
+    ]
+}
+
+/// `binary` with `args`, the stack's addresses, `contracts` and `env`,
+/// logging to `logs`; its /metrics port.
+fn start(
+    logs: &Path,
+    binary: &str,
+    label: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let mut all = stack_env();
+    all.push(("SLUICE_HTTP_LISTEN".into(), format!("127.0.0.1:{port}")));
+    all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let launch = Launch {
+        binary: bin_dir().join(binary),
+        label: label.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: all,
+        clear_env: true,
+        logs: logs.to_path_buf(),
+    };
+    let child: Child = launch.command().unwrap().spawn().unwrap();
+    (KillOnDrop(child), port)
+}
+
+fn provision(dir: &Path) -> std::process::Output {
+    Command::new(bin_dir().join("sluice-provision"))
+        .args(["apply", "--replication-factor", "1", "--contracts-dir"])
+        .arg(dir)
+        .envs(stack_env())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binaries() {
+    let stack = Stack::get();
+    let aggregate = format!("invoices{}", fastrand::u32(..));
+    let work = std::env::temp_dir().join(unique_name("own-events"));
+    let logs = work.join("logs");
+    let contracts = contracts_dir(&work, &aggregate, false);
+    std::fs::write(work.join("rules.toml"), rules(&aggregate)).unwrap();
+
+    let provisioned = provision(&contracts);
+    assert!(
+        provisioned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&provisioned.stderr)
+    );
+
+    let place = Place {
+        bin_dir: bin_dir(),
+        logs: logs.clone(),
+        pids: work.join("pids"),
+        stack_env: stack_env(),
+        kill_on_drop: true,
+    };
+    let key = work.join("service-account.json");
+    let sandbox = Sandbox::start(&place, &key, "books=Invoices", json!({}), json!({}))
+        .await
+        .unwrap();
+    let rows = TestTopic::with_schema_of("sheets.rows.v1", "invoice-rows", 3).await;
+    let dlq = |name| async move { TestTopic::with_schema_of("dlq.transformer.v1", name, 1).await };
+    let (transformer_dlq, sheets_dlq, relay_dlq) = (
+        dlq("invoice-tx-dlq").await,
+        dlq("invoice-sheets-dlq").await,
+        dlq("invoice-relay-dlq").await,
+    );
+    let contracts_env = ("SLUICE_CONTRACTS_DIR", contracts.display().to_string());
+    let group = unique_name("invoices");
+
+    // The outbox path: the relay on an outbox table of the team's own.
+    let pool = PgPool::connect(&stack.database_url).await.unwrap();
+    let table = format!("outbox_{aggregate}");
+    let (slot, publication) = (format!("slot_{aggregate}"), format!("pub_{aggregate}"));
+    let ddl = std::fs::read_to_string(
+        stack.path("services/fleet/outbox-relay/migrations/0001_outbox.sql"),
+    )
+    .unwrap()
+    .replace("IF NOT EXISTS outbox", &format!("IF NOT EXISTS {table}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (mut relay, relay_port) = start(
+        &logs,
+        "outbox-relay",
+        "relay",
+        &[
+            "--outbox-table",
+            &table,
+            "--outbox-slot",
+            &slot,
+            "--outbox-publication",
+            &publication,
+            "--dlq-topic",
+            &relay_dlq.name,
+        ],
+        std::slice::from_ref(&contracts_env),
+    );
+
+    let token = "own-events-token";
+    let api = free_port();
+    let (mut ingest, ingest_port) = start(
+        &logs,
+        "ingest",
+        "ingest",
+        &[],
+        &[
+            contracts_env.clone(),
+            ("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}")),
+            (
+                "SLUICE_INGEST_TOKEN_SHA256",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token)),
+            ),
+        ],
+    );
+    let rules_file = work.join("rules.toml").display().to_string();
+    let (mut transformer, transformer_port) = start(
+        &logs,
+        "transformer",
+        "transformer",
+        &[
+            "--rules",
+            &rules_file,
+            "--sheets-topic",
+            &rows.name,
+            "--dlq-topic",
+            &transformer_dlq.name,
+            "--group-id",
+            &group,
+            "--transactional-id",
+            &group,
+        ],
+        std::slice::from_ref(&contracts_env),
+    );
+    let key_file = key.display().to_string();
+    let (mut sink, sink_port) = start(
+        &logs,
+        "sheets-sink",
+        "sheets-sink",
+        &[
+            "--service-account",
+            &key_file,
+            "--sheets-base-url",
+            &sandbox.url,
+            "--topic",
+            &rows.name,
+            "--dlq-topic",
+            &sheets_dlq.name,
+            "--group-id",
+            &group,
+            "--requests-per-second",
+            "50",
+        ],
+        &[],
+    );
+    for port in [relay_port, ingest_port, transformer_port, sink_port] {
+        wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(90))
+            .await
+            .unwrap();
+    }
+
+    // INV-1 through the outbox, INV-2 through ingest; then both paid.
+    let outbox = |id: &str, event_type: &str, payload: Value| {
+        let sql = format!(
+            "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ($1, $2, $3, $4, $5)"
+        );
+        let (pool, aggregate, id, event_type) = (
+            pool.clone(),
+            aggregate.clone(),
+            id.to_owned(),
+            event_type.to_owned(),
+        );
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(uuid::Uuid::new_v4())
+                .bind(aggregate)
+                .bind(id)
+                .bind(event_type)
+                .bind(payload)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let http = reqwest::Client::new();
+    let post = |id: &str, event_type: &str, payload: Value| {
+        let body = json!({"aggregate_type": aggregate, "aggregate_id": id, "event_type": event_type, "payload": payload});
+        let request = http
+            .post(format!("http://127.0.0.1:{api}/v1/events"))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            assert_eq!(status, 202, "{}", response.text().await.unwrap_or_default());
+        }
+    };
+    outbox(
+        "INV-1",
+        "InvoiceIssued",
+        json!({"customer": "Ada", "currency": "EUR", "amount_minor": 12345}),
+    )
+    .await;
+    post(
+        "INV-2",
+        "InvoiceIssued",
+        json!({"customer": "Grace", "currency": "EUR", "amount_minor": 990}),
+    )
+    .await;
+    // A field the contract does not have is refused by name.
+    let refused = http
+        .post(format!("http://127.0.0.1:{api}/v1/events"))
+        .bearer_auth(token)
+        .json(&json!({"aggregate_type": aggregate, "aggregate_id": "INV-3", "event_type": "InvoiceIssued",
+            "payload": {"customer": "Edsger", "currency": "EUR", "amount_minor": "lots"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("amount_minor"));
+    outbox("INV-1", "InvoicePaid", json!({"paid_at": "2026-12-03"})).await;
+    post("INV-2", "InvoicePaid", json!({"paid_at": "2026-12-04"})).await;
+
+    let grid = format!("{}/admin/spreadsheets/books/Invoices", sandbox.url);
+    let expected = vec![
+        vec!["Invoice", "Customer", "Amount", "Status"],
+        vec!["INV-1", "Ada", "123.45", "PAID"],
+        vec!["INV-2", "Grace", "9.90", "PAID"],
+    ];
+    let seen = eventually(
+        "both invoices paid on the sheet",
+        Duration::from_secs(120),
+        || {
+            let (http, grid, expected) = (http.clone(), grid.clone(), expected.clone());
+            async move {
+                let body: Value = http.get(&grid).send().await.ok()?.json().await.ok()?;
+                let mut values: Vec<Vec<String>> =
+                    serde_json::from_value(body["values"].clone()).ok()?;
+                values.get_mut(1..)?.sort();
+                (values == expected).then_some(values)
+            }
+        },
+    )
+    .await;
+    assert_eq!(seen.len(), 3);
+    for (name, child) in [
+        ("relay", &mut relay),
+        ("ingest", &mut ingest),
+        ("transformer", &mut transformer),
+        ("sheets-sink", &mut sink),
+    ] {
+        child.assert_running(&format!("{name} during the run"));
+    }
+    drop((relay, ingest, transformer, sink));
+    for cleanup in [
+        format!("SELECT pg_drop_replication_slot('{slot}')"),
+        format!("DROP PUBLICATION IF EXISTS {publication}"),
+        format!("DROP TABLE IF EXISTS {table}"),
+    ] {
+        // The killed relay's walsender may hold the slot for a moment.
+        eventually(
+            "cleaning up the relay's slot",
+            Duration::from_secs(30),
+            || {
+                let (pool, cleanup) = (pool.clone(), cleanup.clone());
+                async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(cleanup))
+                        .execute(&pool)
+                        .await
+                        .ok()
+                        .map(drop)
+                }
+            },
+        )
+        .await;
+    }
+
+    // A required field added: BACKWARD forbids it (a reader on the new
+    // schema could not read the invoices already written).
+    let breaking = contracts_dir(&work, &aggregate, true);
+    let refused = provision(&breaking);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a breaking change was applied");
+    assert!(stderr.contains("due_date"), "{stderr}");
+    sandbox.stop().await;
+}
