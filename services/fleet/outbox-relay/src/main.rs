@@ -125,7 +125,8 @@ async fn main() -> Result<()> {
     ];
     let runtime = ServiceRuntime::start("outbox-relay", &cli.runtime, checks).await?;
     let producer = idempotent_producer(&kafka)?;
-    let codec = Arc::new(AvroCodec::new(registry.clone()));
+    let catalog = Arc::new(cli.contracts.catalog()?);
+    let codec = |registry| AvroCodec::new(registry).with_contracts(Arc::clone(&catalog));
     let relay = Relay {
         pool,
         source: OutboxSource {
@@ -139,13 +140,13 @@ async fn main() -> Result<()> {
                 .message_prefix
                 .or_else(|| cli.format.default_message_prefix().map(str::to_owned)),
         },
-        catalog: cli.contracts.catalog()?,
+        catalog: catalog.as_ref().clone(),
         routes: cli.routes.by_aggregate_type(),
         allowed_topics: cli.allow_topics.into_iter().collect(),
-        codec: AvroCodec::new(registry),
+        codec: codec(registry.clone()),
         dead_letters: DeadLetterPublisher::new(
             producer.clone(),
-            codec,
+            Arc::new(codec(registry)),
             cli.dlq_topic,
             "outbox-relay",
             env!("CARGO_PKG_VERSION"),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use sluice_config::{ContractsArgs, RouteArgs};
+use sluice_config::RouteArgs;
 use sluice_service::{ConsumerArgs, Defaults};
 
 /// The transformer's defaults of the shared flags.
@@ -39,9 +39,7 @@ pub struct Cli {
     #[allow(missing_docs)]
     #[command(flatten)]
     pub routes: RouteArgs,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub contracts: ContractsArgs,
+
     /// Topic of sheet row upserts.
     #[arg(long, env = "SLUICE_SHEETS_TOPIC", default_value = "sheets.rows.v1")]
     pub sheets_topic: String,

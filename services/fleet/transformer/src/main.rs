@@ -13,7 +13,7 @@ async fn main() -> Result<()> {
     let rules_file = cli.rules.display();
     let text = std::fs::read_to_string(&cli.rules)
         .with_context(|| format!("reading the rules file {rules_file}"))?;
-    let rules = load_rules(&text, &cli.contracts.catalog()?)
+    let rules = load_rules(&text, &cli.consumer.contracts.catalog()?)
         .and_then(|rules| rules.without(&cli.without_rules))
         .with_context(|| format!("rules file {rules_file}"))?;
     if cli.check {

@@ -17,7 +17,7 @@ pub use json::{JsonMismatch, json_to_avro};
 pub use readiness::RegistryReadiness;
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -132,6 +132,9 @@ pub struct AvroCodec {
     settings: SrSettings,
     decoder: AvroDecoder,
     writers: WriterIds,
+    /// The deployment's contracts (`--contracts-dir`), when it brings its
+    /// own: typed values are written with their version of a contract.
+    contracts: Option<Arc<Catalog>>,
 }
 
 /// The largest single allocation apache-avro may make while decoding (a
@@ -151,7 +154,16 @@ impl AvroCodec {
             decoder: AvroDecoder::new(registry.clone()),
             writers: WriterIds::default(),
             settings: registry,
+            contracts: None,
         }
+    }
+
+    /// The same, writing typed values with `contracts`' version of their
+    /// contract (a deployment that rolled out a newer one, with fields this
+    /// binary does not know: they are written with their defaults).
+    pub fn with_contracts(mut self, contracts: Arc<Catalog>) -> Self {
+        self.contracts = Some(contracts);
+        self
     }
 
     /// Maps a registry result; after a failure of the registry itself, the
@@ -170,10 +182,15 @@ impl AvroCodec {
         Ok(Self::new(registry_settings(args)?))
     }
 
-    /// Encodes `value` for `topic` with the schema of its contract, as this
-    /// binary was built with it, under that schema's id in `<topic>-value`.
+    /// Encodes `value` for `topic` with the schema of its contract (the
+    /// deployment's version, else the one this binary was built with), under
+    /// that schema's id in `<topic>-value`.
     pub async fn encode<T: Contract>(&self, topic: &str, value: &T) -> Result<Vec<u8>, CodecError> {
-        let schema = built_in()?
+        let catalog: &Catalog = match &self.contracts {
+            Some(contracts) => contracts,
+            None => built_in()?,
+        };
+        let schema = catalog
             .topic_with_schema(T::SCHEMA_FILE)
             .ok_or_else(|| CodecError::Avro(format!("no contract uses {}", T::SCHEMA_FILE)))?;
         let id = self.writer_id(topic, schema).await?;

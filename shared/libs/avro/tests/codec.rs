@@ -169,3 +169,73 @@ async fn a_writer_schema_not_registered_is_named_and_retryable() {
         )
     );
 }
+
+/// A deployment that rolled out a newer version of a command contract (an
+/// optional field added) writes its typed values with that version, the
+/// field at its default; a reader built with the old one reads them.
+#[tokio::test]
+async fn typed_values_are_written_with_the_deployment_s_version_of_their_contract() {
+    use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "codec-deployed", 1).await;
+    let registry = Stack::get().registry_settings();
+    let dir = Stack::get().contracts_copy();
+    let file = dir.join("sheets/SheetRowUpsert.avsc");
+    let mut v2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    v2["fields"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "note", "type": ["null", "string"], "default": null, "doc": "A remark for people."}
+    ));
+    std::fs::write(&file, v2.to_string()).unwrap();
+    let deployed = Catalog::from_dir(&dir).unwrap();
+    let v2_json = deployed
+        .topic("sheets.rows.v1")
+        .unwrap()
+        .value_schema_json()
+        .to_owned();
+    let subject = format!("{}-value", topic.name);
+    let v2_id = post_schema(&registry, subject, avro(&v2_json))
+        .await
+        .unwrap()
+        .id;
+
+    let row = SheetRowUpsert {
+        command_id: "5f0c2a9e-4b21-4b8e-bd3a-7d9c1b0e0f57".into(),
+        spreadsheet_id: "books".into(),
+        sheet: "Invoices".into(),
+        row_key: "INV-1".into(),
+        cells: vec![SheetCell {
+            column: "Invoice".into(),
+            value: ScalarValue::String("INV-1".into()),
+        }],
+        source_event_id: "0b7e4c8e-3c55-4a51-9a55-1f9f1b0b8c01".into(),
+        occurred_at: 1_763_900_000_000,
+        saga: None,
+    };
+    let codec = AvroCodec::new(registry.clone()).with_contracts(std::sync::Arc::new(deployed));
+    let bytes = codec.encode(&topic.name, &row).await.unwrap();
+    assert_eq!(
+        schema_id(&bytes),
+        v2_id,
+        "written with the deployment's version"
+    );
+    let value = codec.decode_value(&bytes).await.unwrap();
+    let apache_avro::types::Value::Record(fields) = value else {
+        panic!("a record: {value:?}")
+    };
+    let note = fields
+        .iter()
+        .find(|(name, _)| name == "note")
+        .map(|(_, v)| v);
+    assert_eq!(
+        note,
+        Some(&apache_avro::types::Value::Union(
+            0,
+            Box::new(apache_avro::types::Value::Null)
+        ))
+    );
+    let built_in = AvroCodec::new(registry);
+    assert_eq!(
+        built_in.decode::<SheetRowUpsert>(&bytes).await.unwrap(),
+        row
+    );
+}

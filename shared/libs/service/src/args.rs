@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use sluice_config::{KafkaArgs, RegistryArgs};
+use sluice_config::{ContractsArgs, KafkaArgs, RegistryArgs};
 use sluice_resilience::{
     BreakerConfig, CircuitBreaker, FailureRate, InvalidConfig, LimiterConfig, RateLimiter,
     RetryPolicy,
@@ -64,6 +64,9 @@ pub struct ConsumerArgs<D: Defaults> {
     /// before sluice_partition_stalled names it (e.g. 90s, 5m).
     #[arg(long, env = "SLUICE_PARTITION_STALL_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
     pub partition_stall_after: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub contracts: ContractsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub kafka: KafkaArgs,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::ConfigError;
+use sluice_contracts::{Catalog, ContractError};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
     ConsumerError, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, KafkaReadiness,
@@ -35,6 +36,9 @@ pub enum ServiceError {
     /// The loop could not start, or ended with an error.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    /// The contracts directory does not hold valid contracts.
+    #[error("the contracts: {0}")]
+    Contracts(#[from] ContractError),
 }
 
 /// What an at-least-once loop's buffers and waits are, beside its flags.
@@ -64,6 +68,7 @@ pub struct Service<D: Defaults> {
     args: ConsumerArgs<D>,
     kafka: KafkaConfig,
     registry: SrSettings,
+    contracts: Arc<Catalog>,
     codec: Arc<AvroCodec>,
     runtime: ServiceRuntime,
 }
@@ -77,6 +82,7 @@ impl<D: Defaults> Service<D> {
     ) -> Result<Self, ServiceError> {
         let kafka = KafkaConfig::from_args(&args.kafka)?;
         let registry = registry_settings(&args.registry)?;
+        let contracts = Arc::new(args.contracts.catalog()?);
         let mut all: Vec<Arc<dyn ReadinessCheck>> = vec![
             Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
             Arc::new(RegistryReadiness::new(registry.clone())),
@@ -84,10 +90,13 @@ impl<D: Defaults> Service<D> {
         all.extend(checks);
         let runtime = ServiceRuntime::start(D::SERVICE, &args.runtime, all).await?;
         Ok(Self {
-            codec: Arc::new(AvroCodec::new(registry.clone())),
+            codec: Arc::new(
+                AvroCodec::new(registry.clone()).with_contracts(Arc::clone(&contracts)),
+            ),
             args: args.clone(),
             kafka,
             registry,
+            contracts,
             runtime,
         })
     }
@@ -97,9 +106,10 @@ impl<D: Defaults> Service<D> {
         &self.kafka
     }
 
-    /// A codec of its own, for a handler that owns one.
+    /// A codec of its own, for a handler that owns one; it writes with the
+    /// deployment's contracts.
     pub fn codec(&self) -> AvroCodec {
-        AvroCodec::new(self.registry.clone())
+        AvroCodec::new(self.registry.clone()).with_contracts(Arc::clone(&self.contracts))
     }
 
     /// The runtime: shutdown signal, start-up preparation.

@@ -49,9 +49,8 @@ fn invoice_schema(breaking: bool) -> Value {
 }
 
 /// The shipped contracts plus `aggregate`'s, in a directory of their own.
-fn contracts_dir(root: &Path, aggregate: &str, breaking: bool) -> PathBuf {
-    let dir = root.join(if breaking { "breaking" } else { "contracts" });
-    copy_dir(&Stack::get().path("schemas"), &dir);
+fn contracts_dir(aggregate: &str, breaking: bool) -> PathBuf {
+    let dir = Stack::get().contracts_copy();
     std::fs::create_dir_all(dir.join("invoices")).unwrap();
     std::fs::write(
         dir.join("invoices/InvoiceEvent.avsc"),
@@ -66,19 +65,6 @@ fn contracts_dir(root: &Path, aggregate: &str, breaking: bool) -> PathBuf {
     );
     std::fs::write(dir.join("topics.toml"), map).unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The rules a team adds: both invoice events to one row per invoice.
@@ -177,7 +163,8 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     let aggregate = format!("invoices{}", fastrand::u32(..));
     let work = std::env::temp_dir().join(unique_name("own-events"));
     let logs = work.join("logs");
-    let contracts = contracts_dir(&work, &aggregate, false);
+    std::fs::create_dir_all(&work).unwrap();
+    let contracts = contracts_dir(&aggregate, false);
     std::fs::write(work.join("rules.toml"), rules(&aggregate)).unwrap();
 
     let provisioned = provision(&contracts);
@@ -418,7 +405,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
 
     // A required field added: BACKWARD forbids it (a reader on the new
     // schema could not read the invoices already written).
-    let breaking = contracts_dir(&work, &aggregate, true);
+    let breaking = contracts_dir(&aggregate, true);
     let refused = provision(&breaking);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "a breaking change was applied");

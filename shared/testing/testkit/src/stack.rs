@@ -117,6 +117,28 @@ impl Stack {
     pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
         self.repo_root.join(relative)
     }
+
+    /// A copy of the shipped contracts (the repository's schemas/) in a new
+    /// directory under the system's temporary one, for a test to change as
+    /// a deployment would.
+    pub fn contracts_copy(&self) -> PathBuf {
+        let dir = std::env::temp_dir().join(unique_name("contracts"));
+        copy_dir(&self.path("schemas"), &dir);
+        dir
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a directory");
+    for entry in std::fs::read_dir(from).expect("reading a directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("its type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copying a file");
+        }
+    }
 }
 
 fn repo_root() -> PathBuf {
