@@ -8,9 +8,9 @@
 //! Rules: records take objects (unknown fields are refused, missing ones take
 //! the schema default or null for an optional field); enums take a symbol;
 //! `uuid` a UUID string; `timestamp-millis` milliseconds since the epoch; a
-//! union of `null` and one type takes null or that type's JSON; a union of
-//! several named types takes `{"TypeName": {...}}` (Avro's JSON encoding,
-//! short or full name).
+//! union of `null` and one type takes null or that type's JSON (a named
+//! type's also tagged with its name); a union of several named types takes
+//! `{"TypeName": {...}}` (Avro's JSON encoding, short or full name).
 
 use std::collections::HashMap;
 
@@ -234,24 +234,33 @@ impl<'s> Converter<'s> {
                 .ok_or_else(|| path.mismatch("must not be null"));
         }
         let others: Vec<usize> = (0..variants.len()).filter(|i| Some(*i) != null).collect();
-        if let [only] = others[..] {
-            return Ok(branch(only, self.convert(&variants[only], json, path)?));
-        }
-        // Several named types: Avro's JSON encoding names the branch.
+        // Avro's JSON encoding names the branch: `{"TypeName": {...}}`.
         let tagged = json
             .as_object()
             .filter(|object| object.len() == 1)
             .and_then(|object| object.iter().next());
+        let names = |index: usize, tag: &String| {
+            self.branch_name(&variants[index])
+                .is_some_and(|(short, full)| tag == &short || tag == &full)
+        };
+        if let [only] = others[..] {
+            // One type (an optional field, or an aggregate's only event
+            // type so far): its JSON as it is, or tagged with its name.
+            return match tagged {
+                Some((tag, inner)) if names(only, tag) => Ok(branch(
+                    only,
+                    self.convert(&variants[only], inner, &mut path.field(tag))?,
+                )),
+                _ => Ok(branch(only, self.convert(&variants[only], json, path)?)),
+            };
+        }
         let Some((tag, inner)) = tagged else {
             return Err(path.mismatch(format!(
                 "expected {{\"<type>\": {{...}}}} naming one of {}",
                 self.branch_names(union).join(", ")
             )));
         };
-        let chosen = others.iter().copied().find(|&i| {
-            self.branch_name(&variants[i])
-                .is_some_and(|(short, full)| tag == &short || tag == &full)
-        });
+        let chosen = others.iter().copied().find(|&i| names(i, tag));
         match chosen {
             Some(index) => Ok(branch(
                 index,
@@ -445,5 +454,34 @@ mod tests {
             "occurred_at: expected milliseconds since the epoch, got \"2026-11-23T12:00:00Z\""
         );
         assert_eq!(mismatch(&json!([1])), "$: expected an object, got an array");
+    }
+
+    #[test]
+    fn a_union_of_one_named_type_takes_its_tagged_form() {
+        // An aggregate with one event type so far: its payload union has
+        // one branch, and the envelope names it as it names any branch.
+        let schema = Schema::parse(&json!({"type": "record", "name": "E", "fields": [
+            {"name": "payload", "type": [{"type": "record", "name": "TicketOpened",
+                "fields": [{"name": "subject", "type": "string"}]}]}]}))
+        .unwrap();
+        let tagged = json!({"payload": {"TicketOpened": {"subject": "help"}}});
+        let Value::Record(fields) = json_to_avro(&schema, &tagged).unwrap() else {
+            panic!("a record")
+        };
+        assert_eq!(
+            fields[0].1,
+            Value::Union(
+                0,
+                Box::new(Value::Record(vec![(
+                    "subject".into(),
+                    Value::String("help".into())
+                )]))
+            )
+        );
+        let wrong = json!({"payload": {"TicketOpened": {"subject": 7}}});
+        assert_eq!(
+            json_to_avro(&schema, &wrong).unwrap_err().to_string(),
+            "payload.TicketOpened.subject: expected a string, got 7"
+        );
     }
 }
