@@ -9,13 +9,15 @@
 // A test fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common::{add_aggregate, bin_dir, envelope, provision, stack_env, start, token_sha256};
 use serde_json::{Value, json};
-use sluice_fleet::{Launch, Place, Sandbox, wait_ready};
-use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, unique_name};
+use sluice_fleet::{Place, Sandbox, wait_ready};
+use sluice_testkit::{Stack, TestTopic, eventually, free_port, unique_name};
 use sqlx::PgPool;
 
 /// The invoices contract, as a team would write it; `breaking` adds a
@@ -29,41 +31,21 @@ fn invoice_schema(breaking: bool) -> Value {
     if breaking {
         issued.push(json!({"name": "due_date", "type": "string", "doc": "When it is due."}));
     }
-    json!({
-        "type": "record", "name": "InvoiceEvent", "namespace": "com.example.invoices",
-        "doc": "One event in the life of an invoice.",
-        "fields": [
-            {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}, "doc": "Stable id of the event."},
-            {"name": "event_type", "type": "string", "doc": "Name of the payload's record."},
-            {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "When it happened."},
-            {"name": "aggregate_id", "type": "string", "doc": "The invoice id; also the Kafka key."},
-            {"name": "correlation_id", "type": ["null", "string"], "default": null, "doc": "Shared by one business request."},
-            {"name": "causation_id", "type": ["null", "string"], "default": null, "doc": "What caused this event."},
-            {"name": "payload", "doc": "The event itself.", "type": [
-                {"type": "record", "name": "InvoiceIssued", "doc": "An invoice was issued.", "fields": issued},
-                {"type": "record", "name": "InvoicePaid", "doc": "It was paid.", "fields": [
-                    {"name": "paid_at", "type": "string", "doc": "When, as the payer reported it."}]}
-            ]}
-        ]
-    })
+    envelope(
+        "com.example.invoices",
+        "InvoiceEvent",
+        vec![
+            json!({"type": "record", "name": "InvoiceIssued", "doc": "An invoice was issued.", "fields": issued}),
+            json!({"type": "record", "name": "InvoicePaid", "doc": "It was paid.", "fields": [
+                {"name": "paid_at", "type": "string", "doc": "When, as the payer reported it."}]}),
+        ],
+    )
 }
 
 /// The shipped contracts plus `aggregate`'s, in a directory of their own.
 fn contracts_dir(aggregate: &str, breaking: bool) -> PathBuf {
     let dir = Stack::get().contracts_copy();
-    std::fs::create_dir_all(dir.join("invoices")).unwrap();
-    std::fs::write(
-        dir.join("invoices/InvoiceEvent.avsc"),
-        serde_json::to_string_pretty(&invoice_schema(breaking)).unwrap(),
-    )
-    .unwrap();
-    let mut map = std::fs::read_to_string(dir.join("topics.toml")).unwrap();
-    map += &format!(
-        "\n[[topic]]\nname = \"{aggregate}.events.v1\"\npartitions = 3\ncleanup_policy = \"delete\"\n\
-         retention_ms = 604800000\nkey = \"invoice id\"\nvalue_schema = \"invoices/InvoiceEvent.avsc\"\n\
-         doc = \"Domain events of the invoices aggregate.\"\n"
-    );
-    std::fs::write(dir.join("topics.toml"), map).unwrap();
+    add_aggregate(&dir, aggregate, &invoice_schema(breaking));
     dir
 }
 
@@ -100,61 +82,6 @@ columns = [
 ]
 "#
     )
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn stack_env() -> Vec<(String, String)> {
-    let stack = Stack::get();
-    vec![
-        (
-            "SLUICE_KAFKA_BOOTSTRAP".into(),
-            stack.kafka_bootstrap.clone(),
-        ),
-        (
-            "SLUICE_SCHEMA_REGISTRY_URL".into(),
-            stack.schema_registry_url.clone(),
-        ),
-        ("SLUICE_DATABASE_URL".into(), stack.database_url.clone()),
-    ]
-}
-
-/// `binary` with `args`, the stack's addresses, `contracts` and `env`,
-/// logging to `logs`; its /metrics port.
-fn start(
-    logs: &Path,
-    binary: &str,
-    label: &str,
-    args: &[&str],
-    env: &[(&str, String)],
-) -> (KillOnDrop, u16) {
-    let port = free_port();
-    let mut all = stack_env();
-    all.push(("SLUICE_HTTP_LISTEN".into(), format!("127.0.0.1:{port}")));
-    all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    let launch = Launch {
-        binary: bin_dir().join(binary),
-        label: label.to_owned(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        env: all,
-        clear_env: true,
-        logs: logs.to_path_buf(),
-    };
-    let child: Child = launch.command().unwrap().spawn().unwrap();
-    (KillOnDrop(child), port)
-}
-
-fn provision(dir: &Path) -> std::process::Output {
-    Command::new(bin_dir().join("sluice-provision"))
-        .args(["apply", "--replication-factor", "1", "--contracts-dir"])
-        .arg(dir)
-        .envs(stack_env())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,10 +162,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         &[
             contracts_env.clone(),
             ("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}")),
-            (
-                "SLUICE_INGEST_TOKEN_SHA256",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token)),
-            ),
+            ("SLUICE_INGEST_TOKEN_SHA256", token_sha256(token)),
         ],
     );
     let rules_file = work.join("rules.toml").display().to_string();
