@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::{WAIT, drop_slot, message_prefix, outbox_table, pool, relay, start};
+use common::{WAIT, drop_slot, message_prefix, outbox_table, pool, relay, start, streaming};
 use rdkafka::Message;
 use serde_json::json;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, OrderEvent, OrderPayload};
 use sluice_outbox_relay::OutboxFormat;
-use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually, message_count, unique_name};
+use sluice_testkit::{Stack, TestTopic, consume_exactly, message_count, unique_name};
 use sqlx::{AssertSqlSafe, PgPool};
 
 async fn insert(
@@ -302,20 +302,6 @@ async fn a_logical_message_is_relayed_once_beside_an_addressed_relay() {
     }
     drop_slot(&pool, &events).await;
     drop_slot(&pool, &addressed).await;
-}
-
-/// Waits until a relay streams from `slot`.
-async fn streaming(pool: &PgPool, slot: &str) {
-    eventually("the relay to stream from its slot", WAIT, || async move {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND active",
-        )
-        .bind(slot)
-        .fetch_optional(pool)
-        .await
-        .unwrap()
-    })
-    .await;
 }
 
 /// An addressed row may only name the deployment's own topics: one naming

@@ -13,27 +13,7 @@ use std::time::Duration;
 
 use common::{Fleet, orders_by};
 use serde_json::{Value, json};
-use sluice_contracts::Catalog;
-use sluice_testkit::{confluent_produce, message_count, unique_name};
-
-/// orders.events.v1's schema with `extra` optional fields appended.
-fn evolved(extra: &[&str]) -> std::path::PathBuf {
-    let catalog = Catalog::embedded().unwrap();
-    let json = catalog
-        .topic("orders.events.v1")
-        .unwrap()
-        .value_schema_json();
-    let mut schema: Value = serde_json::from_str(json).unwrap();
-    for field in extra {
-        schema["fields"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({ "name": field, "type": ["null", "string"], "default": null }));
-    }
-    let path = std::env::temp_dir().join(format!("{}.avsc", unique_name("evolved")));
-    std::fs::write(&path, schema.to_string()).unwrap();
-    path
-}
+use sluice_testkit::{confluent_produce, evolved_schema, message_count};
 
 /// An OrderPlaced as the other team's service writes it, with `extra`.
 fn placed(order: &str, event_id: &str, extra: Value) -> Value {
@@ -68,8 +48,8 @@ async fn orders_written_with_schemas_evolved_from_outside_complete_after_restart
     let erp = fleet.erp_sink(500).await;
     let sheets = fleet.sheets_sink().await;
 
-    let v2 = evolved(&["tenant"]);
-    let v3 = evolved(&["tenant", "channel"]);
+    let v2 = evolved_schema("orders.events.v1", &["tenant"]);
+    let v3 = evolved_schema("orders.events.v1", &["tenant", "channel"]);
     let v2_id = confluent_produce(
         &fleet.topics.orders,
         Some(&v2),

@@ -52,3 +52,24 @@ pub fn confluent_produce(topic: &str, schema: Option<&Path>, records: &[Value]) 
         .as_u64()
         .map(|id| u32::try_from(id).expect("a 32-bit schema id"))
 }
+
+/// The value schema of `contract` (a topic of schemas/topics.toml) with an
+/// optional string field (default null) appended for each of `fields`,
+/// written to a new `.avsc` file: the next version another team registers.
+pub fn evolved_schema(contract: &str, fields: &[&str]) -> std::path::PathBuf {
+    let catalog = sluice_contracts::Catalog::embedded().expect("the built-in contracts");
+    let json = catalog
+        .topic(contract)
+        .expect("a topic of topics.toml")
+        .value_schema_json();
+    let mut schema: Value = serde_json::from_str(json).expect("schema JSON");
+    let list = schema["fields"].as_array_mut().expect("a record");
+    for field in fields {
+        list.push(
+            serde_json::json!({ "name": field, "type": ["null", "string"], "default": null }),
+        );
+    }
+    let path = std::env::temp_dir().join(format!("{}.avsc", crate::unique_name("evolved")));
+    std::fs::write(&path, schema.to_string()).expect("writing the schema");
+    path
+}

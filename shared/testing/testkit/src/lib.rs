@@ -21,7 +21,7 @@ mod traces;
 mod wait;
 
 pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
-pub use interop::confluent_produce;
+pub use interop::{confluent_produce, evolved_schema};
 pub use kafka::{
     TestTopic, committed_messages, committed_offsets, committed_total, consume_exactly,
     message_count, producer, register_value_schema,

@@ -110,6 +110,21 @@ pub fn reader(topic: &str) -> StreamConsumer {
     consumer
 }
 
+/// Waits until a relay streams from `slot`: rows committed before then
+/// are not in its stream.
+pub async fn streaming(pool: &PgPool, slot: &str) {
+    eventually("the relay to stream from its slot", WAIT, || async move {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND active",
+        )
+        .bind(slot)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    })
+    .await;
+}
+
 /// The slot's confirmed flush position, once no session holds it.
 pub async fn confirmed_when_released(pool: &PgPool, slot: &str) -> String {
     eventually("the slot to be released", WAIT, || async move {
