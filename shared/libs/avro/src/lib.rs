@@ -182,19 +182,33 @@ impl AvroCodec {
         Ok(Self::new(registry_settings(args)?))
     }
 
-    /// Encodes `value` for `topic` with the schema of its contract (the
-    /// deployment's version, else the one this binary was built with), under
-    /// that schema's id in `<topic>-value`.
+    /// Encodes `value` for `topic` with the schema of its contract, under
+    /// that schema's id in `<topic>-value`: the deployment's version when it
+    /// can hold the value (a newer one, its added fields at their defaults),
+    /// else the one this binary was built with (a deployment whose contracts
+    /// are older than the binary; its schema must then be provisioned, or
+    /// the write says so and holds).
     pub async fn encode<T: Contract>(&self, topic: &str, value: &T) -> Result<Vec<u8>, CodecError> {
-        let catalog: &Catalog = match &self.contracts {
-            Some(contracts) => contracts,
-            None => built_in()?,
+        let deployed = self
+            .contracts
+            .as_deref()
+            .and_then(|contracts| contracts.topic_with_schema(T::SCHEMA_FILE))
+            .and_then(|schema| Some((schema, writer(schema).ok()?.write_ser_to_vec(value).ok()?)));
+        let (schema, body) = match deployed {
+            Some(written) => written,
+            None => {
+                let schema = built_in()?
+                    .topic_with_schema(T::SCHEMA_FILE)
+                    .ok_or_else(|| {
+                        CodecError::Avro(format!("no contract uses {}", T::SCHEMA_FILE))
+                    })?;
+                (
+                    schema,
+                    writer(schema)?.write_ser_to_vec(value).map_err(unfit)?,
+                )
+            }
         };
-        let schema = catalog
-            .topic_with_schema(T::SCHEMA_FILE)
-            .ok_or_else(|| CodecError::Avro(format!("no contract uses {}", T::SCHEMA_FILE)))?;
         let id = self.writer_id(topic, schema).await?;
-        let body = writer(schema)?.write_ser_to_vec(value).map_err(unfit)?;
         Ok(frame(id, body))
     }
 

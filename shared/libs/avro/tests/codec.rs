@@ -239,3 +239,48 @@ async fn typed_values_are_written_with_the_deployment_s_version_of_their_contrac
         row
     );
 }
+
+/// A deployment whose contracts are older than the binary (a field this
+/// binary writes is not in its version) writes with the binary's own.
+#[tokio::test]
+async fn typed_values_the_deployment_s_older_contract_cannot_hold_use_the_built_in_one() {
+    use sluice_contracts::types::{SheetCell, SheetRowUpsert};
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "codec-older", 1).await;
+    let registry = Stack::get().registry_settings();
+    let dir = Stack::get().contracts_copy();
+    let file = dir.join("sheets/SheetRowUpsert.avsc");
+    let mut older: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    older["fields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|field| field["name"] != "saga");
+    std::fs::write(&file, older.to_string()).unwrap();
+    let row = SheetRowUpsert {
+        command_id: "5f0c2a9e-4b21-4b8e-bd3a-7d9c1b0e0f58".into(),
+        spreadsheet_id: "books".into(),
+        sheet: "Invoices".into(),
+        row_key: "INV-2".into(),
+        cells: vec![SheetCell {
+            column: "Invoice".into(),
+            value: sluice_contracts::types::ScalarValue::String("INV-2".into()),
+        }],
+        source_event_id: "0b7e4c8e-3c55-4a51-9a55-1f9f1b0b8c02".into(),
+        occurred_at: 1_763_900_000_000,
+        saga: None,
+    };
+    let built_in = AvroCodec::new(registry.clone());
+    let own = schema_id(&built_in.encode(&topic.name, &row).await.unwrap());
+    let deployed = Catalog::from_dir(&dir).unwrap();
+    let codec = AvroCodec::new(registry).with_contracts(std::sync::Arc::new(deployed));
+    let bytes = codec.encode(&topic.name, &row).await.unwrap();
+    assert_eq!(
+        schema_id(&bytes),
+        own,
+        "written with the binary's own version"
+    );
+    assert_eq!(
+        built_in.decode::<SheetRowUpsert>(&bytes).await.unwrap(),
+        row
+    );
+}
