@@ -38,6 +38,9 @@ pub trait Defaults: Clone + Send + Sync + 'static {
     const BURST: u32 = 1;
     /// Consecutive failed calls that open the breaker.
     const BREAKER_FAILURES: u32 = 5;
+    /// Fraction of recent calls that, failed, opens the breaker: a write
+    /// that fails after a read that passes never makes failures in a row.
+    const BREAKER_FAILURE_RATE: f64 = 0.5;
     /// Seconds the breaker stays open before a trial call.
     const BREAKER_OPEN_SECS: u64 = 30;
     /// Seconds an upstream call may take.
@@ -135,9 +138,10 @@ pub struct UpstreamArgs<D: Defaults> {
     /// Consecutive failed calls that open the breaker (0: only the rate rule).
     #[arg(long, env = "SLUICE_BREAKER_FAILURES", default_value_t = D::BREAKER_FAILURES)]
     pub breaker_failures: u32,
-    /// Fraction of the last --breaker-window calls that, failed, opens the breaker.
-    #[arg(long, env = "SLUICE_BREAKER_FAILURE_RATE")]
-    pub breaker_failure_rate: Option<f64>,
+    /// Fraction of the last --breaker-window calls that, failed, opens the
+    /// breaker (0: only the consecutive-failures rule).
+    #[arg(long, env = "SLUICE_BREAKER_FAILURE_RATE", default_value_t = D::BREAKER_FAILURE_RATE)]
+    pub breaker_failure_rate: f64,
     /// Calls the failure rate is taken over (and needed before it is judged).
     #[arg(long, env = "SLUICE_BREAKER_WINDOW", default_value_t = 20)]
     pub breaker_window: u32,
@@ -179,8 +183,8 @@ impl<D: Defaults> UpstreamArgs<D> {
             name,
             BreakerConfig {
                 failure_threshold: self.breaker_failures,
-                failure_rate: self.breaker_failure_rate.map(|threshold| FailureRate {
-                    threshold,
+                failure_rate: (self.breaker_failure_rate > 0.0).then_some(FailureRate {
+                    threshold: self.breaker_failure_rate,
                     window: self.breaker_window,
                     minimum_calls: self.breaker_window,
                 }),
