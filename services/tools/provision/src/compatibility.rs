@@ -84,7 +84,7 @@ fn unreadable(writer: &Schema, reader: &Schema) -> Option<String> {
     match SchemaCompatibility::can_read(writer, reader) {
         Ok(Resolution::Full) => None,
         Ok(Resolution::Partial) => Some(partial(writer, reader).unwrap_or_else(|| {
-            "a union branch of the old schema has no readable branch in the new one".into()
+            "some values of the old schema cannot be read with the new one (a removed enum symbol or union branch, say)".into()
         })),
         Err(err) => Some(err.to_string()),
     }

@@ -68,6 +68,11 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Renamed: a deployment still setting the old variable would otherwise
+    // provision the built-in contracts without a word.
+    if std::env::var_os("SLUICE_SCHEMAS_DIR").is_some() {
+        bail!("SLUICE_SCHEMAS_DIR is now SLUICE_CONTRACTS_DIR (--contracts-dir): rename it");
+    }
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let catalog = cli.contracts.catalog().context("loading the contracts")?;
     let registry = RegistryClient::new(RegistryConfig {

@@ -16,6 +16,7 @@ pub struct ContractsArgs {
     #[arg(
         id = "contracts-dir",
         long = "contracts-dir",
+        alias = "schemas-dir",
         env = "SLUICE_CONTRACTS_DIR",
         global = true
     )]
