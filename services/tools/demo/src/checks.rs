@@ -11,13 +11,41 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use sluice_fleet::Finished;
+use sluice_fleet::load::Plan;
 
 /// Runs every check, printing what it saw.
-pub async fn all(finished: &Finished, run: &str, work: &Path) -> Result<()> {
-    refused_by_name(finished, run).await?;
+pub async fn all(finished: &Finished, plan: &Plan, work: &Path) -> Result<()> {
+    faults_met(finished).await?;
+    refused_by_name(finished, &plan.run).await?;
     stall_logged(finished)?;
-    in_a_browser(finished, run, work)?;
+    in_a_browser(finished, plan, work)?;
     metrics_exported(finished).await
+}
+
+/// The sandbox's request log shows the faults the scenario set: Odoo's
+/// outage answered 503, Sheets' burst 429.
+async fn faults_met(finished: &Finished) -> Result<()> {
+    let log: Vec<serde_json::Value> =
+        reqwest::get(format!("{}/admin/requests", finished.sandbox.url))
+            .await
+            .context("reading the sandbox's request log")?
+            .json()
+            .await
+            .context("the sandbox's request log")?;
+    let count = |api: &str, status: u16| {
+        log.iter()
+            .filter(|r| r["api"] == api && r["status"] == status)
+            .count()
+    };
+    let (odoo_503, sheets_429) = (count("odoo", 503), count("sheets", 429));
+    println!(
+        "\nfaults met: Odoo answered 503 to {odoo_503} calls (its outage), Sheets 429 to {sheets_429}"
+    );
+    ensure!(
+        odoo_503 > 0 && sheets_429 > 0,
+        "a fault the demo sets was not met"
+    );
+    Ok(())
 }
 
 async fn refused_by_name(finished: &Finished, run: &str) -> Result<()> {
@@ -56,7 +84,7 @@ fn stall_logged(finished: &Finished) -> Result<()> {
     Ok(())
 }
 
-fn in_a_browser(finished: &Finished, run: &str, work: &Path) -> Result<()> {
+fn in_a_browser(finished: &Finished, plan: &Plan, work: &Path) -> Result<()> {
     let page = format!("{}/sheets/sluice-demo/Orders", finished.sandbox.url);
     let screenshot = work.join("orders-sheet.png");
     let browse = |extra: &[String]| -> Result<String> {
@@ -78,15 +106,16 @@ fn in_a_browser(finished: &Finished, run: &str, work: &Path) -> Result<()> {
         format!("--screenshot={}", screenshot.display()),
     ])?;
     let dom = browse(&["--dump-dom".into()])?;
-    let prefix = format!("<td>order-{run}-");
+    let prefix = format!("<td>order-{}-", plan.run);
     let shown: BTreeSet<&str> = dom
         .match_indices(&prefix)
         .filter_map(|(at, _)| dom[at..].split_once("</td>").map(|(cell, _)| cell))
         .collect();
     ensure!(
-        shown.len() == 45,
-        "the browser shows {} of 45 orders on {page}",
-        shown.len()
+        shown.len() == plan.orders,
+        "the browser shows {} of {} orders on {page}",
+        shown.len(),
+        plan.orders
     );
     ensure!(
         std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 0),

@@ -112,7 +112,9 @@ impl Fleet {
 
     fn spawn(&self, spec: &ServiceSpec, port: u16) -> Result<Child> {
         let mut env = self.place.stack_env.clone();
-        env.push(("SLUICE_LOG".into(), "info,rdkafka=warn".into()));
+        // The operator's filter, as the demo has always honoured it.
+        let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+        env.push(("SLUICE_LOG".into(), filter));
         // Log files, not terminals: no colour codes.
         env.push(("NO_COLOR".into(), "1".into()));
         env.extend(spec.env.iter().cloned());

@@ -35,7 +35,7 @@ impl Launch {
     pub fn command(&self) -> Result<Command> {
         if !self.binary.exists() {
             bail!(
-                "{} is not built (cargo build --workspace)",
+                "{} is not built: build it (the chaos run uses --release), or name the folder that has it",
                 self.binary.display()
             );
         }

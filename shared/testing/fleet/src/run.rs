@@ -112,7 +112,7 @@ impl Harness {
             sandbox: &sandbox.url,
             service_account: &service_account,
             ingest_port,
-            token_sha256: &sha256_hex(&token),
+            token_sha256: &sluice_testkit::token_sha256(&token),
         };
         let fleet = Arc::new(
             Fleet::start(
@@ -398,12 +398,6 @@ async fn run_faults(
         restarts,
         storms,
     })
-}
-
-/// SHA-256 of the token, hex, as ingest's --token-sha256 takes it.
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Where the local stack is, as `deploy/local/stack.sh` writes it to

@@ -14,10 +14,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{add_aggregate, bin_dir, envelope, provision, stack_env, start, token_sha256};
+use common::{OutboxCleanup, add_aggregate, bin_dir, envelope, provision, stack_env, start};
 use serde_json::{Value, json};
 use sluice_fleet::{Place, Sandbox, wait_ready};
-use sluice_testkit::{Stack, TestTopic, eventually, free_port, unique_name};
+use sluice_testkit::{Stack, TestTopic, eventually, free_port, token_sha256, unique_name};
 use sqlx::PgPool;
 
 /// The invoices contract, as a team would write it; `breaking` adds a
@@ -126,6 +126,15 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     let pool = PgPool::connect(&stack.database_url).await.unwrap();
     let table = format!("outbox_{aggregate}");
     let (slot, publication) = (format!("slot_{aggregate}"), format!("pub_{aggregate}"));
+    let _cleanup = OutboxCleanup {
+        statements: vec![
+            format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ),
+            format!("DROP PUBLICATION IF EXISTS {publication}"),
+            format!("DROP TABLE IF EXISTS {table}"),
+        ],
+    };
     let ddl = std::fs::read_to_string(
         stack.path("services/fleet/outbox-relay/migrations/0001_outbox.sql"),
     )
@@ -178,7 +187,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
             "--dlq-topic",
             &transformer_dlq.name,
             "--group-id",
-            &group,
+            &format!("{group}-transform"),
             "--transactional-id",
             &group,
         ],
@@ -199,7 +208,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
             "--dlq-topic",
             &sheets_dlq.name,
             "--group-id",
-            &group,
+            &format!("{group}-sink"),
             "--requests-per-second",
             "50",
         ],
@@ -304,28 +313,6 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         child.assert_running(&format!("{name} during the run"));
     }
     drop((relay, ingest, transformer, sink));
-    for cleanup in [
-        format!("SELECT pg_drop_replication_slot('{slot}')"),
-        format!("DROP PUBLICATION IF EXISTS {publication}"),
-        format!("DROP TABLE IF EXISTS {table}"),
-    ] {
-        // The killed relay's walsender may hold the slot for a moment.
-        eventually(
-            "cleaning up the relay's slot",
-            Duration::from_secs(30),
-            || {
-                let (pool, cleanup) = (pool.clone(), cleanup.clone());
-                async move {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(cleanup))
-                        .execute(&pool)
-                        .await
-                        .ok()
-                        .map(drop)
-                }
-            },
-        )
-        .await;
-    }
 
     // A required field added: BACKWARD forbids it (a reader on the new
     // schema could not read the invoices already written).

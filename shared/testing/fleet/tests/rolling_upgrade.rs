@@ -18,13 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{add_aggregate, envelope, post, provision, sheet, start, token_sha256};
+use common::{add_aggregate, envelope, post, provision, sheet, start};
 use rdkafka::Message;
 use serde_json::{Value, json};
 use sluice_fleet::{Place, Sandbox, scrape_sum, wait_ready};
 use sluice_testkit::{
     KillOnDrop, Stack, TestTopic, committed_messages, eventually, free_port, message_count,
-    unique_name,
+    token_sha256, unique_name,
 };
 
 /// The tickets contract; generation 2 adds `channel`.
@@ -51,10 +51,12 @@ fn tickets(generation: u8) -> Value {
 fn contracts(generation: u8, aggregate: &str, rows_topic: &str) -> PathBuf {
     let dir = Stack::get().contracts_copy();
     let map = std::fs::read_to_string(dir.join("topics.toml")).unwrap();
-    let map = map.replace(
-        "name = \"sheets.rows.v1\"",
-        &format!("name = \"{rows_topic}\""),
+    let shipped = "name = \"sheets.rows.v1\"";
+    assert!(
+        map.contains(shipped),
+        "topics.toml no longer says {shipped}"
     );
+    let map = map.replace(shipped, &format!("name = \"{rows_topic}\""));
     std::fs::write(dir.join("topics.toml"), map).unwrap();
     if generation == 2 {
         let file = dir.join("sheets/SheetRowUpsert.avsc");
@@ -333,10 +335,18 @@ async fn two_generations_read_each_other_through_a_rolling_upgrade() {
         ("transformer-2", &transformer_2),
     ] {
         let base = format!("http://127.0.0.1:{port}");
-        let consumed = scrape_sum(&base, "sluice_consumed_total")
-            .await
-            .unwrap_or(0.0);
-        assert!(consumed > 0.0, "{name} consumed nothing");
+        eventually(
+            &format!("{name} to consume"),
+            Duration::from_secs(60),
+            || {
+                let base = base.clone();
+                async move {
+                    let consumed = scrape_sum(&base, "sluice_consumed_total").await?;
+                    (consumed > 0.0).then_some(())
+                }
+            },
+        )
+        .await;
     }
     let events = writer_ids(&format!("{aggregate}.events.v1")).await;
     assert_eq!(events.len(), 3, "{events:?}");

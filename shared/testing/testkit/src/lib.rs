@@ -29,7 +29,7 @@ pub use kafka::{
 pub use metrics::{breaker_transitions, metric};
 pub use outage::PostgresOutage;
 pub use pace::{Pace, most_in_a_second};
-pub use process::{KillOnDrop, free_port};
+pub use process::{KillOnDrop, free_port, token_sha256};
 pub use prometheus::Prometheus;
 pub use stack::{Stack, unique_name};
 pub use traces::{TracedSpan, trace_spans};

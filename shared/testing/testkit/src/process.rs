@@ -53,3 +53,9 @@ pub fn free_port() -> u16 {
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("a free loopback port below the ephemeral range")
 }
+
+/// SHA-256 of a bearer token, hex: what ingest's `--token-sha256` takes.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}

@@ -345,7 +345,6 @@ impl Fleet {
     /// ingest routing orders to the fleet's topic, accepting `token`; returns
     /// it and the base URL of its events API.
     pub async fn ingest(&self, token: &str) -> (KillOnDrop, String) {
-        use sha2::Digest;
         let api = free_port();
         let child = self.spawn(
             "ingest",
@@ -356,7 +355,7 @@ impl Fleet {
                 ("SLUICE_INGEST_LISTEN", format!("127.0.0.1:{api}")),
                 (
                     "SLUICE_INGEST_TOKEN_SHA256",
-                    hex::encode(sha2::Sha256::digest(token)),
+                    sluice_testkit::token_sha256(token),
                 ),
                 ("SLUICE_ROUTES", format!("orders={}", self.topics.orders)),
             ],

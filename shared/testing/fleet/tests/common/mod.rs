@@ -119,14 +119,48 @@ pub async fn post(api: &str, token: &str, event: Value) -> (u16, String) {
     (status, response.text().await.unwrap_or_default())
 }
 
-/// The SHA-256 (hex) of `token`, as ingest takes it.
-pub fn token_sha256(token: &str) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token))
-}
-
 /// Sheet `sheet` of `spreadsheet` in the sandbox at `base`, header first.
 pub async fn sheet(base: &str, spreadsheet: &str, sheet: &str) -> Option<Vec<Vec<String>>> {
     let url = format!("{base}/admin/spreadsheets/{spreadsheet}/{sheet}");
     let body: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
     serde_json::from_value(body.get("values")?.clone()).ok()
+}
+
+/// Drops a relay's slot, publication and outbox table when the test ends,
+/// failed or not: a slot left on the shared Postgres holds WAL for good.
+/// Declare it before the relay, so the relay goes first.
+pub struct OutboxCleanup {
+    /// Statements run in order, each until it succeeds (30 s at most: the
+    /// killed relay's walsender may hold the slot for a moment).
+    pub statements: Vec<String>,
+}
+
+impl Drop for OutboxCleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.statements);
+        let url = Stack::get().database_url.clone();
+        // Its own thread and runtime: drop may run while the test's
+        // runtime unwinds.
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                for statement in statements {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    while sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+                        .execute(&pool)
+                        .await
+                        .is_err()
+                        && std::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+            });
+        });
+        let _ = cleaned.join();
+    }
 }
