@@ -46,7 +46,7 @@ async fn main() -> Result<()> {
     match applier.check(&cli.models).await {
         Ok(()) => {}
         Err(err) if err.class() == ErrorClass::Permanent => {
-            service.stop().await;
+            service.stop().await?;
             return Err(err).context("checking the ERP's models (fields_get)");
         }
         Err(err) => tracing::warn!(error = %err, "the ERP's models not checked at start"),
@@ -59,6 +59,7 @@ async fn main() -> Result<()> {
     let consumed = service
         .consume(vec![cli.topic], &cli.retry, Tuning::default(), sink)
         .await;
-    service.stop().await;
-    Ok(consumed?)
+    let stopped = service.stop().await;
+    consumed?;
+    Ok(stopped?)
 }

@@ -69,8 +69,7 @@ async fn main() -> Result<()> {
         .await
         .context(what)?;
     if migrated.is_none() {
-        runtime.stop().await;
-        return Ok(());
+        return Ok(runtime.stop().await?);
     }
     let state = Arc::new(AppState {
         tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
@@ -90,7 +89,7 @@ async fn main() -> Result<()> {
         per_token: RateLimiter::new("ingest-token", cli.ingest.per_token_limit())
             .context("requests-per-second-per-token")?,
     });
-    tokio::spawn(prune_keys(idempotency));
+    runtime.spawn_loop("pruning idempotency keys", prune_keys(idempotency));
     let listener = TcpListener::bind(cli.ingest.listen)
         .await
         .with_context(|| format!("binding the events API to {}", cli.ingest.listen))?;
@@ -102,8 +101,7 @@ async fn main() -> Result<()> {
         runtime.shutdown_requested(),
     )
     .await;
-    runtime.stop().await;
-    Ok(())
+    Ok(runtime.stop().await?)
 }
 
 /// Deletes expired Idempotency-Key answers every ten minutes.

@@ -17,11 +17,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_kafka::{KafkaConfig, KafkaSetupError, blocking, idempotent_producer};
+use sluice_telemetry::liveness::WatchedProducer;
 use sluice_telemetry::owned_headers;
 use tokio::sync::mpsc;
 
@@ -77,7 +79,9 @@ pub enum PublishError {
 
 /// Sends a request's events; see the module header.
 pub struct Publisher {
-    single: FutureProducer,
+    /// A fatal error of this one ends the process; a batch producer's only
+    /// ends its slot's producer (see [`ProducerPool::give_back`]).
+    single: WatchedProducer,
     pool: ProducerPool,
     limits: TopicLimits,
     ack_timeout: Duration,
@@ -176,8 +180,8 @@ impl Publisher {
     }
 }
 
-async fn send(
-    producer: &FutureProducer,
+async fn send<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     event: &Outgoing,
     ack_timeout: Duration,
 ) -> Result<(), KafkaError> {

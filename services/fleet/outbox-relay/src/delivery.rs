@@ -8,7 +8,8 @@ use futures::future::{BoxFuture, join_all};
 use pgwire_replication::Lsn;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use sluice_telemetry::liveness::WatchedProducer;
 
 use crate::row::OutboxMessage;
 
@@ -76,7 +77,7 @@ pub struct DeliveryError {
 /// Hands `records` to the producer in order (waiting while its queue is
 /// full) and returns what resolves once Kafka acknowledged every one.
 pub(crate) async fn send_all(
-    producer: &FutureProducer,
+    producer: &WatchedProducer,
     records: Vec<Record<'_>>,
     commit: Commit,
 ) -> Result<BoxFuture<'static, Result<Acknowledged, DeliveryError>>, DeliveryError> {
@@ -110,7 +111,7 @@ pub(crate) async fn send_all(
 }
 
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &WatchedProducer,
     record: &Record<'_>,
     lsn: &str,
 ) -> Result<DeliveryFuture, DeliveryError> {

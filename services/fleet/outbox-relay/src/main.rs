@@ -153,7 +153,8 @@ async fn main() -> Result<()> {
         ),
         producer,
     };
-    relay.run(runtime.shutdown_requested()).await?;
-    runtime.stop().await;
-    Ok(())
+    let relayed = relay.run(runtime.shutdown_requested()).await;
+    let stopped = runtime.stop().await;
+    relayed?;
+    Ok(stopped?)
 }

@@ -16,11 +16,11 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use pgwire_replication::client::ReplicationEvent;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig};
-use rdkafka::producer::FutureProducer;
 use sluice_avro::{AvroCodec, event_contract, event_record};
 use sluice_contracts::Catalog;
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure, Original};
+use sluice_telemetry::liveness::WatchedProducer;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::connection::ReplicationConnection;
@@ -123,7 +123,7 @@ pub struct Relay {
     /// Avro through the registry.
     pub codec: AvroCodec,
     /// acks=all, idempotent.
-    pub producer: FutureProducer,
+    pub producer: WatchedProducer,
     /// Where rows that do not fit their contract go.
     pub dead_letters: DeadLetterPublisher,
 }

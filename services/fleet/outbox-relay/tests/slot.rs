@@ -60,7 +60,7 @@ async fn the_slot_does_not_pass_what_kafka_has_not_acknowledged() {
     stalled.producer = ClientConfig::new()
         .set("bootstrap.servers", "127.0.0.1:9")
         .set("enable.idempotence", "true")
-        .create()
+        .create_with_context(sluice_telemetry::liveness::LivenessContext)
         .unwrap();
     stalled.prepare().await.unwrap();
     let (stop, running) = start(stalled);

@@ -19,4 +19,4 @@ mod timeouts;
 pub use handler::{HandleError, SagaHandler, Topics};
 pub use replies::ReplyError;
 pub use store::{LogLine, ReplyEffect, Sagas, Store, StoreError, Summary};
-pub use timeouts::{TimeoutSettings, spawn as spawn_timeouts};
+pub use timeouts::{TimeoutSettings, owned as timeout_loop};

@@ -8,9 +8,7 @@ use anyhow::{Context, Result};
 use secrecy::SecretString;
 use sluice_runtime::PostgresReadiness;
 use sluice_saga_orchestrator::cli::{Cli, Command, RunArgs};
-use sluice_saga_orchestrator::{
-    SagaHandler, Sagas, StoreError, fulfilment, render, spawn_timeouts,
-};
+use sluice_saga_orchestrator::{SagaHandler, Sagas, StoreError, fulfilment, render, timeout_loop};
 use sluice_service::Service;
 
 #[tokio::main]
@@ -50,14 +48,16 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         .runtime()
         .prepare(what, StoreError::is_transient, prepare);
     if prepared.await.context(what)?.is_none() {
-        service.stop().await;
-        return Ok(());
+        return Ok(service.stop().await?);
     }
     let store = sagas.driver(Arc::new(service.codec()));
     let saga = Arc::new(fulfilment::saga(&args.saga_settings()));
     sluice_saga_orchestrator::metrics::register(saga.name);
     let (timing, shutdown) = (args.timeout_settings(), service.shutdown_requested());
-    let timeouts = spawn_timeouts(&store, &sagas, &saga, timing, shutdown);
+    let timeouts = service.runtime().spawn_loop(
+        "the timeout loop",
+        timeout_loop(&store, &sagas, &saga, timing, shutdown),
+    );
     let topics = args.topics();
     let inputs = topics.inputs();
     let handler = SagaHandler {
@@ -70,7 +70,8 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         .consume(inputs, &args.retry, args.tuning(), handler)
         .await;
     let timed_out = timeouts.await.context("the timeout loop");
-    service.stop().await;
+    let stopped = service.stop().await;
     consumed?;
-    timed_out
+    timed_out?;
+    Ok(stopped?)
 }

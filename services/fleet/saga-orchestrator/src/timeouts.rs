@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::task::JoinHandle;
 
 use crate::definition::Saga;
 use crate::metrics;
@@ -31,16 +30,16 @@ pub struct TimeoutSettings {
     pub outbox_retention: Duration,
 }
 
-/// [`run`] on a task of its own, with shares of what it needs.
-pub fn spawn<D: Serialize + DeserializeOwned + Send + Sync + 'static>(
+/// [`run`] with shares of what it needs, for a task of its own.
+pub fn owned<D: Serialize + DeserializeOwned + Send + Sync + 'static>(
     store: &Store,
     sagas: &Sagas,
     saga: &Arc<Saga<D>>,
     settings: TimeoutSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
+) -> impl Future<Output = ()> + Send + 'static {
     let (store, sagas, saga) = (store.clone(), sagas.clone(), Arc::clone(saga));
-    tokio::spawn(async move { run(&store, &sagas, &saga, settings, shutdown).await })
+    async move { run(&store, &sagas, &saga, settings, shutdown).await }
 }
 
 /// Fires timeouts until `shutdown` completes.

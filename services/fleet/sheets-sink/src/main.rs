@@ -30,6 +30,7 @@ async fn main() -> Result<()> {
     let consumed = service
         .consume(vec![cli.topic], &cli.retry, Tuning::default(), sink)
         .await;
-    service.stop().await;
-    Ok(consumed?)
+    let stopped = service.stop().await;
+    consumed?;
+    Ok(stopped?)
 }

@@ -39,6 +39,7 @@ async fn main() -> Result<()> {
     let mapper = Mapper::new(rules, &routes, service.codec(), outputs);
     let topics = mapper.input_topics();
     let transformed = service.transform(topics, transactional_id, mapper).await;
-    service.stop().await;
-    Ok(transformed?)
+    let stopped = service.stop().await;
+    transformed?;
+    Ok(stopped?)
 }

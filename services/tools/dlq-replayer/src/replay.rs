@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sluice_resilience::RateLimiter;
+use sluice_telemetry::liveness::WatchedProducer;
 use sluice_telemetry::owned_headers;
 use uuid::Uuid;
 
@@ -71,7 +72,7 @@ impl Report {
 pub async fn replay(
     run: &Run<'_>,
     letters: &[Letter],
-    producer: &FutureProducer,
+    producer: &WatchedProducer,
     log: &ReplayLog,
 ) -> Result<Report, LogError> {
     let progress = Progress::new(letters.len());
@@ -104,7 +105,7 @@ pub async fn replay(
 async fn send(
     run: &Run<'_>,
     letter: &Letter,
-    producer: &FutureProducer,
+    producer: &WatchedProducer,
 ) -> Result<Coordinate, String> {
     let record = &letter.record;
     let topic = run.to.unwrap_or(&record.original_topic);

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, OriginalHeader};
 use sluice_resilience::{Classified, ErrorClass};
+use sluice_telemetry::liveness::WatchedProducer;
 
 use crate::headers::dead_letter_headers;
 
@@ -107,7 +108,7 @@ impl Classified for DeadLetterError {
 /// Writes one service's dead letters to its DLQ topic.
 #[derive(Clone)]
 pub struct DeadLetterPublisher {
-    producer: FutureProducer,
+    producer: WatchedProducer,
     codec: Arc<AvroCodec>,
     topic: String,
     service: String,
@@ -127,7 +128,7 @@ impl DeadLetterPublisher {
     /// A publisher writing `service`'s dead letters to `topic` (normally
     /// `dlq.<service>.v1`) through an idempotent, `acks=all` producer.
     pub fn new(
-        producer: FutureProducer,
+        producer: WatchedProducer,
         codec: Arc<AvroCodec>,
         topic: impl Into<String>,
         service: impl Into<String>,
@@ -144,7 +145,7 @@ impl DeadLetterPublisher {
 
     /// The same publisher writing through `producer`: a transactional loop
     /// writes its dead letters inside its own transactions.
-    pub fn with_producer(&self, producer: FutureProducer) -> Self {
+    pub fn with_producer(&self, producer: WatchedProducer) -> Self {
         Self {
             producer,
             ..self.clone()

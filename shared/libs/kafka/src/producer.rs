@@ -1,10 +1,11 @@
-use rdkafka::producer::FutureProducer;
+use sluice_telemetry::liveness::{LivenessContext, WatchedProducer};
 
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// A producer whose acknowledged sends are on every in-sync replica and whose
-/// internal retries never duplicate or reorder a partition's messages.
-pub fn idempotent_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
+/// internal retries never duplicate or reorder a partition's messages; a
+/// fatal error marks the process dead ([`sluice_telemetry::liveness`]).
+pub fn idempotent_producer(config: &KafkaConfig) -> Result<WatchedProducer, KafkaSetupError> {
     config
         .client_config(&[
             ("enable.idempotence", "true"),
@@ -12,7 +13,7 @@ pub fn idempotent_producer(config: &KafkaConfig) -> Result<FutureProducer, Kafka
             ("compression.type", "lz4"),
             ("linger.ms", "5"),
         ])
-        .create()
+        .create_with_context(LivenessContext)
         .map_err(|source| KafkaSetupError {
             client: "producer",
             source,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::Contract;
+use sluice_telemetry::liveness::WatchedProducer;
 use sluice_telemetry::owned_headers;
 
 use crate::{KafkaConfig, KafkaSetupError, idempotent_producer};
@@ -26,7 +27,7 @@ pub enum ReplyError {
 
 /// Writes replies to one topic.
 pub struct ReplyPublisher {
-    producer: FutureProducer,
+    producer: WatchedProducer,
     codec: Arc<AvroCodec>,
     topic: String,
 }

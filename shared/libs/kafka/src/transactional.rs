@@ -18,10 +18,11 @@ use futures::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_resilience::RetryPolicy;
+use sluice_telemetry::liveness::{LivenessContext, WatchedProducer};
 use sluice_telemetry::owned_headers;
 use tracing::Instrument;
 
@@ -107,7 +108,7 @@ enum BatchError {
 /// Consumes topics and produces their transformations exactly once.
 pub struct TransactionalLoop<T> {
     consumer: StreamConsumer<RebalanceContext>,
-    producer: FutureProducer,
+    producer: WatchedProducer,
     transformer: T,
     dead_letters: DeadLetterPublisher,
     settings: TransactionalSettings,
@@ -144,7 +145,7 @@ impl<T: Transformer> TransactionalLoop<T> {
             settings.stall_after,
             &settings.topics,
         )?;
-        let producer: FutureProducer = kafka
+        let producer: WatchedProducer = kafka
             .client_config(&[
                 ("transactional.id", &settings.transactional_id),
                 ("enable.idempotence", "true"),
@@ -154,7 +155,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 // librdkafka's 5 ms it was a third of each transaction.
                 ("linger.ms", "0"),
             ])
-            .create()
+            .create_with_context(LivenessContext)
             .map_err(|source| KafkaSetupError {
                 client: "transactional producer",
                 source,

@@ -6,7 +6,10 @@
 //!
 //! On SIGTERM or SIGINT the runtime asks the service to stop: the loops stop
 //! taking messages, finish or hand back what they hold, commit, and return;
-//! the process then exits 0.
+//! the process then exits 0. A process marked dead
+//! ([`sluice_telemetry::liveness`]: a Kafka client librdkafka gave up on, a
+//! loop of [`ServiceRuntime::spawn_loop`] that ended) is stopped the same
+//! way, and [`ServiceRuntime::stop`] returns why, so it exits non-zero.
 
 mod postgres;
 mod prepare;
@@ -80,12 +83,18 @@ pub enum RuntimeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The service was stopped because it could not go on.
+    #[error("stopped because {0}")]
+    Died(String),
 }
 
 /// Telemetry, the health server and the shutdown signal of one service.
 #[derive(Debug)]
 pub struct ServiceRuntime {
     shutdown: CancellationToken,
+    /// Stops the health server, in [`Self::stop`]: while the loops drain,
+    /// `/healthz` still says whether the process died.
+    server_stop: CancellationToken,
     http_address: SocketAddr,
     server: JoinHandle<std::io::Result<()>>,
     telemetry: Telemetry,
@@ -124,15 +133,17 @@ impl ServiceRuntime {
             source,
         })?;
         let shutdown = CancellationToken::new();
+        let server_stop = CancellationToken::new();
         let server = tokio::spawn(sluice_telemetry::serve_health(
             listener,
             sluice_telemetry::health_router(metrics, checks),
-            shutdown.clone().cancelled_owned(),
+            server_stop.clone().cancelled_owned(),
         ));
         tokio::spawn(request_shutdown_on_signal(shutdown.clone()));
         tracing::info!(service, %http_address, "started");
         Ok(Self {
             shutdown,
+            server_stop,
             http_address,
             server,
             telemetry,
@@ -155,9 +166,33 @@ impl ServiceRuntime {
         self.http_address
     }
 
-    /// Stops the health server and flushes pending spans.
-    pub async fn stop(self) {
+    /// Runs `work`, which should only end at shutdown, on a task of its
+    /// own; if it ends or panics before shutdown was asked for, the process
+    /// is marked dead, since what it did is no longer done.
+    pub fn spawn_loop(
+        &self,
+        name: &'static str,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let shutdown = self.shutdown.clone();
+        let running = tokio::spawn(work);
+        tokio::spawn(async move {
+            let ended = match running.await {
+                Ok(()) => "ended".to_owned(),
+                Err(err) if err.is_panic() => format!("panicked: {}", panic_message(err)),
+                Err(err) => format!("was cancelled: {err}"),
+            };
+            if !shutdown.is_cancelled() {
+                sluice_telemetry::liveness::mark_dead(format!("{name} {ended}"));
+            }
+        })
+    }
+
+    /// Stops the health server and flushes pending spans; `Err` when the
+    /// service stopped because the process was marked dead.
+    pub async fn stop(self) -> Result<(), RuntimeError> {
         self.shutdown.cancel();
+        self.server_stop.cancel();
         match self.server.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "health server failed"),
@@ -165,7 +200,17 @@ impl ServiceRuntime {
         }
         tracing::info!("stopped");
         drop(self.telemetry);
+        sluice_telemetry::liveness::dead().map_or(Ok(()), |reason| Err(RuntimeError::Died(reason)))
     }
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    let payload = err.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 async fn request_shutdown_on_signal(shutdown: CancellationToken) {
@@ -175,7 +220,10 @@ async fn request_shutdown_on_signal(shutdown: CancellationToken) {
         Ok(signal) => signal,
         Err(err) => {
             tracing::error!(error = %err, "cannot watch SIGTERM; only SIGINT stops the service cleanly");
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sluice_telemetry::liveness::died() => {}
+            }
             shutdown.cancel();
             return;
         }
@@ -183,6 +231,7 @@ async fn request_shutdown_on_signal(shutdown: CancellationToken) {
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = sluice_telemetry::liveness::died() => {}
         () = shutdown.cancelled() => return,
     }
     shutdown.cancel();

@@ -203,8 +203,9 @@ impl<D: Defaults> Service<D> {
         self.runtime.shutdown_requested()
     }
 
-    /// Flushes telemetry and stops the health server.
-    pub async fn stop(self) {
-        self.runtime.stop().await;
+    /// Flushes telemetry and stops the health server; `Err` when the
+    /// service stopped because it could not go on.
+    pub async fn stop(self) -> Result<(), ServiceError> {
+        Ok(self.runtime.stop().await?)
     }
 }

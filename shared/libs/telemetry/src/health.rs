@@ -29,7 +29,7 @@ struct HealthState {
 pub fn health_router(metrics: PrometheusHandle, checks: Vec<Arc<dyn ReadinessCheck>>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
         .with_state(Arc::new(HealthState { metrics, checks }))
 }
@@ -47,6 +47,14 @@ pub async fn serve_health(
 
 async fn render_metrics(State(state): State<Arc<HealthState>>) -> String {
     state.metrics.render()
+}
+
+/// 200 while the process can work, 503 with the reason once it cannot.
+async fn liveness() -> (StatusCode, String) {
+    match crate::liveness::dead() {
+        None => (StatusCode::OK, "ok\n".to_owned()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("dead: {reason}\n")),
+    }
 }
 
 /// 200 when every check passes, 503 otherwise; one line per check.

@@ -6,11 +6,13 @@
 //!   full URL) is set, as the OpenTelemetry spec says, and
 //!   W3C trace context carried in Kafka headers so one trace spans ingest →
 //!   transformer → sink;
-//! - a small HTTP server with `/metrics` (Prometheus), `/healthz` (alive) and
-//!   `/readyz` (every dependency reachable).
+//! - a small HTTP server with `/metrics` (Prometheus), `/healthz` (alive:
+//!   503 once [`liveness::mark_dead`] was called) and `/readyz` (every
+//!   dependency reachable).
 
 mod health;
 mod init;
+pub mod liveness;
 mod propagation;
 
 pub use health::{ReadinessCheck, health_router, serve_health};

@@ -8,7 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
+use sluice_telemetry::liveness::{LivenessContext, WatchedProducer};
 
 use schema_registry_converter::async_impl::schema_registry::post_schema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
@@ -139,15 +139,15 @@ fn admin() -> AdminClient<DefaultClientContext> {
 
 /// An idempotent producer with `acks=all`, as the services use; one per
 /// test process, since starting a producer costs a metadata round trip.
-pub fn producer() -> FutureProducer {
-    static PRODUCER: std::sync::OnceLock<FutureProducer> = std::sync::OnceLock::new();
+pub fn producer() -> WatchedProducer {
+    static PRODUCER: std::sync::OnceLock<WatchedProducer> = std::sync::OnceLock::new();
     PRODUCER
         .get_or_init(|| {
             Stack::get()
                 .kafka_config()
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
-                .create()
+                .create_with_context(LivenessContext)
                 .expect("producer")
         })
         .clone()

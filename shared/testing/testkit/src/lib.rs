@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod bench;
+mod fault;
 mod interop;
 mod kafka;
 mod metrics;
@@ -21,6 +22,7 @@ mod traces;
 mod wait;
 
 pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
+pub use fault::raise_fatal_error;
 pub use interop::{confluent_produce, evolved_schema};
 pub use kafka::{
     TestTopic, committed_messages, committed_offsets, committed_total, consume_exactly,

@@ -74,6 +74,10 @@ impl RebalanceContext {
 }
 
 impl ClientContext for RebalanceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        sluice_telemetry::liveness::client_log("consumer", level, facility, message);
+    }
+
     /// Consumer lag per assigned partition: the high watermark minus the
     /// committed offset, or, for a loop that commits through its producer,
     /// the last stable offset minus the next offset it reads (before its

@@ -2,6 +2,7 @@
 // Each test file uses a part of them.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -127,6 +128,96 @@ pub fn read_journal(path: &Path) -> Vec<(i32, i64)> {
             Some((partition.parse().ok()?, offset.parse().ok()?))
         })
         .collect()
+}
+
+/// How many messages of each partition a journal holds, asserting they are
+/// its first offsets, in order, with no gap: what a group that committed
+/// exactly what it handled has committed.
+pub fn contiguous_counts(handled: Vec<(i32, i64)>) -> BTreeMap<i32, i64> {
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (partition, offset) in handled {
+        by_partition.entry(partition).or_default().push(offset);
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, offsets)| {
+            assert!(
+                offsets.iter().copied().eq(0..offsets.len() as i64),
+                "partition {partition}: {offsets:?}"
+            );
+            (partition, offsets.len() as i64)
+        })
+        .collect()
+}
+
+/// A child service's runtime, its health address written to the file the
+/// parent named in `ADDRESS_FILE`.
+pub async fn child_runtime(
+    name: &str,
+    checks: Vec<std::sync::Arc<dyn sluice_telemetry::ReadinessCheck>>,
+) -> sluice_runtime::ServiceRuntime {
+    let args = sluice_runtime::RuntimeArgs {
+        log_format: "json".into(),
+        log_filter: "info".into(),
+        otlp_endpoint: None,
+        otlp_traces_endpoint: None,
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let runtime = sluice_runtime::ServiceRuntime::start(name, &args, checks)
+        .await
+        .unwrap();
+    std::fs::write(env_var("ADDRESS_FILE"), runtime.http_address().to_string()).unwrap();
+    runtime
+}
+
+/// A child service's loop: it journals every message of `TOPIC` (20 ms
+/// each) to `JOURNAL`, in group `GROUP`, three partitions at once.
+pub fn child_loop(
+    kafka: &sluice_kafka::KafkaConfig,
+    dead_letters: sluice_dlq::DeadLetterPublisher,
+) -> sluice_kafka::ConsumerLoop<FileJournal> {
+    let journal = FileJournal::open(Path::new(&env_var("JOURNAL")), Duration::from_millis(20));
+    let settings = sluice_kafka::ConsumerSettings {
+        group_id: env_var("GROUP"),
+        topics: vec![env_var("TOPIC")],
+        partition_buffer: 8,
+        max_concurrent: 3,
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
+        retry: no_retries(),
+        pause_backoff: Duration::from_millis(100),
+        shutdown_grace: Duration::from_secs(10),
+        stall_after: Duration::from_secs(300),
+    };
+    sluice_kafka::ConsumerLoop::new(kafka, settings, journal, dead_letters).unwrap()
+}
+
+/// Writes `count` one-byte messages to `topic`, over ten keys.
+pub async fn produce_spread(topic: &str, count: usize) {
+    for i in 0..count {
+        sluice_testkit::producer()
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(&format!("key-{}", i % 10))
+                    .payload("x"),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until the journal at `path` holds `count` messages.
+pub async fn journal_reaches(path: &Path, count: usize) {
+    sluice_testkit::eventually(
+        &format!("the service to handle {count} messages"),
+        Duration::from_secs(60),
+        || {
+            let handled = read_journal(path).len();
+            async move { (handled >= count).then_some(()) }
+        },
+    )
+    .await;
 }
 
 /// Runs the ignored test `test` of this test binary as a child process with
