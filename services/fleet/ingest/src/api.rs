@@ -19,7 +19,7 @@ use sluice_contracts::now_millis;
 use sluice_resilience::RateLimiter;
 use tracing::Instrument;
 
-use crate::auth::TokenHashes;
+use crate::auth::{Caller, Scope, TokenHashes};
 use crate::error::ApiError;
 use crate::event::{EventIds, EventRouter, Prepared};
 use crate::idempotency::{Claim, IdempotencyKey, IdempotencyStore};
@@ -171,10 +171,12 @@ async fn webhook(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8
     };
     let key = IdempotencyKey::delivery(source, &verified.delivery);
     once(state, &key, body, |ids| async move {
-        let event =
-            state
-                .events
-                .prepare_incoming(webhook.to_event(body)?, now_millis(), ids.id(0))?;
+        let event = state.events.prepare_incoming(
+            webhook.to_event(body)?,
+            now_millis(),
+            ids.id(0),
+            &Scope::Any,
+        )?;
         let accepted = produce(state, headers, vec![event], Submission::One).await?;
         Ok(json!(accepted[0]))
     })
@@ -192,7 +194,11 @@ async fn submit(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(token_sha256) = token.and_then(|token| state.tokens.accepts(token)) else {
+    let Some(Caller {
+        token_sha256,
+        scope,
+    }) = token.and_then(|token| state.tokens.accepts(token))
+    else {
         return ApiError::Unauthorized.into_response();
     };
     if let Err(wait) = state
@@ -202,12 +208,12 @@ async fn submit(
         return ApiError::RateLimited { retry_after: wait }.into_response();
     }
     let Some(header) = headers.get(IDEMPOTENCY_KEY) else {
-        return respond(answer(state, headers, body, submission, EventIds::Random).await);
+        return respond(answer(state, headers, body, submission, scope, EventIds::Random).await);
     };
     match IdempotencyKey::parse(token_sha256, header.as_bytes()) {
         Ok(key) => {
             once(state, &key, body, |ids| {
-                answer(state, headers, body, submission, ids)
+                answer(state, headers, body, submission, scope, ids)
             })
             .await
         }
@@ -275,17 +281,18 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
     submission: Submission,
+    scope: &Scope,
     ids: EventIds<'_>,
 ) -> Result<Value, ApiError> {
     match submission {
         Submission::One => {
-            let event = state.events.prepare(body, now_millis(), ids)?;
+            let event = state.events.prepare(body, now_millis(), ids, scope)?;
             Ok(json!(
                 produce(state, headers, vec![event], submission).await?[0]
             ))
         }
         Submission::Batch => {
-            let events = state.events.prepare_batch(body, now_millis(), ids)?;
+            let events = state.events.prepare_batch(body, now_millis(), ids, scope)?;
             let accepted = produce(state, headers, events, submission).await?;
             Ok(json!({ "accepted": accepted }))
         }

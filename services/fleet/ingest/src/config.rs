@@ -16,7 +16,10 @@ pub struct IngestArgs {
     pub listen: SocketAddr,
 
     /// SHA-256 (hex) of each accepted bearer token, comma separated: the
-    /// tokens themselves never sit in configuration.
+    /// tokens themselves never sit in configuration. A hash may be followed
+    /// by `:` and what the token may post, `+` separated: an aggregate type
+    /// (`orders`) or one of its event types (`orders.OrderPlaced`); without
+    /// it, the token may post every event type a client may.
     #[arg(
         id = "token-sha256",
         long = "token-sha256",

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use sluice_avro::{EventInput, event_contract, event_record};
 use sluice_contracts::{Catalog, Topic};
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 
 /// Most events in one batch request.
@@ -103,16 +104,18 @@ impl EventRouter {
         Self { catalog, routes }
     }
 
-    /// Parses and checks the body of `POST /v1/events`.
+    /// Parses and checks the body of `POST /v1/events`, from a sender
+    /// allowed `scope`.
     pub fn prepare(
         &self,
         body: &[u8],
         now_ms: i64,
         ids: EventIds<'_>,
+        scope: &Scope,
     ) -> Result<Prepared, ApiError> {
         let incoming = serde_json::from_slice(body)
             .map_err(|err| ApiError::bad_request("$", err.to_string()))?;
-        self.prepare_incoming(incoming, now_ms, ids.id(0))
+        self.prepare_incoming(incoming, now_ms, ids.id(0), scope)
     }
 
     /// Parses and checks the body of `POST /v1/events/batch`: every event
@@ -122,6 +125,7 @@ impl EventRouter {
         body: &[u8],
         now_ms: i64,
         ids: EventIds<'_>,
+        scope: &Scope,
     ) -> Result<Vec<Prepared>, ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -144,20 +148,38 @@ impl EventRouter {
                 let in_batch = |err: ApiError| err.within(&format!("events[{index}]"));
                 let incoming = serde_json::from_value(event)
                     .map_err(|err| in_batch(ApiError::bad_request("$", err.to_string())))?;
-                self.prepare_incoming(incoming, now_ms, ids.id(index))
+                self.prepare_incoming(incoming, now_ms, ids.id(index), scope)
                     .map_err(in_batch)
             })
             .collect()
     }
 
-    /// Checks one event against the contract of its aggregate type; it is
-    /// given `default_id` when it carries no id of its own.
+    /// Checks one event against its sender's scope and the contract of its
+    /// aggregate type; it is given `default_id` when it carries no id of
+    /// its own.
     pub fn prepare_incoming(
         &self,
         incoming: IncomingEvent,
         now_ms: i64,
         default_id: String,
+        scope: &Scope,
     ) -> Result<Prepared, ApiError> {
+        // Before the contract: a sender learns nothing about aggregates it
+        // may not post to.
+        if !scope.allows(&incoming.aggregate_type, &incoming.event_type) {
+            let field = if scope.allows_aggregate(&incoming.aggregate_type) {
+                "event_type"
+            } else {
+                "aggregate_type"
+            };
+            return Err(ApiError::Forbidden {
+                field: field.into(),
+                reason: format!(
+                    "this token may not post {} events of {}; a token's scopes are set with --token-sha256",
+                    incoming.event_type, incoming.aggregate_type
+                ),
+            });
+        }
         let event_id = incoming.event_id.clone().unwrap_or(default_id);
         let input = EventInput {
             aggregate_type: &incoming.aggregate_type,

@@ -43,6 +43,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
+    let catalog = cli.contracts.catalog()?;
+    let tokens = TokenHashes::parse(&cli.ingest.token_sha256, &catalog)?;
     let kafka = KafkaConfig::from_args(&cli.kafka)?;
     let registry = registry_settings(&cli.registry)?;
     let database_url = cli.database.url()?;
@@ -72,8 +74,8 @@ async fn main() -> Result<()> {
         return Ok(runtime.stop().await?);
     }
     let state = Arc::new(AppState {
-        tokens: TokenHashes::parse(&cli.ingest.token_sha256)?,
-        events: EventRouter::new(cli.contracts.catalog()?, cli.routes.by_aggregate_type()),
+        tokens,
+        events: EventRouter::new(catalog, cli.routes.by_aggregate_type()),
         codec: AvroCodec::new(registry),
         publisher: Publisher::new(
             &kafka,

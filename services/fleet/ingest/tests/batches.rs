@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{OTHER_TOKEN, TOKEN, kafka, order_placed, serve, serve_routes};
+use common::{OTHER_TOKEN, SCOPED_TOKEN, TOKEN, kafka, order_placed, serve, serve_routes};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Value, json};
@@ -48,6 +48,10 @@ fn orders(count: usize) -> Vec<Value> {
 }
 
 fn event_ids(messages: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
+    header_values(messages, "sluice.event_id")
+}
+
+fn header_values(messages: &[rdkafka::message::OwnedMessage], key: &str) -> Vec<String> {
     messages
         .iter()
         .map(|message| {
@@ -55,7 +59,7 @@ fn event_ids(messages: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
                 .headers()
                 .unwrap()
                 .iter()
-                .find(|h| h.key == "sluice.event_id")
+                .find(|h| h.key == key)
                 .unwrap();
             String::from_utf8(header.value.unwrap().to_vec()).unwrap()
         })
@@ -213,6 +217,52 @@ async fn outcome_events_only_sluice_emits_are_403_naming_the_event_type() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["field"], "events[1].event_type", "{body}");
     assert!(committed_messages(&topic.name).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_scoped_token_posts_only_what_its_scopes_name() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-scoped", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let placed = orders(1).remove(0);
+    let mut cancelled = orders(2).remove(1);
+    cancelled["event_type"] = json!("OrderCancelled");
+    cancelled["payload"] = json!({"reason": "changed my mind", "cancelled_by": "c-9"});
+
+    let (status, body) = post(&base, "/v1/events", SCOPED_TOKEN, None, &placed).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["field"], "event_type", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("this token may not post OrderPlaced events of orders"),
+        "{body}"
+    );
+    // An aggregate outside its scopes is named as such, before its contract
+    // is looked at: the token learns nothing of aggregates it may not post.
+    let mut elsewhere = cancelled.clone();
+    elsewhere["aggregate_type"] = json!("invoices");
+    let (status, body) = post(&base, "/v1/events", SCOPED_TOKEN, None, &elsewhere).await;
+    assert_eq!(
+        (status, &body["field"]),
+        (403, &json!("aggregate_type")),
+        "{body}"
+    );
+    // A batch is refused whole, naming the event out of scope.
+    let batch = json!({ "events": [cancelled, placed] });
+    let (status, body) = post(&base, "/v1/events/batch", SCOPED_TOKEN, None, &batch).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["field"], "events[1].event_type", "{body}");
+    assert!(committed_messages(&topic.name).await.is_empty());
+
+    // What its scopes name is accepted; an unscoped token posts the rest.
+    let (status, body) = post(&base, "/v1/events", SCOPED_TOKEN, None, &cancelled).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post(&base, "/v1/events", TOKEN, None, &placed).await;
+    assert_eq!(status, 202, "{body}");
+    let mut types = header_values(&committed_messages(&topic.name).await, "sluice.event_type");
+    types.sort();
+    assert_eq!(types, ["OrderCancelled", "OrderPlaced"]);
 }
 
 #[tokio::test]

@@ -92,6 +92,28 @@ impl Topic {
     pub fn value_schema_json(&self) -> &str {
         &self.value_schema.compact_json
     }
+
+    /// Whether `event_type` is one of the event types of this event topic:
+    /// a record its `payload` union (or one-record payload) holds.
+    pub fn has_event_type(&self, event_type: &str) -> bool {
+        use apache_avro::Schema;
+        let Schema::Record(envelope) = self.value_schema() else {
+            return false;
+        };
+        let named = |schema: &Schema| match schema {
+            Schema::Record(record) => record.name.name() == event_type,
+            Schema::Ref { name } => name.name() == event_type,
+            _ => false,
+        };
+        envelope
+            .fields
+            .iter()
+            .filter(|field| field.name == "payload")
+            .any(|field| match &field.schema {
+                Schema::Union(union) => union.variants().iter().any(named),
+                other => named(other),
+            })
+    }
 }
 
 /// Every topic of Sluice with its value schema, validated.

@@ -25,6 +25,10 @@ use tokio::net::TcpListener;
 pub const TOKEN: &str = "test-token-3f7c";
 pub const WEBHOOK_SECRET: &str = "whsec-test-91d2";
 
+/// A client's token that may post only cancellations of orders, and any
+/// event of the `requests` aggregate.
+pub const SCOPED_TOKEN: &str = "test-token-5c0e";
+
 /// A second client's token.
 pub const OTHER_TOKEN: &str = "test-token-88a0";
 
@@ -104,10 +108,17 @@ pub async fn serve_limited(
 ) -> String {
     let ack_timeout = Duration::from_secs(5);
     let state = Arc::new(AppState {
-        tokens: TokenHashes::parse(&[
-            hex::encode(Sha256::digest(TOKEN)),
-            hex::encode(Sha256::digest(OTHER_TOKEN)),
-        ])
+        tokens: TokenHashes::parse(
+            &[
+                hex::encode(Sha256::digest(TOKEN)),
+                hex::encode(Sha256::digest(OTHER_TOKEN)),
+                format!(
+                    "{}:orders.OrderCancelled+requests",
+                    hex::encode(Sha256::digest(SCOPED_TOKEN))
+                ),
+            ],
+            &Catalog::embedded().unwrap(),
+        )
         .unwrap(),
         events: EventRouter::new(
             Catalog::embedded().unwrap(),
