@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fleet, order_ids};
+use common::{Fleet, assert_each_once, order_ids};
 use serde_json::json;
 use sluice_testkit::message_count;
 
@@ -98,7 +98,7 @@ async fn refused_orders_are_compensated_and_rejected_and_the_rest_confirmed() {
     // Each rejected saga logged its failure and its end once; the sheet
     // refusals their compensation.
     let log = fleet.step_log().await;
-    assert!(log.values().all(|&n| n == 1), "a step log entry repeats");
+    assert_each_once(&log);
     let count = |event: &str| log.keys().filter(|(_, _, _, e)| e == event).count();
     assert_eq!(count("failed"), 60);
     assert_eq!(count("rejected"), 60);

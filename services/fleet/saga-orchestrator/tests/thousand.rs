@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Fleet, orders_by, trace_id, trace_of};
+use common::{Fleet, assert_each_once, orders_by, trace_id, trace_of};
 use rdkafka::Message;
 use serde_json::json;
 use sluice_testkit::{consume_exactly, eventually, message_count, metric};
@@ -85,7 +85,7 @@ async fn a_thousand_orders_are_confirmed_with_one_erp_record_and_one_row_each() 
 
     // Each step ran once per saga: sent once, succeeded once.
     let log = fleet.step_log().await;
-    assert!(log.values().all(|&n| n == 1), "a step log entry repeats");
+    assert_each_once(&log);
     assert_eq!(
         log.len(),
         5 * 1_000,

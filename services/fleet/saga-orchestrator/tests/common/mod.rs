@@ -538,10 +538,18 @@ impl Fleet {
     }
 
     /// Step log entries as (order id, step, attempt, event) with how often
-    /// each occurs.
+    /// each occurs. A timeout after the compensation began counts as
+    /// `compensation_timed_out`: a step's compensation has attempts of its
+    /// own, numbered from 1 again.
     pub async fn step_log(&self) -> BTreeMap<(String, String, i32, String), i64> {
         sqlx::query(
-            "SELECT s.business_key, l.step, l.attempt, l.event, count(*) AS n
+            "SELECT s.business_key, l.step, l.attempt,
+                    CASE WHEN l.event = 'timed_out' AND EXISTS (
+                        SELECT 1 FROM saga.saga_steps c
+                        WHERE c.saga_id = l.saga_id AND c.event = 'compensation_sent'
+                          AND (c.version, c.entry) < (l.version, l.entry))
+                    THEN 'compensation_timed_out' ELSE l.event END,
+                    count(*) AS n
              FROM saga.saga_steps l JOIN saga.sagas s USING (saga_id)
              GROUP BY 1, 2, 3, 4",
         )
@@ -780,6 +788,13 @@ async fn sandbox() -> (Local, ServiceAccountKey) {
 pub fn order_ids(prefix: &str, count: usize) -> Vec<String> {
     let run = unique_name(prefix);
     (0..count).map(|i| format!("{run}-{i:04}")).collect()
+}
+
+/// Fails naming every step log entry (order, step, attempt, event) logged
+/// more than once.
+pub fn assert_each_once(log: &BTreeMap<(String, String, i32, String), i64>) {
+    let repeated: Vec<_> = log.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "step log entries repeat: {repeated:?}");
 }
 
 /// `count` new orders, all by `customer`, as [`Fleet::place`] takes them.
