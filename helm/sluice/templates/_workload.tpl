@@ -79,7 +79,7 @@ spec:
             {{- with .ports }}
             {{- . | nindent 12 }}
             {{- end }}
-          # Alive: the process answers. Ready: Kafka, the registry (and Postgres) answer.
+          # Alive: the process answers and is not marked dead (a fatal Kafka error, a dead loop). Ready: Kafka, the registry (and Postgres) answer.
           livenessProbe:
             httpGet:
               path: /healthz

@@ -46,7 +46,10 @@ async fn main() -> Result<()> {
     match applier.check(&cli.models).await {
         Ok(()) => {}
         Err(err) if err.class() == ErrorClass::Permanent => {
-            service.stop().await?;
+            // The models' refusal is why it stops; say that, not how.
+            if let Err(stopped) = service.stop().await {
+                tracing::warn!(error = %stopped, "stopping");
+            }
             return Err(err).context("checking the ERP's models (fields_get)");
         }
         Err(err) => tracing::warn!(error = %err, "the ERP's models not checked at start"),

@@ -82,8 +82,8 @@ impl TokenHashes {
             .iter()
             .enumerate()
             .map(|(index, token)| {
-                let (hash, scopes) = match token.trim().split_once(':') {
-                    Some((hash, scopes)) => (hash, Some(scopes)),
+                let (hash, scopes) = match token.split_once(':') {
+                    Some((hash, scopes)) => (hash.trim(), Some(scopes)),
                     None => (token.trim(), None),
                 };
                 let mut bytes = [0; 32];
@@ -104,8 +104,18 @@ impl TokenHashes {
                 };
                 Ok(Token { hash: bytes, scope })
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<Vec<Token>, _>>()
+            .and_then(|tokens| {
+                // Two entries for one token would leave its scope to their order.
+                for (index, token) in tokens.iter().enumerate() {
+                    if tokens[..index].iter().any(|seen| seen.hash == token.hash) {
+                        return Err(invalid(format!(
+                            "token {index}: the same hash is listed twice; give one entry with every scope"
+                        )));
+                    }
+                }
+                Ok(Self(tokens))
+            })
     }
 
     /// The caller, when the token is one of the accepted ones. Every hash
@@ -191,7 +201,7 @@ mod tests {
         let tokens = [
             sha256_hex("wide"),
             format!("{}:orders.OrderPlaced", sha256_hex("narrow")),
-            format!("{}: orders + requests.RequestCreated", sha256_hex("two")),
+            format!("{} : orders + requests.RequestCreated", sha256_hex("two")),
         ];
         let hashes = TokenHashes::parse(&tokens, &catalog()).unwrap();
         let scope = |token| hashes.accepts(token).unwrap().scope.clone();
@@ -228,6 +238,10 @@ mod tests {
         assert_eq!(
             refused(format!("{hash}:orders.OrderConfirmed")),
             "setting token-sha256: token 1: scope \"orders.OrderConfirmed\": OrderConfirmed is emitted by Sluice itself; no token may post it"
+        );
+        assert_eq!(
+            refused(format!("{}:orders", sha256_hex("ok"))),
+            "setting token-sha256: token 1: the same hash is listed twice; give one entry with every scope"
         );
         assert!(TokenHashes::parse(&[], &catalog()).is_err());
     }

@@ -69,6 +69,9 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
     let consumed = service
         .consume(inputs, &args.retry, args.tuning(), handler)
         .await;
+    // A loop that failed (a handler panicked, say) stops the timeouts too,
+    // so the process ends instead of waiting on them for good.
+    service.runtime().request_shutdown();
     let timed_out = timeouts.await.context("the timeout loop");
     let stopped = service.stop().await;
     consumed?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureRecord, Producer};
 use sluice_resilience::RateLimiter;
 use sluice_telemetry::liveness::WatchedProducer;
 use sluice_telemetry::owned_headers;
@@ -81,7 +81,8 @@ pub async fn replay(
         if let Some(limiter) = &run.limiter {
             limiter.acquire("replay").await;
         }
-        if run.stop.load(Ordering::SeqCst) {
+        // A producer librdkafka gave up on fails every later send.
+        if run.stop.load(Ordering::SeqCst) || producer.client().fatal_error().is_some() {
             report.stopped = true;
             break;
         }

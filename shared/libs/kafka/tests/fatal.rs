@@ -16,13 +16,13 @@ use sluice_avro::AvroCodec;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, idempotent_producer};
 use sluice_testkit::{
-    Stack, TestTopic, committed_offsets, eventually, raise_fatal_error, unique_name,
+    KillOnDrop, Stack, TestTopic, committed_offsets, eventually, raise_fatal_error, unique_name,
 };
 
 mod common;
 use common::{
     child_loop, child_runtime, contiguous_counts, env_var, journal_reaches, produce_spread,
-    read_journal, spawn_child,
+    read_journal,
 };
 
 const PARTITIONS: i32 = 3;
@@ -40,7 +40,10 @@ async fn fatal_child() {
     let trigger = PathBuf::from(env_var("TRIGGER"));
     tokio::spawn(async move {
         wait_for_file(&trigger).await;
-        assert!(raise_fatal_error(doomed.client(), c"injected by the test"));
+        // librdkafka refusing the fault is the child's failure: exit 4.
+        if !raise_fatal_error(doomed.client(), c"injected by the test") {
+            std::process::exit(4);
+        }
     });
     let publisher = DeadLetterPublisher::new(
         dead_letters,
@@ -84,7 +87,7 @@ async fn a_fatal_producer_error_fails_healthz_and_ends_the_service() {
     produce_spread(&input.name, 300).await;
 
     let path = |path: &PathBuf| path.to_str().unwrap().to_owned();
-    let mut child = spawn_child(
+    let mut child = KillOnDrop::test_child(
         "fatal_child",
         &[
             ("TOPIC", &input.name),
@@ -121,7 +124,7 @@ async fn a_fatal_producer_error_fails_healthz_and_ends_the_service() {
     );
     std::fs::write(&seen, "").unwrap();
     let status = eventually("the service to exit", WAIT, || {
-        let status = child.try_wait().unwrap();
+        let status = child.0.try_wait().unwrap();
         async move { status }
     })
     .await;

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +13,12 @@ use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig};
-use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, producer, unique_name};
+use sluice_testkit::{
+    KillOnDrop, Stack, TestTopic, committed_offsets, eventually, producer, unique_name,
+};
 
 mod common;
-use common::{FileJournal, env_var, no_retries, read_journal, spawn_child};
+use common::{FileJournal, env_var, no_retries, read_journal};
 
 const PARTITIONS: i32 = 3;
 const MESSAGES: i64 = 300;
@@ -63,9 +64,9 @@ async fn journaling_consumer_child() {
         .unwrap();
 }
 
-fn spawn_consumer(topic: &str, dlq: &str, group: &str, journal: &Path) -> Child {
+fn spawn_consumer(topic: &str, dlq: &str, group: &str, journal: &Path) -> KillOnDrop {
     let journal = journal.to_str().unwrap();
-    spawn_child(
+    KillOnDrop::test_child(
         "journaling_consumer_child",
         &[
             ("TOPIC", topic),
@@ -98,14 +99,13 @@ async fn sigkill_mid_batch_neither_loses_nor_commits_ahead() {
     }
 
     // Kill the first process once it has handled a good part, not all.
-    let mut child = spawn_consumer(&input.name, &dlq.name, &group, &journal);
+    let child = spawn_consumer(&input.name, &dlq.name, &group, &journal);
     eventually("the child to handle 60 messages", WAIT, || {
         let handled = read_journal(&journal).len();
         async move { (handled >= 60).then_some(()) }
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child); // SIGKILL
 
     let handled_before_kill: BTreeSet<(i32, i64)> = read_journal(&journal).into_iter().collect();
     let committed_at_kill = committed_offsets(&group, &input.name, PARTITIONS);
@@ -127,7 +127,7 @@ async fn sigkill_mid_batch_neither_loses_nor_commits_ahead() {
     }
 
     // A new process takes over from the committed offsets and finishes.
-    let mut child = spawn_consumer(&input.name, &dlq.name, &group, &journal);
+    let child = spawn_consumer(&input.name, &dlq.name, &group, &journal);
     let expected: BTreeSet<(i32, i64)> = end_offsets
         .iter()
         .flat_map(|(p, end)| (0..*end).map(move |o| (*p, o)))
@@ -138,8 +138,7 @@ async fn sigkill_mid_batch_neither_loses_nor_commits_ahead() {
         async move { complete.then_some(()) }
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child); // SIGKILL
 
     // Handled twice only where the commit had not reached at the kill.
     let mut seen = BTreeSet::new();

@@ -12,12 +12,14 @@ use std::time::Duration;
 use sluice_avro::AvroCodec;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, KafkaReadiness};
-use sluice_testkit::{Stack, TestTopic, committed_offsets, eventually, producer, unique_name};
+use sluice_testkit::{
+    KillOnDrop, Stack, TestTopic, committed_offsets, eventually, producer, unique_name,
+};
 
 mod common;
 use common::{
     child_loop, child_runtime, contiguous_counts, env_var, journal_reaches, produce_spread,
-    read_journal, spawn_child,
+    read_journal,
 };
 
 const PARTITIONS: i32 = 3;
@@ -56,7 +58,7 @@ async fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
 
     let journal_path = journal.to_str().unwrap();
     let address_path = address_file.to_str().unwrap();
-    let mut child = spawn_child(
+    let mut child = KillOnDrop::test_child(
         "service_child",
         &[
             ("TOPIC", &input.name),
@@ -86,7 +88,7 @@ async fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
     );
 
     let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(terminated.success());
@@ -94,7 +96,7 @@ async fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
         "the service to exit after SIGTERM",
         Duration::from_secs(20),
         || {
-            let status = child.try_wait().unwrap();
+            let status = child.0.try_wait().unwrap();
             async move { status }
         },
     )

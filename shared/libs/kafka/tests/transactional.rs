@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +19,10 @@ use sluice_kafka::{
     KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
 };
 mod common;
-use common::{TestError, env_var, no_retries, spawn_child};
+use common::{TestError, env_var, no_retries};
 use sluice_testkit::{
-    Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer, unique_name,
+    KillOnDrop, Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer,
+    unique_name,
 };
 
 const PARTITIONS: i32 = 3;
@@ -111,8 +111,8 @@ struct Topics {
     transactional_id: String,
 }
 
-fn spawn_transformer(topics: &Topics) -> Child {
-    spawn_child(
+fn spawn_transformer(topics: &Topics) -> KillOnDrop {
+    KillOnDrop::test_child(
         "transforming_child",
         &[
             ("TOPIC", &topics.input.name),
@@ -164,10 +164,9 @@ async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
         }
     }
 
-    let mut child = spawn_transformer(&topics);
+    let child = spawn_transformer(&topics);
     wait_for_committed(&topics, 80).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child); // SIGKILL
     let committed_at_kill: i64 = committed_offsets(&topics.group, &topics.input.name, PARTITIONS)
         .values()
         .sum();
@@ -176,10 +175,9 @@ async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
         "the kill came after the end; nothing was tested"
     );
 
-    let mut child = spawn_transformer(&topics);
+    let child = spawn_transformer(&topics);
     wait_for_committed(&topics, MESSAGES as i64).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child); // SIGKILL
 
     // Each input that is not poison has exactly one committed output.
     let outputs = consume_exactly(&topics.output.name, MESSAGES - poison.len(), WAIT).await;
@@ -276,4 +274,8 @@ async fn a_fenced_static_member_ends_the_loop() {
         ),
         "{ended:?}"
     );
+    // librdkafka's fatal error marked the process dead: a service's
+    // /healthz now fails and its runtime stops it.
+    let dead = sluice_telemetry::liveness::dead().expect("the process marked dead");
+    assert!(dead.contains("fatal error"), "{dead}");
 }

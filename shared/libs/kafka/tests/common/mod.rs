@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -222,15 +221,6 @@ pub async fn journal_reaches(path: &Path, count: usize) {
 
 /// Runs the ignored test `test` of this test binary as a child process with
 /// `env`. Its libtest output is discarded, so only the parent's results count.
-pub fn spawn_child(test: &str, env: &[(&str, &str)]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .stdout(Stdio::null())
-        .args(["--exact", test, "--ignored", "--nocapture"])
-        .envs(env.iter().copied())
-        .spawn()
-        .unwrap()
-}
-
 /// The value of an environment variable the parent test set.
 pub fn env_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
