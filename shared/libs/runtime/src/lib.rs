@@ -69,6 +69,21 @@ pub struct RuntimeArgs {
     pub http_listen: SocketAddr,
 }
 
+impl RuntimeArgs {
+    /// A runtime that logs at `log_filter`, exports no spans and serves its
+    /// endpoints on a free loopback port: for a process embedded in
+    /// another's tests.
+    pub fn loopback(log_format: &str, log_filter: &str) -> Self {
+        Self {
+            log_format: log_format.to_owned(),
+            log_filter: log_filter.to_owned(),
+            otlp_endpoint: None,
+            otlp_traces_endpoint: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
 /// The runtime could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

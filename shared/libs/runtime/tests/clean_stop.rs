@@ -8,13 +8,7 @@ use sluice_runtime::{RuntimeArgs, ServiceRuntime};
 
 #[tokio::test]
 async fn a_loop_that_ends_at_shutdown_leaves_the_service_alive() {
-    let args = RuntimeArgs {
-        log_format: "pretty".into(),
-        log_filter: "warn".into(),
-        otlp_endpoint: None,
-        otlp_traces_endpoint: None,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let args = RuntimeArgs::loopback("pretty", "warn");
     let runtime = ServiceRuntime::start("clean-stop-test", &args, vec![])
         .await
         .unwrap();

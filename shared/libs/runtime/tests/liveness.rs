@@ -14,13 +14,7 @@ use sluice_runtime::{RuntimeArgs, RuntimeError, ServiceRuntime};
 
 #[tokio::test]
 async fn a_loop_that_panics_fails_healthz_and_stops_the_service() {
-    let args = RuntimeArgs {
-        log_format: "pretty".into(),
-        log_filter: "warn".into(),
-        otlp_endpoint: None,
-        otlp_traces_endpoint: None,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let args = RuntimeArgs::loopback("pretty", "warn");
     let runtime = ServiceRuntime::start("liveness-test", &args, vec![])
         .await
         .unwrap();

@@ -155,13 +155,7 @@ pub async fn child_runtime(
     name: &str,
     checks: Vec<std::sync::Arc<dyn sluice_telemetry::ReadinessCheck>>,
 ) -> sluice_runtime::ServiceRuntime {
-    let args = sluice_runtime::RuntimeArgs {
-        log_format: "json".into(),
-        log_filter: "info".into(),
-        otlp_endpoint: None,
-        otlp_traces_endpoint: None,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-    };
+    let args = sluice_runtime::RuntimeArgs::loopback("json", "info");
     let runtime = sluice_runtime::ServiceRuntime::start(name, &args, checks)
         .await
         .unwrap();
