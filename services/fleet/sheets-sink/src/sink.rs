@@ -98,6 +98,12 @@ impl Handler for SheetsSink {
         self.apply(messages).await
     }
 
+    /// Partitions that were another replica's: the keys it appended are
+    /// not in this one's cached indexes.
+    fn assigned(&self, _partitions: &[(String, i32)]) {
+        self.upserter.forget();
+    }
+
     /// A saga's command that is dead-lettered is answered REJECTED (best
     /// effort: the dead letter is what keeps it; the saga's timeout covers
     /// a lost answer).

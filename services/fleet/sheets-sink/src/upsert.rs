@@ -13,7 +13,9 @@
 //! redelivered command after a crash finds the row its first delivery
 //! appended. Within a process the index is cached per sheet and dropped
 //! after any failed call, so a retry after an append whose answer was lost
-//! reads the sheet again instead of appending twice. A batch that updates a
+//! reads the sheet again instead of appending twice, and whenever the group
+//! assigns the replica partitions (another replica may have appended their
+//! keys meanwhile). A batch that updates a
 //! row in place reads the index again first: people sort the sheet, insert
 //! and delete rows between two writes, and a row number remembered from an
 //! earlier batch can point at another key's row by then (a person's edit
@@ -22,6 +24,7 @@
 //! misdirect, so it goes on the cached index and costs no read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -40,6 +43,8 @@ struct SheetIndex {
     header: Vec<String>,
     /// Row key → 0-based row index.
     rows: HashMap<String, usize>,
+    /// The [`Upserter::generation`] it was read in.
+    generation: u64,
 }
 
 /// A sheet's index, loaded on first use; writes to the sheet hold its lock.
@@ -67,6 +72,9 @@ struct NewRows {
 pub struct Upserter {
     client: SheetsClient,
     sheets: Mutex<HashMap<SheetId, SheetSlot>>,
+    /// Bumped by [`Upserter::forget`]: an index read in an older
+    /// generation is read again before use.
+    generation: AtomicU64,
 }
 
 /// What a batch did.
@@ -86,7 +94,16 @@ impl Upserter {
         Self {
             client,
             sheets: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Forgets every cached index: the partitions were with another replica,
+    /// which may have appended keys this one has not seen (appending them
+    /// again on the cached index would duplicate their rows). Batches in
+    /// flight finish on what they hold; the next one reads the sheet.
+    pub fn forget(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Makes each command's row hold its cells, later commands winning.
@@ -124,15 +141,19 @@ impl Upserter {
             let mut writes = Vec::new();
             let mut appends = Vec::new();
             for (at, ((_, sheet), rows, cached)) in spreadsheet.iter_mut().enumerate() {
+                let generation = self.generation.load(Ordering::SeqCst);
                 let fresh = match &**cached {
-                    Some(index) => !rows.iter().any(|row| index.rows.contains_key(&row.key)),
+                    Some(index) => {
+                        index.generation == generation
+                            && !rows.iter().any(|row| index.rows.contains_key(&row.key))
+                    }
                     None => false,
                 };
                 let index = match &mut **cached {
                     Some(index) if fresh => index,
                     _ => {
                         applied.requests += 1;
-                        cached.insert(self.load(&spreadsheet_id, sheet).await?)
+                        cached.insert(self.load(&spreadsheet_id, sheet, generation).await?)
                     }
                 };
                 let (new_rows, updated) = index.lay_out(sheet, rows, &mut writes);
@@ -164,7 +185,12 @@ impl Upserter {
         Ok(applied)
     }
 
-    async fn load(&self, spreadsheet: &str, sheet: &str) -> Result<SheetIndex, GoogleError> {
+    async fn load(
+        &self,
+        spreadsheet: &str,
+        sheet: &str,
+        generation: u64,
+    ) -> Result<SheetIndex, GoogleError> {
         let rows = self.client.get(spreadsheet, &quoted(sheet)).await?;
         let text = |value: &Value| match value {
             Value::String(text) => text.clone(),
@@ -180,7 +206,11 @@ impl Upserter {
             .skip(1)
             .filter_map(|(i, row)| row.first().map(|key| (text(key), i)))
             .collect();
-        Ok(SheetIndex { header, rows })
+        Ok(SheetIndex {
+            header,
+            rows,
+            generation,
+        })
     }
 }
 

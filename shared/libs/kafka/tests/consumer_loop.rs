@@ -560,3 +560,68 @@ async fn sluice_producers_write_with_every_codec() {
         .collect();
     assert_eq!(read, ["none", "gzip", "snappy", "lz4", "zstd"]);
 }
+
+/// A partition: topic and number.
+type Partition = (String, i32);
+
+/// Records every assignment the loop tells it of.
+#[derive(Clone, Default)]
+struct AssignmentLog {
+    assigned: Arc<Mutex<Vec<Vec<Partition>>>>,
+}
+
+impl Handler for AssignmentLog {
+    type Error = TestError;
+
+    async fn handle(&self, _message: &OwnedMessage) -> Result<(), TestError> {
+        Ok(())
+    }
+
+    fn assigned(&self, partitions: &[Partition]) {
+        let mut partitions = partitions.to_vec();
+        partitions.sort();
+        self.assigned.lock().unwrap().push(partitions);
+    }
+}
+
+impl AssignmentLog {
+    /// Waits until the latest assignment told satisfies `done`; returns it.
+    async fn until(&self, what: &str, done: impl Fn(&[Partition]) -> bool) -> Vec<Partition> {
+        eventually(what, WAIT, || {
+            let latest = self.assigned.lock().unwrap().last().cloned();
+            let latest = latest.filter(|latest| done(latest));
+            async move { latest }
+        })
+        .await
+    }
+}
+
+/// A handler hears of every partition it is given, also of one that comes
+/// back from another member (sheets-sink forgets its cached row index
+/// then: the other replica may have appended keys meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_is_told_of_each_assignment_also_of_partitions_coming_back() {
+    let topic = TestTopic::create("assigned", 2).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "assigned-dlq", 1).await;
+    let group = unique_name("assigned-group");
+    let first = AssignmentLog::default();
+    let stop_first = start_with(settings(&group, &topic.name), &dlq.name, first.clone());
+    let both = vec![(topic.name.clone(), 0), (topic.name.clone(), 1)];
+    first.until("both partitions told", |p| p == both).await;
+
+    // A second member takes one partition; when it leaves, the partition
+    // comes back and the first member is told.
+    let stop_second = start_with(
+        settings(&group, &topic.name),
+        &dlq.name,
+        AssignmentLog::default(),
+    );
+    let kept = first.until("one partition kept", |p| p.len() == 1).await;
+    let taken = both.iter().find(|p| !kept.contains(p)).unwrap().clone();
+    stop_second().await.unwrap();
+    first
+        .until("the partition coming back told", |p| p.contains(&taken))
+        .await;
+    assert_eq!(first.assigned.lock().unwrap().first(), Some(&both));
+    stop_first().await.unwrap();
+}

@@ -39,6 +39,14 @@ pub trait Handler: Send + Sync + 'static {
         }
     }
 
+    /// Called when the group assigns this consumer `partitions` (topic,
+    /// number), before any of their messages is handled. While another
+    /// member had them it may have changed the remote: a handler that
+    /// caches remote state (sheets-sink's row index) forgets it here.
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        let _ = partitions;
+    }
+
     /// Called once the loop gives up on `message`, before its dead letter
     /// is written: a handler that owes someone an answer (erp-sink's
     /// ErpResult) gives it here. The dead letter is written regardless.

@@ -247,7 +247,12 @@ impl<H: Handler> ConsumerLoop<H> {
                 biased;
                 () = &mut shutdown => break Ok(()),
                 received = self.consumer.recv() => match received {
-                    Ok(message) => dispatcher.dispatch(message.detach()),
+                    Ok(message) => {
+                        // The rebalance this recv served comes first: the
+                        // message may be a newly assigned partition's first.
+                        dispatcher.apply(self.consumer.context().take_changes());
+                        dispatcher.dispatch(message.detach());
+                    }
                     // Broker trouble is reported here and retried by librdkafka.
                     Err(err) => {
                         tracing::warn!(error = %err, "consumer error");
@@ -400,6 +405,9 @@ impl<H: Handler> Dispatcher<H> {
                 // librdkafka keeps a partition paused across a revoke and a
                 // later assign; a newly assigned partition starts flowing.
                 AssignmentChange::Assigned(partitions) => {
+                    if !partitions.is_empty() {
+                        self.shared.handler.assigned(&partitions);
+                    }
                     let list = partition_list(&partitions);
                     if let Err(err) = self.consumer.resume(&list) {
                         tracing::debug!(error = %err, "resuming newly assigned partitions");
