@@ -64,6 +64,15 @@ log "credentials reach the containers as mounted files, never as environment val
 grep -q 'mountPath: /etc/sluice/ca' "$OUT/secrets.yaml" || die "extraVolumeMounts are not mounted"
 "$VENV/bin/python" "$SLUICE_ROOT/deploy/local/chart/secrets.py" "$OUT/secrets.yaml"
 
+log "Workload Identity: no key secret mounts no key file (sheets-sink asks the metadata server)"
+grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/default.yaml" || die "the default values mount no Google key"
+"$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" \
+  --set services.sheetsSink.serviceAccountSecret.name= \
+  --set-json 'serviceAccount.annotations={"iam.gke.io/gcp-service-account":"sheets@project.iam.gserviceaccount.com"}' \
+  > "$OUT/workload-identity.yaml"
+"$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$OUT/workload-identity.yaml"
+! grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/workload-identity.yaml" || die "a key file is configured without a key secret"
+
 log "kube-score (production values)"
 # Warnings stay warnings (egress is left open on purpose: Kafka, Postgres and
 # the external APIs are outside the release); a critical finding fails.

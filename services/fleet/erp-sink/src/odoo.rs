@@ -336,7 +336,11 @@ impl OdooClient {
         record_request("erp", operation, Some(status.as_u16()), elapsed);
         if !status.is_success() {
             let header = response.headers().get(reqwest::header::RETRY_AFTER);
-            let retry_after = retry_after(header.and_then(|v| v.to_str().ok()), SystemTime::now());
+            let retry_after = retry_after(
+                header.and_then(|v| v.to_str().ok()),
+                SystemTime::now(),
+                self.limiter.max_wait(),
+            );
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
                 self.limiter.defer(&self.login.database, wait);

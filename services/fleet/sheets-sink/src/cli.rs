@@ -22,9 +22,24 @@ impl Defaults for Sheets {
 #[derive(Debug, clap::Parser)]
 #[command(version)]
 pub struct Cli {
-    /// Google service-account JSON key (its token_uri is where tokens come from).
+    /// Google service-account JSON key (its token_uri is where tokens come
+    /// from); none: tokens from the metadata server (GKE Workload Identity,
+    /// a GCE VM's account), no key file to leak or rotate.
     #[arg(long, env = "SLUICE_SHEETS_SERVICE_ACCOUNT")]
-    pub service_account: PathBuf,
+    pub service_account: Option<PathBuf>,
+    /// Write as this user of the Workspace domain (domain-wide delegation:
+    /// the key's client id must be allowed the Sheets scope in the admin
+    /// console); sheets then need sharing with the user, not the account.
+    #[arg(long = "sheets-subject", env = "SLUICE_SHEETS_SUBJECT")]
+    pub subject: Option<String>,
+    /// The metadata server, `host[:port]`, asked for tokens when no key is
+    /// given (Google's libraries read the same variable).
+    #[arg(
+        long = "metadata-host",
+        env = "GCE_METADATA_HOST",
+        default_value = "metadata.google.internal"
+    )]
+    pub metadata_host: String,
     /// Base URL of the Sheets API.
     #[arg(
         long = "sheets-base-url",

@@ -1,7 +1,9 @@
 //! A Google API client as Google's own libraries behave: a service-account
-//! key signs a JWT (RS256) that the key's `token_uri` exchanges for an
-//! access token, cached and refreshed before it expires; Sheets API v4
-//! values calls with that token; Google's error bodies read and classified.
+//! key signs a JWT (RS256, with `sub` for domain-wide delegation) that the
+//! key's `token_uri` exchanges for an access token, or, with no key, the
+//! metadata server hands one out (GKE Workload Identity); cached and
+//! refreshed before it expires; Sheets API v4 values calls with that token;
+//! Google's error bodies read and classified.
 //!
 //! Hand-written on jsonwebtoken and the workspace's reqwest rather than
 //! yup-oauth2 or gcp_auth: the exchange is one form POST, and those crates
@@ -47,16 +49,19 @@ impl Classified for GoogleError {
             return ErrorClass::Pause;
         }
         match self.status {
+            // No token: a key, a delegation or a workload refused, or the
+            // token endpoint (the node's metadata server) away. Nothing
+            // about one command: hold the stream, spending no attempt.
+            _ if self.operation == "token" => ErrorClass::Pause,
             // No answer (connect, timeout), 5xx, and 401 (the token is
             // renewed before the retry) may work next time.
             None | Some(401 | 408 | 500..=599) => ErrorClass::Retryable,
             // Quota (429, and the 403 rateLimitExceeded of older quotas), a
-            // sheet not shared with the account, the API disabled, a key the
-            // token endpoint refuses: no command can succeed until someone
-            // fixes it, and every one would fail the same way. Hold the
-            // stream, spending no attempt, instead of dead-lettering it.
+            // sheet not shared with the account, the API disabled: no
+            // command can succeed until someone fixes it, and every one
+            // would fail the same way. Hold the stream, spending no
+            // attempt, instead of dead-lettering it.
             Some(403 | 429) => ErrorClass::Pause,
-            Some(400..=499) if self.operation == "token" => ErrorClass::Pause,
             Some(_) => ErrorClass::Permanent,
         }
     }
@@ -91,10 +96,25 @@ impl ServiceAccountKey {
     }
 }
 
-/// Access tokens for one service account.
+/// Where access tokens come from.
+enum Credentials {
+    /// A service-account key: a JWT it signs is exchanged at its
+    /// `token_uri`; with a `subject`, the token acts as that user of the
+    /// Workspace domain (domain-wide delegation).
+    Key {
+        key: ServiceAccountKey,
+        signing: EncodingKey,
+        subject: Option<String>,
+    },
+    /// The metadata server of the node the workload runs on: tokens of the
+    /// Google account bound to it (GKE Workload Identity, a GCE VM's
+    /// account). No key file to leak or rotate.
+    Metadata { base: String, account: String },
+}
+
+/// Access tokens for one account.
 pub struct TokenSource {
-    key: ServiceAccountKey,
-    signing: EncodingKey,
+    credentials: Credentials,
     http: Client,
     cached: Mutex<Option<(String, Instant)>>,
 }
@@ -105,14 +125,82 @@ struct TokenAnswer {
     expires_in: u64,
 }
 
+/// The metadata server's header every request must carry (and the answer
+/// carries back): it refuses requests without it, so a page that tricks a
+/// browser or a proxy into a plain GET gets no token.
+const METADATA_FLAVOR: (&str, &str) = ("Metadata-Flavor", "Google");
+
+/// The default account's path on the metadata server.
+const METADATA_ACCOUNT: &str = "/computeMetadata/v1/instance/service-accounts/default";
+
+fn token_error(status: Option<u16>, message: String) -> GoogleError {
+    GoogleError {
+        breaker_open: false,
+        operation: "token",
+        status,
+        message,
+        retry_after: None,
+    }
+}
+
 impl TokenSource {
-    /// Tokens for `key`.
-    pub fn new(key: ServiceAccountKey, http: Client) -> Result<Self, String> {
+    /// Tokens for `key`; with `subject`, acting as that user (the key's
+    /// client id must be allowed domain-wide delegation of the Sheets
+    /// scope in the Workspace admin console).
+    pub fn new(
+        key: ServiceAccountKey,
+        subject: Option<String>,
+        http: Client,
+    ) -> Result<Self, String> {
         let signing = EncodingKey::from_rsa_pem(key.private_key.as_bytes())
             .map_err(|e| format!("service-account private_key: {e}"))?;
         Ok(Self {
-            key,
-            signing,
+            credentials: Credentials::Key {
+                key,
+                signing,
+                subject,
+            },
+            http,
+            cached: Mutex::new(None),
+        })
+    }
+
+    /// Tokens from the metadata server at `host` (`host[:port]`, as
+    /// Google's libraries read `GCE_METADATA_HOST`); asks it which account
+    /// it serves first, so a workload without one fails at start, saying so.
+    /// A server that does not answer yet (GKE's, in a pod's first seconds)
+    /// is asked again for up to `patience`.
+    pub async fn metadata(
+        host: &str,
+        http: Client,
+        patience: Duration,
+    ) -> Result<Self, GoogleError> {
+        let base = format!("http://{host}{METADATA_ACCOUNT}");
+        let deadline = Instant::now() + patience;
+        let account = loop {
+            match metadata_account(&http, host, &base).await {
+                Err(err)
+                    if matches!(err.status, None | Some(500..=599))
+                        && Instant::now() < deadline =>
+                {
+                    tracing::info!(error = %err, "the metadata server does not answer yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                answer => break answer?,
+            }
+        };
+        // GKE answers a Kubernetes service account bound to no Google
+        // account with the workload pool's name: its tokens open no sheet.
+        if account.ends_with(".svc.id.goog") {
+            return Err(token_error(
+                None,
+                format!(
+                    "the metadata server at {host} serves the workload pool {account}, not a Google service account: bind the pod's Kubernetes service account to one (iam.gke.io/gcp-service-account) or give --service-account"
+                ),
+            ));
+        }
+        Ok(Self {
+            credentials: Credentials::Metadata { base, account },
             http,
             cached: Mutex::new(None),
         })
@@ -121,19 +209,31 @@ impl TokenSource {
     /// A valid token, fetched when none is cached or it is about to expire.
     pub async fn token(&self) -> Result<String, GoogleError> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, expires)) = cached.as_ref()
-            && *expires > Instant::now() + REFRESH_MARGIN
+        if let Some((token, renew_at)) = cached.as_ref()
+            && *renew_at > Instant::now()
         {
             return Ok(token.clone());
         }
         let (token, lifetime) = self.fetch().await?;
-        *cached = Some((token.clone(), Instant::now() + lifetime));
+        // The metadata server hands out its cached token until it has
+        // minutes left: a fixed margin would renew such a token on every
+        // call, so a short-lived one is kept for half its life.
+        let renew_at = Instant::now() + lifetime - REFRESH_MARGIN.min(lifetime / 2);
+        *cached = Some((token.clone(), renew_at));
         Ok(token)
     }
 
-    /// The account the tokens are for (the quota user).
+    /// The user the calls are made as (the quota user): the delegated
+    /// subject, or the account itself.
     pub fn account(&self) -> &str {
-        &self.key.client_email
+        match &self.credentials {
+            Credentials::Key {
+                subject: Some(subject),
+                ..
+            } => subject,
+            Credentials::Key { key, .. } => &key.client_email,
+            Credentials::Metadata { account, .. } => account,
+        }
     }
 
     /// Forgets the cached token (after a 401).
@@ -142,48 +242,90 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<(String, Duration), GoogleError> {
-        let failed = |status: Option<u16>, message: String| GoogleError {
-            breaker_open: false,
-            operation: "token",
-            status,
-            message,
-            retry_after: None,
+        let request = match &self.credentials {
+            Credentials::Key {
+                key,
+                signing,
+                subject,
+            } => {
+                let assertion = assertion(key, signing, subject.as_deref())?;
+                self.http.post(&key.token_uri).form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", assertion.as_str()),
+                ])
+            }
+            Credentials::Metadata { base, .. } => self
+                .http
+                .get(metadata_token_url(base)?)
+                .header(METADATA_FLAVOR.0, METADATA_FLAVOR.1),
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let claims = json!({
-            "iss": self.key.client_email,
-            "scope": SCOPE,
-            "aud": self.key.token_uri,
-            "iat": now,
-            "exp": now + 3600,
-        });
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.key.private_key_id.clone());
-        let assertion = jsonwebtoken::encode(&header, &claims, &self.signing)
-            .map_err(|e| failed(None, format!("signing the assertion: {e}")))?;
-        let response = self
-            .http
-            .post(&self.key.token_uri)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", assertion.as_str()),
-            ])
+        let response = request
             .send()
             .await
-            .map_err(|e| failed(None, e.to_string()))?;
+            .map_err(|e| token_error(None, e.to_string()))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(failed(Some(status.as_u16()), body));
+            return Err(token_error(Some(status.as_u16()), body));
         }
         let answer: TokenAnswer = response
             .json()
             .await
-            .map_err(|e| failed(Some(status.as_u16()), format!("token answer: {e}")))?;
+            .map_err(|e| token_error(Some(status.as_u16()), format!("token answer: {e}")))?;
         Ok((answer.access_token, Duration::from_secs(answer.expires_in)))
     }
+}
+
+/// The account the metadata server serves (its `email`).
+async fn metadata_account(http: &Client, host: &str, base: &str) -> Result<String, GoogleError> {
+    let answer = http
+        .get(format!("{base}/email"))
+        .header(METADATA_FLAVOR.0, METADATA_FLAVOR.1)
+        .send()
+        .await
+        .map_err(|e| token_error(None, format!("the metadata server at {host}: {e}")))?;
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(token_error(
+            Some(status.as_u16()),
+            format!("the metadata server at {host} names no account: {text}"),
+        ));
+    }
+    Ok(text.trim().to_owned())
+}
+
+/// The metadata server's token URL, asking for the Sheets scope.
+fn metadata_token_url(base: &str) -> Result<reqwest::Url, GoogleError> {
+    let mut url = reqwest::Url::parse(&format!("{base}/token"))
+        .map_err(|e| token_error(None, format!("{base}/token: {e}")))?;
+    url.query_pairs_mut().append_pair("scopes", SCOPE);
+    Ok(url)
+}
+
+/// The JWT a key signs to ask for a token (for `subject`, if given).
+fn assertion(
+    key: &ServiceAccountKey,
+    signing: &EncodingKey,
+    subject: Option<&str>,
+) -> Result<String, GoogleError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = json!({
+        "iss": key.client_email,
+        "scope": SCOPE,
+        "aud": key.token_uri,
+        "iat": now,
+        "exp": now + 3600,
+    });
+    if let Some(subject) = subject {
+        claims["sub"] = json!(subject);
+    }
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.private_key_id.clone());
+    jsonwebtoken::encode(&header, &claims, signing)
+        .map_err(|e| token_error(None, format!("signing the assertion: {e}")))
 }
 
 /// Sheets API v4 `spreadsheets.values`, every request paced by the limiter.
@@ -331,7 +473,7 @@ impl SheetsClient {
                 metrics::counter!("sluice_sheets_refused_total", "reason" => "token", "account" => account.to_owned())
                     .increment(1);
                 tracing::error!(account, error = %err, wait_ms = wait.as_millis() as u64,
-                    "the token endpoint refuses the service account's key (revoked, deleted, or the clock is off); holding the stream");
+                    "the token endpoint refuses the credentials (a key revoked or deleted, a clock off, a delegation not allowed, a workload bound to no account); holding the stream");
                 err.retry_after = Some(wait);
                 return Err(err);
             }
@@ -384,7 +526,11 @@ impl SheetsClient {
         let status = response.status();
         record_request("sheets", operation, Some(status.as_u16()), elapsed);
         let header = response.headers().get(reqwest::header::RETRY_AFTER);
-        let retry_after = retry_after(header.and_then(|v| v.to_str().ok()), SystemTime::now());
+        let retry_after = retry_after(
+            header.and_then(|v| v.to_str().ok()),
+            SystemTime::now(),
+            self.limiter.max_wait(),
+        );
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             self.backoff.reset();

@@ -1,6 +1,7 @@
 //! `sheets-sink`: applies SheetRowUpserts from Kafka to Google Sheets.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sluice_service::{Service, Tuning};
@@ -8,15 +9,34 @@ use sluice_sheets_sink::cli::Cli;
 use sluice_sheets_sink::google::{ServiceAccountKey, SheetsClient, TokenSource};
 use sluice_sheets_sink::{SheetsSink, Upserter};
 
+/// How long a metadata server that does not answer yet is waited for (GKE's
+/// takes a few seconds to serve a new pod).
+const METADATA_PATIENCE: Duration = Duration::from_secs(30);
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
-    let key = ServiceAccountKey::read(&cli.service_account).map_err(anyhow::Error::msg)?;
+    let key = match &cli.service_account {
+        Some(path) => Some(ServiceAccountKey::read(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    if key.is_none() && cli.subject.is_some() {
+        anyhow::bail!(
+            "--sheets-subject needs --service-account: only a key's account can be delegated a user"
+        );
+    }
     // Before the limiter and the breaker: their metrics need its recorder.
     let service = Service::start(&cli.consumer, Vec::new()).await?;
     let upstream = &cli.upstream;
     let http = upstream.http()?;
-    let tokens = TokenSource::new(key, http.clone()).map_err(anyhow::Error::msg)?;
+    let tokens = match key {
+        Some(key) => {
+            TokenSource::new(key, cli.subject, http.clone()).map_err(anyhow::Error::msg)?
+        }
+        None => TokenSource::metadata(&cli.metadata_host, http.clone(), METADATA_PATIENCE)
+            .await
+            .context("no --service-account key given, so tokens come from the metadata server")?,
+    };
     let (limiter, breaker) = (
         Arc::new(upstream.limiter("sheets")?),
         upstream.breaker("sheets")?,

@@ -7,10 +7,16 @@
 
 mod common;
 
-use common::{Tuning, WAIT, command, faults, grid, id, request_log, sandbox, send, start_with};
+use std::time::Duration;
+
+use common::{
+    Tuning, WAIT, command, faults, grid, http, id, paced, request_log, sandbox, send, sink_key,
+    start_with, upserter_with,
+};
 use serde_json::{Value, json};
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_sandbox::Local;
+use sluice_sheets_sink::google::TokenSource;
 use sluice_testkit::{TestTopic, eventually, message_count};
 
 fn one_at_a_time() -> Tuning {
@@ -113,4 +119,33 @@ async fn a_refused_key_holds_the_stream_until_the_token_endpoint_takes_it() {
     until_rows(&base, 3).await;
     stop.send(()).unwrap();
     assert_eq!(message_count(&dlq.name), 0);
+}
+
+/// A remote's Retry-After is not trusted: a day-long one holds the account
+/// for the operator's bound (`--max-retry-after-secs`, here 1 s), and the
+/// next call goes through. Before, the bound was a constant 15 minutes.
+#[tokio::test]
+async fn a_day_long_retry_after_holds_the_account_for_the_configured_bound_only() {
+    let (base, key) = sandbox().await;
+    faults(&base, json!({"burst_429": 1, "retry_after_secs": 86_400})).await;
+    let tuning = Tuning::quick();
+    let bound = Duration::from_secs(1);
+    let upserter = upserter_with(
+        &base,
+        TokenSource::new(sink_key(&key), None, http()).unwrap(),
+        paced(tuning.limiter).with_max_wait(bound),
+        tuning.breaker,
+    );
+    let rows = [command(&id(1), "k-1", "1.00", None)];
+    let err = upserter.upsert(&rows).await.unwrap_err();
+    assert_eq!(
+        (err.status, err.retry_after),
+        (Some(429), Some(bound)),
+        "{err}"
+    );
+    tokio::time::timeout(WAIT, upserter.upsert(&rows))
+        .await
+        .expect("the account was held past the bound")
+        .unwrap();
+    assert_eq!(grid(&base).await[1][0], "k-1");
 }

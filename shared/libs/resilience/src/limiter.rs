@@ -69,6 +69,8 @@ pub struct RateLimiter {
     name: String,
     interval: Duration,
     tolerance: Duration,
+    /// The longest a target's `Retry-After` may hold it.
+    max_wait: Duration,
     targets: Mutex<Targets>,
 }
 
@@ -82,8 +84,23 @@ impl RateLimiter {
             name: name.into(),
             interval,
             tolerance,
+            max_wait: MAX_RETRY_AFTER,
             targets: Mutex::new(Targets::default()),
         })
+    }
+
+    /// Holds a target at most `max_wait` whatever `Retry-After` it sends
+    /// (default [`MAX_RETRY_AFTER`]).
+    #[must_use]
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The longest a target's `Retry-After` may hold it: what a client
+    /// passes to [`retry_after`](crate::retry_after).
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
     }
 
     /// Time between two tokens.
@@ -133,7 +150,7 @@ impl RateLimiter {
     pub fn defer(&self, target: &str, retry_after: Duration) {
         // A remote's answer bounds nothing: an absurd wait would overflow
         // the clock, and one of hours would hold the target for hours.
-        let retry_after = retry_after.min(MAX_RETRY_AFTER);
+        let retry_after = retry_after.min(self.max_wait);
         let until = Instant::now() + retry_after;
         {
             let mut targets = self.lock();
@@ -197,6 +214,16 @@ mod tests {
         sheets.defer("account", Duration::from_secs(u64::MAX / 2));
         assert_eq!(sheets.try_acquire("account"), Err(MAX_RETRY_AFTER));
         assert_eq!(sheets.acquire("account").await, MAX_RETRY_AFTER);
+    }
+
+    /// The bound is the operator's: a remote that asks for a day is heard
+    /// for the configured minute.
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_on_a_retry_after_is_configurable() {
+        let erp = limiter(1, 1.0).with_max_wait(Duration::from_secs(60));
+        assert_eq!(erp.max_wait(), Duration::from_secs(60));
+        erp.defer("db", Duration::from_secs(86_400));
+        assert_eq!(erp.acquire("db").await, Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,30 +1,28 @@
 //! `Retry-After` as a remote sends it (RFC 9110 §10.2.3): delay-seconds or
-//! an HTTP-date. A remote's answer is not trusted: a wait past
-//! [`MAX_RETRY_AFTER`] is cut to it (a partition held for hours by one odd
+//! an HTTP-date. A remote's answer is not trusted: a wait past the
+//! operator's bound ([`MAX_RETRY_AFTER`] by default) is cut to it (a partition held for hours by one odd
 //! header helps nobody), and a value that is neither form is ignored, as if
 //! the header were absent.
 
 use std::time::{Duration, SystemTime};
 
-/// The longest wait a remote may ask for.
+/// The longest wait a remote may ask for, unless configured otherwise.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// The wait a `Retry-After` header value asks for at `now`, at most
-/// [`MAX_RETRY_AFTER`]; `None` when there is no header or it is unreadable.
-pub fn retry_after(value: Option<&str>, now: SystemTime) -> Option<Duration> {
+/// The wait a `Retry-After` header value asks for at `now`, at most `max`;
+/// `None` when there is no header or it is unreadable.
+pub fn retry_after(value: Option<&str>, now: SystemTime, max: Duration) -> Option<Duration> {
     let value = value?.trim();
     let wait = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
         // More digits than a u64 holds are still a (long) number of seconds.
-        value
-            .parse::<u64>()
-            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
+        value.parse::<u64>().map_or(max, Duration::from_secs)
     } else {
         let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
         let at = SystemTime::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(at.timestamp()).unwrap_or(0));
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
-    Some(wait.min(MAX_RETRY_AFTER))
+    Some(wait.min(max))
 }
 
 #[cfg(test)]
@@ -36,6 +34,7 @@ mod tests {
         retry_after(
             Some(value),
             SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
+            MAX_RETRY_AFTER,
         )
     }
 
@@ -63,6 +62,6 @@ mod tests {
         for value in ["-5", "1.5", "soon", "", "Sun, 99 Nov 1994 08:49:37 GMT"] {
             assert_eq!(at(value), None, "{value:?}");
         }
-        assert_eq!(retry_after(None, SystemTime::now()), None);
+        assert_eq!(retry_after(None, SystemTime::now(), MAX_RETRY_AFTER), None);
     }
 }

@@ -160,6 +160,15 @@ pub struct UpstreamArgs<D: Defaults> {
     /// Seconds an API call may take.
     #[arg(long, env = "SLUICE_CALL_TIMEOUT_SECS", default_value_t = D::CALL_TIMEOUT_SECS)]
     pub call_timeout_secs: u64,
+    /// The longest pause a `Retry-After` from the API may impose, in
+    /// seconds: a longer one (a day, a date in 9999) is cut to this.
+    #[arg(
+        long,
+        env = "SLUICE_MAX_RETRY_AFTER_SECS",
+        default_value_t = sluice_resilience::MAX_RETRY_AFTER.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_retry_after_secs: u64,
     #[arg(skip)]
     #[allow(missing_docs)]
     pub defaults: PhantomData<D>,
@@ -168,13 +177,14 @@ pub struct UpstreamArgs<D: Defaults> {
 impl<D: Defaults> UpstreamArgs<D> {
     /// The token bucket pacing calls to `name`.
     pub fn limiter(&self, name: &str) -> Result<RateLimiter, InvalidConfig> {
-        RateLimiter::new(
+        let limiter = RateLimiter::new(
             name,
             LimiterConfig {
                 capacity: self.burst,
                 refill_per_second: self.requests_per_second,
             },
-        )
+        )?;
+        Ok(limiter.with_max_wait(Duration::from_secs(self.max_retry_after_secs)))
     }
 
     /// The breaker guarding calls to `name`.

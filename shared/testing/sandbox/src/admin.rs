@@ -48,6 +48,10 @@ async fn get_faults(State(app): State<AppState>, Path(api): Path<Api>) -> Respon
 struct NewSpreadsheet {
     id: String,
     sheets: Vec<String>,
+    /// Shared with exactly these accounts and users; none: the service
+    /// account.
+    #[serde(default)]
+    shared_with: Option<Vec<String>>,
 }
 
 async fn create_spreadsheet(
@@ -55,6 +59,10 @@ async fn create_spreadsheet(
     Json(new): Json<NewSpreadsheet>,
 ) -> Response {
     app.create_spreadsheet(&new.id, &new.sheets);
+    if let Some(principals) = &new.shared_with {
+        let principals: Vec<&str> = principals.iter().map(String::as_str).collect();
+        app.share_only(&new.id, &principals);
+    }
     StatusCode::CREATED.into_response()
 }
 
@@ -142,8 +150,13 @@ async fn reset(State(app): State<AppState>) -> Response {
         .iter()
         .map(|(id, sheets)| (id.clone(), sheets.keys().cloned().collect()))
         .collect();
-    *state = crate::State::default();
-    // Spreadsheets stay, empty: they stand for documents that exist.
+    let shared_with = std::mem::take(&mut state.shared_with);
+    *state = crate::State {
+        shared_with,
+        ..crate::State::default()
+    };
+    // Spreadsheets stay, empty, shared as they were: they stand for
+    // documents that exist.
     for (id, sheets) in spreadsheets {
         let spreadsheet = state.spreadsheets.entry(id).or_default();
         for title in sheets {

@@ -15,7 +15,7 @@ pub mod orm;
 mod page;
 mod sheets;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -73,7 +73,10 @@ pub struct LoggedRequest {
 struct State {
     spreadsheets: Spreadsheets,
     erp: orm::Database,
-    tokens: HashMap<String, i64>,
+    /// Spreadsheet id → who it is shared with (accounts and users).
+    shared_with: HashMap<String, BTreeSet<String>>,
+    /// Access token → when it expires (ms) and whom it acts for.
+    tokens: HashMap<String, (i64, String)>,
     requests: Vec<LoggedRequest>,
     faults: BTreeMap<Api, FaultState>,
 }
@@ -143,13 +146,38 @@ impl Sandbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Creates a spreadsheet with these sheets (existing ones are kept).
+    /// Creates a spreadsheet with these sheets (existing ones are kept),
+    /// shared with the service account.
     pub fn create_spreadsheet(&self, id: &str, sheets: &[String]) {
         let mut state = self.lock();
         let spreadsheet = state.spreadsheets.entry(id.to_owned()).or_default();
         for title in sheets {
             spreadsheet.entry(title.clone()).or_default();
         }
+        let account = self.issuer.account().to_lowercase();
+        state
+            .shared_with
+            .entry(id.to_owned())
+            .or_insert_with(|| BTreeSet::from([account]));
+    }
+
+    /// Shares a spreadsheet with exactly these accounts and users, as its
+    /// owner does in the Share dialog; anyone else gets 403. E-mail
+    /// addresses compare as Google compares them, ignoring case.
+    pub fn share_only(&self, id: &str, principals: &[&str]) {
+        let principals = principals.iter().map(|p| p.to_lowercase()).collect();
+        self.lock().shared_with.insert(id.to_owned(), principals);
+    }
+
+    /// Whether `principal` may open spreadsheet `id` (one that does not
+    /// exist is Google's 404, not a 403).
+    fn shared(&self, id: &str, principal: &str) -> bool {
+        let state = self.lock();
+        !state.spreadsheets.contains_key(id)
+            || state
+                .shared_with
+                .get(id)
+                .is_some_and(|principals| principals.contains(&principal.to_lowercase()))
     }
 
     /// Applies latency and faults to a request; `Some` is the failure to
@@ -203,22 +231,29 @@ impl Sandbox {
         });
     }
 
-    fn store_token(&self, token: &str, seconds: i64) {
-        let expires = sluice_contracts::now_millis() + seconds * 1000;
-        self.lock().tokens.insert(token.to_owned(), expires);
+    /// Issues a token acting for `principal`.
+    fn issue_token(&self, principal: &str) -> serde_json::Value {
+        let token = format!("sandbox.{}", uuid::Uuid::new_v4().simple());
+        let expires = sluice_contracts::now_millis() + oauth::TOKEN_SECONDS * 1000;
+        self.lock()
+            .tokens
+            .insert(token.clone(), (expires, principal.to_owned()));
+        serde_json::json!({
+            "access_token": token,
+            "expires_in": oauth::TOKEN_SECONDS,
+            "token_type": "Bearer"
+        })
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// Whom a request's bearer token acts for, if it is valid.
+    fn principal(&self, headers: &HeaderMap) -> Option<String> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        token.is_some_and(|token| {
-            self.lock()
-                .tokens
-                .get(token)
-                .is_some_and(|&expires| expires > sluice_contracts::now_millis())
-        })
+            .and_then(|v| v.strip_prefix("Bearer "))?;
+        let state = self.lock();
+        let (expires, principal) = state.tokens.get(token)?;
+        (*expires > sluice_contracts::now_millis()).then(|| principal.clone())
     }
 
     fn with_spreadsheets<T>(&self, f: impl FnOnce(&mut Spreadsheets) -> T) -> T {
@@ -280,6 +315,10 @@ fn is_write(operation: &str) -> bool {
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/token", post(oauth::token))
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/default/{item}",
+            get(oauth::metadata),
+        )
         .route(
             "/v4/spreadsheets/{spreadsheet}/values/{range}",
             get(sheets::get).post(sheets::append),

@@ -102,22 +102,42 @@ fn a1(sheet: &str, first_column: usize, first_row: usize, rows: &[Vec<Value>]) -
     )
 }
 
-/// Runs a Sheets request: token, faults, then `handle` on the grid.
+/// What a Sheets request is: which spreadsheet, which operation, whether
+/// it writes, and the value the faults refuse among those it writes.
+struct Request<'a> {
+    spreadsheet: &'a str,
+    operation: &'static str,
+    write: bool,
+    rejected: Option<String>,
+}
+
+/// Runs a Sheets request: token, sharing, faults, refused values, then
+/// `handle` on the grid.
 async fn call(
     app: &AppState,
     headers: &HeaderMap,
-    operation: &'static str,
-    write: bool,
+    request: Request<'_>,
     handle: impl FnOnce(&mut crate::Spreadsheets) -> Result<Value, GoogleError>,
 ) -> Response {
-    let response = if !app.authorized(headers) {
+    let Request {
+        spreadsheet,
+        operation,
+        write,
+        rejected,
+    } = request;
+    let principal = app.principal(headers);
+    let response = if principal.is_none() {
         google_error(
             401,
             "Request had invalid authentication credentials. Expected OAuth 2 access token.",
         )
         .into_response()
+    } else if principal.is_some_and(|principal| !app.shared(spreadsheet, &principal)) {
+        google_error(403, "The caller does not have permission").into_response()
     } else if let Some(failure) = app.admit(Api::Sheets, operation, write).await {
         return failure.google();
+    } else if let Some(value) = rejected {
+        google_error(400, &format!("Invalid value at 'data.values': {value}")).into_response()
     } else {
         match app.with_spreadsheets(handle) {
             Ok(body) => (StatusCode::OK, Json(body)).into_response(),
@@ -147,7 +167,13 @@ pub async fn get(
     Path((spreadsheet, range)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    call(&app, &headers, "values.get", false, |spreadsheets| {
+    let request = Request {
+        spreadsheet: &spreadsheet,
+        operation: "values.get",
+        write: false,
+        rejected: None,
+    };
+    call(&app, &headers, request, |spreadsheets| {
         let range = Range::parse(&range).map_err(|m| google_error(400, &m))?;
         let grid = sheet(spreadsheets, &spreadsheet, &range.sheet)?;
         let last_row = range.last_row.unwrap_or(usize::MAX);
@@ -184,14 +210,13 @@ pub async fn append(
     if let Err(error) = input_option(options.value_input_option.as_deref()) {
         return error.into_response();
     }
-    let rejected = app.rejects(Api::Sheets, &body.values);
-    call(&app, &headers, "values.append", true, |spreadsheets| {
-        if let Some(value) = rejected {
-            return Err(google_error(
-                400,
-                &format!("Invalid value at 'data.values': {value}"),
-            ));
-        }
+    let request = Request {
+        spreadsheet: &spreadsheet,
+        operation: "values.append",
+        write: true,
+        rejected: app.rejects(Api::Sheets, &body.values),
+    };
+    call(&app, &headers, request, |spreadsheets| {
         let range = Range::parse(&range).map_err(|m| google_error(400, &m))?;
         let grid = sheet(spreadsheets, &spreadsheet, &range.sheet)?;
         let start = grid
@@ -226,14 +251,13 @@ pub async fn batch_update(
         return error.into_response();
     }
     let all: Vec<Vec<Value>> = body.data.iter().flat_map(|d| d.values.clone()).collect();
-    let rejected = app.rejects(Api::Sheets, &all);
-    call(&app, &headers, "values.batchUpdate", true, |spreadsheets| {
-        if let Some(value) = rejected {
-            return Err(google_error(
-                400,
-                &format!("Invalid value at 'data.values': {value}"),
-            ));
-        }
+    let request = Request {
+        spreadsheet: &spreadsheet,
+        operation: "values.batchUpdate",
+        write: true,
+        rejected: app.rejects(Api::Sheets, &all),
+    };
+    call(&app, &headers, request, |spreadsheets| {
         // Parsed and checked whole before anything is written: a bad range
         // fails the request and changes nothing, as in Google's API.
         let mut writes = Vec::with_capacity(body.data.len());

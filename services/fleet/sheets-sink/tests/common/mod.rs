@@ -15,7 +15,7 @@ use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
-use sluice_sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
+use sluice_sandbox::{AppState, Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_sheets_sink::google::{self, SheetsClient, TokenSource};
 use sluice_sheets_sink::{SheetsSink, Upserter};
 use sluice_testkit::{Stack, producer, unique_name};
@@ -35,14 +35,24 @@ pub fn key(token_uri: &str) -> ServiceAccountKey {
 /// A sandbox with spreadsheet `s1` (sheet Orders); its base URL and the key
 /// its token endpoint accepts.
 pub async fn sandbox() -> (String, ServiceAccountKey) {
+    let (base, key, _) = sandbox_delegating(None).await;
+    (base, key)
+}
+
+/// [`sandbox`] whose account may act for the users of `domain`, and the
+/// sandbox itself (to share its spreadsheets).
+pub async fn sandbox_delegating(domain: Option<&str>) -> (String, ServiceAccountKey, AppState) {
     let port = Port::take().await.unwrap();
     let key = key(&format!("{}/token", port.base));
-    let issuer = TokenIssuer::new(
+    let mut issuer = TokenIssuer::new(
         &key.public_key_pem().unwrap(),
         &key.client_email,
         &key.token_uri,
     )
     .unwrap();
+    if let Some(domain) = domain {
+        issuer = issuer.with_delegation(domain);
+    }
     let app = Sandbox::new(
         issuer,
         OdooAccount {
@@ -55,7 +65,7 @@ pub async fn sandbox() -> (String, ServiceAccountKey) {
         "s1",
         &["Orders", "Sheet0", "Sheet1", "Sheet2"].map(str::to_owned),
     );
-    (port.serve(app).base, key)
+    (port.serve(Arc::clone(&app)).base, key, app)
 }
 
 /// How the sink under test is paced, guarded and retried.
@@ -116,18 +126,40 @@ pub fn upserter(
     limiter: LimiterConfig,
     breaker: BreakerConfig,
 ) -> Upserter {
-    let key: google::ServiceAccountKey =
-        serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap();
-    let http = Client::builder()
+    let tokens = TokenSource::new(sink_key(key), None, http()).unwrap();
+    upserter_with(base, tokens, paced(limiter), breaker)
+}
+
+/// The limiter of the sink's account.
+pub fn paced(limiter: LimiterConfig) -> RateLimiter {
+    RateLimiter::new("sheets", limiter).unwrap()
+}
+
+/// The sandbox's key as the sink reads it.
+pub fn sink_key(key: &ServiceAccountKey) -> google::ServiceAccountKey {
+    serde_json::from_value(serde_json::to_value(key).unwrap()).unwrap()
+}
+
+/// The sink's HTTP client.
+pub fn http() -> Client {
+    Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .unwrap();
-    let limiter = Arc::new(RateLimiter::new("sheets", limiter).unwrap());
+        .unwrap()
+}
+
+/// An upserter writing to the sandbox at `base` with `tokens`.
+pub fn upserter_with(
+    base: &str,
+    tokens: TokenSource,
+    limiter: RateLimiter,
+    breaker: BreakerConfig,
+) -> Upserter {
     Upserter::new(SheetsClient::new(
         base,
-        http.clone(),
-        TokenSource::new(key, http).unwrap(),
-        limiter,
+        http(),
+        tokens,
+        Arc::new(limiter),
         CircuitBreaker::new("sheets", breaker).unwrap(),
     ))
 }
