@@ -6,6 +6,8 @@
 #   kafka.sh consumer-perf-test ARGS...
 #                                its consumer benchmark (ConsumerPerformance)
 #   kafka.sh topics ARGS...      the topic tool (TopicCommand)
+#   kafka.sh console-producer ARGS...
+#                                its console producer (ConsoleProducer)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="$SLUICE_LOCAL/kafka"
@@ -193,8 +195,9 @@ case "${1:-}" in
   perf-test) shift; perf_test "$@" ;;
   consumer-perf-test) shift; tool ConsumerPerformance "$@" ;;
   topics) shift; tool TopicCommand "$@" ;;
+  console-producer) shift; tool ConsoleProducer "$@" ;;
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;
-  *) die "usage: kafka.sh start|stop|restart|status|perf-test ARGS|consumer-perf-test ARGS|topics ARGS" ;;
+  *) die "usage: kafka.sh start|stop|restart|status|perf-test ARGS|consumer-perf-test ARGS|topics ARGS|console-producer ARGS" ;;
 esac

@@ -23,7 +23,9 @@ mod wait;
 
 pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
 pub use fault::raise_fatal_error;
-pub use interop::{confluent_produce, evolved_schema};
+pub use interop::{
+    Delivery, confluent_produce, confluent_send, console_produce, evolved_schema, kcat_produce,
+};
 pub use kafka::{
     TestTopic, committed_messages, committed_offsets, committed_total, consume_exactly,
     message_count, producer, register_value_schema,
