@@ -89,6 +89,28 @@ impl HandlerError for MapError {
     }
 }
 
+/// Whether a decoded value is an event at all: a value in the wire format
+/// may be any record of any subject (another team's, written to the wrong
+/// topic); the reason names what it lacks and what it has.
+fn is_event(value: &Value) -> Result<(), String> {
+    let Value::Record(fields) = value else {
+        return Err("the value is not an event: its schema is not a record".into());
+    };
+    let lacks = ["event_id", "event_type", "occurred_at"]
+        .into_iter()
+        .find(|wanted| !fields.iter().any(|(name, _)| name == wanted));
+    match lacks {
+        None => Ok(()),
+        Some(wanted) => {
+            let has: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+            Err(format!(
+                "the value is not an event: it has no {wanted} (its fields: {})",
+                has.join(", ")
+            ))
+        }
+    }
+}
+
 /// The rules, ready to apply.
 pub struct Mapper {
     /// Rules by (aggregate type, event type), in file order.
@@ -145,6 +167,7 @@ impl Mapper {
         };
         let bytes = message.payload().ok_or(MapError::Empty)?;
         let event = self.codec.decode_value(bytes).await?;
+        is_event(&event).map_err(MapError::Envelope)?;
         let envelope = |name: &str| -> Result<ScalarValue, MapError> {
             field(&event, &path(name)).map_err(MapError::Envelope)
         };

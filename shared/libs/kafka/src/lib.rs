@@ -17,11 +17,13 @@
 
 mod config;
 mod consumer;
+mod headers;
 mod metrics;
 mod producer;
 mod readiness;
 mod reply;
 mod sink_error;
+mod skip;
 mod stall;
 mod transactional;
 mod verdict;

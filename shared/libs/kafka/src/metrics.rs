@@ -2,12 +2,15 @@
 
 /// Counter: messages received, label `topic`.
 pub const CONSUMED: &str = "sluice_consumed_total";
-/// Counter: messages settled, labels `topic` and `outcome` (`done`, `dead_lettered`).
+/// Counter: messages settled, labels `topic` and `outcome` (`done`, `dead_lettered`, `skipped`).
 pub const HANDLED: &str = "sluice_handled_total";
 /// Histogram: seconds from receiving a message to settling it, label `topic`.
 pub const PROCESSING: &str = "sluice_processing_seconds";
 /// Counter: messages dead-lettered, labels `topic` and `class`.
 pub const DEAD_LETTERED: &str = "sluice_dead_lettered_total";
+/// Counter: records passed over by design, labels `topic` and `reason`
+/// (`tombstone`).
+pub const SKIPPED: &str = "sluice_records_skipped_total";
 /// Counter: messages produced by a transactional loop, label `topic`.
 pub const PRODUCED: &str = "sluice_produced_total";
 /// Gauge: messages behind the high watermark, labels `topic`, `partition`.
@@ -29,6 +32,10 @@ fn describe() {
     metrics::describe_counter!(
         HANDLED,
         "Messages settled, by outcome: done or dead-lettered."
+    );
+    metrics::describe_counter!(
+        SKIPPED,
+        "Records passed over by design: tombstones (records without a value) carry no event."
     );
     metrics::describe_histogram!(
         PROCESSING,

@@ -34,6 +34,7 @@ use crate::consumer::context::{
 };
 use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribed};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
+use crate::skip::skipped;
 use crate::verdict::{Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
 
@@ -231,7 +232,11 @@ impl<T: Transformer> TransactionalLoop<T> {
     async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ConsumerError> {
         let mut batch = Vec::new();
         while batch.is_empty() {
-            let received = self.consumer.recv().await.map(|m| m.detach());
+            let received = self
+                .consumer
+                .recv()
+                .await
+                .map(|m| crate::headers::detach(&m));
             self.receive(&mut batch, received)?;
         }
         let linger = tokio::time::sleep(self.settings.batch_linger);
@@ -240,7 +245,7 @@ impl<T: Transformer> TransactionalLoop<T> {
             tokio::select! {
                 () = &mut linger => break,
                 received = self.consumer.recv() => {
-                    let received = received.map(|m| m.detach());
+                    let received = received.map(|m| crate::headers::detach(&m));
                     self.receive(&mut batch, received)?;
                 }
             }
@@ -312,15 +317,18 @@ impl<T: Transformer> TransactionalLoop<T> {
         let mut outputs = Vec::new();
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for message in batch {
+            next_offsets.insert(
+                (message.topic().to_owned(), message.partition()),
+                message.offset() + 1,
+            );
+            if skipped(message) {
+                continue;
+            }
             let span = sluice_telemetry::message_span(message);
             outputs.extend(
                 self.transform(message, &span)
                     .instrument(span.clone())
                     .await?,
-            );
-            next_offsets.insert(
-                (message.topic().to_owned(), message.partition()),
-                message.offset() + 1,
             );
         }
         // Sent together, not one round trip each: the transaction's commit

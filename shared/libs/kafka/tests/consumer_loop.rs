@@ -17,8 +17,8 @@ use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, KafkaConfig};
 use sluice_resilience::RetryPolicy;
 use sluice_testkit::{
-    Stack, TestTopic, committed_offsets, confluent_produce, consume_exactly, eventually,
-    message_count, producer, unique_name,
+    Stack, TestTopic, committed_offsets, confluent_produce, console_produce, consume_exactly,
+    eventually, kcat_produce, message_count, producer, unique_name,
 };
 use tokio::sync::oneshot;
 
@@ -533,6 +533,70 @@ async fn records_of_every_compression_codec_are_handled_in_order() {
         .map(|r| r["value"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(handled, expected);
+}
+
+/// Records users' clients write that are not events: a tombstone (Kafka's
+/// console producer) is passed over without reaching the handler, and
+/// header names that are not UTF-8 (kcat; rdkafka panicked reading them)
+/// are read as Java's client reads them — on a record handled and on one
+/// dead-lettered. Batches are on, so the tombstone sits in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_and_header_names_that_are_not_utf8_do_not_stop_a_partition() {
+    let input = TestTopic::create("loop-users", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "loop-users-dlq", 1).await;
+    let not_utf8: &[u8] = b"\xff\xfename";
+    confluent_produce(
+        &input.name,
+        None,
+        &[serde_json::json!({ "key": "k", "value": "ok-1" })],
+    );
+    console_produce(
+        &input.name,
+        &["parse.key=true", "null.marker=NULL"],
+        &["k\tNULL"],
+    );
+    kcat_produce(&input.name, "k", &[(not_utf8, b"v")], b"ok-2");
+    kcat_produce(&input.name, "k", &[(not_utf8, b"v")], b"bad-3");
+    confluent_produce(
+        &input.name,
+        None,
+        &[serde_json::json!({ "key": "k", "value": "ok-4" })],
+    );
+
+    let handler = ScriptedHandler::default();
+    let group = unique_name("loop-users");
+    let settings = ConsumerSettings {
+        max_batch: 10,
+        batch_linger: Duration::from_millis(50),
+        ..settings(&group, &input.name)
+    };
+    let stop = start_with(settings, &dlq.name, handler.clone());
+    let letters = consume_exactly(&dlq.name, 1, WAIT).await;
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let letter: DeadLetter = codec.decode(letters[0].payload().unwrap()).await.unwrap();
+    eventually("every record settled", WAIT, || {
+        let committed = committed_offsets(&group, &input.name, 1);
+        async move { (committed.get(&0) == Some(&5)).then_some(()) }
+    })
+    .await;
+    stop().await.unwrap();
+
+    let handled: Vec<String> = handler
+        .journal
+        .lock()
+        .unwrap()
+        .done
+        .iter()
+        .map(|(_, _, payload)| payload.clone())
+        .collect();
+    assert_eq!(handled, ["ok-1", "ok-2", "ok-4"]);
+    assert_eq!(letter.original_offset, 3);
+    let names: Vec<&str> = letter
+        .original_headers
+        .iter()
+        .map(|h| h.key.as_str())
+        .collect();
+    assert_eq!(names, ["\u{fffd}\u{fffd}name"]);
 }
 
 /// Sluice's own producers can use every codec too: a zstd-compressed

@@ -251,7 +251,7 @@ impl<H: Handler> ConsumerLoop<H> {
                         // The rebalance this recv served comes first: the
                         // message may be a newly assigned partition's first.
                         dispatcher.apply(self.consumer.context().take_changes());
-                        dispatcher.dispatch(message.detach());
+                        dispatcher.dispatch(crate::headers::detach(&message));
                     }
                     // Broker trouble is reported here and retried by librdkafka.
                     Err(err) => {

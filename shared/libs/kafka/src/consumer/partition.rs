@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::Handler;
 use super::context::RebalanceContext;
 use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
+use crate::skip::{is_tombstone, skipped};
 use crate::verdict::{Verdict, attempt};
 
 /// Longest wait between two tries to write a dead letter.
@@ -46,6 +47,8 @@ pub(crate) struct BatchWindow {
 #[derive(Clone, Copy)]
 enum Settled {
     Done,
+    /// Passed over by design (a tombstone).
+    Skipped,
     DeadLettered(DeadLetterClass),
 }
 
@@ -62,6 +65,7 @@ pub(crate) async fn run_partition<H: Handler>(
     let done = metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "done");
     let dead_lettered =
         metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "dead_lettered");
+    let skipped = metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "skipped");
     let processing = metrics::histogram!(PROCESSING, "topic" => topic.clone());
     while let Some(batch) = next_batch(&mut queue, shared.batch, &stop).await {
         let Ok(_permit) = shared.in_flight.acquire().await else {
@@ -89,6 +93,7 @@ pub(crate) async fn run_partition<H: Handler>(
             );
             match settled {
                 Settled::Done => done.increment(1),
+                Settled::Skipped => skipped.increment(1),
                 Settled::DeadLettered(class) => {
                     dead_lettered.increment(1);
                     metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str()).increment(1);
@@ -128,7 +133,8 @@ async fn next_batch(
 }
 
 /// Settles a batch: handled as one unit until done, held through outages;
-/// when it fails for good, message by message. `None` when stopped first.
+/// when it fails for good, message by message (and so, from the start, a
+/// batch of one or one holding a tombstone). `None` when stopped first.
 async fn settle_batch<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
@@ -137,12 +143,8 @@ async fn settle_batch<H: Handler>(
     let [first, ..] = batch else {
         return Some(Vec::new());
     };
-    if let [message] = batch {
-        let span = sluice_telemetry::message_span(message);
-        return settle(shared, message, stop)
-            .instrument(span)
-            .await
-            .map(|settled| vec![settled]);
+    if batch.len() == 1 || batch.iter().any(is_tombstone) {
+        return settle_each(shared, batch, stop).await;
     }
     let span = sluice_telemetry::message_span(first);
     let handled = until_settled(shared, first, stop, "handle_batch", || {
@@ -155,14 +157,23 @@ async fn settle_batch<H: Handler>(
         Err(failure) => {
             tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
                 error = %failure.message, "batch failed; handling its messages one by one");
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for message in batch {
-                let span = sluice_telemetry::message_span(message);
-                outcomes.push(settle(shared, message, stop).instrument(span).await?);
-            }
-            Some(outcomes)
+            settle_each(shared, batch, stop).await
         }
     }
+}
+
+/// Settles the messages of `batch` one by one, in order, each in its span.
+async fn settle_each<H: Handler>(
+    shared: &Shared<H>,
+    batch: &[OwnedMessage],
+    stop: &CancellationToken,
+) -> Option<Vec<Settled>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for message in batch {
+        let span = sluice_telemetry::message_span(message);
+        outcomes.push(settle(shared, message, stop).instrument(span).await?);
+    }
+    Some(outcomes)
 }
 
 /// Handles `message` until it is done or dead-lettered; `None` when stopped
@@ -174,6 +185,9 @@ async fn settle<H: Handler>(
     message: &OwnedMessage,
     stop: &CancellationToken,
 ) -> Option<Settled> {
+    if skipped(message) {
+        return Some(Settled::Skipped);
+    }
     let handled = until_settled(shared, message, stop, "handle", || {
         shared.handler.handle(message)
     })
