@@ -266,7 +266,7 @@ async fn every_expression_and_condition_kind() {
     .collect();
     assert_eq!(matched, expected, "\"both\" matches neither");
     // Per-rule metrics, as /metrics shows them.
-    let metrics = common::telemetry().render();
+    let metrics = sluice_testkit::process_metrics();
     for (series, value) in [
         ("sluice_transformer_rule_matched_total{rule=\"kinds\"}", 2),
         ("sluice_transformer_rule_produced_total{rule=\"kinds\"}", 2),

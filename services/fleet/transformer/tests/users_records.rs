@@ -10,13 +10,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Topics, decode, event_bytes, mapper, start, telemetry, transactional_id};
+use common::{Topics, decode, event_bytes, mapper, start, transactional_id};
 use rdkafka::Message;
 use serde_json::{Value, json};
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, SheetRowUpsert};
 use sluice_testkit::{
     committed_total, confluent_send, console_produce, consume_exactly, eventually, evolved_schema,
-    kcat_produce, message_count, unique_name,
+    kcat_produce, message_count, process_metrics, unique_name,
 };
 use sluice_transformer::command_id;
 
@@ -80,7 +80,6 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_a_users_client_writes_is_mapped_skipped_or_dead_lettered() {
-    let metrics = telemetry();
     let topics = Topics::new("users-records", 1).await;
     let orders = topics.orders.name.clone();
     let v1 = evolved_schema("orders.events.v1", &[]);
@@ -246,8 +245,7 @@ async fn every_record_a_users_client_writes_is_mapped_skipped_or_dead_lettered()
         async move { (committed_total(&group, &orders, 1).await == end).then_some(()) }
     })
     .await;
-    let skipped = metrics
-        .render()
+    let skipped = process_metrics()
         .lines()
         .find(|line| {
             line.starts_with("sluice_records_skipped_total")

@@ -30,7 +30,7 @@ pub use kafka::{
     TestTopic, committed_messages, committed_offsets, committed_total, consume_exactly,
     message_count, producer, register_value_schema,
 };
-pub use metrics::{breaker_transitions, metric};
+pub use metrics::{breaker_transitions, metric, process_metrics};
 pub use outage::PostgresOutage;
 pub use pace::{Pace, most_in_a_second};
 pub use process::{KillOnDrop, free_port, token_sha256};

@@ -1,4 +1,26 @@
-//! Reading a Prometheus text exposition.
+//! The metrics a test process records, and reading a Prometheus text
+//! exposition.
+
+use std::sync::OnceLock;
+
+/// Sets up logs, trace context and the metrics recorder of this test
+/// process once, as a service's runtime does (loops and handlers run
+/// in-process record into it); returns what was recorded so far, rendered.
+pub fn process_metrics() -> String {
+    static TELEMETRY: OnceLock<sluice_telemetry::Telemetry> = OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        sluice_telemetry::init(&sluice_telemetry::TelemetryConfig {
+            service_name: "sluice-test".into(),
+            log_format: sluice_telemetry::LogFormat::Json,
+            log_filter: "warn".into(),
+            otlp_endpoint: None,
+        })
+        .expect("telemetry of the test process")
+    });
+    sluice_telemetry::prometheus_handle()
+        .expect("the recorder just installed")
+        .render()
+}
 
 /// The sum of the samples of `name` whose labels include every one of
 /// `labels`; 0 when there is none.

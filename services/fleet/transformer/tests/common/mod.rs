@@ -17,7 +17,7 @@ use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, TransactionalLoop, TransactionalSettings, Transformer};
 use sluice_resilience::RetryPolicy;
-use sluice_testkit::{Stack, TestTopic, producer, unique_name};
+use sluice_testkit::{Stack, TestTopic, process_metrics, producer, unique_name};
 use sluice_transformer::{Mapper, OutputTopics, load_rules};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -127,22 +127,6 @@ pub fn mapper(rules: &str, topics: &Names) -> Mapper {
     )
 }
 
-/// Logs, trace context and the metrics recorder for the test process, as a
-/// service's runtime sets them up; returns the recorder's handle.
-pub fn telemetry() -> metrics_exporter_prometheus::PrometheusHandle {
-    static TELEMETRY: OnceLock<sluice_telemetry::Telemetry> = OnceLock::new();
-    TELEMETRY.get_or_init(|| {
-        sluice_telemetry::init(&sluice_telemetry::TelemetryConfig {
-            service_name: "transformer-test".into(),
-            log_format: sluice_telemetry::LogFormat::Json,
-            log_filter: "warn".into(),
-            otlp_endpoint: None,
-        })
-        .unwrap()
-    });
-    sluice_telemetry::prometheus_handle().unwrap()
-}
-
 /// Runs the transactional loop with `mapper` on the input topics until the
 /// sender fires.
 pub fn start<T: Transformer>(
@@ -151,7 +135,7 @@ pub fn start<T: Transformer>(
     group: &str,
     transactional_id: &str,
 ) -> (oneshot::Sender<()>, JoinHandle<()>) {
-    telemetry();
+    process_metrics();
     let stack = Stack::get();
     let settings = TransactionalSettings {
         group_id: group.to_owned(),
