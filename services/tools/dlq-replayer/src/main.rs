@@ -12,6 +12,7 @@ mod log;
 mod render;
 mod replay;
 mod scan;
+mod skip;
 
 use std::io::Write as _;
 use std::num::NonZeroU32;
@@ -25,6 +26,7 @@ use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, registry_settings};
 use sluice_config::{DatabaseUrlArgs, KafkaArgs, RegistryArgs};
+use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, idempotent_producer};
 use sluice_resilience::{LimiterConfig, RateLimiter};
 use uuid::Uuid;
@@ -88,6 +90,10 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Move a consumer group past one record no client can read (a corrupt
+    /// batch its service is stalled on), recording who skipped what and why
+    /// as a dead letter first. The group's members must be stopped.
+    Skip(SkipArgs),
     /// Counts per DLQ topic and error class, with the oldest and newest.
     Stats {
         #[command(flatten)]
@@ -119,6 +125,26 @@ struct ReplayArgs {
     #[arg(long)]
     force: bool,
     /// Who is replaying, for the log (default: the OS user).
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SkipArgs {
+    /// The consumer group held at the record (the service's --group-id).
+    #[arg(long)]
+    group: String,
+    /// The record, topic:partition:offset, as sluice_partition_stalled
+    /// names it.
+    #[arg(long = "at", value_name = "COORDINATE")]
+    at: Coordinate,
+    /// The dead-letter topic the skip is recorded in (the service's).
+    #[arg(long, value_name = "TOPIC")]
+    dlq_topic: String,
+    /// Why, for the record.
+    #[arg(long)]
+    reason: String,
+    /// Who is skipping, for the record (default: the OS user).
     #[arg(long)]
     actor: Option<String>,
 }
@@ -173,8 +199,9 @@ async fn main() -> ExitCode {
 /// What the commands read Kafka and the registry with.
 struct Readers {
     scanner: Scanner,
-    codec: AvroCodec,
+    codec: Arc<AvroCodec>,
     output: Output,
+    timeout: Duration,
 }
 
 async fn run(cli: Cli) -> Result<Finished> {
@@ -183,8 +210,9 @@ async fn run(cli: Cli) -> Result<Finished> {
     let registry = registry_settings(&cli.registry)?;
     let context = Readers {
         scanner: Scanner::new(&kafka, AvroCodec::new(registry.clone()), timeout)?,
-        codec: AvroCodec::new(registry),
+        codec: Arc::new(AvroCodec::new(registry)),
         output: cli.output,
+        timeout,
     };
     let database = cli.database.resolve()?;
     let outcome = execute(&context, &kafka, database, cli.command).await;
@@ -227,8 +255,34 @@ async fn execute(
             }
         }
         Command::Replay(args) => return replay_command(context, kafka, database, args).await,
+        Command::Skip(args) => skip_command(context, kafka, args).await?,
     }
     Ok(Finished::Done)
+}
+
+async fn skip_command(readers: &Readers, kafka: &KafkaConfig, args: SkipArgs) -> Result<()> {
+    let request = skip::Skip {
+        group: args.group,
+        at: args.at,
+        reason: args.reason,
+        actor: args.actor.unwrap_or_else(os_user),
+    };
+    readers
+        .scanner
+        .require(&[request.at.topic.as_str(), args.dlq_topic.as_str()])?;
+    let record = DeadLetterPublisher::new(
+        idempotent_producer(kafka)?,
+        Arc::clone(&readers.codec),
+        &args.dlq_topic,
+        "dlq-replayer",
+        env!("CARGO_PKG_VERSION"),
+    );
+    skip::skip(kafka, &request, &record, readers.timeout).await?;
+    eprintln!(
+        "skipped {} for group {}; recorded in {}",
+        request.at, request.group, args.dlq_topic
+    );
+    Ok(())
 }
 
 async fn replay_command(

@@ -4,6 +4,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::num::NonZeroU32;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,16 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
+use reqwest::Client;
 use serde_json::Value;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::DeadLetterClass;
+use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_dlq::{DeadLetterPublisher, Failure};
+use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
+use sluice_erp_sink::{Applier, ErpSink, RecordFields};
+use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
+use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
+use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_testkit::{Stack, TestTopic, producer, unique_name};
 
 /// What the CLI printed and how it exited.
@@ -184,4 +191,150 @@ pub fn end_offset(topic: &str) -> i64 {
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap()
         .1
+}
+
+/// The sandbox, its Odoo at login sluice/sandbox.
+pub async fn sandbox() -> Local {
+    let key = ServiceAccountKey::generate("unused@sandbox.test", "unused").unwrap();
+    let issuer =
+        TokenIssuer::new(&key.public_key_pem().unwrap(), &key.client_email, "unused").unwrap();
+    let odoo = OdooAccount {
+        database: "sluice".into(),
+        login: "sluice".into(),
+        password: "sandbox".into(),
+    };
+    Local::start(Sandbox::new(issuer, odoo)).await.unwrap()
+}
+
+/// erp-sink on `commands` in a group of its own, dead-lettering to `dlq`,
+/// until the sender fires.
+pub fn start_erp_sink(
+    base: &str,
+    commands: &str,
+    results: &str,
+    dlq: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    start_erp_sink_in(
+        &unique_name("replayer-erp"),
+        Duration::from_secs(300),
+        base,
+        commands,
+        results,
+        dlq,
+    )
+    .0
+}
+
+/// erp-sink on `commands` in `group`, its partitions named stalled after
+/// `stall_after`, until the sender fires; the handle ends when it stopped.
+pub fn start_erp_sink_in(
+    group: &str,
+    stall_after: Duration,
+    base: &str,
+    commands: &str,
+    results: &str,
+    dlq: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stack = Stack::get();
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let client = OdooClient::new(
+        Client::new(),
+        OdooLogin {
+            url: base.to_owned(),
+            database: "sluice".into(),
+            login: "sluice".into(),
+            password: "sandbox".to_owned().into(),
+        },
+        CircuitBreaker::new(
+            "erp",
+            BreakerConfig {
+                failure_threshold: 50,
+                failure_rate: None,
+                slow_call: None,
+                open_wait: Duration::from_secs(1),
+                half_open_permits: 1,
+                success_threshold: 1,
+            },
+        )
+        .unwrap(),
+        Arc::new(
+            RateLimiter::new(
+                "erp",
+                LimiterConfig {
+                    capacity: NonZeroU32::new(50).unwrap(),
+                    refill_per_second: 1_000.0,
+                },
+            )
+            .unwrap(),
+        ),
+    );
+    let sink = ErpSink::new(
+        AvroCodec::new(stack.registry_settings()),
+        Applier::new(
+            client,
+            RecordFields {
+                external_ref: "x_sluice_external_ref".into(),
+                applied_commands: "x_sluice_commands".into(),
+            },
+        ),
+        ReplyPublisher::new(&kafka, Arc::clone(&codec), results).unwrap(),
+    );
+    let settings = ConsumerSettings {
+        group_id: group.to_owned(),
+        topics: vec![commands.to_owned()],
+        partition_buffer: 16,
+        max_concurrent: 2,
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
+        retry: RetryPolicy {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            multiplier: 2.0,
+            jitter: 0.0,
+            max_elapsed: None,
+        },
+        pause_backoff: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        stall_after,
+    };
+    let dead_letters = DeadLetterPublisher::new(producer(), codec, dlq, "erp-sink", "0.1.0");
+    let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        run.run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap()
+    });
+    (stop, running)
+}
+
+/// Command `n`: an `operation` of sale order `reference` with `note`.
+pub fn command(n: u32, operation: ErpOperation, reference: &str, note: &str) -> ErpCommand {
+    ErpCommand {
+        command_id: format!("00000000-0000-4000-8000-{n:012}"),
+        model: "sale.order".into(),
+        operation,
+        external_ref: reference.into(),
+        // A sale order needs its customer (erp-sink finds or makes the
+        // res.partner by e-mail).
+        fields: [
+            ("partner_id.email", "buyer@example.test"),
+            ("partner_id.name", "Test Buyer"),
+            ("note", note),
+        ]
+        .into_iter()
+        .map(|(name, value)| ErpField {
+            name: name.into(),
+            value: ScalarValue::String(value.into()),
+        })
+        .collect(),
+        source_event_id: None,
+        issued_at: 1_795_437_296_789,
+        saga: None,
+    }
 }

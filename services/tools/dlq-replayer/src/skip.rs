@@ -1,0 +1,157 @@
+//! Skipping a record no client can read. A partition held on bytes
+//! librdkafka cannot hand over (a corrupt compressed batch, say: the loop's
+//! `sluice_partition_stalled{reason="consumer-error"}` names topic,
+//! partition and offset) moves on only when an operator says so: the
+//! group's committed offset moves past that one offset, and only if the
+//! group stands exactly there and no member runs (a member's next commit
+//! would overwrite it). A dead letter records who skipped what and why
+//! before anything moves, so the skip is listed with the other dead
+//! letters and nothing leaves the log unrecorded.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_contracts::types::DeadLetterClass;
+use sluice_dlq::{DeadLetterPublisher, Failure, Original};
+use sluice_kafka::{KafkaConfig, blocking};
+
+use crate::coordinate::Coordinate;
+
+/// What an operator skips, and why.
+#[derive(Debug, Clone)]
+pub struct Skip {
+    /// The consumer group held at the record.
+    pub group: String,
+    /// The record.
+    pub at: Coordinate,
+    /// Why, for the record of it.
+    pub reason: String,
+    /// Who.
+    pub actor: String,
+}
+
+/// Checks the group stands at the record with no member running, records
+/// the skip in `record`'s topic, then commits the offset after it.
+pub async fn skip(
+    kafka: &KafkaConfig,
+    skip: &Skip,
+    record: &DeadLetterPublisher,
+    timeout: Duration,
+) -> Result<()> {
+    let consumer: BaseConsumer = kafka
+        .client_config(&[("group.id", &skip.group), ("enable.auto.commit", "false")])
+        .create()
+        .context("creating a consumer of the group")?;
+    let consumer = std::sync::Arc::new(consumer);
+    let at = skip.at.clone();
+    let group = skip.group.clone();
+    let checking = std::sync::Arc::clone(&consumer);
+    tokio::task::spawn_blocking(move || check(&checking, &group, &at, timeout))
+        .await
+        .context("checking the group")??;
+
+    let now = now_ms();
+    record
+        .publish_original(
+            Original {
+                topic: skip.at.topic.clone(),
+                partition: skip.at.partition,
+                offset: skip.at.offset,
+                timestamp: None,
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            },
+            Failure {
+                class: DeadLetterClass::Decode,
+                message: format!(
+                    "skipped by {} for group {}: {}",
+                    skip.actor, skip.group, skip.reason
+                ),
+                attempts: 0,
+                first_failure_at: now,
+                last_failure_at: now,
+            },
+        )
+        .await
+        .context("recording the skip; nothing was skipped")?;
+
+    let mut next = TopicPartitionList::new();
+    next.add_partition_offset(
+        &skip.at.topic,
+        skip.at.partition,
+        Offset::Offset(skip.at.offset + 1),
+    )?;
+    blocking(move || consumer.commit(&next, CommitMode::Sync))
+        .await
+        .with_context(|| {
+            format!(
+                "committing offset {} for group {} (the skip is recorded, the offset did not move: run skip again)",
+                skip.at.offset + 1,
+                skip.group
+            )
+        })?;
+    Ok(())
+}
+
+/// Refuses unless `group` has no running member and has committed exactly
+/// `at`'s offset on its partition.
+fn check(consumer: &BaseConsumer, group: &str, at: &Coordinate, timeout: Duration) -> Result<()> {
+    let groups = consumer
+        .fetch_group_list(Some(group), timeout)
+        .with_context(|| format!("describing group {group}"))?;
+    if let Some(described) = groups.groups().iter().find(|g| g.name() == group) {
+        let members = described.members().len();
+        if members > 0 {
+            bail!(
+                "group {group} has {members} running member(s) (state {}): stop them first \
+                 (scale the service to 0; a static member is gone after its session timeout), \
+                 as their next commit would undo the skip",
+                described.state()
+            );
+        }
+    }
+    let mut partition = TopicPartitionList::new();
+    partition.add_partition(&at.topic, at.partition);
+    let committed = consumer
+        .committed_offsets(partition, timeout)
+        .with_context(|| format!("reading group {group}'s offset"))?;
+    let stands = committed
+        .find_partition(&at.topic, at.partition)
+        .map(|p| p.offset());
+    match stands {
+        Some(Offset::Offset(offset)) if offset == at.offset => Ok(()),
+        Some(Offset::Offset(offset)) => bail!(
+            "group {group} stands at offset {offset} of {}[{}], not {}: nothing skipped",
+            at.topic,
+            at.partition,
+            at.offset
+        ),
+        _ => {
+            // A group that never committed reads from the start: it stands
+            // at the first record there is.
+            let (low, _) = consumer
+                .fetch_watermarks(&at.topic, at.partition, timeout)
+                .with_context(|| format!("reading {}[{}]'s offsets", at.topic, at.partition))?;
+            if low == at.offset {
+                return Ok(());
+            }
+            bail!(
+                "group {group} has committed no offset on {}[{}] and its first record is at {low}, not {}: nothing skipped",
+                at.topic,
+                at.partition,
+                at.offset
+            )
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
