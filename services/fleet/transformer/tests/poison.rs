@@ -128,3 +128,63 @@ async fn poison_is_dead_lettered_once_and_the_partition_flows_on() {
     stop.send(()).unwrap();
     running.await.unwrap();
 }
+
+/// A rule that copies a large field twice makes a command larger than Kafka
+/// takes (the producer's message.max.bytes, 1 000 000 by default): the
+/// event is dead-lettered with the size and what to change, and the events
+/// after it are mapped (the refused send had aborted and retried the
+/// transaction for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_command_kafka_refuses_as_too_large_is_dead_lettered() {
+    const TWICE: &str = r#"
+[[rules]]
+id = "twice"
+aggregate = "orders"
+event_type = "OrderCancelled"
+
+[rules.sheet]
+spreadsheet = "s"
+sheet = "Cancelled"
+key = { copy = "aggregate_id" }
+columns = [
+  { column = "Reason", value = { copy = "payload.reason" } },
+  { column = "Again", value = { copy = "payload.reason" } },
+]
+"#;
+    let topics = Topics::new("too-large", 1).await;
+    let (stop, running) = start(
+        mapper(TWICE, &topics.names()),
+        &topics.names(),
+        &unique_name("too-large"),
+        &transactional_id(),
+    );
+    let orders = &topics.orders.name;
+    for (n, reason) in [(1, "x".repeat(600_000)), (2, "fits".to_owned())] {
+        let event = event_bytes(
+            orders,
+            "orders",
+            &format!("7c000000-0000-4000-8000-00000000000{n}"),
+            &format!("order-{n}"),
+            "OrderCancelled",
+            1_795_437_296_789,
+            &json!({"reason": reason, "cancelled_by": "ops"}),
+        )
+        .await;
+        send(orders, &format!("order-{n}"), &event).await;
+    }
+
+    let rows = consume_exactly(&topics.sheets.name, 1, WAIT).await;
+    let row: SheetRowUpsert = decode(&rows[0]).await;
+    assert_eq!(row.row_key, "order-2", "the event after it is mapped");
+    let letters = consume_exactly(&topics.dlq.name, 1, WAIT).await;
+    let letter: DeadLetter = decode(&letters[0]).await;
+    assert_eq!(letter.original_offset, 0);
+    assert_eq!(letter.error_class, DeadLetterClass::Permanent);
+    assert!(
+        letter.error_message.contains("message.max.bytes"),
+        "the reason says what to change: {}",
+        letter.error_message
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}

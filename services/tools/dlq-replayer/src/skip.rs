@@ -8,7 +8,7 @@
 //! before anything moves, so the skip is listed with the other dead
 //! letters and nothing leaves the log unrecorded.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -52,7 +52,7 @@ pub async fn skip(
         .await
         .context("checking the group")??;
 
-    let now = now_ms();
+    let now = sluice_contracts::now_millis();
     record
         .publish_original(
             Original {
@@ -146,12 +146,4 @@ fn check(consumer: &BaseConsumer, group: &str, at: &Coordinate, timeout: Duratio
             )
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
 }

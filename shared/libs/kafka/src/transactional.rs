@@ -9,7 +9,7 @@
 //! (their new owner reads them from the committed offset), so a rebalance
 //! never makes an output twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -20,7 +20,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_dlq::DeadLetterPublisher;
+use sluice_contracts::types::DeadLetterClass;
+use sluice_dlq::{DeadLetterPublisher, Failure};
 use sluice_resilience::RetryPolicy;
 use sluice_telemetry::liveness::{LivenessContext, WatchedProducer};
 use sluice_telemetry::owned_headers;
@@ -101,9 +102,31 @@ enum BatchError {
         /// How long the dependency asked to wait, if it did.
         wait: Option<Duration>,
     },
+    /// Kafka refused an output as too large (the producer's
+    /// `message.max.bytes`, or the topic's `max.message.bytes`): no retry
+    /// would change that, so the batch is tried again with the input that
+    /// made it dead-lettered.
+    #[error("{reason}")]
+    TooLarge {
+        /// The input whose output was refused.
+        input: Coordinates,
+        /// What was refused, and what to change.
+        reason: String,
+    },
     /// The producer is fenced or broken; the process must restart.
     #[error("fatal transaction error: {0}")]
     Fatal(KafkaError),
+}
+
+/// Where an input message is: topic, partition, offset.
+type Coordinates = (String, i32, i64);
+
+fn coordinates(message: &OwnedMessage) -> Coordinates {
+    (
+        message.topic().to_owned(),
+        message.partition(),
+        message.offset(),
+    )
 }
 
 /// Consumes topics and produces their transformations exactly once.
@@ -196,8 +219,10 @@ impl<T: Transformer> TransactionalLoop<T> {
             for message in &batch {
                 metrics::counter!(CONSUMED, "topic" => message.topic().to_owned()).increment(1);
             }
+            // Inputs whose outputs Kafka refused as too large, and why.
+            let mut refused = HashMap::new();
             loop {
-                match self.commit_batch(&batch).await {
+                let wait = match self.commit_batch(&batch, &refused).await {
                     Ok(()) => {
                         let stalls = self.consumer.context().stalls();
                         for message in &batch {
@@ -212,17 +237,22 @@ impl<T: Transformer> TransactionalLoop<T> {
                         // A consumer librdkafka gave up on would fail every retry.
                         self.fatal()?;
                         tracing::warn!(%reason, "transaction aborted; the batch is tried again");
-                        let producer = self.producer.clone();
-                        if let Err(err) =
-                            blocking(move || producer.abort_transaction(timeout)).await
-                        {
-                            return Err(ConsumerError::Transaction(err));
-                        }
-                        tokio::select! {
-                            () = &mut shutdown => return Ok(()),
-                            () = tokio::time::sleep(wait.unwrap_or(self.settings.abort_backoff)) => {}
-                        }
+                        wait.unwrap_or(self.settings.abort_backoff)
                     }
+                    Err(BatchError::TooLarge { input, reason }) => {
+                        tracing::warn!(topic = input.0, partition = input.1, offset = input.2, %reason,
+                            "an output too large for Kafka; its input is dead-lettered and the batch tried again");
+                        refused.insert(input, reason);
+                        Duration::ZERO
+                    }
+                };
+                let producer = self.producer.clone();
+                if let Err(err) = blocking(move || producer.abort_transaction(timeout)).await {
+                    return Err(ConsumerError::Transaction(err));
+                }
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -312,11 +342,18 @@ impl<T: Transformer> TransactionalLoop<T> {
         }
     }
 
-    async fn commit_batch(&self, batch: &[OwnedMessage]) -> Result<(), BatchError> {
+    /// Transforms `batch` and commits its outputs with its offsets in one
+    /// transaction; the inputs in `refused` are dead-lettered instead.
+    async fn commit_batch(
+        &self,
+        batch: &[OwnedMessage],
+        refused: &HashMap<Coordinates, String>,
+    ) -> Result<(), BatchError> {
         self.producer.begin_transaction().map_err(classify)?;
-        let mut outputs = Vec::new();
+        // Each output with the index of its input.
+        let mut outputs: Vec<(usize, OutputRecord)> = Vec::new();
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for message in batch {
+        for (index, message) in batch.iter().enumerate() {
             next_offsets.insert(
                 (message.topic().to_owned(), message.partition()),
                 message.offset() + 1,
@@ -324,23 +361,51 @@ impl<T: Transformer> TransactionalLoop<T> {
             if skipped(message) {
                 continue;
             }
+            if let Some(reason) = refused.get(&coordinates(message)) {
+                let now = sluice_contracts::now_millis();
+                let failure = Failure {
+                    class: DeadLetterClass::Permanent,
+                    message: reason.clone(),
+                    attempts: 1,
+                    first_failure_at: now,
+                    last_failure_at: now,
+                };
+                self.dead_letter(message, failure).await?;
+                continue;
+            }
             let span = sluice_telemetry::message_span(message);
-            outputs.extend(
-                self.transform(message, &span)
-                    .instrument(span.clone())
-                    .await?,
-            );
+            let transformed = self
+                .transform(message, &span)
+                .instrument(span.clone())
+                .await?;
+            outputs.extend(transformed.into_iter().map(|output| (index, output)));
         }
         // Sent together, not one round trip each: the transaction's commit
         // is what makes them visible, in the order they were enqueued.
-        let sent = join_all(outputs.iter().map(|output| {
+        let sent = join_all(outputs.iter().map(|(_, output)| {
             self.producer
                 .send(record(output), self.settings.transaction_timeout)
         }))
         .await;
-        for (output, delivery) in outputs.iter().zip(sent) {
-            delivery.map_err(|(err, _)| classify(err))?;
-            metrics::counter!(PRODUCED, "topic" => output.topic.clone()).increment(1);
+        for ((input, output), delivery) in outputs.iter().zip(sent) {
+            match delivery {
+                Ok(_) => {
+                    metrics::counter!(PRODUCED, "topic" => output.topic.clone()).increment(1);
+                }
+                Err((err, _))
+                    if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                {
+                    return Err(BatchError::TooLarge {
+                        input: coordinates(&batch[*input]),
+                        reason: format!(
+                            "its output to {} is {} bytes and Kafka refused it ({err}): raise the producer's message.max.bytes and the topic's max.message.bytes, or map less into one record",
+                            output.topic,
+                            output.payload.len() + output.key.as_ref().map_or(0, Vec::len),
+                        ),
+                    });
+                }
+                Err((err, _)) => return Err(classify(err)),
+            }
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in next_offsets {
@@ -363,6 +428,25 @@ impl<T: Transformer> TransactionalLoop<T> {
         })
         .await
         .map_err(classify)
+    }
+
+    /// Writes `message`'s dead letter in the transaction.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        failure: Failure,
+    ) -> Result<(), BatchError> {
+        let class = failure.class;
+        self.dead_letters
+            .publish(message, failure)
+            .await
+            .map_err(|err| BatchError::Retry {
+                reason: err.to_string(),
+                wait: None,
+            })?;
+        metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_owned(), "class" => class.as_str())
+            .increment(1);
+        Ok(())
     }
 
     /// The outputs of one message, carrying its trace onward unless the
@@ -391,16 +475,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 });
             }
             Err(Verdict::DeadLetter(failure)) => {
-                let class = failure.class;
-                self.dead_letters
-                    .publish(message, failure)
-                    .await
-                    .map_err(|err| BatchError::Retry {
-                        reason: err.to_string(),
-                        wait: None,
-                    })?;
-                metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_owned(), "class" => class.as_str())
-                    .increment(1);
+                self.dead_letter(message, failure).await?;
                 return Ok(Vec::new());
             }
         };
