@@ -14,24 +14,17 @@
 //! transaction timeout, during which read_committed readers of those
 //! partitions would wait.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use sluice_kafka::{KafkaConfig, KafkaSetupError, blocking, idempotent_producer};
+use sluice_kafka::{
+    KafkaConfig, KafkaSetupError, RECORD_OVERHEAD, TopicLimits, blocking, idempotent_producer,
+};
 use sluice_telemetry::liveness::WatchedProducer;
 use sluice_telemetry::owned_headers;
 use tokio::sync::mpsc;
-
-/// How long a topic's size limit is trusted before it is read again.
-const LIMIT_TTL: Duration = Duration::from_secs(60);
-/// Room for the record batch's framing around one event's key, value and
-/// headers (61 bytes of batch header, up to 21 of record varints, rounded up).
-const RECORD_OVERHEAD: usize = 128;
 
 /// An encoded event, ready to send.
 #[derive(Debug)]
@@ -323,73 +316,5 @@ impl std::ops::Deref for PooledProducer {
 
     fn deref(&self) -> &FutureProducer {
         &self.producer
-    }
-}
-
-/// Each topic's `max.message.bytes`, read from the broker and cached.
-struct TopicLimits {
-    admin: AdminClient<DefaultClientContext>,
-    /// The producer's own `message.max.bytes` (librdkafka's default 1 MB).
-    producer_limit: usize,
-    known: tokio::sync::Mutex<HashMap<String, (Instant, usize)>>,
-}
-
-impl TopicLimits {
-    fn new(kafka: &KafkaConfig) -> Result<Self, KafkaSetupError> {
-        let producer_limit = kafka
-            .properties()
-            .iter()
-            .find(|(key, _)| key == "message.max.bytes")
-            .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or(1_000_000);
-        let admin = kafka
-            .client_config(&[])
-            .create()
-            .map_err(|source| KafkaSetupError {
-                client: "admin client",
-                source,
-            })?;
-        Ok(Self {
-            admin,
-            producer_limit,
-            known: tokio::sync::Mutex::default(),
-        })
-    }
-
-    /// The largest record `topic` takes; the producer's limit when the
-    /// broker cannot say (the send then finds out). Either answer is kept
-    /// for a while: a broker that does not answer would otherwise cost
-    /// every request the admin timeout.
-    async fn max_message_bytes(&self, topic: &str) -> usize {
-        if let Some((read_at, limit)) = self.known.lock().await.get(topic)
-            && read_at.elapsed() < LIMIT_TTL
-        {
-            return *limit;
-        }
-        let limit = self
-            .read(topic)
-            .await
-            .map_or(self.producer_limit, |limit| limit.min(self.producer_limit));
-        self.known
-            .lock()
-            .await
-            .insert(topic.to_owned(), (Instant::now(), limit));
-        limit
-    }
-
-    async fn read(&self, topic: &str) -> Option<usize> {
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-        let described = self
-            .admin
-            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await
-            .ok()?;
-        let resource = described.into_iter().next()?.ok()?;
-        resource
-            .get("max.message.bytes")?
-            .value
-            .as_deref()?
-            .parse()
-            .ok()
     }
 }

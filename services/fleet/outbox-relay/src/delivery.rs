@@ -9,6 +9,7 @@ use pgwire_replication::Lsn;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use sluice_kafka::RECORD_OVERHEAD;
 use sluice_telemetry::liveness::WatchedProducer;
 
 use crate::row::OutboxMessage;
@@ -56,6 +57,19 @@ pub(crate) struct Record<'a> {
     pub key: &'a str,
     pub value: Vec<u8>,
     pub headers: Vec<(&'a str, &'a str)>,
+}
+
+impl Record<'_> {
+    /// Its size on the wire, the LSN header and the batch's framing included.
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        // An LSN is at most 17 characters (`FFFFFFFF/FFFFFFFF`).
+        self.key.len() + self.value.len() + headers + LSN_HEADER.len() + 17 + RECORD_OVERHEAD
+    }
 }
 
 /// A transaction handed to Kafka, acknowledged as a whole.

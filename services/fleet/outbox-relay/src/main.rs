@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
 use sluice_config::{ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{KafkaConfig, KafkaReadiness, idempotent_producer};
+use sluice_kafka::{KafkaConfig, KafkaReadiness, TopicLimits, idempotent_producer};
 use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
 use sluice_telemetry::ReadinessCheck;
@@ -151,6 +151,7 @@ async fn main() -> Result<()> {
             "outbox-relay",
             env!("CARGO_PKG_VERSION"),
         ),
+        limits: TopicLimits::new(&kafka)?,
         producer,
     };
     let relayed = relay.run(runtime.shutdown_requested()).await;

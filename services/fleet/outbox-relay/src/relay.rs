@@ -20,6 +20,7 @@ use sluice_avro::{AvroCodec, event_contract, event_record};
 use sluice_contracts::Catalog;
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure, Original};
+use sluice_kafka::TopicLimits;
 use sluice_telemetry::liveness::WatchedProducer;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
@@ -124,8 +125,10 @@ pub struct Relay {
     pub codec: AvroCodec,
     /// acks=all, idempotent.
     pub producer: WatchedProducer,
-    /// Where rows that do not fit their contract go.
+    /// Where rows that do not fit their contract (or Kafka) go.
     pub dead_letters: DeadLetterPublisher,
+    /// The largest record each topic takes.
+    pub limits: TopicLimits,
 }
 
 impl Relay {
@@ -418,7 +421,7 @@ impl Relay {
                     row.topic
                 ),
                 Ok(OutboxMessage::Addressed(row)) => {
-                    records.push(Record {
+                    let record = Record {
                         topic: row.topic.clone(),
                         id: &row.id,
                         key: &row.key,
@@ -428,8 +431,14 @@ impl Relay {
                             .iter()
                             .map(|(key, value)| (key.as_str(), value.as_str()))
                             .collect(),
-                    });
-                    continue;
+                    };
+                    match self.admit(record).await {
+                        Ok(record) => {
+                            records.push(record);
+                            continue;
+                        }
+                        Err(reason) => reason,
+                    }
                 }
                 Ok(OutboxMessage::Event(row)) => match event_record(&self.catalog, &row.input()) {
                     Ok((contract, value)) => {
@@ -443,14 +452,20 @@ impl Relay {
                             .encode_value(&topic, contract, value)
                             .await
                             .map_err(|err| err.to_string())?;
-                        records.push(Record {
+                        let record = Record {
                             topic,
                             id: &row.id,
                             key: &row.aggregate_id,
                             value,
                             headers: row.headers(),
-                        });
-                        continue;
+                        };
+                        match self.admit(record).await {
+                            Ok(record) => {
+                                records.push(record);
+                                continue;
+                            }
+                            Err(reason) => reason,
+                        }
                     }
                     Err(mismatch) => mismatch.to_string(),
                 },
@@ -459,6 +474,21 @@ impl Relay {
             self.dead_letter(pending, rejected, commit.end_lsn).await?;
         }
         Ok(records)
+    }
+
+    /// `record`, if Kafka takes a record of its size; else why not (sent,
+    /// Kafka's refusal would fail the transaction, again on every retry).
+    async fn admit<'a>(&self, record: Record<'a>) -> Result<Record<'a>, String> {
+        let limit = self.limits.max_message_bytes(&record.topic).await;
+        let size = record.size();
+        if size <= limit {
+            return Ok(record);
+        }
+        Err(format!(
+            "the record for {} is {size} bytes and Kafka takes at most {limit} (the producer's \
+             message.max.bytes or the topic's max.message.bytes): raise both, or write less into one row",
+            record.topic
+        ))
     }
 
     /// Whether an addressed row may go to `topic`: one of the deployment's

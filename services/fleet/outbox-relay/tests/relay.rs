@@ -304,6 +304,34 @@ async fn a_logical_message_is_relayed_once_beside_an_addressed_relay() {
     drop_slot(&pool, &addressed).await;
 }
 
+/// A relay of an addressed outbox table of its own (named after `prefix`),
+/// streaming; returns the table and the relay's stop and handle.
+async fn start_addressed(
+    pool: &PgPool,
+    prefix: &str,
+    topic: &str,
+    dlq: &str,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let table = unique_name(prefix).replace('-', "_");
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id uuid PRIMARY KEY, topic text NOT NULL, \
+         message_key text NOT NULL, value bytea NOT NULL, headers jsonb)"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut addressed = relay(pool.clone(), &table, topic, dlq);
+    addressed.source.format = OutboxFormat::Addressed;
+    addressed.source.message_prefix = None;
+    let (stop, running) = start(addressed);
+    streaming(pool, &format!("{table}_slot")).await;
+    (table, stop, running)
+}
+
 /// An addressed row may only name the deployment's own topics: one naming
 /// any other (another team's, Kafka's internal ones) is dead-lettered with
 /// the reason, and the rows after it flow on.
@@ -313,19 +341,8 @@ async fn an_addressed_row_naming_an_undeclared_topic_is_dead_lettered() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "relay-addressed", 1).await;
     let elsewhere = TestTopic::create("relay-not-ours", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-addressed-dlq", 1).await;
-    let table = unique_name("relay_addressed").replace('-', "_");
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id uuid PRIMARY KEY, topic text NOT NULL, \
-         message_key text NOT NULL, value bytea NOT NULL, headers jsonb)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let mut addressed = relay(pool.clone(), &table, &topic.name, &dlq.name);
-    addressed.source.format = OutboxFormat::Addressed;
-    addressed.source.message_prefix = None;
-    let (stop, running) = start(addressed);
-    streaming(&pool, &format!("{table}_slot")).await;
+    let (table, stop, running) =
+        start_addressed(&pool, "relay_addressed", &topic.name, &dlq.name).await;
     for target in [&elsewhere.name, &topic.name] {
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (id, topic, message_key, value) \
@@ -349,6 +366,49 @@ async fn an_addressed_row_naming_an_undeclared_topic_is_dead_lettered() {
         letter.error_message
     );
     assert_eq!(message_count(&elsewhere.name), 0);
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &table).await;
+}
+
+/// A row larger than Kafka takes (the producer's message.max.bytes, 1 000 000
+/// by default, or the topic's max.message.bytes) is dead-lettered naming its
+/// size and the limit — its bytes left out of the dead letter, which would
+/// be as large — and the rows after it flow on (the relay sent it again and
+/// again before, and nothing after it moved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_larger_than_kafka_takes_is_dead_lettered() {
+    let pool = pool(2).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-large", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-large-dlq", 1).await;
+    let (table, stop, running) =
+        start_addressed(&pool, "relay_large", &topic.name, &dlq.name).await;
+    for (key, size) in [("large", 1_500_000), ("fits", 100)] {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (id, topic, message_key, value) \
+             VALUES (gen_random_uuid(), $1, $2, $3)"
+        )))
+        .bind(&topic.name)
+        .bind(key)
+        .bind(vec![b'x'; size])
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let relayed = consume_exactly(&topic.name, 1, WAIT).await;
+    assert_eq!(relayed[0].key(), Some(&b"fits"[..]));
+    let letters = consume_exactly(&dlq.name, 1, WAIT).await;
+    let letter: DeadLetter = AvroCodec::new(Stack::get().registry_settings())
+        .decode(letters[0].payload().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(letter.original_key.as_deref(), Some(&b"large"[..]));
+    assert!(
+        letter.error_message.contains("message.max.bytes"),
+        "{}",
+        letter.error_message
+    );
+    assert_eq!(letter.original_value, None, "the bytes left out");
     stop.send(()).unwrap();
     running.await.unwrap();
     drop_slot(&pool, &table).await;

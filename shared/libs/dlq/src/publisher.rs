@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
@@ -174,7 +174,7 @@ impl DeadLetterPublisher {
         original: Original,
         failure: Failure,
     ) -> Result<(), DeadLetterError> {
-        let letter = DeadLetter {
+        let mut letter = DeadLetter {
             original_topic: original.topic,
             original_partition: original.partition,
             original_offset: original.offset,
@@ -190,9 +190,30 @@ impl DeadLetterPublisher {
             service: self.service.clone(),
             service_version: self.service_version.clone(),
         };
+        match self.send(&letter).await {
+            // A letter as large as its original (one Kafka refused as too
+            // large, say) is refused too: it goes without the bytes (its
+            // coordinates say where they were) rather than never.
+            Err(DeadLetterError::Produce { source, .. })
+                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+                    && letter.original_value.is_some() =>
+            {
+                let size = letter.original_value.take().map_or(0, |value| value.len());
+                letter.error_message = format!(
+                    "{} (the original value, {size} bytes, is left out: with it this dead letter is larger than Kafka takes)",
+                    letter.error_message
+                );
+                self.send(&letter).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// Writes `letter` and waits for Kafka's acknowledgement.
+    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
         let value = self
             .codec
-            .encode(&self.topic, &letter)
+            .encode(&self.topic, letter)
             .await
             .map_err(|source| DeadLetterError::Encode {
                 topic: self.topic.clone(),
@@ -200,7 +221,7 @@ impl DeadLetterPublisher {
             })?;
         let mut record = FutureRecord::to(&self.topic)
             .payload(&value)
-            .headers(dead_letter_headers(&letter));
+            .headers(dead_letter_headers(letter));
         if let Some(key) = &letter.original_key {
             record = record.key(key);
         }

@@ -18,6 +18,7 @@
 mod config;
 mod consumer;
 mod headers;
+mod limits;
 mod metrics;
 mod producer;
 mod readiness;
@@ -30,6 +31,7 @@ mod verdict;
 
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
+pub use limits::{RECORD_OVERHEAD, TopicLimits};
 pub use producer::idempotent_producer;
 pub use readiness::{KafkaReadiness, PROBE_TIMEOUT};
 pub use reply::{ReplyError, ReplyPublisher};

@@ -12,6 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
+use sluice_kafka::{KafkaConfig, TopicLimits};
 use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
 use sluice_testkit::{Stack, eventually, producer, unique_name};
 use sqlx::postgres::PgPoolOptions;
@@ -77,6 +78,7 @@ pub fn relay(pool: PgPool, table: &str, topic: &str, dlq: &str) -> Relay {
             "outbox-relay",
             "0.0.0",
         ),
+        limits: TopicLimits::new(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap(),
     }
 }
 
