@@ -37,7 +37,8 @@ pub(crate) fn field(event: &Value, path: &FieldPath) -> Result<ScalarValue, Stri
     })
 }
 
-fn unwrap(value: &Value) -> &Value {
+/// The value inside any union branches around `value`.
+pub(crate) fn unwrap(value: &Value) -> &Value {
     match value {
         Value::Union(_, inner) => unwrap(inner),
         other => other,

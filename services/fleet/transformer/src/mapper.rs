@@ -14,7 +14,7 @@ use sluice_kafka::{HandlerError, OutputRecord, Transformer};
 use sluice_resilience::{Classified, ErrorClass};
 use uuid::Uuid;
 
-use crate::eval::{Lookups, evaluate, field, holds};
+use crate::eval::{Lookups, evaluate, field, holds, unwrap};
 use crate::metrics::{FAILED, MATCHED, PRODUCED, describe_once};
 use crate::rules::{Assignment, Expr, FieldPath, Rule, Rules, Target};
 
@@ -93,7 +93,7 @@ impl HandlerError for MapError {
 /// may be any record of any subject (another team's, written to the wrong
 /// topic); the reason names what it lacks and what it has.
 fn is_event(value: &Value) -> Result<(), String> {
-    let Value::Record(fields) = value else {
+    let Value::Record(fields) = unwrap(value) else {
         return Err("the value is not an event: its schema is not a record".into());
     };
     let lacks = ["event_id", "event_type", "occurred_at"]

@@ -3,16 +3,23 @@
 //! `sluice_partition_stalled{reason="consumer-error"}` names topic,
 //! partition and offset) moves on only when an operator says so: the
 //! group's committed offset moves past that one offset, and only if the
-//! group stands exactly there and no member runs (a member's next commit
-//! would overwrite it). A dead letter records who skipped what and why
-//! before anything moves, so the skip is listed with the other dead
-//! letters and nothing leaves the log unrecorded.
+//! group exists, stands exactly there and has no member running (a member's
+//! next commit would overwrite it), and the record really cannot be read
+//! (librdkafka fails on it: a record that reads is not skipped). A dead
+//! letter records who skipped what and why before anything moves, so the
+//! skip is listed with the other dead letters and nothing leaves the log
+//! unrecorded; the committed offset is read back after.
+//!
+//! librdkafka names a bad batch by its first offset, so a corrupt batch of
+//! several records takes a skip per record.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure, Original};
 use sluice_kafka::{KafkaConfig, blocking};
@@ -48,9 +55,12 @@ pub async fn skip(
     let at = skip.at.clone();
     let group = skip.group.clone();
     let checking = std::sync::Arc::clone(&consumer);
-    tokio::task::spawn_blocking(move || check(&checking, &group, &at, timeout))
-        .await
-        .context("checking the group")??;
+    let failure = tokio::task::spawn_blocking(move || {
+        check(&checking, &group, &at, timeout)?;
+        unreadable(&checking, &at, timeout)
+    })
+    .await
+    .context("checking the group and the record")??;
 
     let now = sluice_contracts::now_millis();
     record
@@ -67,7 +77,7 @@ pub async fn skip(
             Failure {
                 class: DeadLetterClass::Decode,
                 message: format!(
-                    "skipped by {} for group {}: {}",
+                    "skipped by {} for group {}: {} (librdkafka: {failure})",
                     skip.actor, skip.group, skip.reason
                 ),
                 attempts: 0,
@@ -84,16 +94,78 @@ pub async fn skip(
         skip.at.partition,
         Offset::Offset(skip.at.offset + 1),
     )?;
-    blocking(move || consumer.commit(&next, CommitMode::Sync))
+    let committing = std::sync::Arc::clone(&consumer);
+    blocking(move || committing.commit(&next, CommitMode::Sync))
         .await
         .with_context(|| {
             format!(
-                "committing offset {} for group {} (the skip is recorded, the offset did not move: run skip again)",
+                "committing offset {} for group {} (the skip is recorded but the group did not move: \
+                 a member may have joined; stop it and run skip again)",
                 skip.at.offset + 1,
                 skip.group
             )
         })?;
+    let mut partition = TopicPartitionList::new();
+    partition.add_partition(&skip.at.topic, skip.at.partition);
+    let read_back = blocking(move || consumer.committed_offsets(partition, timeout))
+        .await
+        .context("reading the group's offset back")?;
+    let stands = read_back
+        .find_partition(&skip.at.topic, skip.at.partition)
+        .map(|p| p.offset());
+    if stands != Some(Offset::Offset(skip.at.offset + 1)) {
+        bail!(
+            "group {} stands at {stands:?} after the commit, not {}: a member may have committed meanwhile",
+            skip.group,
+            skip.at.offset + 1
+        );
+    }
     Ok(())
+}
+
+/// The error librdkafka fails with on the record at `at`; refuses a record
+/// that reads, an offset that holds none, and a broker that says nothing.
+fn unreadable(consumer: &BaseConsumer, at: &Coordinate, timeout: Duration) -> Result<String> {
+    let mut from = TopicPartitionList::new();
+    from.add_partition_offset(&at.topic, at.partition, Offset::Offset(at.offset))?;
+    consumer.assign(&from).context("reading the record")?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.offset() == at.offset => bail!(
+                "the record at {at} reads ({} bytes): skip is for a record no client can read; \
+                 let the service dead-letter it, or fix what refuses it",
+                message.payload().map_or(0, <[u8]>::len)
+            ),
+            Some(Ok(message)) => bail!(
+                "there is no record at {at} (the next is at {}): nothing skipped",
+                message.offset()
+            ),
+            Some(Err(err)) if cannot_be_read(&err) => return Ok(err.to_string()),
+            Some(Err(err)) => last = Some(err),
+            None => {}
+        }
+    }
+    bail!(
+        "nothing read at {at} in {timeout:?}, and no error that says the record cannot be read{}",
+        last.map(|err| format!(" (last: {err})"))
+            .unwrap_or_default()
+    )
+}
+
+/// Whether librdkafka says the bytes of a record cannot be had.
+fn cannot_be_read(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BadCompression
+                | RDKafkaErrorCode::BadMessage
+                | RDKafkaErrorCode::NotImplemented
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
 }
 
 /// Refuses unless `group` has no running member and has committed exactly
@@ -102,16 +174,21 @@ fn check(consumer: &BaseConsumer, group: &str, at: &Coordinate, timeout: Duratio
     let groups = consumer
         .fetch_group_list(Some(group), timeout)
         .with_context(|| format!("describing group {group}"))?;
-    if let Some(described) = groups.groups().iter().find(|g| g.name() == group) {
-        let members = described.members().len();
-        if members > 0 {
-            bail!(
-                "group {group} has {members} running member(s) (state {}): stop them first \
-                 (scale the service to 0; a static member is gone after its session timeout), \
-                 as their next commit would undo the skip",
-                described.state()
-            );
-        }
+    let described = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == group && g.state() != "Dead")
+        .with_context(|| {
+            format!("there is no consumer group {group}: check --group (the service's --group-id)")
+        })?;
+    let members = described.members().len();
+    if members > 0 || described.state() != "Empty" {
+        bail!(
+            "group {group} has {members} running member(s) (state {}): stop them first \
+             (scale the service to 0; a static member is gone after its session timeout), \
+             as their next commit would undo the skip",
+            described.state()
+        );
     }
     let mut partition = TopicPartitionList::new();
     partition.add_partition(&at.topic, at.partition);

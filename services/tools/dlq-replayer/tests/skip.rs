@@ -2,10 +2,10 @@
 //! whose bytes were corrupted on the broker's disk (librdkafka reports the
 //! failed decompression and stays at that offset, as it did for zstd before
 //! librdkafka had it). The stall metric names topic, partition and offset;
-//! `dlq-replayer skip` refuses while the service runs and at any other
-//! offset, then records who skipped what and moves the group past it, and
-//! the restarted service applies what came after — the command before it
-//! once.
+//! `dlq-replayer skip` refuses while the service runs, at any other
+//! offset, a record that reads and a group that does not exist, then
+//! records who skipped what and moves the group past it, and the restarted
+//! service applies what came after — the command before it once.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -167,6 +167,36 @@ async fn a_batch_no_client_can_read_is_skipped_by_an_operator_and_recorded() {
     assert_eq!(skipped.code, 0, "{}", skipped.stderr);
     let again = skip(at(1)).await;
     assert_eq!(again.code, 1, "a second skip finds the group moved on");
+    assert!(
+        again.stderr.contains("stands at offset 2"),
+        "{}",
+        again.stderr
+    );
+    let readable = skip(at(2)).await;
+    assert_eq!(readable.code, 1);
+    assert!(
+        readable.stderr.contains("reads"),
+        "a record that reads is not skipped: {}",
+        readable.stderr
+    );
+    let no_group = run(&[
+        "skip",
+        "--group",
+        &unique_name("no-such-group"),
+        "--at",
+        &at(0),
+        "--dlq-topic",
+        &dlq.name,
+        "--reason",
+        "a typo",
+    ])
+    .await;
+    assert_eq!(no_group.code, 1);
+    assert!(
+        no_group.stderr.contains("there is no consumer group"),
+        "{}",
+        no_group.stderr
+    );
 
     let letters = sluice_testkit::consume_exactly(&dlq.name, 1, WAIT).await;
     let letter: DeadLetter = codec.decode(letters[0].payload().unwrap()).await.unwrap();
@@ -180,9 +210,13 @@ async fn a_batch_no_client_can_read_is_skipped_by_an_operator_and_recorded() {
     );
     assert_eq!(letter.original_value, None, "its bytes could not be had");
     assert_eq!(letter.error_class, DeadLetterClass::Decode);
-    assert_eq!(
-        letter.error_message,
-        format!("skipped by alice for group {group}: gzip batch corrupt on disk")
+    let prefix =
+        format!("skipped by alice for group {group}: gzip batch corrupt on disk (librdkafka: ");
+    assert!(
+        letter.error_message.starts_with(&prefix)
+            && letter.error_message.contains("BadCompression"),
+        "{}",
+        letter.error_message
     );
     assert_eq!(letter.service, "dlq-replayer");
 

@@ -31,7 +31,7 @@ fn describe() {
     metrics::describe_counter!(CONSUMED, "Messages received from Kafka.");
     metrics::describe_counter!(
         HANDLED,
-        "Messages settled, by outcome: done or dead-lettered."
+        "Messages settled, by outcome: done, dead-lettered or skipped (a tombstone)."
     );
     metrics::describe_counter!(
         SKIPPED,

@@ -14,10 +14,11 @@ pub(crate) fn is_tombstone(message: &OwnedMessage) -> bool {
     message.payload().is_none()
 }
 
-/// Whether the loop passes `message` over; counts it if so.
-pub(crate) fn skipped(message: &OwnedMessage) -> bool {
+/// Counts `message` as passed over, if it is a tombstone: once, when the
+/// loop has settled it (a transactional loop may try a batch again).
+pub(crate) fn count_if_skipped(message: &OwnedMessage) {
     if !is_tombstone(message) {
-        return false;
+        return;
     }
     metrics::counter!(SKIPPED, "topic" => message.topic().to_owned(), "reason" => "tombstone")
         .increment(1);
@@ -27,5 +28,4 @@ pub(crate) fn skipped(message: &OwnedMessage) -> bool {
         offset = message.offset(),
         "a tombstone passed over"
     );
-    true
 }

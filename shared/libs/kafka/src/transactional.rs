@@ -35,7 +35,7 @@ use crate::consumer::context::{
 };
 use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribed};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
-use crate::skip::skipped;
+use crate::skip::{count_if_skipped, is_tombstone};
 use crate::verdict::{Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
 
@@ -227,6 +227,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                         let stalls = self.consumer.context().stalls();
                         for message in &batch {
                             stalls.settled(message.topic(), message.partition(), message.offset());
+                            count_if_skipped(message);
                         }
                         break;
                     }
@@ -358,7 +359,7 @@ impl<T: Transformer> TransactionalLoop<T> {
                 (message.topic().to_owned(), message.partition()),
                 message.offset() + 1,
             );
-            if skipped(message) {
+            if is_tombstone(message) {
                 continue;
             }
             if let Some(reason) = refused.get(&coordinates(message)) {

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::Handler;
 use super::context::RebalanceContext;
 use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
-use crate::skip::{is_tombstone, skipped};
+use crate::skip::{count_if_skipped, is_tombstone};
 use crate::verdict::{Verdict, attempt};
 
 /// Longest wait between two tries to write a dead letter.
@@ -185,7 +185,8 @@ async fn settle<H: Handler>(
     message: &OwnedMessage,
     stop: &CancellationToken,
 ) -> Option<Settled> {
-    if skipped(message) {
+    if is_tombstone(message) {
+        count_if_skipped(message);
         return Some(Settled::Skipped);
     }
     let handled = until_settled(shared, message, stop, "handle", || {
