@@ -599,6 +599,52 @@ async fn tombstones_and_header_names_that_are_not_utf8_do_not_stop_a_partition()
     assert_eq!(names, ["\u{fffd}\u{fffd}name"]);
 }
 
+/// A record larger than librdkafka's first fetch of a partition
+/// (`fetch.message.max.bytes`, 1 MB) on a topic that takes it: the loop
+/// reads it (librdkafka grows its fetch to the record) and handles it in
+/// order between its neighbours, not stuck at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_the_fetch_size_is_handled_in_order() {
+    const LIMIT: &str = "4000000";
+    let input =
+        TestTopic::create_configured("loop-large", 1, &[("max.message.bytes", LIMIT)]).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "loop-large-dlq", 1).await;
+    let large = format!("ok-large-{}", "x".repeat(3_000_000));
+    let writer = sluice_kafka::idempotent_producer(
+        &KafkaConfig::new(&Stack::get().kafka_bootstrap).with_property("message.max.bytes", LIMIT),
+    )
+    .unwrap();
+    for payload in ["ok-1", large.as_str(), "ok-3"] {
+        writer
+            .send(
+                FutureRecord::to(&input.name).key("k").payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+
+    let handler = ScriptedHandler::default();
+    let group = unique_name("loop-large");
+    let stop = start(&group, &input.name, &dlq.name, handler.clone());
+    let journal = Arc::clone(&handler.journal);
+    eventually("all three handled", WAIT, || {
+        let done = journal.lock().unwrap().done.len();
+        async move { (done >= 3).then_some(()) }
+    })
+    .await;
+    stop().await.unwrap();
+    let handled: Vec<(i64, usize)> = journal
+        .lock()
+        .unwrap()
+        .done
+        .iter()
+        .map(|(_, offset, payload)| (*offset, payload.len()))
+        .collect();
+    assert_eq!(handled, [(0, 4), (1, large.len()), (2, 4)]);
+    assert_eq!(message_count(&dlq.name), 0);
+}
+
 /// Sluice's own producers can use every codec too: a zstd-compressed
 /// record written by the idempotent producer is read back.
 #[tokio::test]

@@ -29,6 +29,15 @@ impl TestTopic {
         Self::create_named(unique_name(prefix), partitions, &[]).await
     }
 
+    /// Like [`TestTopic::create`], with topic configs set.
+    pub async fn create_configured(
+        prefix: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> TestTopic {
+        Self::create_named(unique_name(prefix), partitions, configs).await
+    }
+
     /// Creates `name` (which the caller made unique) and registers the value
     /// schema of the contract topic `contract` under `<name>-value`: for
     /// topics that must be named like their kind (`dlq.<unique>.v1`).
