@@ -9,37 +9,32 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Topics, decode, event_bytes, mapper, send, start, transactional_id};
+use common::{
+    Topics, cancelled_row_rule, decode, event_bytes, mapper, send, start, transactional_id,
+};
 use serde_json::json;
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, SheetRowUpsert};
 use sluice_testkit::{consume_exactly, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-const RULES: &str = r#"
-[lookups.known]
-EUR = "euro"
-
-[[rules]]
-id = "cancelled-row"
-aggregate = "orders"
-event_type = "OrderCancelled"
-
-[rules.sheet]
-spreadsheet = "s"
-sheet = "Cancelled"
-key = { copy = "aggregate_id" }
-columns = [
-  { column = "Order", value = { copy = "aggregate_id" } },
-  { column = "Reason", value = { lookup = "payload.reason", table = "known" } },
-]
-"#;
+/// Cancelled orders' rows, the reason looked up in a table.
+fn rules() -> String {
+    let rule = cancelled_row_rule(
+        "cancelled-row",
+        &[
+            r#"{ column = "Order", value = { copy = "aggregate_id" } }"#,
+            r#"{ column = "Reason", value = { lookup = "payload.reason", table = "known" } }"#,
+        ],
+    );
+    format!("[lookups.known]\nEUR = \"euro\"\n\n{rule}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_once_and_the_partition_flows_on() {
     let topics = Topics::new("poison", 1).await;
     let (stop, running) = start(
-        mapper(RULES, &topics.names()),
+        mapper(&rules(), &topics.names()),
         &topics.names(),
         &unique_name("poison"),
         &transactional_id(),
@@ -136,24 +131,16 @@ async fn poison_is_dead_lettered_once_and_the_partition_flows_on() {
 /// transaction for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_whose_command_kafka_refuses_as_too_large_is_dead_lettered() {
-    const TWICE: &str = r#"
-[[rules]]
-id = "twice"
-aggregate = "orders"
-event_type = "OrderCancelled"
-
-[rules.sheet]
-spreadsheet = "s"
-sheet = "Cancelled"
-key = { copy = "aggregate_id" }
-columns = [
-  { column = "Reason", value = { copy = "payload.reason" } },
-  { column = "Again", value = { copy = "payload.reason" } },
-]
-"#;
+    let twice = cancelled_row_rule(
+        "twice",
+        &[
+            r#"{ column = "Reason", value = { copy = "payload.reason" } }"#,
+            r#"{ column = "Again", value = { copy = "payload.reason" } }"#,
+        ],
+    );
     let topics = Topics::new("too-large", 1).await;
     let (stop, running) = start(
-        mapper(TWICE, &topics.names()),
+        mapper(&twice, &topics.names()),
         &topics.names(),
         &unique_name("too-large"),
         &transactional_id(),

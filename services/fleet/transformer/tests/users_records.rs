@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Topics, decode, event_bytes, mapper, start, transactional_id};
+use common::{Topics, cancelled_row_rule, decode, event_bytes, mapper, start, transactional_id};
 use rdkafka::Message;
 use serde_json::{Value, json};
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, SheetRowUpsert};
@@ -21,22 +21,6 @@ use sluice_testkit::{
 use sluice_transformer::command_id;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-const RULES: &str = r#"
-[[rules]]
-id = "cancelled-row"
-aggregate = "orders"
-event_type = "OrderCancelled"
-
-[rules.sheet]
-spreadsheet = "s"
-sheet = "Cancelled"
-key = { copy = "aggregate_id" }
-columns = [
-  { column = "Order", value = { copy = "aggregate_id" } },
-  { column = "Reason", value = { copy = "payload.reason" } },
-]
-"#;
 
 /// The id of case `n`'s event.
 fn event_id(n: u32) -> String {
@@ -185,7 +169,16 @@ async fn every_record_a_users_client_writes_is_mapped_skipped_or_dead_lettered()
 
     let group = unique_name("users-records");
     let (stop, running) = start(
-        mapper(RULES, &topics.names()),
+        mapper(
+            &cancelled_row_rule(
+                "cancelled-row",
+                &[
+                    r#"{ column = "Order", value = { copy = "aggregate_id" } }"#,
+                    r#"{ column = "Reason", value = { copy = "payload.reason" } }"#,
+                ],
+            ),
+            &topics.names(),
+        ),
         &topics.names(),
         &group,
         &transactional_id(),

@@ -127,6 +127,17 @@ pub fn mapper(rules: &str, topics: &Names) -> Mapper {
     )
 }
 
+/// Rule `id`: each OrderCancelled a row of sheet "Cancelled" of
+/// spreadsheet "s", keyed by its order, with `columns` (TOML inline tables).
+pub fn cancelled_row_rule(id: &str, columns: &[&str]) -> String {
+    format!(
+        "[[rules]]\nid = \"{id}\"\naggregate = \"orders\"\nevent_type = \"OrderCancelled\"\n\n\
+         [rules.sheet]\nspreadsheet = \"s\"\nsheet = \"Cancelled\"\n\
+         key = {{ copy = \"aggregate_id\" }}\ncolumns = [\n  {},\n]\n",
+        columns.join(",\n  ")
+    )
+}
+
 /// Runs the transactional loop with `mapper` on the input topics until the
 /// sender fires.
 pub fn start<T: Transformer>(
