@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 from the machine's Debian binaries, with logical replication.
 #   postgres.sh start | stop | status | restart
+#   postgres.sh kill           SIGKILL the server and its backends (a crash)
 #   postgres.sh psql ARGS...   psql as the application role on its database
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -99,6 +100,17 @@ stop() {
     || as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
 }
 
+# SIGKILL to the postmaster and every backend at once, as when the machine
+# or the container dies: no checkpoint, no shutdown record; the next start
+# replays the WAL.
+crash() {
+  [[ -f "$DATA/postmaster.pid" ]] || die "postgres is not running"
+  local postmaster; postmaster="$(head -n1 "$DATA/postmaster.pid")"
+  # shellcheck disable=SC2046 # one pid per word
+  kill -KILL "$postmaster" $(pgrep -P "$postmaster") 2>/dev/null || true
+  while kill -0 "$postmaster" 2>/dev/null; do sleep 0.1; done
+}
+
 status() {
   if ready; then echo "postgres  running  port $(port)  $(env_get "$DIR/endpoint.env" SLUICE_DATABASE_URL)"
   else echo "postgres  stopped"; fi
@@ -115,7 +127,8 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
+  kill) crash ;;
   status) status ;;
   psql) shift; app_psql "$@" ;;
-  *) die "usage: postgres.sh start|stop|restart|status|psql ARGS" ;;
+  *) die "usage: postgres.sh start|stop|restart|kill|status|psql ARGS" ;;
 esac

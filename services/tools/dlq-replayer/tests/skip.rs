@@ -30,9 +30,9 @@ const WAIT: Duration = Duration::from_secs(60);
 /// log segment, past the gzip header: the broker serves them as they are.
 fn corrupt_the_gzip_batch(topic: &str) {
     use std::io::{Seek, SeekFrom, Write};
-    let segment = Stack::get()
-        .local_dir
-        .join(format!("kafka/data/{topic}-0/00000000000000000000.log"));
+    let segment = Stack::get().local_dir.join(format!(
+        "kafka/node-1/data/{topic}-0/00000000000000000000.log"
+    ));
     let bytes = std::fs::read(&segment).unwrap();
     let gzip = bytes
         .windows(3)
