@@ -54,6 +54,11 @@ enum Command {
         /// Replication factor of created topics; -1 takes the broker's default.
         #[arg(long, env = "SLUICE_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
         replication_factor: i32,
+        /// min.insync.replicas of created topics: replicas that must hold a
+        /// write before it is acknowledged. Default: a majority of
+        /// --replication-factor but not all (3 → 2); with -1, the broker's.
+        #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
+        min_insync_replicas: Option<i32>,
     },
     /// Tell whether the contracts can be rolled out over what is
     /// registered, under the compatibility mode, without changing anything.
@@ -83,12 +88,25 @@ async fn main() -> Result<()> {
     })?;
 
     match cli.command {
-        Command::Apply { replication_factor } => {
-            let replication = match replication_factor {
-                -1 => Replication::BrokerDefault,
-                n if n >= 1 => Replication::Factor(n),
+        Command::Apply {
+            replication_factor,
+            min_insync_replicas,
+        } => {
+            let mut replication = match replication_factor {
+                -1 => Replication::broker_default(),
+                n if n >= 1 => Replication::factor(n),
                 n => bail!("--replication-factor must be -1 or at least 1, got {n}"),
             };
+            if let Some(min) = min_insync_replicas {
+                let most = replication.factor.unwrap_or(i32::MAX);
+                if !(1..=most).contains(&min) {
+                    bail!(
+                        "--min-insync-replicas must be between 1 and --replication-factor ({replication_factor}), \
+                         got {min}: a topic with more in-sync replicas required than it has refuses every write"
+                    );
+                }
+                replication.min_insync = Some(min);
+            }
             let admin = KafkaConfig::from_args(&cli.kafka)?
                 .client_config(&[])
                 .create()

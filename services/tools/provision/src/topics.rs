@@ -11,13 +11,36 @@ use sluice_contracts::Catalog;
 
 use crate::ProvisionError;
 
-/// Replication factor of created topics.
+/// How created topics are replicated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replication {
-    /// The broker's `default.replication.factor`.
-    BrokerDefault,
-    /// This many replicas.
-    Factor(i32),
+pub struct Replication {
+    /// Replicas of each partition; None takes the broker's
+    /// `default.replication.factor`.
+    pub factor: Option<i32>,
+    /// `min.insync.replicas`: replicas that must hold a write before an
+    /// `acks=all` producer is told it is written; None takes the broker's.
+    pub min_insync: Option<i32>,
+}
+
+impl Replication {
+    /// The broker's defaults for both.
+    pub fn broker_default() -> Self {
+        Self {
+            factor: None,
+            min_insync: None,
+        }
+    }
+
+    /// `factor` replicas, of which a majority must hold a write, but never
+    /// all of them: with all, any one broker down (a rolling restart) stops
+    /// writes. 1 → 1, 2 → 1, 3 → 2, 5 → 3. Without it a topic of three
+    /// replicas acknowledges writes held by one broker alone, lost with it.
+    pub fn factor(factor: i32) -> Self {
+        Self {
+            factor: Some(factor),
+            min_insync: Some((factor / 2 + 1).min(factor - 1).max(1)),
+        }
+    }
 }
 
 /// What provisioning found or did for one topic.
@@ -57,15 +80,13 @@ pub async fn ensure_topics(
         .map(|t| t.spec().retention_ms.to_string())
         .collect();
     // librdkafka takes -1 as "the broker's default.replication.factor".
-    let replicas = match replication {
-        Replication::BrokerDefault => -1,
-        Replication::Factor(n) => n,
-    };
+    let replicas = replication.factor.unwrap_or(-1);
+    let min_insync = replication.min_insync.map(|n| n.to_string());
     let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
         .zip(&retention)
         .map(|(topic, retention_ms)| {
-            NewTopic::new(
+            let new = NewTopic::new(
                 topic.name(),
                 topic.spec().partitions,
                 TopicReplication::Fixed(replicas),
@@ -74,7 +95,11 @@ pub async fn ensure_topics(
                 "cleanup.policy",
                 topic.spec().cleanup_policy.as_kafka_config(),
             )
-            .set("retention.ms", retention_ms)
+            .set("retention.ms", retention_ms);
+            match &min_insync {
+                Some(n) => new.set("min.insync.replicas", n),
+                None => new,
+            }
         })
         .collect();
 
@@ -149,4 +174,16 @@ async fn partition_counts(
     })
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Replication;
+
+    #[test]
+    fn a_majority_of_the_replicas_must_hold_a_write_but_never_all() {
+        let min = |factor| Replication::factor(factor).min_insync;
+        assert_eq!([1, 2, 3, 4, 5, 7].map(min), [1, 1, 2, 3, 3, 4].map(Some));
+        assert_eq!(Replication::broker_default().min_insync, None);
+    }
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::AdminClient;
+use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use schema_registry_converter::async_impl::schema_registry::get_all_versions;
 use serde_json::{Value, json};
@@ -122,7 +122,7 @@ async fn apply_creates_topics_and_registers_schemas_once() {
         ensure_topics(
             Arc::clone(&admin),
             &catalog,
-            Replication::Factor(1),
+            Replication::factor(1),
             TIMEOUT,
         )
     };
@@ -139,6 +139,21 @@ async fn apply_creates_topics_and_registers_schemas_once() {
         .fetch_metadata(Some(&contracts.events_topic), TIMEOUT)
         .unwrap();
     assert_eq!(metadata.topics()[0].partitions().len(), 4);
+    // Set on the topic itself, not left to the broker: a cluster's default
+    // of 1 would acknowledge writes held by one replica.
+    let configs = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(&contracts.events_topic)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let config = configs.into_iter().next().unwrap().unwrap();
+    let min_insync = config.get("min.insync.replicas").unwrap();
+    assert_eq!(
+        (min_insync.value.as_deref(), &min_insync.source),
+        (Some("1"), &ConfigSource::DynamicTopic)
+    );
 
     let registered = provision_schemas(&catalog).await.unwrap();
     assert!(
@@ -297,6 +312,43 @@ async fn a_transitive_mode_checks_every_registered_version() {
         versions(&subject).await.len(),
         3,
         "BACKWARD looks at v2 only"
+    );
+}
+
+#[test]
+fn more_in_sync_replicas_than_replicas_is_refused_before_anything_is_created() {
+    let contracts = TestContracts::new();
+    let stack = Stack::get();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
+        .args([
+            "apply",
+            "--replication-factor",
+            "1",
+            "--min-insync-replicas",
+            "2",
+        ])
+        .arg("--contracts-dir")
+        .arg(&contracts.dir)
+        .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--min-insync-replicas must be between 1 and --replication-factor (1), got 2"
+        ),
+        "{stderr}"
+    );
+    let admin: AdminClient<DefaultClientContext> = stack.kafka_config().create().unwrap();
+    let metadata = admin.inner().fetch_metadata(None, TIMEOUT).unwrap();
+    assert!(
+        !metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == contracts.events_topic),
+        "no topic is created"
     );
 }
 
