@@ -3,15 +3,19 @@
 # source event reconciled (sluice-chaos, services/tools/chaos).
 #
 #   chaos.sh        the full run: 200 000 events, 5 000 sagas, every service
-#                   SIGKILLed 5 times, broker and Postgres restarted, API
+#                   SIGKILLed 5 times; Kafka nodes restarted, SIGKILLed (the
+#                   partition leaders' and the transaction coordinator's)
+#                   and cut off; Postgres SIGKILLed and restarted; API
 #                   storms; release build; report in bench-results/chaos.md,
 #                   copied into docs/RELIABILITY.md when it passes
 #   chaos.sh smoke  the same, scaled down, on the debug build (make test)
 #
 # The stack lives in .local/chaos (its data wiped at every run, so topics
-# hold this run alone); the downloaded servers are shared with .local/.
+# hold this run alone), Kafka as a cluster of three nodes with every topic
+# replicated three times, two replicas in sync for a write; the downloaded
+# servers are shared with .local/.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export SLUICE_LOCAL="$ROOT/.local/chaos"
+export SLUICE_LOCAL="$ROOT/.local/chaos" SLUICE_KAFKA_NODES=3
 source "$ROOT/deploy/local/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
@@ -25,7 +29,8 @@ case "$mode" in
     scale=() ;;
   smoke)
     profile=(); bin=target/debug; report="$SLUICE_LOCAL/smoke.md"
-    scale=(--events 4200 --sagas 200 --rate 200 --kills-per-service 1 --poison 2 --refuse-every 20 --settle-secs 300) ;;
+    # Slow enough that the servers' faults, one at a time, fall in the load.
+    scale=(--events 4200 --sagas 200 --rate 40 --kills-per-service 1 --poison 2 --refuse-every 20 --settle-secs 300) ;;
   *) die "usage: chaos.sh [full|smoke]" ;;
 esac
 
@@ -52,7 +57,8 @@ set -a
 # shellcheck source=/dev/null
 source "$STACK_ENV"
 set +a
-"$bin/sluice-provision" apply --replication-factor 1 > /dev/null
+# Three replicas; min.insync.replicas follows (2).
+"$bin/sluice-provision" apply --replication-factor 3 > /dev/null
 PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
   -f services/fleet/outbox-relay/migrations/0001_outbox.sql
 

@@ -1,7 +1,9 @@
 //! `sluice-chaos`: the whole fleet on the local stack under fire. Drives a
 //! mixed stream (outbox rows and HTTP events, requests and saga orders),
-//! meanwhile SIGKILLs every service at random moments, restarts the broker
-//! and Postgres once each, and runs the sandbox's APIs through error storms
+//! meanwhile SIGKILLs every service at random moments; on the three-node
+//! Kafka cluster restarts a node, SIGKILLs the node leading the most
+//! partitions and the transaction coordinator's, cuts one off; SIGKILLs and
+//! restarts Postgres; and runs the sandbox's APIs through error storms
 //! and outages; then reconciles every accepted event against Kafka, the
 //! sandbox's sheets and ERP records, the saga table and the dead letters,
 //! writes the report, and exits 1 if anything was lost, applied twice or
@@ -64,6 +66,9 @@ struct Args {
     stack: StackArgs,
 }
 
+/// The transformer's transactional id: its coordinator's node is killed.
+const TRANSACTIONAL_ID: &str = "sluice-transformer-chaos";
+
 /// Long step timeouts: an outage or a kill delays a reply, and a saga
 /// should wait it out rather than compensate. Rates high enough for the load.
 const TUNING: Tuning = &[
@@ -78,10 +83,7 @@ const TUNING: Tuning = &[
             "5",
         ],
     ),
-    (
-        "transformer",
-        &["--transactional-id", "sluice-transformer-chaos"],
-    ),
+    ("transformer", &["--transactional-id", TRANSACTIONAL_ID]),
     (
         "sheets-sink",
         &[
@@ -137,7 +139,13 @@ async fn main() -> Result<()> {
     // Every service is killed; dlq-replayer is a CLI, not a running service.
     let scenario = Scenario {
         title: "Chaos run",
-        faults: faults::schedule(seed, window, &SERVICES, args.kills_per_service),
+        faults: faults::schedule(
+            seed,
+            window,
+            &SERVICES,
+            args.kills_per_service,
+            TRANSACTIONAL_ID,
+        ),
         plan,
         rate: args.rate,
         seed,

@@ -5,6 +5,7 @@
 //! run (`sluice-chaos`) are two scenarios of it; the saga tests start their
 //! processes with its [`Launch`].
 
+mod cluster;
 pub mod faults;
 mod fleet;
 pub mod load;
@@ -18,5 +19,5 @@ pub mod topology;
 pub use fleet::{Fleet, Place, Recovery, Service, ServiceSpec};
 pub use process::{Launch, note_pid, scrape, scrape_sum, wait_answering, wait_metric, wait_ready};
 pub use report::Report;
-pub use run::{Finished, Harness, Scenario, StackArgs};
+pub use run::{Disruption, Finished, Harness, Sample, Scenario, StackArgs};
 pub use sandbox::Sandbox;

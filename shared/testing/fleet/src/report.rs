@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use crate::fleet::Recovery;
 use crate::load::{Accepted, Path, Plan, PoisonSent};
 use crate::reconcile::{OnKafka, Snapshot};
+use crate::run::{Disruption, Sample};
 
 /// Everything a run measured.
 pub struct Report<'a> {
@@ -37,8 +37,10 @@ pub struct Report<'a> {
     pub expected_dead_letters: &'a BTreeMap<(String, String), usize>,
     /// Each SIGKILL and its recovery.
     pub recoveries: &'a [Recovery],
-    /// Broker and Postgres restarts: name and time away.
-    pub restarts: &'a [(&'static str, Duration)],
+    /// The servers' faults (Kafka nodes, Postgres), one at a time.
+    pub disruptions: &'a [Disruption],
+    /// The fleet's lag and work, once a second.
+    pub series: &'a [Sample],
     /// Storms: API, what, seconds into the run.
     pub storms: &'a [(&'static str, &'static str, f64)],
     /// The highest consumer lag (messages) or slot lag (bytes) seen per service.
@@ -305,17 +307,111 @@ impl Report<'_> {
             }
         }
         writeln!(out)?;
-        for (server, away) in self.restarts {
+        if !self.disruptions.is_empty() {
             writeln!(
                 out,
-                "- {server} restarted: stopped and answering again after {:.1} s",
-                away.as_secs_f64()
+                "Servers, one at a time: back = the node or Postgres answering again; whole = \
+                 every partition's replicas in sync again; stalled = the longest time, from \
+                 the fault until a minute after the server was back (or the next server's fault), \
+                 in which no service did any work (sampled each second, so 1 s is no stall); max \
+                 lag = the fleet's consumer lag at its highest then; caught up = until the lag \
+                 was back to its level before the fault. The services' SIGKILLs and the API \
+                 storms overlap (their times are above and below).\n"
             )?;
+            writeln!(
+                out,
+                "| fault | at (s) | back after (s) | whole after (s) | stalled (s) | max lag (messages) | caught up after (s) |"
+            )?;
+            writeln!(out, "|---|---|---|---|---|---|---|")?;
+            for (i, disruption) in self.disruptions.iter().enumerate() {
+                let next = self.disruptions.get(i + 1).map(|d| d.at_secs);
+                let effect = Effect::of(self.series, disruption, next);
+                writeln!(
+                    out,
+                    "| {} | {:.0} | {:.1} | {} | {:.0} | {:.0} | {} |",
+                    disruption.what,
+                    disruption.at_secs,
+                    disruption.back_secs,
+                    disruption
+                        .whole_secs
+                        .map_or_else(|| "—".to_owned(), |s| format!("{s:.1}")),
+                    effect.stalled_secs,
+                    effect.max_lag,
+                    effect
+                        .caught_up_secs
+                        .map_or_else(|| "not in the run".to_owned(), |s| format!("{s:.0}")),
+                )?;
+            }
+            writeln!(out)?;
         }
         for (api, what, at) in self.storms {
             writeln!(out, "- sandbox {api}: {what}, from {at:.0} s")?;
         }
         Ok(())
+    }
+}
+
+/// What one server fault did to the fleet, read from the series.
+#[derive(Debug, PartialEq)]
+struct Effect {
+    /// The longest time without any work, in the minute after the server
+    /// is back (or until the next server's fault).
+    stalled_secs: f64,
+    /// The highest lag in that minute.
+    max_lag: f64,
+    /// From the fault until the lag was back to its level before it (None:
+    /// not before the series ends).
+    caught_up_secs: Option<f64>,
+}
+
+impl Effect {
+    /// How long after the server is back its effect is looked for.
+    const AFTER_SECS: f64 = 60.0;
+
+    /// `disruption`'s effect, looked for until `next` (the next server
+    /// fault's start) at the latest.
+    fn of(series: &[Sample], disruption: &Disruption, next: Option<f64>) -> Self {
+        let start = disruption.at_secs;
+        let end = (start + disruption.back_secs + Self::AFTER_SECS).min(next.unwrap_or(f64::MAX));
+        let before = series.iter().rev().find(|s| s.at_secs < start);
+        let (baseline, mut work) = before.map_or((0.0, 0.0), |s| (s.lag, s.work));
+        let window: Vec<&Sample> = series
+            .iter()
+            .filter(|s| (start..=end).contains(&s.at_secs))
+            .collect();
+        let mut worked_at = start;
+        let mut stalled_secs: f64 = 0.0;
+        for sample in &window {
+            if sample.work > work {
+                stalled_secs = stalled_secs.max(sample.at_secs - worked_at);
+                worked_at = sample.at_secs;
+                work = sample.work;
+            }
+        }
+        if let Some(last) = window.last() {
+            stalled_secs = stalled_secs.max(last.at_secs - worked_at);
+        }
+        let peak = window
+            .iter()
+            .copied()
+            .max_by(|a, b| a.lag.total_cmp(&b.lag));
+        let max_lag = peak.map_or(0.0, |s| s.lag);
+        // Backlog within the noise of a steady load is no backlog.
+        let level = baseline + (baseline * 0.1).max(50.0);
+        let caught_up_secs = if max_lag <= level {
+            Some(0.0)
+        } else {
+            let peak_at = peak.map_or(start, |s| s.at_secs);
+            series
+                .iter()
+                .find(|s| s.at_secs > peak_at && s.lag <= level)
+                .map(|s| s.at_secs - start)
+        };
+        Self {
+            stalled_secs,
+            max_lag,
+            caught_up_secs,
+        }
     }
 }
 
@@ -330,7 +426,65 @@ fn median_max(values: &[f64]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::median_max;
+    use super::{Effect, median_max};
+    use crate::run::{Disruption, Sample};
+
+    fn series(points: &[(f64, f64, f64)]) -> Vec<Sample> {
+        points
+            .iter()
+            .map(|&(at_secs, lag, work)| Sample { at_secs, lag, work })
+            .collect()
+    }
+
+    fn at(at_secs: f64, back_secs: f64) -> Disruption {
+        Disruption {
+            what: "x".into(),
+            at_secs,
+            back_secs,
+            whole_secs: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_s_stall_backlog_and_catch_up_are_read_from_the_series() {
+        let series = series(&[
+            (1.0, 10.0, 100.0),
+            (2.0, 10.0, 110.0),
+            // the fault at 2.5: nothing done from 3 to 6, the lag builds
+            (3.0, 40.0, 110.0),
+            (4.0, 200.0, 110.0),
+            (5.0, 400.0, 110.0),
+            (6.0, 300.0, 150.0),
+            (7.0, 100.0, 260.0),
+            (8.0, 20.0, 300.0),
+            (9.0, 15.0, 310.0),
+        ]);
+        let effect = Effect::of(&series, &at(2.5, 1.0), None);
+        assert_eq!(
+            effect,
+            Effect {
+                stalled_secs: 3.5,
+                max_lag: 400.0,
+                caught_up_secs: Some(5.5),
+            }
+        );
+    }
+
+    #[test]
+    fn no_backlog_is_caught_up_at_once_and_an_endless_one_never() {
+        let calm = series(&[(1.0, 30.0, 1.0), (2.0, 60.0, 2.0), (3.0, 30.0, 3.0)]);
+        assert_eq!(
+            Effect::of(&calm, &at(1.5, 0.5), None).caught_up_secs,
+            Some(0.0)
+        );
+        let stuck = series(&[(1.0, 0.0, 1.0), (2.0, 500.0, 1.0), (3.0, 900.0, 1.0)]);
+        let effect = Effect::of(&stuck, &at(1.5, 0.5), None);
+        assert_eq!(effect.caught_up_secs, None);
+        assert_eq!(effect.stalled_secs, 1.5);
+        // The next server's fault ends the window: its backlog is its own.
+        let effect = Effect::of(&stuck, &at(0.5, 0.5), Some(1.5));
+        assert_eq!((effect.max_lag, effect.stalled_secs), (0.0, 0.5));
+    }
 
     #[test]
     fn median_and_max_of_recoveries() {

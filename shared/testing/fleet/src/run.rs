@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::faults::{Fault, Scheduled};
+use crate::cluster::Cluster;
+use crate::faults::{Broker, Fault, Scheduled, stack_script};
 use crate::fleet::{Fleet, Place, Recovery};
 use crate::load::{Driver, Ledger, Plan};
 use crate::reconcile::Snapshot;
@@ -157,14 +158,23 @@ impl Harness {
             tokio::spawn(async move { fleet.supervise().await })
         };
         let max_lag = Arc::new(Mutex::new(BTreeMap::<&'static str, f64>::new()));
-        let sampler = tokio::spawn(sample_lag(Arc::clone(&fleet), Arc::clone(&max_lag)));
+        let series = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
+        let sampler = tokio::spawn(sample_lag(
+            Arc::clone(&fleet),
+            started,
+            Arc::clone(&max_lag),
+            Arc::clone(&series),
+        ));
         let sandbox = Arc::new(sandbox);
         let faults_done = tokio::spawn(run_faults(
             scenario.faults.clone(),
             Arc::clone(&fleet),
             Arc::clone(&sandbox),
-            self.root.clone(),
+            Servers {
+                root: self.root.clone(),
+                kafka_bootstrap: self.kafka_bootstrap.clone(),
+            },
             started,
         ));
         let ledger = Ledger::default();
@@ -228,6 +238,7 @@ impl Harness {
         let refused = (0..plan.orders).filter(|&i| plan.refused(i)).count();
         let expected_dead_letters = crate::reconcile::expected_dead_letters(poison, refused);
         let max_lag = max_lag.lock().await.clone();
+        let series = series.lock().await.clone();
         let report = Report {
             title: scenario.title,
             plan,
@@ -242,7 +253,8 @@ impl Harness {
             dead_letters: &dead_letters,
             expected_dead_letters: &expected_dead_letters,
             recoveries: &outcome.recoveries,
-            restarts: &outcome.restarts,
+            disruptions: &outcome.disruptions,
+            series: &series,
             storms: &outcome.storms,
             max_lag: &max_lag,
             exits: &exits,
@@ -305,30 +317,82 @@ async fn interrupted() {
     }
 }
 
+/// The fleet at one moment: its consumers' lag and the work it has done.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Seconds into the run.
+    pub at_secs: f64,
+    /// Consumer lag of every consuming service, messages (a service that
+    /// does not answer counts with its last figure).
+    pub lag: f64,
+    /// Work done by every service since the start (messages consumed,
+    /// events relayed), summed over restarts.
+    pub work: f64,
+}
+
 /// Notes the highest consumer lag (messages) or slot lag (bytes) of each
-/// service, once a second, until aborted.
-async fn sample_lag(fleet: Arc<Fleet>, max_lag: Arc<Mutex<BTreeMap<&'static str, f64>>>) {
+/// service, and the fleet's lag and work as a series, once a second, until
+/// aborted.
+async fn sample_lag(
+    fleet: Arc<Fleet>,
+    started: Instant,
+    max_lag: Arc<Mutex<BTreeMap<&'static str, f64>>>,
+    series: Arc<Mutex<Vec<Sample>>>,
+) {
+    let mut lag = BTreeMap::<&'static str, f64>::new();
+    let mut counted = BTreeMap::<&'static str, f64>::new();
+    let mut work = 0.0;
     loop {
         for service in fleet.services.iter().filter(|s| s.spec.name != "ingest") {
-            let metric = if service.spec.binary == "outbox-relay" {
+            let name = service.spec.name;
+            let relay = service.spec.binary == "outbox-relay";
+            let metric = if relay {
                 "sluice_outbox_slot_lag_bytes"
             } else {
                 "sluice_consumer_lag"
             };
-            if let Some(lag) = crate::scrape_sum(&service.http, metric).await {
+            if let Some(now) = crate::scrape_sum(&service.http, metric).await {
                 let mut max = max_lag.lock().await;
-                let entry = max.entry(service.spec.name).or_default();
-                *entry = entry.max(lag);
+                let entry = max.entry(name).or_default();
+                *entry = entry.max(now);
+                if !relay {
+                    lag.insert(name, now);
+                }
+            }
+            if let Some(progress) = service.spec.progress
+                && let Some(now) = crate::scrape_sum(&service.http, progress).await
+            {
+                let before = counted.insert(name, now).unwrap_or(0.0);
+                // A restarted process counts from zero again.
+                work += if now >= before { now - before } else { now };
             }
         }
+        series.lock().await.push(Sample {
+            at_secs: started.elapsed().as_secs_f64(),
+            lag: lag.values().sum(),
+            work,
+        });
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// One fault of a server of the stack and how long the server took.
+#[derive(Debug, Clone)]
+pub struct Disruption {
+    /// What struck ("SIGKILL Kafka node 2, leader of 31 of 96 partitions").
+    pub what: String,
+    /// Seconds into the run.
+    pub at_secs: f64,
+    /// From the fault until the server answered again.
+    pub back_secs: f64,
+    /// From the fault until every replica was in sync again (Kafka only).
+    pub whole_secs: Option<f64>,
 }
 
 /// What the faults cost.
 struct Outcome {
     recoveries: Vec<Recovery>,
-    restarts: Vec<(&'static str, Duration)>,
+    disruptions: Vec<Disruption>,
     storms: Vec<(&'static str, &'static str, f64)>,
 }
 
@@ -336,9 +400,12 @@ async fn run_faults(
     schedule: Vec<Scheduled>,
     fleet: Arc<Fleet>,
     sandbox: Arc<Sandbox>,
-    root: PathBuf,
+    servers: Servers,
     started: Instant,
 ) -> Result<Outcome> {
+    let (on_servers, schedule): (Vec<_>, Vec<_>) =
+        schedule.into_iter().partition(|s| s.fault.is_server());
+    let servers = tokio::spawn(servers.strike(on_servers, started));
     let mut kills = Vec::new();
     let mut others = Vec::new();
     let mut storms = Vec::new();
@@ -354,20 +421,6 @@ async fn run_faults(
                     fleet.kill(service, down, started).await
                 }));
             }
-            Fault::RestartBroker | Fault::RestartPostgres => {
-                let (name, script) = if matches!(scheduled.fault, Fault::RestartBroker) {
-                    ("Kafka broker", "kafka.sh")
-                } else {
-                    ("Postgres", "postgres.sh")
-                };
-                eprintln!("[fleet] {at:>5.0} s  restarting {name}");
-                let root = root.clone();
-                others.push(tokio::spawn(async move {
-                    crate::faults::restart_server(&root, script)
-                        .await
-                        .map(|away| Some((name, away)))
-                }));
-            }
             Fault::Storm {
                 api,
                 what,
@@ -378,26 +431,145 @@ async fn run_faults(
                 storms.push((api, what, at));
                 let sandbox = Arc::clone(&sandbox);
                 others.push(tokio::spawn(async move {
-                    sandbox.storm(api, &faults, lasts).await.map(|()| None)
+                    sandbox.storm(api, &faults, lasts).await
                 }));
             }
+            server => bail!("{server:?} is a server's fault"),
         }
     }
     let mut recoveries = Vec::new();
     for kill in kills {
         recoveries.push(kill.await.context("a kill task panicked")??);
     }
-    let mut restarts = Vec::new();
     for other in others {
-        if let Some(restart) = other.await.context("a fault task panicked")?? {
-            restarts.push(restart);
-        }
+        other.await.context("a storm task panicked")??;
     }
+    let disruptions = servers.await.context("the server faults panicked")??;
     Ok(Outcome {
         recoveries,
-        restarts,
+        disruptions,
         storms,
     })
+}
+
+/// The stack's servers, struck through its scripts.
+struct Servers {
+    root: PathBuf,
+    kafka_bootstrap: String,
+}
+
+impl Servers {
+    /// Strikes each fault at its time, or when the one before is over if
+    /// that is later: one server down at a time, and a Kafka node only
+    /// once every replica is in sync again (as a rolling restart waits),
+    /// so that no fault takes two of three replicas.
+    async fn strike(self, faults: Vec<Scheduled>, started: Instant) -> Result<Vec<Disruption>> {
+        let cluster = Cluster::connect(&self.kafka_bootstrap)?;
+        let mut disruptions = Vec::new();
+        for scheduled in faults {
+            tokio::time::sleep_until((started + scheduled.at).into()).await;
+            let at_secs = started.elapsed().as_secs_f64();
+            let struck = Instant::now();
+            let (what, kafka) = self.strike_one(&cluster, &scheduled.fault).await?;
+            let back_secs = struck.elapsed().as_secs_f64();
+            let whole_secs = if kafka {
+                cluster.wait_whole(Duration::from_secs(300)).await?;
+                Some(struck.elapsed().as_secs_f64())
+            } else {
+                None
+            };
+            eprintln!("[fleet] {at_secs:>5.0} s  {what}: back after {back_secs:.1} s");
+            disruptions.push(Disruption {
+                what,
+                at_secs,
+                back_secs,
+                whole_secs,
+            });
+        }
+        Ok(disruptions)
+    }
+
+    async fn script(&self, script: &str, args: &[&str]) -> Result<()> {
+        stack_script(&self.root, script, args).await
+    }
+
+    /// Strikes `fault` and brings the server back; says what it did and
+    /// whether it was Kafka.
+    async fn strike_one(&self, cluster: &Cluster, fault: &Fault) -> Result<(String, bool)> {
+        Ok(match *fault {
+            Fault::RestartBroker => {
+                let node = cluster.most_leaders()?.node.to_string();
+                eprintln!("[fleet] restarting Kafka node {node}");
+                self.script("kafka.sh", &["restart-node", &node]).await?;
+                (format!("Kafka node {node} stopped and started"), true)
+            }
+            Fault::KillBroker { which, down } => {
+                let (node, role) = match which {
+                    Broker::MostLeaders => {
+                        let leading = cluster.most_leaders()?;
+                        let role =
+                            format!("leader of {} of {} partitions", leading.leads, leading.of);
+                        (leading.node, role)
+                    }
+                    Broker::Coordinator(id) => (
+                        cluster.transaction_coordinator(id)?,
+                        format!("coordinator of {id}'s transactions"),
+                    ),
+                };
+                let node = node.to_string();
+                eprintln!("[fleet] SIGKILL Kafka node {node}, {role}");
+                self.script("kafka.sh", &["kill", &node]).await?;
+                tokio::time::sleep(down).await;
+                self.script("kafka.sh", &["start-node", &node]).await?;
+                (
+                    format!(
+                        "SIGKILL Kafka node {node}, {role}; started again after {} s",
+                        down.as_secs()
+                    ),
+                    true,
+                )
+            }
+            Fault::PauseBroker { lasts } => {
+                let leading = cluster.most_leaders()?;
+                let node = leading.node.to_string();
+                eprintln!("[fleet] SIGSTOP Kafka node {node}");
+                self.script("kafka.sh", &["pause", &node]).await?;
+                tokio::time::sleep(lasts).await;
+                self.script("kafka.sh", &["resume", &node]).await?;
+                (
+                    format!(
+                        "Kafka node {node} (leader of {} of {} partitions) cut off for {} s (SIGSTOP, then SIGCONT)",
+                        leading.leads,
+                        leading.of,
+                        lasts.as_secs()
+                    ),
+                    true,
+                )
+            }
+            Fault::RestartPostgres => {
+                eprintln!("[fleet] restarting Postgres");
+                self.script("postgres.sh", &["restart"]).await?;
+                (
+                    "Postgres stopped (fast shutdown) and started".to_owned(),
+                    false,
+                )
+            }
+            Fault::KillPostgres { down } => {
+                eprintln!("[fleet] SIGKILL Postgres");
+                self.script("postgres.sh", &["kill"]).await?;
+                tokio::time::sleep(down).await;
+                self.script("postgres.sh", &["start"]).await?;
+                (
+                    format!(
+                        "SIGKILL Postgres and its backends; started again after {} s (crash recovery)",
+                        down.as_secs()
+                    ),
+                    false,
+                )
+            }
+            Fault::Kill { .. } | Fault::Storm { .. } => bail!("{fault:?} is not a server's fault"),
+        })
+    }
 }
 
 /// Where the local stack is, as `deploy/local/stack.sh` writes it to
