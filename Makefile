@@ -19,7 +19,7 @@ test: ## Lint, build, start the local stack, run every test, stop the stack (fre
 bench: ## Benchmarks side by side with their references (broker perf tools, Debezium, Kafka Streams); results in bench-results/ and docs/BENCHMARKS.md
 	bash deploy/local/bench.sh
 
-chaos: ## The whole fleet under SIGKILLs, broker and Postgres restarts and API storms, reconciled (results in bench-results/chaos.md)
+chaos: ## The whole fleet on a 3-node Kafka cluster under SIGKILLs (services, brokers, Postgres), a node cut off and API storms, reconciled (results in bench-results/chaos.md)
 	bash deploy/local/chaos.sh
 
 fuzz: ## Schemathesis against ingest on the running local stack for 10 minutes (make test runs it for one)

@@ -62,7 +62,7 @@ if [[ "$started_stack" == true ]]; then
 fi
 # The chaos run scaled down, on a stack of its own (.local/chaos), after the
 # shared one has stopped: the two never compete for the 2 cores.
-log "the chaos run, scaled down: SIGKILLs, a broker and a Postgres restart, API storms"
+log "the chaos run, scaled down, on a three-node Kafka cluster: SIGKILLs of services, brokers and Postgres, a node cut off, API storms"
 step "chaos.sh smoke" bash "$HERE/chaos.sh" smoke
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "cargo test: %d passed, %d failed\n", passed, failed }' "$results"
