@@ -315,24 +315,32 @@ async fn a_transitive_mode_checks_every_registered_version() {
     );
 }
 
-#[test]
-fn more_in_sync_replicas_than_replicas_is_refused_before_anything_is_created() {
-    let contracts = TestContracts::new();
+/// sluice-provision `args` on `contracts`, against the stack.
+fn run_cli(contracts: &TestContracts, args: &[&str]) -> std::process::Output {
     let stack = Stack::get();
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
-        .args([
-            "apply",
-            "--replication-factor",
-            "1",
-            "--min-insync-replicas",
-            "2",
-        ])
+    Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
+        .args(args)
         .arg("--contracts-dir")
         .arg(&contracts.dir)
         .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
         .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn more_in_sync_replicas_than_replicas_is_refused_before_anything_is_created() {
+    let contracts = TestContracts::new();
+    let output = run_cli(
+        &contracts,
+        &[
+            "apply",
+            "--replication-factor",
+            "1",
+            "--min-insync-replicas",
+            "2",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -341,7 +349,7 @@ fn more_in_sync_replicas_than_replicas_is_refused_before_anything_is_created() {
         ),
         "{stderr}"
     );
-    let admin: AdminClient<DefaultClientContext> = stack.kafka_config().create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = Stack::get().kafka_config().create().unwrap();
     let metadata = admin.inner().fetch_metadata(None, TIMEOUT).unwrap();
     assert!(
         !metadata
@@ -362,15 +370,7 @@ async fn cli_check_names_the_incompatible_subject_and_file() {
         schema["fields"][1]["type"] = json!("int");
     });
 
-    let stack = Stack::get();
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice-provision"))
-        .arg("check")
-        .arg("--contracts-dir")
-        .arg(&contracts.dir)
-        .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-        .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
-        .output()
-        .unwrap();
+    let output = run_cli(&contracts, &["check"]);
     assert!(!output.status.success(), "check must fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
