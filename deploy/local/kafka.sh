@@ -18,7 +18,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="$SLUICE_LOCAL/kafka"
 LIBS="$SLUICE_DIST/kafka-$KAFKA_VERSION/libs"
-NODES="${SLUICE_KAFKA_NODES:-1}"
+# The cluster's size: SLUICE_KAFKA_NODES, else the size its endpoint file
+# records (so `stack.sh down` stops every node of a cluster), else 1.
+NODES="${SLUICE_KAFKA_NODES:-$(env_get "$DIR/endpoint.env" SLUICE_KAFKA_NODES)}"
+NODES="${NODES:-1}"
 [[ "$NODES" == 1 || "$NODES" == 3 ]] || die "SLUICE_KAFKA_NODES must be 1 or 3, got $NODES"
 # Bounded so that the brokers, the registry and the tests share 2 cores and
 # leave memory for cargo; raise it with SLUICE_KAFKA_HEAP for benchmarks.
@@ -89,8 +92,10 @@ write_config() {
   local plain ctrl sasl ssl sasl_ssl
   plain="$(node_port "$i" PLAINTEXT)"; ctrl="$(node_port "$i" CONTROLLER)"; sasl="$(node_port "$i" SASL_PLAINTEXT)"
   ssl="$(node_port "$i" SSL)"; sasl_ssl="$(node_port "$i" SASL_SSL)"
-  # Internal topics as replicated as the cluster allows: on three nodes a
-  # transaction or a group offset survives any one of them dying.
+  # Internal topics as replicated as the cluster allows, and on three nodes
+  # two replicas in sync for any write (the group offsets' topic has no
+  # setting of its own): a transaction or an offset survives any one node
+  # dying. Topics sluice-provision creates carry their own.
   local rf=$(( NODES < 3 ? NODES : 3 )) min_isr=$(( NODES < 3 ? 1 : 2 ))
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
@@ -120,6 +125,7 @@ transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$min_isr
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$min_isr
+min.insync.replicas=$min_isr
 group.initial.rebalance.delay.ms=0
 PROPS
 }
@@ -206,13 +212,20 @@ start() {
   write_stack_env
 }
 
+# SIGTERM to every node at once, then waiting on each: stopped one by one,
+# the last would wait for a controller quorum that is gone.
 stop() {
-  local i
+  local i pid
+  # A broker of the one-folder layout an older kafka.sh wrote.
+  [[ -f "$DIR/kafka.pid" ]] && stop_pid "$DIR/kafka.pid" 30
   for i in $(seq 1 "$NODES"); do
+    node_alive "$i" || continue
+    pid="$(cat "$(node_pidfile "$i")")"
     # A paused node takes no SIGTERM until it runs again.
-    node_alive "$i" && { kill -CONT "$(cat "$(node_pidfile "$i")")" 2>/dev/null || true; }
-    stop_pid "$(node_pidfile "$i")" 30
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
   done
+  for i in $(seq 1 "$NODES"); do stop_pid "$(node_pidfile "$i")" 30; done
 }
 
 status() {
@@ -273,7 +286,11 @@ case "${1:-}" in
   status) status ;;
   kill) kill_node "${2:-}" ;;
   start-node) start_node "${2:-}" ;;
-  restart-node) check_node "${2:-}"; stop_pid "$(node_pidfile "$2")" 30; start_node "$2" ;;
+  restart-node)
+    check_node "${2:-}"
+    node_alive "$2" && { kill -CONT "$(cat "$(node_pidfile "$2")")" 2>/dev/null || true; }
+    stop_pid "$(node_pidfile "$2")" 30
+    start_node "$2" ;;
   pause) signal_node STOP "${2:-}" ;;
   resume) signal_node CONT "${2:-}" ;;
   perf-test) shift; perf_test "$@" ;;

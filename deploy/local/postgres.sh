@@ -106,9 +106,17 @@ stop() {
 crash() {
   [[ -f "$DATA/postmaster.pid" ]] || die "postgres is not running"
   local postmaster; postmaster="$(head -n1 "$DATA/postmaster.pid")"
-  # shellcheck disable=SC2046 # one pid per word
-  kill -KILL "$postmaster" $(pgrep -P "$postmaster") 2>/dev/null || true
-  while kill -0 "$postmaster" 2>/dev/null; do sleep 0.1; done
+  # pg_ctl starts the postmaster in a session of its own: its process group
+  # is the server, backends forked a moment ago included.
+  kill -KILL -- "-$postmaster" 2>/dev/null || kill -KILL "$postmaster" 2>/dev/null || true
+  # Until the postmaster is reaped too: while its pid exists, even as a
+  # zombie, the next start takes postmaster.pid for a live server's.
+  local _
+  for _ in $(seq 1 100); do
+    [[ -n "$(pgrep -g "$postmaster")" ]] || return 0
+    sleep 0.1
+  done
+  die "postgres processes of group $postmaster outlived SIGKILL for 10 s"
 }
 
 status() {

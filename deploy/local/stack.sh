@@ -43,7 +43,7 @@ clean() {
 
 running() {
   [[ -f "$STACK_ENV" ]] && bash "$HERE/postgres.sh" status | grep -q running \
-    && bash "$HERE/kafka.sh" status | grep -q running && bash "$HERE/registry.sh" status | grep -q running \
+    && [[ "$(bash "$HERE/kafka.sh" status)" != *stopped* ]] && bash "$HERE/registry.sh" status | grep -q running \
     && bash "$HERE/jaeger.sh" status | grep -q running
 }
 
