@@ -55,8 +55,9 @@ enum Command {
         #[arg(long, env = "SLUICE_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
         replication_factor: i32,
         /// min.insync.replicas of created topics: replicas that must hold a
-        /// write before it is acknowledged. Default: a majority of
-        /// --replication-factor but not all (3 → 2); with -1, the broker's.
+        /// write before it is acknowledged, at most --replication-factor.
+        /// Default: a majority of the replicas but not all (3 → 2); the
+        /// broker's when --replication-factor is -1.
         #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
         min_insync_replicas: Option<i32>,
     },

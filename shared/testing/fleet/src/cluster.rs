@@ -102,21 +102,26 @@ impl Cluster {
             .count())
     }
 
-    /// Waits until every replica is in sync again, up to `within`.
+    /// Waits until every replica is in sync again, up to `within`: two
+    /// readings in a row, a second apart, since a node just back (or not
+    /// yet fenced) may answer from stale metadata once.
     pub async fn wait_whole(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
+        let mut whole_before = false;
         loop {
             // A node just back may not answer yet: ask again.
-            if matches!(self.under_replicated(), Ok(0)) {
+            let whole = matches!(self.under_replicated(), Ok(0));
+            if whole && whole_before {
                 return Ok(());
             }
+            whole_before = whole;
             if Instant::now() > deadline {
                 bail!(
                     "partitions still under-replicated after {within:?}: {:?}",
                     self.under_replicated()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

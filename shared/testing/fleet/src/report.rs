@@ -315,7 +315,7 @@ impl Report<'_> {
                  the fault until a minute after the server was back (or the next server's fault), \
                  in which no service did any work (sampled each second, so 1 s is no stall); max \
                  lag = the fleet's consumer lag at its highest then; caught up = until the lag \
-                 was back to its level before the fault. The services' SIGKILLs and the API \
+                 was back to its level before the fault (before the next server's fault). The services' SIGKILLs and the API \
                  storms overlap (their times are above and below).\n"
             )?;
             writeln!(
@@ -337,9 +337,14 @@ impl Report<'_> {
                         .map_or_else(|| "—".to_owned(), |s| format!("{s:.1}")),
                     effect.stalled_secs,
                     effect.max_lag,
-                    effect
-                        .caught_up_secs
-                        .map_or_else(|| "not in the run".to_owned(), |s| format!("{s:.0}")),
+                    effect.caught_up_secs.map_or_else(
+                        || if next.is_some() {
+                            "not before the next".to_owned()
+                        } else {
+                            "not in the run".to_owned()
+                        },
+                        |s| format!("{s:.0}")
+                    ),
                 )?;
             }
             writeln!(out)?;
@@ -360,7 +365,7 @@ struct Effect {
     /// The highest lag in that minute.
     max_lag: f64,
     /// From the fault until the lag was back to its level before it (None:
-    /// not before the series ends).
+    /// not before the next server fault, or the series' end).
     caught_up_secs: Option<f64>,
 }
 
@@ -402,8 +407,11 @@ impl Effect {
             Some(0.0)
         } else {
             let peak_at = peak.map_or(start, |s| s.at_secs);
+            // Past the next fault, a backlog is no longer this one's.
+            let until = next.unwrap_or(f64::MAX);
             series
                 .iter()
+                .take_while(|s| s.at_secs <= until)
                 .find(|s| s.at_secs > peak_at && s.lag <= level)
                 .map(|s| s.at_secs - start)
         };
@@ -484,6 +492,16 @@ mod tests {
         // The next server's fault ends the window: its backlog is its own.
         let effect = Effect::of(&stuck, &at(0.5, 0.5), Some(1.5));
         assert_eq!((effect.max_lag, effect.stalled_secs), (0.0, 0.5));
+        let drained = series(&[(1.0, 0.0, 1.0), (2.0, 500.0, 1.0), (3.0, 0.0, 2.0)]);
+        assert_eq!(
+            Effect::of(&drained, &at(1.5, 0.1), Some(2.5)).caught_up_secs,
+            None,
+            "drained only after the next fault"
+        );
+        assert_eq!(
+            Effect::of(&drained, &at(1.5, 0.1), None).caught_up_secs,
+            Some(1.5)
+        );
     }
 
     #[test]
