@@ -175,7 +175,7 @@ async fn webhook(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8
             webhook.to_event(body)?,
             now_millis(),
             ids.id(0),
-            &Scope::Any,
+            webhook.scope(),
         )?;
         let accepted = produce(state, headers, vec![event], Submission::One).await?;
         Ok(json!(accepted[0]))

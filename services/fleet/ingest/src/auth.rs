@@ -143,31 +143,39 @@ fn parse_scope(scope: &str, catalog: &Catalog) -> Result<(String, Option<String>
         Some((aggregate, event)) => (aggregate, Some(event)),
         None => (scope, None),
     };
-    let contract = catalog.topic(&event_contract(aggregate)).ok_or_else(|| {
-        format!(
-            "scope {scope:?}: no aggregate type {aggregate:?} (no topic {} is declared)",
-            event_contract(aggregate)
-        )
-    })?;
-    if let Some(event) = event {
-        if !contract.has_event_type(event) {
-            return Err(format!(
-                "scope {scope:?}: {} has no event type {event:?}",
-                contract.name()
-            ));
-        }
-        if contract
-            .spec()
-            .reserved_event_types
-            .iter()
-            .any(|r| r == event)
-        {
-            return Err(format!(
-                "scope {scope:?}: {event} is emitted by Sluice itself; no token may post it"
-            ));
-        }
-    }
+    check_postable(aggregate, event, catalog)
+        .map_err(|reason| format!("scope {scope:?}: {reason}"))?;
     Ok((aggregate.to_owned(), event.map(str::to_owned)))
+}
+
+/// Whether `aggregate_type` is declared in the contracts and `event_type`
+/// (when given) is one of its event types that a client may post.
+pub fn check_postable(
+    aggregate_type: &str,
+    event_type: Option<&str>,
+    catalog: &Catalog,
+) -> Result<(), String> {
+    let topic = event_contract(aggregate_type);
+    let contract = catalog.topic(&topic).ok_or_else(|| {
+        format!("no aggregate type {aggregate_type:?} (no topic {topic} is declared)")
+    })?;
+    let Some(event) = event_type else {
+        return Ok(());
+    };
+    if !contract.has_event_type(event) {
+        return Err(format!("{} has no event type {event:?}", contract.name()));
+    }
+    if contract
+        .spec()
+        .reserved_event_types
+        .iter()
+        .any(|r| r == event)
+    {
+        return Err(format!(
+            "{event} is emitted by Sluice itself; no client may post it"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -237,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             refused(format!("{hash}:orders.OrderConfirmed")),
-            "setting token-sha256: token 1: scope \"orders.OrderConfirmed\": OrderConfirmed is emitted by Sluice itself; no token may post it"
+            "setting token-sha256: token 1: scope \"orders.OrderConfirmed\": OrderConfirmed is emitted by Sluice itself; no client may post it"
         );
         assert_eq!(
             refused(format!("{}:orders", sha256_hex("ok"))),

@@ -73,6 +73,10 @@ async fn main() -> Result<()> {
     if migrated.is_none() {
         return Ok(runtime.stop().await?);
     }
+    let webhooks = match &cli.ingest.webhooks {
+        Some(path) => WebhookSources::load(path, &catalog)?,
+        None => WebhookSources::default(),
+    };
     let state = Arc::new(AppState {
         tokens,
         events: EventRouter::new(catalog, cli.routes.by_aggregate_type()),
@@ -84,10 +88,7 @@ async fn main() -> Result<()> {
             cli.ingest.ack_timeout(),
         )?,
         idempotency: idempotency.clone(),
-        webhooks: match &cli.ingest.webhooks {
-            Some(path) => WebhookSources::load(path)?,
-            None => WebhookSources::default(),
-        },
+        webhooks,
         per_token: RateLimiter::new("ingest-token", cli.ingest.per_token_limit())
             .context("requests-per-second-per-token")?,
     });

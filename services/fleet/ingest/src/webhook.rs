@@ -10,12 +10,18 @@
 //! scheme = "shopify"                 # sluice (default), github, stripe, shopify
 //! secret_file = "/run/secrets/shop"  # or secret_env = "SHOP_WEBHOOK_SECRET"
 //! aggregate_type = "orders"
-//! event_type = "OrderPlaced"         # or event_type_pointer = "/type"
+//! event_type = "OrderPlaced"         # or event_type_pointer = "/type" with
+//!                                    # event_types = ["OrderPlaced", …], what it may post
 //! aggregate_id_pointer = "/order/id" # JSON pointers into the webhook body
 //! payload_pointer = "/order/event"
 //! event_id_pointer = "/delivery_id"  # optional: the sender's delivery id
 //! tolerance_secs = 300               # signed timestamps this old pass (at most 900)
 //! ```
+//!
+//! A source's aggregate and event types are checked against the contracts
+//! when the file is loaded: the types it may post are its scope, as a
+//! token's are (see [`crate::auth`]), so a leaked webhook secret cannot post
+//! every event of the aggregate.
 //!
 //! With the `sluice` scheme the sender sets `X-Sluice-Timestamp` (Unix
 //! seconds) and `X-Sluice-Signature: sha256=<hex of HMAC-SHA256(secret,
@@ -29,7 +35,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use sluice_config::ConfigError;
+use sluice_contracts::Catalog;
 
+use crate::auth::{Scope, check_postable};
 use crate::error::ApiError;
 use crate::event::IncomingEvent;
 use crate::signature::{MAX_TOLERANCE, Scheme, Verified};
@@ -54,6 +62,7 @@ struct SourceConfig {
     aggregate_type: String,
     event_type: Option<String>,
     event_type_pointer: Option<String>,
+    event_types: Option<Vec<String>>,
     aggregate_id_pointer: String,
     payload_pointer: String,
     event_id_pointer: Option<String>,
@@ -67,6 +76,8 @@ pub struct WebhookSource {
     secret: SecretString,
     aggregate_type: String,
     event_type: EventType,
+    /// The event types it may post.
+    scope: Scope,
     aggregate_id_pointer: String,
     payload_pointer: String,
     event_id_pointer: Option<String>,
@@ -85,8 +96,8 @@ pub struct WebhookSources(HashMap<String, WebhookSource>);
 
 impl WebhookSources {
     /// Reads the sources file (`--webhooks`); its secrets from their files or
-    /// environment variables.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// environment variables; each source's event types checked against `catalog`.
+    pub fn load(path: &Path, catalog: &Catalog) -> Result<Self, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             setting: "webhooks",
             reason,
@@ -118,15 +129,43 @@ impl WebhookSources {
                     )));
                 }
             };
-            let event_type = match (source.event_type, source.event_type_pointer) {
-                (Some(fixed), None) => EventType::Fixed(fixed),
-                (None, Some(pointer)) => EventType::At(pointer),
+            let (event_type, postable) = match (
+                source.event_type,
+                source.event_type_pointer,
+                source.event_types,
+            ) {
+                (Some(fixed), None, None) => (EventType::Fixed(fixed.clone()), vec![fixed]),
+                (None, Some(pointer), Some(types)) if !types.is_empty() => {
+                    (EventType::At(pointer), types)
+                }
+                (None, Some(_), _) => {
+                    return Err(invalid(format!(
+                        "source {name}: event_type_pointer lets the body name the event type; \
+                         list the ones this source may post in event_types"
+                    )));
+                }
+                (Some(_), None, Some(_)) => {
+                    return Err(invalid(format!(
+                        "source {name}: event_types goes with event_type_pointer; \
+                         a source with a fixed event_type posts only that one"
+                    )));
+                }
                 _ => {
                     return Err(invalid(format!(
                         "source {name}: set exactly one of event_type and event_type_pointer"
                     )));
                 }
             };
+            for event in &postable {
+                check_postable(&source.aggregate_type, Some(event), catalog)
+                    .map_err(|reason| invalid(format!("source {name}: {reason}")))?;
+            }
+            let scope = Scope::Only(
+                postable
+                    .into_iter()
+                    .map(|event| (source.aggregate_type.clone(), Some(event)))
+                    .collect(),
+            );
             let tolerance = source
                 .tolerance_secs
                 .map_or(DEFAULT_TOLERANCE, Duration::from_secs);
@@ -142,6 +181,7 @@ impl WebhookSources {
                 secret: SecretString::from(secret),
                 aggregate_type: source.aggregate_type,
                 event_type,
+                scope,
                 aggregate_id_pointer: source.aggregate_id_pointer,
                 payload_pointer: source.payload_pointer,
                 event_id_pointer: source.event_id_pointer,
@@ -180,6 +220,10 @@ impl WebhookSource {
             secret,
             aggregate_type: aggregate_type.to_owned(),
             event_type: EventType::Fixed(event_type.to_owned()),
+            scope: Scope::Only(vec![(
+                aggregate_type.to_owned(),
+                Some(event_type.to_owned()),
+            )]),
             aggregate_id_pointer: aggregate_id_pointer.to_owned(),
             payload_pointer: payload_pointer.to_owned(),
             event_id_pointer: event_id_pointer.map(str::to_owned),
@@ -190,6 +234,11 @@ impl WebhookSource {
     /// The same source, signed with `scheme`.
     pub fn with_scheme(self, scheme: Scheme) -> Self {
         Self { scheme, ..self }
+    }
+
+    /// The event types it may post.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     /// Checks the delivery's signature, then its signed timestamp (`now` in
@@ -266,6 +315,70 @@ mod tests {
         assert_eq!(err.to_string(), "/id: is missing from the webhook body");
     }
 
+    /// Loads a sources file of one source `s` whose event lines are `events`.
+    fn load_one(events: &str) -> Result<WebhookSources, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-webhooks-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("webhooks.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[source]]\nname = \"s\"\nsecret_env = \"PATH\"\n{events}\n\
+                 aggregate_id_pointer = \"/id\"\npayload_pointer = \"/order\"\n"
+            ),
+        )
+        .unwrap();
+        WebhookSources::load(&path, &Catalog::embedded().unwrap())
+    }
+
+    #[test]
+    fn a_source_may_post_only_event_types_a_client_may_post() {
+        for (events, reason) in [
+            (
+                "aggregate_type = \"order\"\nevent_type = \"OrderPlaced\"",
+                "source s: no aggregate type \"order\" (no topic order.events.v1 is declared)",
+            ),
+            (
+                "aggregate_type = \"orders\"\nevent_type = \"OrderShipped\"",
+                "source s: orders.events.v1 has no event type \"OrderShipped\"",
+            ),
+            (
+                "aggregate_type = \"orders\"\nevent_type_pointer = \"/type\"\n\
+                 event_types = [\"OrderPlaced\", \"OrderConfirmed\"]",
+                "source s: OrderConfirmed is emitted by Sluice itself; no client may post it",
+            ),
+            (
+                "aggregate_type = \"orders\"\nevent_type_pointer = \"/type\"",
+                "source s: event_type_pointer lets the body name the event type; \
+                 list the ones this source may post in event_types",
+            ),
+            (
+                "aggregate_type = \"orders\"\nevent_type_pointer = \"/type\"\nevent_types = []",
+                "list the ones this source may post in event_types",
+            ),
+            (
+                "aggregate_type = \"orders\"\nevent_type = \"OrderPlaced\"\n\
+                 event_types = [\"OrderCancelled\"]",
+                "source s: event_types goes with event_type_pointer",
+            ),
+        ] {
+            let err = load_one(events).unwrap_err().to_string();
+            assert!(err.contains(reason), "{events}: {err}");
+        }
+        let loaded = load_one(
+            "aggregate_type = \"orders\"\nevent_type_pointer = \"/type\"\n\
+             event_types = [\"OrderPlaced\", \"OrderCancelled\"]",
+        )
+        .unwrap();
+        let scope = loaded.get("s").unwrap().scope();
+        assert!(scope.allows("orders", "OrderCancelled"));
+        assert!(!scope.allows("orders", "OrderConfirmed"));
+    }
+
     #[test]
     fn a_tolerance_above_the_cap_is_refused_naming_the_source() {
         let dir = std::env::temp_dir().join(format!("sluice-webhooks-{}", std::process::id()));
@@ -286,7 +399,9 @@ tolerance_secs = 86400
 "#,
         )
         .unwrap();
-        let err = WebhookSources::load(&path).unwrap_err().to_string();
+        let err = WebhookSources::load(&path, &Catalog::embedded().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("source lenient: tolerance_secs 86400 is above 900"),
             "{err}"

@@ -1,7 +1,8 @@
 //! Webhooks from hostile and repeating senders: a delivery that comes again
 //! produces nothing, a timestamp from the future is refused, an unknown
 //! source cannot be told from a bad signature, and the signature schemes of
-//! GitHub, Stripe and Shopify verify deliveries signed as those providers do.
+//! GitHub, Stripe and Shopify verify deliveries signed as those providers do,
+//! and a source whose body names the event type posts only the types it lists.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,6 +14,7 @@ use common::{WEBHOOK_SECRET, kafka, order_placed, serve, serve_with};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use sluice_contracts::Catalog;
 use sluice_ingest::WebhookSources;
 use sluice_testkit::{TestTopic, committed_messages, unique_name};
 
@@ -146,7 +148,7 @@ payload_pointer = "/order"
     }
     let file = dir.join("webhooks.toml");
     std::fs::write(&file, toml).unwrap();
-    WebhookSources::load(&file).unwrap()
+    WebhookSources::load(&file, &Catalog::embedded().unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -201,4 +203,54 @@ async fn github_stripe_and_shopify_deliveries_verify_as_their_providers_sign_the
         assert_eq!(status, 401, "{scheme} with {other}'s headers");
     }
     assert_eq!(committed_messages(&topic.name).await.len(), 3);
+}
+
+/// A sender whose body names the event type (`event_type_pointer`) posts
+/// only the event types its source lists: a leaked webhook secret must not
+/// let its holder post every event of the aggregate.
+#[tokio::test]
+async fn a_source_whose_body_names_the_event_type_posts_only_the_types_it_lists() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-scope", 1).await;
+    let dir = std::env::temp_dir().join(unique_name("webhooks"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("shop.secret");
+    std::fs::write(&secret, WEBHOOK_SECRET).unwrap();
+    let file = dir.join("webhooks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[source]]
+name = "shop"
+secret_file = "{}"
+aggregate_type = "orders"
+event_type_pointer = "/type"
+event_types = ["OrderPlaced"]
+aggregate_id_pointer = "/order_id"
+payload_pointer = "/order"
+"#,
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let sources = WebhookSources::load(&file, &Catalog::embedded().unwrap()).unwrap();
+    let base = serve_with(&[("orders", &topic.name)], kafka(), sources).await;
+
+    let placed = serde_json::to_vec(&json!({
+        "type": "OrderPlaced", "order_id": "order-4712", "order": order_placed()["payload"].clone()
+    }))
+    .unwrap();
+    let (status, answer, _) = deliver(&base, "shop", &sluice_signed(now(), &placed), &placed).await;
+    assert_eq!(status, 202, "{answer}");
+
+    let cancelled = serde_json::to_vec(&json!({
+        "type": "OrderCancelled", "order_id": "order-4712",
+        "order": {"reason": "changed my mind", "cancelled_by": "c-9"}
+    }))
+    .unwrap();
+    let (status, answer, _) =
+        deliver(&base, "shop", &sluice_signed(now(), &cancelled), &cancelled).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["field"], "event_type", "{answer}");
+    assert_eq!(committed_messages(&topic.name).await.len(), 1);
 }
