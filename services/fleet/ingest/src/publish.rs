@@ -4,7 +4,9 @@
 //! is, whatever fails between the first send and the last: a broker gone
 //! mid-batch, a topic that vanished, a refused record. Checks alone could
 //! not promise that, since the second event can fail after the first was
-//! acknowledged.
+//! acknowledged. Events that each fit their topic are never refused for
+//! their sum: a MessageSet the broker refuses as too large is sent again a
+//! record per set.
 //!
 //! librdkafka runs one transaction per producer at a time, so batches take
 //! a producer from a small pool, made on first use (a pool of N gives N
@@ -111,26 +113,61 @@ impl Publisher {
                 return Err(too_large(index, event, &format!("takes at most {limit}")));
             }
         }
-        match events {
+        let sent = match events {
             [event] => send(&self.single, event, self.ack_timeout)
                 .await
                 .map_err(|err| refusal(0, event, err)),
-            events => self.in_transaction(events).await,
+            events => self.in_transaction(events, Pace::Together).await,
+        };
+        match sent {
+            // Every event fits its topic (checked above), yet the broker
+            // refused one as too large: librdkafka had put it in one
+            // MessageSet with others of its partition (of this request, or
+            // of a concurrent one on the shared producer) past the topic's
+            // limit, and does not split a refused set as Java's producer
+            // does. Nothing was written; once more, a record per set.
+            Err(PublishError::TooLarge { .. }) => self.in_transaction(events, Pace::OneByOne).await,
+            sent => sent,
         }
     }
 
-    async fn in_transaction(&self, events: &[Outgoing]) -> Result<(), PublishError> {
+    async fn in_transaction(&self, events: &[Outgoing], pace: Pace) -> Result<(), PublishError> {
         let producer = self.pool.take(self.ack_timeout).await?;
         producer.begin_transaction().map_err(unavailable)?;
-        let sends = events
-            .iter()
-            .map(|event| send(&producer, event, self.ack_timeout));
-        let sent = futures::future::join_all(sends).await;
-        let refused = sent
-            .into_iter()
-            .zip(events)
-            .enumerate()
-            .find_map(|(index, (sent, event))| sent.err().map(|err| refusal(index, event, err)));
+        let refused = match pace {
+            Pace::Together => {
+                let sends = events
+                    .iter()
+                    .map(|event| send(&producer, event, self.ack_timeout));
+                let sent = futures::future::join_all(sends).await;
+                let mut refusals = sent
+                    .into_iter()
+                    .zip(events)
+                    .enumerate()
+                    .filter_map(|(index, (sent, event))| {
+                        sent.err().map(|err| refusal(index, event, err))
+                    })
+                    .collect::<Vec<_>>();
+                // Once one set is refused the transaction can only abort,
+                // and the others may fail for that; a refusal as too large
+                // is what tells the cause.
+                let at = refusals
+                    .iter()
+                    .position(|refused| matches!(refused, PublishError::TooLarge { .. }))
+                    .unwrap_or(0);
+                (at < refusals.len()).then(|| refusals.swap_remove(at))
+            }
+            Pace::OneByOne => {
+                let mut refused = None;
+                for (index, event) in events.iter().enumerate() {
+                    if let Err(err) = send(&producer, event, self.ack_timeout).await {
+                        refused = Some(refusal(index, event, err));
+                        break;
+                    }
+                }
+                refused
+            }
+        };
         let outcome = match refused {
             Some(refused) => {
                 self.abort(&producer).await;
@@ -171,6 +208,15 @@ impl Publisher {
             tracing::warn!(error = %err, "aborting a batch's transaction failed");
         }
     }
+}
+
+/// How a transaction's events are sent.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// All at once: librdkafka may put several in one MessageSet.
+    Together,
+    /// Each once the one before is acknowledged: a MessageSet each.
+    OneByOne,
 }
 
 async fn send<C: ClientContext + 'static>(
@@ -292,11 +338,14 @@ impl ProducerPool {
         Ok(producer)
     }
 
-    /// Returns a producer; one whose transaction state is unknown or fatal
-    /// is dropped, and its slot makes a new one (which fences the old) next time.
+    /// Returns a producer; one whose transaction failed is dropped, and its
+    /// slot makes a new one (which fences the old) next time. Besides a
+    /// state unknown or fatal, an abort after the broker refused a record
+    /// leaves librdkafka bumping the producer's epoch in the background,
+    /// and it purges what the next transaction sends meanwhile (seen:
+    /// `PurgeQueue` on the first send after such an abort).
     fn give_back(&self, pooled: PooledProducer, outcome: &Result<(), PublishError>) {
-        let keep = !matches!(outcome, Err(PublishError::Unavailable(_)));
-        self.release(pooled.number, keep.then_some(pooled.producer));
+        self.release(pooled.number, outcome.is_ok().then_some(pooled.producer));
     }
 
     fn release(&self, number: usize, producer: Option<FutureProducer>) {

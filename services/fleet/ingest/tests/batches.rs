@@ -96,6 +96,54 @@ async fn an_event_its_topic_can_never_take_is_413_naming_it_and_nothing_of_the_b
     );
 }
 
+/// Text that lz4 cannot shrink, so records keep their size on the wire.
+fn incompressible(bytes: usize) -> String {
+    (0..bytes.div_ceil(32))
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect::<String>()[..bytes]
+        .to_owned()
+}
+
+/// Records that each fit their topic but not two together: librdkafka puts
+/// records of one partition into one MessageSet and, unlike Java's
+/// producer, does not split one the broker refuses as too large. Neither a
+/// batch's events nor concurrent single events may be refused for their sum.
+#[tokio::test]
+async fn events_that_each_fit_their_topic_are_not_refused_for_their_sum() {
+    let topic = TestTopic::with_schema_configured(
+        "orders.events.v1",
+        "ingest-sum",
+        1,
+        &[("max.message.bytes", "4096")],
+    )
+    .await;
+    let base = serve(&topic.name, kafka()).await;
+    let mut events = orders(8);
+    for event in &mut events {
+        event["payload"]["customer"]["name"] = json!(incompressible(2500));
+    }
+    let (status, body) = post(
+        &base,
+        "/v1/events/batch",
+        TOKEN,
+        None,
+        &json!({ "events": events }),
+    )
+    .await;
+    assert_eq!(status, 202, "the batch: {body}");
+    let singles = events
+        .iter()
+        .map(|event| post(&base, "/v1/events", TOKEN, None, event));
+    for (index, (status, body)) in futures::future::join_all(singles)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(status, 202, "single event {index}: {body}");
+    }
+    assert_eq!(committed_messages(&topic.name).await.len(), 16);
+}
+
 #[tokio::test]
 async fn a_batch_that_fails_midway_leaves_nothing_for_readers() {
     let orders_topic = TestTopic::with_schema_of("orders.events.v1", "ingest-midway", 1).await;
