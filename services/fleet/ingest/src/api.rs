@@ -249,11 +249,21 @@ where
         Claim::InProgress => return ApiError::InProgress.into_response(),
         Claim::Mismatch => return ApiError::KeyReused.into_response(),
     };
-    let result = work(EventIds::Derived {
+    let work = work(EventIds::Derived {
         token_sha256: key.token_sha256(),
         key: key.as_str(),
-    })
-    .await;
+    });
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            () = tokio::time::sleep(state.idempotency.renew_every()) => {
+                if let Err(err) = state.idempotency.renew(key, claim_id).await {
+                    tracing::warn!(key = key.as_str(), error = %err, "idempotency claim not renewed");
+                }
+            }
+        }
+    };
     // Keep the answer only once it is final; a failure gives the key back.
     let kept = match &result {
         Ok(accepted) => state

@@ -97,7 +97,8 @@ pub struct IngestArgs {
     )]
     pub requests_per_second_per_token: f64,
 
-    /// How long to wait for Kafka's acknowledgement before answering 503.
+    /// How long to wait for Kafka's acknowledgement before answering 503 (a
+    /// batch's commit that Kafka has taken is waited for until it is decided).
     #[arg(
         id = "ack-timeout-secs",
         long = "ack-timeout-secs",

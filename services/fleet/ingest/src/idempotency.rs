@@ -184,6 +184,27 @@ impl IdempotencyStore {
         .map(|done| done.rows_affected() == 1)
     }
 
+    /// Marks a claim this request holds as still held, so that a request
+    /// outliving the abandon time (a commit Kafka takes long to decide) is
+    /// not taken for abandoned and its key handled a second time.
+    pub async fn renew(&self, key: &IdempotencyKey, claim_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE ingest_idempotency SET claimed_at = now()
+             WHERE token_sha256 = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'",
+        )
+        .bind(key.token_sha256.as_slice())
+        .bind(&key.key)
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// How often a held claim is renewed: well within the abandon time.
+    pub fn renew_every(&self) -> Duration {
+        self.abandoned_after / 3
+    }
+
     /// Gives a key this request claimed back after a failure, so a retry is
     /// handled anew.
     pub async fn release(&self, key: &IdempotencyKey, claim_id: Uuid) -> Result<(), sqlx::Error> {

@@ -179,10 +179,14 @@ impl Publisher {
         outcome
     }
 
-    /// Commits, retrying while librdkafka says the outcome is still open
-    /// (a commit that timed out carries on in the background).
+    /// Commits. A commit librdkafka leaves open (it timed out and carries
+    /// on in the background: the coordinator may have taken it) is asked
+    /// again until it ends either way, however long Kafka takes: answering
+    /// "not accepted" while it is open would deny events that then land.
+    /// Meanwhile a retry of the request finds its key in progress.
     async fn commit(&self, producer: &FutureProducer) -> Result<(), PublishError> {
-        let deadline = Instant::now() + self.ack_timeout;
+        let started = Instant::now();
+        tracing::debug!("committing a batch's transaction");
         loop {
             let committing = producer.clone();
             let timeout = self.ack_timeout;
@@ -190,11 +194,17 @@ impl Publisher {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
-            let retriable = matches!(&err, KafkaError::Transaction(rd) if rd.is_retriable());
-            if !retriable || Instant::now() >= deadline {
+            if !matches!(&err, KafkaError::Transaction(rd) if rd.is_retriable()) {
+                // Refused (the transaction can only abort) or fatal (the
+                // producer is dropped, and its successor ends what is open).
                 self.abort(producer).await;
                 return Err(unavailable(err));
             }
+            tracing::warn!(
+                waited_ms = started.elapsed().as_millis(),
+                error = %err,
+                "a batch's commit is still undecided; asking again"
+            );
         }
     }
 

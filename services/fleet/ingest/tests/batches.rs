@@ -339,6 +339,14 @@ async fn a_claim_is_completed_only_by_the_request_that_holds_it_and_keys_expire(
         .bind(seconds as f64)
         .execute(&pool)
     };
+    // A request still at work (a commit Kafka is slow to decide) renews its
+    // claim: it is not taken for abandoned.
+    age(60).await.unwrap();
+    store.renew(&key, slow).await.unwrap();
+    assert_eq!(
+        store.claim(&key, body).await.unwrap(),
+        sluice_ingest::Claim::InProgress
+    );
     // The slow request's claim is abandoned; another takes the key over.
     age(60).await.unwrap();
     let sluice_ingest::Claim::New(fast) = store.claim(&key, body).await.unwrap() else {

@@ -31,7 +31,7 @@ pub use kafka::{
     message_count, producer, register_value_schema,
 };
 pub use metrics::{breaker_transitions, metric, process_metrics};
-pub use outage::PostgresOutage;
+pub use outage::{KafkaCutOff, PostgresOutage};
 pub use pace::{Pace, most_in_a_second};
 pub use process::{KillOnDrop, free_port, token_sha256};
 pub use prometheus::Prometheus;
