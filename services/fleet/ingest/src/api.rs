@@ -253,16 +253,23 @@ where
         token_sha256: key.token_sha256(),
         key: key.as_str(),
     });
-    tokio::pin!(work);
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            () = tokio::time::sleep(state.idempotency.renew_every()) => {
-                if let Err(err) = state.idempotency.renew(key, claim_id).await {
+    // Renewed beside the work, never in its way (a slow store must not
+    // delay the answer).
+    let renewing = async {
+        loop {
+            tokio::time::sleep(state.idempotency.renew_every()).await;
+            match state.idempotency.renew(key, claim_id).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(key = key.as_str(), "idempotency claim was taken over"),
+                Err(err) => {
                     tracing::warn!(key = key.as_str(), error = %err, "idempotency claim not renewed");
                 }
             }
         }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        never = renewing => never,
     };
     // Keep the answer only once it is final; a failure gives the key back.
     let kept = match &result {
@@ -388,6 +395,10 @@ async fn produce(
         Err(PublishError::Unavailable(reason)) => {
             tracing::warn!(error = reason, "Kafka did not take a request's events");
             Err(unavailable("Kafka did not take the events"))
+        }
+        Err(PublishError::Undecided(reason)) => {
+            tracing::error!(error = reason, "a batch's commit ended undecided");
+            Err(ApiError::Undecided)
         }
     }
 }

@@ -97,13 +97,17 @@ pub struct IngestArgs {
     )]
     pub requests_per_second_per_token: f64,
 
-    /// How long to wait for Kafka's acknowledgement before answering 503 (a
-    /// batch's commit that Kafka has taken is waited for until it is decided).
+    /// How long to wait for Kafka's acknowledgement before answering 503. A
+    /// batch's commit whose outcome librdkafka reports open is waited for
+    /// until Kafka decides it, without an upper bound. Batch transactions
+    /// time out after twice this (at most 900 s, the broker's default
+    /// transaction.max.timeout.ms).
     #[arg(
         id = "ack-timeout-secs",
         long = "ack-timeout-secs",
         env = "SLUICE_INGEST_ACK_TIMEOUT_SECS",
-        default_value_t = 30
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=450)
     )]
     pub ack_timeout_secs: u64,
 

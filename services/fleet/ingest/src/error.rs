@@ -53,6 +53,13 @@ pub enum ApiError {
     /// The Idempotency-Key was used for a different request.
     #[error("this Idempotency-Key was used for a different request body")]
     KeyReused,
+    /// Kafka ended a batch's commit without saying how: its events may be
+    /// on Kafka. A retry with the same Idempotency-Key writes the same
+    /// event ids, which consumers deduplicate.
+    #[error(
+        "the outcome is unknown: the events may be on Kafka; retry with the same Idempotency-Key"
+    )]
+    Undecided,
     /// Kafka or the registry cannot take the event now; nothing was accepted.
     #[error("{reason}")]
     Unavailable {
@@ -108,6 +115,10 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 response
             }
+            Self::Undecided => body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": self.to_string() }),
+            ),
             Self::KeyReused => body(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": self.to_string() }),

@@ -175,7 +175,8 @@ impl EventRouter {
             return Err(ApiError::Forbidden {
                 field: field.into(),
                 reason: format!(
-                    "this token may not post {} events of {}; a token's scopes are set with --token-sha256",
+                    "this sender may not post {} events of {}; a token's scopes are set with \
+                     --token-sha256, a webhook source's with event_type or event_types",
                     incoming.event_type, incoming.aggregate_type
                 ),
             });

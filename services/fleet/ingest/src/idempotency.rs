@@ -187,7 +187,8 @@ impl IdempotencyStore {
     /// Marks a claim this request holds as still held, so that a request
     /// outliving the abandon time (a commit Kafka takes long to decide) is
     /// not taken for abandoned and its key handled a second time.
-    pub async fn renew(&self, key: &IdempotencyKey, claim_id: Uuid) -> Result<(), sqlx::Error> {
+    /// `false` when the claim is no longer this request's.
+    pub async fn renew(&self, key: &IdempotencyKey, claim_id: Uuid) -> Result<bool, sqlx::Error> {
         sqlx::query(
             "UPDATE ingest_idempotency SET claimed_at = now()
              WHERE token_sha256 = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'",
@@ -197,7 +198,7 @@ impl IdempotencyStore {
         .bind(claim_id)
         .execute(&self.pool)
         .await
-        .map(drop)
+        .map(|renewed| renewed.rows_affected() == 1)
     }
 
     /// How often a held claim is renewed: well within the abandon time.

@@ -56,7 +56,8 @@ impl Outgoing {
     }
 }
 
-/// Why events were not put on Kafka. None of them is visible to readers.
+/// Why events were not put on Kafka: none of them is visible to readers,
+/// but for [`PublishError::Undecided`].
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Event `index` can never be taken by its topic.
@@ -70,6 +71,11 @@ pub enum PublishError {
     /// Kafka could not take them now; a retry may succeed.
     #[error("Kafka did not take the events: {0}")]
     Unavailable(String),
+    /// A commit librdkafka had left open ended in an error that does not
+    /// say how: the events may be visible (a producer with the same
+    /// transactional id completes a commit the coordinator prepared).
+    #[error("the outcome of the events' commit is unknown: {0}")]
+    Undecided(String),
 }
 
 /// Sends a request's events; see the module header.
@@ -120,7 +126,9 @@ impl Publisher {
             events => self.in_transaction(events, Pace::Together).await,
         };
         match sent {
-            // Every event fits its topic (checked above), yet the broker
+            // Every event fits its topic as far as the check above knows
+            // (a limit the broker did not tell, or changed since, is found
+            // out here, and again on the way below), yet the broker
             // refused one as too large: librdkafka had put it in one
             // MessageSet with others of its partition (of this request, or
             // of a concurrent one on the shared producer) past the topic's
@@ -133,7 +141,11 @@ impl Publisher {
 
     async fn in_transaction(&self, events: &[Outgoing], pace: Pace) -> Result<(), PublishError> {
         let producer = self.pool.take(self.ack_timeout).await?;
-        producer.begin_transaction().map_err(unavailable)?;
+        if let Err(err) = producer.begin_transaction() {
+            let failed = Err(unavailable(err));
+            self.pool.give_back(producer, &failed);
+            return failed;
+        }
         let refused = match pace {
             Pace::Together => {
                 let sends = events
@@ -180,31 +192,50 @@ impl Publisher {
     }
 
     /// Commits. A commit librdkafka leaves open (it timed out and carries
-    /// on in the background: the coordinator may have taken it) is asked
-    /// again until it ends either way, however long Kafka takes: answering
-    /// "not accepted" while it is open would deny events that then land.
-    /// Meanwhile a retry of the request finds its key in progress.
+    /// on in the background: the coordinator may have it) is asked again
+    /// until Kafka decides it, with no upper bound: answering "not
+    /// accepted" while it is open would deny events that may then land.
+    /// Meanwhile a retry of the request finds its key in progress, and
+    /// batches beyond the pool's free producers are answered 503.
     async fn commit(&self, producer: &FutureProducer) -> Result<(), PublishError> {
         let started = Instant::now();
+        let mut left_open = false;
         tracing::debug!("committing a batch's transaction");
         loop {
             let committing = producer.clone();
             let timeout = self.ack_timeout;
+            let called = Instant::now();
             let err = match blocking(move || committing.commit_transaction(timeout)).await {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
-            if !matches!(&err, KafkaError::Transaction(rd) if rd.is_retriable()) {
-                // Refused (the transaction can only abort) or fatal (the
-                // producer is dropped, and its successor ends what is open).
+            let (retriable, must_abort) = match &err {
+                KafkaError::Transaction(rd) => (rd.is_retriable(), rd.txn_requires_abort()),
+                _ => (false, false),
+            };
+            if !retriable {
                 self.abort(producer).await;
-                return Err(unavailable(err));
+                // Refused before any open outcome, the transaction can only
+                // abort. Any other end (fatal: fenced by a producer with
+                // the same id, which completes a commit the coordinator
+                // prepared) does not say which way it went.
+                return Err(if must_abort && !left_open {
+                    unavailable(err)
+                } else {
+                    PublishError::Undecided(err.to_string())
+                });
             }
+            left_open = true;
             tracing::warn!(
                 waited_ms = started.elapsed().as_millis(),
                 error = %err,
                 "a batch's commit is still undecided; asking again"
             );
+            // An answer well before the timeout (no coordinator known yet)
+            // is not asked again at once.
+            if called.elapsed() < timeout / 2 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 
@@ -301,14 +332,13 @@ impl ProducerPool {
 
     /// A producer whose transactions are initialised, waiting for a free slot.
     async fn take(&self, timeout: Duration) -> Result<PooledProducer, PublishError> {
-        let slot = {
-            let mut slots = self.slots.lock().await;
-            tokio::time::timeout(timeout, slots.recv())
-                .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| PublishError::Unavailable("every batch producer is busy".into()))?
-        };
+        // The wait for the lock counts: requests queue on it while every
+        // producer is busy.
+        let slot = tokio::time::timeout(timeout, async { self.slots.lock().await.recv().await })
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| PublishError::Unavailable("every batch producer is busy".into()))?;
         let producer = match slot.producer {
             Some(producer) => producer,
             None => match self.start(slot.number, timeout).await {
@@ -355,7 +385,14 @@ impl ProducerPool {
     /// and it purges what the next transaction sends meanwhile (seen:
     /// `PurgeQueue` on the first send after such an abort).
     fn give_back(&self, pooled: PooledProducer, outcome: &Result<(), PublishError>) {
-        self.release(pooled.number, outcome.is_ok().then_some(pooled.producer));
+        if outcome.is_ok() {
+            self.release(pooled.number, Some(pooled.producer));
+            return;
+        }
+        self.release(pooled.number, None);
+        // Dropping a producer flushes, joins its threads and destroys it:
+        // blocking work, off the async workers.
+        tokio::task::spawn_blocking(move || drop(pooled.producer));
     }
 
     fn release(&self, number: usize, producer: Option<FutureProducer>) {

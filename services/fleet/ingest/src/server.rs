@@ -2,9 +2,10 @@
 //! does not finish its headers in time is closed, a body that does not
 //! arrive in time is answered 408, connections beyond the cap are closed at
 //! once, and requests beyond the in-flight cap are answered 503 with
-//! Retry-After. Handling itself is not cut short: it is bounded by the ack
-//! timeout, and dropping it halfway would leave a Kafka transaction and an
-//! Idempotency-Key claim open.
+//! Retry-After. Handling itself is not cut short: dropping it halfway would
+//! leave a Kafka transaction and an Idempotency-Key claim open. It is
+//! bounded by the ack timeout, but for a batch's commit whose outcome is
+//! open, which waits until Kafka decides it.
 //!
 //! Hand-written accept loop rather than `axum::serve`: axum 0.8's server
 //! gives hyper no timer, so hyper's header-read timeout never fires, and it

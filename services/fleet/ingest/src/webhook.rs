@@ -206,7 +206,8 @@ impl WebhookSources {
 }
 
 impl WebhookSource {
-    /// A source with a fixed event type.
+    /// A source with a fixed event type (tests, embedding): not checked
+    /// against the contracts, as [`WebhookSources::load`] checks a file's.
     pub fn new(
         secret: SecretString,
         aggregate_type: &str,

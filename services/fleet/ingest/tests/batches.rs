@@ -283,7 +283,7 @@ async fn a_scoped_token_posts_only_what_its_scopes_name() {
         body["error"]
             .as_str()
             .unwrap()
-            .starts_with("this token may not post OrderPlaced events of orders"),
+            .starts_with("this sender may not post OrderPlaced events of orders"),
         "{body}"
     );
     // An aggregate outside its scopes is named as such, before its contract
@@ -342,7 +342,7 @@ async fn a_claim_is_completed_only_by_the_request_that_holds_it_and_keys_expire(
     // A request still at work (a commit Kafka is slow to decide) renews its
     // claim: it is not taken for abandoned.
     age(60).await.unwrap();
-    store.renew(&key, slow).await.unwrap();
+    assert!(store.renew(&key, slow).await.unwrap());
     assert_eq!(
         store.claim(&key, body).await.unwrap(),
         sluice_ingest::Claim::InProgress
@@ -352,6 +352,10 @@ async fn a_claim_is_completed_only_by_the_request_that_holds_it_and_keys_expire(
     let sluice_ingest::Claim::New(fast) = store.claim(&key, body).await.unwrap() else {
         panic!("an abandoned claim is not taken over")
     };
+    assert!(
+        !store.renew(&key, slow).await.unwrap(),
+        "a claim taken over was renewed by its old holder"
+    );
     assert!(
         !store
             .complete(&key, slow, 202, &json!({"by": "slow"}))
