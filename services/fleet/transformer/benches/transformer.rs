@@ -6,7 +6,9 @@
 //! - copy in transactions: the same copy through the transactional loop
 //!   (batches of 500, outputs and offsets committed together);
 //! - transformer: the transactional loop with the shipped rules (decode
-//!   Avro, map, encode two commands per event).
+//!   Avro, map, encode two commands per event);
+//! - the mapping alone: the same rules on the same events read into memory,
+//!   on one task, no Kafka on either side (what the mapping costs per event).
 //!
 //! Each run has its own consumer group and output topics and is timed until
 //! its group has committed every input offset (the copy without
@@ -203,6 +205,30 @@ async fn drained(group: &str, input: &str, started: Instant) -> f64 {
 }
 
 /// Runs a transactional loop until its group committed every input offset.
+/// Events per second the shipped rules map on one task, read from
+/// `input` first: what the transformer's CPU costs per event, without
+/// Kafka on either side.
+async fn mapping_alone(input: &str, outputs: OutputTopics) -> f64 {
+    let messages = consume_exactly(input, events(), Duration::from_secs(120)).await;
+    let rules = load_rules(WITHOUT_SAGA, &Catalog::embedded().unwrap()).unwrap();
+    let mapper = Mapper::new(
+        rules,
+        &HashMap::from([("orders".to_owned(), input.to_owned())]),
+        AvroCodec::new(Stack::get().registry_settings()),
+        outputs,
+    );
+    // The first event looks the output schemas' ids up in the registry.
+    mapper.transform(&messages[0]).await.unwrap();
+    let started = Instant::now();
+    let mut commands = 0;
+    for message in &messages {
+        commands += mapper.transform(message).await.unwrap().len();
+    }
+    let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(commands, 2 * messages.len());
+    rate
+}
+
 async fn transactional<T: Transformer>(input: &str, transformer: T, dlq: &str) -> Rates {
     let stack = Stack::get();
     let group = unique_name("bench-group");
@@ -367,6 +393,16 @@ async fn main() {
     );
     let mapped = transactional(&input.name, mapper, &dlq.name).await.whole;
     let copy_tx = copy_tx.whole;
+    eprintln!("[bench] the mapping alone, on one task");
+    let alone = mapping_alone(
+        &input.name,
+        OutputTopics {
+            sheets: sheets.name.clone(),
+            erp: erp.name.clone(),
+        },
+    )
+    .await;
+    eprintln!("[bench] transformer {mapped:.0}, mapping alone {alone:.0} events/s");
 
     eprintln!("[bench] preloading {events} RequestStatusChanged events");
     let requests =
@@ -416,6 +452,10 @@ async fn main() {
             copy_tx,
         ),
         ("transformer (transactions, Avro, shipped rules)", mapped),
+        (
+            "the mapping alone: decode, map, encode, no Kafka (one task)",
+            alone,
+        ),
     ] {
         writeln!(out, "| {name} | {rate:.0} | {:.2} |", mapped / rate).unwrap();
     }

@@ -8,6 +8,7 @@
 //! Readers decode any registered writer schema, looked up by id and cached by
 //! schema_registry_converter.
 
+mod datum;
 mod envelope;
 mod json;
 mod readiness;
@@ -19,9 +20,7 @@ pub use readiness::RegistryReadiness;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, perform_sr_call};
 use schema_registry_converter::error::SRCError;
@@ -131,6 +130,7 @@ fn registry_failed(err: &SRCError) -> bool {
 pub struct AvroCodec {
     settings: SrSettings,
     decoder: AvroDecoder,
+    datum: datum::Datum,
     writers: WriterIds,
     /// The deployment's contracts (`--contracts-dir`), when it brings its
     /// own: typed values are written with their version of a contract.
@@ -152,6 +152,7 @@ impl AvroCodec {
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         Self {
             decoder: AvroDecoder::new(registry.clone()),
+            datum: datum::Datum::default(),
             writers: WriterIds::default(),
             settings: registry,
             contracts: None,
@@ -193,7 +194,15 @@ impl AvroCodec {
             .contracts
             .as_deref()
             .and_then(|contracts| contracts.topic_with_schema(T::SCHEMA_FILE))
-            .and_then(|schema| Some((schema, writer(schema).ok()?.write_ser_to_vec(value).ok()?)));
+            .and_then(|schema| {
+                let written = self
+                    .writer(schema)
+                    .ok()?
+                    .get()
+                    .write_ser_to_vec(value)
+                    .ok()?;
+                Some((schema, written))
+            });
         let (schema, body) = match deployed {
             Some(written) => written,
             None => {
@@ -204,7 +213,10 @@ impl AvroCodec {
                     })?;
                 (
                     schema,
-                    writer(schema)?.write_ser_to_vec(value).map_err(unfit)?,
+                    self.writer(schema)?
+                        .get()
+                        .write_ser_to_vec(value)
+                        .map_err(unfit)?,
                 )
             }
         };
@@ -222,7 +234,11 @@ impl AvroCodec {
         value: Value,
     ) -> Result<Vec<u8>, CodecError> {
         let id = self.writer_id(topic, contract).await?;
-        let body = writer(contract)?.write_value_to_vec(value).map_err(unfit)?;
+        let body = self
+            .writer(contract)?
+            .get()
+            .write_value_to_vec(value)
+            .map_err(unfit)?;
         Ok(frame(id, body))
     }
 
@@ -256,30 +272,44 @@ impl AvroCodec {
         Ok(id)
     }
 
+    /// The writer of `contract`'s value schema, built once.
+    fn writer(&self, contract: &Topic) -> Result<Arc<datum::Writer>, CodecError> {
+        self.datum
+            .writer(contract.shared_value_schema())
+            .map_err(unfit)
+    }
+
+    /// The reader of values written with the schema whose id `bytes`
+    /// carry, built once per id (ids never change).
+    async fn reader(&self, bytes: &[u8]) -> Result<Arc<datum::Reader>, CodecError> {
+        check_wire_format(bytes)?;
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let schema = self.settle(self.decoder.get_schema(id).await)?;
+        self.datum
+            .reader(id, schema)
+            .map_err(|err| CodecError::Avro(format!("Could not resolve Avro schema {id}: {err}")))
+    }
+
     /// Decodes wire-format bytes into a generic Avro value.
     pub async fn decode_value(&self, bytes: &[u8]) -> Result<Value, CodecError> {
-        check_wire_format(bytes)?;
-        let decoded = self.decoder.decode(Some(bytes)).await;
-        Ok(self.settle(decoded)?.value)
+        let reader = self.reader(bytes).await?;
+        reader.get().read_value(&mut &bytes[5..]).map_err(|err| {
+            CodecError::Avro(format!("Could not transform bytes using schema: {err}"))
+        })
     }
 
     /// Decodes wire-format bytes into `T`, reading the Avro binary with the
     /// writer's schema (looked up by id, cached) straight into serde, so
     /// unions of records arrive as Rust enums.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        check_wire_format(bytes)?;
-        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let writer = self.decoder.get_schema(id).await;
-        let writer = self.settle(writer)?;
-        let wrong_type = |err: apache_avro::Error| CodecError::WrongType {
-            expected: std::any::type_name::<T>(),
-            reason: err.to_string(),
-        };
-        GenericDatumReader::builder(&writer.parsed)
-            .build()
-            .map_err(wrong_type)?
+        let reader = self.reader(bytes).await?;
+        reader
+            .get()
             .read_deser(&mut &bytes[5..])
-            .map_err(wrong_type)
+            .map_err(|err| CodecError::WrongType {
+                expected: std::any::type_name::<T>(),
+                reason: err.to_string(),
+            })
     }
 }
 
@@ -290,12 +320,6 @@ fn built_in() -> Result<&'static Catalog, CodecError> {
         .get_or_init(|| Catalog::embedded().map_err(|err| err.to_string()))
         .as_ref()
         .map_err(|reason| CodecError::Avro(format!("the built-in contracts: {reason}")))
-}
-
-fn writer(contract: &Topic) -> Result<GenericDatumWriter<'_>, CodecError> {
-    GenericDatumWriter::builder(contract.value_schema())
-        .build()
-        .map_err(unfit)
 }
 
 fn unfit(err: apache_avro::Error) -> CodecError {

@@ -88,6 +88,12 @@ impl Topic {
         &self.value_schema.schema
     }
 
+    /// The parsed value schema, shared: for what is built on it once and
+    /// kept (a codec's writer for it).
+    pub fn shared_value_schema(&self) -> Arc<apache_avro::Schema> {
+        Arc::clone(&self.value_schema.schema)
+    }
+
     /// The value schema as compact JSON, docs included: the text registered.
     pub fn value_schema_json(&self) -> &str {
         &self.value_schema.compact_json

@@ -1,6 +1,8 @@
 //! One `.avsc` file: parsed as Avro, checked for documentation, and its named
 //! types collected so that the catalog can compare definitions across files.
 
+use std::sync::Arc;
+
 use apache_avro::Schema;
 use serde_json::{Map, Value};
 
@@ -13,7 +15,8 @@ pub(crate) struct SchemaFile {
     pub path: String,
     /// The file as compact JSON: what is registered, docs included.
     pub compact_json: String,
-    pub schema: Schema,
+    /// Shared, so that readers and writers built on it can keep it.
+    pub schema: Arc<Schema>,
     /// Every named type the file defines, by full name, with its definition.
     pub named_types: Vec<(String, Value)>,
 }
@@ -39,7 +42,7 @@ impl SchemaFile {
         Ok(Self {
             path: path.to_owned(),
             compact_json: json.to_string(),
-            schema,
+            schema: Arc::new(schema),
             named_types,
         })
     }
