@@ -189,16 +189,13 @@ impl IdempotencyStore {
     /// not taken for abandoned and its key handled a second time.
     /// `false` when the claim is no longer this request's.
     pub async fn renew(&self, key: &IdempotencyKey, claim_id: Uuid) -> Result<bool, sqlx::Error> {
-        sqlx::query(
-            "UPDATE ingest_idempotency SET claimed_at = now()
-             WHERE token_sha256 = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'",
+        self.on_own_claim(
+            "UPDATE ingest_idempotency SET claimed_at = now()",
+            key,
+            claim_id,
         )
-        .bind(key.token_sha256.as_slice())
-        .bind(&key.key)
-        .bind(claim_id)
-        .execute(&self.pool)
         .await
-        .map(|renewed| renewed.rows_affected() == 1)
+        .map(|renewed| renewed == 1)
     }
 
     /// How often a held claim is renewed: well within the abandon time.
@@ -209,16 +206,29 @@ impl IdempotencyStore {
     /// Gives a key this request claimed back after a failure, so a retry is
     /// handled anew.
     pub async fn release(&self, key: &IdempotencyKey, claim_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM ingest_idempotency
-             WHERE token_sha256 = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'",
-        )
+        self.on_own_claim("DELETE FROM ingest_idempotency", key, claim_id)
+            .await
+            .map(drop)
+    }
+
+    /// Runs `statement` on `key`'s row while `claim_id` holds it (pending);
+    /// returns how many rows it touched.
+    async fn on_own_claim(
+        &self,
+        statement: &'static str,
+        key: &IdempotencyKey,
+        claim_id: Uuid,
+    ) -> Result<u64, sqlx::Error> {
+        // `statement` is one of this module's constants.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{statement} WHERE token_sha256 = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'"
+        )))
         .bind(key.token_sha256.as_slice())
         .bind(&key.key)
         .bind(claim_id)
         .execute(&self.pool)
         .await
-        .map(drop)
+        .map(|done| done.rows_affected())
     }
 
     /// Deletes the answers older than the key lifetime; returns how many.
