@@ -236,6 +236,16 @@ impl TokenSource {
         }
     }
 
+    /// The Google account behind the tokens (the key's, or the node's),
+    /// whoever it acts for: what metrics name, as a user's e-mail address is
+    /// personal data.
+    pub fn service_account(&self) -> &str {
+        match &self.credentials {
+            Credentials::Key { key, .. } => &key.client_email,
+            Credentials::Metadata { account, .. } => account,
+        }
+    }
+
     /// Forgets the cached token (after a 401).
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
@@ -466,11 +476,12 @@ impl SheetsClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Value, GoogleError> {
         let account = self.tokens.account();
+        let service_account = self.tokens.service_account();
         let token = match self.tokens.token().await {
             Ok(token) => token,
             Err(mut err) if err.class() == ErrorClass::Pause => {
                 let wait = self.backoff.next();
-                metrics::counter!("sluice_sheets_refused_total", "reason" => "token", "account" => account.to_owned())
+                metrics::counter!("sluice_sheets_refused_total", "reason" => "token", "account" => service_account.to_owned())
                     .increment(1);
                 tracing::error!(account, error = %err, wait_ms = wait.as_millis() as u64,
                     "the token endpoint refuses the credentials (a key revoked or deleted, a clock off, a delegation not allowed, a workload bound to no account); holding the stream");
@@ -553,7 +564,7 @@ impl SheetsClient {
             }
             StatusCode::FORBIDDEN => {
                 let wait = self.backoff.next();
-                metrics::counter!("sluice_sheets_refused_total", "reason" => "forbidden", "account" => account.to_owned())
+                metrics::counter!("sluice_sheets_refused_total", "reason" => "forbidden", "account" => self.tokens.service_account().to_owned())
                     .increment(1);
                 tracing::error!(spreadsheet, account, error = %message, wait_ms = wait.as_millis() as u64,
                     "Google refuses the account access to the spreadsheet: share it with the account (editor) and check the Sheets API is enabled for the key's project; holding the stream");

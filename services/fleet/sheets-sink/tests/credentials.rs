@@ -15,6 +15,7 @@ use serde_json::Value;
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
 use sluice_sheets_sink::google::TokenSource;
+use sluice_testkit::{metric, process_metrics};
 
 /// `host:port` of a base URL, as `GCE_METADATA_HOST` gives it.
 fn host(base: &str) -> &str {
@@ -109,6 +110,8 @@ async fn a_delegated_subject_writes_a_sheet_shared_only_with_that_user() {
 
 #[tokio::test]
 async fn a_subject_for_an_account_not_allowed_delegation_is_refused() {
+    // The recorder, before anything is counted.
+    process_metrics();
     let (base, key, _) = sandbox_delegating(None).await;
     let tokens = TokenSource::new(sink_key(&key), Some("alice@corp.test".into()), http()).unwrap();
     let tuning = Tuning::quick();
@@ -119,4 +122,16 @@ async fn a_subject_for_an_account_not_allowed_delegation_is_refused() {
     assert_eq!((err.operation, err.status), ("token", Some(401)), "{err}");
     assert!(err.message.contains("unauthorized_client"), "{err}");
     assert_eq!(err.class(), ErrorClass::Pause);
+    // The refusal is counted under the service account, never under the
+    // user's e-mail address: metrics are no place for personal data.
+    let exposition = process_metrics();
+    let refused = |account: &str| {
+        metric(
+            &exposition,
+            "sluice_sheets_refused_total",
+            &[("reason", "token"), ("account", account)],
+        )
+    };
+    assert_eq!(refused("alice@corp.test"), 0.0, "{exposition}");
+    assert!(refused(&key.client_email) >= 1.0, "{exposition}");
 }
