@@ -73,46 +73,39 @@ impl std::fmt::Debug for Datum {
 impl Datum {
     /// The reader for values written with schema `id`, which is `schema`.
     pub fn reader(&self, id: u32, schema: Arc<AvroSchema>) -> apache_avro::AvroResult<Arc<Reader>> {
-        if let Some(reader) = self
-            .readers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-        {
-            return Ok(Arc::clone(reader));
-        }
-        let reader = Arc::new(
+        kept(&self.readers, id, || {
             ReaderTryBuilder {
                 schema,
                 reader_builder: |schema: &Arc<AvroSchema>| {
                     GenericDatumReader::builder(&schema.parsed).build()
                 },
             }
-            .try_build()?,
-        );
-        let mut readers = self.readers.write().unwrap_or_else(PoisonError::into_inner);
-        Ok(Arc::clone(readers.entry(id).or_insert(reader)))
+            .try_build()
+        })
     }
 
     /// The writer for `schema`.
     pub fn writer(&self, schema: Arc<Schema>) -> apache_avro::AvroResult<Arc<Writer>> {
-        let key = Arc::as_ptr(&schema) as usize;
-        if let Some(writer) = self
-            .writers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Ok(Arc::clone(writer));
-        }
-        let writer = Arc::new(
+        kept(&self.writers, Arc::as_ptr(&schema) as usize, || {
             WriterTryBuilder {
                 schema,
                 writer_builder: |schema: &Arc<Schema>| GenericDatumWriter::builder(schema).build(),
             }
-            .try_build()?,
-        );
-        let mut writers = self.writers.write().unwrap_or_else(PoisonError::into_inner);
-        Ok(Arc::clone(writers.entry(key).or_insert(writer)))
+            .try_build()
+        })
     }
+}
+
+/// The value kept under `key`, built and kept on first use.
+fn kept<K: std::hash::Hash + Eq, V>(
+    map: &RwLock<HashMap<K, Arc<V>>>,
+    key: K,
+    build: impl FnOnce() -> apache_avro::AvroResult<V>,
+) -> apache_avro::AvroResult<Arc<V>> {
+    if let Some(value) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        return Ok(Arc::clone(value));
+    }
+    let value = Arc::new(build()?);
+    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    Ok(Arc::clone(map.entry(key).or_insert(value)))
 }
