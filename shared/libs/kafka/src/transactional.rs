@@ -163,10 +163,13 @@ impl<T: Transformer> TransactionalLoop<T> {
             SESSION_TIMEOUT,
             ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
         ]);
+        // Its partition tasks take no batch in hand: what a revoked
+        // partition wrote is in an open transaction, aborted, not applied.
         let consumer = subscribed(
             config,
             LagFrom::Position,
             settings.stall_after,
+            Duration::ZERO,
             &settings.topics,
         )?;
         let producer: WatchedProducer = kafka

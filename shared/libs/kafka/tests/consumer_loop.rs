@@ -735,3 +735,112 @@ async fn the_handler_is_told_of_each_assignment_also_of_partitions_coming_back()
     assert_eq!(first.assigned.lock().unwrap().first(), Some(&both));
     stop_first().await.unwrap();
 }
+
+/// Where each message's handling began: (member, partition, offset).
+type Begun = Arc<Mutex<Vec<(&'static str, i32, i64)>>>;
+
+/// Takes `slow-*` messages 6 s to handle (a slow upstream call; longer than
+/// a member takes to join), others at once; notes every start and every
+/// assignment.
+#[derive(Clone)]
+struct SlowHandler {
+    member: &'static str,
+    begun: Begun,
+    log: AssignmentLog,
+}
+
+impl Handler for SlowHandler {
+    type Error = TestError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+        self.begun
+            .lock()
+            .unwrap()
+            .push((self.member, message.partition(), message.offset()));
+        if payload(message).starts_with("slow") {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
+        Ok(())
+    }
+
+    fn assigned(&self, partitions: &[Partition]) {
+        self.log.assigned(partitions);
+    }
+}
+
+/// A member that joins while another is applying a message takes that
+/// partition only once the message is settled: the message is applied once.
+/// (Before, the revoked member kept applying it while the new owner started
+/// it again from the last commit: the chart-run's two erp-sink replicas
+/// created one sale order twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_hand_at_a_revoke_is_applied_by_one_member_only() {
+    let topic = TestTopic::create("in-hand", 2).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "in-hand-dlq", 1).await;
+    let group = unique_name("in-hand-group");
+    let begun = Begun::default();
+    let member = |member| SlowHandler {
+        member,
+        begun: Arc::clone(&begun),
+        log: AssignmentLog::default(),
+    };
+    let first = member("first");
+    let stop_first = start_with(settings(&group, &topic.name), &dlq.name, first.clone());
+    let both = vec![(topic.name.clone(), 0), (topic.name.clone(), 1)];
+    first
+        .log
+        .until("both partitions assigned", |p| p == both)
+        .await;
+    let send = |partition: i32, payload: &'static str| {
+        let topic = topic.name.clone();
+        async move {
+            producer()
+                .send(
+                    FutureRecord::<str, str>::to(&topic)
+                        .partition(partition)
+                        .payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    send(0, "slow-0").await;
+    send(1, "slow-1").await;
+    eventually("both slow messages in hand", WAIT, || {
+        let n = begun.lock().unwrap().len();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+
+    // The second member joins while both are in hand.
+    let second = member("second");
+    let stop_second = start_with(settings(&group, &topic.name), &dlq.name, second.clone());
+    second
+        .log
+        .until("a partition taken", |p| p.len() == 1)
+        .await;
+    // A marker behind each slow message: once both are handled, anything
+    // that was going to handle a slow message again has begun it.
+    send(0, "marker-0").await;
+    send(1, "marker-1").await;
+    eventually("both markers handled", WAIT, || {
+        let n = begun
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, o)| *o == 1)
+            .count();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let begun = begun.lock().unwrap().clone();
+    let mut times = BTreeMap::<(i32, i64), Vec<&str>>::new();
+    for (member, partition, offset) in &begun {
+        times.entry((*partition, *offset)).or_default().push(member);
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    stop_second().await.unwrap();
+    stop_first().await.unwrap();
+}

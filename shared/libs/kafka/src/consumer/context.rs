@@ -2,10 +2,12 @@
 //! and the consumer lag from its statistics.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 
+use super::in_hand::InHand;
 use crate::metrics::CONSUMER_LAG;
 use crate::stall::{PartitionStats, StallWatch};
 
@@ -38,22 +40,31 @@ pub(crate) enum LagFrom {
 /// librdkafka commits the stored offsets of revoked partitions itself before
 /// they go; the dispatcher then stops their tasks, whose later stores fail
 /// for an unassigned partition, so nothing is committed twice or ahead.
-/// Assignments and statistics also go to the loop's stall watch.
+/// Assignments and statistics also go to the loop's stall watch. A revoke
+/// waits for the revoked partitions' batches in hand ([`InHand`]).
 #[derive(Debug)]
 pub(crate) struct RebalanceContext {
     changes: Mutex<Vec<AssignmentChange>>,
     lag_from: LagFrom,
     stalls: Arc<StallWatch>,
+    in_hand: InHand,
 }
 
 impl RebalanceContext {
-    /// A context whose lag gauge counts from `lag_from`, telling `stalls`.
-    pub(crate) fn new(lag_from: LagFrom, stalls: Arc<StallWatch>) -> Self {
+    /// A context whose lag gauge counts from `lag_from`, telling `stalls`,
+    /// whose revokes wait up to `revoke_grace` for batches in hand.
+    pub(crate) fn new(lag_from: LagFrom, stalls: Arc<StallWatch>, revoke_grace: Duration) -> Self {
         Self {
             changes: Mutex::default(),
             lag_from,
             stalls,
+            in_hand: InHand::new(revoke_grace),
         }
+    }
+
+    /// The partition tasks' batches in hand.
+    pub(crate) fn in_hand(&self) -> &InHand {
+        &self.in_hand
     }
 
     /// The loop's stall watch.
@@ -116,6 +127,7 @@ impl ConsumerContext for RebalanceContext {
             let revoked = partitions(list);
             tracing::info!(?revoked, "partitions revoked");
             self.stalls.revoked(&revoked);
+            self.in_hand.revoke(&revoked);
             self.lock().push(AssignmentChange::Revoked(revoked));
         }
     }

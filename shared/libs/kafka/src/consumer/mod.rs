@@ -10,6 +10,7 @@
 
 pub(crate) mod context;
 mod handler;
+mod in_hand;
 mod partition;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,20 +58,23 @@ pub(crate) fn refuse_reserved(kafka: &KafkaConfig, also: &[&str]) -> Result<(), 
 }
 
 /// A consumer made from `config`, its lag read `from` committed offsets or
-/// its position, its stalls watched after `stall_after`, subscribed to
-/// `topics`.
+/// its position, its stalls watched after `stall_after`, its revokes
+/// waiting up to `revoke_grace` for batches in hand, subscribed to `topics`.
 pub(crate) fn subscribed(
     config: rdkafka::ClientConfig,
     from: LagFrom,
     stall_after: Duration,
+    revoke_grace: Duration,
     topics: &[String],
 ) -> Result<StreamConsumer<RebalanceContext>, ConsumerError> {
-    let consumer: StreamConsumer<RebalanceContext> = config
-        .create_with_context(RebalanceContext::new(from, StallWatch::new(stall_after)))
-        .map_err(|source| KafkaSetupError {
-            client: "consumer",
-            source,
-        })?;
+    let context = RebalanceContext::new(from, StallWatch::new(stall_after), revoke_grace);
+    let consumer: StreamConsumer<RebalanceContext> =
+        config
+            .create_with_context(context)
+            .map_err(|source| KafkaSetupError {
+                client: "consumer",
+                source,
+            })?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&names)
@@ -202,6 +206,7 @@ impl<H: Handler> ConsumerLoop<H> {
             config,
             LagFrom::Committed,
             settings.stall_after,
+            settings.shutdown_grace,
             &settings.topics,
         )?;
         let consumer = Arc::new(consumer);
@@ -324,6 +329,10 @@ impl<H: Handler> Dispatcher<H> {
                 stop.clone(),
             ));
             self.task_partitions.insert(task.id(), partition.clone());
+            self.consumer
+                .context()
+                .in_hand()
+                .watch(partition.clone(), stop.clone());
             let consumed = metrics::counter!(CONSUMED, "topic" => partition.0.clone());
             PartitionQueue {
                 sender,

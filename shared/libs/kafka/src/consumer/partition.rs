@@ -71,6 +71,11 @@ pub(crate) async fn run_partition<H: Handler>(
         let Ok(_permit) = shared.in_flight.acquire().await else {
             return;
         };
+        // Held until the offsets are stored: a revoke waits for it.
+        let partition = (topic.clone(), batch[0].partition());
+        let Some(_in_hand) = shared.consumer.context().in_hand().begin(&partition, &stop) else {
+            return;
+        };
         let started = Instant::now();
         let Some(outcomes) = settle_batch(&shared, &batch, &stop).await else {
             return;

@@ -1,0 +1,192 @@
+//! The batches each partition task has in hand, so that a revoke waits for
+//! them. librdkafka hands a revoked partition to its next owner as soon as
+//! the rebalance callback returns; a batch this member was still applying
+//! then ran twice at once, here and there, and a sink whose idempotence is
+//! "look up, then create" created the record twice (the chart-run, two
+//! erp-sink replicas: one sale order twice when the second replica joined
+//! under load). Now the callback stops the revoked partitions' tasks from
+//! starting another batch and waits, up to a grace, for the batch in hand
+//! to be settled and its offset stored, as a Java consumer's
+//! `onPartitionsRevoked` does.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio_util::sync::CancellationToken;
+
+use super::context::Partition;
+
+/// Batches in hand and the stop of each partition's task.
+#[derive(Debug)]
+pub(crate) struct InHand {
+    state: Mutex<State>,
+    settled: Condvar,
+    grace: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    batches: HashMap<Partition, usize>,
+    stops: HashMap<Partition, CancellationToken>,
+}
+
+/// A batch in hand; dropping it settles it.
+pub(crate) struct Batch<'a> {
+    in_hand: &'a InHand,
+    partition: Partition,
+}
+
+impl InHand {
+    /// Revokes wait up to `grace` for batches in hand.
+    pub(crate) fn new(grace: Duration) -> Self {
+        Self {
+            state: Mutex::default(),
+            settled: Condvar::new(),
+            grace,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes the stop of `partition`'s task, for a revoke to fire.
+    pub(crate) fn watch(&self, partition: Partition, stop: CancellationToken) {
+        self.lock().stops.insert(partition, stop);
+    }
+
+    /// Takes a batch of `partition` in hand, unless its task was stopped
+    /// (checked after counting, so a revoke either sees the batch or the
+    /// task sees the stop).
+    pub(crate) fn begin(
+        &self,
+        partition: &Partition,
+        stop: &CancellationToken,
+    ) -> Option<Batch<'_>> {
+        *self.lock().batches.entry(partition.clone()).or_default() += 1;
+        let batch = Batch {
+            in_hand: self,
+            partition: partition.clone(),
+        };
+        (!stop.is_cancelled()).then_some(batch)
+    }
+
+    /// Stops the tasks of `revoked` and waits, up to the grace, until none
+    /// has a batch in hand. Called from librdkafka's rebalance callback:
+    /// on a multi-threaded runtime the wait hands this worker's other tasks
+    /// to another thread; on a single-threaded one the tasks could not run
+    /// while it waits, so it does not.
+    pub(crate) fn revoke(&self, revoked: &[Partition]) {
+        {
+            let mut state = self.lock();
+            for partition in revoked {
+                if let Some(stop) = state.stops.remove(partition) {
+                    stop.cancel();
+                }
+            }
+        }
+        let wait = || self.wait_settled(revoked);
+        match Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::CurrentThread => {}
+            Ok(_) => tokio::task::block_in_place(wait),
+            Err(_) => wait(),
+        }
+    }
+
+    fn wait_settled(&self, revoked: &[Partition]) {
+        let deadline = Instant::now() + self.grace;
+        let mut state = self.lock();
+        loop {
+            let busy: Vec<&Partition> = revoked
+                .iter()
+                .filter(|p| state.batches.get(*p).is_some_and(|n| *n > 0))
+                .collect();
+            if busy.is_empty() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(?busy, grace = ?self.grace,
+                    "revoked partitions still have a batch in hand; its messages may be handled twice");
+                return;
+            }
+            state = self
+                .settled
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let mut state = self.in_hand.lock();
+        if let Some(count) = state.batches.get_mut(&self.partition) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.batches.remove(&self.partition);
+            }
+        }
+        drop(state);
+        self.in_hand.settled.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn partition() -> Partition {
+        ("t".to_owned(), 0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoke_waits_for_the_batch_in_hand_and_stops_the_next() {
+        let in_hand = Arc::new(InHand::new(Duration::from_secs(10)));
+        let stop = CancellationToken::new();
+        in_hand.watch(partition(), stop.clone());
+        let (held, release) = std::sync::mpsc::channel::<()>();
+        let worker = {
+            let in_hand = Arc::clone(&in_hand);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let batch = in_hand.begin(&partition(), &stop);
+                assert!(batch.is_some());
+                held.send(()).ok();
+                std::thread::sleep(Duration::from_millis(300));
+                drop(batch);
+                Instant::now()
+            })
+        };
+        release.recv().ok();
+        in_hand.revoke(&[partition()]);
+        let revoked_at = Instant::now();
+        let settled_at = worker.join().expect("the worker");
+        assert!(
+            settled_at <= revoked_at,
+            "the revoke returned before the batch was settled"
+        );
+        assert!(stop.is_cancelled());
+        assert!(
+            in_hand.begin(&partition(), &stop).is_none(),
+            "a stopped task took another batch"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_outlasts_the_grace_lets_the_revoke_go() {
+        let in_hand = InHand::new(Duration::from_millis(100));
+        let stop = CancellationToken::new();
+        let _batch = in_hand.begin(&partition(), &stop);
+        let started = Instant::now();
+        in_hand.revoke(&[partition()]);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
