@@ -89,6 +89,12 @@ pub enum RelayError {
         /// Its publication.
         publication: String,
     },
+    /// Another session (another replica) streams the slot.
+    #[error("replication slot {slot} is streamed by another session")]
+    SlotInUse {
+        /// The slot.
+        slot: String,
+    },
 }
 
 /// Where the outbox is and how it is streamed.
@@ -162,15 +168,23 @@ impl Relay {
                 "publication created"
             );
         }
-        let position: Option<String> =
-            sqlx::query("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(&self.source.slot)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(sql("looking up the slot"))?
-                .map(|row| row.get("lsn"));
-        let position = match position {
-            Some(lsn) => lsn,
+        let slot: Option<(String, bool)> = sqlx::query(
+            "SELECT confirmed_flush_lsn::text AS lsn, active FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.source.slot)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("looking up the slot"))?
+        .map(|row| (row.get("lsn"), row.get("active")));
+        let position = match slot {
+            // Asked here, not by a replication connection: that one would
+            // be refused and its client log an error every poll.
+            Some((_, true)) => {
+                return Err(RelayError::SlotInUse {
+                    slot: self.source.slot.clone(),
+                });
+            }
+            Some((lsn, false)) => lsn,
             None if exists.is_some() && !self.source.recreate_lost_slot => {
                 return Err(RelayError::SlotLost {
                     slot: self.source.slot.clone(),
@@ -558,9 +572,16 @@ impl From<DeliveryError> for RelayError {
 }
 
 impl RelayError {
-    /// Another session holds the slot (SQLSTATE 55006, object in use).
+    /// Another session holds the slot: seen in pg_replication_slots, or
+    /// (taken between that look and the connection) refused with SQLSTATE
+    /// 55006, object in use.
     fn slot_in_use(&self) -> bool {
-        matches!(self, Self::Replication(pgwire_replication::PgWireError::Server(message))
-            if message.contains("55006"))
+        match self {
+            Self::SlotInUse { .. } => true,
+            Self::Replication(pgwire_replication::PgWireError::Server(message)) => {
+                message.contains("55006")
+            }
+            _ => false,
+        }
     }
 }
