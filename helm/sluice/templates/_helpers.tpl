@@ -134,6 +134,10 @@ valueFrom:
 {{- end }}
 - name: SLUICE_SCHEMA_REGISTRY_URL
   value: {{ required "schemaRegistry.url is required" $v.schemaRegistry.url | quote }}
+{{- with $v.schemaRegistry.caFile }}
+- name: SLUICE_SCHEMA_REGISTRY_CA_FILE
+  value: {{ . | quote }}
+{{- end }}
 {{- if $v.schemaRegistry.user }}
 - name: SLUICE_SCHEMA_REGISTRY_USER
   value: {{ $v.schemaRegistry.user | quote }}
