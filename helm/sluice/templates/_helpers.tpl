@@ -119,7 +119,8 @@ valueFrom:
 {{- end }}
 
 {{/* The connection settings every service shares: Kafka, the registry,
-     Postgres when the component uses it, logs, traces, the health port. */}}
+     Postgres when the component uses it, logs, traces, the health port
+     (the last two not for a Job: `job` true, it serves and exports none). */}}
 {{- define "sluice.commonEnv" -}}
 {{- $v := .root.Values }}
 - name: SLUICE_KAFKA_BOOTSTRAP
@@ -150,10 +151,12 @@ valueFrom:
   value: {{ $v.observability.logFormat | quote }}
 - name: SLUICE_LOG
   value: {{ $v.observability.logFilter | quote }}
+{{- if not .job }}
 {{- with $v.observability.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
 - name: SLUICE_HTTP_LISTEN
   value: {{ printf "0.0.0.0:%v" $v.observability.metricsPort | quote }}
+{{- end }}
 {{- end }}

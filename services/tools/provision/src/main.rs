@@ -45,6 +45,20 @@ struct Cli {
         default_value_t = 30
     )]
     timeout_secs: u64,
+
+    /// Log format: pretty (for a terminal) or json (a Job's logs, as the
+    /// services write theirs).
+    #[arg(long, env = "SLUICE_LOG_FORMAT", global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+
+    /// Log filter in RUST_LOG syntax, e.g. info,rdkafka=warn.
+    #[arg(
+        long = "log-filter",
+        env = "SLUICE_LOG",
+        global = true,
+        default_value = "warn"
+    )]
+    log_filter: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,18 +82,20 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // Renamed: a deployment still setting the old variable would otherwise
     // provision the built-in contracts without a word.
     if std::env::var_os("SLUICE_SCHEMAS_DIR").is_some() {
         bail!("SLUICE_SCHEMAS_DIR is now SLUICE_CONTRACTS_DIR (--contracts-dir): rename it");
     }
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_filter)?)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let catalog = cli.contracts.catalog().context("loading the contracts")?;
     let registry = RegistryClient::new(RegistryConfig {
         url: cli.registry.base_url()?,
