@@ -2,7 +2,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo demo-down test bench chaos fuzz build lint stack-up stack-down stack-status stack-clean provision
+.PHONY: help demo demo-down test bench chaos fuzz chart-run build lint stack-up stack-down stack-status stack-clean provision
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,12 @@ chaos: ## The whole fleet on a 3-node Kafka cluster under SIGKILLs (services, br
 fuzz: ## Schemathesis against ingest on the running local stack for 10 minutes (make test runs it for one)
 	cargo build -p sluice-ingest -p sluice-provision --locked
 	bash deploy/local/fuzz.sh 600
+
+chart-run: ## The fleet started from the Helm chart's rendered objects on the running local stack, a stream reconciled (default values; production values over TLS)
+	cargo build --locked -p sluice-demo -p sluice-provision -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer \
+	  -p sluice-sandbox -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator
+	bash deploy/local/chart.sh
+	bash deploy/local/chart-run.sh
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked

@@ -5,7 +5,8 @@
 # running), runs every test against it, schemathesis against ingest, and
 # every benchmark scaled down,
 # runs the demo end to end (its report checked against the sandbox and the
-# topics), stops what it started, and runs the chaos smoke
+# topics), runs the fleet from the Helm chart's rendered objects on both
+# values files (chart-run.sh), stops what it started, and runs the chaos smoke
 # (deploy/local/chaos.sh smoke) on a stack of its own.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
@@ -55,6 +56,9 @@ step "bench.sh smoke" bash "$HERE/bench.sh" smoke
 
 log "the demo, end to end, its report checked against the sandbox and the topics"
 step "demo.sh check" bash "$HERE/demo.sh" check
+
+log "the chart-run: the fleet as the Helm chart renders it (default values; production values over TLS), a stream reconciled"
+step "chart-run.sh" bash "$HERE/chart-run.sh"
 
 if [[ "$started_stack" == true ]]; then
   bash "$HERE/stack.sh" down

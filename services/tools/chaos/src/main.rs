@@ -19,7 +19,7 @@ use clap::Parser;
 use serde_json::json;
 use sluice_fleet::load::{self, Plan};
 use sluice_fleet::topology::{SERVICES, Tuning};
-use sluice_fleet::{Scenario, StackArgs, faults};
+use sluice_fleet::{Scenario, StackArgs, Topology, faults};
 
 /// The fleet under fire, then every event reconciled.
 #[derive(Debug, Parser)]
@@ -152,7 +152,7 @@ async fn main() -> Result<()> {
         poison: args.poison,
         odoo_baseline: json!({"reject_value": load::REFUSED_CUSTOMER}),
         sheets_baseline: json!({}),
-        tuning: TUNING,
+        topology: Topology::Shipped(TUNING),
         settle: Duration::from_secs(args.settle_secs),
     };
     let finished = harness.run(scenario).await?;

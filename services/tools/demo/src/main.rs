@@ -20,7 +20,7 @@ use serde_json::json;
 use sluice_fleet::faults::{Fault, Scheduled};
 use sluice_fleet::load::{self, Plan};
 use sluice_fleet::topology::Tuning;
-use sluice_fleet::{Finished, Scenario, StackArgs};
+use sluice_fleet::{Finished, Scenario, StackArgs, Topology};
 
 /// The demo: a small stream through the whole fleet, reconciled.
 #[derive(Debug, Parser)]
@@ -117,7 +117,7 @@ async fn main() -> Result<()> {
         poison: 1,
         odoo_baseline: json!({"reject_value": load::REFUSED_CUSTOMER, "error_rates": {"500": 0.05}}),
         sheets_baseline: json!({}),
-        tuning: TUNING,
+        topology: Topology::Shipped(TUNING),
         settle: Duration::from_secs(300),
     };
     let plan = scenario.plan.clone();

@@ -18,12 +18,17 @@ use crate::process::{Launch, note_pid, wait_metric, wait_ready};
 pub struct ServiceSpec {
     /// Name in logs and the report (two relays share a binary).
     pub name: &'static str,
+    /// Which of the service's replicas (0 for the first).
+    pub replica: u32,
     /// The workspace binary.
-    pub binary: &'static str,
+    pub binary: String,
     /// Its flags.
     pub args: Vec<String>,
     /// Its own environment, on top of the stack's.
     pub env: Vec<(String, String)>,
+    /// Its environment is `env` alone (a pod's), not the stack's and the
+    /// harness's as well.
+    pub clear_env: bool,
     /// A counter of its /metrics that moves when it does work; recovery
     /// after a kill is counted until it moves (None: until ready).
     pub progress: Option<&'static str>,
@@ -102,7 +107,7 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// The service called `name`.
+    /// The first replica of the service called `name`.
     pub fn service(&self, name: &str) -> Result<&Arc<Service>> {
         self.services
             .iter()
@@ -110,21 +115,34 @@ impl Fleet {
             .with_context(|| format!("no service {name} in the fleet"))
     }
 
+    /// Every replica of the service called `name`.
+    pub fn replicas<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<Service>> {
+        self.services.iter().filter(move |s| s.spec.name == name)
+    }
+
     fn spawn(&self, spec: &ServiceSpec, port: u16) -> Result<Child> {
-        let mut env = self.place.stack_env.clone();
-        // The operator's filter, as the demo has always honoured it.
-        let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
-        env.push(("SLUICE_LOG".into(), filter));
-        // Log files, not terminals: no colour codes.
-        env.push(("NO_COLOR".into(), "1".into()));
+        let mut env = Vec::new();
+        if !spec.clear_env {
+            env.extend(self.place.stack_env.iter().cloned());
+            // The operator's filter, as the demo has always honoured it.
+            let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+            env.push(("SLUICE_LOG".into(), filter));
+            // Log files, not terminals: no colour codes.
+            env.push(("NO_COLOR".into(), "1".into()));
+        }
         env.extend(spec.env.iter().cloned());
+        // Every process on one host: each replica's health port its own.
         env.push(("SLUICE_HTTP_LISTEN".into(), format!("127.0.0.1:{port}")));
+        let label = match spec.replica {
+            0 => spec.name.to_owned(),
+            replica => format!("{}-{replica}", spec.name),
+        };
         let launch = Launch {
-            binary: self.place.bin_dir.join(spec.binary),
-            label: spec.name.to_owned(),
+            binary: self.place.bin_dir.join(&spec.binary),
+            label,
             args: spec.args.clone(),
             env,
-            clear_env: false,
+            clear_env: spec.clear_env,
             logs: self.place.logs.clone(),
         };
         let child = Command::from(launch.command()?)

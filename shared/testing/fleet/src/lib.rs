@@ -5,6 +5,7 @@
 //! run (`sluice-chaos`) are two scenarios of it; the saga tests start their
 //! processes with its [`Launch`].
 
+pub mod chart;
 mod cluster;
 pub mod faults;
 mod fleet;
@@ -19,5 +20,5 @@ pub mod topology;
 pub use fleet::{Fleet, Place, Recovery, Service, ServiceSpec};
 pub use process::{Launch, note_pid, scrape, scrape_sum, wait_answering, wait_metric, wait_ready};
 pub use report::Report;
-pub use run::{Disruption, Finished, Harness, Sample, Scenario, StackArgs};
+pub use run::{Disruption, Finished, Harness, Sample, Scenario, StackArgs, Topology};
 pub use sandbox::Sandbox;

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::chart::ChartRun;
 use crate::cluster::Cluster;
 use crate::faults::{Broker, Fault, Scheduled, stack_script};
 use crate::fleet::{Fleet, Place, Recovery};
@@ -40,10 +41,19 @@ pub struct Scenario {
     pub odoo_baseline: Value,
     /// Sheets' faults outside storms.
     pub sheets_baseline: Value,
-    /// Flags the run adds to the topology's services.
-    pub tuning: Tuning,
+    /// What runs: the shipped topology with the run's flags, or a chart.
+    pub topology: Topology,
     /// Longest wait, after the load, for every effect to be in place.
     pub settle: Duration,
+}
+
+/// Where a run's services come from.
+pub enum Topology {
+    /// The shipped topology ([`topology::services`]), with flags the run
+    /// adds to its services.
+    Shipped(Tuning),
+    /// A chart's rendered objects (the chart-run).
+    Chart(ChartRun),
 }
 
 /// Where the run happens.
@@ -115,19 +125,26 @@ impl Harness {
             ingest_port,
             token_sha256: &sluice_testkit::token_sha256(&token),
         };
-        let fleet = Arc::new(
-            Fleet::start(
-                topology::services(&wiring, scenario.tuning),
-                self.place.clone(),
-            )
-            .await?,
-        );
+        let services = match &scenario.topology {
+            Topology::Shipped(tuning) => topology::services(&wiring, tuning),
+            Topology::Chart(chart) => chart.services(&wiring, &self.place, &self.work_dir).await?,
+        };
+        let fleet = Arc::new(Fleet::start(services, self.place.clone()).await?);
         stop_on_signal(Arc::clone(&fleet), sandbox.pid());
-        let relay = fleet.service("outbox-relay")?.http.clone();
+        // One replica holds the slot and streams; the others stand by.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while crate::scrape_sum(&relay, "sluice_outbox_streaming").await != Some(1.0) {
+        loop {
+            let mut streaming = 0.0;
+            for relay in fleet.replicas("outbox-relay") {
+                streaming += crate::scrape_sum(&relay.http, "sluice_outbox_streaming")
+                    .await
+                    .unwrap_or(0.0);
+            }
+            if streaming == 1.0 {
+                break;
+            }
             if Instant::now() > deadline {
-                bail!("outbox-relay did not start streaming in 60 s");
+                bail!("no outbox-relay streams after 60 s ({streaming} do)");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -339,12 +356,13 @@ async fn sample_lag(
     max_lag: Arc<Mutex<BTreeMap<&'static str, f64>>>,
     series: Arc<Mutex<Vec<Sample>>>,
 ) {
-    let mut lag = BTreeMap::<&'static str, f64>::new();
-    let mut counted = BTreeMap::<&'static str, f64>::new();
+    let mut lag = BTreeMap::<(&'static str, u32), f64>::new();
+    let mut counted = BTreeMap::<(&'static str, u32), f64>::new();
     let mut work = 0.0;
     loop {
         for service in fleet.services.iter().filter(|s| s.spec.name != "ingest") {
             let name = service.spec.name;
+            let replica = (name, service.spec.replica);
             let relay = service.spec.binary == "outbox-relay";
             let metric = if relay {
                 "sluice_outbox_slot_lag_bytes"
@@ -356,13 +374,13 @@ async fn sample_lag(
                 let entry = max.entry(name).or_default();
                 *entry = entry.max(now);
                 if !relay {
-                    lag.insert(name, now);
+                    lag.insert(replica, now);
                 }
             }
             if let Some(progress) = service.spec.progress
                 && let Some(now) = crate::scrape_sum(&service.http, progress).await
             {
-                let before = counted.insert(name, now).unwrap_or(0.0);
+                let before = counted.insert(replica, now).unwrap_or(0.0);
                 // A restarted process counts from zero again.
                 work += if now >= before { now - before } else { now };
             }

@@ -52,17 +52,17 @@ pub fn services(wiring: &Wiring<'_>, tuning: Tuning) -> Vec<ServiceSpec> {
 fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
     let key = wiring.service_account.display().to_string();
     let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect();
-    let spec = |binary, args, progress| ServiceSpec {
+    let spec = |binary: &str, args| ServiceSpec {
         name,
-        binary,
+        replica: 0,
+        binary: binary.to_owned(),
         args,
         env: vec![],
-        progress,
+        clear_env: false,
+        progress: progress(binary),
     };
-    let consumed = Some("sluice_consumed_total");
-    let relayed = Some("sluice_outbox_relayed_total");
     match name {
-        "saga-orchestrator" => spec("saga-orchestrator", owned(&["run"]), consumed),
+        "saga-orchestrator" => spec("saga-orchestrator", owned(&["run"])),
         "saga-outbox-relay" => spec(
             "outbox-relay",
             owned(&[
@@ -75,13 +75,11 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
                 "--outbox-publication",
                 "sluice_saga_outbox",
             ]),
-            relayed,
         ),
-        "outbox-relay" => spec("outbox-relay", vec![], relayed),
+        "outbox-relay" => spec("outbox-relay", vec![]),
         "transformer" => spec(
             "transformer",
             owned(&["--rules", "services/fleet/transformer/rules.toml"]),
-            consumed,
         ),
         "sheets-sink" => spec(
             "sheets-sink",
@@ -91,7 +89,6 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
                 "--sheets-base-url",
                 wiring.sandbox,
             ]),
-            consumed,
         ),
         "erp-sink" => spec(
             "erp-sink",
@@ -105,7 +102,6 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
                 "--odoo-password",
                 "sandbox",
             ]),
-            consumed,
         ),
         _ => ServiceSpec {
             env: vec![
@@ -118,8 +114,18 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
                     format!("127.0.0.1:{}", wiring.ingest_port),
                 ),
             ],
-            ..spec("ingest", vec![], None)
+            ..spec("ingest", vec![])
         },
+    }
+}
+
+/// The counter of a binary's /metrics that moves when it works (ingest has
+/// none: it works when called).
+pub fn progress(binary: &str) -> Option<&'static str> {
+    match binary {
+        "ingest" => None,
+        "outbox-relay" => Some("sluice_outbox_relayed_total"),
+        _ => Some("sluice_consumed_total"),
     }
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The chart-run (part of `make test`): the fleet started from what the Helm
+# chart renders — every Deployment's and StatefulSet's replicas as
+# processes with the command, arguments, environment and mounted files of
+# the rendered objects, after its provisioning Job — on the running local
+# stack, with a stream pushed through it and reconciled (sluice-chart-run,
+# services/tools/demo). Twice: the default values over plaintext, and the
+# production-like values over SASL_SSL, HTTPS and Postgres verify-full.
+# Needs the stack up, the workspace built and helm built (chart.sh).
+#
+#   chart-run.sh [default|production]   one of the two (both by default)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HERE="$SLUICE_ROOT/deploy/local"
+cd "$SLUICE_ROOT"
+
+[[ -x "$SLUICE_LOCAL/bin/helm" ]] || die "helm is not built: run deploy/local/chart.sh"
+bash "$HERE/stack.sh" running || die "the local stack does not run: bash deploy/local/stack.sh up"
+set -a
+# shellcheck source=/dev/null
+source "$STACK_ENV"
+set +a
+# The outbox table is the user's (the relay reads it); the demo makes it the same way.
+PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
+  -f services/fleet/outbox-relay/migrations/0001_outbox.sql
+
+run() { # name, transport, values files…
+  local name="$1" transport="$2"
+  shift 2
+  local args=(--transport "$transport" --work-dir "$SLUICE_LOCAL/chart-run/$name")
+  for values in "$@"; do args+=(--values "$values"); done
+  rm -rf "$SLUICE_LOCAL/chart-run/$name"
+  log "chart-run: $name values over $transport"
+  ./target/debug/sluice-chart-run "${args[@]}"
+}
+
+case "${1:-both}" in
+  default) run default plaintext helm/sluice/values.yaml ;;
+  production) run production tls helm/sluice/values.yaml helm/sluice/values-production.yaml ;;
+  both)
+    run default plaintext helm/sluice/values.yaml
+    run production tls helm/sluice/values.yaml helm/sluice/values-production.yaml
+    ;;
+  *) die "usage: chart-run.sh [default|production]" ;;
+esac

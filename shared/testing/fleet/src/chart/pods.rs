@@ -1,0 +1,401 @@
+//! A rendered pod as a local process, made the way the kubelet makes the
+//! container: the image's `ENV`, then `envFrom`, then `env` (a later entry
+//! wins, `$(VAR)` expanded from the entries before it), Secret and
+//! ConfigMap references resolved, `fieldRef`s answered, and every mounted
+//! volume written as files. A reference to a Secret or key that does not
+//! exist is an error, as it is a pod that never starts there.
+//!
+//! Two things differ from a pod, because these processes share one host:
+//! a path the pod sees (a mount, a file of the image) is rewritten to where
+//! its file is here, in the arguments, the environment and the mounted
+//! files; and an address the pod listens on (`0.0.0.0:P`) becomes a free
+//! loopback port.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::image::Image;
+use super::objects::{Container, EnvVar, Items, PodSpec, Volume};
+
+/// Key → value, for a Secret or a ConfigMap.
+pub type Data = BTreeMap<String, String>;
+
+/// An environment, in order (a later entry wins).
+type Env = Vec<(String, String)>;
+
+/// The objects a pod reads that the chart does not make: the Secrets (and
+/// ConfigMaps) a deployment brings, and the chart's rendered ConfigMaps.
+#[derive(Debug, Clone, Default)]
+pub struct Namespace {
+    /// Its name (what `metadata.namespace` answers).
+    pub name: String,
+    /// Secrets by name.
+    pub secrets: BTreeMap<String, Data>,
+    /// ConfigMaps by name.
+    pub config_maps: BTreeMap<String, Data>,
+}
+
+/// One pod of a workload, as a process to start.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Its name, as Kubernetes would give it.
+    pub name: String,
+    /// The binary of the image its command names.
+    pub binary: String,
+    /// Its arguments (the command's own beyond the binary, then `args`).
+    pub args: Vec<String>,
+    /// Its whole environment.
+    pub env: Env,
+    /// The variables the chart sets (not the image), by name.
+    pub from_chart: Vec<String>,
+}
+
+/// Where a pod's files go and how its listen ports are given out.
+pub struct Host<'a> {
+    /// The image the chart names.
+    pub image: &'a Image,
+    /// One folder per pod under it, holding the pod's mounts.
+    pub pods_dir: &'a Path,
+    /// The loopback port for the pod's `0.0.0.0:P` in variable `env`.
+    pub listen: &'a mut dyn FnMut(&str, u16) -> u16,
+}
+
+impl Namespace {
+    fn data(&self, secret: bool, name: &str) -> Option<&Data> {
+        if secret {
+            self.secrets.get(name)
+        } else {
+            self.config_maps.get(name)
+        }
+    }
+
+    fn lookup(&self, secret: bool, name: &str, key: &str) -> Result<&str> {
+        let what = if secret { "Secret" } else { "ConfigMap" };
+        let data = self
+            .data(secret, name)
+            .with_context(|| format!("{what} {name} does not exist in the namespace"))?;
+        data.get(key)
+            .map(String::as_str)
+            .with_context(|| format!("{what} {name} has no key {key}"))
+    }
+}
+
+/// Pod `name` of a workload whose pod template is `spec`.
+pub fn materialize(
+    spec: &PodSpec,
+    name: &str,
+    namespace: &Namespace,
+    host: Host<'_>,
+) -> Result<Pod> {
+    let refused = || format!("pod {name} would not start");
+    let container = match (&spec.containers[..], spec.init_containers.is_empty()) {
+        ([container], true) => container,
+        _ => bail!("pod {name}: the chart-run runs pods of one container and no init container"),
+    };
+    let root = host.pods_dir.join(name);
+    let paths = Paths::of(container, spec, namespace, &root, host.image).with_context(refused)?;
+    let (env, from_chart) =
+        environment(container, name, namespace, host.image).with_context(refused)?;
+    let env = env
+        .into_iter()
+        .map(|(key, value)| {
+            let value = paths.local(&value);
+            let value = match value.strip_prefix("0.0.0.0:").map(str::parse::<u16>) {
+                Some(Ok(port)) => format!("127.0.0.1:{}", (host.listen)(&key, port)),
+                _ => value,
+            };
+            (key, value)
+        })
+        .collect::<Vec<_>>();
+    let mut words = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .map(|word| paths.local(&expand(word, &env)));
+    let command = words.next().with_context(|| {
+        format!("pod {name}: a container without a command (the image names none)")
+    })?;
+    let binary = host
+        .image
+        .binary(&command)
+        .with_context(|| format!("pod {name}: {command} is not a binary of the image"))?
+        .to_owned();
+    Ok(Pod {
+        name: name.to_owned(),
+        binary,
+        args: words.collect(),
+        env,
+        from_chart,
+    })
+}
+
+/// The container's environment, in the kubelet's order, and the names the
+/// chart set (`envFrom` and `env`, not the image).
+fn environment(
+    container: &Container,
+    pod: &str,
+    namespace: &Namespace,
+    image: &Image,
+) -> Result<(Env, Vec<String>)> {
+    let mut env: Env = image.env.clone();
+    let mut from_chart = Vec::new();
+    let mut set = |env: &mut Env, key: String, value: String| {
+        env.retain(|(k, _)| *k != key);
+        from_chart.push(key.clone());
+        env.push((key, value));
+    };
+    for from in &container.env_from {
+        let (secret, reference) = match (&from.secret_ref, &from.config_map_ref) {
+            (Some(r), None) => (true, r),
+            (None, Some(r)) => (false, r),
+            _ => bail!("an envFrom entry names neither one Secret nor one ConfigMap"),
+        };
+        match namespace.data(secret, &reference.name) {
+            Some(data) => {
+                for (key, value) in data {
+                    set(&mut env, format!("{}{key}", from.prefix), value.clone());
+                }
+            }
+            None if reference.optional => {}
+            None => bail!("envFrom names {} which does not exist", reference.name),
+        }
+    }
+    // `$(VAR)` sees the container's own entries before it, not the image's.
+    let mut own: Env = Vec::new();
+    for var in &container.env {
+        let Some(value) = value_of(var, pod, namespace, &own)? else {
+            continue;
+        };
+        own.push((var.name.clone(), value.clone()));
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok((env, from_chart))
+}
+
+fn value_of(
+    var: &EnvVar,
+    pod: &str,
+    namespace: &Namespace,
+    before: &[(String, String)],
+) -> Result<Option<String>> {
+    let Some(source) = &var.value_from else {
+        return Ok(Some(expand(var.value.as_deref().unwrap_or(""), before)));
+    };
+    let key_ref = |secret: bool, r: &super::objects::KeyRef| -> Result<Option<String>> {
+        match namespace.lookup(secret, &r.name, &r.key) {
+            Ok(value) => Ok(Some(value.to_owned())),
+            Err(_) if r.optional => Ok(None),
+            Err(error) => Err(error.context(format!("env {}", var.name))),
+        }
+    };
+    if let Some(r) = &source.secret_key_ref {
+        return key_ref(true, r);
+    }
+    if let Some(r) = &source.config_map_key_ref {
+        return key_ref(false, r);
+    }
+    let field = source
+        .field_ref
+        .as_ref()
+        .with_context(|| format!("env {}: a valueFrom the chart-run does not know", var.name))?;
+    Ok(Some(match field.field_path.as_str() {
+        "metadata.name" => pod.to_owned(),
+        "metadata.namespace" => namespace.name.clone(),
+        "status.podIP" => "127.0.0.1".to_owned(),
+        other => bail!("env {}: fieldRef {other} is not modelled", var.name),
+    }))
+}
+
+/// `$(VAR)` replaced by VAR's value when VAR is defined, `$$` by `$`;
+/// anything else kept as written (the kubelet's rule).
+fn expand(text: &str, vars: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some((name, after)) = tail
+            .strip_prefix("$(")
+            .and_then(|t| t.split_once(')'))
+            .and_then(|(name, after)| {
+                let value = vars.iter().rev().find(|(k, _)| k == name)?;
+                Some((value.1.as_str(), after))
+            })
+        {
+            out.push_str(name);
+            rest = after;
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Paths the pod sees and where they are here, longest first.
+struct Paths(Vec<(String, String)>);
+
+impl Paths {
+    /// Writes every mounted volume under `root` and notes the image's files.
+    fn of(
+        container: &Container,
+        spec: &PodSpec,
+        namespace: &Namespace,
+        root: &Path,
+        image: &Image,
+    ) -> Result<Paths> {
+        let mut map: Vec<(String, String)> = image
+            .files
+            .iter()
+            .map(|(inside, here)| (inside.clone(), here.display().to_string()))
+            .collect();
+        let mut files = Vec::new();
+        for mount in &container.volume_mounts {
+            let volume = spec
+                .volumes
+                .iter()
+                .find(|v| v.name == mount.name)
+                .with_context(|| format!("mount {}: no volume of that name", mount.name))?;
+            let here = root.join(mount.mount_path.trim_start_matches('/'));
+            let contents = volume_files(volume, namespace)
+                .with_context(|| format!("volume {}", volume.name))?;
+            match &mount.sub_path {
+                Some(sub) => {
+                    let (_, text) = contents
+                        .into_iter()
+                        .find(|(path, _)| path == sub)
+                        .with_context(|| {
+                            format!("mount {}: no file {sub} in the volume", mount.name)
+                        })?;
+                    files.push((here.clone(), text));
+                }
+                None => {
+                    std::fs::create_dir_all(&here)
+                        .with_context(|| format!("creating {}", here.display()))?;
+                    files.extend(
+                        contents
+                            .into_iter()
+                            .map(|(path, text)| (here.join(path), text)),
+                    );
+                }
+            }
+            map.push((mount.mount_path.clone(), here.display().to_string()));
+        }
+        map.sort_by_key(|(inside, _)| std::cmp::Reverse(inside.len()));
+        let paths = Paths(map);
+        for (path, text) in files {
+            write_file(&path, &paths.local(&text))?;
+        }
+        Ok(paths)
+    }
+
+    /// `text` with every path the pod sees, where it starts a word (after
+    /// the start, `=`, `,`, `:` or a space), rewritten to its place here.
+    fn local(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        'scan: while i < text.len() {
+            let boundary = i == 0 || matches!(text.as_bytes()[i - 1], b'=' | b',' | b':' | b' ');
+            if boundary {
+                for (inside, here) in &self.0 {
+                    let rest = &text[i..];
+                    let ends = rest.as_bytes().get(inside.len()).is_none_or(|b| {
+                        matches!(b, b'/' | b',' | b'&' | b' ' | b'"' | b'\n')
+                            || inside.ends_with('/')
+                    });
+                    if rest.starts_with(inside.as_str()) && ends {
+                        out.push_str(here);
+                        i += inside.len();
+                        continue 'scan;
+                    }
+                }
+            }
+            let next = text[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&text[i..i + next]);
+            i += next;
+        }
+        out
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The files a volume holds: (path inside the mount, contents).
+fn volume_files(volume: &Volume, namespace: &Namespace) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    let mut add = |secret: bool, items: &Items| -> Result<()> {
+        let what = if secret { "Secret" } else { "ConfigMap" };
+        let data = namespace
+            .data(secret, &items.name)
+            .with_context(|| format!("{what} {} does not exist in the namespace", items.name))?;
+        if items.items.is_empty() {
+            files.extend(data.iter().map(|(k, v)| (PathBuf::from(k), v.clone())));
+        }
+        for item in &items.items {
+            let value = namespace.lookup(secret, &items.name, &item.key)?;
+            files.push((PathBuf::from(&item.path), value.to_owned()));
+        }
+        Ok(())
+    };
+    if let Some(items) = &volume.config_map {
+        add(false, items)?;
+    } else if let Some(items) = &volume.secret {
+        add(true, items)?;
+    } else if let Some(projected) = &volume.projected {
+        for source in &projected.sources {
+            match (&source.secret, &source.config_map) {
+                (Some(items), None) => add(true, items)?,
+                (None, Some(items)) => add(false, items)?,
+                _ => bail!("a projected source the chart-run does not model"),
+            }
+        }
+    } else if volume.empty_dir.is_none() {
+        bail!("a kind of volume the chart-run does not model");
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_expand_as_the_kubelet_expands_them() {
+        let vars = [("POD_NAME".to_owned(), "t-0".to_owned())];
+        assert_eq!(expand("sluice-$(POD_NAME)", &vars), "sluice-t-0");
+        assert_eq!(
+            expand("$(UNSET) $$(POD_NAME) $", &vars),
+            "$(UNSET) $(POD_NAME) $"
+        );
+    }
+
+    #[test]
+    fn a_path_the_pod_sees_is_rewritten_where_it_starts_a_word() {
+        let paths = Paths(vec![
+            ("/etc/sluice/ca".to_owned(), "/h/p/etc/sluice/ca".to_owned()),
+            ("/etc/sluice".to_owned(), "/h/p/etc/sluice".to_owned()),
+        ]);
+        assert_eq!(
+            paths.local("ssl.ca.location=/etc/sluice/ca/ca.pem,x=/etc/sluice/rules.toml"),
+            "ssl.ca.location=/h/p/etc/sluice/ca/ca.pem,x=/h/p/etc/sluice/rules.toml"
+        );
+        assert_eq!(
+            paths.local("postgres://h/db?sslrootcert=/etc/sluice/ca/ca.pem&sslmode=verify-full"),
+            "postgres://h/db?sslrootcert=/h/p/etc/sluice/ca/ca.pem&sslmode=verify-full"
+        );
+        // Not at a word's start, or only a prefix of a longer name: kept.
+        assert_eq!(paths.local("/x/etc/sluice"), "/x/etc/sluice");
+        assert_eq!(paths.local("/etc/sluiced"), "/etc/sluiced");
+    }
+}
