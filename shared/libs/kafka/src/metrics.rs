@@ -22,6 +22,19 @@ pub const PAUSED_PARTITIONS: &str = "sluice_paused_partitions";
 pub const PARTITION_STALLED: &str = "sluice_partition_stalled";
 
 /// Registers descriptions with the installed recorder, once per process.
+/// Registers the dead-letter counter of every class for `topics` at zero. A
+/// series that first appears with a burst already counted shows no rate:
+/// the alert on `rate(sluice_dead_lettered_total)` missed 40 values that
+/// were not Avro, dead-lettered between two scrapes (the chart-run).
+pub(crate) fn zero_dead_letters(topics: &[String]) {
+    for topic in topics {
+        for class in sluice_contracts::types::DeadLetterClass::WRITTEN {
+            metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str())
+                .increment(0);
+        }
+    }
+}
+
 pub(crate) fn describe_once() {
     static DESCRIBED: std::sync::Once = std::sync::Once::new();
     DESCRIBED.call_once(describe);
@@ -58,4 +71,50 @@ fn describe() {
         PARTITION_STALLED,
         "The offset an assigned partition is stuck at: it has messages after that offset and has not moved for --partition-stall-after. Reason: handler (the loop holds a message), consumer-error (librdkafka reported errors meanwhile) or unknown. -1 once it moves again or is revoked."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    #[test]
+    fn every_dead_letter_class_of_a_topic_is_exported_at_zero() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            zero_dead_letters(&["orders.events.v1".into()])
+        });
+        let mut classes: Vec<String> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == DEAD_LETTERED)
+            .map(|(key, _, _, value)| {
+                assert_eq!(value, DebugValue::Counter(0));
+                let label = |name: &str| {
+                    key.key()
+                        .labels()
+                        .find(|l| l.key() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                assert_eq!(label("topic"), "orders.events.v1");
+                label("class")
+            })
+            .collect();
+        classes.sort();
+        assert_eq!(
+            classes,
+            [
+                "DECODE",
+                "MAPPING",
+                "PERMANENT",
+                "RETRIES_EXHAUSTED",
+                "UNCORRELATED",
+                "VALIDATION"
+            ]
+        );
+    }
 }

@@ -34,7 +34,7 @@ use crate::consumer::context::{
     AssignmentChange, LagFrom, RebalanceContext, STATISTICS_INTERVAL_MS,
 };
 use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribed};
-use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once};
+use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once, zero_dead_letters};
 use crate::skip::{count_if_skipped, is_tombstone};
 use crate::verdict::{Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
@@ -148,6 +148,7 @@ impl<T: Transformer> TransactionalLoop<T> {
         dead_letters: &DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
         describe_once();
+        zero_dead_letters(&settings.topics);
         refuse_reserved(kafka, &["transactional.id"])?;
         let config = kafka.client_config(&[
             ("group.id", &settings.group_id),

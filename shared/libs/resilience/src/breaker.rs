@@ -237,6 +237,15 @@ impl CircuitBreaker {
             config,
         };
         breaker.export(BreakerState::Closed);
+        // Transitions at zero from the start: a counter first scraped at 1
+        // shows no increase, and the first opening went unseen.
+        for to in [
+            BreakerState::Closed,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+        ] {
+            breaker.transitions(to).increment(0);
+        }
         Ok(breaker)
     }
 
@@ -381,13 +390,16 @@ impl CircuitBreaker {
             _ => tracing::info!(breaker = %self.name, ?from, ?to, "circuit breaker state changed"),
         }
         self.export(to);
+        self.transitions(to).increment(1);
+    }
+
+    fn transitions(&self, to: BreakerState) -> metrics::Counter {
         let label = match to {
             BreakerState::Closed => "closed",
             BreakerState::HalfOpen => "half_open",
             BreakerState::Open => "open",
         };
         metrics::counter!(BREAKER_TRANSITIONS, "breaker" => self.name.clone(), "to" => label)
-            .increment(1);
     }
 
     fn export(&self, state: BreakerState) {
@@ -605,6 +617,38 @@ mod tests {
         let refused = b.call(async { Ok::<_, Status>(()) }).await.unwrap_err();
         assert_eq!(refused.class(), ErrorClass::Pause);
         assert_eq!(refused.retry_after(), Some(WAIT));
+    }
+
+    #[test]
+    fn every_transition_is_exported_at_zero_from_the_start() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            CircuitBreaker::new("erp", erp_like()).unwrap();
+        });
+        let mut transitions: Vec<(String, DebugValue)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == BREAKER_TRANSITIONS)
+            .map(|(key, _, _, value)| {
+                let to = key
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == "to")
+                    .map(|l| l.value().to_owned());
+                (to.unwrap_or_default(), value)
+            })
+            .collect();
+        transitions.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            transitions,
+            [
+                ("closed".to_owned(), DebugValue::Counter(0)),
+                ("half_open".to_owned(), DebugValue::Counter(0)),
+                ("open".to_owned(), DebugValue::Counter(0)),
+            ]
+        );
     }
 
     #[test]

@@ -67,6 +67,16 @@ pub enum DeadLetterClass {
 }
 
 impl DeadLetterClass {
+    /// Every class a service writes (`Unknown` is only ever read).
+    pub const WRITTEN: [Self; 6] = [
+        Self::Decode,
+        Self::Validation,
+        Self::Mapping,
+        Self::Permanent,
+        Self::RetriesExhausted,
+        Self::Uncorrelated,
+    ];
+
     /// The symbol, as in the schema and the `sluice.dlq.error-class` header.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -33,7 +33,7 @@ use self::context::{
 };
 pub use self::handler::{Handler, HandlerError};
 use self::partition::{BatchWindow, Shared, run_partition};
-use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once};
+use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once, zero_dead_letters};
 use crate::stall::StallWatch;
 use crate::{KafkaConfig, KafkaSetupError};
 
@@ -181,6 +181,7 @@ impl<H: Handler> ConsumerLoop<H> {
         dead_letters: DeadLetterPublisher,
     ) -> Result<Self, ConsumerError> {
         describe_once();
+        zero_dead_letters(&settings.topics);
         // Exported from the start, so dashboards and alerts see 0, not nothing.
         metrics::gauge!(PAUSED_PARTITIONS).set(0.0);
         refuse_reserved(kafka, &[])?;
