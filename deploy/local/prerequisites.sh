@@ -2,12 +2,13 @@
 # Installs what the local stack and the build need from Debian's packages,
 # when something is missing: Java 17 and Maven (Kafka, the registry),
 # PostgreSQL 15, kcat, jq, Chromium (the demo's browser check), docker-compose
-# (validating the compose file), Prometheus (promtool checks the alert rules;
-# the stall test fires one on a server of its own), and the C toolchain and
+# (validating the compose file), Prometheus (promtool checks and unit-tests
+# the alert rules; the stall test and the chart-run fire them on a server of
+# their own) with prometheus-postgres-exporter, and the C toolchain and
 # libraries librdkafka builds with (OpenSSL, libcurl for OIDC, zlib).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq chromium docker-compose build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev python3 python3-venv prometheus)
+PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq chromium docker-compose build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev python3 python3-venv prometheus prometheus-postgres-exporter)
 
 # A python3 from elsewhere (pyenv, say) that can make virtualenvs does too.
 provided_elsewhere() {

@@ -25,6 +25,7 @@ log "checking the Helm chart, the compose file, the alert rules and the configur
 bash "$HERE/chart.sh"
 docker-compose -f docker-compose.yml config -q
 promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
 bash "$HERE/config-reference.sh" --check
 
 started_stack=false
