@@ -5,7 +5,10 @@
 # the rendered objects, after its provisioning Job — on the running local
 # stack, with a stream pushed through it and reconciled (sluice-chart-run,
 # services/tools/demo). Twice: the default values over plaintext, and the
-# production-like values over SASL_SSL, HTTPS and Postgres verify-full.
+# production-like values over SASL_SSL, HTTPS and Postgres verify-full. The
+# first also runs Debian's prometheus and prometheus-postgres-exporter
+# against the fleet: every dashboard query returns series, and an ERP
+# outage, a filling DLQ and stopped relays each make their alert pending.
 # Needs the stack up, the workspace built and helm built (chart.sh).
 #
 #   chart-run.sh [default|production]   one of the two (both by default)
@@ -23,22 +26,23 @@ set +a
 PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
   -f services/fleet/outbox-relay/migrations/0001_outbox.sql
 
-run() { # name, transport, values files…
-  local name="$1" transport="$2"
-  shift 2
-  local args=(--transport "$transport" --work-dir "$SLUICE_LOCAL/chart-run/$name")
+run() { # name, transport, extra flag, values files…
+  local name="$1" transport="$2" extra="$3"
+  shift 3
+  local args=(--transport "$transport" --work-dir "$SLUICE_LOCAL/chart-run/$name" $extra)
   for values in "$@"; do args+=(--values "$values"); done
   rm -rf "$SLUICE_LOCAL/chart-run/$name"
   log "chart-run: $name values over $transport"
   ./target/debug/sluice-chart-run "${args[@]}"
 }
 
+# The default run also checks the alerts and dashboards against a real
+# Prometheus (--alerts): an ERP outage, a filling DLQ, the relays stopped.
+default() { run default plaintext --alerts helm/sluice/values.yaml; }
+production() { run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml; }
 case "${1:-both}" in
-  default) run default plaintext helm/sluice/values.yaml ;;
-  production) run production tls helm/sluice/values.yaml helm/sluice/values-production.yaml ;;
-  both)
-    run default plaintext helm/sluice/values.yaml
-    run production tls helm/sluice/values.yaml helm/sluice/values-production.yaml
-    ;;
+  default) default ;;
+  production) production ;;
+  both) default; production ;;
   *) die "usage: chart-run.sh [default|production]" ;;
 esac

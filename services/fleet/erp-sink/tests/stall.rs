@@ -120,7 +120,7 @@ async fn a_held_partition_is_exported_and_alerted_until_it_moves_again() {
         "SluicePartitionStalled firing",
         Duration::from_secs(30),
         || async {
-            let alerts = prometheus.alerts().await;
+            let alerts = prometheus.alerts().await.unwrap();
             stall_alert(&alerts, &topic)
                 .filter(|alert| alert["state"] == "firing")
                 .cloned()
@@ -152,7 +152,7 @@ async fn a_held_partition_is_exported_and_alerted_until_it_moves_again() {
     })
     .await;
     eventually("the alert resolved", Duration::from_secs(30), || async {
-        stall_alert(&prometheus.alerts().await, &topic)
+        stall_alert(&prometheus.alerts().await.unwrap(), &topic)
             .is_none()
             .then_some(())
     })

@@ -10,6 +10,8 @@
 //! with `sslmode=verify-full`, all checked against the stack's CA mounted
 //! from a ConfigMap as `extraVolumes` mounts it.
 
+mod alerting;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +53,10 @@ struct Args {
     /// The image's Dockerfile.
     #[arg(long, default_value = "Dockerfile")]
     dockerfile: PathBuf,
+    /// Then check the shipped alerts and dashboards against a real
+    /// Prometheus scraping the fleet (alerting.rs).
+    #[arg(long)]
+    alerts: bool,
     /// The Kubernetes version the chart is rendered for (chart.sh checks 1.31).
     #[arg(long, default_value = "1.31.0")]
     kube_version: String,
@@ -111,8 +117,14 @@ async fn main() -> Result<()> {
         dockerfile: args.dockerfile.clone(),
         kube_version: args.kube_version.clone(),
     };
-    let (stack, secure, transport) = (args.stack.clone(), args.secure.clone(), args.transport);
-    let local = Box::new(move |wiring: &Wiring<'_>| local(&stack, &secure, transport, wiring));
+    let (stack, secure, transport, alerts) = (
+        args.stack.clone(),
+        args.secure.clone(),
+        args.transport,
+        args.alerts,
+    );
+    let local =
+        Box::new(move |wiring: &Wiring<'_>| local(&stack, &secure, transport, alerts, wiring));
     let scenario = Scenario {
         title: "Chart-run",
         plan: Plan {
@@ -134,7 +146,13 @@ async fn main() -> Result<()> {
     println!("{}", finished.report);
     let passed = finished.passed;
     let diagnosis = finished.diagnosis.clone();
+    let alerts = if passed && args.alerts {
+        alerting::check(&finished, &harness).await
+    } else {
+        Ok(())
+    };
     finished.stop().await;
+    alerts?;
     if !passed {
         for line in &diagnosis {
             eprintln!("[chart-run] {line}");
@@ -161,6 +179,7 @@ fn local(
     stack: &StackArgs,
     secure: &Secure,
     transport: Transport,
+    alerts: bool,
     wiring: &Wiring<'_>,
 ) -> Result<Local> {
     let service_account = std::fs::read_to_string(wiring.service_account)
@@ -175,6 +194,14 @@ fn local(
             "erpSink": {"odoo": {"url": wiring.sandbox, "database": "sluice", "login": "sluice"}},
         },
     });
+    if alerts {
+        // A partition held by an outage is reported after 5 s, not 5 min,
+        // for alerting.rs to see SluicePartitionStalled fire.
+        merge(
+            &mut values,
+            json!({"services": {"erpSink": {"env": {"SLUICE_PARTITION_STALL_AFTER": "5s"}}}}),
+        );
+    }
     let mut database_url = stack.database_url.clone();
     let mut secrets = BTreeMap::from([
         (

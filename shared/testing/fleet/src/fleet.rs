@@ -238,18 +238,24 @@ impl Fleet {
     /// SIGTERMs every process (in reverse start order) and waits for it.
     pub async fn stop(&self) {
         for service in self.services.iter().rev() {
-            let mut process = service.process.lock().await;
-            if let Some(pid) = process.id() {
-                // SIGTERM through kill(1): the fleet stops as it would in production.
-                let _ = Command::new("kill").arg(pid.to_string()).status().await;
-            }
-            if tokio::time::timeout(Duration::from_secs(20), process.wait())
-                .await
-                .is_err()
-            {
-                let _ = process.start_kill();
-                let _ = process.wait().await;
-            }
+            Self::halt(service).await;
+        }
+    }
+
+    /// SIGTERMs `service`'s process and waits for it (SIGKILL after 20 s);
+    /// nothing restarts it unless [`Self::supervise`] runs.
+    pub async fn halt(service: &Service) {
+        let mut process = service.process.lock().await;
+        if let Some(pid) = process.id() {
+            // SIGTERM through kill(1): the fleet stops as it would in production.
+            let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        }
+        if tokio::time::timeout(Duration::from_secs(20), process.wait())
+            .await
+            .is_err()
+        {
+            let _ = process.start_kill();
+            let _ = process.wait().await;
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod faults;
 mod fleet;
 pub mod load;
 mod process;
+pub mod prometheus;
 pub mod reconcile;
 mod report;
 mod run;
