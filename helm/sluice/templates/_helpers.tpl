@@ -42,9 +42,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-%s" (include "sluice.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The image, tag defaulting to the chart's appVersion. */}}
+{{/* The image: by digest when one is given, else by tag (defaulting to
+     the chart's appVersion). */}}
 {{- define "sluice.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* The service account's name. */}}

@@ -10,6 +10,10 @@ A service's Deployment (or StatefulSet). Call with a dict:
   volumes    pod volumes (YAML list, rendered), optional
   mounts     container volume mounts (YAML list, rendered), optional
   ports      further container ports (YAML list, rendered), optional
+  checksum   a digest of the configuration the pod mounts (rolls the pods
+             when it changes), optional
+  preStop    seconds a terminating pod keeps serving before SIGTERM, so
+             that endpoints drop it first, optional
 */}}
 {{- define "sluice.workload" -}}
 {{- $root := .root }}
@@ -43,6 +47,15 @@ spec:
         prometheus.io/scrape: "true"
         prometheus.io/port: {{ $v.observability.metricsPort | quote }}
         prometheus.io/path: /metrics
+        {{- with .checksum }}
+        checksum/config: {{ . }}
+        {{- end }}
+        {{- with $v.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- with .service.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
     spec:
       serviceAccountName: {{ include "sluice.serviceAccountName" $root }}
       automountServiceAccountToken: false
@@ -52,8 +65,9 @@ spec:
       {{- end }}
       securityContext:
         {{- toYaml $v.podSecurityContext | nindent 8 }}
-      # Services finish or hand back what they hold on SIGTERM (20 s grace in the loops).
-      terminationGracePeriodSeconds: 30
+      # Services finish or hand back what they hold on SIGTERM (20 s grace in
+      # the loops), after the preStop wait if any.
+      terminationGracePeriodSeconds: {{ add 30 (.preStop | default 0) }}
       containers:
         - name: {{ .component }}
           image: {{ include "sluice.image" $root | quote }}
@@ -72,6 +86,19 @@ spec:
             - name: {{ $key }}
               value: {{ $value | quote }}
             {{- end }}
+            {{- with .service.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- with .service.envFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with .preStop }}
+          lifecycle:
+            preStop:
+              exec:
+                command: ["/bin/sleep", {{ . | quote }}]
+          {{- end }}
           ports:
             - name: metrics
               containerPort: {{ $v.observability.metricsPort }}

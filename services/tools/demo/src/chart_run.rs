@@ -218,7 +218,11 @@ fn local(
             data(&[("password", "sandbox"), ("api-key", "sandbox")]),
         ),
     ]);
-    let mut config_maps = BTreeMap::new();
+    // What a team brings beside the chart (production's erp-sink envFrom).
+    let mut config_maps = BTreeMap::from([(
+        "sluice-erp-tuning".to_owned(),
+        data(&[("SLUICE_MAX_RETRIES", "8")]),
+    )]);
     if let Transport::Tls = transport {
         let need = |value: &Option<String>, name: &str| {
             value

@@ -371,6 +371,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_environment_is_made_in_the_kubelet_s_order() -> Result<()> {
+        let container: Container = serde_json::from_value(serde_json::json!({
+            "envFrom": [
+                {"configMapRef": {"name": "tuning"}},
+                {"secretRef": {"name": "absent", "optional": true}},
+            ],
+            "env": [
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "ID", "value": "sluice-$(POD)"},
+                {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                {"name": "RULES", "value": "/etc/rules.toml"},
+            ],
+        }))?;
+        let namespace = Namespace {
+            name: "sluice".into(),
+            secrets: BTreeMap::from([("s".into(), Data::from([("k".into(), "v".into())]))]),
+            config_maps: BTreeMap::from([(
+                "tuning".into(),
+                Data::from([("RETRIES".into(), "8".into())]),
+            )]),
+        };
+        let image = Image {
+            env: vec![
+                ("RULES".into(), "/usr/share/rules.toml".into()),
+                ("FORMAT".into(), "json".into()),
+            ],
+            ..Image::default()
+        };
+        let (env, from_chart) = environment(&container, "t-0", &namespace, &image)?;
+        let env: BTreeMap<_, _> = env.into_iter().collect();
+        assert_eq!(env["ID"], "sluice-t-0");
+        assert_eq!(env["KEY"], "v");
+        assert_eq!(env["RETRIES"], "8");
+        assert_eq!(
+            env["RULES"], "/etc/rules.toml",
+            "the container's env wins over the image's"
+        );
+        assert_eq!(env["FORMAT"], "json");
+        assert_eq!(from_chart, ["RETRIES", "POD", "ID", "KEY", "RULES"]);
+
+        let missing: Container = serde_json::from_value(serde_json::json!({
+            "env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "nope"}}}],
+        }))?;
+        let refused = environment(&missing, "t-0", &namespace, &image).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("Secret s has no key nope"),
+            "{refused:#}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn variables_expand_as_the_kubelet_expands_them() {
         let vars = [("POD_NAME".to_owned(), "t-0".to_owned())];
         assert_eq!(expand("sluice-$(POD_NAME)", &vars), "sluice-t-0");
