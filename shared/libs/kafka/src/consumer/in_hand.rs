@@ -14,6 +14,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Partition;
@@ -22,7 +23,10 @@ use super::context::Partition;
 #[derive(Debug)]
 pub(crate) struct InHand {
     state: Mutex<State>,
+    /// For the revoke callback's blocking wait.
     settled: Condvar,
+    /// For a task waiting on an earlier task's batch.
+    released: Notify,
     grace: Duration,
 }
 
@@ -44,6 +48,7 @@ impl InHand {
         Self {
             state: Mutex::default(),
             settled: Condvar::new(),
+            released: Notify::new(),
             grace,
         }
     }
@@ -61,13 +66,33 @@ impl InHand {
 
     /// Takes a batch of `partition` in hand, unless its task was stopped
     /// (checked after counting, so a revoke either sees the batch or the
-    /// task sees the stop).
-    pub(crate) fn begin(
+    /// task sees the stop). A batch that an earlier task of the partition
+    /// still holds (its revoke outwaited the grace, and the partition came
+    /// back) is waited for first: it is applied once, and its offset is
+    /// stored before this task stores a later one.
+    pub(crate) async fn begin(
         &self,
         partition: &Partition,
         stop: &CancellationToken,
     ) -> Option<Batch<'_>> {
-        *self.lock().batches.entry(partition.clone()).or_default() += 1;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            {
+                let mut state = self.lock();
+                let count = state.batches.entry(partition.clone()).or_default();
+                if *count == 0 {
+                    *count = 1;
+                    break;
+                }
+                // Registered before the lock goes: a release in between wakes it.
+                released.as_mut().enable();
+            }
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                () = released => {}
+            }
+        }
         let batch = Batch {
             in_hand: self,
             partition: partition.clone(),
@@ -88,6 +113,12 @@ impl InHand {
                     stop.cancel();
                 }
             }
+        }
+        // A loop whose batches are not held (the transactional one: its
+        // revoked work is aborted with its transaction) does not wait, nor
+        // leave its worker for a blocking section.
+        if self.grace.is_zero() {
+            return;
         }
         let wait = || self.wait_settled(revoked);
         match Handle::try_current() {
@@ -134,6 +165,7 @@ impl Drop for Batch<'_> {
         }
         drop(state);
         self.in_hand.settled.notify_all();
+        self.in_hand.released.notify_waiters();
     }
 }
 
@@ -152,41 +184,64 @@ mod tests {
         let in_hand = Arc::new(InHand::new(Duration::from_secs(10)));
         let stop = CancellationToken::new();
         in_hand.watch(partition(), stop.clone());
-        let (held, release) = std::sync::mpsc::channel::<()>();
+        let (held, release) = tokio::sync::oneshot::channel::<()>();
         let worker = {
             let in_hand = Arc::clone(&in_hand);
             let stop = stop.clone();
-            std::thread::spawn(move || {
-                let batch = in_hand.begin(&partition(), &stop);
+            tokio::spawn(async move {
+                let batch = in_hand.begin(&partition(), &stop).await;
                 assert!(batch.is_some());
                 held.send(()).ok();
-                std::thread::sleep(Duration::from_millis(300));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Taken before the release: the revoke may wake first.
+                let released = Instant::now();
                 drop(batch);
-                Instant::now()
+                released
             })
         };
-        release.recv().ok();
+        release.await.ok();
         in_hand.revoke(&[partition()]);
         let revoked_at = Instant::now();
-        let settled_at = worker.join().expect("the worker");
+        let settled_at = worker.await.expect("the worker");
         assert!(
             settled_at <= revoked_at,
             "the revoke returned before the batch was settled"
         );
         assert!(stop.is_cancelled());
         assert!(
-            in_hand.begin(&partition(), &stop).is_none(),
+            in_hand.begin(&partition(), &stop).await.is_none(),
             "a stopped task took another batch"
         );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_that_outlasts_the_grace_lets_the_revoke_go() {
-        let in_hand = InHand::new(Duration::from_millis(100));
-        let stop = CancellationToken::new();
-        let _batch = in_hand.begin(&partition(), &stop);
+    async fn a_batch_that_outlasts_the_grace_lets_the_revoke_go_and_holds_the_next_owner() {
+        let in_hand = Arc::new(InHand::new(Duration::from_millis(100)));
+        let old = CancellationToken::new();
+        let batch = in_hand.begin(&partition(), &old).await;
         let started = Instant::now();
         in_hand.revoke(&[partition()]);
         assert!(started.elapsed() < Duration::from_secs(5));
+        // The partition comes back to this member: its new task waits for
+        // the old task's batch.
+        let next = {
+            let in_hand = Arc::clone(&in_hand);
+            tokio::spawn(async move {
+                let fresh = CancellationToken::new();
+                in_hand
+                    .begin(&partition(), &fresh)
+                    .await
+                    .is_some()
+                    .then(Instant::now)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let released_at = Instant::now();
+        drop(batch);
+        let began_at = next.await.expect("the next task").expect("a batch");
+        assert!(
+            began_at >= released_at,
+            "the next owner began beside the old batch"
+        );
     }
 }

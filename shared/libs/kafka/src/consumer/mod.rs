@@ -45,6 +45,11 @@ use crate::{KafkaConfig, KafkaSetupError};
 /// (`max.poll.interval.ms` watches that). An operator's property wins.
 pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000");
 
+/// Longest a revoke waits for batches in hand. The loop does not see a
+/// SIGTERM while it waits, so this and the shutdown grace (20 s) together
+/// stay within Kubernetes' 30 s before SIGKILL.
+const MAX_REVOKE_WAIT: Duration = Duration::from_secs(10);
+
 /// Properties a loop sets itself because its delivery guarantee depends on them.
 const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
@@ -207,7 +212,7 @@ impl<H: Handler> ConsumerLoop<H> {
             config,
             LagFrom::Committed,
             settings.stall_after,
-            settings.shutdown_grace,
+            settings.shutdown_grace.min(MAX_REVOKE_WAIT),
             &settings.topics,
         )?;
         let consumer = Arc::new(consumer);

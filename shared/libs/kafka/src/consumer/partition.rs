@@ -73,7 +73,13 @@ pub(crate) async fn run_partition<H: Handler>(
         };
         // Held until the offsets are stored: a revoke waits for it.
         let partition = (topic.clone(), batch[0].partition());
-        let Some(_in_hand) = shared.consumer.context().in_hand().begin(&partition, &stop) else {
+        let Some(_in_hand) = shared
+            .consumer
+            .context()
+            .in_hand()
+            .begin(&partition, &stop)
+            .await
+        else {
             return;
         };
         let started = Instant::now();
