@@ -168,7 +168,7 @@ impl Relay {
                 "publication created"
             );
         }
-        let slot: Option<(String, bool)> = sqlx::query(
+        let slot: Option<(Option<String>, bool)> = sqlx::query(
             "SELECT confirmed_flush_lsn::text AS lsn, active FROM pg_replication_slots WHERE slot_name = $1",
         )
         .bind(&self.source.slot)
@@ -178,13 +178,16 @@ impl Relay {
         .map(|row| (row.get("lsn"), row.get("active")));
         let position = match slot {
             // Asked here, not by a replication connection: that one would
-            // be refused and its client log an error every poll.
-            Some((_, true)) => {
+            // be refused and its client log an error every poll. A slot
+            // without a position is being created by another session
+            // (pg_create_logical_replication_slot waits for open
+            // transactions): it is that session's.
+            Some((_, true) | (None, false)) => {
                 return Err(RelayError::SlotInUse {
                     slot: self.source.slot.clone(),
                 });
             }
-            Some((lsn, false)) => lsn,
+            Some((Some(lsn), false)) => lsn,
             None if exists.is_some() && !self.source.recreate_lost_slot => {
                 return Err(RelayError::SlotLost {
                     slot: self.source.slot.clone(),
