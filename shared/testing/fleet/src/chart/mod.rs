@@ -116,8 +116,13 @@ impl ChartRun {
             let spec: WorkloadSpec = object.spec_as()?;
             for replica in 0..replicas(object, &spec, &objects)? {
                 // A StatefulSet's pods are <name>-<ordinal>; a Deployment's
-                // get a random suffix, here the ordinal too.
-                let pod_name = format!("{}-{replica}", object.metadata.name);
+                // get a suffix that is new for every pod (here for every
+                // run: a restart by the harness keeps it).
+                let pod_name = if object.kind == "StatefulSet" {
+                    format!("{}-{replica}", object.metadata.name)
+                } else {
+                    format!("{}-{}", object.metadata.name, random_suffix())
+                };
                 let mut listen = |env: &str, _port: u16| {
                     if name == "ingest" && replica == 0 && env == "SLUICE_INGEST_LISTEN" {
                         wiring.ingest_port
@@ -235,6 +240,14 @@ impl<'a> Help<'a> {
         }
         Ok(())
     }
+}
+
+/// Five characters of the alphabet Kubernetes names pods with.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
 }
 
 /// The replicas a workload runs: its own count, else the floor of the

@@ -65,6 +65,14 @@ pub struct Container {
     pub env_from: Vec<EnvFrom>,
     #[serde(default)]
     pub volume_mounts: Vec<VolumeMount>,
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub container_port: u16,
 }
 
 #[derive(Debug, Deserialize)]

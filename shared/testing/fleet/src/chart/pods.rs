@@ -98,22 +98,36 @@ pub fn materialize(
     let paths = Paths::of(container, spec, namespace, &root, host.image).with_context(refused)?;
     let (env, from_chart) =
         environment(container, name, namespace, host.image).with_context(refused)?;
-    let env = env
-        .into_iter()
-        .map(|(key, value)| {
-            let value = paths.local(&value);
-            let value = match value.strip_prefix("0.0.0.0:").map(str::parse::<u16>) {
-                Some(Ok(port)) => format!("127.0.0.1:{}", (host.listen)(&key, port)),
-                _ => value,
-            };
-            (key, value)
-        })
-        .collect::<Vec<_>>();
+    let ports: Vec<u16> = container.ports.iter().map(|p| p.container_port).collect();
+    let mut local_env = Vec::with_capacity(env.len());
+    for (key, value) in env {
+        let value = paths.local(&value);
+        let by_chart = from_chart.contains(&key);
+        let value = match value.strip_prefix("0.0.0.0:").map(str::parse::<u16>) {
+            Some(Ok(port)) if by_chart && !ports.contains(&port) => bail!(
+                "pod {name}: {key} listens on port {port}, which the container does not declare \
+                 ({ports:?}): its probes and Service could not reach it"
+            ),
+            Some(Ok(port)) => format!("127.0.0.1:{}", (host.listen)(&key, port)),
+            _ if by_chart && key.ends_with("_LISTEN") => bail!(
+                "pod {name}: {key} listens on {value}: only the pod itself could reach it \
+                 (listen on 0.0.0.0)"
+            ),
+            _ => value,
+        };
+        local_env.push((key, value));
+    }
+    // `$(VAR)` in the command sees the chart's variables, not the image's.
+    let chart_env: Env = local_env
+        .iter()
+        .filter(|(key, _)| from_chart.contains(key))
+        .cloned()
+        .collect();
     let mut words = container
         .command
         .iter()
         .chain(&container.args)
-        .map(|word| paths.local(&expand(word, &env)));
+        .map(|word| paths.local(&expand(word, &chart_env)));
     let command = words.next().with_context(|| {
         format!("pod {name}: a container without a command (the image names none)")
     })?;
@@ -126,7 +140,7 @@ pub fn materialize(
         name: name.to_owned(),
         binary,
         args: words.collect(),
-        env,
+        env: local_env,
         from_chart,
     })
 }
@@ -146,6 +160,9 @@ fn environment(
         from_chart.push(key.clone());
         env.push((key, value));
     };
+    // `$(VAR)` sees the container's own entries before it (envFrom's
+    // included), not the image's.
+    let mut own: Env = Vec::new();
     for from in &container.env_from {
         let (secret, reference) = match (&from.secret_ref, &from.config_map_ref) {
             (Some(r), None) => (true, r),
@@ -155,15 +172,15 @@ fn environment(
         match namespace.data(secret, &reference.name) {
             Some(data) => {
                 for (key, value) in data {
-                    set(&mut env, format!("{}{key}", from.prefix), value.clone());
+                    let key = format!("{}{key}", from.prefix);
+                    own.push((key.clone(), value.clone()));
+                    set(&mut env, key, value.clone());
                 }
             }
             None if reference.optional => {}
             None => bail!("envFrom names {} which does not exist", reference.name),
         }
     }
-    // `$(VAR)` sees the container's own entries before it, not the image's.
-    let mut own: Env = Vec::new();
     for var in &container.env {
         let Some(value) = value_of(var, pod, namespace, &own)? else {
             continue;
@@ -250,9 +267,17 @@ impl Paths {
         root: &Path,
         image: &Image,
     ) -> Result<Paths> {
+        // An image file under a mount is hidden by it, as in a pod.
+        let hidden = |path: &str| {
+            container.volume_mounts.iter().any(|m| {
+                path == m.mount_path
+                    || path.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/')))
+            })
+        };
         let mut map: Vec<(String, String)> = image
             .files
             .iter()
+            .filter(|(inside, _)| !hidden(inside))
             .map(|(inside, here)| (inside.clone(), here.display().to_string()))
             .collect();
         let mut files = Vec::new();
@@ -419,6 +444,49 @@ mod tests {
             format!("{refused:#}").contains("Secret s has no key nope"),
             "{refused:#}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_pod_that_listens_where_nothing_can_reach_it_is_refused() -> Result<()> {
+        let image = Image {
+            bin_dir: "/usr/local/bin".into(),
+            ..Image::default()
+        };
+        let pods_dir = std::env::temp_dir().join(format!("sluice-pods-{}", std::process::id()));
+        let pod = |listen: &str| -> Result<PodSpec> {
+            Ok(serde_json::from_value(serde_json::json!({"containers": [{
+                "command": ["/usr/local/bin/ingest", "--x=$(X)"],
+                "env": [{"name": "X", "value": "1"}, {"name": "SLUICE_INGEST_LISTEN", "value": listen}],
+                "ports": [{"containerPort": 8080}],
+            }]}))?)
+        };
+        let run = |spec: &PodSpec| {
+            let mut listen = |_: &str, _: u16| 12345;
+            let host = Host {
+                image: &image,
+                pods_dir: &pods_dir,
+                listen: &mut listen,
+            };
+            materialize(spec, "ingest-0", &Namespace::default(), host)
+        };
+        let ok = run(&pod("0.0.0.0:8080")?)?;
+        assert_eq!(ok.args, ["--x=1"]);
+        assert!(
+            ok.env
+                .contains(&("SLUICE_INGEST_LISTEN".into(), "127.0.0.1:12345".into()))
+        );
+        let undeclared = run(&pod("0.0.0.0:9000")?).unwrap_err();
+        assert!(
+            format!("{undeclared:#}").contains("does not declare"),
+            "{undeclared:#}"
+        );
+        let loopback = run(&pod("127.0.0.1:8080")?).unwrap_err();
+        assert!(
+            format!("{loopback:#}").contains("only the pod itself"),
+            "{loopback:#}"
+        );
+        std::fs::remove_dir_all(&pods_dir).ok();
         Ok(())
     }
 
