@@ -6,10 +6,12 @@
 # Dependencies are built in a layer of their own (cargo-chef), so a change to
 # Sluice's code rebuilds only Sluice.
 
-ARG RUST_VERSION=1.95
-ARG DEBIAN=bookworm
+# The two bases: the usual ones by default; a machine that cannot reach
+# Docker Hub passes its own (deploy/local/image.sh makes them from Debian).
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:${RUST_VERSION}-slim-${DEBIAN} AS chef
+FROM ${RUST_IMAGE} AS chef
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -32,7 +34,7 @@ RUN cargo build --release --locked \
       cp "target/release/$bin" /out/; \
     done
 
-FROM debian:${DEBIAN}-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl libcurl4 libssl3 libsasl2-2 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
