@@ -2,7 +2,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo demo-down test bench chaos fuzz chart-run build lint stack-up stack-down stack-status stack-clean provision
+.PHONY: help demo demo-down test bench chaos fuzz chart-run image build lint stack-up stack-down stack-status stack-clean provision
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,14 @@ chart-run: ## The fleet started from the Helm chart's rendered objects on the ru
 	  -p sluice-sandbox -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator
 	bash deploy/local/chart.sh
 	bash deploy/local/chart-run.sh
+
+image: ## The image built with podman from the Dockerfile (its bases made from Debian), then the chart-run and the compose file's services in containers of it
+	bash deploy/local/image.sh sluice:local
+	cargo build --locked -p sluice-demo -p sluice-provision -p sluice-sandbox
+	bash deploy/local/chart.sh
+	bash deploy/local/stack.sh up
+	SLUICE_CHART_RUN_IMAGE=localhost/sluice:local bash deploy/local/chart-run.sh
+	bash deploy/local/compose-run.sh localhost/sluice:local
 
 build: ## Build every crate, test and example
 	cargo build --workspace --all-targets --locked

@@ -12,6 +12,12 @@
 # Needs the stack up, the workspace built and helm built (chart.sh).
 #
 #   chart-run.sh [default|production]   one of the two (both by default)
+#
+# With SLUICE_CHART_RUN_IMAGE=<tag> (`make image` sets it), every pod runs
+# in a container of that image under podman instead, with its volumes
+# bound where the pod sees them and the chart's security context (user,
+# read-only root, no capabilities); host networking, as the stack listens
+# on loopback.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
@@ -30,6 +36,7 @@ run() { # name, transport, extra flag, values files…
   local name="$1" transport="$2" extra="$3"
   shift 3
   local args=(--transport "$transport" --work-dir "$SLUICE_LOCAL/chart-run/$name" $extra)
+  [[ -n "${SLUICE_CHART_RUN_IMAGE:-}" ]] && args+=(--image "$SLUICE_CHART_RUN_IMAGE")
   for values in "$@"; do args+=(--values "$values"); done
   rm -rf "$SLUICE_LOCAL/chart-run/$name"
   log "chart-run: $name values over $transport"
@@ -40,6 +47,13 @@ run() { # name, transport, extra flag, values files…
 # Prometheus (--alerts): an ERP outage, a filling DLQ, the relays stopped.
 default() { run default plaintext --alerts helm/sluice/values.yaml; }
 production() { run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml; }
+# Containers a killed `podman run` left behind.
+remove_containers() {
+  [[ -n "${SLUICE_CHART_RUN_IMAGE:-}" ]] || return 0
+  podman ps -aq --filter label=sluice.fleet=harness | xargs -r podman rm -f >/dev/null
+}
+remove_containers
+trap remove_containers EXIT
 case "${1:-both}" in
   default) default ;;
   production) production ;;

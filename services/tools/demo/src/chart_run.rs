@@ -57,6 +57,10 @@ struct Args {
     /// Prometheus scraping the fleet (alerting.rs).
     #[arg(long)]
     alerts: bool,
+    /// Run every pod in a container of this image (built by
+    /// deploy/local/image.sh), not from the workspace's binaries.
+    #[arg(long)]
+    image: Option<String>,
     /// The Kubernetes version the chart is rendered for (chart.sh checks 1.31).
     #[arg(long, default_value = "1.31.0")]
     kube_version: String,
@@ -139,7 +143,11 @@ async fn main() -> Result<()> {
         poison: 1,
         odoo_baseline: json!({"reject_value": load::REFUSED_CUSTOMER}),
         sheets_baseline: json!({}),
-        topology: Topology::Chart(ChartRun { chart, local }),
+        topology: Topology::Chart(ChartRun {
+            chart,
+            local,
+            image: args.image.clone(),
+        }),
         settle: Duration::from_secs(180),
     };
     let finished = harness.run(scenario).await?;

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+use crate::container::InImage;
 use crate::process::{Launch, note_pid, wait_metric, wait_ready};
 
 /// How one service is started.
@@ -29,6 +30,8 @@ pub struct ServiceSpec {
     /// Its environment is `env` alone (a pod's), not the stack's and the
     /// harness's as well.
     pub clear_env: bool,
+    /// Run in a container of an image, not from the workspace's binary.
+    pub in_image: Option<InImage>,
     /// A counter of its /metrics that moves when it does work; recovery
     /// after a kill is counted until it moves (None: until ready).
     pub progress: Option<&'static str>,
@@ -144,6 +147,7 @@ impl Fleet {
             env,
             clear_env: spec.clear_env,
             logs: self.place.logs.clone(),
+            in_image: spec.in_image.clone(),
         };
         let child = Command::from(launch.command()?)
             .kill_on_drop(self.place.kill_on_drop)

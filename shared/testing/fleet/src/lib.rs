@@ -7,8 +7,11 @@
 
 pub mod chart;
 mod cluster;
+pub mod compose;
+pub mod container;
 pub mod faults;
 mod fleet;
+mod help;
 pub mod load;
 mod process;
 pub mod prometheus;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::container::InImage;
+
 /// A built binary of the workspace, started with its flags, its own
 /// environment on top of the stack's, and stdout and stderr appended to
 /// `<logs>/<label>.log`.
@@ -28,17 +30,29 @@ pub struct Launch {
     pub clear_env: bool,
     /// Where the log goes.
     pub logs: PathBuf,
+    /// Run `binary`'s name in a container of this image instead (its
+    /// environment is then `env` alone, whatever `clear_env` says).
+    pub in_image: Option<InImage>,
 }
 
 impl Launch {
     /// The `std` command, ready to spawn (tokio's `Command::from` takes it).
     pub fn command(&self) -> Result<Command> {
-        if !self.binary.exists() {
-            bail!(
-                "{} is not built: build it (the chaos run uses --release), or name the folder that has it",
-                self.binary.display()
-            );
-        }
+        let mut command = match &self.in_image {
+            Some(in_image) => {
+                let binary = self
+                    .binary
+                    .file_name()
+                    .with_context(|| format!("{}: not a binary's path", self.binary.display()))?;
+                in_image.command(
+                    &self.label,
+                    &binary.to_string_lossy(),
+                    &self.args,
+                    &self.env,
+                )
+            }
+            None => self.local()?,
+        };
         std::fs::create_dir_all(&self.logs)
             .with_context(|| format!("creating {}", self.logs.display()))?;
         let log = File::options()
@@ -46,6 +60,21 @@ impl Launch {
             .append(true)
             .open(self.log_path())
             .with_context(|| format!("opening {}", self.log_path().display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("cloning the log handle")?)
+            .stderr(log);
+        Ok(command)
+    }
+
+    /// The workspace's binary, with the launch's environment.
+    fn local(&self) -> Result<Command> {
+        if !self.binary.exists() {
+            bail!(
+                "{} is not built: build it (the chaos run uses --release), or name the folder that has it",
+                self.binary.display()
+            );
+        }
         let mut command = Command::new(&self.binary);
         command.args(&self.args);
         if self.clear_env {
@@ -53,11 +82,7 @@ impl Launch {
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default());
         }
-        command
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("cloning the log handle")?)
-            .stderr(log);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(command)
     }
 
@@ -65,6 +90,27 @@ impl Launch {
     pub fn log_path(&self) -> PathBuf {
         self.logs.join(format!("{}.log", self.label))
     }
+}
+
+/// Runs `launch` until it exits (within 300 s); anything but success is
+/// an error naming `what` and its log.
+pub async fn run_to_completion(what: &str, launch: &Launch, pids: &Path) -> Result<()> {
+    let mut child = tokio::process::Command::from(launch.command()?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    note_pid(pids, child.id())?;
+    let status = tokio::time::timeout(Duration::from_secs(300), child.wait())
+        .await
+        .with_context(|| format!("{what} did not finish in 300 s"))?
+        .with_context(|| format!("waiting for {what}"))?;
+    if !status.success() {
+        bail!(
+            "{what} failed ({status}); see {}",
+            launch.log_path().display()
+        );
+    }
+    Ok(())
 }
 
 /// Appends `pid` to `pids`, which the scripts read to stop a fleet whose

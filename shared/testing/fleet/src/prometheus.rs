@@ -42,6 +42,7 @@ impl Watch {
             env: vec![("DATA_SOURCE_NAME".into(), database_url.to_owned())],
             clear_env: true,
             logs: place.logs.clone(),
+            in_image: None,
         };
         let exporter = Command::from(launch.command()?)
             .kill_on_drop(true)

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::chart::ChartRun;
 use crate::cluster::Cluster;
+use crate::compose::ComposeRun;
 use crate::faults::{Broker, Fault, Scheduled, stack_script};
 use crate::fleet::{Fleet, Place, Recovery};
 use crate::load::{Driver, Ledger, Plan};
@@ -54,6 +55,8 @@ pub enum Topology {
     Shipped(Tuning),
     /// A chart's rendered objects (the chart-run).
     Chart(ChartRun),
+    /// A compose file's services in containers of the image (the compose-run).
+    Compose(ComposeRun),
 }
 
 /// Where the run happens.
@@ -128,6 +131,11 @@ impl Harness {
         let services = match &scenario.topology {
             Topology::Shipped(tuning) => topology::services(&wiring, tuning),
             Topology::Chart(chart) => chart.services(&wiring, &self.place, &self.work_dir).await?,
+            Topology::Compose(compose) => {
+                compose
+                    .services(&wiring, &self.place, &self.work_dir)
+                    .await?
+            }
         };
         let fleet = Arc::new(Fleet::start(services, self.place.clone()).await?);
         stop_on_signal(Arc::clone(&fleet), sandbox.pid());

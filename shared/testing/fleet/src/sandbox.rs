@@ -62,6 +62,7 @@ impl Sandbox {
             env: vec![("SLUICE_LOG".into(), "warn".into())],
             clear_env: false,
             logs: place.logs.clone(),
+            in_image: None,
         };
         let process = Command::from(launch.command()?)
             .kill_on_drop(place.kill_on_drop)

@@ -59,6 +59,7 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
         args,
         env: vec![],
         clear_env: false,
+        in_image: None,
         progress: progress(binary),
     };
     match name {

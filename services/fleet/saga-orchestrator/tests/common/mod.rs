@@ -206,6 +206,7 @@ impl Fleet {
             env: all_env,
             clear_env: true,
             logs: self.logs.clone(),
+            in_image: None,
         };
         let child = launch
             .command()

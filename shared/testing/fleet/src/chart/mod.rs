@@ -14,15 +14,14 @@ mod image;
 mod objects;
 mod pods;
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::container::InImage;
 use crate::fleet::{Place, ServiceSpec};
-use crate::process::{Launch, note_pid};
+use crate::help::Help;
+use crate::process::{Launch, run_to_completion};
 use crate::topology::{self, Wiring};
 pub use image::Image;
 use objects::{Object, ScalerSpec, WorkloadSpec};
@@ -62,6 +61,9 @@ pub struct ChartRun {
     pub chart: Chart,
     /// The stack's side of the release.
     pub local: Localize,
+    /// Run every pod in a container of this image (built from the
+    /// chart's Dockerfile), not from the workspace's binaries.
+    pub image: Option<String>,
 }
 
 const RELEASE: &str = "sluice";
@@ -87,10 +89,16 @@ impl ChartRun {
                 .insert(object.metadata.name.clone(), object.data.clone());
         }
         let pods_dir = work_dir.join("pods");
-        let mut help = Help::new(&place.bin_dir);
-        for (job, pod) in jobs(&objects, &namespace, &image, &pods_dir)? {
-            help.check(&pod)?;
-            run_job(&job, &pod, place).await?;
+        let in_container = self.image.is_some();
+        let mut help = Help::new(&place.bin_dir, self.image.as_deref());
+        for (job, pod) in jobs(&objects, &namespace, &image, &pods_dir, in_container)? {
+            help.check(
+                &format!("pod {}", pod.name),
+                &pod.binary,
+                &pod.args,
+                &pod.from_chart,
+            )?;
+            run_job(&job, &pod, place, self.in_image(&pod)).await?;
         }
         let mut services = Vec::new();
         for object in objects
@@ -134,13 +142,20 @@ impl ChartRun {
                     image: &image,
                     pods_dir: &pods_dir,
                     listen: &mut listen,
+                    in_container,
                 };
                 let pod = pods::materialize(&spec.template.spec, &pod_name, &namespace, host)?;
-                help.check(&pod)?;
+                help.check(
+                    &format!("pod {}", pod.name),
+                    &pod.binary,
+                    &pod.args,
+                    &pod.from_chart,
+                )?;
                 services.push(ServiceSpec {
                     name,
                     replica,
                     progress: topology::progress(&pod.binary),
+                    in_image: self.in_image(&pod),
                     binary: pod.binary,
                     args: pod.args,
                     env: pod.env,
@@ -153,6 +168,15 @@ impl ChartRun {
             (at, s.replica)
         });
         Ok(services)
+    }
+
+    /// How `pod` runs in a container, when the run uses the image.
+    fn in_image(&self, pod: &Pod) -> Option<InImage> {
+        self.image.as_ref().map(|image| InImage {
+            image: image.clone(),
+            mounts: pod.mounts.clone(),
+            security: pod.security.clone(),
+        })
     }
 
     /// `helm template` with the release's values and the stack's last.
@@ -180,65 +204,6 @@ impl ChartRun {
         let rendered = String::from_utf8(output.stdout).context("helm's output")?;
         std::fs::write(work_dir.join("rendered.yaml"), &rendered)?;
         objects::parse(&rendered)
-    }
-}
-
-/// What each binary (and subcommand) reads, from its `--help`.
-struct Help<'a> {
-    bin_dir: &'a Path,
-    read: HashMap<Vec<String>, String>,
-}
-
-impl<'a> Help<'a> {
-    fn new(bin_dir: &'a Path) -> Self {
-        Self {
-            bin_dir,
-            read: HashMap::new(),
-        }
-    }
-
-    /// Fails when the chart sets a Sluice or OpenTelemetry variable the
-    /// pod's binary does not read: a typo, or a setting renamed in the
-    /// binary and not in the chart, would otherwise be ignored in silence.
-    fn check(&mut self, pod: &Pod) -> Result<()> {
-        // The subcommand, if the first argument names one (saga-orchestrator run).
-        let mut command = vec![pod.binary.clone()];
-        command.extend(pod.args.first().filter(|a| !a.starts_with('-')).cloned());
-        let help = match self.read.entry(command.clone()) {
-            Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(new) => {
-                // The binary's own flags, and its subcommand's (which do
-                // not repeat the binary's unless they are global).
-                let mut invocations = vec![&command[..1]];
-                if command.len() > 1 {
-                    invocations.push(&command[..]);
-                }
-                let mut text = String::new();
-                for words in invocations {
-                    let output = std::process::Command::new(self.bin_dir.join(&words[0]))
-                        .args(&words[1..])
-                        .arg("--help")
-                        .output()
-                        .with_context(|| format!("{} --help", words.join(" ")))?;
-                    text.push_str(&String::from_utf8_lossy(&output.stdout));
-                }
-                new.insert(text)
-            }
-        };
-        let unread: Vec<&String> = pod
-            .from_chart
-            .iter()
-            .filter(|name| name.starts_with("SLUICE_") || name.starts_with("OTEL_"))
-            .filter(|name| !help.contains(&format!("[env: {name}")))
-            .collect();
-        if !unread.is_empty() {
-            bail!(
-                "pod {}: the chart sets {unread:?}, which `{} --help` does not list: nothing reads them",
-                pod.name,
-                command.join(" ")
-            );
-        }
-        Ok(())
     }
 }
 
@@ -277,6 +242,7 @@ fn jobs(
     namespace: &Namespace,
     image: &Image,
     pods_dir: &Path,
+    in_container: bool,
 ) -> Result<Vec<(String, Pod)>> {
     let mut jobs = Vec::new();
     for object in objects.iter().filter(|o| o.kind == "Job") {
@@ -292,6 +258,7 @@ fn jobs(
             image,
             pods_dir,
             listen: &mut listen,
+            in_container,
         };
         let pod_name = format!("{}-job", object.metadata.name);
         let pod = pods::materialize(&spec.template.spec, &pod_name, namespace, host)?;
@@ -302,7 +269,7 @@ fn jobs(
 }
 
 /// Runs a Job's pod until it exits; anything but success stops the run.
-async fn run_job(job: &str, pod: &Pod, place: &Place) -> Result<()> {
+async fn run_job(job: &str, pod: &Pod, place: &Place, in_image: Option<InImage>) -> Result<()> {
     let launch = Launch {
         binary: place.bin_dir.join(&pod.binary),
         label: pod.name.clone(),
@@ -310,22 +277,9 @@ async fn run_job(job: &str, pod: &Pod, place: &Place) -> Result<()> {
         env: pod.env.clone(),
         clear_env: true,
         logs: place.logs.clone(),
+        in_image,
     };
-    let mut child = tokio::process::Command::from(launch.command()?)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting Job {job}"))?;
-    note_pid(&place.pids, child.id())?;
-    let status = tokio::time::timeout(Duration::from_secs(300), child.wait())
-        .await
-        .with_context(|| format!("Job {job} did not finish in 300 s"))?
-        .context("waiting for a Job")?;
-    if !status.success() {
-        bail!(
-            "Job {job} failed ({status}); see {}",
-            launch.log_path().display()
-        );
-    }
+    run_to_completion(&format!("Job {job}"), &launch, &place.pids).await?;
     eprintln!("[chart] Job {job} completed");
     Ok(())
 }

@@ -50,6 +50,26 @@ pub struct PodSpec {
     pub init_containers: Vec<Container>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub security_context: SecurityContext,
+}
+
+/// The parts of a pod's or container's security context a container here
+/// is made with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub read_only_root_filesystem: Option<bool>,
+    pub allow_privilege_escalation: Option<bool>,
+    pub capabilities: Option<Capabilities>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub drop: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +87,8 @@ pub struct Container {
     pub volume_mounts: Vec<VolumeMount>,
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
+    #[serde(default)]
+    pub security_context: SecurityContext,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,18 +6,23 @@
 //! exist is an error, as it is a pod that never starts there.
 //!
 //! Two things differ from a pod, because these processes share one host:
-//! a path the pod sees (a mount, a file of the image) is rewritten to where
-//! its file is here, in the arguments, the environment and the mounted
-//! files; and an address the pod listens on (`0.0.0.0:P`) becomes a free
-//! loopback port.
+//! an address the pod listens on (`0.0.0.0:P`) becomes a free loopback
+//! port; and, for a process run from the workspace's binary, a path the
+//! pod sees (a mount, a file of the image) is rewritten to where its file
+//! is here, in the arguments, the environment and the mounted files. A pod
+//! run in a container of the image sees its files where the pod would:
+//! each volume is bound at its mount path.
 
 use std::collections::BTreeMap;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use super::image::Image;
-use super::objects::{Container, EnvVar, Items, PodSpec, Volume};
+use super::objects::{Container, EnvVar, Items, PodSpec, SecurityContext, Volume};
+use crate::container::{Mount, Security};
 
 /// Key → value, for a Secret or a ConfigMap.
 pub type Data = BTreeMap<String, String>;
@@ -50,6 +55,10 @@ pub struct Pod {
     pub env: Env,
     /// The variables the chart sets (not the image), by name.
     pub from_chart: Vec<String>,
+    /// Its volumes: where each is here and where the pod sees it.
+    pub mounts: Vec<Mount>,
+    /// Its security context (the container's over the pod's).
+    pub security: Security,
 }
 
 /// Where a pod's files go and how its listen ports are given out.
@@ -60,6 +69,9 @@ pub struct Host<'a> {
     pub pods_dir: &'a Path,
     /// The loopback port for the pod's `0.0.0.0:P` in variable `env`.
     pub listen: &'a mut dyn FnMut(&str, u16) -> u16,
+    /// The pod runs in a container of the image: its paths stay as the
+    /// chart wrote them.
+    pub in_container: bool,
 }
 
 impl Namespace {
@@ -95,7 +107,8 @@ pub fn materialize(
         _ => bail!("pod {name}: the chart-run runs pods of one container and no init container"),
     };
     let root = host.pods_dir.join(name);
-    let paths = Paths::of(container, spec, namespace, &root, host.image).with_context(refused)?;
+    let (paths, mounts) =
+        Paths::of(container, spec, namespace, &root, &host).with_context(refused)?;
     let (env, from_chart) =
         environment(container, name, namespace, host.image).with_context(refused)?;
     let ports: Vec<u16> = container.ports.iter().map(|p| p.container_port).collect();
@@ -142,7 +155,27 @@ pub fn materialize(
         args: words.collect(),
         env: local_env,
         from_chart,
+        mounts,
+        security: security(&spec.security_context, &container.security_context),
     })
+}
+
+/// The container's security context over the pod's, as podman makes it.
+fn security(pod: &SecurityContext, container: &SecurityContext) -> Security {
+    let user = container.run_as_user.or(pod.run_as_user);
+    let group = container.run_as_group.or(pod.run_as_group);
+    Security {
+        user: user.map(|user| match group {
+            Some(group) => format!("{user}:{group}"),
+            None => user.to_string(),
+        }),
+        read_only_root: container.read_only_root_filesystem == Some(true),
+        drop_all_capabilities: container
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| c.drop.iter().any(|d| d == "ALL")),
+        no_new_privileges: container.allow_privilege_escalation == Some(false),
+    }
 }
 
 /// The container's environment, in the kubelet's order, and the names the
@@ -259,14 +292,15 @@ fn expand(text: &str, vars: &[(String, String)]) -> String {
 struct Paths(Vec<(String, String)>);
 
 impl Paths {
-    /// Writes every mounted volume under `root` and notes the image's files.
+    /// Writes every mounted volume under `root`; the paths to rewrite (none
+    /// for a pod in a container) and the volumes' mounts.
     fn of(
         container: &Container,
         spec: &PodSpec,
         namespace: &Namespace,
         root: &Path,
-        image: &Image,
-    ) -> Result<Paths> {
+        host: &Host<'_>,
+    ) -> Result<(Paths, Vec<Mount>)> {
         // An image file under a mount is hidden by it, as in a pod.
         let hidden = |path: &str| {
             container.volume_mounts.iter().any(|m| {
@@ -274,13 +308,15 @@ impl Paths {
                     || path.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/')))
             })
         };
-        let mut map: Vec<(String, String)> = image
+        let mut map: Vec<(String, String)> = host
+            .image
             .files
             .iter()
             .filter(|(inside, _)| !hidden(inside))
             .map(|(inside, here)| (inside.clone(), here.display().to_string()))
             .collect();
         let mut files = Vec::new();
+        let mut mounts = Vec::new();
         for mount in &container.volume_mounts {
             let volume = spec
                 .volumes
@@ -303,6 +339,12 @@ impl Paths {
                 None => {
                     std::fs::create_dir_all(&here)
                         .with_context(|| format!("creating {}", here.display()))?;
+                    if volume.empty_dir.is_some() {
+                        // Anyone's, as the kubelet makes an emptyDir (the
+                        // image's user is not this host's).
+                        std::fs::set_permissions(&here, Permissions::from_mode(0o777))
+                            .with_context(|| format!("opening {}", here.display()))?;
+                    }
                     files.extend(
                         contents
                             .into_iter()
@@ -311,13 +353,21 @@ impl Paths {
                 }
             }
             map.push((mount.mount_path.clone(), here.display().to_string()));
+            mounts.push(Mount {
+                here,
+                inside: mount.mount_path.clone(),
+                read_only: volume.empty_dir.is_none(),
+            });
+        }
+        if host.in_container {
+            map.clear();
         }
         map.sort_by_key(|(inside, _)| std::cmp::Reverse(inside.len()));
         let paths = Paths(map);
         for (path, text) in files {
             write_file(&path, &paths.local(&text))?;
         }
-        Ok(paths)
+        Ok((paths, mounts))
     }
 
     /// `text` with every path the pod sees, where it starts a word (after
@@ -467,6 +517,7 @@ mod tests {
                 image: &image,
                 pods_dir: &pods_dir,
                 listen: &mut listen,
+                in_container: false,
             };
             materialize(spec, "ingest-0", &Namespace::default(), host)
         };
@@ -517,5 +568,76 @@ mod tests {
         // Not at a word's start, or only a prefix of a longer name: kept.
         assert_eq!(paths.local("/x/etc/sluice"), "/x/etc/sluice");
         assert_eq!(paths.local("/etc/sluiced"), "/etc/sluiced");
+    }
+    #[test]
+    fn a_pod_in_a_container_sees_its_volumes_where_the_chart_mounts_them() -> Result<()> {
+        let image = Image {
+            bin_dir: "/usr/local/bin".into(),
+            files: vec![("/usr/share/sluice/rules.toml".into(), "rules.toml".into())],
+            ..Image::default()
+        };
+        let pods_dir = std::env::temp_dir().join(format!("sluice-pods-c-{}", std::process::id()));
+        let namespace = Namespace {
+            config_maps: [(
+                "ca".to_owned(),
+                Data::from([("ca.crt".into(), "PEM".into())]),
+            )]
+            .into(),
+            ..Namespace::default()
+        };
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
+            "containers": [{
+                "command": ["/usr/local/bin/transformer", "--ca=/etc/sluice/ca/ca.crt"],
+                "env": [{"name": "RULES", "value": "/usr/share/sluice/rules.toml"}],
+                "volumeMounts": [
+                    {"name": "ca", "mountPath": "/etc/sluice/ca"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+                "securityContext": {
+                    "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+            "volumes": [
+                {"name": "ca", "configMap": {"name": "ca"}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        }))?;
+        let mut listen = |_: &str, _: u16| 12345;
+        let host = Host {
+            image: &image,
+            pods_dir: &pods_dir,
+            listen: &mut listen,
+            in_container: true,
+        };
+        let pod = materialize(&spec, "transformer-0", &namespace, host)?;
+        assert_eq!(
+            pod.args,
+            ["--ca=/etc/sluice/ca/ca.crt"],
+            "paths stay the pod's"
+        );
+        assert!(
+            pod.env
+                .contains(&("RULES".into(), "/usr/share/sluice/rules.toml".into()))
+        );
+        let mounts: Vec<(&str, bool)> = pod
+            .mounts
+            .iter()
+            .map(|m| (m.inside.as_str(), m.read_only))
+            .collect();
+        assert_eq!(mounts, [("/etc/sluice/ca", true), ("/tmp", false)]);
+        assert_eq!(
+            std::fs::read_to_string(pod.mounts[0].here.join("ca.crt"))?,
+            "PEM"
+        );
+        let tmp_mode = std::fs::metadata(&pod.mounts[1].here)?.permissions().mode();
+        assert_eq!(tmp_mode & 0o777, 0o777, "an emptyDir is anyone's");
+        assert_eq!(pod.security.user.as_deref(), Some("10001:10001"));
+        assert!(pod.security.read_only_root && pod.security.drop_all_capabilities);
+        assert!(pod.security.no_new_privileges);
+        std::fs::remove_dir_all(&pods_dir).ok();
+        Ok(())
     }
 }

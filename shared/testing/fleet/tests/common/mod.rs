@@ -55,6 +55,7 @@ pub fn start(
         env: all,
         clear_env: true,
         logs: logs.to_path_buf(),
+        in_image: None,
     };
     (KillOnDrop(launch.command().unwrap().spawn().unwrap()), port)
 }
