@@ -46,7 +46,7 @@ for values in default production; do
   rendered="$OUT/$values.yaml"
   "$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" "${args[@]}" > "$rendered"
   log "helm template ($values values): $(grep -c '^kind:' "$rendered") objects"
-  # Objects of CRDs (ServiceMonitor, KEDA's ScaledObject) have no schema in
+  # Objects of CRDs (ServiceMonitor, KEDA's ScaledObject and TriggerAuthentication) have no schema in
   # the Kubernetes API: a warning; everything else must validate.
   "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$rendered"
 done

@@ -165,3 +165,40 @@ valueFrom:
   value: {{ printf "0.0.0.0:%v" $v.observability.metricsPort | quote }}
 {{- end }}
 {{- end }}
+
+{{/* The Kafka client settings of kafka.properties, as a dict. */}}
+{{- define "sluice.kafkaProperties" -}}
+{{- $properties := dict }}
+{{- range .Values.kafka.properties }}
+{{- $pair := splitn "=" 2 . }}
+{{- $_ := set $properties $pair._0 $pair._1 }}
+{{- end }}
+{{- toYaml $properties }}
+{{- end }}
+
+{{/* KEDA's Kafka scaler connects as the services do: TLS when they use
+     SSL or SASL_SSL, and their SASL mechanism. */}}
+{{- define "sluice.kedaKafkaMetadata" -}}
+{{- $properties := include "sluice.kafkaProperties" . | fromYaml }}
+{{- $protocol := get $properties "security.protocol" | default "PLAINTEXT" | upper }}
+{{- if has $protocol (list "SSL" "SASL_SSL") }}
+tls: enable
+{{- end }}
+{{- if hasPrefix "SASL_" $protocol }}
+{{- $mechanism := get $properties "sasl.mechanism" | default "" | upper }}
+{{- $modes := dict "SCRAM-SHA-512" "scram_sha512" "SCRAM-SHA-256" "scram_sha256" "PLAIN" "plaintext" "OAUTHBEARER" "oauthbearer" }}
+sasl: {{ required (printf "KEDA's Kafka scaler has no SASL mode for sasl.mechanism=%q: set kafka.keda.authenticationRef" $mechanism) (get $modes $mechanism) }}
+{{- end }}
+{{- end }}
+
+{{/* The TriggerAuthentication KEDA's Kafka scaler uses: the user's own
+     (kafka.keda.authenticationRef), else the chart's when the services
+     authenticate with SASL or check the brokers against a CA Secret. */}}
+{{- define "sluice.kedaAuthenticationName" -}}
+{{- $k := .Values.kafka.keda }}
+{{- if $k.authenticationRef }}
+{{- $k.authenticationRef }}
+{{- else if or .Values.kafka.sasl.username $k.caSecret.name }}
+{{- include "sluice.fullname" . }}-kafka
+{{- end }}
+{{- end }}

@@ -279,6 +279,13 @@ spec:
         consumerGroup: {{ .group | quote }}
         topic: {{ .topic | quote }}
         lagThreshold: {{ .service.keda.lagThreshold | quote }}
+        {{- with include "sluice.kedaKafkaMetadata" $root | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
+      {{- with include "sluice.kedaAuthenticationName" $root }}
+      authenticationRef:
+        name: {{ . }}
+      {{- end }}
 {{- end }}
 {{- if $v.serviceMonitor.enabled }}
 ---

@@ -11,6 +11,7 @@
 //! does not start or a stream that does not reconcile.
 
 mod image;
+mod keda;
 mod objects;
 mod pods;
 
@@ -101,6 +102,7 @@ impl ChartRun {
             run_job(&job, &pod, place, self.in_image(&pod)).await?;
         }
         let mut services = Vec::new();
+        let mut first_pods = Vec::new();
         for object in objects
             .iter()
             .filter(|o| matches!(o.kind.as_str(), "Deployment" | "StatefulSet"))
@@ -151,6 +153,9 @@ impl ChartRun {
                     &pod.args,
                     &pod.from_chart,
                 )?;
+                if replica == 0 {
+                    first_pods.push((object.metadata.name.clone(), pod.clone()));
+                }
                 services.push(ServiceSpec {
                     name,
                     replica,
@@ -163,6 +168,7 @@ impl ChartRun {
                 });
             }
         }
+        keda::check(&objects, &namespace, &first_pods)?;
         services.sort_by_key(|s| {
             let at = topology::SERVICES.iter().position(|n| *n == s.name);
             (at, s.replica)

@@ -83,7 +83,7 @@ impl Namespace {
         }
     }
 
-    fn lookup(&self, secret: bool, name: &str, key: &str) -> Result<&str> {
+    pub(super) fn lookup(&self, secret: bool, name: &str, key: &str) -> Result<&str> {
         let what = if secret { "Secret" } else { "ConfigMap" };
         let data = self
             .data(secret, name)
