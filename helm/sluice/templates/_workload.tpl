@@ -293,12 +293,19 @@ apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata:
   name: {{ $name }}
+  {{- with $v.serviceMonitor.namespace }}
+  namespace: {{ . }}
+  {{- end }}
   labels:
     {{- include "sluice.labels" $root | nindent 4 }}
     {{- with $v.serviceMonitor.labels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
+  {{- with $v.serviceMonitor.namespace }}
+  namespaceSelector:
+    matchNames: [{{ $root.Release.Namespace }}]
+  {{- end }}
   selector:
     matchLabels:
       {{- include "sluice.selectorLabels" . | nindent 6 }}
@@ -306,6 +313,20 @@ spec:
     - port: metrics
       path: /metrics
       interval: {{ $v.serviceMonitor.interval }}
+      {{- with $v.serviceMonitor.scrapeTimeout }}
+      scrapeTimeout: {{ . }}
+      {{- end }}
+      {{- if $v.serviceMonitor.honorLabels }}
+      honorLabels: true
+      {{- end }}
+      {{- with $v.serviceMonitor.relabelings }}
+      relabelings:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.serviceMonitor.metricRelabelings }}
+      metricRelabelings:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
 {{- end }}
 {{- if $v.networkPolicy.enabled }}
 ---
