@@ -19,18 +19,10 @@
 # read-only root, no capabilities); host networking, as the stack listens
 # on loopback.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
 
 [[ -x "$SLUICE_LOCAL/bin/helm" ]] || die "helm is not built: run deploy/local/chart.sh"
-bash "$HERE/stack.sh" running || die "the local stack does not run: bash deploy/local/stack.sh up"
-set -a
-# shellcheck source=/dev/null
-source "$STACK_ENV"
-set +a
-# The outbox table is the user's (the relay reads it); the demo makes it the same way.
-PGOPTIONS='-c client_min_messages=warning' bash "$HERE/postgres.sh" psql -q \
-  -f services/fleet/outbox-relay/migrations/0001_outbox.sql
+fleet_on_the_stack
 
 run() { # name, transport, extra flag, values files…
   local name="$1" transport="$2" extra="$3"
@@ -47,13 +39,10 @@ run() { # name, transport, extra flag, values files…
 # Prometheus (--alerts): an ERP outage, a filling DLQ, the relays stopped.
 default() { run default plaintext --alerts helm/sluice/values.yaml; }
 production() { run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml; }
-# Containers a killed `podman run` left behind.
-remove_containers() {
-  [[ -n "${SLUICE_CHART_RUN_IMAGE:-}" ]] || return 0
-  podman ps -aq --filter label=sluice.fleet=harness | xargs -r podman rm -f >/dev/null
-}
-remove_containers
-trap remove_containers EXIT
+if [[ -n "${SLUICE_CHART_RUN_IMAGE:-}" ]]; then
+  remove_harness_containers
+  trap remove_harness_containers EXIT
+fi
 case "${1:-both}" in
   default) default ;;
   production) production ;;

@@ -88,3 +88,24 @@ java_bin() {
   [[ -x "$java" ]] || java="$(command -v java)" || die "java not found (install openjdk-17-jre-headless)"
   echo "$java"
 }
+
+# For a harness that starts a fleet from a deployment's definitions (the
+# chart-run, the compose-run): the running stack's addresses exported, and
+# the outbox table, which is the user's (the relay reads it), made as the
+# demo makes it.
+fleet_on_the_stack() {
+  bash "$SLUICE_ROOT/deploy/local/stack.sh" running \
+    || die "the local stack does not run: bash deploy/local/stack.sh up"
+  set -a
+  # shellcheck source=/dev/null
+  source "$STACK_ENV"
+  set +a
+  PGOPTIONS='-c client_min_messages=warning' bash "$SLUICE_ROOT/deploy/local/postgres.sh" psql -q \
+    -f "$SLUICE_ROOT/services/fleet/outbox-relay/migrations/0001_outbox.sql"
+}
+
+# Removes the containers a killed `podman run` of a harness left behind.
+remove_harness_containers() {
+  command -v podman >/dev/null || return 0
+  podman ps -aq --filter label=sluice.fleet=harness | xargs -r podman rm -f >/dev/null
+}

@@ -14,13 +14,11 @@ mod alerting;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use sluice_fleet::chart::{Chart, ChartRun, Data, Local, Namespace};
-use sluice_fleet::load::{self, Plan};
 use sluice_fleet::topology::Wiring;
 use sluice_fleet::{Scenario, StackArgs, Topology};
 
@@ -129,27 +127,12 @@ async fn main() -> Result<()> {
     );
     let local =
         Box::new(move |wiring: &Wiring<'_>| local(&stack, &secure, transport, alerts, wiring));
-    let scenario = Scenario {
-        title: "Chart-run",
-        plan: Plan {
-            run: format!("c{}", chrono::Utc::now().format("%H%M%S")),
-            requests: 2,
-            orders: 20,
-            refuse_every: 10,
-        },
-        rate: 20.0,
-        faults: vec![],
-        seed: 0,
-        poison: 1,
-        odoo_baseline: json!({"reject_value": load::REFUSED_CUSTOMER}),
-        sheets_baseline: json!({}),
-        topology: Topology::Chart(ChartRun {
-            chart,
-            local,
-            image: args.image.clone(),
-        }),
-        settle: Duration::from_secs(180),
-    };
+    let topology = Topology::Chart(ChartRun {
+        chart,
+        local,
+        image: args.image.clone(),
+    });
+    let scenario = Scenario::deployment("Chart-run", 'c', topology);
     let finished = harness.run(scenario).await?;
     println!("{}", finished.report);
     let passed = finished.passed;

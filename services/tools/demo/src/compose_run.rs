@@ -7,13 +7,10 @@
 //! file, and why, is in `sluice_fleet::compose`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use serde_json::json;
 use sluice_fleet::compose::ComposeRun;
-use sluice_fleet::load::{self, Plan};
 use sluice_fleet::{Scenario, StackArgs, Topology};
 
 /// Run the compose file's services in the image and reconcile a stream.
@@ -54,26 +51,11 @@ async fn main() -> Result<()> {
             .stack_env
             .push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
     }
-    let scenario = Scenario {
-        title: "Compose-run",
-        plan: Plan {
-            run: format!("k{}", chrono::Utc::now().format("%H%M%S")),
-            requests: 2,
-            orders: 20,
-            refuse_every: 10,
-        },
-        rate: 20.0,
-        faults: vec![],
-        seed: 0,
-        poison: 1,
-        odoo_baseline: json!({"reject_value": load::REFUSED_CUSTOMER}),
-        sheets_baseline: json!({}),
-        topology: Topology::Compose(ComposeRun {
-            file: args.file.clone(),
-            image: args.image.clone(),
-        }),
-        settle: Duration::from_secs(180),
-    };
+    let topology = Topology::Compose(ComposeRun {
+        file: args.file.clone(),
+        image: args.image.clone(),
+    });
+    let scenario = Scenario::deployment("Compose-run", 'k', topology);
     let finished = harness.run(scenario).await?;
     println!("{}", finished.report);
     let (passed, diagnosis) = (finished.passed, finished.diagnosis.clone());

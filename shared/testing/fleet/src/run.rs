@@ -48,6 +48,32 @@ pub struct Scenario {
     pub settle: Duration,
 }
 
+impl Scenario {
+    /// The demo's kind of stream through a deployment's fleet (the
+    /// chart-run, the compose-run): 20 orders with every 10th refused by
+    /// the ERP, 2 requests of 10 events, one poison per source, no faults.
+    /// `prefix` starts the run's ids.
+    pub fn deployment(title: &'static str, prefix: char, topology: Topology) -> Scenario {
+        Scenario {
+            title,
+            plan: Plan {
+                run: format!("{prefix}{}", chrono::Utc::now().format("%H%M%S")),
+                requests: 2,
+                orders: 20,
+                refuse_every: 10,
+            },
+            rate: 20.0,
+            faults: vec![],
+            seed: 0,
+            poison: 1,
+            odoo_baseline: serde_json::json!({"reject_value": crate::load::REFUSED_CUSTOMER}),
+            sheets_baseline: serde_json::json!({}),
+            topology,
+            settle: Duration::from_secs(180),
+        }
+    }
+}
+
 /// Where a run's services come from.
 pub enum Topology {
     /// The shipped topology ([`topology::services`]), with flags the run
