@@ -116,6 +116,10 @@ enum BatchError {
     /// The producer is fenced or broken; the process must restart.
     #[error("fatal transaction error: {0}")]
     Fatal(KafkaError),
+    /// A transaction call did not return (see [`bounded`]); the process
+    /// must restart.
+    #[error("{0}")]
+    Wedged(String),
 }
 
 /// Where an input message is: topic, partition, offset.
@@ -238,6 +242,9 @@ impl<T: Transformer> TransactionalLoop<T> {
                     Err(BatchError::Fatal(err)) => {
                         return Err(ConsumerError::Transaction(err));
                     }
+                    Err(BatchError::Wedged(reason)) => {
+                        return Err(ConsumerError::Fatal { reason });
+                    }
                     Err(BatchError::Retry { reason, wait }) => {
                         // A consumer librdkafka gave up on would fail every retry.
                         self.fatal()?;
@@ -252,8 +259,14 @@ impl<T: Transformer> TransactionalLoop<T> {
                     }
                 };
                 let producer = self.producer.clone();
-                if let Err(err) = blocking(move || producer.abort_transaction(timeout)).await {
-                    return Err(ConsumerError::Transaction(err));
+                match bounded(timeout + WEDGED_AFTER, "abort_transaction", move || {
+                    producer.abort_transaction(timeout)
+                })
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => return Err(ConsumerError::Transaction(err)),
+                    Err(reason) => return Err(ConsumerError::Fatal { reason }),
                 }
                 tokio::select! {
                     () = &mut shutdown => return Ok(()),
@@ -427,11 +440,17 @@ impl<T: Transformer> TransactionalLoop<T> {
             })?;
         let producer = self.producer.clone();
         let timeout = self.settings.transaction_timeout;
-        blocking(move || {
-            producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
-            producer.commit_transaction(timeout)
-        })
+        let bound = timeout * 2 + WEDGED_AFTER;
+        bounded(
+            bound,
+            "send_offsets_to_transaction and commit_transaction",
+            move || {
+                producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+                producer.commit_transaction(timeout)
+            },
+        )
         .await
+        .map_err(BatchError::Wedged)?
         .map_err(classify)
     }
 
@@ -529,6 +548,28 @@ fn classify(err: KafkaError) -> BatchError {
     }
 }
 
+/// Grace beyond a transaction call's own timeout before it counts as wedged.
+const WEDGED_AFTER: Duration = Duration::from_secs(30);
+
+/// A transaction call not back within `bound` (its calls' own timeouts
+/// added up, and [`WEDGED_AFTER`]) is counted as wedged: librdkafka's
+/// `send_offsets_to_transaction` can wait forever for a group coordinator
+/// whose broker it decommissioned (librdkafka #5456 and #5511; seen in the
+/// chaos smoke, 5 minutes and on after the coordinator's node was
+/// SIGKILLed, every partition held). The call cannot be cancelled, so the
+/// process ends and a new one takes over: its producer fences this one's
+/// transaction, which is aborted, and the batch is redone.
+/// The outer error says why it counts as wedged.
+async fn bounded<R: Send + 'static>(
+    bound: Duration,
+    what: &'static str,
+    call: impl FnOnce() -> Result<R, KafkaError> + Send + 'static,
+) -> Result<Result<R, KafkaError>, String> {
+    tokio::time::timeout(bound, blocking(call)).await.map_err(|_| {
+        format!("{what} did not return within {bound:?}: librdkafka's transactional producer is wedged")
+    })
+}
+
 /// librdkafka's transaction calls block until the broker answers.
 pub async fn blocking<R: Send + 'static>(
     call: impl FnOnce() -> Result<R, KafkaError> + Send + 'static,
@@ -536,4 +577,33 @@ pub async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(call)
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transaction_call_that_does_not_return_is_wedged() {
+        // As send_offsets_to_transaction waiting for a coordinator that
+        // never comes back: a call parked until the test ends.
+        let (_keep, parked) = std::sync::mpsc::channel::<()>();
+        let wedged = bounded(
+            Duration::from_millis(200),
+            "send_offsets_to_transaction",
+            move || {
+                let _ = parked.recv();
+                Ok(())
+            },
+        )
+        .await;
+        let reason = wedged.expect_err("a parked call came back");
+        assert!(
+            reason.contains("send_offsets_to_transaction did not return within 200ms"),
+            "{reason}"
+        );
+
+        let answered = bounded(Duration::from_secs(5), "commit_transaction", || Ok(7)).await;
+        assert!(matches!(answered, Ok(Ok(7))));
+    }
 }
