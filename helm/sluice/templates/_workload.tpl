@@ -14,6 +14,11 @@ A service's Deployment (or StatefulSet). Call with a dict:
              when it changes), optional
   preStop    seconds a terminating pod keeps serving before SIGTERM, so
              that endpoints drop it first, optional
+  serving    the pod serves clients (ingest): its dependencies gate its
+             start (startupProbe on /readyz), but once started it stays
+             ready while it lives (readinessProbe on /healthz), so a blip
+             of a server every replica shares does not empty the Service;
+             the service answers 503 itself meanwhile. Optional
 */}}
 {{- define "sluice.workload" -}}
 {{- $root := .root }}
@@ -116,17 +121,20 @@ spec:
             failureThreshold: 6
           readinessProbe:
             httpGet:
-              path: /readyz
+              path: {{ ternary "/healthz" "/readyz" (default false .serving) }}
               port: metrics
             periodSeconds: 5
             timeoutSeconds: 5
             failureThreshold: 3
           startupProbe:
             httpGet:
-              path: /healthz
+              path: {{ ternary "/readyz" "/healthz" (default false .serving) }}
               port: metrics
             periodSeconds: 2
-            failureThreshold: 60
+            timeoutSeconds: 5
+            # A serving pod waits for its dependencies up to ten minutes
+            # before the kubelet restarts it.
+            failureThreshold: {{ ternary 300 60 (default false .serving) }}
           securityContext:
             {{- toYaml $v.securityContext | nindent 12 }}
           resources:

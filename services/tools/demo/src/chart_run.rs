@@ -11,6 +11,7 @@
 //! from a ConfigMap as `extraVolumes` mounts it.
 
 mod alerting;
+mod probes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use sluice_fleet::chart::{Chart, ChartRun, Data, Local, Namespace};
 use sluice_fleet::topology::Wiring;
-use sluice_fleet::{Scenario, StackArgs, Topology};
+use sluice_fleet::{Finished, Harness, Scenario, StackArgs, Topology};
 
 /// How the release reaches the stack.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,13 +138,13 @@ async fn main() -> Result<()> {
     println!("{}", finished.report);
     let passed = finished.passed;
     let diagnosis = finished.diagnosis.clone();
-    let alerts = if passed && args.alerts {
-        alerting::check(&finished, &harness).await
+    let checks = if passed {
+        checks_on_the_running_fleet(&finished, &harness, args.alerts).await
     } else {
         Ok(())
     };
     finished.stop().await;
-    alerts?;
+    checks?;
     if !passed {
         for line in &diagnosis {
             eprintln!("[chart-run] {line}");
@@ -163,6 +164,20 @@ async fn main() -> Result<()> {
         harness.place.logs.display()
     );
     Ok(())
+}
+
+/// Once the stream is reconciled: the pods' probes, the alerts and
+/// dashboards (`alerts`), then a Kafka blip ingest must stay ready through.
+async fn checks_on_the_running_fleet(
+    finished: &Finished,
+    harness: &Harness,
+    alerts: bool,
+) -> Result<()> {
+    probes::check(finished).await?;
+    if alerts {
+        alerting::check(finished, harness).await?;
+    }
+    probes::blip(finished, harness).await
 }
 
 /// The last values file and the namespace's Secrets and ConfigMaps.

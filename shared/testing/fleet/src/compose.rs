@@ -148,6 +148,8 @@ impl ComposeRun {
                 env: container.env,
                 clear_env: true,
                 in_image: Some(in_image),
+                // Compose's healthchecks are the image's curl, not a kubelet's.
+                probes: vec![],
             });
         }
         services.sort_by_key(|s| topology::SERVICES.iter().position(|n| *n == s.name));

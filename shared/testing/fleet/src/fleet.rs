@@ -32,9 +32,20 @@ pub struct ServiceSpec {
     pub clear_env: bool,
     /// Run in a container of an image, not from the workspace's binary.
     pub in_image: Option<InImage>,
+    /// The probes its deployment gives it (the kubelet's), on its health port.
+    pub probes: Vec<HttpProbe>,
     /// A counter of its /metrics that moves when it does work; recovery
     /// after a kill is counted until it moves (None: until ready).
     pub progress: Option<&'static str>,
+}
+
+/// An HTTP probe of a deployment, asked on the service's health port.
+#[derive(Debug, Clone)]
+pub struct HttpProbe {
+    /// startup, liveness or readiness.
+    pub kind: String,
+    /// The path it asks.
+    pub path: String,
 }
 
 /// One service of the fleet and the process that runs it now.

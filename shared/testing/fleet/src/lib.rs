@@ -21,8 +21,10 @@ mod run;
 mod sandbox;
 pub mod topology;
 
-pub use fleet::{Fleet, Place, Recovery, Service, ServiceSpec};
-pub use process::{Launch, note_pid, scrape, scrape_sum, wait_answering, wait_metric, wait_ready};
+pub use fleet::{Fleet, HttpProbe, Place, Recovery, Service, ServiceSpec};
+pub use process::{
+    AfterStart, Launch, note_pid, scrape, scrape_sum, wait_answering, wait_metric, wait_ready,
+};
 pub use report::Report;
 pub use run::{Disruption, Finished, Harness, Sample, Scenario, StackArgs, Topology};
 pub use sandbox::Sandbox;

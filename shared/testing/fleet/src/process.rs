@@ -92,6 +92,16 @@ impl Launch {
     }
 }
 
+/// A command run to completion once the fleet is up (a deployment's
+/// documented operator commands).
+#[derive(Debug, Clone)]
+pub struct AfterStart {
+    /// Names it in errors and logs.
+    pub what: String,
+    /// How it is started.
+    pub launch: Launch,
+}
+
 /// Runs `launch` until it exits (within 300 s); anything but success is
 /// an error naming `what` and its log.
 pub async fn run_to_completion(what: &str, launch: &Launch, pids: &Path) -> Result<()> {

@@ -19,6 +19,7 @@ use crate::compose::ComposeRun;
 use crate::faults::{Broker, Fault, Scheduled, stack_script};
 use crate::fleet::{Fleet, Place, Recovery};
 use crate::load::{Driver, Ledger, Plan};
+use crate::process::run_to_completion;
 use crate::reconcile::Snapshot;
 use crate::report::Report;
 use crate::sandbox::Sandbox;
@@ -154,14 +155,15 @@ impl Harness {
             ingest_port,
             token_sha256: &sluice_testkit::token_sha256(&token),
         };
-        let services = match &scenario.topology {
-            Topology::Shipped(tuning) => topology::services(&wiring, tuning),
+        let (services, after_start) = match &scenario.topology {
+            Topology::Shipped(tuning) => (topology::services(&wiring, tuning), vec![]),
             Topology::Chart(chart) => chart.services(&wiring, &self.place, &self.work_dir).await?,
-            Topology::Compose(compose) => {
+            Topology::Compose(compose) => (
                 compose
                     .services(&wiring, &self.place, &self.work_dir)
-                    .await?
-            }
+                    .await?,
+                vec![],
+            ),
         };
         let fleet = Arc::new(Fleet::start(services, self.place.clone()).await?);
         stop_on_signal(Arc::clone(&fleet), sandbox.pid());
@@ -181,6 +183,10 @@ impl Harness {
                 bail!("no outbox-relay streams after 60 s ({streaming} do)");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for run in &after_start {
+            run_to_completion(&run.what, &run.launch, &self.place.pids).await?;
+            eprintln!("[fleet] {}: exit 0", run.what);
         }
 
         let pool = sqlx::postgres::PgPoolOptions::new()

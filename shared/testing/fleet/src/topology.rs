@@ -60,6 +60,7 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
         env: vec![],
         clear_env: false,
         in_image: None,
+        probes: vec![],
         progress: progress(binary),
     };
     match name {

@@ -12,6 +12,7 @@
 
 mod image;
 mod keda;
+mod notes;
 mod objects;
 mod pods;
 
@@ -22,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use crate::container::InImage;
 use crate::fleet::{Place, ServiceSpec};
 use crate::help::Help;
-use crate::process::{Launch, run_to_completion};
+use crate::process::{AfterStart, Launch, run_to_completion};
 use crate::topology::{self, Wiring};
 pub use image::Image;
 use objects::{Object, ScalerSpec, WorkloadSpec};
@@ -72,13 +73,14 @@ const RELEASE: &str = "sluice";
 impl ChartRun {
     /// Renders the chart, runs its Jobs to completion and returns every
     /// replica of its workloads as a service of the fleet, in the
-    /// topology's start order.
+    /// topology's start order, and the commands its NOTES tell an operator
+    /// to run once it is up.
     pub async fn services(
         &self,
         wiring: &Wiring<'_>,
         place: &Place,
         work_dir: &Path,
-    ) -> Result<Vec<ServiceSpec>> {
+    ) -> Result<(Vec<ServiceSpec>, Vec<AfterStart>)> {
         let local = (self.local)(wiring)?;
         let objects = self.render(&local.values, work_dir)?;
         let image = Image::read(&self.chart.dockerfile, &std::env::current_dir()?)?;
@@ -161,6 +163,7 @@ impl ChartRun {
                     replica,
                     progress: topology::progress(&pod.binary),
                     in_image: self.in_image(&pod),
+                    probes: pod.probes.clone(),
                     binary: pod.binary,
                     args: pod.args,
                     env: pod.env,
@@ -169,11 +172,12 @@ impl ChartRun {
             }
         }
         keda::check(&objects, &namespace, &first_pods)?;
+        let after_start = self.notes(work_dir, &objects, &first_pods, &image, place)?;
         services.sort_by_key(|s| {
             let at = topology::SERVICES.iter().position(|n| *n == s.name);
             (at, s.replica)
         });
-        Ok(services)
+        Ok((services, after_start))
     }
 
     /// How `pod` runs in a container, when the run uses the image.
@@ -188,14 +192,22 @@ impl ChartRun {
     /// `helm template` with the release's values and the stack's last.
     fn render(&self, values: &serde_json::Value, work_dir: &Path) -> Result<Vec<Object>> {
         std::fs::create_dir_all(work_dir)?;
-        let overlay = work_dir.join("values.local.json");
-        std::fs::write(&overlay, serde_json::to_vec_pretty(values)?)?;
+        std::fs::write(overlay(work_dir), serde_json::to_vec_pretty(values)?)?;
+        let rendered = self.template(&self.chart.dir, work_dir, &[])?;
+        std::fs::write(work_dir.join("rendered.yaml"), &rendered)?;
+        objects::parse(&rendered)
+    }
+
+    /// `helm template` of the chart in `dir` with the release's values,
+    /// the stack's last (written by `render`) and `extra` arguments.
+    fn template(&self, dir: &Path, work_dir: &Path, extra: &[&str]) -> Result<String> {
         let mut helm = std::process::Command::new(&self.chart.helm);
         helm.args(["template", RELEASE])
-            .arg(&self.chart.dir)
+            .arg(dir)
             .args(["--namespace", RELEASE, "--kube-version"])
-            .arg(&self.chart.kube_version);
-        for file in self.chart.values.iter().chain([&overlay]) {
+            .arg(&self.chart.kube_version)
+            .args(extra);
+        for file in self.chart.values.iter().chain([&overlay(work_dir)]) {
             helm.arg("-f").arg(file);
         }
         let output = helm
@@ -207,10 +219,64 @@ impl ChartRun {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let rendered = String::from_utf8(output.stdout).context("helm's output")?;
-        std::fs::write(work_dir.join("rendered.yaml"), &rendered)?;
-        objects::parse(&rendered)
+        String::from_utf8(output.stdout).context("helm's output")
     }
+
+    /// The NOTES' `kubectl exec` commands, each as its pod would run it.
+    fn notes(
+        &self,
+        work_dir: &Path,
+        objects: &[Object],
+        first_pods: &[(String, Pod)],
+        image: &Image,
+        place: &Place,
+    ) -> Result<Vec<AfterStart>> {
+        let text = notes::render(&self.chart.dir, work_dir, |dir, extra| {
+            self.template(dir, work_dir, extra)
+        })?;
+        let mut runs = Vec::new();
+        for (at, exec) in notes::execs(&text)?.into_iter().enumerate() {
+            let line = exec.command.join(" ");
+            let deployment = objects
+                .iter()
+                .any(|o| o.kind == "Deployment" && o.metadata.name == exec.deployment);
+            let pod = first_pods
+                .iter()
+                .find(|(name, _)| deployment && *name == exec.deployment)
+                .map(|(_, pod)| pod)
+                .with_context(|| {
+                    format!(
+                        "NOTES: `{line}` in deploy/{}, which the chart does not make",
+                        exec.deployment
+                    )
+                })?;
+            let (command, args) = exec
+                .command
+                .split_first()
+                .context("NOTES: an empty command")?;
+            let binary = image
+                .binary(command)
+                .with_context(|| format!("NOTES: {command} is not a binary of the image"))?;
+            runs.push(AfterStart {
+                what: format!("NOTES `{line}` in pod {}", pod.name),
+                launch: Launch {
+                    binary: place.bin_dir.join(binary),
+                    label: format!("{}-notes-{at}", pod.name),
+                    args: args.to_vec(),
+                    env: pod.env.clone(),
+                    clear_env: true,
+                    logs: place.logs.clone(),
+                    in_image: self.in_image(pod),
+                },
+            });
+        }
+        Ok(runs)
+    }
+}
+
+/// The values file that points the release at the local stack.
+fn overlay(work_dir: &Path) -> PathBuf {
+    work_dir.join("values.local.json")
 }
 
 /// Five characters of the alphabet Kubernetes names pods with.

@@ -89,12 +89,29 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
     #[serde(default)]
     pub security_context: SecurityContext,
+    pub startup_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    pub http_get: Option<HttpGet>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HttpGet {
+    pub path: String,
+    /// A number or the name of a container port.
+    pub port: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
     pub container_port: u16,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

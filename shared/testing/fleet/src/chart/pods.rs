@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use super::image::Image;
 use super::objects::{Container, EnvVar, Items, PodSpec, SecurityContext, Volume};
 use crate::container::{Mount, Security};
+use crate::fleet::HttpProbe;
 
 /// Key → value, for a Secret or a ConfigMap.
 pub type Data = BTreeMap<String, String>;
@@ -59,6 +60,8 @@ pub struct Pod {
     pub mounts: Vec<Mount>,
     /// Its security context (the container's over the pod's).
     pub security: Security,
+    /// Its HTTP probes, each on its health port.
+    pub probes: Vec<HttpProbe>,
 }
 
 /// Where a pod's files go and how its listen ports are given out.
@@ -111,6 +114,7 @@ pub fn materialize(
         Paths::of(container, spec, namespace, &root, &host).with_context(refused)?;
     let (env, from_chart) =
         environment(container, name, namespace, host.image).with_context(refused)?;
+    let probes = probes(container, &env).with_context(refused)?;
     let ports: Vec<u16> = container.ports.iter().map(|p| p.container_port).collect();
     let mut local_env = Vec::with_capacity(env.len());
     for (key, value) in env {
@@ -157,7 +161,50 @@ pub fn materialize(
         from_chart,
         mounts,
         security: security(&spec.security_context, &container.security_context),
+        probes,
     })
+}
+
+/// The container's HTTP probes. Each must ask the port the process
+/// serves its health on (SLUICE_HTTP_LISTEN, as the pod sets it), else the
+/// kubelet would probe a port nothing answers on.
+fn probes(container: &Container, env: &Env) -> Result<Vec<HttpProbe>> {
+    let health_port = env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "SLUICE_HTTP_LISTEN")
+        .and_then(|(_, value)| value.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    let mut probes = Vec::new();
+    for (kind, probe) in [
+        ("startup", &container.startup_probe),
+        ("liveness", &container.liveness_probe),
+        ("readiness", &container.readiness_probe),
+    ] {
+        let Some(get) = probe.as_ref().and_then(|p| p.http_get.as_ref()) else {
+            continue;
+        };
+        let port = match &get.port {
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            serde_json::Value::String(name) => container
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.container_port),
+            _ => None,
+        };
+        if port.is_none() || port != health_port {
+            bail!(
+                "the {kind} probe asks port {} ({port:?}), the health server listens on {health_port:?}",
+                get.port
+            );
+        }
+        probes.push(HttpProbe {
+            kind: kind.to_owned(),
+            path: get.path.clone(),
+        });
+    }
+    Ok(probes)
 }
 
 /// The container's security context over the pod's, as podman makes it.
