@@ -16,7 +16,7 @@ A service's Deployment (or StatefulSet). Call with a dict:
              that endpoints drop it first, optional
   serving    the pod serves clients (ingest): its dependencies gate its
              start (startupProbe on /readyz), but once started it stays
-             ready while it lives (readinessProbe on /healthz), so a blip
+             ready until it stops (readinessProbe on /serving), so a blip
              of a server every replica shares does not empty the Service;
              the service answers 503 itself meanwhile. Optional
 */}}
@@ -121,7 +121,7 @@ spec:
             failureThreshold: 6
           readinessProbe:
             httpGet:
-              path: {{ ternary "/healthz" "/readyz" (default false .serving) }}
+              path: {{ ternary "/serving" "/readyz" (default false .serving) }}
               port: metrics
             periodSeconds: 5
             timeoutSeconds: 5

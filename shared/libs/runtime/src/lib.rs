@@ -155,6 +155,11 @@ impl ServiceRuntime {
             server_stop.clone().cancelled_owned(),
         ));
         tokio::spawn(request_shutdown_on_signal(shutdown.clone()));
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            sluice_telemetry::liveness::mark_stopping();
+        });
         tracing::info!(service, %http_address, "started");
         Ok(Self {
             shutdown,

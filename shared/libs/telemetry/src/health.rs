@@ -1,4 +1,4 @@
-//! `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics`, `/healthz`, `/readyz` and `/serving`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +31,7 @@ pub fn health_router(metrics: PrometheusHandle, checks: Vec<Arc<dyn ReadinessChe
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
+        .route("/serving", get(serving))
         .with_state(Arc::new(HealthState { metrics, checks }))
 }
 
@@ -55,6 +56,19 @@ async fn liveness() -> (StatusCode, String) {
         None => (StatusCode::OK, "ok\n".to_owned()),
         Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("dead: {reason}\n")),
     }
+}
+
+/// 200 while the process takes work: alive and not stopping. A serving
+/// pod's readiness (ingest's), which a blip of a server every replica
+/// shares does not fail; the pod answers 503 itself meanwhile.
+async fn serving() -> (StatusCode, String) {
+    if let Some(reason) = crate::liveness::dead() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("dead: {reason}\n"));
+    }
+    if crate::liveness::stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned());
+    }
+    (StatusCode::OK, "serving\n".to_owned())
 }
 
 /// 200 when every check passes, 503 otherwise; one line per check.

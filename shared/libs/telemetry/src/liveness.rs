@@ -7,6 +7,7 @@
 //! runtime that has to act.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -14,6 +15,20 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
 static DEATH: LazyLock<watch::Sender<Option<String>>> = LazyLock::new(|| watch::Sender::new(None));
+
+/// Set once the process was asked to stop (SIGTERM): it finishes its work
+/// but takes no more (`/serving` answers 503).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process as stopping.
+pub fn mark_stopping() {
+    STOPPING.store(true, Ordering::Relaxed);
+}
+
+/// Whether the process was asked to stop.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
 
 /// Marks the process dead for `reason`; the first reason is the one kept.
 pub fn mark_dead(reason: impl Into<String>) {
