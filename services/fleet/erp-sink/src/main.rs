@@ -11,8 +11,11 @@ use sluice_erp_sink::{Applier, ErpSink, RecordFields};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_service::{Service, Tuning};
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    sluice_runtime::block_on(service_main())
+}
+
+async fn service_main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let password = SecretArgs {
         value: cli.odoo_password,

@@ -40,8 +40,11 @@ struct Cli {
     runtime: RuntimeArgs,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    sluice_runtime::block_on(service_main())
+}
+
+async fn service_main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let catalog = cli.contracts.catalog()?;
     let tokens = TokenHashes::parse(&cli.ingest.token_sha256, &catalog)?;

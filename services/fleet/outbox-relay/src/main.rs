@@ -103,8 +103,11 @@ fn identifier(setting: &str, name: &str) -> Result<()> {
         .map_err(|reason| anyhow::anyhow!("{setting} {reason}"))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    sluice_runtime::block_on(service_main())
+}
+
+async fn service_main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     for part in cli.table.splitn(2, '.') {
         identifier("outbox-table", part)?;

@@ -11,8 +11,11 @@ use sluice_saga_orchestrator::cli::{Cli, Command, RunArgs};
 use sluice_saga_orchestrator::{SagaHandler, Sagas, StoreError, fulfilment, render, timeout_loop};
 use sluice_service::Service;
 
-#[tokio::main]
-async fn main() -> Result<ExitCode> {
+fn main() -> Result<ExitCode> {
+    sluice_runtime::block_on(service_main())
+}
+
+async fn service_main() -> Result<ExitCode> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let url = cli.database.required()?;
     match cli.command {

@@ -13,8 +13,11 @@ use sluice_sheets_sink::{SheetsSink, Upserter};
 /// takes a few seconds to serve a new pod).
 const METADATA_PATIENCE: Duration = Duration::from_secs(30);
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    sluice_runtime::block_on(service_main())
+}
+
+async fn service_main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let key = match &cli.service_account {
         Some(path) => Some(ServiceAccountKey::read(path).map_err(anyhow::Error::msg)?),

@@ -7,8 +7,11 @@ use sluice_service::Service;
 use sluice_transformer::cli::Cli;
 use sluice_transformer::{Mapper, OutputTopics, load_rules};
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    sluice_runtime::block_on(service_main())
+}
+
+async fn service_main() -> Result<()> {
     let cli: Cli = sluice_config::parse().context("reading the configuration")?;
     let rules_file = cli.rules.display();
     let text = std::fs::read_to_string(&cli.rules)

@@ -16,13 +16,35 @@ mod prepare;
 
 pub use postgres::{PostgresReadiness, lazy_pool, transient, transient_migration};
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_telemetry::{LogFormat, ReadinessCheck, Telemetry, TelemetryConfig, TelemetryError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How long a returning `main` waits for blocking calls still running.
+const BLOCKING_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a binary's `main` on a multi-threaded Tokio runtime, as
+/// `#[tokio::main]` does, but does not wait for blocking calls still
+/// running once it returns (their threads end with the process): a
+/// runtime's drop waits for every one, and a librdkafka transaction call
+/// can block forever (sluice-kafka counts it as wedged and returns an error,
+/// which must end the process so that another instance takes over).
+pub fn block_on<T, E: From<std::io::Error>>(
+    main: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let ended = runtime.block_on(main);
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    ended
+}
 
 /// Settings every service shares for logs, traces and its HTTP endpoints.
 #[derive(Debug, Clone, clap::Args)]
