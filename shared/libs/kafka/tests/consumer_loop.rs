@@ -757,8 +757,9 @@ impl Handler for SlowHandler {
             .lock()
             .unwrap()
             .push((self.member, message.partition(), message.offset()));
+        // Within the revoke's 5 s wait, however soon the revoke comes.
         if payload(message).starts_with("slow") {
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
         }
         Ok(())
     }

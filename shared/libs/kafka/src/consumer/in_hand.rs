@@ -10,6 +10,7 @@
 //! `onPartitionsRevoked` does.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,33 +65,47 @@ impl InHand {
         self.lock().stops.insert(partition, stop);
     }
 
+    /// Waits until no earlier task of `partition` has a batch in hand (its
+    /// revoke outwaited the grace, and the partition came back); `false`
+    /// once `stop` fires. A task waits here before it takes a permit, so
+    /// that the wait holds no other partition back.
+    pub(crate) async fn until_free(&self, partition: &Partition, stop: &CancellationToken) -> bool {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            {
+                let state = self.lock();
+                if !state.batches.contains_key(partition) {
+                    return true;
+                }
+                // Registered before the lock goes: a release in between wakes it.
+                released.as_mut().enable();
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = released => {}
+            }
+        }
+    }
+
     /// Takes a batch of `partition` in hand, unless its task was stopped
     /// (checked after counting, so a revoke either sees the batch or the
     /// task sees the stop). A batch that an earlier task of the partition
-    /// still holds (its revoke outwaited the grace, and the partition came
-    /// back) is waited for first: it is applied once, and its offset is
-    /// stored before this task stores a later one.
+    /// still holds is waited for first ([`Self::until_free`]): it is applied
+    /// once, and its offset is stored before this task stores a later one.
     pub(crate) async fn begin(
         &self,
         partition: &Partition,
         stop: &CancellationToken,
     ) -> Option<Batch<'_>> {
         loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            {
-                let mut state = self.lock();
-                let count = state.batches.entry(partition.clone()).or_default();
-                if *count == 0 {
-                    *count = 1;
-                    break;
-                }
-                // Registered before the lock goes: a release in between wakes it.
-                released.as_mut().enable();
+            if !self.until_free(partition, stop).await {
+                return None;
             }
-            tokio::select! {
-                () = stop.cancelled() => return None,
-                () = released => {}
+            let mut state = self.lock();
+            if let Entry::Vacant(free) = state.batches.entry(partition.clone()) {
+                free.insert(1);
+                break;
             }
         }
         let batch = Batch {
@@ -219,15 +234,18 @@ mod tests {
         let in_hand = Arc::new(InHand::new(Duration::from_millis(100)));
         let old = CancellationToken::new();
         let batch = in_hand.begin(&partition(), &old).await;
+        assert!(batch.is_some());
         let started = Instant::now();
         in_hand.revoke(&[partition()]);
         assert!(started.elapsed() < Duration::from_secs(5));
         // The partition comes back to this member: its new task waits for
         // the old task's batch.
+        let (calling, called) = tokio::sync::oneshot::channel::<()>();
         let next = {
             let in_hand = Arc::clone(&in_hand);
             tokio::spawn(async move {
                 let fresh = CancellationToken::new();
+                calling.send(()).ok();
                 in_hand
                     .begin(&partition(), &fresh)
                     .await
@@ -235,7 +253,9 @@ mod tests {
                     .then(Instant::now)
             })
         };
+        called.await.ok();
         tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!next.is_finished(), "the next owner did not wait");
         let released_at = Instant::now();
         drop(batch);
         let began_at = next.await.expect("the next task").expect("a batch");

@@ -47,8 +47,9 @@ pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000")
 
 /// Longest a revoke waits for batches in hand. The loop does not see a
 /// SIGTERM while it waits, so this and the shutdown grace (20 s) together
-/// stay within Kubernetes' 30 s before SIGKILL.
-const MAX_REVOKE_WAIT: Duration = Duration::from_secs(10);
+/// leave the final commit and telemetry's flush 5 s of Kubernetes' 30 s
+/// before SIGKILL.
+const MAX_REVOKE_WAIT: Duration = Duration::from_secs(5);
 
 /// Properties a loop sets itself because its delivery guarantee depends on them.
 const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];

@@ -67,19 +67,17 @@ pub(crate) async fn run_partition<H: Handler>(
         metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "dead_lettered");
     let skipped = metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "skipped");
     let processing = metrics::histogram!(PROCESSING, "topic" => topic.clone());
+    let in_hand = shared.consumer.context().in_hand();
     while let Some(batch) = next_batch(&mut queue, shared.batch, &stop).await {
+        let partition = (topic.clone(), batch[0].partition());
+        if !in_hand.until_free(&partition, &stop).await {
+            return;
+        }
         let Ok(_permit) = shared.in_flight.acquire().await else {
             return;
         };
         // Held until the offsets are stored: a revoke waits for it.
-        let partition = (topic.clone(), batch[0].partition());
-        let Some(_in_hand) = shared
-            .consumer
-            .context()
-            .in_hand()
-            .begin(&partition, &stop)
-            .await
-        else {
+        let Some(_in_hand) = in_hand.begin(&partition, &stop).await else {
             return;
         };
         let started = Instant::now();
