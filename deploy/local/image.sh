@@ -17,8 +17,11 @@ cd "$SLUICE_ROOT"
 TAG="${1:-sluice:local}"
 PODMAN=(podman --runtime runc)
 # runc refuses limits above what this sandbox grants (seen: nofile above
-# the hard 20000, nproc 65536), and podman's defaults are above them.
-LIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=32768:32768)
+# the hard limit, nproc above 32768 though the hard limit is higher), and
+# podman's defaults are above them.
+nofile=$(ulimit -Hn)
+nofile=${nofile/unlimited/-1}
+LIMITS=(--ulimit "nofile=$nofile:$nofile" --ulimit nproc=32768:32768)
 command -v podman >/dev/null && command -v mmdebstrap >/dev/null \
   || die "podman or mmdebstrap is missing: run deploy/local/prerequisites.sh"
 

@@ -90,7 +90,7 @@ impl ComposeRun {
         let key = keys.join("service-account.json");
         std::fs::copy(wiring.service_account, &key).context("the service-account key")?;
         for path in [&keys, &key] {
-            std::os::unix::fs::chown(path, Some(SERVICE_UID), Some(SERVICE_UID))
+            hand_to_services(path)
                 .with_context(|| format!("handing {} to the services' user", path.display()))?;
         }
         let hosts: Vec<&str> = file.services.keys().map(String::as_str).collect();
@@ -211,23 +211,12 @@ impl Container {
                 bail!("service {name}: {text:?} still names the file's host {host}");
             }
         }
-        let mut mounts = Vec::new();
-        for volume in &service.volumes {
-            let mut parts = volume.split(':');
-            let (Some(source), Some(inside)) = (parts.next(), parts.next()) else {
-                bail!("service {name}: volume {volume:?} is not source:target");
-            };
-            let here = if source.starts_with('.') || source.starts_with('/') {
-                std::env::current_dir()?.join(source)
-            } else {
-                volumes.join(source)
-            };
-            mounts.push(Mount {
-                here,
-                inside: inside.to_owned(),
-                read_only: parts.next() == Some("ro"),
-            });
-        }
+        let mounts = service
+            .volumes
+            .iter()
+            .map(|volume| mount_of(volume, volumes))
+            .collect::<Result<_>>()
+            .with_context(|| format!("service {name}"))?;
         Ok(Container {
             binary,
             args,
@@ -247,9 +236,67 @@ fn names_host(text: &str, host: &str) -> bool {
     })
 }
 
+/// A short-syntax volume, `source:target[:options]`: a named volume is a
+/// folder of `volumes`; a path is the checkout's.
+fn mount_of(volume: &str, volumes: &Path) -> Result<Mount> {
+    let mut parts = volume.split(':');
+    let (Some(source), Some(inside)) = (parts.next(), parts.next()) else {
+        bail!("volume {volume:?} is not source:target");
+    };
+    let here = if source.starts_with('.') || source.starts_with('/') {
+        std::env::current_dir()?.join(source)
+    } else {
+        volumes.join(source)
+    };
+    Ok(Mount {
+        here,
+        inside: inside.to_owned(),
+        // `ro`, among options such as `ro,z`.
+        read_only: parts
+            .next()
+            .is_some_and(|options| options.split(',').any(|o| o == "ro")),
+    })
+}
+
+/// Chowns `path` to the services' user: as root directly; rootless, in
+/// podman's user namespace, where that uid is one of the user's subuids.
+fn hand_to_services(path: &Path) -> Result<()> {
+    match std::os::unix::fs::chown(path, Some(SERVICE_UID), Some(SERVICE_UID)) {
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            let owner = format!("{SERVICE_UID}:{SERVICE_UID}");
+            let status = std::process::Command::new("podman")
+                .args(["unshare", "chown", &owner])
+                .arg(path)
+                .status()
+                .context("running podman unshare chown")?;
+            if !status.success() {
+                bail!("podman unshare chown: {status}");
+            }
+            Ok(())
+        }
+        chowned => Ok(chowned?),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::names_host;
+    use std::path::Path;
+
+    use super::{mount_of, names_host};
+
+    #[test]
+    fn a_volume_is_read_only_when_any_of_its_options_says_ro() {
+        let volumes = Path::new("/v");
+        let keys = mount_of("keys:/keys:ro,z", volumes).expect("keys");
+        assert_eq!(
+            (keys.here.as_path(), keys.read_only),
+            (Path::new("/v/keys"), true)
+        );
+        assert!(mount_of("keys:/keys:ro", volumes).expect("ro").read_only);
+        assert!(!mount_of("keys:/keys:z", volumes).expect("z").read_only);
+        assert!(!mount_of("keys:/keys", volumes).expect("rw").read_only);
+        assert!(mount_of("keys", volumes).is_err());
+    }
 
     #[test]
     fn an_address_of_the_file_s_host_is_found_and_a_scheme_is_not() {

@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use anyhow::{Context, Result, bail};
+
 /// Marks the containers a harness started, so a script can remove those a
 /// SIGKILLed `podman run` left behind.
 pub const LABEL: &str = "sluice.fleet=harness";
@@ -59,16 +61,16 @@ impl InImage {
     ) -> Command {
         let mut command = Command::new("podman");
         // runc: crun fails on these machines' hybrid cgroups; the limits
-        // stay within what the sandbox grants (podman's defaults do not).
+        // stay within what this machine grants (podman's defaults may not).
         command.args(["--runtime", "runc", "run", "--rm", "--replace"]);
         command.args(["--network", "host", "--label", LABEL]);
-        command.args([
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=32768:32768",
-        ]);
-        command.arg(format!("--name=sluice-{label}"));
+        if let Some(hard) = hard_limit("Max open files") {
+            command.arg(format!("--ulimit=nofile={hard}:{hard}"));
+        }
+        // Refused above 32768 here, though the hard limit is higher
+        // (deploy/local/image.sh).
+        command.args(["--ulimit", "nproc=32768:32768"]);
+        command.arg(format!("--name={}", name(label)));
         let security = &self.security;
         if let Some(user) = &security.user {
             command.arg(format!("--user={user}"));
@@ -104,4 +106,46 @@ impl InImage {
         command.arg(&self.image).arg(binary).args(args);
         command
     }
+}
+
+/// The container of the process labelled `label`.
+fn name(label: &str) -> String {
+    format!("sluice-{label}")
+}
+
+/// SIGKILLs the container of `label`. Killing its `podman run` would not:
+/// podman passes SIGTERM on, but a SIGKILLed podman leaves the container
+/// running.
+pub async fn kill(label: &str) -> Result<()> {
+    let status = tokio::process::Command::new("podman")
+        .args([
+            "--runtime",
+            "runc",
+            "kill",
+            "--signal",
+            "KILL",
+            &name(label),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .context("running podman kill")?;
+    if !status.success() {
+        bail!("podman kill {}: {status}", name(label));
+    }
+    Ok(())
+}
+
+/// This process's hard limit on `resource` (as /proc/self/limits names it;
+/// `-1` is unlimited): the most a container may be granted, and what a
+/// pod's container gets on a node with default settings.
+fn hard_limit(resource: &str) -> Option<String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with(resource))?;
+    let hard = line[resource.len()..].split_whitespace().nth(1)?;
+    Some(if hard == "unlimited" {
+        "-1".to_owned()
+    } else {
+        hard.to_owned()
+    })
 }

@@ -147,13 +147,9 @@ impl Fleet {
         env.extend(spec.env.iter().cloned());
         // Every process on one host: each replica's health port its own.
         env.push(("SLUICE_HTTP_LISTEN".into(), format!("127.0.0.1:{port}")));
-        let label = match spec.replica {
-            0 => spec.name.to_owned(),
-            replica => format!("{}-{replica}", spec.name),
-        };
         let launch = Launch {
             binary: self.place.bin_dir.join(&spec.binary),
-            label,
+            label: label(spec),
             args: spec.args.clone(),
             env,
             clear_env: spec.clear_env,
@@ -193,7 +189,7 @@ impl Fleet {
         let at = Instant::now();
         {
             let mut process = service.process.lock().await;
-            process.start_kill().context("SIGKILL")?;
+            sigkill(&service.spec, &mut process).await?;
             process.wait().await.context("reaping the killed process")?;
             tokio::time::sleep(down).await;
             *process = self.spawn(&service.spec, Self::port_of(service)?)?;
@@ -269,8 +265,28 @@ impl Fleet {
             .await
             .is_err()
         {
-            let _ = process.start_kill();
+            let _ = sigkill(&service.spec, &mut process).await;
             let _ = process.wait().await;
         }
     }
+}
+
+/// What names `spec`'s process: its log, its container.
+fn label(spec: &ServiceSpec) -> String {
+    match spec.replica {
+        0 => spec.name.to_owned(),
+        replica => format!("{}-{replica}", spec.name),
+    }
+}
+
+/// SIGKILLs `spec`'s process, in its container if it runs in one (a
+/// container that already ended is not an error: its `podman run` is
+/// killed all the same).
+async fn sigkill(spec: &ServiceSpec, process: &mut Child) -> Result<()> {
+    if spec.in_image.is_some()
+        && let Err(err) = crate::container::kill(&label(spec)).await
+    {
+        eprintln!("[fleet] {}: {err:#}", spec.name);
+    }
+    process.start_kill().context("SIGKILL")
 }
