@@ -64,6 +64,20 @@ log "credentials reach the containers as mounted files, never as environment val
 grep -q 'mountPath: /etc/sluice/ca' "$OUT/secrets.yaml" || die "extraVolumeMounts are not mounted"
 "$VENV/bin/python" "$SLUICE_ROOT/deploy/local/chart/secrets.py" "$OUT/secrets.yaml"
 
+log "KEDA: your own TriggerAuthentication sets sasl and tls (KEDA refuses both places); OAUTHBEARER needs one"
+"$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" -f "$CHART/values-production.yaml" \
+  --set kafka.keda.authenticationRef=team-kafka > "$OUT/keda-own.yaml"
+grep -q 'name: team-kafka' "$OUT/keda-own.yaml" || die "the ScaledObjects do not name kafka.keda.authenticationRef"
+! grep -qE '^ +(sasl|tls): ' "$OUT/keda-own.yaml" || die "trigger metadata sets sasl or tls beside your TriggerAuthentication"
+! grep -q '^kind: TriggerAuthentication' "$OUT/keda-own.yaml" || die "the chart made a TriggerAuthentication beside yours"
+oauth=(--set-json 'kafka.properties=["security.protocol=SASL_SSL","sasl.mechanism=OAUTHBEARER","sasl.oauthbearer.method=oidc"]')
+if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" -f "$CHART/values-production.yaml" "${oauth[@]}" 2>&1); then
+  die "OAUTHBEARER rendered a KEDA trigger without a TriggerAuthentication of yours"
+fi
+grep -q 'set kafka.keda.authenticationRef' <<<"$refused" || die "OAUTHBEARER without authenticationRef: $refused"
+"$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" -f "$CHART/values-production.yaml" "${oauth[@]}" \
+  --set kafka.keda.authenticationRef=team-kafka > /dev/null
+
 log "Workload Identity: no key secret mounts no key file (sheets-sink asks the metadata server)"
 grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/default.yaml" || die "the default values mount no Google key"
 "$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" \

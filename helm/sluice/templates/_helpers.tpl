@@ -179,6 +179,9 @@ valueFrom:
 {{/* KEDA's Kafka scaler connects as the services do: TLS when they use
      SSL or SASL_SSL, and their SASL mechanism. */}}
 {{- define "sluice.kedaKafkaMetadata" -}}
+{{- /* KEDA refuses tls or sasl set both here and in the TriggerAuthentication:
+       your own (kafka.keda.authenticationRef) sets them. */}}
+{{- if not .Values.kafka.keda.authenticationRef }}
 {{- $properties := include "sluice.kafkaProperties" . | fromYaml }}
 {{- $protocol := get $properties "security.protocol" | default "PLAINTEXT" | upper }}
 {{- if has $protocol (list "SSL" "SASL_SSL") }}
@@ -186,8 +189,11 @@ tls: enable
 {{- end }}
 {{- if hasPrefix "SASL_" $protocol }}
 {{- $mechanism := get $properties "sasl.mechanism" | default "" | upper }}
-{{- $modes := dict "SCRAM-SHA-512" "scram_sha512" "SCRAM-SHA-256" "scram_sha256" "PLAIN" "plaintext" "OAUTHBEARER" "oauthbearer" }}
-sasl: {{ required (printf "KEDA's Kafka scaler has no SASL mode for sasl.mechanism=%q: set kafka.keda.authenticationRef" $mechanism) (get $modes $mechanism) }}
+{{- /* OAUTHBEARER is not here: KEDA's needs the client id and the token URL
+       in the TriggerAuthentication, which the chart has only as properties. */}}
+{{- $modes := dict "SCRAM-SHA-512" "scram_sha512" "SCRAM-SHA-256" "scram_sha256" "PLAIN" "plaintext" }}
+sasl: {{ required (printf "KEDA's Kafka scaler (services.*.keda) cannot be given sasl.mechanism=%q by the chart: set kafka.keda.authenticationRef to a TriggerAuthentication of yours that sets sasl, tls and the credentials" $mechanism) (get $modes $mechanism) }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -256,6 +256,8 @@ fn local(
                         "username": need(&secure.kafka_scram_user, "SLUICE_KAFKA_SCRAM_USER")?,
                         "passwordSecret": {"name": "sluice-kafka", "key": "password"},
                     },
+                    // KEDA's scaler trusts the private CA too.
+                    "keda": {"caSecret": {"name": "private-ca", "key": "ca.pem"}},
                 },
                 "schemaRegistry": {
                     "url": need(&secure.schema_registry_tls_url, "SLUICE_SCHEMA_REGISTRY_TLS_URL")?,
@@ -273,6 +275,7 @@ fn local(
         secrets.insert("sluice-kafka", data(&[("password", &scram)]));
         // The local registry asks for no credentials; the values send some.
         secrets.insert("sluice-registry", data(&[("password", "unused")]));
+        secrets.insert("private-ca", data(&[("ca.pem", &ca)]));
         config_maps.insert("private-ca".to_owned(), data(&[("ca.pem", &ca)]));
     }
     secrets.insert("sluice-database", data(&[("url", &database_url)]));

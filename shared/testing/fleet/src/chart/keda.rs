@@ -2,10 +2,12 @@
 //! trigger's parameters (its metadata, then its TriggerAuthentication's
 //! Secret and container-env references) must reach the brokers the way the
 //! scaled pods do — the same bootstrap servers, TLS when the pods use TLS,
-//! the pods' SASL mechanism, user and a password. A scaler that cannot
-//! authenticate reads no lag and never scales, silently.
+//! trusting the private CA they trust, the pods' SASL mechanism, user and
+//! a password. A scaler that cannot authenticate reads no lag and never
+//! scales, silently.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -99,9 +101,10 @@ fn parameters(
         .find(|o| o.kind == "TriggerAuthentication" && o.metadata.name == reference.name)
         .with_context(|| format!("no TriggerAuthentication {}", reference.name))?;
     let spec: TriggerAuthenticationSpec = auth.spec_as()?;
+    let mut from_auth = Vec::new();
     for target in &spec.secret_target_ref {
         let value = namespace.lookup(true, &target.name, &target.key)?;
-        params.insert(target.parameter.clone(), value.to_owned());
+        from_auth.push((&target.parameter, value.to_owned()));
     }
     for target in &spec.env {
         let (_, value) = pod
@@ -110,9 +113,37 @@ fn parameters(
             .rev()
             .find(|(name, _)| *name == target.name)
             .with_context(|| format!("the target's container has no env {}", target.name))?;
-        params.insert(target.parameter.clone(), value.clone());
+        from_auth.push((&target.parameter, value.clone()));
+    }
+    for (parameter, value) in from_auth {
+        // KEDA's own refusal (its kafka scaler's parseKafkaAuthParams).
+        if ["sasl", "tls"].contains(&parameter.as_str()) && params.contains_key(parameter) {
+            bail!(
+                "unable to set `{parameter}` in both ScaledObject and TriggerAuthentication together"
+            );
+        }
+        params.insert(parameter.clone(), value);
     }
     Ok(params)
+}
+
+/// The CA the pods check the brokers against, when a volume of theirs
+/// holds it (a private CA): KEDA has the system roots the image has, not
+/// that one. `location` is the path the pod's properties name: inside a
+/// container, or already here.
+fn private_ca(location: &str, pod: &Pod) -> Result<Option<String>> {
+    let path = Path::new(location);
+    for mount in &pod.mounts {
+        let here = match path.strip_prefix(&mount.inside) {
+            Ok(rest) => mount.here.join(rest),
+            Err(_) if path.starts_with(&mount.here) => path.to_owned(),
+            Err(_) => continue,
+        };
+        let ca = std::fs::read_to_string(&here)
+            .with_context(|| format!("reading the pods' CA {}", here.display()))?;
+        return Ok(Some(ca));
+    }
+    Ok(None)
 }
 
 fn matches_pod(params: &BTreeMap<String, String>, pod: &Pod) -> Result<()> {
@@ -145,6 +176,19 @@ fn matches_pod(params: &BTreeMap<String, String>, pod: &Pod) -> Result<()> {
         bail!(
             "tls {:?}, the pods use security.protocol={protocol}",
             param("tls")
+        );
+    }
+    if let Some(location) = properties.get("ssl.ca.location").filter(|_| tls)
+        && let Some(ca) = private_ca(location, pod)?
+        && param("ca").map(str::trim) != Some(ca.trim())
+    {
+        bail!(
+            "ca {}: the pods trust the private CA in {location} (set kafka.keda.caSecret to a Secret holding it)",
+            if param("ca").is_some() {
+                "is another"
+            } else {
+                "unset"
+            }
         );
     }
     let sasl = match (
