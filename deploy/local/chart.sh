@@ -88,8 +88,7 @@ grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/default.yaml" || die "the default 
 ! grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/workload-identity.yaml" || die "a key file is configured without a key secret"
 
 log "kube-score (production values)"
-# Warnings stay warnings (egress is left open on purpose: Kafka, Postgres and
-# the external APIs are outside the release); a critical finding fails.
+# Warnings stay warnings; a critical finding fails.
 if ! "$BIN/kube-score" score --output-format ci "$OUT/production.yaml" > "$OUT/kube-score.txt"; then
   grep '^\[CRITICAL\]' "$OUT/kube-score.txt" >&2 || true
   die "kube-score found critical issues (all findings: $OUT/kube-score.txt)"

@@ -208,3 +208,62 @@ sasl: {{ required (printf "KEDA's Kafka scaler (services.*.keda) cannot be given
 {{- include "sluice.fullname" . }}-kafka
 {{- end }}
 {{- end }}
+
+{{/* The egress NetworkPolicy of a component's pods (networkPolicy.egress):
+     the cluster DNS, Kafka and the registry; Postgres when it has a
+     database; the OTLP collector when one is set; its external API
+     (.api: sheets or erp). Call with the component's context; .hook makes
+     it a pre-install hook, for a hook Job's pods. */}}
+{{- define "sluice.egressPolicy" -}}
+{{- $v := .root.Values }}
+{{- $e := $v.networkPolicy.egress }}
+{{- if and $v.networkPolicy.enabled $e.enabled }}
+{{- $destinations := list "kafka" "schemaRegistry" }}
+{{- if .database }}{{ $destinations = append $destinations "postgres" }}{{ end }}
+{{- if $v.observability.otlpEndpoint }}{{ $destinations = append $destinations "otlp" }}{{ end }}
+{{- with .api }}{{ $destinations = append $destinations . }}{{ end }}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "sluice.componentName" . }}-egress
+  labels:
+    {{- include "sluice.labels" .root | nindent 4 }}
+  {{- if .hook }}
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-weight: "-1"
+    helm.sh/hook-delete-policy: before-hook-creation
+  {{- end }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "sluice.selectorLabels" . | nindent 6 }}
+  policyTypes: [Egress]
+  egress:
+    - {{- with $e.dns.to }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        {{- range $e.dns.ports }}
+        - port: {{ . }}
+          protocol: UDP
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+    {{- range $destinations }}
+    {{- $destination := get $e . }}
+    # {{ . }}
+    - {{- with $destination.to }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        {{- range $destination.ports }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+    {{- end }}
+{{- end }}
+{{- end }}

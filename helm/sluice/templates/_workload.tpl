@@ -14,6 +14,7 @@ A service's Deployment (or StatefulSet). Call with a dict:
              when it changes), optional
   preStop    seconds a terminating pod keeps serving before SIGTERM, so
              that endpoints drop it first, optional
+  api        the external API it calls (sheets, erp: its egress), optional
   serving    the pod serves clients (ingest): its dependencies gate its
              start (startupProbe on /readyz), but once started it stays
              ready until it stops (readinessProbe on /serving), so a blip
@@ -363,4 +364,5 @@ spec:
           protocol: TCP
     {{- end }}
 {{- end }}
+{{- include "sluice.egressPolicy" . }}
 {{- end }}

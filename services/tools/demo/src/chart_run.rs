@@ -279,6 +279,8 @@ fn local(
         config_maps.insert("private-ca".to_owned(), data(&[("ca.pem", &ca)]));
     }
     secrets.insert("sluice-database", data(&[("url", &database_url)]));
+    let egress = egress_to_the_stack(&values, &database_url, wiring)?;
+    merge(&mut values, egress);
     Ok(Local {
         values,
         namespace: Namespace {
@@ -290,6 +292,44 @@ fn local(
             config_maps,
         },
     })
+}
+
+/// The egress policies' ports for the stack's servers, as a user's values
+/// give their cluster's (the production values enable the policies).
+fn egress_to_the_stack(values: &Value, database_url: &str, wiring: &Wiring<'_>) -> Result<Value> {
+    let port = |url: &str| -> Result<u16> {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.port())
+            .with_context(|| format!("{url}: no port"))
+    };
+    let kafka = values["kafka"]["bootstrap"]
+        .as_str()
+        .context("kafka.bootstrap")?
+        .split(',')
+        .map(|broker| {
+            broker
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .with_context(|| format!("broker {broker}: no port"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let registry = port(
+        values["schemaRegistry"]["url"]
+            .as_str()
+            .context("schemaRegistry.url")?,
+    )?;
+    let mut egress = json!({
+        "kafka": {"to": [], "ports": kafka},
+        "schemaRegistry": {"to": [], "ports": [registry]},
+        "postgres": {"to": [], "ports": [port(database_url)?]},
+        "sheets": {"to": [], "ports": [port(wiring.sandbox)?]},
+        "erp": {"to": [], "ports": [port(wiring.sandbox)?]},
+    });
+    if let Some(otlp) = values["observability"]["otlpEndpoint"].as_str() {
+        egress["otlp"] = json!({"to": [], "ports": [port(otlp)?]});
+    }
+    Ok(json!({"networkPolicy": {"egress": egress}}))
 }
 
 fn data(pairs: &[(&str, &str)]) -> Data {

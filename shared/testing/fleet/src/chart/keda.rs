@@ -7,7 +7,6 @@
 //! scales, silently.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -107,13 +106,10 @@ fn parameters(
         from_auth.push((&target.parameter, value.to_owned()));
     }
     for target in &spec.env {
-        let (_, value) = pod
-            .env
-            .iter()
-            .rev()
-            .find(|(name, _)| *name == target.name)
+        let value = pod
+            .var(&target.name)
             .with_context(|| format!("the target's container has no env {}", target.name))?;
-        from_auth.push((&target.parameter, value.clone()));
+        from_auth.push((&target.parameter, value.to_owned()));
     }
     for (parameter, value) in from_auth {
         // KEDA's own refusal (its kafka scaler's parseKafkaAuthParams).
@@ -132,28 +128,16 @@ fn parameters(
 /// that one. `location` is the path the pod's properties name: inside a
 /// container, or already here.
 fn private_ca(location: &str, pod: &Pod) -> Result<Option<String>> {
-    let path = Path::new(location);
-    for mount in &pod.mounts {
-        let here = match path.strip_prefix(&mount.inside) {
-            Ok(rest) => mount.here.join(rest),
-            Err(_) if path.starts_with(&mount.here) => path.to_owned(),
-            Err(_) => continue,
-        };
-        let ca = std::fs::read_to_string(&here)
-            .with_context(|| format!("reading the pods' CA {}", here.display()))?;
-        return Ok(Some(ca));
-    }
-    Ok(None)
+    let Some(here) = pod.mounted_file(location) else {
+        return Ok(None);
+    };
+    let ca = std::fs::read_to_string(&here)
+        .with_context(|| format!("reading the pods' CA {}", here.display()))?;
+    Ok(Some(ca))
 }
 
 fn matches_pod(params: &BTreeMap<String, String>, pod: &Pod) -> Result<()> {
-    let env = |name: &str| {
-        pod.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let env = |name: &str| pod.var(name);
     let properties: BTreeMap<&str, &str> = env("SLUICE_KAFKA_PROPERTIES")
         .unwrap_or_default()
         .split(',')

@@ -12,6 +12,7 @@
 
 mod image;
 mod keda;
+mod network;
 mod notes;
 mod objects;
 mod pods;
@@ -94,7 +95,9 @@ impl ChartRun {
         let pods_dir = work_dir.join("pods");
         let in_container = self.image.is_some();
         let mut help = Help::new(&place.bin_dir, self.image.as_deref());
-        for (job, pod) in jobs(&objects, &namespace, &image, &pods_dir, in_container)? {
+        // Each workload's first pod and each Job's, with its labels.
+        let mut labelled = Vec::new();
+        for (job, labels, pod) in jobs(&objects, &namespace, &image, &pods_dir, in_container)? {
             help.check(
                 &format!("pod {}", pod.name),
                 &pod.binary,
@@ -102,6 +105,7 @@ impl ChartRun {
                 &pod.from_chart,
             )?;
             run_job(&job, &pod, place, self.in_image(&pod)).await?;
+            labelled.push((labels, pod));
         }
         let mut services = Vec::new();
         let mut first_pods = Vec::new();
@@ -157,6 +161,7 @@ impl ChartRun {
                 )?;
                 if replica == 0 {
                     first_pods.push((object.metadata.name.clone(), pod.clone()));
+                    labelled.push((spec.template.metadata.labels.clone(), pod.clone()));
                 }
                 services.push(ServiceSpec {
                     name,
@@ -172,6 +177,7 @@ impl ChartRun {
             }
         }
         keda::check(&objects, &namespace, &first_pods)?;
+        network::check(&objects, &labelled)?;
         let after_start = self.notes(work_dir, &objects, &first_pods, &image, place)?;
         services.sort_by_key(|s| {
             let at = topology::SERVICES.iter().position(|n| *n == s.name);
@@ -308,14 +314,17 @@ fn replicas(object: &Object, spec: &WorkloadSpec, objects: &[Object]) -> Result<
     Ok(1)
 }
 
-/// The chart's Jobs, in hook-weight order, each with its pod.
+/// A pod template's labels.
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// The chart's Jobs, in hook-weight order, each with its labels and pod.
 fn jobs(
     objects: &[Object],
     namespace: &Namespace,
     image: &Image,
     pods_dir: &Path,
     in_container: bool,
-) -> Result<Vec<(String, Pod)>> {
+) -> Result<Vec<(String, Labels, Pod)>> {
     let mut jobs = Vec::new();
     for object in objects.iter().filter(|o| o.kind == "Job") {
         let weight: i64 = object
@@ -334,10 +343,11 @@ fn jobs(
         };
         let pod_name = format!("{}-job", object.metadata.name);
         let pod = pods::materialize(&spec.template.spec, &pod_name, namespace, host)?;
-        jobs.push((weight, object.metadata.name.clone(), pod));
+        let labels = spec.template.metadata.labels;
+        jobs.push((weight, (object.metadata.name.clone(), labels, pod)));
     }
-    jobs.sort_by_key(|(weight, _, _)| *weight);
-    Ok(jobs.into_iter().map(|(_, name, pod)| (name, pod)).collect())
+    jobs.sort_by_key(|(weight, _)| *weight);
+    Ok(jobs.into_iter().map(|(_, job)| job).collect())
 }
 
 /// Runs a Job's pod until it exits; anything but success stops the run.

@@ -39,7 +39,16 @@ pub struct WorkloadSpec {
 
 #[derive(Debug, Deserialize)]
 pub struct PodTemplate {
+    #[serde(default)]
+    pub metadata: TemplateMetadata,
     pub spec: PodSpec,
+}
+
+/// A pod template's labels, which policies select it by.
+#[derive(Debug, Default, Deserialize)]
+pub struct TemplateMetadata {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

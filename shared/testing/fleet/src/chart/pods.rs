@@ -64,6 +64,30 @@ pub struct Pod {
     pub probes: Vec<HttpProbe>,
 }
 
+impl Pod {
+    /// The value of variable `name` (the last one set wins, as in a pod).
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Where the file the pod sees at `path` is here, when one of its
+    /// volumes holds it (`path` as the container sees it, or already the
+    /// path here); `None` for the image's own files.
+    pub fn mounted_file(&self, path: &str) -> Option<PathBuf> {
+        let path = Path::new(path);
+        self.mounts
+            .iter()
+            .find_map(|mount| match path.strip_prefix(&mount.inside) {
+                Ok(rest) => Some(mount.here.join(rest)),
+                Err(_) => path.starts_with(&mount.here).then(|| path.to_owned()),
+            })
+    }
+}
+
 /// Where a pod's files go and how its listen ports are given out.
 pub struct Host<'a> {
     /// The image the chart names.
