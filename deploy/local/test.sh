@@ -15,6 +15,13 @@ cd "$SLUICE_ROOT"
 bash "$HERE/prerequisites.sh"
 bash "$HERE/interop.sh"
 
+# A clean build writes about 10 GB to target/; a full disk shows up as a
+# linker killed by SIGBUS (seen in CI), so say it first.
+free_gb=$(df -Pk "$SLUICE_ROOT" | awk 'NR == 2 { print int($4 / 1048576) }')
+if ((free_gb < 12)); then
+  log "WARNING: $free_gb GB free on the disk of $SLUICE_ROOT; a clean build needs about 10 GB"
+fi
+
 log "checking formatting and lints"
 cargo fmt --all --check
 # Build before the servers start: the 2 cores go to rustc, not to idle JVMs.
