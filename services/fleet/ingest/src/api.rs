@@ -372,6 +372,9 @@ async fn produce(
             ("sluice.event_type", event.event_type),
         ];
         kafka_headers.extend(trace.iter().cloned());
+        if let Some(id) = event.correlation_id.filter(|id| !id.is_empty()) {
+            kafka_headers.push((sluice_telemetry::CORRELATION_ID_HEADER, id));
+        }
         accepted.push(Accepted {
             event_id: event.event_id,
             topic: event.topic.clone(),

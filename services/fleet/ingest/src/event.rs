@@ -48,6 +48,8 @@ pub struct Prepared {
     pub event_id: String,
     /// Its type.
     pub event_type: String,
+    /// The flow it is part of, when the client named one.
+    pub correlation_id: Option<String>,
     /// The contract it was checked against, and is written with.
     pub contract: Topic,
     /// The Avro record.
@@ -217,6 +219,7 @@ impl EventRouter {
             key: incoming.aggregate_id,
             event_id,
             event_type: incoming.event_type,
+            correlation_id: incoming.correlation_id,
             contract: contract.clone(),
             value,
         })

@@ -26,7 +26,9 @@ use sluice_testkit::{
 async fn an_accepted_event_is_on_kafka_as_avro() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-ok", 1).await;
     let base = serve(&topic.name, kafka()).await;
-    let (status, body) = post(&base, Some(TOKEN), &order_placed()).await;
+    let mut event = order_placed();
+    event["correlation_id"] = json!("checkout-77");
+    let (status, body) = post(&base, Some(TOKEN), &event).await;
     assert_eq!(
         (status, &body["event_id"]),
         (202, &json!("1b4e28ba-2fa1-41d2-883f-0016d3cca427")),
@@ -37,13 +39,15 @@ async fn an_accepted_event_is_on_kafka_as_avro() {
         .await
         .remove(0);
     assert_eq!(message.key(), Some(&b"order-77"[..]));
-    let header = message
-        .headers()
-        .unwrap()
-        .iter()
-        .find(|h| h.key == "sluice.event_type")
-        .unwrap();
-    assert_eq!(header.value, Some(&b"OrderPlaced"[..]));
+    let header = |name: &str| {
+        message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+    };
+    assert_eq!(header("sluice.event_type"), Some(&b"OrderPlaced"[..]));
+    // The flow's id, for every log line and command after it.
+    assert_eq!(header("sluice.correlation_id"), Some(&b"checkout-77"[..]));
     let codec = AvroCodec::new(Stack::get().registry_settings());
     let event: OrderEvent = codec.decode(message.payload().unwrap()).await.unwrap();
     assert_eq!(event.event_id, "1b4e28ba-2fa1-41d2-883f-0016d3cca427");

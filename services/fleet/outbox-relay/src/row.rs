@@ -164,7 +164,8 @@ impl OutboxRow {
         serde_json::from_slice(content).map_err(|err| format!("outbox message: {err}"))
     }
 
-    /// The event's headers: its id and type, and its trace when it has one.
+    /// The event's headers: its id and type, its trace and correlation id
+    /// when it has them.
     pub fn headers(&self) -> Vec<(&str, &str)> {
         let mut headers = vec![
             ("sluice.event_id", self.id.as_str()),
@@ -172,6 +173,9 @@ impl OutboxRow {
         ];
         if let Some(traceparent) = &self.traceparent {
             headers.push(("traceparent", traceparent));
+        }
+        if let Some(id) = self.correlation_id.as_deref().filter(|id| !id.is_empty()) {
+            headers.push((sluice_telemetry::CORRELATION_ID_HEADER, id));
         }
         headers
     }

@@ -9,6 +9,7 @@ mod common;
 
 use common::{WAIT, drop_slot, message_prefix, outbox_table, pool, relay, start, streaming};
 use rdkafka::Message;
+use rdkafka::message::Headers;
 use serde_json::json;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetter, DeadLetterClass, OrderEvent, OrderPayload};
@@ -116,7 +117,8 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
     // A logical message instead of a row.
     let message = json!({
         "id": "00000000-0000-4000-8000-000000000030", "aggregate_type": "orders", "aggregate_id": "order-4",
-        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64
+        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64,
+        "correlation_id": "checkout-4"
     });
     sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
         .bind(message_prefix(&name))
@@ -159,6 +161,19 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
     );
     assert_eq!(ids_of("order-3"), ["00000000-0000-4000-8000-000000000021"]);
     assert_eq!(ids_of("order-4").len(), 1, "the logical message");
+    // Its correlation id also in a header, for the log lines and commands after it.
+    let correlation = |order: &str| {
+        let message = messages
+            .iter()
+            .find(|m| m.key() == Some(order.as_bytes()))
+            .unwrap();
+        message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "sluice.correlation_id"))
+            .and_then(|h| h.value.map(<[u8]>::to_vec))
+    };
+    assert_eq!(correlation("order-4").as_deref(), Some(&b"checkout-4"[..]));
+    assert_eq!(correlation("order-3"), None, "a row without one");
     assert!(ids_of("order-9").is_empty(), "rolled back");
     let OrderPayload::OrderStatusChanged(changed) = &events
         .iter()
@@ -245,7 +260,8 @@ async fn a_logical_message_is_relayed_once_beside_an_addressed_relay() {
 
     let message = json!({
         "id": "00000000-0000-4000-8000-000000000040", "aggregate_type": "orders", "aggregate_id": "order-5",
-        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64
+        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64,
+        "correlation_id": "checkout-4"
     });
     sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
         .bind(message_prefix(&events))

@@ -184,6 +184,11 @@ impl Mapper {
         let Some(rules) = self.rules.get(&(aggregate.clone(), event_type)) else {
             return Ok(Vec::new());
         };
+        // The flow's id: the event's own, else the one its header carries.
+        let correlation_id = match field(&event, &path("correlation_id")) {
+            Ok(ScalarValue::String(id)) if !id.is_empty() => Some(id),
+            _ => sluice_telemetry::correlation_id(message).map(str::to_owned),
+        };
         let mut outputs = Vec::new();
         for rule in rules {
             let failed = |reason: String| {
@@ -205,6 +210,7 @@ impl Mapper {
                 rule,
                 event: &event,
                 event_id: &event_id,
+                correlation_id: correlation_id.as_deref(),
                 occurred_at,
                 lookups: &self.lookups,
             };
@@ -218,8 +224,14 @@ impl Mapper {
                     let (key, upsert) = command
                         .sheet_row(spreadsheet, sheet, key, columns)
                         .map_err(failed)?;
-                    self.record(rule, &self.outputs.sheets, key, &upsert, &upsert.command_id)
-                        .await?
+                    self.record(
+                        &command,
+                        &self.outputs.sheets,
+                        key,
+                        &upsert,
+                        &upsert.command_id,
+                    )
+                    .await?
                 }
                 Target::Erp {
                     model,
@@ -231,7 +243,7 @@ impl Mapper {
                         .erp_command(model, *operation, external_ref, fields)
                         .map_err(failed)?;
                     self.record(
-                        rule,
+                        &command,
                         &self.outputs.erp,
                         erp.external_ref.clone(),
                         &erp,
@@ -248,28 +260,34 @@ impl Mapper {
 
     async fn record<T: Contract>(
         &self,
-        rule: &Rule,
+        made: &Command<'_>,
         topic: &str,
         key: String,
         command: &T,
         command_id: &str,
     ) -> Result<OutputRecord, MapError> {
+        let rule = &made.rule.id;
         let payload =
             self.codec
                 .encode(topic, command)
                 .await
                 .map_err(|source| MapError::Encode {
-                    rule: rule.id.clone(),
+                    rule: rule.clone(),
                     source,
                 })?;
+        let mut headers = vec![
+            ("sluice.command_id".into(), command_id.as_bytes().to_vec()),
+            ("sluice.rule".into(), rule.as_bytes().to_vec()),
+        ];
+        if let Some(id) = made.correlation_id {
+            let header = sluice_telemetry::CORRELATION_ID_HEADER.to_owned();
+            headers.push((header, id.as_bytes().to_vec()));
+        }
         Ok(OutputRecord {
             topic: topic.to_owned(),
             key: Some(key.into_bytes()),
             payload,
-            headers: vec![
-                ("sluice.command_id".into(), command_id.as_bytes().to_vec()),
-                ("sluice.rule".into(), rule.id.as_bytes().to_vec()),
-            ],
+            headers,
         })
     }
 }
@@ -291,6 +309,7 @@ struct Command<'a> {
     rule: &'a Rule,
     event: &'a Value,
     event_id: &'a str,
+    correlation_id: Option<&'a str>,
     occurred_at: i64,
     lookups: &'a Lookups,
 }

@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    Topics, decode, event_bytes, header, mapper, send, send_with, start, transactional_id,
+    Topics, decode, event_bytes, event_bytes_in_flow, header, mapper, send, send_with, start,
+    transactional_id,
 };
 use rdkafka::Message;
+use rdkafka::message::Headers;
 use serde_json::{Value as Json, json};
 use sluice_contracts::types::{ErpCommand, ErpOperation, ScalarValue, SheetRowUpsert};
 use sluice_testkit::{confluent_produce, consume_exactly, unique_name};
@@ -310,23 +312,27 @@ async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands(
         &placed(2999, "EUR", Some("NL")),
     )
     .await;
-    // The order arrives with a trace; its commands carry it on.
+    // The order arrives with a trace and a correlation id (in headers, as
+    // ingest and the relays write them); its commands carry both on.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    send_with(orders, "order-9", &bytes, &[("traceparent", &traceparent)]).await;
+    let flow = [
+        ("traceparent", traceparent.as_str()),
+        ("sluice.correlation_id", "order-flow-9"),
+    ];
+    send_with(orders, "order-9", &bytes, &flow).await;
     let request_id = "6a000000-0000-4000-8000-000000000002";
     let requests = &topics.requests.name;
     let request = json!({
         "requester_email": "ops@example.org", "subject": "Printer on fire", "description": "smoke",
         "priority": "URGENT"
     });
-    let bytes = event_bytes(
+    // A user's own producer names the flow in the envelope, not a header.
+    let bytes = event_bytes_in_flow(
         requests,
         "requests",
-        request_id,
-        "req-1",
-        "RequestCreated",
-        AT,
+        (request_id, "req-1", "RequestCreated", AT),
+        Some("request-flow-1"),
         &request,
     )
     .await;
@@ -359,6 +365,15 @@ async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands(
                 carried.starts_with(&format!("00-{trace_id}-")) && carried != traceparent,
                 "a child of the event's trace: {carried}"
             );
+            assert_eq!(
+                header(message, "sluice.correlation_id").as_deref(),
+                Some("order-flow-9")
+            );
+        } else {
+            assert_eq!(
+                header(message, "sluice.correlation_id").as_deref(),
+                Some("request-flow-1")
+            );
         }
     }
     let order_row = &by_sheet["Orders"];
@@ -378,6 +393,20 @@ async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands(
     assert_eq!(request_cells["Subject"], &text("Printer on fire"));
 
     let commands = consume_exactly(&topics.erp.name, 1, WAIT).await;
+    let correlation: Vec<_> = commands[0]
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter(|h| h.key == "sluice.correlation_id")
+                .map(|h| h.value)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        correlation,
+        [Some(&b"order-flow-9"[..])],
+        "one correlation header"
+    );
     let sale: ErpCommand = decode(&commands[0]).await;
     assert_eq!(sale.model, "sale.order");
     assert_eq!(sale.operation, ErpOperation::Create);

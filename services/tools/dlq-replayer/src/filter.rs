@@ -28,6 +28,10 @@ pub struct Filters {
     /// Only dead letters of this message key.
     #[arg(long)]
     pub key: Option<String>,
+    /// Only dead letters of this flow: their message's correlation id (its
+    /// sluice.correlation_id header, set from the event's correlation_id).
+    #[arg(long, value_name = "ID")]
+    pub correlation: Option<String>,
     /// Only those that failed at or after this time: RFC 3339
     /// (2026-11-23T10:00:00Z) or a span ago (90s, 30m, 2h, 7d).
     #[arg(long, value_name = "WHEN", value_parser = parse_when)]
@@ -115,6 +119,12 @@ impl Filters {
                 .key
                 .as_ref()
                 .is_none_or(|key| record.original_key.as_deref() == Some(key.as_bytes()))
+            && self.correlation.as_ref().is_none_or(|id| {
+                record.original_headers.iter().any(|header| {
+                    header.key == sluice_telemetry::CORRELATION_ID_HEADER
+                        && header.value.as_deref() == Some(id.as_bytes())
+                })
+            })
             && self.since.is_none_or(|w| failed_at >= w.millis(now_ms))
             && self.until.is_none_or(|w| failed_at < w.millis(now_ms))
     }

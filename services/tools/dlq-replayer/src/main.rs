@@ -448,6 +448,7 @@ fn selection_text(args: &ReplayArgs) -> String {
     flag("class", f.class.map(|c| c.as_str().to_ascii_lowercase()));
     flag("grep", f.grep.clone());
     flag("key", f.key.clone());
+    flag("correlation", f.correlation.clone());
     flag("since", f.since.map(|w| w.to_string()));
     flag("until", f.until.map(|w| w.to_string()));
     flag("limit", args.limit.map(|n| n.to_string()));

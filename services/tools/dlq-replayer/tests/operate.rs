@@ -53,12 +53,18 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     sent.push(command(7, ErpOperation::Update, "so-missing-2", "late"));
     sent.push(command(8, ErpOperation::Create, "so-ok-1", "fine"));
     sent.push(command(9, ErpOperation::Create, "so-ok-2", "fine"));
-    for command in &sent {
+    for (n, command) in sent.iter().enumerate() {
         let bytes = codec.encode(&commands.name, command).await.unwrap();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "traceparent",
-            value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_bytes()),
-        });
+        let flow = format!("checkout-{n}");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_bytes()),
+            })
+            .insert(Header {
+                key: "sluice.correlation_id",
+                value: Some(flow.as_bytes()),
+            });
         producer()
             .send(
                 FutureRecord::to(&commands.name)
@@ -127,6 +133,21 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
             .unwrap()
             .contains("no sale.order record")
     );
+
+    // By the flow its message was part of (its correlation id header).
+    let flow = run(&[
+        "--output",
+        "json",
+        "list",
+        "--topic",
+        &dlq.name,
+        "--correlation",
+        "checkout-6",
+    ])
+    .await;
+    let flow = flow.json_lines();
+    assert_eq!(flow.len(), 1, "{flow:?}");
+    assert_eq!(flow[0]["key"], "so-missing-1");
 
     // show: the original ErpCommand decoded through the registry.
     let coordinate = held[0]["dead_letter"].as_str().unwrap().to_owned();

@@ -505,8 +505,17 @@ impl<T: Transformer> TransactionalLoop<T> {
         };
         let trace = sluice_telemetry::outgoing_trace_headers(span, message);
         for output in &mut outputs {
-            if !output.headers.iter().any(|(key, _)| key == TRACEPARENT) {
-                output.headers.extend(trace.iter().cloned());
+            let has = |headers: &[(String, Vec<u8>)], name: &str| {
+                headers.iter().any(|(key, _)| key == name)
+            };
+            // An output's own trace context or correlation id stays.
+            let own_trace = has(&output.headers, TRACEPARENT);
+            for (key, value) in &trace {
+                let traced = key == TRACEPARENT || key == "tracestate";
+                let kept = has(&output.headers, key) || (traced && own_trace);
+                if !kept {
+                    output.headers.push((key.clone(), value.clone()));
+                }
             }
         }
         Ok(outputs)

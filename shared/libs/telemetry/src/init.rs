@@ -131,10 +131,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Json => json_logs(std::io::stderr).boxed(),
     };
     // The log filter quiets logs only: spans are always recorded for
     // tracing, or a quiet service would break the traces passing through it.
@@ -144,6 +141,20 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+/// JSON log lines, each with the fields of the span it was written in
+/// (`span`) and of the spans around it (`spans`).
+pub(crate) fn json_logs<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(writer)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! W3C trace context (`traceparent`, `tracestate`) in Kafka headers.
+//! W3C trace context (`traceparent`, `tracestate`) and the business
+//! correlation id (`sluice.correlation_id`) in Kafka headers.
 
 use std::collections::HashMap;
 
@@ -33,6 +34,22 @@ impl Injector for HeaderMap {
     }
 }
 
+/// The header carrying the correlation id of the flow a message is part
+/// of (an order's, a request's): set from the event by whatever takes it in
+/// or maps it, passed on to every command, result and saga step after it,
+/// and a field of every log line written while handling the message.
+pub const CORRELATION_ID_HEADER: &str = "sluice.correlation_id";
+
+/// The message's correlation id, when its header holds one.
+pub fn correlation_id<M: Message>(message: &M) -> Option<&str> {
+    message
+        .headers()?
+        .iter()
+        .find(|header| header.key == CORRELATION_ID_HEADER)
+        .and_then(|header| std::str::from_utf8(header.value?).ok())
+        .filter(|id| !id.is_empty())
+}
+
 /// The trace context a message carries in its headers (empty when it has
 /// none): the parent of the span that handles it.
 pub fn extract_parent<H: Headers>(headers: Option<&H>) -> Context {
@@ -61,9 +78,9 @@ pub fn join_remote_trace<'a>(span: &tracing::Span, lookup: impl Fn(&str) -> Opti
 }
 
 /// A span for handling `message`, the child of the trace context its
-/// headers carry. Its fields — topic, partition, offset and the trace id —
-/// are on every JSON log line written while it is entered, so an operator
-/// finds a message's lines by any of them.
+/// headers carry. Its fields — topic, partition, offset, the trace id and
+/// the correlation id — are on every JSON log line written while it is
+/// entered, so an operator finds a message's lines by any of them.
 pub fn message_span<M: Message>(message: &M) -> tracing::Span {
     let span = tracing::info_span!(
         "message",
@@ -71,6 +88,7 @@ pub fn message_span<M: Message>(message: &M) -> tracing::Span {
         partition = message.partition(),
         offset = message.offset(),
         trace_id = tracing::field::Empty,
+        correlation_id = correlation_id(message),
     );
     // Fails only when no OpenTelemetry layer is installed: no trace to join.
     let _ = span.set_parent(extract_parent(message.headers()));
@@ -100,25 +118,29 @@ pub fn child_span_context_headers(span: &tracing::Span) -> Vec<(String, Vec<u8>)
 
 /// Headers for the messages produced while handling `input` in `span`:
 /// `span`'s context, or, with no tracing pipeline in this process, the
-/// context `input` came with, passed on as it was.
+/// context `input` came with, passed on as it was; and `input`'s
+/// correlation id.
 pub fn outgoing_trace_headers<M: Message>(
     span: &tracing::Span,
     input: &M,
 ) -> Vec<(String, Vec<u8>)> {
-    let headers = child_span_context_headers(span);
-    if !headers.is_empty() {
-        return headers;
+    let mut headers = child_span_context_headers(span);
+    if headers.is_empty() {
+        headers = input
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .filter(|h| h.key == "traceparent" || h.key == "tracestate")
+                    .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
+                    .collect()
+            })
+            .unwrap_or_default();
     }
-    input
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .filter(|h| h.key == "traceparent" || h.key == "tracestate")
-                .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
-                .collect()
-        })
-        .unwrap_or_default()
+    if let Some(id) = correlation_id(input) {
+        headers.push((CORRELATION_ID_HEADER.to_owned(), id.as_bytes().to_vec()));
+    }
+    headers
 }
 
 /// Kafka headers from (name, value) pairs, in order; a `None` value is a
@@ -136,4 +158,82 @@ where
                 value: value.as_ref().map(AsRef::as_ref),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use rdkafka::message::{OwnedMessage, Timestamp};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Log lines written here.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            lines.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn message(headers: OwnedHeaders) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"value".to_vec()),
+            Some(b"order-7".to_vec()),
+            "sheets.rows.v1".to_owned(),
+            Timestamp::NotAvailable,
+            2,
+            41,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn a_log_line_written_while_handling_a_message_names_it_and_its_correlation_id() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(crate::init::json_logs(move || writer.clone()));
+        let input = message(OwnedHeaders::new().insert(Header {
+            key: CORRELATION_ID_HEADER,
+            value: Some("corr-7"),
+        }));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = message_span(&input);
+            let _entered = span.enter();
+            tracing::info!("row written");
+        });
+        let written = lines
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let line: serde_json::Value = serde_json::from_slice(&written).expect("one JSON log line");
+        let span = &line["span"];
+        assert_eq!(span["correlation_id"], "corr-7", "{line}");
+        assert_eq!(span["topic"], "sheets.rows.v1", "{line}");
+        assert_eq!(
+            (span["partition"].as_i64(), span["offset"].as_i64()),
+            (Some(2), Some(41))
+        );
+
+        // Passed on to what handling it produces, whatever the tracing.
+        let outgoing = outgoing_trace_headers(&tracing::Span::none(), &input);
+        assert!(
+            outgoing.contains(&(CORRELATION_ID_HEADER.to_owned(), b"corr-7".to_vec())),
+            "{outgoing:?}"
+        );
+        let without = message(OwnedHeaders::new());
+        assert_eq!(correlation_id(&without), None);
+        assert!(outgoing_trace_headers(&tracing::Span::none(), &without).is_empty());
+    }
 }

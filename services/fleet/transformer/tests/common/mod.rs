@@ -214,6 +214,19 @@ pub async fn event_bytes(
     occurred_at_ms: i64,
     payload: &Json,
 ) -> Vec<u8> {
+    let event = (id, aggregate_id, event_type, occurred_at_ms);
+    event_bytes_in_flow(topic, aggregate_type, event, None, payload).await
+}
+
+/// [`event_bytes`] of an event (id, aggregate id, type, time) whose
+/// envelope names the flow it is part of.
+pub async fn event_bytes_in_flow(
+    topic: &str,
+    aggregate_type: &str,
+    (id, aggregate_id, event_type, occurred_at_ms): (&str, &str, &str, i64),
+    correlation_id: Option<&str>,
+    payload: &Json,
+) -> Vec<u8> {
     let (catalog, codec) = shared();
     let (contract, value) = event_record(
         catalog,
@@ -223,7 +236,7 @@ pub async fn event_bytes(
             event_type,
             event_id: id,
             occurred_at_ms,
-            correlation_id: None,
+            correlation_id,
             causation_id: None,
             payload,
         },
