@@ -76,7 +76,11 @@ if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VE
 fi
 grep -q 'set kafka.keda.authenticationRef' <<<"$refused" || die "OAUTHBEARER without authenticationRef: $refused"
 "$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" -f "$CHART/values-production.yaml" "${oauth[@]}" \
-  --set kafka.keda.authenticationRef=team-kafka > /dev/null
+  --set kafka.keda.authenticationRef=team-kafka > "$OUT/oauth.yaml"
+# OIDC logins reach the identity provider: every egress policy opens kafkaOauth's port.
+egress=$(grep -cE '^  name: .*-egress$' "$OUT/oauth.yaml")
+oauth_rules=$(grep -c '^    # kafkaOauth$' "$OUT/oauth.yaml" || true)
+((egress > 0 && oauth_rules == egress)) || die "OAUTHBEARER: $oauth_rules of $egress egress policies reach the token endpoint"
 
 log "Workload Identity: no key secret mounts no key file (sheets-sink asks the metadata server)"
 grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/default.yaml" || die "the default values mount no Google key"

@@ -212,7 +212,7 @@ sasl: {{ required (printf "KEDA's Kafka scaler (services.*.keda) cannot be given
 {{/* The egress NetworkPolicy of a component's pods (networkPolicy.egress):
      the cluster DNS, Kafka and the registry; Postgres when it has a
      database; the OTLP collector when one is set; its external API
-     (.api: sheets or erp). Call with the component's context; .hook makes
+     (.api: sheets or erp); Kafka's OAuth token endpoint under OAUTHBEARER. Call with the component's context; .hook makes
      it a pre-install hook, for a hook Job's pods. */}}
 {{- define "sluice.egressPolicy" -}}
 {{- $v := .root.Values }}
@@ -222,6 +222,8 @@ sasl: {{ required (printf "KEDA's Kafka scaler (services.*.keda) cannot be given
 {{- if .database }}{{ $destinations = append $destinations "postgres" }}{{ end }}
 {{- if $v.observability.otlpEndpoint }}{{ $destinations = append $destinations "otlp" }}{{ end }}
 {{- with .api }}{{ $destinations = append $destinations . }}{{ end }}
+{{- $properties := include "sluice.kafkaProperties" .root | fromYaml }}
+{{- if eq (get $properties "sasl.mechanism" | default "" | upper) "OAUTHBEARER" }}{{ $destinations = append $destinations "kafkaOauth" }}{{ end }}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -233,7 +235,7 @@ metadata:
   annotations:
     helm.sh/hook: pre-install,pre-upgrade
     helm.sh/hook-weight: "-1"
-    helm.sh/hook-delete-policy: before-hook-creation
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
   {{- end }}
 spec:
   podSelector:

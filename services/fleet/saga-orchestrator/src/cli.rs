@@ -180,6 +180,7 @@ impl RunArgs {
         Tuning {
             partition_buffer: 64,
             shutdown_grace: Duration::from_secs(10),
+            revoke_wait: Duration::from_secs(5),
             ..Tuning::default()
         }
     }

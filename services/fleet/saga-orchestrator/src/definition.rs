@@ -83,6 +83,7 @@ pub fn command_id(saga_id: Uuid, step: &str, direction: Direction) -> Uuid {
 
 type Build<D> = Box<dyn Fn(&Context<'_, D>) -> Message + Send + Sync>;
 type Announce<D> = Box<dyn Fn(Uuid, &D, Option<&Failure>) -> Message + Send + Sync>;
+type Correlation<D> = Box<dyn Fn(&D) -> Option<String> + Send + Sync>;
 
 /// One step.
 pub struct Step<D> {
@@ -150,6 +151,7 @@ pub struct Saga<D> {
     pub(crate) steps: Vec<Step<D>>,
     pub(crate) completed: Announce<D>,
     pub(crate) rejected: Announce<D>,
+    correlation: Option<Correlation<D>>,
 }
 
 impl<D> Saga<D> {
@@ -165,7 +167,26 @@ impl<D> Saga<D> {
             steps: Vec::new(),
             completed: Box::new(completed),
             rejected: Box::new(rejected),
+            correlation: None,
         }
+    }
+
+    /// Names the flow each saga is part of, from its data: every message
+    /// it sends carries it (a `sluice.correlation_id` header), whatever
+    /// started the step — a reply, a timeout, or a start from an event that
+    /// had the id only in its envelope.
+    #[must_use]
+    pub fn correlated_by(
+        mut self,
+        correlation: impl Fn(&D) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.correlation = Some(Box::new(correlation));
+        self
+    }
+
+    /// The correlation id of a saga with `data`.
+    pub fn correlation_of(&self, data: &D) -> Option<String> {
+        self.correlation.as_ref().and_then(|of| of(data))
     }
 
     /// Adds the next step.

@@ -161,6 +161,7 @@ pub fn saga(settings: &Settings) -> Saga<Order> {
             )
         },
     )
+    .correlated_by(|order: &Order| order.correlation_id.clone())
     .step(
         Step::new(RESERVE, move |ctx: &Context<'_, Order>| {
             erp_command(

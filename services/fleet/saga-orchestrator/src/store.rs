@@ -403,7 +403,8 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        self.write(&mut tx, saga, saga_id, 0, &transition, trace)
+        let trace = correlated(trace, saga.correlation_of(data));
+        self.write(&mut tx, saga, saga_id, 0, &transition, &trace)
             .await?;
         tx.commit().await.map_err(failed("committing a start"))?;
         metrics::started(saga.name);
@@ -430,13 +431,14 @@ impl Store {
             metrics::ignored(saga.name);
             return Ok(ReplyEffect::Ignored);
         };
+        let trace = correlated(trace, saga.correlation_of(&locked.instance.data));
         self.write(
             &mut tx,
             saga,
             reply.saga_id,
             locked.version,
             &transition,
-            trace,
+            &trace,
         )
         .await?;
         tx.commit().await.map_err(failed("committing a reply"))?;
@@ -476,14 +478,16 @@ impl Store {
         for row in &rows {
             let locked = locked(saga, row)?;
             if let Some(transition) = Engine::new(saga).on_timeout(&locked.instance) {
-                // A timeout has no message to follow: its sends start traces.
+                // A timeout has no message to follow: its sends start
+                // traces, and carry the saga's correlation id.
+                let trace = correlated(&[], saga.correlation_of(&locked.instance.data));
                 self.write(
                     &mut tx,
                     saga,
                     locked.instance.saga_id,
                     locked.version,
                     &transition,
-                    &[],
+                    &trace,
                 )
                 .await?;
                 changes.push((transition, locked.step_seconds, locked.saga_seconds));
@@ -595,6 +599,19 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// `trace` with the saga's correlation id, unless it carries one (from
+/// the message that moved the saga).
+fn correlated(trace: &[(String, String)], correlation: Option<String>) -> Vec<(String, String)> {
+    let mut headers = trace.to_vec();
+    let header = sluice_telemetry::CORRELATION_ID_HEADER;
+    if let Some(id) = correlation
+        && !headers.iter().any(|(key, _)| key == header)
+    {
+        headers.push((header.to_owned(), id));
+    }
+    headers
 }
 
 /// Another replica (or the relay) created it first: fine.

@@ -87,5 +87,18 @@ async fn a_step_without_reply_times_out_and_is_compensated() {
     );
     assert_eq!(count("compensated"), 20);
     assert_eq!(count("rejected"), 20);
+    // Every message the sagas sent carries its order's correlation id: the
+    // orders had it in their envelopes only (no header), and most sends
+    // were made by timeouts, with no message behind them.
+    let (sent, correlated): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (
+             WHERE o.headers->>'sluice.correlation_id' = 'checkout-' || s.business_key)
+         FROM saga.outbox o JOIN saga.sagas s USING (saga_id)",
+    )
+    .fetch_one(&fleet.pool)
+    .await
+    .unwrap();
+    assert!(sent > 0);
+    assert_eq!(correlated, sent, "sends without the order's correlation id");
     fleet.finish(relay).await;
 }

@@ -91,6 +91,7 @@ fn settings(group: &str, topic: &str) -> ConsumerSettings {
         },
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
+        revoke_wait: Duration::from_secs(10),
         stall_after: Duration::from_secs(300),
     }
 }
@@ -757,9 +758,10 @@ impl Handler for SlowHandler {
             .lock()
             .unwrap()
             .push((self.member, message.partition(), message.offset()));
-        // Within the revoke's 5 s wait, however soon the revoke comes.
+        // Long enough for the second member's join to revoke it while in
+        // hand; within the revoke's wait (10 s here).
         if payload(message).starts_with("slow") {
-            tokio::time::sleep(Duration::from_secs(4)).await;
+            tokio::time::sleep(Duration::from_secs(6)).await;
         }
         Ok(())
     }

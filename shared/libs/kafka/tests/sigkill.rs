@@ -53,6 +53,7 @@ async fn journaling_consumer_child() {
         retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(5),
+        revoke_wait: Duration::from_secs(5),
         stall_after: Duration::from_secs(300),
     };
     // Slow enough that the kill lands in the middle of the stream.

@@ -50,6 +50,11 @@ pub struct Tuning {
     pub pause_backoff: Duration,
     /// How long handlers may finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Longest a revoke waits for the revoked partitions' batches in hand.
+    /// The loop does not see a SIGTERM meanwhile: with `shutdown_grace` it
+    /// leaves the final commit and telemetry's flush 5 s of Kubernetes' 30 s
+    /// before SIGKILL.
+    pub revoke_wait: Duration,
 }
 
 impl Default for Tuning {
@@ -58,6 +63,7 @@ impl Default for Tuning {
             partition_buffer: 16,
             pause_backoff: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(20),
+            revoke_wait: Duration::from_secs(5),
         }
     }
 }
@@ -154,6 +160,7 @@ impl<D: Defaults> Service<D> {
             retry: retry.policy(),
             pause_backoff: tuning.pause_backoff,
             shutdown_grace: tuning.shutdown_grace,
+            revoke_wait: tuning.revoke_wait,
             stall_after: self.args.partition_stall_after,
         };
         tracing::info!(topics = ?settings.topics, group = settings.group_id, "consuming");

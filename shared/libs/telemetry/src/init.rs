@@ -136,11 +136,26 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     // The log filter quiets logs only: spans are always recorded for
     // tracing, or a quiet service would break the traces passing through it.
     tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
+        .with(logs.with_filter(log_filter(filter)))
         .with(otel)
         .try_init()
         .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+/// What the log lines show: the events `filter` lets through, and Sluice's
+/// own spans whatever it says, so that a line kept at `warn` still carries
+/// the message span (topic, offset, trace and correlation ids) it was
+/// written in.
+pub(crate) fn log_filter<S>(filter: EnvFilter) -> impl tracing_subscriber::layer::Filter<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt;
+    tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.is_span() && metadata.target().starts_with("sluice")
+    })
+    .or(filter)
 }
 
 /// JSON log lines, each with the fields of the span it was written in

@@ -20,6 +20,6 @@ pub use init::{
     LogFormat, Telemetry, TelemetryConfig, TelemetryError, init, prometheus_handle, traces_endpoint,
 };
 pub use propagation::{
-    CORRELATION_ID_HEADER, child_span_context_headers, correlation_id, extract_parent,
+    CORRELATION_ID_HEADER, batch_span, child_span_context_headers, correlation_id, extract_parent,
     join_remote_trace, message_span, outgoing_trace_headers, owned_headers,
 };

@@ -82,13 +82,35 @@ pub fn join_remote_trace<'a>(span: &tracing::Span, lookup: impl Fn(&str) -> Opti
 /// the correlation id — are on every JSON log line written while it is
 /// entered, so an operator finds a message's lines by any of them.
 pub fn message_span<M: Message>(message: &M) -> tracing::Span {
+    handling_span(message, correlation_id(message), None)
+}
+
+/// A span for handling `batch` (messages of one partition, in order) at
+/// once: its first message's trace and coordinates, its size, and the
+/// correlation id only when every message shares it (a line about the batch
+/// is not about one flow otherwise).
+pub fn batch_span<M: Message>(batch: &[M]) -> tracing::Span {
+    let Some(first) = batch.first() else {
+        return tracing::Span::none();
+    };
+    let shared =
+        correlation_id(first).filter(|id| batch.iter().all(|m| correlation_id(m) == Some(*id)));
+    handling_span(first, shared, Some(batch.len()))
+}
+
+fn handling_span<M: Message>(
+    message: &M,
+    correlation_id: Option<&str>,
+    batch_size: Option<usize>,
+) -> tracing::Span {
     let span = tracing::info_span!(
         "message",
         topic = message.topic(),
         partition = message.partition(),
         offset = message.offset(),
         trace_id = tracing::field::Empty,
-        correlation_id = correlation_id(message),
+        correlation_id,
+        batch_size,
     );
     // Fails only when no OpenTelemetry layer is installed: no trace to join.
     let _ = span.set_parent(extract_parent(message.headers()));
@@ -165,6 +187,7 @@ mod tests {
     use std::sync::{Arc, Mutex, PoisonError};
 
     use rdkafka::message::{OwnedMessage, Timestamp};
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
@@ -201,8 +224,13 @@ mod tests {
     fn a_log_line_written_while_handling_a_message_names_it_and_its_correlation_id() {
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber =
-            tracing_subscriber::registry().with(crate::init::json_logs(move || writer.clone()));
+        // As a service logs with SLUICE_LOG=warn: the line is kept, and
+        // its span's fields with it.
+        let quiet = tracing_subscriber::EnvFilter::new("warn");
+        let subscriber = tracing_subscriber::registry().with(
+            crate::init::json_logs(move || writer.clone())
+                .with_filter(crate::init::log_filter(quiet)),
+        );
         let input = message(OwnedHeaders::new().insert(Header {
             key: CORRELATION_ID_HEADER,
             value: Some("corr-7"),
@@ -210,7 +238,8 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let span = message_span(&input);
             let _entered = span.enter();
-            tracing::info!("row written");
+            tracing::info!("not shown at warn");
+            tracing::warn!("row refused");
         });
         let written = lines
             .0
@@ -232,6 +261,38 @@ mod tests {
             outgoing.contains(&(CORRELATION_ID_HEADER.to_owned(), b"corr-7".to_vec())),
             "{outgoing:?}"
         );
+        // A batch's lines name the flow only when every message is of it.
+        let of = |id: &'static str| {
+            message(OwnedHeaders::new().insert(Header {
+                key: CORRELATION_ID_HEADER,
+                value: Some(id),
+            }))
+        };
+        for (batch, expected) in [
+            (
+                vec![of("corr-7"), of("corr-7")],
+                serde_json::json!("corr-7"),
+            ),
+            (vec![of("corr-7"), of("corr-8")], serde_json::Value::Null),
+        ] {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let subscriber =
+                tracing_subscriber::registry().with(crate::init::json_logs(move || writer.clone()));
+            tracing::subscriber::with_default(subscriber, || {
+                let _entered = batch_span(&batch).entered();
+                tracing::info!("rows written");
+            });
+            let written = lines
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let line: serde_json::Value = serde_json::from_slice(&written).expect("a line");
+            assert_eq!(line["span"]["correlation_id"], expected, "{line}");
+            assert_eq!(line["span"]["batch_size"], 2, "{line}");
+        }
+
         let without = message(OwnedHeaders::new());
         assert_eq!(correlation_id(&without), None);
         assert!(outgoing_trace_headers(&tracing::Span::none(), &without).is_empty());

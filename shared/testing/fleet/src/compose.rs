@@ -89,10 +89,10 @@ impl ComposeRun {
         // What the file's keys job leaves: the key, the services' user's.
         let key = keys.join("service-account.json");
         std::fs::copy(wiring.service_account, &key).context("the service-account key")?;
-        for path in [&keys, &key] {
-            hand_to_services(path)
-                .with_context(|| format!("handing {} to the services' user", path.display()))?;
-        }
+        // The key only: its folder stays the harness's (0755, readable),
+        // so that the next run can delete it without root.
+        hand_to_services(&key)
+            .with_context(|| format!("handing {} to the services' user", key.display()))?;
         let hosts: Vec<&str> = file.services.keys().map(String::as_str).collect();
         let mut help = Help::new(&place.bin_dir, Some(&self.image));
         let mut services = Vec::new();

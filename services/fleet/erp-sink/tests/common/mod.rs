@@ -161,6 +161,7 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
         retry: tuning.retry,
         pause_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),
+        revoke_wait: Duration::from_secs(5),
         stall_after: Duration::from_secs(300),
     };
     let dead_letters =

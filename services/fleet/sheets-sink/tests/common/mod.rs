@@ -193,6 +193,7 @@ pub fn start_with(
         retry: tuning.retry,
         pause_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),
+        revoke_wait: Duration::from_secs(5),
         stall_after: Duration::from_secs(300),
     };
     let dead_letters = DeadLetterPublisher::new(

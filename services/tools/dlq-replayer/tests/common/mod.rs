@@ -300,6 +300,7 @@ pub fn start_erp_sink_in(
         },
         pause_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),
+        revoke_wait: Duration::from_secs(5),
         stall_after,
     };
     let dead_letters = DeadLetterPublisher::new(producer(), codec, dlq, "erp-sink", "0.1.0");

@@ -45,12 +45,6 @@ use crate::{KafkaConfig, KafkaSetupError};
 /// (`max.poll.interval.ms` watches that). An operator's property wins.
 pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000");
 
-/// Longest a revoke waits for batches in hand. The loop does not see a
-/// SIGTERM while it waits, so this and the shutdown grace (20 s) together
-/// leave the final commit and telemetry's flush 5 s of Kubernetes' 30 s
-/// before SIGKILL.
-const MAX_REVOKE_WAIT: Duration = Duration::from_secs(5);
-
 /// Properties a loop sets itself because its delivery guarantee depends on them.
 const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
@@ -119,6 +113,10 @@ pub struct ConsumerSettings {
     pub pause_backoff: Duration,
     /// How long shutdown waits for messages being handled.
     pub shutdown_grace: Duration,
+    /// Longest a revoke waits for the revoked partitions' batches in hand
+    /// (at most `shutdown_grace`). The loop sees no SIGTERM meanwhile, so
+    /// the two together must stay within the pod's termination grace.
+    pub revoke_wait: Duration,
     /// How long a partition with messages waiting may stay at one offset
     /// before it is exported as stalled.
     pub stall_after: Duration,
@@ -213,7 +211,7 @@ impl<H: Handler> ConsumerLoop<H> {
             config,
             LagFrom::Committed,
             settings.stall_after,
-            settings.shutdown_grace.min(MAX_REVOKE_WAIT),
+            settings.revoke_wait.min(settings.shutdown_grace),
             &settings.topics,
         )?;
         let consumer = Arc::new(consumer);

@@ -155,7 +155,7 @@ async fn settle_batch<H: Handler>(
     if batch.len() == 1 || batch.iter().any(is_tombstone) {
         return settle_each(shared, batch, stop).await;
     }
-    let span = sluice_telemetry::message_span(first);
+    let span = sluice_telemetry::batch_span(batch);
     let handled = until_settled(shared, first, stop, "handle_batch", || {
         shared.handler.handle_batch(batch)
     })

@@ -180,6 +180,7 @@ pub fn child_loop(
         retry: no_retries(),
         pause_backoff: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
+        revoke_wait: Duration::from_secs(5),
         stall_after: Duration::from_secs(300),
     };
     sluice_kafka::ConsumerLoop::new(kafka, settings, journal, dead_letters).unwrap()

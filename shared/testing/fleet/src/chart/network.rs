@@ -1,9 +1,9 @@
 //! The chart's egress NetworkPolicies as Kubernetes would apply them to
-//! its pods: every server a pod's configuration names (Kafka's brokers,
-//! the registry, Postgres, the OTLP collector, the ERP's and Google's APIs)
-//! must be allowed by the policies that select the pod. A policy that
-//! misses one cuts the service off in a cluster that enforces it, and no
-//! run without such a cluster would show it.
+//! its pods: every server a pod's configuration names (Kafka's brokers and
+//! OAuth token endpoint, the registry, Postgres, the OTLP collector, the
+//! ERP's and Google's APIs) must be allowed by the policies that select the
+//! pod. A policy that misses one cuts the service off in a cluster that
+//! enforces it, and no run without such a cluster would show it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -184,7 +184,17 @@ fn destinations(pod: &Pod) -> Result<Vec<Destination>> {
         }
         None => env("SLUICE_DATABASE_URL"),
     };
+    // librdkafka's OIDC login (sasl.oauthbearer.method=oidc) fetches its
+    // token from the identity provider.
+    let token_endpoint = env("SLUICE_KAFKA_PROPERTIES").and_then(|properties| {
+        properties
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .find(|(key, _)| *key == "sasl.oauthbearer.token.endpoint.url")
+            .map(|(_, url)| url.to_owned())
+    });
     let urls = [
+        ("Kafka's OAuth token endpoint", token_endpoint),
         ("the schema registry", env("SLUICE_SCHEMA_REGISTRY_URL")),
         ("Postgres", database),
         ("the OTLP collector", env("OTEL_EXPORTER_OTLP_ENDPOINT")),
