@@ -220,33 +220,41 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_log_line_written_while_handling_a_message_names_it_and_its_correlation_id() {
+    /// The one JSON line `log` writes, as a service with `SLUICE_LOG=filter`
+    /// writes it.
+    fn logged(filter: &str, log: impl FnOnce()) -> serde_json::Value {
         let lines = Lines::default();
         let writer = lines.clone();
-        // As a service logs with SLUICE_LOG=warn: the line is kept, and
-        // its span's fields with it.
-        let quiet = tracing_subscriber::EnvFilter::new("warn");
         let subscriber = tracing_subscriber::registry().with(
-            crate::init::json_logs(move || writer.clone())
-                .with_filter(crate::init::log_filter(quiet)),
+            crate::init::json_logs(move || writer.clone()).with_filter(crate::init::log_filter(
+                tracing_subscriber::EnvFilter::new(filter),
+            )),
         );
-        let input = message(OwnedHeaders::new().insert(Header {
-            key: CORRELATION_ID_HEADER,
-            value: Some("corr-7"),
-        }));
-        tracing::subscriber::with_default(subscriber, || {
-            let span = message_span(&input);
-            let _entered = span.enter();
-            tracing::info!("not shown at warn");
-            tracing::warn!("row refused");
-        });
+        tracing::subscriber::with_default(subscriber, log);
         let written = lines
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let line: serde_json::Value = serde_json::from_slice(&written).expect("one JSON log line");
+        serde_json::from_slice(&written).expect("one JSON log line")
+    }
+
+    fn with_correlation(id: &'static str) -> OwnedMessage {
+        message(OwnedHeaders::new().insert(Header {
+            key: CORRELATION_ID_HEADER,
+            value: Some(id),
+        }))
+    }
+
+    #[test]
+    fn a_log_line_written_while_handling_a_message_names_it_and_its_correlation_id() {
+        let input = with_correlation("corr-7");
+        // At warn, the line is kept, and its span's fields with it.
+        let line = logged("warn", || {
+            let _entered = message_span(&input).entered();
+            tracing::info!("not shown at warn");
+            tracing::warn!("row refused");
+        });
         let span = &line["span"];
         assert_eq!(span["correlation_id"], "corr-7", "{line}");
         assert_eq!(span["topic"], "sheets.rows.v1", "{line}");
@@ -262,33 +270,20 @@ mod tests {
             "{outgoing:?}"
         );
         // A batch's lines name the flow only when every message is of it.
-        let of = |id: &'static str| {
-            message(OwnedHeaders::new().insert(Header {
-                key: CORRELATION_ID_HEADER,
-                value: Some(id),
-            }))
-        };
         for (batch, expected) in [
             (
-                vec![of("corr-7"), of("corr-7")],
+                [with_correlation("corr-7"), with_correlation("corr-7")],
                 serde_json::json!("corr-7"),
             ),
-            (vec![of("corr-7"), of("corr-8")], serde_json::Value::Null),
+            (
+                [with_correlation("corr-7"), with_correlation("corr-8")],
+                serde_json::Value::Null,
+            ),
         ] {
-            let lines = Lines::default();
-            let writer = lines.clone();
-            let subscriber =
-                tracing_subscriber::registry().with(crate::init::json_logs(move || writer.clone()));
-            tracing::subscriber::with_default(subscriber, || {
+            let line = logged("info", || {
                 let _entered = batch_span(&batch).entered();
                 tracing::info!("rows written");
             });
-            let written = lines
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let line: serde_json::Value = serde_json::from_slice(&written).expect("a line");
             assert_eq!(line["span"]["correlation_id"], expected, "{line}");
             assert_eq!(line["span"]["batch_size"], 2, "{line}");
         }
