@@ -75,16 +75,27 @@ impl Pod {
     }
 
     /// Where the file the pod sees at `path` is here, when one of its
-    /// volumes holds it (`path` as the container sees it, or already the
-    /// path here); `None` for the image's own files.
+    /// volumes holds it (`path` already the path here, or as the container
+    /// sees it, under the deepest mount that holds it); `None` for the
+    /// image's own files. A path here is recognised first: under a checkout
+    /// in /tmp it would also start with the pod's `/tmp` mount.
     pub fn mounted_file(&self, path: &str) -> Option<PathBuf> {
         let path = Path::new(path);
+        if self
+            .mounts
+            .iter()
+            .any(|mount| path.starts_with(&mount.here))
+        {
+            return Some(path.to_owned());
+        }
         self.mounts
             .iter()
-            .find_map(|mount| match path.strip_prefix(&mount.inside) {
-                Ok(rest) => Some(mount.here.join(rest)),
-                Err(_) => path.starts_with(&mount.here).then(|| path.to_owned()),
+            .filter_map(|mount| {
+                let rest = path.strip_prefix(&mount.inside).ok()?;
+                Some((mount.inside.len(), mount.here.join(rest)))
             })
+            .max_by_key(|(depth, _)| *depth)
+            .map(|(_, here)| here)
     }
 }
 
@@ -515,6 +526,38 @@ fn volume_files(volume: &Volume, namespace: &Namespace) -> Result<Vec<(PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mounted_file_is_found_here_whatever_the_checkout_s_path() {
+        let mount = |here: &str, inside: &str| Mount {
+            here: PathBuf::from(here),
+            inside: inside.to_owned(),
+            read_only: true,
+        };
+        let pod = Pod {
+            name: "transformer-0".into(),
+            binary: "transformer".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            from_chart: Vec::new(),
+            mounts: vec![
+                mount("/tmp/ci/pods/t-0/tmp", "/tmp"),
+                mount("/tmp/ci/pods/t-0/etc/sluice/ca", "/etc/sluice/ca"),
+                mount("/tmp/ci/pods/t-0/etc/sluice", "/etc/sluice"),
+            ],
+            security: Security::default(),
+            probes: Vec::new(),
+        };
+        // Rewritten to the path here (a checkout under /tmp, as CI's).
+        let here = "/tmp/ci/pods/t-0/etc/sluice/ca/ca.pem";
+        assert_eq!(pod.mounted_file(here), Some(PathBuf::from(here)));
+        // As the container sees it: the deepest mount holding it.
+        assert_eq!(
+            pod.mounted_file("/etc/sluice/ca/ca.pem"),
+            Some(PathBuf::from(here))
+        );
+        assert_eq!(pod.mounted_file("/etc/ssl/certs/ca-certificates.crt"), None);
+    }
 
     #[test]
     fn the_environment_is_made_in_the_kubelet_s_order() -> Result<()> {
