@@ -138,11 +138,7 @@ fn private_ca(location: &str, pod: &Pod) -> Result<Option<String>> {
 
 fn matches_pod(params: &BTreeMap<String, String>, pod: &Pod) -> Result<()> {
     let env = |name: &str| pod.var(name);
-    let properties: BTreeMap<&str, &str> = env("SLUICE_KAFKA_PROPERTIES")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|p| p.split_once('='))
-        .collect();
+    let properties = pod.kafka_properties();
     let param = |name: &str| params.get(name).map(String::as_str);
     let bootstrap = env("SLUICE_KAFKA_BOOTSTRAP").unwrap_or_default();
     if param("bootstrapServers") != Some(bootstrap) {

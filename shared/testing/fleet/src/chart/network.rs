@@ -186,13 +186,10 @@ fn destinations(pod: &Pod) -> Result<Vec<Destination>> {
     };
     // librdkafka's OIDC login (sasl.oauthbearer.method=oidc) fetches its
     // token from the identity provider.
-    let token_endpoint = env("SLUICE_KAFKA_PROPERTIES").and_then(|properties| {
-        properties
-            .split(',')
-            .filter_map(|p| p.split_once('='))
-            .find(|(key, _)| *key == "sasl.oauthbearer.token.endpoint.url")
-            .map(|(_, url)| url.to_owned())
-    });
+    let token_endpoint = pod
+        .kafka_properties()
+        .get("sasl.oauthbearer.token.endpoint.url")
+        .map(|url| (*url).to_owned());
     let urls = [
         ("Kafka's OAuth token endpoint", token_endpoint),
         ("the schema registry", env("SLUICE_SCHEMA_REGISTRY_URL")),

@@ -74,6 +74,16 @@ impl Pod {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The librdkafka properties the chart gives it
+    /// (`SLUICE_KAFKA_PROPERTIES`, `key=value` pairs separated by commas).
+    pub fn kafka_properties(&self) -> BTreeMap<&str, &str> {
+        self.var("SLUICE_KAFKA_PROPERTIES")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .collect()
+    }
+
     /// Where the file the pod sees at `path` is here, when one of its
     /// volumes holds it (`path` already the path here, or as the container
     /// sees it, under the deepest mount that holds it); `None` for the
