@@ -290,6 +290,14 @@ mod tests {
 
         let without = message(OwnedHeaders::new());
         assert_eq!(correlation_id(&without), None);
+        // A careless producer's header: not UTF-8, or empty, names no flow.
+        for value in [&b"\xff\xfe"[..], b""] {
+            let odd = message(OwnedHeaders::new().insert(Header {
+                key: CORRELATION_ID_HEADER,
+                value: Some(value),
+            }));
+            assert_eq!(correlation_id(&odd), None);
+        }
         assert!(outgoing_trace_headers(&tracing::Span::none(), &without).is_empty());
     }
 }
