@@ -8,6 +8,7 @@
 //! environment variables or files, are held as `SecretString`, and never
 //! show in `--help` or in logs.
 
+mod audit;
 mod contracts;
 mod database;
 mod error;
@@ -19,6 +20,7 @@ mod registry;
 mod routes;
 mod secret;
 
+pub use audit::{AuditArgs, instance_actor};
 pub use contracts::ContractsArgs;
 pub use database::{DatabaseArgs, DatabaseUrlArgs};
 pub use error::ConfigError;

@@ -9,12 +9,15 @@
 //!   cannot keep up (or waits out an outage) is paused, never dead-lettered.
 //! - [`ReplyPublisher`]: a sink's answer to a command, on Kafka before the
 //!   command's offset is stored.
+//! - [`AuditLog`]: the audit trail of what a service did outside, on
+//!   Kafka before the offset of what caused it is stored.
 //! - [`TransactionalLoop`]: exactly-once consume → transform → produce, the
 //!   input offsets committed in the same Kafka transaction as the outputs.
 //!
 //! Both loops export `sluice_partition_stalled` for a partition with
 //! messages waiting that has not moved for their `stall_after`.
 
+mod audit;
 mod config;
 mod consumer;
 mod headers;
@@ -29,6 +32,7 @@ mod stall;
 mod transactional;
 mod verdict;
 
+pub use audit::AuditLog;
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
 pub use limits::{RECORD_OVERHEAD, TopicLimits};

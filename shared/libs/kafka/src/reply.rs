@@ -60,8 +60,28 @@ impl ReplyPublisher {
         reply: &T,
         command: &OwnedMessage,
     ) -> Result<(), ReplyError> {
-        let value = self.codec.encode(&self.topic, reply).await?;
         let trace = sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), command);
+        self.send(key, reply, trace).await
+    }
+
+    /// Writes `value` under `key`, in the current span's trace (for what is
+    /// not an answer to a Kafka message: an HTTP request's record, say).
+    pub async fn publish_traced<T: Contract>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), ReplyError> {
+        let trace = sluice_telemetry::child_span_context_headers(&tracing::Span::current());
+        self.send(key, value, trace).await
+    }
+
+    async fn send<T: Contract>(
+        &self,
+        key: &str,
+        value: &T,
+        trace: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), ReplyError> {
+        let value = self.codec.encode(&self.topic, value).await?;
         let headers = owned_headers(trace.iter().map(|(key, value)| (key, Some(value))));
         let record = FutureRecord::to(&self.topic)
             .key(key)

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::ConfigError;
+use sluice_config::{AuditArgs, ConfigError};
 use sluice_contracts::{Catalog, ContractError};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    ConsumerError, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, KafkaReadiness,
+    AuditLog, ConsumerError, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, KafkaReadiness,
     KafkaSetupError, ReplyPublisher, TransactionalLoop, TransactionalSettings, Transformer,
     idempotent_producer,
 };
@@ -130,6 +130,15 @@ impl<D: Defaults> Service<D> {
             Arc::clone(&self.codec),
             topic,
         )?)
+    }
+
+    /// The audit trail of what the service does outside, as this instance.
+    pub fn audit_log(&self, args: &AuditArgs) -> Result<AuditLog, ServiceError> {
+        Ok(AuditLog::new(
+            self.replies(args.audit_topic.clone())?,
+            D::SERVICE,
+            sluice_config::instance_actor(D::SERVICE),
+        ))
     }
 
     fn dead_letters(&self) -> Result<DeadLetterPublisher, ServiceError> {

@@ -114,11 +114,16 @@ fn handling_span<M: Message>(
     );
     // Fails only when no OpenTelemetry layer is installed: no trace to join.
     let _ = span.set_parent(extract_parent(message.headers()));
-    let trace_id = span.context().span().span_context().trace_id();
-    if trace_id != TraceId::INVALID {
-        span.record("trace_id", tracing::field::display(trace_id));
+    if let Some(trace_id) = trace_id(&span) {
+        span.record("trace_id", trace_id.as_str());
     }
     span
+}
+
+/// The W3C trace id `span` belongs to, when it is traced.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let trace_id = span.context().span().span_context().trace_id();
+    (trace_id != TraceId::INVALID).then(|| trace_id.to_string())
 }
 
 /// Headers carrying `span`'s context (a `traceparent` naming `span` as the

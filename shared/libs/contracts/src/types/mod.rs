@@ -4,11 +4,13 @@
 //! that round-trip every type and variant through its schema: the code
 //! generator for Avro (rsgen-avro) would bring a second apache-avro version.
 
+mod audit;
 mod commands;
 mod dead_letter;
 mod orders;
 mod requests;
 
+pub use audit::{AuditAction, AuditRecord};
 pub use commands::{
     ErpCommand, ErpError, ErpField, ErpOperation, ErpOutcome, ErpResult, SagaStep, ScalarValue,
     SheetCell, SheetOutcome, SheetRowResult, SheetRowUpsert,
@@ -48,6 +50,7 @@ contracts! {
     ErpCommand => "erp/ErpCommand.avsc",
     ErpResult => "erp/ErpResult.avsc",
     DeadLetter => "dlq/DeadLetter.avsc",
+    AuditRecord => "audit/AuditRecord.avsc",
 }
 
 /// Writes `value` with the value schema of `topic` and reads it back, with
@@ -89,6 +92,7 @@ mod tests {
             file_of::<ErpCommand>(),
             file_of::<ErpResult>(),
             file_of::<DeadLetter>(),
+            file_of::<AuditRecord>(),
         ] {
             assert!(catalog.topic_with_schema(file).is_some(), "{file}");
         }

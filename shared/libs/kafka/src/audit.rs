@@ -1,0 +1,68 @@
+//! The audit trail: what a service did to or for the outside world, one
+//! AuditRecord each on the audit topic, keyed by its subject. Written like
+//! a reply — awaited until Kafka acknowledges it, before the offset of the
+//! message that caused it is stored — so a write that is done is recorded
+//! at least once (a redelivered command is recorded again, as
+//! ALREADY_APPLIED).
+
+use rdkafka::message::OwnedMessage;
+use sluice_contracts::types::{AuditAction, AuditRecord};
+
+use crate::{ReplyError, ReplyPublisher};
+
+/// Records one program's actions, under its name and actor.
+pub struct AuditLog {
+    publisher: ReplyPublisher,
+    service: &'static str,
+    actor: String,
+}
+
+impl AuditLog {
+    /// Records through `publisher` (on the audit topic) as `service`,
+    /// done by `actor`.
+    pub fn new(publisher: ReplyPublisher, service: &'static str, actor: String) -> Self {
+        Self {
+            publisher,
+            service,
+            actor,
+        }
+    }
+
+    /// A record of `action` on `subject` that ended in `outcome`, now, in
+    /// the current span's trace; the caller fills in what else it knows.
+    pub fn entry(
+        &self,
+        action: AuditAction,
+        subject: impl Into<String>,
+        outcome: impl Into<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            audit_id: uuid::Uuid::new_v4().to_string(),
+            recorded_at: sluice_contracts::now_millis(),
+            action,
+            service: self.service.to_owned(),
+            actor: self.actor.clone(),
+            subject: subject.into(),
+            outcome: outcome.into(),
+            command_id: None,
+            source_event_id: None,
+            correlation_id: None,
+            trace_id: sluice_telemetry::trace_id(&tracing::Span::current()),
+            record_id: None,
+            detail: None,
+        }
+    }
+
+    /// Writes `record`, done while handling `cause` (whose trace and
+    /// correlation it carries on), or in the current span without one.
+    pub async fn record(
+        &self,
+        record: &AuditRecord,
+        cause: Option<&OwnedMessage>,
+    ) -> Result<(), ReplyError> {
+        match cause {
+            Some(cause) => self.publisher.publish(&record.subject, record, cause).await,
+            None => self.publisher.publish_traced(&record.subject, record).await,
+        }
+    }
+}
