@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use secrecy::SecretString;
-use sluice_config::parse_secret;
+use sluice_config::{AuditArgs, parse_secret};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
 
 /// erp-sink's defaults of the shared flags.
@@ -84,6 +84,9 @@ pub struct Cli {
         default_value = "erp.results.v1"
     )]
     pub results_topic: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub audit: AuditArgs,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub upstream: UpstreamArgs<Erp>,

@@ -61,6 +61,7 @@ async fn service_main() -> Result<()> {
         service.codec(),
         applier,
         service.replies(cli.results_topic)?,
+        service.audit_log(&cli.audit)?,
     );
     let consumed = service
         .consume(vec![cli.topic], &cli.retry, Tuning::default(), sink)

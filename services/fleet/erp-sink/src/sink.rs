@@ -1,5 +1,6 @@
 //! The handler the consumer loop runs for each ErpCommand: decode, apply,
-//! report the outcome; what the errors mean for the message.
+//! report the outcome (a result for the sender, a record for the audit
+//! trail); what the errors mean for the message.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,15 +8,20 @@ use std::sync::Mutex;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult};
+use sluice_contracts::types::{
+    AuditAction, AuditRecord, DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult,
+};
 use sluice_dlq::Failure;
-use sluice_kafka::{Handler, ReplyPublisher};
+use sluice_kafka::{AuditLog, Handler, ReplyError, ReplyPublisher};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::apply::{Applied, Applier, ApplyError};
 
 /// Why a command was not settled (this time).
 pub type SinkError = sluice_kafka::SinkError<ApplyError>;
+
+/// The error code of a result for a command that ran out of retries.
+const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 
 /// Commands whose attempts are counted at once; beyond, the count restarts
 /// (it only informs the result).
@@ -26,18 +32,25 @@ pub struct ErpSink {
     codec: AvroCodec,
     applier: Applier,
     results: ReplyPublisher,
+    audit: AuditLog,
     /// Tries so far per command id, for the result.
     attempts: Mutex<HashMap<String, i32>>,
 }
 
 impl ErpSink {
     /// Decodes with `codec`, applies with `applier`, reports through
-    /// `results`.
-    pub fn new(codec: AvroCodec, applier: Applier, results: ReplyPublisher) -> Self {
+    /// `results` and records each outcome in `audit`.
+    pub fn new(
+        codec: AvroCodec,
+        applier: Applier,
+        results: ReplyPublisher,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             codec,
             applier,
             results,
+            audit,
             attempts: Mutex::new(HashMap::new()),
         }
     }
@@ -50,6 +63,46 @@ impl ErpSink {
         let count = attempts.entry(command_id.to_owned()).or_default();
         *count += 1;
         *count
+    }
+
+    /// The result to the sender and the record of the audit trail, both
+    /// on Kafka before the command's offset is stored.
+    async fn report(
+        &self,
+        command: &ErpCommand,
+        result: &ErpResult,
+        message: &OwnedMessage,
+    ) -> Result<(), ReplyError> {
+        let audit = self.audit_record(command, result);
+        tokio::try_join!(
+            self.results.publish(&result.external_ref, result, message),
+            self.audit.record(&audit, Some(message)),
+        )
+        .map(drop)
+    }
+
+    fn audit_record(&self, command: &ErpCommand, result: &ErpResult) -> AuditRecord {
+        let outcome = match (&result.error, result.outcome) {
+            (Some(error), _) if error.code == RETRIES_EXHAUSTED => "RETRIES_EXHAUSTED",
+            (_, ErpOutcome::Applied) => "APPLIED",
+            (_, ErpOutcome::AlreadyApplied) => "ALREADY_APPLIED",
+            _ => "REJECTED",
+        };
+        AuditRecord {
+            command_id: Some(command.command_id.clone()),
+            source_event_id: command.source_event_id.clone(),
+            correlation_id: command.correlation_id.clone(),
+            record_id: result.erp_record_id.map(|id| id.to_string()),
+            detail: result
+                .error
+                .as_ref()
+                .map(|error| format!("{}: {}", error.code, error.message)),
+            ..self.audit.entry(
+                AuditAction::ErpWrite,
+                format!("{}/{}", command.model, command.external_ref),
+                outcome,
+            )
+        }
     }
 
     fn settled(&self, command_id: &str) {
@@ -73,9 +126,7 @@ impl Handler for ErpSink {
         };
         // Applied or refused for good: either way the sender hears of it.
         let result = outcome(&command, &applied, attempts);
-        self.results
-            .publish(&result.external_ref, &result, message)
-            .await?;
+        self.report(&command, &result, message).await?;
         self.settled(&command.command_id);
         match applied {
             Ok(Applied { record_id, already }) => {
@@ -106,16 +157,12 @@ impl Handler for ErpSink {
             return;
         };
         let error = ErpError {
-            code: "retries_exhausted".into(),
+            code: RETRIES_EXHAUSTED.into(),
             message: failure.message.clone(),
         };
         let attempts = i32::try_from(failure.attempts).unwrap_or(i32::MAX);
         let result = answer(&command, attempts, ErpOutcome::Rejected, None, Some(error));
-        if let Err(err) = self
-            .results
-            .publish(&result.external_ref, &result, message)
-            .await
-        {
+        if let Err(err) = self.report(&command, &result, message).await {
             tracing::warn!(command_id = command.command_id, error = %err,
                 "no REJECTED result for a command out of retries; its dead letter is written");
         }
@@ -169,5 +216,7 @@ fn answer(
         attempts,
         completed_at: sluice_contracts::now_millis(),
         saga: command.saga.clone(),
+        correlation_id: command.correlation_id.clone(),
+        causation_id: Some(command.command_id.clone()),
     }
 }

@@ -65,6 +65,8 @@ fn reservation(n: u32, order: &str, skus: &[&str]) -> ErpCommand {
         source_event_id: None,
         issued_at: 1_795_437_296_789,
         saga: None,
+        correlation_id: None,
+        causation_id: None,
     }
 }
 

@@ -10,7 +10,9 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::{Topics, Tuning, by_ref, command, records, request_log, results, sandbox, send};
+use common::{
+    Topics, Tuning, audit_trail, by_ref, command, records, request_log, results, sandbox, send,
+};
 use serde_json::json;
 use sluice_contracts::types::{ErpCommand, ErpOperation, ErpOutcome};
 use sluice_testkit::{KillOnDrop, TestTopic, eventually, message_count, unique_name};
@@ -34,6 +36,7 @@ async fn sink_child() {
             name: var("RESULTS"),
         },
         dlq: TestTopic { name: var("DLQ") },
+        audit: TestTopic { name: var("AUDIT") },
     };
     let _stop = common::start(
         &var("BASE"),
@@ -58,6 +61,7 @@ async fn sigkill_mid_stream_applies_nothing_twice() {
                 ("BASE", &base),
                 ("COMMANDS", &topics.commands.name),
                 ("RESULTS", &topics.results.name),
+                ("AUDIT", &topics.audit.name),
                 ("DLQ", &topics.dlq.name),
                 ("GROUP", &group),
             ],
@@ -119,6 +123,20 @@ async fn sigkill_mid_stream_applies_nothing_twice() {
             let results = results(topic, count).await;
             let answered: HashSet<String> = results.into_iter().map(|r| r.command_id).collect();
             (answered.len() == COMMANDS as usize).then_some(())
+        }
+    })
+    .await;
+    // And the audit trail an outcome of each, kill -9 or not.
+    eventually("an audit record per command", common::WAIT, || {
+        let topic = &topics.audit.name;
+        async move {
+            let count = usize::try_from(message_count(topic)).unwrap();
+            let audited: HashSet<String> = audit_trail(topic, count)
+                .await
+                .into_iter()
+                .filter_map(|r| r.command_id)
+                .collect();
+            (audited.len() == COMMANDS as usize).then_some(())
         }
     })
     .await;

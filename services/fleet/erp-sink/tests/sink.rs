@@ -1,7 +1,8 @@
 //! erp-sink against the sandbox's Odoo over HTTP: upsert by external
 //! reference, a redelivered command applied once, and each permanent refusal
 //! (a validation error, an update of a missing record, an unknown operation)
-//! reported as REJECTED and dead-lettered alone while the rest flow.
+//! reported as REJECTED and dead-lettered alone while the rest flow; every
+//! outcome on the audit trail, and the flow carried onto every result.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,13 +12,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    Topics, Tuning, by_ref, command, faults, id, records, request_log, results, sandbox, send,
-    start,
+    Topics, Tuning, audit_trail, by_ref, command, event_of, faults, id, records, request_log,
+    results, sandbox, send, start,
 };
 use rdkafka::Message;
 use serde_json::json;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{DeadLetter, DeadLetterClass, ErpCommand, ErpOperation, ErpOutcome};
+use sluice_contracts::types::{
+    AuditAction, DeadLetter, DeadLetterClass, ErpCommand, ErpOperation, ErpOutcome,
+};
 use sluice_testkit::{Stack, consume_exactly, message_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +52,7 @@ async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered()
     let stop = start(&base, &topics, Tuning::quick());
     let results = results(&topics.results.name, commands.len()).await;
     let letters = consume_exactly(&topics.dlq.name, 3, common::WAIT).await;
+    let trail = audit_trail(&topics.audit.name, commands.len()).await;
     stop.send(()).unwrap();
 
     // Every command has its result; the duplicate finds itself applied.
@@ -121,6 +125,55 @@ async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered()
     assert_eq!(dead["so-F"].error_class, DeadLetterClass::Validation);
     assert_eq!(dead["so-D"].attempts, 1, "a permanent error is not retried");
     assert_eq!(message_count(&topics.dlq.name), 3);
+
+    // Each result carries its command's flow, and names it as its cause.
+    for result in &results {
+        let n: u32 = result.command_id[24..].parse().unwrap();
+        assert_eq!(result.correlation_id, Some(format!("flow-{n}")));
+        assert_eq!(result.causation_id.as_ref(), Some(&result.command_id));
+    }
+    // The audit trail: one record per outcome, each saying what was written
+    // where, from which event, and how it ended.
+    assert_eq!(message_count(&topics.audit.name), commands.len() as i64);
+    let mut audited: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for record in &trail {
+        assert_eq!(record.action, AuditAction::ErpWrite);
+        assert_eq!(
+            (record.service.as_str(), record.actor.as_str()),
+            ("erp-sink", "erp-sink@test")
+        );
+        let command_id = record.command_id.clone().unwrap();
+        let n: u32 = command_id[24..].parse().unwrap();
+        let sent = commands
+            .iter()
+            .find(|c| c.command_id == command_id)
+            .unwrap();
+        assert_eq!(record.subject, format!("sale.order/{}", sent.external_ref));
+        assert_eq!(record.source_event_id, Some(event_of(n)));
+        assert_eq!(record.correlation_id, Some(format!("flow-{n}")));
+        match record.outcome.as_str() {
+            "APPLIED" | "ALREADY_APPLIED" => {
+                let record_id = erp[&sent.external_ref]["id"].as_i64().unwrap();
+                assert_eq!(record.record_id, Some(record_id.to_string()), "{record:?}");
+            }
+            _ => assert!(record.detail.is_some(), "{record:?}"),
+        }
+        *audited
+            .entry((command_id, record.outcome.clone()))
+            .or_default() += 1;
+    }
+    let expected: BTreeMap<(String, String), usize> = outcomes
+        .into_iter()
+        .map(|((command_id, outcome), count)| {
+            let outcome = match outcome.as_str() {
+                "Applied" => "APPLIED",
+                "AlreadyApplied" => "ALREADY_APPLIED",
+                _ => "REJECTED",
+            };
+            ((command_id, outcome.to_owned()), count)
+        })
+        .collect();
+    assert_eq!(audited, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +191,13 @@ async fn a_command_out_of_retries_is_answered_rejected_and_dead_lettered() {
     let stop = start(&base, &topics, tuning);
     let results = results(&topics.results.name, 2).await;
     let letters = consume_exactly(&topics.dlq.name, 2, common::WAIT).await;
+    let trail = audit_trail(&topics.audit.name, 2).await;
     stop.send(()).unwrap();
+    assert!(
+        trail.iter().all(|r| r.outcome == "RETRIES_EXHAUSTED"
+            && r.detail.as_deref().is_some_and(|d| d.contains("HTTP 500"))),
+        "{trail:?}"
+    );
 
     for result in &results {
         assert_eq!(result.outcome, ErpOutcome::Rejected, "{result:?}");

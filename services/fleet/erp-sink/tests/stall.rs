@@ -32,6 +32,7 @@ fn erp_sink(base: &str, topics: &Topics, port: u16) -> KillOnDrop {
         .args(["--topic", &topics.commands.name])
         .args(["--results-topic", &topics.results.name])
         .args(["--dlq-topic", &topics.dlq.name])
+        .args(["--audit-topic", &topics.audit.name])
         .args(["--group-id", &unique_name("erp-stall")])
         // The breaker opens before a command's retries run out, so the
         // partition is held, not dead-lettered.

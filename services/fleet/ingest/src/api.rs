@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::now_millis;
+use sluice_kafka::AuditLog;
 use sluice_resilience::RateLimiter;
 use tracing::Instrument;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub webhooks: WebhookSources,
     /// Each token's request budget, keyed by its hash.
     pub per_token: RateLimiter,
+    /// Where webhooks accepted and refused are recorded.
+    pub audit: AuditLog,
 }
 
 /// One accepted event.
@@ -150,7 +153,10 @@ async fn accept_webhook(
 ) -> Response {
     let span = request_span("/v1/webhooks/{source}", &headers);
     detached(
-        async move { webhook(&state, &source, &headers, &body).await },
+        async move {
+            let (response, delivery) = webhook(&state, &source, &headers, &body).await;
+            crate::trail::audited(&state.audit, &source, delivery.as_deref(), response).await
+        },
         span,
     )
     .await
@@ -158,19 +164,25 @@ async fn accept_webhook(
 
 /// Verifies a delivery, then answers it once: a delivery that comes again
 /// (a sender's retry, or a replay within the window) gets the first answer.
-async fn webhook(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+/// The delivery's id comes back too, once its signature is verified.
+async fn webhook(
+    state: &AppState,
+    source: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Response, Option<String>) {
     // An unknown source answers exactly as a wrong signature: a prober
     // learns nothing about which sources exist.
     let Some(webhook) = state.webhooks.get(source) else {
-        return ApiError::Refused(Refusal::Signature).into_response();
+        return (ApiError::Refused(Refusal::Signature).into_response(), None);
     };
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let verified = match webhook.verify(header, body, unix_now()) {
         Ok(verified) => verified,
-        Err(err) => return err.into_response(),
+        Err(err) => return (err.into_response(), None),
     };
     let key = IdempotencyKey::delivery(source, &verified.delivery);
-    once(state, &key, body, |ids| async move {
+    let response = once(state, &key, body, |ids| async move {
         let event = state.events.prepare_incoming(
             webhook.to_event(body)?,
             now_millis(),
@@ -180,7 +192,8 @@ async fn webhook(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8
         let accepted = produce(state, headers, vec![event], Submission::One).await?;
         Ok(json!(accepted[0]))
     })
-    .await
+    .await;
+    (response, Some(verified.delivery))
 }
 
 /// Authenticates, then answers — once per `Idempotency-Key`.

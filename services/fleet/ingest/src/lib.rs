@@ -11,6 +11,7 @@ mod idempotency;
 mod publish;
 mod server;
 mod signature;
+mod trail;
 mod webhook;
 
 pub use api::{Accepted, AppState, router};

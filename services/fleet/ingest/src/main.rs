@@ -7,8 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
-use sluice_config::{ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
-use sluice_kafka::{KafkaConfig, KafkaReadiness};
+use sluice_config::{
+    AuditArgs, ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs, instance_actor,
+};
+use sluice_kafka::{AuditLog, KafkaConfig, KafkaReadiness, ReplyPublisher};
 use sluice_resilience::RateLimiter;
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
 use sluice_telemetry::ReadinessCheck;
@@ -36,6 +38,8 @@ struct Cli {
     registry: RegistryArgs,
     #[command(flatten)]
     database: DatabaseArgs,
+    #[command(flatten)]
+    audit: AuditArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -80,6 +84,15 @@ async fn service_main() -> Result<()> {
         Some(path) => WebhookSources::load(path, &catalog)?,
         None => WebhookSources::default(),
     };
+    let audit = AuditLog::new(
+        ReplyPublisher::new(
+            &kafka,
+            Arc::new(AvroCodec::new(registry.clone())),
+            cli.audit.audit_topic.clone(),
+        )?,
+        "ingest",
+        instance_actor("ingest"),
+    );
     let state = Arc::new(AppState {
         tokens,
         events: EventRouter::new(catalog, cli.routes.by_aggregate_type()),
@@ -94,6 +107,7 @@ async fn service_main() -> Result<()> {
         webhooks,
         per_token: RateLimiter::new("ingest-token", cli.ingest.per_token_limit())
             .context("requests-per-second-per-token")?,
+        audit,
     });
     runtime.spawn_loop("pruning idempotency keys", prune_keys(idempotency));
     let listener = TcpListener::bind(cli.ingest.listen)

@@ -2,7 +2,8 @@
 //! produces nothing, a timestamp from the future is refused, an unknown
 //! source cannot be told from a bad signature, and the signature schemes of
 //! GitHub, Stripe and Shopify verify deliveries signed as those providers do,
-//! and a source whose body names the event type posts only the types it lists.
+//! a source whose body names the event type posts only the types it lists,
+//! and every delivery, accepted or refused, is on the audit trail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,13 +11,16 @@ mod common;
 use std::path::Path;
 
 use base64::Engine;
-use common::{WEBHOOK_SECRET, kafka, order_placed, serve, serve_with};
+use common::{WEBHOOK_SECRET, audit_topic, kafka, order_placed, serve, serve_with};
 use hmac::{Hmac, KeyInit, Mac};
+use rdkafka::Message;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
+use sluice_contracts::types::{AuditAction, AuditRecord};
 use sluice_ingest::WebhookSources;
-use sluice_testkit::{TestTopic, committed_messages, unique_name};
+use sluice_testkit::{Stack, TestTopic, committed_messages, unique_name};
 
 fn hmac(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -124,6 +128,61 @@ async fn an_unknown_source_cannot_be_told_from_a_bad_signature() {
         "{:?}",
         bad_signature.1
     );
+}
+
+/// What the audit trail holds, decoded.
+async fn audit_trail() -> Vec<AuditRecord> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut records = Vec::new();
+    for message in committed_messages(audit_topic().await).await {
+        records.push(codec.decode(message.payload().unwrap()).await.unwrap());
+    }
+    records
+}
+
+#[tokio::test]
+async fn every_delivery_accepted_or_refused_is_on_the_audit_trail() {
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-audit", 1).await;
+    let base = serve(&topic.name, kafka()).await;
+    let body = delivery_body(&uuid::Uuid::new_v4().to_string());
+    let headers = sluice_signed(now(), &body);
+    // Without a delivery id header, the signature recognises the delivery.
+    let delivery = headers[1].1.trim_start_matches("sha256=").to_owned();
+    assert_eq!(deliver(&base, "shop", &headers, &body).await.0, 202);
+    // Its retry is answered and recorded again: the trail says what each
+    // request was told.
+    assert_eq!(deliver(&base, "shop", &headers, &body).await.0, 202);
+    let forged = sluice_signed(now(), b"another body");
+    let prober = unique_name("prober");
+    assert_eq!(deliver(&base, &prober, &forged, &body).await.0, 401);
+
+    // Each answer was given only once its record was on Kafka.
+    let trail = audit_trail().await;
+    let accepted: Vec<_> = trail
+        .iter()
+        .filter(|r| r.detail.as_deref() == Some(&format!("delivery {delivery}")))
+        .collect();
+    assert_eq!(accepted.len(), 2, "{trail:#?}");
+    for record in accepted {
+        assert_eq!(record.action, AuditAction::WebhookAccepted);
+        assert_eq!(
+            (record.subject.as_str(), record.outcome.as_str()),
+            ("webhook/shop", "ACCEPTED 202")
+        );
+        assert_eq!(
+            (record.service.as_str(), record.actor.as_str()),
+            ("ingest", "ingest@test")
+        );
+    }
+    let refused: Vec<_> = trail
+        .iter()
+        .filter(|r| r.subject == format!("webhook/{prober}"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{trail:#?}");
+    assert_eq!(refused[0].action, AuditAction::WebhookRefused);
+    assert_eq!(refused[0].outcome, "REFUSED 401");
+    // Its signature was never verified: no delivery id a prober chose.
+    assert_eq!(refused[0].detail, None);
 }
 
 /// A sources file with one source per provider scheme, secrets in files.

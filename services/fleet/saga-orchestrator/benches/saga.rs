@@ -201,6 +201,8 @@ async fn direct(fleet: &Fleet) -> Vec<f64> {
                 source_event_id: None,
                 issued_at: sluice_contracts::now_millis(),
                 saga: Some(step.clone()),
+                correlation_id: None,
+                causation_id: None,
             };
             let value = codec.encode(&erp, &erp_command).await.unwrap();
             send_and_wait(&waiting, &erp, &order, &value, &erp_command.command_id).await;
@@ -216,6 +218,8 @@ async fn direct(fleet: &Fleet) -> Vec<f64> {
                 source_event_id: uuid::Uuid::new_v4().to_string(),
                 occurred_at: sluice_contracts::now_millis(),
                 saga: Some(step),
+                correlation_id: None,
+                causation_id: None,
             };
             let value = codec.encode(&sheets, &row).await.unwrap();
             let key = format!("{SPREADSHEET}/{SHEET}/{order}");

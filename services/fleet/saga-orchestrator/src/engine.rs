@@ -432,6 +432,8 @@ mod tests {
                 source_event_id: None,
                 issued_at: 0,
                 saga: Some(ctx.step.clone()),
+                correlation_id: None,
+                causation_id: None,
             }),
         }
     }

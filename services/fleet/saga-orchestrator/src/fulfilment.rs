@@ -270,6 +270,8 @@ fn erp_command(
             source_event_id: Some(ctx.data.placed_event_id.clone()),
             issued_at: sluice_contracts::now_millis(),
             saga: Some(ctx.step.clone()),
+            correlation_id: ctx.data.correlation_id.clone(),
+            causation_id: Some(ctx.data.placed_event_id.clone()),
         }),
     }
 }
@@ -295,6 +297,8 @@ fn sheet_row(
             // The compensation is newer than the row it marks cancelled.
             occurred_at: sluice_contracts::now_millis(),
             saga: Some(ctx.step.clone()),
+            correlation_id: order.correlation_id.clone(),
+            causation_id: Some(order.placed_event_id.clone()),
         }),
     }
 }

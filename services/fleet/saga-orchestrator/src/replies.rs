@@ -100,6 +100,8 @@ mod tests {
                 step: "reserve-in-erp".into(),
                 attempt: 1,
             }),
+            correlation_id: None,
+            causation_id: None,
         }
     }
 

@@ -110,6 +110,8 @@ async fn duplicated_replies_change_nothing_and_strays_are_dead_lettered() {
             step: "reserve-in-erp".into(),
             attempt: 1,
         }),
+        correlation_id: None,
+        causation_id: None,
     };
     let stray = codec
         .encode(&fleet.topics.erp_results, &stray)

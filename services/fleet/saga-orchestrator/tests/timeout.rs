@@ -3,7 +3,8 @@
 //! reply. After each deadline the command is sent again; once the retries
 //! are spent the step fails and is compensated itself (its command may yet
 //! be applied). When erp-sink comes back it applies the reservation and
-//! then its cancellation, and the orders are rejected.
+//! then its cancellation, and the orders are rejected. The order's flow is
+//! on every send, result and audit record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,8 +12,11 @@ mod common;
 use std::time::Duration;
 
 use common::{Fleet, assert_each_once, orders_by};
+use rdkafka::Message;
 use serde_json::json;
-use sluice_testkit::eventually;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{AuditRecord, ErpResult};
+use sluice_testkit::{Stack, committed_messages, eventually};
 use sqlx::Row;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -100,5 +104,29 @@ async fn a_step_without_reply_times_out_and_is_compensated() {
     .unwrap();
     assert!(sent > 0);
     assert_eq!(correlated, sent, "sends without the order's correlation id");
+    // In the values too: each ERP result names its order's flow and the
+    // command it answers, and so does each write on the audit trail.
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    for message in committed_messages(&fleet.topics.erp_results).await {
+        let result: ErpResult = codec.decode(message.payload().unwrap()).await.unwrap();
+        let flow = format!("checkout-{}", result.external_ref);
+        assert_eq!(result.correlation_id.as_ref(), Some(&flow), "{result:?}");
+        assert_eq!(result.causation_id.as_ref(), Some(&result.command_id));
+    }
+    let mut audited = 0;
+    for message in committed_messages(&fleet.topics.audit).await {
+        let record: AuditRecord = codec.decode(message.payload().unwrap()).await.unwrap();
+        let order = record.subject.trim_start_matches("sale.order/");
+        assert_eq!(
+            record.correlation_id,
+            Some(format!("checkout-{order}")),
+            "{record:?}"
+        );
+        audited += 1;
+    }
+    assert!(
+        audited >= 80,
+        "3 sends and a cancellation per order: {audited}"
+    );
     fleet.finish(relay).await;
 }

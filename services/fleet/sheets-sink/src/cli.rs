@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use sluice_config::AuditArgs;
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
 
 /// sheets-sink's defaults of the shared flags.
@@ -57,6 +58,9 @@ pub struct Cli {
         default_value = "sheets.results.v1"
     )]
     pub results_topic: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub audit: AuditArgs,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub upstream: UpstreamArgs<Sheets>,

@@ -49,6 +49,7 @@ async fn service_main() -> Result<()> {
         codec: service.codec(),
         upserter: Upserter::new(client),
         replies: service.replies(cli.results_topic)?,
+        audit: service.audit_log(&cli.audit)?,
     };
     let consumed = service
         .consume(vec![cli.topic], &cli.retry, Tuning::default(), sink)

@@ -1,16 +1,19 @@
 //! The handler the consumer loop runs for each batch of SheetRowUpserts:
 //! decode, upsert (each Sheets call paced and guarded by the breaker in
 //! the client); what the errors mean for the batch.
-//! A command a saga sent is answered on the results topic (applied, or
-//! refused once the loop gives up on it), so the saga need not wait for its
-//! timeout.
+//! Every command's outcome (applied, or refused once the loop gives up on
+//! it) is recorded on the audit trail; a command a saga sent is answered on
+//! the results topic too, so the saga need not wait for its timeout.
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{SagaStep, SheetOutcome, SheetRowResult, SheetRowUpsert};
+use sluice_contracts::types::{
+    AuditAction, AuditRecord, DeadLetterClass, SagaStep, SheetOutcome, SheetRowResult,
+    SheetRowUpsert,
+};
 use sluice_dlq::Failure;
-use sluice_kafka::{Handler, ReplyError, ReplyPublisher};
+use sluice_kafka::{AuditLog, Handler, ReplyError, ReplyPublisher};
 use tracing::Instrument;
 
 use crate::google::GoogleError;
@@ -27,6 +30,8 @@ pub struct SheetsSink {
     pub upserter: Upserter,
     /// Answers the commands sagas sent.
     pub replies: ReplyPublisher,
+    /// Records every command's outcome.
+    pub audit: AuditLog,
 }
 
 impl SheetsSink {
@@ -39,15 +44,12 @@ impl SheetsSink {
         match self.upserter.upsert(&commands).await {
             Ok(applied) => {
                 tracing::debug!(?applied, commands = commands.len(), "rows upserted");
-                for (command, message) in commands.iter().zip(messages) {
-                    if let Some(saga) = &command.saga {
-                        let result = reply(command, saga, SheetOutcome::Applied, None);
-                        // In the command's own trace, not the batch's.
-                        self.answer(&result, message)
-                            .instrument(sluice_telemetry::message_span(message))
-                            .await?;
-                    }
-                }
+                // Each in the command's own trace, not the batch's.
+                let reported = commands.iter().zip(messages).map(|(command, message)| {
+                    self.report(command, message, SheetOutcome::Applied, None)
+                        .instrument(sluice_telemetry::message_span(message))
+                });
+                futures::future::try_join_all(reported).await?;
                 Ok(())
             }
             Err(err) => Err(SinkError::Upstream(err)),
@@ -56,17 +58,68 @@ impl SheetsSink {
 }
 
 impl SheetsSink {
+    /// The command's record on the audit trail and, for a saga's command,
+    /// its answer: both on Kafka before its offset is stored.
+    async fn report(
+        &self,
+        command: &SheetRowUpsert,
+        message: &OwnedMessage,
+        outcome: SheetOutcome,
+        failure: Option<&Failure>,
+    ) -> Result<(), ReplyError> {
+        let audit = self.audit_record(command, outcome, failure);
+        let answer = async {
+            match &command.saga {
+                Some(saga) => {
+                    let error = failure.map(|failure| failure.message.clone());
+                    self.answer(&reply(command, saga, outcome, error), message)
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(answer, self.audit.record(&audit, Some(message))).map(drop)
+    }
+
+    fn audit_record(
+        &self,
+        command: &SheetRowUpsert,
+        outcome: SheetOutcome,
+        failure: Option<&Failure>,
+    ) -> AuditRecord {
+        let outcome = match (failure, outcome) {
+            (Some(failure), _) if failure.class == DeadLetterClass::RetriesExhausted => {
+                "RETRIES_EXHAUSTED"
+            }
+            (_, SheetOutcome::Applied) => "APPLIED",
+            _ => "REJECTED",
+        };
+        AuditRecord {
+            command_id: Some(command.command_id.clone()),
+            source_event_id: Some(command.source_event_id.clone()),
+            correlation_id: command.correlation_id.clone(),
+            detail: failure.map(|failure| failure.message.clone()),
+            ..self.audit.entry(
+                AuditAction::SheetRowWrite,
+                row_subject(&command.spreadsheet_id, &command.sheet, &command.row_key),
+                outcome,
+            )
+        }
+    }
+
     async fn answer(
         &self,
         result: &SheetRowResult,
         command: &OwnedMessage,
     ) -> Result<(), ReplyError> {
-        let key = format!(
-            "{}/{}/{}",
-            result.spreadsheet_id, result.sheet, result.row_key
-        );
+        let key = row_subject(&result.spreadsheet_id, &result.sheet, &result.row_key);
         self.replies.publish(&key, result, command).await
     }
+}
+
+/// The row's Kafka key and audit subject: `spreadsheet/sheet/row key`.
+fn row_subject(spreadsheet_id: &str, sheet: &str, row_key: &str) -> String {
+    format!("{spreadsheet_id}/{sheet}/{row_key}")
 }
 
 fn reply(
@@ -84,6 +137,8 @@ fn reply(
         error,
         completed_at: sluice_contracts::now_millis(),
         saga: Some(saga.clone()),
+        correlation_id: command.correlation_id.clone(),
+        causation_id: Some(command.command_id.clone()),
     }
 }
 
@@ -104,9 +159,10 @@ impl Handler for SheetsSink {
         self.upserter.forget();
     }
 
-    /// A saga's command that is dead-lettered is answered REJECTED (best
-    /// effort: the dead letter is what keeps it; the saga's timeout covers
-    /// a lost answer).
+    /// A command that is dead-lettered is recorded REJECTED and, a saga's,
+    /// answered so (best effort: the dead letter is what keeps it; the
+    /// saga's timeout covers a lost answer). An undecodable message was no
+    /// write and has nobody to answer.
     async fn given_up(&self, message: &OwnedMessage, failure: &Failure) {
         let Some(bytes) = message.payload() else {
             return;
@@ -114,15 +170,12 @@ impl Handler for SheetsSink {
         let Ok(command) = self.codec.decode::<SheetRowUpsert>(bytes).await else {
             return;
         };
-        let Some(saga) = &command.saga else { return };
-        let result = reply(
-            &command,
-            saga,
-            SheetOutcome::Rejected,
-            Some(failure.message.clone()),
-        );
-        if let Err(err) = self.answer(&result, message).await {
-            tracing::warn!(error = %err, command_id = command.command_id, "refusal not answered to the saga");
+        if let Err(err) = self
+            .report(&command, message, SheetOutcome::Rejected, Some(failure))
+            .await
+        {
+            tracing::warn!(error = %err, command_id = command.command_id,
+                "refusal not recorded or not answered to the saga");
         }
     }
 }

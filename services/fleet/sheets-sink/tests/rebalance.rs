@@ -30,6 +30,7 @@ async fn a_key_the_other_replica_appended_is_updated_not_appended_again() {
             "sheets.results.v1",
         )
         .unwrap(),
+        audit: common::audit_log(),
     };
     let other = upserter(&base, &key, tuning().limiter, tuning().breaker);
 

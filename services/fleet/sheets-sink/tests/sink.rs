@@ -1,17 +1,18 @@
 //! sheets-sink against real Kafka and the sandbox over HTTP: row upserts by
 //! key (one row per key, latest values), redelivery adding no row, a refused
-//! command dead-lettered while the rest flow, 500s and 429s retried.
+//! command dead-lettered while the rest flow, 500s and 429s retried; every
+//! outcome on the audit trail.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::{
-    Tuning, WAIT, command, faults, grid, id, request_log, sandbox, send, start, start_with,
+    Tuning, WAIT, audited, command, faults, grid, id, request_log, sandbox, send, start, start_with,
 };
 use serde_json::json;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{DeadLetter, SheetRowUpsert};
+use sluice_contracts::types::{AuditAction, DeadLetter, SheetRowUpsert};
 use sluice_resilience::RetryPolicy;
 use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually};
 
@@ -22,17 +23,17 @@ async fn rows_upsert_by_key_and_a_refused_command_is_dead_lettered() {
     let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-sink-dlq", 1).await;
     faults(&base, json!({"reject_value": "poison"})).await;
     let stop = start(&base, &key, &topic.name, &dlq.name);
-    let first = command(&id(1), "o-1", "19.50", None);
+    let first = command(&id(101), "o-1", "19.50", None);
     send(
         &topic.name,
         &[
             first.clone(),
-            command(&id(2), "o-2", "5.00", None),
-            command(&id(3), "o-1", "21.00", Some("SHIPPED")),
-            command(&id(4), "o-3", "poison", None),
-            command(&id(5), "o-4", "1.00", None),
+            command(&id(102), "o-2", "5.00", None),
+            command(&id(103), "o-1", "21.00", Some("SHIPPED")),
+            command(&id(104), "o-3", "poison", None),
+            command(&id(105), "o-4", "1.00", None),
             // Redelivered: the same command again adds no row.
-            command(&id(2), "o-2", "5.00", None),
+            command(&id(102), "o-2", "5.00", None),
         ],
     )
     .await;
@@ -58,6 +59,48 @@ async fn rows_upsert_by_key_and_a_refused_command_is_dead_lettered() {
         "{}",
         letter.error_message
     );
+
+    // The audit trail: every command's outcome, the redelivered one twice,
+    // the refused one with why.
+    let ids: Vec<String> = (101..=105).map(id).collect();
+    let trail = eventually("every outcome audited", WAIT, || {
+        let ids = &ids;
+        async move {
+            let trail = audited(ids).await;
+            let twice = trail
+                .iter()
+                .filter(|r| r.command_id == Some(id(102)))
+                .count();
+            (ids.iter()
+                .all(|i| trail.iter().any(|r| r.command_id.as_ref() == Some(i)))
+                && twice >= 2)
+                .then_some(trail)
+        }
+    })
+    .await;
+    for record in &trail {
+        let command_id = record.command_id.clone().unwrap();
+        assert_eq!(record.action, AuditAction::SheetRowWrite);
+        assert_eq!(record.source_event_id.as_ref(), Some(&command_id));
+        assert_eq!(record.actor, "sheets-sink@test");
+        let (row, outcome) = match command_id[24..].parse::<u32>().unwrap() {
+            101 | 103 => ("o-1", "APPLIED"),
+            102 => ("o-2", "APPLIED"),
+            104 => ("o-3", "REJECTED"),
+            _ => ("o-4", "APPLIED"),
+        };
+        assert_eq!(record.subject, format!("s1/Orders/{row}"));
+        assert_eq!(record.outcome, outcome, "{record:?}");
+        if outcome == "REJECTED" {
+            assert!(
+                record
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("poison")),
+                "{record:?}"
+            );
+        }
+    }
     stop.send(()).unwrap();
 }
 

@@ -367,6 +367,8 @@ impl Command<'_> {
                 source_event_id: self.event_id.to_owned(),
                 occurred_at: self.occurred_at,
                 saga: None,
+                correlation_id: self.correlation_id.map(str::to_owned),
+                causation_id: Some(self.event_id.to_owned()),
             },
         ))
     }
@@ -393,6 +395,8 @@ impl Command<'_> {
             // the very same command.
             issued_at: self.occurred_at,
             saga: None,
+            correlation_id: self.correlation_id.map(str::to_owned),
+            causation_id: Some(self.event_id.to_owned()),
         })
     }
 }

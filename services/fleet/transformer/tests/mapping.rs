@@ -376,7 +376,17 @@ async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands(
             );
         }
     }
+    // The flow and the cause are in the commands themselves too, for
+    // consumers that read values, not headers.
     let order_row = &by_sheet["Orders"];
+    assert_eq!(order_row.correlation_id.as_deref(), Some("order-flow-9"));
+    assert_eq!(order_row.causation_id.as_deref(), Some(placed_id));
+    let request_row = &by_sheet["Requests"];
+    assert_eq!(
+        request_row.correlation_id.as_deref(),
+        Some("request-flow-1")
+    );
+    assert_eq!(request_row.causation_id.as_deref(), Some(request_id));
     let order_cells = cells(order_row);
     assert_eq!(order_row.spreadsheet_id, "sluice-demo");
     assert_eq!(order_cells["Order"], &text("order-9"));
@@ -408,6 +418,8 @@ async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands(
         "one correlation header"
     );
     let sale: ErpCommand = decode(&commands[0]).await;
+    assert_eq!(sale.correlation_id.as_deref(), Some("order-flow-9"));
+    assert_eq!(sale.causation_id.as_deref(), Some(placed_id));
     assert_eq!(sale.model, "sale.order");
     assert_eq!(sale.operation, ErpOperation::Create);
     assert_eq!(sale.external_ref, "order-9");

@@ -60,7 +60,7 @@ impl std::fmt::Display for When {
 }
 
 impl When {
-    fn millis(self, now_ms: i64) -> i64 {
+    pub(crate) fn millis(self, now_ms: i64) -> i64 {
         match self {
             Self::At(ms) => ms,
             Self::Ago(span) => now_ms - i64::try_from(span.as_millis()).unwrap_or(i64::MAX),
@@ -68,7 +68,7 @@ impl When {
     }
 }
 
-fn parse_when(text: &str) -> Result<When, String> {
+pub(crate) fn parse_when(text: &str) -> Result<When, String> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(When::At(at.timestamp_millis()));
     }

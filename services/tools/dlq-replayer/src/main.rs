@@ -6,6 +6,7 @@
 //! messages could not be sent).
 #![doc = include_str!("../README.md")]
 
+mod audit;
 mod coordinate;
 mod filter;
 mod log;
@@ -25,9 +26,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use sluice_avro::{AvroCodec, registry_settings};
-use sluice_config::{DatabaseUrlArgs, KafkaArgs, RegistryArgs};
+use sluice_config::{AuditArgs, DatabaseUrlArgs, KafkaArgs, RegistryArgs};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{KafkaConfig, idempotent_producer};
+use sluice_kafka::{AuditLog, KafkaConfig, ReplyPublisher, idempotent_producer};
 use sluice_resilience::{LimiterConfig, RateLimiter};
 use uuid::Uuid;
 
@@ -60,6 +61,9 @@ struct Cli {
     kafka: KafkaArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Where replays are recorded, and what `audit` reads.
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +103,10 @@ enum Command {
         #[command(flatten)]
         filters: Filters,
     },
+    /// The audit trail, oldest first: what Sluice wrote to the ERP and the
+    /// sheets (when, from which event, how it ended), the webhooks it took
+    /// in or refused, and every replay.
+    Audit(audit::AuditQuery),
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,8 +132,9 @@ struct ReplayArgs {
     /// Replay dead letters that were replayed before, too.
     #[arg(long)]
     force: bool,
-    /// Who is replaying, for the log (default: the OS user).
-    #[arg(long)]
+    /// Who is replaying, for the log and the audit trail (default: the
+    /// login; one of them must name somebody).
+    #[arg(long, env = "SLUICE_ACTOR")]
     actor: Option<String>,
 }
 
@@ -144,15 +153,23 @@ struct SkipArgs {
     /// Why, for the record.
     #[arg(long)]
     reason: String,
-    /// Who is skipping, for the record (default: the OS user).
-    #[arg(long)]
+    /// Who is skipping, for the record (default: the login; one of them
+    /// must name somebody).
+    #[arg(long, env = "SLUICE_ACTOR")]
     actor: Option<String>,
 }
 
-fn os_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+/// Who acts: `--actor` (or SLUICE_ACTOR), else the login. A record that
+/// says "unknown" answers nobody's question, so with neither it refuses.
+fn actor(given: Option<String>) -> Result<String> {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .map(|actor| actor.trim().to_owned())
+        .filter(|actor| !actor.is_empty())
+        .context(
+            "who is acting? give --actor NAME or set SLUICE_ACTOR: the record names who did it",
+        )
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -215,7 +232,7 @@ async fn run(cli: Cli) -> Result<Finished> {
         timeout,
     };
     let database = cli.database.resolve()?;
-    let outcome = execute(&context, &kafka, database, cli.command).await;
+    let outcome = execute(&context, &kafka, database, &cli.audit, cli.command).await;
     if outcome.is_err() {
         context.scanner.serve_events().await;
     }
@@ -226,6 +243,7 @@ async fn execute(
     context: &Readers,
     kafka: &KafkaConfig,
     database: Option<SecretString>,
+    trail: &AuditArgs,
     command: Command,
 ) -> Result<Finished> {
     match command {
@@ -254,7 +272,21 @@ async fn execute(
                 None => print(&render::history(&log.history(limit).await?, context.output))?,
             }
         }
-        Command::Replay(args) => return replay_command(context, kafka, database, args).await,
+        Command::Audit(query) => {
+            let now = sluice_contracts::now_millis();
+            let mut records = context
+                .scanner
+                .audit(&trail.audit_topic, |record| query.matches(record, now))
+                .await?;
+            let newest = records
+                .len()
+                .saturating_sub(query.limit.unwrap_or(usize::MAX));
+            records.drain(..newest);
+            print(&audit::render(&records, context.output))?;
+        }
+        Command::Replay(args) => {
+            return replay_command(context, kafka, database, trail, args).await;
+        }
         Command::Skip(args) => skip_command(context, kafka, args).await?,
     }
     Ok(Finished::Done)
@@ -265,7 +297,7 @@ async fn skip_command(readers: &Readers, kafka: &KafkaConfig, args: SkipArgs) ->
         group: args.group,
         at: args.at,
         reason: args.reason,
-        actor: args.actor.unwrap_or_else(os_user),
+        actor: actor(args.actor)?,
     };
     readers
         .scanner
@@ -289,6 +321,7 @@ async fn replay_command(
     readers: &Readers,
     kafka: &KafkaConfig,
     database: Option<SecretString>,
+    trail: &AuditArgs,
     args: ReplayArgs,
 ) -> Result<Finished> {
     let mut letters = select(&readers.scanner, &args.filters, &args.coordinates).await?;
@@ -317,6 +350,7 @@ async fn replay_command(
         eprintln!("nothing to replay: no dead letter matches");
         return Ok(Finished::Done);
     }
+    let actor = actor(args.actor.clone())?;
     let log = ReplayLog::connect(&need_database(database)?).await?;
     let coordinates: Vec<Coordinate> = letters.iter().map(|l| l.at.clone()).collect();
     let prior = log.prior(&coordinates).await?;
@@ -360,7 +394,6 @@ async fn replay_command(
     }
     let replay_id = Uuid::new_v4();
     let selection = selection_text(&args);
-    let actor = args.actor.clone().unwrap_or_else(os_user);
     log.begin(
         replay_id,
         &actor,
@@ -369,11 +402,17 @@ async fn replay_command(
         args.force,
     )
     .await?;
+    let audit = AuditLog::new(
+        ReplyPublisher::new(kafka, Arc::clone(&readers.codec), &trail.audit_topic)?,
+        "dlq-replayer",
+        actor,
+    );
     let run = replay::Run {
         replay_id,
         to: args.to.as_deref(),
         limiter,
         stop,
+        audit: &audit,
     };
     // Each message waits for its acknowledgement before the next: lingering
     // would add the linger to every one.

@@ -2,7 +2,8 @@
 //! byte for byte, to its original topic (or another), plus replay headers;
 //! paced, with progress, stoppable. A message is recorded in the replay log
 //! once Kafka has acknowledged it, and a stop lets the message in hand
-//! finish, so the log names exactly what was sent.
+//! finish, so the log names exactly what was sent. Each message sent is on
+//! the audit trail too, under the operator's name.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -11,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureRecord, Producer};
+use sluice_contracts::types::{AuditAction, AuditRecord};
+use sluice_kafka::{AuditLog, ReplyError};
 use sluice_resilience::RateLimiter;
 use sluice_telemetry::liveness::WatchedProducer;
-use sluice_telemetry::owned_headers;
+use sluice_telemetry::{CORRELATION_ID_HEADER, owned_headers};
 use uuid::Uuid;
 
 use crate::coordinate::Coordinate;
@@ -40,6 +43,8 @@ pub struct Run<'a> {
     pub limiter: Option<RateLimiter>,
     /// Set on Ctrl-C: finish the message in hand and stop.
     pub stop: Arc<AtomicBool>,
+    /// Where each message sent is recorded, as the operator's act.
+    pub audit: &'a AuditLog,
 }
 
 /// What a run did.
@@ -66,15 +71,31 @@ impl Report {
     }
 }
 
+/// Why a run ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The replay log.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The audit trail.
+    #[error("recording the replay of {at} on the audit trail: {source}")]
+    Audit {
+        /// The dead letter that was sent.
+        at: Coordinate,
+        /// Why.
+        source: ReplyError,
+    },
+}
+
 /// Sends `letters` in order. A failed send is reported and the run goes on;
-/// a replay log that cannot be written ends it (what went is then unknown
-/// to the log, so nothing more is sent).
+/// a replay log or audit trail that cannot be written ends it (what went is
+/// then unknown to the record, so nothing more is sent).
 pub async fn replay(
     run: &Run<'_>,
     letters: &[Letter],
     producer: &WatchedProducer,
     log: &ReplayLog,
-) -> Result<Report, LogError> {
+) -> Result<Report, RecordError> {
     let progress = Progress::new(letters.len());
     let mut report = Report::default();
     for letter in letters {
@@ -89,6 +110,12 @@ pub async fn replay(
         match send(run, letter, producer).await {
             Ok(target) => {
                 log.record(run.replay_id, &letter.at, &target).await?;
+                audit(run, letter, &target)
+                    .await
+                    .map_err(|source| RecordError::Audit {
+                        at: letter.at.clone(),
+                        source,
+                    })?;
                 report.sent += 1;
                 progress.sent(&letter.at, &target);
             }
@@ -100,6 +127,24 @@ pub async fn replay(
     }
     progress.finish(&report);
     Ok(report)
+}
+
+/// The audit record of one dead letter sent, in its flow when it has one.
+async fn audit(run: &Run<'_>, letter: &Letter, target: &Coordinate) -> Result<(), ReplyError> {
+    let record = AuditRecord {
+        correlation_id: letter
+            .record
+            .original_headers
+            .iter()
+            .find(|h| h.key == CORRELATION_ID_HEADER)
+            .and_then(|h| h.value.as_deref())
+            .map(|id| String::from_utf8_lossy(id).into_owned()),
+        detail: Some(format!("to {target} in replay {}", run.replay_id)),
+        ..run
+            .audit
+            .entry(AuditAction::DlqReplay, letter.at.to_string(), "REPLAYED")
+    };
+    run.audit.record(&record, None).await
 }
 
 /// Produces one dead letter's original message; where it landed.

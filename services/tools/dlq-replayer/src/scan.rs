@@ -1,5 +1,6 @@
 //! Reading dead letters: every `dlq.*.v1` topic (or the ones named) from its
-//! start to its end as it was when the read began, or one coordinate.
+//! start to its end as it was when the read began, or one coordinate; and
+//! the audit trail the same way.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sluice_avro::{AvroCodec, CodecError};
-use sluice_contracts::types::DeadLetter;
+use sluice_contracts::types::{AuditRecord, DeadLetter};
 use sluice_kafka::KafkaConfig;
 
 use crate::coordinate::Coordinate;
@@ -160,13 +161,59 @@ impl Scanner {
         let mut letters = Vec::new();
         // A topic at a time: librdkafka names only the partition at its end.
         for topic in topics {
-            self.scan_topic(topic, &mut letters).await?;
+            self.read(topic, async |message| {
+                match self.letter(&message).await {
+                    Ok(letter) => letters.push(letter),
+                    Err(ScanError::NotDeadLetter { at, source }) => {
+                        eprintln!("warning: skipping {at}: not a DeadLetter record ({source})");
+                    }
+                    Err(err) => return Err(err),
+                }
+                Ok(())
+            })
+            .await?;
         }
         letters.sort_by(|a, b| a.at.cmp(&b.at));
         Ok(letters)
     }
 
-    async fn scan_topic(&self, topic: &str, letters: &mut Vec<Letter>) -> Result<(), ScanError> {
+    /// The audit records of `topic` that `keep` keeps, up to each
+    /// partition's end when the read began, in the order they were
+    /// recorded. Records that are not AuditRecords are skipped with a
+    /// warning on stderr. Read as they come: the trail is kept for a year.
+    pub async fn audit(
+        &self,
+        topic: &str,
+        keep: impl Fn(&AuditRecord) -> bool,
+    ) -> Result<Vec<AuditRecord>, ScanError> {
+        self.partitions(topic)?;
+        let mut kept = Vec::new();
+        self.read(topic, async |message| {
+            let bytes = message.payload().unwrap_or_default();
+            match self.codec.decode::<AuditRecord>(bytes).await {
+                Ok(record) if keep(&record) => kept.push(record),
+                Ok(_) => {}
+                Err(CodecError::RegistryUnavailable(why)) => return Err(ScanError::Registry(why)),
+                Err(err) => eprintln!(
+                    "warning: skipping {topic}:{}:{}: not an AuditRecord ({err})",
+                    message.partition(),
+                    message.offset()
+                ),
+            }
+            Ok(())
+        })
+        .await?;
+        kept.sort_by_key(|record| record.recorded_at);
+        Ok(kept)
+    }
+
+    /// Hands every message of `topic` to `each`, up to each partition's end
+    /// when the read began.
+    async fn read(
+        &self,
+        topic: &str,
+        mut each: impl AsyncFnMut(OwnedMessage) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
         let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut assignment = TopicPartitionList::new();
         for partition in self.partitions(topic)? {
@@ -203,13 +250,7 @@ impl Scanner {
                     {
                         ends.remove(&message.partition());
                     }
-                    match self.letter(&message).await {
-                        Ok(letter) => letters.push(letter),
-                        Err(ScanError::NotDeadLetter { at, source }) => {
-                            eprintln!("warning: skipping {at}: not a DeadLetter record ({source})");
-                        }
-                        Err(err) => return Err(err),
-                    }
+                    each(message).await?;
                 }
                 // The end of a partition (transaction markers can close it,
                 // so its last offsets never arrive as messages).

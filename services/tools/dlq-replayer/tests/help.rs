@@ -21,7 +21,9 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn every_command_has_pinned_help() {
     insta::assert_snapshot!("dlq-replayer", help(&[]));
-    for command in ["list", "show", "replay", "history", "stats", "skip"] {
+    for command in [
+        "list", "show", "replay", "history", "stats", "skip", "audit",
+    ] {
         insta::assert_snapshot!(command, help(&[command]));
     }
 }

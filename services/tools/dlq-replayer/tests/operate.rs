@@ -4,7 +4,8 @@
 //! fixed; a dry run changes nothing; a filtered replay puts exactly those
 //! messages back byte for byte and erp-sink applies them; a second replay
 //! is refused, and with --force goes (and the ERP still holds one record
-//! each).
+//! each); the audit trail then tells what was written to the ERP for an
+//! order, when and from which event, and who replayed it.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{command, end_offset, header, read_from, run, sandbox, start_erp_sink};
+use common::{command, end_offset, event_of, header, read_from, run, sandbox, start_erp_sink};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -36,7 +37,7 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     let commands = TestTopic::with_schema_of("erp.commands.v1", "replayer-commands", 1).await;
     let results = TestTopic::with_schema_of("erp.results.v1", "replayer-results", 1).await;
     let dlq = common::dlq_topic("replayer-erp").await;
-    let stop = start_erp_sink(&base, &commands.name, &results.name, &dlq.name);
+    let stop = start_erp_sink(&base, &commands.name, &results.name, &dlq.name).await;
 
     // 6 the ERP refuses (HOLD), 2 updates of missing orders, 2 fine, 1 not Avro.
     let codec = AvroCodec::new(Stack::get().registry_settings());
@@ -326,6 +327,86 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
         mine.iter()
             .any(|h| h["actor"] == "test-operator" && h["forced"] == true)
     );
+
+    // The audit trail: what Sluice wrote to the ERP for so-hold-0, when and
+    // from which event — refused, applied after alice's replay, found
+    // applied after the forced one.
+    let trail = run(&[
+        "--output",
+        "json",
+        "audit",
+        "--subject",
+        "so-hold-0",
+        "--action",
+        "erp-write",
+    ])
+    .await;
+    assert_eq!(trail.code, 0, "{}", trail.stderr);
+    let trail = trail.json_lines();
+    let outcomes: Vec<&str> = trail
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["REJECTED", "APPLIED", "ALREADY_APPLIED"],
+        "{trail:#?}"
+    );
+    let record_id = held
+        .iter()
+        .find(|r| r["x_sluice_external_ref"] == "so-hold-0")
+        .unwrap()["id"]
+        .to_string();
+    for record in &trail {
+        assert_eq!(record["subject"], "sale.order/so-hold-0");
+        assert_eq!(record["source_event_id"], event_of(0));
+        assert_eq!(record["correlation_id"], "checkout-0");
+        assert_eq!(
+            record["command_id"],
+            command(0, ErpOperation::Create, "", "").command_id
+        );
+        assert_eq!(
+            (&record["service"], &record["actor"]),
+            (&json!("erp-sink"), &json!("erp-sink@test"))
+        );
+    }
+    assert!(
+        trail[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ValidationError"),
+        "{trail:#?}"
+    );
+    assert_eq!(trail[1]["record_id"].as_str(), Some(record_id.as_str()));
+    assert_eq!(trail[2]["record_id"].as_str(), Some(record_id.as_str()));
+    // And who put its dead letter back, twice.
+    let replays = run(&[
+        "--output",
+        "json",
+        "audit",
+        "--action",
+        "dlq-replay",
+        "--correlation",
+        "checkout-0",
+    ])
+    .await
+    .json_lines();
+    let replays: Vec<&Value> = replays
+        .iter()
+        .filter(|r| {
+            r["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&dlq.name))
+        })
+        .collect();
+    let actors: Vec<&str> = replays
+        .iter()
+        .map(|r| r["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["alice", "test-operator"], "{replays:#?}");
+    assert!(replays.iter().all(|r| r["outcome"] == "REPLAYED"
+        && r["service"] == "dlq-replayer"
+        && r["detail"].as_str().unwrap().contains(&commands.name)));
 }
 
 #[tokio::test]
@@ -400,4 +481,40 @@ async fn errors_name_their_cause() {
         "{}",
         rate.stderr
     );
+}
+
+/// A replay says who ran it: with no --actor, no SLUICE_ACTOR and no login
+/// it is refused before anything is sent; SLUICE_ACTOR names the operator
+/// on the audit trail.
+#[tokio::test]
+async fn a_replay_by_nobody_is_refused_and_sluice_actor_names_the_operator() {
+    let source = TestTopic::create("replay-actor-source", 1).await;
+    let dlq = common::dlq_topic("replay-actor").await;
+    common::dead_letters(&source.name, &dlq.name, 1).await;
+
+    let nobody = common::run_with(&["replay", "--topic", &dlq.name], &[("USER", " ")]).await;
+    assert_eq!(nobody.code, 1, "{}", nobody.stderr);
+    assert!(nobody.stderr.contains("--actor"), "{}", nobody.stderr);
+    assert_eq!(message_count(&source.name), 1, "nothing was sent");
+
+    let named = common::run_with(
+        &["replay", "--topic", &dlq.name],
+        &[("USER", " "), ("SLUICE_ACTOR", "bob@ops")],
+    )
+    .await;
+    assert_eq!(named.code, 0, "{}", named.stderr);
+    assert_eq!(message_count(&source.name), 2);
+    let trail = run(&["--output", "json", "audit", "--action", "dlq-replay"])
+        .await
+        .json_lines();
+    let mine: Vec<&Value> = trail
+        .iter()
+        .filter(|r| {
+            r["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&dlq.name))
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "{trail:#?}");
+    assert_eq!(mine[0]["actor"], "bob@ops");
 }

@@ -56,6 +56,7 @@ async fn sigint_stops_and_the_log_names_what_was_sent() {
     let dlq = dlq_topic("replay-int").await;
     dead_letters(&source.name, &dlq.name, 300).await;
 
+    common::audit_topic().await;
     let child = cli(&[
         "replay",
         "--topic",

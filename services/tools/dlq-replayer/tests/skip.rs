@@ -103,7 +103,7 @@ async fn a_batch_no_client_can_read_is_skipped_by_an_operator_and_recorded() {
             &dlq.name,
         )
     };
-    let (stop, running) = start();
+    let (stop, running) = start().await;
     let labels = [
         ("topic", commands.name.as_str()),
         ("partition", "0"),
@@ -220,7 +220,7 @@ async fn a_batch_no_client_can_read_is_skipped_by_an_operator_and_recorded() {
     );
     assert_eq!(letter.service, "dlq-replayer");
 
-    let (stop, running) = start();
+    let (stop, running) = start().await;
     eventually("the command after the skip applied", WAIT, || {
         let sandbox = &sandbox;
         async move {

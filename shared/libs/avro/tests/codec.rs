@@ -210,6 +210,8 @@ async fn typed_values_are_written_with_the_deployment_s_version_of_their_contrac
         source_event_id: "0b7e4c8e-3c55-4a51-9a55-1f9f1b0b8c01".into(),
         occurred_at: 1_763_900_000_000,
         saga: None,
+        correlation_id: None,
+        causation_id: None,
     };
     let codec = AvroCodec::new(registry.clone()).with_contracts(std::sync::Arc::new(deployed));
     let bytes = codec.encode(&topic.name, &row).await.unwrap();
@@ -268,6 +270,8 @@ async fn typed_values_the_deployment_s_older_contract_cannot_hold_use_the_built_
         source_event_id: "0b7e4c8e-3c55-4a51-9a55-1f9f1b0b8c02".into(),
         occurred_at: 1_763_900_000_000,
         saga: None,
+        correlation_id: None,
+        causation_id: None,
     };
     let built_in = AvroCodec::new(registry.clone());
     let own = schema_id(&built_in.encode(&topic.name, &row).await.unwrap());

@@ -13,11 +13,13 @@ use rdkafka::producer::FutureRecord;
 use reqwest::Client;
 use serde_json::{Map, Value};
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ErpResult, ScalarValue};
+use sluice_contracts::types::{
+    AuditRecord, ErpCommand, ErpField, ErpOperation, ErpResult, ScalarValue,
+};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
+use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_testkit::{Stack, TestTopic, consume_exactly, producer, unique_name};
@@ -50,6 +52,7 @@ pub struct Topics {
     pub commands: TestTopic,
     pub results: TestTopic,
     pub dlq: TestTopic,
+    pub audit: TestTopic,
 }
 
 impl Topics {
@@ -68,6 +71,7 @@ impl Topics {
             )
             .await,
             dlq: TestTopic::with_schema_of("dlq.erp-sink.v1", &format!("{prefix}-dlq"), 1).await,
+            audit: TestTopic::with_schema_of("audit.v1", &format!("{prefix}-audit"), 1).await,
         }
     }
 }
@@ -150,6 +154,16 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
             &topics.results.name,
         )
         .unwrap(),
+        AuditLog::new(
+            ReplyPublisher::new(
+                &KafkaConfig::new(&stack.kafka_bootstrap),
+                Arc::clone(&codec),
+                &topics.audit.name,
+            )
+            .unwrap(),
+            "erp-sink",
+            "erp-sink@test".into(),
+        ),
     );
     let settings = ConsumerSettings {
         group_id: tuning.group,
@@ -211,10 +225,17 @@ pub fn command(
             field("order_line.0.price_unit", ScalarValue::Double(amount)),
             field("note", text(note)),
         ],
-        source_event_id: None,
+        source_event_id: Some(event_of(n)),
         issued_at: 1_795_437_296_789,
         saga: None,
+        correlation_id: Some(format!("flow-{n}")),
+        causation_id: Some(event_of(n)),
     }
+}
+
+/// The event command `n` comes from (its flow is `flow-<n>`).
+pub fn event_of(n: u32) -> String {
+    format!("00000000-0000-4000-9000-{n:012}")
 }
 
 /// Produces the commands, keyed by external reference, all at once.
@@ -263,6 +284,16 @@ pub async fn results(topic: &str, count: usize) -> Vec<ErpResult> {
         results.push(codec.decode(message.payload().unwrap()).await.unwrap());
     }
     results
+}
+
+/// The first `count` records of the audit topic, decoded.
+pub async fn audit_trail(topic: &str, count: usize) -> Vec<AuditRecord> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut records = Vec::with_capacity(count);
+    for message in consume_exactly(topic, count, WAIT).await {
+        records.push(codec.decode(message.payload().unwrap()).await.unwrap());
+    }
+    records
 }
 
 pub async fn faults(base: &str, faults: Value) {

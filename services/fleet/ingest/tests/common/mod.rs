@@ -16,9 +16,9 @@ use sluice_ingest::{
     AppState, EventRouter, IdempotencyStore, Publisher, ServerLimits, TokenHashes, WebhookSource,
     WebhookSources, router,
 };
-use sluice_kafka::KafkaConfig;
+use sluice_kafka::{AuditLog, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{LimiterConfig, RateLimiter};
-use sluice_testkit::{Stack, eventually, unique_name};
+use sluice_testkit::{Stack, TestTopic, eventually, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
@@ -31,6 +31,18 @@ pub const SCOPED_TOKEN: &str = "test-token-5c0e";
 
 /// A second client's token.
 pub const OTHER_TOKEN: &str = "test-token-88a0";
+
+/// The audit topic of every API served by this test binary.
+pub async fn audit_topic() -> &'static str {
+    static TOPIC: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TOPIC
+        .get_or_init(|| async {
+            TestTopic::with_schema_of("audit.v1", "ingest-audit", 1)
+                .await
+                .name
+        })
+        .await
+}
 
 /// The stack's Kafka.
 pub fn kafka() -> KafkaConfig {
@@ -145,6 +157,16 @@ pub async fn serve_limited(
             },
         )
         .unwrap(),
+        audit: AuditLog::new(
+            ReplyPublisher::new(
+                &kafka,
+                Arc::new(AvroCodec::new(Stack::get().registry_settings())),
+                audit_topic().await,
+            )
+            .unwrap(),
+            "ingest",
+            "ingest@test".into(),
+        ),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

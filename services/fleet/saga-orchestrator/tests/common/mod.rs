@@ -38,6 +38,7 @@ pub struct Topics {
     pub dlq_erp: String,
     pub dlq_sheets: String,
     pub dlq_relay: String,
+    pub audit: String,
 }
 
 /// One isolated fleet.
@@ -109,6 +110,7 @@ impl Fleet {
             dlq_erp: dlq("erp").await,
             dlq_sheets: dlq("sheets").await,
             dlq_relay: dlq("relay").await,
+            audit: topic("audit.v1", "audit").await,
         };
         let logs = std::env::temp_dir().join("sluice-saga-tests").join(&unique);
         std::fs::create_dir_all(&logs).unwrap();
@@ -418,6 +420,8 @@ impl Fleet {
                 &self.topics.erp_results,
                 "--dlq-topic",
                 &self.topics.dlq_erp,
+                "--audit-topic",
+                &self.topics.audit,
                 "--group-id",
                 &format!("{}-erp", self.name),
                 "--requests-per-second",
@@ -449,6 +453,8 @@ impl Fleet {
                 &self.topics.sheet_results,
                 "--dlq-topic",
                 &self.topics.dlq_sheets,
+                "--audit-topic",
+                &self.topics.audit,
                 "--group-id",
                 &format!("{}-sheets", self.name),
                 "--requests-per-second",

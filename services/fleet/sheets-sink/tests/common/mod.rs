@@ -4,23 +4,73 @@
 #![allow(dead_code)]
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 use reqwest::Client;
 use serde_json::Value;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
+use sluice_contracts::types::{AuditRecord, ScalarValue, SheetCell, SheetRowUpsert};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
+use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_sandbox::{AppState, Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_sheets_sink::google::{self, SheetsClient, TokenSource};
 use sluice_sheets_sink::{SheetsSink, Upserter};
-use sluice_testkit::{Stack, producer, unique_name};
+use sluice_testkit::{Stack, TestTopic, committed_messages, producer, unique_name};
 
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The audit topic of every sink this test binary runs.
+static AUDIT: LazyLock<String> = LazyLock::new(|| unique_name("sheets-audit"));
+
+/// Makes [`AUDIT`] (once) and names it.
+pub async fn audit_topic() -> &'static str {
+    static MADE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    MADE.get_or_init(|| async {
+        TestTopic::with_schema_named("audit.v1", AUDIT.clone(), 3).await;
+    })
+    .await;
+    &AUDIT
+}
+
+/// The audit records of the commands `command_ids` names, as far as they
+/// are on Kafka now.
+pub async fn audited(command_ids: &[String]) -> Vec<AuditRecord> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut records = Vec::new();
+    for message in committed_messages(audit_topic().await).await {
+        let record: AuditRecord = codec
+            .decode(rdkafka::Message::payload(&message).unwrap())
+            .await
+            .unwrap();
+        if record
+            .command_id
+            .as_ref()
+            .is_some_and(|id| command_ids.contains(id))
+        {
+            records.push(record);
+        }
+    }
+    records
+}
+
+/// Records what a sink of this binary does (on [`AUDIT`], made before a
+/// sink runs).
+pub fn audit_log() -> AuditLog {
+    let stack = Stack::get();
+    AuditLog::new(
+        ReplyPublisher::new(
+            &KafkaConfig::new(&stack.kafka_bootstrap),
+            Arc::new(AvroCodec::new(stack.registry_settings())),
+            AUDIT.as_str(),
+        )
+        .unwrap(),
+        "sheets-sink",
+        "sheets-sink@test".into(),
+    )
+}
 
 /// One key per test process (RSA key generation takes a moment).
 pub fn key(token_uri: &str) -> ServiceAccountKey {
@@ -182,6 +232,7 @@ pub fn start_with(
             "sheets.results.v1",
         )
         .unwrap(),
+        audit: audit_log(),
     };
     let settings = ConsumerSettings {
         group_id: tuning.group,
@@ -209,6 +260,7 @@ pub fn start_with(
     let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
+        audit_topic().await;
         run.run(async { stopped.await.unwrap_or(()) })
             .await
             .unwrap()
@@ -242,6 +294,8 @@ pub fn command(id: &str, key: &str, total: &str, status: Option<&str>) -> SheetR
         source_event_id: id.into(),
         occurred_at: 1_795_437_296_789,
         saga: None,
+        correlation_id: None,
+        causation_id: None,
     }
 }
 

@@ -21,7 +21,7 @@ use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpField, ErpOperatio
 use sluice_dlq::{DeadLetterPublisher, Failure};
 use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
+use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_testkit::{Stack, TestTopic, producer, unique_name};
@@ -44,9 +44,26 @@ impl Run {
     }
 }
 
-/// The CLI with the local stack's settings in its environment.
+static AUDIT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// The audit topic of this test binary: the CLI's and erp-sink's.
+pub async fn audit_topic() -> &'static str {
+    AUDIT
+        .get_or_init(|| async {
+            TestTopic::with_schema_of("audit.v1", "replayer-audit", 1)
+                .await
+                .name
+        })
+        .await
+}
+
+/// The CLI with the local stack's settings in its environment (its audit
+/// topic made by [`audit_topic`] first).
 pub fn cli(args: &[&str]) -> Command {
     let stack = Stack::get();
+    let audit = AUDIT
+        .get()
+        .expect("audit_topic() is awaited before the CLI runs");
     let mut command = Command::new(env!("CARGO_BIN_EXE_dlq-replayer"));
     command
         .args(args)
@@ -56,6 +73,7 @@ pub fn cli(args: &[&str]) -> Command {
         .env("SLUICE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
         .env("SLUICE_SCHEMA_REGISTRY_URL", &stack.schema_registry_url)
         .env("SLUICE_DATABASE_URL", &stack.database_url)
+        .env("SLUICE_AUDIT_TOPIC", audit)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -69,6 +87,7 @@ pub async fn run(args: &[&str]) -> Run {
 
 /// Runs the CLI to its end with `env` changed.
 pub async fn run_with(args: &[&str], env: &[(&str, &str)]) -> Run {
+    audit_topic().await;
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let env: Vec<(String, String)> = env
         .iter()
@@ -208,7 +227,7 @@ pub async fn sandbox() -> Local {
 
 /// erp-sink on `commands` in a group of its own, dead-lettering to `dlq`,
 /// until the sender fires.
-pub fn start_erp_sink(
+pub async fn start_erp_sink(
     base: &str,
     commands: &str,
     results: &str,
@@ -222,12 +241,13 @@ pub fn start_erp_sink(
         results,
         dlq,
     )
+    .await
     .0
 }
 
 /// erp-sink on `commands` in `group`, its partitions named stalled after
 /// `stall_after`, until the sender fires; the handle ends when it stopped.
-pub fn start_erp_sink_in(
+pub async fn start_erp_sink_in(
     group: &str,
     stall_after: Duration,
     base: &str,
@@ -282,6 +302,11 @@ pub fn start_erp_sink_in(
             },
         ),
         ReplyPublisher::new(&kafka, Arc::clone(&codec), results).unwrap(),
+        AuditLog::new(
+            ReplyPublisher::new(&kafka, Arc::clone(&codec), audit_topic().await).unwrap(),
+            "erp-sink",
+            "erp-sink@test".into(),
+        ),
     );
     let settings = ConsumerSettings {
         group_id: group.to_owned(),
@@ -314,7 +339,8 @@ pub fn start_erp_sink_in(
     (stop, running)
 }
 
-/// Command `n`: an `operation` of sale order `reference` with `note`.
+/// Command `n`: an `operation` of sale order `reference` with `note`, from
+/// event [`event_of`] `n` in flow `checkout-<n>`.
 pub fn command(n: u32, operation: ErpOperation, reference: &str, note: &str) -> ErpCommand {
     ErpCommand {
         command_id: format!("00000000-0000-4000-8000-{n:012}"),
@@ -334,8 +360,15 @@ pub fn command(n: u32, operation: ErpOperation, reference: &str, note: &str) -> 
             value: ScalarValue::String(value.into()),
         })
         .collect(),
-        source_event_id: None,
+        source_event_id: Some(event_of(n)),
         issued_at: 1_795_437_296_789,
         saga: None,
+        correlation_id: Some(format!("checkout-{n}")),
+        causation_id: Some(event_of(n)),
     }
+}
+
+/// The id of the event command `n` comes from.
+pub fn event_of(n: u32) -> String {
+    format!("00000000-0000-4000-9000-{n:012}")
 }

@@ -48,6 +48,10 @@ pub struct SheetRowUpsert {
     pub occurred_at: i64,
     /// Set when a saga sent it.
     pub saga: Option<SagaStep>,
+    /// The flow it belongs to (the source event's correlation id).
+    pub correlation_id: Option<String>,
+    /// The event, command or reply that caused it.
+    pub causation_id: Option<String>,
 }
 
 /// `dev.sluice.sheets.SheetCell`.
@@ -90,6 +94,10 @@ pub struct SheetRowResult {
     pub completed_at: i64,
     /// Copied from the command.
     pub saga: Option<SagaStep>,
+    /// Copied from the command.
+    pub correlation_id: Option<String>,
+    /// The command answered.
+    pub causation_id: Option<String>,
 }
 
 /// `dev.sluice.erp.ErpOperation`.
@@ -127,6 +135,10 @@ pub struct ErpCommand {
     pub issued_at: i64,
     /// Set when a saga sent it.
     pub saga: Option<SagaStep>,
+    /// The flow it belongs to (the source event's correlation id).
+    pub correlation_id: Option<String>,
+    /// The event, command or reply that caused it.
+    pub causation_id: Option<String>,
 }
 
 /// `dev.sluice.erp.ErpField`.
@@ -184,6 +196,10 @@ pub struct ErpResult {
     pub completed_at: i64,
     /// Copied from the command.
     pub saga: Option<SagaStep>,
+    /// Copied from the command.
+    pub correlation_id: Option<String>,
+    /// The command answered.
+    pub causation_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -226,6 +242,8 @@ mod tests {
                 source_event_id: "0b7e2f0c-5a43-4c9e-9d6f-2b1f6a0d9e12".into(),
                 occurred_at: 1,
                 saga: saga(),
+                correlation_id: Some("order-1".into()),
+                causation_id: Some("0b7e2f0c-5a43-4c9e-9d6f-2b1f6a0d9e12".into()),
             },
         );
     }
@@ -243,6 +261,8 @@ mod tests {
                 error: Some("Unable to parse range".into()),
                 completed_at: 4,
                 saga: saga(),
+                correlation_id: Some("order-1".into()),
+                causation_id: Some("0b7e2f0c-5a43-4c9e-9d6f-2b1f6a0d9e11".into()),
             },
         );
     }
@@ -269,6 +289,8 @@ mod tests {
                 source_event_id: None,
                 issued_at: 2,
                 saga: saga(),
+                correlation_id: None,
+                causation_id: Some("step".into()),
             },
         );
         round_trip(
@@ -287,6 +309,8 @@ mod tests {
                 attempts: 2,
                 completed_at: 3,
                 saga: None,
+                correlation_id: Some("order-1".into()),
+                causation_id: None,
             },
         );
     }
