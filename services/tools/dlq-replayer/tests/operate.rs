@@ -379,6 +379,22 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     );
     assert_eq!(trail[1]["record_id"].as_str(), Some(record_id.as_str()));
     assert_eq!(trail[2]["record_id"].as_str(), Some(record_id.as_str()));
+    // kcat reads the trail too: keyed by subject, the flow in a header (its
+    // Debian build has no Avro: the values are for `dlq-replayer audit`).
+    let kcat = std::process::Command::new("kcat")
+        .args(["-b", &Stack::get().kafka_bootstrap, "-C", "-t"])
+        .arg(common::audit_topic().await)
+        .args(["-o", "beginning", "-e", "-q", "-f", "%k %h\n"])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&kcat.stdout);
+    let so_hold_0 = lines
+        .lines()
+        .filter(|l| {
+            l.starts_with("sale.order/so-hold-0 ") && l.contains("sluice.correlation_id=checkout-0")
+        })
+        .count();
+    assert_eq!(so_hold_0, 3, "{lines}");
     // And who put its dead letter back, twice.
     let replays = run(&[
         "--output",
