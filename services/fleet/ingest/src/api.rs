@@ -371,6 +371,7 @@ async fn produce(
     }
     let mut outgoing = Vec::with_capacity(events.len());
     let mut accepted = Vec::with_capacity(events.len());
+    let mut flows = Vec::with_capacity(events.len());
     for event in events {
         let value = state
             .codec
@@ -385,9 +386,11 @@ async fn produce(
             ("sluice.event_type", event.event_type),
         ];
         kafka_headers.extend(trace.iter().cloned());
-        if let Some(id) = event.correlation_id.filter(|id| !id.is_empty()) {
-            kafka_headers.push((sluice_telemetry::CORRELATION_ID_HEADER, id));
+        let flow = event.correlation_id.filter(|id| !id.is_empty());
+        if let Some(id) = &flow {
+            kafka_headers.push((sluice_telemetry::CORRELATION_ID_HEADER, id.clone()));
         }
+        flows.push(flow);
         accepted.push(Accepted {
             event_id: event.event_id,
             topic: event.topic.clone(),
@@ -400,7 +403,19 @@ async fn produce(
         });
     }
     match state.publisher.publish(&outgoing).await {
-        Ok(()) => Ok(accepted),
+        Ok(()) => {
+            let trace_id = sluice_telemetry::trace_id(&tracing::Span::current());
+            for (event, flow) in accepted.iter().zip(&flows) {
+                tracing::debug!(
+                    event_id = event.event_id,
+                    topic = event.topic,
+                    correlation_id = flow.as_deref(),
+                    trace_id = trace_id.as_deref(),
+                    "accepted"
+                );
+            }
+            Ok(accepted)
+        }
         Err(PublishError::TooLarge { index, reason }) => Err(ApiError::TooLarge {
             field: match submission {
                 Submission::One => "$".to_owned(),

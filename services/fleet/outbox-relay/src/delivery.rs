@@ -60,6 +60,25 @@ pub(crate) struct Record<'a> {
 }
 
 impl Record<'_> {
+    /// A debug line naming the record, its flow and its trace (the fields an
+    /// operator searches the log by), before it goes to Kafka.
+    pub fn log_relaying(&self, commit: Commit) {
+        let header = |name: &str| {
+            self.headers
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| *value)
+        };
+        tracing::debug!(
+            row = self.id,
+            topic = self.topic,
+            correlation_id = header(sluice_telemetry::CORRELATION_ID_HEADER),
+            trace_id = header("traceparent").and_then(|parent| parent.split('-').nth(1)),
+            lsn = %commit.end_lsn,
+            "relaying"
+        );
+    }
+
     /// Its size on the wire, the LSN header and the batch's framing included.
     pub fn size(&self) -> usize {
         let headers: usize = self

@@ -494,6 +494,9 @@ impl Relay {
             };
             self.dead_letter(pending, rejected, commit.end_lsn).await?;
         }
+        for record in &records {
+            record.log_relaying(commit);
+        }
         Ok(records)
     }
 

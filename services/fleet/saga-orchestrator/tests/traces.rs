@@ -44,10 +44,11 @@ async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
     }
 
     // The JSON log lines written while handling the order's messages carry
-    // its trace id and the message's coordinates.
+    // its trace id, its flow's correlation id and the message's coordinates.
     for (label, topic) in [
         ("orchestrator", &fleet.topics.orders),
         ("erp-sink", &fleet.topics.erp_commands),
+        ("sheets-sink", &fleet.topics.sheet_rows),
     ] {
         let log = fleet.log(label);
         let line = log
@@ -57,10 +58,30 @@ async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
             .unwrap_or_else(|| panic!("no {label} log line with trace id {trace_id}:\n{log}"));
         let span = &line["span"];
         assert_eq!(span["topic"], topic.as_str(), "{line}");
+        assert_eq!(span["correlation_id"], "checkout-order-traced", "{line}");
         assert!(
             span["partition"].is_u64() && span["offset"].is_u64(),
             "{line}"
         );
+        println!("{label}: {line}");
+    }
+    // Ingest and the relay write their debug line per event with the same
+    // fields: the flow and the trace of what they took in and passed on.
+    for (label, message) in [("ingest", "accepted"), ("relay", "relaying")] {
+        let log = fleet.log(label);
+        let line = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| {
+                line["fields"]["message"] == message
+                    && line["fields"]["trace_id"] == trace_id.as_str()
+            })
+            .unwrap_or_else(|| {
+                panic!("no {label} {message:?} line with trace id {trace_id}:\n{log}")
+            });
+        let fields = &line["fields"];
+        assert_eq!(fields["correlation_id"], "checkout-order-traced", "{line}");
+        assert!(fields["topic"].is_string(), "{line}");
         println!("{label}: {line}");
     }
     fleet.finish(relay).await;

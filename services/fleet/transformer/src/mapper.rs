@@ -253,6 +253,7 @@ impl Mapper {
                 }
             };
             metrics::counter!(PRODUCED, "rule" => rule.id.clone()).increment(1);
+            tracing::debug!(rule = rule.id, topic = output.topic, "command made");
             outputs.push(output);
         }
         Ok(outputs)

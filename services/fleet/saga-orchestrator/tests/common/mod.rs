@@ -190,11 +190,12 @@ impl Fleet {
         };
         let mut all_env = owned(&self.connection_env());
         all_env.extend(owned(&[
-            // One debug line per message handled by the saga and erp-sink,
+            // One debug line per message handled by ingest, the relay, the
+            // saga and the sinks,
             // so tests can find a message's log lines by its fields.
             (
                 "SLUICE_LOG",
-                "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug".into(),
+                "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug,sluice_sheets_sink::sink=debug,sluice_ingest::api=debug,sluice_outbox_relay::delivery=debug".into(),
             ),
             ("SLUICE_LOG_FORMAT", "json".into()),
             // Spans go to the stack's Jaeger, as the chart sends them to a collector.
@@ -373,6 +374,7 @@ impl Fleet {
             "aggregate_type": "orders",
             "aggregate_id": order,
             "event_type": "OrderPlaced",
+            "correlation_id": format!("checkout-{order}"),
             "payload": {
                 "customer": {"customer_id": "c-1", "name": "Barbara Liskov", "email": "bl@example.test"},
                 "lines": [{"sku": "SKU-1", "description": "Widget", "quantity": 2, "unit_price_minor": 1250}],
