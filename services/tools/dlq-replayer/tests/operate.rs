@@ -14,7 +14,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{command, end_offset, event_of, header, read_from, run, sandbox, start_erp_sink};
+use common::{
+    command, end_offset, event_of, header, lines_where, read_from, run, sandbox, start_erp_sink,
+};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -306,14 +308,7 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     let history = run(&["--output", "json", "history", "--limit", "1000"])
         .await
         .json_lines();
-    let mine: Vec<&Value> = history
-        .iter()
-        .filter(|h| {
-            h["selection"]
-                .as_str()
-                .is_some_and(|s| s.contains(&dlq.name))
-        })
-        .collect();
+    let mine = lines_where(&history, "selection", |s| s.contains(&dlq.name));
     assert_eq!(mine.len(), 2, "{mine:?}");
     assert!(
         mine.iter()
@@ -407,14 +402,7 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     ])
     .await
     .json_lines();
-    let replays: Vec<&Value> = replays
-        .iter()
-        .filter(|r| {
-            r["subject"]
-                .as_str()
-                .is_some_and(|s| s.starts_with(&dlq.name))
-        })
-        .collect();
+    let replays = lines_where(&replays, "subject", |s| s.starts_with(&dlq.name));
     let actors: Vec<&str> = replays
         .iter()
         .map(|r| r["actor"].as_str().unwrap())
@@ -523,14 +511,7 @@ async fn a_replay_by_nobody_is_refused_and_sluice_actor_names_the_operator() {
     let trail = run(&["--output", "json", "audit", "--action", "dlq-replay"])
         .await
         .json_lines();
-    let mine: Vec<&Value> = trail
-        .iter()
-        .filter(|r| {
-            r["subject"]
-                .as_str()
-                .is_some_and(|s| s.starts_with(&dlq.name))
-        })
-        .collect();
+    let mine = lines_where(&trail, "subject", |s| s.starts_with(&dlq.name));
     assert_eq!(mine.len(), 1, "{trail:#?}");
     assert_eq!(mine[0]["actor"], "bob@ops");
 }

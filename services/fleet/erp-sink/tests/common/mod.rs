@@ -276,24 +276,24 @@ pub fn by_ref(records: &[Map<String, Value>]) -> BTreeMap<String, Map<String, Va
     by_ref
 }
 
+/// Exactly `count` values of `topic`, decoded.
+async fn decoded<T: serde::de::DeserializeOwned>(topic: &str, count: usize) -> Vec<T> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut values = Vec::with_capacity(count);
+    for message in consume_exactly(topic, count, WAIT).await {
+        values.push(codec.decode(message.payload().unwrap()).await.unwrap());
+    }
+    values
+}
+
 /// Exactly `count` results, decoded.
 pub async fn results(topic: &str, count: usize) -> Vec<ErpResult> {
-    let codec = AvroCodec::new(Stack::get().registry_settings());
-    let mut results = Vec::with_capacity(count);
-    for message in consume_exactly(topic, count, WAIT).await {
-        results.push(codec.decode(message.payload().unwrap()).await.unwrap());
-    }
-    results
+    decoded(topic, count).await
 }
 
 /// The first `count` records of the audit topic, decoded.
 pub async fn audit_trail(topic: &str, count: usize) -> Vec<AuditRecord> {
-    let codec = AvroCodec::new(Stack::get().registry_settings());
-    let mut records = Vec::with_capacity(count);
-    for message in consume_exactly(topic, count, WAIT).await {
-        records.push(codec.decode(message.payload().unwrap()).await.unwrap());
-    }
-    records
+    decoded(topic, count).await
 }
 
 pub async fn faults(base: &str, faults: Value) {

@@ -57,6 +57,18 @@ pub async fn audit_topic() -> &'static str {
         .await
 }
 
+/// The JSON lines whose string `field` `matches`.
+pub fn lines_where<'a>(
+    lines: &'a [Value],
+    field: &str,
+    matches: impl Fn(&str) -> bool,
+) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|line| line[field].as_str().is_some_and(&matches))
+        .collect()
+}
+
 /// The CLI with the local stack's settings in its environment (its audit
 /// topic made by [`audit_topic`] first).
 pub fn cli(args: &[&str]) -> Command {
