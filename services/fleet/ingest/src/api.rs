@@ -155,7 +155,7 @@ async fn accept_webhook(
     detached(
         async move {
             let (response, delivery) = webhook(&state, &source, &headers, &body).await;
-            crate::trail::audited(&state.audit, &source, delivery.as_deref(), response).await
+            crate::trail::refused(&state.audit, &source, delivery.as_deref(), response).await
         },
         span,
     )
@@ -182,6 +182,7 @@ async fn webhook(
         Err(err) => return (err.into_response(), None),
     };
     let key = IdempotencyKey::delivery(source, &verified.delivery);
+    let delivery = &verified.delivery;
     let response = once(state, &key, body, |ids| async move {
         let event = state.events.prepare_incoming(
             webhook.to_event(body)?,
@@ -189,7 +190,13 @@ async fn webhook(
             ids.id(0),
             webhook.scope(),
         )?;
-        let accepted = produce(state, headers, vec![event], Submission::One).await?;
+        let record = crate::trail::accepted(&state.audit, source, delivery, &event)
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "encoding a webhook's audit record");
+                unavailable("the schema registry cannot encode the delivery's audit record now")
+            })?;
+        let accepted = produce(state, headers, vec![event], &[record], Submission::One).await?;
         Ok(json!(accepted[0]))
     })
     .await;
@@ -318,12 +325,12 @@ async fn answer(
         Submission::One => {
             let event = state.events.prepare(body, now_millis(), ids, scope)?;
             Ok(json!(
-                produce(state, headers, vec![event], submission).await?[0]
+                produce(state, headers, vec![event], &[], submission).await?[0]
             ))
         }
         Submission::Batch => {
             let events = state.events.prepare_batch(body, now_millis(), ids, scope)?;
-            let accepted = produce(state, headers, events, submission).await?;
+            let accepted = produce(state, headers, events, &[], submission).await?;
             Ok(json!({ "accepted": accepted }))
         }
     }
@@ -344,12 +351,14 @@ fn unavailable(reason: &str) -> ApiError {
     }
 }
 
-/// Produces checked events; `Ok` only once Kafka has every one of them.
-/// Their order in the request is kept, so per-aggregate order holds.
+/// Produces checked events, and `records` of them after them in the same
+/// transaction; `Ok` only once Kafka has every one of them. Their order in
+/// the request is kept, so per-aggregate order holds.
 async fn produce(
     state: &AppState,
     headers: &HeaderMap,
     events: Vec<Prepared>,
+    records: &[Outgoing],
     submission: Submission,
 ) -> Result<Vec<Accepted>, ApiError> {
     // The request's span as the events' parent; without a tracing pipeline,
@@ -402,6 +411,7 @@ async fn produce(
             headers: kafka_headers,
         });
     }
+    outgoing.extend(records.iter().cloned());
     match state.publisher.publish(&outgoing).await {
         Ok(()) => {
             let trace_id = sluice_telemetry::trace_id(&tracing::Span::current());

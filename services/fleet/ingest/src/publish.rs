@@ -29,7 +29,7 @@ use sluice_telemetry::owned_headers;
 use tokio::sync::mpsc;
 
 /// An encoded event, ready to send.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     /// Where it goes.
     pub topic: String,

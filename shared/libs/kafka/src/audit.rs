@@ -53,6 +53,13 @@ impl AuditLog {
         }
     }
 
+    /// `record` encoded for the audit topic, and that topic: for a writer
+    /// that records an act in the Kafka transaction that does it.
+    pub async fn encoded(&self, record: &AuditRecord) -> Result<(String, Vec<u8>), ReplyError> {
+        let value = self.publisher.encode(record).await?;
+        Ok((self.publisher.topic().to_owned(), value))
+    }
+
     /// Writes `record`, done while handling `cause` (whose trace and
     /// correlation it carries on), or in the current span without one.
     pub async fn record(

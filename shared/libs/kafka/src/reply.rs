@@ -75,6 +75,17 @@ impl ReplyPublisher {
         self.send(key, value, trace).await
     }
 
+    /// The topic it writes to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// `value` as this publisher writes it, for a caller that puts it in
+    /// its own transaction.
+    pub async fn encode<T: Contract>(&self, value: &T) -> Result<Vec<u8>, ReplyError> {
+        Ok(self.codec.encode(&self.topic, value).await?)
+    }
+
     async fn send<T: Contract>(
         &self,
         key: &str,
