@@ -19,6 +19,7 @@ pub use readiness::RegistryReadiness;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -135,7 +136,9 @@ pub struct AvroCodec {
     /// Held while the registry is asked for a writer id: a batch of 500
     /// values encoded at once asks once, not 500 times (measured: three
     /// sheets-sink batches at once took 1.4 s on their first audit records).
-    lookup: tokio::sync::Mutex<()>,
+    /// It keeps the last failed lookup, so the callers that waited for it
+    /// fail with it instead of asking again one after another.
+    lookup: tokio::sync::Mutex<Option<FailedLookup>>,
     /// The deployment's contracts (`--contracts-dir`), when it brings its
     /// own: typed values are written with their version of a contract.
     contracts: Option<Arc<Catalog>>,
@@ -158,7 +161,7 @@ impl AvroCodec {
             decoder: AvroDecoder::new(registry.clone()),
             datum: datum::Datum::default(),
             writers: WriterIds::default(),
-            lookup: tokio::sync::Mutex::new(()),
+            lookup: tokio::sync::Mutex::new(None),
             settings: registry,
             contracts: None,
         }
@@ -256,29 +259,51 @@ impl AvroCodec {
         if let Some(id) = self.writers.get(&subject, schema) {
             return Ok(id);
         }
-        let _asking = self.lookup.lock().await;
+        let mut last_failure = self.lookup.lock().await;
         if let Some(id) = self.writers.get(&subject, schema) {
             return Ok(id);
         }
-        let body = serde_json::json!({ "schema": schema }).to_string();
-        let found = perform_sr_call(&self.settings, SrCall::PostForVersion(&subject, &body)).await;
-        let id = match found {
-            Ok(RawRegisteredSchema { id: Some(id), .. }) => id,
-            Ok(_) => {
-                return Err(CodecError::Avro(format!(
-                    "the registry named no id for {subject}"
-                )));
+        if let Some(failed) = last_failure.as_ref().filter(|f| f.answers(&subject)) {
+            return Err(CodecError::RegistryUnavailable(failed.error.clone()));
+        }
+        match self.ask_writer_id(&subject, schema, contract).await {
+            Ok(id) => {
+                *last_failure = None;
+                self.writers.insert(subject, schema, id);
+                Ok(id)
             }
-            Err(err) if !err.retriable && !registry_failed(&err) && answered_not_found(&err) => {
-                return Err(CodecError::NotRegistered {
+            Err(err) => {
+                *last_failure = Some(FailedLookup {
                     subject,
-                    schema_file: contract.spec().value_schema.clone(),
+                    at: Instant::now(),
+                    error: err.to_string(),
                 });
+                Err(err)
             }
-            Err(err) => return Err(CodecError::from(err)),
-        };
-        self.writers.insert(subject, schema, id);
-        Ok(id)
+        }
+    }
+
+    async fn ask_writer_id(
+        &self,
+        subject: &str,
+        schema: &str,
+        contract: &Topic,
+    ) -> Result<u32, CodecError> {
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let found = perform_sr_call(&self.settings, SrCall::PostForVersion(subject, &body)).await;
+        match found {
+            Ok(RawRegisteredSchema { id: Some(id), .. }) => Ok(id),
+            Ok(_) => Err(CodecError::Avro(format!(
+                "the registry named no id for {subject}"
+            ))),
+            Err(err) if !err.retriable && !registry_failed(&err) && answered_not_found(&err) => {
+                Err(CodecError::NotRegistered {
+                    subject: subject.to_owned(),
+                    schema_file: contract.spec().value_schema.clone(),
+                })
+            }
+            Err(err) => Err(CodecError::from(err)),
+        }
     }
 
     /// The writer of `contract`'s value schema, built once.
@@ -342,6 +367,23 @@ fn frame(id: u32, body: Vec<u8>) -> Vec<u8> {
     framed.extend_from_slice(&id.to_be_bytes());
     framed.extend(body);
     framed
+}
+
+/// A writer-id lookup that failed, for the callers that waited on it.
+#[derive(Debug)]
+struct FailedLookup {
+    subject: String,
+    at: Instant,
+    error: String,
+}
+
+impl FailedLookup {
+    /// How long its failure answers the next callers for its subject.
+    const FRESH: Duration = Duration::from_secs(1);
+
+    fn answers(&self, subject: &str) -> bool {
+        self.subject == subject && self.at.elapsed() < Self::FRESH
+    }
 }
 
 /// Schema ids by subject and schema text: a process writes a handful.
