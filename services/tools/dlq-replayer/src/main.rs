@@ -336,6 +336,8 @@ async fn replay_command(
     };
     targets.sort_unstable();
     targets.dedup();
+    // The audit trail too: a replay it cannot record does not begin.
+    targets.push(&trail.audit_topic);
     readers.scanner.require(&targets)?;
     if args.dry_run {
         eprintln!(
@@ -417,7 +419,16 @@ async fn replay_command(
     // Each message waits for its acknowledgement before the next: lingering
     // would add the linger to every one.
     let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
-    let report = replay::replay(&run, &letters, &producer, &log).await?;
+    let report = match replay::replay(&run, &letters, &producer, &log).await {
+        Ok(report) => report,
+        Err(err) => {
+            // Said in the history; the error is what the operator sees.
+            if let Err(finish) = log.finish(replay_id, log::Outcome::Failed).await {
+                eprintln!("warning: the replay log's run not closed: {finish}");
+            }
+            return Err(err.into());
+        }
+    };
     log.finish(replay_id, report.outcome()).await?;
     eprintln!("replay id {replay_id}");
     Ok(if report.stopped || !report.failed.is_empty() {

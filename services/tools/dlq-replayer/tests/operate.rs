@@ -171,10 +171,15 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     // The cause is fixed; a dry run sends and records nothing.
     sandbox.set_faults("odoo", &json!({})).await.unwrap();
     let commands_end = end_offset(&commands.name);
-    let runs_before = run(&["--output", "json", "history", "--limit", "1000"])
-        .await
-        .json_lines()
-        .len();
+    // Runs of this test's DLQ only: the other tests of this binary replay
+    // meanwhile, into the same log.
+    let runs = || async {
+        let history = run(&["--output", "json", "history", "--limit", "1000"])
+            .await
+            .json_lines();
+        lines_where(&history, "selection", |s| s.contains(&dlq.name)).len()
+    };
+    let runs_before = runs().await;
     let dry = run(&[
         "replay",
         "--topic",
@@ -191,10 +196,7 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
         commands_end,
         "the dry run sent nothing"
     );
-    let runs_after = run(&["--output", "json", "history", "--limit", "1000"])
-        .await
-        .json_lines()
-        .len();
+    let runs_after = runs().await;
     assert_eq!(runs_after, runs_before, "the dry run recorded nothing");
 
     // The replay: exactly the six, byte for byte, plus replay headers.
@@ -488,8 +490,8 @@ async fn errors_name_their_cause() {
 }
 
 /// A replay says who ran it: with no --actor, no SLUICE_ACTOR and no login
-/// it is refused before anything is sent; SLUICE_ACTOR names the operator
-/// on the audit trail.
+/// it is refused before anything is sent, as it is without its audit
+/// topic; SLUICE_ACTOR names the operator on the audit trail.
 #[tokio::test]
 async fn a_replay_by_nobody_is_refused_and_sluice_actor_names_the_operator() {
     let source = TestTopic::create("replay-actor-source", 1).await;
@@ -499,6 +501,20 @@ async fn a_replay_by_nobody_is_refused_and_sluice_actor_names_the_operator() {
     let nobody = common::run_with(&["replay", "--topic", &dlq.name], &[("USER", " ")]).await;
     assert_eq!(nobody.code, 1, "{}", nobody.stderr);
     assert!(nobody.stderr.contains("--actor"), "{}", nobody.stderr);
+    assert_eq!(message_count(&source.name), 1, "nothing was sent");
+
+    // Nor does a replay the audit trail could not record.
+    let unrecorded = common::run_with(
+        &["replay", "--topic", &dlq.name],
+        &[("SLUICE_AUDIT_TOPIC", "audit.nowhere.v1")],
+    )
+    .await;
+    assert_eq!(unrecorded.code, 1, "{}", unrecorded.stderr);
+    assert!(
+        unrecorded.stderr.contains("unknown topic audit.nowhere.v1"),
+        "{}",
+        unrecorded.stderr
+    );
     assert_eq!(message_count(&source.name), 1, "nothing was sent");
 
     let named = common::run_with(
