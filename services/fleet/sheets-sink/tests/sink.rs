@@ -23,17 +23,17 @@ async fn rows_upsert_by_key_and_a_refused_command_is_dead_lettered() {
     let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-sink-dlq", 1).await;
     faults(&base, json!({"reject_value": "poison"})).await;
     let stop = start(&base, &key, &topic.name, &dlq.name);
-    let first = command(&id(101), "o-1", "19.50", None);
+    let first = command(&id(901), "o-1", "19.50", None);
     send(
         &topic.name,
         &[
             first.clone(),
-            command(&id(102), "o-2", "5.00", None),
-            command(&id(103), "o-1", "21.00", Some("SHIPPED")),
-            command(&id(104), "o-3", "poison", None),
-            command(&id(105), "o-4", "1.00", None),
+            command(&id(902), "o-2", "5.00", None),
+            command(&id(903), "o-1", "21.00", Some("SHIPPED")),
+            command(&id(904), "o-3", "poison", None),
+            command(&id(905), "o-4", "1.00", None),
             // Redelivered: the same command again adds no row.
-            command(&id(102), "o-2", "5.00", None),
+            command(&id(902), "o-2", "5.00", None),
         ],
     )
     .await;
@@ -61,15 +61,16 @@ async fn rows_upsert_by_key_and_a_refused_command_is_dead_lettered() {
     );
 
     // The audit trail: every command's outcome, the redelivered one twice,
-    // the refused one with why.
-    let ids: Vec<String> = (101..=105).map(id).collect();
+    // the refused one with why (ids apart from the other tests' here,
+    // which share the binary's audit topic).
+    let ids: Vec<String> = (901..=905).map(id).collect();
     let trail = eventually("every outcome audited", WAIT, || {
         let ids = &ids;
         async move {
             let trail = audited(ids).await;
             let twice = trail
                 .iter()
-                .filter(|r| r.command_id == Some(id(102)))
+                .filter(|r| r.command_id == Some(id(902)))
                 .count();
             (ids.iter()
                 .all(|i| trail.iter().any(|r| r.command_id.as_ref() == Some(i)))
@@ -84,9 +85,9 @@ async fn rows_upsert_by_key_and_a_refused_command_is_dead_lettered() {
         assert_eq!(record.source_event_id.as_ref(), Some(&command_id));
         assert_eq!(record.actor, "sheets-sink@test");
         let (row, outcome) = match command_id[24..].parse::<u32>().unwrap() {
-            101 | 103 => ("o-1", "APPLIED"),
-            102 => ("o-2", "APPLIED"),
-            104 => ("o-3", "REJECTED"),
+            901 | 903 => ("o-1", "APPLIED"),
+            902 => ("o-2", "APPLIED"),
+            904 => ("o-3", "REJECTED"),
             _ => ("o-4", "APPLIED"),
         };
         assert_eq!(record.subject, format!("s1/Orders/{row}"));
