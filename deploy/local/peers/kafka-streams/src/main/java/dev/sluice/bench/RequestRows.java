@@ -123,6 +123,10 @@ public final class RequestRows {
       upsert.put("source_event_id", eventId);
       upsert.put("occurred_at", event.get("occurred_at"));
       upsert.put("saga", null);
+      // The flow and the cause, as the transformer carries them.
+      Object correlation = event.get("correlation_id");
+      upsert.put("correlation_id", correlation == null ? null : correlation.toString());
+      upsert.put("causation_id", eventId);
       out.add(KeyValue.pair("sluice-demo/Requests/" + request, encode(upsert)));
       return out;
     } catch (IOException e) {
