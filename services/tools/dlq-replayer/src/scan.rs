@@ -186,7 +186,6 @@ impl Scanner {
         topic: &str,
         keep: impl Fn(&AuditRecord) -> bool,
     ) -> Result<Vec<AuditRecord>, ScanError> {
-        self.partitions(topic)?;
         let mut kept = Vec::new();
         self.read(topic, async |message| {
             let bytes = message.payload().unwrap_or_default();
