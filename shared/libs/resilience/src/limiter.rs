@@ -31,6 +31,16 @@ pub struct LimiterConfig {
 }
 
 impl LimiterConfig {
+    /// `per_second` tokens a second with a burst of twice that, so a
+    /// client's bursts pass (at least one token).
+    pub fn rate_with_burst(per_second: f64) -> Self {
+        Self {
+            capacity: NonZeroU32::new((per_second * 2.0).ceil().clamp(1.0, 1e9) as u32)
+                .unwrap_or(NonZeroU32::MIN),
+            refill_per_second: per_second,
+        }
+    }
+
     /// The refill interval and the burst tolerance (capacity − 1 intervals).
     fn schedule(&self) -> Result<(Duration, Duration), InvalidConfig> {
         let invalid = || InvalidConfig {
@@ -192,6 +202,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use tokio::time::advance;
+
+    #[test]
+    fn a_rate_bursts_two_seconds_worth_and_at_least_one() {
+        let burst = |rate| LimiterConfig::rate_with_burst(rate).capacity.get();
+        assert_eq!((burst(200.0), burst(2.5), burst(0.2)), (400, 5, 1));
+        assert_eq!(LimiterConfig::rate_with_burst(0.2).refill_per_second, 0.2);
+    }
 
     fn limiter(capacity: u32, refill_per_second: f64) -> RateLimiter {
         let capacity = NonZeroU32::new(capacity).unwrap();
