@@ -21,5 +21,6 @@ pub use init::{
 };
 pub use propagation::{
     CORRELATION_ID_HEADER, batch_span, child_span_context_headers, correlation_id, extract_parent,
-    join_remote_trace, message_span, outgoing_trace_headers, owned_headers, trace_id,
+    join_remote_trace, message_span, message_trace_id, outgoing_trace_headers, owned_headers,
+    trace_id,
 };

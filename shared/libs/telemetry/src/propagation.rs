@@ -120,9 +120,24 @@ fn handling_span<M: Message>(
     span
 }
 
+/// The W3C trace id `message` came in with, read from its headers (none
+/// without one, or with no tracing pipeline): the trace its handling span
+/// joins, without making (and exporting) a span to learn it.
+pub fn message_trace_id<M: Message>(message: &M) -> Option<String> {
+    valid(
+        extract_parent(message.headers())
+            .span()
+            .span_context()
+            .trace_id(),
+    )
+}
+
 /// The W3C trace id `span` belongs to, when it is traced.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    let trace_id = span.context().span().span_context().trace_id();
+    valid(span.context().span().span_context().trace_id())
+}
+
+fn valid(trace_id: TraceId) -> Option<String> {
     (trace_id != TraceId::INVALID).then(|| trace_id.to_string())
 }
 
