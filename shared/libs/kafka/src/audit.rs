@@ -50,6 +50,7 @@ impl AuditLog {
             trace_id: sluice_telemetry::trace_id(&tracing::Span::current()),
             record_id: None,
             detail: None,
+            rows: None,
         }
     }
 

@@ -10,7 +10,7 @@ mod dead_letter;
 mod orders;
 mod requests;
 
-pub use audit::{AuditAction, AuditRecord};
+pub use audit::{AuditAction, AuditRecord, AuditRow};
 pub use commands::{
     ErpCommand, ErpError, ErpField, ErpOperation, ErpOutcome, ErpResult, SagaStep, ScalarValue,
     SheetCell, SheetOutcome, SheetRowResult, SheetRowUpsert,
