@@ -9,15 +9,16 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use common::{
-    Tuning, command, faults, grid, grid_of, id, request_log, request_times, sandbox, start_with,
+    Tuning, audited, command, faults, grid, grid_of, id, request_log, request_times, sandbox,
+    start_with,
 };
 use serde_json::{Value, json};
-use sluice_contracts::types::SheetRowUpsert;
+use sluice_contracts::types::{AuditRecord, SheetRowUpsert};
 use sluice_resilience::{BreakerConfig, LimiterConfig, RetryPolicy};
 use sluice_testkit::{
     Pace, TestTopic, breaker_transitions, committed_total, eventually, message_count,
@@ -120,8 +121,7 @@ async fn commands_through_500s_429s_and_an_outage() {
     };
     stop.send(()).unwrap();
 
-    let keys: std::collections::HashSet<&str> =
-        rows.iter().map(|row| row[0].as_str().unwrap()).collect();
+    let keys: HashSet<&str> = rows.iter().map(|row| row[0].as_str().unwrap()).collect();
     assert_eq!(keys.len(), KEYS as usize, "one row per key");
     assert_eq!(message_count(&dlq.name), 0, "nothing dead-lettered");
     let log = request_log(&base).await;
@@ -144,6 +144,45 @@ async fn commands_through_500s_429s_and_an_outage() {
     assert!(
         open > 0.0 && half_open > 0.0 && closed > 0.0,
         "breaker open {open}, half-open {half_open}, closed {closed}\n{rendered}"
+    );
+
+    // Every command applied is on the audit trail, in records of a
+    // spreadsheet's rows per write, not one per row (the binary's other
+    // tests use these ids too, in sheet Orders).
+    let ids: Vec<String> = (0..COMMANDS).map(id).collect();
+    let (records, entries) = eventually("every command audited", common::WAIT, || {
+        let ids = &ids;
+        async move {
+            let mine = |subject: &str| subject.starts_with("s1/Sheet");
+            let trail: Vec<AuditRecord> = audited(ids)
+                .await
+                .into_iter()
+                .filter(|r| mine(&r.subject) || r.rows.iter().flatten().any(|r| mine(&r.subject)))
+                .collect();
+            let records = trail.len();
+            let entries: Vec<AuditRecord> =
+                trail.into_iter().flat_map(AuditRecord::entries).collect();
+            let named: HashSet<&str> = entries
+                .iter()
+                .filter_map(|e| e.command_id.as_deref())
+                .collect();
+            ids.iter()
+                .all(|id| named.contains(id.as_str()))
+                .then_some((records, entries))
+        }
+    })
+    .await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.outcome == "APPLIED" && e.subject.starts_with("s1/Sheet")),
+        "{:?}",
+        entries.iter().find(|e| e.outcome != "APPLIED")
+    );
+    assert!(
+        records * 2 < entries.len(),
+        "{records} records for {} rows",
+        entries.len()
     );
 }
 

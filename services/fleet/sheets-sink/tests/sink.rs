@@ -12,7 +12,7 @@ use common::{
 };
 use serde_json::json;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{AuditAction, DeadLetter, SheetRowUpsert};
+use sluice_contracts::types::{AuditAction, AuditRecord, DeadLetter, SheetRowUpsert};
 use sluice_resilience::RetryPolicy;
 use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually};
 
@@ -62,43 +62,60 @@ async fn rows_upsert_by_key_and_a_refused_command_is_dead_lettered() {
 
     // The audit trail: every command's outcome, the redelivered one twice,
     // the refused one with why (ids apart from the other tests' here,
-    // which share the binary's audit topic).
+    // which share the binary's audit topic). Applied rows are recorded a
+    // record per spreadsheet and write, listing them; a refused command in
+    // a record of its own.
     let ids: Vec<String> = (901..=905).map(id).collect();
     let trail = eventually("every outcome audited", WAIT, || {
         let ids = &ids;
         async move {
             let trail = audited(ids).await;
-            let twice = trail
+            let entries: Vec<AuditRecord> = trail
+                .iter()
+                .cloned()
+                .flat_map(AuditRecord::entries)
+                .collect();
+            let twice = entries
                 .iter()
                 .filter(|r| r.command_id == Some(id(902)))
                 .count();
             (ids.iter()
-                .all(|i| trail.iter().any(|r| r.command_id.as_ref() == Some(i)))
+                .all(|i| entries.iter().any(|r| r.command_id.as_ref() == Some(i)))
                 && twice >= 2)
                 .then_some(trail)
         }
     })
     .await;
     for record in &trail {
-        let command_id = record.command_id.clone().unwrap();
         assert_eq!(record.action, AuditAction::SheetRowWrite);
-        assert_eq!(record.source_event_id.as_ref(), Some(&command_id));
         assert_eq!(record.actor, "sheets-sink@test");
+        match record.outcome.as_str() {
+            "APPLIED" => {
+                assert_eq!(record.subject, "s1", "{record:?}");
+                assert!(record.rows.as_ref().is_some_and(|rows| !rows.is_empty()));
+                assert_eq!(record.command_id, None, "{record:?}");
+            }
+            _ => assert_eq!(record.rows, None, "{record:?}"),
+        }
+    }
+    for entry in trail.into_iter().flat_map(AuditRecord::entries) {
+        let command_id = entry.command_id.clone().unwrap();
+        assert_eq!(entry.source_event_id.as_ref(), Some(&command_id));
         let (row, outcome) = match command_id[24..].parse::<u32>().unwrap() {
             901 | 903 => ("o-1", "APPLIED"),
             902 => ("o-2", "APPLIED"),
             904 => ("o-3", "REJECTED"),
             _ => ("o-4", "APPLIED"),
         };
-        assert_eq!(record.subject, format!("s1/Orders/{row}"));
-        assert_eq!(record.outcome, outcome, "{record:?}");
+        assert_eq!(entry.subject, format!("s1/Orders/{row}"));
+        assert_eq!(entry.outcome, outcome, "{entry:?}");
         if outcome == "REJECTED" {
             assert!(
-                record
+                entry
                     .detail
                     .as_deref()
                     .is_some_and(|d| d.contains("poison")),
-                "{record:?}"
+                "{entry:?}"
             );
         }
     }

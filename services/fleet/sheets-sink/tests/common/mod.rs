@@ -35,20 +35,24 @@ pub async fn audit_topic() -> &'static str {
     &AUDIT
 }
 
-/// The audit records of the commands `command_ids` names, as far as they
-/// are on Kafka now.
+/// The audit records naming any of the commands `command_ids` names (in
+/// the record or in one of its rows), as far as they are on Kafka now.
 pub async fn audited(command_ids: &[String]) -> Vec<AuditRecord> {
     let codec = AvroCodec::new(Stack::get().registry_settings());
+    let wanted: std::collections::HashSet<&String> = command_ids.iter().collect();
     let mut records = Vec::new();
     for message in committed_messages(audit_topic().await).await {
         let record: AuditRecord = codec
             .decode(rdkafka::Message::payload(&message).unwrap())
             .await
             .unwrap();
-        if record
-            .command_id
-            .as_ref()
-            .is_some_and(|id| command_ids.contains(id))
+        let named = |id: &Option<String>| id.as_ref().is_some_and(|id| wanted.contains(id));
+        if named(&record.command_id)
+            || record
+                .rows
+                .iter()
+                .flatten()
+                .any(|row| named(&row.command_id))
         {
             records.push(record);
         }
