@@ -138,7 +138,7 @@ pub fn render(records: &[AuditRecord], output: Output) -> String {
                     text(&record.detail),
                 ]);
             }
-            format!("{out}\n{} audit records\n", records.len())
+            format!("{out}\n{} audit entries\n", records.len())
         }
     }
 }
@@ -162,6 +162,7 @@ mod tests {
             trace_id: None,
             record_id: Some("7".into()),
             detail: None,
+            rows: None,
         }
     }
 

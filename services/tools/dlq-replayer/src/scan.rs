@@ -177,9 +177,9 @@ impl Scanner {
         Ok(letters)
     }
 
-    /// The audit records of `topic` that `keep` keeps, up to each
-    /// partition's end when the read began, in the order they were
-    /// recorded. Records that are not AuditRecords are skipped with a
+    /// The audit entries of `topic` (a write of many rows is an entry per
+    /// row) that `keep` keeps, up to each partition's end when the read
+    /// began, in the order they were recorded. Records that are not AuditRecords are skipped with a
     /// warning on stderr. Read as they come: the trail is kept for a year.
     pub async fn audit(
         &self,
@@ -190,8 +190,7 @@ impl Scanner {
         self.read(topic, async |message| {
             let bytes = message.payload().unwrap_or_default();
             match self.codec.decode::<AuditRecord>(bytes).await {
-                Ok(record) if keep(&record) => kept.push(record),
-                Ok(_) => {}
+                Ok(record) => kept.extend(record.entries().into_iter().filter(&keep)),
                 Err(CodecError::RegistryUnavailable(why)) => return Err(ScanError::Registry(why)),
                 Err(err) => eprintln!(
                     "warning: skipping {topic}:{}:{}: not an AuditRecord ({err})",

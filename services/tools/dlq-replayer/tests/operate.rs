@@ -22,8 +22,8 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{DeadLetter, ErpOperation};
-use sluice_testkit::{Stack, TestTopic, eventually, message_count, producer};
+use sluice_contracts::types::{AuditAction, AuditRecord, AuditRow, DeadLetter, ErpOperation};
+use sluice_testkit::{Stack, TestTopic, eventually, message_count, producer, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -530,4 +530,94 @@ async fn a_replay_by_nobody_is_refused_and_sluice_actor_names_the_operator() {
     let mine = lines_where(&trail, "subject", |s| s.starts_with(&dlq.name));
     assert_eq!(mine.len(), 1, "{trail:#?}");
     assert_eq!(mine[0]["actor"], "bob@ops");
+}
+
+/// sheets-sink records a batch's rows in one record per spreadsheet;
+/// `audit` shows it as an entry per row, found by the row's key, event or
+/// flow like any other record.
+#[tokio::test]
+async fn a_write_of_many_rows_is_an_entry_per_row() {
+    let topic = common::audit_topic().await;
+    let spreadsheet = unique_name("sheet");
+    let row = |key: &str| AuditRow {
+        subject: format!("{spreadsheet}/Orders/{key}"),
+        command_id: Some(format!("{spreadsheet}-command-{key}")),
+        source_event_id: Some(format!("{spreadsheet}-event-{key}")),
+        correlation_id: Some(format!("{spreadsheet}-flow")),
+        trace_id: Some(format!("trace-{key}")),
+    };
+    let record = AuditRecord {
+        audit_id: uuid::Uuid::new_v4().to_string(),
+        recorded_at: sluice_contracts::now_millis(),
+        action: AuditAction::SheetRowWrite,
+        service: "sheets-sink".into(),
+        actor: "sheets-sink@test".into(),
+        subject: spreadsheet.clone(),
+        outcome: "APPLIED".into(),
+        command_id: None,
+        source_event_id: None,
+        correlation_id: None,
+        trace_id: Some("trace-batch".into()),
+        record_id: None,
+        detail: None,
+        rows: Some(vec![row("o-1"), row("o-2")]),
+    };
+    let bytes = AvroCodec::new(Stack::get().registry_settings())
+        .encode(topic, &record)
+        .await
+        .unwrap();
+    producer()
+        .send(
+            FutureRecord::to(topic).key(&spreadsheet).payload(&bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+    let found = run(&[
+        "--output",
+        "json",
+        "audit",
+        "--subject",
+        &format!("{spreadsheet}/Orders/o-2"),
+        "--action",
+        "sheet-row-write",
+    ])
+    .await
+    .json_lines();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let entry = &found[0];
+    assert_eq!(entry["subject"], format!("{spreadsheet}/Orders/o-2"));
+    assert_eq!(entry["command_id"], format!("{spreadsheet}-command-o-2"));
+    assert_eq!(entry["source_event_id"], format!("{spreadsheet}-event-o-2"));
+    assert_eq!(entry["trace_id"], "trace-o-2");
+    assert_eq!(
+        (&entry["outcome"], &entry["actor"], &entry["audit_id"]),
+        (
+            &json!("APPLIED"),
+            &json!("sheets-sink@test"),
+            &json!(record.audit_id)
+        )
+    );
+    let by_event = run(&[
+        "--output",
+        "json",
+        "audit",
+        "--event",
+        &format!("{spreadsheet}-event-o-1"),
+    ])
+    .await
+    .json_lines();
+    let subjects: Vec<&Value> = by_event.iter().map(|e| &e["subject"]).collect();
+    assert_eq!(subjects, [&json!(format!("{spreadsheet}/Orders/o-1"))]);
+    let flow = run(&[
+        "--output",
+        "json",
+        "audit",
+        "--correlation",
+        &format!("{spreadsheet}-flow"),
+    ])
+    .await
+    .json_lines();
+    assert_eq!(flow.len(), 2, "{flow:#?}");
 }
