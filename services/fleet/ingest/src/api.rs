@@ -53,6 +53,8 @@ pub struct AppState {
     pub per_token: RateLimiter,
     /// Where webhooks accepted and refused are recorded.
     pub audit: AuditLog,
+    /// How many refused webhooks the audit trail takes.
+    pub refusals: crate::trail::RefusalBudget,
 }
 
 /// One accepted event.
@@ -155,7 +157,8 @@ async fn accept_webhook(
     detached(
         async move {
             let (response, delivery) = webhook(&state, &source, &headers, &body).await;
-            crate::trail::refused(&state.audit, &source, delivery.as_deref(), response).await
+            let delivery = delivery.as_deref();
+            crate::trail::refused(&state.audit, &state.refusals, &source, delivery, response).await
         },
         span,
     )

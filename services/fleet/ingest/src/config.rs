@@ -97,6 +97,19 @@ pub struct IngestArgs {
     )]
     pub requests_per_second_per_token: f64,
 
+    /// Refused webhook deliveries without a valid signature recorded on the
+    /// audit trail per second at most (a burst of twice that); the rest are
+    /// counted (`sluice_ingest_refusals_unrecorded_total`) and the next
+    /// record says how many: whoever has no valid signature decides how
+    /// many it sends, and the trail is kept for a year.
+    #[arg(
+        id = "audit-refused-per-second",
+        long = "audit-refused-per-second",
+        env = "SLUICE_INGEST_AUDIT_REFUSED_PER_SECOND",
+        default_value_t = 20.0
+    )]
+    pub audit_refused_per_second: f64,
+
     /// How long to wait for Kafka's acknowledgement before answering 503. A
     /// batch's commit whose outcome librdkafka reports open is waited for
     /// until Kafka decides it, without an upper bound. Batch transactions
@@ -162,13 +175,12 @@ impl IngestArgs {
 
     /// Each token's request budget.
     pub fn per_token_limit(&self) -> sluice_resilience::LimiterConfig {
-        let per_second = self.requests_per_second_per_token;
-        sluice_resilience::LimiterConfig {
-            // Twice a second's worth, so a client's bursts pass.
-            capacity: std::num::NonZeroU32::new((per_second * 2.0).ceil().clamp(1.0, 1e9) as u32)
-                .unwrap_or(std::num::NonZeroU32::MIN),
-            refill_per_second: per_second,
-        }
+        sluice_resilience::LimiterConfig::rate_with_burst(self.requests_per_second_per_token)
+    }
+
+    /// The audit trail's budget for refused webhook deliveries.
+    pub fn refused_audit_limit(&self) -> sluice_resilience::LimiterConfig {
+        sluice_resilience::LimiterConfig::rate_with_burst(self.audit_refused_per_second)
     }
 
     /// How long an Idempotency-Key's answer is kept.

@@ -23,4 +23,5 @@ pub use idempotency::{Claim, IdempotencyKey, IdempotencyStore};
 pub use publish::{Outgoing, PublishError, Publisher};
 pub use server::{ServerLimits, serve};
 pub use signature::{Refusal, Scheme, Verified};
+pub use trail::RefusalBudget;
 pub use webhook::{WebhookSource, WebhookSources};

@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 
 use secrecy::ExposeSecret;
 use sluice_ingest::{
-    AppState, EventRouter, IdempotencyStore, IngestArgs, Publisher, TokenHashes, WebhookSources,
-    router, serve,
+    AppState, EventRouter, IdempotencyStore, IngestArgs, Publisher, RefusalBudget, TokenHashes,
+    WebhookSources, router, serve,
 };
 
 /// Accepts domain events over HTTP and produces them to Kafka as Avro.
@@ -108,6 +108,8 @@ async fn service_main() -> Result<()> {
         per_token: RateLimiter::new("ingest-token", cli.ingest.per_token_limit())
             .context("requests-per-second-per-token")?,
         audit,
+        refusals: RefusalBudget::new(cli.ingest.refused_audit_limit())
+            .context("audit-refused-per-second")?,
     });
     runtime.spawn_loop("pruning idempotency keys", prune_keys(idempotency));
     let listener = TcpListener::bind(cli.ingest.listen)

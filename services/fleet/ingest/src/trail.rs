@@ -4,13 +4,18 @@
 //! answered from scratch, and Stripe's and Sluice's retries are signed
 //! anew, so nothing may be on Kafka when the answer is not 202); its
 //! retries, answered from the first answer, produce nothing, record
-//! included. A refused or failed one is recorded on its own, best effort.
-//! What the caller chose (the source in the path, a delivery id header) is
-//! kept printable and short: the trail is read in terminals.
+//! included. A refused or failed one is recorded on its own, best effort;
+//! one without a valid signature within a budget: those beyond it are
+//! counted, and the next record says how many. What the caller chose (the
+//! source in the path, a delivery id header) is kept printable and short:
+//! the trail is read in terminals.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::response::Response;
 use sluice_contracts::types::{AuditAction, AuditRecord};
 use sluice_kafka::{AuditLog, ReplyError};
+use sluice_resilience::{InvalidConfig, LimiterConfig, RateLimiter};
 
 use crate::event::Prepared;
 use crate::publish::Outgoing;
@@ -62,11 +67,55 @@ pub async fn accepted(
     })
 }
 
+/// Counter: refused webhook deliveries left off the audit trail, over its
+/// budget.
+const UNRECORDED: &str = "sluice_ingest_refusals_unrecorded_total";
+
+/// How many refused deliveries the trail takes, and how many it left off
+/// since it last took one. One budget for every source: the source is the
+/// caller's choice, so a bucket each would be one more thing it could
+/// multiply.
+pub struct RefusalBudget {
+    limiter: RateLimiter,
+    unrecorded: AtomicU64,
+}
+
+impl RefusalBudget {
+    /// A budget of `config`.
+    pub fn new(config: LimiterConfig) -> Result<Self, InvalidConfig> {
+        Ok(Self {
+            limiter: RateLimiter::new("audit-refusals", config)?,
+            unrecorded: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether a refusal is recorded now; if so, how many were not since
+    /// the last one that was.
+    fn take(&self) -> Option<u64> {
+        match self.limiter.try_acquire("refusals") {
+            Ok(()) => Some(self.unrecorded.swap(0, Ordering::Relaxed)),
+            Err(_) => {
+                self.left_off(1);
+                None
+            }
+        }
+    }
+
+    /// `count` refusals for the next record to name, one of them newly
+    /// left off (the metric's one; the others it counted before).
+    fn left_off(&self, count: u64) {
+        self.unrecorded.fetch_add(count, Ordering::Relaxed);
+        metrics::counter!(UNRECORDED).increment(1);
+    }
+}
+
 /// Records `response`, the answer to a delivery from `source` (with its
 /// delivery id once its signature was verified), unless it was accepted
-/// (recorded with its event), and passes it on.
+/// (recorded with its event), and passes it on. What comes with no valid
+/// signature is recorded within `budget`: past it, only counted.
 pub async fn refused(
     audit: &AuditLog,
+    budget: &RefusalBudget,
     source: &str,
     delivery: Option<&str>,
     response: Response,
@@ -75,17 +124,37 @@ pub async fn refused(
     if status.is_success() {
         return response;
     }
+    // A verified sender is always recorded: a flood of forgeries must not
+    // crowd its refusals and failures off the trail.
+    let unrecorded = match delivery {
+        Some(_) => 0,
+        None => match budget.take() {
+            Some(unrecorded) => unrecorded,
+            None => return response,
+        },
+    };
     let outcome = if status.is_server_error() {
         format!("FAILED {}", status.as_u16())
     } else {
         format!("REFUSED {}", status.as_u16())
     };
+    let left_off = (unrecorded > 0).then(|| {
+        format!("{unrecorded} unsigned deliveries from any source refused before this one, not recorded (over --audit-refused-per-second)")
+    });
+    let detail = match (delivery.map(delivery_detail), left_off) {
+        (Some(delivery), Some(left_off)) => Some(format!("{delivery}; {left_off}")),
+        (delivery, left_off) => delivery.or(left_off),
+    };
     let record = AuditRecord {
-        detail: delivery.map(delivery_detail),
+        detail,
         ..entry(audit, AuditAction::WebhookRefused, source, outcome)
     };
     if let Err(err) = audit.record(&record, None).await {
         tracing::warn!(error = %err, "a refused webhook not recorded on the audit trail");
+        // Neither it nor the ones it was to name are lost to the count.
+        if delivery.is_none() {
+            budget.left_off(unrecorded + 1);
+        }
     }
     response
 }

@@ -9,9 +9,14 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{WEBHOOK_SECRET, audit_topic, kafka, order_placed, serve, serve_with};
+use common::{
+    Limits, WEBHOOK_SECRET, audit_topic, kafka, order_placed, serve, serve_limited, serve_with,
+    shop_webhook,
+};
 use hmac::{Hmac, KeyInit, Mac};
 use rdkafka::Message;
 use serde_json::{Value, json};
@@ -20,7 +25,7 @@ use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::{AuditAction, AuditRecord};
 use sluice_ingest::WebhookSources;
-use sluice_testkit::{Stack, TestTopic, committed_messages, unique_name};
+use sluice_testkit::{Stack, TestTopic, committed_messages, eventually, unique_name};
 
 fn hmac(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -329,4 +334,96 @@ payload_pointer = "/order"
     assert_eq!(status, 403, "{answer}");
     assert_eq!(answer["field"], "event_type", "{answer}");
     assert_eq!(committed_messages(&topic.name).await.len(), 1);
+}
+
+/// How many refusals before it `record` says were not recorded.
+fn left_off(record: &AuditRecord) -> Option<usize> {
+    let detail = record.detail.as_deref()?;
+    detail.contains("not recorded").then_some(())?;
+    detail.split(' ').next()?.parse().ok()
+}
+
+/// The refused records of deliveries from `source`.
+fn refused_from<'a>(trail: &'a [AuditRecord], source: &str) -> Vec<&'a AuditRecord> {
+    let subject = format!("webhook/{source}");
+    trail.iter().filter(|r| r.subject == subject).collect()
+}
+
+/// Refusals past the trail's budget are counted, not recorded, and the
+/// next record says how many: a caller without a valid signature cannot
+/// fill a trail kept for a year.
+#[tokio::test]
+async fn refusals_beyond_the_trails_budget_are_counted_not_recorded() {
+    const FLOOD: usize = 30;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "ingest-webhook-budget", 1).await;
+    let limits = Limits {
+        refused_per_second: 1.0,
+        ..Limits::default()
+    };
+    let base = serve_limited(&[("orders", &topic.name)], kafka(), shop_webhook(), limits).await;
+    let body = delivery_body("probe");
+    let forged = sluice_signed(now(), b"another body");
+    let prober = unique_name("flood");
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        assert_eq!(deliver(&base, &prober, &forged, &body).await.0, 401);
+    }
+    let elapsed = started.elapsed();
+    // A verified sender's refusal is recorded all the same, budget or not:
+    // a flood of forgeries does not crowd it off the trail.
+    let no_order_id = serde_json::to_vec(&json!({
+        "delivery": unique_name("signed"),
+        "order": order_placed()["payload"].clone()
+    }))
+    .unwrap();
+    let headers = sluice_signed(now(), &no_order_id);
+    let (status, answer, _) = deliver(&base, "shop", &headers, &no_order_id).await;
+    assert_eq!(status, 400, "{answer}");
+    // Without a delivery id header, the signature names the delivery.
+    let delivery = format!("delivery {}", headers[1].1.trim_start_matches("sha256="));
+    assert!(
+        audit_trail()
+            .await
+            .iter()
+            .any(|r| r.detail.as_deref() == Some(delivery.as_str()) && r.outcome == "REFUSED 400"),
+        "no record of the signed delivery refused"
+    );
+    // Each answer waited for its record, if it had one.
+    let recorded = refused_from(&audit_trail().await, &prober).len();
+    // A burst of two, then one a second.
+    let budget = 2 + elapsed.as_secs() as usize + 1;
+    assert!(
+        (1..=budget).contains(&recorded) && recorded < FLOOD,
+        "{recorded} of {FLOOD} refusals recorded in {elapsed:?}"
+    );
+
+    // Once the budget has refilled, a refusal is recorded again, saying how
+    // many before it were not: then every refusal sent is a record or
+    // counted in one (the newest was recorded, so none is pending).
+    let sent = AtomicUsize::new(FLOOD);
+    let trail = eventually(
+        "every refusal recorded or counted",
+        Duration::from_secs(30),
+        || {
+            let (base, forged, body, prober, sent) = (&base, &forged, &body, &prober, &sent);
+            async move {
+                assert_eq!(deliver(base, prober, forged, body).await.0, 401);
+                let sent = sent.fetch_add(1, Ordering::Relaxed) + 1;
+                let trail = audit_trail().await;
+                let mine: Vec<AuditRecord> =
+                    refused_from(&trail, prober).into_iter().cloned().collect();
+                let counted: usize = mine.iter().filter_map(left_off).sum();
+                (mine.len() + counted == sent).then_some(mine)
+            }
+        },
+    )
+    .await;
+    let noted: Vec<&str> = trail.iter().filter_map(|r| r.detail.as_deref()).collect();
+    assert!(!noted.is_empty(), "{trail:#?}");
+    assert!(
+        noted
+            .iter()
+            .all(|d| d.ends_with("not recorded (over --audit-refused-per-second)")),
+        "{noted:?}"
+    );
 }

@@ -3,7 +3,6 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +12,8 @@ use sha2::{Digest, Sha256};
 use sluice_avro::AvroCodec;
 use sluice_contracts::Catalog;
 use sluice_ingest::{
-    AppState, EventRouter, IdempotencyStore, Publisher, ServerLimits, TokenHashes, WebhookSource,
-    WebhookSources, router,
+    AppState, EventRouter, IdempotencyStore, Publisher, RefusalBudget, ServerLimits, TokenHashes,
+    WebhookSource, WebhookSources, router,
 };
 use sluice_kafka::{AuditLog, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{LimiterConfig, RateLimiter};
@@ -83,6 +82,8 @@ pub struct Limits {
     pub per_token_per_second: f64,
     /// Batches in their own Kafka transaction at once.
     pub transactions: usize,
+    /// Refused webhooks recorded per second (a burst of twice that).
+    pub refused_per_second: f64,
 }
 
 impl Default for Limits {
@@ -98,6 +99,7 @@ impl Default for Limits {
             },
             per_token_per_second: 10_000.0,
             transactions: 2,
+            refused_per_second: 10_000.0,
         }
     }
 }
@@ -151,10 +153,7 @@ pub async fn serve_limited(
         webhooks,
         per_token: RateLimiter::new(
             "test-token",
-            LimiterConfig {
-                capacity: NonZeroU32::new((limits.per_token_per_second * 2.0) as u32).unwrap(),
-                refill_per_second: limits.per_token_per_second,
-            },
+            LimiterConfig::rate_with_burst(limits.per_token_per_second),
         )
         .unwrap(),
         audit: AuditLog::new(
@@ -167,6 +166,8 @@ pub async fn serve_limited(
             "ingest",
             "ingest@test".into(),
         ),
+        refusals: RefusalBudget::new(LimiterConfig::rate_with_burst(limits.refused_per_second))
+            .unwrap(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
