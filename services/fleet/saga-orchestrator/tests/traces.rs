@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::Fleet;
-use sluice_testkit::trace_spans;
+use rdkafka::Message;
+use sluice_avro::AvroCodec;
+use sluice_contracts::types::{AuditAction, AuditRecord};
+use sluice_testkit::{Stack, committed_messages, eventually, trace_spans};
 
 const TOKEN: &str = "traces-token-5e1b";
 
@@ -83,6 +86,41 @@ async fn one_orders_trace_spans_ingest_the_saga_and_both_sinks() {
         assert_eq!(fields["correlation_id"], "checkout-order-traced", "{line}");
         assert!(fields["topic"].is_string(), "{line}");
         println!("{label}: {line}");
+    }
+    // The audit trail names the flow and the trace too: the ERP writes, and
+    // the sheet row (in its batch's record).
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let entries = eventually(
+        "the order's writes audited",
+        Duration::from_secs(30),
+        || {
+            let codec = &codec;
+            let topic = &fleet.topics.audit;
+            async move {
+                let mut entries: Vec<AuditRecord> = Vec::new();
+                for message in committed_messages(topic).await {
+                    let record: AuditRecord =
+                        codec.decode(message.payload().unwrap()).await.unwrap();
+                    entries.extend(record.entries());
+                }
+                let written = |action| entries.iter().any(|e: &AuditRecord| e.action == action);
+                (written(AuditAction::ErpWrite) && written(AuditAction::SheetRowWrite))
+                    .then_some(entries)
+            }
+        },
+    )
+    .await;
+    for entry in &entries {
+        assert_eq!(
+            entry.trace_id.as_deref(),
+            Some(trace_id.as_str()),
+            "{entry:?}"
+        );
+        assert_eq!(
+            entry.correlation_id.as_deref(),
+            Some("checkout-order-traced"),
+            "{entry:?}"
+        );
     }
     fleet.finish(relay).await;
 }
