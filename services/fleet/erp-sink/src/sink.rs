@@ -12,7 +12,7 @@ use sluice_contracts::types::{
     AuditAction, AuditRecord, DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult,
 };
 use sluice_dlq::Failure;
-use sluice_kafka::{AuditLog, Handler, ReplyError, ReplyPublisher};
+use sluice_kafka::{AuditLog, Handler, Owed, ReplyError, ReplyPublisher};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::apply::{Applied, Applier, ApplyError};
@@ -66,19 +66,20 @@ impl ErpSink {
     }
 
     /// The result to the sender and the record of the audit trail, both
-    /// on Kafka before the command's offset is stored.
+    /// to be on Kafka before the command's offset is stored.
     async fn report(
         &self,
         command: &ErpCommand,
         result: &ErpResult,
         message: &OwnedMessage,
-    ) -> Result<(), ReplyError> {
+    ) -> Result<Owed, ReplyError> {
         let audit = self.audit_record(command, result);
-        tokio::try_join!(
-            self.results.publish(&result.external_ref, result, message),
-            self.audit.record(&audit, Some(message)),
-        )
-        .map(drop)
+        let (answer, record) = tokio::try_join!(
+            self.results
+                .owe(&result.external_ref, result, Some(message)),
+            self.audit.owe(&audit, Some(message)),
+        )?;
+        Ok(answer.and(record))
     }
 
     fn audit_record(&self, command: &ErpCommand, result: &ErpResult) -> AuditRecord {
@@ -114,7 +115,7 @@ impl ErpSink {
 impl Handler for ErpSink {
     type Error = SinkError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), SinkError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, SinkError> {
         let bytes = message.payload().ok_or(SinkError::Empty)?;
         let command: ErpCommand = self.codec.decode(bytes).await?;
         let attempts = self.attempt(&command.command_id);
@@ -126,7 +127,7 @@ impl Handler for ErpSink {
         };
         // Applied or refused for good: either way the sender hears of it.
         let result = outcome(&command, &applied, attempts);
-        self.report(&command, &result, message).await?;
+        let report = self.report(&command, &result, message).await?;
         self.settled(&command.command_id);
         match applied {
             Ok(Applied { record_id, already }) => {
@@ -136,10 +137,14 @@ impl Handler for ErpSink {
                     external_ref = command.external_ref,
                     "applied"
                 );
-                Ok(())
+                Ok(report)
             }
-            // The loop dead-letters it, with the error.
-            Err(err) => Err(SinkError::Upstream(err)),
+            // The loop dead-letters it, with the error; the refusal is on
+            // Kafka first.
+            Err(err) => {
+                report.send_now().await?;
+                Err(SinkError::Upstream(err))
+            }
         }
     }
 
@@ -162,7 +167,11 @@ impl Handler for ErpSink {
         };
         let attempts = i32::try_from(failure.attempts).unwrap_or(i32::MAX);
         let result = answer(&command, attempts, ErpOutcome::Rejected, None, Some(error));
-        if let Err(err) = self.report(&command, &result, message).await {
+        let reported = match self.report(&command, &result, message).await {
+            Ok(report) => report.send_now().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = reported {
             tracing::warn!(command_id = command.command_id, error = %err,
                 "no REJECTED result for a command out of retries; its dead letter is written");
         }

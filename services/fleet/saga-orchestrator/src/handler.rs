@@ -10,7 +10,7 @@ use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::{
     DeadLetterClass, ErpResult, OrderEvent, OrderPayload, SheetRowResult,
 };
-use sluice_kafka::{Handler, HandlerError};
+use sluice_kafka::{Handler, HandlerError, Owed};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::definition::Saga;
@@ -98,7 +98,9 @@ pub struct SagaHandler {
 impl Handler for SagaHandler {
     type Error = HandleError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+    /// Its effects are in Postgres (the outbox sends its commands): it
+    /// owes Kafka nothing.
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, HandleError> {
         let bytes = message.payload().ok_or(HandleError::Empty)?;
         let topic = message.topic();
         let trace: Vec<(String, String)> =
@@ -116,7 +118,7 @@ impl Handler for SagaHandler {
                     .await?;
                 tracing::debug!(order = order.order_id, started, "OrderPlaced");
             }
-            return Ok(());
+            return Ok(Owed::nothing());
         } else if topic == self.topics.erp_results {
             replies::from_erp(&self.codec.decode::<ErpResult>(bytes).await?)?
         } else if topic == self.topics.sheet_results {
@@ -124,11 +126,13 @@ impl Handler for SagaHandler {
         } else {
             return Err(HandleError::Topic(topic.to_owned()));
         };
-        let Some(reply) = reply else { return Ok(()) };
+        let Some(reply) = reply else {
+            return Ok(Owed::nothing());
+        };
         let effect = self.store.reply(&self.saga, &reply, &trace).await?;
         if effect == ReplyEffect::Ignored {
             tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "duplicate or late reply ignored");
         }
-        Ok(())
+        Ok(Owed::nothing())
     }
 }

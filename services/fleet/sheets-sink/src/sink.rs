@@ -16,7 +16,7 @@ use sluice_contracts::types::{
     SheetRowUpsert,
 };
 use sluice_dlq::Failure;
-use sluice_kafka::{AuditLog, Handler, ReplyError, ReplyPublisher};
+use sluice_kafka::{AuditLog, Handler, Owed, ReplyError, ReplyPublisher};
 use tracing::Instrument;
 
 use crate::google::GoogleError;
@@ -38,7 +38,9 @@ pub struct SheetsSink {
 }
 
 impl SheetsSink {
-    async fn apply(&self, messages: &[OwnedMessage]) -> Result<(), SinkError> {
+    /// Upserts the commands' rows; their answers and audit records are
+    /// owed to the loop.
+    async fn apply(&self, messages: &[OwnedMessage]) -> Result<Owed, SinkError> {
         let mut commands: Vec<SheetRowUpsert> = Vec::with_capacity(messages.len());
         for message in messages {
             let bytes = message.payload().ok_or(SinkError::Empty)?;
@@ -55,16 +57,22 @@ impl SheetsSink {
                         let saga = command.saga.as_ref()?;
                         let result = reply(command, saga, SheetOutcome::Applied, None);
                         Some(async move {
-                            self.answer(&result, message)
+                            let key = row_subject(
+                                &command.spreadsheet_id,
+                                &command.sheet,
+                                &command.row_key,
+                            );
+                            self.replies
+                                .owe(&key, &result, Some(message))
                                 .instrument(sluice_telemetry::message_span(message))
                                 .await
                         })
                     });
-                tokio::try_join!(
+                let (answers, records) = tokio::try_join!(
                     futures::future::try_join_all(answered),
                     self.record_applied(&commands, messages)
                 )?;
-                Ok(())
+                Ok(answers.into_iter().collect::<Owed>().and(records))
             }
             Err(err) => Err(SinkError::Upstream(err)),
         }
@@ -80,7 +88,7 @@ impl SheetsSink {
         &self,
         commands: &[SheetRowUpsert],
         messages: &[OwnedMessage],
-    ) -> Result<(), ReplyError> {
+    ) -> Result<Owed, ReplyError> {
         let mut by_spreadsheet: BTreeMap<&str, Vec<Written<'_>>> = BTreeMap::new();
         for (command, message) in commands.iter().zip(messages) {
             by_spreadsheet
@@ -92,13 +100,14 @@ impl SheetsSink {
             .into_values()
             .flat_map(|written| in_runs(written, |(command, _)| listed_bytes(command)))
             .map(|written| async move { self.record_rows(&written).await });
-        futures::future::try_join_all(recorded).await.map(drop)
+        let records = futures::future::try_join_all(recorded).await?;
+        Ok(records.into_iter().collect())
     }
 
     /// One record of rows written to one spreadsheet.
-    async fn record_rows(&self, written: &[Written<'_>]) -> Result<(), ReplyError> {
+    async fn record_rows(&self, written: &[Written<'_>]) -> Result<Owed, ReplyError> {
         let Some((first, first_message)) = written.first() else {
-            return Ok(());
+            return Ok(Owed::nothing());
         };
         let rows: Vec<AuditRow> = written
             .iter()
@@ -130,7 +139,7 @@ impl SheetsSink {
                 "APPLIED",
             )
         };
-        self.audit.record(&record, cause).await
+        self.audit.owe(&record, cause).await
     }
 
     /// A refused command's record on the audit trail and, for a saga's
@@ -165,21 +174,12 @@ impl SheetsSink {
                         SheetOutcome::Rejected,
                         Some(failure.message.clone()),
                     );
-                    self.answer(&result, message).await
+                    self.replies.publish(&audit.subject, &result, message).await
                 }
                 None => Ok(()),
             }
         };
         tokio::try_join!(answer, self.audit.record(&audit, Some(message))).map(drop)
-    }
-
-    async fn answer(
-        &self,
-        result: &SheetRowResult,
-        command: &OwnedMessage,
-    ) -> Result<(), ReplyError> {
-        let key = row_subject(&result.spreadsheet_id, &result.sheet, &result.row_key);
-        self.replies.publish(&key, result, command).await
     }
 }
 
@@ -262,11 +262,11 @@ fn reply(
 impl Handler for SheetsSink {
     type Error = SinkError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), SinkError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, SinkError> {
         self.apply(std::slice::from_ref(message)).await
     }
 
-    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<(), SinkError> {
+    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<Owed, SinkError> {
         self.apply(messages).await
     }
 

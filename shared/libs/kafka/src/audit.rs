@@ -1,14 +1,13 @@
 //! The audit trail: what a service did to or for the outside world, one
 //! AuditRecord each on the audit topic, keyed by its subject. Written like
-//! a reply — awaited until Kafka acknowledges it, before the offset of the
-//! message that caused it is stored — so a write that is done is recorded
-//! at least once (a redelivered command is recorded again, as
+//! a reply — acknowledged by Kafka before the offset of the message that
+//! caused it is stored — so a write that is done is recorded at least once (a redelivered command is recorded again, as
 //! ALREADY_APPLIED).
 
 use rdkafka::message::OwnedMessage;
 use sluice_contracts::types::{AuditAction, AuditRecord};
 
-use crate::{ReplyError, ReplyPublisher};
+use crate::{Owed, ReplyError, ReplyPublisher};
 
 /// Records one program's actions, under its name and actor.
 pub struct AuditLog {
@@ -72,5 +71,15 @@ impl AuditLog {
             Some(cause) => self.publisher.publish(&record.subject, record, cause).await,
             None => self.publisher.publish_traced(&record.subject, record).await,
         }
+    }
+
+    /// `record` as [`Self::record`] writes it, owed to the consumer loop:
+    /// on Kafka before the offset of the message being handled is stored.
+    pub async fn owe(
+        &self,
+        record: &AuditRecord,
+        cause: Option<&OwnedMessage>,
+    ) -> Result<Owed, ReplyError> {
+        self.publisher.owe(&record.subject, record, cause).await
     }
 }

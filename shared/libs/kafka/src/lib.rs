@@ -8,7 +8,8 @@
 //!   dead-lettered with Kafka's acknowledgement. A partition whose handler
 //!   cannot keep up (or waits out an outage) is paused, never dead-lettered.
 //! - [`ReplyPublisher`]: a sink's answer to a command, on Kafka before the
-//!   command's offset is stored.
+//!   command's offset is stored: awaited, or [`Owed`] to the loop, which
+//!   sends it while it handles the partition's next batch.
 //! - [`AuditLog`]: the audit trail of what a service did outside, on
 //!   Kafka before the offset of what caused it is stored.
 //! - [`TransactionalLoop`]: exactly-once consume → transform → produce, the
@@ -23,6 +24,7 @@ mod consumer;
 mod headers;
 mod limits;
 mod metrics;
+mod owed;
 mod producer;
 mod readiness;
 mod reply;
@@ -36,6 +38,7 @@ pub use audit::AuditLog;
 pub use config::{KafkaConfig, KafkaSetupError};
 pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
 pub use limits::{RECORD_OVERHEAD, TopicLimits};
+pub use owed::Owed;
 pub use producer::idempotent_producer;
 pub use readiness::{KafkaReadiness, PROBE_TIMEOUT};
 pub use reply::{ReplyError, ReplyPublisher};

@@ -1,17 +1,17 @@
 //! Replies: the outcome of a command a sink handled, written to a results
-//! topic under the command's key and awaited until Kafka acknowledges it, so
-//! the command's offset is stored only once its answer is on Kafka.
+//! topic under the command's key and acknowledged by Kafka before the
+//! command's offset is stored: awaited by the caller, or owed ([`Owed`]) to
+//! the consumer loop, which sends it while it handles the next batch.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureRecord;
 use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::Contract;
 use sluice_telemetry::liveness::WatchedProducer;
 use sluice_telemetry::owned_headers;
 
+use crate::owed::{Outgoing, Owed};
 use crate::{KafkaConfig, KafkaSetupError, idempotent_producer};
 
 /// Why a reply was not written.
@@ -32,19 +32,41 @@ pub struct ReplyPublisher {
     topic: String,
 }
 
-/// How long a reply may wait for Kafka before the command is tried again.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl ReplyPublisher {
     /// Publishes to `topic` through its own idempotent producer on `kafka`.
-    /// The producer sends at once (`linger.ms` 0): each command waits for
-    /// its reply, so lingering would add the linger to every command.
+    /// The producer sends at once (`linger.ms` 0), for a caller that waits
+    /// for each record (a replay, an HTTP request's record).
     pub fn new(
         kafka: &KafkaConfig,
         codec: Arc<AvroCodec>,
         topic: impl Into<String>,
     ) -> Result<Self, KafkaSetupError> {
-        let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
+        Self::lingering(kafka, codec, topic, "0")
+    }
+
+    /// A publisher of what handlers owe the consumer loop ([`Self::owe`]).
+    /// Its producer lingers 2 ms, so that the records of partitions handled
+    /// at once share a request: the loop waits for them while the next
+    /// batch runs, which hides the linger. Sent at once, the trail cost
+    /// sheets-sink 7 % of its pace one row per request (1 504, 1 478
+    /// against 1 610, 1 594 commands/s without the trail); lingering, none
+    /// measurable (1 541, 1 652 against 1 612, 1 608). What is awaited
+    /// (`publish`, `send_now`) waits the linger too.
+    pub fn owed(
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        topic: impl Into<String>,
+    ) -> Result<Self, KafkaSetupError> {
+        Self::lingering(kafka, codec, topic, "2")
+    }
+
+    fn lingering(
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        topic: impl Into<String>,
+        linger_ms: &str,
+    ) -> Result<Self, KafkaSetupError> {
+        let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", linger_ms))?;
         Ok(Self {
             producer,
             codec,
@@ -60,8 +82,7 @@ impl ReplyPublisher {
         reply: &T,
         command: &OwnedMessage,
     ) -> Result<(), ReplyError> {
-        let trace = sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), command);
-        self.send(key, reply, trace).await
+        self.owe(key, reply, Some(command)).await?.send_now().await
     }
 
     /// Writes `value` under `key`, in the current span's trace (for what is
@@ -71,8 +92,19 @@ impl ReplyPublisher {
         key: &str,
         value: &T,
     ) -> Result<(), ReplyError> {
-        let trace = sluice_telemetry::child_span_context_headers(&tracing::Span::current());
-        self.send(key, value, trace).await
+        self.owe(key, value, None).await?.send_now().await
+    }
+
+    /// `value` encoded as [`Self::publish`] (with a `cause`) or
+    /// [`Self::publish_traced`] write it, for the consumer loop to send
+    /// before it stores the offset of the message being handled.
+    pub async fn owe<T: Contract>(
+        &self,
+        key: &str,
+        value: &T,
+        cause: Option<&OwnedMessage>,
+    ) -> Result<Owed, ReplyError> {
+        self.outgoing(key, value, cause).await.map(Owed::from)
     }
 
     /// The topic it writes to.
@@ -86,22 +118,25 @@ impl ReplyPublisher {
         Ok(self.codec.encode(&self.topic, value).await?)
     }
 
-    async fn send<T: Contract>(
+    /// `value` under `key` with the trace of `cause` carried on, or the
+    /// current span's without one.
+    async fn outgoing<T: Contract>(
         &self,
         key: &str,
         value: &T,
-        trace: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), ReplyError> {
-        let value = self.codec.encode(&self.topic, value).await?;
-        let headers = owned_headers(trace.iter().map(|(key, value)| (key, Some(value))));
-        let record = FutureRecord::to(&self.topic)
-            .key(key)
-            .payload(&value)
-            .headers(headers);
-        self.producer
-            .send(record, DELIVERY_TIMEOUT)
-            .await
-            .map(drop)
-            .map_err(|(err, _)| ReplyError::Produce(err))
+        cause: Option<&OwnedMessage>,
+    ) -> Result<Outgoing, ReplyError> {
+        let span = tracing::Span::current();
+        let trace = match cause {
+            Some(cause) => sluice_telemetry::outgoing_trace_headers(&span, cause),
+            None => sluice_telemetry::child_span_context_headers(&span),
+        };
+        Ok(Outgoing {
+            producer: self.producer.clone(),
+            topic: self.topic.clone(),
+            key: key.to_owned(),
+            payload: self.codec.encode(&self.topic, value).await?,
+            headers: owned_headers(trace.iter().map(|(key, value)| (key, Some(value)))),
+        })
     }
 }

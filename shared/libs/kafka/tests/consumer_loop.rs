@@ -1,6 +1,7 @@
 //! The consumer loop against the real broker: retries, dead letters, per-key
-//! order, offsets that follow handling, a restart that handles nothing
-//! twice, and batches that shrink to single messages around a bad one.
+//! order, offsets that follow handling (and what it owes Kafka), a restart
+//! that handles nothing twice, and batches that shrink to single messages
+//! around a bad one.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,13 +13,16 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{DeadLetter, DeadLetterClass};
+use sluice_contracts::types::{AuditAction, AuditRecord, DeadLetter, DeadLetterClass};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{ConsumerLoop, ConsumerSettings, Handler, KafkaConfig};
+use sluice_kafka::{
+    AuditLog, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, Owed, ReplyPublisher,
+};
 use sluice_resilience::RetryPolicy;
 use sluice_testkit::{
-    Stack, TestTopic, committed_offsets, confluent_produce, console_produce, consume_exactly,
-    eventually, kcat_produce, message_count, producer, unique_name,
+    Stack, TestTopic, committed_messages, committed_offsets, committed_total, confluent_produce,
+    console_produce, consume_exactly, eventually, kcat_produce, message_count, producer,
+    register_value_schema, unique_name,
 };
 use tokio::sync::oneshot;
 
@@ -47,7 +51,7 @@ struct ScriptedHandler {
 impl Handler for ScriptedHandler {
     type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
         let payload = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
         let mut journal = self.journal.lock().unwrap();
         let calls = {
@@ -62,7 +66,7 @@ impl Handler for ScriptedHandler {
                 TestError::permanent("field total_minor: must not be negative")
                     .dead_lettered_as(DeadLetterClass::Validation),
             ),
-            _ => Ok(()),
+            _ => Ok(Owed::nothing()),
         };
         if result.is_ok() {
             journal
@@ -111,11 +115,20 @@ fn start_with<H: Handler>(
     dlq: &str,
     handler: H,
 ) -> impl FnOnce() -> tokio::task::JoinHandle<()> {
+    let kafka = KafkaConfig::new(&Stack::get().kafka_bootstrap);
+    start_on(&kafka, settings, dlq, handler)
+}
+
+fn start_on<H: Handler>(
+    kafka: &KafkaConfig,
+    settings: ConsumerSettings,
+    dlq: &str,
+    handler: H,
+) -> impl FnOnce() -> tokio::task::JoinHandle<()> + use<H> {
     let stack = Stack::get();
-    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let publisher = DeadLetterPublisher::new(producer(), codec, dlq, "test-service", "0.0.0");
-    let consumer = ConsumerLoop::new(&kafka, settings, handler, publisher).unwrap();
+    let consumer = ConsumerLoop::new(kafka, settings, handler, publisher).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(async move {
         consumer
@@ -289,7 +302,7 @@ struct OutageHandler {
 impl Handler for OutageHandler {
     type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
         use std::sync::atomic::Ordering::SeqCst;
         self.calls.fetch_add(1, SeqCst);
         if self.outage.load(SeqCst) {
@@ -299,7 +312,7 @@ impl Handler for OutageHandler {
             ));
         }
         self.done.lock().unwrap().push(message.offset());
-        Ok(())
+        Ok(Owed::nothing())
     }
 }
 
@@ -382,11 +395,11 @@ fn payload(message: &OwnedMessage) -> String {
 impl Handler for BatchHandler {
     type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
         self.handle_batch(std::slice::from_ref(message)).await
     }
 
-    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<(), TestError> {
+    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<Owed, TestError> {
         self.batch_sizes.lock().unwrap().push(messages.len());
         let payloads: Vec<String> = messages.iter().map(payload).collect();
         if payloads.iter().any(|p| p.starts_with("bad")) {
@@ -403,7 +416,7 @@ impl Handler for BatchHandler {
         for (message, payload) in messages.iter().zip(payloads) {
             applied.push((message.partition(), message.offset(), payload));
         }
-        Ok(())
+        Ok(Owed::nothing())
     }
 }
 
@@ -684,8 +697,8 @@ struct AssignmentLog {
 impl Handler for AssignmentLog {
     type Error = TestError;
 
-    async fn handle(&self, _message: &OwnedMessage) -> Result<(), TestError> {
-        Ok(())
+    async fn handle(&self, _message: &OwnedMessage) -> Result<Owed, TestError> {
+        Ok(Owed::nothing())
     }
 
     fn assigned(&self, partitions: &[Partition]) {
@@ -753,7 +766,7 @@ struct SlowHandler {
 impl Handler for SlowHandler {
     type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
         self.begun
             .lock()
             .unwrap()
@@ -763,7 +776,7 @@ impl Handler for SlowHandler {
         if payload(message).starts_with("slow") {
             tokio::time::sleep(Duration::from_secs(6)).await;
         }
-        Ok(())
+        Ok(Owed::nothing())
     }
 
     fn assigned(&self, partitions: &[Partition]) {
@@ -846,4 +859,119 @@ async fn a_message_in_hand_at_a_revoke_is_applied_by_one_member_only() {
     assert!(twice.is_empty(), "applied more than once: {twice:?}");
     stop_second().await.unwrap();
     stop_first().await.unwrap();
+}
+
+/// Owes two audit entries for every message it handles: one on a topic
+/// Kafka may refuse, one on a topic it takes. The first message's write is
+/// slow, so the next is queued when it is done.
+#[derive(Clone)]
+struct OwingHandler {
+    refused: Arc<AuditLog>,
+    taken: Arc<AuditLog>,
+    handled: Arc<Mutex<Vec<i64>>>,
+}
+
+impl Handler for OwingHandler {
+    type Error = TestError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
+        if message.offset() == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.handled.lock().unwrap().push(message.offset());
+        let entry = self.refused.entry(
+            AuditAction::ErpWrite,
+            format!("offset/{}", message.offset()),
+            "APPLIED",
+        );
+        let (refused, taken) = tokio::try_join!(
+            self.refused.owe(&entry, Some(message)),
+            self.taken.owe(&entry, Some(message)),
+        )
+        .map_err(|_| TestError::retryable("an audit record not encoded"))?;
+        Ok(taken.and(refused))
+    }
+}
+
+/// The subjects of the audit records on `topic`, sorted.
+async fn audited_subjects(topic: &str) -> Vec<String> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut subjects = Vec::new();
+    for message in committed_messages(topic).await {
+        let record: AuditRecord = codec.decode(message.payload().unwrap()).await.unwrap();
+        subjects.push(record.subject);
+    }
+    subjects.sort();
+    subjects
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_waits_for_what_its_handling_owes_kafka_and_only_that_is_sent_again() {
+    let input = TestTopic::create("owing-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "owing-dlq", 1).await;
+    let group = unique_name("owing-group");
+    let taken = TestTopic::with_schema_of("audit.v1", "owing-taken", 1).await;
+    // This topic is not there yet: Kafka refuses its records (after a
+    // second, their delivery timeout) until it is.
+    let refused = unique_name("owing-refused");
+    register_value_schema("audit.v1", &refused).await;
+    for i in 0..5 {
+        produce(&input.name, "key", &format!("ok-{i}")).await;
+    }
+    let stack = Stack::get();
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
+    let log = |kafka: &KafkaConfig, topic: &str| {
+        let publisher = ReplyPublisher::owed(kafka, Arc::clone(&codec), topic).unwrap();
+        Arc::new(AuditLog::new(publisher, "test-service", "tester".into()))
+    };
+    let handler = OwingHandler {
+        refused: log(
+            &kafka.clone().with_property("message.timeout.ms", "1000"),
+            &refused,
+        ),
+        taken: log(&kafka, &taken.name),
+        handled: Arc::default(),
+    };
+    // Commits within a fifth of a second of a store: a store too early
+    // shows at once.
+    let looping = kafka
+        .clone()
+        .with_property("auto.commit.interval.ms", "200");
+    let stop = start_on(
+        &looping,
+        settings(&group, &input.name),
+        &dlq.name,
+        handler.clone(),
+    );
+
+    // The next message is handled while the first's records are owed ...
+    let handled = || handler.handled.lock().unwrap().clone();
+    eventually("the second message handled", WAIT, || {
+        let pipelined = handled().len() >= 2;
+        async move { pipelined.then_some(()) }
+    })
+    .await;
+    // ... but, for three delivery timeouts, no other, and no offset is
+    // stored.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(handled(), [0, 1]);
+    assert_eq!(committed_total(&group, &input.name, 1).await, 0);
+
+    TestTopic::with_schema_named("audit.v1", refused.clone(), 1).await;
+    eventually("every offset committed", WAIT, || {
+        let (group, input) = (group.clone(), input.name.clone());
+        async move { (committed_total(&group, &input, 1).await == 5).then_some(()) }
+    })
+    .await;
+    stop().await.unwrap();
+    // Each message handled once, its record Kafka took written once: only
+    // the refused one was sent again.
+    assert_eq!(handled(), [0, 1, 2, 3, 4]);
+    let subjects: Vec<String> = (0..5).map(|i| format!("offset/{i}")).collect();
+    assert_eq!(audited_subjects(&taken.name).await, subjects);
+    let mut refused_subjects = audited_subjects(&refused).await;
+    // At least once: a try that timed out may have landed too.
+    refused_subjects.dedup();
+    assert_eq!(refused_subjects, subjects);
 }

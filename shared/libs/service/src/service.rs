@@ -123,9 +123,10 @@ impl<D: Defaults> Service<D> {
         &self.runtime
     }
 
-    /// A publisher of answers to the commands the service handles.
+    /// A publisher of answers to the commands the service handles, owed
+    /// to its consumer loop.
     pub fn replies(&self, topic: impl Into<String>) -> Result<ReplyPublisher, ServiceError> {
-        Ok(ReplyPublisher::new(
+        Ok(ReplyPublisher::owed(
             &self.kafka,
             Arc::clone(&self.codec),
             topic,

@@ -148,14 +148,14 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
         applier(base, tuning.breaker, tuning.limiter),
-        ReplyPublisher::new(
+        ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::clone(&codec),
             &topics.results.name,
         )
         .unwrap(),
         AuditLog::new(
-            ReplyPublisher::new(
+            ReplyPublisher::owed(
                 &KafkaConfig::new(&stack.kafka_bootstrap),
                 Arc::clone(&codec),
                 &topics.audit.name,

@@ -22,8 +22,10 @@ use sluice_testkit::{Stack, TestTopic, committed_messages, producer, unique_name
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The audit topic of every sink this test binary runs.
-static AUDIT: LazyLock<String> = LazyLock::new(|| unique_name("sheets-audit"));
+/// The audit topic of every sink this test binary runs (a child process
+/// is given its parent's in `AUDIT`).
+static AUDIT: LazyLock<String> =
+    LazyLock::new(|| std::env::var("AUDIT").unwrap_or_else(|_| unique_name("sheets-audit")));
 
 /// Makes [`AUDIT`] (once) and names it.
 pub async fn audit_topic() -> &'static str {
@@ -65,7 +67,7 @@ pub async fn audited(command_ids: &[String]) -> Vec<AuditRecord> {
 pub fn audit_log() -> AuditLog {
     let stack = Stack::get();
     AuditLog::new(
-        ReplyPublisher::new(
+        ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
             AUDIT.as_str(),
@@ -230,7 +232,7 @@ pub fn start_with(
     let sink = SheetsSink {
         codec: AvroCodec::new(stack.registry_settings()),
         upserter: upserter(base, key, tuning.limiter, tuning.breaker),
-        replies: ReplyPublisher::new(
+        replies: ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
             "sheets.results.v1",

@@ -8,6 +8,8 @@ use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::Failure;
 use sluice_resilience::Classified;
 
+use crate::Owed;
+
 /// A service's logic for one message.
 pub trait Handler: Send + Sync + 'static {
     /// Its error, classified where it is understood.
@@ -15,27 +17,43 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Handles one message. Called again for the same message on a retryable
     /// error or after a pause, so it must be idempotent (the sinks key their
-    /// effects on event and command ids).
+    /// effects on event and command ids). What it returns owed (its answer,
+    /// its audit record) the loop writes before it stores the offset,
+    /// while it handles the next messages.
     fn handle(
         &self,
         message: &OwnedMessage,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Owed, Self::Error>> + Send;
 
     /// Handles several messages of one partition, in order, as one unit
     /// (when [`ConsumerSettings::max_batch`](super::ConsumerSettings) allows
     /// more than one). An error stands for the whole batch: retryable and
     /// pausing errors repeat it, and a permanent one makes the loop handle
     /// the messages one by one, so only the guilty one is dead-lettered.
-    /// The default handles them one after another.
+    /// The default handles them one after another; when one fails, what
+    /// those before it owe is written before the error is returned.
     fn handle_batch(
         &self,
         messages: &[OwnedMessage],
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+    ) -> impl Future<Output = Result<Owed, Self::Error>> + Send {
         async move {
+            let mut owed = Owed::nothing();
             for message in messages {
-                self.handle(message).await?;
+                match self.handle(message).await {
+                    Ok(more) => owed = owed.and(more),
+                    Err(err) => {
+                        // The messages before were handled: what they owe
+                        // goes out now (an APPLIED record, not the
+                        // ALREADY_APPLIED of the retry). Lost, the retry
+                        // records that.
+                        if let Err(unsent) = owed.send_now().await {
+                            tracing::warn!(error = %unsent, "records of a batch's handled messages not written");
+                        }
+                        return Err(err);
+                    }
+                }
             }
-            Ok(())
+            Ok(owed)
         }
     }
 

@@ -1,5 +1,6 @@
 //! One partition's task: handles its messages in order and stores each
-//! offset only once the message is settled.
+//! offset only once the message is settled and what its handling owes Kafka
+//! is acknowledged.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -14,14 +15,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::Handler;
 use super::context::RebalanceContext;
+use super::{Handler, in_hand};
+use crate::Owed;
 use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
 use crate::skip::{count_if_skipped, is_tombstone};
 use crate::verdict::{Verdict, attempt};
 
-/// Longest wait between two tries to write a dead letter.
-const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between two tries to write a dead letter or an owed record.
+const MAX_RESEND_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What every partition task of one loop shares.
 pub(crate) struct Shared<H> {
@@ -53,38 +55,131 @@ enum Settled {
 }
 
 /// Handles the partition's messages until its queue closes or `stop` fires.
-/// A stop lets the batch in hand finish (and its offsets be stored) but
-/// starts no other; what was queued is handled again by whoever owns the
-/// partition next. After a revoke the store fails, as the partition is gone.
+/// A stop lets the messages in hand that are settled have their offsets
+/// stored but starts no other; what was queued is handled again by whoever
+/// owns the partition next. After a revoke the store fails, as the
+/// partition is gone.
+///
+/// What a batch owes Kafka ([`Owed`]) is sent while the next batch is
+/// gathered and handled, if a message is waiting; its offsets are stored
+/// once Kafka acknowledged it, and before the next batch's. The partition
+/// stays in hand (a revoke waits) until nothing handled is left unstored.
 pub(crate) async fn run_partition<H: Handler>(
     shared: Arc<Shared<H>>,
     topic: String,
     mut queue: mpsc::Receiver<OwnedMessage>,
     stop: CancellationToken,
 ) {
-    let done = metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "done");
-    let dead_lettered =
-        metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "dead_lettered");
-    let skipped = metrics::counter!(HANDLED, "topic" => topic.clone(), "outcome" => "skipped");
-    let processing = metrics::histogram!(PROCESSING, "topic" => topic.clone());
+    let counters = Counters::new(&topic);
     let in_hand = shared.consumer.context().in_hand();
-    while let Some(batch) = next_batch(&mut queue, shared.batch, &stop).await {
-        let partition = (topic.clone(), batch[0].partition());
-        if !in_hand.until_free(&partition, &stop).await {
+    let mut held: Option<in_hand::Batch<'_>> = None;
+    let mut owing: Option<Owing> = None;
+    loop {
+        let first = match owing.take() {
+            // Another batch only if a message is waiting: else the offsets
+            // are stored now rather than after the queue's next message.
+            Some(previous) => match waiting(&mut queue, &stop) {
+                Some(first) => {
+                    owing = Some(previous);
+                    first
+                }
+                None => {
+                    if !previous.store(&shared, &counters, &stop).await {
+                        return;
+                    }
+                    held = None;
+                    continue;
+                }
+            },
+            None => {
+                let next = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => None,
+                    message = queue.recv() => message,
+                };
+                match next {
+                    Some(first) => first,
+                    None => return,
+                }
+            }
+        };
+        let partition = (topic.clone(), first.partition());
+        // The batch is in hand from before it is handled until its offsets
+        // are stored: a revoke waits for it.
+        let handled = async {
+            let batch = gather(first, &mut queue, shared.batch).await;
+            if held.is_none() && !in_hand.until_free(&partition, &stop).await {
+                return None;
+            }
+            let _permit = tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                permit = shared.in_flight.acquire() => permit.ok()?,
+            };
+            if held.is_none() {
+                held = Some(in_hand.begin(&partition, &stop).await?);
+            } else if stop.is_cancelled() {
+                return None;
+            }
+            let started = Instant::now();
+            let (outcomes, owed) = settle_batch(&shared, &batch, &stop).await?;
+            Some(Owing {
+                batch,
+                outcomes,
+                owed,
+                started,
+            })
+        };
+        let stored = async {
+            match owing.take() {
+                Some(previous) => previous.store(&shared, &counters, &stop).await,
+                None => true,
+            }
+        };
+        let (handled, stored) = tokio::join!(handled, stored);
+        // A batch is stored only after the one before it.
+        let (true, Some(handled)) = (stored, handled) else {
             return;
+        };
+        owing = Some(handled);
+    }
+}
+
+/// A settled batch whose offsets wait for what its handling owes Kafka.
+struct Owing {
+    batch: Vec<OwnedMessage>,
+    outcomes: Vec<Settled>,
+    owed: Owed,
+    started: Instant,
+}
+
+impl Owing {
+    /// Sends what is owed until Kafka acknowledged all of it, then stores
+    /// the batch's offsets; false (nothing stored) when `stop` fired first.
+    async fn store<H: Handler>(
+        self,
+        shared: &Shared<H>,
+        counters: &Counters,
+        stop: &CancellationToken,
+    ) -> bool {
+        let acknowledged = self.owed.records().iter().map(|record| {
+            until_acknowledged(
+                stop,
+                || record.deliver(),
+                |err, wait| {
+                    tracing::warn!(topic = record.topic, key = record.key, error = %err, ?wait,
+                    "a handled message's record not acknowledged; sending it again");
+                },
+            )
+        });
+        if !futures::future::join_all(acknowledged)
+            .await
+            .into_iter()
+            .all(|acknowledged| acknowledged)
+        {
+            return false;
         }
-        let Ok(_permit) = shared.in_flight.acquire().await else {
-            return;
-        };
-        // Held until the offsets are stored: a revoke waits for it.
-        let Some(_in_hand) = in_hand.begin(&partition, &stop).await else {
-            return;
-        };
-        let started = Instant::now();
-        let Some(outcomes) = settle_batch(&shared, &batch, &stop).await else {
-            return;
-        };
-        for (message, settled) in batch.iter().zip(outcomes) {
+        for (message, settled) in self.batch.iter().zip(self.outcomes) {
             // The at-least-once rule: the offset is stored (for the next
             // auto-commit) only now that the message is done or dead-lettered.
             if let Err(err) =
@@ -100,32 +195,67 @@ pub(crate) async fn run_partition<H: Handler>(
                 message.partition(),
                 message.offset(),
             );
-            match settled {
-                Settled::Done => done.increment(1),
-                Settled::Skipped => skipped.increment(1),
-                Settled::DeadLettered(class) => {
-                    dead_lettered.increment(1);
-                    metrics::counter!(DEAD_LETTERED, "topic" => topic.clone(), "class" => class.as_str()).increment(1);
-                }
+            counters.count(settled);
+            counters
+                .processing
+                .record(self.started.elapsed().as_secs_f64());
+        }
+        true
+    }
+}
+
+/// A partition's handling metrics.
+struct Counters {
+    topic: String,
+    done: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    skipped: metrics::Counter,
+    processing: metrics::Histogram,
+}
+
+impl Counters {
+    fn new(topic: &str) -> Self {
+        let counter = |outcome: &'static str| metrics::counter!(HANDLED, "topic" => topic.to_owned(), "outcome" => outcome);
+        Self {
+            topic: topic.to_owned(),
+            done: counter("done"),
+            dead_lettered: counter("dead_lettered"),
+            skipped: counter("skipped"),
+            processing: metrics::histogram!(PROCESSING, "topic" => topic.to_owned()),
+        }
+    }
+
+    fn count(&self, settled: Settled) {
+        match settled {
+            Settled::Done => self.done.increment(1),
+            Settled::Skipped => self.skipped.increment(1),
+            Settled::DeadLettered(class) => {
+                self.dead_lettered.increment(1);
+                metrics::counter!(DEAD_LETTERED, "topic" => self.topic.clone(), "class" => class.as_str())
+                    .increment(1);
             }
-            processing.record(started.elapsed().as_secs_f64());
         }
     }
 }
 
-/// The next messages of the queue, in order: the first to come, then what
-/// else is queued or arrives within the linger, up to the window's size.
-/// `None` when the queue closed or `stop` fired.
-async fn next_batch(
+/// The queue's next message if one is waiting now and `stop` has not fired.
+fn waiting(
+    queue: &mut mpsc::Receiver<OwnedMessage>,
+    stop: &CancellationToken,
+) -> Option<OwnedMessage> {
+    if stop.is_cancelled() {
+        return None;
+    }
+    queue.try_recv().ok()
+}
+
+/// A batch from `first` on, in order: what else is queued or arrives
+/// within the linger, up to the window's size.
+async fn gather(
+    first: OwnedMessage,
     queue: &mut mpsc::Receiver<OwnedMessage>,
     window: BatchWindow,
-    stop: &CancellationToken,
-) -> Option<Vec<OwnedMessage>> {
-    let first = tokio::select! {
-        biased;
-        () = stop.cancelled() => return None,
-        message = queue.recv() => message?,
-    };
+) -> Vec<OwnedMessage> {
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + window.linger;
     while batch.len() < window.max {
@@ -138,7 +268,7 @@ async fn next_batch(
             },
         }
     }
-    Some(batch)
+    batch
 }
 
 /// Settles a batch: handled as one unit until done, held through outages;
@@ -148,9 +278,9 @@ async fn settle_batch<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
     stop: &CancellationToken,
-) -> Option<Vec<Settled>> {
+) -> Option<(Vec<Settled>, Owed)> {
     let [first, ..] = batch else {
-        return Some(Vec::new());
+        return Some((Vec::new(), Owed::nothing()));
     };
     if batch.len() == 1 || batch.iter().any(is_tombstone) {
         return settle_each(shared, batch, stop).await;
@@ -162,7 +292,7 @@ async fn settle_batch<H: Handler>(
     .instrument(span)
     .await?;
     match handled {
-        Ok(()) => Some(vec![Settled::Done; batch.len()]),
+        Ok(owed) => Some((vec![Settled::Done; batch.len()], owed)),
         Err(failure) => {
             tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
                 error = %failure.message, "batch failed; handling its messages one by one");
@@ -171,18 +301,26 @@ async fn settle_batch<H: Handler>(
     }
 }
 
-/// Settles the messages of `batch` one by one, in order, each in its span.
+/// Settles the messages of `batch` one by one, in order, each in its span;
+/// when stopped, those settled before (only their offsets are stored).
 async fn settle_each<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
     stop: &CancellationToken,
-) -> Option<Vec<Settled>> {
+) -> Option<(Vec<Settled>, Owed)> {
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut owed = Owed::nothing();
     for message in batch {
         let span = sluice_telemetry::message_span(message);
-        outcomes.push(settle(shared, message, stop).instrument(span).await?);
+        // Stopped: the messages settled so far are stored, no more.
+        let Some((settled, also_owed)) = settle(shared, message, stop).instrument(span).await
+        else {
+            break;
+        };
+        outcomes.push(settled);
+        owed = owed.and(also_owed);
     }
-    Some(outcomes)
+    Some((outcomes, owed))
 }
 
 /// Handles `message` until it is done or dead-lettered; `None` when stopped
@@ -193,23 +331,23 @@ async fn settle<H: Handler>(
     shared: &Shared<H>,
     message: &OwnedMessage,
     stop: &CancellationToken,
-) -> Option<Settled> {
+) -> Option<(Settled, Owed)> {
     if is_tombstone(message) {
         count_if_skipped(message);
-        return Some(Settled::Skipped);
+        return Some((Settled::Skipped, Owed::nothing()));
     }
     let handled = until_settled(shared, message, stop, "handle", || {
         shared.handler.handle(message)
     })
     .await?;
     match handled {
-        Ok(()) => Some(Settled::Done),
+        Ok(owed) => Some((Settled::Done, owed)),
         Err(failure) => {
             let class = failure.class;
             shared.handler.given_up(message, &failure).await;
             dead_letter(&shared.dead_letters, message, failure, stop)
                 .await
-                .then_some(Settled::DeadLettered(class))
+                .then_some((Settled::DeadLettered(class), Owed::nothing()))
         }
     }
 }
@@ -224,11 +362,11 @@ async fn until_settled<H, F, Fut>(
     stop: &CancellationToken,
     operation: &str,
     mut call: F,
-) -> Option<Result<(), Failure>>
+) -> Option<Result<Owed, Failure>>
 where
     H: Handler,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), H::Error>>,
+    Fut: Future<Output = Result<Owed, H::Error>>,
 {
     let first_failure_at = OnceLock::new();
     loop {
@@ -241,7 +379,7 @@ where
         )
         .await;
         match handled {
-            Ok(()) => return Some(Ok(())),
+            Ok(owed) => return Some(Ok(owed)),
             Err(Verdict::DeadLetter(failure)) => return Some(Err(failure)),
             Err(Verdict::Hold { wait, reason }) => {
                 tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
@@ -262,17 +400,38 @@ async fn dead_letter(
     failure: Failure,
     stop: &CancellationToken,
 ) -> bool {
+    until_acknowledged(
+        stop,
+        || publisher.publish(message, failure.clone()),
+        |err, wait| {
+            tracing::warn!(topic = message.topic(), offset = message.offset(), error = %err, ?wait,
+                "dead letter not written; trying again");
+        },
+    )
+    .await
+}
+
+/// Runs `send` until it succeeds (true) or `stop` fires (false), waiting
+/// longer after each failure, which `failed` reports.
+async fn until_acknowledged<F, Fut, E>(
+    stop: &CancellationToken,
+    mut send: F,
+    failed: impl Fn(&E, Duration),
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
     let mut wait = Duration::from_millis(500);
     loop {
-        match publisher.publish(message, failure.clone()).await {
+        match send().await {
             Ok(()) => return true,
             Err(err) => {
-                tracing::warn!(topic = message.topic(), offset = message.offset(), error = %err, ?wait,
-                    "dead letter not written; trying again");
+                failed(&err, wait);
                 if !sleep_unless_stopped(wait, stop).await {
                     return false;
                 }
-                wait = (wait * 2).min(MAX_DEAD_LETTER_BACKOFF);
+                wait = (wait * 2).min(MAX_RESEND_BACKOFF);
             }
         }
     }

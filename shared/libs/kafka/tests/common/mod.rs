@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_contracts::types::DeadLetterClass;
-use sluice_kafka::{Handler, HandlerError};
+use sluice_kafka::{Handler, HandlerError, Owed};
 use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
 
 /// An error of a chosen class, as a real handler's would be.
@@ -108,12 +108,12 @@ impl FileJournal {
 impl Handler for FileJournal {
     type Error = TestError;
 
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), TestError> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
         tokio::time::sleep(self.delay).await;
         let mut file = self.file.lock().unwrap();
         writeln!(file, "{} {}", message.partition(), message.offset()).unwrap();
         file.sync_data().unwrap();
-        Ok(())
+        Ok(Owed::nothing())
     }
 }
 
