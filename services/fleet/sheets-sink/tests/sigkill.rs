@@ -1,6 +1,7 @@
 //! The sink process SIGKILLed twice mid-stream: after a restart, commands
 //! delivered again find the rows their first delivery wrote (the index is
-//! read back from the sheet), so every key has one row, at its last value.
+//! read back from the sheet), so every key has one row, at its last value,
+//! and the audit trail lists every command's write.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,9 +10,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{Tuning, command, grid_of, id, request_log, sandbox, send, start_with};
+use common::{
+    Tuning, audit_topic, audited, command, grid_of, id, request_log, sandbox, send, start_with,
+};
 use serde_json::Value;
-use sluice_contracts::types::SheetRowUpsert;
+use sluice_contracts::types::{AuditRecord, SheetRowUpsert};
 use sluice_sandbox::ServiceAccountKey;
 use sluice_testkit::{KillOnDrop, TestTopic, eventually, unique_name};
 
@@ -53,6 +56,7 @@ async fn sigkill_mid_stream_adds_no_second_row() {
     key.write(&key_file).unwrap();
     let group = unique_name("sheets-kill");
     let key_file = key_file.to_str().unwrap();
+    let audit = audit_topic().await;
     let spawn = || {
         KillOnDrop::test_child(
             "sink_child",
@@ -62,6 +66,7 @@ async fn sigkill_mid_stream_adds_no_second_row() {
                 ("TOPIC", &topic.name),
                 ("DLQ", &dlq.name),
                 ("GROUP", &group),
+                ("AUDIT", audit),
             ],
         )
     };
@@ -111,6 +116,26 @@ async fn sigkill_mid_stream_adds_no_second_row() {
                         == row.get(1).and_then(Value::as_str)
                 });
                 (rows.len() >= expected.len() && current).then_some(rows)
+            }
+        },
+    )
+    .await;
+    // Every command written is on the trail, kill -9 or not: its record
+    // goes out before its offset is stored.
+    let ids: Vec<String> = (0..COMMANDS).map(id).collect();
+    eventually(
+        "every command's write on the audit trail",
+        common::WAIT,
+        || {
+            let ids = &ids;
+            async move {
+                let listed: HashSet<String> = audited(ids)
+                    .await
+                    .into_iter()
+                    .flat_map(AuditRecord::entries)
+                    .filter_map(|entry| entry.command_id)
+                    .collect();
+                (listed.len() == ids.len()).then_some(())
             }
         },
     )
