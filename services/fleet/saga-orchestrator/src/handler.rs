@@ -95,6 +95,18 @@ pub struct SagaHandler {
     pub topics: Topics,
 }
 
+impl SagaHandler {
+    /// Drives `saga`, kept in `store`, from what `topics` names.
+    pub fn new(saga: Arc<Saga<Order>>, store: Store, codec: AvroCodec, topics: Topics) -> Self {
+        Self {
+            saga,
+            store,
+            codec,
+            topics,
+        }
+    }
+}
+
 impl Handler for SagaHandler {
     type Error = HandleError;
 

@@ -61,14 +61,8 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         "the timeout loop",
         timeout_loop(&store, &sagas, &saga, timing, shutdown),
     );
-    let topics = args.topics();
-    let inputs = topics.inputs();
-    let handler = SagaHandler {
-        saga,
-        store,
-        codec: service.codec(),
-        topics,
-    };
+    let handler = SagaHandler::new(saga, store, service.codec(), args.topics());
+    let inputs = handler.topics.inputs();
     let consumed = service
         .consume(inputs, &args.retry, args.tuning(), handler)
         .await;

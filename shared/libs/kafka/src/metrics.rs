@@ -4,7 +4,7 @@
 pub const CONSUMED: &str = "sluice_consumed_total";
 /// Counter: messages settled, labels `topic` and `outcome` (`done`, `dead_lettered`, `skipped`).
 pub const HANDLED: &str = "sluice_handled_total";
-/// Histogram: seconds from receiving a message to settling it, label `topic`.
+/// Histogram: seconds from handling a message to storing its offset, label `topic`.
 pub const PROCESSING: &str = "sluice_processing_seconds";
 /// Counter: messages dead-lettered, labels `topic` and `class`.
 pub const DEAD_LETTERED: &str = "sluice_dead_lettered_total";
@@ -53,7 +53,7 @@ fn describe() {
     metrics::describe_histogram!(
         PROCESSING,
         metrics::Unit::Seconds,
-        "Time from receiving a message to settling it."
+        "Time from handling a message to storing its offset (settled, and what its handling owes Kafka acknowledged)."
     );
     metrics::describe_counter!(
         DEAD_LETTERED,
