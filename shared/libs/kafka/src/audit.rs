@@ -1,8 +1,8 @@
 //! The audit trail: what a service did to or for the outside world, one
 //! AuditRecord each on the audit topic, keyed by its subject. Written like
 //! a reply — acknowledged by Kafka before the offset of the message that
-//! caused it is stored — so a write that is done is recorded at least once (a redelivered command is recorded again, as
-//! ALREADY_APPLIED).
+//! caused it is stored — so a write that is done is recorded at least once
+//! (a redelivered command is recorded again, as ALREADY_APPLIED).
 
 use rdkafka::message::OwnedMessage;
 use sluice_contracts::types::{AuditAction, AuditRecord};
@@ -67,10 +67,7 @@ impl AuditLog {
         record: &AuditRecord,
         cause: Option<&OwnedMessage>,
     ) -> Result<(), ReplyError> {
-        match cause {
-            Some(cause) => self.publisher.publish(&record.subject, record, cause).await,
-            None => self.publisher.publish_traced(&record.subject, record).await,
-        }
+        self.owe(record, cause).await?.send_now().await
     }
 
     /// `record` as [`Self::record`] writes it, owed to the consumer loop:
