@@ -1,6 +1,7 @@
 //! Faults injected on demand, per API: random 5xx, 429 bursts with
-//! Retry-After, latency, an outage window, a per-minute quota, and a value
-//! that makes a write invalid.
+//! Retry-After, latency, an outage window, a per-minute quota, a value
+//! that makes a write invalid, and one that fails it as a server error every
+//! time.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -41,6 +42,21 @@ pub struct Faults {
     /// A write holding this value (a cell, a field) is refused as invalid.
     #[serde(default)]
     pub reject_value: Option<String>,
+    /// A write holding this value fails every time as the server's own
+    /// transient error (Sheets a 500 INTERNAL, Odoo a serialization failure
+    /// after its own retries): poison that looks like an outage, while every
+    /// other write is served.
+    #[serde(default)]
+    pub fail_value: Option<String>,
+}
+
+/// Why a write is refused for a value it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The value is invalid: a permanent refusal of this input.
+    Invalid,
+    /// The server fails on it, with an error that says "try again".
+    ServerError,
 }
 
 fn one() -> u64 {
@@ -151,9 +167,15 @@ impl FaultState {
         Verdict::Serve
     }
 
-    /// Whether a write holding `value` is to be refused.
-    pub fn rejects(&self, value: &str) -> bool {
-        self.faults.reject_value.as_deref() == Some(value)
+    /// How a write holding `value` is refused, if it is.
+    pub fn refuses(&self, value: &str) -> Option<Refusal> {
+        if self.faults.reject_value.as_deref() == Some(value) {
+            Some(Refusal::Invalid)
+        } else if self.faults.fail_value.as_deref() == Some(value) {
+            Some(Refusal::ServerError)
+        } else {
+            None
+        }
     }
 }
 

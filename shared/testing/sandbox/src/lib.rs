@@ -31,7 +31,7 @@ pub use local::{Local, Port};
 pub use oauth::TokenIssuer;
 pub use odoo::OdooAccount;
 
-use crate::faults::{FaultState, Verdict};
+use crate::faults::{FaultState, Refusal, Verdict};
 
 /// The external APIs the sandbox plays.
 #[derive(
@@ -264,26 +264,26 @@ impl Sandbox {
         f(&mut self.lock().erp)
     }
 
-    /// The rejected value among `rows`' cells, if the faults name one.
-    fn rejects(&self, api: Api, rows: &[Vec<Value>]) -> Option<String> {
+    /// The refused value among `rows`' cells and how it is refused, if the
+    /// faults name one.
+    fn refused(&self, api: Api, rows: &[Vec<Value>]) -> Option<(Refusal, String)> {
         let state = self.lock();
         let faults = state.faults.get(&api)?;
         rows.iter()
             .flatten()
             .filter_map(Value::as_str)
-            .find(|v| faults.rejects(v))
-            .map(str::to_owned)
+            .find_map(|v| faults.refuses(v).map(|refusal| (refusal, v.to_owned())))
     }
 
-    /// Why Odoo refuses `args`' field values (at any depth: a line's
-    /// too), if the faults name one.
-    fn rejects_fields(&self, args: &[Value]) -> Option<String> {
-        fn find<'a>(value: &'a Value, faults: &FaultState) -> Option<(&'a str, &'a str)> {
+    /// Odoo's error for a field value among `args` (at any depth: a line's
+    /// too) that the faults name, if one is.
+    fn refused_fields(&self, args: &[Value]) -> Option<orm::OdooError> {
+        fn find<'a>(value: &'a Value, faults: &FaultState) -> Option<(Refusal, &'a str, &'a str)> {
             match value {
                 Value::Object(values) => values.iter().find_map(|(field, v)| match v {
-                    Value::String(text) if faults.rejects(text) => {
-                        Some((field.as_str(), text.as_str()))
-                    }
+                    Value::String(text) => faults
+                        .refuses(text)
+                        .map(|refusal| (refusal, field.as_str(), text.as_str())),
                     other => find(other, faults),
                 }),
                 Value::Array(items) => items.iter().find_map(|v| find(v, faults)),
@@ -292,9 +292,19 @@ impl Sandbox {
         }
         let state = self.lock();
         let faults = state.faults.get(&Api::Odoo)?;
-        args.iter()
-            .find_map(|arg| find(arg, faults))
-            .map(|(field, v)| format!("The value {v} is not valid for field {field}"))
+        let (refusal, field, value) = args.iter().find_map(|arg| find(arg, faults))?;
+        Some(match refusal {
+            Refusal::Invalid => orm::OdooError::new(
+                "odoo.exceptions.ValidationError",
+                format!("The value {value} is not valid for field {field}"),
+            ),
+            // What Odoo answers once its own retries of a concurrent
+            // update (odoo/service/model.py, 5 tries) are spent.
+            Refusal::ServerError => orm::OdooError::new(
+                "psycopg2.errors.SerializationFailure",
+                "could not serialize access due to concurrent update",
+            ),
+        })
     }
 }
 

@@ -137,9 +137,9 @@ fn serve(app: &AppState, params: &Params, method: &str) -> Result<Value, OdooErr
                 .cloned()
                 .unwrap_or_default();
             if matches!(method, "create" | "write")
-                && let Some(reason) = app.rejects_fields(&args)
+                && let Some(error) = app.refused_fields(&args)
             {
-                return Err(OdooError::new("odoo.exceptions.ValidationError", reason));
+                return Err(error);
             }
             app.with_erp(|records| records.call(&model, method, &args, &kwargs))
         }

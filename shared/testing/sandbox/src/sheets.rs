@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::a1::Range;
+use crate::faults::Refusal;
 use crate::{Api, AppState, Grid};
 use sluice_contracts::column_name;
 
@@ -108,7 +109,7 @@ struct Request<'a> {
     spreadsheet: &'a str,
     operation: &'static str,
     write: bool,
-    rejected: Option<String>,
+    refused: Option<(Refusal, String)>,
 }
 
 /// Runs a Sheets request: token, sharing, faults, refused values, then
@@ -123,7 +124,7 @@ async fn call(
         spreadsheet,
         operation,
         write,
-        rejected,
+        refused,
     } = request;
     let principal = app.principal(headers);
     let response = if principal.is_none() {
@@ -136,8 +137,14 @@ async fn call(
         google_error(403, "The caller does not have permission").into_response()
     } else if let Some(failure) = app.admit(Api::Sheets, operation, write).await {
         return failure.google();
-    } else if let Some(value) = rejected {
-        google_error(400, &format!("Invalid value at 'data.values': {value}")).into_response()
+    } else if let Some((refusal, value)) = refused {
+        match refusal {
+            Refusal::Invalid => {
+                google_error(400, &format!("Invalid value at 'data.values': {value}"))
+            }
+            Refusal::ServerError => google_error(500, "Internal error encountered."),
+        }
+        .into_response()
     } else {
         match app.with_spreadsheets(handle) {
             Ok(body) => (StatusCode::OK, Json(body)).into_response(),
@@ -171,7 +178,7 @@ pub async fn get(
         spreadsheet: &spreadsheet,
         operation: "values.get",
         write: false,
-        rejected: None,
+        refused: None,
     };
     call(&app, &headers, request, |spreadsheets| {
         let range = Range::parse(&range).map_err(|m| google_error(400, &m))?;
@@ -214,7 +221,7 @@ pub async fn append(
         spreadsheet: &spreadsheet,
         operation: "values.append",
         write: true,
-        rejected: app.rejects(Api::Sheets, &body.values),
+        refused: app.refused(Api::Sheets, &body.values),
     };
     call(&app, &headers, request, |spreadsheets| {
         let range = Range::parse(&range).map_err(|m| google_error(400, &m))?;
@@ -255,7 +262,7 @@ pub async fn batch_update(
         spreadsheet: &spreadsheet,
         operation: "values.batchUpdate",
         write: true,
-        rejected: app.rejects(Api::Sheets, &all),
+        refused: app.refused(Api::Sheets, &all),
     };
     call(&app, &headers, request, |spreadsheets| {
         // Parsed and checked whole before anything is written: a bad range

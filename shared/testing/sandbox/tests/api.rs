@@ -458,6 +458,35 @@ async fn faults_come_as_configured_and_are_logged() {
         invalid["error"]["data"]["name"],
         "odoo.exceptions.ValidationError"
     );
+    // A value the servers fail on every time, as a transient error.
+    faults(&base, "sheets", json!({"fail_value": "poison"})).await;
+    let failing = batch_update(
+        &base,
+        &token,
+        json!([{"range": "Requests!A1", "values": [["poison"]]}]),
+    )
+    .await;
+    assert_eq!(failing.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = failing.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "INTERNAL", "{body}");
+    assert_eq!(
+        batch_update(&base, &token, row()).await.status(),
+        StatusCode::OK,
+        "every other write is served"
+    );
+    faults(&base, "odoo", json!({"fail_value": "poison"})).await;
+    let conflict = execute(
+        &base,
+        "secret",
+        "create",
+        json!([{"client_order_ref": "poison"}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        conflict["error"]["data"]["name"],
+        "psycopg2.errors.SerializationFailure"
+    );
     faults(&base, "odoo", json!({"error_rates": {"503": 1.0}})).await;
     let response = Client::new()
         .post(format!("{base}/jsonrpc"))
@@ -484,7 +513,9 @@ async fn faults_come_as_configured_and_are_logged() {
         .collect();
     assert_eq!(
         statuses,
-        [503, 200, 429, 429, 200, 200, 200, 200, 429, 500, 400]
+        [
+            503, 200, 429, 429, 200, 200, 200, 200, 429, 500, 400, 500, 200
+        ]
     );
 }
 
