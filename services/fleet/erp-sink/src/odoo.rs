@@ -122,12 +122,15 @@ impl Classified for OdooError {
     }
 }
 
-/// Odoo's exceptions: the database's transient conflicts may pass; the
-/// user errors (validation, missing record, access) will not.
+/// Odoo's exceptions: the database's transient conflicts (those Odoo
+/// retries itself, odoo/constant.py, and answers once its five tries are
+/// spent) may pass; the user errors (validation, missing record, access)
+/// will not.
 fn server_class(name: &str) -> ErrorClass {
-    const TRANSIENT: [&str; 4] = [
+    const TRANSIENT: [&str; 5] = [
         "psycopg2.errors.SerializationFailure",
         "psycopg2.errors.LockNotAvailable",
+        "psycopg2.errors.DeadlockDetected",
         "psycopg2.OperationalError",
         "odoo.exceptions.ConcurrencyError",
     ];
@@ -393,10 +396,19 @@ mod tests {
             server("odoo.exceptions.ValidationError").class(),
             ErrorClass::Permanent
         );
-        assert_eq!(
-            server("psycopg2.errors.SerializationFailure").class(),
-            ErrorClass::Retryable
-        );
+        // The concurrency errors Odoo itself retries (odoo/constant.py
+        // PG_CONCURRENCY_EXCEPTIONS_TO_RETRY) may pass on a later call.
+        for transient in [
+            "psycopg2.errors.SerializationFailure",
+            "psycopg2.errors.LockNotAvailable",
+            "psycopg2.errors.DeadlockDetected",
+        ] {
+            assert_eq!(
+                server(transient).class(),
+                ErrorClass::Retryable,
+                "{transient}"
+            );
+        }
         assert_eq!(
             server("odoo.exceptions.AccessDenied").class(),
             ErrorClass::Pause
