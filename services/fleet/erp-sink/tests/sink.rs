@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{
     Topics, Tuning, audit_trail, by_ref, command, event_of, faults, id, records, request_log,
-    results, sandbox, send, start,
+    results, sandbox, send, send_to, start,
 };
 use rdkafka::Message;
 use serde_json::json;
@@ -21,6 +21,7 @@ use sluice_avro::AvroCodec;
 use sluice_contracts::types::{
     AuditAction, DeadLetter, DeadLetterClass, ErpCommand, ErpOperation, ErpOutcome,
 };
+use sluice_resilience::FailureRate;
 use sluice_testkit::{Stack, consume_exactly, message_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,9 +216,10 @@ async fn a_command_out_of_retries_is_answered_rejected_and_dead_lettered() {
 }
 
 /// An outage longer than a command's whole retry budget: once the breaker
-/// opens, the partition is held (a pause spends no retry, and the budget
-/// starts afresh after it), so nothing is refused or dead-lettered and every
-/// command is applied once the ERP is back.
+/// opens, the partition is held (a pause spends no retry, and while nothing
+/// else is applied a failure does not count against the budget), so nothing
+/// is refused or dead-lettered and every command is applied once the ERP is
+/// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_retries_dead_letters_nothing() {
     let base = sandbox().await;
@@ -264,4 +266,79 @@ async fn an_outage_longer_than_the_retries_dead_letters_nothing() {
         .filter(|r| r["status"] == 500)
         .count();
     assert!(failed > 3, "the outage was met ({failed} × 500)");
+}
+
+/// Poison that looks like an outage: one command Odoo fails on every time
+/// with a transient error (a serialization failure) while it serves every
+/// other command. Its own failures open the breaker (half of the last four
+/// calls: a failing create after a search that passes is half), and a hold
+/// must not give it its retries afresh: once they are spent while other
+/// commands were applied, it is dead-lettered as out of retries and its
+/// partition moves on (the upsert behind it is applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_failing_transiently_while_others_are_applied_is_dead_lettered() {
+    let base = sandbox().await;
+    let topics = Topics::create("erp-poison", 2).await;
+    faults(&base, json!({"fail_value": "FLAKY"})).await;
+    let mut tuning = Tuning::quick();
+    tuning.breaker.failure_rate = Some(FailureRate {
+        threshold: 0.5,
+        window: 4,
+        minimum_calls: 4,
+    });
+    tuning.breaker.open_wait = Duration::from_millis(300);
+    tuning.retry.max_retries = 5;
+    let stop = start(&base, &topics, tuning);
+    send_to(
+        &topics.commands.name,
+        Some(0),
+        &[
+            command(1, ErpOperation::Create, "so-P", 1.0, "FLAKY"),
+            command(2, ErpOperation::Upsert, "so-P", 2.0, "after"),
+        ],
+    )
+    .await;
+    // Other commands keep coming on the other partition, a few a second,
+    // until the poison is given up: they are the sign that the ERP works.
+    let (letters, sent) = {
+        let letter = consume_exactly(&topics.dlq.name, 1, common::WAIT);
+        tokio::pin!(letter);
+        let mut sent = 0;
+        loop {
+            tokio::select! {
+                letters = &mut letter => break (letters, sent),
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    sent += 1;
+                    let n = 100 + sent;
+                    let good = command(n, ErpOperation::Create, &format!("so-G{n}"), 1.0, "good");
+                    send_to(&topics.commands.name, Some(1), &[good]).await;
+                }
+            }
+        }
+    };
+    let results = results(&topics.results.name, 2 + sent as usize).await;
+    stop.send(()).unwrap();
+
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let letter: DeadLetter = codec.decode(letters[0].payload().unwrap()).await.unwrap();
+    assert_eq!(letter.error_class, DeadLetterClass::RetriesExhausted);
+    assert!(
+        letter.error_message.contains("SerializationFailure"),
+        "the command's own failure, not the breaker's: {}",
+        letter.error_message
+    );
+    assert!(letter.attempts >= 6, "{} attempts", letter.attempts);
+    let poison = results.iter().find(|r| r.command_id == id(1)).unwrap();
+    assert_eq!(poison.outcome, ErpOutcome::Rejected, "{poison:?}");
+    assert_eq!(poison.error.as_ref().unwrap().code, "retries_exhausted");
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.command_id != id(1))
+            .all(|r| r.outcome == ErpOutcome::Applied),
+        "{results:?}"
+    );
+    let erp = by_ref(&records(&base).await);
+    assert_eq!(erp.len(), 1 + sent as usize, "so-P and every other command");
+    assert_eq!(erp["so-P"]["note"], "after", "the partition moved on");
 }

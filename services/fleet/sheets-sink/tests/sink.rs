@@ -7,13 +7,17 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{
-    Tuning, WAIT, audited, command, faults, grid, id, request_log, sandbox, send, start, start_with,
+    Tuning, WAIT, audited, command, faults, grid, id, request_log, sandbox, send, send_to, start,
+    start_with,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
+use sluice_contracts::types::DeadLetterClass;
 use sluice_contracts::types::{AuditAction, AuditRecord, DeadLetter, SheetRowUpsert};
-use sluice_resilience::RetryPolicy;
+use sluice_resilience::{FailureRate, RetryPolicy};
 use sluice_testkit::{Stack, TestTopic, consume_exactly, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,4 +193,79 @@ async fn server_errors_and_429s_are_retried_without_a_duplicate_row() {
     stop.send(()).unwrap();
     let letters = sluice_testkit::message_count(&dlq.name);
     assert_eq!(letters, 0, "nothing dead-lettered");
+}
+
+/// Poison that looks like an outage: a row Sheets fails on every time with
+/// a 500 while it takes every other. Its own failures open the breaker
+/// (half of the last four calls: a failing write after the key column's
+/// read), and a hold must not give it its retries afresh: once they are
+/// spent while other rows were written, its batch goes one by one, it is
+/// dead-lettered as out of retries, and the row behind it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_failing_transiently_while_others_are_written_is_dead_lettered() {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-sink-poison", 2).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-sink-poison-dlq", 1).await;
+    faults(&base, json!({"fail_value": "FLAKY"})).await;
+    let mut tuning = Tuning::quick();
+    tuning.breaker.failure_rate = Some(FailureRate {
+        threshold: 0.5,
+        window: 4,
+        minimum_calls: 4,
+    });
+    tuning.breaker.open_wait = Duration::from_millis(300);
+    tuning.retry.max_retries = 5;
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, tuning);
+    send_to(
+        &topic.name,
+        Some(0),
+        &[
+            command(&id(1), "o-P", "FLAKY", None),
+            command(&id(2), "o-Q", "2.00", None),
+        ],
+    )
+    .await;
+    // Other rows keep coming on the other partition, a few a second, until
+    // the poison is given up: they are the sign that Sheets works.
+    let (letters, sent) = {
+        let letter = consume_exactly(&dlq.name, 1, WAIT);
+        tokio::pin!(letter);
+        let mut sent = 0;
+        loop {
+            tokio::select! {
+                letters = &mut letter => break (letters, sent),
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    sent += 1;
+                    let good = command(&id(100 + sent), &format!("o-G{sent}"), "1.00", None);
+                    send_to(&topic.name, Some(1), &[good]).await;
+                }
+            }
+        }
+    };
+    let rows = eventually("every other row", WAIT, || {
+        let base = &base;
+        async move {
+            let rows = grid(base).await;
+            (rows.len() == 2 + sent as usize).then_some(rows)
+        }
+    })
+    .await;
+    stop.send(()).unwrap();
+
+    let letter: DeadLetter = AvroCodec::new(Stack::get().registry_settings())
+        .decode(rdkafka::Message::payload(&letters[0]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(letter.error_class, DeadLetterClass::RetriesExhausted);
+    assert!(
+        letter.error_message.contains("HTTP 500"),
+        "the row's own failure, not the breaker's: {}",
+        letter.error_message
+    );
+    let keys: Vec<&Value> = rows.iter().skip(1).map(|row| &row[0]).collect();
+    assert!(
+        keys.contains(&&json!("o-Q")),
+        "the partition moved on: {keys:?}"
+    );
+    assert!(!keys.contains(&&json!("o-P")), "{keys:?}");
 }

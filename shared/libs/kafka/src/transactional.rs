@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -36,7 +36,7 @@ use crate::consumer::context::{
 use crate::consumer::{ConsumerError, HandlerError, SESSION_TIMEOUT, refuse_reserved, subscribed};
 use crate::metrics::{CONSUMED, DEAD_LETTERED, PRODUCED, describe_once, zero_dead_letters};
 use crate::skip::{count_if_skipped, is_tombstone};
-use crate::verdict::{Verdict, attempt};
+use crate::verdict::{Tries, Verdict, attempt};
 use crate::{KafkaConfig, KafkaSetupError};
 
 /// One message to produce.
@@ -140,6 +140,8 @@ pub struct TransactionalLoop<T> {
     transformer: T,
     dead_letters: DeadLetterPublisher,
     settings: TransactionalSettings,
+    /// Messages transformed: what tells a poison message from an outage.
+    served: AtomicU64,
 }
 
 impl<T: Transformer> TransactionalLoop<T> {
@@ -198,6 +200,7 @@ impl<T: Transformer> TransactionalLoop<T> {
             producer,
             transformer,
             settings,
+            served: AtomicU64::new(0),
         })
     }
 
@@ -481,17 +484,20 @@ impl<T: Transformer> TransactionalLoop<T> {
         message: &OwnedMessage,
         span: &tracing::Span,
     ) -> Result<Vec<OutputRecord>, BatchError> {
-        let first_failure_at = OnceLock::new();
         let transformed = attempt(
             &self.settings.retry,
             self.settings.abort_backoff,
-            &first_failure_at,
+            &mut Tries::new(&self.served),
+            &self.served,
             "transform",
             || self.transformer.transform(message),
         )
         .await;
         let mut outputs = match transformed {
-            Ok(outputs) => outputs,
+            Ok(outputs) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                outputs
+            }
             Err(Verdict::Hold { wait, reason }) => {
                 return Err(BatchError::Retry {
                     reason,

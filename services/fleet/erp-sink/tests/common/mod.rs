@@ -240,6 +240,12 @@ pub fn event_of(n: u32) -> String {
 
 /// Produces the commands, keyed by external reference, all at once.
 pub async fn send(topic: &str, commands: &[ErpCommand]) {
+    send_to(topic, None, commands).await;
+}
+
+/// Produces the commands, keyed by external reference, all at once, to
+/// `partition` if one is given (else the key's).
+pub async fn send_to(topic: &str, partition: Option<i32>, commands: &[ErpCommand]) {
     let codec = AvroCodec::new(Stack::get().registry_settings());
     let mut encoded = Vec::with_capacity(commands.len());
     for command in commands {
@@ -250,10 +256,12 @@ pub async fn send(topic: &str, commands: &[ErpCommand]) {
     }
     let producer = producer();
     let sends = encoded.iter().map(|(key, bytes)| {
-        producer.send(
-            FutureRecord::to(topic).key(key).payload(bytes),
-            Duration::from_secs(60),
-        )
+        let record = FutureRecord::to(topic).key(key).payload(bytes);
+        let record = match partition {
+            Some(partition) => record.partition(partition),
+            None => record,
+        };
+        producer.send(record, Duration::from_secs(60))
     });
     for sent in futures::future::join_all(sends).await {
         sent.unwrap();

@@ -226,6 +226,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 linger: settings.batch_linger,
             },
             in_flight: Semaphore::new(settings.max_concurrent.max(1)),
+            served: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(Self {
             consumer,

@@ -2,7 +2,8 @@
 //! offset only once the message is settled and what its handling owes Kafka
 //! is acknowledged.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -20,7 +21,7 @@ use super::{Handler, in_hand};
 use crate::Owed;
 use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
 use crate::skip::{count_if_skipped, is_tombstone};
-use crate::verdict::{Verdict, attempt};
+use crate::verdict::{Tries, Verdict, attempt};
 
 /// Longest wait between two tries to write a dead letter or an owed record.
 const MAX_RESEND_BACKOFF: Duration = Duration::from_secs(30);
@@ -35,6 +36,9 @@ pub(crate) struct Shared<H> {
     pub batch: BatchWindow,
     /// Bounds the batches handled at once across partitions.
     pub in_flight: Semaphore,
+    /// Calls of the handler that succeeded, across partitions: the sign
+    /// that the dependency works while one message keeps failing.
+    pub served: AtomicU64,
 }
 
 /// How many queued messages go to the handler at once, and how long to wait
@@ -354,8 +358,8 @@ async fn settle<H: Handler>(
 
 /// Runs `call` (the handler, for `message` or the batch it starts) until it
 /// succeeds or fails for good: retryable errors through the policy, a pause
-/// holding the partition without spending attempts. `None` when stopped
-/// while holding.
+/// holding the partition; the retry budget is the message's across holds
+/// ([`Tries`]). `None` when stopped while holding.
 async fn until_settled<H, F, Fut>(
     shared: &Shared<H>,
     message: &OwnedMessage,
@@ -368,18 +372,22 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Owed, H::Error>>,
 {
-    let first_failure_at = OnceLock::new();
+    let mut tries = Tries::new(&shared.served);
     loop {
         let handled = attempt(
             &shared.retry,
             shared.pause_backoff,
-            &first_failure_at,
+            &mut tries,
+            &shared.served,
             operation,
             &mut call,
         )
         .await;
         match handled {
-            Ok(owed) => return Some(Ok(owed)),
+            Ok(owed) => {
+                shared.served.fetch_add(1, Ordering::Relaxed);
+                return Some(Ok(owed));
+            }
             Err(Verdict::DeadLetter(failure)) => return Some(Err(failure)),
             Err(Verdict::Hold { wait, reason }) => {
                 tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
