@@ -5,13 +5,14 @@
 //! holds: a hold does not give it afresh. Else a message the dependency
 //! fails on every time (poison that looks like an outage) opens the breaker
 //! with its own retries, is held, gets its retries back, opens it again, and
-//! holds its partition for ever. But once a hold has said "outage", a
-//! failure counts against the budget only if the loop handled some other
-//! message since the message's previous failure: the dependency served
-//! others, so this one is the problem. Through a real outage nothing is
-//! served, nothing counts, and the message is held until the dependency is
-//! back; the message in hand when it began cannot be dead-lettered by the
-//! other partitions' successes of its first moments.
+//! holds its partition for ever. But from its first hold (the dependency
+//! judged unavailable) a failure counts against the budget only if the loop
+//! handled another message since the message's previous failure: the
+//! dependency served others, so this one is the problem. Its failures before
+//! the hold are counted again by that rule. Through a real outage nothing is
+//! served and nothing counts: the message is held until the dependency is
+//! back, and a success of another partition as the outage began counts one
+//! failure at most.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,15 +52,25 @@ pub(crate) struct Tries {
     held: bool,
 }
 
-/// The transient failures that count against the budget.
+/// The message's transient failures.
 #[derive(Debug)]
 struct Counted {
-    failures: u32,
+    /// All of them: the budget until the first hold.
+    all: u32,
+    /// Those after which another message had been handled since the one
+    /// before: the budget from the first hold on.
+    evidenced: u32,
     /// The loop's count of handled messages at the previous failure.
     served_at: u64,
     /// The last transient failure, for the dead letter: a hold's error
     /// (the breaker open) says nothing about the message.
     last: Option<String>,
+}
+
+impl Counted {
+    fn spent(&self, held: bool) -> u32 {
+        if held { self.evidenced } else { self.all }
+    }
 }
 
 impl Tries {
@@ -68,7 +79,8 @@ impl Tries {
         Self {
             first_failure_at: OnceLock::new(),
             counted: Mutex::new(Counted {
-                failures: 0,
+                all: 0,
+                evidenced: 0,
                 served_at: served.load(Ordering::Relaxed),
                 last: None,
             }),
@@ -81,13 +93,13 @@ impl Tries {
         self.counted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes a transient failure; counted unless, after a hold, nothing
-    /// else was served since the last one.
+    /// Notes a transient failure.
     fn failed(&self, error: String, served: &AtomicU64) {
         let now = served.load(Ordering::Relaxed);
         let mut counted = self.counted();
-        if !self.held || now > counted.served_at {
-            counted.failures = counted.failures.saturating_add(1);
+        counted.all = counted.all.saturating_add(1);
+        if now > counted.served_at {
+            counted.evidenced = counted.evidenced.saturating_add(1);
         }
         counted.served_at = now;
         counted.last = Some(error);
@@ -113,7 +125,7 @@ where
     let budget = retry.max_retries.saturating_add(1);
     let left = RetryPolicy {
         max_retries: budget
-            .saturating_sub(tries.counted().failures)
+            .saturating_sub(tries.counted().spent(tries.held))
             .saturating_sub(1),
         ..retry.clone()
     };
@@ -139,8 +151,14 @@ where
         Ok(value) => return Ok(value),
         Err(exhausted) => exhausted,
     };
-    tries.attempts = tries.attempts.saturating_add(attempts);
-    if error.class() == ErrorClass::Permanent {
+    let class = error.class();
+    // A pause's last try was refused (the breaker open) or waved off (429).
+    let tried = match class {
+        ErrorClass::Pause => attempts.saturating_sub(1),
+        _ => attempts,
+    };
+    tries.attempts = tries.attempts.saturating_add(tried);
+    if class == ErrorClass::Permanent {
         return Err(dead_letter(
             tries,
             error.dead_letter_class(),
@@ -149,7 +167,14 @@ where
     }
     let spent = {
         let mut counted = tries.counted();
-        (counted.failures >= budget).then(|| counted.last.take())
+        // Retries run out before any hold: the policy as configured (its
+        // count or its waiting budget); after one, the evidenced count.
+        let out = if tries.held {
+            counted.evidenced >= budget
+        } else {
+            class == ErrorClass::Retryable
+        };
+        out.then(|| counted.last.take())
     };
     if let Some(last) = spent {
         let message = last.unwrap_or_else(|| error.to_string());
@@ -159,7 +184,7 @@ where
             message,
         ));
     }
-    // A pause, or retries that ran out while not all counted: hold.
+    // A pause, or a round after a hold whose failures did not all count.
     tries.held = true;
     Err(Verdict::Hold {
         wait: error.retry_after().unwrap_or(hold),
@@ -294,22 +319,23 @@ mod tests {
             failure.message, "HTTP 500",
             "its own failure, not the breaker's"
         );
-        assert_eq!(failure.attempts, 4);
+        assert_eq!(failure.attempts, 3, "the breaker's refusal was no try");
     }
 
     #[tokio::test(start_paused = true)]
     async fn through_an_outage_nothing_is_counted_and_the_message_is_held() {
         let served = AtomicU64::new(0);
         let mut tries = Tries::new(&served);
-        // Another partition's message succeeds as the outage begins.
-        let first_moments = std::sync::atomic::AtomicBool::new(true);
+        // Another partition's call, sent before the outage, succeeds after
+        // the message's first failure.
+        let calls = std::sync::atomic::AtomicU32::new(0);
         let first = [
             Err(Fault::Transient),
             Err(Fault::Transient),
             Err(Fault::BreakerOpen),
         ];
         let verdict = round(&mut tries, &served, &first, || {
-            if first_moments.swap(false, Ordering::Relaxed) {
+            if calls.fetch_add(1, Ordering::Relaxed) == 1 {
                 served.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -320,7 +346,42 @@ mod tests {
             let trial = [Err(Fault::Transient), Err(Fault::BreakerOpen)];
             assert!(is_hold(&round(&mut tries, &served, &trial, || {}).await));
         }
+        // A shaky return: another partition's trial passes, this one's fails.
+        let shaky = [Err(Fault::Transient), Err(Fault::BreakerOpen)];
+        let another_served = || {
+            served.fetch_add(1, Ordering::Relaxed);
+        };
+        assert!(is_hold(
+            &round(&mut tries, &served, &shaky, another_served).await
+        ));
         // The dependency is back.
         assert!(round(&mut tries, &served, &[Ok(())], || {}).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_budget_spent_before_any_hold_dead_letters() {
+        let served = AtomicU64::new(0);
+        let mut tries = Tries::new(&served);
+        let policy = RetryPolicy {
+            max_elapsed: Some(Duration::from_millis(15)),
+            ..retry()
+        };
+        let mut calls = [Err(Fault::Transient); 3].into_iter();
+        let verdict = attempt(
+            &policy,
+            Duration::from_millis(100),
+            &mut tries,
+            &served,
+            "test",
+            || {
+                let outcome: Result<(), Fault> = calls.next().unwrap_or(Ok(()));
+                async move { outcome }
+            },
+        )
+        .await;
+        let Err(Verdict::DeadLetter(failure)) = verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(failure.attempts, 2, "the second wait would pass 15 ms");
     }
 }

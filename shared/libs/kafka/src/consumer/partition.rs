@@ -12,7 +12,7 @@ use rdkafka::message::OwnedMessage;
 use sluice_contracts::types::DeadLetterClass;
 use sluice_dlq::{DeadLetterPublisher, Failure};
 use sluice_resilience::RetryPolicy;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -115,18 +115,20 @@ pub(crate) async fn run_partition<H: Handler>(
             if held.is_none() && !in_hand.until_free(&partition, &stop).await {
                 return None;
             }
-            let _permit = tokio::select! {
-                biased;
-                () = stop.cancelled() => return None,
-                permit = shared.in_flight.acquire() => permit.ok()?,
+            let mut slot = Slot {
+                in_flight: &shared.in_flight,
+                permit: None,
             };
+            if !slot.take(&stop).await {
+                return None;
+            }
             if held.is_none() {
                 held = Some(in_hand.begin(&partition, &stop).await?);
             } else if stop.is_cancelled() {
                 return None;
             }
             let started = Instant::now();
-            let (outcomes, owed) = settle_batch(&shared, &batch, &stop).await?;
+            let (outcomes, owed) = settle_batch(&shared, &batch, &mut slot, &stop).await?;
             Some(Owing {
                 batch,
                 outcomes,
@@ -281,16 +283,17 @@ async fn gather(
 async fn settle_batch<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
+    slot: &mut Slot<'_>,
     stop: &CancellationToken,
 ) -> Option<(Vec<Settled>, Owed)> {
     let [first, ..] = batch else {
         return Some((Vec::new(), Owed::nothing()));
     };
     if batch.len() == 1 || batch.iter().any(is_tombstone) {
-        return settle_each(shared, batch, stop).await;
+        return settle_each(shared, batch, slot, stop).await;
     }
     let span = sluice_telemetry::batch_span(batch);
-    let handled = until_settled(shared, first, stop, "handle_batch", || {
+    let handled = until_settled(shared, first, slot, stop, "handle_batch", || {
         shared.handler.handle_batch(batch)
     })
     .instrument(span)
@@ -300,7 +303,7 @@ async fn settle_batch<H: Handler>(
         Err(failure) => {
             tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
                 error = %failure.message, "batch failed; handling its messages one by one");
-            settle_each(shared, batch, stop).await
+            settle_each(shared, batch, slot, stop).await
         }
     }
 }
@@ -310,6 +313,7 @@ async fn settle_batch<H: Handler>(
 async fn settle_each<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
+    slot: &mut Slot<'_>,
     stop: &CancellationToken,
 ) -> Option<(Vec<Settled>, Owed)> {
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -317,7 +321,7 @@ async fn settle_each<H: Handler>(
     for message in batch {
         let span = sluice_telemetry::message_span(message);
         // Stopped: the messages settled so far are stored, no more.
-        let Some((settled, also_owed)) = settle(shared, message, stop).instrument(span).await
+        let Some((settled, also_owed)) = settle(shared, message, slot, stop).instrument(span).await
         else {
             break;
         };
@@ -334,13 +338,14 @@ async fn settle_each<H: Handler>(
 async fn settle<H: Handler>(
     shared: &Shared<H>,
     message: &OwnedMessage,
+    slot: &mut Slot<'_>,
     stop: &CancellationToken,
 ) -> Option<(Settled, Owed)> {
     if is_tombstone(message) {
         count_if_skipped(message);
         return Some((Settled::Skipped, Owed::nothing()));
     }
-    let handled = until_settled(shared, message, stop, "handle", || {
+    let handled = until_settled(shared, message, slot, stop, "handle", || {
         shared.handler.handle(message)
     })
     .await?;
@@ -363,6 +368,7 @@ async fn settle<H: Handler>(
 async fn until_settled<H, F, Fut>(
     shared: &Shared<H>,
     message: &OwnedMessage,
+    slot: &mut Slot<'_>,
     stop: &CancellationToken,
     operation: &str,
     mut call: F,
@@ -390,13 +396,47 @@ where
             }
             Err(Verdict::DeadLetter(failure)) => return Some(Err(failure)),
             Err(Verdict::Hold { wait, reason }) => {
+                // Up to a fifth more: partitions held by one open breaker
+                // wake apart, so its trial call goes to any of them.
+                let wait = wait.mul_f64(1.0 + fastrand::f64() / 5.0);
                 tracing::warn!(topic = message.topic(), partition = message.partition(), error = %reason, ?wait,
                     "dependency unavailable; holding the partition");
-                if !sleep_unless_stopped(wait, stop).await {
+                slot.give_back();
+                if !sleep_unless_stopped(wait, stop).await || !slot.take(stop).await {
                     return None;
                 }
             }
         }
+    }
+}
+
+/// A partition's share of the loop's `in_flight` bound: taken while it
+/// handles a batch, given back while it holds for its dependency, so that
+/// held partitions do not keep the others from running (and their
+/// successes are what tell poison from an outage).
+struct Slot<'a> {
+    in_flight: &'a Semaphore,
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl Slot<'_> {
+    /// Takes the share, waiting for one; false when `stop` fired first.
+    async fn take(&mut self, stop: &CancellationToken) -> bool {
+        if self.permit.is_some() {
+            return true;
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => false,
+            permit = self.in_flight.acquire() => {
+                self.permit = permit.ok();
+                self.permit.is_some()
+            }
+        }
+    }
+
+    fn give_back(&mut self) {
+        self.permit = None;
     }
 }
 
