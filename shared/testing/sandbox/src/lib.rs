@@ -7,6 +7,7 @@
 pub mod a1;
 mod admin;
 pub mod faults;
+mod json2;
 pub mod keys;
 mod local;
 mod oauth;
@@ -338,6 +339,7 @@ pub fn router(app: AppState) -> Router {
             post(sheets::batch_update),
         )
         .route("/jsonrpc", post(odoo::jsonrpc))
+        .route("/json/2/{model}/{method}", post(json2::call))
         .merge(admin::routes())
         .merge(page::routes())
         .with_state(app)

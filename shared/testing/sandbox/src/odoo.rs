@@ -67,14 +67,9 @@ fn reply(id: &Value, result: Result<Value, OdooError>) -> Response {
     Json(body).into_response()
 }
 
-/// `POST /jsonrpc`.
-pub async fn jsonrpc(State(app): State<AppState>, Json(call): Json<Call>) -> Response {
-    let params = &call.params;
-    let method = match params.args.get(4).and_then(Value::as_str) {
-        Some(method) if params.service == "object" => method.to_owned(),
-        _ => params.method.clone(),
-    };
-    let operation: &'static str = match method.as_str() {
+/// The request log's name of `method`.
+pub(crate) fn operation(method: &str) -> &'static str {
+    match method {
         "authenticate" | "login" => "authenticate",
         "search" => "search",
         "read" => "read",
@@ -87,7 +82,17 @@ pub async fn jsonrpc(State(app): State<AppState>, Json(call): Json<Call>) -> Res
         "action_confirm" => "action_confirm",
         "action_cancel" => "action_cancel",
         _ => "other",
+    }
+}
+
+/// `POST /jsonrpc`.
+pub async fn jsonrpc(State(app): State<AppState>, Json(call): Json<Call>) -> Response {
+    let params = &call.params;
+    let method = match params.args.get(4).and_then(Value::as_str) {
+        Some(method) if params.service == "object" => method.to_owned(),
+        _ => params.method.clone(),
     };
+    let operation = operation(&method);
     let write = crate::is_write(operation);
     if let Some(failure) = app.admit(Api::Odoo, operation, write).await {
         return failure.plain();

@@ -358,3 +358,104 @@ async fn a_quotation_with_lines_is_confirmed_then_cancelled() {
     .await);
     assert_eq!(named, json!([[partner, "Ada"]]));
 }
+
+/// A JSON-2 call (`POST /json/2/<model>/<method>`) with `key`; the status
+/// and the body.
+async fn json2(base: &str, key: Option<&str>, path: &str, body: Value) -> (StatusCode, Value) {
+    let mut request = Client::new()
+        .post(format!("{base}/json/2/{path}"))
+        .header("X-Odoo-Database", "sluice")
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("Authorization", format!("bearer {key}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Odoo 19's JSON-2 API as its dispatcher answers: the key as a bearer
+/// token, parameters by name, `ids` only for record methods, the bare
+/// result, and errors with their HTTP status and Odoo's JSON error.
+#[tokio::test]
+async fn json_2_calls_answer_with_statuses_and_odoos_errors() {
+    let base = serve().await;
+    let key = Some("secret");
+    let (status, body) = json2(&base, None, "res.partner/search", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = json2(&base, Some("wrong"), "res.partner/search", json!({})).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Invalid apikey"))
+    );
+    let (status, body) = json2(&base, key, "res.partnerz/search", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["name"], "werkzeug.exceptions.NotFound");
+
+    let partner = json!({"name": "Ada", "email": "ada@example.org"});
+    let (status, ids) = json2(
+        &base,
+        key,
+        "res.partner/create",
+        json!({"vals_list": partner}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ids}");
+    assert!(
+        ids.as_array().is_some_and(|ids| ids.len() == 1),
+        "a list of ids: {ids}"
+    );
+    let (status, body) = json2(
+        &base,
+        key,
+        "res.partner/create",
+        json!({"ids": [1], "vals_list": partner}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = json2(
+        &base,
+        key,
+        "res.partner/search_read",
+        json!({"domain": [], "colour": "red"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("'colour'"),
+        "{body}"
+    );
+    let (status, body) = json2(
+        &base,
+        key,
+        "sale.order/write",
+        json!({"ids": [999], "vals": {"note": "x"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (StatusCode::NOT_FOUND, Some("odoo.exceptions.MissingError")),
+        "{body}"
+    );
+    let (status, body) = json2(
+        &base,
+        key,
+        "sale.order/create",
+        json!({"vals_list": [{"partner_name": "Ada"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(
+        body["name"], "builtins.ValueError",
+        "an unknown field: {body}"
+    );
+    let (status, found) = json2(
+        &base,
+        key,
+        "res.partner/search_read",
+        json!({"domain": [["email", "=", "ada@example.org"]], "fields": ["name"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found[0]["name"], "Ada", "{found}");
+}
