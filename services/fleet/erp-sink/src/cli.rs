@@ -6,6 +6,8 @@ use secrecy::SecretString;
 use sluice_config::{AuditArgs, parse_secret};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
 
+use crate::odoo::Protocol;
+
 /// erp-sink's defaults of the shared flags.
 #[derive(Debug, Clone)]
 pub struct Erp;
@@ -31,6 +33,11 @@ pub struct Cli {
     /// Base URL of the Odoo server (its JSON-RPC endpoint is /jsonrpc).
     #[arg(long, env = "SLUICE_ERP_ODOO_URL")]
     pub odoo_url: String,
+    /// Which of Odoo's external APIs to call: json-rpc (`/jsonrpc`, a login
+    /// and a password or API key) or json2 (`/json/2`, Odoo 19 and later,
+    /// an API key in --odoo-password; the login is unused).
+    #[arg(long, env = "SLUICE_ERP_ODOO_PROTOCOL", value_enum, default_value_t)]
+    pub odoo_protocol: Protocol,
     /// Odoo database.
     #[arg(long, env = "SLUICE_ERP_ODOO_DATABASE")]
     pub odoo_database: String,

@@ -25,6 +25,7 @@ async fn service_main() -> Result<()> {
     .context("odoo-password: set it, or odoo-password-file")?;
     let login = OdooLogin {
         url: cli.odoo_url,
+        protocol: cli.odoo_protocol,
         database: cli.odoo_database,
         login: cli.odoo_login,
         password,

@@ -1,9 +1,14 @@
-//! An Odoo external-API client over JSON-RPC (`POST /jsonrpc`): log in once
-//! for the uid, then `execute_kw` on a model. Odoo answers its own errors
-//! with HTTP 200 and an `error` object whose `data.name` is the Python
-//! exception; that name decides whether a call may work next time.
+//! An Odoo external-API client, over either of Odoo's protocols:
+//! - JSON-RPC (`POST /jsonrpc`, Odoo 8 to 21): log in once for the uid, then
+//!   `execute_kw` on a model. Odoo answers its own errors with HTTP 200 and
+//!   an `error` object whose `data.name` is the Python exception.
+//! - JSON-2 (`POST /json/2/<model>/<method>`, Odoo 19 on; JSON-RPC goes in
+//!   22): an API key as `Authorization: bearer`, the method's parameters by
+//!   name, its return value as the body; errors with an HTTP status and a
+//!   JSON body whose `name` is the exception.
 //!
-//! Every request goes through the circuit breaker and then the rate
+//! Either way the exception's name decides whether a call may work next
+//! time. Every request goes through the circuit breaker and then the rate
 //! limiter: the breaker judges the ERP request by request (a command takes
 //! two), and an open breaker spends no token.
 
@@ -11,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use sluice_resilience::{
@@ -19,16 +24,28 @@ use sluice_resilience::{
 };
 use tokio::sync::OnceCell;
 
+/// Which of Odoo's external APIs the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// `/jsonrpc` with a login and a password (or an API key in its place).
+    #[default]
+    JsonRpc,
+    /// `/json/2` with an API key (Odoo 19 and later); the login is unused.
+    Json2,
+}
+
 /// Where and as whom the client logs in.
 #[derive(Debug, Clone)]
 pub struct OdooLogin {
-    /// Base URL of the Odoo server (`/jsonrpc` is appended).
+    /// Base URL of the Odoo server (`/jsonrpc` or `/json/2/…` is appended).
     pub url: String,
+    /// Which API.
+    pub protocol: Protocol,
     /// Database name; also the rate limiter's target.
     pub database: String,
     /// Login.
     pub login: String,
-    /// Password or API key.
+    /// Password or API key (JSON-2: the API key).
     pub password: SecretString,
 }
 
@@ -123,8 +140,9 @@ impl Classified for OdooError {
 }
 
 /// Odoo's exceptions: the database's transient conflicts (those Odoo
-/// retries itself, odoo/constant.py, and answers once its five tries are
-/// spent) may pass; the user errors (validation, missing record, access)
+/// retries itself, `PG_CONCURRENCY_EXCEPTIONS_TO_RETRY` in
+/// odoo/service/model.py, odoo/constant.py from 19, and answers once its
+/// five tries are spent) may pass; the user errors (validation, missing record, access)
 /// will not.
 fn server_class(name: &str) -> ErrorClass {
     const TRANSIENT: [&str; 5] = [
@@ -162,7 +180,7 @@ impl OdooClient {
         breaker: CircuitBreaker,
         limiter: Arc<RateLimiter>,
     ) -> Self {
-        let url = format!("{}/jsonrpc", login.url.trim_end_matches('/'));
+        let url = login.url.trim_end_matches('/').to_owned();
         Self {
             http,
             login: OdooLogin { url, ..login },
@@ -189,8 +207,8 @@ impl OdooClient {
             .execute(
                 model,
                 "search_read",
-                json!([domain]),
-                json!({"fields": fields, "limit": 2, "order": "id asc"}),
+                None,
+                json!({"domain": domain, "fields": fields, "limit": 2, "order": "id asc"}),
             )
             .await?;
         serde_json::from_value(found).map_err(|err| OdooError {
@@ -202,9 +220,9 @@ impl OdooClient {
     /// `create`; the new record's id.
     pub async fn create(&self, model: &str, values: &Map<String, Value>) -> Result<i64, OdooError> {
         let created = self
-            .execute(model, "create", json!([values]), json!({}))
+            .execute(model, "create", None, json!({"vals_list": [values]}))
             .await?;
-        // Odoo 17 answers a list of ids for a list of values, older a number.
+        // A list of ids for a list of values (older Odoo: a number).
         let id = created
             .as_i64()
             .or_else(|| created.get(0).and_then(Value::as_i64));
@@ -221,7 +239,7 @@ impl OdooClient {
         id: i64,
         values: &Map<String, Value>,
     ) -> Result<(), OdooError> {
-        self.execute(model, "write", json!([[id], values]), json!({}))
+        self.execute(model, "write", Some(&[id]), json!({"vals": values}))
             .await
             .map(drop)
     }
@@ -233,7 +251,7 @@ impl OdooClient {
             .execute(
                 model,
                 "fields_get",
-                json!([]),
+                None,
                 json!({"attributes": ["type", "relation", "required", "readonly"]}),
             )
             .await?;
@@ -255,33 +273,57 @@ impl OdooClient {
         ids: &[i64],
         context: Value,
     ) -> Result<Value, OdooError> {
-        self.execute(model, method, json!([ids]), json!({"context": context}))
+        self.execute(model, method, Some(ids), json!({"context": context}))
             .await
     }
 
+    /// Calls `method` of `model`, on the records `ids` or (none) on the
+    /// model, with `params` by name.
     async fn execute(
         &self,
         model: &str,
         method: &str,
-        args: Value,
-        kwargs: Value,
+        ids: Option<&[i64]>,
+        params: Value,
     ) -> Result<Value, OdooError> {
-        let uid = self.uid().await?;
         let operation = format!("{model}.{method}");
-        let params = json!({
-            "service": "object",
-            "method": "execute_kw",
-            "args": [
-                self.login.database,
-                uid,
-                self.login.password.expose_secret(),
-                model,
-                method,
-                args,
-                kwargs,
-            ],
-        });
-        self.rpc(operation, params).await
+        let mut params = match params {
+            Value::Object(params) => params,
+            _ => Map::new(),
+        };
+        match self.login.protocol {
+            Protocol::JsonRpc => {
+                // Positional where execute_kw needs it: the records a method
+                // runs on, and create's values (odoo/api.py reads args[0]).
+                let args = match (ids, params.remove("vals_list")) {
+                    (Some(ids), _) => json!([ids]),
+                    (None, Some(values)) => json!([values]),
+                    (None, None) => json!([]),
+                };
+                let uid = self.uid().await?;
+                let params = json!({
+                    "service": "object",
+                    "method": "execute_kw",
+                    "args": [
+                        self.login.database,
+                        uid,
+                        self.login.password.expose_secret(),
+                        model,
+                        method,
+                        args,
+                        params,
+                    ],
+                });
+                self.rpc(operation, Call::JsonRpc(params)).await
+            }
+            Protocol::Json2 => {
+                if let Some(ids) = ids {
+                    params.insert("ids".into(), json!(ids));
+                }
+                let url = format!("{}/json/2/{model}/{method}", self.login.url);
+                self.rpc(operation, Call::Json2 { url, params }).await
+            }
+        }
     }
 
     async fn uid(&self) -> Result<i64, OdooError> {
@@ -297,7 +339,9 @@ impl OdooClient {
                         {},
                     ],
                 });
-                let answer = self.rpc("authenticate".into(), params).await?;
+                let answer = self
+                    .rpc("authenticate".into(), Call::JsonRpc(params))
+                    .await?;
                 answer.as_i64().ok_or(OdooError {
                     operation: "authenticate".into(),
                     failure: Failure::LoginRefused,
@@ -307,8 +351,8 @@ impl OdooClient {
             .copied()
     }
 
-    async fn rpc(&self, operation: String, params: Value) -> Result<Value, OdooError> {
-        match self.breaker.call(self.request(&operation, params)).await {
+    async fn rpc(&self, operation: String, call: Call) -> Result<Value, OdooError> {
+        match self.breaker.call(self.request(&operation, call)).await {
             Ok(answer) => Ok(answer),
             Err(BreakerError::Call(err)) => Err(err),
             Err(BreakerError::Rejected(rejected)) => Err(OdooError {
@@ -320,16 +364,29 @@ impl OdooClient {
         }
     }
 
-    async fn request(&self, operation: &str, params: Value) -> Result<Value, OdooError> {
+    async fn request(&self, operation: &str, call: Call) -> Result<Value, OdooError> {
         let failed = |failure| OdooError {
             operation: operation.to_owned(),
             failure,
         };
         self.limiter.acquire(&self.login.database).await;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({"jsonrpc": "2.0", "method": "call", "id": id, "params": params});
+        let request = match &call {
+            Call::JsonRpc(params) => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let url = format!("{}/jsonrpc", self.login.url);
+                self.http
+                    .post(url)
+                    .json(&json!({"jsonrpc": "2.0", "method": "call", "id": id, "params": params}))
+            }
+            Call::Json2 { url, params } => self
+                .http
+                .post(url)
+                .bearer_auth(self.login.password.expose_secret())
+                .header("X-Odoo-Database", &self.login.database)
+                .json(params),
+        };
         let started = std::time::Instant::now();
-        let response = self.http.post(&self.login.url).json(&body).send().await;
+        let response = request.send().await;
         let elapsed = started.elapsed();
         let response = response.map_err(|err| {
             record_request("erp", operation, None, elapsed);
@@ -338,41 +395,81 @@ impl OdooClient {
         let status = response.status();
         record_request("erp", operation, Some(status.as_u16()), elapsed);
         if !status.is_success() {
-            let header = response.headers().get(reqwest::header::RETRY_AFTER);
-            let retry_after = retry_after(
-                header.and_then(|v| v.to_str().ok()),
-                SystemTime::now(),
-                self.limiter.max_wait(),
-            );
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let wait = retry_after.unwrap_or(Duration::from_secs(1));
-                self.limiter.defer(&self.login.database, wait);
-            }
-            return Err(failed(Failure::Http {
-                status: status.as_u16(),
-                retry_after,
-            }));
+            return Err(failed(self.refusal(response).await));
         }
-        let mut answer: Value = response
+        let answer: Value = response
             .json()
             .await
             .map_err(|err| failed(Failure::Malformed(err.to_string())))?;
-        if let Some(error) = answer.get("error") {
-            let data = &error["data"];
-            let name = data["name"].as_str().unwrap_or("unknown").to_owned();
-            let message = data["message"]
-                .as_str()
-                .or_else(|| error["message"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            return Err(failed(Failure::Server { name, message }));
+        match call {
+            Call::JsonRpc(_) => json_rpc_result(answer).map_err(failed),
+            Call::Json2 { .. } => Ok(answer),
         }
-        match answer.get_mut("result") {
-            Some(result) => Ok(result.take()),
-            None => Err(failed(Failure::Malformed(
-                "neither result nor error".into(),
-            ))),
+    }
+
+    /// What an answer with an error status means: the exception Odoo
+    /// names in a JSON-2 body, else the status itself.
+    async fn refusal(&self, response: Response) -> Failure {
+        let status = response.status();
+        let header = response.headers().get(reqwest::header::RETRY_AFTER);
+        let retry_after = retry_after(
+            header.and_then(|v| v.to_str().ok()),
+            SystemTime::now(),
+            self.limiter.max_wait(),
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after.unwrap_or(Duration::from_secs(1));
+            self.limiter.defer(&self.login.database, wait);
         }
+        if status == StatusCode::UNAUTHORIZED && self.login.protocol == Protocol::Json2 {
+            return Failure::LoginRefused;
+        }
+        let body: Option<Value> = response.json().await.ok();
+        let named = body.as_ref().and_then(|body| {
+            let name = body.get("name")?.as_str()?;
+            let message = body.get("message").and_then(Value::as_str);
+            Some(Failure::Server {
+                name: name.to_owned(),
+                message: message.unwrap_or_default().to_owned(),
+            })
+        });
+        match named {
+            // A proxy's or a gateway's status says more than a name would.
+            Some(server) if status != StatusCode::TOO_MANY_REQUESTS => server,
+            _ => Failure::Http {
+                status: status.as_u16(),
+                retry_after,
+            },
+        }
+    }
+}
+
+/// A request in one of the protocols.
+enum Call {
+    /// JSON-RPC `params`.
+    JsonRpc(Value),
+    /// A JSON-2 URL and its named parameters.
+    Json2 {
+        url: String,
+        params: Map<String, Value>,
+    },
+}
+
+/// JSON-RPC's `result`, or the exception in its `error`.
+fn json_rpc_result(mut answer: Value) -> Result<Value, Failure> {
+    if let Some(error) = answer.get("error") {
+        let data = &error["data"];
+        let name = data["name"].as_str().unwrap_or("unknown").to_owned();
+        let message = data["message"]
+            .as_str()
+            .or_else(|| error["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        return Err(Failure::Server { name, message });
+    }
+    match answer.get_mut("result") {
+        Some(result) => Ok(result.take()),
+        None => Err(Failure::Malformed("neither result nor error".into())),
     }
 }
 
@@ -396,8 +493,8 @@ mod tests {
             server("odoo.exceptions.ValidationError").class(),
             ErrorClass::Permanent
         );
-        // The concurrency errors Odoo itself retries (odoo/constant.py
-        // PG_CONCURRENCY_EXCEPTIONS_TO_RETRY) may pass on a later call.
+        // The concurrency errors Odoo itself retries
+        // (PG_CONCURRENCY_EXCEPTIONS_TO_RETRY) may pass on a later call.
         for transient in [
             "psycopg2.errors.SerializationFailure",
             "psycopg2.errors.LockNotAvailable",

@@ -3,18 +3,22 @@
 //! partner found or made by e-mail, with a line per SKU; its cancellation
 //! goes through `action_cancel`; an unknown SKU or field is refused naming
 //! it, before anything is written; a model missing the sink's own fields
-//! is found at start.
+//! is found at start. Each over JSON-RPC and over JSON-2.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{MODEL, Tuning, applier, id, sandbox};
+use common::{MODEL, Tuning, applier, applier_over, id, sandbox};
 use serde_json::{Value, json};
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_erp_sink::ApplyError;
+use sluice_erp_sink::odoo::Protocol;
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
+
+/// Each scenario runs over both of Odoo's APIs, a sandbox each.
+const PROTOCOLS: [Protocol; 2] = [Protocol::JsonRpc, Protocol::Json2];
 
 fn text(value: &str) -> ScalarValue {
     ScalarValue::String(value.into())
@@ -95,136 +99,142 @@ async fn operations(base: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_reservation_is_a_confirmed_quotation_with_its_customer_and_lines() {
-    let base = sandbox().await;
-    let tuning = Tuning::quick();
-    let sink = applier(&base, tuning.breaker, tuning.limiter);
-    sink.check(&[MODEL.to_owned()]).await.unwrap();
+    for protocol in PROTOCOLS {
+        let base = sandbox().await;
+        let tuning = Tuning::quick();
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        sink.check(&[MODEL.to_owned()]).await.unwrap();
 
-    let first = sink
-        .apply(&reservation(1, "o-1", &["SKU-1", "MUG-1"]))
-        .await
-        .unwrap();
-    let again = sink
-        .apply(&reservation(1, "o-1", &["SKU-1", "MUG-1"]))
-        .await
-        .unwrap();
-    assert!(!first.already && again.already);
-    sink.apply(&reservation(2, "o-2", &["TEA-7"]))
-        .await
-        .unwrap();
+        let first = sink
+            .apply(&reservation(1, "o-1", &["SKU-1", "MUG-1"]))
+            .await
+            .unwrap();
+        let again = sink
+            .apply(&reservation(1, "o-1", &["SKU-1", "MUG-1"]))
+            .await
+            .unwrap();
+        assert!(!first.already && again.already);
+        sink.apply(&reservation(2, "o-2", &["TEA-7"]))
+            .await
+            .unwrap();
 
-    let partners = table(&base, "res.partner").await;
-    assert_eq!(
-        partners.len(),
-        1,
-        "one partner for one e-mail: {partners:?}"
-    );
-    assert_eq!(partners[0]["email"], "ada@example.org");
-    assert_eq!(partners[0]["name"], "Ada Lovelace");
-    let orders = table(&base, "sale.order").await;
-    assert_eq!(orders.len(), 2);
-    let order = &orders[0];
-    assert_eq!(order["id"], json!(first.record_id));
-    assert_eq!(order["partner_id"], partners[0]["id"]);
-    assert_eq!(order["client_order_ref"], "o-1");
-    assert_eq!(order["state"], "sale", "confirmed by action_confirm");
-    assert_eq!(order["amount_total"], json!(50.0), "2 × 12.50 twice");
-    let lines = table(&base, "sale.order.line").await;
-    let products: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["order_id"] == json!(first.record_id))
-        .map(|l| &l["name"])
-        .collect();
-    assert_eq!(products, [&json!("[SKU-1] Widget"), &json!("[MUG-1] Mug")]);
-    let ops = operations(&base).await;
-    assert_eq!(ops.iter().filter(|o| *o == "action_confirm").count(), 2);
-    assert_eq!(
-        ops.iter().filter(|o| *o == "fields_get").count(),
-        2,
-        "once per model (order, line): {ops:?}"
-    );
+        let partners = table(&base, "res.partner").await;
+        assert_eq!(
+            partners.len(),
+            1,
+            "one partner for one e-mail: {partners:?}"
+        );
+        assert_eq!(partners[0]["email"], "ada@example.org");
+        assert_eq!(partners[0]["name"], "Ada Lovelace");
+        let orders = table(&base, "sale.order").await;
+        assert_eq!(orders.len(), 2);
+        let order = &orders[0];
+        assert_eq!(order["id"], json!(first.record_id));
+        assert_eq!(order["partner_id"], partners[0]["id"]);
+        assert_eq!(order["client_order_ref"], "o-1");
+        assert_eq!(order["state"], "sale", "confirmed by action_confirm");
+        assert_eq!(order["amount_total"], json!(50.0), "2 × 12.50 twice");
+        let lines = table(&base, "sale.order.line").await;
+        let products: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["order_id"] == json!(first.record_id))
+            .map(|l| &l["name"])
+            .collect();
+        assert_eq!(products, [&json!("[SKU-1] Widget"), &json!("[MUG-1] Mug")]);
+        let ops = operations(&base).await;
+        assert_eq!(ops.iter().filter(|o| *o == "action_confirm").count(), 2);
+        assert_eq!(
+            ops.iter().filter(|o| *o == "fields_get").count(),
+            2,
+            "once per model (order, line): {ops:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn orders_of_one_new_customer_at_once_make_one_partner() {
-    let base = sandbox().await;
-    let tuning = Tuning::quick();
-    let sink = applier(&base, tuning.breaker, tuning.limiter);
-    let commands: Vec<ErpCommand> = (1..=8)
-        .map(|n| reservation(n, &format!("o-{n}"), &["SKU-2"]))
-        .collect();
-    let applied = futures::future::join_all(commands.iter().map(|c| sink.apply(c))).await;
-    assert!(applied.iter().all(Result::is_ok), "{applied:?}");
-    let partners = table(&base, "res.partner").await;
-    assert_eq!(partners.len(), 1, "{partners:?}");
-    assert_eq!(table(&base, "sale.order").await.len(), 8);
+    for protocol in PROTOCOLS {
+        let base = sandbox().await;
+        let tuning = Tuning::quick();
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        let commands: Vec<ErpCommand> = (1..=8)
+            .map(|n| reservation(n, &format!("o-{n}"), &["SKU-2"]))
+            .collect();
+        let applied = futures::future::join_all(commands.iter().map(|c| sink.apply(c))).await;
+        assert!(applied.iter().all(Result::is_ok), "{applied:?}");
+        let partners = table(&base, "res.partner").await;
+        assert_eq!(partners.len(), 1, "{partners:?}");
+        assert_eq!(table(&base, "sale.order").await.len(), 8);
+    }
 }
 
 #[tokio::test]
 async fn a_cancel_calls_action_cancel_and_an_unknown_sku_or_field_is_refused_by_name() {
-    let base = sandbox().await;
-    let tuning = Tuning::quick();
-    let sink = applier(&base, tuning.breaker, tuning.limiter);
-    sink.apply(&reservation(1, "o-1", &["SKU-1"]))
-        .await
-        .unwrap();
-    let cancelled = sink.apply(&cancel(2, "o-1")).await.unwrap();
-    let again = sink.apply(&cancel(2, "o-1")).await.unwrap();
-    assert!(!cancelled.already && again.already);
-    let orders = table(&base, "sale.order").await;
-    assert_eq!(orders[0]["state"], "cancel");
-    let ops = operations(&base).await;
-    assert_eq!(
-        ops.iter().filter(|o| *o == "action_cancel").count(),
-        1,
-        "{ops:?}"
-    );
+    for protocol in PROTOCOLS {
+        let base = sandbox().await;
+        let tuning = Tuning::quick();
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        sink.apply(&reservation(1, "o-1", &["SKU-1"]))
+            .await
+            .unwrap();
+        let cancelled = sink.apply(&cancel(2, "o-1")).await.unwrap();
+        let again = sink.apply(&cancel(2, "o-1")).await.unwrap();
+        assert!(!cancelled.already && again.already);
+        let orders = table(&base, "sale.order").await;
+        assert_eq!(orders[0]["state"], "cancel");
+        let ops = operations(&base).await;
+        assert_eq!(
+            ops.iter().filter(|o| *o == "action_cancel").count(),
+            1,
+            "{ops:?}"
+        );
 
-    let before = operations(&base).await.len();
-    let refused = sink
-        .apply(&reservation(3, "o-3", &["SKU-1", "TEA-999"]))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.class(), ErrorClass::Permanent);
-    assert_eq!(refused.code(), "unknown_reference");
-    assert!(refused.to_string().contains("TEA-999"), "{refused}");
-    let mut shipped = reservation(4, "o-4", &["SKU-1"]);
-    shipped.fields.push(ErpField {
-        name: "partner_name".into(),
-        value: text("Ada"),
-    });
-    let refused = sink.apply(&shipped).await.unwrap_err();
-    assert!(
-        matches!(&refused, ApplyError::UnknownField { field, .. } if field == "partner_name"),
-        "{refused}"
-    );
-    let writes: Vec<String> = operations(&base).await[before..]
-        .iter()
-        .filter(|o| matches!(o.as_str(), "create" | "write"))
-        .cloned()
-        .collect();
-    assert!(
-        writes.is_empty(),
-        "nothing written for refused commands: {writes:?}"
-    );
-    assert_eq!(table(&base, "sale.order").await.len(), 1);
+        let before = operations(&base).await.len();
+        let refused = sink
+            .apply(&reservation(3, "o-3", &["SKU-1", "TEA-999"]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.class(), ErrorClass::Permanent);
+        assert_eq!(refused.code(), "unknown_reference");
+        assert!(refused.to_string().contains("TEA-999"), "{refused}");
+        let mut shipped = reservation(4, "o-4", &["SKU-1"]);
+        shipped.fields.push(ErpField {
+            name: "partner_name".into(),
+            value: text("Ada"),
+        });
+        let refused = sink.apply(&shipped).await.unwrap_err();
+        assert!(
+            matches!(&refused, ApplyError::UnknownField { field, .. } if field == "partner_name"),
+            "{refused}"
+        );
+        let writes: Vec<String> = operations(&base).await[before..]
+            .iter()
+            .filter(|o| matches!(o.as_str(), "create" | "write"))
+            .cloned()
+            .collect();
+        assert!(
+            writes.is_empty(),
+            "nothing written for refused commands: {writes:?}"
+        );
+        assert_eq!(table(&base, "sale.order").await.len(), 1);
+    }
 }
 
 #[tokio::test]
 async fn a_model_without_the_sinks_fields_is_named_at_start() {
-    let base = sandbox().await;
-    let tuning = Tuning::quick();
-    let sink = applier(&base, tuning.breaker, tuning.limiter);
-    let err = sink.check(&["res.partner".to_owned()]).await.unwrap_err();
-    assert!(
-        matches!(&err, ApplyError::UnknownField { model, field, .. } if model == "res.partner" && field == "x_sluice_external_ref"),
-        "{err}"
-    );
-    let err = sink.check(&["sale.orders".to_owned()]).await.unwrap_err();
-    assert!(
-        err.to_string().contains("Object sale.orders doesn't exist"),
-        "{err}"
-    );
+    for protocol in PROTOCOLS {
+        let base = sandbox().await;
+        let tuning = Tuning::quick();
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        let err = sink.check(&["res.partner".to_owned()]).await.unwrap_err();
+        assert!(
+            matches!(&err, ApplyError::UnknownField { model, field, .. } if model == "res.partner" && field == "x_sluice_external_ref"),
+            "{err}"
+        );
+        let err = sink.check(&["sale.orders".to_owned()]).await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+        assert!(err.to_string().contains("sale.orders"), "{err}");
+    }
 }
 
 /// The ERP rules the transformer ships (rules.toml and the example for a

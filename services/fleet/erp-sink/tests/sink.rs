@@ -21,11 +21,23 @@ use sluice_avro::AvroCodec;
 use sluice_contracts::types::{
     AuditAction, DeadLetter, DeadLetterClass, ErpCommand, ErpOperation, ErpOutcome,
 };
+use sluice_erp_sink::odoo::Protocol;
 use sluice_resilience::FailureRate;
 use sluice_testkit::{Stack, consume_exactly, message_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered() {
+    applied_once_and_refusals_reported(Protocol::JsonRpc).await;
+}
+
+/// The same over Odoo 19's JSON-2 API: its HTTP statuses (422 for a
+/// validation error, 404 for a missing record) name the same exceptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_json_2_commands_are_applied_once_and_refusals_are_reported() {
+    applied_once_and_refusals_reported(Protocol::Json2).await;
+}
+
+async fn applied_once_and_refusals_reported(protocol: Protocol) {
     let base = sandbox().await;
     let topics = Topics::create("erp-sink", 3).await;
     faults(&base, json!({"reject_value": "NOT-A-PARTNER"})).await;
@@ -50,7 +62,11 @@ async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered()
         unknown,
     ];
     send(&topics.commands.name, &commands).await;
-    let stop = start(&base, &topics, Tuning::quick());
+    let tuning = Tuning {
+        protocol,
+        ..Tuning::quick()
+    };
+    let stop = start(&base, &topics, tuning);
     let results = results(&topics.results.name, commands.len()).await;
     let letters = consume_exactly(&topics.dlq.name, 3, common::WAIT).await;
     let trail = audit_trail(&topics.audit.name, commands.len()).await;
@@ -175,6 +191,13 @@ async fn commands_are_applied_once_and_refusals_are_reported_and_dead_lettered()
         })
         .collect();
     assert_eq!(audited, expected);
+    // JSON-2 has no login: its key goes with every call.
+    let logins = request_log(&base)
+        .await
+        .iter()
+        .filter(|r| r["operation"] == "authenticate")
+        .count();
+    assert_eq!(logins > 0, protocol == Protocol::JsonRpc, "{logins} logins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use sluice_contracts::types::{
     AuditRecord, ErpCommand, ErpField, ErpOperation, ErpResult, ScalarValue,
 };
 use sluice_dlq::DeadLetterPublisher;
-use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
+use sluice_erp_sink::odoo::{OdooClient, OdooLogin, Protocol};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
 use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
@@ -83,6 +83,8 @@ pub struct Tuning {
     pub retry: RetryPolicy,
     pub group: String,
     pub max_concurrent: usize,
+    /// Which of Odoo's APIs the sink calls.
+    pub protocol: Protocol,
 }
 
 impl Tuning {
@@ -111,18 +113,30 @@ impl Tuning {
             },
             group: unique_name("erp-sink"),
             max_concurrent: 6,
+            protocol: Protocol::JsonRpc,
         }
     }
 }
 
-/// An applier writing to the sandbox's Odoo at `base`.
+/// An applier writing to the sandbox's Odoo at `base` over JSON-RPC.
 pub fn applier(base: &str, breaker: BreakerConfig, limiter: LimiterConfig) -> Applier {
+    applier_over(base, Protocol::JsonRpc, breaker, limiter)
+}
+
+/// An applier writing to the sandbox's Odoo at `base` over `protocol`.
+pub fn applier_over(
+    base: &str,
+    protocol: Protocol,
+    breaker: BreakerConfig,
+    limiter: LimiterConfig,
+) -> Applier {
     let http = Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let login = OdooLogin {
         url: base.to_owned(),
+        protocol,
         database: DATABASE.into(),
         login: LOGIN.into(),
         password: PASSWORD.to_owned().into(),
@@ -147,7 +161,7 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
-        applier(base, tuning.breaker, tuning.limiter),
+        applier_over(base, tuning.protocol, tuning.breaker, tuning.limiter),
         ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::clone(&codec),

@@ -19,7 +19,7 @@ use serde_json::Value;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_dlq::{DeadLetterPublisher, Failure};
-use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
+use sluice_erp_sink::odoo::{OdooClient, OdooLogin, Protocol};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
 use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
@@ -277,6 +277,7 @@ pub async fn start_erp_sink_in(
         Client::new(),
         OdooLogin {
             url: base.to_owned(),
+            protocol: Protocol::JsonRpc,
             database: "sluice".into(),
             login: "sluice".into(),
             password: "sandbox".to_owned().into(),
