@@ -82,14 +82,22 @@ egress=$(grep -cE '^  name: .*-egress$' "$OUT/oauth.yaml")
 oauth_rules=$(grep -c '^    # kafkaOauth$' "$OUT/oauth.yaml" || true)
 ((egress > 0 && oauth_rules == egress)) || die "OAUTHBEARER: $oauth_rules of $egress egress policies reach the token endpoint"
 
-log "Workload Identity: no key secret mounts no key file (sheets-sink asks the metadata server)"
+log "Workload Identity: no key secret mounts no key file (sheets-sink asks the metadata server), and only sheets-sink may act as the Google account"
 grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/default.yaml" || die "the default values mount no Google key"
+google='{"iam.gke.io/gcp-service-account":"sheets@project.iam.gserviceaccount.com"}'
 "$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" \
   --set services.sheetsSink.serviceAccountSecret.name= \
-  --set-json 'serviceAccount.annotations={"iam.gke.io/gcp-service-account":"sheets@project.iam.gserviceaccount.com"}' \
+  --set-json "services.sheetsSink.serviceAccount.annotations=$google" \
   > "$OUT/workload-identity.yaml"
 "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$OUT/workload-identity.yaml"
 ! grep -q 'SLUICE_SHEETS_SERVICE_ACCOUNT' "$OUT/workload-identity.yaml" || die "a key file is configured without a key secret"
+"$VENV/bin/python" "$SLUICE_ROOT/deploy/local/chart/identity.py" "$OUT/workload-identity.yaml" sheets-sink
+# The shared account annotated would give every service the Google account.
+if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" \
+  --set services.sheetsSink.serviceAccountSecret.name= --set-json "serviceAccount.annotations=$google" 2>&1); then
+  die "serviceAccount.annotations with a Google account rendered: every service would act as it"
+fi
+grep -q 'services.sheetsSink.serviceAccount' <<<"$refused" || die "the shared account's Google annotation refused without saying where it goes: $refused"
 
 log "kube-score (production values)"
 # Warnings stay warnings; a critical finding fails.

@@ -61,6 +61,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* sheets-sink's service account's name. */}}
+{{- define "sluice.sheetsSinkServiceAccountName" -}}
+{{- $a := .Values.services.sheetsSink.serviceAccount }}
+{{- if $a.create }}
+{{- default (printf "%s-sheets-sink" (include "sluice.fullname" .)) $a.name }}
+{{- else }}
+{{- default "default" $a.name }}
+{{- end }}
+{{- end }}
+
 {{/* A secretKeyRef from a {name, key} reference. */}}
 {{- define "sluice.secretRef" -}}
 valueFrom:

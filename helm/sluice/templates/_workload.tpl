@@ -15,6 +15,7 @@ A service's Deployment (or StatefulSet). Call with a dict:
   preStop    seconds a terminating pod keeps serving before SIGTERM, so
              that endpoints drop it first, optional
   api        the external API it calls (sheets, erp: its egress), optional
+  serviceAccountName  its own service account, optional (else the shared one)
   serving    the pod serves clients (ingest): its dependencies gate its
              start (startupProbe on /readyz), but once started it stays
              ready until it stops (readinessProbe on /serving), so a blip
@@ -63,7 +64,7 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
     spec:
-      serviceAccountName: {{ include "sluice.serviceAccountName" $root }}
+      serviceAccountName: {{ .serviceAccountName | default (include "sluice.serviceAccountName" $root) }}
       automountServiceAccountToken: false
       {{- with $v.imagePullSecrets }}
       imagePullSecrets:
