@@ -20,7 +20,8 @@ use reqwest::{Client, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use sluice_resilience::{
-    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, record_request, retry_after,
+    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, clipped, record_request,
+    retry_after,
 };
 use tokio::sync::OnceCell;
 
@@ -228,7 +229,7 @@ impl OdooClient {
             .or_else(|| created.get(0).and_then(Value::as_i64));
         id.ok_or_else(|| OdooError {
             operation: format!("{model}.create"),
-            failure: Failure::Malformed(format!("no record id in {created}")),
+            failure: Failure::Malformed(clipped(format!("no record id in {created}"))),
         })
     }
 
@@ -259,7 +260,7 @@ impl OdooClient {
             Value::Object(fields) => Ok(fields),
             other => Err(OdooError {
                 operation: format!("{model}.fields_get"),
-                failure: Failure::Malformed(format!("not a field map: {other}")),
+                failure: Failure::Malformed(clipped(format!("not a field map: {other}"))),
             }),
         }
     }
@@ -429,8 +430,8 @@ impl OdooClient {
             let name = body.get("name")?.as_str()?;
             let message = body.get("message").and_then(Value::as_str);
             Some(Failure::Server {
-                name: name.to_owned(),
-                message: message.unwrap_or_default().to_owned(),
+                name: clipped(name),
+                message: clipped(message.unwrap_or_default()),
             })
         });
         match named {
@@ -459,13 +460,15 @@ enum Call {
 fn json_rpc_result(mut answer: Value) -> Result<Value, Failure> {
     if let Some(error) = answer.get("error") {
         let data = &error["data"];
-        let name = data["name"].as_str().unwrap_or("unknown").to_owned();
+        let name = clipped(data["name"].as_str().unwrap_or("unknown"));
         let message = data["message"]
             .as_str()
             .or_else(|| error["message"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        return Err(Failure::Server { name, message });
+            .unwrap_or_default();
+        return Err(Failure::Server {
+            name,
+            message: clipped(message),
+        });
     }
     match answer.get_mut("result") {
         Some(result) => Ok(result.take()),

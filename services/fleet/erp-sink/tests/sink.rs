@@ -367,3 +367,63 @@ async fn a_command_failing_transiently_while_others_are_applied_is_dead_lettered
     assert_eq!(erp.len(), 1 + sent as usize, "so-P and every other command");
     assert_eq!(erp["so-P"]["note"], "after", "the partition moved on");
 }
+
+/// An ERP that answers a refusal with megabytes of message (a validation
+/// error listing every record it found, a proxy's page): the result, the
+/// audit record and the dead letter carry it cut to size, and are written
+/// (whole, Kafka refused them as too large and the partition stood still).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_megabytes_of_message_is_reported_cut_to_size() {
+    let base = sandbox().await;
+    let topics = Topics::create("erp-long-error", 1).await;
+    faults(
+        &base,
+        json!({"reject_value": "LONG", "error_message_bytes": 2_000_000}),
+    )
+    .await;
+    send(
+        &topics.commands.name,
+        &[
+            command(1, ErpOperation::Create, "so-L", 1.0, "LONG"),
+            command(2, ErpOperation::Create, "so-M", 2.0, "after"),
+        ],
+    )
+    .await;
+    let stop = start(&base, &topics, Tuning::quick());
+    let results = results(&topics.results.name, 2).await;
+    let letters = consume_exactly(&topics.dlq.name, 1, common::WAIT).await;
+    let trail = audit_trail(&topics.audit.name, 2).await;
+    stop.send(()).unwrap();
+
+    let refused = results.iter().find(|r| r.command_id == id(1)).unwrap();
+    let message = &refused.error.as_ref().unwrap().message;
+    assert!(
+        message
+            .starts_with("odoo sale.order.create: odoo.exceptions.ValidationError: The value LONG"),
+        "{}",
+        &message[..200.min(message.len())]
+    );
+    assert!(message.len() <= 8 * 1024, "{} bytes", message.len());
+    assert!(
+        message.contains("bytes cut"),
+        "says it was cut: …{}",
+        &message[message.len().saturating_sub(100)..]
+    );
+    let letter: DeadLetter = AvroCodec::new(Stack::get().registry_settings())
+        .decode(letters[0].payload().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        letter.error_message.len() <= 8 * 1024,
+        "{} bytes",
+        letter.error_message.len()
+    );
+    let detail = trail
+        .iter()
+        .find(|r| r.command_id == Some(id(1)))
+        .and_then(|r| r.detail.clone())
+        .unwrap();
+    assert!(detail.len() <= 8 * 1024, "{} bytes", detail.len());
+    let after = results.iter().find(|r| r.command_id == id(2)).unwrap();
+    assert_eq!(after.outcome, ErpOutcome::Applied, "the partition moved on");
+}

@@ -18,7 +18,8 @@ use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_resilience::{
-    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, record_request, retry_after,
+    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, clipped, record_request,
+    retry_after,
 };
 use tokio::sync::Mutex;
 
@@ -138,7 +139,8 @@ fn token_error(status: Option<u16>, message: String) -> GoogleError {
         breaker_open: false,
         operation: "token",
         status,
-        message,
+        // The token endpoint's body, or the metadata server's.
+        message: clipped(message),
         retry_after: None,
     }
 }
@@ -547,9 +549,11 @@ impl SheetsClient {
             self.backoff.reset();
             return Ok(body);
         }
-        let message = body["error"]["message"]
-            .as_str()
-            .map_or_else(|| body.to_string(), str::to_owned);
+        let message = clipped(
+            body["error"]["message"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned),
+        );
         let retry_after = match status {
             StatusCode::UNAUTHORIZED => {
                 self.tokens.invalidate().await;

@@ -269,3 +269,68 @@ async fn a_row_failing_transiently_while_others_are_written_is_dead_lettered() {
     );
     assert!(!keys.contains(&&json!("o-P")), "{keys:?}");
 }
+
+/// Sheets refusing a row with megabytes of message: the dead letter and
+/// the audit record carry it cut to size, and the rows behind it are
+/// written (whole, Kafka refused the records as too large).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_megabytes_of_message_is_dead_lettered_cut_to_size() {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-sink-long-error", 1).await;
+    let dlq =
+        TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-sink-long-error-dlq", 1).await;
+    faults(
+        &base,
+        json!({"reject_value": "LONG", "error_message_bytes": 2_000_000}),
+    )
+    .await;
+    let stop = start(&base, &key, &topic.name, &dlq.name);
+    send(
+        &topic.name,
+        &[
+            command(&id(951), "o-L", "LONG", None),
+            command(&id(952), "o-M", "2.00", None),
+        ],
+    )
+    .await;
+    let letters = consume_exactly(&dlq.name, 1, WAIT).await;
+    eventually("the row behind it", WAIT, || {
+        let base = &base;
+        async move {
+            let rows = grid(base).await;
+            rows.iter().any(|row| row[0] == json!("o-M")).then_some(())
+        }
+    })
+    .await;
+    let ids = [id(951)];
+    let trail = eventually("the refusal audited", WAIT, || {
+        let ids = &ids;
+        async move {
+            let trail = audited(ids).await;
+            (!trail.is_empty()).then_some(trail)
+        }
+    })
+    .await;
+    stop.send(()).unwrap();
+
+    let letter: DeadLetter = AvroCodec::new(Stack::get().registry_settings())
+        .decode(rdkafka::Message::payload(&letters[0]).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        letter.error_message.contains("HTTP 400"),
+        "{}",
+        &letter.error_message[..100]
+    );
+    assert!(
+        letter.error_message.len() <= 8 * 1024,
+        "{} bytes",
+        letter.error_message.len()
+    );
+    let detail = trail[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("bytes cut") && detail.len() <= 8 * 1024,
+        "{} bytes",
+        detail.len()
+    );
+}

@@ -183,7 +183,9 @@ impl DeadLetterPublisher {
             original_value: original.value,
             original_headers: original.headers,
             error_class: failure.class,
-            error_message: failure.message,
+            // What a remote answered may be in it: a letter is never
+            // refused for the size of its reason.
+            error_message: sluice_resilience::clipped(failure.message),
             attempts: i32::try_from(failure.attempts).unwrap_or(i32::MAX),
             first_failure_at: failure.first_failure_at,
             last_failure_at: failure.last_failure_at,

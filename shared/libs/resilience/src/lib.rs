@@ -1,12 +1,14 @@
 //! Protecting a dependency (the Sheets API, the ERP): how a failure is
 //! classified, the circuit breaker that stops calling a dependency that
 //! keeps failing, the rate limiter that keeps calls within its quota, and
-//! the retry policy. One instance per sink and target, all of it configuration.
+//! the retry policy; a remote's text cut to size. One instance per sink and
+//! target, all of it configuration.
 
 mod breaker;
 mod class;
 mod limiter;
 mod metrics;
+mod remote_text;
 mod retry;
 mod retry_after;
 #[cfg(test)]
@@ -18,6 +20,7 @@ pub use breaker::{
 pub use class::{Classified, ErrorClass};
 pub use limiter::{LimiterConfig, RateLimiter};
 pub use metrics::record_request;
+pub use remote_text::{MAX_REMOTE_TEXT, clipped};
 pub use retry::{Delays, Exhausted, RetryPolicy};
 pub use retry_after::{MAX_RETRY_AFTER, retry_after};
 

@@ -48,6 +48,11 @@ pub struct Faults {
     /// other write is served.
     #[serde(default)]
     pub fail_value: Option<String>,
+    /// The refusals of `reject_value` and `fail_value` carry messages this
+    /// long (a validation error listing every record it found, a proxy's
+    /// page): what a client takes from an answer must be cut to size.
+    #[serde(default)]
+    pub error_message_bytes: Option<usize>,
 }
 
 /// Why a write is refused for a value it holds.
@@ -165,6 +170,17 @@ impl FaultState {
             }
         }
         Verdict::Serve
+    }
+
+    /// `message`, padded to `error_message_bytes` if that is set.
+    pub fn message(&self, message: String) -> String {
+        match self.faults.error_message_bytes {
+            Some(bytes) if bytes > message.len() => {
+                let padding = " (and again)".repeat((bytes - message.len()) / 12 + 1);
+                format!("{message}{padding}")
+            }
+            _ => message,
+        }
     }
 
     /// How a write holding `value` is refused, if it is.

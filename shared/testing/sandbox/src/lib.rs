@@ -267,13 +267,20 @@ impl Sandbox {
 
     /// The refused value among `rows`' cells and how it is refused, if the
     /// faults name one.
+    /// The message is padded as the faults say.
     fn refused(&self, api: Api, rows: &[Vec<Value>]) -> Option<(Refusal, String)> {
         let state = self.lock();
         let faults = state.faults.get(&api)?;
-        rows.iter()
+        let (refusal, value) = rows
+            .iter()
             .flatten()
             .filter_map(Value::as_str)
-            .find_map(|v| faults.refuses(v).map(|refusal| (refusal, v.to_owned())))
+            .find_map(|v| faults.refuses(v).map(|refusal| (refusal, v)))?;
+        let message = match refusal {
+            Refusal::Invalid => format!("Invalid value at 'data.values': {value}"),
+            Refusal::ServerError => "Internal error encountered.".to_owned(),
+        };
+        Some((refusal, faults.message(message)))
     }
 
     /// Odoo's error for a field value among `args` (at any depth: a line's
@@ -297,13 +304,13 @@ impl Sandbox {
         Some(match refusal {
             Refusal::Invalid => orm::OdooError::new(
                 "odoo.exceptions.ValidationError",
-                format!("The value {value} is not valid for field {field}"),
+                faults.message(format!("The value {value} is not valid for field {field}")),
             ),
             // What Odoo answers once its own retries of a concurrent
             // update (odoo/service/model.py, 5 tries) are spent.
             Refusal::ServerError => orm::OdooError::new(
                 "psycopg2.errors.SerializationFailure",
-                "could not serialize access due to concurrent update",
+                faults.message("could not serialize access due to concurrent update".into()),
             ),
         })
     }

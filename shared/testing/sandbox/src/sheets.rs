@@ -137,14 +137,12 @@ async fn call(
         google_error(403, "The caller does not have permission").into_response()
     } else if let Some(failure) = app.admit(Api::Sheets, operation, write).await {
         return failure.google();
-    } else if let Some((refusal, value)) = refused {
-        match refusal {
-            Refusal::Invalid => {
-                google_error(400, &format!("Invalid value at 'data.values': {value}"))
-            }
-            Refusal::ServerError => google_error(500, "Internal error encountered."),
-        }
-        .into_response()
+    } else if let Some((refusal, message)) = refused {
+        let status = match refusal {
+            Refusal::Invalid => 400,
+            Refusal::ServerError => 500,
+        };
+        google_error(status, &message).into_response()
     } else {
         match app.with_spreadsheets(handle) {
             Ok(body) => (StatusCode::OK, Json(body)).into_response(),
