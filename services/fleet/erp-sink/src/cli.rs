@@ -30,7 +30,7 @@ impl Defaults for Erp {
 #[derive(Debug, clap::Parser)]
 #[command(version)]
 pub struct Cli {
-    /// Base URL of the Odoo server (its JSON-RPC endpoint is /jsonrpc).
+    /// Base URL of the Odoo server (/jsonrpc or /json/2/… is appended).
     #[arg(long, env = "SLUICE_ERP_ODOO_URL")]
     pub odoo_url: String,
     /// Which of Odoo's external APIs to call: json-rpc (`/jsonrpc`, a login
@@ -41,9 +41,9 @@ pub struct Cli {
     /// Odoo database.
     #[arg(long, env = "SLUICE_ERP_ODOO_DATABASE")]
     pub odoo_database: String,
-    /// Odoo login.
+    /// Odoo login (json-rpc; json2 has none: the API key is the user).
     #[arg(long, env = "SLUICE_ERP_ODOO_LOGIN")]
-    pub odoo_login: String,
+    pub odoo_login: Option<String>,
     /// Odoo password or API key.
     #[arg(long, env = "SLUICE_ERP_ODOO_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
     pub odoo_password: Option<SecretString>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use sluice_config::SecretArgs;
 use sluice_erp_sink::cli::Cli;
-use sluice_erp_sink::odoo::{OdooClient, OdooLogin};
+use sluice_erp_sink::odoo::{OdooClient, OdooLogin, Protocol};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_service::{Service, Tuning};
@@ -23,11 +23,17 @@ async fn service_main() -> Result<()> {
     }
     .resolve("odoo-password")?
     .context("odoo-password: set it, or odoo-password-file")?;
+    let user = match (cli.odoo_protocol, cli.odoo_login) {
+        (Protocol::JsonRpc, None) => {
+            anyhow::bail!("odoo-login: set it (--odoo-protocol json-rpc logs in with it)")
+        }
+        (_, login) => login.unwrap_or_default(),
+    };
     let login = OdooLogin {
         url: cli.odoo_url,
         protocol: cli.odoo_protocol,
         database: cli.odoo_database,
-        login: cli.odoo_login,
+        login: user,
         password,
     };
     let fields = RecordFields {
@@ -45,11 +51,12 @@ async fn service_main() -> Result<()> {
     );
     let applier = Applier::new(client, fields).confirm_on_create(cli.confirm_on_create);
     // A model without the fields the sink writes would refuse every
-    // command: better not to start, naming the field. An ERP that is away
-    // is no such verdict: each model is checked again at its first command.
+    // command, and a 404 is a wrong URL or database: better not to start,
+    // naming it. An ERP that is away is no such verdict: each model is
+    // checked again at its first command.
     match applier.check(&cli.models).await {
         Ok(()) => {}
-        Err(err) if err.class() == ErrorClass::Permanent => {
+        Err(err) if err.class() == ErrorClass::Permanent || err.code() == "http_404" => {
             // The models' refusal is why it stops; say that, not how.
             if let Err(stopped) = service.stop().await {
                 tracing::warn!(error = %stopped, "stopping");

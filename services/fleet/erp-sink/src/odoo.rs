@@ -73,6 +73,8 @@ pub enum Failure {
     LoginRefused,
     /// An answer that is not JSON-RPC.
     Malformed(String),
+    /// A model or method name that is not one (from a command): not sent.
+    InvalidName(String),
     /// The breaker is open: the ERP has been failing.
     BreakerOpen {
         /// When it lets a trial request through, if known.
@@ -95,7 +97,10 @@ fn describe(failure: &Failure) -> String {
         Failure::Transport(message) | Failure::Malformed(message) => message.clone(),
         Failure::Http { status, .. } => format!("HTTP {status}"),
         Failure::Server { name, message } => format!("{name}: {message}"),
-        Failure::LoginRefused => "login refused (database, login or password)".into(),
+        Failure::LoginRefused => "login refused (database, login, password or API key)".into(),
+        Failure::InvalidName(name) => {
+            format!("{name:?} is not an Odoo name (a-z, 0-9, _ and . only): not sent")
+        }
         Failure::BreakerOpen { .. } => "circuit breaker open: the ERP has been failing".into(),
     }
 }
@@ -109,6 +114,7 @@ impl OdooError {
             Failure::Server { name, .. } => name.rsplit('.').next().unwrap_or(name).to_owned(),
             Failure::LoginRefused => "login_refused".into(),
             Failure::Malformed(_) => "malformed".into(),
+            Failure::InvalidName(_) => "invalid_name".into(),
             Failure::BreakerOpen { .. } => "breaker_open".into(),
         }
     }
@@ -123,7 +129,13 @@ impl Classified for OdooError {
                 status: 408 | 500..=599,
                 ..
             } => ErrorClass::Retryable,
-            Failure::Http { .. } => ErrorClass::Permanent,
+            // No Odoo answered (a proxy, a wrong URL or database): every
+            // command meets it alike; hold rather than dead-letter them.
+            Failure::Http {
+                status: 401 | 403 | 404,
+                ..
+            } => ErrorClass::Pause,
+            Failure::Http { .. } | Failure::InvalidName(_) => ErrorClass::Permanent,
             // Wrong credentials fail every command alike: hold, do not
             // dead-letter the stream.
             Failure::LoginRefused | Failure::BreakerOpen { .. } => ErrorClass::Pause,
@@ -146,14 +158,19 @@ impl Classified for OdooError {
 /// five tries are spent) may pass; the user errors (validation, missing record, access)
 /// will not.
 fn server_class(name: &str) -> ErrorClass {
-    const TRANSIENT: [&str; 5] = [
+    const TRANSIENT: [&str; 7] = [
         "psycopg2.errors.SerializationFailure",
         "psycopg2.errors.LockNotAvailable",
         "psycopg2.errors.DeadlockDetected",
+        // JSON-2's 409 for a record locked by another transaction.
+        "odoo.exceptions.LockError",
+        "werkzeug.exceptions.ServiceUnavailable",
         "psycopg2.OperationalError",
         "odoo.exceptions.ConcurrencyError",
     ];
-    if name == "odoo.exceptions.AccessDenied" {
+    // The account's rights fail every command alike (a JSON-2 key's user
+    // without the group, say): hold, do not dead-letter the stream.
+    if name == "odoo.exceptions.AccessDenied" || name == "odoo.exceptions.AccessError" {
         ErrorClass::Pause
     } else if TRANSIENT.contains(&name) {
         ErrorClass::Retryable
@@ -221,9 +238,10 @@ impl OdooClient {
     /// `create`; the new record's id.
     pub async fn create(&self, model: &str, values: &Map<String, Value>) -> Result<i64, OdooError> {
         let created = self
-            .execute(model, "create", None, json!({"vals_list": [values]}))
+            .execute(model, "create", None, json!({"vals_list": values}))
             .await?;
-        // A list of ids for a list of values (older Odoo: a number).
+        // JSON-RPC answers one record's values with its id, JSON-2 with a
+        // list of one.
         let id = created
             .as_i64()
             .or_else(|| created.get(0).and_then(Value::as_i64));
@@ -292,15 +310,25 @@ impl OdooClient {
             Value::Object(params) => params,
             _ => Map::new(),
         };
+        if let Some(name) = [model, method].into_iter().find(|n| !is_name(n)) {
+            // From a command: never let it make another URL (JSON-2's path).
+            return Err(OdooError {
+                operation,
+                failure: Failure::InvalidName(name.to_owned()),
+            });
+        }
         match self.login.protocol {
             Protocol::JsonRpc => {
-                // Positional where execute_kw needs it: the records a method
-                // runs on, and create's values (odoo/api.py reads args[0]).
-                let args = match (ids, params.remove("vals_list")) {
-                    (Some(ids), _) => json!([ids]),
-                    (None, Some(values)) => json!([values]),
-                    (None, None) => json!([]),
-                };
+                // The records a method runs on, then its first parameter,
+                // by position: execute_kw's create reads args[0]
+                // (odoo/api.py), and overrides of write rename `vals`.
+                let mut args: Vec<Value> = ids.map(|ids| json!(ids)).into_iter().collect();
+                if let Some(first) = ["vals_list", "vals", "domain"]
+                    .into_iter()
+                    .find_map(|name| params.remove(name))
+                {
+                    args.push(first);
+                }
                 let uid = self.uid().await?;
                 let params = json!({
                     "service": "object",
@@ -445,6 +473,15 @@ impl OdooClient {
     }
 }
 
+/// Whether `name` can be an Odoo model or method name.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
 /// A request in one of the protocols.
 enum Call {
     /// JSON-RPC `params`.
@@ -526,6 +563,18 @@ mod tests {
         };
         assert_eq!(http(503).class(), ErrorClass::Retryable);
         assert_eq!(http(429).class(), ErrorClass::Pause);
-        assert_eq!(http(404).class(), ErrorClass::Permanent);
+        // No Odoo answered (a proxy, a wrong URL or database): hold.
+        for status in [401, 403, 404] {
+            assert_eq!(http(status).class(), ErrorClass::Pause, "{status}");
+        }
+        assert_eq!(http(400).class(), ErrorClass::Permanent);
+        assert_eq!(
+            server("odoo.exceptions.AccessError").class(),
+            ErrorClass::Pause
+        );
+        assert_eq!(
+            server("odoo.exceptions.LockError").class(),
+            ErrorClass::Retryable
+        );
     }
 }

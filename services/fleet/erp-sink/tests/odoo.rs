@@ -9,11 +9,11 @@
 
 mod common;
 
-use common::{MODEL, Tuning, applier, applier_over, id, sandbox};
+use common::{DATABASE, MODEL, PASSWORD, Tuning, applier, applier_as, applier_over, id, sandbox};
 use serde_json::{Value, json};
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_erp_sink::ApplyError;
-use sluice_erp_sink::odoo::Protocol;
+use sluice_erp_sink::odoo::{OdooLogin, Protocol};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
 
@@ -232,8 +232,12 @@ async fn a_model_without_the_sinks_fields_is_named_at_start() {
             "{err}"
         );
         let err = sink.check(&["sale.orders".to_owned()]).await.unwrap_err();
+        let missing = match protocol {
+            Protocol::JsonRpc => "Object sale.orders doesn't exist",
+            Protocol::Json2 => "the model 'sale.orders' does not exist",
+        };
         assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
-        assert!(err.to_string().contains("sale.orders"), "{err}");
+        assert!(err.to_string().contains(missing), "{err}");
     }
 }
 
@@ -309,4 +313,73 @@ async fn the_shipped_mappings_erp_commands_are_accepted_by_the_strict_odoo() {
     assert_eq!(orders[0]["state"], "cancel");
     // Odoo's action_confirm sets the order date to the confirmation's.
     assert_ne!(orders[0]["date_order"], "2026-11-23 12:34:56");
+}
+
+/// JSON-2's answers that are not about the command: a wrong key or
+/// database holds (every command would meet it), a conflict Odoo could not
+/// retry away is retried, and a model name from a command that is no name
+/// is refused before anything is sent (it would make another URL).
+#[tokio::test]
+async fn over_json_2_wrong_credentials_hold_and_a_conflict_is_retried() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let login = |database: &str, key: &str| OdooLogin {
+        url: base.clone(),
+        protocol: Protocol::Json2,
+        database: database.into(),
+        login: String::new(),
+        password: key.to_owned().into(),
+    };
+    let refused = applier_as(
+        login(DATABASE, "not-the-key"),
+        tuning.breaker.clone(),
+        tuning.limiter,
+    )
+    .check(&[MODEL.to_owned()])
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (refused.class(), refused.code().as_str()),
+        (ErrorClass::Pause, "login_refused"),
+        "{refused}"
+    );
+    let elsewhere = applier_as(
+        login("nosuchdb", PASSWORD),
+        tuning.breaker.clone(),
+        tuning.limiter,
+    )
+    .check(&[MODEL.to_owned()])
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (elsewhere.class(), elsewhere.code().as_str()),
+        (ErrorClass::Pause, "http_404"),
+        "{elsewhere}"
+    );
+
+    Local::at(&base)
+        .set_faults("odoo", &json!({"fail_value": "FLAKY"}))
+        .await
+        .unwrap();
+    let sink = applier_over(&base, Protocol::Json2, tuning.breaker, tuning.limiter);
+    let conflict = sink
+        .apply(&reservation(1, "FLAKY", &["SKU-1"]))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.class(), ErrorClass::Retryable, "{conflict}");
+    assert!(
+        conflict.to_string().contains("SerializationFailure"),
+        "{conflict}"
+    );
+
+    let before = operations(&base).await.len();
+    let mut outside = reservation(2, "o-2", &["SKU-1"]);
+    outside.model = "sale.order/../../web/session".into();
+    let invalid = sink.apply(&outside).await.unwrap_err();
+    assert_eq!(
+        (invalid.class(), invalid.code().as_str()),
+        (ErrorClass::Permanent, "invalid_name"),
+        "{invalid}"
+    );
+    assert_eq!(operations(&base).await.len(), before, "nothing sent");
 }

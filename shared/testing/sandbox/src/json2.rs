@@ -19,7 +19,7 @@ use crate::{Api, AppState};
 
 /// The parameters each served method takes by name, and whether it runs on
 /// records (`ids`) or on the model (`@api.model`, which refuses `ids`).
-fn signature(method: &str) -> Option<(bool, &'static [&'static str])> {
+fn signature(model: &str, method: &str) -> Option<(bool, &'static [&'static str])> {
     Some(match method {
         "create" => (false, &["vals_list"]),
         "search" => (false, &["domain", "offset", "limit", "order"]),
@@ -29,7 +29,7 @@ fn signature(method: &str) -> Option<(bool, &'static [&'static str])> {
         "name_search" => (false, &["name", "domain", "operator", "limit"]),
         "read" => (true, &["fields", "load"]),
         "write" => (true, &["vals"]),
-        "action_confirm" | "action_cancel" => (true, &[]),
+        "action_confirm" | "action_cancel" if model == "sale.order" => (true, &[]),
         _ => return None,
     })
 }
@@ -77,12 +77,25 @@ pub async fn call(
     if let Some(failure) = app.admit(Api::Odoo, operation, write).await {
         return failure.plain();
     }
-    let response = answer(&app, &model, &method, &headers, &body);
-    app.log(Api::Odoo, operation, response.status().as_u16(), None);
+    let (response, note) = match answer(&app, &model, &method, &headers, &body) {
+        Ok(response) => (response, None),
+        Err(raised) => (
+            error(status_of(&raised), raised.name, &raised.message),
+            Some(raised.name),
+        ),
+    };
+    app.log(Api::Odoo, operation, response.status().as_u16(), note);
     response
 }
 
-fn answer(app: &AppState, model: &str, method: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+/// The answer, or the exception the method raised.
+fn answer(
+    app: &AppState,
+    model: &str,
+    method: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OdooError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -92,24 +105,24 @@ fn answer(app: &AppState, model: &str, method: &str, headers: &HeaderMap, body: 
     let unauthorized = |message| error(401, "werkzeug.exceptions.Unauthorized", message);
     match key {
         None => {
-            return unauthorized(
+            return Ok(unauthorized(
                 "User not authenticated, use an API Key with a Bearer Authorization header.",
-            );
+            ));
         }
-        Some(key) if key != app.odoo.password => return unauthorized("Invalid apikey"),
+        Some(key) if key != app.odoo.password => return Ok(unauthorized("Invalid apikey")),
         Some(_) => {}
     }
     let database = headers.get("x-odoo-database").and_then(|v| v.to_str().ok());
     if database.is_some_and(|database| database != app.odoo.database) {
         // No such database: Odoo serves its database-less 404 page.
-        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+        return Ok((StatusCode::NOT_FOUND, "Not Found").into_response());
     }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json && !body.is_empty() {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type").into_response();
+        return Ok((StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type").into_response());
     }
     let mut params = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(params)) => params,
@@ -117,30 +130,38 @@ fn answer(app: &AppState, model: &str, method: &str, headers: &HeaderMap, body: 
         Ok(_) => Map::new(),
         Err(_) if body.is_empty() => Map::new(),
         Err(_) => {
-            return error(
+            return Ok(error(
                 400,
                 "werkzeug.exceptions.BadRequest",
                 "could not parse the body as json",
-            );
+            ));
         }
     };
     if schema::model(model).is_none() {
         let message = format!("the model '{model}' does not exist");
-        return error(404, "werkzeug.exceptions.NotFound", &message);
+        return Ok(error(404, "werkzeug.exceptions.NotFound", &message));
     }
-    let Some((on_records, names)) = signature(method) else {
+    let Some((on_records, names)) = signature(model, method) else {
         let message = format!("The method '{model}.{method}' does not exist");
-        return error(404, "werkzeug.exceptions.NotFound", &message);
+        return Ok(error(404, "werkzeug.exceptions.NotFound", &message));
     };
     let ids = params.remove("ids");
     if ids.is_some() && !on_records {
         let message = format!("cannot call {model}.{method} with ids");
-        return error(422, "werkzeug.exceptions.UnprocessableEntity", &message);
+        return Ok(error(
+            422,
+            "werkzeug.exceptions.UnprocessableEntity",
+            &message,
+        ));
     }
     let context = params.remove("context");
     if let Some(unexpected) = params.keys().find(|k| !names.contains(&k.as_str())) {
         let message = format!("{method}() got an unexpected keyword argument '{unexpected}'");
-        return error(422, "werkzeug.exceptions.UnprocessableEntity", &message);
+        return Ok(error(
+            422,
+            "werkzeug.exceptions.UnprocessableEntity",
+            &message,
+        ));
     }
     // A single record's values are a list of one.
     if let Some(values) = params.get_mut("vals_list")
@@ -153,12 +174,11 @@ fn answer(app: &AppState, model: &str, method: &str, headers: &HeaderMap, body: 
     }
     let args: Vec<Value> = ids.into_iter().collect();
     let values: Vec<Value> = params.values().cloned().collect();
-    let result = match app.refused_fields(&values) {
-        Some(refused) if matches!(method, "create" | "write") => Err(refused),
-        _ => app.with_erp(|records| records.call(model, method, &args, &params)),
-    };
-    match result {
-        Ok(result) => (StatusCode::OK, Json(result)).into_response(),
-        Err(refused) => error(status_of(&refused), refused.name, &refused.message),
+    if matches!(method, "create" | "write")
+        && let Some(refused) = app.refused_fields(&values)
+    {
+        return Err(refused);
     }
+    let result = app.with_erp(|records| records.call(model, method, &args, &params))?;
+    Ok((StatusCode::OK, Json(result)).into_response())
 }

@@ -141,6 +141,14 @@ fn serve(app: &AppState, params: &Params, method: &str) -> Result<Value, OdooErr
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default();
+            if method == "create" && args.is_empty() {
+                // execute_kw's create reads its values from args[0]
+                // (odoo/api.py `_call_kw_model_create`), never by name.
+                return Err(OdooError::new(
+                    "builtins.IndexError",
+                    "tuple index out of range",
+                ));
+            }
             if matches!(method, "create" | "write")
                 && let Some(error) = app.refused_fields(&args)
             {

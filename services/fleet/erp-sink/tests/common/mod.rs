@@ -130,10 +130,6 @@ pub fn applier_over(
     breaker: BreakerConfig,
     limiter: LimiterConfig,
 ) -> Applier {
-    let http = Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
     let login = OdooLogin {
         url: base.to_owned(),
         protocol,
@@ -141,6 +137,15 @@ pub fn applier_over(
         login: LOGIN.into(),
         password: PASSWORD.to_owned().into(),
     };
+    applier_as(login, breaker, limiter)
+}
+
+/// An applier logging in as `login`.
+pub fn applier_as(login: OdooLogin, breaker: BreakerConfig, limiter: LimiterConfig) -> Applier {
+    let http = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     Applier::new(
         OdooClient::new(
             http,
