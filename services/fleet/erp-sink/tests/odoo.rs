@@ -323,38 +323,28 @@ async fn the_shipped_mappings_erp_commands_are_accepted_by_the_strict_odoo() {
 async fn over_json_2_wrong_credentials_hold_and_a_conflict_is_retried() {
     let base = sandbox().await;
     let tuning = Tuning::quick();
-    let login = |database: &str, key: &str| OdooLogin {
-        url: base.clone(),
-        protocol: Protocol::Json2,
-        database: database.into(),
-        login: String::new(),
-        password: key.to_owned().into(),
+    // What the start's check meets as `database` with `key`: its class and code.
+    let check_as = |database: &str, key: &str| {
+        let login = OdooLogin {
+            url: base.clone(),
+            protocol: Protocol::Json2,
+            database: database.into(),
+            login: String::new(),
+            password: key.to_owned().into(),
+        };
+        let sink = applier_as(login, tuning.breaker.clone(), tuning.limiter);
+        async move {
+            let err = sink.check(&[MODEL.to_owned()]).await.unwrap_err();
+            (err.class(), err.code())
+        }
     };
-    let refused = applier_as(
-        login(DATABASE, "not-the-key"),
-        tuning.breaker.clone(),
-        tuning.limiter,
-    )
-    .check(&[MODEL.to_owned()])
-    .await
-    .unwrap_err();
     assert_eq!(
-        (refused.class(), refused.code().as_str()),
-        (ErrorClass::Pause, "login_refused"),
-        "{refused}"
+        check_as(DATABASE, "not-the-key").await,
+        (ErrorClass::Pause, "login_refused".to_owned())
     );
-    let elsewhere = applier_as(
-        login("nosuchdb", PASSWORD),
-        tuning.breaker.clone(),
-        tuning.limiter,
-    )
-    .check(&[MODEL.to_owned()])
-    .await
-    .unwrap_err();
     assert_eq!(
-        (elsewhere.class(), elsewhere.code().as_str()),
-        (ErrorClass::Pause, "http_404"),
-        "{elsewhere}"
+        check_as("nosuchdb", PASSWORD).await,
+        (ErrorClass::Pause, "http_404".to_owned())
     );
 
     Local::at(&base)
