@@ -23,11 +23,9 @@ async fn service_main() -> Result<()> {
     }
     .resolve("odoo-password")?
     .context("odoo-password: set it, or odoo-password-file")?;
-    let user = match (cli.odoo_protocol, cli.odoo_login) {
-        (Protocol::JsonRpc, None) => {
-            anyhow::bail!("odoo-login: set it (--odoo-protocol json-rpc logs in with it)")
-        }
-        (_, login) => login.unwrap_or_default(),
+    let json2 = cli.odoo_protocol == Protocol::Json2;
+    let Some(user) = cli.odoo_login.or(json2.then(String::new)) else {
+        anyhow::bail!("odoo-login: set it (--odoo-protocol json-rpc logs in with it)");
     };
     let login = OdooLogin {
         url: cli.odoo_url,
@@ -43,12 +41,13 @@ async fn service_main() -> Result<()> {
     // After the start: the breaker's and limiter's metrics need its recorder.
     let service = Service::start(&cli.consumer, Vec::new()).await?;
     let upstream = &cli.upstream;
-    let client = OdooClient::new(
-        upstream.http()?,
-        login,
-        upstream.breaker("erp")?,
-        Arc::new(upstream.limiter("erp")?),
-    );
+    let limiter = Arc::new(upstream.limiter("erp")?);
+    // The ERP's limit is the fleet's: each replica takes its share.
+    let tuning = Tuning {
+        quota: Some(Arc::clone(&limiter)),
+        ..Tuning::default()
+    };
+    let client = OdooClient::new(upstream.http()?, login, upstream.breaker("erp")?, limiter);
     let applier = Applier::new(client, fields).confirm_on_create(cli.confirm_on_create);
     // A model without the fields the sink writes would refuse every
     // command, and a 404 is a wrong URL or database: better not to start,
@@ -72,7 +71,7 @@ async fn service_main() -> Result<()> {
         service.audit_log(&cli.audit)?,
     );
     let consumed = service
-        .consume(vec![cli.topic], &cli.retry, Tuning::default(), sink)
+        .consume(vec![cli.topic], &cli.retry, tuning, sink)
         .await;
     let stopped = service.stop().await;
     consumed?;

@@ -44,6 +44,11 @@ async fn service_main() -> Result<()> {
         Arc::new(upstream.limiter("sheets")?),
         upstream.breaker("sheets")?,
     );
+    // Google's per-user quota is the fleet's: each replica takes its share.
+    let tuning = Tuning {
+        quota: Some(Arc::clone(&limiter)),
+        ..Tuning::default()
+    };
     let client = SheetsClient::new(&cli.base_url, http, tokens, limiter, breaker);
     let sink = SheetsSink {
         codec: service.codec(),
@@ -52,7 +57,7 @@ async fn service_main() -> Result<()> {
         audit: service.audit_log(&cli.audit)?,
     };
     let consumed = service
-        .consume(vec![cli.topic], &cli.retry, Tuning::default(), sink)
+        .consume(vec![cli.topic], &cli.retry, tuning, sink)
         .await;
     let stopped = service.stop().await;
     consumed?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::metrics::{LIMITER_DEFERRALS, LIMITER_WAIT, describe};
+use crate::metrics::{LIMITER_DEFERRALS, LIMITER_SHARE, LIMITER_WAIT, describe};
 use crate::{InvalidConfig, MAX_RETRY_AFTER};
 
 /// Size and pace of each target's bucket.
@@ -66,19 +66,23 @@ impl LimiterConfig {
 }
 
 /// Per target: when its next request is due, and until when it asked us to
-/// wait.
-#[derive(Debug, Default)]
+/// wait; and the pace of the share in force.
+#[derive(Debug)]
 struct Targets {
     due: HashMap<String, Instant>,
     deferred: HashMap<String, Instant>,
+    /// Time between two tokens.
+    interval: Duration,
+    /// How far ahead of its due time a request may go (the burst).
+    tolerance: Duration,
 }
 
 /// A rate limiter with one bucket per target.
 #[derive(Debug)]
 pub struct RateLimiter {
     name: String,
-    interval: Duration,
-    tolerance: Duration,
+    /// The whole rate, before any share.
+    config: LimiterConfig,
     /// The longest a target's `Retry-After` may hold it.
     max_wait: Duration,
     targets: Mutex<Targets>,
@@ -92,10 +96,14 @@ impl RateLimiter {
         let (interval, tolerance) = config.schedule()?;
         Ok(Self {
             name: name.into(),
-            interval,
-            tolerance,
+            config,
             max_wait: MAX_RETRY_AFTER,
-            targets: Mutex::new(Targets::default()),
+            targets: Mutex::new(Targets {
+                due: HashMap::new(),
+                deferred: HashMap::new(),
+                interval,
+                tolerance,
+            }),
         })
     }
 
@@ -115,7 +123,31 @@ impl RateLimiter {
 
     /// Time between two tokens.
     pub fn refill_interval(&self) -> Duration {
-        self.interval
+        self.lock().interval
+    }
+
+    /// Paces to `share` (in (0, 1]) of the configured rate and burst (at
+    /// least one token): the part of a quota that replicas share which is
+    /// this one's, such as the fraction of the partitions it owns.
+    pub fn set_share(&self, share: f64) {
+        let share = if share.is_finite() {
+            share.clamp(1e-3, 1.0)
+        } else {
+            1.0
+        };
+        let capacity = (f64::from(self.config.capacity.get()) * share).floor();
+        let shared = LimiterConfig {
+            capacity: NonZeroU32::new(capacity.clamp(1.0, f64::from(u32::MAX)) as u32)
+                .unwrap_or(NonZeroU32::MIN),
+            refill_per_second: self.config.refill_per_second * share,
+        };
+        // The whole rate was valid: a positive fraction of it is too.
+        if let Ok((interval, tolerance)) = shared.schedule() {
+            let mut targets = self.lock();
+            targets.interval = interval;
+            targets.tolerance = tolerance;
+        }
+        metrics::gauge!(LIMITER_SHARE, "limiter" => self.name.clone()).set(share);
     }
 
     /// Takes a token for `target` if there is one now; otherwise says how long
@@ -176,7 +208,7 @@ impl RateLimiter {
     /// bucket has a token and any `Retry-After` has passed.
     fn earliest(&self, targets: &mut Targets, target: &str, now: Instant) -> Instant {
         let due = targets.due.get(target).copied().unwrap_or(now);
-        let conforming = due.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        let conforming = due.checked_sub(targets.tolerance).unwrap_or(now).max(now);
         match targets.deferred.get(target) {
             Some(&until) if until > conforming => until,
             _ => conforming,
@@ -185,8 +217,9 @@ impl RateLimiter {
 
     /// Spends `target`'s token for a request sent at `at`.
     fn take(&self, targets: &mut Targets, target: &str, at: Instant) {
+        let interval = targets.interval;
         let due = targets.due.entry(target.to_owned()).or_insert(at);
-        *due = (*due).max(at) + self.interval;
+        *due = (*due).max(at) + interval;
     }
 
     fn lock(&self) -> MutexGuard<'_, Targets> {
@@ -241,6 +274,20 @@ mod tests {
         assert_eq!(erp.max_wait(), Duration::from_secs(60));
         erp.defer("db", Duration::from_secs(86_400));
         assert_eq!(erp.acquire("db").await, Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_paces_to_its_part_of_the_rate_and_burst() {
+        let erp = limiter(50, 6.0);
+        erp.set_share(1.0 / 3.0);
+        // 16 of the 50 tokens, then one every half second (2 of 6 a second).
+        for _ in 0..16 {
+            erp.try_acquire("db").unwrap();
+        }
+        assert_eq!(erp.try_acquire("db"), Err(Duration::from_millis(500)));
+        assert_eq!(erp.acquire("db").await, Duration::from_millis(500));
+        erp.set_share(1.0);
+        assert_eq!(erp.refill_interval(), Duration::from_nanos(166_666_667));
     }
 
     #[tokio::test(start_paused = true)]

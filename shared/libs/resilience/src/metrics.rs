@@ -8,6 +8,9 @@ pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
 pub const LIMITER_WAIT: &str = "sluice_limiter_wait_seconds";
 /// Counter: times a target asked us to wait (Retry-After), labels `limiter` and `target`.
 pub const LIMITER_DEFERRALS: &str = "sluice_limiter_deferrals_total";
+/// Gauge: the share of its configured rate a limiter paces to (the part of
+/// a fleet-wide quota this replica owns), label `limiter`.
+pub const LIMITER_SHARE: &str = "sluice_limiter_share";
 /// Counter: retries made, label `operation`.
 pub const RETRIES: &str = "sluice_retries_total";
 /// Histogram: seconds a sink's call to its external API took, labels
@@ -36,6 +39,10 @@ pub(crate) fn describe() {
     metrics::describe_counter!(
         BREAKER_TRANSITIONS,
         "Circuit breaker state changes, by target state."
+    );
+    metrics::describe_gauge!(
+        LIMITER_SHARE,
+        "Share of the configured rate this replica paces to: the partitions it owns of those the fleet shares the quota over."
     );
     metrics::describe_histogram!(
         SINK_REQUEST,

@@ -15,7 +15,7 @@ use sluice_kafka::{
     KafkaSetupError, ReplyPublisher, TransactionalLoop, TransactionalSettings, Transformer,
     idempotent_producer,
 };
-use sluice_resilience::RetryPolicy;
+use sluice_resilience::{RateLimiter, RetryPolicy};
 use sluice_runtime::{RuntimeError, ServiceRuntime};
 use sluice_telemetry::ReadinessCheck;
 
@@ -42,7 +42,7 @@ pub enum ServiceError {
 }
 
 /// What an at-least-once loop's buffers and waits are, beside its flags.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     /// Messages of one partition held ahead of its handler.
     pub partition_buffer: usize,
@@ -55,6 +55,9 @@ pub struct Tuning {
     /// leaves the final commit and telemetry's flush 5 s of Kubernetes' 30 s
     /// before SIGKILL.
     pub revoke_wait: Duration,
+    /// The limiter of the API quota the replicas share: each paces it to
+    /// the share of the partitions it owns.
+    pub quota: Option<Arc<RateLimiter>>,
 }
 
 impl Default for Tuning {
@@ -64,6 +67,7 @@ impl Default for Tuning {
             pause_backoff: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(20),
             revoke_wait: Duration::from_secs(5),
+            quota: None,
         }
     }
 }
@@ -174,9 +178,11 @@ impl<D: Defaults> Service<D> {
             stall_after: self.args.partition_stall_after,
         };
         tracing::info!(topics = ?settings.topics, group = settings.group_id, "consuming");
-        ConsumerLoop::new(&self.kafka, settings, handler, self.dead_letters()?)?
-            .run(self.runtime.shutdown_requested())
-            .await?;
+        let mut run = ConsumerLoop::new(&self.kafka, settings, handler, self.dead_letters()?)?;
+        if let Some(limiter) = tuning.quota {
+            run = run.sharing(limiter);
+        }
+        run.run(self.runtime.shutdown_requested()).await?;
         Ok(())
     }
 

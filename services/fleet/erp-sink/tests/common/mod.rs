@@ -85,6 +85,8 @@ pub struct Tuning {
     pub max_concurrent: usize,
     /// Which of Odoo's APIs the sink calls.
     pub protocol: Protocol,
+    /// Whether the replica paces its limiter to its partitions' share.
+    pub shared_quota: bool,
 }
 
 impl Tuning {
@@ -114,6 +116,7 @@ impl Tuning {
             group: unique_name("erp-sink"),
             max_concurrent: 6,
             protocol: Protocol::JsonRpc,
+            shared_quota: false,
         }
     }
 }
@@ -130,18 +133,31 @@ pub fn applier_over(
     breaker: BreakerConfig,
     limiter: LimiterConfig,
 ) -> Applier {
-    let login = OdooLogin {
+    applier_as(login(base, protocol), breaker, limiter)
+}
+
+/// The test account on the sandbox at `base`, over `protocol`.
+pub fn login(base: &str, protocol: Protocol) -> OdooLogin {
+    OdooLogin {
         url: base.to_owned(),
         protocol,
         database: DATABASE.into(),
         login: LOGIN.into(),
         password: PASSWORD.to_owned().into(),
-    };
-    applier_as(login, breaker, limiter)
+    }
 }
 
 /// An applier logging in as `login`.
 pub fn applier_as(login: OdooLogin, breaker: BreakerConfig, limiter: LimiterConfig) -> Applier {
+    paced_applier(
+        login,
+        breaker,
+        Arc::new(RateLimiter::new("erp", limiter).unwrap()),
+    )
+}
+
+/// An applier logging in as `login`, paced by `limiter`.
+fn paced_applier(login: OdooLogin, breaker: BreakerConfig, limiter: Arc<RateLimiter>) -> Applier {
     let http = Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -151,7 +167,7 @@ pub fn applier_as(login: OdooLogin, breaker: BreakerConfig, limiter: LimiterConf
             http,
             login,
             CircuitBreaker::new("erp", breaker).unwrap(),
-            Arc::new(RateLimiter::new("erp", limiter).unwrap()),
+            limiter,
         ),
         RecordFields {
             external_ref: "x_sluice_external_ref".into(),
@@ -163,10 +179,16 @@ pub fn applier_as(login: OdooLogin, breaker: BreakerConfig, limiter: LimiterConf
 /// Runs the sink until the returned sender fires.
 pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::oneshot::Sender<()> {
     let stack = Stack::get();
+    let limiter = Arc::new(RateLimiter::new("erp", tuning.limiter).unwrap());
+    let shared_quota = tuning.shared_quota;
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let sink = ErpSink::new(
         AvroCodec::new(stack.registry_settings()),
-        applier_over(base, tuning.protocol, tuning.breaker, tuning.limiter),
+        paced_applier(
+            login(base, tuning.protocol),
+            tuning.breaker,
+            Arc::clone(&limiter),
+        ),
         ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::clone(&codec),
@@ -202,7 +224,10 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     // A killed instance's partitions move on after 6 s, not the default 45.
     let kafka =
         KafkaConfig::new(&stack.kafka_bootstrap).with_property("session.timeout.ms", "6000");
-    let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    let mut run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    if shared_quota {
+        run = run.sharing(limiter);
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         run.run(async { stopped.await.unwrap_or(()) })

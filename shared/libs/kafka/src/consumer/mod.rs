@@ -13,7 +13,7 @@ mod handler;
 mod in_hand;
 mod partition;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_resilience::RetryPolicy;
+use sluice_resilience::{RateLimiter, RetryPolicy};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,9 @@ use crate::{KafkaConfig, KafkaSetupError};
 pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000");
 
 /// Properties a loop sets itself because its delivery guarantee depends on them.
+/// How long counting a topic's partitions may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
 const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
 /// Refuses the reserved properties, and `also`, in the operator's properties.
@@ -173,6 +176,7 @@ pub struct ConsumerLoop<H> {
     consumer: Arc<StreamConsumer<RebalanceContext>>,
     shared: Arc<Shared<H>>,
     settings: ConsumerSettings,
+    quota: Option<Arc<RateLimiter>>,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -232,7 +236,18 @@ impl<H: Handler> ConsumerLoop<H> {
             consumer,
             shared,
             settings,
+            quota: None,
         })
+    }
+
+    /// Paces `limiter` to the share of the topics' partitions this member
+    /// owns, recomputed at each rebalance: replicas of one group together
+    /// keep to the rate it was configured with (an API's quota is the
+    /// fleet's, not each pod's).
+    #[must_use]
+    pub fn sharing(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.quota = Some(limiter);
+        self
     }
 
     /// Consumes until `shutdown` completes, then stops taking messages, lets
@@ -248,7 +263,13 @@ impl<H: Handler> ConsumerLoop<H> {
             tasks: JoinSet::new(),
             task_partitions: HashMap::new(),
             stop_all: CancellationToken::new(),
+            owned: HashSet::new(),
         };
+        let quota = self.quota.map(|limiter| Quota {
+            limiter,
+            consumer: Arc::clone(&self.consumer),
+            topics: self.settings.topics.clone(),
+        });
         let _stall_checks = self.consumer.context().stalls().start();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tick = tokio::time::interval(BACKLOG_TICK);
@@ -261,7 +282,11 @@ impl<H: Handler> ConsumerLoop<H> {
                     Ok(message) => {
                         // The rebalance this recv served comes first: the
                         // message may be a newly assigned partition's first.
-                        dispatcher.apply(self.consumer.context().take_changes());
+                        if dispatcher.apply(self.consumer.context().take_changes())
+                            && let Some(quota) = &quota
+                        {
+                            quota.reshare(dispatcher.owned.len()).await;
+                        }
                         dispatcher.dispatch(crate::headers::detach(&message));
                     }
                     // Broker trouble is reported here and retried by librdkafka.
@@ -277,7 +302,11 @@ impl<H: Handler> ConsumerLoop<H> {
                     dispatcher.drain_backlogs();
                 }
             }
-            dispatcher.apply(self.consumer.context().take_changes());
+            if dispatcher.apply(self.consumer.context().take_changes())
+                && let Some(quota) = &quota
+            {
+                quota.reshare(dispatcher.owned.len()).await;
+            }
         };
         dispatcher.stop(self.settings.shutdown_grace).await;
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -302,6 +331,54 @@ struct Dispatcher<H> {
     /// Which partition each running task serves, to name it if it panics.
     task_partitions: HashMap<tokio::task::Id, Partition>,
     stop_all: CancellationToken,
+    /// The partitions the group gave this member.
+    owned: HashSet<Partition>,
+}
+
+/// A limiter paced to the share of the partitions this member owns.
+struct Quota {
+    limiter: Arc<RateLimiter>,
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    topics: Vec<String>,
+}
+
+impl Quota {
+    /// Paces the limiter to `owned` of the topics' partitions (counted
+    /// again each time: a topic may have grown).
+    async fn reshare(&self, owned: usize) {
+        let consumer = Arc::clone(&self.consumer);
+        let topics = self.topics.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            let mut total = 0;
+            for topic in &topics {
+                let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+                total += metadata
+                    .topics()
+                    .iter()
+                    .map(|t| t.partitions().len())
+                    .sum::<usize>();
+            }
+            Ok::<usize, KafkaError>(total)
+        })
+        .await;
+        match counted {
+            Ok(Ok(total)) if total > 0 => {
+                let share = owned as f64 / total as f64;
+                tracing::info!(
+                    owned,
+                    total,
+                    share,
+                    "pacing to the owned partitions' share of the quota"
+                );
+                self.limiter.set_share(share);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "partitions not counted; the quota's share is kept");
+            }
+            Err(err) => tracing::warn!(error = %err, "counting partitions"),
+        }
+    }
 }
 
 /// A partition's messages waiting for room in its queue.
@@ -404,11 +481,14 @@ impl<H: Handler> Dispatcher<H> {
         }
     }
 
-    fn apply(&mut self, changes: Vec<AssignmentChange>) {
+    /// Applies the rebalances since the last call; whether there were any.
+    fn apply(&mut self, changes: Vec<AssignmentChange>) -> bool {
+        let changed = !changes.is_empty();
         for change in changes {
             match change {
                 AssignmentChange::Revoked(partitions) => {
                     for partition in partitions {
+                        self.owned.remove(&partition);
                         if let Some(queue) = self.queues.remove(&partition) {
                             queue.stop.cancel();
                         }
@@ -423,6 +503,7 @@ impl<H: Handler> Dispatcher<H> {
                     if !partitions.is_empty() {
                         self.shared.handler.assigned(&partitions);
                     }
+                    self.owned.extend(partitions.iter().cloned());
                     let list = partition_list(&partitions);
                     if let Err(err) = self.consumer.resume(&list) {
                         tracing::debug!(error = %err, "resuming newly assigned partitions");
@@ -430,6 +511,7 @@ impl<H: Handler> Dispatcher<H> {
                 }
             }
         }
+        changed
     }
 
     /// Collects finished partition tasks; a panic ends the loop.
