@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use common::{Topics, Tuning, command, request_times, results, sandbox, send, start};
 use sluice_contracts::types::{ErpCommand, ErpOperation, ErpOutcome};
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::unique_name;
+use sluice_testkit::{Pace, unique_name};
 
 /// Requests a second the ERP allows the whole fleet.
 const RATE: f64 = 20.0;
@@ -51,16 +51,14 @@ async fn three_replicas_keep_to_the_erp_limit_together() {
 
     // The pace from the tenth request on (the first ones are the replicas'
     // logins and model checks, before any owns a partition).
-    let times = request_times(&base).await;
-    let paced = &times[10..];
-    let seconds = (paced[paced.len() - 1] - paced[0]) as f64 / 1000.0;
-    let rate = (paced.len() - 1) as f64 / seconds;
+    let pace = Pace::of(&request_times(&base).await[10..]);
     println!(
-        "{} requests in {seconds:.1} s: {rate:.1}/s against {RATE}/s",
-        paced.len()
+        "{} requests, {:.1}/s together against {RATE}/s",
+        pace.requests, pace.per_second
     );
     assert!(
-        rate <= RATE * 1.05,
-        "{rate:.1} requests/s, over {RATE}/s by more than 5 %"
+        pace.per_second <= RATE * 1.05,
+        "{:.1} requests/s, over {RATE}/s by more than 5 %",
+        pace.per_second
     );
 }

@@ -237,6 +237,55 @@ async fn the_limiter_holds_the_request_rate() {
     );
 }
 
+/// The account's quota is the fleet's: three replicas of one group, each
+/// configured with the whole rate, pace to their partitions' share and
+/// together keep to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_keep_to_the_accounts_rate_together() {
+    const RATE: f64 = 12.0;
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-shared-rate", 6).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-shared-rate-dlq", 1).await;
+    let group = sluice_testkit::unique_name("sheets-shared-rate");
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            let tuning = Tuning {
+                limiter: LimiterConfig {
+                    capacity: NonZeroU32::MIN,
+                    refill_per_second: RATE,
+                },
+                group: group.clone(),
+                max_batch: 1,
+                shared_quota: true,
+                ..Tuning::quick()
+            };
+            start_with(&base, &key, &topic.name, &dlq.name, tuning)
+        })
+        .collect();
+    let commands: Vec<SheetRowUpsert> = (0..120)
+        .map(|n| command(&id(n), &format!("q-{n}"), "x", None))
+        .collect();
+    common::send(&topic.name, &commands).await;
+    eventually("every row", common::WAIT, || {
+        let base = &base;
+        async move { (grid(base).await.len() == 121).then_some(()) }
+    })
+    .await;
+    for stop in replicas {
+        stop.send(()).unwrap();
+    }
+    let pace = Pace::of(&request_times(&base).await);
+    eprintln!(
+        "three replicas sharing {RATE}/s: {} requests, {:.2}/s together, busiest second {}",
+        pace.requests, pace.per_second, pace.busiest_second
+    );
+    assert!(
+        pace.per_second <= RATE * 1.05,
+        "{:.2}/s together against {RATE}/s",
+        pace.per_second
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_pace_meets_the_per_user_quota() {
     const ROWS: u32 = 75;

@@ -135,6 +135,8 @@ pub struct Tuning {
     pub group: String,
     /// Most commands of a partition written together.
     pub max_batch: usize,
+    /// Whether the replica paces its limiter to its partitions' share.
+    pub shared_quota: bool,
 }
 
 impl Tuning {
@@ -163,6 +165,7 @@ impl Tuning {
             },
             group: unique_name("sheets-sink"),
             max_batch: 100,
+            shared_quota: false,
         }
     }
 }
@@ -185,8 +188,19 @@ pub fn upserter(
     limiter: LimiterConfig,
     breaker: BreakerConfig,
 ) -> Upserter {
+    upserter_paced(base, key, Arc::new(paced(limiter)), breaker)
+}
+
+/// An upserter writing to the sandbox at `base` as `key`'s account,
+/// paced by `limiter`.
+fn upserter_paced(
+    base: &str,
+    key: &ServiceAccountKey,
+    limiter: Arc<RateLimiter>,
+    breaker: BreakerConfig,
+) -> Upserter {
     let tokens = TokenSource::new(sink_key(key), None, http()).unwrap();
-    upserter_with(base, tokens, paced(limiter), breaker)
+    upserter_with(base, tokens, limiter, breaker)
 }
 
 /// The limiter of the sink's account.
@@ -211,14 +225,14 @@ pub fn http() -> Client {
 pub fn upserter_with(
     base: &str,
     tokens: TokenSource,
-    limiter: RateLimiter,
+    limiter: impl Into<Arc<RateLimiter>>,
     breaker: BreakerConfig,
 ) -> Upserter {
     Upserter::new(SheetsClient::new(
         base,
         http(),
         tokens,
-        Arc::new(limiter),
+        limiter.into(),
         CircuitBreaker::new("sheets", breaker).unwrap(),
     ))
 }
@@ -232,9 +246,11 @@ pub fn start_with(
     tuning: Tuning,
 ) -> tokio::sync::oneshot::Sender<()> {
     let stack = Stack::get();
+    let limiter = Arc::new(paced(tuning.limiter));
+    let shared_quota = tuning.shared_quota;
     let sink = SheetsSink {
         codec: AvroCodec::new(stack.registry_settings()),
-        upserter: upserter(base, key, tuning.limiter, tuning.breaker),
+        upserter: upserter_paced(base, key, Arc::clone(&limiter), tuning.breaker),
         replies: ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
@@ -266,7 +282,10 @@ pub fn start_with(
     // A killed instance's partitions move on after 6 s, not the default 45.
     let kafka =
         KafkaConfig::new(&stack.kafka_bootstrap).with_property("session.timeout.ms", "6000");
-    let run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    let mut run = ConsumerLoop::new(&kafka, settings, sink, dead_letters).unwrap();
+    if shared_quota {
+        run = run.sharing(limiter);
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         audit_topic().await;
