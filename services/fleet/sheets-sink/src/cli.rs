@@ -48,6 +48,12 @@ pub struct Cli {
         default_value = "https://sheets.googleapis.com"
     )]
     pub base_url: String,
+    /// Sheets whose values Sheets takes as typed (USER_ENTERED: `19.50` a
+    /// number, `2026-12-05` a date), each `SPREADSHEET_ID` (all its sheets)
+    /// or `SPREADSHEET_ID/Sheet title`; the others RAW. Row keys, and text
+    /// that would be a formula, stay text.
+    #[arg(long, env = "SLUICE_SHEETS_USER_ENTERED", value_delimiter = ',')]
+    pub user_entered: Vec<String>,
     /// Topic of the row upserts.
     #[arg(long, env = "SLUICE_SHEETS_TOPIC", default_value = "sheets.rows.v1")]
     pub topic: String,

@@ -28,6 +28,24 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
 /// A token is renewed when it has less than this left.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// How Sheets takes the values written (`valueInputOption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ValueInput {
+    /// As they are: text stays text.
+    Raw,
+    /// As if a person typed them: `19.50` a number, `2026-12-05` a date.
+    UserEntered,
+}
+
+impl ValueInput {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "RAW",
+            Self::UserEntered => "USER_ENTERED",
+        }
+    }
+}
+
 /// A failed Google call.
 #[derive(Debug, thiserror::Error)]
 #[error("{operation}: {}{message}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
@@ -427,11 +445,13 @@ impl SheetsClient {
         spreadsheet: &str,
         range: &str,
         rows: &[Vec<Value>],
+        input: ValueInput,
     ) -> Result<String, GoogleError> {
         let url = format!(
-            "{}/v4/spreadsheets/{spreadsheet}/values/{}:append?valueInputOption=RAW&insertDataOption=INSERT_ROWS",
+            "{}/v4/spreadsheets/{spreadsheet}/values/{}:append?valueInputOption={}&insertDataOption=INSERT_ROWS",
             self.base_url,
-            encode(range)
+            encode(range),
+            input.as_str(),
         );
         let body = self
             .call(
@@ -451,6 +471,7 @@ impl SheetsClient {
         &self,
         spreadsheet: &str,
         data: &[(String, Vec<Vec<Value>>)],
+        input: ValueInput,
     ) -> Result<(), GoogleError> {
         let url = format!(
             "{}/v4/spreadsheets/{spreadsheet}/values:batchUpdate",
@@ -465,7 +486,7 @@ impl SheetsClient {
             spreadsheet,
             self.http
                 .post(url)
-                .json(&json!({"valueInputOption": "RAW", "data": data})),
+                .json(&json!({"valueInputOption": input.as_str(), "data": data})),
         )
         .await
         .map(drop)

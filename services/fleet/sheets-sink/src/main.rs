@@ -52,7 +52,7 @@ async fn service_main() -> Result<()> {
     let client = SheetsClient::new(&cli.base_url, http, tokens, limiter, breaker);
     let sink = SheetsSink {
         codec: service.codec(),
-        upserter: Upserter::new(client),
+        upserter: Upserter::new(client).user_entered(cli.user_entered),
         replies: service.replies(cli.results_topic)?,
         audit: service.audit_log(&cli.audit)?,
     };

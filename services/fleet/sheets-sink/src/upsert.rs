@@ -32,7 +32,7 @@ use sluice_contracts::column_name;
 use sluice_contracts::types::{ScalarValue, SheetRowUpsert};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::google::{GoogleError, SheetsClient};
+use crate::google::{GoogleError, SheetsClient, ValueInput};
 
 /// A sheet: (spreadsheet id, sheet title).
 type SheetId = (String, String);
@@ -62,6 +62,9 @@ struct RowWrite {
     cells: Vec<(String, Value)>,
 }
 
+/// Rows written at a range: one `values.batchUpdate` datum.
+type RangeWrite = (String, Vec<Vec<Value>>);
+
 /// Rows of new keys, for one append.
 struct NewRows {
     keys: Vec<String>,
@@ -71,6 +74,8 @@ struct NewRows {
 /// Applies row upserts through the Sheets API.
 pub struct Upserter {
     client: SheetsClient,
+    /// Sheets written USER_ENTERED: `spreadsheet` or `spreadsheet/sheet`.
+    user_entered: Vec<String>,
     sheets: Mutex<HashMap<SheetId, SheetSlot>>,
     /// Bumped by [`Upserter::forget`]: an index read in an older
     /// generation is read again before use.
@@ -93,8 +98,31 @@ impl Upserter {
     pub fn new(client: SheetsClient) -> Self {
         Self {
             client,
+            user_entered: Vec::new(),
             sheets: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes the sheets `selectors` name (`spreadsheet`, every sheet of
+    /// it, or `spreadsheet/sheet`) USER_ENTERED, the others RAW.
+    #[must_use]
+    pub fn user_entered(mut self, selectors: Vec<String>) -> Self {
+        self.user_entered = selectors;
+        self
+    }
+
+    fn input(&self, spreadsheet: &str, sheet: &str) -> ValueInput {
+        let named = self.user_entered.iter().any(|selector| {
+            selector == spreadsheet
+                || selector
+                    .split_once('/')
+                    .is_some_and(|(id, title)| id == spreadsheet && title == sheet)
+        });
+        if named {
+            ValueInput::UserEntered
+        } else {
+            ValueInput::Raw
         }
     }
 
@@ -156,21 +184,31 @@ impl Upserter {
                         cached.insert(self.load(&spreadsheet_id, sheet, generation).await?)
                     }
                 };
-                let (new_rows, updated) = index.lay_out(sheet, rows, &mut writes);
+                let input = self.input(&spreadsheet_id, sheet);
+                let (new_rows, updated) = index.lay_out(sheet, rows, input, &mut writes);
                 applied.updated += updated;
                 if !new_rows.keys.is_empty() {
-                    appends.push((at, new_rows));
+                    appends.push((at, input, new_rows));
                 }
             }
-            if !writes.is_empty() {
+            // One request per way of taking values (one, unless the
+            // spreadsheet mixes RAW and USER_ENTERED sheets).
+            writes.sort_by_key(|(input, _)| *input);
+            for same in writes.chunk_by(|a, b| a.0 == b.0) {
                 applied.requests += 1;
-                self.client.batch_update(&spreadsheet_id, &writes).await?;
+                let data: Vec<_> = same.iter().map(|(_, write)| write.clone()).collect();
+                self.client
+                    .batch_update(&spreadsheet_id, &data, same[0].0)
+                    .await?;
             }
-            for (at, NewRows { keys, values }) in appends {
+            for (at, input, NewRows { keys, values }) in appends {
                 let ((_, sheet), _, cached) = &mut spreadsheet[at];
                 applied.requests += 1;
                 let range = format!("{}!A1", quoted(sheet));
-                let updated = self.client.append(&spreadsheet_id, &range, &values).await?;
+                let updated = self
+                    .client
+                    .append(&spreadsheet_id, &range, &values, input)
+                    .await?;
                 applied.appended += keys.len();
                 match (first_row(&updated), cached.as_mut()) {
                     (Some(first), Some(index)) => {
@@ -222,8 +260,13 @@ impl SheetIndex {
         &mut self,
         sheet: &str,
         rows: &[RowWrite],
-        writes: &mut Vec<(String, Vec<Vec<Value>>)>,
+        input: ValueInput,
+        writes: &mut Vec<(ValueInput, RangeWrite)>,
     ) -> (NewRows, usize) {
+        let cell = |value: &Value, key: bool| match (input, value) {
+            (ValueInput::UserEntered, Value::String(text)) => Value::String(entered(text, key)),
+            _ => value.clone(),
+        };
         let sheet = quoted(sheet);
         let mut header_changed = false;
         if self.header.is_empty()
@@ -241,8 +284,12 @@ impl SheetIndex {
             }
         }
         if header_changed {
-            let header = self.header.iter().cloned().map(Value::String).collect();
-            writes.push((format!("{sheet}!A1"), vec![header]));
+            let header = self
+                .header
+                .iter()
+                .map(|name| cell(&Value::String(name.clone()), true))
+                .collect();
+            writes.push((input, (format!("{sheet}!A1"), vec![header])));
         }
         let column_of = |name: &str| self.header.iter().skip(1).position(|h| h == name);
         let (mut keys, mut values, mut updated) = (Vec::new(), Vec::new(), 0);
@@ -256,14 +303,14 @@ impl SheetIndex {
                 updated += 1;
                 for (column, value) in cells {
                     let range = format!("{sheet}!{}{}", column_name(column), at + 1);
-                    writes.push((range, vec![vec![value.clone()]]));
+                    writes.push((input, (range, vec![vec![cell(value, false)]])));
                 }
                 continue;
             }
             let mut line = vec![Value::String(String::new()); self.header.len()];
-            line[0] = Value::String(row.key.clone());
+            line[0] = cell(&Value::String(row.key.clone()), true);
             for (column, value) in cells {
-                line[column] = value.clone();
+                line[column] = cell(value, false);
             }
             // Trailing empty cells are not sent (nothing to clear in a new row).
             while line.len() > 1 && line.last() == Some(&Value::String(String::new())) {
@@ -310,6 +357,25 @@ fn plan(commands: &[SheetRowUpsert]) -> BTreeMap<SheetId, Vec<RowWrite>> {
         }
     }
     plan
+}
+
+/// A text cell as USER_ENTERED must receive it to stay text where Sheets
+/// would take it for something else. Sheets reads what it is sent as a
+/// person's typing: a formula (`=…`, or `+`, `-`, `@` before what is not a
+/// number) from an event would run in the sheet (`=IMPORTXML(…)` sends the
+/// sheet's data away), and a leading apostrophe would vanish. These go with
+/// an apostrophe before them, which Sheets keeps out of the cell; so does a
+/// row key and a header name, always (`00123` stays `00123`, and its row is
+/// found again). A number or a date in a value is left to Sheets, as the
+/// option asks.
+fn entered(text: &str, literal: bool) -> String {
+    let number = text.trim().parse::<f64>().is_ok_and(f64::is_finite);
+    let formula = text.starts_with('=') || (text.starts_with(['+', '-', '@']) && !number);
+    if literal || formula || text.starts_with('\'') {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
 }
 
 /// A sheet title as A1 notation wants it.

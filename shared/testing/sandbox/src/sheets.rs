@@ -77,9 +77,19 @@ pub struct RangeValues {
     values: Vec<Vec<Value>>,
 }
 
-fn input_option(option: Option<&str>) -> Result<(), GoogleError> {
+/// How written values are taken (`valueInputOption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// As they are.
+    Raw,
+    /// As if a person typed them.
+    UserEntered,
+}
+
+fn input_option(option: Option<&str>) -> Result<Input, GoogleError> {
     match option {
-        Some("RAW" | "USER_ENTERED") => Ok(()),
+        Some("RAW") => Ok(Input::Raw),
+        Some("USER_ENTERED") => Ok(Input::UserEntered),
         Some(other) => Err(google_error(
             400,
             &format!("Invalid valueInputOption: {other}"),
@@ -188,7 +198,11 @@ pub async fn get(
             .filter(|(i, _)| *i >= range.first_row && *i <= last_row)
             .map(|(_, row)| {
                 let end = range.last_column.map_or(row.len(), |last| (last + 1).min(row.len()));
-                row.get(range.first_column.min(end)..end).unwrap_or_default().to_vec()
+                row.get(range.first_column.min(end)..end)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(formatted)
+                    .collect()
             })
             .collect();
         // Google leaves out trailing empty rows.
@@ -212,9 +226,10 @@ pub async fn append(
     let Some(range) = range.strip_suffix(":append").map(str::to_owned) else {
         return google_error(404, "Requested entity was not found.").into_response();
     };
-    if let Err(error) = input_option(options.value_input_option.as_deref()) {
-        return error.into_response();
-    }
+    let input = match input_option(options.value_input_option.as_deref()) {
+        Ok(input) => input,
+        Err(error) => return error.into_response(),
+    };
     let request = Request {
         spreadsheet: &spreadsheet,
         operation: "values.append",
@@ -229,7 +244,7 @@ pub async fn append(
             .rposition(|row| !row.is_empty())
             .map_or(0, |last| last + 1);
         for (offset, row) in body.values.iter().enumerate() {
-            put(grid, start + offset, range.first_column, row);
+            put(grid, start + offset, range.first_column, row, input);
         }
         let updated = a1(&range.sheet, range.first_column, start, &body.values);
         Ok(json!({
@@ -252,9 +267,10 @@ pub async fn batch_update(
     headers: HeaderMap,
     Json(body): Json<BatchUpdate>,
 ) -> Response {
-    if let Err(error) = input_option(body.value_input_option.as_deref()) {
-        return error.into_response();
-    }
+    let input = match input_option(body.value_input_option.as_deref()) {
+        Ok(input) => input,
+        Err(error) => return error.into_response(),
+    };
     let all: Vec<Vec<Value>> = body.data.iter().flat_map(|d| d.values.clone()).collect();
     let request = Request {
         spreadsheet: &spreadsheet,
@@ -275,7 +291,13 @@ pub async fn batch_update(
         for (range, values) in &writes {
             let grid = sheet(spreadsheets, &spreadsheet, &range.sheet)?;
             for (offset, row) in values.iter().enumerate() {
-                put(grid, range.first_row + offset, range.first_column, row);
+                put(
+                    grid,
+                    range.first_row + offset,
+                    range.first_column,
+                    row,
+                    input,
+                );
                 cells += row.len();
             }
         }
@@ -292,7 +314,7 @@ pub async fn batch_update(
 }
 
 /// Writes `row` at (`row_index`, `first_column`), growing the grid.
-fn put(grid: &mut Grid, row_index: usize, first_column: usize, row: &[Value]) {
+fn put(grid: &mut Grid, row_index: usize, first_column: usize, row: &[Value], input: Input) {
     if grid.len() <= row_index {
         grid.resize_with(row_index + 1, Vec::new);
     }
@@ -301,6 +323,41 @@ fn put(grid: &mut Grid, row_index: usize, first_column: usize, row: &[Value]) {
         target.resize(first_column + row.len(), Value::String(String::new()));
     }
     for (i, value) in row.iter().enumerate() {
-        target[first_column + i] = value.clone();
+        target[first_column + i] = match (input, value) {
+            (Input::UserEntered, Value::String(text)) => typed(text),
+            _ => value.clone(),
+        };
+    }
+}
+
+/// A cell as `values.get` answers it by default (FORMATTED_VALUE): text.
+/// A formula shows its text (the sandbox computes none).
+fn formatted(cell: &Value) -> Value {
+    match cell {
+        Value::String(_) => cell.clone(),
+        Value::Bool(true) => json!("TRUE"),
+        Value::Bool(false) => json!("FALSE"),
+        Value::Object(formula) => formula.get("formula").cloned().unwrap_or(json!("")),
+        other => json!(other.to_string()),
+    }
+}
+
+/// What a cell holds when `text` is entered as a person types it: after a
+/// leading apostrophe, text; a formula (`=…`, and `+`, `-` or `@` before
+/// something that is not a number), held as `{"formula": text}` (the
+/// sandbox computes none); a number; TRUE or FALSE; else text.
+fn typed(text: &str) -> Value {
+    if let Some(literal) = text.strip_prefix('\'') {
+        return Value::String(literal.to_owned());
+    }
+    let number = text.trim().parse::<f64>().ok().filter(|n| n.is_finite());
+    if text.starts_with('=') || (text.starts_with(['+', '-', '@']) && number.is_none()) {
+        return json!({ "formula": text });
+    }
+    match (number, text.to_ascii_uppercase().as_str()) {
+        (Some(number), _) => json!(number),
+        (None, "TRUE") => Value::Bool(true),
+        (None, "FALSE") => Value::Bool(false),
+        _ => Value::String(text.to_owned()),
     }
 }

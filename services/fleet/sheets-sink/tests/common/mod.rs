@@ -137,6 +137,8 @@ pub struct Tuning {
     pub max_batch: usize,
     /// Whether the replica paces its limiter to its partitions' share.
     pub shared_quota: bool,
+    /// Sheets written USER_ENTERED (`--user-entered`).
+    pub user_entered: Vec<String>,
 }
 
 impl Tuning {
@@ -166,6 +168,7 @@ impl Tuning {
             group: unique_name("sheets-sink"),
             max_batch: 100,
             shared_quota: false,
+            user_entered: Vec::new(),
         }
     }
 }
@@ -250,7 +253,8 @@ pub fn start_with(
     let shared_quota = tuning.shared_quota;
     let sink = SheetsSink {
         codec: AvroCodec::new(stack.registry_settings()),
-        upserter: upserter_paced(base, key, Arc::clone(&limiter), tuning.breaker),
+        upserter: upserter_paced(base, key, Arc::clone(&limiter), tuning.breaker)
+            .user_entered(tuning.user_entered),
         replies: ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
