@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value, json};
 use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpOperation, ScalarValue};
 use sluice_kafka::HandlerError;
-use sluice_resilience::{Classified, ErrorClass};
+use sluice_resilience::{Classified, ErrorClass, clipped};
 
 use crate::odoo::{OdooClient, OdooError};
 use crate::plan::{BadName, Part, Plan, Reference};
@@ -398,9 +398,9 @@ impl Applier {
                     // A wizard instead of a cancellation.
                     return Err(ApplyError::Odoo(OdooError {
                         operation: format!("{model}.action_cancel"),
-                        failure: crate::odoo::Failure::Malformed(format!(
+                        failure: crate::odoo::Failure::Malformed(clipped(format!(
                             "answered an action, not a cancellation: {answer}"
-                        )),
+                        ))),
                     }));
                 }
             }

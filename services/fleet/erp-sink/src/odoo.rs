@@ -231,7 +231,7 @@ impl OdooClient {
             .await?;
         serde_json::from_value(found).map_err(|err| OdooError {
             operation: format!("{model}.search_read"),
-            failure: Failure::Malformed(err.to_string()),
+            failure: Failure::Malformed(clipped(err.to_string())),
         })
     }
 

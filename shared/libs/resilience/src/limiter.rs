@@ -142,11 +142,21 @@ impl RateLimiter {
             refill_per_second: self.config.refill_per_second * share,
         };
         // The whole rate was valid: a positive fraction of it is too.
-        if let Ok((interval, tolerance)) = shared.schedule() {
-            let mut targets = self.lock();
-            targets.interval = interval;
-            targets.tolerance = tolerance;
+        let Ok((interval, tolerance)) = shared.schedule() else {
+            return;
+        };
+        let mut targets = self.lock();
+        // Slots reserved at the old pace move to the new one: a reservation
+        // made at a tiny share would hold its target for minutes after.
+        let ratio = interval.as_secs_f64() / targets.interval.as_secs_f64();
+        let now = Instant::now();
+        for due in targets.due.values_mut() {
+            if *due > now {
+                *due = now + (*due - now).mul_f64(ratio);
+            }
         }
+        targets.interval = interval;
+        targets.tolerance = tolerance;
         metrics::gauge!(LIMITER_SHARE, "limiter" => self.name.clone()).set(share);
     }
 
@@ -288,6 +298,17 @@ mod tests {
         assert_eq!(erp.acquire("db").await, Duration::from_millis(500));
         erp.set_share(1.0);
         assert_eq!(erp.refill_interval(), Duration::from_nanos(166_666_667));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_reserved_at_a_small_share_moves_with_the_next_one() {
+        let erp = limiter(1, 10.0);
+        erp.try_acquire("db").unwrap();
+        erp.set_share(0.001);
+        // Reserved now, at one token per 100 s.
+        assert_eq!(erp.try_acquire("db"), Err(Duration::from_secs(100)));
+        erp.set_share(1.0);
+        assert_eq!(erp.acquire("db").await, Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]

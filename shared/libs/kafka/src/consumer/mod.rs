@@ -12,8 +12,9 @@ pub(crate) mod context;
 mod handler;
 mod in_hand;
 mod partition;
+mod quota;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use self::context::{
 };
 pub use self::handler::{Handler, HandlerError};
 use self::partition::{BatchWindow, Shared, run_partition};
+use self::quota::Quota;
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once, zero_dead_letters};
 use crate::stall::StallWatch;
 use crate::{KafkaConfig, KafkaSetupError};
@@ -46,9 +48,6 @@ use crate::{KafkaConfig, KafkaSetupError};
 pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000");
 
 /// Properties a loop sets itself because its delivery guarantee depends on them.
-/// How long counting a topic's partitions may take.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-
 const RESERVED: [&str; 3] = ["enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
 /// Refuses the reserved properties, and `also`, in the operator's properties.
@@ -263,12 +262,14 @@ impl<H: Handler> ConsumerLoop<H> {
             tasks: JoinSet::new(),
             task_partitions: HashMap::new(),
             stop_all: CancellationToken::new(),
-            owned: HashSet::new(),
         };
-        let quota = self.quota.map(|limiter| Quota {
-            limiter,
-            consumer: Arc::clone(&self.consumer),
-            topics: self.settings.topics.clone(),
+        // Ends (the task is aborted) with the loop.
+        let quota = self.quota.map(|limiter| {
+            Quota::start(
+                limiter,
+                Arc::clone(&self.consumer),
+                self.settings.topics.clone(),
+            )
         });
         let _stall_checks = self.consumer.context().stalls().start();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -285,7 +286,7 @@ impl<H: Handler> ConsumerLoop<H> {
                         if dispatcher.apply(self.consumer.context().take_changes())
                             && let Some(quota) = &quota
                         {
-                            quota.reshare(dispatcher.owned.len()).await;
+                            quota.rebalanced();
                         }
                         dispatcher.dispatch(crate::headers::detach(&message));
                     }
@@ -305,7 +306,7 @@ impl<H: Handler> ConsumerLoop<H> {
             if dispatcher.apply(self.consumer.context().take_changes())
                 && let Some(quota) = &quota
             {
-                quota.reshare(dispatcher.owned.len()).await;
+                quota.rebalanced();
             }
         };
         dispatcher.stop(self.settings.shutdown_grace).await;
@@ -331,54 +332,6 @@ struct Dispatcher<H> {
     /// Which partition each running task serves, to name it if it panics.
     task_partitions: HashMap<tokio::task::Id, Partition>,
     stop_all: CancellationToken,
-    /// The partitions the group gave this member.
-    owned: HashSet<Partition>,
-}
-
-/// A limiter paced to the share of the partitions this member owns.
-struct Quota {
-    limiter: Arc<RateLimiter>,
-    consumer: Arc<StreamConsumer<RebalanceContext>>,
-    topics: Vec<String>,
-}
-
-impl Quota {
-    /// Paces the limiter to `owned` of the topics' partitions (counted
-    /// again each time: a topic may have grown).
-    async fn reshare(&self, owned: usize) {
-        let consumer = Arc::clone(&self.consumer);
-        let topics = self.topics.clone();
-        let counted = tokio::task::spawn_blocking(move || {
-            let mut total = 0;
-            for topic in &topics {
-                let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-                total += metadata
-                    .topics()
-                    .iter()
-                    .map(|t| t.partitions().len())
-                    .sum::<usize>();
-            }
-            Ok::<usize, KafkaError>(total)
-        })
-        .await;
-        match counted {
-            Ok(Ok(total)) if total > 0 => {
-                let share = owned as f64 / total as f64;
-                tracing::info!(
-                    owned,
-                    total,
-                    share,
-                    "pacing to the owned partitions' share of the quota"
-                );
-                self.limiter.set_share(share);
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "partitions not counted; the quota's share is kept");
-            }
-            Err(err) => tracing::warn!(error = %err, "counting partitions"),
-        }
-    }
 }
 
 /// A partition's messages waiting for room in its queue.
@@ -488,7 +441,6 @@ impl<H: Handler> Dispatcher<H> {
             match change {
                 AssignmentChange::Revoked(partitions) => {
                     for partition in partitions {
-                        self.owned.remove(&partition);
                         if let Some(queue) = self.queues.remove(&partition) {
                             queue.stop.cancel();
                         }
@@ -503,7 +455,6 @@ impl<H: Handler> Dispatcher<H> {
                     if !partitions.is_empty() {
                         self.shared.handler.assigned(&partitions);
                     }
-                    self.owned.extend(partitions.iter().cloned());
                     let list = partition_list(&partitions);
                     if let Err(err) = self.consumer.resume(&list) {
                         tracing::debug!(error = %err, "resuming newly assigned partitions");
