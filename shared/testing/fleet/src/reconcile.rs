@@ -423,7 +423,10 @@ pub fn events_on_kafka(bootstrap: &str, accepted: &[Accepted]) -> Result<OnKafka
 }
 
 /// Dead letters of run `run` (their original key names it) by (service,
-/// error class), each original message once.
+/// error class), each original key once: a letter written twice (its
+/// service killed before committing) is one, and so are the commands a saga
+/// sent again after a step's timeout for one refused order (each refused
+/// in turn, each its own letter).
 pub fn dead_letters(bootstrap: &str, run: &str) -> Result<BTreeMap<(String, String), usize>> {
     let mut letters: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
     // The dead-letter topics the contract declares (schemas/topics.toml).
@@ -445,13 +448,9 @@ pub fn dead_letters(bootstrap: &str, run: &str) -> Result<BTreeMap<(String, Stri
                     .cloned()
                     .unwrap_or_default()
             };
-            // A letter written twice (its service killed before committing)
-            // is one original message.
             let original = format!(
-                "{}/{}/{}/{}",
+                "{}/{}",
                 header("original-topic"),
-                header("original-partition"),
-                header("original-offset"),
                 message.key.clone().unwrap_or_default()
             );
             letters
