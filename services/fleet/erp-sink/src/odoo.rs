@@ -20,10 +20,16 @@ use reqwest::{Client, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use sluice_resilience::{
-    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, clipped, record_request,
-    retry_after,
+    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, clipped, error_body,
+    json_up_to, record_request, retry_after,
 };
 use tokio::sync::OnceCell;
+
+/// The most of an answer read, in bytes: what the sink asks for (a
+/// record's ids and fields, a model's `fields_get`) is kilobytes; a
+/// JSON-RPC error, which Odoo answers with a 200, can list records by the
+/// thousand. Beyond this, the answer is not Odoo's.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// Which of Odoo's external APIs the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -426,10 +432,9 @@ impl OdooClient {
         if !status.is_success() {
             return Err(failed(self.refusal(response).await));
         }
-        let answer: Value = response
-            .json()
+        let answer = json_up_to(response, MAX_ANSWER_BYTES)
             .await
-            .map_err(|err| failed(Failure::Malformed(err.to_string())))?;
+            .map_err(|why| failed(Failure::Malformed(why)))?;
         match call {
             Call::JsonRpc(_) => json_rpc_result(answer).map_err(failed),
             Call::Json2 { .. } => Ok(answer),
@@ -453,7 +458,7 @@ impl OdooClient {
         if status == StatusCode::UNAUTHORIZED && self.login.protocol == Protocol::Json2 {
             return Failure::LoginRefused;
         }
-        let body: Option<Value> = response.json().await.ok();
+        let body: Option<Value> = error_body(response).await.ok();
         let named = body.as_ref().and_then(|body| {
             let name = body.get("name")?.as_str()?;
             let message = body.get("message").and_then(Value::as_str);

@@ -9,7 +9,12 @@
 
 mod common;
 
-use common::{DATABASE, MODEL, PASSWORD, Tuning, applier, applier_as, applier_over, id, sandbox};
+use std::time::Duration;
+
+use common::{
+    DATABASE, MODEL, PASSWORD, Tuning, applier, applier_as, applier_over, applier_waiting, id,
+    sandbox,
+};
 use serde_json::{Value, json};
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_erp_sink::ApplyError;
@@ -225,7 +230,7 @@ async fn a_model_without_the_sinks_fields_is_named_at_start() {
     for protocol in PROTOCOLS {
         let base = sandbox().await;
         let tuning = Tuning::quick();
-        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        let sink = applier_over(&base, protocol, tuning.breaker.clone(), tuning.limiter);
         let err = sink.check(&["res.partner".to_owned()]).await.unwrap_err();
         assert!(
             matches!(&err, ApplyError::UnknownField { model, field, .. } if model == "res.partner" && field == "x_sluice_external_ref"),
@@ -238,6 +243,23 @@ async fn a_model_without_the_sinks_fields_is_named_at_start() {
         };
         assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
         assert!(err.to_string().contains(missing), "{err}");
+        assert_eq!(err.stops_start(protocol), Some(""), "{err}");
+        // A URL that is not Odoo's is a 404 (over JSON-2 a wrong database
+        // too, and an Odoo before 19, which has no JSON-2: the hint says so).
+        let wrong_url = OdooLogin {
+            url: format!("{base}/not-odoo"),
+            ..common::login(&base, protocol)
+        };
+        let sink = applier_as(wrong_url, tuning.breaker, tuning.limiter);
+        let err = sink.check(&[MODEL.to_owned()]).await.unwrap_err();
+        let hint = err
+            .stops_start(protocol)
+            .unwrap_or_else(|| panic!("{protocol:?}: {err}"));
+        let expected = match protocol {
+            Protocol::Json2 => "--odoo-protocol json-rpc",
+            Protocol::JsonRpc => "check --odoo-url",
+        };
+        assert!(hint.contains(expected), "{protocol:?}: {hint}");
     }
 }
 
@@ -372,4 +394,29 @@ async fn over_json_2_wrong_credentials_hold_and_a_conflict_is_retried() {
         "{invalid}"
     );
     assert_eq!(operations(&base).await.len(), before, "nothing sent");
+}
+
+/// A proxy's error page that never ends is read only so far: the refusal
+/// is its status, known at once, not at the end of a call that may take a
+/// minute (before, the client read the page until its timeout).
+#[tokio::test]
+async fn an_error_page_that_never_ends_is_read_only_so_far() {
+    let base = sandbox().await;
+    let endless = json!({"error_rates": {"502": 1.0}, "endless_error_body": true});
+    Local::at(&base).set_faults("odoo", &endless).await.unwrap();
+    for protocol in PROTOCOLS {
+        let sink = applier_waiting(&base, protocol, Duration::from_secs(60));
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            sink.apply(&reservation(1, "o-1", &["SKU-1"])),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{protocol:?}: still reading the page after 20 s"));
+        let err = answer.unwrap_err();
+        assert_eq!(
+            (err.class(), err.code().as_str()),
+            (ErrorClass::Retryable, "http_502"),
+            "{protocol:?}: {err}"
+        );
+    }
 }

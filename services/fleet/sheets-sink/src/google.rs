@@ -18,8 +18,8 @@ use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_resilience::{
-    BreakerError, CircuitBreaker, Classified, ErrorClass, RateLimiter, clipped, record_request,
-    retry_after,
+    BreakerError, CircuitBreaker, Classified, ErrorClass, MAX_SMALL_BODY, RateLimiter, body_up_to,
+    clipped, error_body, json_up_to, record_request, retry_after,
 };
 use tokio::sync::Mutex;
 
@@ -72,6 +72,10 @@ impl Classified for GoogleError {
             // token endpoint (the node's metadata server) away. Nothing
             // about one command: hold the stream, spending no attempt.
             _ if self.operation == "token" => ErrorClass::Pause,
+            // A success status with no answer in it (not JSON, never
+            // ending, not the shape asked for): a proxy or a portal in the
+            // way answers every call so. Hold the stream, as for a 403.
+            Some(200..=299) => ErrorClass::Pause,
             // No answer (connect, timeout), 5xx, and 401 (the token is
             // renewed before the retry) may work next time.
             None | Some(401 | 408 | 500..=599) => ErrorClass::Retryable,
@@ -148,6 +152,11 @@ struct TokenAnswer {
 /// carries back): it refuses requests without it, so a page that tricks a
 /// browser or a proxy into a plain GET gets no token.
 const METADATA_FLAVOR: (&str, &str) = ("Metadata-Flavor", "Google");
+
+/// The most of a successful answer read, in bytes: the largest sheet
+/// Google holds (10 million cells) read whole is about this; beyond, the
+/// answer is not Google's.
+const MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// The default account's path on the metadata server.
 const METADATA_ACCOUNT: &str = "/computeMetadata/v1/instance/service-accounts/default";
@@ -295,12 +304,16 @@ impl TokenSource {
             .map_err(|e| token_error(None, e.to_string()))?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(token_error(Some(status.as_u16()), body));
+            let body = error_body(response).await;
+            return Err(token_error(
+                Some(status.as_u16()),
+                body.map_or_else(|text| text, |json| json.to_string()),
+            ));
         }
-        let answer: TokenAnswer = response
-            .json()
+        let body = body_up_to(response, MAX_SMALL_BODY)
             .await
+            .map_err(|e| token_error(Some(status.as_u16()), format!("token answer: {e}")))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body)
             .map_err(|e| token_error(Some(status.as_u16()), format!("token answer: {e}")))?;
         Ok((answer.access_token, Duration::from_secs(answer.expires_in)))
     }
@@ -315,7 +328,8 @@ async fn metadata_account(http: &Client, host: &str, base: &str) -> Result<Strin
         .await
         .map_err(|e| token_error(None, format!("the metadata server at {host}: {e}")))?;
     let status = answer.status();
-    let text = answer.text().await.unwrap_or_default();
+    let body = body_up_to(answer, MAX_SMALL_BODY).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
     if !status.is_success() {
         return Err(token_error(
             Some(status.as_u16()),
@@ -430,13 +444,42 @@ impl SheetsClient {
             self.base_url,
             encode(range)
         );
-        let body = self
+        let mut body = self
             .call("values.get", spreadsheet, self.http.get(url))
             .await?;
-        Ok(
-            serde_json::from_value(body.get("values").cloned().unwrap_or(json!([])))
-                .unwrap_or_default(),
-        )
+        // Google names the range it read, and leaves `values` out when it
+        // holds none; an answer without the range is not one.
+        let named = matches!(body.get("range"), Some(Value::String(_)));
+        let rows = match body.get_mut("values") {
+            _ if !named => Err("no range named".to_owned()),
+            None => Ok(Vec::new()),
+            Some(values) => serde_json::from_value(values.take()).map_err(|err| err.to_string()),
+        };
+        rows.map_err(|why| {
+            let why = format!("the answer is not a range's values: {why}");
+            self.unanswered("values.get", spreadsheet, StatusCode::OK, why)
+        })
+    }
+
+    /// A success status with no answer in it: held like a 403 (every
+    /// call meets it), backing off, and logged.
+    fn unanswered(
+        &self,
+        operation: &'static str,
+        spreadsheet: &str,
+        status: StatusCode,
+        why: String,
+    ) -> GoogleError {
+        let wait = self.backoff.next();
+        tracing::error!(spreadsheet, operation, error = %why, wait_ms = wait.as_millis() as u64,
+            "a success status without an answer (a proxy or a portal between the sink and Google?); holding the stream");
+        GoogleError {
+            operation,
+            status: Some(status.as_u16()),
+            message: clipped(format!("{operation}: {why}")),
+            retry_after: Some(wait),
+            breaker_open: false,
+        }
     }
 
     /// Appends `rows` after the table in `range`; returns the updated range.
@@ -565,16 +608,25 @@ impl SheetsClient {
             SystemTime::now(),
             self.limiter.max_wait(),
         );
-        let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            self.backoff.reset();
-            return Ok(body);
+            // Unread or unreadable, an answer is no answer: taken for an
+            // empty one, a read made every key look new.
+            return match json_up_to(response, MAX_ANSWER_BYTES).await {
+                Ok(body) => {
+                    self.backoff.reset();
+                    Ok(body)
+                }
+                Err(why) => Err(self.unanswered(operation, spreadsheet, status, why)),
+            };
         }
-        let message = clipped(
-            body["error"]["message"]
-                .as_str()
-                .map_or_else(|| body.to_string(), str::to_owned),
-        );
+        let message = match error_body(response).await {
+            Ok(body) => clipped(
+                body["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| body.to_string(), str::to_owned),
+            ),
+            Err(text) => text,
+        };
         let retry_after = match status {
             StatusCode::UNAUTHORIZED => {
                 self.tokens.invalidate().await;

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::{
     Tuning, WAIT, command, faults, grid, http, id, paced, request_log, sandbox, send, sink_key,
-    start_with, upserter_with,
+    start_with, upserter, upserter_with,
 };
 use serde_json::{Value, json};
 use sluice_contracts::types::SheetRowUpsert;
+use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
 use sluice_sheets_sink::google::TokenSource;
 use sluice_testkit::{TestTopic, eventually, message_count};
@@ -148,4 +149,67 @@ async fn a_day_long_retry_after_holds_the_account_for_the_configured_bound_only(
         .expect("the account was held past the bound")
         .unwrap();
     assert_eq!(grid(&base).await[1][0], "k-1");
+}
+
+/// A proxy's error page that never ends is read only so far: the error
+/// carries what it began with, cut to size. Before, the page was read to
+/// the call's timeout and the error said `null`.
+#[tokio::test]
+async fn an_error_page_that_never_ends_is_read_only_so_far() {
+    let (base, key) = sandbox().await;
+    faults(
+        &base,
+        json!({"error_rates": {"502": 1.0}, "endless_error_body": true}),
+    )
+    .await;
+    let tuning = Tuning::quick();
+    let upserter = upserter(&base, &key, tuning.limiter, tuning.breaker);
+    let err = upserter
+        .upsert(&[command(&id(1), "k-1", "1.00", None)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, Some(502), "{err}");
+    assert!(
+        err.message
+            .starts_with("<html><head><title>502 Bad Gateway"),
+        "{}",
+        &err.message[..200.min(err.message.len())]
+    );
+    assert!(
+        err.message.ends_with("bytes cut)") && err.message.len() < 5_000,
+        "{} bytes: …{}",
+        err.message.len(),
+        &err.message[err.message.len().saturating_sub(100)..]
+    );
+}
+
+/// An answer that is not what was asked (a 200 carrying something else, a
+/// 200 whose body never ends) is an error that holds the stream (a proxy in
+/// the way answers every call so), never an empty sheet: read as one, every
+/// key looked new and was appended again.
+#[tokio::test]
+async fn a_nonsense_answer_to_a_read_appends_nothing() {
+    let (base, key) = sandbox().await;
+    let tuning = Tuning::quick();
+    let upserter = upserter(&base, &key, tuning.limiter, tuning.breaker);
+    upserter
+        .upsert(&[command(&id(1), "k-1", "1.00", None)])
+        .await
+        .unwrap();
+    let update = [command(&id(2), "k-1", "2.00", None)];
+    for nonsense in [
+        json!({"error_rates": {"200": 1.0}}),
+        json!({"error_rates": {"200": 1.0}, "endless_error_body": true}),
+    ] {
+        faults(&base, nonsense.clone()).await;
+        let err = upserter.upsert(&update).await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Pause, "{nonsense}: {err}");
+        faults(&base, json!({})).await;
+        let rows = grid(&base).await;
+        assert_eq!(rows.len(), 2, "{nonsense}: a row appended again: {rows:?}");
+    }
+    upserter.upsert(&update).await.unwrap();
+    let rows = grid(&base).await;
+    assert_eq!(rows[1][..2], [json!("k-1"), json!("2.00")], "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
 }

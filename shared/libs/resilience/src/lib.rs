@@ -1,7 +1,7 @@
 //! Protecting a dependency (the Sheets API, the ERP): how a failure is
 //! classified, the circuit breaker that stops calling a dependency that
 //! keeps failing, the rate limiter that keeps calls within its quota, and
-//! the retry policy; a remote's text cut to size. One instance per sink and
+//! the retry policy; a remote's text cut to size, and read only so far. One instance per sink and
 //! target, all of it configuration.
 
 mod breaker;
@@ -20,7 +20,9 @@ pub use breaker::{
 pub use class::{Classified, ErrorClass};
 pub use limiter::{LimiterConfig, RateLimiter};
 pub use metrics::record_request;
-pub use remote_text::{MAX_REMOTE_TEXT, clipped};
+pub use remote_text::{
+    MAX_REMOTE_TEXT, MAX_SMALL_BODY, body_up_to, clipped, error_body, json_up_to,
+};
 pub use retry::{Delays, Exhausted, RetryPolicy};
 pub use retry_after::{MAX_RETRY_AFTER, retry_after};
 

@@ -1,7 +1,7 @@
 //! Faults injected on demand, per API: random 5xx, 429 bursts with
 //! Retry-After, latency, an outage window, a per-minute quota, a value
-//! that makes a write invalid, and one that fails it as a server error every
-//! time.
+//! that makes a write invalid, one that fails it as a server error every
+//! time, and error bodies that never end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -53,6 +53,11 @@ pub struct Faults {
     /// page): what a client takes from an answer must be cut to size.
     #[serde(default)]
     pub error_message_bytes: Option<usize>,
+    /// The injected failures' bodies never end (a proxy streaming a page
+    /// that does not stop, 16 KiB every 10 ms): a client must stop reading
+    /// an error by its size, not wait for its timeout.
+    #[serde(default)]
+    pub endless_error_body: bool,
 }
 
 /// Why a write is refused for a value it holds.

@@ -18,6 +18,7 @@ mod sheets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -96,10 +97,16 @@ pub type AppState = Arc<Sandbox>;
 pub struct Failure {
     status: u16,
     retry_after: Option<u64>,
+    /// The body never ends ([`Faults::endless_error_body`]).
+    endless: bool,
 }
 
 impl Failure {
     fn with_retry_after(&self, mut response: Response) -> Response {
+        if self.endless {
+            let status = response.status();
+            response = (status, endless_page(status)).into_response();
+        }
         if let Some(seconds) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
@@ -129,6 +136,28 @@ impl Failure {
             (status, status.canonical_reason().unwrap_or("error")).into_response(),
         )
     }
+}
+
+/// A proxy's error page for `status` that never ends: 16 KiB every 10 ms
+/// until the client hangs up (slow enough that a client reading it whole
+/// holds a few MB a second, not gigabytes, until its timeout).
+fn endless_page(status: StatusCode) -> axum::body::Body {
+    let head = format!("<html><head><title>{status}</title></head><body><h1>{status}</h1>",);
+    let filler = axum::body::Bytes::from("<p>upstream connect error</p>".repeat(560));
+    let chunks = futures::stream::unfold(Some(head), move |head| {
+        let filler = filler.clone();
+        async move {
+            let chunk = match head {
+                Some(head) => axum::body::Bytes::from(head),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    filler
+                }
+            };
+            Some((Ok::<_, std::convert::Infallible>(chunk), None))
+        }
+    });
+    axum::body::Body::from_stream(chunks)
 }
 
 impl Sandbox {
@@ -186,10 +215,11 @@ impl Sandbox {
     async fn admit(&self, api: Api, operation: &'static str, write: bool) -> Option<Failure> {
         let now = sluice_contracts::now_millis();
         let roll: f64 = rand::random();
-        let (latency, verdict) = {
+        let (latency, verdict, endless) = {
             let mut state = self.lock();
             let faults = state.faults.entry(api).or_default();
-            (faults.latency(), faults.judge(now, write, roll))
+            let endless = faults.faults().endless_error_body;
+            (faults.latency(), faults.judge(now, write, roll), endless)
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -205,6 +235,7 @@ impl Sandbox {
                 Some(Failure {
                     status,
                     retry_after,
+                    endless,
                 })
             }
         }
