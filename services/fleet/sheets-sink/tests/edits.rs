@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Tuning, WAIT, command, grid, id, sandbox, send, start_with};
+use common::{Tuning, WAIT, command, id, sandbox, send, sheet_of, start_with, visible};
 use serde_json::{Value, json};
 use sluice_sandbox::Local;
 use sluice_testkit::{TestTopic, eventually, message_count};
@@ -30,7 +30,7 @@ async fn an_update_after_a_person_sorted_and_edited_the_sheet_lands_on_its_keys_
     let written = eventually("four rows", WAIT, || {
         let base = &base;
         async move {
-            let rows = grid(base).await;
+            let rows = sheet_of(base, "Orders").await;
             (rows.len() == 5).then_some(rows)
         }
     })
@@ -58,7 +58,7 @@ async fn an_update_after_a_person_sorted_and_edited_the_sheet_lands_on_its_keys_
     let after = eventually("k-1 updated", WAIT, || {
         let base = &base;
         async move {
-            let rows = grid(base).await;
+            let rows = sheet_of(base, "Orders").await;
             rows.iter()
                 .any(|row| row.get(1) == Some(&json!("updated")))
                 .then_some(rows)
@@ -66,13 +66,13 @@ async fn an_update_after_a_person_sorted_and_edited_the_sheet_lands_on_its_keys_
     })
     .await;
     stop.send(()).unwrap();
-    let rows = by_key(&after);
+    let rows = by_key(&visible(&after));
     assert_eq!(
         rows["k-1"],
         vec![json!("k-1"), json!("updated"), json!("PAID")],
         "{after:?}"
     );
-    let before = by_key(&edited);
+    let before = by_key(&visible(&edited));
     for other in ["note", "k-3", "k-4"] {
         assert_eq!(
             rows[other], before[other],

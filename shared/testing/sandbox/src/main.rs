@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sluice_sandbox::{OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer, router};
 
@@ -46,9 +48,21 @@ enum Command {
         /// The service-account key whose JWTs the token endpoint accepts.
         #[arg(long, env = "SANDBOX_SERVICE_ACCOUNT")]
         service_account: PathBuf,
-        /// Spreadsheets to create, as `ID=Sheet1,Sheet2` (repeatable).
+        /// Spreadsheets to create, as `ID=Sheet1,Sheet2` (repeatable); each
+        /// is shared with the service account unless `--share` says whom.
         #[arg(long = "spreadsheet", value_name = "ID=SHEETS")]
         spreadsheets: Vec<String>,
+        /// Share spreadsheet ID (one --spreadsheet makes) with exactly these
+        /// accounts and users, as `ID=a@example.com,b@example.com`
+        /// (repeatable, adding up); anyone else is answered 403
+        /// PERMISSION_DENIED.
+        #[arg(long = "share", value_name = "ID=PRINCIPALS")]
+        shares: Vec<String>,
+        /// Let the service account act for the users of this Workspace
+        /// domain (domain-wide delegation: a JWT's `sub`); without it, a
+        /// `sub` is refused as Google refuses an account not allowed to.
+        #[arg(long, env = "SANDBOX_DELEGATION_DOMAIN", value_name = "DOMAIN")]
+        delegation_domain: Option<String>,
         /// Odoo database name.
         #[arg(long, default_value = "sluice")]
         odoo_database: String,
@@ -77,15 +91,20 @@ async fn main() -> Result<()> {
             listen,
             service_account,
             spreadsheets,
+            shares,
+            delegation_domain,
             odoo_database,
             odoo_login,
             odoo_password,
         } => {
             let key = ServiceAccountKey::read(&service_account)?;
-            let issuer =
+            let mut issuer =
                 TokenIssuer::new(&key.public_key_pem()?, &key.client_email, &key.token_uri)
                     .map_err(anyhow::Error::msg)
                     .context("the service account's public key")?;
+            if let Some(domain) = &delegation_domain {
+                issuer = issuer.with_delegation(domain);
+            }
             let app = Sandbox::new(
                 issuer,
                 OdooAccount {
@@ -94,12 +113,24 @@ async fn main() -> Result<()> {
                     password: odoo_password,
                 },
             );
+            let mut made = Vec::new();
             for spec in &spreadsheets {
-                let (id, sheets) = spec.split_once('=').with_context(|| {
-                    format!("--spreadsheet {spec:?}: expected ID=Sheet1,Sheet2")
-                })?;
-                let sheets: Vec<String> = sheets.split(',').map(str::to_owned).collect();
+                let (id, sheets) = listed(spec, "--spreadsheet", "ID=Sheet1,Sheet2")?;
                 app.create_spreadsheet(id, &sheets);
+                made.push(id);
+            }
+            // Each spreadsheet's principals, from every --share naming it.
+            let mut sharing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for spec in &shares {
+                let (id, principals) = listed(spec, "--share", "ID=a@example.com,b@example.com")?;
+                if !made.contains(&id) {
+                    bail!("--share {spec:?}: no --spreadsheet {id}=… to share");
+                }
+                sharing.entry(id).or_default().extend(principals);
+            }
+            for (id, principals) in &sharing {
+                let principals: Vec<&str> = principals.iter().map(String::as_str).collect();
+                app.share_only(id, &principals);
             }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -113,4 +144,17 @@ async fn main() -> Result<()> {
                 .context("serving")
         }
     }
+}
+
+/// `ID=a,b` as the id and its list, none of them empty.
+fn listed<'a>(spec: &'a str, flag: &str, form: &str) -> Result<(&'a str, Vec<String>)> {
+    let (id, list) = spec
+        .split_once('=')
+        .filter(|(id, list)| !id.is_empty() && !list.is_empty())
+        .with_context(|| format!("{flag} {spec:?}: expected {form}"))?;
+    let items: Vec<String> = list.split(',').map(|item| item.trim().to_owned()).collect();
+    if items.iter().any(String::is_empty) {
+        bail!("{flag} {spec:?}: an empty name in the list (expected {form})");
+    }
+    Ok((id, items))
 }

@@ -47,6 +47,12 @@ async fn serve() -> String {
 
 /// A JWT bearer assertion as Google's client libraries make it.
 fn assertion(key: &ServiceAccountKey, audience: &str) -> String {
+    assertion_as(key, audience, None)
+}
+
+/// An assertion for the account acting as user `sub` (domain-wide
+/// delegation), or as itself.
+fn assertion_as(key: &ServiceAccountKey, audience: &str, sub: Option<&str>) -> String {
     let now = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -54,7 +60,10 @@ fn assertion(key: &ServiceAccountKey, audience: &str) -> String {
             .as_secs(),
     )
     .unwrap();
-    let claims = json!({"iss": key.client_email, "scope": SCOPE, "aud": audience, "iat": now, "exp": now + 3600});
+    let mut claims = json!({"iss": key.client_email, "scope": SCOPE, "aud": audience, "iat": now, "exp": now + 3600});
+    if let Some(sub) = sub {
+        claims["sub"] = json!(sub);
+    }
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.private_key_id.clone());
     jsonwebtoken::encode(
@@ -519,53 +528,162 @@ async fn faults_come_as_configured_and_are_logged() {
     );
 }
 
+/// `sandbox serve` on a free port with a key `sandbox keygen` wrote, and
+/// `args` after; its base URL, the key, and the process (killed on drop).
+struct Binary {
+    base: String,
+    key: ServiceAccountKey,
+    server: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Binary {
+    async fn serve(name: &str, args: &[&str]) -> Binary {
+        let dir = std::env::temp_dir().join(format!("sandbox-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = sluice_testkit::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let key_file = dir.join("key.json");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args(["keygen", "--token-uri", &format!("{base}/token"), "--out"])
+            .arg(&key_file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let server = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .arg("--service-account")
+            .arg(&key_file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let key = ServiceAccountKey::read(&key_file).unwrap();
+        let binary = Binary {
+            base,
+            key,
+            server,
+            dir,
+        };
+        sluice_testkit::eventually("the sandbox listening", Duration::from_secs(30), || {
+            let url = format!("{}/token", binary.base);
+            async move { Client::new().get(url).send().await.ok().map(drop) }
+        })
+        .await;
+        binary
+    }
+
+    /// The token endpoint's answer for the account acting as `sub`.
+    async fn token(&self, sub: Option<&str>) -> (StatusCode, Value) {
+        token_response(
+            &self.base,
+            &assertion_as(&self.key, &self.key.token_uri, sub),
+        )
+        .await
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn the_binary_makes_a_key_and_serves_with_it() {
-    let dir = std::env::temp_dir().join(format!("sandbox-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = sluice_testkit::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let key_file = dir.join("key.json");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
-        .args(["keygen", "--token-uri", &format!("{base}/token"), "--out"])
-        .arg(&key_file)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+    let binary = Binary::serve("bin", &["--spreadsheet", "demo=Orders,Requests"]).await;
+    let (status, body) = binary.token(None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a token for the key it wrote: {body}"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_shares_and_delegates_as_told() {
+    let binary = Binary::serve(
+        "shared",
+        &[
             "--spreadsheet",
-            "demo=Orders,Requests",
-            "--service-account",
-        ])
-        .arg(&key_file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let written = ServiceAccountKey::read(&key_file).unwrap();
-    let mut answer = None;
-    for _ in 0..50 {
-        if let Ok(response) = Client::new()
-            .post(format!("{base}/token"))
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &assertion(&written, &written.token_uri)),
-            ])
-            .send()
-            .await
-        {
-            answer = Some(response.status());
-            break;
+            "demo=Orders",
+            "--share",
+            "demo=alice@example.com",
+            "--share",
+            "demo=carol@example.com",
+            "--delegation-domain",
+            "example.com",
+        ],
+    )
+    .await;
+    let read = |token: String| {
+        let url = format!("{}/v4/spreadsheets/demo/values/Orders", binary.base);
+        async move {
+            Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, body) = binary.token(None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let as_account = read(body["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        as_account.status(),
+        StatusCode::FORBIDDEN,
+        "not shared with the account"
+    );
+    let error: Value = as_account.json().await.unwrap();
+    assert_eq!(error["error"]["status"], "PERMISSION_DENIED", "{error}");
+
+    let (status, body) = binary.token(Some("Alice@example.com")).await;
+    assert_eq!(status, StatusCode::OK, "a user of the domain: {body}");
+    let as_alice = read(body["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(as_alice.status(), StatusCode::OK, "shared with alice");
+    let (_, body) = binary.token(Some("carol@example.com")).await;
+    let as_carol = read(body["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(as_carol.status(), StatusCode::OK, "shared with carol too");
+
+    let (status, body) = binary.token(Some("bob@other.org")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+
+    // Without the flag, no delegation at all.
+    let plain = Binary::serve("plain", &["--spreadsheet", "demo=Orders"]).await;
+    let (status, body) = plain.token(Some("alice@example.com")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+}
+
+#[tokio::test]
+async fn the_binary_refuses_a_malformed_share() {
+    let dir = std::env::temp_dir().join(format!("sandbox-share-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key.json");
+    key().write(&key_file).unwrap();
+    let specs = [
+        "demo",
+        "=alice@example.com",
+        "demo=",
+        "demo=alice@example.com,",
+        "other=alice@example.com",
+    ];
+    for spec in specs {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--service-account"])
+            .arg(&key_file)
+            .args(["--spreadsheet", "demo=Orders", "--share", spec])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{spec} accepted");
+        assert!(stderr.contains("--share"), "{spec}: {stderr}");
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(answer, Some(StatusCode::OK), "a token for the key it wrote");
 }
 
 #[tokio::test]
