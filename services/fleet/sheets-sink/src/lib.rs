@@ -10,7 +10,7 @@ mod sink;
 mod upsert;
 
 pub use sink::{SheetsSink, SinkError};
-pub use upsert::{Applied, Upserter};
+pub use upsert::{Applied, Upserter, VERSION_COLUMN};
 
 /// Requests per second for one service account by default: 55 a minute.
 /// Sheets allows 60 per minute per user; with a burst of 1, any 60 s window

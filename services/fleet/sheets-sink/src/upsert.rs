@@ -22,6 +22,16 @@
 //! between that read and the write, one round trip, can still move a row
 //! under it). A batch of new keys only appends, which a moved row cannot
 //! misdirect, so it goes on the cached index and costs no read.
+//!
+//! An older upsert never overwrites a newer one, cell by cell: each row
+//! keeps, in a column of its own ([`VERSION_COLUMN`], which moves with the
+//! row when a person sorts the sheet), the `occurred_at` of the upsert that
+//! wrote each of its cells. A command's cell older than the cell's is not
+//! written (one as old is: a redelivery, two commands of one event); its
+//! other cells are, so a replayed event still fills the columns no newer
+//! one wrote. Sheets' developer metadata would hide the versions, but
+//! Google caps that at 30 000 characters per sheet, a few hundred rows'
+//! worth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +44,15 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::google::{GoogleError, SheetsClient, ValueInput};
 
+/// The header of the column holding each row's versions: for each column,
+/// the `occurred_at` (ms since the epoch) of the upsert that wrote its
+/// cell, as a JSON object (`{"Status":1795437296789,…}`). A command's cell
+/// under this name is dropped: a command could forge the versions.
+pub const VERSION_COLUMN: &str = sluice_contracts::SHEET_VERSIONS_COLUMN;
+
+/// A row's versions: column → `occurred_at` of its cell.
+type Versions = BTreeMap<String, i64>;
+
 /// A sheet: (spreadsheet id, sheet title).
 type SheetId = (String, String);
 
@@ -41,8 +60,8 @@ type SheetId = (String, String);
 #[derive(Debug, Default)]
 struct SheetIndex {
     header: Vec<String>,
-    /// Row key → 0-based row index.
-    rows: HashMap<String, usize>,
+    /// Row key → its row.
+    rows: HashMap<String, Row>,
     /// The [`Upserter::generation`] it was read in.
     generation: u64,
 }
@@ -53,12 +72,40 @@ type SheetSlot = Arc<tokio::sync::Mutex<Option<SheetIndex>>>;
 /// A sheet a batch writes: its rows, and its index, locked.
 type LockedSheet = (SheetId, Vec<RowWrite>, OwnedMutexGuard<Option<SheetIndex>>);
 
-/// One key's row as a batch leaves it: its cells, in first-seen order.
+/// A key's row in the sheet.
+#[derive(Debug, Clone)]
+struct Row {
+    /// 0-based row index.
+    at: usize,
+    /// Its cells' versions (none known: every cell is written).
+    versions: Versions,
+}
+
+/// One key's commands in a batch, in the batch's order.
 #[derive(Debug)]
 struct RowWrite {
     key: String,
     /// The key column's name, for a sheet that has no header yet.
     key_column: String,
+    updates: Vec<Update>,
+}
+
+/// One command's cells for its row.
+#[derive(Debug)]
+struct Update {
+    /// Its place in the batch.
+    command: usize,
+    occurred_at: i64,
+    cells: Vec<(String, Value)>,
+}
+
+/// A key's row as the batch leaves it: its new cells (the versions'
+/// among them), in first-seen order.
+struct Folded<'a> {
+    key: &'a str,
+    /// Where it is, unless it is new.
+    at: Option<usize>,
+    versions: Versions,
     cells: Vec<(String, Value)>,
 }
 
@@ -67,7 +114,8 @@ type RangeWrite = (String, Vec<Vec<Value>>);
 
 /// Rows of new keys, for one append.
 struct NewRows {
-    keys: Vec<String>,
+    /// Each row's key and versions.
+    keys: Vec<(String, Versions)>,
     values: Vec<Vec<Value>>,
 }
 
@@ -83,7 +131,7 @@ pub struct Upserter {
 }
 
 /// What a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// Rows appended (new keys).
     pub appended: usize,
@@ -91,6 +139,9 @@ pub struct Applied {
     pub updated: usize,
     /// API requests it took, the index reads included.
     pub requests: usize,
+    /// The commands not written, by their place in the batch: newer
+    /// upserts had written each of their cells.
+    pub superseded: Vec<usize>,
 }
 
 impl Upserter {
@@ -185,7 +236,8 @@ impl Upserter {
                     }
                 };
                 let input = self.input(&spreadsheet_id, sheet);
-                let (new_rows, updated) = index.lay_out(sheet, rows, input, &mut writes);
+                let (new_rows, updated) =
+                    index.lay_out(sheet, rows, input, &mut writes, &mut applied.superseded);
                 applied.updated += updated;
                 if !new_rows.keys.is_empty() {
                     appends.push((at, input, new_rows));
@@ -212,7 +264,15 @@ impl Upserter {
                 applied.appended += keys.len();
                 match (first_row(&updated), cached.as_mut()) {
                     (Some(first), Some(index)) => {
-                        let rows = keys.into_iter().enumerate().map(|(i, k)| (k, first + i));
+                        let rows = keys.into_iter().enumerate().map(|(i, (key, versions))| {
+                            (
+                                key,
+                                Row {
+                                    at: first + i,
+                                    versions,
+                                },
+                            )
+                        });
                         index.rows.extend(rows);
                     }
                     // Unknown rows: read the sheet again next time.
@@ -234,15 +294,22 @@ impl Upserter {
             Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        let header = rows
+        let header: Vec<String> = rows
             .first()
             .map(|row| row.iter().map(text).collect())
             .unwrap_or_default();
+        let version_at = header.iter().position(|name| name == VERSION_COLUMN);
         let rows = rows
             .iter()
             .enumerate()
             .skip(1)
-            .filter_map(|(i, row)| row.first().map(|key| (text(key), i)))
+            .filter_map(|(at, row)| {
+                let versions = version_at
+                    .and_then(|column| row.get(column))
+                    .and_then(versions_of)
+                    .unwrap_or_default();
+                Some((text(row.first()?), Row { at, versions }))
+            })
             .collect();
         Ok(SheetIndex {
             header,
@@ -253,29 +320,41 @@ impl Upserter {
 }
 
 impl SheetIndex {
-    /// Adds `rows`' columns to the header and queues the header and the
-    /// in-place updates in `writes`; returns the new rows, for one append,
-    /// and how many rows were updated in place.
+    /// Folds each key's commands onto its row (those older than the row
+    /// listed in `superseded`), adds their columns to the header and queues
+    /// the header and the in-place updates in `writes`; returns the new
+    /// rows, for one append, and how many rows were updated in place.
     fn lay_out(
         &mut self,
         sheet: &str,
         rows: &[RowWrite],
         input: ValueInput,
         writes: &mut Vec<(ValueInput, RangeWrite)>,
+        superseded: &mut Vec<usize>,
     ) -> (NewRows, usize) {
         let cell = |value: &Value, key: bool| match (input, value) {
             (ValueInput::UserEntered, Value::String(text)) => Value::String(entered(text, key)),
             _ => value.clone(),
         };
+        let folded: Vec<Folded<'_>> = rows
+            .iter()
+            .filter_map(|row| {
+                // The sheet's key column, or the one this batch makes.
+                let key_column = self.header.first().unwrap_or(&row.key_column);
+                fold(row, key_column, self.rows.get(&row.key), superseded)
+            })
+            .collect();
         let sheet = quoted(sheet);
         let mut header_changed = false;
         if self.header.is_empty()
-            && let Some(first) = rows.first()
+            && let Some(first) = folded.first()
         {
-            self.header.push(first.key_column.clone());
+            let key_column = rows.iter().find(|row| row.key == first.key);
+            self.header
+                .push(key_column.map_or("key", |row| &row.key_column).to_owned());
             header_changed = true;
         }
-        for row in rows {
+        for row in &folded {
             for (column, _) in &row.cells {
                 if !self.header.contains(column) {
                     self.header.push(column.clone());
@@ -293,41 +372,98 @@ impl SheetIndex {
         }
         let column_of = |name: &str| self.header.iter().skip(1).position(|h| h == name);
         let (mut keys, mut values, mut updated) = (Vec::new(), Vec::new(), 0);
-        for row in rows {
-            // Column 0 is the key, written only when the row is made.
-            let cells = row
-                .cells
-                .iter()
-                .filter_map(|(column, value)| Some((column_of(column)? + 1, value)));
-            if let Some(&at) = self.rows.get(&row.key) {
+        for row in folded {
+            // Column 0 is the key, written only when the row is made; the
+            // version is text, whatever the sheet would make of it.
+            let cells = row.cells.iter().filter_map(|(column, value)| {
+                let literal = column == VERSION_COLUMN;
+                Some((column_of(column)? + 1, cell(value, literal)))
+            });
+            if let Some(at) = row.at {
                 updated += 1;
                 for (column, value) in cells {
                     let range = format!("{sheet}!{}{}", column_name(column), at + 1);
-                    writes.push((input, (range, vec![vec![cell(value, false)]])));
+                    writes.push((input, (range, vec![vec![value]])));
                 }
                 continue;
             }
             let mut line = vec![Value::String(String::new()); self.header.len()];
-            line[0] = cell(&Value::String(row.key.clone()), true);
+            line[0] = cell(&Value::String(row.key.to_owned()), true);
             for (column, value) in cells {
-                line[column] = cell(value, false);
+                line[column] = value;
             }
             // Trailing empty cells are not sent (nothing to clear in a new row).
             while line.len() > 1 && line.last() == Some(&Value::String(String::new())) {
                 line.pop();
             }
-            keys.push(row.key.clone());
+            keys.push((row.key.to_owned(), row.versions));
             values.push(line);
         }
         (NewRows { keys, values }, updated)
     }
 }
 
-/// The batch's rows by sheet (in sheet order, which is the lock order), each
-/// key once with its commands' cells merged, the later value winning.
+/// `row`'s commands applied in order onto the row the sheet holds
+/// (`stored`), cell by cell: a cell older than the one the row holds by
+/// then is passed over, and a command none of whose cells is written is
+/// listed in `superseded`. `None` when nothing is to be written.
+fn fold<'a>(
+    row: &'a RowWrite,
+    key_column: &str,
+    stored: Option<&Row>,
+    superseded: &mut Vec<usize>,
+) -> Option<Folded<'a>> {
+    let mut versions = stored.map(|row| row.versions.clone()).unwrap_or_default();
+    let mut cells: Vec<(String, Value)> = Vec::new();
+    for update in &row.updates {
+        // The key column is the key: written when the row is made, never
+        // versioned.
+        let own = update
+            .cells
+            .iter()
+            .filter(|(column, _)| column != key_column);
+        let (mut offered, mut written) = (0, 0);
+        for (column, value) in own {
+            offered += 1;
+            if versions
+                .get(column)
+                .is_some_and(|&newer| update.occurred_at < newer)
+            {
+                continue;
+            }
+            written += 1;
+            versions.insert(column.clone(), update.occurred_at);
+            match cells.iter_mut().find(|(name, _)| name == column) {
+                Some((_, old)) => *old = value.clone(),
+                None => cells.push((column.clone(), value.clone())),
+            }
+        }
+        if offered > 0 && written == 0 {
+            superseded.push(update.command);
+        }
+    }
+    if cells.is_empty() && stored.is_some() {
+        return None;
+    }
+    if !cells.is_empty() {
+        cells.push((
+            VERSION_COLUMN.to_owned(),
+            Value::String(versions_text(&versions)),
+        ));
+    }
+    Some(Folded {
+        key: &row.key,
+        at: stored.map(|row| row.at),
+        versions,
+        cells,
+    })
+}
+
+/// The batch's rows by sheet (in sheet order, which is the lock order),
+/// each key once with its commands in the batch's order.
 fn plan(commands: &[SheetRowUpsert]) -> BTreeMap<SheetId, Vec<RowWrite>> {
     let mut plan: BTreeMap<SheetId, Vec<RowWrite>> = BTreeMap::new();
-    for command in commands {
+    for (at, command) in commands.iter().enumerate() {
         let rows = plan
             .entry((command.spreadsheet_id.clone(), command.sheet.clone()))
             .or_default();
@@ -338,25 +474,42 @@ fn plan(commands: &[SheetRowUpsert]) -> BTreeMap<SheetId, Vec<RowWrite>> {
                 rows.push(RowWrite {
                     key: command.row_key.clone(),
                     key_column: key_column.to_owned(),
-                    cells: Vec::new(),
+                    updates: Vec::new(),
                 });
                 rows.len() - 1
             }
         };
-        let row = &mut rows[position];
-        for cell in &command.cells {
-            let value = json_value(&cell.value);
-            match row
-                .cells
-                .iter_mut()
-                .find(|(column, _)| *column == cell.column)
-            {
-                Some((_, old)) => *old = value,
-                None => row.cells.push((cell.column.clone(), value)),
+        let cells = command.cells.iter().filter(|cell| {
+            let forged = cell.column == VERSION_COLUMN;
+            if forged {
+                tracing::warn!(
+                    command_id = command.command_id,
+                    column = VERSION_COLUMN,
+                    "a command writes sheets-sink's own column; that cell is dropped"
+                );
             }
-        }
+            !forged
+        });
+        rows[position].updates.push(Update {
+            command: at,
+            occurred_at: command.occurred_at,
+            cells: cells
+                .map(|cell| (cell.column.clone(), json_value(&cell.value)))
+                .collect(),
+        });
     }
     plan
+}
+
+/// A row's versions as the sheet holds them.
+fn versions_text(versions: &Versions) -> String {
+    serde_json::to_string(versions).unwrap_or_default()
+}
+
+/// A versions cell read back; one a person cleared or wrote over says
+/// nothing, and the next upsert writes every cell and its own versions.
+fn versions_of(cell: &Value) -> Option<Versions> {
+    serde_json::from_str(cell.as_str()?).ok()
 }
 
 /// A text cell as USER_ENTERED must receive it to stay text where Sheets
@@ -420,5 +573,134 @@ mod tests {
         assert_eq!(first_row("Orders!A:A"), None);
         assert_eq!(quoted("Orders"), "Orders");
         assert_eq!(quoted("Q's list"), "'Q''s list'");
+    }
+
+    #[test]
+    fn versions_read_back_as_written_and_anything_else_says_nothing() {
+        let versions = Versions::from([("Status".into(), i64::MAX), ("Total".into(), -1)]);
+        let text = versions_text(&versions);
+        assert_eq!(versions_of(&Value::String(text)), Some(versions));
+        for other in ["checked", "", "4915112345678", "[1]", "{\"Status\": \"x\"}"] {
+            assert_eq!(versions_of(&Value::String(other.into())), None, "{other}");
+        }
+        assert_eq!(versions_of(&Value::from(4_915_112_345_678_i64)), None);
+    }
+
+    fn update(command: usize, occurred_at: i64, cells: &[(&str, &str)]) -> Update {
+        let cells = cells
+            .iter()
+            .map(|(column, value)| ((*column).to_owned(), Value::from(*value)))
+            .collect();
+        Update {
+            command,
+            occurred_at,
+            cells,
+        }
+    }
+
+    fn keyed(updates: Vec<Update>) -> RowWrite {
+        RowWrite {
+            key: "k-1".into(),
+            key_column: "Order".into(),
+            updates,
+        }
+    }
+
+    #[test]
+    fn an_older_command_fills_only_the_cells_no_newer_one_wrote() {
+        let stored = Row {
+            at: 3,
+            versions: Versions::from([("Status".into(), 200)]),
+        };
+        let row = keyed(vec![
+            update(
+                0,
+                100,
+                &[("Order", "k-1"), ("Status", "NEW"), ("Note", "first")],
+            ),
+            update(1, 150, &[("Order", "k-1"), ("Status", "PAID")]),
+            update(2, 300, &[("Order", "k-1"), ("Note", "last")]),
+            update(3, 250, &[("Order", "k-1"), ("Note", "late")]),
+        ]);
+        let mut superseded = Vec::new();
+        let folded = fold(&row, "Order", Some(&stored), &mut superseded).unwrap();
+        assert_eq!(
+            superseded,
+            [1, 3],
+            "PAID and late were older than the row's"
+        );
+        assert_eq!(folded.at, Some(3));
+        assert_eq!(
+            folded.versions,
+            Versions::from([("Note".into(), 300), ("Status".into(), 200)])
+        );
+        assert_eq!(
+            folded.cells,
+            [
+                ("Note".to_owned(), Value::from("last")),
+                (
+                    VERSION_COLUMN.to_owned(),
+                    Value::from(r#"{"Note":300,"Status":200}"#)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_command_without_cells_makes_a_new_row_and_leaves_an_old_one() {
+        let bare = keyed(vec![update(0, 100, &[("Order", "k-1")])]);
+        let mut superseded = Vec::new();
+        let made = fold(&bare, "Order", None, &mut superseded).unwrap();
+        assert_eq!((made.at, made.cells.len()), (None, 0));
+        let stored = Row {
+            at: 1,
+            versions: Versions::new(),
+        };
+        assert!(fold(&bare, "Order", Some(&stored), &mut superseded).is_none());
+        assert!(superseded.is_empty());
+    }
+
+    /// The sheet's key column is the key, whatever a command names first:
+    /// a command led by another column still writes it.
+    #[test]
+    fn only_the_sheets_key_column_is_left_out() {
+        let row = RowWrite {
+            key: "k-1".into(),
+            key_column: "Status".into(),
+            updates: vec![update(0, 100, &[("Status", "PAID"), ("Note", "n")])],
+        };
+        let stored = Row {
+            at: 2,
+            versions: Versions::new(),
+        };
+        let folded = fold(&row, "Order", Some(&stored), &mut Vec::new()).unwrap();
+        let columns: Vec<&str> = folded.cells.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(columns, ["Status", "Note", VERSION_COLUMN]);
+    }
+
+    #[test]
+    fn a_commands_cell_in_the_versions_column_is_dropped() {
+        let mut command = SheetRowUpsert {
+            command_id: "c".into(),
+            spreadsheet_id: "s".into(),
+            sheet: "Orders".into(),
+            row_key: "k-1".into(),
+            cells: Vec::new(),
+            source_event_id: "e".into(),
+            occurred_at: 100,
+            saga: None,
+            correlation_id: None,
+            causation_id: None,
+        };
+        for (column, value) in [("Order", "k-1"), (VERSION_COLUMN, r#"{"Status":9e18}"#)] {
+            command.cells.push(sluice_contracts::types::SheetCell {
+                column: column.into(),
+                value: ScalarValue::String(value.into()),
+            });
+        }
+        let plan = plan(&[command]);
+        let updates = &plan.values().next().unwrap()[0].updates;
+        let columns: Vec<&str> = updates[0].cells.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(columns, ["Order"]);
     }
 }

@@ -16,3 +16,7 @@ pub use a1::column_name;
 pub use catalog::{Catalog, CleanupPolicy, Topic, TopicSpec};
 pub use error::ContractError;
 pub use time::now_millis;
+
+/// The column of a sheet that holds its rows' versions, sheets-sink's own:
+/// no command may write it (a mapping naming it is refused at start).
+pub const SHEET_VERSIONS_COLUMN: &str = "sluice:versions";

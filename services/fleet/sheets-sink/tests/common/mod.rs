@@ -17,7 +17,7 @@ use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyP
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_sandbox::{AppState, Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_sheets_sink::google::{self, SheetsClient, TokenSource};
-use sluice_sheets_sink::{SheetsSink, Upserter};
+use sluice_sheets_sink::{SheetsSink, Upserter, VERSION_COLUMN};
 use sluice_testkit::{Stack, TestTopic, committed_messages, producer, unique_name};
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -361,13 +361,40 @@ pub async fn send_to(topic: &str, partition: Option<i32>, commands: &[SheetRowUp
     }
 }
 
+/// The Orders sheet of `s1` as [`visible`] shows it.
 pub async fn grid(base: &str) -> Vec<Vec<Value>> {
     grid_of(base, "Orders").await
 }
 
-/// The cells of sheet `sheet` of `s1`, from the sandbox.
+/// The cells of sheet `sheet` of `s1` as [`visible`] shows them.
 pub async fn grid_of(base: &str, sheet: &str) -> Vec<Vec<Value>> {
+    visible(&sheet_of(base, sheet).await)
+}
+
+/// The cells of sheet `sheet` of `s1`, from the sandbox, every column.
+pub async fn sheet_of(base: &str, sheet: &str) -> Vec<Vec<Value>> {
     Local::at(base).grid("s1", sheet).await.unwrap()
+}
+
+/// A sheet's cells but the column of row versions, as the API would
+/// answer without it (trailing empty cells left out).
+pub fn visible(grid: &[Vec<Value>]) -> Vec<Vec<Value>> {
+    let header = grid.first().into_iter().flatten();
+    let Some(at) = header.into_iter().position(|name| name == VERSION_COLUMN) else {
+        return grid.to_vec();
+    };
+    grid.iter()
+        .map(|row| {
+            let mut row = row.clone();
+            if at < row.len() {
+                row.remove(at);
+            }
+            while row.len() > 1 && row.last() == Some(&Value::String(String::new())) {
+                row.pop();
+            }
+            row
+        })
+        .collect()
 }
 
 pub async fn faults(base: &str, faults: Value) {

@@ -69,7 +69,8 @@ pub struct SheetCell {
 pub enum SheetOutcome {
     /// An outcome this reader does not know.
     Unknown,
-    /// The row holds the command's cells.
+    /// The row holds the command's cells, or newer ones where a newer
+    /// upsert wrote them.
     Applied,
     /// Refused for good, or out of retries.
     Rejected,
