@@ -15,6 +15,17 @@ use crate::error::ApiError;
 /// Most events in one batch request.
 pub const MAX_BATCH: usize = 500;
 
+/// How far ahead of this server's clock an event's `occurred_at` may be.
+/// Clocks drift by seconds; a time further ahead (microseconds sent as
+/// milliseconds, a placeholder date) would stay newer than every later
+/// event of its aggregate, and sheets-sink keeps the newest cell.
+pub const MAX_AHEAD_MS: i64 = 3_600_000;
+
+/// The earliest `occurred_at` taken, 2000-01-01: an earlier one is, in an
+/// event stream, seconds sent as milliseconds (1970), and every later
+/// event's cells would quietly win over it.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+
 /// The body of `POST /v1/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +40,8 @@ pub struct IncomingEvent {
     pub payload: Json,
     /// Stable id; generated when absent. Send it to make retries safe downstream.
     pub event_id: Option<String>,
-    /// When it happened, ms since the epoch; now when absent.
+    /// When it happened, ms since the epoch (from [`EARLIEST_MS`] to
+    /// [`MAX_AHEAD_MS`] ahead of this server's clock); now when absent.
     pub occurred_at: Option<i64>,
     /// Shared by everything one business request caused.
     pub correlation_id: Option<String>,
@@ -183,6 +195,9 @@ impl EventRouter {
                 ),
             });
         }
+        if let Some(at) = incoming.occurred_at {
+            occurred_at_fits(at, now_ms)?;
+        }
         let event_id = incoming.event_id.clone().unwrap_or(default_id);
         let input = EventInput {
             aggregate_type: &incoming.aggregate_type,
@@ -226,6 +241,38 @@ impl EventRouter {
     }
 }
 
+/// Whether a client's `occurred_at` is milliseconds since the epoch, from
+/// 2000 on and at most an hour ahead of `now_ms`.
+fn occurred_at_fits(at: i64, now_ms: i64) -> Result<(), ApiError> {
+    let why = if at > now_ms.saturating_add(MAX_AHEAD_MS) {
+        let ahead = span(at.saturating_sub(now_ms));
+        format!("{at} is {ahead} ahead of this server's clock, more than the hour allowed")
+    } else if at < EARLIEST_MS {
+        format!("{at} is before 2000-01-01: seconds rather than milliseconds?")
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::bad_request(
+        "occurred_at",
+        format!(
+            "{why}; send milliseconds since the epoch (sheets keep the newest cell, so a time \
+             out of place would win over, or lose to, every other event of the aggregate)"
+        ),
+    ))
+}
+
+/// A span of milliseconds in the largest unit that says it: minutes (up),
+/// hours, days or years.
+fn span(ms: i64) -> String {
+    let minutes = ms.saturating_add(59_999) / 60_000;
+    match minutes {
+        ..180 => format!("{minutes} min"),
+        180..2_880 => format!("{} h", minutes / 60),
+        2_880..1_051_200 => format!("{} days", minutes / 1_440),
+        _ => format!("{} years", minutes / 525_960),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +295,26 @@ mod tests {
         ];
         assert!(!others.contains(&derived(&alice, "k-1", 0)));
         assert_ne!(EventIds::Random.id(0), EventIds::Random.id(0));
+    }
+
+    #[test]
+    fn an_occurred_at_fits_from_2000_to_an_hour_ahead() {
+        let now = 1_795_437_296_789;
+        for fits in [EARLIEST_MS, now - 1, now, now + MAX_AHEAD_MS] {
+            assert!(occurred_at_fits(fits, now).is_ok(), "{fits}");
+        }
+        for wrong in [
+            EARLIEST_MS - 1,
+            now + MAX_AHEAD_MS + 1,
+            now * 1000,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert!(occurred_at_fits(wrong, now).is_err(), "{wrong}");
+        }
+        assert_eq!(span(MAX_AHEAD_MS + 1), "61 min");
+        assert_eq!(span(5 * 3_600_000), "5 h");
+        assert_eq!(span(3 * 86_400_000), "3 days");
+        assert_eq!(span(10 * 31_557_600_000), "10 years");
     }
 }

@@ -94,6 +94,25 @@ async fn a_bad_field_is_400_naming_it_and_nothing_is_produced() {
             .contains("missing field `aggregate_id`"),
         "{body}"
     );
+
+    // A time in microseconds, past the hour ahead, or in seconds: it would
+    // win over (or lose to) every other event of the aggregate in a sheet.
+    let now_ms = sluice_contracts::now_millis();
+    for wrong in [now_ms * 1000, now_ms + 2 * 3_600_000, now_ms / 1000] {
+        let mut event = order_placed();
+        event["occurred_at"] = json!(wrong);
+        let (status, body) = post(&base, Some(TOKEN), &event).await;
+        assert_eq!(
+            (status, &body["field"]),
+            (400, &json!("occurred_at")),
+            "{body}"
+        );
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("ahead of") || error.contains("seconds rather than milliseconds"),
+            "{body}"
+        );
+    }
     assert_eq!(message_count(&topic.name), 0);
 }
 

@@ -190,11 +190,15 @@ pub fn saga(settings: &Settings) -> Saga<Order> {
         Step::new(RECORD, move |ctx: &Context<'_, Order>| {
             let order = ctx.data;
             let total = format!("{:.2}", order.total_minor as f64 / 100.0);
+            // As of the order's placing, whenever the step is sent or sent
+            // again: a status a later event of the order wrote (cancelled,
+            // shipped) is newer, and stays (sheets-sink versions each cell).
             sheet_row(
                 &sheets,
                 &spreadsheet,
                 &sheet,
                 ctx,
+                order.placed_at,
                 vec![
                     cell("Order", text(&order.order_id)),
                     cell("Customer", text(&order.customer_name)),
@@ -206,11 +210,13 @@ pub fn saga(settings: &Settings) -> Saga<Order> {
         })
         .compensate_with(move |ctx| {
             let reason = ctx.failure.map_or("", |f| f.reason.as_str());
+            // The compensation is newer than the row it marks cancelled.
             sheet_row(
                 &sheets_undo,
                 &spreadsheet_undo,
                 &sheet_undo,
                 ctx,
+                sluice_contracts::now_millis(),
                 vec![
                     cell("Order", text(&ctx.data.order_id)),
                     cell("Status", text("CANCELLED")),
@@ -281,6 +287,7 @@ fn sheet_row(
     spreadsheet: &str,
     sheet: &str,
     ctx: &Context<'_, Order>,
+    occurred_at: i64,
     cells: Vec<SheetCell>,
 ) -> Message {
     let order = ctx.data;
@@ -294,8 +301,7 @@ fn sheet_row(
             row_key: order.order_id.clone(),
             cells,
             source_event_id: order.placed_event_id.clone(),
-            // The compensation is newer than the row it marks cancelled.
-            occurred_at: sluice_contracts::now_millis(),
+            occurred_at,
             saga: Some(ctx.step.clone()),
             correlation_id: order.correlation_id.clone(),
             causation_id: Some(order.placed_event_id.clone()),
@@ -345,9 +351,8 @@ fn cell(column: &str, value: ScalarValue) -> SheetCell {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_reservation_names_the_customer_by_email_and_a_line_per_item() {
-        let order = Order {
+    fn order() -> Order {
+        Order {
             order_id: "o-1".into(),
             placed_event_id: "e-1".into(),
             placed_at: 0,
@@ -370,7 +375,12 @@ mod tests {
                     unit_price_minor: 899,
                 },
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn a_reservation_names_the_customer_by_email_and_a_line_per_item() {
+        let order = order();
         let fields: Vec<(String, ScalarValue)> = reservation(&order)
             .into_iter()
             .map(|f| (f.name, f.value))
@@ -407,5 +417,55 @@ mod tests {
         });
         let old: Order = serde_json::from_value(stored).unwrap();
         assert!(old.lines.is_empty());
+    }
+
+    /// The row the saga records is as of the order's placing, on every
+    /// attempt: an event of the order after it (a cancel, a shipment) is
+    /// newer in the sheet, however late it arrives. Its compensation is
+    /// as of when it is sent.
+    #[test]
+    fn the_recorded_row_is_as_of_the_placing_and_its_undo_as_of_now() {
+        let settings = Settings {
+            erp_topic: "erp".into(),
+            sheets_topic: "sheets".into(),
+            events_topic: "orders".into(),
+            spreadsheet: "s".into(),
+            sheet: "Orders".into(),
+            erp_model: "sale.order".into(),
+            erp_timeout: std::time::Duration::from_secs(1),
+            sheet_timeout: std::time::Duration::from_secs(1),
+            retries: 2,
+        };
+        let saga = saga(&settings);
+        let record = saga.steps.iter().find(|step| step.name == RECORD).unwrap();
+        let data = Order {
+            placed_at: 1_000,
+            ..order()
+        };
+        let sent_at = |attempt: i32, compensating: bool| {
+            let saga_id = Uuid::nil();
+            let ctx = Context {
+                saga_id,
+                data: &data,
+                command_id: Uuid::nil(),
+                step: sluice_contracts::types::SagaStep {
+                    saga_id: saga_id.to_string(),
+                    step: RECORD.into(),
+                    attempt,
+                },
+                failure: None,
+            };
+            let build = match compensating {
+                false => &record.command,
+                true => record.compensation.as_ref().unwrap(),
+            };
+            match build(&ctx).value {
+                Payload::Sheet(upsert) => upsert.occurred_at,
+                _ => panic!("not a row"),
+            }
+        };
+        assert_eq!(sent_at(1, false), data.placed_at);
+        assert_eq!(sent_at(3, false), data.placed_at);
+        assert!(sent_at(1, true) > data.placed_at);
     }
 }
