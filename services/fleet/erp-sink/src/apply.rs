@@ -15,7 +15,7 @@ use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpOperation, ScalarV
 use sluice_kafka::HandlerError;
 use sluice_resilience::{Classified, ErrorClass, clipped};
 
-use crate::odoo::{OdooClient, OdooError};
+use crate::odoo::{OdooClient, OdooError, Protocol};
 use crate::plan::{BadName, Part, Plan, Reference};
 
 /// The fields the sink keeps on every record it writes. In Odoo they are
@@ -114,6 +114,21 @@ impl ApplyError {
             Self::UnknownOperation => "unknown_operation".into(),
             Self::UnknownField { .. } | Self::BadName(_) => "unknown_field".into(),
             Self::UnknownReference { .. } => "unknown_reference".into(),
+        }
+    }
+
+    /// Whether a failed check at start stops the sink, with a hint for the
+    /// operator: a model without the sink's fields would refuse every
+    /// command, and a 404 is a wrong URL or database (or, over JSON-2, an
+    /// Odoo before 19). An ERP that is away is no such verdict.
+    pub fn stops_start(&self, protocol: Protocol) -> Option<&'static str> {
+        match (self.code().as_str(), protocol) {
+            ("http_404", Protocol::Json2) => Some(
+                ": JSON-2 is Odoo 19's API (Odoo 17 and 18: --odoo-protocol json-rpc); \
+                 else check --odoo-url and --odoo-database",
+            ),
+            ("http_404", Protocol::JsonRpc) => Some(": check --odoo-url"),
+            _ => (self.class() == ErrorClass::Permanent).then_some(""),
         }
     }
 }

@@ -8,7 +8,6 @@ use sluice_config::SecretArgs;
 use sluice_erp_sink::cli::Cli;
 use sluice_erp_sink::odoo::{OdooClient, OdooLogin, Protocol};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
-use sluice_resilience::{Classified, ErrorClass};
 use sluice_service::{Service, Tuning};
 
 fn main() -> Result<()> {
@@ -49,20 +48,20 @@ async fn service_main() -> Result<()> {
     };
     let client = OdooClient::new(upstream.http()?, login, upstream.breaker("erp")?, limiter);
     let applier = Applier::new(client, fields).confirm_on_create(cli.confirm_on_create);
-    // A model without the fields the sink writes would refuse every
-    // command, and a 404 is a wrong URL or database: better not to start,
-    // naming it. An ERP that is away is no such verdict: each model is
-    // checked again at its first command.
+    // A model without the sink's fields, or a wrong URL: better not to
+    // start, naming it. An ERP that is away is checked at its first command.
     match applier.check(&cli.models).await {
         Ok(()) => {}
-        Err(err) if err.class() == ErrorClass::Permanent || err.code() == "http_404" => {
-            // The models' refusal is why it stops; say that, not how.
-            if let Err(stopped) = service.stop().await {
-                tracing::warn!(error = %stopped, "stopping");
+        Err(err) => match err.stops_start(cli.odoo_protocol) {
+            Some(hint) => {
+                // The models' refusal is why it stops; say that, not how.
+                if let Err(stopped) = service.stop().await {
+                    tracing::warn!(error = %stopped, "stopping");
+                }
+                return Err(err).context(format!("checking the ERP's models (fields_get){hint}"));
             }
-            return Err(err).context("checking the ERP's models (fields_get)");
-        }
-        Err(err) => tracing::warn!(error = %err, "the ERP's models not checked at start"),
+            None => tracing::warn!(error = %err, "the ERP's models not checked at start"),
+        },
     }
     let sink = ErpSink::new(
         service.codec(),

@@ -87,6 +87,8 @@ pub struct Tuning {
     pub protocol: Protocol,
     /// Whether the replica paces its limiter to its partitions' share.
     pub shared_quota: bool,
+    /// Who the replica's audit records say did it.
+    pub actor: String,
 }
 
 impl Tuning {
@@ -117,6 +119,7 @@ impl Tuning {
             max_concurrent: 6,
             protocol: Protocol::JsonRpc,
             shared_quota: false,
+            actor: "erp-sink@test".into(),
         }
     }
 }
@@ -149,19 +152,28 @@ pub fn login(base: &str, protocol: Protocol) -> OdooLogin {
 
 /// An applier logging in as `login`.
 pub fn applier_as(login: OdooLogin, breaker: BreakerConfig, limiter: LimiterConfig) -> Applier {
-    paced_applier(
-        login,
-        breaker,
-        Arc::new(RateLimiter::new("erp", limiter).unwrap()),
-    )
+    let limiter = Arc::new(RateLimiter::new("erp", limiter).unwrap());
+    paced_applier(login, breaker, limiter, CALL_TIMEOUT)
 }
 
+/// An applier over `protocol` whose calls may each take `timeout`.
+pub fn applier_waiting(base: &str, protocol: Protocol, timeout: Duration) -> Applier {
+    let tuning = Tuning::quick();
+    let limiter = Arc::new(RateLimiter::new("erp", tuning.limiter).unwrap());
+    paced_applier(login(base, protocol), tuning.breaker, limiter, timeout)
+}
+
+/// How long one Odoo call may take in these tests.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// An applier logging in as `login`, paced by `limiter`.
-fn paced_applier(login: OdooLogin, breaker: BreakerConfig, limiter: Arc<RateLimiter>) -> Applier {
-    let http = Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+fn paced_applier(
+    login: OdooLogin,
+    breaker: BreakerConfig,
+    limiter: Arc<RateLimiter>,
+    timeout: Duration,
+) -> Applier {
+    let http = Client::builder().timeout(timeout).build().unwrap();
     Applier::new(
         OdooClient::new(
             http,
@@ -188,6 +200,7 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
             login(base, tuning.protocol),
             tuning.breaker,
             Arc::clone(&limiter),
+            CALL_TIMEOUT,
         ),
         ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
@@ -203,7 +216,7 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
             )
             .unwrap(),
             "erp-sink",
-            "erp-sink@test".into(),
+            tuning.actor,
         ),
     );
     let settings = ConsumerSettings {
