@@ -9,7 +9,7 @@ use sluice_avro::event_contract;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::ScalarValue;
 
-use crate::rules::{Condition, Expr, FieldPath, Rule, Rules, RulesError, Target};
+use crate::rules::{Condition, ErpFieldRule, Expr, FieldPath, Rule, Rules, RulesError, Target};
 
 /// What a field holds, as far as rules care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,7 @@ pub fn check(rules: &Rules, catalog: &Catalog) -> Result<(), RulesError> {
         RuleCheck {
             rule,
             event: &event,
+            item: None,
         }
         .check()?;
     }
@@ -130,12 +131,18 @@ impl EventSchema<'_> {
         }
     }
 
-    /// The kind of the single value at `path`, and whether it may be null.
-    fn kind_of(&self, path: &FieldPath) -> Result<(Kind, bool), String> {
-        let mut schema = self.root;
+    /// The schema at `segments` of `path` from `start`, and whether
+    /// something on the way may be null.
+    fn walk<'s>(
+        &'s self,
+        start: &'s Schema,
+        segments: &[String],
+        path: &FieldPath,
+    ) -> Result<(&'s Schema, bool), String> {
+        let mut schema = start;
         let mut nullable = false;
         let mut walked: Vec<&str> = Vec::new();
-        for segment in path.segments() {
+        for segment in segments {
             let (inner, null) = self.unwrap(schema)?;
             nullable |= null;
             let Schema::Record(record) = inner else {
@@ -159,6 +166,32 @@ impl EventSchema<'_> {
             walked.push(segment);
             schema = &field.schema;
         }
+        Ok((schema, nullable))
+    }
+
+    /// The items' schema of the list at `segments` of `path` from `start`.
+    fn items_of<'s>(
+        &'s self,
+        start: &'s Schema,
+        segments: &[String],
+        path: &FieldPath,
+    ) -> Result<&'s Schema, String> {
+        let (schema, _) = self.walk(start, segments, path)?;
+        match self.unwrap(schema)?.0 {
+            Schema::Array(array) => Ok(self.deref(&array.items)),
+            other => Err(format!("{path} is a {}, not a list", kind_name(other))),
+        }
+    }
+
+    /// The kind of the single value at `segments` of `path` from `start`,
+    /// and whether it may be null.
+    fn kind_of(
+        &self,
+        start: &Schema,
+        segments: &[String],
+        path: &FieldPath,
+    ) -> Result<(Kind, bool), String> {
+        let (schema, nullable) = self.walk(start, segments, path)?;
         let (inner, null) = self.unwrap(schema)?;
         let kind = match inner {
             Schema::String | Schema::Uuid(_) => Kind::Text,
@@ -213,24 +246,77 @@ fn kind_name(schema: &Schema) -> &'static str {
     }
 }
 
+#[derive(Clone, Copy)]
 struct RuleCheck<'a> {
     rule: &'a Rule,
     event: &'a EventSchema<'a>,
+    /// The items' schema of the `each` list the check is inside, if any.
+    item: Option<&'a Schema>,
 }
 
-impl RuleCheck<'_> {
+impl<'a> RuleCheck<'a> {
     fn error(&self, place: &str, reason: impl std::fmt::Display) -> RulesError {
         RulesError::invalid(&self.rule.id, place, reason)
     }
 
+    /// Where `path` starts (the event, or the item for `item.…`) and its
+    /// segments from there.
+    fn start<'p>(
+        &self,
+        place: &str,
+        path: &'p FieldPath,
+    ) -> Result<(&'a Schema, &'p [String]), RulesError> {
+        match (self.item, path.segments().split_first()) {
+            (Some(item), Some((first, rest))) if first == "item" => Ok((item, rest)),
+            (None, Some((first, _))) if first == "item" => Err(self.error(
+                place,
+                format!("{path}: item.… reads an item of each, and no each encloses it"),
+            )),
+            _ => Ok((self.event.root, path.segments())),
+        }
+    }
+
     fn kind(&self, place: &str, path: &FieldPath) -> Result<Kind, RulesError> {
+        let (start, segments) = self.start(place, path)?;
         self.event
-            .kind_of(path)
+            .kind_of(start, segments, path)
             .map(|(kind, _)| kind)
             .map_err(|reason| self.error(place, reason))
     }
 
+    /// This check inside the list at `path`: `item.…` reads its items.
+    fn within(&self, place: &str, path: &FieldPath) -> Result<Self, RulesError> {
+        let (start, segments) = self.start(place, path)?;
+        let items = self
+            .event
+            .items_of(start, segments, path)
+            .map_err(|reason| self.error(place, reason))?;
+        Ok(Self {
+            item: Some(items),
+            ..*self
+        })
+    }
+
     fn check(&self) -> Result<(), RulesError> {
+        let Some(list) = &self.rule.each else {
+            return self.check_scoped();
+        };
+        // A command per item: one key for all would make every item's
+        // command write the same row or record, the last one winning.
+        let (place, keyed) = match &self.rule.target {
+            Target::Sheet { key, .. } => ("sheet.key", key),
+            Target::Erp { external_ref, .. } => ("erp.external_ref", external_ref),
+        };
+        if !reads_item(keyed) {
+            return Err(self.error(
+                place,
+                "a rule with each makes a command per item: the key must read the item (item.…)",
+            ));
+        }
+        self.within("each", list)?.check_scoped()
+    }
+
+    fn check_scoped(&self) -> Result<(), RulesError> {
         for (i, condition) in self.rule.when.iter().enumerate() {
             let place = format!("when[{i}]");
             let kind = self.kind(&place, condition.field())?;
@@ -249,10 +335,15 @@ impl RuleCheck<'_> {
             Target::Sheet { key, columns, .. } => {
                 self.expr("sheet.key", key)?;
                 for (i, column) in columns.iter().enumerate() {
-                    self.expr(
-                        &format!("sheet.columns[{i}] {:?}", column.name),
-                        &column.value,
-                    )?;
+                    let place = format!("sheet.columns[{i}] {:?}", column.name);
+                    if column.name == sluice_contracts::SHEET_VERSIONS_COLUMN {
+                        return Err(RulesError::invalid(
+                            &self.rule.id,
+                            place,
+                            "sheets-sink's own column (each cell's version): name the column otherwise",
+                        ));
+                    }
+                    self.expr(&place, &column.value)?;
                 }
             }
             Target::Erp {
@@ -262,11 +353,52 @@ impl RuleCheck<'_> {
             } => {
                 self.expr("erp.external_ref", external_ref)?;
                 for (i, field) in fields.iter().enumerate() {
-                    self.expr(&format!("erp.fields[{i}] {:?}", field.name), &field.value)?;
+                    match field {
+                        ErpFieldRule::One(field) => {
+                            self.expr(&format!("erp.fields[{i}] {:?}", field.name), &field.value)?;
+                        }
+                        ErpFieldRule::Each { name, each, fields } => {
+                            let place = format!("erp.fields[{i}] {name:?}");
+                            let inner = self.within(&format!("{place}.each"), each)?;
+                            for (j, field) in fields.iter().enumerate() {
+                                let place = format!("{place}.fields[{j}] {:?}", field.name);
+                                inner.expr(&place, &field.value)?;
+                            }
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether `field` could hold `value` (a copy's default stands in for
+    /// it, so a reader of the command sees one type either way).
+    fn takes(
+        &self,
+        place: &str,
+        field: &FieldPath,
+        kind: &Kind,
+        value: &ScalarValue,
+    ) -> Result<(), RulesError> {
+        let fits = match (kind, value) {
+            (Kind::Enum(_), ScalarValue::String(_)) => {
+                return self.comparable(place, field, kind, value);
+            }
+            (Kind::Text, ScalarValue::String(_))
+            | (Kind::Boolean, ScalarValue::Boolean(_))
+            | (Kind::Integer | Kind::Timestamp, ScalarValue::Long(_))
+            | (Kind::Float, ScalarValue::Long(_) | ScalarValue::Double(_)) => true,
+            _ => false,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(self.error(
+                place,
+                format!("default {value:?} is not of {field}'s type ({kind:?})"),
+            ))
+        }
     }
 
     fn comparable(
@@ -303,7 +435,13 @@ impl RuleCheck<'_> {
     fn expr(&self, place: &str, expr: &Expr) -> Result<(), RulesError> {
         match expr {
             Expr::Constant(_) => Ok(()),
-            Expr::Copy(field) => self.kind(place, field).map(drop),
+            Expr::Copy { field, default } => {
+                let kind = self.kind(place, field)?;
+                match default {
+                    Some(default) => self.takes(place, field, &kind, default),
+                    None => Ok(()),
+                }
+            }
             Expr::Date { field, format } => {
                 if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
                     return Err(self.error(place, format!("{format:?} is not a strftime format")));
@@ -343,5 +481,18 @@ impl RuleCheck<'_> {
                 }
             }
         }
+    }
+}
+
+/// Whether `expr` reads the item of an `each` (`item.…`).
+fn reads_item(expr: &Expr) -> bool {
+    let of_item = |field: &FieldPath| field.segments().first().is_some_and(|s| s == "item");
+    match expr {
+        Expr::Constant(_) => false,
+        Expr::Copy { field, .. }
+        | Expr::Date { field, .. }
+        | Expr::Number { field, .. }
+        | Expr::Lookup { field, .. } => of_item(field),
+        Expr::Concat { parts, .. } => parts.iter().any(reads_item),
     }
 }

@@ -10,21 +10,70 @@ use crate::rules::{Condition, Expr, FieldPath};
 /// Lookup tables by name.
 pub(crate) type Lookups = BTreeMap<String, BTreeMap<String, String>>;
 
-/// The single value at `path`, unions stepped through. A field that is not
-/// there (an event written with another schema version) reads as null.
-pub(crate) fn field(event: &Value, path: &FieldPath) -> Result<ScalarValue, String> {
-    let mut value = event;
-    for segment in path.segments() {
+/// What paths read: the event, and the item of an `each` list being
+/// mapped (`item.…`), if any.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub event: &'a Value,
+    pub item: Option<&'a Value>,
+}
+
+impl<'a> Scope<'a> {
+    /// The event alone.
+    pub fn of(event: &'a Value) -> Self {
+        Self { event, item: None }
+    }
+
+    /// The event, with `item` as `item.…`.
+    pub fn with_item(self, item: &'a Value) -> Self {
+        Self {
+            item: Some(item),
+            ..self
+        }
+    }
+
+    /// Where `path` starts, and its segments from there.
+    fn start<'p>(&self, path: &'p FieldPath) -> (&'a Value, &'p [String]) {
+        match (self.item, path.segments().split_first()) {
+            (Some(item), Some((first, rest))) if first == "item" => (item, rest),
+            _ => (self.event, path.segments()),
+        }
+    }
+}
+
+/// The value at `path`, unions stepped through; `None` where a record on
+/// the way lacks the field or is null.
+fn value_at<'a>(scope: &Scope<'a>, path: &FieldPath) -> Result<Option<&'a Value>, String> {
+    let (mut value, segments) = scope.start(path);
+    for segment in segments {
         value = match unwrap(value) {
             Value::Record(fields) => match fields.iter().find(|(name, _)| name == segment) {
                 Some((_, value)) => value,
-                None => return Ok(ScalarValue::Null),
+                None => return Ok(None),
             },
-            Value::Null => return Ok(ScalarValue::Null),
+            Value::Null => return Ok(None),
             _ => return Err(format!("{path}: not a record at {segment:?}")),
         };
     }
-    Ok(match unwrap(value) {
+    Ok(Some(unwrap(value)))
+}
+
+/// The items of the list at `path`; none where it is null or absent.
+pub(crate) fn items<'a>(scope: &Scope<'a>, path: &FieldPath) -> Result<&'a [Value], String> {
+    match value_at(scope, path)? {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(format!("{path}: {other:?} is not a list")),
+    }
+}
+
+/// The single value at `path`. A field that is not there (an event
+/// written with another schema version) reads as null.
+pub(crate) fn field(scope: &Scope<'_>, path: &FieldPath) -> Result<ScalarValue, String> {
+    let Some(value) = value_at(scope, path)? else {
+        return Ok(ScalarValue::Null);
+    };
+    Ok(match value {
         Value::Null => ScalarValue::Null,
         Value::String(text) | Value::Enum(_, text) => ScalarValue::String(text.clone()),
         Value::Uuid(uuid) => ScalarValue::String(uuid.to_string()),
@@ -73,9 +122,9 @@ fn same(left: &ScalarValue, right: &ScalarValue) -> bool {
     }
 }
 
-/// Whether the condition holds for `event`.
-pub(crate) fn holds(condition: &Condition, event: &Value) -> Result<bool, String> {
-    let value = field(event, condition.field())?;
+/// Whether the condition holds in `scope`.
+pub(crate) fn holds(condition: &Condition, scope: &Scope<'_>) -> Result<bool, String> {
+    let value = field(scope, condition.field())?;
     Ok(match condition {
         Condition::Equals(_, expected) => same(&value, expected),
         Condition::NotEquals(_, expected) => !same(&value, expected),
@@ -84,19 +133,25 @@ pub(crate) fn holds(condition: &Condition, event: &Value) -> Result<bool, String
     })
 }
 
-/// The value of `expr` for `event`.
+/// The value of `expr` in `scope`.
 pub(crate) fn evaluate(
     expr: &Expr,
-    event: &Value,
+    scope: &Scope<'_>,
     lookups: &Lookups,
 ) -> Result<ScalarValue, String> {
     match expr {
-        Expr::Copy(path) => field(event, path),
+        Expr::Copy {
+            field: path,
+            default,
+        } => match (field(scope, path)?, default) {
+            (ScalarValue::Null, Some(default)) => Ok(default.clone()),
+            (value, _) => Ok(value),
+        },
         Expr::Constant(value) => Ok(value.clone()),
         Expr::Date {
             field: path,
             format,
-        } => match field(event, path)? {
+        } => match field(scope, path)? {
             ScalarValue::Null => Ok(ScalarValue::Null),
             ScalarValue::Long(ms) => chrono::DateTime::from_timestamp_millis(ms)
                 .map(|at| ScalarValue::String(at.format(format).to_string()))
@@ -108,7 +163,7 @@ pub(crate) fn evaluate(
             divide_by,
             decimals,
         } => {
-            let value = field(event, path)?;
+            let value = field(scope, path)?;
             if value == ScalarValue::Null {
                 return Ok(ScalarValue::Null);
             }
@@ -122,7 +177,7 @@ pub(crate) fn evaluate(
         Expr::Concat { parts, separator } => {
             let mut texts = Vec::with_capacity(parts.len());
             for part in parts {
-                if let Some(text) = text(&evaluate(part, event, lookups)?) {
+                if let Some(text) = text(&evaluate(part, scope, lookups)?) {
                     texts.push(text);
                 }
             }
@@ -133,7 +188,7 @@ pub(crate) fn evaluate(
             table,
             default,
         } => {
-            let key = text(&field(event, path)?);
+            let key = text(&field(scope, path)?);
             let found = key
                 .as_ref()
                 .and_then(|key| lookups.get(table).and_then(|entries| entries.get(key)));

@@ -14,9 +14,9 @@ use sluice_kafka::{HandlerError, OutputRecord, Transformer};
 use sluice_resilience::{Classified, ErrorClass};
 use uuid::Uuid;
 
-use crate::eval::{Lookups, evaluate, field, holds, unwrap};
+use crate::eval::{Lookups, Scope, evaluate, field, holds, items, unwrap};
 use crate::metrics::{FAILED, MATCHED, PRODUCED, describe_once};
-use crate::rules::{Assignment, Expr, FieldPath, Rule, Rules, Target};
+use crate::rules::{Assignment, ErpFieldRule, Expr, FieldPath, Rule, Rules, Target};
 
 /// Namespace of command ids (UUID v5 of `<event_id>/<rule id>`).
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b4d_5e70_8f21_0c3d_4b5a_6978);
@@ -168,8 +168,9 @@ impl Mapper {
         let bytes = message.payload().ok_or(MapError::Empty)?;
         let event = self.codec.decode_value(bytes).await?;
         is_event(&event).map_err(MapError::Envelope)?;
+        let whole = Scope::of(&event);
         let envelope = |name: &str| -> Result<ScalarValue, MapError> {
-            field(&event, &path(name)).map_err(MapError::Envelope)
+            field(&whole, &path(name)).map_err(MapError::Envelope)
         };
         let (ScalarValue::String(event_type), ScalarValue::String(event_id)) =
             (envelope("event_type")?, envelope("event_id")?)
@@ -185,7 +186,7 @@ impl Mapper {
             return Ok(Vec::new());
         };
         // The flow's id: the event's own, else the one its header carries.
-        let correlation_id = match field(&event, &path("correlation_id")) {
+        let correlation_id = match field(&whole, &path("correlation_id")) {
             Ok(ScalarValue::String(id)) if !id.is_empty() => Some(id),
             _ => sluice_telemetry::correlation_id(message).map(str::to_owned),
         };
@@ -198,67 +199,109 @@ impl Mapper {
                     reason,
                 }
             };
-            let mut matched = true;
-            for condition in &rule.when {
-                matched &= holds(condition, &event).map_err(failed)?;
-            }
-            if !matched {
-                continue;
-            }
-            metrics::counter!(MATCHED, "rule" => rule.id.clone()).increment(1);
-            let command = Command {
-                rule,
-                event: &event,
-                event_id: &event_id,
-                correlation_id: correlation_id.as_deref(),
-                occurred_at,
-                lookups: &self.lookups,
+            // The rule's scopes: the event, or each item of its list.
+            let scopes: Vec<(Scope<'_>, String)> = match &rule.each {
+                None => vec![(whole, rule.id.clone())],
+                Some(list) => listed(&whole, list)
+                    .map_err(failed)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (whole.with_item(item), format!("{}#{i}", rule.id)))
+                    .collect(),
             };
-            let output = match &rule.target {
-                Target::Sheet {
-                    spreadsheet,
-                    sheet,
-                    key,
-                    columns,
-                } => {
-                    let (key, upsert) = command
-                        .sheet_row(spreadsheet, sheet, key, columns)
-                        .map_err(failed)?;
-                    self.record(
-                        &command,
-                        &self.outputs.sheets,
-                        key,
-                        &upsert,
-                        &upsert.command_id,
-                    )
-                    .await?
+            for (scope, name) in scopes {
+                // A failure names the item it met (`lines#17`).
+                let failed = |reason: String| match &rule.each {
+                    Some(_) => failed(format!("{name}: {reason}")),
+                    None => failed(reason),
+                };
+                let mut matched = true;
+                for condition in &rule.when {
+                    matched &= holds(condition, &scope).map_err(failed)?;
                 }
-                Target::Erp {
-                    model,
-                    operation,
-                    external_ref,
-                    fields,
-                } => {
-                    let erp = command
-                        .erp_command(model, *operation, external_ref, fields)
-                        .map_err(failed)?;
-                    self.record(
-                        &command,
-                        &self.outputs.erp,
-                        erp.external_ref.clone(),
-                        &erp,
-                        &erp.command_id,
-                    )
-                    .await?
+                if !matched {
+                    continue;
                 }
-            };
-            metrics::counter!(PRODUCED, "rule" => rule.id.clone()).increment(1);
-            tracing::debug!(rule = rule.id, topic = output.topic, "command made");
-            outputs.push(output);
+                metrics::counter!(MATCHED, "rule" => rule.id.clone()).increment(1);
+                let command = Command {
+                    rule,
+                    scope,
+                    command_id: command_id(&event_id, &name),
+                    event_id: &event_id,
+                    correlation_id: correlation_id.as_deref(),
+                    occurred_at,
+                    lookups: &self.lookups,
+                };
+                outputs.push(self.command(&command).await.map_err(|err| match err {
+                    Made::Failed(reason) => failed(reason),
+                    Made::Map(err) => err,
+                })?);
+            }
         }
         Ok(outputs)
     }
 
+    /// The record of one command of a rule.
+    async fn command(&self, command: &Command<'_>) -> Result<OutputRecord, Made> {
+        let rule = command.rule;
+        let output = match &rule.target {
+            Target::Sheet {
+                spreadsheet,
+                sheet,
+                key,
+                columns,
+            } => {
+                let (key, upsert) = command
+                    .sheet_row(spreadsheet, sheet, key, columns)
+                    .map_err(Made::Failed)?;
+                self.record(
+                    command,
+                    &self.outputs.sheets,
+                    key,
+                    &upsert,
+                    &upsert.command_id,
+                )
+                .await?
+            }
+            Target::Erp {
+                model,
+                operation,
+                external_ref,
+                fields,
+            } => {
+                let erp = command
+                    .erp_command(model, *operation, external_ref, fields)
+                    .map_err(Made::Failed)?;
+                self.record(
+                    command,
+                    &self.outputs.erp,
+                    erp.external_ref.clone(),
+                    &erp,
+                    &erp.command_id,
+                )
+                .await?
+            }
+        };
+        metrics::counter!(PRODUCED, "rule" => rule.id.clone()).increment(1);
+        tracing::debug!(rule = rule.id, topic = output.topic, "command made");
+        Ok(output)
+    }
+}
+
+/// Why a command was not made: the rule failed on the event, or its
+/// record could not be made.
+enum Made {
+    Failed(String),
+    Map(MapError),
+}
+
+impl From<MapError> for Made {
+    fn from(err: MapError) -> Self {
+        Self::Map(err)
+    }
+}
+
+impl Mapper {
     async fn record<T: Contract>(
         &self,
         made: &Command<'_>,
@@ -305,10 +348,30 @@ fn path(name: &str) -> FieldPath {
     FieldPath::top_level(name)
 }
 
-/// One rule applied to one event.
+/// The most items of one list a rule maps: a larger list is more likely a
+/// mistake than an order (and would make one transaction of thousands of
+/// commands, or an ERP command past Kafka's size).
+const MAX_ITEMS: usize = 1_000;
+
+/// The items of the list at `list`, at most [`MAX_ITEMS`].
+fn listed<'a>(scope: &Scope<'a>, list: &FieldPath) -> Result<&'a [Value], String> {
+    let found = items(scope, list)?;
+    if found.len() > MAX_ITEMS {
+        return Err(format!(
+            "{list} holds {} items, more than the {MAX_ITEMS} a rule maps",
+            found.len()
+        ));
+    }
+    Ok(found)
+}
+
+/// One rule applied to one event (or one item of its list).
 struct Command<'a> {
     rule: &'a Rule,
-    event: &'a Value,
+    scope: Scope<'a>,
+    /// The rule's id for the event (and the item's place): a redelivery
+    /// makes the same.
+    command_id: String,
     event_id: &'a str,
     correlation_id: Option<&'a str>,
     occurred_at: i64,
@@ -317,7 +380,7 @@ struct Command<'a> {
 
 impl Command<'_> {
     fn value(&self, expr: &Expr) -> Result<ScalarValue, String> {
-        evaluate(expr, self.event, self.lookups)
+        evaluate(expr, &self.scope, self.lookups)
     }
 
     /// Text for a key or reference; null is refused.
@@ -329,14 +392,16 @@ impl Command<'_> {
         }
     }
 
+    /// The assignments' values, paths read in `scope`.
     fn assignments(
         &self,
+        scope: &Scope<'_>,
         assignments: &[Assignment],
     ) -> Result<Vec<(String, ScalarValue)>, String> {
         assignments
             .iter()
             .map(|a| {
-                self.value(&a.value)
+                evaluate(&a.value, scope, self.lookups)
                     .map(|value| (a.name.clone(), value))
                     .map_err(|reason| format!("{:?}: {reason}", a.name))
             })
@@ -353,14 +418,14 @@ impl Command<'_> {
     ) -> Result<(String, SheetRowUpsert), String> {
         let row_key = self.text("the row key", key)?;
         let cells = self
-            .assignments(columns)?
+            .assignments(&self.scope, columns)?
             .into_iter()
             .map(|(column, value)| SheetCell { column, value })
             .collect();
         Ok((
             format!("{spreadsheet}/{sheet}/{row_key}"),
             SheetRowUpsert {
-                command_id: command_id(self.event_id, &self.rule.id),
+                command_id: self.command_id.clone(),
                 spreadsheet_id: spreadsheet.to_owned(),
                 sheet: sheet.to_owned(),
                 row_key,
@@ -379,15 +444,33 @@ impl Command<'_> {
         model: &str,
         operation: ErpOperation,
         external_ref: &Expr,
-        fields: &[Assignment],
+        fields: &[ErpFieldRule],
     ) -> Result<ErpCommand, String> {
+        let mut values = Vec::with_capacity(fields.len());
+        for field in fields {
+            match field {
+                ErpFieldRule::One(assignment) => {
+                    values.extend(self.assignments(&self.scope, std::slice::from_ref(assignment))?);
+                }
+                ErpFieldRule::Each { name, each, fields } => {
+                    let list = listed(&self.scope, each)
+                        .map_err(|reason| format!("{name:?}: {reason}"))?;
+                    for (i, item) in list.iter().enumerate() {
+                        let named = self.assignments(&self.scope.with_item(item), fields)?;
+                        let named = named.into_iter();
+                        values.extend(
+                            named.map(|(field, value)| (format!("{name}.{i}.{field}"), value)),
+                        );
+                    }
+                }
+            }
+        }
         Ok(ErpCommand {
-            command_id: command_id(self.event_id, &self.rule.id),
+            command_id: self.command_id.clone(),
             model: model.to_owned(),
             operation,
             external_ref: self.text("external_ref", external_ref)?,
-            fields: self
-                .assignments(fields)?
+            fields: values
                 .into_iter()
                 .map(|(name, value)| ErpField { name, value })
                 .collect(),

@@ -1,6 +1,7 @@
 //! Metric names of the transformer, declared and described in one place.
 
-/// Counter: events a rule matched (its event type and conditions), label `rule`.
+/// Counter: events (a rule with `each`: items) a rule matched (its event
+/// type and conditions), label `rule`.
 pub const MATCHED: &str = "sluice_transformer_rule_matched_total";
 /// Counter: commands a rule made, label `rule`. Counted when made: a batch
 /// whose transaction aborts and is redone counts its commands again.
@@ -12,7 +13,10 @@ pub const FAILED: &str = "sluice_transformer_rule_failed_total";
 pub(crate) fn describe_once() {
     static DESCRIBED: std::sync::Once = std::sync::Once::new();
     DESCRIBED.call_once(|| {
-        metrics::describe_counter!(MATCHED, "Events a mapping rule matched.");
+        metrics::describe_counter!(
+            MATCHED,
+            "Events (items, for a rule with each) a mapping rule matched."
+        );
         metrics::describe_counter!(PRODUCED, "Commands a mapping rule made.");
         metrics::describe_counter!(
             FAILED,

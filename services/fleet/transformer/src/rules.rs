@@ -91,8 +91,14 @@ impl fmt::Display for FieldPath {
 /// How a cell, field, key or reference gets its value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    /// The field's value as it is (enum symbols and uuids as text).
-    Copy(FieldPath),
+    /// The field's value as it is (enum symbols and uuids as text), or
+    /// `default` where it is null or absent.
+    Copy {
+        /// The field.
+        field: FieldPath,
+        /// Its value where the field is null.
+        default: Option<ScalarValue>,
+    },
     /// A fixed value.
     Constant(ScalarValue),
     /// A timestamp field formatted (chrono `strftime`, UTC).
@@ -165,6 +171,24 @@ pub struct Assignment {
     pub value: Expr,
 }
 
+/// An ERP field of a rule: one value, or one per item of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErpFieldRule {
+    /// `name` = value.
+    One(Assignment),
+    /// For item `i` of the list at `each`, `name.i.<field>` = value, the
+    /// fields reading the item as `item.…` (an order's lines as a sale
+    /// order's `order_line.0.product_uom_qty`, … as erp-sink takes them).
+    Each {
+        /// The prefix of the fields' names.
+        name: String,
+        /// The list.
+        each: FieldPath,
+        /// The fields of each item.
+        fields: Vec<Assignment>,
+    },
+}
+
 /// What a rule produces.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -188,7 +212,7 @@ pub enum Target {
         /// Our reference for the record (and the message key).
         external_ref: Expr,
         /// Field values in order.
-        fields: Vec<Assignment>,
+        fields: Vec<ErpFieldRule>,
     },
 }
 
@@ -203,6 +227,9 @@ pub struct Rule {
     pub event_type: String,
     /// Further conditions.
     pub when: Vec<Condition>,
+    /// A list of the event: with it, the rule makes a command per item
+    /// (that its conditions hold for), reading the item as `item.…`.
+    pub each: Option<FieldPath>,
     /// The command it makes.
     pub target: Target,
 }
@@ -227,6 +254,15 @@ impl Rules {
         for raw in file.rules {
             if !seen.insert(raw.id.clone()) {
                 return Err(RulesError::invalid(&raw.id, "id", "used by two rules"));
+            }
+            if raw.id.contains('#') {
+                // `rule#i` names an item's command: a rule so named would
+                // make another rule's ids.
+                return Err(RulesError::invalid(
+                    &raw.id,
+                    "id",
+                    "# is kept for items of each",
+                ));
             }
             rules.push(raw.into_rule(&file.lookups)?);
         }
@@ -271,6 +307,7 @@ struct RawRule {
     event_type: String,
     #[serde(default)]
     when: Vec<RawCondition>,
+    each: Option<String>,
     sheet: Option<RawSheet>,
     erp: Option<RawErp>,
 }
@@ -315,6 +352,16 @@ struct RawErp {
 #[serde(deny_unknown_fields)]
 struct RawField {
     name: String,
+    value: Option<RawExpr>,
+    each: Option<String>,
+    fields: Option<Vec<RawColumnField>>,
+}
+
+/// A field of an `each` group: a name and a value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumnField {
+    name: String,
     value: RawExpr,
 }
 
@@ -332,7 +379,7 @@ struct RawExpr {
     separator: Option<String>,
     lookup: Option<String>,
     table: Option<String>,
-    default: Option<String>,
+    default: Option<toml::Value>,
 }
 
 /// Builds typed parts of one rule, naming the rule in every error.
@@ -356,6 +403,11 @@ impl RawRule {
             .enumerate()
             .map(|(i, raw)| build.condition(&format!("when[{i}]"), raw))
             .collect::<Result<_, _>>()?;
+        let each = self
+            .each
+            .as_deref()
+            .map(|path| build.path("each", path))
+            .transpose()?;
         let target = match (self.sheet, self.erp) {
             (Some(sheet), None) => Target::Sheet {
                 key: build.expr("sheet.key", sheet.key)?,
@@ -388,13 +440,7 @@ impl RawRule {
                         .fields
                         .into_iter()
                         .enumerate()
-                        .map(|(i, f)| {
-                            let place = format!("erp.fields[{i}] {:?}", f.name);
-                            Ok(Assignment {
-                                value: build.expr(&place, f.value)?,
-                                name: f.name,
-                            })
-                        })
+                        .map(|(i, f)| build.erp_field(&format!("erp.fields[{i}] {:?}", f.name), f))
                         .collect::<Result<_, RulesError>>()?,
                     model: erp.model,
                     operation: erp.operation,
@@ -413,6 +459,7 @@ impl RawRule {
             aggregate: self.aggregate,
             event_type: self.event_type,
             when,
+            each,
             target,
         })
     }
@@ -437,6 +484,34 @@ impl Builder<'_> {
                 return Err(self.error(place, format!("{other} is not a text, number or boolean")));
             }
         })
+    }
+
+    fn erp_field(&self, place: &str, raw: RawField) -> Result<ErpFieldRule, RulesError> {
+        match (raw.value, raw.each, raw.fields) {
+            (Some(value), None, None) => Ok(ErpFieldRule::One(Assignment {
+                value: self.expr(place, value)?,
+                name: raw.name,
+            })),
+            (None, Some(each), Some(fields)) => Ok(ErpFieldRule::Each {
+                each: self.path(&format!("{place}.each"), &each)?,
+                fields: fields
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let place = format!("{place}.fields[{i}] {:?}", f.name);
+                        Ok(Assignment {
+                            value: self.expr(&place, f.value)?,
+                            name: f.name,
+                        })
+                    })
+                    .collect::<Result<_, RulesError>>()?,
+                name: raw.name,
+            }),
+            _ => Err(self.error(
+                place,
+                "give a value, or each (a list) with the fields of each item",
+            )),
+        }
     }
 
     fn condition(&self, place: &str, raw: RawCondition) -> Result<Condition, RulesError> {
@@ -505,7 +580,6 @@ impl Builder<'_> {
             ("decimals", decimals.is_some(), "number"),
             ("separator", separator.is_some(), "concat"),
             ("table", table.is_some(), "lookup"),
-            ("default", default.is_some(), "lookup"),
         ];
         if let Some((option, _, owner)) = options
             .iter()
@@ -513,8 +587,17 @@ impl Builder<'_> {
         {
             return Err(self.error(place, format!("{option} goes with {owner}, not {kind}")));
         }
+        if default.is_some() && !matches!(kind, "copy" | "lookup") {
+            return Err(self.error(
+                place,
+                format!("default goes with copy or lookup, not {kind}"),
+            ));
+        }
         if let Some(path) = copy {
-            return Ok(Expr::Copy(self.path(place, &path)?));
+            return Ok(Expr::Copy {
+                field: self.path(place, &path)?,
+                default: default.map(|value| self.scalar(place, value)).transpose()?,
+            });
         }
         if let Some(value) = constant {
             return Ok(Expr::Constant(self.scalar(place, value)?));
@@ -551,6 +634,13 @@ impl Builder<'_> {
         if !self.lookups.contains_key(&table) {
             return Err(self.error(place, format!("no table {table:?} under [lookups]")));
         }
+        let default = match default {
+            None => None,
+            Some(toml::Value::String(text)) => Some(text),
+            Some(other) => {
+                return Err(self.error(place, format!("a lookup's default is text, not {other}")));
+            }
+        };
         Ok(Expr::Lookup {
             field: self.path(place, &path)?,
             table,

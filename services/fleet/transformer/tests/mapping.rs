@@ -287,6 +287,125 @@ async fn every_expression_and_condition_kind() {
     running.await.unwrap();
 }
 
+const LISTS: &str = r#"
+[[rules]]
+id = "lines"
+aggregate = "orders"
+event_type = "OrderPlaced"
+each = "payload.lines"
+when = [{ field = "item.quantity", not_equals = 0 }]
+
+[rules.sheet]
+spreadsheet = "sheet-1"
+sheet = "Lines"
+key = { concat = [{ copy = "aggregate_id" }, { copy = "item.sku" }], separator = "/" }
+columns = [
+  { column = "Line", value = { concat = [{ copy = "aggregate_id" }, { copy = "item.sku" }], separator = "/" } },
+  { column = "Order", value = { copy = "aggregate_id" } },
+  { column = "Quantity", value = { copy = "item.quantity" } },
+  { column = "Price", value = { number = "item.unit_price_minor", divide_by = 100, decimals = 2 } },
+  { column = "Country", value = { copy = "payload.shipping_country", default = "-" } },
+]
+
+[[rules]]
+id = "sale-order"
+aggregate = "orders"
+event_type = "OrderPlaced"
+
+[rules.erp]
+model = "sale.order"
+operation = "CREATE"
+external_ref = { copy = "aggregate_id" }
+fields = [
+  { name = "client_order_ref", value = { copy = "aggregate_id" } },
+  { name = "order_line", each = "payload.lines", fields = [
+    { name = "product_id.default_code", value = { copy = "item.sku" } },
+    { name = "product_uom_qty", value = { copy = "item.quantity" } },
+    { name = "price_unit", value = { number = "item.unit_price_minor", divide_by = 100 } },
+  ] },
+]
+"#;
+
+/// Lists: a rule with `each` makes a row per item (those its condition
+/// holds for), each with its own command id; an ERP field group makes
+/// `order_line.<i>.<field>` per item; a copy's default stands in for an
+/// absent field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_makes_a_row_per_item_and_the_erp_lines() {
+    let topics = Topics::new("map-lists", 1).await;
+    let (stop, running) = start(
+        mapper(LISTS, &topics.names()),
+        &topics.names(),
+        &unique_name("map-lists"),
+        &transactional_id(),
+    );
+    let event = "5f0c1d2e-0000-4000-8000-00000000000c";
+    let mut payload = placed(2250, "EUR", None);
+    payload["lines"] = json!([
+        {"sku": "TEA-1", "description": "tea", "quantity": 2, "unit_price_minor": 650},
+        {"sku": "FREE-1", "description": "sample", "quantity": 0, "unit_price_minor": 0},
+        {"sku": "MUG-1", "description": "mug", "quantity": 1, "unit_price_minor": 950},
+    ]);
+    let orders = &topics.orders.name;
+    let bytes = event_bytes(
+        orders,
+        "orders",
+        event,
+        "order-c",
+        "OrderPlaced",
+        AT,
+        &payload,
+    )
+    .await;
+    send(orders, "order-c", &bytes).await;
+
+    let rows = consume_exactly(&topics.sheets.name, 2, WAIT).await;
+    let mut upserts = Vec::new();
+    for message in &rows {
+        upserts.push(decode::<SheetRowUpsert>(message).await);
+    }
+    upserts.sort_by(|x, y| x.row_key.cmp(&y.row_key));
+    let keys: Vec<&str> = upserts.iter().map(|row| row.row_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["order-c/MUG-1", "order-c/TEA-1"],
+        "the free line left out"
+    );
+    assert_eq!(upserts[0].command_id, command_id(event, "lines#2"));
+    assert_eq!(upserts[1].command_id, command_id(event, "lines#0"));
+    let tea = cells(&upserts[1]);
+    assert_eq!(tea["Quantity"], &ScalarValue::Long(2));
+    assert_eq!(tea["Price"], &text("6.50"));
+    assert_eq!(tea["Order"], &text("order-c"));
+    assert_eq!(tea["Country"], &text("-"), "the copy's default");
+
+    let commands = consume_exactly(&topics.erp.name, 1, WAIT).await;
+    let command: ErpCommand = decode(&commands[0]).await;
+    assert_eq!(command.command_id, command_id(event, "sale-order"));
+    let fields: Vec<(&str, &ScalarValue)> = command
+        .fields
+        .iter()
+        .map(|field| (field.name.as_str(), &field.value))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("client_order_ref", &text("order-c")),
+            ("order_line.0.product_id.default_code", &text("TEA-1")),
+            ("order_line.0.product_uom_qty", &ScalarValue::Long(2)),
+            ("order_line.0.price_unit", &ScalarValue::Double(6.5)),
+            ("order_line.1.product_id.default_code", &text("FREE-1")),
+            ("order_line.1.product_uom_qty", &ScalarValue::Long(0)),
+            ("order_line.1.price_unit", &ScalarValue::Double(0.0)),
+            ("order_line.2.product_id.default_code", &text("MUG-1")),
+            ("order_line.2.product_uom_qty", &ScalarValue::Long(1)),
+            ("order_line.2.price_unit", &ScalarValue::Double(9.5)),
+        ]
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_rules_and_the_orders_placed_example_make_the_demo_commands() {
     let topics = Topics::new("map-shipped", 1).await;

@@ -173,6 +173,14 @@ fn rule_level_mistakes_are_named() {
         orders_sheet(column, "").replace("[lookups.countries]\nDE = \"Germany\"", "")
     );
     assert!(refusal(&twice).contains("rule \"orders-sheet\": id: used by two rules"));
+    let versions = r#"{ column = "Order", value = { copy = "aggregate_id" } }, { column = "sluice:versions", value = { constant = "{}" } }"#;
+    assert!(
+        refusal(&orders_sheet(versions, "")).contains(
+            "rule \"orders-sheet\": sheet.columns[1] \"sluice:versions\": sheets-sink's own column"
+        ),
+        "{}",
+        refusal(&orders_sheet(versions, ""))
+    );
     let unknown_key = orders_sheet(column, "colour = \"blue\"");
     assert!(
         refusal(&unknown_key).contains("unknown field `colour`"),
@@ -248,4 +256,137 @@ fn shipped_rules_can_be_left_out_by_id_and_an_unknown_id_is_refused() {
         err.contains("orders-nope") && err.contains("no rule has it"),
         "{err}"
     );
+}
+
+/// A one-rule file for orders' OrderPlaced making an ERP command with
+/// these fields.
+fn orders_erp(fields: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[rules]]
+id = "orders-erp"
+aggregate = "orders"
+event_type = "OrderPlaced"
+{extra}
+
+[rules.erp]
+model = "sale.order"
+operation = "CREATE"
+external_ref = {{ copy = "aggregate_id" }}
+fields = [{fields}]
+"#
+    )
+}
+
+/// Lists: a rule's `each` and an ERP field group's are checked as lists,
+/// `item.…` against their items, and only inside one; a copy's default and
+/// a lookup's are checked for what they may be.
+#[test]
+fn lists_items_and_defaults_are_checked() {
+    let catalog = Catalog::embedded().unwrap();
+    let per_line = orders_sheet(
+        r#"{ column = "SKU", value = { copy = "item.sku" } }, { column = "Qty", value = { number = "item.quantity" } }"#,
+        r#"each = "payload.lines"
+when = [{ field = "item.quantity", not_equals = 0 }]"#,
+    )
+    .replace(
+        r#"key = { copy = "aggregate_id" }"#,
+        r#"key = { concat = [{ copy = "aggregate_id" }, { copy = "item.sku" }] }"#,
+    );
+    load_rules(&per_line, &catalog).expect("a row per line");
+    // The key reads no item: every item's row would be the same row.
+    let one_row = per_line.replace(
+        r#"key = { concat = [{ copy = "aggregate_id" }, { copy = "item.sku" }] }"#,
+        r#"key = { copy = "aggregate_id" }"#,
+    );
+    assert!(
+        refusal(&one_row).contains("sheet.key: a rule with each makes a command per item"),
+        "{}",
+        refusal(&one_row)
+    );
+    let hashed = per_line.replace(r#"id = "orders-sheet""#, r#"id = "orders-sheet#0""#);
+    assert!(refusal(&hashed).contains("# is kept for items of each"));
+    let lines = r#"{ name = "client_order_ref", value = { copy = "aggregate_id" } },
+        { name = "order_line", each = "payload.lines", fields = [
+          { name = "product_id.default_code", value = { copy = "item.sku" } },
+          { name = "price_unit", value = { number = "item.unit_price_minor", divide_by = 100 } },
+        ] }"#;
+    load_rules(&orders_erp(lines, ""), &catalog).expect("ERP lines");
+    let defaulted = orders_sheet(
+        r#"{ column = "Country", value = { copy = "payload.shipping_country", default = "—" } }"#,
+        "",
+    );
+    load_rules(&defaulted, &catalog).expect("a copy with a default");
+
+    let cases = [
+        (
+            orders_sheet(r#"{ column = "S", value = { copy = "item.sku" } }"#, ""),
+            "sheet.columns[0] \"S\": item.sku: item.… reads an item of each, and no each encloses it",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "S", value = { copy = "item.colour" } }"#,
+                r#"each = "payload.lines""#,
+            )
+            .replace(
+                r#"key = { copy = "aggregate_id" }"#,
+                r#"key = { copy = "item.sku" }"#,
+            ),
+            "field item.colour does not exist: OrderLine has sku, description, quantity, unit_price_minor",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "S", value = { copy = "aggregate_id" } }"#,
+                r#"each = "payload.customer""#,
+            )
+            .replace(
+                r#"key = { copy = "aggregate_id" }"#,
+                r#"key = { copy = "item.name" }"#,
+            ),
+            "each: payload.customer is a record, not a list",
+        ),
+        (
+            orders_erp(
+                r#"{ name = "order_line", each = "payload.lines", fields = [{ name = "x", value = { date = "item.sku", format = "%Y" } }] }"#,
+                "",
+            ),
+            "erp.fields[0] \"order_line\".fields[0] \"x\": date needs a timestamp; item.sku is not one",
+        ),
+        (
+            orders_erp(r#"{ name = "order_line", each = "payload.lines" }"#, ""),
+            "erp.fields[0] \"order_line\": give a value, or each (a list) with the fields of each item",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "X", value = { number = "payload.total_minor", default = 0 } }"#,
+                "",
+            ),
+            "default goes with copy or lookup, not number",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "X", value = { lookup = "payload.currency", table = "countries", default = 1 } }"#,
+                "",
+            ),
+            "a lookup's default is text, not 1",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "X", value = { copy = "payload.total_minor", default = "none" } }"#,
+                "",
+            ),
+            "default String(\"none\") is not of payload.total_minor's type (Integer)",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "X", value = { copy = "payload.total_minor", default = 1.5 } }"#,
+                "",
+            ),
+            "default Double(1.5) is not of payload.total_minor's type (Integer)",
+        ),
+    ];
+    for (rules, expected) in cases {
+        let message = refusal(&rules);
+        assert!(message.contains(expected), "{expected}\n  got: {message}");
+    }
 }
