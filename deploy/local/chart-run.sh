@@ -5,7 +5,8 @@
 # the rendered objects, after its provisioning Job — on the running local
 # stack, with a stream pushed through it and reconciled (sluice-chart-run,
 # services/tools/demo). Twice: the default values over plaintext, and the
-# production-like values over SASL_SSL, HTTPS and Postgres verify-full. The
+# production-like values over SASL_SSL, HTTPS and Postgres verify-full,
+# with the contracts brought as a values file (contracts.files). The
 # first also runs Debian's prometheus and prometheus-postgres-exporter
 # against the fleet: every dashboard query returns series, and an ERP
 # outage, a filling DLQ and stopped relays each make their alert pending.
@@ -38,7 +39,14 @@ run() { # name, transport, extra flag, values files…
 # The default run also checks the alerts and dashboards against a real
 # Prometheus (--alerts): an ERP outage, a filling DLQ, the relays stopped.
 default() { run default plaintext --alerts helm/sluice/values.yaml; }
-production() { run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml; }
+# The production run brings its contracts as a user does (contracts.files,
+# here the shipped set): every pod and the Job read them from the mount.
+production() {
+  local contracts="$SLUICE_LOCAL/chart-run/contracts.values.json"
+  mkdir -p "$SLUICE_LOCAL/chart-run"
+  python3 deploy/local/chart/contracts.py values schemas > "$contracts"
+  run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml "$contracts"
+}
 if [[ -n "${SLUICE_CHART_RUN_IMAGE:-}" ]]; then
   remove_harness_containers
   trap remove_harness_containers EXIT

@@ -99,6 +99,48 @@ if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VE
 fi
 grep -q 'services.sheetsSink.serviceAccount' <<<"$refused" || die "the shared account's Google annotation refused without saying where it goes: $refused"
 
+log "your own contracts (contracts.files): every pod and the provisioning Job read them, a change rolls the pods"
+contracts="$SLUICE_ROOT/deploy/local/chart/contracts.py"
+"$VENV/bin/python" "$contracts" values schemas > "$OUT/contracts.values.json"
+render_contracts() { # values file → rendered
+  "$BIN/helm" template sluice "$CHART" --namespace sluice --kube-version "$KUBERNETES_VERSION.0" \
+    -f "$CHART/values-production.yaml" -f "$1"
+}
+render_contracts "$OUT/contracts.values.json" > "$OUT/contracts.yaml"
+"$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$OUT/contracts.yaml"
+"$VENV/bin/python" "$contracts" check "$OUT/contracts.yaml" schemas
+before=$(grep -m1 'checksum/contracts' "$OUT/contracts.yaml")
+"$VENV/bin/python" - "$OUT/contracts.values.json" > "$OUT/contracts-changed.values.json" <<'PY'
+import json, sys
+values = json.load(open(sys.argv[1]))
+values["contracts"]["files"]["topics.toml"] += "\n# changed\n"
+print(json.dumps(values))
+PY
+render_contracts "$OUT/contracts-changed.values.json" > "$OUT/contracts-changed.yaml"
+after=$(grep -m1 'checksum/contracts' "$OUT/contracts-changed.yaml")
+[[ "$before" != "$after" ]] || die "a changed contract leaves the pods' checksum as it was: they would not roll"
+# A file added keeps the others' keys: a pod of the previous revision still
+# finds its files in the ConfigMap during the rollout.
+"$VENV/bin/python" - "$OUT/contracts.values.json" > "$OUT/contracts-added.values.json" <<'PY'
+import json, sys
+values = json.load(open(sys.argv[1]))
+values["contracts"]["files"]["aaa/First.avsc"] = values["contracts"]["files"]["orders/OrderEvent.avsc"]
+print(json.dumps(values))
+PY
+render_contracts "$OUT/contracts-added.values.json" > "$OUT/contracts-added.yaml"
+keys() { grep -o 'key: [^ ]*' "$1" | grep -v aaa_First | sort -u; }
+[[ "$(keys "$OUT/contracts.yaml")" == "$(keys "$OUT/contracts-added.yaml")" ]] || die "adding a contract file changed the other files' ConfigMap keys"
+if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" \
+  --set-file 'contracts.files.orders/OrderEvent\.avsc=schemas/orders/OrderEvent.avsc' 2>&1); then
+  die "contracts without topics.toml rendered"
+fi
+grep -q 'contracts.files needs topics.toml' <<<"$refused" || die "contracts without topics.toml refused without saying so: $refused"
+if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" \
+  --set-file 'contracts.files.topics\.toml=schemas/topics.toml' --set-file 'contracts.files.\.\./x\.avsc=schemas/orders/OrderEvent.avsc' 2>&1); then
+  die "a contracts path out of the directory (../x.avsc) rendered"
+fi
+grep -q "'../x.avsc' does not match pattern" <<<"$refused" || die "a contracts path out of the directory refused without naming it: $refused"
+
 log "kube-score (production values)"
 # Warnings stay warnings; a critical finding fails.
 if ! "$BIN/kube-score" score --output-format ci "$OUT/production.yaml" > "$OUT/kube-score.txt"; then

@@ -133,6 +133,48 @@ valueFrom:
 {{- end }}
 {{- end }}
 
+{{/* The ConfigMap key of a contracts file: its path made a key (a key
+     holds no "/") and a digest of the path, so two paths never meet and a
+     file keeps its key whatever other files come and go (a pod of the
+     previous revision still finds its keys during a rollout). */}}
+{{- define "sluice.contractsKey" -}}
+{{- printf "%s-%s" (regexReplaceAll "[^-._a-zA-Z0-9]" . "_" | trunc 200) (sha256sum . | trunc 8) -}}
+{{- end }}
+
+{{/* The ConfigMap of the contracts directory: the services', or (job) the
+     provisioning hook's own copy, made before it (a hook runs before the
+     release's other objects exist). */}}
+{{- define "sluice.contractsConfigMap" -}}
+{{- include "sluice.componentName" (dict "root" .root "component" (ternary "provision-contracts" "contracts" (default false .job))) }}
+{{- end }}
+
+{{/* The volume of the contracts directory (contracts.files), if any. */}}
+{{- define "sluice.contractsVolume" -}}
+{{- $files := .root.Values.contracts.files }}
+{{- if $files -}}
+{{- if not (hasKey $files "topics.toml") }}
+{{- fail "contracts.files needs topics.toml: the topic map names every other file of the directory" }}
+{{- end -}}
+- name: contracts
+  configMap:
+    name: {{ include "sluice.contractsConfigMap" . }}
+    items:
+      {{- range $path := keys $files | sortAlpha }}
+      - key: {{ include "sluice.contractsKey" $path }}
+        path: {{ $path }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The container's mount of sluice.contractsVolume, if any. */}}
+{{- define "sluice.contractsMount" -}}
+{{- if .root.Values.contracts.files -}}
+- name: contracts
+  mountPath: /etc/sluice/contracts
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* The connection settings every service shares: Kafka, the registry,
      Postgres when the component uses it, logs, traces, the health port
      (the last two not for a Job: `job` true, it serves and exports none). */}}
@@ -161,6 +203,10 @@ valueFrom:
 {{- range (include "sluice.secretFiles" . | fromJsonArray) }}
 - name: {{ .env }}
   value: {{ printf "/var/run/secrets/sluice/common/%s" .file | quote }}
+{{- end }}
+{{- if $v.contracts.files }}
+- name: SLUICE_CONTRACTS_DIR
+  value: /etc/sluice/contracts
 {{- end }}
 - name: SLUICE_LOG_FORMAT
   value: {{ $v.observability.logFormat | quote }}

@@ -11,7 +11,8 @@ A service's Deployment (or StatefulSet). Call with a dict:
   mounts     container volume mounts (YAML list, rendered), optional
   ports      further container ports (YAML list, rendered), optional
   checksum   a digest of the configuration the pod mounts (rolls the pods
-             when it changes), optional
+             when it changes), optional; the contracts directory
+             (contracts.files) has its own
   preStop    seconds a terminating pod keeps serving before SIGTERM, so
              that endpoints drop it first, optional
   api        the external API it calls (sheets, erp: its egress), optional
@@ -56,6 +57,9 @@ spec:
         prometheus.io/path: /metrics
         {{- with .checksum }}
         checksum/config: {{ . }}
+        {{- end }}
+        {{- with $v.contracts.files }}
+        checksum/contracts: {{ toJson . | sha256sum }}
         {{- end }}
         {{- with $v.podAnnotations }}
         {{- toYaml . | nindent 8 }}
@@ -147,6 +151,9 @@ spec:
             {{- with include "sluice.secretMount" . }}
             {{- . | nindent 12 }}
             {{- end }}
+            {{- with include "sluice.contractsMount" . }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -158,6 +165,9 @@ spec:
           emptyDir:
             sizeLimit: 64Mi
         {{- with include "sluice.secretVolume" . }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        {{- with include "sluice.contractsVolume" . }}
         {{- . | nindent 8 }}
         {{- end }}
         {{- with $v.extraVolumes }}
