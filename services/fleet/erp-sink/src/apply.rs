@@ -15,6 +15,7 @@ use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpOperation, ScalarV
 use sluice_kafka::HandlerError;
 use sluice_resilience::{Classified, ErrorClass, clipped};
 
+use crate::actions::ModelMethod;
 use crate::odoo::{OdooClient, OdooError, Protocol};
 use crate::plan::{BadName, Part, Plan, Reference};
 
@@ -170,7 +171,11 @@ type Fields = Arc<Map<String, Value>>;
 pub struct Applier {
     client: OdooClient,
     fields: RecordFields,
-    confirm_on_create: Vec<String>,
+    /// The models whose CREATE makes a draft and calls the method.
+    confirm_on_create: Vec<ModelMethod>,
+    /// The models whose CANCEL calls a method of their own, not
+    /// `action_cancel`.
+    cancel_with: Vec<ModelMethod>,
     /// fields_get per model, asked once.
     schemas: Mutex<HashMap<String, Fields>>,
     /// One creation at a time per referenced key, so two commands for one
@@ -198,22 +203,35 @@ fn cancel_context() -> Value {
 
 impl Applier {
     /// Applies through `client`, keeping `fields` on each record; a
-    /// `sale.order` CREATE is confirmed (`action_confirm`).
+    /// `sale.order` CREATE is confirmed (`action_confirm`), a CANCEL calls
+    /// `action_cancel`.
     pub fn new(client: OdooClient, fields: RecordFields) -> Self {
         Self {
             client,
             fields,
-            confirm_on_create: vec!["sale.order".into()],
+            confirm_on_create: vec![ModelMethod {
+                model: "sale.order".into(),
+                method: "action_confirm".into(),
+            }],
+            cancel_with: Vec::new(),
             schemas: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The models whose CREATE makes a draft then calls `action_confirm`.
+    /// The models whose CREATE makes a draft then calls their method.
     #[must_use]
-    pub fn confirm_on_create(mut self, models: Vec<String>) -> Self {
+    pub fn confirm_on_create(mut self, models: Vec<ModelMethod>) -> Self {
         self.confirm_on_create = models;
+        self
+    }
+
+    /// The models whose CANCEL calls their method instead of
+    /// `action_cancel`.
+    #[must_use]
+    pub fn cancel_with(mut self, models: Vec<ModelMethod>) -> Self {
+        self.cancel_with = models;
         self
     }
 
@@ -227,7 +245,7 @@ impl Applier {
                 self.fields.external_ref.as_str(),
                 self.fields.applied_commands.as_str(),
             ];
-            if self.confirm_on_create.contains(model) {
+            if ModelMethod::of(&self.confirm_on_create, model).is_some() {
                 needed.push("state");
             }
             for field in needed {
@@ -405,27 +423,27 @@ impl Applier {
         let model = command.model.as_str();
         match command.operation {
             ErpOperation::Cancel if state != Some("cancel") => {
+                let method = ModelMethod::of(&self.cancel_with, model).unwrap_or("action_cancel");
                 let answer = self
                     .client
-                    .call_on(model, "action_cancel", &[record_id], cancel_context())
+                    .call_on(model, method, &[record_id], cancel_context())
                     .await?;
                 if answer.is_object() {
                     // A wizard instead of a cancellation.
                     return Err(ApplyError::Odoo(OdooError {
-                        operation: format!("{model}.action_cancel"),
+                        operation: format!("{model}.{method}"),
                         failure: crate::odoo::Failure::Malformed(clipped(format!(
                             "answered an action, not a cancellation: {answer}"
                         ))),
                     }));
                 }
             }
-            ErpOperation::Create
-                if self.confirm_on_create.iter().any(|m| m == model)
-                    && matches!(state, Some("draft" | "sent")) =>
-            {
-                self.client
-                    .call_on(model, "action_confirm", &[record_id], json!({}))
-                    .await?;
+            ErpOperation::Create if matches!(state, Some("draft" | "sent")) => {
+                if let Some(method) = ModelMethod::of(&self.confirm_on_create, model) {
+                    self.client
+                        .call_on(model, method, &[record_id], json!({}))
+                        .await?;
+                }
             }
             _ => {}
         }

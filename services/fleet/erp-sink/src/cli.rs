@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use sluice_config::{AuditArgs, parse_secret};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
 
+use crate::actions::ModelMethod;
 use crate::odoo::Protocol;
 
 /// erp-sink's defaults of the shared flags.
@@ -73,14 +74,26 @@ pub struct Cli {
         default_value = "sale.order"
     )]
     pub models: Vec<String>,
-    /// Models whose CREATE makes a draft and then calls action_confirm.
+    /// Models whose CREATE makes a draft and then calls a method, as
+    /// MODEL[=METHOD] (action_confirm unless named:
+    /// account.move=action_post posts an invoice).
     #[arg(
         long,
         env = "SLUICE_ERP_CONFIRM_ON_CREATE",
         value_delimiter = ',',
-        default_value = "sale.order"
+        default_value = "sale.order",
+        value_parser = ModelMethod::confirming
     )]
-    pub confirm_on_create: Vec<String>,
+    pub confirm_on_create: Vec<ModelMethod>,
+    /// Models whose CANCEL calls a method of their own rather than
+    /// action_cancel, as MODEL=METHOD (account.move=button_cancel).
+    #[arg(
+        long,
+        env = "SLUICE_ERP_CANCEL_WITH",
+        value_delimiter = ',',
+        value_parser = ModelMethod::cancelling
+    )]
+    pub cancel_with: Vec<ModelMethod>,
     /// Topic of the commands.
     #[arg(long, env = "SLUICE_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub topic: String,

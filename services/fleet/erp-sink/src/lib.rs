@@ -5,11 +5,13 @@
 //! against the sandbox.
 #![doc = include_str!("../README.md")]
 
+mod actions;
 mod apply;
 pub mod cli;
 pub mod odoo;
 pub mod plan;
 mod sink;
 
+pub use actions::ModelMethod;
 pub use apply::{Applied, Applier, ApplyError, RecordFields};
 pub use sink::{ErpSink, SinkError};

@@ -47,12 +47,14 @@ async fn service_main() -> Result<()> {
         ..Tuning::default()
     };
     let client = OdooClient::new(upstream.http()?, login, upstream.breaker("erp")?, limiter);
-    let applier = Applier::new(client, fields).confirm_on_create(cli.confirm_on_create);
+    let applier = Applier::new(client, fields)
+        .confirm_on_create(cli.confirm_on_create)
+        .cancel_with(cli.cancel_with);
     // A model without the sink's fields, or a wrong URL: better not to
     // start, naming it. An ERP that is away is checked at its first command.
-    match applier.check(&cli.models).await {
-        Ok(()) => {}
-        Err(err) => match err.stops_start(cli.odoo_protocol) {
+    if let Err(err) = applier.check(&cli.models).await {
+        match err.stops_start(cli.odoo_protocol) {
+            None => tracing::warn!(error = %err, "the ERP's models not checked at start"),
             Some(hint) => {
                 // The models' refusal is why it stops; say that, not how.
                 if let Err(stopped) = service.stop().await {
@@ -60,8 +62,7 @@ async fn service_main() -> Result<()> {
                 }
                 return Err(err).context(format!("checking the ERP's models (fields_get){hint}"));
             }
-            None => tracing::warn!(error = %err, "the ERP's models not checked at start"),
-        },
+        }
     }
     let sink = ErpSink::new(
         service.codec(),

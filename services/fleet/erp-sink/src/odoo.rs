@@ -479,7 +479,7 @@ impl OdooClient {
 }
 
 /// Whether `name` can be an Odoo model or method name.
-fn is_name(name: &str) -> bool {
+pub(crate) fn is_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -3,7 +3,8 @@
 //! partner found or made by e-mail, with a line per SKU; its cancellation
 //! goes through `action_cancel`; an unknown SKU or field is refused naming
 //! it, before anything is written; a model missing the sink's own fields
-//! is found at start. Each over JSON-RPC and over JSON-2.
+//! is found at start; an invoice is posted and cancelled by the methods its
+//! model has, named by flags. Each over JSON-RPC and over JSON-2.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,8 +18,8 @@ use common::{
 };
 use serde_json::{Value, json};
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
-use sluice_erp_sink::ApplyError;
 use sluice_erp_sink::odoo::{OdooLogin, Protocol};
+use sluice_erp_sink::{ApplyError, ModelMethod};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
 
@@ -222,6 +223,131 @@ async fn a_cancel_calls_action_cancel_and_an_unknown_sku_or_field_is_refused_by_
             "nothing written for refused commands: {writes:?}"
         );
         assert_eq!(table(&base, "sale.order").await.len(), 1);
+    }
+}
+
+/// An invoice for `customer` as the invoices example's rule makes it.
+fn invoice(n: u32, number: &str, operation: ErpOperation, lines: &[(&str, i64)]) -> ErpCommand {
+    let mut fields = vec![
+        ("move_type".to_owned(), text("out_invoice")),
+        ("partner_id.name".to_owned(), text("Ada Ltd")),
+        (
+            "partner_id.is_company".to_owned(),
+            ScalarValue::Boolean(true),
+        ),
+        ("currency_id.name".to_owned(), text("EUR")),
+    ];
+    for (i, (sku, quantity)) in lines.iter().enumerate() {
+        let line = format!("invoice_line_ids.{i}");
+        fields.push((format!("{line}.product_id.default_code"), text(sku)));
+        fields.push((format!("{line}.quantity"), ScalarValue::Long(*quantity)));
+    }
+    ErpCommand {
+        model: "account.move".into(),
+        operation,
+        fields: fields
+            .into_iter()
+            .map(|(name, value)| ErpField { name, value })
+            .collect(),
+        ..reservation(n, number, &[])
+    }
+}
+
+#[tokio::test]
+async fn an_invoice_is_posted_and_cancelled_by_the_methods_its_model_has() {
+    for protocol in PROTOCOLS {
+        let base = sandbox().await;
+        let tuning = Tuning::quick();
+        let models = vec!["account.move".to_owned()];
+        // Told nothing of invoices, the sink calls sale.order's methods on
+        // one: Odoo has no action_cancel on account.move.
+        let untold = applier_over(&base, protocol, tuning.breaker.clone(), tuning.limiter);
+        untold.check(&models).await.unwrap();
+        let made = untold
+            .apply(&invoice(1, "INV-1", ErpOperation::Create, &[("SKU-1", 2)]))
+            .await
+            .unwrap();
+        let moves = table(&base, "account.move").await;
+        assert_eq!(moves[0]["state"], "draft", "not posted: {moves:?}");
+        let refused = untold
+            .apply(&invoice(2, "INV-1", ErpOperation::Cancel, &[]))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("action_cancel"), "{refused}");
+
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter)
+            .confirm_on_create(vec![
+                ModelMethod::confirming("account.move=action_post").unwrap(),
+            ])
+            .cancel_with(vec![
+                ModelMethod::cancelling("account.move=button_cancel").unwrap(),
+            ]);
+        let posted = sink
+            .apply(&invoice(
+                3,
+                "INV-2",
+                ErpOperation::Create,
+                &[("SKU-1", 2), ("MUG-1", 1)],
+            ))
+            .await
+            .unwrap();
+        let again = sink
+            .apply(&invoice(
+                3,
+                "INV-2",
+                ErpOperation::Create,
+                &[("SKU-1", 2), ("MUG-1", 1)],
+            ))
+            .await
+            .unwrap();
+        assert!(!posted.already && again.already);
+        let moves = table(&base, "account.move").await;
+        let second = moves
+            .iter()
+            .find(|m| m["id"] == json!(posted.record_id))
+            .unwrap();
+        assert_eq!(second["state"], "posted", "{second:?}");
+        assert_eq!(second["amount_total"], json!(34.0), "2 × 12.50 + 9.00");
+        assert!(
+            second["name"].as_str().unwrap().starts_with("INV/"),
+            "{second:?}"
+        );
+        let partners = table(&base, "res.partner").await;
+        assert_eq!(partners.len(), 1, "{partners:?}");
+        assert_eq!(partners[0]["is_company"], true);
+
+        sink.apply(&invoice(4, "INV-2", ErpOperation::Cancel, &[]))
+            .await
+            .unwrap();
+        sink.apply(&invoice(2, "INV-1", ErpOperation::Cancel, &[]))
+            .await
+            .unwrap();
+        let moves = table(&base, "account.move").await;
+        let states: Vec<(&Value, &Value)> = moves.iter().map(|m| (&m["id"], &m["state"])).collect();
+        assert_eq!(
+            states,
+            [
+                (&json!(made.record_id), &json!("cancel")),
+                (&json!(posted.record_id), &json!("cancel"))
+            ]
+        );
+        let ops = operations(&base).await;
+        assert_eq!(
+            ops.iter().filter(|o| *o == "action_post").count(),
+            1,
+            "{ops:?}"
+        );
+        assert_eq!(
+            ops.iter().filter(|o| *o == "button_cancel").count(),
+            2,
+            "{ops:?}"
+        );
+        // An unknown currency is named, nothing written.
+        let mut francs = invoice(5, "INV-3", ErpOperation::Create, &[("SKU-1", 1)]);
+        francs.fields[3].value = text("XYZ");
+        let refused = sink.apply(&francs).await.unwrap_err();
+        assert_eq!(refused.code(), "unknown_reference");
+        assert!(refused.to_string().contains("XYZ"), "{refused}");
     }
 }
 

@@ -30,6 +30,7 @@ fn signature(model: &str, method: &str) -> Option<(bool, &'static [&'static str]
         "read" => (true, &["fields", "load"]),
         "write" => (true, &["vals"]),
         "action_confirm" | "action_cancel" if model == "sale.order" => (true, &[]),
+        "action_post" | "button_cancel" | "button_draft" if model == "account.move" => (true, &[]),
         _ => return None,
     })
 }

@@ -81,6 +81,9 @@ pub(crate) fn operation(method: &str) -> &'static str {
         "name_search" => "name_search",
         "action_confirm" => "action_confirm",
         "action_cancel" => "action_cancel",
+        "action_post" => "action_post",
+        "button_cancel" => "button_cancel",
+        "button_draft" => "button_draft",
         _ => "other",
     }
 }

@@ -2,7 +2,8 @@
 //! them (addons/sale, base, product): unknown fields, wrong types and missing
 //! required fields are refused with Odoo's own exceptions; computed totals
 //! come from the lines; a quotation is confirmed by `action_confirm` and
-//! cancelled by `action_cancel`.
+//! cancelled by `action_cancel`, an invoice (addons/account) posted by
+//! `action_post` and cancelled by `button_cancel`.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -357,6 +358,125 @@ async fn a_quotation_with_lines_is_confirmed_then_cancelled() {
     )
     .await);
     assert_eq!(named, json!([[partner, "Ada"]]));
+}
+
+#[tokio::test]
+async fn an_invoice_is_posted_only_with_a_customer_and_lines_then_cancelled() {
+    let base = serve().await;
+    let sku = product(&base, "SKU-1").await;
+    let create = |vals: Value| call(&base, "account.move", "create", json!([vals]), json!({}));
+    // Born posted: account_move.py's create refuses it.
+    let posted = create(json!({"move_type": "out_invoice", "state": "posted"})).await;
+    assert_eq!(
+        refused(&posted),
+        (
+            "odoo.exceptions.UserError".to_owned(),
+            "You cannot create a move already in the posted state. Please create a draft move and post it after.".to_owned()
+        )
+    );
+    // A draft without customer or lines is made; posting it is refused with
+    // every reason at once, and leaves it a draft.
+    let empty = ok(create(json!({"move_type": "out_invoice"})).await)
+        .as_i64()
+        .unwrap();
+    let post = |id: i64| {
+        call(
+            &base,
+            "account.move",
+            "action_post",
+            json!([[id]]),
+            json!({}),
+        )
+    };
+    assert_eq!(
+        refused(&post(empty).await),
+        (
+            "odoo.exceptions.UserError".to_owned(),
+            "The field 'Customer' is required, please complete it to validate the Customer Invoice.\nYou need to add a line before posting.".to_owned()
+        )
+    );
+    let read = |id: i64| {
+        call(
+            &base,
+            "account.move",
+            "read",
+            json!([[id]]),
+            json!({"fields": ["state", "name", "amount_total", "invoice_line_ids", "partner_id", "invoice_date"]}),
+        )
+    };
+    assert_eq!(ok(read(empty).await)[0]["state"], "draft");
+    let partner = ok(call(
+        &base,
+        "res.partner",
+        "create",
+        json!([{"name": "Ada Ltd", "is_company": true}]),
+        json!({}),
+    )
+    .await);
+    let invoice = ok(create(
+        json!({"move_type": "out_invoice", "partner_id": partner, "amount_total": 1.0,
+        "invoice_line_ids": [[0, 0, {"product_id": sku, "quantity": 3}],
+                             [0, 0, {"name": "Delivery", "quantity": 1, "price_unit": 4.5}]]}),
+    )
+    .await)
+    .as_i64()
+    .unwrap();
+    let row = ok(read(invoice).await);
+    // Lines priced from the product where not given; the total computed.
+    assert_eq!(row[0]["amount_total"], json!(42.0), "{row}");
+    assert_eq!(row[0]["name"], "/", "{row}");
+    assert_eq!(row[0]["invoice_line_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(ok(post(invoice).await), false, "action_post answers False");
+    let row = ok(read(invoice).await);
+    assert_eq!(row[0]["state"], "posted");
+    assert!(
+        row[0]["name"].as_str().unwrap().starts_with("INV/"),
+        "{row}"
+    );
+    assert!(row[0]["invoice_date"].as_str().is_some(), "{row}");
+    let again = post(invoice).await;
+    let name = row[0]["name"].as_str().unwrap();
+    assert_eq!(
+        refused(&again).1,
+        format!("The entry {name} (id {invoice}) must be in draft.")
+    );
+    // A sale order's action is not an invoice's.
+    let wrong = call(
+        &base,
+        "account.move",
+        "action_confirm",
+        json!([[invoice]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(refused(&wrong).0, "builtins.AttributeError");
+    let cancel = |id: i64| {
+        call(
+            &base,
+            "account.move",
+            "button_cancel",
+            json!([[id]]),
+            json!({}),
+        )
+    };
+    assert_eq!(ok(cancel(invoice).await), Value::Null);
+    assert_eq!(ok(read(invoice).await)[0]["state"], "cancel");
+    assert_eq!(
+        refused(&cancel(invoice).await).1,
+        "Only draft journal entries can be cancelled."
+    );
+    let fields = ok(call(
+        &base,
+        "account.move",
+        "fields_get",
+        json!([]),
+        json!({"attributes": ["type", "relation"]}),
+    )
+    .await);
+    assert_eq!(
+        fields["invoice_line_ids"],
+        json!({"type": "one2many", "relation": "account.move.line"})
+    );
 }
 
 /// A JSON-2 call (`POST /json/2/<model>/<method>`) with `key`; the status

@@ -1,7 +1,9 @@
 //! The model methods the external API calls: `create`, `write`, `read`,
 //! `search`, `search_read`, `search_count`, `fields_get`, `name_search`, and
 //! `sale.order`'s `action_confirm`, `action_cancel`, `action_draft`,
-//! `action_lock`, `action_unlock` (addons/sale/models/sale_order.py).
+//! `action_lock`, `action_unlock` (addons/sale/models/sale_order.py), and
+//! `account.move`'s `action_post`, `button_cancel`, `button_draft`
+//! (addons/account/models/account_move.py).
 
 use serde_json::{Map, Value, json};
 
@@ -175,6 +177,11 @@ pub fn call(
                 .unwrap_or_default();
             sale_order_action(db, model, method, &ids, &context)
         }
+        "action_post" | "button_cancel" | "button_draft" if model.name == "account.move" => {
+            let ids = ids_of(args.first());
+            check_exist(db, model, &ids)?;
+            account_move_action(db, model, method, &ids)
+        }
         other => Err(OdooError::new(
             "builtins.AttributeError",
             format!("type object '{}' has no attribute '{other}'", model.name),
@@ -307,6 +314,12 @@ fn create(
         let vals = vals
             .as_object()
             .ok_or_else(|| OdooError::value(format!("Wrong value for create: {}", repr(vals))))?;
+        // account_move.py `create`.
+        if model.name == "account.move" && vals.get("state") == Some(&json!("posted")) {
+            return Err(OdooError::user(
+                "You cannot create a move already in the posted state. Please create a draft move and post it after.",
+            ));
+        }
         prepared.push(prepare(db, model, vals, true, None)?);
     }
     let ids: Vec<i64> = prepared
@@ -471,17 +484,29 @@ fn defaults(db: &Database, model: &Model, values: &mut Map<String, Value>) {
             default("product_uom_qty", json!(1.0));
             default("discount", json!(0.0));
             default("display_type", json!(false));
-            if let Some(product) = values.get("product_id").and_then(Value::as_i64) {
-                let model = &schema::PRODUCT_PRODUCT;
-                let display = db.value(model, product, "display_name");
-                let price = db.value(model, product, "lst_price");
-                if values.get("name").is_none_or(|v| !truthy(v)) {
-                    values.insert("name".into(), display);
-                }
-                if values.get("price_unit").is_none_or(|v| *v == json!(false)) {
-                    values.insert("price_unit".into(), price);
-                }
+            from_product(db, values);
+        }
+        "account.move" => {
+            default("name", json!("/"));
+            default("move_type", json!("entry"));
+            default("state", json!("draft"));
+            default("currency_id", json!(1));
+            // The accounting date is the invoice's, else today.
+            if values.get("date").is_none() {
+                let date = values
+                    .get("invoice_date")
+                    .filter(|date| truthy(date))
+                    .cloned()
+                    .unwrap_or_else(|| json!(today()));
+                values.insert("date".into(), date);
             }
+        }
+        "account.move.line" => {
+            default("sequence", json!(10));
+            default("display_type", json!("product"));
+            default("quantity", json!(1.0));
+            default("discount", json!(0.0));
+            from_product(db, values);
         }
         "res.partner" => {
             default("active", json!(true));
@@ -496,6 +521,21 @@ fn defaults(db: &Database, model: &Model, values: &mut Map<String, Value>) {
             default("lst_price", json!(0.0));
         }
         _ => {}
+    }
+}
+
+/// A line's description and unit price, where not given, from its product
+/// (sale and invoice lines alike compute them so).
+fn from_product(db: &Database, values: &mut Map<String, Value>) {
+    let Some(product) = values.get("product_id").and_then(Value::as_i64) else {
+        return;
+    };
+    let model = &schema::PRODUCT_PRODUCT;
+    if values.get("name").is_none_or(|v| !truthy(v)) {
+        values.insert("name".into(), db.value(model, product, "display_name"));
+    }
+    if values.get("price_unit").is_none_or(|v| *v == json!(false)) {
+        values.insert("price_unit".into(), db.value(model, product, "lst_price"));
     }
 }
 
@@ -644,6 +684,121 @@ fn sale_order_action(
             Ok(json!(true))
         }
     }
+}
+
+/// `account.move`'s actions: each checks every move first and changes
+/// none if one fails, as `_post` gathers its errors into one UserError.
+fn account_move_action(
+    db: &mut Database,
+    model: &'static Model,
+    method: &str,
+    ids: &[i64],
+) -> Result<Value, OdooError> {
+    let text = |db: &Database, id: i64, field: &str| {
+        db.value(model, id, field)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let set = |db: &mut Database, id: i64, values: Value| {
+        let values = values.as_object().cloned().unwrap_or_default();
+        db.update(
+            model,
+            id,
+            Prepared {
+                values,
+                lines: Vec::new(),
+            },
+        );
+    };
+    match method {
+        "action_post" => {
+            let mut errors = Vec::new();
+            for id in ids {
+                let id = *id;
+                let move_type = text(db, id, "move_type");
+                if move_type.starts_with("out_") && !truthy(&db.value(model, id, "partner_id")) {
+                    let document = schema::MOVE_TYPE
+                        .iter()
+                        .find(|(value, _)| *value == move_type)
+                        .map_or("Customer Invoice", |(_, label)| label);
+                    errors.push(format!(
+                        "The field 'Customer' is required, please complete it to validate the {document}."
+                    ));
+                }
+                if text(db, id, "state") != "draft" {
+                    let name = text(db, id, "name");
+                    errors.push(format!("The entry {name} (id {id}) must be in draft."));
+                }
+                let lines = db.children(&schema::ACCOUNT_MOVE_LINE, "move_id", id);
+                let line_model = &schema::ACCOUNT_MOVE_LINE;
+                if !lines
+                    .iter()
+                    .any(|line| db.value(line_model, *line, "display_type") == "product")
+                {
+                    errors.push("You need to add a line before posting.".into());
+                }
+                if db
+                    .value(model, id, "amount_total")
+                    .as_f64()
+                    .is_some_and(|total| total < 0.0)
+                {
+                    errors.push("You cannot validate an invoice with a negative total amount. You should create a credit note instead. Use the action menu to transform it into a credit note or refund.".into());
+                }
+            }
+            if !errors.is_empty() {
+                return Err(OdooError::user(errors.join("\n")));
+            }
+            for id in ids {
+                let id = *id;
+                let mut values = json!({"state": "posted"});
+                if text(db, id, "name") == "/" {
+                    // The sale journal's sequence: INV/2026/00001, …
+                    let prefix = match text(db, id, "move_type").as_str() {
+                        "out_invoice" | "out_receipt" => "INV",
+                        "out_refund" => "RINV",
+                        "in_invoice" | "in_receipt" | "in_refund" => "BILL",
+                        _ => "MISC",
+                    };
+                    let year = &today()[..4];
+                    values["name"] = json!(format!("{prefix}/{year}/{id:05}"));
+                }
+                if !truthy(&db.value(model, id, "invoice_date")) {
+                    values["invoice_date"] = json!(today());
+                }
+                set(db, id, values);
+            }
+            Ok(json!(false))
+        }
+        "button_draft" | "button_cancel" => {
+            let cancelling = method == "button_cancel";
+            for id in ids {
+                let state = text(db, *id, "state");
+                // button_cancel resets posted moves to draft first.
+                if cancelling && state == "cancel" {
+                    return Err(OdooError::user(
+                        "Only draft journal entries can be cancelled.",
+                    ));
+                }
+                if !cancelling && state == "draft" {
+                    return Err(OdooError::user(
+                        "Only posted/cancelled journal entries can be reset to draft.",
+                    ));
+                }
+            }
+            let state = if cancelling { "cancel" } else { "draft" };
+            for id in ids {
+                set(db, *id, json!({"state": state}));
+            }
+            Ok(Value::Null)
+        }
+        _ => Ok(Value::Null),
+    }
+}
+
+/// Today, as Odoo writes dates (UTC).
+fn today() -> String {
+    now()[..10].to_owned()
 }
 
 /// Now, as Odoo writes datetimes (UTC, no zone).

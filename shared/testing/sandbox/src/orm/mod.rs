@@ -265,6 +265,56 @@ impl Database {
                     self.recompute(&schema::SALE_ORDER, order);
                 }
             }
+            "account.move" => {
+                let line_model = &schema::ACCOUNT_MOVE_LINE;
+                let lines = self.children(line_model, "move_id", id);
+                let mut untaxed = 0.0;
+                for line in &lines {
+                    let number = |db: &Self, field| db.value(line_model, *line, field).as_f64();
+                    let subtotal = round2(
+                        number(self, "quantity").unwrap_or(0.0)
+                            * number(self, "price_unit").unwrap_or(0.0)
+                            * (1.0 - number(self, "discount").unwrap_or(0.0) / 100.0),
+                    );
+                    untaxed += subtotal;
+                    let label = self.value(line_model, *line, "name");
+                    if let Some(row) = self.row_mut(line_model, *line) {
+                        row.insert("price_subtotal".into(), json!(subtotal));
+                        row.insert("price_total".into(), json!(subtotal));
+                        row.insert("display_name".into(), label);
+                    }
+                }
+                let untaxed = round2(untaxed);
+                let name = self.value(model, id, "name");
+                // A draft's number is "/": `_get_move_display_name` shows
+                // "Draft Invoice (* 7)".
+                let display = if name == "/" {
+                    let kind = match self.value(model, id, "move_type").as_str() {
+                        Some("out_invoice") => "Draft Invoice",
+                        Some("out_refund") => "Draft Credit Note",
+                        Some("in_invoice") => "Draft Bill",
+                        _ => "Draft Entry",
+                    };
+                    json!(format!("{kind} (* {id})"))
+                } else {
+                    name
+                };
+                if let Some(row) = self.row_mut(model, id) {
+                    row.insert("invoice_line_ids".into(), json!(lines));
+                    row.insert("amount_untaxed".into(), json!(untaxed));
+                    row.insert("amount_tax".into(), json!(0.0));
+                    row.insert("amount_total".into(), json!(untaxed));
+                    row.insert("amount_residual".into(), json!(untaxed));
+                    row.insert("payment_state".into(), json!("not_paid"));
+                    row.insert("company_id".into(), json!(1));
+                    row.insert("display_name".into(), display);
+                }
+            }
+            "account.move.line" => {
+                if let Some(entry) = self.value(model, id, "move_id").as_i64() {
+                    self.recompute(&schema::ACCOUNT_MOVE, entry);
+                }
+            }
             _ => {
                 let name = self.value(model, id, "name");
                 let code = self.value(model, id, "default_code");

@@ -1,6 +1,7 @@
 //! The models the sinks touch, as Odoo 17/18 declare them: the field names,
 //! types, labels and the attributes the ORM acts on. Taken from odoo/odoo's
 //! addons/sale/models/sale_order.py and sale_order_line.py,
+//! addons/account/models/account_move.py and account_move_line.py,
 //! odoo/addons/base/models/res_partner.py and addons/product/models; fields
 //! no sink uses are left out (a client asking for one gets Odoo's
 //! "Invalid field" answer, as it would for a module that is not installed).
@@ -224,6 +225,108 @@ pub const SALE_ORDER_LINE: Model = Model {
     ],
 };
 
+/// account_move.py's `state`.
+pub const MOVE_STATE: &[(&str, &str)] = &[
+    ("draft", "Draft"),
+    ("posted", "Posted"),
+    ("cancel", "Cancelled"),
+];
+
+/// account_move.py's `move_type`.
+pub const MOVE_TYPE: &[(&str, &str)] = &[
+    ("entry", "Journal Entry"),
+    ("out_invoice", "Customer Invoice"),
+    ("out_refund", "Customer Credit Note"),
+    ("in_invoice", "Vendor Bill"),
+    ("in_refund", "Vendor Credit Note"),
+    ("out_receipt", "Sales Receipt"),
+    ("in_receipt", "Purchase Receipt"),
+];
+
+/// `account.move` (addons/account/models/account_move.py), with the two
+/// custom fields of a Sluice deployment. Its journal is left out (the
+/// sandbox keeps one sale journal and no chart of accounts): `journal_id`
+/// is computed from the move type when not given, and no sink gives it.
+pub const ACCOUNT_MOVE: Model = Model {
+    name: "account.move",
+    description: "Journal Entry",
+    fields: &[
+        // Computed but writable (readonly=False): "/" until posted.
+        field("name", "Number", Char),
+        field("display_name", "Display Name", Char).computed(),
+        field("move_type", "Type", Selection(MOVE_TYPE))
+            .required()
+            .readonly(),
+        field("state", "Status", Selection(MOVE_STATE))
+            .required()
+            .readonly(),
+        field("partner_id", "Partner", Many2one("res.partner")),
+        field("company_id", "Company", Many2one("res.company")).computed(),
+        field("currency_id", "Currency", Many2one("res.currency")).required(),
+        field("date", "Date", Date).required(),
+        field("invoice_date", "Invoice/Bill Date", Date),
+        field("invoice_date_due", "Due Date", Date),
+        field("ref", "Reference", Char),
+        field("payment_reference", "Payment Reference", Char),
+        field("invoice_origin", "Origin", Char).readonly(),
+        field("narration", "Terms and Conditions", Html),
+        field(
+            "invoice_line_ids",
+            "Invoice lines",
+            One2many("account.move.line", "move_id"),
+        ),
+        field("amount_untaxed", "Untaxed Amount", Monetary).computed(),
+        field("amount_tax", "Tax", Monetary).computed(),
+        field("amount_total", "Total", Monetary).computed(),
+        field("amount_residual", "Amount Due", Monetary).computed(),
+        field(
+            "payment_state",
+            "Payment Status",
+            Selection(&[
+                ("not_paid", "Not Paid"),
+                ("in_payment", "In Payment"),
+                ("paid", "Paid"),
+                ("partial", "Partially Paid"),
+                ("reversed", "Reversed"),
+                ("invoicing_legacy", "Invoicing App Legacy"),
+            ]),
+        )
+        .computed(),
+        field("x_sluice_external_ref", "Sluice external reference", Char),
+        field("x_sluice_commands", "Sluice applied commands", Text),
+    ],
+};
+
+/// `account.move.line` (addons/account/models/account_move_line.py): the
+/// invoice lines, without the accounts and taxes the sandbox does not keep.
+pub const ACCOUNT_MOVE_LINE: Model = Model {
+    name: "account.move.line",
+    description: "Journal Item",
+    fields: &[
+        field("move_id", "Journal Entry", Many2one("account.move")).required(),
+        field("display_name", "Display Name", Char).computed(),
+        field("sequence", "Sequence", Integer),
+        field(
+            "display_type",
+            "Display Type",
+            Selection(&[
+                ("product", "Product"),
+                ("line_section", "Section"),
+                ("line_note", "Note"),
+            ]),
+        )
+        .required(),
+        field("product_id", "Product", Many2one("product.product")),
+        // Computed from the product but writable.
+        field("name", "Label", Char),
+        field("quantity", "Quantity", Float),
+        field("price_unit", "Unit Price", Float),
+        field("discount", "Discount (%)", Float),
+        field("price_subtotal", "Subtotal", Monetary).computed(),
+        field("price_total", "Total", Monetary).computed(),
+    ],
+};
+
 /// `res.partner` (odoo/addons/base/models/res_partner.py).
 pub const RES_PARTNER: Model = Model {
     name: "res.partner",
@@ -299,9 +402,11 @@ pub const RES_CURRENCY: Model = Model {
 };
 
 /// Every model the sandbox holds.
-pub const MODELS: [&Model; 6] = [
+pub const MODELS: [&Model; 8] = [
     &SALE_ORDER,
     &SALE_ORDER_LINE,
+    &ACCOUNT_MOVE,
+    &ACCOUNT_MOVE_LINE,
     &RES_PARTNER,
     &PRODUCT_PRODUCT,
     &RES_COMPANY,
