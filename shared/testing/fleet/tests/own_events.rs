@@ -3,7 +3,9 @@
 //! contracts, given to the built binaries. Provisioning creates its topic
 //! and registers its subject; an invoice committed to an outbox table is
 //! relayed and one posted to ingest is accepted; the transformer maps both by
-//! a rules file to an Invoices sheet, and sheets-sink writes the rows. A
+//! a rules file to an Invoices sheet and the ERP's customer invoices:
+//! sheets-sink writes the rows, erp-sink creates and posts each invoice
+//! (`account.move`), told the model's methods by flags. A
 //! contract change that breaks BACKWARD compatibility is refused, naming the
 //! field. (`cargo build --workspace` first, as `make test` does.)
 // A test fails by panicking.
@@ -93,11 +95,14 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         .await
         .unwrap();
     let rows = TestTopic::with_schema_of("sheets.rows.v1", "invoice-rows", 3).await;
+    let commands = TestTopic::with_schema_of("erp.commands.v1", "invoice-erp", 3).await;
+    let results = TestTopic::with_schema_of("erp.results.v1", "invoice-results", 3).await;
     let dlq = |name| async move { TestTopic::with_schema_of("dlq.transformer.v1", name, 1).await };
-    let (transformer_dlq, sheets_dlq, relay_dlq) = (
+    let (transformer_dlq, sheets_dlq, relay_dlq, erp_dlq) = (
         dlq("invoice-tx-dlq").await,
         dlq("invoice-sheets-dlq").await,
         dlq("invoice-relay-dlq").await,
+        dlq("invoice-erp-dlq").await,
     );
     let contracts_env = ("SLUICE_CONTRACTS_DIR", contracts.display().to_string());
     let group = unique_name("invoices");
@@ -164,6 +169,8 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
             &rules_file,
             "--sheets-topic",
             &rows.name,
+            "--erp-topic",
+            &commands.name,
             "--dlq-topic",
             &transformer_dlq.name,
             "--group-id",
@@ -194,7 +201,44 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         ],
         &[],
     );
-    for port in [relay_port, ingest_port, transformer_port, sink_port] {
+    // The ERP's invoices: a model and methods of its own, by flags.
+    let (mut erp, erp_port) = start(
+        &logs,
+        "erp-sink",
+        "erp-sink",
+        &[
+            "--odoo-url",
+            &sandbox.url,
+            "--odoo-database",
+            "sluice",
+            "--odoo-login",
+            "sluice",
+            "--odoo-password",
+            "sandbox",
+            "--models",
+            "account.move",
+            "--confirm-on-create",
+            "account.move=action_post",
+            "--cancel-with",
+            "account.move=button_cancel",
+            "--topic",
+            &commands.name,
+            "--results-topic",
+            &results.name,
+            "--dlq-topic",
+            &erp_dlq.name,
+            "--group-id",
+            &format!("{group}-erp"),
+        ],
+        &[],
+    );
+    for port in [
+        relay_port,
+        ingest_port,
+        transformer_port,
+        sink_port,
+        erp_port,
+    ] {
         wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(90))
             .await
             .unwrap();
@@ -239,13 +283,16 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     outbox(
         "INV-1",
         "InvoiceIssued",
-        json!({"customer": "Ada", "currency": "EUR", "amount_minor": 12345}),
+        json!({"customer": "Ada", "currency": "EUR", "amount_minor": 12345,
+            "lines": [{"sku": "SKU-1", "quantity": 9, "unit_price_minor": 1250},
+                      {"sku": "MUG-1", "quantity": 1, "unit_price_minor": 1095}]}),
     )
     .await;
     post(
         "INV-2",
         "InvoiceIssued",
-        json!({"customer": "Grace", "currency": "EUR", "amount_minor": 990}),
+        json!({"customer": "Grace", "currency": "EUR", "amount_minor": 990,
+            "lines": [{"sku": "S-1", "quantity": 1, "unit_price_minor": 990}]}),
     )
     .await;
     // A field the contract does not have is refused by name.
@@ -253,7 +300,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         .post(format!("http://127.0.0.1:{api}/v1/events"))
         .bearer_auth(token)
         .json(&json!({"aggregate_type": aggregate, "aggregate_id": "INV-3", "event_type": "InvoiceIssued",
-            "payload": {"customer": "Edsger", "currency": "EUR", "amount_minor": "lots"}}))
+            "payload": {"customer": "Edsger", "currency": "EUR", "amount_minor": "lots", "lines": []}}))
         .send()
         .await
         .unwrap();
@@ -294,15 +341,70 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     )
     .await;
     assert_eq!(seen.len(), 3);
+
+    // In the ERP: each invoice once, posted, its lines from the event's.
+    let moves = format!("{}/admin/erp/account.move", sandbox.url);
+    let posted = eventually(
+        "both invoices posted in the ERP",
+        Duration::from_secs(60),
+        || {
+            let (http, moves) = (http.clone(), moves.clone());
+            async move {
+                let records: Vec<Value> = http.get(&moves).send().await.ok()?.json().await.ok()?;
+                let posted = records.iter().filter(|r| r["state"] == "posted").count();
+                (posted == 2).then_some(records)
+            }
+        },
+    )
+    .await;
+    assert_eq!(posted.len(), 2, "{posted:#?}");
+    let mut seen: Vec<(String, String, f64, usize)> = posted
+        .iter()
+        .map(|r| {
+            (
+                r["x_sluice_external_ref"].as_str().unwrap().to_owned(),
+                r["move_type"].as_str().unwrap().to_owned(),
+                r["amount_total"].as_f64().unwrap(),
+                r["invoice_line_ids"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            ("INV-1".to_owned(), "out_invoice".to_owned(), 123.45, 2),
+            ("INV-2".to_owned(), "out_invoice".to_owned(), 9.9, 1),
+        ]
+    );
+    assert!(
+        posted
+            .iter()
+            .all(|r| r["name"].as_str().is_some_and(|n| n.starts_with("INV/"))),
+        "{posted:#?}"
+    );
+    let partners: Vec<Value> = http
+        .get(format!("{}/admin/erp/res.partner", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = partners.iter().filter_map(|p| p["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Ada", "Grace"], "{partners:#?}");
+
     for (name, child) in [
         ("relay", &mut relay),
         ("ingest", &mut ingest),
         ("transformer", &mut transformer),
         ("sheets-sink", &mut sink),
+        ("erp-sink", &mut erp),
     ] {
         child.assert_running(&format!("{name} during the run"));
     }
-    drop((relay, ingest, transformer, sink));
+    drop((relay, ingest, transformer, sink, erp));
 
     // A required field added: BACKWARD forbids it (a reader on the new
     // schema could not read the invoices already written).
