@@ -9,7 +9,7 @@ use sluice_avro::event_contract;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::ScalarValue;
 
-use crate::rules::{Condition, ErpFieldRule, Expr, FieldPath, Rule, Rules, RulesError, Target};
+use crate::rules::{Condition, ErpFieldRule, Expr, FieldPath, Op, Rule, Rules, RulesError, Target};
 
 /// What a field holds, as far as rules care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,6 +432,23 @@ impl<'a> RuleCheck<'a> {
         }
     }
 
+    /// Whether `expr` (checked itself) gives a number.
+    fn number(&self, place: &str, expr: &Expr) -> Result<(), RulesError> {
+        let not = match expr {
+            Expr::Copy { field, .. } if !self.kind(place, field)?.numeric() => {
+                format!("{field}, not a numeric field")
+            }
+            Expr::Constant(value @ (ScalarValue::String(_) | ScalarValue::Boolean(_))) => {
+                format!("the constant {value:?}")
+            }
+            Expr::Date { .. } => "a date (text)".to_owned(),
+            Expr::Concat { .. } => "a concat (text)".to_owned(),
+            Expr::Lookup { .. } => "a lookup (text)".to_owned(),
+            _ => return Ok(()),
+        };
+        Err(self.error(place, format!("arithmetic takes numbers, not {not}")))
+    }
+
     fn expr(&self, place: &str, expr: &Expr) -> Result<(), RulesError> {
         match expr {
             Expr::Constant(_) => Ok(()),
@@ -464,6 +481,18 @@ impl<'a> RuleCheck<'a> {
                     ))
                 }
             }
+            Expr::Arithmetic { op, parts, .. } => {
+                let kind = match op {
+                    Op::Sum => "sum",
+                    Op::Product => "product",
+                };
+                for (i, part) in parts.iter().enumerate() {
+                    let place = format!("{place}.{kind}[{i}]");
+                    self.expr(&place, part)?;
+                    self.number(&place, part)?;
+                }
+                Ok(())
+            }
             Expr::Concat { parts, .. } => {
                 for (i, part) in parts.iter().enumerate() {
                     self.expr(&format!("{place}.concat[{i}]"), part)?;
@@ -493,6 +522,6 @@ fn reads_item(expr: &Expr) -> bool {
         | Expr::Date { field, .. }
         | Expr::Number { field, .. }
         | Expr::Lookup { field, .. } => of_item(field),
-        Expr::Concat { parts, .. } => parts.iter().any(reads_item),
+        Expr::Concat { parts, .. } | Expr::Arithmetic { parts, .. } => parts.iter().any(reads_item),
     }
 }

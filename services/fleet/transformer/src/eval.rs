@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use apache_avro::types::Value;
 use sluice_contracts::types::ScalarValue;
 
-use crate::rules::{Condition, Expr, FieldPath};
+use crate::rules::{Condition, Expr, FieldPath, Op};
 
 /// Lookup tables by name.
 pub(crate) type Lookups = BTreeMap<String, BTreeMap<String, String>>;
@@ -133,6 +133,15 @@ pub(crate) fn holds(condition: &Condition, scope: &Scope<'_>) -> Result<bool, St
     })
 }
 
+/// `x / divide_by`: text with `decimals` places when given, else a double.
+fn scaled(x: f64, divide_by: f64, decimals: Option<u8>) -> ScalarValue {
+    let x = x / divide_by;
+    match decimals {
+        Some(places) => ScalarValue::String(format!("{x:.*}", usize::from(places))),
+        None => ScalarValue::Double(x),
+    }
+}
+
 /// The value of `expr` in `scope`.
 pub(crate) fn evaluate(
     expr: &Expr,
@@ -167,12 +176,37 @@ pub(crate) fn evaluate(
             if value == ScalarValue::Null {
                 return Ok(ScalarValue::Null);
             }
-            let x = number(&value).ok_or_else(|| format!("{path}: {value:?} is not a number"))?
-                / divide_by;
-            Ok(match decimals {
-                Some(places) => ScalarValue::String(format!("{x:.*}", usize::from(*places))),
-                None => ScalarValue::Double(x),
-            })
+            let x = number(&value).ok_or_else(|| format!("{path}: {value:?} is not a number"))?;
+            Ok(scaled(x, *divide_by, *decimals))
+        }
+        Expr::Arithmetic {
+            op,
+            parts,
+            divide_by,
+            decimals,
+        } => {
+            let mut result = match op {
+                Op::Sum => 0.0,
+                Op::Product => 1.0,
+            };
+            for part in parts {
+                let value = evaluate(part, scope, lookups)?;
+                if value == ScalarValue::Null {
+                    return Ok(ScalarValue::Null);
+                }
+                // A part with decimals is text: read back as its number.
+                let x = number(&value)
+                    .or_else(|| text(&value).and_then(|text| text.parse().ok()))
+                    .ok_or_else(|| format!("{value:?} is not a number"))?;
+                match op {
+                    Op::Sum => result += x,
+                    Op::Product => result *= x,
+                }
+            }
+            if !result.is_finite() {
+                return Err(format!("{op:?} of {} parts is not finite", parts.len()));
+            }
+            Ok(scaled(result, *divide_by, *decimals))
         }
         Expr::Concat { parts, separator } => {
             let mut texts = Vec::with_capacity(parts.len());

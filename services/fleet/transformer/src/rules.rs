@@ -118,6 +118,20 @@ pub enum Expr {
         /// Fixed decimal places of the text form.
         decimals: Option<u8>,
     },
+    /// The sum or product of numeric parts, divided by `divide_by`; text
+    /// with `decimals` places when given, a double otherwise. Null where a
+    /// part is null (a copy's `default` stands in for an absent part).
+    Arithmetic {
+        /// Sum or product.
+        op: Op,
+        /// Numbers: copies of numeric fields, constants, numbers, or
+        /// arithmetic again.
+        parts: Vec<Expr>,
+        /// Divisor of the result.
+        divide_by: f64,
+        /// Fixed decimal places of the text form.
+        decimals: Option<u8>,
+    },
     /// The parts' text, joined by `separator`; null parts are skipped.
     Concat {
         /// The parts.
@@ -135,6 +149,15 @@ pub enum Expr {
         /// fails to map (and is dead-lettered).
         default: Option<String>,
     },
+}
+
+/// What [`Expr::Arithmetic`] does with its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `sum = [...]`: added.
+    Sum,
+    /// `product = [...]`: multiplied.
+    Product,
 }
 
 /// A condition on an event; all of a rule's must hold.
@@ -375,6 +398,8 @@ struct RawExpr {
     number: Option<String>,
     divide_by: Option<f64>,
     decimals: Option<u8>,
+    sum: Option<Vec<RawExpr>>,
+    product: Option<Vec<RawExpr>>,
     concat: Option<Vec<RawExpr>>,
     separator: Option<String>,
     lookup: Option<String>,
@@ -541,6 +566,15 @@ impl Builder<'_> {
         )
     }
 
+    /// The parts of a `kind` (sum, product, concat), each placed by index.
+    fn parts(&self, place: &str, kind: &str, parts: Vec<RawExpr>) -> Result<Vec<Expr>, RulesError> {
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| self.expr(&format!("{place}.{kind}[{i}]"), part))
+            .collect()
+    }
+
     fn expr(&self, place: &str, raw: RawExpr) -> Result<Expr, RulesError> {
         let RawExpr {
             copy,
@@ -550,6 +584,8 @@ impl Builder<'_> {
             number,
             divide_by,
             decimals,
+            sum,
+            product,
             concat,
             separator,
             lookup,
@@ -561,6 +597,8 @@ impl Builder<'_> {
             ("constant", constant.is_some()),
             ("date", date.is_some()),
             ("number", number.is_some()),
+            ("sum", sum.is_some()),
+            ("product", product.is_some()),
             ("concat", concat.is_some()),
             ("lookup", lookup.is_some()),
         ];
@@ -571,21 +609,27 @@ impl Builder<'_> {
         let (Some(kind), None) = (given.next(), given.next()) else {
             return Err(self.error(
                 place,
-                "give exactly one of copy, constant, date, number, concat, lookup",
+                "give exactly one of copy, constant, date, number, sum, product, concat, lookup",
             ));
         };
-        let options = [
-            ("format", format.is_some(), "date"),
-            ("divide_by", divide_by.is_some(), "number"),
-            ("decimals", decimals.is_some(), "number"),
-            ("separator", separator.is_some(), "concat"),
-            ("table", table.is_some(), "lookup"),
+        const NUMBERS: &[&str] = &["number", "sum", "product"];
+        let options: [(&str, bool, &[&str]); 5] = [
+            ("format", format.is_some(), &["date"]),
+            ("divide_by", divide_by.is_some(), NUMBERS),
+            ("decimals", decimals.is_some(), NUMBERS),
+            ("separator", separator.is_some(), &["concat"]),
+            ("table", table.is_some(), &["lookup"]),
         ];
-        if let Some((option, _, owner)) = options
+        if let Some((option, _, owners)) = options
             .iter()
-            .find(|(_, given, owner)| *given && *owner != kind)
+            .find(|(_, given, owners)| *given && !owners.contains(&kind))
         {
-            return Err(self.error(place, format!("{option} goes with {owner}, not {kind}")));
+            let owners = owners.join(" or ");
+            return Err(self.error(place, format!("{option} goes with {owners}, not {kind}")));
+        }
+        let divide_by = divide_by.unwrap_or(1.0);
+        if divide_by == 0.0 || !divide_by.is_finite() {
+            return Err(self.error(place, "divide_by must be a non-zero number"));
         }
         if default.is_some() && !matches!(kind, "copy" | "lookup") {
             return Err(self.error(
@@ -609,23 +653,27 @@ impl Builder<'_> {
             });
         }
         if let Some(path) = number {
-            let divide_by = divide_by.unwrap_or(1.0);
-            if divide_by == 0.0 || !divide_by.is_finite() {
-                return Err(self.error(place, "divide_by must be a non-zero number"));
-            }
             return Ok(Expr::Number {
                 field: self.path(place, &path)?,
                 divide_by,
                 decimals,
             });
         }
+        for (op, parts) in [(Op::Sum, sum), (Op::Product, product)] {
+            let Some(parts) = parts else { continue };
+            if parts.len() < 2 {
+                return Err(self.error(place, format!("{kind} needs two parts or more")));
+            }
+            return Ok(Expr::Arithmetic {
+                op,
+                parts: self.parts(place, kind, parts)?,
+                divide_by,
+                decimals,
+            });
+        }
         if let Some(parts) = concat {
             return Ok(Expr::Concat {
-                parts: parts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, part)| self.expr(&format!("{place}.concat[{i}]"), part))
-                    .collect::<Result<_, _>>()?,
+                parts: self.parts(place, kind, parts)?,
                 separator: separator.unwrap_or_default(),
             });
         }

@@ -305,6 +305,8 @@ columns = [
   { column = "Quantity", value = { copy = "item.quantity" } },
   { column = "Price", value = { number = "item.unit_price_minor", divide_by = 100, decimals = 2 } },
   { column = "Country", value = { copy = "payload.shipping_country", default = "-" } },
+  { column = "Line total", value = { product = [{ copy = "item.quantity" }, { copy = "item.unit_price_minor" }], divide_by = 100, decimals = 2 } },
+  { column = "With shipping", value = { sum = [{ product = [{ copy = "item.quantity" }, { copy = "item.unit_price_minor" }] }, { constant = 495 }], divide_by = 100 } },
 ]
 
 [[rules]]
@@ -329,7 +331,7 @@ fields = [
 /// Lists: a rule with `each` makes a row per item (those its condition
 /// holds for), each with its own command id; an ERP field group makes
 /// `order_line.<i>.<field>` per item; a copy's default stands in for an
-/// absent field.
+/// absent field; arithmetic on the item's numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_makes_a_row_per_item_and_the_erp_lines() {
     let topics = Topics::new("map-lists", 1).await;
@@ -378,6 +380,8 @@ async fn a_list_makes_a_row_per_item_and_the_erp_lines() {
     assert_eq!(tea["Price"], &text("6.50"));
     assert_eq!(tea["Order"], &text("order-c"));
     assert_eq!(tea["Country"], &text("-"), "the copy's default");
+    assert_eq!(tea["Line total"], &text("13.00"), "2 × 650 / 100");
+    assert_eq!(tea["With shipping"], &ScalarValue::Double(17.95));
 
     let commands = consume_exactly(&topics.erp.name, 1, WAIT).await;
     let command: ErpCommand = decode(&commands[0]).await;

@@ -91,11 +91,11 @@ fn type_mismatches_are_named() {
         ),
         (
             r#"{ column = "X", value = { copy = "aggregate_id", constant = "x" } }"#,
-            "give exactly one of copy, constant, date, number, concat, lookup",
+            "give exactly one of copy, constant, date, number, sum, product, concat, lookup",
         ),
         (
             r#"{ column = "X", value = { copy = "aggregate_id", decimals = 2 } }"#,
-            "decimals goes with number, not copy",
+            "decimals goes with number or sum or product, not copy",
         ),
         (
             r#"{ column = "X", value = { concat = [{ copy = "payload.nope" }] } }"#,
@@ -317,8 +317,48 @@ when = [{ field = "item.quantity", not_equals = 0 }]"#,
         "",
     );
     load_rules(&defaulted, &catalog).expect("a copy with a default");
+    let totalled = orders_sheet(
+        r#"{ column = "Total", value = { sum = [{ copy = "payload.total_minor" }, { constant = 495 }], divide_by = 100, decimals = 2 } }"#,
+        "",
+    );
+    load_rules(&totalled, &catalog).expect("a sum");
 
     let cases = [
+        (
+            orders_sheet(
+                r#"{ column = "T", value = { product = [{ copy = "payload.total_minor" }, { copy = "payload.currency" }] } }"#,
+                "",
+            ),
+            "sheet.columns[0] \"T\".product[1]: arithmetic takes numbers, not payload.currency, not a numeric field",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "T", value = { sum = [{ copy = "payload.total_minor" }, { constant = "1" }] } }"#,
+                "",
+            ),
+            "arithmetic takes numbers, not the constant String(\"1\")",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "T", value = { sum = [{ copy = "payload.total_minor" }] } }"#,
+                "",
+            ),
+            "sum needs two parts or more",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "T", value = { concat = [{ copy = "aggregate_id" }], decimals = 2 } }"#,
+                "",
+            ),
+            "decimals goes with number or sum or product, not concat",
+        ),
+        (
+            orders_sheet(
+                r#"{ column = "T", value = { product = [{ copy = "payload.total_minor" }, { constant = 2 }], divide_by = 0 } }"#,
+                "",
+            ),
+            "divide_by must be a non-zero number",
+        ),
         (
             orders_sheet(r#"{ column = "S", value = { copy = "item.sku" } }"#, ""),
             "sheet.columns[0] \"S\": item.sku: item.… reads an item of each, and no each encloses it",
