@@ -15,7 +15,7 @@ use sluice_contracts::types::{DeadLetterClass, ErpCommand, ErpOperation, ScalarV
 use sluice_kafka::HandlerError;
 use sluice_resilience::{Classified, ErrorClass, clipped};
 
-use crate::actions::ModelMethod;
+use crate::actions::ModelMethods;
 use crate::odoo::{OdooClient, OdooError, Protocol};
 use crate::plan::{BadName, Part, Plan, Reference};
 
@@ -172,10 +172,10 @@ pub struct Applier {
     client: OdooClient,
     fields: RecordFields,
     /// The models whose CREATE makes a draft and calls the method.
-    confirm_on_create: Vec<ModelMethod>,
+    confirm_on_create: ModelMethods,
     /// The models whose CANCEL calls a method of their own, not
     /// `action_cancel`.
-    cancel_with: Vec<ModelMethod>,
+    cancel_with: ModelMethods,
     /// fields_get per model, asked once.
     schemas: Mutex<HashMap<String, Fields>>,
     /// One creation at a time per referenced key, so two commands for one
@@ -209,11 +209,8 @@ impl Applier {
         Self {
             client,
             fields,
-            confirm_on_create: vec![ModelMethod {
-                model: "sale.order".into(),
-                method: "action_confirm".into(),
-            }],
-            cancel_with: Vec::new(),
+            confirm_on_create: ModelMethods::single("sale.order", "action_confirm"),
+            cancel_with: ModelMethods::default(),
             schemas: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
@@ -222,7 +219,7 @@ impl Applier {
 
     /// The models whose CREATE makes a draft then calls their method.
     #[must_use]
-    pub fn confirm_on_create(mut self, models: Vec<ModelMethod>) -> Self {
+    pub fn confirm_on_create(mut self, models: ModelMethods) -> Self {
         self.confirm_on_create = models;
         self
     }
@@ -230,22 +227,34 @@ impl Applier {
     /// The models whose CANCEL calls their method instead of
     /// `action_cancel`.
     #[must_use]
-    pub fn cancel_with(mut self, models: Vec<ModelMethod>) -> Self {
+    pub fn cancel_with(mut self, models: ModelMethods) -> Self {
         self.cancel_with = models;
         self
     }
 
-    /// Checks, before the first command, that each of `models` has the
-    /// fields the sink keeps its references in (and a `state` where
-    /// CREATE confirms): a missing one is named in the error.
+    /// Checks, before the first command, that each of `models`, and each
+    /// model a confirm or cancel method is named for, has the fields the
+    /// sink keeps its references in (and a `state` where CREATE confirms or
+    /// CANCEL has its own method, so a redelivery is not called again): a
+    /// missing one is named in the error.
     pub async fn check(&self, models: &[String]) -> Result<(), ApplyError> {
-        for model in models {
+        let mut all: Vec<&str> = models.iter().map(String::as_str).collect();
+        for model in self
+            .confirm_on_create
+            .models()
+            .chain(self.cancel_with.models())
+        {
+            if !all.contains(&model) {
+                all.push(model);
+            }
+        }
+        for model in all {
             let fields = self.schema(model).await?;
             let mut needed = vec![
                 self.fields.external_ref.as_str(),
                 self.fields.applied_commands.as_str(),
             ];
-            if ModelMethod::of(&self.confirm_on_create, model).is_some() {
+            if self.confirm_on_create.of(model).is_some() || self.cancel_with.of(model).is_some() {
                 needed.push("state");
             }
             for field in needed {
@@ -423,7 +432,7 @@ impl Applier {
         let model = command.model.as_str();
         match command.operation {
             ErpOperation::Cancel if state != Some("cancel") => {
-                let method = ModelMethod::of(&self.cancel_with, model).unwrap_or("action_cancel");
+                let method = self.cancel_with.of(model).unwrap_or("action_cancel");
                 let answer = self
                     .client
                     .call_on(model, method, &[record_id], cancel_context())
@@ -439,7 +448,7 @@ impl Applier {
                 }
             }
             ErpOperation::Create if matches!(state, Some("draft" | "sent")) => {
-                if let Some(method) = ModelMethod::of(&self.confirm_on_create, model) {
+                if let Some(method) = self.confirm_on_create.of(model) {
                     self.client
                         .call_on(model, method, &[record_id], json!({}))
                         .await?;

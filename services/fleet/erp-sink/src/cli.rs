@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use sluice_config::{AuditArgs, parse_secret};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
 
-use crate::actions::ModelMethod;
+use crate::actions::ModelMethods;
 use crate::odoo::Protocol;
 
 /// erp-sink's defaults of the shared flags.
@@ -75,25 +75,20 @@ pub struct Cli {
     )]
     pub models: Vec<String>,
     /// Models whose CREATE makes a draft and then calls a method, as
-    /// MODEL[=METHOD] (action_confirm unless named:
-    /// account.move=action_post posts an invoice).
+    /// MODEL[=METHOD],… (action_confirm unless named: account.move=action_post
+    /// posts an invoice); each model once. Checked at start like --models.
     #[arg(
         long,
         env = "SLUICE_ERP_CONFIRM_ON_CREATE",
-        value_delimiter = ',',
         default_value = "sale.order",
-        value_parser = ModelMethod::confirming
+        value_parser = ModelMethods::confirming
     )]
-    pub confirm_on_create: Vec<ModelMethod>,
+    pub confirm_on_create: ModelMethods,
     /// Models whose CANCEL calls a method of their own rather than
-    /// action_cancel, as MODEL=METHOD (account.move=button_cancel).
-    #[arg(
-        long,
-        env = "SLUICE_ERP_CANCEL_WITH",
-        value_delimiter = ',',
-        value_parser = ModelMethod::cancelling
-    )]
-    pub cancel_with: Vec<ModelMethod>,
+    /// action_cancel, as MODEL=METHOD,… (account.move=button_cancel).
+    /// Checked at start like --models.
+    #[arg(long, env = "SLUICE_ERP_CANCEL_WITH", default_value = "", value_parser = ModelMethods::cancelling)]
+    pub cancel_with: ModelMethods,
     /// Topic of the commands.
     #[arg(long, env = "SLUICE_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub topic: String,

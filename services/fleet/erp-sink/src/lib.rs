@@ -12,6 +12,6 @@ pub mod odoo;
 pub mod plan;
 mod sink;
 
-pub use actions::ModelMethod;
+pub use actions::ModelMethods;
 pub use apply::{Applied, Applier, ApplyError, RecordFields};
 pub use sink::{ErpSink, SinkError};

@@ -19,7 +19,7 @@ use common::{
 use serde_json::{Value, json};
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_erp_sink::odoo::{OdooLogin, Protocol};
-use sluice_erp_sink::{ApplyError, ModelMethod};
+use sluice_erp_sink::{ApplyError, ModelMethods};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
 
@@ -260,44 +260,34 @@ async fn an_invoice_is_posted_and_cancelled_by_the_methods_its_model_has() {
         let tuning = Tuning::quick();
         let models = vec!["account.move".to_owned()];
         // Told nothing of invoices, the sink calls sale.order's methods on
-        // one: Odoo has no action_cancel on account.move.
+        // one: the invoice stays a draft, and Odoo has no action_cancel on
+        // account.move. Each command's write landed before its action.
         let untold = applier_over(&base, protocol, tuning.breaker.clone(), tuning.limiter);
         untold.check(&models).await.unwrap();
-        let made = untold
-            .apply(&invoice(1, "INV-1", ErpOperation::Create, &[("SKU-1", 2)]))
-            .await
-            .unwrap();
+        let draft = invoice(1, "INV-1", ErpOperation::Create, &[("SKU-1", 2)]);
+        let made = untold.apply(&draft).await.unwrap();
         let moves = table(&base, "account.move").await;
         assert_eq!(moves[0]["state"], "draft", "not posted: {moves:?}");
-        let refused = untold
-            .apply(&invoice(2, "INV-1", ErpOperation::Cancel, &[]))
-            .await
-            .unwrap_err();
+        let cancel_first = invoice(2, "INV-1", ErpOperation::Cancel, &[]);
+        let refused = untold.apply(&cancel_first).await.unwrap_err();
         assert!(refused.to_string().contains("action_cancel"), "{refused}");
 
         let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter)
-            .confirm_on_create(vec![
-                ModelMethod::confirming("account.move=action_post").unwrap(),
-            ])
-            .cancel_with(vec![
-                ModelMethod::cancelling("account.move=button_cancel").unwrap(),
-            ]);
+            .confirm_on_create(ModelMethods::confirming("account.move=action_post").unwrap())
+            .cancel_with(ModelMethods::cancelling("account.move=button_cancel").unwrap());
+        sink.check(&models).await.unwrap();
+        // Redelivered, the CREATE whose action never ran is posted now.
+        let redelivered = sink.apply(&draft).await.unwrap();
+        assert!(redelivered.already);
+        let moves = table(&base, "account.move").await;
+        assert_eq!(moves[0]["state"], "posted", "{moves:?}");
+        let lines = [("SKU-1", 2), ("MUG-1", 1)];
         let posted = sink
-            .apply(&invoice(
-                3,
-                "INV-2",
-                ErpOperation::Create,
-                &[("SKU-1", 2), ("MUG-1", 1)],
-            ))
+            .apply(&invoice(3, "INV-2", ErpOperation::Create, &lines))
             .await
             .unwrap();
         let again = sink
-            .apply(&invoice(
-                3,
-                "INV-2",
-                ErpOperation::Create,
-                &[("SKU-1", 2), ("MUG-1", 1)],
-            ))
+            .apply(&invoice(3, "INV-2", ErpOperation::Create, &lines))
             .await
             .unwrap();
         assert!(!posted.already && again.already);
@@ -315,13 +305,24 @@ async fn an_invoice_is_posted_and_cancelled_by_the_methods_its_model_has() {
         let partners = table(&base, "res.partner").await;
         assert_eq!(partners.len(), 1, "{partners:?}");
         assert_eq!(partners[0]["is_company"], true);
+        // A posted invoice's lines stay: a second issue of it is refused.
+        let reissued = sink
+            .apply(&invoice(5, "INV-2", ErpOperation::Create, &lines))
+            .await
+            .unwrap_err();
+        assert_eq!(reissued.class(), ErrorClass::Permanent);
+        assert!(
+            reissued
+                .to_string()
+                .contains("You cannot delete an item linked to a posted entry."),
+            "{reissued}"
+        );
 
-        sink.apply(&invoice(4, "INV-2", ErpOperation::Cancel, &[]))
-            .await
-            .unwrap();
-        sink.apply(&invoice(2, "INV-1", ErpOperation::Cancel, &[]))
-            .await
-            .unwrap();
+        // Cancelled by button_cancel, each once: a redelivery calls nothing.
+        let cancel = invoice(4, "INV-2", ErpOperation::Cancel, &[]);
+        sink.apply(&cancel).await.unwrap();
+        assert!(sink.apply(&cancel).await.unwrap().already);
+        sink.apply(&cancel_first).await.unwrap();
         let moves = table(&base, "account.move").await;
         let states: Vec<(&Value, &Value)> = moves.iter().map(|m| (&m["id"], &m["state"])).collect();
         assert_eq!(
@@ -332,23 +333,32 @@ async fn an_invoice_is_posted_and_cancelled_by_the_methods_its_model_has() {
             ]
         );
         let ops = operations(&base).await;
-        assert_eq!(
-            ops.iter().filter(|o| *o == "action_post").count(),
-            1,
-            "{ops:?}"
-        );
-        assert_eq!(
-            ops.iter().filter(|o| *o == "button_cancel").count(),
-            2,
-            "{ops:?}"
-        );
+        let calls = |name: &str| ops.iter().filter(|o| *o == name).count();
+        assert_eq!(calls("action_post"), 2, "{ops:?}");
+        assert_eq!(calls("button_cancel"), 2, "{ops:?}");
         // An unknown currency is named, nothing written.
-        let mut francs = invoice(5, "INV-3", ErpOperation::Create, &[("SKU-1", 1)]);
+        let mut francs = invoice(6, "INV-3", ErpOperation::Create, &[("SKU-1", 1)]);
         francs.fields[3].value = text("XYZ");
         let refused = sink.apply(&francs).await.unwrap_err();
         assert_eq!(refused.code(), "unknown_reference");
         assert!(refused.to_string().contains("XYZ"), "{refused}");
     }
+}
+
+/// A model a confirm or cancel method is named for is checked at start
+/// like `--models`: one without a `state` would be cancelled again on
+/// every redelivery.
+#[tokio::test]
+async fn the_models_the_methods_name_are_checked_at_start() {
+    let base = sandbox().await;
+    let tuning = Tuning::quick();
+    let sink = applier_over(&base, Protocol::JsonRpc, tuning.breaker, tuning.limiter)
+        .cancel_with(ModelMethods::cancelling("res.partner=action_archive").unwrap());
+    let refused = sink.check(&[]).await.unwrap_err();
+    assert!(
+        matches!(&refused, ApplyError::UnknownField { model, .. } if model == "res.partner"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]

@@ -357,6 +357,9 @@ fn is_write(operation: &str) -> bool {
             | "write"
             | "action_confirm"
             | "action_cancel"
+            | "action_post"
+            | "button_cancel"
+            | "button_draft"
     )
 }
 

@@ -440,6 +440,45 @@ async fn an_invoice_is_posted_only_with_a_customer_and_lines_then_cancelled() {
         refused(&again).1,
         format!("The entry {name} (id {invoice}) must be in draft.")
     );
+    // A posted entry's lines stay.
+    let rewrite = call(
+        &base,
+        "account.move",
+        "write",
+        json!([[invoice], {"invoice_line_ids": [[5, 0, 0]]}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        refused(&rewrite).1,
+        "You cannot delete an item linked to a posted entry."
+    );
+    let draft = |id: i64| {
+        call(
+            &base,
+            "account.move",
+            "button_draft",
+            json!([[id]]),
+            json!({}),
+        )
+    };
+    assert_eq!(
+        refused(&draft(empty).await).1,
+        "Only posted/cancelled journal entries can be reset to draft."
+    );
+    // A negative invoice is a credit note's job.
+    let negative = ok(
+        create(json!({"move_type": "out_invoice", "partner_id": partner,
+        "invoice_line_ids": [[0, 0, {"name": "Refund", "quantity": 1, "price_unit": -5.0}]]}))
+        .await,
+    )
+    .as_i64()
+    .unwrap();
+    assert!(
+        refused(&post(negative).await)
+            .1
+            .starts_with("You cannot validate an invoice with a negative total amount."),
+    );
     // A sale order's action is not an invoice's.
     let wrong = call(
         &base,

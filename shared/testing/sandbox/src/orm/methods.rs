@@ -424,6 +424,10 @@ fn commands(
     let Some(list) = value.as_array() else {
         return Err(OdooError::wrong_value(model, field, value));
     };
+    // account_move_line.py `_unlink_except_posted`: a posted entry's lines
+    // stay (a write replacing them is refused whole).
+    let posted = model.name == "account.move"
+        && record.is_some_and(|id| db.value(model, id, "state") == "posted");
     let mut out = Vec::with_capacity(list.len());
     for command in list {
         let parts = command.as_array().map(Vec::as_slice).unwrap_or_default();
@@ -432,6 +436,11 @@ fn commands(
         let vals = parts.get(2).and_then(Value::as_object);
         let owned =
             |line: i64| record.is_some_and(|r| db.value(comodel, line, inverse) == json!(r));
+        if posted && matches!(code, Some(2 | 3 | 5)) {
+            return Err(OdooError::user(
+                "You cannot delete an item linked to a posted entry.",
+            ));
+        }
         out.push(match (code, vals) {
             (Some(0), Some(vals)) => LineCommand::Create(
                 field.name,
@@ -713,37 +722,42 @@ fn account_move_action(
     };
     match method {
         "action_post" => {
-            let mut errors = Vec::new();
+            // `_post` gathers its messages in a set: each once.
+            let mut errors: Vec<String> = Vec::new();
+            let mut refuse = |message: String| {
+                if !errors.contains(&message) {
+                    errors.push(message);
+                }
+            };
             for id in ids {
                 let id = *id;
                 let move_type = text(db, id, "move_type");
-                if move_type.starts_with("out_") && !truthy(&db.value(model, id, "partner_id")) {
-                    let document = schema::MOVE_TYPE
-                        .iter()
-                        .find(|(value, _)| *value == move_type)
-                        .map_or("Customer Invoice", |(_, label)| label);
-                    errors.push(format!(
-                        "The field 'Customer' is required, please complete it to validate the {document}."
-                    ));
+                let invoice = matches!(
+                    move_type.as_str(),
+                    "out_invoice" | "out_refund" | "in_invoice" | "in_refund"
+                );
+                let partnerless = !truthy(&db.value(model, id, "partner_id"));
+                if partnerless && matches!(move_type.as_str(), "out_invoice" | "out_refund") {
+                    refuse("The field 'Customer' is required, please complete it to validate the Customer Invoice.".into());
+                }
+                if partnerless && matches!(move_type.as_str(), "in_invoice" | "in_refund") {
+                    refuse("The field 'Vendor' is required, please complete it to validate the Vendor Bill.".into());
                 }
                 if text(db, id, "state") != "draft" {
                     let name = text(db, id, "name");
-                    errors.push(format!("The entry {name} (id {id}) must be in draft."));
+                    refuse(format!("The entry {name} (id {id}) must be in draft."));
                 }
-                let lines = db.children(&schema::ACCOUNT_MOVE_LINE, "move_id", id);
                 let line_model = &schema::ACCOUNT_MOVE_LINE;
+                let lines = db.children(line_model, "move_id", id);
                 if !lines
                     .iter()
                     .any(|line| db.value(line_model, *line, "display_type") == "product")
                 {
-                    errors.push("You need to add a line before posting.".into());
+                    refuse("You need to add a line before posting.".into());
                 }
-                if db
-                    .value(model, id, "amount_total")
-                    .as_f64()
-                    .is_some_and(|total| total < 0.0)
-                {
-                    errors.push("You cannot validate an invoice with a negative total amount. You should create a credit note instead. Use the action menu to transform it into a credit note or refund.".into());
+                let total = db.value(model, id, "amount_total").as_f64();
+                if invoice && total.is_some_and(|total| total < 0.0) {
+                    refuse("You cannot validate an invoice with a negative total amount. You should create a credit note instead. Use the action menu to transform it into a credit note or refund.".into());
                 }
             }
             if !errors.is_empty() {
