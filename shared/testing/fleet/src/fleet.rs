@@ -58,6 +58,13 @@ pub struct Service {
     exits: Mutex<Vec<String>>,
 }
 
+impl Service {
+    /// Its process's id now (None once it has ended).
+    pub async fn pid(&self) -> Option<u32> {
+        self.process.lock().await.id()
+    }
+}
+
 /// What one SIGKILL cost.
 #[derive(Debug, Clone)]
 pub struct Recovery {
@@ -272,7 +279,7 @@ impl Fleet {
 }
 
 /// What names `spec`'s process: its log, its container.
-fn label(spec: &ServiceSpec) -> String {
+pub(crate) fn label(spec: &ServiceSpec) -> String {
     match spec.replica {
         0 => spec.name.to_owned(),
         replica => format!("{}-{replica}", spec.name),

@@ -9,6 +9,7 @@ pub mod chart;
 mod cluster;
 pub mod compose;
 pub mod container;
+pub mod cost;
 pub mod faults;
 mod fleet;
 mod help;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::cost::Sampled;
 use crate::fleet::Recovery;
 use crate::load::{Accepted, Path, Plan, PoisonSent};
 use crate::reconcile::{OnKafka, Snapshot};
@@ -51,6 +52,9 @@ pub struct Report<'a> {
     pub load_secs: f64,
     /// From the end of the load until every effect was in place.
     pub settle_secs: f64,
+    /// Each local process's use when idle (ready, nothing sent) and at the
+    /// end.
+    pub cost: (&'a Sampled, &'a Sampled),
 }
 
 impl Report<'_> {
@@ -80,6 +84,45 @@ impl Report<'_> {
             && self.kafka.order_breaks == 0
             && self.dead_letters == self.expected_dead_letters
             && self.accepted.len() == self.plan.events()
+    }
+
+    /// Each local process's memory and CPU time (none for containers).
+    fn write_cost(&self, out: &mut String) -> std::fmt::Result {
+        let (idle, end) = self.cost;
+        if idle.is_empty() {
+            return Ok(());
+        }
+        writeln!(out, "\n### Cost\n")?;
+        writeln!(
+            out,
+            "Each process's resident memory when the fleet was ready and idle, its peak by the \
+             end, and the CPU time it spent from idle to the end ({:.0} s, {} events; a debug \
+             build unless the run says otherwise). A process restarted in between is shown from \
+             its restart.\n",
+            self.load_secs + self.settle_secs,
+            self.accepted.len()
+        )?;
+        writeln!(
+            out,
+            "| process | idle RSS (MiB) | peak RSS (MiB) | CPU (s) |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|")?;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        for (name, (pid, at_end)) in end {
+            let (idle_rss, cpu) = match idle.get(name) {
+                Some((before, usage)) if before == pid => (
+                    format!("{:.1}", mib(usage.rss_kib)),
+                    at_end.cpu_secs - usage.cpu_secs,
+                ),
+                _ => ("—".to_owned(), at_end.cpu_secs),
+            };
+            writeln!(
+                out,
+                "| {name} | {idle_rss} | {:.1} | {cpu:.1} |",
+                mib(at_end.peak_kib)
+            )?;
+        }
+        Ok(())
     }
 
     /// The Markdown report.
@@ -256,6 +299,8 @@ impl Report<'_> {
                 self.expected_dead_letters.get(kind).unwrap_or(&0)
             )?;
         }
+
+        self.write_cost(out)?;
 
         writeln!(out, "\n### Faults and recovery\n")?;
         if !self.recoveries.is_empty() {

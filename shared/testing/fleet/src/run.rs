@@ -189,6 +189,9 @@ impl Harness {
             eprintln!("[fleet] {}: exit 0", run.what);
         }
 
+        // Idle: every service ready and nothing sent yet.
+        let idle = crate::cost::sample(&fleet).await;
+
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -276,6 +279,7 @@ impl Harness {
         supervisor.abort();
         sampler.abort();
         let exits = fleet.exits().await;
+        let end = crate::cost::sample(&fleet).await;
 
         eprintln!("[fleet] reading the topics back");
         let accepted = ledger.accepted();
@@ -317,6 +321,7 @@ impl Harness {
             exits: &exits,
             load_secs,
             settle_secs,
+            cost: (&idle, &end),
         };
         let mut diagnosis = Vec::new();
         if !kafka.lost.is_empty() {
