@@ -92,19 +92,7 @@ fn base(name: &'static str, wiring: &Wiring<'_>) -> ServiceSpec {
                 wiring.sandbox,
             ]),
         ),
-        "erp-sink" => spec(
-            "erp-sink",
-            owned(&[
-                "--odoo-url",
-                wiring.sandbox,
-                "--odoo-database",
-                "sluice",
-                "--odoo-login",
-                "sluice",
-                "--odoo-password",
-                "sandbox",
-            ]),
-        ),
+        "erp-sink" => spec("erp-sink", owned(&sandbox_odoo(wiring.sandbox))),
         _ => ServiceSpec {
             env: vec![
                 (
@@ -129,6 +117,21 @@ pub fn progress(binary: &str) -> Option<&'static str> {
         "outbox-relay" => Some("sluice_outbox_relayed_total"),
         _ => Some("sluice_consumed_total"),
     }
+}
+
+/// erp-sink's flags for the sandbox's Odoo at `sandbox` (the database,
+/// login and password the sandbox binary serves by default).
+pub fn sandbox_odoo(sandbox: &str) -> [&str; 8] {
+    [
+        "--odoo-url",
+        sandbox,
+        "--odoo-database",
+        "sluice",
+        "--odoo-login",
+        "sluice",
+        "--odoo-password",
+        "sandbox",
+    ]
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use common::{OutboxCleanup, bin_dir, provision, stack_env, start};
 use serde_json::{Value, json};
+use sluice_fleet::topology::sandbox_odoo;
 use sluice_fleet::{Place, Sandbox, wait_ready};
 use sluice_testkit::{Stack, TestTopic, eventually, free_port, token_sha256, unique_name};
 use sqlx::PgPool;
@@ -202,36 +203,25 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         &[],
     );
     // The ERP's invoices: a model and methods of its own, by flags.
-    let (mut erp, erp_port) = start(
-        &logs,
-        "erp-sink",
-        "erp-sink",
-        &[
-            "--odoo-url",
-            &sandbox.url,
-            "--odoo-database",
-            "sluice",
-            "--odoo-login",
-            "sluice",
-            "--odoo-password",
-            "sandbox",
-            "--models",
-            "account.move",
-            "--confirm-on-create",
-            "account.move=action_post",
-            "--cancel-with",
-            "account.move=button_cancel",
-            "--topic",
-            &commands.name,
-            "--results-topic",
-            &results.name,
-            "--dlq-topic",
-            &erp_dlq.name,
-            "--group-id",
-            &format!("{group}-erp"),
-        ],
-        &[],
-    );
+    let erp_group = format!("{group}-erp");
+    let mut erp_args = sandbox_odoo(&sandbox.url).to_vec();
+    erp_args.extend([
+        "--models",
+        "account.move",
+        "--confirm-on-create",
+        "account.move=action_post",
+        "--cancel-with",
+        "account.move=button_cancel",
+        "--topic",
+        &commands.name,
+        "--results-topic",
+        &results.name,
+        "--dlq-topic",
+        &erp_dlq.name,
+        "--group-id",
+        &erp_group,
+    ]);
+    let (mut erp, erp_port) = start(&logs, "erp-sink", "erp-sink", &erp_args, &[]);
     for port in [
         relay_port,
         ingest_port,

@@ -19,6 +19,7 @@ use serde_json::Value;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{Customer, OrderEvent, OrderLine, OrderPayload, OrderPlaced};
 use sluice_fleet::Launch;
+use sluice_fleet::topology::sandbox_odoo;
 use sluice_sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, producer, unique_name};
 use sqlx::{PgPool, Row};
@@ -404,37 +405,32 @@ impl Fleet {
     /// erp-sink on the sandbox's Odoo, quick retries, `per_second` calls.
     pub async fn erp_sink(&self, per_second: u32) -> KillOnDrop {
         let rate = per_second.to_string();
+        let group = format!("{}-erp", self.name);
+        let mut args = sandbox_odoo(&self.sandbox.base).to_vec();
+        args.extend([
+            "--topic",
+            &self.topics.erp_commands,
+            "--results-topic",
+            &self.topics.erp_results,
+            "--dlq-topic",
+            &self.topics.dlq_erp,
+            "--audit-topic",
+            &self.topics.audit,
+            "--group-id",
+            &group,
+            "--requests-per-second",
+            &rate,
+            "--retry-initial-ms",
+            "50",
+            "--retry-max-ms",
+            "500",
+            "--breaker-open-secs",
+            "1",
+        ]);
         self.spawn(
             "erp-sink",
             "erp-sink",
-            &[
-                "--odoo-url",
-                &self.sandbox.base,
-                "--odoo-database",
-                "sluice",
-                "--odoo-login",
-                "sluice",
-                "--odoo-password",
-                "sandbox",
-                "--topic",
-                &self.topics.erp_commands,
-                "--results-topic",
-                &self.topics.erp_results,
-                "--dlq-topic",
-                &self.topics.dlq_erp,
-                "--audit-topic",
-                &self.topics.audit,
-                "--group-id",
-                &format!("{}-erp", self.name),
-                "--requests-per-second",
-                &rate,
-                "--retry-initial-ms",
-                "50",
-                "--retry-max-ms",
-                "500",
-                "--breaker-open-secs",
-                "1",
-            ],
+            &args,
             &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{}", free_port()))],
         )
     }
