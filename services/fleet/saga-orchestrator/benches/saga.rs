@@ -13,7 +13,10 @@
 //!   the first send to the second result — the sinks' own round trips, with
 //!   no orchestrator, Postgres or outbox in between.
 //!
-//! The seed target is a completion under 5 s. Needs the local stack; writes
+//! The seed target is a completion under 5 s. Each process's cost is read
+//! from /proc: resident memory idle once the sagas are done, its peak, and
+//! CPU time per 100 000 sagas (from its start, warm-up included). Needs the
+//! local stack; writes
 //! `bench-results/saga-orchestrator.md`.
 // A benchmark program: any failure ends it with the panic's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,6 +39,7 @@ use sluice_contracts::types::{
     ErpCommand, ErpField, ErpOperation, ErpResult, SagaStep, ScalarValue, SheetCell,
     SheetRowResult, SheetRowUpsert,
 };
+use sluice_fleet::cost::Usage;
 use sluice_testkit::{Stack, producer, scaled, unique_name};
 use sqlx::Row;
 use tokio::sync::oneshot;
@@ -256,10 +260,22 @@ async fn main() {
     let fleet = Fleet::new("bench").await;
     let (orchestrator, _) = fleet.orchestrator("orchestrator", &[]).await;
     let relay = fleet.relay().await;
-    let _erp = fleet.erp_sink(200).await;
-    let _sheets = fleet.sheets_sink().await;
+    let erp = fleet.erp_sink(200).await;
+    let sheets = fleet.sheets_sink().await;
+    let processes = [
+        ("saga-orchestrator", orchestrator.0.id()),
+        ("outbox-relay (saga outbox)", relay.0.id()),
+        ("erp-sink", erp.0.id()),
+        ("sheets-sink", sheets.0.id()),
+    ];
+    let usage = || processes.map(|(_, pid)| Usage::of(pid).expect("a running process's /proc"));
+    let started = usage();
 
     let (saga_times, per_second) = sagas(&fleet).await;
+    let busy = usage();
+    // Idle: every saga done, nothing left in flight.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = usage();
     drop(orchestrator);
     let direct_times = direct(&fleet).await;
 
@@ -303,6 +319,23 @@ async fn main() {
         per_second / RATE
     )
     .unwrap();
+    let sagas_run = (order_count + WARM_UP) as f64;
+    writeln!(
+        report,
+        "\n| process | RSS idle after the run (MiB) | peak RSS (MiB) | CPU s per 100 000 sagas |\n|---|---:|---:|---:|"
+    )
+    .unwrap();
+    for ((((name, _), started), busy), idle) in processes.iter().zip(&started).zip(&busy).zip(&idle)
+    {
+        writeln!(
+            report,
+            "| {name} | {:.1} | {:.1} | {:.0} |",
+            idle.rss_kib as f64 / 1024.0,
+            idle.peak_kib as f64 / 1024.0,
+            (busy.cpu_secs - started.cpu_secs) / sagas_run * 100_000.0
+        )
+        .unwrap();
+    }
     let dir = sluice_testkit::bench_results_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("saga-orchestrator.md");
