@@ -1,13 +1,14 @@
 //! Your own events without a rebuild: a contracts directory that adds an
-//! `invoices` aggregate (InvoiceIssued, InvoicePaid) beside the shipped
-//! contracts, given to the built binaries. Provisioning creates its topic
-//! and registers its subject; an invoice committed to an outbox table is
-//! relayed and one posted to ingest is accepted; the transformer maps both by
-//! a rules file to an Invoices sheet and the ERP's customer invoices:
-//! sheets-sink writes the rows, erp-sink creates and posts each invoice
-//! (`account.move`), told the model's methods by flags. A
-//! contract change that breaks BACKWARD compatibility is refused, naming the
-//! field. (`cargo build --workspace` first, as `make test` does.)
+//! `invoices` aggregate (InvoiceIssued, InvoicePaid, InvoiceCancelled)
+//! beside the shipped contracts, given to the built binaries. Provisioning
+//! creates its topic and registers its subject; invoices committed to an
+//! outbox table are relayed and those posted to ingest accepted; the
+//! transformer maps them by a rules file to an Invoices sheet and the ERP's
+//! customer invoices: sheets-sink writes the rows, erp-sink creates and
+//! posts each invoice (`account.move`) and cancels the withdrawn one, told
+//! the model's methods by flags. A contract change that breaks BACKWARD
+//! compatibility is refused, naming the field. (`cargo build --workspace`
+//! first, as `make test` does.)
 // A test fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -297,16 +298,21 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("amount_minor"));
     outbox("INV-1", "InvoicePaid", json!({"paid_at": "2026-12-03"})).await;
-    post("INV-2", "InvoicePaid", json!({"paid_at": "2026-12-04"})).await;
+    post(
+        "INV-2",
+        "InvoiceCancelled",
+        json!({"reason": "issued twice"}),
+    )
+    .await;
 
     let grid = format!("{}/admin/spreadsheets/books/Invoices", sandbox.url);
     let expected = vec![
         vec!["Invoice", "Customer", "Amount", "Status"],
         vec!["INV-1", "Ada", "123.45", "PAID"],
-        vec!["INV-2", "Grace", "9.90", "PAID"],
+        vec!["INV-2", "Grace", "9.90", "CANCELLED: issued twice"],
     ];
     let seen = eventually(
-        "both invoices paid on the sheet",
+        "one invoice paid, one cancelled, on the sheet",
         Duration::from_secs(120),
         || {
             let (http, grid, expected) = (http.clone(), grid.clone(), expected.clone());
@@ -332,17 +338,29 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     .await;
     assert_eq!(seen.len(), 3);
 
-    // In the ERP: each invoice once, posted, its lines from the event's.
+    // In the ERP: each invoice once, posted, its lines from the event's;
+    // the withdrawn one cancelled by the model's own method.
     let moves = format!("{}/admin/erp/account.move", sandbox.url);
+    let states = |records: &[Value]| {
+        let mut states: Vec<(String, String)> = records
+            .iter()
+            .map(|r| {
+                let of = |field: &str| r[field].as_str().unwrap_or_default().to_owned();
+                (of("x_sluice_external_ref"), of("state"))
+            })
+            .collect();
+        states.sort();
+        states
+    };
+    let wanted = [("INV-1", "posted"), ("INV-2", "cancel")].map(|(r, s)| (r.into(), s.into()));
     let posted = eventually(
-        "both invoices posted in the ERP",
+        "INV-1 posted and INV-2 cancelled in the ERP",
         Duration::from_secs(60),
         || {
-            let (http, moves) = (http.clone(), moves.clone());
+            let (http, moves, wanted) = (http.clone(), moves.clone(), wanted.clone());
             async move {
                 let records: Vec<Value> = http.get(&moves).send().await.ok()?.json().await.ok()?;
-                let posted = records.iter().filter(|r| r["state"] == "posted").count();
-                (posted == 2).then_some(records)
+                (states(&records) == wanted).then_some(records)
             }
         },
     )
@@ -371,8 +389,18 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         posted
             .iter()
             .all(|r| r["name"].as_str().is_some_and(|n| n.starts_with("INV/"))),
-        "{posted:#?}"
+        "both were posted: {posted:#?}"
     );
+    let calls: Vec<Value> = http
+        .get(format!("{}/admin/requests?api=odoo", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let called = |name: &str| calls.iter().filter(|c| c["operation"] == name).count();
+    assert_eq!((called("action_post"), called("button_cancel")), (2, 1));
     let partners: Vec<Value> = http
         .get(format!("{}/admin/erp/res.partner", sandbox.url))
         .send()
