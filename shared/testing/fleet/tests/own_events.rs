@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{OutboxCleanup, bin_dir, provision, stack_env, start};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sluice_fleet::topology::sandbox_odoo;
 use sluice_fleet::{Place, Sandbox, wait_ready};
+use sluice_sandbox::Local;
 use sluice_testkit::{Stack, TestTopic, eventually, free_port, token_sha256, unique_name};
 use sqlx::PgPool;
 
@@ -340,8 +341,8 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
 
     // In the ERP: each invoice once, posted, its lines from the event's;
     // the withdrawn one cancelled by the model's own method.
-    let moves = format!("{}/admin/erp/account.move", sandbox.url);
-    let states = |records: &[Value]| {
+    let admin = Local::at(&sandbox.url);
+    let states = |records: &[Map<String, Value>]| {
         let mut states: Vec<(String, String)> = records
             .iter()
             .map(|r| {
@@ -357,9 +358,9 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         "INV-1 posted and INV-2 cancelled in the ERP",
         Duration::from_secs(60),
         || {
-            let (http, moves, wanted) = (http.clone(), moves.clone(), wanted.clone());
+            let (admin, wanted) = (&admin, wanted.clone());
             async move {
-                let records: Vec<Value> = http.get(&moves).send().await.ok()?.json().await.ok()?;
+                let records = admin.records("account.move").await.ok()?;
                 (states(&records) == wanted).then_some(records)
             }
         },
@@ -391,24 +392,10 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
             .all(|r| r["name"].as_str().is_some_and(|n| n.starts_with("INV/"))),
         "both were posted: {posted:#?}"
     );
-    let calls: Vec<Value> = http
-        .get(format!("{}/admin/requests?api=odoo", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls = admin.requests("odoo").await.unwrap();
     let called = |name: &str| calls.iter().filter(|c| c["operation"] == name).count();
     assert_eq!((called("action_post"), called("button_cancel")), (2, 1));
-    let partners: Vec<Value> = http
-        .get(format!("{}/admin/erp/res.partner", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let partners = admin.records("res.partner").await.unwrap();
     let mut names: Vec<&str> = partners.iter().filter_map(|p| p["name"].as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["Ada", "Grace"], "{partners:#?}");
