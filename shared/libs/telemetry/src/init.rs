@@ -1,6 +1,6 @@
 //! Installing the tracing subscriber, the tracer and the metrics recorder.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::global;
@@ -75,16 +75,19 @@ impl Drop for Telemetry {
 }
 
 /// The process's Prometheus recorder, installed on first use; every
-/// `metrics::` call in the process records into it.
+/// `metrics::` call in the process records into it. Installed under a lock:
+/// threads asking at once (tests running in parallel) share the one that
+/// the first of them installs.
 pub fn prometheus_handle() -> Result<PrometheusHandle, TelemetryError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = handle.as_ref() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new()
+    let installed = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle.insert(installed).clone())
 }
 
 /// The URL spans are posted to, as the OpenTelemetry spec resolves it: the
