@@ -9,32 +9,14 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SLUICE_ROOT"
 
-HELM_VERSION=v3.19.0
-KUBE_SCORE_VERSION=v1.20.0
 KUBERNETES_VERSION=1.31
 CHART=helm/sluice
 BIN="$SLUICE_LOCAL/bin"
 VENV="$SLUICE_LOCAL/chart-venv"
-REQUIREMENTS="$SLUICE_ROOT/deploy/local/chart/requirements.txt"
 OUT="$SLUICE_LOCAL/chart"
 
-command -v go >/dev/null || die "go not found: the chart checks build helm and kube-score with it"
-mkdir -p "$BIN" "$OUT"
-install_go_tool() { # binary, module path, version
-  if [[ -x "$BIN/$1" && -f "$BIN/$1.version" && "$(cat "$BIN/$1.version")" == "$3" ]]; then return; fi
-  log "building $1 $3 from the Go module proxy"
-  GOBIN="$BIN" go install "$2@$3"
-  echo "$3" > "$BIN/$1.version"
-}
-install_go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
-install_go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION"
-if ! [[ -x "$VENV/bin/kubernetes-validate" ]] || ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt"; then
-  log "installing kubernetes-validate in $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
-  cp "$REQUIREMENTS" "$VENV/requirements.txt"
-fi
+mkdir -p "$OUT"
+chart_tools
 
 log "helm lint"
 "$BIN/helm" lint --strict "$CHART"

@@ -15,13 +15,7 @@ VENV="$SLUICE_LOCAL/fuzz-venv"
 REQUIREMENTS="$HERE/fuzz/requirements.txt"
 DIR="$SLUICE_LOCAL/fuzz"
 
-if ! [[ -x "$VENV/bin/st" ]] || ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt"; then
-  log "creating the schemathesis virtualenv in $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
-  cp "$REQUIREMENTS" "$VENV/requirements.txt"
-fi
+python_venv "$VENV" "$REQUIREMENTS"
 
 set -a; source "$STACK_ENV"; set +a
 rm -rf "$DIR"; mkdir -p "$DIR"

@@ -14,7 +14,7 @@ STACK_ENV="$SLUICE_LOCAL/stack.env"
 # shellcheck source=versions.env
 source "$SLUICE_ROOT/deploy/local/versions.env"
 
-log() { printf '[stack] %s\n' "$*" >&2; }
+log() { printf '[stack %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
@@ -108,4 +108,36 @@ fleet_on_the_stack() {
 remove_harness_containers() {
   command -v podman >/dev/null || return 0
   podman ps -aq --filter label=sluice.fleet=harness | xargs -r podman rm -f >/dev/null
+}
+
+# A Python virtualenv at $1 with the packages of the requirements file $2;
+# made again only when the file changes.
+python_venv() {
+  local venv="$1" requirements="$2"
+  [[ -x "$venv/bin/python" ]] && cmp -s "$requirements" "$venv/requirements.txt" && return 0
+  log "creating the virtualenv $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+}
+
+# Builds the Go command $1 (module path $2, version $3) from the module proxy
+# into $SLUICE_LOCAL/bin, unless that version is there.
+go_tool() {
+  local bin="$SLUICE_LOCAL/bin"
+  [[ -x "$bin/$1" && "$(cat "$bin/$1.version" 2>/dev/null)" == "$3" ]] && return 0
+  command -v go >/dev/null || die "go not found: $1 is built with it"
+  log "building $1 $3 from the Go module proxy"
+  mkdir -p "$bin"
+  GOBIN="$bin" go install "$2@$3"
+  echo "$3" > "$bin/$1.version"
+}
+
+# What chart.sh checks the chart with: helm and kube-score, and
+# kubernetes-validate in .local/chart-venv.
+chart_tools() {
+  go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+  go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION"
+  python_venv "$SLUICE_LOCAL/chart-venv" "$SLUICE_ROOT/deploy/local/chart/requirements.txt"
 }

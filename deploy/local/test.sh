@@ -13,7 +13,12 @@ HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
 
 bash "$HERE/prerequisites.sh"
-bash "$HERE/interop.sh"
+# The jars, Jaeger, helm and the virtualenvs come beside the build: on a
+# fresh machine their downloads wait on the network while rustc has the cores.
+log "fetching and building the servers and tools, beside the build ($SLUICE_LOCAL/tools.log)"
+mkdir -p "$SLUICE_LOCAL"
+bash "$HERE/tools.sh" >"$SLUICE_LOCAL/tools.log" 2>&1 &
+tools=$!
 
 # A clean build writes about 10 GB to target/; a full disk shows up as a
 # linker killed by SIGBUS (seen in CI), so say it first.
@@ -28,6 +33,8 @@ cargo fmt --all --check
 log "building"
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+wait "$tools" || { cat "$SLUICE_LOCAL/tools.log" >&2; die "fetching or building the servers and tools failed"; }
+cat "$SLUICE_LOCAL/tools.log" >&2
 log "checking the Helm chart, the compose file, the alert rules and the configuration reference"
 bash "$HERE/chart.sh"
 docker-compose -f docker-compose.yml config -q
