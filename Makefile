@@ -1,6 +1,8 @@
 # Sluice: the commands a developer and CI use. `make help` lists them.
 SHELL := bash
 .DEFAULT_GOAL := help
+# The workspace's binaries, built as make test builds them (lib.sh says why).
+BINARIES := source deploy/local/lib.sh && build_binaries
 
 .PHONY: help demo demo-down test bench chaos fuzz chart-run image build lint stack-up stack-down stack-status stack-clean provision
 
@@ -23,18 +25,17 @@ chaos: ## The whole fleet on a 3-node Kafka cluster under SIGKILLs (services, br
 	bash deploy/local/chaos.sh
 
 fuzz: ## Schemathesis against ingest on the running local stack for 10 minutes (make test runs it for one)
-	cargo build -p sluice-ingest -p sluice-provision --locked
+	$(BINARIES)
 	bash deploy/local/fuzz.sh 600
 
 chart-run: ## The fleet started from the Helm chart's rendered objects on the running local stack, a stream reconciled (default values; production values over TLS)
-	cargo build --locked -p sluice-demo -p sluice-provision -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer \
-	  -p sluice-sandbox -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator
+	$(BINARIES)
 	bash deploy/local/chart.sh
 	bash deploy/local/chart-run.sh
 
 image: ## The image built with podman from the Dockerfile (its bases made from Debian), then the chart-run and the compose file's services in containers of it
 	bash deploy/local/image.sh sluice:local
-	cargo build --locked -p sluice-demo -p sluice-provision -p sluice-sandbox
+	$(BINARIES)
 	bash deploy/local/chart.sh
 	bash deploy/local/stack.sh up
 	SLUICE_CHART_RUN_IMAGE=localhost/sluice:local bash deploy/local/chart-run.sh
@@ -60,5 +61,5 @@ stack-clean: ## Stop them and delete their data
 	bash deploy/local/stack.sh clean
 
 provision: ## Create the topics and register the schemas on the running local stack
-	cargo build --locked -p sluice-provision --bin sluice-provision
+	$(BINARIES)
 	set -a && source .local/stack.env && set +a && ./target/debug/sluice-provision apply --replication-factor 1

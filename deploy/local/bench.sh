@@ -32,16 +32,17 @@ bash "$HERE/stack.sh" up
 bash "$HERE/connect.sh" fetch
 bash "$HERE/streams.sh" build
 # The saga benchmark runs these binaries beside its own.
-cargo build --locked "${profile[@]}" -p sluice-outbox-relay -p sluice-erp-sink -p sluice-sheets-sink -p sluice-saga-orchestrator
-bench() { cargo bench --locked "${bench_profile[@]}" -p "sluice-$1" --bench "$2"; }
+build_binaries "${profile[@]}"
+# The whole workspace selected (build_binaries says why); one bench runs.
+bench() { cargo bench --locked "${bench_profile[@]}" --workspace --bench "$1"; }
 
 bash "$HERE/bench-broker.sh"
-bench outbox-relay relay
-bench outbox-relay debezium
-bench transformer transformer
-bench sheets-sink sheets
-bench erp-sink erp
-bench saga-orchestrator saga
+bench relay
+bench debezium
+bench transformer
+bench sheets
+bench erp
+bench saga
 if [[ "${1:-full}" == full ]]; then
   bash "$HERE/bench-report.sh"
 fi

@@ -21,8 +21,6 @@ HERE="$SLUICE_ROOT/deploy/local"
 cd "$SLUICE_ROOT"
 
 mode="${1:-full}"
-packages=(-p sluice-chaos -p sluice-provision -p sluice-sandbox -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer
-  -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator)
 case "$mode" in
   full)
     profile=(--release); bin=target/release; report=bench-results/chaos.md
@@ -36,7 +34,7 @@ esac
 
 bash "$HERE/prerequisites.sh"
 log "building (${profile[*]:-debug})"
-cargo build --locked "${profile[@]}" "${packages[@]}"
+build_binaries "${profile[@]}"
 
 # A fleet left by a run whose harness was SIGKILLed: only our binaries.
 if [[ -f "$SLUICE_LOCAL/run/pids" ]]; then

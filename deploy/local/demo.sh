@@ -36,8 +36,7 @@ esac
 
 bash "$HERE/prerequisites.sh"
 log "building"
-cargo build --locked -p sluice-demo -p sluice-provision -p sluice-ingest -p sluice-outbox-relay -p sluice-transformer \
-  -p sluice-sandbox -p sluice-sheets-sink -p sluice-erp-sink -p sluice-saga-orchestrator -p sluice-dlq-replayer
+build_binaries
 bash "$HERE/stack.sh" up
 set -a
 # shellcheck source=/dev/null

@@ -110,6 +110,14 @@ remove_harness_containers() {
   podman ps -aq --filter label=sluice.fleet=harness | xargs -r podman rm -f >/dev/null
 }
 
+# Builds the workspace's binaries and benchmarks ($@: a profile flag). As
+# far as dependencies' features go this is the selection of make test's
+# `cargo build --workspace --all-targets` (dev-dependencies count in both),
+# so a script run after it reuses what it built: a subset of packages
+# resolved other features and built about 70 crates again (7 minutes of a
+# make test in CI).
+build_binaries() { cargo build --locked --workspace --bins --benches "$@"; }
+
 # A Python virtualenv at $1 with the packages of the requirements file $2;
 # made again only when the file changes.
 python_venv() {
