@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_avro::{AvroCodec, registry_settings};
 use sluice_config::{
     AuditArgs, ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs, instance_actor,
 };
-use sluice_kafka::{AuditLog, KafkaConfig, KafkaReadiness, ReplyPublisher};
+use sluice_kafka::{AuditLog, KafkaConfig, ReplyPublisher, kafka_and_registry};
 use sluice_resilience::RateLimiter;
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
-use sluice_telemetry::ReadinessCheck;
 use tokio::net::TcpListener;
 
 use secrecy::ExposeSecret;
@@ -57,11 +56,8 @@ async fn service_main() -> Result<()> {
     let database_url = cli.database.url()?;
     let pool = lazy_pool(database_url.expose_secret(), cli.database.max_connections)
         .context("database-url")?;
-    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-        Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
-        Arc::new(RegistryReadiness::new(registry.clone())),
-        Arc::new(PostgresReadiness::new(pool.clone())),
-    ];
+    let mut checks = kafka_and_registry(&kafka, &registry)?;
+    checks.push(Arc::new(PostgresReadiness::new(pool.clone())));
     let runtime = ServiceRuntime::start("ingest", &cli.runtime, checks).await?;
 
     // A pending key older than twice the ack timeout was left by a crash.

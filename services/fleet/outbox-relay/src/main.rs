@@ -5,13 +5,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use secrecy::ExposeSecret;
-use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_avro::{AvroCodec, registry_settings};
 use sluice_config::{ContractsArgs, DatabaseArgs, KafkaArgs, RegistryArgs, RouteArgs};
 use sluice_dlq::DeadLetterPublisher;
-use sluice_kafka::{KafkaConfig, KafkaReadiness, TopicLimits, idempotent_producer};
+use sluice_kafka::{KafkaConfig, TopicLimits, idempotent_producer, kafka_and_registry};
 use sluice_outbox_relay::{OutboxFormat, OutboxSource, Relay, ReplicationConnection};
 use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
-use sluice_telemetry::ReadinessCheck;
 
 /// Streams committed outbox rows from Postgres to Kafka.
 #[derive(Debug, Parser)]
@@ -121,11 +120,8 @@ async fn service_main() -> Result<()> {
     let registry = registry_settings(&cli.registry)?;
     let pool = lazy_pool(database_url.expose_secret(), cli.database.max_connections)
         .context("database-url")?;
-    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-        Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
-        Arc::new(RegistryReadiness::new(registry.clone())),
-        Arc::new(PostgresReadiness::new(pool.clone())),
-    ];
+    let mut checks = kafka_and_registry(&kafka, &registry)?;
+    checks.push(Arc::new(PostgresReadiness::new(pool.clone())));
     let runtime = ServiceRuntime::start("outbox-relay", &cli.runtime, checks).await?;
     let producer = idempotent_producer(&kafka)?;
     let catalog = Arc::new(cli.contracts.catalog()?);

@@ -40,7 +40,7 @@ pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, Handl
 pub use limits::{RECORD_OVERHEAD, TopicLimits};
 pub use owed::Owed;
 pub use producer::idempotent_producer;
-pub use readiness::{KafkaReadiness, PROBE_TIMEOUT};
+pub use readiness::{KafkaReadiness, PROBE_TIMEOUT, kafka_and_registry};
 pub use reply::{ReplyError, ReplyPublisher};
 pub use sink_error::SinkError;
 pub use transactional::{

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use sluice_avro::RegistryReadiness;
 use sluice_telemetry::ReadinessCheck;
 
 use crate::{KafkaConfig, KafkaSetupError};
@@ -14,6 +16,19 @@ use crate::{KafkaConfig, KafkaSetupError};
 /// 5 s the chart's readinessProbe waits for /readyz, so an unreachable or
 /// untrusted broker is an answer ("not ready"), not a probe timeout.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What `/readyz` checks first in every service that reads or writes Avro
+/// on Kafka: the cluster answers (within [`PROBE_TIMEOUT`]), and so does the
+/// registry. A service adds its own (Postgres) after them.
+pub fn kafka_and_registry(
+    kafka: &KafkaConfig,
+    registry: &SrSettings,
+) -> Result<Vec<Arc<dyn ReadinessCheck>>, KafkaSetupError> {
+    Ok(vec![
+        Arc::new(KafkaReadiness::new(kafka, PROBE_TIMEOUT)?),
+        Arc::new(RegistryReadiness::new(registry.clone())),
+    ])
+}
 
 /// Ready when the cluster answers a metadata request within the timeout.
 pub struct KafkaReadiness {

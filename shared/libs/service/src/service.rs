@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use sluice_avro::{AvroCodec, RegistryReadiness, registry_settings};
+use sluice_avro::{AvroCodec, registry_settings};
 use sluice_config::{AuditArgs, ConfigError};
 use sluice_contracts::{Catalog, ContractError};
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{
-    AuditLog, ConsumerError, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, KafkaReadiness,
-    KafkaSetupError, ReplyPublisher, TransactionalLoop, TransactionalSettings, Transformer,
-    idempotent_producer,
+    AuditLog, ConsumerError, ConsumerLoop, ConsumerSettings, Handler, KafkaConfig, KafkaSetupError,
+    ReplyPublisher, TransactionalLoop, TransactionalSettings, Transformer, idempotent_producer,
+    kafka_and_registry,
 };
 use sluice_resilience::{RateLimiter, RetryPolicy};
 use sluice_runtime::{RuntimeError, ServiceRuntime};
@@ -93,10 +93,7 @@ impl<D: Defaults> Service<D> {
         let kafka = KafkaConfig::from_args(&args.kafka)?;
         let registry = registry_settings(&args.registry)?;
         let contracts = Arc::new(args.contracts.catalog()?);
-        let mut all: Vec<Arc<dyn ReadinessCheck>> = vec![
-            Arc::new(KafkaReadiness::new(&kafka, sluice_kafka::PROBE_TIMEOUT)?),
-            Arc::new(RegistryReadiness::new(registry.clone())),
-        ];
+        let mut all = kafka_and_registry(&kafka, &registry)?;
         all.extend(checks);
         let runtime = ServiceRuntime::start(D::SERVICE, &args.runtime, all).await?;
         Ok(Self {
