@@ -27,6 +27,10 @@ if ((free_gb < 12)); then
   log "WARNING: $free_gb GB free on the disk of $SLUICE_ROOT; a clean build needs about 10 GB"
 fi
 
+# CI builds a clean clone once: incremental compilation's state (4 GB of it
+# in target/debug/incremental) is written for builds that never come.
+export CARGO_INCREMENTAL=0
+
 log "checking formatting and lints"
 cargo fmt --all --check
 # Build before the servers start: the 2 cores go to rustc, not to idle JVMs.
