@@ -15,7 +15,7 @@ STACK_ENV="$SLUICE_LOCAL/stack.env"
 source "$SLUICE_ROOT/deploy/local/versions.env"
 
 log() { printf '[stack %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+die() { log "error: $*"; exit 1; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
