@@ -618,3 +618,123 @@ async fn json_2_calls_answer_with_statuses_and_odoos_errors() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(found[0]["name"], "Ada", "{found}");
 }
+
+/// The ids `domain` finds on `model`.
+async fn search(base: &str, model: &str, domain: Value) -> Value {
+    ok(call(base, model, "search", json!([domain]), json!({})).await)
+}
+
+#[tokio::test]
+async fn searches_see_every_write_and_removal() {
+    let base = serve().await;
+    let create = |email: &'static str| {
+        let base = base.clone();
+        async move {
+            ok(call(
+                &base,
+                "res.partner",
+                "create",
+                json!([{"name": "Ada", "email": email}]),
+                json!({}),
+            )
+            .await)
+            .as_i64()
+            .unwrap()
+        }
+    };
+    let (ada, bob) = (
+        create("ada@example.org").await,
+        create("bob@example.org").await,
+    );
+    let by_email =
+        |email: &'static str| search(&base, "res.partner", json!([["email", "=", email]]));
+    assert_eq!(by_email("ada@example.org").await, json!([ada]));
+    ok(call(
+        &base,
+        "res.partner",
+        "write",
+        json!([[ada], {"email": "ada@example.net"}]),
+        json!({}),
+    )
+    .await);
+    assert_eq!(
+        by_email("ada@example.org").await,
+        json!([]),
+        "the old value is gone"
+    );
+    assert_eq!(by_email("ada@example.net").await, json!([ada]));
+    // The other leaves of the domain still hold, and `|` and `!` still scan.
+    let both = json!([
+        "|",
+        ["email", "=", "ada@example.net"],
+        ["email", "=", "bob@example.org"]
+    ]);
+    assert_eq!(search(&base, "res.partner", both).await, json!([ada, bob]));
+    let named = json!([["email", "=", "ada@example.net"], ["name", "=", "Bob"]]);
+    assert_eq!(search(&base, "res.partner", named).await, json!([]));
+    let not_ada = json!(["!", ["email", "=", "ada@example.net"], ["name", "=", "Ada"]]);
+    assert_eq!(search(&base, "res.partner", not_ada).await, json!([bob]));
+
+    let tea = product(&base, "TEA-1").await;
+    let order = ok(call(
+        &base,
+        "sale.order",
+        "create",
+        json!([{"partner_id": bob,
+                "order_line": [[0, 0, {"product_id": tea, "product_uom_qty": 2}],
+                               [0, 0, {"product_id": tea, "product_uom_qty": 3}]]}]),
+        json!({}),
+    )
+    .await)
+    .as_i64()
+    .unwrap();
+    let lines = search(&base, "sale.order.line", json!([["order_id", "=", order]])).await;
+    let lines: Vec<i64> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // A number matches as a number, 2 as 2.0.
+    let two = json!([["order_id", "=", order], ["product_uom_qty", "=", 2.0]]);
+    assert_eq!(
+        search(&base, "sale.order.line", two).await,
+        json!([lines[0]])
+    );
+    ok(call(
+        &base,
+        "sale.order",
+        "write",
+        json!([[order], {"order_line": [[2, lines[0], 0]]}]),
+        json!({}),
+    )
+    .await);
+    assert_eq!(
+        search(&base, "sale.order.line", json!([["order_id", "=", order]])).await,
+        json!([lines[1]]),
+        "a removed line is not found"
+    );
+    let read = ok(call(
+        &base,
+        "sale.order",
+        "read",
+        json!([[order]]),
+        json!({"fields": ["order_line", "amount_total"]}),
+    )
+    .await);
+    assert_eq!(read[0]["order_line"], json!([lines[1]]), "{read}");
+    ok(call(
+        &base,
+        "sale.order",
+        "write",
+        json!([[order], {"order_line": [[5, 0, 0]]}]),
+        json!({}),
+    )
+    .await);
+    assert_eq!(
+        search(&base, "sale.order.line", json!([["order_id", "=", order]])).await,
+        json!([]),
+        "(5, 0, 0) removes every line"
+    );
+}

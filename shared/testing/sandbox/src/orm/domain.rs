@@ -54,6 +54,23 @@ impl Domain {
         Ok(Self::And(stack))
     }
 
+    /// The `field = value` leaves every match must hold (the top level's
+    /// `&`), on the model's own fields with a value that is not false: the
+    /// index answers those.
+    pub fn equalities(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let parts = match self {
+            Self::And(parts) => parts.as_slice(),
+            leaf => std::slice::from_ref(leaf),
+        };
+        parts.iter().filter_map(|part| match part {
+            Self::Leaf(path, op, value) if op == "=" && truthy(value) => match path.as_slice() {
+                [field] if field != "id" => Some((field.as_str(), value)),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     /// Whether the record `id` of `model` matches.
     pub fn matches(&self, db: &Database, model: &'static Model, id: i64) -> bool {
         match self {

@@ -227,8 +227,8 @@ fn search(db: &Database, model: &'static Model, domain: &[Value]) -> Result<Vec<
     // Archived records are left out unless the domain asks about `active`.
     let active = model.field("active").is_some();
     Ok(db
-        .rows(model)
-        .map(|(id, _)| *id)
+        .candidates(model, &domain)
+        .into_iter()
         .filter(|id| !active || db.value(model, *id, "active") != json!(false))
         .filter(|id| domain.matches(db, model, *id))
         .collect())
