@@ -10,6 +10,31 @@ for name in "${results[@]}"; do
   [[ -f "bench-results/$name.md" ]] || die "bench-results/$name.md is missing: run make bench"
 done
 [[ -f bench-results/code-version ]] || die "bench-results/code-version is missing: run make bench"
+[[ -f bench-results/saga-curve.csv ]] || die "bench-results/saga-curve.csv is missing: run make bench"
+
+# The saga's capacity curve, plotted from the run's figures; the saga's
+# section of the page links it.
+gnuplot <<PLOT
+set terminal pngcairo size 900,500 font "sans,11"
+set output "docs/saga-curve.png"
+set datafile separator ","
+set title "saga-orchestrator: order fulfilment sagas against the offered rate ($(cat bench-results/code-version), $(nproc) cores)"
+set xlabel "offered orders/s"
+set ylabel "sagas completed/s"
+set y2label "completion p50, p99 (s)"
+set logscale x
+set xtics (20, 50, 100, 200, 400)
+set ytics nomirror
+set y2tics
+set yrange [0:*]
+set y2range [0:*]
+set key top left
+set grid
+plot "bench-results/saga-curve.csv" skip 1 using 1:2 with linespoints title "sagas completed/s" axes x1y1, \\
+     "" skip 1 using 1:1 with lines dashtype 2 title "offered" axes x1y1, \\
+     "" skip 1 using 1:3 with linespoints title "p50 (s)" axes x1y2, \\
+     "" skip 1 using 1:4 with linespoints title "p99 (s)" axes x1y2
+PLOT
 
 cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
 memory="$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
@@ -45,8 +70,9 @@ included.
   as a ratio to its own write path called directly with the same
   concurrency (one lane per partition), and the limiter's achieved rate
   against its setting.
-- **saga-orchestrator**: order fulfilment at a fixed rate, completion
-  latency against the same commands sent straight to the sinks; each of
+- **saga-orchestrator**: order fulfilment at rising rates until the fleet
+  falls behind, completion latency against the same commands sent straight
+  to the sinks, the curve plotted (\`docs/saga-curve.png\`); each of
   its four processes' resident memory (idle after the run, and peak) and
   CPU time per 100 000 sagas, read from /proc.
 

@@ -28,6 +28,7 @@ if [[ "${1:-full}" == full ]]; then
   git describe --always --dirty 2>/dev/null > bench-results/code-version || echo unknown > bench-results/code-version
 fi
 
+bash "$HERE/prerequisites.sh"
 bash "$HERE/stack.sh" up
 bash "$HERE/connect.sh" fetch
 bash "$HERE/streams.sh" build

@@ -6,10 +6,11 @@
 # the alert rules; the stall test and the chart-run fire them on a server of
 # their own) with prometheus-postgres-exporter, and the C toolchain and
 # libraries librdkafka builds with (OpenSSL, libcurl for OIDC, zlib); podman
-# with runc and mmdebstrap (the image, built and run by `make image`).
+# with runc and mmdebstrap (the image, built and run by `make image`);
+# gnuplot (`make bench` plots the saga's capacity curve).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq chromium docker-compose build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev python3 python3-venv prometheus prometheus-postgres-exporter podman runc mmdebstrap)
+PACKAGES=(openjdk-17-jre-headless maven postgresql-15 kcat curl jq chromium docker-compose build-essential pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev python3 python3-venv prometheus prometheus-postgres-exporter podman runc mmdebstrap gnuplot-nox)
 
 # A python3 from elsewhere (pyenv, say) that can make virtualenvs does too.
 provided_elsewhere() {

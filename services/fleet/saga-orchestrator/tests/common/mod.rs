@@ -56,6 +56,9 @@ pub struct Fleet {
     /// Whether its services reach Kafka, the registry and Postgres over
     /// TLS, each checked against the stack's CA.
     tls: bool,
+    /// Whether the tests watch its services: a debug line per message and
+    /// every span sent to the stack's Jaeger.
+    observed: bool,
 }
 
 /// A built binary of the workspace (`cargo build` puts them beside this
@@ -128,6 +131,7 @@ impl Fleet {
             logs,
             codec: Arc::new(AvroCodec::new(stack.registry_settings())),
             tls: false,
+            observed: true,
         }
     }
 
@@ -136,6 +140,18 @@ impl Fleet {
     pub async fn over_tls(name: &str) -> Fleet {
         Fleet {
             tls: true,
+            ..Fleet::new(name).await
+        }
+    }
+
+    /// The same, its services logging at info and exporting no spans, as
+    /// a benchmark measures them: with no collector on this machine, the
+    /// stack's Jaeger would take a share of the cores measured (0.36 of 2
+    /// at 47 sagas/s, seen), and the per-message debug lines the tests
+    /// read cost the services themselves.
+    pub async fn unobserved(name: &str) -> Fleet {
+        Fleet {
+            observed: false,
             ..Fleet::new(name).await
         }
     }
@@ -190,18 +206,26 @@ impl Fleet {
                 .collect::<Vec<_>>()
         };
         let mut all_env = owned(&self.connection_env());
-        all_env.extend(owned(&[
-            // One debug line per message handled by ingest, the relay, the
-            // saga and the sinks,
-            // so tests can find a message's log lines by its fields.
-            (
+        if self.observed {
+            all_env.extend(owned(&[
+                // One debug line per message handled by ingest, the relay,
+                // the saga and the sinks, so tests can find a message's log
+                // lines by its fields.
+                (
+                    "SLUICE_LOG",
+                    "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug,sluice_sheets_sink::sink=debug,sluice_ingest::api=debug,sluice_outbox_relay::delivery=debug".into(),
+                ),
+                ("SLUICE_LOG_FORMAT", "json".into()),
+                // Spans go to the stack's Jaeger, as the chart sends them to
+                // a collector.
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", stack.otlp_endpoint.clone()),
+            ]));
+        } else {
+            all_env.extend(owned(&[(
                 "SLUICE_LOG",
-                "info,rdkafka=warn,sqlx=warn,sluice_saga_orchestrator::handler=debug,sluice_erp_sink::sink=debug,sluice_sheets_sink::sink=debug,sluice_ingest::api=debug,sluice_outbox_relay::delivery=debug".into(),
-            ),
-            ("SLUICE_LOG_FORMAT", "json".into()),
-            // Spans go to the stack's Jaeger, as the chart sends them to a collector.
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", stack.otlp_endpoint.clone()),
-        ]));
+                "info,rdkafka=warn,sqlx=warn".into(),
+            )]));
+        }
         all_env.extend(owned(env));
         let launch = Launch {
             binary: binary(binary_name),
