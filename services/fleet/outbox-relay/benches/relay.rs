@@ -8,7 +8,10 @@
 //!   size (acks=all, idempotent, lz4, linger 5 ms, like the relay's producer);
 //! - latency: single-row transactions at a fixed rate, commit-to-ack p50/p99
 //!   from the relay's own histogram; reference: ProducerPerformance's
-//!   send-to-ack p50/p99 at the same rate.
+//!   send-to-ack p50/p99 at the same rate;
+//! - cost: CPU time of the relay and of the Postgres walsender decoding its
+//!   slot during the drain, per 100 000 events (docs/SCALING.md builds on
+//!   it).
 //!
 //! Needs the local stack (`make stack-up`); writes
 //! `bench-results/outbox-relay.md`.
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice_avro::{AvroCodec, EventInput, event_record};
 use sluice_contracts::Catalog;
+use sluice_fleet::cost::Usage;
 use sluice_testkit::{Stack, TestTopic, eventually};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -35,6 +39,9 @@ use crate::common::{
 
 struct Relayed {
     rows_per_sec: f64,
+    /// CPU seconds per 100 000 events of the backlog: the relay's process
+    /// (start-up included), and the Postgres walsender decoding its slot.
+    cpu: [(&'static str, f64); 2],
 }
 
 struct Latency {
@@ -135,15 +142,45 @@ async fn relay_throughput(pool: &PgPool) -> (Relayed, usize) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let walsender = walsender(pool, &table).await;
     eventually("the backlog relayed", WAIT, || async {
         let count = relay.metric(series).await?;
         (count >= backlog() as f64).then_some(())
     })
     .await;
     let rows_per_sec = (backlog() as f64 - first) / first_at.elapsed().as_secs_f64();
+    // Each process's whole CPU time (both started for this backlog: the
+    // walsender when the relay connected), read before the relay stops.
+    let per_100k = |pid: u32| {
+        let used = Usage::of(pid).expect("a running process's /proc").cpu_secs;
+        used / backlog() as f64 * 100_000.0
+    };
+    let (relay_cpu, walsender_cpu) = (per_100k(relay.pid()), per_100k(walsender));
     relay.stop();
     drop_slot(pool, &table).await;
-    (Relayed { rows_per_sec }, event_size(&topic.name).await)
+    let cpu = [
+        ("outbox-relay", relay_cpu),
+        (
+            "Postgres walsender (logical decoding, pgoutput)",
+            walsender_cpu,
+        ),
+    ];
+    (Relayed { rows_per_sec, cpu }, event_size(&topic.name).await)
+}
+
+/// The walsender process streaming `table`'s slot to the relay.
+async fn walsender(pool: &PgPool, table: &str) -> u32 {
+    let slot = format!("{table}_slot");
+    eventually("the slot's walsender", WAIT, || async {
+        let pid: Option<i32> =
+            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(&slot)
+                .fetch_one(pool)
+                .await
+                .ok()?;
+        pid.and_then(|pid| u32::try_from(pid).ok())
+    })
+    .await
 }
 
 /// ProducerPerformance's summary line, e.g. "… 79176.6 records/sec (11.33
@@ -228,6 +265,19 @@ fn report(relayed: &Relayed, latency: &Latency, reference: &Reference, size: usi
             out,
             "| latency {name} at {RATE}/s, relay commit→ack vs producer send→ack (ms) | {relay:.1} | {reference:.1} | {:.2} |",
             relay / reference.max(0.1)
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "\nCPU for that backlog, each process's whole time from /proc (the relay's start-up included; the walsender starts when the relay connects):\n\n| process | CPU s per 100 000 events | events/s per busy core |\n|---|---:|---:|"
+    )
+    .unwrap();
+    for (name, secs) in relayed.cpu {
+        writeln!(
+            out,
+            "| {name} | {secs:.2} | {:.0} |",
+            100_000.0 / secs.max(0.01)
         )
         .unwrap();
     }

@@ -84,6 +84,11 @@ impl RelayProcess {
         .await;
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
