@@ -23,7 +23,10 @@ set xlabel "offered orders/s"
 set ylabel "sagas completed/s"
 set y2label "completion p50, p99 (s)"
 set logscale x
+set xrange [15:500]
 set xtics (20, 50, 100, 200, 400)
+set arrow from graph 0, second 5 to graph 1, second 5 nohead dashtype 3
+set label "5 s target (p99)" at graph 0.02, second 5.4
 set ytics nomirror
 set y2tics
 set yrange [0:*]
@@ -61,7 +64,8 @@ included.
 - **outbox-relay vs Debezium**: the PostgreSQL connector with its outbox
   EventRouter on a Kafka Connect standalone worker, same Postgres, same rows,
   same broker, same producer settings; both timed from outside (topic
-  watermarks; insert \`clock_timestamp()\` to the broker's LogAppendTime).
+  watermarks; insert \`clock_timestamp()\` to the broker's LogAppendTime);
+  Debezium over TLS as the relay, and on plain TCP.
 - **transformer**: against a plain rdkafka copy of the same topic, with and
   without transactions, and against a Kafka Streams application doing the
   same mapping exactly once (both outputs read back and compared command by

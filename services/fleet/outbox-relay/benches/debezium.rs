@@ -12,7 +12,10 @@
 //!   the topic stamps LogAppendTime, so insert → commit → Kafka append is
 //!   read on the one clock of this machine, p50 / p99 over every row.
 //!
-//! The two do not do the same work per event: outbox-relay checks each row
+//! Debezium runs twice: over TLS, as outbox-relay does (both take the TLS
+//! the local Postgres offers, sslmode prefer), and on plain TCP, since its
+//! JDBC driver delays rows on a TLS replication stream (the report says
+//! why). The two do not do the same work per event: outbox-relay checks each row
 //! against its Avro contract and writes the Confluent wire format through
 //! the registry; the EventRouter writes the payload as a JSON string
 //! (StringConverter), no registry. Needs the local stack; writes
@@ -47,7 +50,11 @@ const PARTITIONS: i32 = 3;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Relay,
-    Debezium,
+    /// Debezium; over TLS (`database.sslmode=prefer`, as outbox-relay's
+    /// default takes the TLS the local Postgres offers) or plain TCP.
+    Debezium {
+        tls: bool,
+    },
 }
 
 impl Tool {
@@ -55,7 +62,7 @@ impl Tool {
     fn id_header(self) -> &'static str {
         match self {
             Tool::Relay => "sluice.event_id",
-            Tool::Debezium => "id",
+            Tool::Debezium { .. } => "id",
         }
     }
 }
@@ -83,7 +90,7 @@ impl Running {
 async fn topic_for(tool: Tool, prefix: &str) -> String {
     let topic = match tool {
         Tool::Relay => TestTopic::with_schema_of("orders.events.v1", prefix, PARTITIONS).await,
-        Tool::Debezium => TestTopic::create(prefix, PARTITIONS).await,
+        Tool::Debezium { .. } => TestTopic::create(prefix, PARTITIONS).await,
     };
     topic.name
 }
@@ -103,8 +110,9 @@ async fn log_append_time(topic: &str) {
 }
 
 /// Kafka Connect with Debezium's connector on `table`, routing every outbox
-/// row to `topic` with the EventRouter.
-fn start_debezium(table: &str, topic: &str) -> Child {
+/// row to `topic` with the EventRouter; its replication stream over TLS or
+/// plain TCP.
+fn start_debezium(table: &str, topic: &str, tls: bool) -> Child {
     let stack = Stack::get();
     let dir: PathBuf = stack.local_dir.join("bench").join(table);
     std::fs::create_dir_all(&dir).unwrap();
@@ -142,6 +150,7 @@ fn start_debezium(table: &str, topic: &str) -> Child {
          slot.name={table}_slot\n\
          snapshot.mode=no_data\n\
          poll.interval.ms=10\n\
+         database.sslmode={sslmode}\n\
          transforms=outbox\n\
          transforms.outbox.type=io.debezium.transforms.outbox.EventRouter\n\
          transforms.outbox.table.field.event.id=id\n\
@@ -155,6 +164,7 @@ fn start_debezium(table: &str, topic: &str) -> Child {
         user = database.username(),
         password = database.password().unwrap(),
         dbname = database.path().trim_start_matches('/'),
+        sslmode = if tls { "prefer" } else { "disable" },
     );
     std::fs::write(dir.join("worker.properties"), worker).unwrap();
     std::fs::write(dir.join("connector.properties"), connector).unwrap();
@@ -174,7 +184,7 @@ fn start_debezium(table: &str, topic: &str) -> Child {
 fn start(tool: Tool, table: &str, topic: &str, dlq: &str) -> Running {
     match tool {
         Tool::Relay => Running::Relay(RelayProcess::start(table, topic, dlq)),
-        Tool::Debezium => Running::Debezium(start_debezium(table, topic)),
+        Tool::Debezium { tls } => Running::Debezium(start_debezium(table, topic, tls)),
     }
 }
 
@@ -321,7 +331,10 @@ async fn latency(pool: &PgPool, tool: Tool, name: &str) -> Latency {
     }
 }
 
-fn report(relay: (f64, &Latency), debezium: (f64, &Latency)) -> String {
+/// (events/s, latency) of a run.
+type Measured = (f64, Latency);
+
+fn report(relay: &Measured, tls: &Measured, plain: &Measured) -> String {
     let versions = std::fs::read_to_string(Stack::get().path("deploy/local/versions.env")).unwrap();
     let version = |key: &str| {
         versions
@@ -340,7 +353,10 @@ fn report(relay: (f64, &Latency), debezium: (f64, &Latency)) -> String {
          idempotent, lz4, linger 5 ms); Debezium tuned for latency (poll.interval.ms 10, its \
          default 500). outbox-relay also validates each row against its Avro \
          contract and writes the Confluent wire format; the EventRouter writes the JSON payload \
-         as a string.\n",
+         as a string. The local Postgres offers TLS and both take it by default \
+         (sslmode prefer); Debezium is also run on plain TCP (sslmode disable): over TLS, \
+         pgjdbc's non-blocking read of the replication stream cannot see bytes waiting in the \
+         TLS layer (pgjdbc issues 1313, 2180), so rows wait for the next status exchange.\n",
         chrono::DateTime::from_timestamp_millis(sluice_contracts::now_millis())
             .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_default(),
@@ -351,27 +367,30 @@ fn report(relay: (f64, &Latency), debezium: (f64, &Latency)) -> String {
     .unwrap();
     writeln!(
         out,
-        "| measure | outbox-relay | Debezium | relay / Debezium |"
+        "| measure | outbox-relay (TLS) | Debezium (TLS) | relay / Debezium (TLS) | Debezium (plain TCP) | relay / Debezium (plain TCP) |\n|---|---:|---:|---:|---:|---:|"
     )
     .unwrap();
-    writeln!(out, "|---|---|---|---|").unwrap();
     writeln!(
         out,
-        "| throughput, {} committed rows in transactions of {ROWS_PER_TRANSACTION} (events/s) | {:.0} | {:.0} | {:.2} |",
+        "| throughput, {} committed rows in transactions of {ROWS_PER_TRANSACTION} (events/s) | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
         backlog(),
         relay.0,
-        debezium.0,
-        relay.0 / debezium.0
+        tls.0,
+        relay.0 / tls.0,
+        plain.0,
+        relay.0 / plain.0
     )
     .unwrap();
-    for (name, ours, theirs) in [
-        ("p50", relay.1.p50_ms, debezium.1.p50_ms),
-        ("p99", relay.1.p99_ms, debezium.1.p99_ms),
+    for (name, pick) in [
+        ("p50", (|l: &Latency| l.p50_ms) as fn(&Latency) -> f64),
+        ("p99", |l: &Latency| l.p99_ms),
     ] {
+        let (ours, theirs, plain) = (pick(&relay.1), pick(&tls.1), pick(&plain.1));
         writeln!(
             out,
-            "| latency {name} at {RATE} rows/s, insert → Kafka append (ms) | {ours:.1} | {theirs:.1} | {:.2} |",
-            ours / theirs.max(0.1)
+            "| latency {name} at {RATE} rows/s, insert → Kafka append (ms) | {ours:.1} | {theirs:.1} | {:.3} | {plain:.1} | {:.2} |",
+            ours / theirs.max(0.1),
+            ours / plain.max(0.1)
         )
         .unwrap();
     }
@@ -396,7 +415,11 @@ async fn main() {
         .await
         .unwrap();
     let mut results = Vec::new();
-    for (tool, name) in [(Tool::Relay, "relay"), (Tool::Debezium, "debezium")] {
+    for (tool, name) in [
+        (Tool::Relay, "relay"),
+        (Tool::Debezium { tls: true }, "debezium"),
+        (Tool::Debezium { tls: false }, "debezium_plain"),
+    ] {
         eprintln!(
             "[bench] {name}: latency at {RATE} rows/s for {:?}",
             latency_run()
@@ -406,7 +429,7 @@ async fn main() {
         let throughput = throughput(&pool, tool, name).await;
         results.push((throughput, latency));
     }
-    let text = report((results[0].0, &results[0].1), (results[1].0, &results[1].1));
+    let text = report(&results[0], &results[1], &results[2]);
     let dir = sluice_testkit::bench_results_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("outbox-relay-vs-debezium.md");
