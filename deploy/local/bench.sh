@@ -25,7 +25,11 @@ esac
 # change while the run goes on).
 if [[ "${1:-full}" == full ]]; then
   mkdir -p bench-results
-  git describe --always --dirty 2>/dev/null > bench-results/code-version || echo unknown > bench-results/code-version
+  # The pages a previous run wrote are its output, not the code measured.
+  outputs=(':!docs/BENCHMARKS.md' ':!docs/saga-curve.png')
+  version="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  git diff --quiet HEAD -- . "${outputs[@]}" 2>/dev/null || version="$version-dirty"
+  echo "$version" > bench-results/code-version
 fi
 
 bash "$HERE/prerequisites.sh"
