@@ -13,9 +13,8 @@
 //!   read on the one clock of this machine, p50 / p99 over every row.
 //!
 //! Debezium runs twice: over TLS, as outbox-relay does (both take the TLS
-//! the local Postgres offers, sslmode prefer), and on plain TCP, since its
-//! JDBC driver delays rows on a TLS replication stream (the report says
-//! why). The two do not do the same work per event: outbox-relay checks each row
+//! the local Postgres offers, sslmode prefer), and on plain TCP, so that
+//! the transport is not what the comparison rests on. The two do not do the same work per event: outbox-relay checks each row
 //! against its Avro contract and writes the Confluent wire format through
 //! the registry; the EventRouter writes the payload as a JSON string
 //! (StringConverter), no registry. Needs the local stack; writes
@@ -354,9 +353,8 @@ fn report(relay: &Measured, tls: &Measured, plain: &Measured) -> String {
          default 500). outbox-relay also validates each row against its Avro \
          contract and writes the Confluent wire format; the EventRouter writes the JSON payload \
          as a string. The local Postgres offers TLS and both take it by default \
-         (sslmode prefer); Debezium is also run on plain TCP (sslmode disable): over TLS, \
-         pgjdbc's non-blocking read of the replication stream cannot see bytes waiting in the \
-         TLS layer (pgjdbc issues 1313, 2180), so rows wait for the next status exchange.\n",
+         (sslmode prefer); Debezium also runs on plain TCP (sslmode disable), so its \
+         transport is not what the comparison rests on.\n",
         chrono::DateTime::from_timestamp_millis(sluice_contracts::now_millis())
             .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_default(),
