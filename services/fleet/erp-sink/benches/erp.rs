@@ -8,7 +8,10 @@
 //!   timed until its group has committed every offset (each command applied
 //!   and its ErpResult acknowledged);
 //! - limiter: the limiter at 50 requests/s with a burst of 1; the achieved
-//!   rate from the sandbox's request log.
+//!   rate from the sandbox's request log;
+//! - scaling out: the sandbox answering every call 20 ms late, the sink at
+//!   its default of partitions handled at once, one replica against two in
+//!   one group on the same 6 partitions.
 //!
 //! Needs the local stack; writes `bench-results/erp-sink.md`.
 // A benchmark program: any failure ends it with the panic's message.
@@ -21,10 +24,13 @@ use std::fmt::Write as _;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use common::{Topics, Tuning, applier, command, request_times, sandbox, send};
+use common::{Topics, Tuning, applier, command, faults, request_times, sandbox, send};
+use serde_json::json;
 use sluice_contracts::types::{ErpCommand, ErpOperation};
+use sluice_erp_sink::cli::Erp;
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::{Pace, committed_total, eventually, scaled};
+use sluice_service::Defaults;
+use sluice_testkit::{Pace, committed_total, eventually, scaled, unique_name};
 
 /// Upserts of each run (10 000 at full scale).
 fn command_count() -> u32 {
@@ -78,6 +84,54 @@ async fn through_sink(count: u32, limiter: LimiterConfig) -> (f64, String) {
     (rate, base)
 }
 
+/// Upserts of each scaling run (2 000 at full scale).
+fn scaling_count() -> u32 {
+    u32::try_from(scaled(2_000, 60)).unwrap_or(u32::MAX)
+}
+
+/// Every Odoo call answered this late in the scaling runs.
+const LATENCY_MS: u64 = 20;
+
+/// `replicas` sinks in one group, each at erp-sink's default of partitions
+/// handled at once, on a preloaded topic against a sandbox answering every
+/// call `LATENCY_MS` late; commands/s from the first request to the last.
+async fn scaled_out(replicas: usize) -> f64 {
+    let base = sandbox().await;
+    faults(&base, json!({ "latency_ms": LATENCY_MS })).await;
+    let topics = Topics::create("bench-erp-scale", PARTITIONS).await;
+    let group = unique_name("bench-erp-scale");
+    let stops: Vec<_> = (0..replicas)
+        .map(|_| {
+            let tuning = Tuning {
+                group: group.clone(),
+                limiter: unlimited(),
+                max_concurrent: <Erp as Defaults>::MAX_CONCURRENT,
+                ..Tuning::quick()
+            };
+            common::start(&base, &topics, tuning)
+        })
+        .collect();
+    // Commands only once every replica has joined and the group settled
+    // (a join takes a rebalance of a few seconds; the group has no event
+    // this benchmark can wait on without an admin client of its own).
+    tokio::time::sleep(SETTLE).await;
+    let count = scaling_count();
+    send(&topics.commands.name, &commands(count)).await;
+    eventually("every command committed", WAIT, || async {
+        let committed = committed_total(&group, &topics.commands.name, PARTITIONS).await;
+        (committed >= i64::from(count)).then_some(())
+    })
+    .await;
+    let times = request_times(&base).await;
+    for stop in stops {
+        stop.send(()).unwrap();
+    }
+    f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64
+}
+
+/// How long the replicas get to join before the commands come.
+const SETTLE: Duration = Duration::from_secs(10);
+
 /// The applier alone, six lanes of references in parallel; commands/s.
 async fn direct() -> f64 {
     let base = sandbox().await;
@@ -123,6 +177,9 @@ async fn main() {
     let pace = Pace::of(&request_times(&base).await);
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
+    let one = scaled_out(1).await;
+    let two = scaled_out(2).await;
+    eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
 
     let command_count = command_count();
     let mut report = String::new();
@@ -148,6 +205,15 @@ async fn main() {
         "\nLimiter set to {RATE} requests/s (burst 1): {achieved:.2}/s achieved over {} requests, {:.3} × the setting.",
         pace.requests,
         achieved / RATE
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, each replica handling up to {} partitions at once (erp-sink's default), {} upserts on {PARTITIONS} partitions: one replica {one:.0} commands/s, two in one group {two:.0} commands/s, **{:.2} ×**. Two replicas handle all {PARTITIONS} partitions at once where one handles {}: the ceiling of a call-bound sink is its lanes, and its partitions bound those.",
+        <Erp as Defaults>::MAX_CONCURRENT,
+        scaling_count(),
+        two / one,
+        <Erp as Defaults>::MAX_CONCURRENT,
     )
     .unwrap();
     let dir = sluice_testkit::bench_results_dir();

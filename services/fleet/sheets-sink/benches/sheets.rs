@@ -8,7 +8,10 @@
 //!   same commands and batch size, one lane per partition as the sink has
 //!   (no Kafka, no Avro, no consumer loop);
 //! - limiter: one command per request, the limiter at 20/s with a burst of
-//!   1; the achieved request rate from the sandbox's request log.
+//!   1; the achieved request rate from the sandbox's request log;
+//! - scaling out: the sandbox answering every call 20 ms late, one command
+//!   per request, the sink at its default of partitions handled at once,
+//!   one replica against two in one group on the same 6 partitions.
 //!
 //! Needs the local stack; writes `bench-results/sheets-sink.md`.
 // A benchmark program: any failure ends it with the panic's message.
@@ -21,10 +24,13 @@ use std::fmt::Write as _;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use common::{Tuning, command, id, request_times, sandbox, start_with, upserter};
+use common::{Tuning, command, faults, id, request_times, sandbox, start_with, upserter};
+use serde_json::json;
 use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::LimiterConfig;
-use sluice_testkit::{Pace, TestTopic, committed_total, eventually, scaled};
+use sluice_service::Defaults;
+use sluice_sheets_sink::cli::Sheets;
+use sluice_testkit::{Pace, TestTopic, committed_total, eventually, scaled, unique_name};
 
 /// Commands of the batched runs (20 000 at full scale).
 fn batched_commands() -> u32 {
@@ -85,6 +91,51 @@ async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (
     (rate, base)
 }
 
+/// Every Sheets call answered this late in the scaling runs.
+const LATENCY_MS: u64 = 20;
+/// How long the replicas get to join before the commands come.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// `replicas` sinks in one group, one command per request and each at
+/// sheets-sink's default of partitions handled at once, on a topic of
+/// `unbatched_commands()` against a sandbox answering every call
+/// `LATENCY_MS` late; commands/s from the first request to the last.
+async fn scaled_out(replicas: usize) -> f64 {
+    let (base, key) = sandbox().await;
+    faults(&base, json!({ "latency_ms": LATENCY_MS })).await;
+    let topic = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets-scale", PARTITIONS).await;
+    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "bench-sheets-dlq", 1).await;
+    let group = unique_name("bench-sheets-scale");
+    let stops: Vec<_> = (0..replicas)
+        .map(|_| {
+            let tuning = Tuning {
+                group: group.clone(),
+                limiter: unlimited(),
+                max_batch: 1,
+                max_concurrent: <Sheets as Defaults>::MAX_CONCURRENT,
+                ..Tuning::quick()
+            };
+            start_with(&base, &key, &topic.name, &dlq.name, tuning)
+        })
+        .collect();
+    // Commands only once every replica has joined and the group settled
+    // (a join takes a rebalance of a few seconds; the group has no event
+    // this benchmark can wait on without an admin client of its own).
+    tokio::time::sleep(SETTLE).await;
+    let count = unbatched_commands();
+    common::send(&topic.name, &commands(count)).await;
+    eventually("every command committed", WAIT, || async {
+        let committed = committed_total(&group, &topic.name, PARTITIONS).await;
+        (committed >= i64::from(count)).then_some(())
+    })
+    .await;
+    let times = request_times(&base).await;
+    for stop in stops {
+        stop.send(()).unwrap();
+    }
+    f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64
+}
+
 /// The upserter alone, `count` commands in batches of `size`, one lane per
 /// partition as the sink has (a key stays in its lane); commands/s.
 async fn direct(count: u32, size: usize) -> f64 {
@@ -137,6 +188,9 @@ async fn main() {
     let pace = Pace::of(&request_times(&base).await);
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
+    let one = scaled_out(1).await;
+    let two = scaled_out(2).await;
+    eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
 
     let (batched_commands, unbatched_commands) = (batched_commands(), unbatched_commands());
     let mut report = String::new();
@@ -174,6 +228,14 @@ async fn main() {
         "\nLimiter set to {RATE} requests/s (burst 1): {achieved:.2}/s achieved over {} requests, {:.3} × the setting.",
         pace.requests,
         achieved / RATE
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, one command per request, each replica handling up to {} partitions at once (sheets-sink's default), {unbatched_commands} commands on {PARTITIONS} partitions: one replica {one:.0} commands/s, two in one group {two:.0} commands/s, **{:.2} ×**. Two replicas handle all {PARTITIONS} partitions at once where one handles {}: the ceiling of a call-bound sink is its lanes, and its partitions bound those.",
+        <Sheets as Defaults>::MAX_CONCURRENT,
+        two / one,
+        <Sheets as Defaults>::MAX_CONCURRENT,
     )
     .unwrap();
     let dir = sluice_testkit::bench_results_dir();

@@ -135,6 +135,8 @@ pub struct Tuning {
     pub group: String,
     /// Most commands of a partition written together.
     pub max_batch: usize,
+    /// Partitions handled at once.
+    pub max_concurrent: usize,
     /// Whether the replica paces its limiter to its partitions' share.
     pub shared_quota: bool,
     /// Sheets written USER_ENTERED (`--user-entered`).
@@ -167,6 +169,7 @@ impl Tuning {
             },
             group: unique_name("sheets-sink"),
             max_batch: 100,
+            max_concurrent: 3,
             shared_quota: false,
             user_entered: Vec::new(),
         }
@@ -267,7 +270,7 @@ pub fn start_with(
         group_id: tuning.group,
         topics: vec![topic.to_owned()],
         partition_buffer: tuning.max_batch.max(16),
-        max_concurrent: 3,
+        max_concurrent: tuning.max_concurrent,
         max_batch: tuning.max_batch,
         batch_linger: Duration::from_millis(50),
         retry: tuning.retry,
