@@ -22,7 +22,7 @@ mod common;
 
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{Topics, Tuning, applier, command, faults, request_times, sandbox, send};
 use serde_json::json;
@@ -30,7 +30,7 @@ use sluice_contracts::types::{ErpCommand, ErpOperation};
 use sluice_erp_sink::cli::Erp;
 use sluice_resilience::LimiterConfig;
 use sluice_service::Defaults;
-use sluice_testkit::{Pace, committed_total, eventually, scaled, unique_name};
+use sluice_testkit::{Pace, per_second_over, scaled, through_replicas, unique_name};
 
 /// Upserts of each run (10 000 at full scale).
 fn command_count() -> u32 {
@@ -38,7 +38,6 @@ fn command_count() -> u32 {
 }
 const REFS: u32 = 2_000;
 const PARTITIONS: i32 = 6;
-const WAIT: Duration = Duration::from_secs(600);
 
 fn unlimited() -> LimiterConfig {
     LimiterConfig {
@@ -57,31 +56,41 @@ fn commands(count: u32) -> Vec<ErpCommand> {
         .collect()
 }
 
-/// Runs the sink on a topic preloaded with `count` commands; commands/s
-/// from its first request to its last, and the
-/// sandbox's base URL.
-async fn through_sink(count: u32, limiter: LimiterConfig) -> (f64, String) {
+/// Runs `replicas` sinks tuned by `tuning` in one group on `count`
+/// commands ([`through_replicas`]), against a sandbox answering every call
+/// `latency_ms` late; commands/s from the first request to the last, and
+/// the sandbox's base URL.
+async fn through_sinks(
+    count: u32,
+    tuning: impl Fn() -> Tuning,
+    replicas: usize,
+    latency_ms: u64,
+) -> (f64, String) {
     let base = sandbox().await;
+    faults(&base, json!({ "latency_ms": latency_ms })).await;
     let topics = Topics::create("bench-erp", PARTITIONS).await;
-    send(&topics.commands.name, &commands(count)).await;
-    let tuning = Tuning {
+    let group = unique_name("bench-erp");
+    let start = || {
+        let tuning = Tuning {
+            group: group.clone(),
+            ..tuning()
+        };
+        common::start(&base, &topics, tuning)
+    };
+    let all = commands(count);
+    let produce = || send(&topics.commands.name, &all);
+    let on = (group.as_str(), topics.commands.name.as_str(), PARTITIONS);
+    through_replicas(replicas, start, produce, on, count).await;
+    (per_second_over(count, &request_times(&base).await), base)
+}
+
+/// One sink, its limiter set to `limiter`, on `count` commands.
+async fn through_sink(count: u32, limiter: LimiterConfig) -> (f64, String) {
+    let tuning = || Tuning {
         limiter,
         ..Tuning::quick()
     };
-    let group = tuning.group.clone();
-    let stop = common::start(&base, &topics, tuning);
-    eventually("every command committed", WAIT, || async {
-        let committed = committed_total(&group, &topics.commands.name, PARTITIONS).await;
-        (committed >= i64::from(count)).then_some(())
-    })
-    .await;
-    // Timed from the sink's first request to its last, from the sandbox's
-    // log: joining the group and the offset commit interval are not the
-    // sink's pace.
-    let times = request_times(&base).await;
-    let rate = f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64;
-    stop.send(()).unwrap();
-    (rate, base)
+    through_sinks(count, tuning, 1, 0).await
 }
 
 /// Upserts of each scaling run (2 000 at full scale).
@@ -93,44 +102,18 @@ fn scaling_count() -> u32 {
 const LATENCY_MS: u64 = 20;
 
 /// `replicas` sinks in one group, each at erp-sink's default of partitions
-/// handled at once, on a preloaded topic against a sandbox answering every
-/// call `LATENCY_MS` late; commands/s from the first request to the last.
+/// handled at once, the sandbox answering every call `LATENCY_MS` late;
+/// commands/s.
 async fn scaled_out(replicas: usize) -> f64 {
-    let base = sandbox().await;
-    faults(&base, json!({ "latency_ms": LATENCY_MS })).await;
-    let topics = Topics::create("bench-erp-scale", PARTITIONS).await;
-    let group = unique_name("bench-erp-scale");
-    let stops: Vec<_> = (0..replicas)
-        .map(|_| {
-            let tuning = Tuning {
-                group: group.clone(),
-                limiter: unlimited(),
-                max_concurrent: <Erp as Defaults>::MAX_CONCURRENT,
-                ..Tuning::quick()
-            };
-            common::start(&base, &topics, tuning)
-        })
-        .collect();
-    // Commands only once every replica has joined and the group settled
-    // (a join takes a rebalance of a few seconds; the group has no event
-    // this benchmark can wait on without an admin client of its own).
-    tokio::time::sleep(SETTLE).await;
-    let count = scaling_count();
-    send(&topics.commands.name, &commands(count)).await;
-    eventually("every command committed", WAIT, || async {
-        let committed = committed_total(&group, &topics.commands.name, PARTITIONS).await;
-        (committed >= i64::from(count)).then_some(())
-    })
-    .await;
-    let times = request_times(&base).await;
-    for stop in stops {
-        stop.send(()).unwrap();
-    }
-    f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64
+    let tuning = || Tuning {
+        limiter: unlimited(),
+        max_concurrent: <Erp as Defaults>::MAX_CONCURRENT,
+        ..Tuning::quick()
+    };
+    through_sinks(scaling_count(), tuning, replicas, LATENCY_MS)
+        .await
+        .0
 }
-
-/// How long the replicas get to join before the commands come.
-const SETTLE: Duration = Duration::from_secs(10);
 
 /// The applier alone, six lanes of references in parallel; commands/s.
 async fn direct() -> f64 {

@@ -22,7 +22,7 @@ mod common;
 
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{Tuning, command, faults, id, request_times, sandbox, start_with, upserter};
 use serde_json::json;
@@ -30,7 +30,7 @@ use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::LimiterConfig;
 use sluice_service::Defaults;
 use sluice_sheets_sink::cli::Sheets;
-use sluice_testkit::{Pace, TestTopic, committed_total, eventually, scaled, unique_name};
+use sluice_testkit::{Pace, TestTopic, per_second_over, scaled, through_replicas, unique_name};
 
 /// Commands of the batched runs (20 000 at full scale).
 fn batched_commands() -> u32 {
@@ -42,7 +42,6 @@ fn unbatched_commands() -> u32 {
 }
 const KEYS: u32 = 2_000;
 const PARTITIONS: i32 = 6;
-const WAIT: Duration = Duration::from_secs(600);
 
 fn unlimited() -> LimiterConfig {
     LimiterConfig {
@@ -63,77 +62,63 @@ fn commands(count: u32) -> Vec<SheetRowUpsert> {
         .collect()
 }
 
-/// Runs the sink on a topic preloaded with `count` commands; commands/s
-/// from its first request to its last.
-async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (f64, String) {
+/// Runs `replicas` sinks tuned by `tuning` in one group on `count`
+/// commands ([`through_replicas`]), against a sandbox answering every call
+/// `latency_ms` late; commands/s from the first request to the last, and
+/// the sandbox's base URL.
+async fn through_sinks(
+    count: u32,
+    tuning: impl Fn() -> Tuning,
+    replicas: usize,
+    latency_ms: u64,
+) -> (f64, String) {
     let (base, key) = sandbox().await;
+    faults(&base, json!({ "latency_ms": latency_ms })).await;
     let topic = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets", PARTITIONS).await;
     let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "bench-sheets-dlq", 1).await;
-    common::send(&topic.name, &commands(count)).await;
-    let tuning = Tuning {
+    let group = unique_name("bench-sheets");
+    let start = || {
+        let tuning = Tuning {
+            group: group.clone(),
+            ..tuning()
+        };
+        start_with(&base, &key, &topic.name, &dlq.name, tuning)
+    };
+    let all = commands(count);
+    let produce = || common::send(&topic.name, &all);
+    let on = (group.as_str(), topic.name.as_str(), PARTITIONS);
+    through_replicas(replicas, start, produce, on, count).await;
+    (per_second_over(count, &request_times(&base).await), base)
+}
+
+/// One sink, in batches of up to `max_batch`, its limiter set to
+/// `limiter`, on `count` commands.
+async fn through_sink(count: u32, max_batch: usize, limiter: LimiterConfig) -> (f64, String) {
+    let tuning = || Tuning {
         limiter,
         max_batch,
         ..Tuning::quick()
     };
-    let group = tuning.group.clone();
-    let stop = start_with(&base, &key, &topic.name, &dlq.name, tuning);
-    eventually("every command committed", WAIT, || async {
-        let committed = committed_total(&group, &topic.name, PARTITIONS).await;
-        (committed >= i64::from(count)).then_some(())
-    })
-    .await;
-    // Timed from the sink's first request to its last, from the sandbox's
-    // log: joining the group and the offset commit interval are not the
-    // sink's pace.
-    let times = request_times(&base).await;
-    let rate = f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64;
-    stop.send(()).unwrap();
-    (rate, base)
+    through_sinks(count, tuning, 1, 0).await
 }
 
 /// Every Sheets call answered this late in the scaling runs.
 const LATENCY_MS: u64 = 20;
-/// How long the replicas get to join before the commands come.
-const SETTLE: Duration = Duration::from_secs(10);
 
 /// `replicas` sinks in one group, one command per request and each at
-/// sheets-sink's default of partitions handled at once, on a topic of
-/// `unbatched_commands()` against a sandbox answering every call
-/// `LATENCY_MS` late; commands/s from the first request to the last.
+/// sheets-sink's default of partitions handled at once, on
+/// `unbatched_commands()`, the sandbox answering every call `LATENCY_MS`
+/// late; commands/s.
 async fn scaled_out(replicas: usize) -> f64 {
-    let (base, key) = sandbox().await;
-    faults(&base, json!({ "latency_ms": LATENCY_MS })).await;
-    let topic = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets-scale", PARTITIONS).await;
-    let dlq = TestTopic::with_schema_of("dlq.sheets-sink.v1", "bench-sheets-dlq", 1).await;
-    let group = unique_name("bench-sheets-scale");
-    let stops: Vec<_> = (0..replicas)
-        .map(|_| {
-            let tuning = Tuning {
-                group: group.clone(),
-                limiter: unlimited(),
-                max_batch: 1,
-                max_concurrent: <Sheets as Defaults>::MAX_CONCURRENT,
-                ..Tuning::quick()
-            };
-            start_with(&base, &key, &topic.name, &dlq.name, tuning)
-        })
-        .collect();
-    // Commands only once every replica has joined and the group settled
-    // (a join takes a rebalance of a few seconds; the group has no event
-    // this benchmark can wait on without an admin client of its own).
-    tokio::time::sleep(SETTLE).await;
-    let count = unbatched_commands();
-    common::send(&topic.name, &commands(count)).await;
-    eventually("every command committed", WAIT, || async {
-        let committed = committed_total(&group, &topic.name, PARTITIONS).await;
-        (committed >= i64::from(count)).then_some(())
-    })
-    .await;
-    let times = request_times(&base).await;
-    for stop in stops {
-        stop.send(()).unwrap();
-    }
-    f64::from(count) * 1000.0 / (times[times.len() - 1] - times[0]).max(1) as f64
+    let tuning = || Tuning {
+        limiter: unlimited(),
+        max_batch: 1,
+        max_concurrent: <Sheets as Defaults>::MAX_CONCURRENT,
+        ..Tuning::quick()
+    };
+    through_sinks(unbatched_commands(), tuning, replicas, LATENCY_MS)
+        .await
+        .0
 }
 
 /// The upserter alone, `count` commands in batches of `size`, one lane per

@@ -36,3 +36,48 @@ pub fn bench_results_dir() -> std::path::PathBuf {
     std::env::var_os("SLUICE_BENCH_RESULTS")
         .map_or_else(|| root.path("bench-results"), |dir| root.path(dir))
 }
+
+/// `count` items over requests that arrived at `times_ms` (ms, ascending):
+/// items per second from the first request to the last, as a sink's pace
+/// is read from the sandbox's log (joining a group and committing offsets
+/// are not its pace).
+pub fn per_second_over(count: u32, times_ms: &[i64]) -> f64 {
+    let (Some(first), Some(last)) = (times_ms.first(), times_ms.last()) else {
+        return 0.0;
+    };
+    f64::from(count) * 1000.0 / (last - first).max(1) as f64
+}
+
+/// How long sink replicas get to join their group before a benchmark's
+/// commands come: a join takes a rebalance of a few seconds, and a group
+/// has no event a benchmark can wait on without an admin client of its
+/// own.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Runs `count` commands through `replicas` sinks of `group` on `topic`
+/// (`partitions` partitions), each started by `start`, which returns the
+/// sender that stops it. One replica finds them preloaded by `produce`;
+/// several get them once all have joined and the group settled, so that no
+/// rebalance falls in the run. Returns once the group has committed them
+/// all, the sinks stopped.
+pub async fn through_replicas<P: std::future::Future<Output = ()>>(
+    replicas: usize,
+    mut start: impl FnMut() -> tokio::sync::oneshot::Sender<()>,
+    produce: impl Fn() -> P,
+    (group, topic, partitions): (&str, &str, i32),
+    count: u32,
+) {
+    if replicas == 1 {
+        produce().await;
+    }
+    let stops: Vec<_> = (0..replicas).map(|_| start()).collect();
+    if replicas > 1 {
+        tokio::time::sleep(SETTLE).await;
+        produce().await;
+    }
+    let wait = Duration::from_secs(600);
+    crate::until_committed(group, topic, partitions, i64::from(count), wait).await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+}

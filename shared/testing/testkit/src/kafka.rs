@@ -239,6 +239,22 @@ pub fn committed_offsets(
         .collect()
 }
 
+/// Waits until `group` has committed at least `count` offsets over
+/// `topic`'s `partitions` partitions.
+pub async fn until_committed(
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    count: i64,
+    within: Duration,
+) {
+    let what = format!("{count} offsets of {topic} committed by {group}");
+    crate::eventually(&what, within, || async {
+        (committed_total(group, topic, partitions).await >= count).then_some(())
+    })
+    .await;
+}
+
 /// The sum of the offsets group `group` has committed on `topic`, read on a
 /// blocking thread: polled from a test's runtime, the blocking client call
 /// would hold one of its few workers (and starve the servers and sinks the

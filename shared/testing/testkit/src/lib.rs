@@ -21,14 +21,16 @@ mod stack;
 mod traces;
 mod wait;
 
-pub use bench::{bench_results_dir, bench_scale, scaled, scaled_duration};
+pub use bench::{
+    bench_results_dir, bench_scale, per_second_over, scaled, scaled_duration, through_replicas,
+};
 pub use fault::raise_fatal_error;
 pub use interop::{
     Delivery, confluent_produce, confluent_send, console_produce, evolved_schema, kcat_produce,
 };
 pub use kafka::{
     TestTopic, committed_messages, committed_offsets, committed_total, consume_exactly,
-    message_count, producer, register_value_schema,
+    message_count, producer, register_value_schema, until_committed,
 };
 pub use metrics::{breaker_transitions, metric, process_metrics};
 pub use outage::{KafkaCutOff, PostgresOutage};
