@@ -66,9 +66,18 @@ async fn create_spreadsheet(
     StatusCode::CREATED.into_response()
 }
 
+/// Which rows of a sheet to read: from the `from`-th (0-based), so that a
+/// reader polling for appended rows reads only those.
+#[derive(Debug, Deserialize)]
+struct Rows {
+    #[serde(default)]
+    from: usize,
+}
+
 async fn grid(
     State(app): State<AppState>,
     Path((spreadsheet, sheet)): Path<(String, String)>,
+    Query(rows): Query<Rows>,
 ) -> Response {
     let state = app.lock();
     match state
@@ -76,7 +85,10 @@ async fn grid(
         .get(&spreadsheet)
         .and_then(|s| s.get(&sheet))
     {
-        Some(grid) => Json(json!({"values": grid})).into_response(),
+        Some(grid) => {
+            let values = grid.get(rows.from..).unwrap_or_default();
+            Json(json!({"values": values})).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             format!("no sheet {sheet} in {spreadsheet}"),
@@ -115,8 +127,20 @@ async fn edit_grid(
     }
 }
 
-async fn records(State(app): State<AppState>, Path(model): Path<String>) -> Response {
-    let table = app.lock().erp.table(&model);
+/// Which records to read: those with an id above `after`, so that a reader
+/// polling for created records reads only those.
+#[derive(Debug, Deserialize)]
+struct Records {
+    #[serde(default)]
+    after: i64,
+}
+
+async fn records(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    Query(records): Query<Records>,
+) -> Response {
+    let table = app.lock().erp.table(&model, records.after);
     let rows: Vec<_> = table
         .into_iter()
         .map(|(id, mut fields)| {

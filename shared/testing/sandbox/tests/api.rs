@@ -230,6 +230,25 @@ async fn sheets_values_are_written_and_read_back() {
             ["o-3", true]
         ])
     );
+    // A poller reads only the rows from its last count on.
+    let tail: Value = client
+        .get(format!("{base}/admin/spreadsheets/s1/Orders?from=3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tail["values"], json!([["o-3", true]]));
+    let past: Value = client
+        .get(format!("{base}/admin/spreadsheets/s1/Orders?from=9"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(past["values"], json!([]));
 
     // Google's 4xx: missing valueInputOption, an unknown sheet (nothing
     // written), an unknown spreadsheet.
@@ -360,6 +379,22 @@ async fn odoo_records_are_created_found_and_written() {
         .await
         .unwrap();
     assert_eq!(records.as_array().unwrap().len(), 1);
+    // A poller reads only the records created since the last it saw.
+    let after = |after: i64| {
+        let base = base.clone();
+        async move {
+            Client::new()
+                .get(format!("{base}/admin/erp/sale.order?after={after}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(after(id - 1).await, records);
+    assert_eq!(after(id).await, json!([]));
 
     // Odoo's error shape, with HTTP 200.
     let denied = execute(&base, "wrong", "search", json!([[]]), json!({})).await;

@@ -160,11 +160,17 @@ impl Default for Database {
 }
 
 impl Database {
-    /// The stored records of `model` (empty for a model it does not hold).
-    pub fn table(&self, model: &str) -> BTreeMap<i64, Map<String, Value>> {
+    /// The stored records of `model` whose id is above `after` (empty for a
+    /// model it does not hold).
+    pub fn table(&self, model: &str, after: i64) -> BTreeMap<i64, Map<String, Value>> {
         self.tables
             .get(model)
-            .map(|t| t.rows.clone())
+            .map(|t| {
+                t.rows
+                    .range(after.saturating_add(1)..)
+                    .map(|(id, row)| (*id, row.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
