@@ -141,6 +141,31 @@ impl Fleet {
         self.services.iter().filter(move |s| s.spec.name == name)
     }
 
+    /// Waits until one replica of the business outbox's relay holds the
+    /// slot and streams (the others stand by): rows committed from then on
+    /// are relayed.
+    pub async fn until_streaming(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut streaming = 0.0;
+            for relay in self.replicas("outbox-relay") {
+                streaming += crate::scrape_sum(&relay.http, "sluice_outbox_streaming")
+                    .await
+                    .unwrap_or(0.0);
+            }
+            if streaming == 1.0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "no outbox-relay streams after {} s ({streaming} do)",
+                    within.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn spawn(&self, spec: &ServiceSpec, port: u16) -> Result<Child> {
         let mut env = Vec::new();
         if !spec.clear_env {

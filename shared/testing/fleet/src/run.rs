@@ -167,23 +167,7 @@ impl Harness {
         };
         let fleet = Arc::new(Fleet::start(services, self.place.clone()).await?);
         stop_on_signal(Arc::clone(&fleet), sandbox.pid());
-        // One replica holds the slot and streams; the others stand by.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut streaming = 0.0;
-            for relay in fleet.replicas("outbox-relay") {
-                streaming += crate::scrape_sum(&relay.http, "sluice_outbox_streaming")
-                    .await
-                    .unwrap_or(0.0);
-            }
-            if streaming == 1.0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("no outbox-relay streams after 60 s ({streaming} do)");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        fleet.until_streaming(Duration::from_secs(60)).await?;
         for run in &after_start {
             run_to_completion(&run.what, &run.launch, &self.place.pids).await?;
             eprintln!("[fleet] {}: exit 0", run.what);
