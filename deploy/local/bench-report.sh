@@ -5,7 +5,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SLUICE_ROOT"
 
-results=(broker outbox-relay outbox-relay-vs-debezium transformer sheets-sink erp-sink saga-orchestrator)
+results=(broker outbox-relay outbox-relay-vs-debezium transformer sheets-sink erp-sink saga-orchestrator end-to-end)
 for name in "${results[@]}"; do
   [[ -f "bench-results/$name.md" ]] || die "bench-results/$name.md is missing: run make bench"
 done
@@ -80,6 +80,12 @@ included.
   to the sinks, the curve plotted (\`docs/saga-curve.png\`); each of
   its four processes' resident memory (idle after the run, and peak) and
   CPU time per 100 000 sagas, read from /proc.
+- **End to end**: the shipped topology as processes (both relays, the
+  transformer, both sinks, ingest, the saga), events offered at 100 and
+  1 000 a second through ingest and the outbox, each timed to its row or
+  sale order first seen in the sandbox; against the same load's commands
+  produced straight to the sinks. Every service's CPU per 100 000 events
+  and its memory, read from /proc.
 
 ## The slowest path, profiled
 

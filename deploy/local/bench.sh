@@ -48,6 +48,7 @@ bench transformer
 bench sheets
 bench erp
 bench saga
+bench latency
 if [[ "${1:-full}" == full ]]; then
   bash "$HERE/bench-report.sh"
 fi
