@@ -101,34 +101,48 @@ async fn preload(
     aggregate_type: &str,
     event: impl Fn(usize) -> (String, &'static str, serde_json::Value),
 ) {
-    let stack = Stack::get();
+    produce(topic, &encode(topic, aggregate_type, event).await).await;
+}
+
+/// `events()` events of `aggregate_type` as keys and values for `topic`;
+/// `event(n)` is the n-th one's key, event type and payload.
+async fn encode(
+    topic: &str,
+    aggregate_type: &str,
+    event: impl Fn(usize) -> (String, &'static str, serde_json::Value),
+) -> Vec<(String, Vec<u8>)> {
     let catalog = Catalog::embedded().unwrap();
-    let codec = AvroCodec::new(stack.registry_settings());
-    let producer = idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap();
-    for start in (0..events()).step_by(10_000) {
-        let mut encoded = Vec::with_capacity(10_000);
-        for n in start..(start + 10_000).min(events()) {
-            let (key, event_type, payload) = event(n);
-            let (contract, value) = event_record(
-                &catalog,
-                &EventInput {
-                    aggregate_type,
-                    aggregate_id: &key,
-                    event_type,
-                    event_id: &format!("a1000000-0000-4000-8000-{n:012}"),
-                    occurred_at_ms: 1_795_437_296_789,
-                    correlation_id: None,
-                    causation_id: None,
-                    payload: &payload,
-                },
-            )
-            .unwrap();
-            encoded.push((
-                key,
-                codec.encode_value(topic, contract, value).await.unwrap(),
-            ));
-        }
-        let sends = encoded.iter().map(|(key, bytes)| {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut encoded = Vec::with_capacity(events());
+    for n in 0..events() {
+        let (key, event_type, payload) = event(n);
+        let (contract, value) = event_record(
+            &catalog,
+            &EventInput {
+                aggregate_type,
+                aggregate_id: &key,
+                event_type,
+                event_id: &format!("a1000000-0000-4000-8000-{n:012}"),
+                occurred_at_ms: 1_795_437_296_789,
+                correlation_id: None,
+                causation_id: None,
+                payload: &payload,
+            },
+        )
+        .unwrap();
+        encoded.push((
+            key,
+            codec.encode_value(topic, contract, value).await.unwrap(),
+        ));
+    }
+    encoded
+}
+
+/// Produces `encoded` to `topic`, 10 000 at a time.
+async fn produce(topic: &str, encoded: &[(String, Vec<u8>)]) {
+    let producer = idempotent_producer(&KafkaConfig::new(&Stack::get().kafka_bootstrap)).unwrap();
+    for chunk in encoded.chunks(10_000) {
+        let sends = chunk.iter().map(|(key, bytes)| {
             producer.send(
                 FutureRecord::to(topic).key(key).payload(bytes),
                 Duration::from_secs(60),
@@ -214,13 +228,7 @@ async fn drained(group: &str, input: &str, started: Instant) -> f64 {
 /// Kafka on either side.
 async fn mapping_alone(input: &str, outputs: OutputTopics) -> f64 {
     let messages = consume_exactly(input, events(), Duration::from_secs(120)).await;
-    let rules = load_rules(WITHOUT_SAGA, &Catalog::embedded().unwrap()).unwrap();
-    let mapper = Mapper::new(
-        rules,
-        &HashMap::from([("orders".to_owned(), input.to_owned())]),
-        AvroCodec::new(Stack::get().registry_settings()),
-        outputs,
-    );
+    let mapper = shipped_mapper(input, "orders", outputs);
     // The first event looks the output schemas' ids up in the registry.
     mapper.transform(&messages[0]).await.unwrap();
     let started = Instant::now();
@@ -234,8 +242,39 @@ async fn mapping_alone(input: &str, outputs: OutputTopics) -> f64 {
 }
 
 async fn transactional<T: Transformer>(input: &str, transformer: T, dlq: &str) -> Rates {
-    let stack = Stack::get();
     let group = unique_name("bench-group");
+    let cpu = || Usage::of(std::process::id()).unwrap().cpu_secs;
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let replica = start(input, &group, transformer, dlq);
+    let drained = drained(&group, input, started).await;
+    let whole = events() as f64 / started.elapsed().as_secs_f64();
+    let cpu_per_100k = (cpu() - cpu_before) / events() as f64 * 100_000.0;
+    replica.stop().await;
+    Rates {
+        whole,
+        drained,
+        cpu_per_100k,
+    }
+}
+
+/// A transactional loop running on its task, as one replica.
+struct Replica {
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<(), sluice_kafka::ConsumerError>>,
+}
+
+impl Replica {
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.running.await.unwrap().unwrap();
+    }
+}
+
+/// Starts a transactional loop of `transformer` on `input` in `group`, with
+/// a transactional id of its own.
+fn start<T: Transformer>(input: &str, group: &str, transformer: T, dlq: &str) -> Replica {
+    let stack = Stack::get();
     let dead_letters = DeadLetterPublisher::new(
         idempotent_producer(&KafkaConfig::new(&stack.kafka_bootstrap)).unwrap(),
         Arc::new(AvroCodec::new(stack.registry_settings())),
@@ -245,26 +284,67 @@ async fn transactional<T: Transformer>(input: &str, transformer: T, dlq: &str) -
     );
     let run = TransactionalLoop::new(
         &KafkaConfig::new(&stack.kafka_bootstrap),
-        settings(input, &group),
+        settings(input, group),
         transformer,
         &dead_letters,
     )
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let cpu = || Usage::of(std::process::id()).unwrap().cpu_secs;
-    let cpu_before = cpu();
-    let started = Instant::now();
     let running = tokio::spawn(run.run(async { stopped.await.unwrap_or(()) }));
-    let drained = drained(&group, input, started).await;
-    let whole = events() as f64 / started.elapsed().as_secs_f64();
-    let cpu_per_100k = (cpu() - cpu_before) / events() as f64 * 100_000.0;
-    stop.send(()).unwrap();
-    running.await.unwrap().unwrap();
-    Rates {
-        whole,
-        drained,
-        cpu_per_100k,
+    Replica { stop, running }
+}
+
+/// How long replicas get to join their group before the events come: a
+/// join is a rebalance, which a timed run must not hold. One replica waits
+/// as long, so that both runs are timed alike.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// `replicas` transformers with the shipped rules in one group on a topic
+/// of their own, each a loop with its own transactional id as a replica
+/// process has (here all in this process: one runtime, the machine's two
+/// cores), the events produced once the group has settled; events/s from
+/// its first commit to its last.
+async fn scaled_out(replicas: usize, dlq: &str) -> f64 {
+    let input =
+        TestTopic::with_schema_of("orders.events.v1", "bench-replicas-in", PARTITIONS).await;
+    let sheets =
+        TestTopic::with_schema_of("sheets.rows.v1", "bench-replicas-rows", PARTITIONS).await;
+    let erp = TestTopic::with_schema_of("erp.commands.v1", "bench-replicas-erp", PARTITIONS).await;
+    let encoded = encode(&input.name, "orders", order_placed).await;
+    let group = unique_name("bench-replicas");
+    let running: Vec<Replica> = (0..replicas)
+        .map(|_| {
+            let mapper = shipped_mapper(
+                &input.name,
+                "orders",
+                OutputTopics {
+                    sheets: sheets.name.clone(),
+                    erp: erp.name.clone(),
+                },
+            );
+            start(&input.name, &group, mapper, dlq)
+        })
+        .collect();
+    tokio::time::sleep(SETTLE).await;
+    let started = Instant::now();
+    produce(&input.name, &encoded).await;
+    let rate = drained(&group, &input.name, started).await;
+    for replica in running {
+        replica.stop().await;
     }
+    rate
+}
+
+/// The shipped rules (with the OrderPlaced ones) reading `aggregate` from
+/// `input`.
+fn shipped_mapper(input: &str, aggregate: &str, outputs: OutputTopics) -> Mapper {
+    let rules = load_rules(WITHOUT_SAGA, &Catalog::embedded().unwrap()).unwrap();
+    Mapper::new(
+        rules,
+        &HashMap::from([(aggregate.to_owned(), input.to_owned())]),
+        AvroCodec::new(Stack::get().registry_settings()),
+        outputs,
+    )
 }
 
 /// The Kafka Streams peer on `input` until its group committed every
@@ -375,7 +455,6 @@ fn kafka_version() -> String {
 
 #[tokio::main]
 async fn main() {
-    let stack = Stack::get();
     let events = events();
     let input =
         TestTopic::with_schema_of("orders.events.v1", "bench-transformer-in", PARTITIONS).await;
@@ -392,11 +471,9 @@ async fn main() {
     eprintln!("[bench] transformer, shipped rules");
     let sheets = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets", PARTITIONS).await;
     let erp = TestTopic::with_schema_of("erp.commands.v1", "bench-erp", PARTITIONS).await;
-    let rules = load_rules(WITHOUT_SAGA, &Catalog::embedded().unwrap()).unwrap();
-    let mapper = Mapper::new(
-        rules,
-        &HashMap::from([("orders".to_owned(), input.name.clone())]),
-        AvroCodec::new(stack.registry_settings()),
+    let mapper = shipped_mapper(
+        &input.name,
+        "orders",
         OutputTopics {
             sheets: sheets.name.clone(),
             erp: erp.name.clone(),
@@ -415,6 +492,9 @@ async fn main() {
     )
     .await;
     eprintln!("[bench] transformer {mapped:.0}, mapping alone {alone:.0} events/s");
+    eprintln!("[bench] one replica, then two in one group");
+    let one = scaled_out(1, &dlq.name).await;
+    let two = scaled_out(2, &dlq.name).await;
 
     eprintln!("[bench] preloading {events} RequestStatusChanged events");
     let requests =
@@ -423,11 +503,9 @@ async fn main() {
     eprintln!("[bench] transformer on them");
     let ours_out =
         TestTopic::with_schema_of("sheets.rows.v1", "bench-requests-rows", PARTITIONS).await;
-    let rules = load_rules(WITHOUT_SAGA, &Catalog::embedded().unwrap()).unwrap();
-    let mapper = Mapper::new(
-        rules,
-        &HashMap::from([("requests".to_owned(), requests.name.clone())]),
-        AvroCodec::new(stack.registry_settings()),
+    let mapper = shipped_mapper(
+        &requests.name,
+        "requests",
         OutputTopics {
             sheets: ours_out.name.clone(),
             erp: erp.name.clone(),
@@ -475,6 +553,16 @@ async fn main() {
         out,
         "\nCPU of the transformer with the shipped rules (this process, from /proc): {mapped_cpu:.2} s per 100 000 events, {:.0} events/s per busy core.",
         100_000.0 / mapped_cpu.max(0.01)
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "\nScaling out: the transformer with the shipped rules as one replica, then two in one \
+         group (each its own loop and transactional id, both in this process), on {events} \
+         OrderPlaced events produced to {PARTITIONS} partitions once the group has settled, timed \
+         from its first committed offset to its last: one {one:.0} events/s, two {two:.0}, \
+         **{:.2} ×**. On this machine's two cores, the broker and the registry beside them.",
+        two / one
     )
     .unwrap();
     writeln!(
