@@ -37,8 +37,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use sluice_avro::AvroCodec;
 use sluice_contracts::types::{
-    ErpCommand, ErpField, ErpOperation, ErpResult, SagaStep, ScalarValue, SheetCell,
-    SheetRowResult, SheetRowUpsert,
+    ErpResult, SagaStep, ScalarValue, SheetCell, SheetRowResult, SheetRowUpsert,
 };
 use sluice_fleet::cost::{Usage, tree_cpu_secs};
 use sluice_testkit::{Stack, producer, scaled, scaled_duration, unique_name};
@@ -251,41 +250,8 @@ async fn direct(fleet: &Fleet) -> Vec<f64> {
                 step: "direct".into(),
                 attempt: 1,
             };
-            let erp_command = ErpCommand {
-                command_id: uuid::Uuid::new_v4().to_string(),
-                model: "sale.order".into(),
-                operation: ErpOperation::Create,
-                external_ref: order.clone(),
-                // What the saga's reservation sends (fulfilment.rs).
-                fields: [
-                    ("client_order_ref", ScalarValue::String(order.clone())),
-                    (
-                        "partner_id.email",
-                        ScalarValue::String("katherine@example.org".into()),
-                    ),
-                    (
-                        "partner_id.name",
-                        ScalarValue::String("Katherine Johnson".into()),
-                    ),
-                    (
-                        "order_line.0.product_id.default_code",
-                        ScalarValue::String("SKU-1".into()),
-                    ),
-                    ("order_line.0.product_uom_qty", ScalarValue::Long(2)),
-                    ("order_line.0.price_unit", ScalarValue::Double(12.5)),
-                ]
-                .into_iter()
-                .map(|(name, value)| ErpField {
-                    name: name.into(),
-                    value,
-                })
-                .collect(),
-                source_event_id: None,
-                issued_at: sluice_contracts::now_millis(),
-                saga: Some(step.clone()),
-                correlation_id: None,
-                causation_id: None,
-            };
+            let erp_command =
+                sluice_testkit::samples::sale_order_create(&order, Some(step.clone()));
             let value = codec.encode(&erp, &erp_command).await.unwrap();
             send_and_wait(&waiting, &erp, &order, &value, &erp_command.command_id).await;
             let row = SheetRowUpsert {

@@ -314,14 +314,7 @@ async fn scaled_out(replicas: usize, dlq: &str) -> f64 {
     let group = unique_name("bench-replicas");
     let running: Vec<Replica> = (0..replicas)
         .map(|_| {
-            let mapper = shipped_mapper(
-                &input.name,
-                "orders",
-                OutputTopics {
-                    sheets: sheets.name.clone(),
-                    erp: erp.name.clone(),
-                },
-            );
+            let mapper = shipped_mapper(&input.name, "orders", outputs(&sheets, &erp));
             start(&input.name, &group, mapper, dlq)
         })
         .collect();
@@ -333,6 +326,14 @@ async fn scaled_out(replicas: usize, dlq: &str) -> f64 {
         replica.stop().await;
     }
     rate
+}
+
+/// Commands to `sheets` and `erp`.
+fn outputs(sheets: &TestTopic, erp: &TestTopic) -> OutputTopics {
+    OutputTopics {
+        sheets: sheets.name.clone(),
+        erp: erp.name.clone(),
+    }
 }
 
 /// The shipped rules (with the OrderPlaced ones) reading `aggregate` from
@@ -471,26 +472,12 @@ async fn main() {
     eprintln!("[bench] transformer, shipped rules");
     let sheets = TestTopic::with_schema_of("sheets.rows.v1", "bench-sheets", PARTITIONS).await;
     let erp = TestTopic::with_schema_of("erp.commands.v1", "bench-erp", PARTITIONS).await;
-    let mapper = shipped_mapper(
-        &input.name,
-        "orders",
-        OutputTopics {
-            sheets: sheets.name.clone(),
-            erp: erp.name.clone(),
-        },
-    );
+    let mapper = shipped_mapper(&input.name, "orders", outputs(&sheets, &erp));
     let mapped = transactional(&input.name, mapper, &dlq.name).await;
     let (mapped, mapped_cpu) = (mapped.whole, mapped.cpu_per_100k);
     let copy_tx = copy_tx.whole;
     eprintln!("[bench] the mapping alone, on one task");
-    let alone = mapping_alone(
-        &input.name,
-        OutputTopics {
-            sheets: sheets.name.clone(),
-            erp: erp.name.clone(),
-        },
-    )
-    .await;
+    let alone = mapping_alone(&input.name, outputs(&sheets, &erp)).await;
     eprintln!("[bench] transformer {mapped:.0}, mapping alone {alone:.0} events/s");
     eprintln!("[bench] one replica, then two in one group");
     let one = scaled_out(1, &dlq.name).await;
@@ -503,14 +490,7 @@ async fn main() {
     eprintln!("[bench] transformer on them");
     let ours_out =
         TestTopic::with_schema_of("sheets.rows.v1", "bench-requests-rows", PARTITIONS).await;
-    let mapper = shipped_mapper(
-        &requests.name,
-        "requests",
-        OutputTopics {
-            sheets: ours_out.name.clone(),
-            erp: erp.name.clone(),
-        },
-    );
+    let mapper = shipped_mapper(&requests.name, "requests", outputs(&ours_out, &erp));
     let ours = transactional(&requests.name, mapper, &dlq.name)
         .await
         .drained;

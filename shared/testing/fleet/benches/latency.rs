@@ -33,12 +33,11 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
-use sluice_contracts::types::{
-    ErpCommand, ErpField, ErpOperation, ScalarValue, SheetCell, SheetRowUpsert,
-};
+use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
 use sluice_fleet::cost::{Sampled, sample};
 use sluice_fleet::topology::{self, Wiring};
-use sluice_fleet::{Fleet, Place, Sandbox};
+use sluice_fleet::{Fleet, Sandbox, StackArgs};
+use sluice_testkit::samples::sale_order_create;
 use sluice_testkit::{Stack, free_port, producer, scaled_duration, token_sha256, unique_name};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -133,25 +132,19 @@ async fn main() {
     // rules), as the demo runs it; cargo runs a bench in its package.
     std::env::set_current_dir(stack.path("")).unwrap();
     let work = std::env::temp_dir().join(unique_name("bench-end-to-end"));
-    let place = Place {
-        bin_dir: bin_dir(),
-        logs: work.join("logs"),
-        pids: work.join("pids"),
-        stack_env: vec![
-            (
-                "SLUICE_KAFKA_BOOTSTRAP".into(),
-                stack.kafka_bootstrap.clone(),
-            ),
-            (
-                "SLUICE_SCHEMA_REGISTRY_URL".into(),
-                stack.schema_registry_url.clone(),
-            ),
-            ("SLUICE_DATABASE_URL".into(), stack.database_url.clone()),
-            // What a pod's name gives each replica: its transactional ids.
-            ("HOSTNAME".into(), "bench-end-to-end".into()),
-        ],
-        kill_on_drop: true,
+    let stack_args = StackArgs {
+        kafka_bootstrap: stack.kafka_bootstrap.clone(),
+        schema_registry_url: stack.schema_registry_url.clone(),
+        database_url: stack.database_url.clone(),
     };
+    let mut place = stack_args
+        .harness(&bin_dir(), &work, true, "bench")
+        .unwrap()
+        .place;
+    // What a pod's name gives each replica: its transactional ids.
+    place
+        .stack_env
+        .push(("HOSTNAME".into(), "bench-end-to-end".into()));
     std::fs::create_dir_all(&work).unwrap();
     let key = work.join("service-account.json");
     let sheets = format!("{SPREADSHEET}=Orders,{REQUESTS_SHEET},{REFERENCE_SHEET}");
@@ -319,7 +312,10 @@ async fn send(target: Arc<Target>, kind: Kind, path: Path, key: String) -> Sent 
                 }
                 Kind::Order => {
                     let topic = "erp.commands.v1";
-                    let value = target.codec.encode(topic, &sale_order(&key)).await;
+                    let value = target
+                        .codec
+                        .encode(topic, &sale_order_create(&key, None))
+                        .await;
                     (topic, key.clone(), value)
                 }
             };
@@ -431,45 +427,6 @@ fn row(key: &str) -> SheetRowUpsert {
             .collect(),
         source_event_id: uuid::Uuid::new_v4().to_string(),
         occurred_at: sluice_contracts::now_millis(),
-        saga: None,
-        correlation_id: None,
-        causation_id: None,
-    }
-}
-
-/// The sale order the saga's reservation creates (fulfilment.rs).
-fn sale_order(key: &str) -> ErpCommand {
-    let fields = [
-        ("client_order_ref", ScalarValue::String(key.to_owned())),
-        (
-            "partner_id.email",
-            ScalarValue::String("katherine@example.org".into()),
-        ),
-        (
-            "partner_id.name",
-            ScalarValue::String("Katherine Johnson".into()),
-        ),
-        (
-            "order_line.0.product_id.default_code",
-            ScalarValue::String("TEA-1".into()),
-        ),
-        ("order_line.0.product_uom_qty", ScalarValue::Long(2)),
-        ("order_line.0.price_unit", ScalarValue::Double(6.5)),
-    ];
-    ErpCommand {
-        command_id: uuid::Uuid::new_v4().to_string(),
-        model: "sale.order".into(),
-        operation: ErpOperation::Create,
-        external_ref: key.to_owned(),
-        fields: fields
-            .into_iter()
-            .map(|(name, value)| ErpField {
-                name: name.into(),
-                value,
-            })
-            .collect(),
-        source_event_id: None,
-        issued_at: sluice_contracts::now_millis(),
         saga: None,
         correlation_id: None,
         causation_id: None,

@@ -103,6 +103,18 @@ async fn faults(base: &str, api: &str, faults: Value) {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
+/// The JSON that a GET of `url` answers.
+async fn get_json(url: String) -> Value {
+    Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn batch_update(base: &str, token: &str, data: Value) -> reqwest::Response {
     Client::new()
         .post(format!("{base}/v4/spreadsheets/s1/values:batchUpdate"))
@@ -213,14 +225,7 @@ async fn sheets_values_are_written_and_read_back() {
         keys["values"],
         json!([["Order"], ["o-1"], ["o-2"], ["o-3"]])
     );
-    let grid: Value = client
-        .get(format!("{base}/admin/spreadsheets/s1/Orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let grid: Value = get_json(format!("{base}/admin/spreadsheets/s1/Orders")).await;
     assert_eq!(
         grid["values"],
         json!([
@@ -231,23 +236,9 @@ async fn sheets_values_are_written_and_read_back() {
         ])
     );
     // A poller reads only the rows from its last count on.
-    let tail: Value = client
-        .get(format!("{base}/admin/spreadsheets/s1/Orders?from=3"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tail: Value = get_json(format!("{base}/admin/spreadsheets/s1/Orders?from=3")).await;
     assert_eq!(tail["values"], json!([["o-3", true]]));
-    let past: Value = client
-        .get(format!("{base}/admin/spreadsheets/s1/Orders?from=9"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let past: Value = get_json(format!("{base}/admin/spreadsheets/s1/Orders?from=9")).await;
     assert_eq!(past["values"], json!([]));
 
     // Google's 4xx: missing valueInputOption, an unknown sheet (nothing
@@ -272,14 +263,7 @@ async fn sheets_values_are_written_and_read_back() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["message"], "Unable to parse range: Nope");
-    let grid: Value = client
-        .get(format!("{base}/admin/spreadsheets/s1/Orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let grid: Value = get_json(format!("{base}/admin/spreadsheets/s1/Orders")).await;
     assert_eq!(
         grid["values"].as_array().unwrap().len(),
         4,
@@ -370,29 +354,10 @@ async fn odoo_records_are_created_found_and_written() {
         read["result"],
         json!([{"id": id, "origin": "shop", "state": "cancel"}])
     );
-    let records: Value = Client::new()
-        .get(format!("{base}/admin/erp/sale.order"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records: Value = get_json(format!("{base}/admin/erp/sale.order")).await;
     assert_eq!(records.as_array().unwrap().len(), 1);
     // A poller reads only the records created since the last it saw.
-    let after = |after: i64| {
-        let base = base.clone();
-        async move {
-            Client::new()
-                .get(format!("{base}/admin/erp/sale.order?after={after}"))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let after = |after: i64| get_json(format!("{base}/admin/erp/sale.order?after={after}"));
     assert_eq!(after(id - 1).await, records);
     assert_eq!(after(id).await, json!([]));
 
@@ -541,14 +506,7 @@ async fn faults_come_as_configured_and_are_logged() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // The log: every Sheets call above, with its status.
-    let log: Value = Client::new()
-        .get(format!("{base}/admin/requests?api=sheets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Value = get_json(format!("{base}/admin/requests?api=sheets")).await;
     let statuses: Vec<i64> = log
         .as_array()
         .unwrap()

@@ -1,6 +1,7 @@
 //! Sample contract values, written out field by field, for tests and the demo.
 
 use apache_avro::types::Value;
+use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, SagaStep, ScalarValue};
 
 /// An `OrderEvent` carrying an OrderPlaced for `order_id`: two lines
 /// (SKU-1 2 × 12.50, SKU-2 1 × 4.99, total 29.99 EUR), customer cust-42
@@ -45,6 +46,39 @@ pub fn order_placed(order_id: &str, occurred_at_ms: i64) -> Value {
         ),
         ("payload".into(), Value::Union(0, Box::new(placed))),
     ])
+}
+
+/// The sale order the order saga's reservation creates (fulfilment.rs) for
+/// `order`: Katherine Johnson (katherine@example.org) buys 2 × SKU-1 at
+/// 12.50; a fresh command id; sent for `saga`'s step, or for no saga.
+pub fn sale_order_create(order: &str, saga: Option<SagaStep>) -> ErpCommand {
+    let text = |text: &str| ScalarValue::String(text.into());
+    let fields = [
+        ("client_order_ref", text(order)),
+        ("partner_id.email", text("katherine@example.org")),
+        ("partner_id.name", text("Katherine Johnson")),
+        ("order_line.0.product_id.default_code", text("SKU-1")),
+        ("order_line.0.product_uom_qty", ScalarValue::Long(2)),
+        ("order_line.0.price_unit", ScalarValue::Double(12.5)),
+    ];
+    ErpCommand {
+        command_id: uuid::Uuid::new_v4().to_string(),
+        model: "sale.order".into(),
+        operation: ErpOperation::Create,
+        external_ref: order.to_owned(),
+        fields: fields
+            .into_iter()
+            .map(|(name, value)| ErpField {
+                name: name.into(),
+                value,
+            })
+            .collect(),
+        source_event_id: None,
+        issued_at: sluice_contracts::now_millis(),
+        saga,
+        correlation_id: None,
+        causation_id: None,
+    }
 }
 
 /// The non-null branch of a `["null", T]` union.
