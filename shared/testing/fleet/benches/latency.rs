@@ -36,7 +36,7 @@ use sluice_avro::AvroCodec;
 use sluice_contracts::types::{ScalarValue, SheetCell, SheetRowUpsert};
 use sluice_fleet::cost::{Sampled, sample};
 use sluice_fleet::topology::{self, Wiring};
-use sluice_fleet::{Fleet, Sandbox, StackArgs};
+use sluice_fleet::{Fleet, Sandbox, StackArgs, scrape_sum};
 use sluice_testkit::samples::sale_order_create;
 use sluice_testkit::{Stack, free_port, producer, scaled_duration, token_sha256, unique_name};
 use sqlx::PgPool;
@@ -58,6 +58,9 @@ const REFERENCE_SHEET: &str = "Reference";
 const POLL: Duration = Duration::from_millis(10);
 /// Longest wait, after a run's last send, for its last row or sale order.
 const SETTLE: Duration = Duration::from_secs(300);
+/// Longest an ingest request may take, and longest a client tries again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// The run's quotas are set far above the load, so that the pipeline is
 /// measured, not a quota: the sandbox has none, Google's (55 requests a
 /// minute by default) would hold sheets-sink to a few hundred rows a second
@@ -176,7 +179,10 @@ async fn main() {
             .await
             .unwrap(),
         codec: AvroCodec::new(stack.registry_settings()),
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap(),
     });
     let seen: Seen = Arc::default();
     let watcher = tokio::spawn(watch(sandbox.url.clone(), Arc::clone(&seen)));
@@ -185,6 +191,9 @@ async fn main() {
     // earlier runs relayed: the timed runs start on a warm fleet.
     let warm_up = offer(&target, 20.0, Duration::from_secs(1), "warm-up", false).await;
     until_seen(&seen, &warm_up).await;
+    // The warm-up's outbox rows came after any backlog on the slot; the
+    // consumers' backlog on partitions the warm-up missed is waited for.
+    until_quiet(&fleet).await;
 
     let mut runs = Vec::new();
     let mut cpu: BTreeMap<String, f64> = BTreeMap::new();
@@ -193,10 +202,13 @@ async fn main() {
         eprintln!("[bench] {rate}/s straight to the sinks");
         let reference = offer(&target, rate, offered_for(), &format!("ref-{rate}"), true).await;
         until_seen(&seen, &reference).await;
+        until_quiet(&fleet).await;
         eprintln!("[bench] {rate}/s through the fleet");
         let before = sample(&fleet).await;
         let sent = offer(&target, rate, offered_for(), &format!("e2e-{rate}"), false).await;
         until_seen(&seen, &sent).await;
+        // A saga's later steps (its row, OrderConfirmed) are the run's work.
+        until_quiet(&fleet).await;
         add_cpu(&mut cpu, &before, &sample(&fleet).await);
         offered += sent.len();
         eprintln!("[bench] {rate}/s: {} events through", sent.len());
@@ -240,7 +252,8 @@ async fn offer(
 ) -> Vec<Sent> {
     let count = (rate * during.as_secs_f64()).round() as usize;
     let every = ((rate / ORDERS_PER_SECOND).round() as usize).max(1);
-    let run = format!("{label}-{}", chrono::Utc::now().format("%H%M%S"));
+    // The stack keeps sagas by order id from run to run.
+    let run = unique_name(label);
     let started = Instant::now();
     let (mut rows, mut orders) = (0usize, 0usize);
     let mut sends = Vec::with_capacity(count);
@@ -349,6 +362,7 @@ async fn send(target: Arc<Target>, kind: Kind, path: Path, key: String) -> Sent 
 /// its own.
 async fn post(target: &Target, event: &Value, key: &str) -> u32 {
     let mut refused = 0;
+    let deadline = Instant::now() + GIVE_UP_AFTER;
     loop {
         let sent = target
             .http
@@ -376,6 +390,11 @@ async fn post(target: &Target, event: &Value, key: &str) -> u32 {
             Err(_) => 1,
         };
         refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "ingest has not taken {key} in {} s ({refused} tries)",
+            GIVE_UP_AFTER.as_secs()
+        );
         tokio::time::sleep(Duration::from_secs(retry_after)).await;
     }
 }
@@ -408,7 +427,7 @@ fn row(key: &str) -> SheetRowUpsert {
         ("Request", key.to_owned()),
         ("Subject", format!("Request {key}")),
         ("Requester", "ada@example.org".into()),
-        ("Priority", "1 - high".into()),
+        ("Priority", "2 - high".into()),
         ("Category", "delivery".into()),
         ("Status", "OPEN".into()),
         ("Opened at", "2026-12-05 20:00 UTC".into()),
@@ -475,6 +494,31 @@ async fn watch(url: String, seen: Seen) {
             }
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the fleet has done no work for a second (no service's
+/// progress counter moved): an earlier run's backlog, or the tail of a
+/// timed run's work, is done. (Consumer lag never reads 0 on a topic
+/// written in transactions: its last offset is a commit marker.)
+async fn until_quiet(fleet: &Fleet) {
+    let deadline = Instant::now() + SETTLE;
+    let (mut last, mut quiet) = (f64::NAN, 0);
+    while quiet < 5 {
+        let mut done = 0.0;
+        for service in &fleet.services {
+            if let Some(counter) = service.spec.progress {
+                done += scrape_sum(&service.http, counter).await.unwrap_or(0.0);
+            }
+        }
+        quiet = if done == last { quiet + 1 } else { 0 };
+        last = done;
+        assert!(
+            Instant::now() < deadline,
+            "the fleet still working {} s after the last event was seen",
+            SETTLE.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

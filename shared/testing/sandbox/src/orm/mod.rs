@@ -15,6 +15,7 @@ pub mod schema;
 pub mod values;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use serde_json::{Map, Value, json};
 
@@ -167,7 +168,7 @@ impl Database {
             .get(model)
             .map(|t| {
                 t.rows
-                    .range(after.saturating_add(1)..)
+                    .range((Bound::Excluded(after), Bound::Unbounded))
                     .map(|(id, row)| (*id, row.clone()))
                     .collect()
             })
