@@ -162,6 +162,21 @@ async fn main() {
         ingest_port,
         token_sha256: &token_sha256(&token),
     };
+    // The business's outbox table, which the application owns: made as the
+    // demo's scripts make it, before its relay starts.
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&stack.database_url)
+        .await
+        .unwrap();
+    let ddl = std::fs::read_to_string(
+        stack.path("services/fleet/outbox-relay/migrations/0001_outbox.sql"),
+    )
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(&pool)
+        .await
+        .unwrap();
     let fleet = Fleet::start(topology::services(&wiring, TUNING), place)
         .await
         .unwrap();
@@ -173,11 +188,7 @@ async fn main() {
     let target = Arc::new(Target {
         ingest: format!("http://127.0.0.1:{ingest_port}"),
         token,
-        pool: PgPoolOptions::new()
-            .max_connections(16)
-            .connect(&stack.database_url)
-            .await
-            .unwrap(),
+        pool,
         codec: AvroCodec::new(stack.registry_settings()),
         http: reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
