@@ -40,7 +40,7 @@ use sluice_contracts::types::{
     ErpResult, SagaStep, ScalarValue, SheetCell, SheetRowResult, SheetRowUpsert,
 };
 use sluice_fleet::cost::{Usage, tree_cpu_secs};
-use sluice_testkit::{Stack, producer, scaled, scaled_duration, unique_name};
+use sluice_testkit::{Stack, percentile, producer, scaled, scaled_duration, unique_name};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
@@ -60,11 +60,6 @@ fn reference_orders() -> usize {
 const TARGET: Duration = Duration::from_secs(5);
 /// Below this share of the offered rate, the fleet has fallen behind.
 const KEEPING_UP: f64 = 0.9;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 /// Sagas run through the whole fleet before the timed ones, so that every
 /// consumer has joined its group and every schema is cached: the sagas are

@@ -24,12 +24,15 @@
 // A benchmark program: any failure ends it with the panic's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::bin_dir;
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use sluice_avro::AvroCodec;
@@ -38,7 +41,9 @@ use sluice_fleet::cost::{Sampled, sample};
 use sluice_fleet::topology::{self, Wiring};
 use sluice_fleet::{Fleet, Sandbox, StackArgs, scrape_sum};
 use sluice_testkit::samples::sale_order_create;
-use sluice_testkit::{Stack, free_port, producer, scaled_duration, token_sha256, unique_name};
+use sluice_testkit::{
+    Stack, free_port, percentile, producer, scaled_duration, token_sha256, unique_name,
+};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -238,16 +243,6 @@ async fn main() {
     println!("{report}\nwritten to {}", file.display());
     fleet.stop().await;
     sandbox.stop().await;
-}
-
-/// Where `cargo build --workspace` put the binaries: beside this bench's
-/// own deps/ folder, in the profile it was built with.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(std::path::Path::parent)
-        .unwrap()
-        .to_path_buf()
 }
 
 /// Sends events at `rate`/s for `during`, an order every
@@ -563,11 +558,6 @@ fn add_cpu(cpu: &mut BTreeMap<String, f64>, before: &Sampled, after: &Sampled) {
         assert_eq!(pid, was_pid, "{label} restarted during a timed run");
         *cpu.entry(label.clone()).or_default() += usage.cpu_secs - was.cpu_secs;
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// p50 and p99 of `times` (ms); None when there are none.

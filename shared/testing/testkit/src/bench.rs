@@ -37,6 +37,13 @@ pub fn bench_results_dir() -> std::path::PathBuf {
         .map_or_else(|| root.path("bench-results"), |dir| root.path(dir))
 }
 
+/// The `p`-th percentile (0–100) of `sorted` (ascending, not empty), by
+/// the nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// `count` items over requests that arrived at `times_ms` (ms, ascending):
 /// items per second from the first request to the last, as a sink's pace
 /// is read from the sandbox's log (joining a group and committing offsets
