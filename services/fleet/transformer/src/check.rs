@@ -4,7 +4,6 @@
 
 use apache_avro::Schema;
 use apache_avro::schema::{NamesRef, ResolvedSchema};
-use chrono::format::{Item, StrftimeItems};
 use sluice_avro::event_contract;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::ScalarValue;
@@ -460,8 +459,9 @@ impl<'a> RuleCheck<'a> {
                 }
             }
             Expr::Date { field, format } => {
-                if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-                    return Err(self.error(place, format!("{format:?} is not a strftime format")));
+                if format.items().is_none() {
+                    let text = format.text();
+                    return Err(self.error(place, format!("{text:?} is not a strftime format")));
                 }
                 match self.kind(place, field)? {
                     Kind::Timestamp | Kind::Integer => Ok(()),
