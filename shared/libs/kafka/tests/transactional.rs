@@ -3,11 +3,13 @@
 //! read_committed reader sees each output, and each dead letter, exactly once,
 //! each key's outputs in its inputs' order.
 //! A static member fenced by another with its instance id ends the loop.
+//! A dependency that is away is asked about a batch once a task, not once a
+//! message.
 // Helpers fail the test by panicking, as assertions do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -22,8 +24,8 @@ use sluice_kafka::{
 mod common;
 use common::{TestError, env_var, no_retries};
 use sluice_testkit::{
-    KillOnDrop, Stack, TestTopic, committed_offsets, consume_exactly, eventually, producer,
-    unique_name,
+    KillOnDrop, Stack, TestTopic, committed_offsets, consume_exactly, eventually, message_count,
+    producer, unique_name,
 };
 
 const PARTITIONS: i32 = 3;
@@ -81,6 +83,21 @@ fn tagging_loop(
     output: &str,
     dlq: &str,
 ) -> TransactionalLoop<Tagger> {
+    let tagger = Tagger {
+        output: output.to_owned(),
+    };
+    transactional_loop(group, input, transactional_id, dlq, tagger)
+}
+
+/// A loop running `transformer` on `input` in group `group`, in batches of
+/// up to 20.
+fn transactional_loop<T: Transformer>(
+    group: &str,
+    input: &str,
+    transactional_id: &str,
+    dlq: &str,
+    transformer: T,
+) -> TransactionalLoop<T> {
     let stack = Stack::get();
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
         .with_property("session.timeout.ms", "6000")
@@ -98,10 +115,7 @@ fn tagging_loop(
         transaction_timeout: Duration::from_secs(30),
         stall_after: Duration::from_secs(300),
     };
-    let tagger = Tagger {
-        output: output.to_owned(),
-    };
-    TransactionalLoop::new(&kafka, settings, tagger, &dead_letters).unwrap()
+    TransactionalLoop::new(&kafka, settings, transformer, &dead_letters).unwrap()
 }
 
 struct Topics {
@@ -292,4 +306,68 @@ async fn a_fenced_static_member_ends_the_loop() {
     // /healthz now fails and its runtime stops it.
     let dead = sluice_telemetry::liveness::dead().expect("the process marked dead");
     assert!(dead.contains("fatal error"), "{dead}");
+}
+
+/// Fails every message as a dependency that is away would, noting which
+/// offsets it was asked about.
+struct Away {
+    asked: Arc<Mutex<Vec<i64>>>,
+}
+
+impl Transformer for Away {
+    type Error = TestError;
+
+    async fn transform(&self, message: &OwnedMessage) -> Result<Vec<OutputRecord>, TestError> {
+        self.asked.lock().unwrap().push(message.offset());
+        Err(TestError::pause(
+            "the registry is away",
+            Duration::from_millis(100),
+        ))
+    }
+}
+
+/// A batch's messages get their first try on several tasks; with a
+/// dependency away, each task stops at its first failure, and the loop
+/// holds the batch at its first message: a dependency that answers only
+/// after its timeout is waited on once a task, not once a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_away_is_asked_once_a_task_for_a_batch() {
+    let input = TestTopic::create("away-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "away-dlq", 1).await;
+    for n in 0..20 {
+        producer()
+            .send(
+                FutureRecord::to(&input.name)
+                    .key("k")
+                    .payload(&n.to_string()),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let away = Away {
+        asked: Arc::clone(&asked),
+    };
+    let (group, transactional_id) = (unique_name("away-group"), unique_name("away-id"));
+    let running = tokio::spawn(
+        transactional_loop(&group, &input.name, &transactional_id, &dlq.name, away)
+            .run(std::future::pending()),
+    );
+    // Three tries of the batch at least (each aborted, then tried again).
+    eventually("the batch tried three times", WAIT, || {
+        let calls = asked.lock().unwrap().len();
+        async move { (calls >= 9).then_some(()) }
+    })
+    .await;
+    running.abort();
+    let asked = asked.lock().unwrap().clone();
+    let distinct: BTreeSet<i64> = asked.iter().copied().collect();
+    // One first try for each of the two tasks' first messages, and the
+    // walk's try of the batch's first: never its other messages.
+    assert!(
+        distinct.len() <= 2 && distinct.contains(&0),
+        "offsets asked about: {asked:?}"
+    );
+    assert_eq!(message_count(&dlq.name), 0, "nothing dead-lettered");
 }
