@@ -162,14 +162,11 @@ pub(crate) fn evaluate(
             format,
         } => match field(scope, path)? {
             ScalarValue::Null => Ok(ScalarValue::Null),
-            ScalarValue::Long(ms) => {
-                let items = format.items().ok_or_else(|| {
-                    format!("{path}: {:?} is not a strftime format", format.text())
-                })?;
-                chrono::DateTime::from_timestamp_millis(ms)
-                    .map(|at| ScalarValue::String(at.format_with_items(items.iter()).to_string()))
-                    .ok_or_else(|| format!("{path}: {ms} ms is out of range for a date"))
-            }
+            ScalarValue::Long(ms) => chrono::DateTime::from_timestamp_millis(ms)
+                .map(|at| {
+                    ScalarValue::String(at.format_with_items(format.items().iter()).to_string())
+                })
+                .ok_or_else(|| format!("{path}: {ms} ms is out of range for a date")),
             other => Err(format!("{path}: {other:?} is not a timestamp")),
         },
         Expr::Number {

@@ -525,11 +525,11 @@ impl<T: Transformer> TransactionalLoop<T> {
     /// Each message's outputs from a first try, mapped on as many tasks as
     /// the runtime has workers, or `None` where that try failed or a try
     /// before it in its task did (the walk in order retries or
-    /// dead-letters it as it would have). Mapping is CPU
-    /// work and a batch's messages are independent until they are produced:
-    /// mapped in turn on one task, the transformer's loop held 0.75 of a
-    /// core; on two it drained 1.17 to 1.56 × as many events a second at
-    /// the same CPU per event (its benchmark, five interleaved pairs).
+    /// dead-letters it as it would have). Mapping is CPU work and a batch's
+    /// messages are independent until they are produced: mapped in turn on
+    /// one task, the transformer's loop held 0.75 of a core; on two it
+    /// drained 1.17 to 1.56 × as many events a second at the same CPU per
+    /// event (its benchmark, five interleaved pairs).
     async fn first_tries(
         &self,
         batch: &Arc<[OwnedMessage]>,
@@ -608,7 +608,7 @@ fn traced(
     outputs
 }
 
-/// The message's own W3C trace context headers.
+/// The record to produce for `output`.
 fn record(output: &OutputRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
     let headers = owned_headers(output.headers.iter().map(|(key, value)| (key, Some(value))));
     let record = FutureRecord::to(&output.topic)
