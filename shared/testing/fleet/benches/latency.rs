@@ -174,14 +174,7 @@ async fn main() {
         .connect(&stack.database_url)
         .await
         .unwrap();
-    let ddl = std::fs::read_to_string(
-        stack.path("services/fleet/outbox-relay/migrations/0001_outbox.sql"),
-    )
-    .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
-        .execute(&pool)
-        .await
-        .unwrap();
+    common::create_outbox(&pool, "outbox").await;
     let fleet = Fleet::start(topology::services(&wiring, TUNING), place)
         .await
         .unwrap();

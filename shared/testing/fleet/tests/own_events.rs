@@ -123,15 +123,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
             format!("DROP TABLE IF EXISTS {table}"),
         ],
     };
-    let ddl = std::fs::read_to_string(
-        stack.path("services/fleet/outbox-relay/migrations/0001_outbox.sql"),
-    )
-    .unwrap()
-    .replace("IF NOT EXISTS outbox", &format!("IF NOT EXISTS {table}"));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
-        .execute(&pool)
-        .await
-        .unwrap();
+    common::create_outbox(&pool, &table).await;
     let (mut relay, relay_port) = start(
         &logs,
         "outbox-relay",

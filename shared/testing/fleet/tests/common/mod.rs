@@ -1,7 +1,7 @@
 //! What the fleet-level tests share: the built binaries started as
 //! processes with the stack's addresses, provisioning a contracts
 //! directory, an aggregate's contract added to one, events posted to
-//! ingest, and a sandbox sheet read back.
+//! ingest, a sandbox sheet read back, and the business's outbox table.
 // A test fails by panicking; each test binary uses its own part of this.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use sluice_fleet::Launch;
 use sluice_testkit::{KillOnDrop, Stack, free_port};
+use sqlx::PgPool;
 
 /// Where `cargo build --workspace` put the binaries (beside this test's
 /// own deps/ folder).
@@ -164,4 +165,18 @@ impl Drop for OutboxCleanup {
         });
         let _ = cleaned.join();
     }
+}
+
+/// The business's outbox table, named `table`, made in `pool` by the relay's
+/// migration, as the demo's scripts make it before the relay starts.
+pub async fn create_outbox(pool: &PgPool, table: &str) {
+    let ddl = std::fs::read_to_string(
+        Stack::get().path("services/fleet/outbox-relay/migrations/0001_outbox.sql"),
+    )
+    .unwrap()
+    .replace("IF NOT EXISTS outbox", &format!("IF NOT EXISTS {table}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .unwrap();
 }
