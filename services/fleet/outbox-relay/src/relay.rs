@@ -44,8 +44,13 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a standby replica asks for the slot.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
-/// How often a relay whose slot was lost looks whether it was recreated.
+/// How often a relay whose slot was lost, or whose table is not published,
+/// looks whether an operator has set it right.
 const LOST_SLOT_POLL: Duration = Duration::from_secs(10);
+/// How often a streaming relay checks that its publication still publishes
+/// the outbox table (a migration that drops and makes it again takes it
+/// out, and Postgres then decodes none of its rows).
+const PUBLICATION_CHECK: Duration = Duration::from_secs(5);
 /// Events handed to the producer but not yet acknowledged, at most (one
 /// transaction larger than this is still sent whole).
 const MAX_ROWS_IN_FLIGHT: usize = 20_000;
@@ -88,6 +93,21 @@ pub enum RelayError {
         slot: String,
         /// Its publication.
         publication: String,
+    },
+    /// The publication does not publish the outbox table: made for other
+    /// tables, or the table was dropped and made again, which takes it out.
+    /// Postgres decodes none of the table's rows meanwhile.
+    #[error(
+        "publication {publication} does not publish the outbox table {table} (it was made for other \
+         tables, or the table was dropped and made again, which takes it out): none of its rows \
+         would be streamed. Run ALTER PUBLICATION {publication} ADD TABLE {table}; rows committed \
+         while it was out were not relayed: recover them from the table"
+    )]
+    NotPublished {
+        /// The publication.
+        publication: String,
+        /// The outbox table.
+        table: String,
     },
     /// Another session (another replica) streams the slot.
     #[error("replication slot {slot} is streamed by another session")]
@@ -168,6 +188,7 @@ impl Relay {
                 "publication created"
             );
         }
+        self.published().await?;
         let slot: Option<(Option<String>, bool)> = sqlx::query(
             "SELECT confirmed_flush_lsn::text AS lsn, active FROM pg_replication_slots WHERE slot_name = $1",
         )
@@ -212,6 +233,30 @@ impl Relay {
         Lsn::parse(&position).map_err(|_| RelayError::Lsn(position))
     }
 
+    /// Fails unless the publication publishes the outbox table.
+    async fn published(&self) -> Result<(), RelayError> {
+        let (schema, table) = self.source.schema_and_name();
+        let published = sqlx::query(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+        )
+        .bind(&self.source.publication)
+        .bind(schema)
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| RelayError::Sql {
+            action: "looking up the publication's tables",
+            source,
+        })?;
+        match published {
+            Some(_) => Ok(()),
+            None => Err(RelayError::NotPublished {
+                publication: self.source.publication.clone(),
+                table: self.source.table.clone(),
+            }),
+        }
+    }
+
     /// Streams until `shutdown` completes. The slot admits one reader: while
     /// another replica streams, this one stands by and takes over when the
     /// slot is free. A broken stream (Postgres restarted, say) resumes from
@@ -224,7 +269,7 @@ impl Relay {
         let mut lag = std::pin::pin!(lag);
         let mut backoff = INITIAL_BACKOFF;
         let mut standing_by = false;
-        let (mut lost, mut suspected) = (false, false);
+        let (mut lost, mut suspected, mut unpublished) = (false, false, false);
         let lost_gauge = metrics::gauge!(names::SLOT_LOST, "slot" => self.source.slot.clone());
         loop {
             let result = tokio::select! {
@@ -238,6 +283,9 @@ impl Relay {
                 // failed): the loss, if any, is over.
                 lost_gauge.set(0.0);
                 (lost, suspected) = (false, false);
+            }
+            if !matches!(result, Err(RelayError::NotPublished { .. })) {
+                unpublished = false;
             }
             let pause = match result {
                 Ok(()) => return Ok(()),
@@ -254,6 +302,13 @@ impl Relay {
                         lost_gauge.set(1.0);
                         tracing::error!(error = %err, "not streaming");
                         lost = true;
+                    }
+                    LOST_SLOT_POLL
+                }
+                Err(err @ RelayError::NotPublished { .. }) => {
+                    if !unpublished {
+                        tracing::error!(error = %err, "not streaming");
+                        unpublished = true;
                     }
                     LOST_SLOT_POLL
                 }
@@ -304,6 +359,9 @@ impl Relay {
         let mut open: Option<Vec<Pending>> = None;
         let mut in_flight = FuturesOrdered::new();
         let mut rows_in_flight = 0usize;
+        let mut check = tokio::time::interval(PUBLICATION_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.reset();
         loop {
             tokio::select! {
                 biased;
@@ -367,6 +425,13 @@ impl Relay {
                         ReplicationEvent::Message { .. } | ReplicationEvent::KeepAlive { .. } => {}
                     }
                 }
+                // The replication stream needs no control connection:
+                // one that fails here does not stop it.
+                _ = check.tick() => match self.published().await {
+                    Err(err @ RelayError::NotPublished { .. }) => return Err(err),
+                    Err(err) => tracing::warn!(error = %err, "could not check the publication; streaming on"),
+                    Ok(()) => {}
+                },
             }
         }
         client.stop();
@@ -564,10 +629,14 @@ impl Relay {
 impl OutboxSource {
     /// Whether pgoutput's `relation` is the outbox table.
     fn is_table(&self, relation: &Relation) -> bool {
-        match self.table.split_once('.') {
-            Some((schema, name)) => relation.namespace == schema && relation.name == name,
-            None => relation.namespace == "public" && relation.name == self.table,
-        }
+        (relation.namespace.as_str(), relation.name.as_str()) == self.schema_and_name()
+    }
+
+    /// The outbox table's schema and name.
+    fn schema_and_name(&self) -> (&str, &str) {
+        self.table
+            .split_once('.')
+            .unwrap_or(("public", self.table.as_str()))
     }
 }
 

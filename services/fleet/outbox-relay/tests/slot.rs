@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{WAIT, drop_slot, outbox_table, pool, relay, start};
+use common::{WAIT, drop_slot, outbox_table, pool, relay, start, streaming};
 use pgwire_replication::Lsn;
 use rdkafka::ClientConfig;
 use sluice_testkit::{TestTopic, consume_exactly, eventually};
@@ -161,5 +161,93 @@ async fn a_lost_slot_is_not_silently_recreated() {
     let mut told = relay(pool.clone(), &table, &topic.name, &dlq.name);
     told.source.recreate_lost_slot = true;
     told.prepare().await.unwrap();
+    drop_slot(&pool, &table).await;
+}
+
+/// `table` dropped and made again, as a migration may: the new table is in
+/// no publication, so Postgres decodes none of its rows.
+async fn make_again(pool: &PgPool, table: &str) {
+    let ddl = include_str!("../migrations/0001_outbox.sql").replace(
+        "CREATE TABLE IF NOT EXISTS outbox",
+        &format!("DROP TABLE {table}; CREATE TABLE {table}"),
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Whether a session streams `slot`.
+async fn slot_active(pool: &PgPool, slot: &str) -> bool {
+    sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1")
+        .bind(slot)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// An outbox table its publication does not publish (made for another
+/// table, or the table dropped and made again, which takes it out) would
+/// stream nothing while the relay looked healthy and moved its slot past
+/// the rows. At start the relay refuses, naming the publication, the table
+/// and the fix; while streaming it stops (the slot left, which the alerts
+/// see) and streams again once the table is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_its_publication_leaves_out_is_not_streamed_silently() {
+    let pool = pool(2).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-unpublished", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-unpublished-dlq", 1).await;
+    let table = outbox_table(&pool, "relay_unpublished").await;
+    let (slot, publication) = (format!("{table}_slot"), format!("{table}_pub"));
+    relay(pool.clone(), &table, &topic.name, &dlq.name)
+        .prepare()
+        .await
+        .unwrap();
+
+    // At start.
+    make_again(&pool, &table).await;
+    let err = relay(pool.clone(), &table, &topic.name, &dlq.name)
+        .prepare()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, sluice_outbox_relay::RelayError::NotPublished { .. }),
+        "{message}"
+    );
+    for part in [
+        publication.as_str(),
+        table.as_str(),
+        &format!("ALTER PUBLICATION {publication} ADD TABLE {table}"),
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    let add = format!("ALTER PUBLICATION {publication} ADD TABLE {table}");
+    sqlx::raw_sql(AssertSqlSafe(add.clone()))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // While streaming.
+    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    streaming(&pool, &slot).await;
+    insert_orders(&pool, &table, 1).await;
+    assert_eq!(consume_exactly(&topic.name, 1, WAIT).await.len(), 1);
+    make_again(&pool, &table).await;
+    eventually("the relay to stop streaming", WAIT, || {
+        let (pool, slot) = (&pool, &slot);
+        async move { (!slot_active(pool, slot).await).then_some(()) }
+    })
+    .await;
+    sqlx::raw_sql(AssertSqlSafe(add))
+        .execute(&pool)
+        .await
+        .unwrap();
+    streaming(&pool, &slot).await;
+    insert_orders(&pool, &table, 2).await;
+    assert_eq!(consume_exactly(&topic.name, 3, WAIT).await.len(), 3);
+
+    stop.send(()).unwrap();
+    running.await.unwrap();
     drop_slot(&pool, &table).await;
 }
