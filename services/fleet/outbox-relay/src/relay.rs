@@ -109,6 +109,17 @@ pub enum RelayError {
         /// The outbox table.
         table: String,
     },
+    /// The publication leaves inserts out (its `publish` parameter).
+    #[error(
+        "publication {publication} does not publish inserts (its publish parameter leaves them out): \
+         no outbox row would be streamed. Run ALTER PUBLICATION {publication} SET (publish = \
+         'insert, update, delete, truncate'); rows committed meanwhile were not relayed: recover \
+         them from the table"
+    )]
+    InsertsNotPublished {
+        /// The publication.
+        publication: String,
+    },
     /// Another session (another replica) streams the slot.
     #[error("replication slot {slot} is streamed by another session")]
     SlotInUse {
@@ -233,11 +244,13 @@ impl Relay {
         Lsn::parse(&position).map_err(|_| RelayError::Lsn(position))
     }
 
-    /// Fails unless the publication publishes the outbox table.
+    /// Fails unless the publication publishes the outbox table's inserts.
+    /// (A row filter is the deployment's own: outboxes sharded over slots.)
     async fn published(&self) -> Result<(), RelayError> {
         let (schema, table) = self.source.schema_and_name();
-        let published = sqlx::query(
-            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+        let published: Option<bool> = sqlx::query_scalar(
+            "SELECT p.pubinsert FROM pg_publication_tables t JOIN pg_publication p USING (pubname) \
+             WHERE t.pubname = $1 AND t.schemaname = $2 AND t.tablename = $3",
         )
         .bind(&self.source.publication)
         .bind(schema)
@@ -249,7 +262,10 @@ impl Relay {
             source,
         })?;
         match published {
-            Some(_) => Ok(()),
+            Some(true) => Ok(()),
+            Some(false) => Err(RelayError::InsertsNotPublished {
+                publication: self.source.publication.clone(),
+            }),
             None => Err(RelayError::NotPublished {
                 publication: self.source.publication.clone(),
                 table: self.source.table.clone(),
@@ -284,7 +300,7 @@ impl Relay {
                 lost_gauge.set(0.0);
                 (lost, suspected) = (false, false);
             }
-            if !matches!(result, Err(RelayError::NotPublished { .. })) {
+            if !result.as_ref().is_err_and(RelayError::unpublished) {
                 unpublished = false;
             }
             let pause = match result {
@@ -305,7 +321,7 @@ impl Relay {
                     }
                     LOST_SLOT_POLL
                 }
-                Err(err @ RelayError::NotPublished { .. }) => {
+                Err(err) if err.unpublished() => {
                     if !unpublished {
                         tracing::error!(error = %err, "not streaming");
                         unpublished = true;
@@ -428,7 +444,7 @@ impl Relay {
                 // The replication stream needs no control connection:
                 // one that fails here does not stop it.
                 _ = check.tick() => match self.published().await {
-                    Err(err @ RelayError::NotPublished { .. }) => return Err(err),
+                    Err(err) if err.unpublished() => return Err(err),
                     Err(err) => tracing::warn!(error = %err, "could not check the publication; streaming on"),
                     Ok(()) => {}
                 },
@@ -647,6 +663,14 @@ impl From<DeliveryError> for RelayError {
 }
 
 impl RelayError {
+    /// The publication leaves the outbox's rows out: an operator's fix.
+    fn unpublished(&self) -> bool {
+        matches!(
+            self,
+            Self::NotPublished { .. } | Self::InsertsNotPublished { .. }
+        )
+    }
+
     /// Another session holds the slot: seen in pg_replication_slots, or
     /// (taken between that look and the connection) refused with SQLSTATE
     /// 55006, object in use.

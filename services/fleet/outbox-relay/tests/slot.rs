@@ -227,6 +227,31 @@ async fn a_table_its_publication_leaves_out_is_not_streamed_silently() {
         .execute(&pool)
         .await
         .unwrap();
+    // A publication of the table that leaves its inserts out.
+    let publish = |what: &str| format!("ALTER PUBLICATION {publication} SET (publish = '{what}')");
+    sqlx::raw_sql(AssertSqlSafe(publish("update, delete")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = relay(pool.clone(), &table, &topic.name, &dlq.name)
+        .prepare()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sluice_outbox_relay::RelayError::InsertsNotPublished { .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("does not publish inserts"),
+        "{err}"
+    );
+    sqlx::raw_sql(AssertSqlSafe(publish("insert, update, delete, truncate")))
+        .execute(&pool)
+        .await
+        .unwrap();
 
     // While streaming.
     let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
