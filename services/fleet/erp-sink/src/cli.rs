@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use secrecy::SecretString;
-use sluice_config::{AuditArgs, parse_secret};
-use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
+use sluice_config::parse_secret;
+use sluice_service::{Defaults, SinkArgs, SinkDefaults};
 
 use crate::actions::ModelMethods;
 use crate::odoo::Protocol;
@@ -23,6 +23,13 @@ impl Defaults for Erp {
     const BREAKER_FAILURES: u32 = 3;
     const BREAKER_OPEN_SECS: u64 = 120;
     const CALL_TIMEOUT_SECS: u64 = 45;
+}
+
+impl SinkDefaults for Erp {
+    const TOPIC_ENV: &'static str = "SLUICE_ERP_TOPIC";
+    const TOPIC: &'static str = "erp.commands.v1";
+    const RESULTS_TOPIC_ENV: &'static str = "SLUICE_ERP_RESULTS_TOPIC";
+    const RESULTS_TOPIC: &'static str = "erp.results.v1";
 }
 
 /// Applies ERP commands to Odoo, once each, at the pace the ERP allows
@@ -89,26 +96,7 @@ pub struct Cli {
     /// Checked at start like --models.
     #[arg(long, env = "SLUICE_ERP_CANCEL_WITH", default_value = "", value_parser = ModelMethods::cancelling)]
     pub cancel_with: ModelMethods,
-    /// Topic of the commands.
-    #[arg(long, env = "SLUICE_ERP_TOPIC", default_value = "erp.commands.v1")]
-    pub topic: String,
-    /// Topic of the results.
-    #[arg(
-        long,
-        env = "SLUICE_ERP_RESULTS_TOPIC",
-        default_value = "erp.results.v1"
-    )]
-    pub results_topic: String,
     #[allow(missing_docs)]
     #[command(flatten)]
-    pub audit: AuditArgs,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub upstream: UpstreamArgs<Erp>,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub retry: RetryArgs<Erp>,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub consumer: ConsumerArgs<Erp>,
+    pub sink: SinkArgs<Erp>,
 }

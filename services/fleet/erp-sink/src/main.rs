@@ -38,8 +38,8 @@ async fn service_main() -> Result<()> {
         applied_commands: cli.applied_commands_field,
     };
     // After the start: the breaker's and limiter's metrics need its recorder.
-    let service = Service::start(&cli.consumer, Vec::new()).await?;
-    let upstream = &cli.upstream;
+    let service = Service::start(&cli.sink.consumer, Vec::new()).await?;
+    let upstream = &cli.sink.upstream;
     let limiter = Arc::new(upstream.limiter("erp")?);
     // The ERP's limit is the fleet's: each replica takes its share.
     let tuning = Tuning {
@@ -67,13 +67,10 @@ async fn service_main() -> Result<()> {
     let sink = ErpSink::new(
         service.codec(),
         applier,
-        service.replies(cli.results_topic)?,
-        service.audit_log(&cli.audit)?,
+        service.replies(cli.sink.results_topic)?,
+        service.audit_log(&cli.sink.audit)?,
     );
-    let consumed = service
-        .consume(vec![cli.topic], &cli.retry, tuning, sink)
-        .await;
-    let stopped = service.stop().await;
-    consumed?;
-    Ok(stopped?)
+    Ok(service
+        .serve(vec![cli.sink.topic], &cli.sink.retry, tuning, sink)
+        .await?)
 }

@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use sluice_config::AuditArgs;
-use sluice_service::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
+use sluice_service::{Defaults, SinkArgs, SinkDefaults};
 
 /// sheets-sink's defaults of the shared flags.
 #[derive(Debug, Clone)]
@@ -17,6 +16,13 @@ impl Defaults for Sheets {
     const MAX_BATCH: usize = 500;
     const BATCH_LINGER_MS: u64 = 200;
     const REQUESTS_PER_SECOND: f64 = crate::DEFAULT_REQUESTS_PER_SECOND;
+}
+
+impl SinkDefaults for Sheets {
+    const TOPIC_ENV: &'static str = "SLUICE_SHEETS_TOPIC";
+    const TOPIC: &'static str = "sheets.rows.v1";
+    const RESULTS_TOPIC_ENV: &'static str = "SLUICE_SHEETS_RESULTS_TOPIC";
+    const RESULTS_TOPIC: &'static str = "sheets.results.v1";
 }
 
 /// Applies sheet row upserts to Google Sheets at the pace Google allows.
@@ -54,26 +60,7 @@ pub struct Cli {
     /// that would be a formula, stay text.
     #[arg(long, env = "SLUICE_SHEETS_USER_ENTERED", value_delimiter = ',')]
     pub user_entered: Vec<String>,
-    /// Topic of the row upserts.
-    #[arg(long, env = "SLUICE_SHEETS_TOPIC", default_value = "sheets.rows.v1")]
-    pub topic: String,
-    /// Topic of the answers to commands a saga sent.
-    #[arg(
-        long,
-        env = "SLUICE_SHEETS_RESULTS_TOPIC",
-        default_value = "sheets.results.v1"
-    )]
-    pub results_topic: String,
     #[allow(missing_docs)]
     #[command(flatten)]
-    pub audit: AuditArgs,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub upstream: UpstreamArgs<Sheets>,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub retry: RetryArgs<Sheets>,
-    #[allow(missing_docs)]
-    #[command(flatten)]
-    pub consumer: ConsumerArgs<Sheets>,
+    pub sink: SinkArgs<Sheets>,
 }

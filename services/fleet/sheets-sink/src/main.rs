@@ -29,8 +29,8 @@ async fn service_main() -> Result<()> {
         );
     }
     // Before the limiter and the breaker: their metrics need its recorder.
-    let service = Service::start(&cli.consumer, Vec::new()).await?;
-    let upstream = &cli.upstream;
+    let service = Service::start(&cli.sink.consumer, Vec::new()).await?;
+    let upstream = &cli.sink.upstream;
     let http = upstream.http()?;
     let tokens = match key {
         Some(key) => {
@@ -53,13 +53,10 @@ async fn service_main() -> Result<()> {
     let sink = SheetsSink {
         codec: service.codec(),
         upserter: Upserter::new(client).user_entered(cli.user_entered),
-        replies: service.replies(cli.results_topic)?,
-        audit: service.audit_log(&cli.audit)?,
+        replies: service.replies(cli.sink.results_topic)?,
+        audit: service.audit_log(&cli.sink.audit)?,
     };
-    let consumed = service
-        .consume(vec![cli.topic], &cli.retry, tuning, sink)
-        .await;
-    let stopped = service.stop().await;
-    consumed?;
-    Ok(stopped?)
+    Ok(service
+        .serve(vec![cli.sink.topic], &cli.sink.retry, tuning, sink)
+        .await?)
 }

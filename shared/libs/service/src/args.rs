@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use sluice_config::{ContractsArgs, KafkaArgs, RegistryArgs};
+use sluice_config::{AuditArgs, ContractsArgs, KafkaArgs, RegistryArgs};
 use sluice_resilience::{
     BreakerConfig, CircuitBreaker, FailureRate, InvalidConfig, LimiterConfig, RateLimiter,
     RetryPolicy,
@@ -45,6 +45,43 @@ pub trait Defaults: Clone + Send + Sync + 'static {
     const BREAKER_OPEN_SECS: u64 = 30;
     /// Seconds an upstream call may take.
     const CALL_TIMEOUT_SECS: u64 = 30;
+}
+
+/// A sink's topics: what it applies, and where its answers go.
+pub trait SinkDefaults: Defaults {
+    /// Environment variable of the topic it applies.
+    const TOPIC_ENV: &'static str;
+    /// The topic it applies.
+    const TOPIC: &'static str;
+    /// Environment variable of the topic of its answers.
+    const RESULTS_TOPIC_ENV: &'static str;
+    /// The topic of its answers.
+    const RESULTS_TOPIC: &'static str;
+}
+
+/// What every sink has: the topic it applies, where its answers and its
+/// audit trail go, how it treats its upstream, how it retries, and the
+/// consumer's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkArgs<D: SinkDefaults> {
+    /// Topic of the commands it applies.
+    #[arg(long, env = D::TOPIC_ENV, default_value = D::TOPIC)]
+    pub topic: String,
+    /// Topic of its answers to the commands it applies.
+    #[arg(long, env = D::RESULTS_TOPIC_ENV, default_value = D::RESULTS_TOPIC)]
+    pub results_topic: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub upstream: UpstreamArgs<D>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub retry: RetryArgs<D>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub consumer: ConsumerArgs<D>,
 }
 
 /// What every consumer service has: its group, its dead letters, its

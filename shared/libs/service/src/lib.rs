@@ -10,5 +10,5 @@
 mod args;
 mod service;
 
-pub use args::{ConsumerArgs, Defaults, RetryArgs, UpstreamArgs};
+pub use args::{ConsumerArgs, Defaults, RetryArgs, SinkArgs, SinkDefaults, UpstreamArgs};
 pub use service::{Service, ServiceError, Tuning};

@@ -183,6 +183,21 @@ impl<D: Defaults> Service<D> {
         Ok(())
     }
 
+    /// Runs `handler` as [`consume`](Self::consume) does, then stops the
+    /// service; the loop's failure, if any, is the one returned.
+    pub async fn serve<H: Handler>(
+        self,
+        topics: Vec<String>,
+        retry: &RetryArgs<D>,
+        tuning: Tuning,
+        handler: H,
+    ) -> Result<(), ServiceError> {
+        let consumed = self.consume(topics, retry, tuning, handler).await;
+        let stopped = self.stop().await;
+        consumed?;
+        stopped
+    }
+
     /// Runs `transformer` over `topics` in transactions of
     /// `transactional_id`, exactly once, until shutdown is asked for. What
     /// fails once fails again, so nothing is retried; a dependency that is
