@@ -51,6 +51,16 @@ const LOST_SLOT_POLL: Duration = Duration::from_secs(10);
 /// the outbox table (a migration that drops and makes it again takes it
 /// out, and Postgres then decodes none of its rows).
 const PUBLICATION_CHECK: Duration = Duration::from_secs(5);
+/// Why a logical message emitted outside a transaction is dead-lettered.
+const NOT_TRANSACTIONAL: &str = "a logical message emitted outside a transaction \
+     (pg_logical_emit_message(false, …)) is in the WAL whether or not the transaction that \
+     emitted it committed, so it is not relayed: emit it with true, in the transaction that makes \
+     the change; replay this one only if that transaction committed";
+/// The replication session's settings for the text of the values it reads.
+const SESSION_SETTINGS: &str =
+    "-c datestyle=ISO -c timezone=UTC -c bytea_output=hex -c intervalstyle=postgres";
+/// A transaction's records, and its refused rows with why.
+type Encoded<'a> = (Vec<Record<'a>>, Vec<(&'a Pending, String)>);
 /// Events handed to the producer but not yet acknowledged, at most (one
 /// transaction larger than this is still sent whole).
 const MAX_ROWS_IN_FLIGHT: usize = 20_000;
@@ -104,6 +114,20 @@ pub enum RelayError {
          while it was out were not relayed: recover them from the table"
     )]
     NotPublished {
+        /// The publication.
+        publication: String,
+        /// The outbox table.
+        table: String,
+    },
+    /// The outbox table is partitioned and the publication sends its rows
+    /// under the partitions' names, which the relay does not know.
+    #[error(
+        "the outbox table {table} is partitioned and publication {publication} publishes its rows \
+         under its partitions' names: run ALTER PUBLICATION {publication} SET \
+         (publish_via_partition_root = true); rows committed meanwhile were not relayed: recover \
+         them from the table"
+    )]
+    PartitionsByName {
         /// The publication.
         publication: String,
         /// The outbox table.
@@ -186,7 +210,9 @@ impl Relay {
         if exists.is_none() {
             // Names are checked identifiers (config), not input.
             let ddl = format!(
-                "CREATE PUBLICATION {publication} FOR TABLE {}",
+                // A partitioned outbox's rows then come under its name,
+                // not its partitions'.
+                "CREATE PUBLICATION {publication} FOR TABLE {} WITH (publish_via_partition_root = true)",
                 self.source.table
             );
             sqlx::query(AssertSqlSafe(ddl))
@@ -244,13 +270,18 @@ impl Relay {
         Lsn::parse(&position).map_err(|_| RelayError::Lsn(position))
     }
 
-    /// Fails unless the publication publishes the outbox table's inserts.
-    /// (A row filter is the deployment's own: outboxes sharded over slots.)
+    /// Fails unless the publication publishes the outbox table's inserts,
+    /// under the table's name. (A row filter is the deployment's own:
+    /// outboxes sharded over slots.)
     async fn published(&self) -> Result<(), RelayError> {
         let (schema, table) = self.source.schema_and_name();
-        let published: Option<bool> = sqlx::query_scalar(
-            "SELECT p.pubinsert FROM pg_publication_tables t JOIN pg_publication p USING (pubname) \
-             WHERE t.pubname = $1 AND t.schemaname = $2 AND t.tablename = $3",
+        let found = sqlx::query(
+            "SELECT p.pubinsert, p.pubviaroot, \
+                    EXISTS (SELECT 1 FROM pg_publication_tables t \
+                            WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3) AS listed, \
+                    EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                            WHERE n.nspname = $2 AND c.relname = $3 AND c.relkind = 'p') AS partitioned \
+             FROM pg_publication p WHERE p.pubname = $1",
         )
         .bind(&self.source.publication)
         .bind(schema)
@@ -261,15 +292,28 @@ impl Relay {
             action: "looking up the publication's tables",
             source,
         })?;
-        match published {
-            Some(true) => Ok(()),
-            Some(false) => Err(RelayError::InsertsNotPublished {
-                publication: self.source.publication.clone(),
-            }),
-            None => Err(RelayError::NotPublished {
-                publication: self.source.publication.clone(),
+        let publication = self.source.publication.clone();
+        let Some(found) = found else {
+            return Err(RelayError::NotPublished {
+                publication,
                 table: self.source.table.clone(),
-            }),
+            });
+        };
+        let flag = |name: &str| found.get::<bool, _>(name);
+        if flag("partitioned") && !flag("pubviaroot") {
+            Err(RelayError::PartitionsByName {
+                publication,
+                table: self.source.table.clone(),
+            })
+        } else if !flag("listed") {
+            Err(RelayError::NotPublished {
+                publication,
+                table: self.source.table.clone(),
+            })
+        } else if !flag("pubinsert") {
+            Err(RelayError::InsertsNotPublished { publication })
+        } else {
+            Ok(())
         }
     }
 
@@ -412,14 +456,21 @@ impl Relay {
                                 });
                             }
                         }
-                        ReplicationEvent::Message { prefix, content, transactional: true, .. }
+                        ReplicationEvent::Message { prefix, content, transactional, lsn }
                             if self.source.message_prefix.as_deref() == Some(prefix.as_str()) =>
                         {
-                            if let Some(rows) = open.as_mut() {
-                                rows.push(Pending {
-                                    row: OutboxRow::from_message(&content).map(OutboxMessage::Event),
-                                    raw: content.to_vec(),
-                                });
+                            let pending = Pending {
+                                row: OutboxRow::from_message(&content).map(OutboxMessage::Event),
+                                raw: content.to_vec(),
+                            };
+                            match open.as_mut() {
+                                Some(rows) if transactional => rows.push(pending),
+                                // Written to the WAL at once, whether or not
+                                // the transaction that emitted it committed.
+                                _ if !transactional => {
+                                    self.dead_letter_surely(&pending, NOT_TRANSACTIONAL, lsn).await;
+                                }
+                                _ => {}
                             }
                         }
                         ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
@@ -468,6 +519,10 @@ impl Relay {
         .with_tls(connection.tls.clone())
         .with_start_lsn(start)
         .with_application_name(format!("sluice-outbox-relay/{}", self.source.slot))
+        // pgoutput writes values in the session's settings, which a
+        // database's or role's own (ALTER DATABASE … SET datestyle) would
+        // change under the row parser: pinned, over any of those.
+        .with_options(SESSION_SETTINGS)
         // A confirmed LSN reaches Postgres within this interval; what a crash
         // replays is what was confirmed here but not yet there.
         .with_status_interval(Duration::from_millis(200))
@@ -496,25 +551,50 @@ impl Relay {
         commit: Commit,
     ) -> Result<BoxFuture<'static, Result<Acknowledged, DeliveryError>>, DeliveryError> {
         let mut backoff = INITIAL_BACKOFF;
-        let records = loop {
-            match self.encode(rows, commit).await {
-                Ok(records) => break records,
-                Err(reason) => {
+        let (records, rejected) = loop {
+            match self.encode(rows).await {
+                Ok(encoded) => break encoded,
+                // The registry away, or a topic whose subject nobody
+                // registered: held, in order, until it is there.
+                Err(reason) if backoff < MAX_BACKOFF => {
                     tracing::warn!(%reason, ?backoff, end_lsn = %commit.end_lsn, "transaction not encoded; trying again");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                Err(reason) => {
+                    tracing::error!(%reason, ?backoff, end_lsn = %commit.end_lsn, "transaction not encoded, the outbox held behind it; trying again");
+                    tokio::time::sleep(backoff).await;
+                }
             }
         };
+        // Only once the whole transaction is encoded: a retry of it must
+        // not dead-letter its refused rows again.
+        for (pending, reason) in rejected {
+            self.dead_letter_surely(pending, &reason, commit.end_lsn)
+                .await;
+        }
+        for record in &records {
+            record.log_relaying(commit);
+        }
         send_all(&self.producer, records, commit).await
     }
 
-    async fn encode<'a>(
-        &self,
-        rows: &'a [Pending],
-        commit: Commit,
-    ) -> Result<Vec<Record<'a>>, String> {
+    /// Dead-letters `pending`, trying until the dead letter is written (a
+    /// refused row is never dropped).
+    async fn dead_letter_surely(&self, pending: &Pending, reason: &str, end_lsn: Lsn) {
+        let mut backoff = INITIAL_BACKOFF;
+        while let Err(err) = self.dead_letter(pending, reason.to_owned(), end_lsn).await {
+            tracing::warn!(error = %err, ?backoff, %end_lsn, "dead letter not written; trying again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// The transaction's records, and its rows refused with why; `Err`
+    /// when a record could not be encoded (the registry).
+    async fn encode<'a>(&self, rows: &'a [Pending]) -> Result<Encoded<'a>, String> {
         let mut records = Vec::with_capacity(rows.len());
+        let mut refused = Vec::new();
         for pending in rows {
             let rejected = match &pending.row {
                 Ok(OutboxMessage::Addressed(row)) if !self.may_address(&row.topic) => format!(
@@ -573,12 +653,9 @@ impl Relay {
                 },
                 Err(reason) => reason.clone(),
             };
-            self.dead_letter(pending, rejected, commit.end_lsn).await?;
+            refused.push((pending, rejected));
         }
-        for record in &records {
-            record.log_relaying(commit);
-        }
-        Ok(records)
+        Ok((records, refused))
     }
 
     /// `record`, if Kafka takes a record of its size; else why not (sent,
@@ -667,7 +744,9 @@ impl RelayError {
     fn unpublished(&self) -> bool {
         matches!(
             self,
-            Self::NotPublished { .. } | Self::InsertsNotPublished { .. }
+            Self::NotPublished { .. }
+                | Self::InsertsNotPublished { .. }
+                | Self::PartitionsByName { .. }
         )
     }
 

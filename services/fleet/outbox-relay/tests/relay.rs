@@ -429,3 +429,171 @@ async fn a_row_larger_than_kafka_takes_is_dead_lettered() {
     running.await.unwrap();
     drop_slot(&pool, &table).await;
 }
+
+/// The dead letters of `dlq`, decoded.
+async fn dead_letters(dlq: &str, count: usize) -> Vec<DeadLetter> {
+    let decoder = AvroCodec::new(Stack::get().registry_settings());
+    let mut letters = Vec::new();
+    for message in consume_exactly(dlq, count, WAIT).await {
+        letters.push(decoder.decode(message.payload().unwrap()).await.unwrap());
+    }
+    letters
+}
+
+/// `pg_logical_emit_message(false, …)` is in the WAL whether or not the
+/// transaction that emitted it commits: not an outbox event. It was
+/// dropped without a trace; it is dead-lettered, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logical_message_outside_a_transaction_is_dead_lettered() {
+    let pool = pool(2).await;
+    let name = outbox_table(&pool, "outbox_untransacted").await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-untransacted", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-untransacted-dlq", 1).await;
+    let relay = relay(pool.clone(), &name, &topic.name, &dlq.name);
+    relay.prepare().await.unwrap();
+    let message = json!({
+        "id": "00000000-0000-4000-8000-000000000050", "aggregate_type": "orders", "aggregate_id": "order-6",
+        "event_type": "OrderCancelled", "payload": {"reason": "r", "cancelled_by": "c"}, "occurred_at": 1_763_900_000_000_i64
+    });
+    sqlx::query("SELECT pg_logical_emit_message(false, $1, $2)")
+        .bind(message_prefix(&name))
+        .bind(message.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A row after it: once it is relayed, the message was seen.
+    insert(
+        &pool,
+        &name,
+        "00000000-0000-4000-8000-000000000051",
+        "order-7",
+        "OrderStatusChanged",
+        status("PLACED", "CONFIRMED"),
+    )
+    .await;
+
+    let (stop, running) = start(relay);
+    let relayed = consume_exactly(&topic.name, 1, WAIT).await;
+    assert_eq!(relayed[0].key(), Some(&b"order-7"[..]), "only the row");
+    let letters = dead_letters(&dlq.name, 1).await;
+    assert!(
+        letters[0]
+            .error_message
+            .contains("pg_logical_emit_message(false"),
+        "{}",
+        letters[0].error_message
+    );
+    assert_eq!(letters[0].original_key.as_deref(), Some(&b"order-6"[..]));
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &name).await;
+}
+
+/// A transaction whose refused row comes before a row the registry cannot
+/// encode yet (its topic's subject not registered): the transaction is held
+/// until it is, and the refused row is dead-lettered once, not again with
+/// every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_transaction_dead_letters_its_refused_row_once() {
+    let pool = pool(2).await;
+    let name = outbox_table(&pool, "outbox_held").await;
+    let topic = TestTopic::create("relay-held", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-held-dlq", 1).await;
+    let relay = relay(pool.clone(), &name, &topic.name, &dlq.name);
+    relay.prepare().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for (id, to) in [
+        ("00000000-0000-4000-8000-000000000060", "TELEPORTED"),
+        ("00000000-0000-4000-8000-000000000061", "CONFIRMED"),
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {name} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ($1::uuid, 'orders', 'order-8', 'OrderStatusChanged', $2)"
+        )))
+        .bind(id)
+        .bind(status("PLACED", to))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let (stop, running) = start(relay);
+    // Held: tries at 200 ms, 400, 800, 1.6 s… while nothing can be encoded.
+    common::streaming(&pool, &format!("{name}_slot")).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(message_count(&topic.name), 0, "held until registered");
+    sluice_testkit::register_value_schema("orders.events.v1", &topic.name).await;
+    let relayed = consume_exactly(&topic.name, 1, WAIT).await;
+    assert_eq!(relayed[0].key(), Some(&b"order-8"[..]));
+    let letters = dead_letters(&dlq.name, 1).await;
+    assert!(
+        letters[0].error_message.contains("TELEPORTED"),
+        "{}",
+        letters[0].error_message
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &name).await;
+}
+
+/// A database whose DBA changed how values are written out (`ALTER
+/// DATABASE … SET datestyle, timezone, bytea_output`): pgoutput writes the
+/// rows' text in the replication session's settings, so the relay pins
+/// them, and reads the row as on any other database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_its_own_date_style_is_read_the_same() {
+    let stack = Stack::get();
+    let admin = pool(1).await;
+    let database = unique_name("relay_styled").replace('-', "_");
+    for statement in [
+        format!("CREATE DATABASE {database}"),
+        format!("ALTER DATABASE {database} SET datestyle = 'SQL, DMY'"),
+        format!("ALTER DATABASE {database} SET timezone = 'Asia/Kolkata'"),
+        format!("ALTER DATABASE {database} SET bytea_output = 'escape'"),
+    ] {
+        sqlx::raw_sql(AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let url = stack
+        .database_url
+        .rsplit_once('/')
+        .map(|(server, _)| format!("{server}/{database}"))
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = outbox_table(&pool, "outbox_styled").await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-styled", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-styled-dlq", 1).await;
+    let mut relay = relay(pool.clone(), &name, &topic.name, &dlq.name);
+    relay.source.connection = sluice_outbox_relay::ReplicationConnection::from_url(&url).unwrap();
+    relay.prepare().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {name} (id, aggregate_type, aggregate_id, event_type, payload, occurred_at) \
+         VALUES ('00000000-0000-4000-8000-000000000070', 'orders', 'order-10', 'OrderCancelled', \
+                 '{{\"reason\":\"r\",\"cancelled_by\":\"c\"}}', '2026-12-06 10:00:00.123+00')"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let (stop, running) = start(relay);
+    let relayed = consume_exactly(&topic.name, 1, WAIT).await;
+    let decoder = AvroCodec::new(stack.registry_settings());
+    let event: OrderEvent = decoder.decode(relayed[0].payload().unwrap()).await.unwrap();
+    assert_eq!(
+        event.occurred_at, 1_796_551_200_123,
+        "2026-12-06 10:00:00.123 UTC"
+    );
+    assert_eq!(message_count(&dlq.name), 0, "nothing dead-lettered");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_slot(&pool, &name).await;
+    pool.close().await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{WAIT, drop_slot, outbox_table, pool, relay, start, streaming};
+use common::{
+    WAIT, confirmed_when_released, drop_slot, outbox_table, pool, relay, start, streaming,
+};
 use pgwire_replication::Lsn;
 use rdkafka::ClientConfig;
 use sluice_testkit::{TestTopic, consume_exactly, eventually};
@@ -274,5 +276,58 @@ async fn a_table_its_publication_leaves_out_is_not_streamed_silently() {
 
     stop.send(()).unwrap();
     running.await.unwrap();
+    drop_slot(&pool, &table).await;
+}
+
+/// An outbox partitioned (say by hash, or by time for cheap retention):
+/// the relay's publication sends its rows under the table's name, so they
+/// stream; a publication of its own that names the partitions instead is
+/// refused with the setting to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_outbox_streams_under_its_name() {
+    let pool = pool(2).await;
+    let topic = TestTopic::with_schema_of("orders.events.v1", "relay-partitioned", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-partitioned-dlq", 1).await;
+    let table = sluice_testkit::unique_name("relay_partitioned").replace('-', "_");
+    let ddl = include_str!("../migrations/0001_outbox.sql")
+        .replace(
+            "CREATE TABLE IF NOT EXISTS outbox",
+            &format!("CREATE TABLE {table}"),
+        )
+        .replace(
+            "-- W3C trace context, carried as a Kafka header\n);",
+            &format!(
+                ") PARTITION BY HASH (id); \
+                 CREATE TABLE {table}_p0 PARTITION OF {table} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
+                 CREATE TABLE {table}_p1 PARTITION OF {table} FOR VALUES WITH (MODULUS 2, REMAINDER 1);"
+            ),
+        );
+    assert!(ddl.contains("PARTITION BY"), "the migration's end moved");
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (slot, publication) = (format!("{table}_slot"), format!("{table}_pub"));
+
+    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    streaming(&pool, &slot).await;
+    insert_orders(&pool, &table, 4).await;
+    assert_eq!(consume_exactly(&topic.name, 4, WAIT).await.len(), 4);
+    stop.send(()).unwrap();
+    running.await.unwrap();
+
+    let by_partition = |on: bool| {
+        format!("ALTER PUBLICATION {publication} SET (publish_via_partition_root = {on})")
+    };
+    sqlx::raw_sql(AssertSqlSafe(by_partition(false)))
+        .execute(&pool)
+        .await
+        .unwrap();
+    confirmed_when_released(&pool, &slot).await;
+    let err = relay(pool.clone(), &table, &topic.name, &dlq.name)
+        .prepare()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&by_partition(true)), "{err}");
     drop_slot(&pool, &table).await;
 }
