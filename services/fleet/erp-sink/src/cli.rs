@@ -49,6 +49,12 @@ pub struct Cli {
     /// Odoo database.
     #[arg(long, env = "SLUICE_ERP_ODOO_DATABASE")]
     pub odoo_database: String,
+    /// Seconds Odoo may still commit a create whose answer never came (a
+    /// timeout, a lost connection, a proxy's 502/504): its limit_time_real,
+    /// after which a request is killed and rolled back. The create is
+    /// searched for again only then; shorter risks a second record.
+    #[arg(long, env = "SLUICE_ERP_ODOO_SETTLE_SECS", default_value_t = crate::odoo::DEFAULT_SETTLE.as_secs())]
+    pub odoo_settle_secs: u64,
     /// Odoo login (json-rpc; json2 has none: the API key is the user).
     #[arg(long, env = "SLUICE_ERP_ODOO_LOGIN")]
     pub odoo_login: Option<String>,

@@ -2,6 +2,7 @@
 //! outcome on `erp.results.v1`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sluice_config::SecretArgs;
@@ -46,7 +47,8 @@ async fn service_main() -> Result<()> {
         quota: Some(Arc::clone(&limiter)),
         ..Tuning::default()
     };
-    let client = OdooClient::new(upstream.http()?, login, upstream.breaker("erp")?, limiter);
+    let client = OdooClient::new(upstream.http()?, login, upstream.breaker("erp")?, limiter)
+        .settle_after(Duration::from_secs(cli.odoo_settle_secs));
     let applier = Applier::new(client, fields)
         .confirm_on_create(cli.confirm_on_create)
         .cancel_with(cli.cancel_with);

@@ -59,8 +59,20 @@ pub struct OdooLogin {
 /// What went wrong with a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// No answer: connection refused, reset, timed out.
+    /// Odoo not reached: the connection refused or not made in time.
     Transport(String),
+    /// Sent, and no answer came (timed out, the connection lost): Odoo may
+    /// still be applying it.
+    NoAnswer(String),
+    /// A create that may have been committed without its answer reaching
+    /// the sink (no answer, an answer cut short, a proxy's 502 or 504): not
+    /// searched for again until Odoo has finished or killed the request.
+    Unsettled {
+        /// What came instead of the answer.
+        cause: String,
+        /// How long until then.
+        settle: Duration,
+    },
     /// An HTTP error status.
     Http {
         /// The status.
@@ -100,7 +112,13 @@ pub struct OdooError {
 
 fn describe(failure: &Failure) -> String {
     match failure {
-        Failure::Transport(message) | Failure::Malformed(message) => message.clone(),
+        Failure::Transport(message) | Failure::NoAnswer(message) | Failure::Malformed(message) => {
+            message.clone()
+        }
+        Failure::Unsettled { cause, settle } => format!(
+            "{cause}: a create Odoo may still commit; searched for again after {}s",
+            settle.as_secs()
+        ),
         Failure::Http { status, .. } => format!("HTTP {status}"),
         Failure::Server { name, message } => format!("{name}: {message}"),
         Failure::LoginRefused => "login refused (database, login, password or API key)".into(),
@@ -112,10 +130,30 @@ fn describe(failure: &Failure) -> String {
 }
 
 impl OdooError {
+    /// A create's failure after which Odoo may still commit it: held for
+    /// `settle`. (Odoo answers its own exceptions after rolling back; a
+    /// refused connection or a 503 never reached it.)
+    fn unsettled(self, settle: Duration) -> Self {
+        let cause = match &self.failure {
+            Failure::NoAnswer(_)
+            | Failure::Malformed(_)
+            | Failure::Http {
+                status: 502 | 504, ..
+            } => describe(&self.failure),
+            _ => return self,
+        };
+        Self {
+            failure: Failure::Unsettled { cause, settle },
+            ..self
+        }
+    }
+
     /// A short code for results and dead letters (`ValidationError`, `http_500`).
     pub fn code(&self) -> String {
         match &self.failure {
             Failure::Transport(_) => "transport".into(),
+            Failure::NoAnswer(_) => "no_answer".into(),
+            Failure::Unsettled { .. } => "unsettled".into(),
             Failure::Http { status, .. } => format!("http_{status}"),
             Failure::Server { name, .. } => name.rsplit('.').next().unwrap_or(name).to_owned(),
             Failure::LoginRefused => "login_refused".into(),
@@ -129,7 +167,10 @@ impl OdooError {
 impl Classified for OdooError {
     fn class(&self) -> ErrorClass {
         match &self.failure {
-            Failure::Transport(_) | Failure::Malformed(_) => ErrorClass::Retryable,
+            Failure::Transport(_)
+            | Failure::NoAnswer(_)
+            | Failure::Unsettled { .. }
+            | Failure::Malformed(_) => ErrorClass::Retryable,
             Failure::Http { status: 429, .. } => ErrorClass::Pause,
             Failure::Http {
                 status: 408 | 500..=599,
@@ -153,6 +194,7 @@ impl Classified for OdooError {
         match &self.failure {
             Failure::Http { retry_after, .. } => *retry_after,
             Failure::BreakerOpen { retry_in } => *retry_in,
+            Failure::Unsettled { settle, .. } => Some(*settle),
             _ => None,
         }
     }
@@ -194,7 +236,12 @@ pub struct OdooClient {
     limiter: Arc<RateLimiter>,
     uid: OnceCell<i64>,
     next_id: AtomicU64,
+    settle: Duration,
 }
+
+/// Odoo's `limit_time_real` by default: a request still running after it
+/// is killed, its transaction rolled back.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(120);
 
 impl OdooClient {
     /// A client; it logs in on its first call.
@@ -212,7 +259,16 @@ impl OdooClient {
             limiter,
             uid: OnceCell::new(),
             next_id: AtomicU64::new(1),
+            settle: DEFAULT_SETTLE,
         }
+    }
+
+    /// How long a create that got no answer may still be committed by
+    /// Odoo (its `limit_time_real`); the create is not searched for, nor
+    /// made again, before.
+    #[must_use]
+    pub fn settle_after(self, settle: Duration) -> Self {
+        Self { settle, ..self }
     }
 
     /// `search_read` with a domain of equalities: at most two records, the
@@ -245,7 +301,8 @@ impl OdooClient {
     pub async fn create(&self, model: &str, values: &Map<String, Value>) -> Result<i64, OdooError> {
         let created = self
             .execute(model, "create", None, json!({"vals_list": values}))
-            .await?;
+            .await
+            .map_err(|err| err.unsettled(self.settle))?;
         // JSON-RPC answers one record's values with its id, JSON-2 with a
         // list of one.
         let id = created
@@ -425,7 +482,11 @@ impl OdooClient {
         let elapsed = started.elapsed();
         let response = response.map_err(|err| {
             record_request("erp", operation, None, elapsed);
-            failed(Failure::Transport(err.to_string()))
+            failed(if err.is_connect() {
+                Failure::Transport(err.to_string())
+            } else {
+                Failure::NoAnswer(err.to_string())
+            })
         })?;
         let status = response.status();
         record_request("erp", operation, Some(status.as_u16()), elapsed);

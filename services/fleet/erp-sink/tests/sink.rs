@@ -427,3 +427,43 @@ async fn a_refusal_with_megabytes_of_message_is_reported_cut_to_size() {
     let after = results.iter().find(|r| r.command_id == id(2)).unwrap();
     assert_eq!(after.outcome, ErpOutcome::Applied, "the partition moved on");
 }
+
+/// A create that Odoo commits after the sink stopped waiting for it (a
+/// write waiting on a lock past the call's timeout; Odoo finishes the
+/// request all the same): the retry looks for it only once Odoo must have
+/// finished, so the order has one record, not one per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_committed_after_its_timeout_is_not_made_again() {
+    const LATE: Duration = Duration::from_millis(2_500);
+    let base = sandbox().await;
+    let topics = Topics::create("erp-late", 1).await;
+    faults(&base, json!({"write_latency_ms": LATE.as_millis()})).await;
+    let tuning = Tuning {
+        call_timeout: Duration::from_secs(1),
+        settle: Duration::from_secs(4),
+        ..Tuning::quick()
+    };
+    let stop = start(&base, &topics, tuning);
+    send(
+        &topics.commands.name,
+        &[command(1, ErpOperation::Create, "so-late", 7.0, "late")],
+    )
+    .await;
+    let results = results(&topics.results.name, 1).await;
+    // Any create still waiting in the ERP is committed by now.
+    tokio::time::sleep(LATE * 2).await;
+    stop.send(()).unwrap();
+
+    assert_ne!(results[0].outcome, ErpOutcome::Rejected, "{:?}", results[0]);
+    let made = records(&base)
+        .await
+        .into_iter()
+        .filter(|r| r["x_sluice_external_ref"] == "so-late")
+        .count();
+    let creates = request_log(&base)
+        .await
+        .into_iter()
+        .filter(|r| r["operation"] == "create")
+        .count();
+    assert_eq!(made, 1, "records of so-late ({creates} creates sent)");
+}

@@ -33,6 +33,10 @@ pub struct Faults {
     /// Added to every request.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Added to every write before it is applied (a write waiting on a
+    /// lock): a client that stops waiting first does not stop the write.
+    #[serde(default)]
+    pub write_latency_ms: u64,
     /// Every request gets 503 for this long from when the faults are set.
     #[serde(default)]
     pub outage_secs: u64,
@@ -118,9 +122,14 @@ impl FaultState {
         &self.faults
     }
 
-    /// Added latency.
-    pub fn latency(&self) -> Duration {
-        Duration::from_millis(self.faults.latency_ms)
+    /// Added latency, for a write or a read.
+    pub fn latency(&self, write: bool) -> Duration {
+        let extra = if write {
+            self.faults.write_latency_ms
+        } else {
+            0
+        };
+        Duration::from_millis(self.faults.latency_ms + extra)
     }
 
     /// Decides one request's fate; `roll` is uniform in [0, 1).

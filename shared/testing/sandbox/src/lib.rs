@@ -219,7 +219,11 @@ impl Sandbox {
             let mut state = self.lock();
             let faults = state.faults.entry(api).or_default();
             let endless = faults.faults().endless_error_body;
-            (faults.latency(), faults.judge(now, write, roll), endless)
+            (
+                faults.latency(write),
+                faults.judge(now, write, roll),
+                endless,
+            )
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -383,7 +387,17 @@ pub fn router(app: AppState) -> Router {
         .route("/json/2/{model}/{method}", post(json2::call))
         .merge(admin::routes())
         .merge(page::routes())
+        .layer(axum::middleware::from_fn(to_the_end))
         .with_state(app)
+}
+
+/// Google and Odoo finish a request whose client stopped waiting (a create
+/// is committed after the client's timeout): each request is served on a
+/// task of its own, which a dropped connection does not cancel.
+async fn to_the_end(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    tokio::spawn(next.run(request))
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Serves the sandbox on `listener` until the process ends.

@@ -89,6 +89,10 @@ pub struct Tuning {
     pub shared_quota: bool,
     /// Who the replica's audit records say did it.
     pub actor: String,
+    /// How long one Odoo call may take.
+    pub call_timeout: Duration,
+    /// How long a create that got no answer may still be committed.
+    pub settle: Duration,
 }
 
 impl Tuning {
@@ -120,6 +124,8 @@ impl Tuning {
             protocol: Protocol::JsonRpc,
             shared_quota: false,
             actor: "erp-sink@test".into(),
+            call_timeout: CALL_TIMEOUT,
+            settle: Duration::from_secs(2),
         }
     }
 }
@@ -153,14 +159,26 @@ pub fn login(base: &str, protocol: Protocol) -> OdooLogin {
 /// An applier logging in as `login`.
 pub fn applier_as(login: OdooLogin, breaker: BreakerConfig, limiter: LimiterConfig) -> Applier {
     let limiter = Arc::new(RateLimiter::new("erp", limiter).unwrap());
-    paced_applier(login, breaker, limiter, CALL_TIMEOUT)
+    paced_applier(
+        login,
+        breaker,
+        limiter,
+        CALL_TIMEOUT,
+        Duration::from_secs(2),
+    )
 }
 
 /// An applier over `protocol` whose calls may each take `timeout`.
 pub fn applier_waiting(base: &str, protocol: Protocol, timeout: Duration) -> Applier {
     let tuning = Tuning::quick();
     let limiter = Arc::new(RateLimiter::new("erp", tuning.limiter).unwrap());
-    paced_applier(login(base, protocol), tuning.breaker, limiter, timeout)
+    paced_applier(
+        login(base, protocol),
+        tuning.breaker,
+        limiter,
+        timeout,
+        tuning.settle,
+    )
 }
 
 /// How long one Odoo call may take in these tests.
@@ -172,6 +190,7 @@ fn paced_applier(
     breaker: BreakerConfig,
     limiter: Arc<RateLimiter>,
     timeout: Duration,
+    settle: Duration,
 ) -> Applier {
     let http = Client::builder().timeout(timeout).build().unwrap();
     Applier::new(
@@ -180,7 +199,8 @@ fn paced_applier(
             login,
             CircuitBreaker::new("erp", breaker).unwrap(),
             limiter,
-        ),
+        )
+        .settle_after(settle),
         RecordFields {
             external_ref: "x_sluice_external_ref".into(),
             applied_commands: "x_sluice_commands".into(),
@@ -200,7 +220,8 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
             login(base, tuning.protocol),
             tuning.breaker,
             Arc::clone(&limiter),
-            CALL_TIMEOUT,
+            tuning.call_timeout,
+            tuning.settle,
         ),
         ReplyPublisher::owed(
             &KafkaConfig::new(&stack.kafka_bootstrap),
