@@ -161,9 +161,13 @@ impl<'a, D> Engine<'a, D> {
     /// What `reply` does to `instance`; None when it changes nothing (a
     /// duplicate, a late reply to an earlier step or attempt).
     pub fn on_reply(&self, instance: &Instance<D>, reply: &Reply) -> Option<Transition> {
-        let direction = match instance.phase {
-            Phase::Running => Direction::Forward,
-            Phase::Compensating => Direction::Compensate,
+        let direction = match (instance.phase, &reply.outcome) {
+            (Phase::Running, _) => Direction::Forward,
+            (Phase::Compensating, _) => Direction::Compensate,
+            // A compensation given up on after its timeouts may still be
+            // applied (the sink back after an outage): its late success
+            // resumes the compensation instead of being dropped.
+            (Phase::Failed, Outcome::Done) if instance.failure.is_some() => Direction::Compensate,
             _ => return None,
         };
         let step = self.saga.steps.get(instance.step)?;
@@ -610,6 +614,54 @@ mod tests {
                 )
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_compensation_answered_after_it_was_given_up_resumes() {
+        let saga = saga();
+        let engine = Engine::new(&saga);
+        let mut state = engine.start(ID, &());
+        for name in ["a", "b"] {
+            state = engine
+                .on_reply(&at(&state), &reply(name, Direction::Forward, Outcome::Done))
+                .unwrap();
+        }
+        // c's command and its compensation each time out twice.
+        for _ in 0..4 {
+            state = engine.on_timeout(&at(&state)).unwrap();
+        }
+        assert_eq!(state.phase, Phase::Failed);
+        let given_up = at(&state);
+        // A late refusal, or a late forward reply, changes nothing.
+        let refused = Outcome::Refused("locked".into());
+        assert!(
+            engine
+                .on_reply(&given_up, &reply("c", Direction::Compensate, refused))
+                .is_none()
+        );
+        assert!(
+            engine
+                .on_reply(&given_up, &reply("c", Direction::Forward, Outcome::Done))
+                .is_none()
+        );
+        // The compensation's late success resumes it: a is undone, then
+        // the saga ends rejected.
+        state = engine
+            .on_reply(&given_up, &reply("c", Direction::Compensate, Outcome::Done))
+            .unwrap();
+        assert_eq!(state.phase, Phase::Compensating);
+        assert_eq!(
+            events(&state),
+            [("c", "compensated"), ("a", "compensation_sent")]
+        );
+        state = engine
+            .on_reply(
+                &at(&state),
+                &reply("a", Direction::Compensate, Outcome::Done),
+            )
+            .unwrap();
+        assert_eq!(state.phase, Phase::Compensated);
+        assert_eq!(events(&state), [("a", "compensated"), ("c", "rejected")]);
     }
 
     #[test]

@@ -23,6 +23,15 @@ use crate::metrics;
 const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS saga";
 const SET_SEARCH_PATH: &str = "SET search_path TO saga";
 
+/// What one round of [`Store::fire_due`] took.
+#[derive(Debug, Default)]
+pub struct Fired {
+    /// Rows taken, fired or not.
+    pub rows: usize,
+    /// The rows this definition could not read, and why.
+    pub unreadable: Vec<(Uuid, String)>,
+}
+
 /// Why a saga could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -451,32 +460,48 @@ impl Store {
         Ok(ReplyEffect::Applied)
     }
 
-    /// Fires up to `limit` passed deadlines; returns how many. Rows another
-    /// replica holds are skipped, so each timeout fires once.
+    /// Fires up to `limit` passed deadlines, passing over the sagas in
+    /// `unreadable`. Rows another replica holds are skipped, so each timeout
+    /// fires once. A row this definition cannot read (a step renamed, data
+    /// changed by a deploy) is returned, not fired: it must not hold back
+    /// every other saga's timeout.
     pub async fn fire_due<D: Serialize + DeserializeOwned>(
         &self,
         saga: &Saga<D>,
         limit: i64,
-    ) -> Result<usize, StoreError> {
+        unreadable: &[Uuid],
+    ) -> Result<Fired, StoreError> {
         let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
         let rows = sqlx::query(
             "SELECT saga_id, state, step, attempt, data, failure, version,
                     extract(epoch FROM now() - step_started_at)::float8 AS step_seconds,
                     extract(epoch FROM now() - started_at)::float8 AS saga_seconds
              FROM sagas
-             WHERE deadline <= now() AND saga_type = $1
+             WHERE deadline <= now() AND saga_type = $1 AND saga_id <> ALL($3)
              ORDER BY deadline
              LIMIT $2
              FOR UPDATE SKIP LOCKED",
         )
         .bind(saga.name)
         .bind(limit)
+        .bind(unreadable)
         .fetch_all(&mut *tx)
         .await
         .map_err(failed("finding passed deadlines"))?;
         let mut changes = Vec::with_capacity(rows.len());
+        let mut fired = Fired {
+            rows: rows.len(),
+            unreadable: Vec::new(),
+        };
         for row in &rows {
-            let locked = locked(saga, row)?;
+            let locked = match locked(saga, row) {
+                Ok(locked) => locked,
+                Err(StoreError::Corrupt { saga_id, reason }) => {
+                    fired.unreadable.push((saga_id, reason));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             if let Some(transition) = Engine::new(saga).on_timeout(&locked.instance) {
                 // A timeout has no message to follow: its sends start
                 // traces, and carry the saga's correlation id.
@@ -497,7 +522,7 @@ impl Store {
         for (transition, step_seconds, saga_seconds) in &changes {
             metrics::changed(saga.name, transition, *step_seconds, *saga_seconds);
         }
-        Ok(rows.len())
+        Ok(fired)
     }
 
     /// Writes `transition` of the saga at `version`: its row, its log

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use crate::definition::Saga;
 use crate::metrics;
@@ -55,10 +56,11 @@ pub async fn run<D: Serialize + DeserializeOwned>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut census = tokio::time::interval(settings.census_every);
     census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unreadable = Vec::new();
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = tick.tick() => fire(store, saga, settings.batch).await,
+            _ = tick.tick() => fire(store, saga, settings.batch, &mut unreadable).await,
             _ = census.tick() => {
                 match sagas.census(saga.name, settings.overdue).await {
                     Ok((states, stuck)) => metrics::census(saga.name, &states, stuck),
@@ -72,16 +74,25 @@ pub async fn run<D: Serialize + DeserializeOwned>(
     }
 }
 
-/// Fires every passed deadline, a batch at a time.
-async fn fire<D: Serialize + DeserializeOwned>(store: &Store, saga: &Saga<D>, batch: i64) {
+/// Fires every passed deadline, a batch at a time. A saga this definition
+/// cannot read is named once and passed over from then on (it counts as
+/// stuck until an operator sees to it).
+async fn fire<D: Serialize + DeserializeOwned>(
+    store: &Store,
+    saga: &Saga<D>,
+    batch: i64,
+    unreadable: &mut Vec<Uuid>,
+) {
     loop {
-        match store.fire_due(saga, batch).await {
-            Ok(fired) if usize::try_from(batch).is_ok_and(|batch| fired >= batch) => {}
+        match store.fire_due(saga, batch, unreadable).await {
             Ok(fired) => {
-                if fired > 0 {
-                    tracing::debug!(fired, "saga timeouts fired");
+                for (saga_id, reason) in fired.unreadable {
+                    tracing::error!(%saga_id, reason, "a saga this definition cannot read: its timeout does not fire; `show` it, then fix or delete it");
+                    unreadable.push(saga_id);
                 }
-                return;
+                if usize::try_from(batch).is_ok_and(|batch| fired.rows < batch) {
+                    return;
+                }
             }
             Err(err) => {
                 tracing::warn!(error = %err, "firing saga timeouts failed; next tick tries again");

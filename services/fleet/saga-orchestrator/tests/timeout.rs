@@ -132,3 +132,89 @@ async fn a_step_without_reply_times_out_and_is_compensated() {
     );
     fleet.finish(relay).await;
 }
+
+/// A saga row this definition cannot read (its step renamed by a deploy
+/// while it was in flight), its deadline long passed and so first in line:
+/// it held every other saga's timeout (the whole batch failed on it, every
+/// tick). Now the others time out, and the orchestrator names it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_the_definition_cannot_read_holds_back_no_other_timeout() {
+    let fleet = Fleet::new("unreadable").await;
+    let timing = ["--erp-timeout-ms", "2000", "--step-retries", "0"];
+    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &timing).await;
+    let relay = fleet.relay().await;
+    let orders = orders_by("order", 3, "Barbara Liskov");
+    fleet.place(&orders).await;
+    eventually("three sagas", Duration::from_secs(60), || async {
+        (fleet.states().await.values().sum::<i64>() == 3).then_some(())
+    })
+    .await;
+    let unreadable: uuid::Uuid = sqlx::query(
+        "UPDATE saga.sagas SET step = 'renamed-step', deadline = now() - interval '1 hour'
+         WHERE saga_id = (SELECT saga_id FROM saga.sagas ORDER BY saga_id LIMIT 1)
+         RETURNING saga_id",
+    )
+    .fetch_one(&fleet.pool)
+    .await
+    .unwrap()
+    .get(0);
+
+    eventually(
+        "the two others timed out",
+        Duration::from_secs(60),
+        || async {
+            let timed_out: i64 = sqlx::query(
+                "SELECT count(DISTINCT saga_id) FROM saga.saga_steps WHERE event = 'timed_out'",
+            )
+            .fetch_one(&fleet.pool)
+            .await
+            .unwrap()
+            .get(0);
+            (timed_out == 2).then_some(())
+        },
+    )
+    .await;
+    let log = fleet.log("orchestrator");
+    let named = log
+        .lines()
+        .filter(|line| line.contains("cannot read") && line.contains(&unreadable.to_string()))
+        .count();
+    assert_eq!(named, 1, "named once:\n{log}");
+    fleet.finish(relay).await;
+}
+
+/// An ERP away longer than a reservation's timeouts and its cancellation's:
+/// the sagas fail (an operator's to see). When erp-sink comes back it
+/// applies the reservation, then the cancellation, and the cancellation's
+/// success, late, resumes each saga: it ends compensated and announces the
+/// rejection, where it stayed failed with no outcome and the reply was
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_applied_after_it_was_given_up_ends_the_saga() {
+    let fleet = Fleet::new("late-cancel").await;
+    let timing = ["--erp-timeout-ms", "2000", "--step-retries", "0"];
+    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &timing).await;
+    let relay = fleet.relay().await;
+    let orders = orders_by("order", 5, "Frances Allen");
+    fleet.place(&orders).await;
+    let states = fleet.until_finished(5, Duration::from_secs(60)).await;
+    assert_eq!(states.get("FAILED"), Some(&5), "{states:?}");
+
+    let _erp = fleet.erp_sink(500).await;
+    eventually(
+        "every saga compensated",
+        Duration::from_secs(60),
+        || async { (fleet.states().await.get("COMPENSATED") == Some(&5)).then_some(()) },
+    )
+    .await;
+    let records = fleet.erp_records().await;
+    let log = fleet.step_log().await;
+    assert_each_once(&log);
+    let count = |event: &str| log.keys().filter(|(_, _, _, e)| e == event).count();
+    assert_eq!((count("compensated"), count("rejected")), (5, 5));
+    for (order, _) in &orders {
+        assert_eq!(records[order].len(), 1, "{order}");
+        assert_eq!(records[order][0]["state"], json!("cancel"), "{order}");
+    }
+    fleet.finish(relay).await;
+}
