@@ -53,7 +53,7 @@ async fn a_relay_started_after_outside_evolution_writes_its_own_schema() {
 
     let pool = pool(4).await;
     let table = outbox_table(&pool, "relay_evolved").await;
-    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    let running = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
     streaming(&pool, &format!("{table}_slot")).await;
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) \
@@ -64,8 +64,7 @@ async fn a_relay_started_after_outside_evolution_writes_its_own_schema() {
     .await
     .unwrap();
     let messages = consume_exactly(&topic.name, 3, WAIT).await;
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
 
     let id = |bytes: &[u8]| u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let ids: BTreeSet<u32> = messages.iter().map(|m| id(m.payload().unwrap())).collect();

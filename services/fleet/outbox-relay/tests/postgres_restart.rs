@@ -38,7 +38,7 @@ async fn the_relay_resumes_after_postgres_restarts() {
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-restart-dlq", 1).await;
     let relay = relay(pool.clone(), &table, &topic.name, &dlq.name);
     relay.prepare().await.unwrap();
-    let (stop, running) = start(relay);
+    let running = start(relay);
 
     for n in 0..5 {
         insert(&pool, &table, n).await.unwrap();
@@ -89,7 +89,6 @@ async fn the_relay_resumes_after_postgres_restarts() {
         ids.len()
     );
 
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }

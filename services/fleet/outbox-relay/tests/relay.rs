@@ -127,7 +127,7 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
         .await
         .unwrap();
 
-    let (stop, running) = start(relay);
+    let running = start(relay);
     let messages = consume_exactly(&topic.name, 6, WAIT).await;
     let dead = consume_exactly(&dlq.name, 1, WAIT).await;
 
@@ -196,12 +196,11 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
     );
     assert_eq!(letter.original_key.as_deref(), Some(&b"order-3"[..]));
 
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
 
     // A restarted relay resumes after what was confirmed: only the new row
     // arrives, nothing is replayed.
-    let (stop, running) = start(common::relay(pool.clone(), &name, &topic.name, &dlq.name));
+    let running = start(common::relay(pool.clone(), &name, &topic.name, &dlq.name));
     insert(
         &pool,
         &name,
@@ -220,8 +219,7 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
         newest, 1,
         "the new row once; the 6 before it were not replayed (consume_exactly checked there are 7)"
     );
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
 
     drop_slot(&pool, &name).await;
 }
@@ -312,26 +310,21 @@ async fn a_logical_message_is_relayed_once_beside_an_addressed_relay() {
     );
     assert_eq!(message_count(&topic.name), 3, "no second copy");
 
-    for (stop, running) in both {
-        stop.send(()).unwrap();
-        running.await.unwrap();
+    for running in both {
+        running.stop().await;
     }
     drop_slot(&pool, &events).await;
     drop_slot(&pool, &addressed).await;
 }
 
 /// A relay of an addressed outbox table of its own (named after `prefix`),
-/// streaming; returns the table and the relay's stop and handle.
+/// streaming; returns the table and the relay.
 async fn start_addressed(
     pool: &PgPool,
     prefix: &str,
     topic: &str,
     dlq: &str,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (String, common::Running) {
     let table = unique_name(prefix).replace('-', "_");
     sqlx::query(AssertSqlSafe(format!(
         "CREATE TABLE {table} (id uuid PRIMARY KEY, topic text NOT NULL, \
@@ -343,9 +336,9 @@ async fn start_addressed(
     let mut addressed = relay(pool.clone(), &table, topic, dlq);
     addressed.source.format = OutboxFormat::Addressed;
     addressed.source.message_prefix = None;
-    let (stop, running) = start(addressed);
+    let running = start(addressed);
     streaming(pool, &format!("{table}_slot")).await;
-    (table, stop, running)
+    (table, running)
 }
 
 /// An addressed row may only name the deployment's own topics: one naming
@@ -357,8 +350,7 @@ async fn an_addressed_row_naming_an_undeclared_topic_is_dead_lettered() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "relay-addressed", 1).await;
     let elsewhere = TestTopic::create("relay-not-ours", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-addressed-dlq", 1).await;
-    let (table, stop, running) =
-        start_addressed(&pool, "relay_addressed", &topic.name, &dlq.name).await;
+    let (table, running) = start_addressed(&pool, "relay_addressed", &topic.name, &dlq.name).await;
     for target in [&elsewhere.name, &topic.name] {
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (id, topic, message_key, value) \
@@ -382,8 +374,7 @@ async fn an_addressed_row_naming_an_undeclared_topic_is_dead_lettered() {
         letter.error_message
     );
     assert_eq!(message_count(&elsewhere.name), 0);
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }
 
@@ -397,8 +388,7 @@ async fn a_row_larger_than_kafka_takes_is_dead_lettered() {
     let pool = pool(2).await;
     let topic = TestTopic::with_schema_of("orders.events.v1", "relay-large", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-large-dlq", 1).await;
-    let (table, stop, running) =
-        start_addressed(&pool, "relay_large", &topic.name, &dlq.name).await;
+    let (table, running) = start_addressed(&pool, "relay_large", &topic.name, &dlq.name).await;
     for (key, size) in [("large", 1_500_000), ("fits", 100)] {
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (id, topic, message_key, value) \
@@ -425,8 +415,7 @@ async fn a_row_larger_than_kafka_takes_is_dead_lettered() {
         letter.error_message
     );
     assert_eq!(letter.original_value, None, "the bytes left out");
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }
 
@@ -472,7 +461,7 @@ async fn a_logical_message_outside_a_transaction_is_dead_lettered() {
     )
     .await;
 
-    let (stop, running) = start(relay);
+    let running = start(relay);
     let relayed = consume_exactly(&topic.name, 1, WAIT).await;
     assert_eq!(relayed[0].key(), Some(&b"order-7"[..]), "only the row");
     let letters = dead_letters(&dlq.name, 1).await;
@@ -484,8 +473,7 @@ async fn a_logical_message_outside_a_transaction_is_dead_lettered() {
         letters[0].error_message
     );
     assert_eq!(letters[0].original_key.as_deref(), Some(&b"order-6"[..]));
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &name).await;
 }
 
@@ -517,7 +505,7 @@ async fn a_held_transaction_dead_letters_its_refused_row_once() {
     }
     tx.commit().await.unwrap();
 
-    let (stop, running) = start(relay);
+    let running = start(relay);
     // Held: tries at 200 ms, 400, 800, 1.6 s… while nothing can be encoded.
     common::streaming(&pool, &format!("{name}_slot")).await;
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
@@ -531,8 +519,7 @@ async fn a_held_transaction_dead_letters_its_refused_row_once() {
         "{}",
         letters[0].error_message
     );
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &name).await;
 }
 
@@ -577,7 +564,7 @@ async fn a_database_with_its_own_date_style_is_read_the_same() {
     .await
     .unwrap();
 
-    let (stop, running) = start(relay);
+    let running = start(relay);
     let relayed = consume_exactly(&topic.name, 1, WAIT).await;
     let decoder = AvroCodec::new(stack.registry_settings());
     let event: OrderEvent = decoder.decode(relayed[0].payload().unwrap()).await.unwrap();
@@ -586,8 +573,7 @@ async fn a_database_with_its_own_date_style_is_read_the_same() {
         "2026-12-06 10:00:00.123 UTC"
     );
     assert_eq!(message_count(&dlq.name), 0, "nothing dead-lettered");
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &name).await;
     pool.close().await;
     sqlx::raw_sql(AssertSqlSafe(format!(

@@ -65,7 +65,7 @@ async fn the_slot_does_not_pass_what_kafka_has_not_acknowledged() {
         .create_with_context(sluice_telemetry::liveness::LivenessContext)
         .unwrap();
     stalled.prepare().await.unwrap();
-    let (stop, running) = start(stalled);
+    let running = start(stalled);
     insert_orders(&pool, &table, 3).await;
     let committed = current_lsn(&pool).await;
     // Well past several standby status intervals (200 ms).
@@ -74,11 +74,10 @@ async fn the_slot_does_not_pass_what_kafka_has_not_acknowledged() {
         confirmed(&pool, &slot).await < committed,
         "the slot moved past rows Kafka never acknowledged"
     );
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
 
     // A relay that reaches Kafka resumes from the slot and delivers them.
-    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    let running = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
     assert_eq!(consume_exactly(&topic.name, 3, WAIT).await.len(), 3);
     eventually("the slot past the delivered rows", WAIT, || {
         let pool = &pool;
@@ -86,8 +85,7 @@ async fn the_slot_does_not_pass_what_kafka_has_not_acknowledged() {
         async move { (confirmed(pool, slot).await >= committed).then_some(()) }
     })
     .await;
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }
 
@@ -100,7 +98,7 @@ async fn an_idle_outbox_on_a_busy_database_does_not_hold_wal() {
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-idle-dlq", 1).await;
     let relay = relay(pool.clone(), &table, &topic.name, &dlq.name);
     relay.prepare().await.unwrap();
-    let (stop, running) = start(relay);
+    let running = start(relay);
 
     // The rest of the database writes ~10 MB of WAL; the outbox nothing.
     let busy = format!("{table}_busy");
@@ -121,8 +119,7 @@ async fn an_idle_outbox_on_a_busy_database_does_not_hold_wal() {
     })
     .await;
 
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }
 
@@ -256,7 +253,7 @@ async fn a_table_its_publication_leaves_out_is_not_streamed_silently() {
         .unwrap();
 
     // While streaming.
-    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    let running = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
     streaming(&pool, &slot).await;
     insert_orders(&pool, &table, 1).await;
     assert_eq!(consume_exactly(&topic.name, 1, WAIT).await.len(), 1);
@@ -274,8 +271,7 @@ async fn a_table_its_publication_leaves_out_is_not_streamed_silently() {
     insert_orders(&pool, &table, 2).await;
     assert_eq!(consume_exactly(&topic.name, 3, WAIT).await.len(), 3);
 
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }
 
@@ -309,12 +305,11 @@ async fn a_partitioned_outbox_streams_under_its_name() {
         .unwrap();
     let (slot, publication) = (format!("{table}_slot"), format!("{table}_pub"));
 
-    let (stop, running) = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
+    let running = start(relay(pool.clone(), &table, &topic.name, &dlq.name));
     streaming(&pool, &slot).await;
     insert_orders(&pool, &table, 4).await;
     assert_eq!(consume_exactly(&topic.name, 4, WAIT).await.len(), 4);
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
 
     let by_partition = |on: bool| {
         format!("ALTER PUBLICATION {publication} SET (publish_via_partition_root = {on})")

@@ -48,7 +48,7 @@ async fn the_outbox_is_relayed_over_verified_tls() {
     relay.source.connection = ReplicationConnection::from_url(&url).unwrap();
     let slot = relay.source.slot.clone();
     relay.prepare().await.unwrap();
-    let (stop, running) = start(relay);
+    let running = start(relay);
 
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) \
@@ -75,8 +75,7 @@ async fn the_outbox_is_relayed_over_verified_tls() {
         "the replication stream is TLS"
     );
 
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     drop_slot(&pool, &table).await;
 }
 

@@ -87,16 +87,30 @@ pub fn message_prefix(table: &str) -> String {
     format!("outbox_{table}")
 }
 
-/// Runs `relay` in the background until the returned sender fires.
-pub fn start(relay: Relay) -> (oneshot::Sender<()>, JoinHandle<()>) {
+/// A relay running in the background.
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks it to stop, and waits until it has.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// Runs `relay` in the background until it is stopped.
+pub fn start(relay: Relay) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         relay
             .run(async { stopped.await.unwrap_or(()) })
             .await
             .unwrap();
     });
-    (stop, running)
+    Running { stop, task }
 }
 
 /// A reader of `topic` from its start, in a group of its own.
