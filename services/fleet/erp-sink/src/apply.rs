@@ -84,6 +84,15 @@ pub enum ApplyError {
     /// A field name the sink cannot read.
     #[error(transparent)]
     BadName(#[from] BadName),
+    /// The record was made, and what had to follow (its confirmation)
+    /// failed: the result names the record, so a saga undoes it.
+    #[error("{source} (record {record_id} was made)")]
+    Unfinished {
+        /// The record made.
+        record_id: i64,
+        /// Why what followed failed.
+        source: Box<ApplyError>,
+    },
     /// A reference given by its key alone names no record
     /// (`product.product` with `default_code` "TEA-99": an unknown SKU).
     #[error("no {model} record has {field} {value}: unknown reference")]
@@ -115,6 +124,15 @@ impl ApplyError {
             Self::UnknownOperation => "unknown_operation".into(),
             Self::UnknownField { .. } | Self::BadName(_) => "unknown_field".into(),
             Self::UnknownReference { .. } => "unknown_reference".into(),
+            Self::Unfinished { source, .. } => source.code(),
+        }
+    }
+
+    /// The record a refused command made before it was refused, if any.
+    pub fn record_left(&self) -> Option<i64> {
+        match self {
+            Self::Unfinished { record_id, .. } => Some(*record_id),
+            _ => None,
         }
     }
 
@@ -143,6 +161,7 @@ impl HandlerError for ApplyError {
             | Self::UnknownField { .. }
             | Self::BadName(_)
             | Self::UnknownReference { .. } => DeadLetterClass::Validation,
+            Self::Unfinished { source, .. } => source.dead_letter_class(),
             _ => DeadLetterClass::Permanent,
         }
     }
@@ -152,6 +171,7 @@ impl Classified for ApplyError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Odoo(err) => err.class(),
+            Self::Unfinished { source, .. } => source.class(),
             _ => ErrorClass::Permanent,
         }
     }
@@ -159,6 +179,7 @@ impl Classified for ApplyError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::Odoo(err) => err.retry_after(),
+            Self::Unfinished { source, .. } => source.retry_after(),
             _ => None,
         }
     }
@@ -423,7 +444,23 @@ impl Applier {
     /// The action a command ends with, unless the record is there already:
     /// `action_confirm` for a draft made by CREATE, `action_cancel` for
     /// CANCEL (never a write of `state`: the model's own rules run).
+    ///
+    /// Its failure names the record, which is there whatever follows.
     async fn finish(
+        &self,
+        command: &ErpCommand,
+        record_id: i64,
+        state: Option<&str>,
+    ) -> Result<(), ApplyError> {
+        self.finish_action(command, record_id, state)
+            .await
+            .map_err(|source| ApplyError::Unfinished {
+                record_id,
+                source: Box::new(source),
+            })
+    }
+
+    async fn finish_action(
         &self,
         command: &ErpCommand,
         record_id: i64,

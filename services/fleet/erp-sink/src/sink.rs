@@ -20,9 +20,6 @@ use crate::apply::{Applied, Applier, ApplyError};
 /// Why a command was not settled (this time).
 pub type SinkError = sluice_kafka::SinkError<ApplyError>;
 
-/// The error code of a result for a command that ran out of retries.
-const RETRIES_EXHAUSTED: &str = "retries_exhausted";
-
 /// Commands whose attempts are counted at once; beyond, the count restarts
 /// (it only informs the result).
 const COUNTED_COMMANDS: usize = 10_000;
@@ -84,7 +81,7 @@ impl ErpSink {
 
     fn audit_record(&self, command: &ErpCommand, result: &ErpResult) -> AuditRecord {
         let outcome = match (&result.error, result.outcome) {
-            (Some(error), _) if error.code == RETRIES_EXHAUSTED => "RETRIES_EXHAUSTED",
+            (Some(error), _) if error.code == ErpError::RETRIES_EXHAUSTED => "RETRIES_EXHAUSTED",
             (_, ErpOutcome::Applied) => "APPLIED",
             (_, ErpOutcome::AlreadyApplied) => "ALREADY_APPLIED",
             _ => "REJECTED",
@@ -162,7 +159,7 @@ impl Handler for ErpSink {
             return;
         };
         let error = ErpError {
-            code: RETRIES_EXHAUSTED.into(),
+            code: ErpError::RETRIES_EXHAUSTED.into(),
             message: failure.message.clone(),
         };
         let attempts = i32::try_from(failure.attempts).unwrap_or(i32::MAX);
@@ -198,7 +195,7 @@ fn outcome(
             command,
             attempts,
             ErpOutcome::Rejected,
-            None,
+            err.record_left(),
             Some(ErpError {
                 code: err.code(),
                 message: err.to_string(),

@@ -80,6 +80,10 @@ pub enum Outcome {
     Done,
     /// Refused for good.
     Refused(String),
+    /// Refused after part of it was applied (a record made, its
+    /// confirmation refused), or given up with no telling: the step is
+    /// compensated too, as a timed-out one is.
+    Unfinished(String),
 }
 
 /// A reply, correlated by saga, step and command id.
@@ -182,19 +186,20 @@ impl<'a, D> Engine<'a, D> {
                 change.log(step.name, instance.attempt, "succeeded", None);
                 self.advance(&mut change, instance.step + 1);
             }
-            (Direction::Forward, Outcome::Refused(reason)) => {
+            (Direction::Forward, Outcome::Refused(reason) | Outcome::Unfinished(reason)) => {
                 change.log(step.name, instance.attempt, "failed", Some(reason.clone()));
                 change.failure = Some(Failure {
                     step: step.name.to_owned(),
                     reason: reason.clone(),
                 });
-                self.compensate_below(&mut change, instance.step);
+                let left_something = matches!(reply.outcome, Outcome::Unfinished(_));
+                self.compensate_below(&mut change, instance.step + usize::from(left_something));
             }
             (Direction::Compensate, Outcome::Done) => {
                 change.log(step.name, instance.attempt, "compensated", None);
                 self.compensate_below(&mut change, instance.step);
             }
-            (Direction::Compensate, Outcome::Refused(reason)) => {
+            (Direction::Compensate, Outcome::Refused(reason) | Outcome::Unfinished(reason)) => {
                 change.log(
                     step.name,
                     instance.attempt,
@@ -553,6 +558,23 @@ mod tests {
         assert_eq!(state.phase, Phase::Compensated);
         assert_eq!(events(&state), [("a", "compensated"), ("c", "rejected")]);
         assert_eq!(state.send[0].message.key, "c");
+    }
+
+    #[test]
+    fn a_step_refused_after_part_of_it_was_applied_is_compensated_too() {
+        let saga = saga();
+        let engine = Engine::new(&saga);
+        let first = engine.start(ID, &());
+        let unfinished = Outcome::Unfinished("confirm refused".into());
+        let state = engine
+            .on_reply(&at(&first), &reply("a", Direction::Forward, unfinished))
+            .unwrap();
+        assert_eq!(state.phase, Phase::Compensating);
+        assert_eq!(
+            events(&state),
+            [("a", "failed"), ("a", "compensation_sent")]
+        );
+        assert_eq!(state.send[0].message.topic, "undo");
     }
 
     #[test]

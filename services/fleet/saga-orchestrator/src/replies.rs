@@ -1,7 +1,7 @@
 //! Replies from the sinks' result topics, read as saga replies.
 
 use sluice_contracts::types::{
-    ErpOperation, ErpOutcome, ErpResult, SagaStep, SheetOutcome, SheetRowResult,
+    ErpError, ErpOperation, ErpOutcome, ErpResult, SagaStep, SheetOutcome, SheetRowResult,
 };
 use uuid::Uuid;
 
@@ -37,10 +37,24 @@ pub fn from_erp(result: &ErpResult) -> Result<Option<Reply>, ReplyError> {
         {
             Outcome::Done
         }
-        ErpOutcome::Rejected => Outcome::Refused(result.error.as_ref().map_or_else(
-            || "refused".to_owned(),
-            |e| format!("{}: {}", e.code, e.message),
-        )),
+        ErpOutcome::Rejected => {
+            let reason = result.error.as_ref().map_or_else(
+                || "refused".to_owned(),
+                |e| format!("{}: {}", e.code, e.message),
+            );
+            // A record was made before the refusal (its confirmation
+            // refused), or the retries ran out with no telling.
+            let left_something = result.erp_record_id.is_some()
+                || result
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code == ErpError::RETRIES_EXHAUSTED);
+            if left_something {
+                Outcome::Unfinished(reason)
+            } else {
+                Outcome::Refused(reason)
+            }
+        }
         ErpOutcome::Unknown => return Err(ReplyError::UnknownOutcome),
     };
     reply(step, &result.command_id, outcome).map(Some)
@@ -79,7 +93,6 @@ fn reply(step: &SagaStep, command_id: &str, outcome: Outcome) -> Result<Reply, R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_contracts::types::ErpError;
 
     fn result(operation: ErpOperation, outcome: ErpOutcome, code: Option<&str>) -> ErpResult {
         ErpResult {
@@ -121,6 +134,21 @@ mod tests {
         assert_eq!(
             refused.unwrap().unwrap().outcome,
             Outcome::Refused("V: no".into())
+        );
+        let mut confirm_refused = result(ErpOperation::Create, ErpOutcome::Rejected, Some("U"));
+        confirm_refused.erp_record_id = Some(7);
+        assert_eq!(
+            from_erp(&confirm_refused).unwrap().unwrap().outcome,
+            Outcome::Unfinished("U: no".into())
+        );
+        let out_of_retries = from_erp(&result(
+            ErpOperation::Create,
+            ErpOutcome::Rejected,
+            Some("retries_exhausted"),
+        ));
+        assert_eq!(
+            out_of_retries.unwrap().unwrap().outcome,
+            Outcome::Unfinished("retries_exhausted: no".into())
         );
         let nothing_to_undo = from_erp(&result(
             ErpOperation::Cancel,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Fleet, assert_each_once, order_ids};
 use serde_json::json;
-use sluice_testkit::message_count;
+use sluice_testkit::{eventually, message_count};
 
 const ERP_REFUSES: &str = "Refused By The ERP";
 const SHEET_REFUSES: &str = "Refused By The Sheet";
@@ -160,5 +160,52 @@ async fn refused_orders_are_compensated_and_rejected_and_the_rest_confirmed() {
     assert_eq!(message_count(&fleet.topics.dlq_erp), 40);
     assert_eq!(message_count(&fleet.topics.dlq_sheets), 20);
     assert_eq!(message_count(&fleet.topics.dlq_saga), 0);
+    fleet.finish(relay).await;
+}
+
+/// The ERP makes the reservation's sale order, then refuses its
+/// confirmation (Odoo's UserError when a product has no procurement rule):
+/// the order is rejected, and the draft quotation it left is cancelled
+/// with the rest of the saga, not left in the ERP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reservation_whose_confirmation_is_refused_is_undone() {
+    let fleet = Fleet::new("unconfirmed").await;
+    fleet
+        .sandbox
+        .set_faults("odoo", &json!({"refuse_method": "action_confirm"}))
+        .await
+        .unwrap();
+    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &[]).await;
+    let relay = fleet.relay().await;
+    let _erp = fleet.erp_sink(500).await;
+    let orders: Vec<(String, String)> = order_ids("order", 5)
+        .into_iter()
+        .map(|id| (id, "Margaret Hamilton".to_owned()))
+        .collect();
+    fleet.place(&orders).await;
+    let states = fleet.until_finished(5, Duration::from_secs(60)).await;
+    assert_eq!(states.get("COMPENSATED"), Some(&5), "{states:?}");
+    // Its cancellation is a command too: wait for it to be applied.
+    eventually("every draft cancelled", Duration::from_secs(60), || async {
+        let records = fleet.erp_records().await;
+        orders
+            .iter()
+            .all(|(order, _)| {
+                records
+                    .get(order)
+                    .is_some_and(|found| found.len() == 1 && found[0]["state"] == json!("cancel"))
+            })
+            .then_some(())
+    })
+    .await;
+    let outcomes = fleet.outcomes().await;
+    for (order, _) in &orders {
+        let failure = outcomes[order].1.as_ref().unwrap();
+        assert_eq!(failure["step"], "reserve-in-erp", "{order}");
+        assert!(
+            failure["reason"].as_str().unwrap().contains("UserError"),
+            "{failure}"
+        );
+    }
     fleet.finish(relay).await;
 }

@@ -43,6 +43,11 @@ pub struct Faults {
     /// Write requests allowed in any 60 s; beyond, 429 (like Sheets' quotas).
     #[serde(default)]
     pub quota_per_minute: Option<u32>,
+    /// Every call of this model method (`action_confirm`) is refused with
+    /// Odoo's UserError, as a sale order whose product has no procurement
+    /// rule is: after its create went through.
+    #[serde(default)]
+    pub refuse_method: Option<String>,
     /// A write holding this value (a cell, a field) is refused as invalid.
     #[serde(default)]
     pub reject_value: Option<String>,
@@ -195,6 +200,11 @@ impl FaultState {
             }
             _ => message,
         }
+    }
+
+    /// Whether calls of model method `method` are refused.
+    pub fn refuses_method(&self, method: &str) -> bool {
+        self.faults.refuse_method.as_deref() == Some(method)
     }
 
     /// How a write holding `value` is refused, if it is.

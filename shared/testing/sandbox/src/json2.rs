@@ -180,6 +180,9 @@ fn answer(
     {
         return Err(refused);
     }
+    if let Some(refused) = app.refused_method(method) {
+        return Err(refused);
+    }
     let result = app.with_erp(|records| records.call(model, method, &args, &params))?;
     Ok((StatusCode::OK, Json(result)).into_response())
 }

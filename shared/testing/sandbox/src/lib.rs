@@ -318,6 +318,18 @@ impl Sandbox {
         Some((refusal, faults.message(message)))
     }
 
+    /// Odoo's UserError for a call of `method`, if the faults refuse it.
+    fn refused_method(&self, method: &str) -> Option<orm::OdooError> {
+        let state = self.lock();
+        let faults = state.faults.get(&Api::Odoo)?;
+        faults.refuses_method(method).then(|| {
+            orm::OdooError::new(
+                "odoo.exceptions.UserError",
+                faults.message("No rule has been found to replenish the product".into()),
+            )
+        })
+    }
+
     /// Odoo's error for a field value among `args` (at any depth: a line's
     /// too) that the faults name, if one is.
     fn refused_fields(&self, args: &[Value]) -> Option<orm::OdooError> {

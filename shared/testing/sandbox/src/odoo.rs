@@ -157,6 +157,9 @@ fn serve(app: &AppState, params: &Params, method: &str) -> Result<Value, OdooErr
             {
                 return Err(error);
             }
+            if let Some(error) = app.refused_method(method) {
+                return Err(error);
+            }
             app.with_erp(|records| records.call(&model, method, &args, &kwargs))
         }
         (service, method) => Err(OdooError::new(

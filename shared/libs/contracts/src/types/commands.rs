@@ -174,6 +174,11 @@ pub struct ErpError {
     pub message: String,
 }
 
+impl ErpError {
+    /// The code of a command erp-sink gave up on once its retries ran out.
+    pub const RETRIES_EXHAUSTED: &'static str = "retries_exhausted";
+}
+
 /// `dev.sluice.erp.ErpResult` (schemas/erp/ErpResult.avsc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErpResult {
