@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    WAIT, confirmed_when_released, drop_slot, outbox_table, pool, relay, start, streaming,
+    WAIT, confirmed_when_released, drop_slot, outbox_ddl, outbox_table, pool, relay, start,
+    streaming,
 };
 use pgwire_replication::Lsn;
 use rdkafka::ClientConfig;
@@ -166,10 +167,7 @@ async fn a_lost_slot_is_not_silently_recreated() {
 /// `table` dropped and made again, as a migration may: the new table is in
 /// no publication, so Postgres decodes none of its rows.
 async fn make_again(pool: &PgPool, table: &str) {
-    let ddl = include_str!("../migrations/0001_outbox.sql").replace(
-        "CREATE TABLE IF NOT EXISTS outbox",
-        &format!("DROP TABLE {table}; CREATE TABLE {table}"),
-    );
+    let ddl = format!("DROP TABLE {table}; {}", outbox_ddl(table));
     sqlx::raw_sql(AssertSqlSafe(ddl))
         .execute(pool)
         .await
@@ -285,12 +283,7 @@ async fn a_partitioned_outbox_streams_under_its_name() {
     let topic = TestTopic::with_schema_of("orders.events.v1", "relay-partitioned", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.outbox-relay.v1", "relay-partitioned-dlq", 1).await;
     let table = sluice_testkit::unique_name("relay_partitioned").replace('-', "_");
-    let ddl = include_str!("../migrations/0001_outbox.sql")
-        .replace(
-            "CREATE TABLE IF NOT EXISTS outbox",
-            &format!("CREATE TABLE {table}"),
-        )
-        .replace(
+    let ddl = outbox_ddl(&table).replace(
             "-- W3C trace context, carried as a Kafka header\n);",
             &format!(
                 ") PARTITION BY HASH (id); \

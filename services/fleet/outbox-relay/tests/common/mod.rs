@@ -35,15 +35,19 @@ pub async fn pool(connections: u32) -> PgPool {
 /// also names the slot (`<table>_slot`) and publication (`<table>_pub`).
 pub async fn outbox_table(pool: &PgPool, prefix: &str) -> String {
     let name = unique_name(prefix).replace('-', "_");
-    let ddl = include_str!("../../migrations/0001_outbox.sql").replace(
-        "CREATE TABLE IF NOT EXISTS outbox",
-        &format!("CREATE TABLE {name}"),
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl))
+    sqlx::raw_sql(AssertSqlSafe(outbox_ddl(&name)))
         .execute(pool)
         .await
         .unwrap();
     name
+}
+
+/// The shipped migration's outbox table, named `table`.
+pub fn outbox_ddl(table: &str) -> String {
+    include_str!("../../migrations/0001_outbox.sql").replace(
+        "CREATE TABLE IF NOT EXISTS outbox",
+        &format!("CREATE TABLE {table}"),
+    )
 }
 
 pub fn connection() -> ReplicationConnection {
