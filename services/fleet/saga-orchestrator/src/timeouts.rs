@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,10 @@ use uuid::Uuid;
 use crate::definition::Saga;
 use crate::metrics;
 use crate::store::{Sagas, Store};
+
+/// How long a saga the definition cannot read is passed over before it is
+/// read again (and named again, if it still cannot be).
+const UNREADABLE_RECHECK: Duration = Duration::from_secs(300);
 
 /// How the timeout loop runs.
 #[derive(Debug, Clone, Copy)]
@@ -56,11 +60,17 @@ pub async fn run<D: Serialize + DeserializeOwned>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut census = tokio::time::interval(settings.census_every);
     census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut unreadable = Vec::new();
+    let (mut unreadable, mut since) = (Vec::new(), Instant::now());
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = tick.tick() => fire(store, saga, settings.batch, &mut unreadable).await,
+            _ = tick.tick() => {
+                // An operator may have fixed them: read them again.
+                if since.elapsed() >= UNREADABLE_RECHECK {
+                    (unreadable, since) = (Vec::new(), Instant::now());
+                }
+                fire(store, saga, settings.batch, &mut unreadable).await;
+            }
             _ = census.tick() => {
                 match sagas.census(saga.name, settings.overdue).await {
                     Ok((states, stuck)) => metrics::census(saga.name, &states, stuck),
@@ -75,8 +85,8 @@ pub async fn run<D: Serialize + DeserializeOwned>(
 }
 
 /// Fires every passed deadline, a batch at a time. A saga this definition
-/// cannot read is named once and passed over from then on (it counts as
-/// stuck until an operator sees to it).
+/// cannot read is named and passed over (it counts as stuck until an
+/// operator sees to it).
 async fn fire<D: Serialize + DeserializeOwned>(
     store: &Store,
     saga: &Saga<D>,
