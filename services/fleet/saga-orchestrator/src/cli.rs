@@ -1,13 +1,16 @@
 //! saga-orchestrator's flags: its own, and those every consumer service shares.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sluice_config::{DatabaseUrlArgs, Output, sql_identifier};
 use sluice_service::{ConsumerArgs, Defaults, RetryArgs, Tuning};
 
 use crate::engine::Phase;
-use crate::fulfilment::Settings;
-use crate::{TimeoutSettings, Topics};
+use crate::file::{self, FileSaga, Outputs};
+use crate::{ORDER_FULFILMENT, TimeoutSettings, Topics};
 
 /// saga-orchestrator's defaults of the shared flags.
 #[derive(Debug, Clone)]
@@ -23,8 +26,9 @@ impl Defaults for Saga {
     const MAX_CONCURRENT: usize = 6;
 }
 
-/// Order fulfilment as a durable saga: reserve in the ERP, record in the
-/// Orders sheet, confirm — or compensate and reject.
+/// A saga run durably: by default order fulfilment (reserve in the ERP,
+/// record in the Orders sheet, confirm — or compensate and reject), or the
+/// one a file describes (--saga).
 ///
 /// Postgres comes from SLUICE_DATABASE_URL (or --database-url); the sagas
 /// live in its `saga` schema.
@@ -42,7 +46,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Run sagas: consume orders and replies, fire timeouts.
+    /// Run sagas: consume start events and replies, fire timeouts.
     Run(Box<RunArgs>),
     /// List sagas, newest first.
     List {
@@ -76,13 +80,16 @@ fn parse_phase(name: &str) -> Result<Phase, String> {
 /// The flags of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Orders' events; OrderPlaced starts a saga, the outcome goes here too.
-    #[arg(
-        long,
-        env = "SLUICE_SAGA_ORDERS_TOPIC",
-        default_value = "orders.events.v1"
-    )]
-    pub orders_topic: String,
+    /// The saga to run (TOML: its start event, steps, compensations and
+    /// outcomes; see services/fleet/saga-orchestrator/sagas/). Without it,
+    /// the shipped order fulfilment saga.
+    #[arg(long, env = "SLUICE_SAGA_FILE")]
+    pub saga: Option<PathBuf>,
+    /// The saga's aggregate's events (its start event is read there, its
+    /// outcomes written there); by default the aggregate's contract topic
+    /// (`orders.events.v1`).
+    #[arg(long, env = "SLUICE_SAGA_EVENTS_TOPIC")]
+    pub events_topic: Option<String>,
     /// erp-sink's commands.
     #[arg(long, env = "SLUICE_SAGA_ERP_TOPIC", default_value = "erp.commands.v1")]
     pub erp_topic: String,
@@ -107,24 +114,6 @@ pub struct RunArgs {
         default_value = "sheets.results.v1"
     )]
     pub sheets_results_topic: String,
-    /// Spreadsheet of the Orders sheet.
-    #[arg(long, env = "SLUICE_SAGA_SPREADSHEET", default_value = "sluice-demo")]
-    pub spreadsheet: String,
-    /// Title of the Orders sheet.
-    #[arg(long, env = "SLUICE_SAGA_SHEET", default_value = "Orders")]
-    pub sheet: String,
-    /// ERP model of the reservation.
-    #[arg(long, env = "SLUICE_SAGA_ERP_MODEL", default_value = "sale.order")]
-    pub erp_model: String,
-    /// Milliseconds the ERP step (and its compensation) may wait for a reply.
-    #[arg(long, env = "SLUICE_SAGA_ERP_TIMEOUT_MS", default_value_t = 30_000)]
-    pub erp_timeout_ms: u64,
-    /// Milliseconds the sheet step (and its compensation) may wait for a reply.
-    #[arg(long, env = "SLUICE_SAGA_SHEET_TIMEOUT_MS", default_value_t = 60_000)]
-    pub sheet_timeout_ms: u64,
-    /// Times a step's command is sent again after a timeout before the step fails.
-    #[arg(long, env = "SLUICE_SAGA_STEP_RETRIES", default_value_t = 2)]
-    pub step_retries: u32,
     /// Milliseconds between looks for passed deadlines.
     #[arg(long, env = "SLUICE_SAGA_TIMEOUT_TICK_MS", default_value_t = 500)]
     pub timeout_tick_ms: u64,
@@ -159,19 +148,27 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The fulfilment saga's topics, sheet, model and step timeouts.
-    pub fn saga_settings(&self) -> Settings {
-        Settings {
-            erp_topic: self.erp_topic.clone(),
-            sheets_topic: self.sheets_topic.clone(),
-            events_topic: self.orders_topic.clone(),
-            spreadsheet: self.spreadsheet.clone(),
-            sheet: self.sheet.clone(),
-            erp_model: self.erp_model.clone(),
-            erp_timeout: Duration::from_millis(self.erp_timeout_ms),
-            sheet_timeout: Duration::from_millis(self.sheet_timeout_ms),
-            retries: self.step_retries,
-        }
+    /// The saga `--saga` names (or the shipped one), checked against the
+    /// contracts.
+    pub fn load_saga(&self) -> anyhow::Result<FileSaga> {
+        let catalog = Arc::new(self.consumer.contracts.catalog()?);
+        let (text, from) = match &self.saga {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the saga file {}", path.display()))?;
+                (text, path.display().to_string())
+            }
+            None => (
+                ORDER_FULFILMENT.to_owned(),
+                "the shipped order fulfilment saga".into(),
+            ),
+        };
+        let outputs = Outputs {
+            erp: self.erp_topic.clone(),
+            sheets: self.sheets_topic.clone(),
+            events: self.events_topic.clone(),
+        };
+        file::load(&text, catalog, &outputs).with_context(|| from)
     }
 
     /// The consumer loop's tuning: 64 messages buffered per partition
@@ -196,10 +193,10 @@ impl RunArgs {
         }
     }
 
-    /// The topics the orchestrator reads.
-    pub fn topics(&self) -> Topics {
+    /// The topics the orchestrator reads, running `saga`.
+    pub fn topics(&self, saga: &FileSaga) -> Topics {
         Topics {
-            orders: self.orders_topic.clone(),
+            events: saga.events_topic.clone(),
             erp_results: self.erp_results_topic.clone(),
             sheet_results: self.sheets_results_topic.clone(),
         }

@@ -8,15 +8,20 @@
 //!     .step(Step::new("reserve-in-erp", reserve).compensate_with(cancel).timeout(30s).retries(2))
 //!     .step(Step::new("record-in-sheet", record).compensate_with(mark_cancelled))
 //! ```
+//!
+//! A deployment writes it as a file ([`crate::file`]); a message a step
+//! cannot make from the saga's data (a value its event lacks) is an error
+//! the engine handles, not a panic.
 
 use std::time::Duration;
 
-use serde::Serialize;
-use sluice_contracts::types::{ErpCommand, OrderEvent, SagaStep, SheetRowUpsert};
+use apache_avro::types::Value;
+use sluice_contracts::Topic;
+use sluice_contracts::types::{ErpCommand, SagaStep, SheetRowUpsert};
 use uuid::Uuid;
 
 /// A message the saga sends: a command, or the event that ends it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Message {
     /// Destination topic.
     pub topic: String,
@@ -27,19 +32,31 @@ pub struct Message {
 }
 
 /// The contract types a saga sends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum Payload {
     /// To erp-sink.
     Erp(ErpCommand),
     /// To sheets-sink.
     Sheet(SheetRowUpsert),
     /// A domain event (the saga's outcome).
-    Order(OrderEvent),
+    Event(Event),
+}
+
+/// A domain event of the saga's aggregate, as its contract has it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The aggregate's event contract, which encodes it.
+    pub contract: Topic,
+    /// The event record.
+    pub value: Value,
+    /// Its id (also a header).
+    pub event_id: String,
+    /// Its type (also a header).
+    pub event_type: String,
 }
 
 /// Why a saga is being compensated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     /// The step that failed or timed out.
     pub step: String,
@@ -81,14 +98,17 @@ pub fn command_id(saga_id: Uuid, step: &str, direction: Direction) -> Uuid {
     Uuid::new_v5(&saga_id, format!("{step}/{suffix}").as_bytes())
 }
 
-type Build<D> = Box<dyn Fn(&Context<'_, D>) -> Message + Send + Sync>;
-type Announce<D> = Box<dyn Fn(Uuid, &D, Option<&Failure>) -> Message + Send + Sync>;
+/// A message, or why it could not be made from the saga's data.
+pub type Made = Result<Message, String>;
+
+type Build<D> = Box<dyn Fn(&Context<'_, D>) -> Made + Send + Sync>;
+type Announce<D> = Box<dyn Fn(Uuid, &D, Option<&Failure>) -> Made + Send + Sync>;
 type Correlation<D> = Box<dyn Fn(&D) -> Option<String> + Send + Sync>;
 
 /// One step.
 pub struct Step<D> {
     /// Its name (in replies, the step log and metrics).
-    pub name: &'static str,
+    pub name: String,
     pub(crate) command: Build<D>,
     pub(crate) compensation: Option<Build<D>>,
     /// How long to wait for the reply before sending again.
@@ -101,11 +121,11 @@ pub struct Step<D> {
 impl<D> Step<D> {
     /// A step sending what `command` builds; 30 s timeout, no retries.
     pub fn new(
-        name: &'static str,
-        command: impl Fn(&Context<'_, D>) -> Message + Send + Sync + 'static,
+        name: &str,
+        command: impl Fn(&Context<'_, D>) -> Made + Send + Sync + 'static,
     ) -> Self {
         Self {
-            name,
+            name: name.to_owned(),
             command: Box::new(command),
             compensation: None,
             timeout: Duration::from_secs(30),
@@ -118,7 +138,7 @@ impl<D> Step<D> {
     #[must_use]
     pub fn compensate_with(
         mut self,
-        compensation: impl Fn(&Context<'_, D>) -> Message + Send + Sync + 'static,
+        compensation: impl Fn(&Context<'_, D>) -> Made + Send + Sync + 'static,
     ) -> Self {
         self.compensation = Some(Box::new(compensation));
         self
@@ -147,7 +167,7 @@ impl<D> Step<D> {
 /// A saga type.
 pub struct Saga<D> {
     /// Its name (saga_type in Postgres, a metrics label).
-    pub name: &'static str,
+    pub name: String,
     pub(crate) steps: Vec<Step<D>>,
     pub(crate) completed: Announce<D>,
     pub(crate) rejected: Announce<D>,
@@ -158,12 +178,12 @@ impl<D> Saga<D> {
     /// A saga announcing its end with what `completed` (every step done) or
     /// `rejected` (compensated after a failure) builds.
     pub fn new(
-        name: &'static str,
-        completed: impl Fn(Uuid, &D, Option<&Failure>) -> Message + Send + Sync + 'static,
-        rejected: impl Fn(Uuid, &D, Option<&Failure>) -> Message + Send + Sync + 'static,
+        name: &str,
+        completed: impl Fn(Uuid, &D, Option<&Failure>) -> Made + Send + Sync + 'static,
+        rejected: impl Fn(Uuid, &D, Option<&Failure>) -> Made + Send + Sync + 'static,
     ) -> Self {
         Self {
-            name,
+            name: name.to_owned(),
             steps: Vec::new(),
             completed: Box::new(completed),
             rejected: Box::new(rejected),

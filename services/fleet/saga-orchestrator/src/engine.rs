@@ -8,7 +8,7 @@ use std::time::Duration;
 use sluice_contracts::types::SagaStep;
 use uuid::Uuid;
 
-use crate::definition::{Context, Direction, Failure, Message, Saga, command_id};
+use crate::definition::{Context, Direction, Failure, Made, Message, Saga, command_id};
 
 /// Where a saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,18 +176,18 @@ impl<'a, D> Engine<'a, D> {
         };
         let step = self.saga.steps.get(instance.step)?;
         if reply.step != step.name
-            || reply.command_id != command_id(instance.saga_id, step.name, direction)
+            || reply.command_id != command_id(instance.saga_id, &step.name, direction)
         {
             return None;
         }
         let mut change = Change::resume(instance);
         match (direction, &reply.outcome) {
             (Direction::Forward, Outcome::Done) => {
-                change.log(step.name, instance.attempt, "succeeded", None);
+                change.log(&step.name, instance.attempt, "succeeded", None);
                 self.advance(&mut change, instance.step + 1);
             }
             (Direction::Forward, Outcome::Refused(reason) | Outcome::Unfinished(reason)) => {
-                change.log(step.name, instance.attempt, "failed", Some(reason.clone()));
+                change.log(&step.name, instance.attempt, "failed", Some(reason.clone()));
                 change.failure = Some(Failure {
                     step: step.name.to_owned(),
                     reason: reason.clone(),
@@ -196,12 +196,12 @@ impl<'a, D> Engine<'a, D> {
                 self.compensate_below(&mut change, instance.step + usize::from(left_something));
             }
             (Direction::Compensate, Outcome::Done) => {
-                change.log(step.name, instance.attempt, "compensated", None);
+                change.log(&step.name, instance.attempt, "compensated", None);
                 self.compensate_below(&mut change, instance.step);
             }
             (Direction::Compensate, Outcome::Refused(reason) | Outcome::Unfinished(reason)) => {
                 change.log(
-                    step.name,
+                    &step.name,
                     instance.attempt,
                     "compensation_failed",
                     Some(reason.clone()),
@@ -227,7 +227,7 @@ impl<'a, D> Engine<'a, D> {
         let waited = step.timeout;
         if instance.attempt <= step.retries {
             change.log(
-                step.name,
+                &step.name,
                 instance.attempt,
                 "timed_out",
                 Some(format!("no reply within {waited:?}; sending again")),
@@ -240,7 +240,7 @@ impl<'a, D> Engine<'a, D> {
             instance.attempt
         );
         change.log(
-            step.name,
+            &step.name,
             instance.attempt,
             "timed_out",
             Some(reason.clone()),
@@ -273,8 +273,22 @@ impl<'a, D> Engine<'a, D> {
         change.step = last;
         change.timeout = None;
         change.log(self.step_name(last), change.attempt, "completed", None);
-        let message = (self.saga.completed)(change.saga_id, change.data, None);
-        change.announce(self.step_name(last), message);
+        let made = (self.saga.completed)(change.saga_id, change.data, None);
+        self.announce(change, self.step_name(last), made);
+    }
+
+    /// Sends the outcome event; one the saga's data cannot make fails the
+    /// saga (an operator has to look: its steps are done or undone).
+    fn announce(&self, change: &mut Change<'_, D>, step: &str, made: Made) {
+        match made {
+            Ok(message) => change.announce(step, message),
+            Err(reason) => {
+                let attempt = change.attempt;
+                let reason = format!("its outcome event could not be made: {reason}");
+                change.log(step, attempt, "outcome_unmade", Some(reason));
+                change.phase = Phase::Failed;
+            }
+        }
     }
 
     /// Compensates the nearest compensable step before `below`, or ends the
@@ -300,14 +314,14 @@ impl<'a, D> Engine<'a, D> {
             "rejected",
             failure.as_ref().map(|f| f.reason.clone()),
         );
-        let message = (self.saga.rejected)(change.saga_id, change.data, failure.as_ref());
-        change.announce(step, message);
+        let made = (self.saga.rejected)(change.saga_id, change.data, failure.as_ref());
+        self.announce(change, step, made);
     }
 
     /// Sends step `index`'s command (or compensation) as `attempt`.
     fn send(&self, change: &mut Change<'_, D>, index: usize, direction: Direction, attempt: u32) {
         let step = &self.saga.steps[index];
-        let id = command_id(change.saga_id, step.name, direction);
+        let id = command_id(change.saga_id, &step.name, direction);
         let failure = change.failure.clone();
         let context = Context {
             saga_id: change.saga_id,
@@ -320,17 +334,21 @@ impl<'a, D> Engine<'a, D> {
             },
             failure: failure.as_ref(),
         };
-        let (message, event) = match (direction, &step.compensation) {
+        let (made, event) = match (direction, &step.compensation) {
             (Direction::Compensate, Some(compensation)) => {
                 (compensation(&context), "compensation_sent")
             }
             _ => ((step.command)(&context), "command_sent"),
         };
-        change.step_began |= attempt == 1;
         change.step = index;
         change.attempt = attempt;
+        let message = match made {
+            Ok(message) => message,
+            Err(reason) => return self.unmade(change, index, direction, reason),
+        };
+        change.step_began |= attempt == 1;
         change.timeout = Some(step.timeout);
-        change.log(step.name, attempt, event, None);
+        change.log(&step.name, attempt, event, None);
         let suffix = match direction {
             Direction::Forward => "do",
             Direction::Compensate => "undo",
@@ -345,8 +363,39 @@ impl<'a, D> Engine<'a, D> {
         });
     }
 
-    fn step_name(&self, index: usize) -> &'static str {
-        self.saga.steps.get(index).map_or("", |step| step.name)
+    /// A command the saga's data cannot make (a value its event lacks):
+    /// nothing is sent. A step fails as a refused one does; a
+    /// compensation fails the saga.
+    fn unmade(
+        &self,
+        change: &mut Change<'_, D>,
+        index: usize,
+        direction: Direction,
+        reason: String,
+    ) {
+        let step = &self.saga.steps[index].name;
+        let reason = format!("its command could not be made: {reason}");
+        change.log(step, change.attempt, "command_unmade", Some(reason.clone()));
+        match direction {
+            Direction::Forward => {
+                change.failure = Some(Failure {
+                    step: step.clone(),
+                    reason,
+                });
+                self.compensate_below(change, index);
+            }
+            Direction::Compensate => {
+                change.phase = Phase::Failed;
+                change.timeout = None;
+            }
+        }
+    }
+
+    fn step_name(&self, index: usize) -> &'a str {
+        self.saga
+            .steps
+            .get(index)
+            .map_or("", |step| step.name.as_str())
     }
 }
 
@@ -424,53 +473,42 @@ impl<'d, D> Change<'d, D> {
 mod tests {
     use super::*;
     use crate::definition::{Payload, Step};
-    use sluice_contracts::types::{
-        ErpCommand, ErpOperation, OrderEvent, OrderPayload, OrderRejected,
-    };
+    use sluice_contracts::types::{ErpCommand, ErpOperation};
 
-    fn command(ctx: &Context<'_, ()>) -> Message {
+    fn message(topic: &str, key: &str, command_id: String) -> Message {
         Message {
-            topic: "commands".into(),
-            key: ctx.step.step.clone(),
+            topic: topic.into(),
+            key: key.into(),
             value: Payload::Erp(ErpCommand {
-                command_id: ctx.command_id.to_string(),
+                command_id,
                 model: "m".into(),
                 operation: ErpOperation::Create,
                 external_ref: "r".into(),
                 fields: Vec::new(),
                 source_event_id: None,
                 issued_at: 0,
-                saga: Some(ctx.step.clone()),
+                saga: None,
                 correlation_id: None,
                 causation_id: None,
             }),
         }
     }
 
-    fn undo(ctx: &Context<'_, ()>) -> Message {
-        let mut message = command(ctx);
-        message.topic = "undo".into();
-        message
+    fn command(ctx: &Context<'_, ()>) -> Made {
+        Ok(message(
+            "commands",
+            &ctx.step.step,
+            ctx.command_id.to_string(),
+        ))
     }
 
-    fn end(saga_id: Uuid, _: &(), failure: Option<&Failure>) -> Message {
-        Message {
-            topic: "events".into(),
-            key: failure.map_or("done", |f| f.step.as_str()).to_owned(),
-            value: Payload::Order(OrderEvent {
-                event_id: saga_id.to_string(),
-                event_type: "OrderRejected".into(),
-                occurred_at: 0,
-                aggregate_id: "o".into(),
-                correlation_id: None,
-                causation_id: None,
-                payload: OrderPayload::OrderRejected(OrderRejected {
-                    saga_id: saga_id.to_string(),
-                    failed_step: String::new(),
-                    reason: String::new(),
-                }),
-            }),
-        }
+    fn undo(ctx: &Context<'_, ()>) -> Made {
+        Ok(message("undo", &ctx.step.step, ctx.command_id.to_string()))
+    }
+
+    fn end(saga_id: Uuid, _: &(), failure: Option<&Failure>) -> Made {
+        let key = failure.map_or("done", |f| f.step.as_str());
+        Ok(message("events", key, saga_id.to_string()))
     }
 
     /// a → b (no compensation) → c, each with one retry.
@@ -526,6 +564,74 @@ mod tests {
         assert_eq!(events(&state), [("c", "succeeded"), ("c", "completed")]);
         assert_eq!(state.send[0].message.topic, "events");
         assert_eq!(state.timeout, None);
+    }
+
+    /// A message the saga's data cannot make: a step's fails the step
+    /// (nothing sent), a compensation's or an outcome's the saga.
+    #[test]
+    fn a_message_the_data_cannot_make_fails_the_step_or_the_saga() {
+        let unmade = |_: &Context<'_, ()>| -> Made { Err("payload.x is null".into()) };
+        let saga = Saga::new("test", end, end)
+            .step(Step::new("a", command).compensate_with(undo))
+            .step(Step::new("b", unmade));
+        let engine = Engine::new(&saga);
+        let state = engine.start(ID, &());
+        let state = engine
+            .on_reply(&at(&state), &reply("a", Direction::Forward, Outcome::Done))
+            .unwrap();
+        assert_eq!(
+            events(&state),
+            [
+                ("a", "succeeded"),
+                ("b", "command_unmade"),
+                ("a", "compensation_sent")
+            ]
+        );
+        assert_eq!(state.phase, Phase::Compensating);
+        let failure = state.failure.clone().unwrap();
+        assert_eq!(failure.step, "b");
+        assert!(
+            failure.reason.contains("payload.x is null"),
+            "{}",
+            failure.reason
+        );
+        assert_eq!(state.send.len(), 1);
+
+        let undo_unmade = Saga::new("test", end, end)
+            .step(Step::new("a", command).compensate_with(unmade))
+            .step(Step::new("b", command));
+        let engine = Engine::new(&undo_unmade);
+        let state = engine.start(ID, &());
+        let state = engine
+            .on_reply(&at(&state), &reply("a", Direction::Forward, Outcome::Done))
+            .unwrap();
+        let state = engine
+            .on_reply(
+                &at(&state),
+                &reply("b", Direction::Forward, Outcome::Refused("no".into())),
+            )
+            .unwrap();
+        assert_eq!(state.phase, Phase::Failed);
+        assert_eq!(events(&state), [("b", "failed"), ("a", "command_unmade")]);
+        assert!(state.send.is_empty());
+
+        let no_outcome = |_: Uuid, _: &(), _: Option<&Failure>| -> Made { Err("no".into()) };
+        let unannounced = Saga::new("test", no_outcome, end).step(Step::new("a", command));
+        let engine = Engine::new(&unannounced);
+        let state = engine.start(ID, &());
+        let state = engine
+            .on_reply(&at(&state), &reply("a", Direction::Forward, Outcome::Done))
+            .unwrap();
+        assert_eq!(state.phase, Phase::Failed);
+        assert_eq!(
+            events(&state),
+            [
+                ("a", "succeeded"),
+                ("a", "completed"),
+                ("a", "outcome_unmade")
+            ]
+        );
+        assert!(state.send.is_empty());
     }
 
     #[test]

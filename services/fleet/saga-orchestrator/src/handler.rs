@@ -1,21 +1,20 @@
-//! The consumer loop's handler: OrderPlaced starts a saga; an ErpResult or a
-//! SheetRowResult carrying a saga step is that step's reply. Results no saga
-//! asked for, and the orders' other events, are passed over.
+//! The consumer loop's handler: the saga's start event (OrderPlaced) starts
+//! a saga; an ErpResult or a SheetRowResult carrying a saga step is that
+//! step's reply. Results no saga asked for, and the aggregate's other
+//! events, are passed over.
 
 use std::sync::Arc;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError};
-use sluice_contracts::types::{
-    DeadLetterClass, ErpResult, OrderEvent, OrderPayload, SheetRowResult,
-};
+use sluice_contracts::types::{DeadLetterClass, ErpResult, SheetRowResult};
 use sluice_kafka::{Handler, HandlerError, Owed};
 use sluice_resilience::{Classified, ErrorClass};
 
-use crate::definition::Saga;
-use crate::fulfilment::Order;
+use crate::file::FileSaga;
 use crate::replies::{self, ReplyError};
+use crate::started::{self, Started};
 use crate::store::{ReplyEffect, Store, StoreError};
 
 /// Why a message was not handled (this time).
@@ -27,6 +26,9 @@ pub enum HandleError {
     /// Not the topic's contract.
     #[error("decoding: {0}")]
     Decode(#[from] CodecError),
+    /// A start event without what every event has.
+    #[error("the start event: {0}")]
+    Event(String),
     /// A result whose saga step does not parse.
     #[error("reply: {0}")]
     Reply(#[from] ReplyError),
@@ -55,7 +57,7 @@ impl Classified for HandleError {
 impl HandlerError for HandleError {
     fn dead_letter_class(&self) -> DeadLetterClass {
         match self {
-            Self::Empty | Self::Decode(_) => DeadLetterClass::Decode,
+            Self::Empty | Self::Decode(_) | Self::Event(_) => DeadLetterClass::Decode,
             _ => DeadLetterClass::Validation,
         }
     }
@@ -64,8 +66,8 @@ impl HandlerError for HandleError {
 /// The topics the handler reads.
 #[derive(Debug, Clone)]
 pub struct Topics {
-    /// Orders' events: OrderPlaced starts a saga.
-    pub orders: String,
+    /// The saga's aggregate's events: its start event starts a saga.
+    pub events: String,
     /// erp-sink's results.
     pub erp_results: String,
     /// sheets-sink's results.
@@ -76,17 +78,17 @@ impl Topics {
     /// Every topic the orchestrator consumes.
     pub fn inputs(&self) -> Vec<String> {
         vec![
-            self.orders.clone(),
+            self.events.clone(),
             self.erp_results.clone(),
             self.sheet_results.clone(),
         ]
     }
 }
 
-/// Drives order fulfilment sagas from Kafka.
+/// Drives sagas from Kafka.
 pub struct SagaHandler {
     /// The saga.
-    pub saga: Arc<Saga<Order>>,
+    pub saga: Arc<FileSaga>,
     /// Its state.
     pub store: Store,
     /// Decodes events and results.
@@ -97,7 +99,7 @@ pub struct SagaHandler {
 
 impl SagaHandler {
     /// Drives `saga`, kept in `store`, from what `topics` names.
-    pub fn new(saga: Arc<Saga<Order>>, store: Store, codec: AvroCodec, topics: Topics) -> Self {
+    pub fn new(saga: Arc<FileSaga>, store: Store, codec: AvroCodec, topics: Topics) -> Self {
         Self {
             saga,
             store,
@@ -120,15 +122,18 @@ impl Handler for SagaHandler {
                 .into_iter()
                 .map(|(key, value)| (key, String::from_utf8_lossy(&value).into_owned()))
                 .collect();
-        let reply = if topic == self.topics.orders {
-            let event: OrderEvent = self.codec.decode(bytes).await?;
-            if let OrderPayload::OrderPlaced(placed) = &event.payload {
-                let order = Order::placed(&event, placed);
-                let started = self
-                    .store
-                    .start(&self.saga, order.saga_id(), &order.order_id, &order, &trace)
-                    .await?;
-                tracing::debug!(order = order.order_id, started, "OrderPlaced");
+        let reply = if topic == self.topics.events {
+            let event = self.codec.decode_value(bytes).await?;
+            let definition = &self.saga;
+            if started::event_type(&event).as_deref() == Some(definition.starts_on.as_str()) {
+                let header = sluice_telemetry::correlation_id(message);
+                let data = Started::of(&definition.aggregate, &event, header)
+                    .map_err(HandleError::Event)?;
+                let saga_id = definition.saga_id(&data.aggregate_id);
+                let key = &data.aggregate_id;
+                let saga = &definition.saga;
+                let started = self.store.start(saga, saga_id, key, &data, &trace).await?;
+                tracing::debug!(aggregate_id = key, started, "{}", definition.starts_on);
             }
             return Ok(Owed::nothing());
         } else if topic == self.topics.erp_results {
@@ -141,7 +146,7 @@ impl Handler for SagaHandler {
         let Some(reply) = reply else {
             return Ok(Owed::nothing());
         };
-        let effect = self.store.reply(&self.saga, &reply, &trace).await?;
+        let effect = self.store.reply(&self.saga.saga, &reply, &trace).await?;
         if effect == ReplyEffect::Ignored {
             tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "duplicate or late reply ignored");
         }

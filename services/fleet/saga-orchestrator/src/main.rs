@@ -1,5 +1,5 @@
-//! `saga-orchestrator`: runs order fulfilment sagas (`run`), and shows
-//! operators where they stand (`list`, `show`).
+//! `saga-orchestrator`: runs a saga (`run`: order fulfilment, or the file
+//! `--saga` names), and shows operators where they stand (`list`, `show`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use secrecy::SecretString;
 use sluice_runtime::PostgresReadiness;
 use sluice_saga_orchestrator::cli::{Cli, Command, RunArgs};
-use sluice_saga_orchestrator::{SagaHandler, Sagas, StoreError, fulfilment, render, timeout_loop};
+use sluice_saga_orchestrator::{SagaHandler, Sagas, StoreError, render, timeout_loop};
 use sluice_service::Service;
 
 fn main() -> Result<ExitCode> {
@@ -41,6 +41,8 @@ async fn service_main() -> Result<ExitCode> {
 }
 
 async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
+    // A saga that does not fit the contracts stops it before it reads.
+    let definition = Arc::new(args.load_saga()?);
     let sagas = Sagas::lazy(url, args.max_connections)?;
     let postgres = Arc::new(PostgresReadiness::new(sagas.pool().clone()));
     let service = Service::start(&args.consumer, vec![postgres]).await?;
@@ -54,18 +56,18 @@ async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
         return Ok(service.stop().await?);
     }
     let store = sagas.driver(Arc::new(service.codec()));
-    let saga = Arc::new(fulfilment::saga(&args.saga_settings()));
-    sluice_saga_orchestrator::metrics::register(saga.name);
+    let saga = Arc::clone(&definition.saga);
+    sluice_saga_orchestrator::metrics::register(&saga.name);
     let (timing, shutdown) = (args.timeout_settings(), service.shutdown_requested());
     let timeouts = service.runtime().spawn_loop(
         "the timeout loop",
         timeout_loop(&store, &sagas, &saga, timing, shutdown),
     );
-    let handler = SagaHandler::new(saga, store, service.codec(), args.topics());
+    let topics = args.topics(&definition);
+    let handler = SagaHandler::new(definition, store, service.codec(), topics);
     let inputs = handler.topics.inputs();
-    let consumed = service
-        .consume(inputs, &args.retry, args.tuning(), handler)
-        .await;
+    let consumed = service.consume(inputs, &args.retry, args.tuning(), handler);
+    let consumed = consumed.await;
     // A loop that failed (a handler panicked, say) stops the timeouts too,
     // so the process ends instead of waiting on them for good.
     service.runtime().request_shutdown();

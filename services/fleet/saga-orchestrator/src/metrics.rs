@@ -47,51 +47,47 @@ fn describe_once() {
 
 /// Registers the counters of saga type `saga` at zero, so they are
 /// exported (and rates and alerts have data) before the first event.
-pub fn register(saga: &'static str) {
+pub fn register(saga: &str) {
     describe_once();
-    metrics::counter!(STARTED, "saga" => saga).increment(0);
-    metrics::counter!(IGNORED, "saga" => saga).increment(0);
+    metrics::counter!(STARTED, "saga" => saga.to_owned()).increment(0);
+    metrics::counter!(IGNORED, "saga" => saga.to_owned()).increment(0);
     for phase in [Phase::Completed, Phase::Compensated, Phase::Failed] {
-        metrics::counter!(FINISHED, "saga" => saga, "state" => phase.as_str()).increment(0);
+        metrics::counter!(FINISHED, "saga" => saga.to_owned(), "state" => phase.as_str())
+            .increment(0);
     }
 }
 
 /// A saga started.
-pub(crate) fn started(saga: &'static str) {
-    metrics::counter!(STARTED, "saga" => saga).increment(1);
+pub(crate) fn started(saga: &str) {
+    metrics::counter!(STARTED, "saga" => saga.to_owned()).increment(1);
 }
 
 /// A reply changed nothing.
-pub(crate) fn ignored(saga: &'static str) {
-    metrics::counter!(IGNORED, "saga" => saga).increment(1);
+pub(crate) fn ignored(saga: &str) {
+    metrics::counter!(IGNORED, "saga" => saga.to_owned()).increment(1);
 }
 
 /// A committed change: the step outcomes in its log, and the end.
-pub(crate) fn changed(
-    saga: &'static str,
-    transition: &Transition,
-    step_seconds: f64,
-    saga_seconds: f64,
-) {
+pub(crate) fn changed(saga: &str, transition: &Transition, step_seconds: f64, saga_seconds: f64) {
     for line in &transition.log {
         if matches!(
             line.event,
             "succeeded" | "failed" | "timed_out" | "compensated" | "compensation_failed"
         ) {
-            metrics::histogram!(STEP_SECONDS, "saga" => saga, "step" => line.step.clone(), "outcome" => line.event)
+            metrics::histogram!(STEP_SECONDS, "saga" => saga.to_owned(), "step" => line.step.clone(), "outcome" => line.event)
                 .record(step_seconds);
         }
     }
     if transition.phase.finished() {
         let state = transition.phase.as_str();
-        metrics::counter!(FINISHED, "saga" => saga, "state" => state).increment(1);
-        metrics::histogram!(DURATION_SECONDS, "saga" => saga, "state" => state)
+        metrics::counter!(FINISHED, "saga" => saga.to_owned(), "state" => state).increment(1);
+        metrics::histogram!(DURATION_SECONDS, "saga" => saga.to_owned(), "state" => state)
             .record(saga_seconds);
     }
 }
 
 /// The census of sagas per state.
-pub(crate) fn census(saga: &'static str, states: &[(String, i64)], stuck: i64) {
+pub(crate) fn census(saga: &str, states: &[(String, i64)], stuck: i64) {
     for phase in [
         Phase::Running,
         Phase::Compensating,
@@ -103,7 +99,8 @@ pub(crate) fn census(saga: &'static str, states: &[(String, i64)], stuck: i64) {
             .iter()
             .find(|(state, _)| state == phase.as_str())
             .map_or(0, |(_, count)| *count);
-        metrics::gauge!(INSTANCES, "saga" => saga, "state" => phase.as_str()).set(count as f64);
+        metrics::gauge!(INSTANCES, "saga" => saga.to_owned(), "state" => phase.as_str())
+            .set(count as f64);
     }
-    metrics::gauge!(STUCK, "saga" => saga).set(stuck as f64);
+    metrics::gauge!(STUCK, "saga" => saga.to_owned()).set(stuck as f64);
 }

@@ -402,7 +402,7 @@ impl Store {
              ON CONFLICT DO NOTHING",
         )
         .bind(saga_id)
-        .bind(saga.name)
+        .bind(&saga.name)
         .bind(key)
         .bind(&json)
         .execute(&mut *tx)
@@ -416,8 +416,8 @@ impl Store {
         self.write(&mut tx, saga, saga_id, 0, &transition, &trace)
             .await?;
         tx.commit().await.map_err(failed("committing a start"))?;
-        metrics::started(saga.name);
-        metrics::changed(saga.name, &transition, 0.0, 0.0);
+        metrics::started(&saga.name);
+        metrics::changed(&saga.name, &transition, 0.0, 0.0);
         Ok(true)
     }
 
@@ -437,7 +437,7 @@ impl Store {
             .ok_or(StoreError::UnknownSaga(reply.saga_id))?;
         let locked = locked(saga, &row)?;
         let Some(transition) = Engine::new(saga).on_reply(&locked.instance, reply) else {
-            metrics::ignored(saga.name);
+            metrics::ignored(&saga.name);
             return Ok(ReplyEffect::Ignored);
         };
         let trace = correlated(trace, saga.correlation_of(&locked.instance.data));
@@ -452,7 +452,7 @@ impl Store {
         .await?;
         tx.commit().await.map_err(failed("committing a reply"))?;
         metrics::changed(
-            saga.name,
+            &saga.name,
             &transition,
             locked.step_seconds,
             locked.saga_seconds,
@@ -482,7 +482,7 @@ impl Store {
              LIMIT $2
              FOR UPDATE SKIP LOCKED",
         )
-        .bind(saga.name)
+        .bind(&saga.name)
         .bind(limit)
         .bind(unreadable)
         .fetch_all(&mut *tx)
@@ -520,7 +520,7 @@ impl Store {
         }
         tx.commit().await.map_err(failed("committing timeouts"))?;
         for (transition, step_seconds, saga_seconds) in &changes {
-            metrics::changed(saga.name, transition, *step_seconds, *saga_seconds);
+            metrics::changed(&saga.name, transition, *step_seconds, *saga_seconds);
         }
         Ok(fired)
     }
@@ -540,7 +540,7 @@ impl Store {
         let step = saga
             .steps()
             .get(transition.step)
-            .map_or("", |step| step.name);
+            .map_or("", |step| step.name.as_str());
         let timeout_ms = transition
             .timeout
             .map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
@@ -589,7 +589,12 @@ impl Store {
             let value = match &message.value {
                 Payload::Erp(command) => self.codec.encode(&message.topic, command).await,
                 Payload::Sheet(row) => self.codec.encode(&message.topic, row).await,
-                Payload::Order(event) => self.codec.encode(&message.topic, event).await,
+                Payload::Event(event) => {
+                    let value = event.value.clone();
+                    self.codec
+                        .encode_value(&message.topic, &event.contract, value)
+                        .await
+                }
             }
             .map_err(|source| StoreError::Encode {
                 topic: message.topic.clone(),
@@ -603,7 +608,7 @@ impl Store {
             for (key, value) in trace {
                 headers[key.as_str()] = Json::from(value.clone());
             }
-            if let Payload::Order(event) = &message.value {
+            if let Payload::Event(event) = &message.value {
                 headers["sluice.event_id"] = Json::from(event.event_id.clone());
                 headers["sluice.event_type"] = Json::from(event.event_type.clone());
             }

@@ -72,8 +72,8 @@ pub async fn run<D: Serialize + DeserializeOwned>(
                 fire(store, saga, settings.batch, &mut unreadable).await;
             }
             _ = census.tick() => {
-                match sagas.census(saga.name, settings.overdue).await {
-                    Ok((states, stuck)) => metrics::census(saga.name, &states, stuck),
+                match sagas.census(&saga.name, settings.overdue).await {
+                    Ok((states, stuck)) => metrics::census(&saga.name, &states, stuck),
                     Err(err) => tracing::warn!(error = %err, "saga census failed"),
                 }
                 if let Err(err) = sagas.prune_outbox(settings.outbox_retention).await {

@@ -7,16 +7,16 @@
 
 use clap::Parser;
 use sluice_contracts::Catalog;
+use sluice_mapping::load_rules;
+use sluice_mapping::rules::{Rule, Target};
 use sluice_saga_orchestrator::cli::{Cli, Command};
-use sluice_saga_orchestrator::fulfilment::{STARTS_ON, Settings};
-use sluice_transformer::load_rules;
-use sluice_transformer::rules::{Rule, Target};
+use sluice_saga_orchestrator::file::FileSaga;
 
 const SHIPPED: &str = include_str!("../../transformer/rules.toml");
 const WITHOUT_SAGA: &str = include_str!("../../transformer/examples/orders-placed.toml");
 
-/// The saga's settings as a deployment runs it: its defaults.
-fn saga_defaults() -> Settings {
+/// The saga as a deployment runs it: its defaults.
+fn saga_defaults() -> FileSaga {
     let cli = Cli::try_parse_from([
         "saga-orchestrator",
         "run",
@@ -29,24 +29,37 @@ fn saga_defaults() -> Settings {
     let Command::Run(run) = cli.command else {
         panic!("run")
     };
-    run.saga_settings()
+    run.load_saga().unwrap()
 }
 
 /// The shipped rules that would act like the saga: on its event, toward
 /// its ERP model or its sheet.
-fn doubled<'r>(rules: &'r [Rule], saga: &Settings) -> Vec<&'r str> {
+fn doubled<'r>(rules: &'r [Rule], saga: &FileSaga) -> Vec<&'r str> {
+    let writes = |target: &Target| {
+        saga.targets
+            .iter()
+            .any(|(command, _)| match (command, target) {
+                (
+                    Target::Sheet {
+                        spreadsheet, sheet, ..
+                    },
+                    Target::Sheet {
+                        spreadsheet: theirs,
+                        sheet: their_sheet,
+                        ..
+                    },
+                ) => (spreadsheet, sheet) == (theirs, their_sheet),
+                (Target::Erp { model, .. }, Target::Erp { model: theirs, .. }) => model == theirs,
+                _ => false,
+            })
+    };
     rules
         .iter()
         .filter(|rule| {
             format!("{}.events.v1", rule.aggregate) == saga.events_topic
-                && rule.event_type == STARTS_ON
+                && rule.event_type == saga.starts_on
         })
-        .filter(|rule| match &rule.target {
-            Target::Sheet {
-                spreadsheet, sheet, ..
-            } => (spreadsheet, sheet) == (&saga.spreadsheet, &saga.sheet),
-            Target::Erp { model, .. } => model == &saga.erp_model,
-        })
+        .filter(|rule| writes(&rule.target))
         .map(|rule| rule.id.as_str())
         .collect()
 }

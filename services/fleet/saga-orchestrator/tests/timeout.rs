@@ -23,7 +23,8 @@ use sqlx::Row;
 async fn a_step_without_reply_times_out_and_is_compensated() {
     let fleet = Fleet::new("timeout").await;
     // Two replicas fire deadlines side by side; each fires once.
-    let timing = ["--erp-timeout-ms", "3000", "--step-retries", "2"];
+    let saga = fleet.saga_with_erp_timing("3s", 2);
+    let timing = ["--saga", saga.as_str()];
     let (_first, _) = fleet.orchestrator("orchestrator-1", &timing).await;
     let (_second, _) = fleet.orchestrator("orchestrator-2", &timing).await;
     let relay = fleet.relay().await;
@@ -141,7 +142,8 @@ async fn a_step_without_reply_times_out_and_is_compensated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saga_the_definition_cannot_read_holds_back_no_other_timeout() {
     let fleet = Fleet::new("unreadable").await;
-    let timing = ["--erp-timeout-ms", "2000", "--step-retries", "0"];
+    let saga = fleet.saga_with_erp_timing("2s", 0);
+    let timing = ["--saga", saga.as_str()];
     let (_orchestrator, _) = fleet.orchestrator("orchestrator", &timing).await;
     let relay = fleet.relay().await;
     let orders = orders_by("order", 3, "Barbara Liskov");
@@ -206,7 +208,8 @@ async fn a_saga_the_definition_cannot_read_holds_back_no_other_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancellation_applied_after_it_was_given_up_ends_the_saga() {
     let fleet = Fleet::new("late-cancel").await;
-    let timing = ["--erp-timeout-ms", "2000", "--step-retries", "0"];
+    let saga = fleet.saga_with_erp_timing("2s", 0);
+    let timing = ["--saga", saga.as_str()];
     let (_orchestrator, _) = fleet.orchestrator("orchestrator", &timing).await;
     let relay = fleet.relay().await;
     let orders = orders_by("order", 5, "Frances Allen");

@@ -45,11 +45,12 @@ use sluice_kafka::{
     HandlerError, KafkaConfig, OutputRecord, TransactionalLoop, TransactionalSettings, Transformer,
     idempotent_producer,
 };
+use sluice_mapping::load_rules;
 use sluice_resilience::{Classified, ErrorClass, RetryPolicy};
 use sluice_testkit::{
     Stack, TestTopic, committed_total, consume_exactly, eventually, scaled, unique_name,
 };
-use sluice_transformer::{Mapper, OutputTopics, load_rules};
+use sluice_transformer::{Mapper, OutputTopics};
 
 /// The shipped rules with the OrderPlaced rules a deployment without the
 /// saga adds: an Orders row and a sale order per event, the mapping

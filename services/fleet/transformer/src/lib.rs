@@ -3,14 +3,9 @@
 //! `main.rs` wires it; tests drive [`Mapper`] through the transactional loop.
 #![doc = include_str!("../README.md")]
 
-pub mod check;
 pub mod cli;
-mod eval;
 mod mapper;
 mod metrics;
-pub mod rules;
-
-pub use check::check;
 
 /// Input events per transaction by default. A transaction costs a few round
 /// trips whatever its size (partitions added, offsets sent, markers
@@ -20,11 +15,3 @@ pub use check::check;
 pub const DEFAULT_MAX_BATCH: usize = 5_000;
 pub use mapper::{MapError, Mapper, OutputTopics, command_id};
 pub use metrics::{FAILED, MATCHED, PRODUCED};
-pub use rules::{Rules, RulesError};
-
-/// Parses a rules file and checks it against the event contracts.
-pub fn load_rules(text: &str, catalog: &sluice_contracts::Catalog) -> Result<Rules, RulesError> {
-    let rules = Rules::parse(text)?;
-    check(&rules, catalog)?;
-    Ok(rules)
-}

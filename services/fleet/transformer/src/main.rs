@@ -3,9 +3,10 @@
 //! transaction.
 
 use anyhow::{Context, Result};
+use sluice_mapping::load_rules;
 use sluice_service::Service;
 use sluice_transformer::cli::Cli;
-use sluice_transformer::{Mapper, OutputTopics, load_rules};
+use sluice_transformer::{Mapper, OutputTopics};
 
 fn main() -> Result<()> {
     sluice_runtime::block_on(service_main())

@@ -6,17 +6,16 @@ use apache_avro::types::Value;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use sluice_avro::{AvroCodec, CodecError, event_contract};
-use sluice_contracts::types::{
-    Contract, DeadLetterClass, ErpCommand, ErpField, ErpOperation, ScalarValue, SheetCell,
-    SheetRowUpsert,
-};
+use sluice_contracts::types::{Contract, DeadLetterClass, ScalarValue};
 use sluice_kafka::{HandlerError, OutputRecord, Transformer};
 use sluice_resilience::{Classified, ErrorClass};
 use uuid::Uuid;
 
-use crate::eval::{Lookups, Scope, evaluate, field, holds, items, unwrap};
+use sluice_mapping::build::{self, Command, Origin, listed};
+use sluice_mapping::eval::{Lookups, Scope, field, holds, unwrap};
+use sluice_mapping::rules::{FieldPath, Rule, Rules};
+
 use crate::metrics::{FAILED, MATCHED, PRODUCED, describe_once};
-use crate::rules::{Assignment, ErpFieldRule, Expr, FieldPath, Rule, Rules, Target};
 
 /// Namespace of command ids (UUID v5 of `<event_id>/<rule id>`).
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b4d_5e70_8f21_0c3d_4b5a_6978);
@@ -223,18 +222,17 @@ impl Mapper {
                     continue;
                 }
                 metrics::counter!(MATCHED, "rule" => rule.id.clone()).increment(1);
-                let command = Command {
+                let made = Made {
                     rule,
                     scope,
                     command_id: command_id(&event_id, &name),
                     event_id: &event_id,
                     correlation_id: correlation_id.as_deref(),
                     occurred_at,
-                    lookups: &self.lookups,
                 };
-                outputs.push(self.command(&command).await.map_err(|err| match err {
-                    Made::Failed(reason) => failed(reason),
-                    Made::Map(err) => err,
+                outputs.push(self.command(&made).await.map_err(|err| match err {
+                    Failed::Rule(reason) => failed(reason),
+                    Failed::Map(err) => err,
                 })?);
             }
         }
@@ -242,41 +240,34 @@ impl Mapper {
     }
 
     /// The record of one command of a rule.
-    async fn command(&self, command: &Command<'_>) -> Result<OutputRecord, Made> {
-        let rule = command.rule;
-        let output = match &rule.target {
-            Target::Sheet {
-                spreadsheet,
-                sheet,
-                key,
-                columns,
-            } => {
-                let (key, upsert) = command
-                    .sheet_row(spreadsheet, sheet, key, columns)
-                    .map_err(Made::Failed)?;
+    async fn command(&self, made: &Made<'_>) -> Result<OutputRecord, Failed> {
+        let rule = made.rule;
+        let origin = Origin {
+            command_id: made.command_id.clone(),
+            event_id: made.event_id,
+            correlation_id: made.correlation_id,
+            occurred_at: made.occurred_at,
+            saga: None,
+        };
+        let command = build::command(&rule.target, &made.scope, &self.lookups, origin)
+            .map_err(Failed::Rule)?;
+        let output = match &command {
+            Command::Sheet(key, upsert) => {
                 self.record(
-                    command,
+                    made,
                     &self.outputs.sheets,
-                    key,
-                    &upsert,
+                    key.clone(),
+                    upsert,
                     &upsert.command_id,
                 )
                 .await?
             }
-            Target::Erp {
-                model,
-                operation,
-                external_ref,
-                fields,
-            } => {
-                let erp = command
-                    .erp_command(model, *operation, external_ref, fields)
-                    .map_err(Made::Failed)?;
+            Command::Erp(erp) => {
                 self.record(
-                    command,
+                    made,
                     &self.outputs.erp,
                     erp.external_ref.clone(),
-                    &erp,
+                    erp,
                     &erp.command_id,
                 )
                 .await?
@@ -290,12 +281,12 @@ impl Mapper {
 
 /// Why a command was not made: the rule failed on the event, or its
 /// record could not be made.
-enum Made {
-    Failed(String),
+enum Failed {
+    Rule(String),
     Map(MapError),
 }
 
-impl From<MapError> for Made {
+impl From<MapError> for Failed {
     fn from(err: MapError) -> Self {
         Self::Map(err)
     }
@@ -304,7 +295,7 @@ impl From<MapError> for Made {
 impl Mapper {
     async fn record<T: Contract>(
         &self,
-        made: &Command<'_>,
+        made: &Made<'_>,
         topic: &str,
         key: String,
         command: &T,
@@ -348,25 +339,8 @@ fn path(name: &str) -> FieldPath {
     FieldPath::top_level(name)
 }
 
-/// The most items of one list a rule maps: a larger list is more likely a
-/// mistake than an order (and would make one transaction of thousands of
-/// commands, or an ERP command past Kafka's size).
-const MAX_ITEMS: usize = 1_000;
-
-/// The items of the list at `list`, at most [`MAX_ITEMS`].
-fn listed<'a>(scope: &Scope<'a>, list: &FieldPath) -> Result<&'a [Value], String> {
-    let found = items(scope, list)?;
-    if found.len() > MAX_ITEMS {
-        return Err(format!(
-            "{list} holds {} items, more than the {MAX_ITEMS} a rule maps",
-            found.len()
-        ));
-    }
-    Ok(found)
-}
-
 /// One rule applied to one event (or one item of its list).
-struct Command<'a> {
+struct Made<'a> {
     rule: &'a Rule,
     scope: Scope<'a>,
     /// The rule's id for the event (and the item's place): a redelivery
@@ -375,112 +349,4 @@ struct Command<'a> {
     event_id: &'a str,
     correlation_id: Option<&'a str>,
     occurred_at: i64,
-    lookups: &'a Lookups,
-}
-
-impl Command<'_> {
-    fn value(&self, expr: &Expr) -> Result<ScalarValue, String> {
-        evaluate(expr, &self.scope, self.lookups)
-    }
-
-    /// Text for a key or reference; null is refused.
-    fn text(&self, what: &str, expr: &Expr) -> Result<String, String> {
-        match self.value(expr)? {
-            ScalarValue::String(text) if !text.is_empty() => Ok(text),
-            ScalarValue::Long(n) => Ok(n.to_string()),
-            other => Err(format!("{what} is {other:?}; it must be a non-empty value")),
-        }
-    }
-
-    /// The assignments' values, paths read in `scope`.
-    fn assignments(
-        &self,
-        scope: &Scope<'_>,
-        assignments: &[Assignment],
-    ) -> Result<Vec<(String, ScalarValue)>, String> {
-        assignments
-            .iter()
-            .map(|a| {
-                evaluate(&a.value, scope, self.lookups)
-                    .map(|value| (a.name.clone(), value))
-                    .map_err(|reason| format!("{:?}: {reason}", a.name))
-            })
-            .collect()
-    }
-
-    /// The message key (`spreadsheet/sheet/row key`) and the upsert.
-    fn sheet_row(
-        &self,
-        spreadsheet: &str,
-        sheet: &str,
-        key: &Expr,
-        columns: &[Assignment],
-    ) -> Result<(String, SheetRowUpsert), String> {
-        let row_key = self.text("the row key", key)?;
-        let cells = self
-            .assignments(&self.scope, columns)?
-            .into_iter()
-            .map(|(column, value)| SheetCell { column, value })
-            .collect();
-        Ok((
-            format!("{spreadsheet}/{sheet}/{row_key}"),
-            SheetRowUpsert {
-                command_id: self.command_id.clone(),
-                spreadsheet_id: spreadsheet.to_owned(),
-                sheet: sheet.to_owned(),
-                row_key,
-                cells,
-                source_event_id: self.event_id.to_owned(),
-                occurred_at: self.occurred_at,
-                saga: None,
-                correlation_id: self.correlation_id.map(str::to_owned),
-                causation_id: Some(self.event_id.to_owned()),
-            },
-        ))
-    }
-
-    fn erp_command(
-        &self,
-        model: &str,
-        operation: ErpOperation,
-        external_ref: &Expr,
-        fields: &[ErpFieldRule],
-    ) -> Result<ErpCommand, String> {
-        let mut values = Vec::with_capacity(fields.len());
-        for field in fields {
-            match field {
-                ErpFieldRule::One(assignment) => {
-                    values.extend(self.assignments(&self.scope, std::slice::from_ref(assignment))?);
-                }
-                ErpFieldRule::Each { name, each, fields } => {
-                    let list = listed(&self.scope, each)
-                        .map_err(|reason| format!("{name:?}: {reason}"))?;
-                    for (i, item) in list.iter().enumerate() {
-                        let named = self.assignments(&self.scope.with_item(item), fields)?;
-                        let named = named.into_iter();
-                        values.extend(
-                            named.map(|(field, value)| (format!("{name}.{i}.{field}"), value)),
-                        );
-                    }
-                }
-            }
-        }
-        Ok(ErpCommand {
-            command_id: self.command_id.clone(),
-            model: model.to_owned(),
-            operation,
-            external_ref: self.text("external_ref", external_ref)?,
-            fields: values
-                .into_iter()
-                .map(|(name, value)| ErpField { name, value })
-                .collect(),
-            source_event_id: Some(self.event_id.to_owned()),
-            // The event's time, not the clock's: a redelivered event makes
-            // the very same command.
-            issued_at: self.occurred_at,
-            saga: None,
-            correlation_id: self.correlation_id.map(str::to_owned),
-            causation_id: Some(self.event_id.to_owned()),
-        })
-    }
 }

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use sluice_contracts::Catalog;
-use sluice_transformer::load_rules;
+use sluice_mapping::load_rules;
 
 const SHIPPED: &str = include_str!("../rules.toml");
 

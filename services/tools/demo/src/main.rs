@@ -43,10 +43,6 @@ struct Args {
 /// A partition held 3 s with commands waiting is named stalled (5m by
 /// default): the ERP outage holds some.
 const TUNING: Tuning = &[
-    // The ERP outage (and the breaker it opens) can hold a reply past the
-    // default 30 s: the saga waits it out rather than sending the step
-    // again, which would dead-letter a refused order twice.
-    ("saga-orchestrator", &["--erp-timeout-ms", "120000"]),
     (
         "transformer",
         &["--transactional-id", "sluice-transformer-demo"],

@@ -5,7 +5,7 @@ use apache_avro::types::Value;
 use serde_json::{Value as Json, json};
 use sluice_contracts::{Catalog, Topic};
 
-use crate::{JsonMismatch, json_to_avro};
+use crate::{JsonMismatch, json_to_avro, json_to_avro_as_reader};
 
 /// The parts of a domain event, however it arrived.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +38,24 @@ pub fn event_record<'c>(
     catalog: &'c Catalog,
     event: &EventInput<'_>,
 ) -> Result<(&'c Topic, Value), JsonMismatch> {
+    record_of(catalog, event, json_to_avro)
+}
+
+/// As [`event_record`], for an event kept since it was accepted (a saga's
+/// start event) while its contract may have changed: read as a reader of
+/// the current contract reads it (a deleted field passed over).
+pub fn kept_event_record<'c>(
+    catalog: &'c Catalog,
+    event: &EventInput<'_>,
+) -> Result<(&'c Topic, Value), JsonMismatch> {
+    record_of(catalog, event, json_to_avro_as_reader)
+}
+
+fn record_of<'c>(
+    catalog: &'c Catalog,
+    event: &EventInput<'_>,
+    convert: fn(&apache_avro::Schema, &Json) -> Result<Value, JsonMismatch>,
+) -> Result<(&'c Topic, Value), JsonMismatch> {
     let name = event_contract(event.aggregate_type);
     let contract = catalog.topic(&name).ok_or_else(|| JsonMismatch {
         path: "aggregate_type".into(),
@@ -53,5 +71,5 @@ pub fn event_record<'c>(
         // Avro's JSON encoding of a union branch: the event type names it.
         "payload": { event.event_type: event.payload },
     });
-    Ok((contract, json_to_avro(contract.value_schema(), &envelope)?))
+    Ok((contract, convert(contract.value_schema(), &envelope)?))
 }

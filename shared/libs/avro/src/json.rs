@@ -31,6 +31,27 @@ pub struct JsonMismatch {
 
 /// Converts `json` into an Avro value of `schema`.
 pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, JsonMismatch> {
+    convert(schema, json, Unknown::Refused)
+}
+
+/// Converts `json`, written with an earlier version of `schema`, as a
+/// reader of `schema` reads it: a field the schema no longer has is passed
+/// over (Avro's resolution drops it; deleting a field is a BACKWARD change),
+/// a field it added takes its default.
+pub fn json_to_avro_as_reader(schema: &Schema, json: &Json) -> Result<Value, JsonMismatch> {
+    convert(schema, json, Unknown::Ignored)
+}
+
+/// What a record does with a field its schema does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// A client's mistake: named back to it.
+    Refused,
+    /// Written with a version that still had it.
+    Ignored,
+}
+
+fn convert(schema: &Schema, json: &Json, unknown: Unknown) -> Result<Value, JsonMismatch> {
     let resolved = ResolvedSchema::try_from(schema).map_err(|err| JsonMismatch {
         path: "$".into(),
         reason: format!("unusable schema: {err}"),
@@ -40,11 +61,12 @@ pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, JsonMismatch>
         .iter()
         .map(|(name, schema)| (name.clone(), *schema))
         .collect();
-    Converter { names }.convert(schema, json, &mut Path::root())
+    Converter { names, unknown }.convert(schema, json, &mut Path::root())
 }
 
 struct Converter<'s> {
     names: HashMap<Name, &'s Schema>,
+    unknown: Unknown,
 }
 
 /// The location being converted, built up as the walk descends.
@@ -196,6 +218,7 @@ impl<'s> Converter<'s> {
         };
         if let Some(unknown) = object
             .keys()
+            .filter(|_| self.unknown == Unknown::Refused)
             .find(|key| !record.fields.iter().any(|f| &f.name == *key))
         {
             return Err(path
@@ -395,6 +418,20 @@ mod tests {
             (changed.from_status, changed.to_status),
             (OrderStatus::Placed, OrderStatus::Shipped)
         );
+    }
+
+    #[test]
+    fn a_field_a_later_schema_deleted_is_passed_over_by_its_reader() {
+        let mut event = placed();
+        event["payload"]["OrderPlaced"]["colour"] = json!("red");
+        assert!(json_to_avro(&order_schema(), &event).is_err());
+        let read = json_to_avro_as_reader(&order_schema(), &event).unwrap();
+        let mut without = placed();
+        without["payload"]["OrderPlaced"]
+            .as_object_mut()
+            .unwrap()
+            .remove("colour");
+        assert_eq!(read, json_to_avro(&order_schema(), &without).unwrap());
     }
 
     #[test]

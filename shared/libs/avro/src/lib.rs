@@ -13,8 +13,8 @@ mod envelope;
 mod json;
 mod readiness;
 
-pub use envelope::{EventInput, event_contract, event_record};
-pub use json::{JsonMismatch, json_to_avro};
+pub use envelope::{EventInput, event_contract, event_record, kept_event_record};
+pub use json::{JsonMismatch, json_to_avro, json_to_avro_as_reader};
 pub use readiness::RegistryReadiness;
 
 use std::collections::HashMap;

@@ -48,7 +48,7 @@ pub fn order_placed(order_id: &str, occurred_at_ms: i64) -> Value {
     ])
 }
 
-/// The sale order the order saga's reservation creates (fulfilment.rs) for
+/// The sale order the order saga's reservation creates (sagas/order-fulfilment.toml) for
 /// `order`: Katherine Johnson (katherine@example.org) buys 2 × SKU-1 at
 /// 12.50; a fresh command id; sent for `saga`'s step, or for no saga.
 pub fn sale_order_create(order: &str, saga: Option<SagaStep>) -> ErpCommand {

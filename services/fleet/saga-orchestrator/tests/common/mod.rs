@@ -20,6 +20,7 @@ use sluice_avro::AvroCodec;
 use sluice_contracts::types::{Customer, OrderEvent, OrderLine, OrderPayload, OrderPlaced};
 use sluice_fleet::Launch;
 use sluice_fleet::topology::sandbox_odoo;
+use sluice_saga_orchestrator::ORDER_FULFILMENT;
 use sluice_sandbox::{Local, OdooAccount, Port, Sandbox, ServiceAccountKey, TokenIssuer};
 use sluice_testkit::{KillOnDrop, Stack, TestTopic, eventually, free_port, producer, unique_name};
 use sqlx::{PgPool, Row};
@@ -270,7 +271,7 @@ impl Fleet {
         let (slot, publication) = (self.slot(), self.publication());
         let mut all = vec![
             "run",
-            "--orders-topic",
+            "--events-topic",
             &t.orders,
             "--erp-topic",
             &t.erp_commands,
@@ -284,10 +285,6 @@ impl Fleet {
             &t.dlq_saga,
             "--group-id",
             &self.name,
-            "--spreadsheet",
-            SPREADSHEET,
-            "--sheet",
-            SHEET,
             "--timeout-tick-ms",
             "200",
             "--outbox-slot",
@@ -303,6 +300,22 @@ impl Fleet {
             &[("SLUICE_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
         );
         (child, port)
+    }
+
+    /// The shipped saga with its ERP step's `timeout` and `retries`
+    /// changed, written for `--saga`; its path.
+    pub fn saga_with_erp_timing(&self, timeout: &str, retries: i64) -> String {
+        let mut saga: toml::Table = toml::from_str(ORDER_FULFILMENT).unwrap();
+        let steps = saga
+            .get_mut("steps")
+            .and_then(toml::Value::as_array_mut)
+            .unwrap();
+        let erp = steps[0].as_table_mut().unwrap();
+        erp.insert("timeout".into(), timeout.into());
+        erp.insert("retries".into(), retries.into());
+        let path = self.logs.join(format!("saga-{timeout}-{retries}.toml"));
+        std::fs::write(&path, toml::to_string(&saga).unwrap()).unwrap();
+        path.display().to_string()
     }
 
     /// What the service started as `label` has logged so far.

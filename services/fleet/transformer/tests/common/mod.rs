@@ -16,9 +16,10 @@ use sluice_avro::{AvroCodec, EventInput, event_record};
 use sluice_contracts::Catalog;
 use sluice_dlq::DeadLetterPublisher;
 use sluice_kafka::{KafkaConfig, TransactionalLoop, TransactionalSettings, Transformer};
+use sluice_mapping::load_rules;
 use sluice_resilience::RetryPolicy;
 use sluice_testkit::{Stack, TestTopic, process_metrics, producer, unique_name};
-use sluice_transformer::{Mapper, OutputTopics, load_rules};
+use sluice_transformer::{Mapper, OutputTopics};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -48,7 +48,8 @@ pub enum RulesError {
 }
 
 impl RulesError {
-    pub(crate) fn invalid(rule: &str, place: impl fmt::Display, reason: impl fmt::Display) -> Self {
+    /// The error of `rule` (or another owner) at `place`.
+    pub fn invalid(rule: &str, place: impl fmt::Display, reason: impl fmt::Display) -> Self {
         Self::Invalid {
             rule: rule.to_owned(),
             place: place.to_string(),
@@ -73,7 +74,7 @@ impl FieldPath {
     }
 
     /// A field of the envelope itself.
-    pub(crate) fn top_level(name: &str) -> Self {
+    pub fn top_level(name: &str) -> Self {
         Self(vec![name.to_owned()])
     }
 
@@ -399,15 +400,52 @@ struct RawField {
     name: String,
     value: Option<RawExpr>,
     each: Option<String>,
-    fields: Option<Vec<RawColumnField>>,
+    fields: Option<Vec<FieldSpec>>,
 }
 
-/// A field of an `each` group: a name and a value.
+/// A field of an `each` group, or of a record a file builds: a name and
+/// a value.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawColumnField {
+pub struct FieldSpec {
     name: String,
     value: RawExpr,
+}
+
+impl FieldSpec {
+    /// The typed assignment; errors name `owner` and `place`.
+    pub fn build(self, owner: &str, place: &str) -> Result<Assignment, RulesError> {
+        let none = BTreeMap::new();
+        let build = Builder {
+            rule: owner,
+            lookups: &none,
+        };
+        Ok(Assignment {
+            value: build.expr(&format!("{place} {:?}", self.name), self.value)?,
+            name: self.name,
+        })
+    }
+}
+
+/// A command as a file other than the rules file writes it (a saga's
+/// step): `sheet = {…}` or `erp = {…}`, as a rule's, without lookups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    sheet: Option<RawSheet>,
+    erp: Option<RawErp>,
+}
+
+impl TargetSpec {
+    /// The typed target; errors name `owner` and the place under `prefix`.
+    pub fn build(self, owner: &str, prefix: &str) -> Result<Target, RulesError> {
+        let none = BTreeMap::new();
+        let build = Builder {
+            rule: owner,
+            lookups: &none,
+        };
+        build.target(prefix, self.sheet, self.erp)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,52 +493,7 @@ impl RawRule {
             .as_deref()
             .map(|path| build.path("each", path))
             .transpose()?;
-        let target = match (self.sheet, self.erp) {
-            (Some(sheet), None) => Target::Sheet {
-                key: build.expr("sheet.key", sheet.key)?,
-                columns: sheet
-                    .columns
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let place = format!("sheet.columns[{i}] {:?}", c.column);
-                        Ok(Assignment {
-                            value: build.expr(&place, c.value)?,
-                            name: c.column,
-                        })
-                    })
-                    .collect::<Result<_, RulesError>>()?,
-                spreadsheet: sheet.spreadsheet,
-                sheet: sheet.sheet,
-            },
-            (None, Some(erp)) => {
-                if erp.operation == ErpOperation::Unknown {
-                    return Err(RulesError::invalid(
-                        &self.id,
-                        "erp.operation",
-                        "UNKNOWN is for readers; use CREATE, UPDATE, UPSERT or CANCEL",
-                    ));
-                }
-                Target::Erp {
-                    external_ref: build.expr("erp.external_ref", erp.external_ref)?,
-                    fields: erp
-                        .fields
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, f)| build.erp_field(&format!("erp.fields[{i}] {:?}", f.name), f))
-                        .collect::<Result<_, RulesError>>()?,
-                    model: erp.model,
-                    operation: erp.operation,
-                }
-            }
-            _ => {
-                return Err(RulesError::invalid(
-                    &self.id,
-                    "target",
-                    "give exactly one of [rules.sheet] or [rules.erp]",
-                ));
-            }
-        };
+        let target = build.target("", self.sheet, self.erp)?;
         Ok(Rule {
             id: self.id,
             aggregate: self.aggregate,
@@ -513,6 +506,64 @@ impl RawRule {
 }
 
 impl Builder<'_> {
+    /// The sheet or ERP target; `prefix` is where the file has it.
+    fn target(
+        &self,
+        prefix: &str,
+        sheet: Option<RawSheet>,
+        erp: Option<RawErp>,
+    ) -> Result<Target, RulesError> {
+        Ok(match (sheet, erp) {
+            (Some(sheet), None) => Target::Sheet {
+                key: self.expr(&format!("{prefix}sheet.key"), sheet.key)?,
+                columns: sheet
+                    .columns
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let place = format!("{prefix}sheet.columns[{i}] {:?}", c.column);
+                        Ok(Assignment {
+                            value: self.expr(&place, c.value)?,
+                            name: c.column,
+                        })
+                    })
+                    .collect::<Result<_, RulesError>>()?,
+                spreadsheet: sheet.spreadsheet,
+                sheet: sheet.sheet,
+            },
+            (None, Some(erp)) => {
+                if erp.operation == ErpOperation::Unknown {
+                    return Err(self.error(
+                        &format!("{prefix}erp.operation"),
+                        "UNKNOWN is for readers; use CREATE, UPDATE, UPSERT or CANCEL",
+                    ));
+                }
+                Target::Erp {
+                    external_ref: self
+                        .expr(&format!("{prefix}erp.external_ref"), erp.external_ref)?,
+                    fields: erp
+                        .fields
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, f)| {
+                            let place = format!("{prefix}erp.fields[{i}] {:?}", f.name);
+                            self.erp_field(&place, f)
+                        })
+                        .collect::<Result<_, RulesError>>()?,
+                    model: erp.model,
+                    operation: erp.operation,
+                }
+            }
+            _ => {
+                let table = if prefix.is_empty() { "rules." } else { prefix };
+                return Err(self.error(
+                    &format!("{prefix}target"),
+                    format!("give exactly one of [{table}sheet] or [{table}erp]"),
+                ));
+            }
+        })
+    }
+
     fn error(&self, place: &str, reason: impl fmt::Display) -> RulesError {
         RulesError::invalid(self.rule, place, reason)
     }

@@ -8,20 +8,36 @@ use sluice_contracts::types::ScalarValue;
 use crate::rules::{Condition, Expr, FieldPath, Op};
 
 /// Lookup tables by name.
-pub(crate) type Lookups = BTreeMap<String, BTreeMap<String, String>>;
+pub type Lookups = BTreeMap<String, BTreeMap<String, String>>;
 
-/// What paths read: the event, and the item of an `each` list being
-/// mapped (`item.…`), if any.
+/// What paths read: the event, the item of an `each` list being mapped
+/// (`item.…`), and the saga sending the command (`saga.…`), if any.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Scope<'a> {
+pub struct Scope<'a> {
+    /// The event.
     pub event: &'a Value,
+    /// The item of an `each` list, if any.
     pub item: Option<&'a Value>,
+    /// The saga's record ([`crate::saga::value`]), if a saga maps.
+    pub saga: Option<&'a Value>,
 }
 
 impl<'a> Scope<'a> {
     /// The event alone.
     pub fn of(event: &'a Value) -> Self {
-        Self { event, item: None }
+        Self {
+            event,
+            item: None,
+            saga: None,
+        }
+    }
+
+    /// The event, with `saga` as `saga.…`.
+    pub fn with_saga(self, saga: &'a Value) -> Self {
+        Self {
+            saga: Some(saga),
+            ..self
+        }
     }
 
     /// The event, with `item` as `item.…`.
@@ -34,8 +50,9 @@ impl<'a> Scope<'a> {
 
     /// Where `path` starts, and its segments from there.
     fn start<'p>(&self, path: &'p FieldPath) -> (&'a Value, &'p [String]) {
-        match (self.item, path.segments().split_first()) {
-            (Some(item), Some((first, rest))) if first == "item" => (item, rest),
+        match (self.item, self.saga, path.segments().split_first()) {
+            (Some(item), _, Some((first, rest))) if first == "item" => (item, rest),
+            (_, Some(saga), Some((first, rest))) if first == crate::saga::ROOT => (saga, rest),
             _ => (self.event, path.segments()),
         }
     }
@@ -59,7 +76,7 @@ fn value_at<'a>(scope: &Scope<'a>, path: &FieldPath) -> Result<Option<&'a Value>
 }
 
 /// The items of the list at `path`; none where it is null or absent.
-pub(crate) fn items<'a>(scope: &Scope<'a>, path: &FieldPath) -> Result<&'a [Value], String> {
+pub fn items<'a>(scope: &Scope<'a>, path: &FieldPath) -> Result<&'a [Value], String> {
     match value_at(scope, path)? {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
@@ -69,7 +86,7 @@ pub(crate) fn items<'a>(scope: &Scope<'a>, path: &FieldPath) -> Result<&'a [Valu
 
 /// The single value at `path`. A field that is not there (an event
 /// written with another schema version) reads as null.
-pub(crate) fn field(scope: &Scope<'_>, path: &FieldPath) -> Result<ScalarValue, String> {
+pub fn field(scope: &Scope<'_>, path: &FieldPath) -> Result<ScalarValue, String> {
     let Some(value) = value_at(scope, path)? else {
         return Ok(ScalarValue::Null);
     };
@@ -87,7 +104,7 @@ pub(crate) fn field(scope: &Scope<'_>, path: &FieldPath) -> Result<ScalarValue, 
 }
 
 /// The value inside any union branches around `value`.
-pub(crate) fn unwrap(value: &Value) -> &Value {
+pub fn unwrap(value: &Value) -> &Value {
     match value {
         Value::Union(_, inner) => unwrap(inner),
         other => other,
@@ -123,7 +140,7 @@ fn same(left: &ScalarValue, right: &ScalarValue) -> bool {
 }
 
 /// Whether the condition holds in `scope`.
-pub(crate) fn holds(condition: &Condition, scope: &Scope<'_>) -> Result<bool, String> {
+pub fn holds(condition: &Condition, scope: &Scope<'_>) -> Result<bool, String> {
     let value = field(scope, condition.field())?;
     Ok(match condition {
         Condition::Equals(_, expected) => same(&value, expected),
@@ -143,11 +160,7 @@ fn scaled(x: f64, divide_by: f64, decimals: Option<u8>) -> ScalarValue {
 }
 
 /// The value of `expr` in `scope`.
-pub(crate) fn evaluate(
-    expr: &Expr,
-    scope: &Scope<'_>,
-    lookups: &Lookups,
-) -> Result<ScalarValue, String> {
+pub fn evaluate(expr: &Expr, scope: &Scope<'_>, lookups: &Lookups) -> Result<ScalarValue, String> {
     match expr {
         Expr::Copy {
             field: path,

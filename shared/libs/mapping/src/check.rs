@@ -8,7 +8,9 @@ use sluice_avro::event_contract;
 use sluice_contracts::Catalog;
 use sluice_contracts::types::ScalarValue;
 
-use crate::rules::{Condition, ErpFieldRule, Expr, FieldPath, Op, Rule, Rules, RulesError, Target};
+use crate::rules::{
+    Assignment, Condition, ErpFieldRule, Expr, FieldPath, Op, Rule, Rules, RulesError, Target,
+};
 
 /// What a field holds, as far as rules care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,37 +31,149 @@ impl Kind {
     fn textual(&self) -> bool {
         matches!(self, Self::Text | Self::Enum(_))
     }
+
+    /// Whether a value of this kind can be written to a field of `field`'s.
+    fn fits(&self, field: &Kind) -> bool {
+        match field {
+            Kind::Text | Kind::Enum(_) => self.textual(),
+            Kind::Integer | Kind::Timestamp => matches!(self, Kind::Integer | Kind::Timestamp),
+            Kind::Float => self.numeric(),
+            Kind::Boolean => *self == Kind::Boolean,
+        }
+    }
 }
 
 /// Checks every rule against the contract of its aggregate's events.
 pub fn check(rules: &Rules, catalog: &Catalog) -> Result<(), RulesError> {
     for rule in &rules.rules {
-        let contract = event_contract(&rule.aggregate);
+        check_rule(rule, catalog, None)?;
+    }
+    Ok(())
+}
+
+/// Checks the command of a saga's step (a rule of the saga's start event)
+/// against the contract of its aggregate's events; its values may read
+/// the saga too (`saga.…`, [`crate::saga`]).
+pub fn check_in_saga(rule: &Rule, catalog: &Catalog) -> Result<(), RulesError> {
+    check_rule(rule, catalog, Some(crate::saga::schema()))
+}
+
+fn check_rule(rule: &Rule, catalog: &Catalog, saga: Option<&Schema>) -> Result<(), RulesError> {
+    let contract = Contract::of(&rule.id, &rule.aggregate, catalog)?;
+    let event = contract.event(&rule.event_type);
+    event.check_event_type(&rule.id, &rule.aggregate)?;
+    RuleCheck {
+        owner: &rule.id,
+        event: &event,
+        item: None,
+        saga,
+    }
+    .check(rule)
+}
+
+/// Checks a saga's outcome event: `event_type` is an event of `aggregate`,
+/// each of `payload`'s names one of its fields and each value (read from an
+/// event of type `starts_on`, and the saga) of that field's kind; every
+/// field the event requires (not nullable, without a default) is given.
+pub fn check_outcome(
+    owner: &str,
+    place: &str,
+    (aggregate, starts_on): (&str, &str),
+    event_type: &str,
+    payload: &[Assignment],
+    catalog: &Catalog,
+) -> Result<(), RulesError> {
+    let contract = Contract::of(owner, aggregate, catalog)?;
+    let read = contract.event(starts_on);
+    let written = contract.event(event_type);
+    let error = |place: &str, reason: String| RulesError::invalid(owner, place, reason);
+    written
+        .check_event_type(owner, aggregate)
+        .map_err(|err| match err {
+            RulesError::Invalid { rule, reason, .. } => RulesError::Invalid {
+                rule,
+                place: format!("{place}.event_type"),
+                reason,
+            },
+            other => other,
+        })?;
+    let payload_schema = written
+        .field_schema(written.root, "payload")
+        .ok_or_else(|| error(place, "the contract has no payload".into()))?;
+    let (branch, _) = written
+        .unwrap(payload_schema)
+        .map_err(|reason| error(place, reason))?;
+    let Schema::Record(record) = branch else {
+        return Err(error(place, format!("{event_type} is not a record")));
+    };
+    let values = RuleCheck {
+        owner,
+        event: &read,
+        item: None,
+        saga: Some(crate::saga::schema()),
+    };
+    for (i, assignment) in payload.iter().enumerate() {
+        let place = format!("{place}.payload[{i}] {:?}", assignment.name);
+        let field = FieldPath::top_level(&assignment.name);
+        let (wanted, _) = written
+            .kind_of(branch, field.segments(), &field)
+            .map_err(|reason| error(&place, reason))?;
+        values.expr(&place, &assignment.value)?;
+        let given = values.output(&place, &assignment.value)?;
+        if !given.fits(&wanted) {
+            return Err(error(
+                &place,
+                format!(
+                    "gives {given:?}; {event_type}.{} takes {wanted:?}",
+                    assignment.name
+                ),
+            ));
+        }
+    }
+    let required = record.fields.iter().filter(|field| {
+        let nullable = matches!(&field.schema, Schema::Union(u) if u.variants().iter().any(|v| matches!(v, Schema::Null)));
+        !nullable && field.default.is_none()
+    });
+    for field in required {
+        if !payload.iter().any(|a| a.name == field.name) {
+            return Err(error(
+                &format!("{place}.payload"),
+                format!("{event_type} requires {:?}: give it a value", field.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The event contract of an aggregate, its names resolved.
+struct Contract<'c> {
+    schema: &'c Schema,
+    resolved: ResolvedSchema<'c>,
+}
+
+impl<'c> Contract<'c> {
+    fn of(owner: &str, aggregate: &str, catalog: &'c Catalog) -> Result<Self, RulesError> {
+        let contract = event_contract(aggregate);
         let topic = catalog.topic(&contract).ok_or_else(|| {
             RulesError::invalid(
-                &rule.id,
+                owner,
                 "aggregate",
-                format!("no contract {contract} for aggregate {:?}", rule.aggregate),
+                format!("no contract {contract} for aggregate {aggregate:?}"),
             )
         })?;
         let schema = topic.value_schema();
-        let resolved = ResolvedSchema::try_from(schema).map_err(|err| {
-            RulesError::invalid(&rule.id, "aggregate", format!("{contract}: {err}"))
-        })?;
-        let event = EventSchema {
-            root: schema,
-            names: resolved.get_names(),
-            event_type: &rule.event_type,
-        };
-        event.check_event_type(rule)?;
-        RuleCheck {
-            rule,
-            event: &event,
-            item: None,
-        }
-        .check()?;
+        let resolved = ResolvedSchema::try_from(schema)
+            .map_err(|err| RulesError::invalid(owner, "aggregate", format!("{contract}: {err}")))?;
+        Ok(Self { schema, resolved })
     }
-    Ok(())
+
+    fn event<'s>(&'s self, event_type: &'s str) -> EventSchema<'s> {
+        EventSchema {
+            root: self.schema,
+            names: self.resolved.get_names(),
+            event_type,
+        }
+    }
 }
 
 /// One event type of one contract.
@@ -87,11 +201,11 @@ impl EventSchema<'_> {
         }
     }
 
-    fn check_event_type(&self, rule: &Rule) -> Result<(), RulesError> {
+    fn check_event_type(&self, owner: &str, aggregate: &str) -> Result<(), RulesError> {
         let payload = self.field_schema(self.root, "payload");
         let Some(Schema::Union(union)) = payload.map(|s| self.deref(s)) else {
             return Err(RulesError::invalid(
-                &rule.id,
+                owner,
                 "event_type",
                 "the contract has no payload union",
             ));
@@ -106,12 +220,11 @@ impl EventSchema<'_> {
             .collect();
         if !types.contains(&self.event_type) {
             return Err(RulesError::invalid(
-                &rule.id,
+                owner,
                 "event_type",
                 format!(
-                    "{:?} is not an event of {} (it has {})",
+                    "{:?} is not an event of {aggregate} (it has {})",
                     self.event_type,
-                    rule.aggregate,
                     types.join(", ")
                 ),
             ));
@@ -247,15 +360,18 @@ fn kind_name(schema: &Schema) -> &'static str {
 
 #[derive(Clone, Copy)]
 struct RuleCheck<'a> {
-    rule: &'a Rule,
+    /// The rule (or saga) errors name.
+    owner: &'a str,
     event: &'a EventSchema<'a>,
     /// The items' schema of the `each` list the check is inside, if any.
     item: Option<&'a Schema>,
+    /// The saga's record, where a saga maps.
+    saga: Option<&'a Schema>,
 }
 
 impl<'a> RuleCheck<'a> {
     fn error(&self, place: &str, reason: impl std::fmt::Display) -> RulesError {
-        RulesError::invalid(&self.rule.id, place, reason)
+        RulesError::invalid(self.owner, place, reason)
     }
 
     /// Where `path` starts (the event, or the item for `item.…`) and its
@@ -265,9 +381,10 @@ impl<'a> RuleCheck<'a> {
         place: &str,
         path: &'p FieldPath,
     ) -> Result<(&'a Schema, &'p [String]), RulesError> {
-        match (self.item, path.segments().split_first()) {
-            (Some(item), Some((first, rest))) if first == "item" => Ok((item, rest)),
-            (None, Some((first, _))) if first == "item" => Err(self.error(
+        match (self.item, self.saga, path.segments().split_first()) {
+            (Some(item), _, Some((first, rest))) if first == "item" => Ok((item, rest)),
+            (_, Some(saga), Some((first, rest))) if first == crate::saga::ROOT => Ok((saga, rest)),
+            (None, _, Some((first, _))) if first == "item" => Err(self.error(
                 place,
                 format!("{path}: item.… reads an item of each, and no each encloses it"),
             )),
@@ -296,13 +413,13 @@ impl<'a> RuleCheck<'a> {
         })
     }
 
-    fn check(&self) -> Result<(), RulesError> {
-        let Some(list) = &self.rule.each else {
-            return self.check_scoped();
+    fn check(&self, rule: &Rule) -> Result<(), RulesError> {
+        let Some(list) = &rule.each else {
+            return self.check_scoped(rule);
         };
         // A command per item: one key for all would make every item's
         // command write the same row or record, the last one winning.
-        let (place, keyed) = match &self.rule.target {
+        let (place, keyed) = match &rule.target {
             Target::Sheet { key, .. } => ("sheet.key", key),
             Target::Erp { external_ref, .. } => ("erp.external_ref", external_ref),
         };
@@ -312,11 +429,11 @@ impl<'a> RuleCheck<'a> {
                 "a rule with each makes a command per item: the key must read the item (item.…)",
             ));
         }
-        self.within("each", list)?.check_scoped()
+        self.within("each", list)?.check_scoped(rule)
     }
 
-    fn check_scoped(&self) -> Result<(), RulesError> {
-        for (i, condition) in self.rule.when.iter().enumerate() {
+    fn check_scoped(&self, rule: &Rule) -> Result<(), RulesError> {
+        for (i, condition) in rule.when.iter().enumerate() {
             let place = format!("when[{i}]");
             let kind = self.kind(&place, condition.field())?;
             let values: &[ScalarValue] = match condition {
@@ -330,14 +447,14 @@ impl<'a> RuleCheck<'a> {
                 self.comparable(&place, condition.field(), &kind, value)?;
             }
         }
-        match &self.rule.target {
+        match &rule.target {
             Target::Sheet { key, columns, .. } => {
                 self.expr("sheet.key", key)?;
                 for (i, column) in columns.iter().enumerate() {
                     let place = format!("sheet.columns[{i}] {:?}", column.name);
                     if column.name == sluice_contracts::SHEET_VERSIONS_COLUMN {
                         return Err(RulesError::invalid(
-                            &self.rule.id,
+                            self.owner,
                             place,
                             "sheets-sink's own column (each cell's version): name the column otherwise",
                         ));
@@ -446,6 +563,21 @@ impl<'a> RuleCheck<'a> {
             _ => return Ok(()),
         };
         Err(self.error(place, format!("arithmetic takes numbers, not {not}")))
+    }
+
+    /// The kind of value `expr` (checked itself) gives.
+    fn output(&self, place: &str, expr: &Expr) -> Result<Kind, RulesError> {
+        Ok(match expr {
+            Expr::Copy { field, .. } => self.kind(place, field)?,
+            Expr::Constant(ScalarValue::Long(_)) => Kind::Integer,
+            Expr::Constant(ScalarValue::Double(_)) => Kind::Float,
+            Expr::Constant(ScalarValue::Boolean(_)) => Kind::Boolean,
+            Expr::Number { decimals, .. } | Expr::Arithmetic { decimals, .. } => match decimals {
+                Some(_) => Kind::Text,
+                None => Kind::Float,
+            },
+            _ => Kind::Text,
+        })
     }
 
     fn expr(&self, place: &str, expr: &Expr) -> Result<(), RulesError> {
