@@ -3,12 +3,16 @@
 //! beside the shipped contracts, given to the built binaries. Provisioning
 //! creates its topic and registers its subject; invoices committed to an
 //! outbox table are relayed and those posted to ingest accepted; the
-//! transformer maps them by a rules file to an Invoices sheet and the ERP's
-//! customer invoices: sheets-sink writes the rows, erp-sink creates and
-//! posts each invoice (`account.move`) and cancels the withdrawn one, told
-//! the model's methods by flags. A contract change that breaks BACKWARD
-//! compatibility is refused, naming the field. (`cargo build --workspace`
-//! first, as `make test` does.)
+//! invoice-booking saga (a file, run by two orchestrator replicas) books
+//! each issued invoice in the ERP (`account.move`, posted by erp-sink, told
+//! the model's methods by flags) and records it on an Invoices sheet, then
+//! announces InvoiceBooked; the transformer maps the other events by a
+//! rules file (paid and cancelled rows, the withdrawn invoice cancelled in
+//! the ERP). An invoice the ERP will not post, and one it does not answer
+//! in time (erp-sink paused), are cancelled in the ERP and announced
+//! InvoiceRefused. A contract change that breaks BACKWARD compatibility is
+//! refused, naming the field. (`cargo build --workspace` first, as `make
+//! test` does.)
 // A test fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,10 +23,13 @@ use std::time::Duration;
 
 use common::{OutboxCleanup, bin_dir, provision, stack_env, start};
 use serde_json::{Map, Value, json};
+use sluice_avro::AvroCodec;
 use sluice_fleet::topology::sandbox_odoo;
 use sluice_fleet::{Place, Sandbox, wait_ready};
 use sluice_sandbox::Local;
-use sluice_testkit::{Stack, TestTopic, eventually, free_port, token_sha256, unique_name};
+use sluice_testkit::{
+    Stack, TestTopic, committed_messages, eventually, free_port, token_sha256, unique_name,
+};
 use sqlx::PgPool;
 
 /// The worked example of docs/OPERATIONS.md ("Your own aggregate"): a
@@ -69,6 +76,54 @@ fn rules(aggregate: &str) -> String {
     example("rules.toml", aggregate)
 }
 
+/// The example's saga, its steps waiting `timeout` for each reply, once
+/// again before they fail: a paused erp-sink shows within the test.
+fn saga(aggregate: &str, timeout: &str) -> String {
+    example("saga.toml", aggregate)
+        .replace("timeout = \"180s\"", &format!("timeout = \"{timeout}\""))
+        .replace("retries = 2", "retries = 1")
+}
+
+/// The events of `topic` decoded, as (aggregate id, event type, payload).
+async fn events(topic: &str) -> Vec<(String, String, Value)> {
+    let codec = AvroCodec::new(Stack::get().registry_settings());
+    let mut events = Vec::new();
+    for message in committed_messages(topic).await {
+        let Some(bytes) = rdkafka::Message::payload(&message) else {
+            continue;
+        };
+        let event = Value::try_from(codec.decode_value(bytes).await.unwrap()).unwrap();
+        let of = |field: &str| event[field].as_str().unwrap_or_default().to_owned();
+        events.push((
+            of("aggregate_id"),
+            of("event_type"),
+            event["payload"].clone(),
+        ));
+    }
+    events
+}
+
+/// Waits for the saga's outcome of each of `invoices` on `topic`: its
+/// event type and payload.
+async fn outcomes(topic: &str, invoices: &[&str]) -> Vec<(String, String, Value)> {
+    eventually(
+        &format!("the saga's outcome of {invoices:?}"),
+        Duration::from_secs(120),
+        || async {
+            let outcomes: Vec<_> = events(topic)
+                .await
+                .into_iter()
+                .filter(|(id, kind, _)| {
+                    invoices.contains(&id.as_str())
+                        && (kind == "InvoiceBooked" || kind == "InvoiceRefused")
+                })
+                .collect();
+            (outcomes.len() >= invoices.len()).then_some(outcomes)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binaries() {
     let stack = Stack::get();
@@ -107,6 +162,10 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         dlq("invoice-relay-dlq").await,
         dlq("invoice-erp-dlq").await,
     );
+    let sheet_results =
+        TestTopic::with_schema_of("sheets.results.v1", "invoice-rows-done", 3).await;
+    let saga_dlq = dlq("invoice-saga-dlq").await;
+    let saga_relay_dlq = dlq("invoice-saga-relay-dlq").await;
     let contracts_env = ("SLUICE_CONTRACTS_DIR", contracts.display().to_string());
     let group = unique_name("invoices");
 
@@ -114,15 +173,29 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     let pool = PgPool::connect(&stack.database_url).await.unwrap();
     let table = format!("outbox_{aggregate}");
     let (slot, publication) = (format!("slot_{aggregate}"), format!("pub_{aggregate}"));
+    // The sagas in a database of their own, as a deployment may have it.
+    let sagas_db = format!("sagas_{aggregate}");
+    let saga_slot = format!("saga_slot_{aggregate}");
+    let drop_slot = |slot: &str| {
+        format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        )
+    };
     let _cleanup = OutboxCleanup {
         statements: vec![
-            format!(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
-            ),
+            drop_slot(&slot),
             format!("DROP PUBLICATION IF EXISTS {publication}"),
             format!("DROP TABLE IF EXISTS {table}"),
+            drop_slot(&saga_slot),
+            format!("DROP DATABASE IF EXISTS {sagas_db} WITH (FORCE)"),
         ],
     };
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {sagas_db}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (base, _) = stack.database_url.rsplit_once('/').unwrap();
+    let sagas_url = format!("{base}/{sagas_db}");
     common::create_outbox(&pool, &table).await;
     let (mut relay, relay_port) = start(
         &logs,
@@ -187,6 +260,8 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
             &sandbox.url,
             "--topic",
             &rows.name,
+            "--results-topic",
+            &sheet_results.name,
             "--dlq-topic",
             &sheets_dlq.name,
             "--group-id",
@@ -216,12 +291,85 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         &erp_group,
     ]);
     let (mut erp, erp_port) = start(&logs, "erp-sink", "erp-sink", &erp_args, &[]);
+
+    // The invoice-booking saga, by two replicas of the built orchestrator
+    // given the example's file; outbox-relay sends what they write.
+    std::fs::write(work.join("saga.toml"), saga(&aggregate, "6s")).unwrap();
+    let saga_file = work.join("saga.toml").display().to_string();
+    let saga_publication = format!("saga_pub_{aggregate}");
+    let saga_env = [
+        contracts_env.clone(),
+        ("SLUICE_DATABASE_URL", sagas_url.clone()),
+    ];
+    let orchestrator = |label: &str| {
+        start(
+            &logs,
+            "saga-orchestrator",
+            label,
+            &[
+                "run",
+                "--saga",
+                &saga_file,
+                "--erp-topic",
+                &commands.name,
+                "--erp-results-topic",
+                &results.name,
+                "--sheets-topic",
+                &rows.name,
+                "--sheets-results-topic",
+                &sheet_results.name,
+                "--dlq-topic",
+                &saga_dlq.name,
+                "--group-id",
+                &format!("{group}-saga"),
+                "--outbox-slot",
+                &saga_slot,
+                "--outbox-publication",
+                &saga_publication,
+                "--timeout-tick-ms",
+                "200",
+            ],
+            &saga_env,
+        )
+    };
+    let (mut first, first_port) = orchestrator("orchestrator-1");
+    let (mut second, second_port) = orchestrator("orchestrator-2");
+    let events_topic = format!("{aggregate}.events.v1");
+    for port in [first_port, second_port] {
+        wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(90))
+            .await
+            .unwrap();
+    }
+    let allowed = [rows.name.as_str(), &commands.name, &events_topic].join(",");
+    let (mut saga_relay, saga_relay_port) = start(
+        &logs,
+        "outbox-relay",
+        "saga-relay",
+        &[
+            "--outbox-table",
+            "saga.outbox",
+            "--outbox-format",
+            "addressed",
+            "--outbox-slot",
+            &saga_slot,
+            "--outbox-publication",
+            &saga_publication,
+            "--dlq-topic",
+            &saga_relay_dlq.name,
+        ],
+        &[
+            contracts_env.clone(),
+            ("SLUICE_DATABASE_URL", sagas_url.clone()),
+            ("SLUICE_OUTBOX_ALLOW_TOPICS", allowed),
+        ],
+    );
     for port in [
         relay_port,
         ingest_port,
         transformer_port,
         sink_port,
         erp_port,
+        saga_relay_port,
     ] {
         wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(90))
             .await
@@ -290,6 +438,29 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         .unwrap();
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("amount_minor"));
+    // An invoice Odoo will not post (no line): the draft the saga made is
+    // cancelled, and the invoice refused.
+    post(
+        "INV-5",
+        "InvoiceIssued",
+        json!({"customer": "Alan", "currency": "EUR", "amount_minor": 0, "lines": []}),
+    )
+    .await;
+    // Booked (in the ERP, on the sheet) before it is paid or withdrawn.
+    let booked = outcomes(&events_topic, &["INV-1", "INV-2", "INV-5"]).await;
+    let outcome = |id: &str| booked.iter().find(|(of, _, _)| of == id).unwrap();
+    for id in ["INV-1", "INV-2"] {
+        let (_, kind, payload) = outcome(id);
+        assert_eq!(kind, "InvoiceBooked", "{payload}");
+        assert_eq!(payload["erp_reference"], id);
+    }
+    let (_, kind, payload) = outcome("INV-5");
+    assert_eq!(kind, "InvoiceRefused", "{payload}");
+    assert_eq!(payload["failed_step"], "book-in-erp");
+    assert!(
+        payload["reason"].as_str().unwrap().contains("line"),
+        "{payload}"
+    );
     outbox("INV-1", "InvoicePaid", json!({"paid_at": "2026-12-03"})).await;
     post(
         "INV-2",
@@ -332,7 +503,8 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
     assert_eq!(seen.len(), 3);
 
     // In the ERP: each invoice once, posted, its lines from the event's;
-    // the withdrawn one cancelled by the model's own method.
+    // the withdrawn one and the one Odoo would not post cancelled by the
+    // model's own method.
     let admin = Local::at(&sandbox.url);
     let states = |records: &[Map<String, Value>]| {
         let mut states: Vec<(String, String)> = records
@@ -345,9 +517,14 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         states.sort();
         states
     };
-    let wanted = [("INV-1", "posted"), ("INV-2", "cancel")].map(|(r, s)| (r.into(), s.into()));
+    let wanted = [
+        ("INV-1", "posted"),
+        ("INV-2", "cancel"),
+        ("INV-5", "cancel"),
+    ]
+    .map(|(r, s)| (r.into(), s.into()));
     let posted = eventually(
-        "INV-1 posted and INV-2 cancelled in the ERP",
+        "INV-1 posted, INV-2 and INV-5 cancelled in the ERP",
         Duration::from_secs(60),
         || {
             let (admin, wanted) = (&admin, wanted.clone());
@@ -358,7 +535,7 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         },
     )
     .await;
-    assert_eq!(posted.len(), 2, "{posted:#?}");
+    assert_eq!(posted.len(), 3, "{posted:#?}");
     let mut seen: Vec<(String, String, f64, usize)> = posted
         .iter()
         .map(|r| {
@@ -376,21 +553,103 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         vec![
             ("INV-1".to_owned(), "out_invoice".to_owned(), 123.45, 2),
             ("INV-2".to_owned(), "out_invoice".to_owned(), 9.9, 1),
+            ("INV-5".to_owned(), "out_invoice".to_owned(), 0.0, 0),
         ]
     );
+    let numbered = |id: &str| {
+        let record = posted.iter().find(|r| r["x_sluice_external_ref"] == id);
+        record.is_some_and(|r| r["name"].as_str().is_some_and(|n| n.starts_with("INV/")))
+    };
     assert!(
-        posted
-            .iter()
-            .all(|r| r["name"].as_str().is_some_and(|n| n.starts_with("INV/"))),
+        numbered("INV-1") && numbered("INV-2"),
         "both were posted: {posted:#?}"
     );
     let calls = admin.requests("odoo").await.unwrap();
     let called = |name: &str| calls.iter().filter(|c| c["operation"] == name).count();
-    assert_eq!((called("action_post"), called("button_cancel")), (2, 1));
+    assert_eq!((called("action_post"), called("button_cancel")), (3, 2));
     let partners = admin.records("res.partner").await.unwrap();
     let mut names: Vec<&str> = partners.iter().filter_map(|p| p["name"].as_str()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["Ada", "Grace"], "{partners:#?}");
+    assert_eq!(names, ["Ada", "Alan", "Grace"], "{partners:#?}");
+
+    // The ERP does not answer (erp-sink paused where it stands): INV-6's
+    // booking is sent again after 6 s, given up after 12 s and undone;
+    // erp-sink, back, applies both, and the saga ends refused. Each
+    // deadline fired once, by one of the two replicas.
+    let sagas = PgPool::connect(&sagas_url).await.unwrap();
+    erp.signal("STOP");
+    post(
+        "INV-6",
+        "InvoiceIssued",
+        json!({"customer": "Ada", "currency": "EUR", "amount_minor": 500,
+            "lines": [{"sku": "S-1", "quantity": 1, "unit_price_minor": 500}]}),
+    )
+    .await;
+    let state = |key: &'static str| {
+        let sagas = sagas.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT state FROM saga.sagas WHERE business_key = $1")
+                .bind(key)
+                .fetch_optional(&sagas)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        "INV-6's booking given up",
+        Duration::from_secs(60),
+        // Compensating; or failed, its cancellation unanswered too (a late
+        // answer resumes it).
+        || async {
+            let state = state("INV-6").await;
+            matches!(state.as_deref(), Some("COMPENSATING" | "FAILED")).then_some(())
+        },
+    )
+    .await;
+    erp.signal("CONT");
+    let refused = outcomes(&events_topic, &["INV-6"]).await;
+    let (_, kind, payload) = &refused[0];
+    assert_eq!(kind, "InvoiceRefused", "{payload}");
+    assert!(
+        payload["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no reply within 6s"),
+        "{payload}"
+    );
+    let timed_out: Vec<i32> = sqlx::query_scalar(
+        "SELECT log.attempt FROM saga.saga_steps log JOIN saga.sagas USING (saga_id)
+         WHERE business_key = 'INV-6' AND log.event = 'timed_out' ORDER BY log.attempt",
+    )
+    .fetch_all(&sagas)
+    .await
+    .unwrap();
+    assert_eq!(timed_out, [1, 2]);
+    eventually(
+        "INV-6 cancelled in the ERP",
+        Duration::from_secs(60),
+        || async {
+            let records = admin.records("account.move").await.ok()?;
+            let cancelled = states(&records).contains(&("INV-6".into(), "cancel".into()));
+            cancelled.then_some(())
+        },
+    )
+    .await;
+    let mut finished: Vec<(String, String)> =
+        sqlx::query_as("SELECT business_key, state FROM saga.sagas ORDER BY business_key")
+            .fetch_all(&sagas)
+            .await
+            .unwrap();
+    finished.sort();
+    let expected = [
+        ("INV-1", "COMPLETED"),
+        ("INV-2", "COMPLETED"),
+        ("INV-5", "COMPENSATED"),
+        ("INV-6", "COMPENSATED"),
+    ]
+    .map(|(key, state)| (key.to_owned(), state.to_owned()));
+    assert_eq!(finished, expected);
+    sagas.close().await;
 
     for (name, child) in [
         ("relay", &mut relay),
@@ -398,10 +657,14 @@ async fn an_aggregate_added_by_files_reaches_the_sheet_through_the_built_binarie
         ("transformer", &mut transformer),
         ("sheets-sink", &mut sink),
         ("erp-sink", &mut erp),
+        ("orchestrator-1", &mut first),
+        ("orchestrator-2", &mut second),
+        ("saga-relay", &mut saga_relay),
     ] {
         child.assert_running(&format!("{name} during the run"));
     }
     drop((relay, ingest, transformer, sink, erp));
+    drop((first, second, saga_relay));
 
     // A required field added: BACKWARD forbids it (a reader on the new
     // schema could not read the invoices already written).

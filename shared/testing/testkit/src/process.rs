@@ -22,6 +22,17 @@ impl KillOnDrop {
         assert!(exited.is_none(), "exited {when}: {exited:?}");
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the child: paused where it
+    /// stands, its connections open, until it is continued.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {}", self.0.id());
+    }
+
     /// Runs the ignored test `name` of the running test binary as a child
     /// process with `env` (the way a test gets a process it can SIGKILL).
     pub fn test_child(name: &str, env: &[(&str, &str)]) -> Self {
