@@ -39,13 +39,17 @@ run() { # name, transport, extra flag, values files…
 # The default run also checks the alerts and dashboards against a real
 # Prometheus (--alerts): an ERP outage, a filling DLQ, the relays stopped.
 default() { run default plaintext --alerts helm/sluice/values.yaml; }
-# The production run brings its contracts as a user does (contracts.files,
-# here the shipped set): every pod and the Job read them from the mount.
+# The production run brings its contracts and its saga as a user does
+# (contracts.files, services.sagaOrchestrator.saga; here the shipped ones):
+# every pod and the Job read them from the mounts.
 production() {
   local contracts="$SLUICE_LOCAL/chart-run/contracts.values.json"
+  local saga="$SLUICE_LOCAL/chart-run/saga.values.json"
   mkdir -p "$SLUICE_LOCAL/chart-run"
   python3 deploy/local/chart/contracts.py values schemas > "$contracts"
-  run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml "$contracts"
+  python3 -c 'import json, sys; print(json.dumps({"services": {"sagaOrchestrator": {"saga": open(sys.argv[1]).read()}}}))' \
+    services/fleet/saga-orchestrator/sagas/order-fulfilment.toml > "$saga"
+  run production tls "" helm/sluice/values.yaml helm/sluice/values-production.yaml "$contracts" "$saga"
 }
 if [[ -n "${SLUICE_CHART_RUN_IMAGE:-}" ]]; then
   remove_harness_containers

@@ -123,6 +123,20 @@ if refused=$("$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VE
 fi
 grep -q "'../x.avsc' does not match pattern" <<<"$refused" || die "a contracts path out of the directory refused without naming it: $refused"
 
+log "a saga of your own (services.sagaOrchestrator.saga): mounted, named by SLUICE_SAGA_FILE, a change rolls its pods"
+render_saga() { # saga file → the saga-orchestrator's objects
+  "$BIN/helm" template sluice "$CHART" --kube-version "$KUBERNETES_VERSION.0" \
+    --show-only templates/saga-orchestrator.yaml --set-file "services.sagaOrchestrator.saga=$1"
+}
+shipped_saga="$SLUICE_ROOT/services/fleet/saga-orchestrator/sagas/order-fulfilment.toml"
+render_saga "$shipped_saga" > "$OUT/saga.yaml"
+grep -q 'value: /etc/sluice/saga/saga.toml' "$OUT/saga.yaml" || die "the saga's pods are not told where its file is (SLUICE_SAGA_FILE)"
+grep -q 'mountPath: /etc/sluice/saga' "$OUT/saga.yaml" || die "the saga file is not mounted"
+grep -q 'starts_on = "OrderPlaced"' "$OUT/saga.yaml" || die "the saga file's content is not in its ConfigMap"
+{ cat "$shipped_saga"; echo "# changed"; } > "$OUT/saga-changed.toml"
+[[ "$(grep -m1 'checksum/config' "$OUT/saga.yaml")" != "$(render_saga "$OUT/saga-changed.toml" | grep -m1 'checksum/config')" ]] ||
+  die "a changed saga leaves the orchestrator's checksum as it was: its pods would not roll"
+
 log "kube-score (production values)"
 # Warnings stay warnings; a critical finding fails.
 if ! "$BIN/kube-score" score --output-format ci "$OUT/production.yaml" > "$OUT/kube-score.txt"; then
