@@ -12,6 +12,37 @@ use crate::engine::Phase;
 use crate::file::{self, FileSaga, Outputs};
 use crate::{ORDER_FULFILMENT, TimeoutSettings, Topics};
 
+/// The variables of the order saga's settings before it was a file, and
+/// where each setting is now: set, they would be ignored in silence (a
+/// deployment's sheet, timeouts), so they stop the process instead.
+const RETIRED: &[(&str, &str)] = &[
+    ("SLUICE_SAGA_ORDERS_TOPIC", "use SLUICE_SAGA_EVENTS_TOPIC"),
+    (
+        "SLUICE_SAGA_SPREADSHEET",
+        "set the record-in-sheet step's spreadsheet in the saga file",
+    ),
+    (
+        "SLUICE_SAGA_SHEET",
+        "set the record-in-sheet step's sheet in the saga file",
+    ),
+    (
+        "SLUICE_SAGA_ERP_MODEL",
+        "set the reserve-in-erp step's model in the saga file",
+    ),
+    (
+        "SLUICE_SAGA_ERP_TIMEOUT_MS",
+        "set the reserve-in-erp step's timeout in the saga file",
+    ),
+    (
+        "SLUICE_SAGA_SHEET_TIMEOUT_MS",
+        "set the record-in-sheet step's timeout in the saga file",
+    ),
+    (
+        "SLUICE_SAGA_STEP_RETRIES",
+        "set each step's retries in the saga file",
+    ),
+];
+
 /// saga-orchestrator's defaults of the shared flags.
 #[derive(Debug, Clone)]
 pub struct Saga;
@@ -149,8 +180,18 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The saga `--saga` names (or the shipped one), checked against the
-    /// contracts.
+    /// contracts: one that does not fit stops the process before it reads.
     pub fn load_saga(&self) -> anyhow::Result<FileSaga> {
+        if let Some((variable, now)) = RETIRED
+            .iter()
+            .find(|(variable, _)| std::env::var_os(variable).is_some())
+        {
+            anyhow::bail!(
+                "{variable} is set, and saga-orchestrator no longer reads it: the saga is a file \
+                 now; {now} (a copy of services/fleet/saga-orchestrator/sagas/order-fulfilment.toml, \
+                 given with --saga)"
+            );
+        }
         let catalog = Arc::new(self.consumer.contracts.catalog()?);
         let (text, from) = match &self.saga {
             Some(path) => {

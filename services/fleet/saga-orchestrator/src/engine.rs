@@ -364,8 +364,8 @@ impl<'a, D> Engine<'a, D> {
     }
 
     /// A command the saga's data cannot make (a value its event lacks):
-    /// nothing is sent. A step fails as a refused one does; a
-    /// compensation fails the saga.
+    /// nothing is sent. A step fails as a refused one does (undone itself
+    /// when an earlier attempt was sent); a compensation fails the saga.
     fn unmade(
         &self,
         change: &mut Change<'_, D>,
@@ -382,7 +382,10 @@ impl<'a, D> Engine<'a, D> {
                     step: step.clone(),
                     reason,
                 });
-                self.compensate_below(change, index);
+                // A resend that cannot be made: the first send may have
+                // been applied, so the step is undone too.
+                let sent_before = usize::from(change.attempt > 1);
+                self.compensate_below(change, index + sent_before);
             }
             Direction::Compensate => {
                 change.phase = Phase::Failed;
@@ -614,6 +617,29 @@ mod tests {
         assert_eq!(state.phase, Phase::Failed);
         assert_eq!(events(&state), [("b", "failed"), ("a", "command_unmade")]);
         assert!(state.send.is_empty());
+
+        // Its resend cannot be made (the file changed in between): the
+        // first send may be applied, so the step itself is undone.
+        let resend_unmade = |ctx: &Context<'_, ()>| match ctx.step.attempt {
+            1 => command(ctx),
+            _ => Err("payload.x is null".into()),
+        };
+        let saga = Saga::new("test", end, end).step(
+            Step::new("a", resend_unmade)
+                .compensate_with(undo)
+                .retries(1),
+        );
+        let engine = Engine::new(&saga);
+        let state = engine.start(ID, &());
+        let state = engine.on_timeout(&at(&state)).unwrap();
+        assert_eq!(
+            events(&state),
+            [
+                ("a", "timed_out"),
+                ("a", "command_unmade"),
+                ("a", "compensation_sent")
+            ]
+        );
 
         let no_outcome = |_: Uuid, _: &(), _: Option<&Failure>| -> Made { Err("no".into()) };
         let unannounced = Saga::new("test", no_outcome, end).step(Step::new("a", command));

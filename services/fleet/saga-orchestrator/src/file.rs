@@ -33,7 +33,7 @@ use sluice_avro::{EventInput, event_contract, event_record};
 use sluice_contracts::Catalog;
 use sluice_contracts::types::ScalarValue;
 use sluice_mapping::build::{self, Command, Origin};
-use sluice_mapping::check::{check_in_saga, check_outcome};
+use sluice_mapping::check::{check_event, check_in_saga, check_keepable, check_outcome};
 use sluice_mapping::eval::{Lookups, Scope, evaluate};
 use sluice_mapping::rules::{Assignment, FieldSpec, Rule, RulesError, Target, TargetSpec};
 use uuid::Uuid;
@@ -131,6 +131,20 @@ pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileS
     if raw.steps.is_empty() {
         return Err(invalid("steps", "a saga needs at least one step").into());
     }
+    check_event(&owner, &raw.aggregate, &raw.starts_on, &catalog)
+        .and_then(|()| check_keepable(&owner, &raw.aggregate, &raw.starts_on, &catalog))
+        .map_err(|err| match err {
+            RulesError::Invalid {
+                rule,
+                place,
+                reason,
+            } if place == "event_type" => RulesError::Invalid {
+                rule,
+                place: "starts_on".into(),
+                reason,
+            },
+            other => other,
+        })?;
     let mut targets = Vec::with_capacity(raw.steps.len());
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (i, step) in raw.steps.into_iter().enumerate() {
@@ -150,6 +164,8 @@ pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileS
         for (part, target) in parts {
             let Some(target) = target else { continue };
             let within = |err| under(err, &format!("{place}{part}"));
+            // Only a compensation has a failure to read (saga.reason).
+            let compensating = part == "compensation.";
             check_in_saga(
                 &Rule {
                     id: owner.clone(),
@@ -160,17 +176,24 @@ pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileS
                     target: target.clone(),
                 },
                 &catalog,
+                compensating,
             )
             .map_err(within)?;
         }
         let timeout = match &step.timeout {
             None => DEFAULT_TIMEOUT,
-            Some(text) => humantime::parse_duration(text).map_err(|err| {
-                invalid(
-                    &format!("{place}timeout"),
-                    &format!("{text:?}: {err} (30s, 2m)"),
-                )
-            })?,
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|err| err.to_string())
+                .and_then(|timeout| match timeout.is_zero() {
+                    true => Err("no reply comes back at once".to_owned()),
+                    false => Ok(timeout),
+                })
+                .map_err(|why| {
+                    invalid(
+                        &format!("{place}timeout"),
+                        &format!("{text:?}: {why} (30s, 2m)"),
+                    )
+                })?,
         };
         let mut built = Step::new(
             &step.name,
@@ -319,14 +342,29 @@ fn announcer(
         .enumerate()
         .map(|(i, field)| field.build(owner, &format!("{place}.payload[{i}]")))
         .collect::<Result<Vec<Assignment>, _>>()?;
+    // The rejection reads the failure; the completion has none.
+    let compensating = place == "rejected";
+    let outcome = (raw.event_type.as_str(), compensating);
     check_outcome(
         owner,
         place,
         (aggregate, starts_on),
-        &raw.event_type,
+        outcome,
         &payload,
         catalog,
     )?;
+    let contract = event_contract(aggregate);
+    let reserved = catalog
+        .topic(&contract)
+        .is_some_and(|topic| topic.spec().reserved_event_types.contains(&raw.event_type));
+    if !reserved {
+        let reason = format!(
+            "{} is not reserved: any client of ingest could announce it; add it to \
+             reserved_event_types of {contract} in topics.toml",
+            raw.event_type
+        );
+        return Err(RulesError::invalid(owner, format!("{place}.event_type"), reason).into());
+    }
     Ok(Announcer {
         catalog: Arc::clone(catalog),
         topic: topic.to_owned(),
@@ -435,11 +473,20 @@ mod tests {
     }
 
     fn send(saga: &FileSaga, step: &str, direction: Direction, failure: Option<&Failure>) -> Made {
-        let data = placed();
+        sent(saga, &placed(), step, direction, failure)
+    }
+
+    fn sent(
+        saga: &FileSaga,
+        data: &Started,
+        step: &str,
+        direction: Direction,
+        failure: Option<&Failure>,
+    ) -> Made {
         let step = &saga.saga.steps()[saga.saga.position(step).unwrap()];
         let ctx = Context {
             saga_id: Uuid::nil(),
-            data: &data,
+            data,
             command_id: Uuid::nil(),
             step: SagaStep {
                 saga_id: Uuid::nil().to_string(),
@@ -564,19 +611,11 @@ mod tests {
         let saga = shipped(ORDER_FULFILMENT).unwrap();
         let mut data = placed();
         data.payload["gift_wrap"] = serde_json::json!(true);
-        data.payload.as_object_mut().unwrap().remove("shipping_country");
-        let ctx = Context {
-            saga_id: Uuid::nil(),
-            data: &data,
-            command_id: Uuid::nil(),
-            step: SagaStep {
-                saga_id: Uuid::nil().to_string(),
-                step: "reserve-in-erp".into(),
-                attempt: 1,
-            },
-            failure: None,
-        };
-        let made = (saga.saga.steps()[0].command)(&ctx);
+        data.payload
+            .as_object_mut()
+            .unwrap()
+            .remove("shipping_country");
+        let made = sent(&saga, &data, "reserve-in-erp", Direction::Forward, None);
         assert!(made.is_ok(), "{made:?}");
     }
 
@@ -625,6 +664,36 @@ mod tests {
         let err = refused("retries = 2", "retries = 2\nretry = 3");
         assert!(err.contains("unknown field `retry`"), "{err}");
         let err = refused("starts_on = \"OrderPlaced\"", "starts_on = \"OrderLost\"");
-        assert!(err.contains("is not an event of orders"), "{err}");
+        assert!(
+            err.contains("starts_on: \"OrderLost\" is not an event of orders"),
+            "{err}"
+        );
+        // A step's command has no failure to read.
+        let err = refused(
+            "value = { copy = \"payload.customer.name\" }",
+            "value = { copy = \"saga.reason\" }",
+        );
+        assert!(err.contains("command.erp.fields[2]"), "{err}");
+        assert!(err.contains("field saga.reason does not exist"), "{err}");
+        // A rejection's reason may be null without a default.
+        let err = refused(
+            "{ name = \"reason\", value = { copy = \"saga.reason\", default = \"\" } }",
+            "{ name = \"reason\", value = { copy = \"saga.reason\" } }",
+        );
+        assert!(
+            err.contains("rejected.payload[2] \"reason\": may be null"),
+            "{err}"
+        );
+        let err = refused("timeout = \"180s\"", "timeout = \"0s\"");
+        assert!(err.contains("no reply comes back at once"), "{err}");
+        // An outcome any client could send.
+        let err = refused(
+            "event_type = \"OrderConfirmed\"\npayload = [\n  { name = \"saga_id\", value = { copy = \"saga.id\" } },\n  { name = \"erp_reference\", value = { copy = \"aggregate_id\" } },\n]",
+            "event_type = \"OrderCancelled\"\npayload = [\n  { name = \"reason\", value = { constant = \"done\" } },\n  { name = \"cancelled_by\", value = { constant = \"saga\" } },\n]",
+        );
+        assert!(
+            err.contains("completed.event_type: OrderCancelled is not reserved"),
+            "{err}"
+        );
     }
 }

@@ -147,8 +147,14 @@ impl Handler for SagaHandler {
             return Ok(Owed::nothing());
         };
         let effect = self.store.reply(&self.saga.saga, &reply, &trace).await?;
-        if effect == ReplyEffect::Ignored {
-            tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "duplicate or late reply ignored");
+        match effect {
+            ReplyEffect::Applied => {}
+            ReplyEffect::Ignored => {
+                tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "duplicate or late reply ignored");
+            }
+            ReplyEffect::NotOurs => {
+                tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "another saga's reply passed over");
+            }
         }
         Ok(Owed::nothing())
     }

@@ -41,14 +41,14 @@ async fn service_main() -> Result<ExitCode> {
 }
 
 async fn run(url: &SecretString, args: RunArgs) -> Result<()> {
-    // A saga that does not fit the contracts stops it before it reads.
     let definition = Arc::new(args.load_saga()?);
     let sagas = Sagas::lazy(url, args.max_connections)?;
     let postgres = Arc::new(PostgresReadiness::new(sagas.pool().clone()));
     let service = Service::start(&args.consumer, vec![postgres]).await?;
     let what = "preparing the sagas' tables and the outbox's slot";
     let (publication, slot) = (&args.outbox_publication, &args.outbox_slot);
-    let prepare = || sagas.prepare(publication, slot, args.recreate_lost_slot);
+    let (name, recreate) = (&definition.saga.name, args.recreate_lost_slot);
+    let prepare = || sagas.prepare(name, publication, slot, recreate);
     let prepared = service
         .runtime()
         .prepare(what, StoreError::is_transient, prepare);

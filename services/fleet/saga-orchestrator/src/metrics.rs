@@ -13,7 +13,8 @@ pub const FINISHED: &str = "sluice_saga_finished_total";
 pub const STEP_SECONDS: &str = "sluice_saga_step_seconds";
 /// Histogram: seconds from a saga's start to its end, labels `saga`, `state`.
 pub const DURATION_SECONDS: &str = "sluice_saga_duration_seconds";
-/// Counter: replies that changed nothing (duplicates, late), label `saga`.
+/// Counter: replies that changed nothing (duplicates, late, another
+/// saga's), label `saga`.
 pub const IGNORED: &str = "sluice_saga_replies_ignored_total";
 /// Gauge: sagas per state, labels `saga`, `state`.
 pub const INSTANCES: &str = "sluice_saga_instances";
@@ -36,7 +37,10 @@ fn describe_once() {
             metrics::Unit::Seconds,
             "Time from a saga's start to its end."
         );
-        metrics::describe_counter!(IGNORED, "Replies that changed nothing (duplicate or late).");
+        metrics::describe_counter!(
+            IGNORED,
+            "Replies that changed nothing (duplicate, late, or another saga's)."
+        );
         metrics::describe_gauge!(INSTANCES, "Sagas per state.");
         metrics::describe_gauge!(
             STUCK,

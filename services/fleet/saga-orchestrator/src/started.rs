@@ -202,7 +202,8 @@ mod tests {
         let catalog = Catalog::embedded().unwrap();
         started.record(&catalog).unwrap();
         // Stored again, it is the new shape.
-        let again: Started = serde_json::from_value(serde_json::to_value(&started).unwrap()).unwrap();
+        let again: Started =
+            serde_json::from_value(serde_json::to_value(&started).unwrap()).unwrap();
         assert_eq!(again, started);
     }
 }

@@ -68,9 +68,21 @@ pub enum StoreError {
         /// Its publication.
         publication: String,
     },
-    /// A reply names a saga this orchestrator never started.
-    #[error("no saga {0}")]
-    UnknownSaga(Uuid),
+    /// The database holds sagas of another type: each saga runs in a
+    /// database of its own (their outboxes and replies would mix).
+    #[error(
+        "the database holds {count} saga(s) of type {other:?}, and this orchestrator runs {ours:?}: \
+         run each saga in a database of its own (a renamed saga too: its sagas in flight would \
+         never move again)"
+    )]
+    OtherSagas {
+        /// The saga this orchestrator runs.
+        ours: String,
+        /// One it found.
+        other: String,
+        /// How many of those.
+        count: i64,
+    },
     /// A stored saga does not fit its definition (changed since?).
     #[error("saga {saga_id}: {reason}")]
     Corrupt {
@@ -103,6 +115,9 @@ pub enum ReplyEffect {
     Applied,
     /// Nothing: a duplicate or late reply.
     Ignored,
+    /// Nothing: a reply to another saga's step (the sinks' results topics
+    /// carry every saga's replies; each saga has a database of its own).
+    NotOurs,
 }
 
 /// One saga, for operators.
@@ -207,11 +222,26 @@ impl Sagas {
     /// `recreate_lost_slot`).
     pub async fn prepare(
         &self,
+        saga_type: &str,
         publication: &str,
         slot: &str,
         recreate_lost_slot: bool,
     ) -> Result<(), StoreError> {
         self.migrate().await?;
+        let other: Option<(String, i64)> = sqlx::query_as(
+            "SELECT saga_type, count(*) FROM sagas WHERE saga_type <> $1 GROUP BY 1 LIMIT 1",
+        )
+        .bind(saga_type)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("looking for sagas of another type"))?;
+        if let Some((other, count)) = other {
+            return Err(StoreError::OtherSagas {
+                ours: saga_type.to_owned(),
+                other,
+                count,
+            });
+        }
         self.ensure_slot(publication, slot, recreate_lost_slot)
             .await
     }
@@ -433,8 +463,11 @@ impl Store {
             .bind(reply.saga_id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(failed("locking a saga"))?
-            .ok_or(StoreError::UnknownSaga(reply.saga_id))?;
+            .map_err(failed("locking a saga"))?;
+        let Some(row) = row else {
+            metrics::ignored(&saga.name);
+            return Ok(ReplyEffect::NotOurs);
+        };
         let locked = locked(saga, &row)?;
         let Some(transition) = Engine::new(saga).on_reply(&locked.instance, reply) else {
             metrics::ignored(&saga.name);

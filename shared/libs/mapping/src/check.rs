@@ -53,9 +53,24 @@ pub fn check(rules: &Rules, catalog: &Catalog) -> Result<(), RulesError> {
 
 /// Checks the command of a saga's step (a rule of the saga's start event)
 /// against the contract of its aggregate's events; its values may read
-/// the saga too (`saga.…`, [`crate::saga`]).
-pub fn check_in_saga(rule: &Rule, catalog: &Catalog) -> Result<(), RulesError> {
-    check_rule(rule, catalog, Some(crate::saga::schema()))
+/// the saga too (`saga.…`, [`crate::saga`]; the failure only while
+/// `compensating`).
+pub fn check_in_saga(rule: &Rule, catalog: &Catalog, compensating: bool) -> Result<(), RulesError> {
+    check_rule(rule, catalog, Some(crate::saga::schema(compensating)))
+}
+
+/// Checks that `aggregate` has an event contract with `event_type` in
+/// its payload (errors at `aggregate` and `event_type`).
+pub fn check_event(
+    owner: &str,
+    aggregate: &str,
+    event_type: &str,
+    catalog: &Catalog,
+) -> Result<(), RulesError> {
+    let contract = Contract::of(owner, aggregate, catalog)?;
+    contract
+        .event(event_type)
+        .check_event_type(owner, aggregate)
 }
 
 fn check_rule(rule: &Rule, catalog: &Catalog, saga: Option<&Schema>) -> Result<(), RulesError> {
@@ -71,15 +86,85 @@ fn check_rule(rule: &Rule, catalog: &Catalog, saga: Option<&Schema>) -> Result<(
     .check(rule)
 }
 
+/// Checks that a saga can keep an event of `event_type` of `aggregate` as
+/// JSON and make it into its record again: no field of a type whose JSON
+/// form does not come back (bytes, fixed, decimals, durations, a union of
+/// several types). Errors at `event_type`.
+pub fn check_keepable(
+    owner: &str,
+    aggregate: &str,
+    event_type: &str,
+    catalog: &Catalog,
+) -> Result<(), RulesError> {
+    let contract = Contract::of(owner, aggregate, catalog)?;
+    let event = contract.event(event_type);
+    let not_kept = |path: &str, what: &str| {
+        RulesError::invalid(
+            owner,
+            "event_type",
+            format!(
+                "{event_type}.{path} is {what}: a saga keeps its start event as JSON, from which \
+                 that does not come back; start the saga on an event without it"
+            ),
+        )
+    };
+    let payload = event.field_schema(event.root, "payload");
+    let Some((branch, _)) = payload.and_then(|payload| event.unwrap(payload).ok()) else {
+        return Err(not_kept("payload", "not a record of the contract"));
+    };
+    let mut pending = vec![(String::new(), branch)];
+    while let Some((path, schema)) = pending.pop() {
+        let schema = event.deref(schema);
+        let at = |name: &str| match path.is_empty() {
+            true => name.to_owned(),
+            false => format!("{path}.{name}"),
+        };
+        match schema {
+            Schema::Record(record) => {
+                pending.extend(record.fields.iter().map(|f| (at(&f.name), &f.schema)));
+            }
+            Schema::Array(array) => pending.push((format!("{path}[]"), &array.items)),
+            Schema::Map(map) => pending.push((format!("{path}{{}}"), &map.types)),
+            Schema::Union(union) => {
+                let typed: Vec<&Schema> = union
+                    .variants()
+                    .iter()
+                    .filter(|v| !matches!(v, Schema::Null))
+                    .collect();
+                match typed.as_slice() {
+                    [only] => pending.push((path, only)),
+                    _ => return Err(not_kept(&path, "a union of several types")),
+                }
+            }
+            Schema::Bytes | Schema::Fixed(_) | Schema::Decimal(_) | Schema::BigDecimal => {
+                return Err(not_kept(&path, "bytes"));
+            }
+            Schema::Null
+            | Schema::Boolean
+            | Schema::Int
+            | Schema::Long
+            | Schema::Float
+            | Schema::Double
+            | Schema::String
+            | Schema::Uuid(_)
+            | Schema::TimestampMillis
+            | Schema::Enum(_) => {}
+            other => return Err(not_kept(&path, &format!("a {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
 /// Checks a saga's outcome event: `event_type` is an event of `aggregate`,
 /// each of `payload`'s names one of its fields and each value (read from an
-/// event of type `starts_on`, and the saga) of that field's kind; every
-/// field the event requires (not nullable, without a default) is given.
+/// event of type `starts_on`, and the saga, its failure while
+/// `compensating`) of that field's kind, never null where the field is not
+/// nullable; every field without a default is given.
 pub fn check_outcome(
     owner: &str,
     place: &str,
     (aggregate, starts_on): (&str, &str),
-    event_type: &str,
+    (event_type, compensating): (&str, bool),
     payload: &[Assignment],
     catalog: &Catalog,
 ) -> Result<(), RulesError> {
@@ -110,30 +195,45 @@ pub fn check_outcome(
         owner,
         event: &read,
         item: None,
-        saga: Some(crate::saga::schema()),
+        saga: Some(crate::saga::schema(compensating)),
     };
     for (i, assignment) in payload.iter().enumerate() {
         let place = format!("{place}.payload[{i}] {:?}", assignment.name);
         let field = FieldPath::top_level(&assignment.name);
-        let (wanted, _) = written
+        let (wanted, nullable) = written
             .kind_of(branch, field.segments(), &field)
             .map_err(|reason| error(&place, reason))?;
         values.expr(&place, &assignment.value)?;
-        let given = values.output(&place, &assignment.value)?;
+        let (given, may_be_null) = values.output(&place, &assignment.value)?;
+        let name = &assignment.name;
         if !given.fits(&wanted) {
             return Err(error(
                 &place,
+                format!("gives {given:?}; {event_type}.{name} takes {wanted:?}"),
+            ));
+        }
+        if may_be_null && !nullable {
+            return Err(error(
+                &place,
+                format!("may be null, and {event_type}.{name} may not: give the copy a default"),
+            ));
+        }
+        if let (Kind::Enum(symbols), Expr::Constant(ScalarValue::String(text))) =
+            (&wanted, &assignment.value)
+            && !symbols.contains(text)
+        {
+            return Err(error(
+                &place,
                 format!(
-                    "gives {given:?}; {event_type}.{} takes {wanted:?}",
-                    assignment.name
+                    "{text:?} is not a value of {event_type}.{name} ({})",
+                    symbols.join(", ")
                 ),
             ));
         }
     }
-    let required = record.fields.iter().filter(|field| {
-        let nullable = matches!(&field.schema, Schema::Union(u) if u.variants().iter().any(|v| matches!(v, Schema::Null)));
-        !nullable && field.default.is_none()
-    });
+    // Avro's JSON form, the one the outcome is made from, takes no field
+    // without a default as absent, nullable or not.
+    let required = record.fields.iter().filter(|field| field.default.is_none());
     for field in required {
         if !payload.iter().any(|a| a.name == field.name) {
             return Err(error(
@@ -565,18 +665,45 @@ impl<'a> RuleCheck<'a> {
         Err(self.error(place, format!("arithmetic takes numbers, not {not}")))
     }
 
-    /// The kind of value `expr` (checked itself) gives.
-    fn output(&self, place: &str, expr: &Expr) -> Result<Kind, RulesError> {
+    /// The kind of value `expr` (checked itself) gives, and whether it may
+    /// be null (a field that may be, read without a default).
+    fn output(&self, place: &str, expr: &Expr) -> Result<(Kind, bool), RulesError> {
+        let read = |field: &FieldPath| -> Result<(Kind, bool), RulesError> {
+            let (start, segments) = self.start(place, field)?;
+            self.event
+                .kind_of(start, segments, field)
+                .map_err(|reason| self.error(place, reason))
+        };
+        let scaled = |decimals: &Option<u8>| match decimals {
+            Some(_) => Kind::Text,
+            None => Kind::Float,
+        };
         Ok(match expr {
-            Expr::Copy { field, .. } => self.kind(place, field)?,
-            Expr::Constant(ScalarValue::Long(_)) => Kind::Integer,
-            Expr::Constant(ScalarValue::Double(_)) => Kind::Float,
-            Expr::Constant(ScalarValue::Boolean(_)) => Kind::Boolean,
-            Expr::Number { decimals, .. } | Expr::Arithmetic { decimals, .. } => match decimals {
-                Some(_) => Kind::Text,
-                None => Kind::Float,
-            },
-            _ => Kind::Text,
+            Expr::Copy { field, default } => {
+                let (kind, nullable) = read(field)?;
+                (kind, nullable && default.is_none())
+            }
+            Expr::Constant(ScalarValue::Long(_)) => (Kind::Integer, false),
+            Expr::Constant(ScalarValue::Double(_)) => (Kind::Float, false),
+            Expr::Constant(ScalarValue::Boolean(_)) => (Kind::Boolean, false),
+            Expr::Constant(ScalarValue::Null) => (Kind::Text, true),
+            Expr::Constant(ScalarValue::String(_)) | Expr::Concat { .. } | Expr::Lookup { .. } => {
+                (Kind::Text, false)
+            }
+            Expr::Date { field, .. } => (Kind::Text, read(field)?.1),
+            Expr::Number {
+                field, decimals, ..
+            } => (scaled(decimals), read(field)?.1),
+            // Null where a part is: a part's copy without a default.
+            Expr::Arithmetic {
+                parts, decimals, ..
+            } => {
+                let mut nullable = false;
+                for part in parts {
+                    nullable |= self.output(place, part)?.1;
+                }
+                (scaled(decimals), nullable)
+            }
         })
     }
 

@@ -1,7 +1,8 @@
 //! What a saga's commands and outcome events read besides the event that
-//! started it: `saga.id`, and while compensating `saga.failed_step` and
-//! `saga.reason`. A record of its own, so the same checks and evaluation
-//! read it as they read the event.
+//! started it: `saga.id`, and while compensating (and in the rejection)
+//! `saga.failed_step` and `saga.reason`. A record of its own, so the same
+//! checks and evaluation read it as they read the event; what a step's
+//! command reads has no failure to read, so its schema lacks the two.
 
 use std::sync::LazyLock;
 
@@ -11,9 +12,9 @@ use apache_avro::types::Value;
 /// The first segment of a path that reads the saga.
 pub const ROOT: &str = "saga";
 
-// A constant, not input: the test below parses it.
+// Constants, not input: the test below parses them.
 #[allow(clippy::expect_used)]
-static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
+static FAILED: LazyLock<Schema> = LazyLock::new(|| {
     Schema::parse_str(
         r#"{"type": "record", "name": "Saga", "fields": [
             {"name": "id", "type": "string"},
@@ -24,9 +25,18 @@ static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
     .expect("the saga record's schema parses")
 });
 
-/// The saga record's schema.
-pub fn schema() -> &'static Schema {
-    &SCHEMA
+#[allow(clippy::expect_used)]
+static GOING: LazyLock<Schema> = LazyLock::new(|| {
+    Schema::parse_str(
+        r#"{"type": "record", "name": "Saga", "fields": [{"name": "id", "type": "string"}]}"#,
+    )
+    .expect("the saga record's schema parses")
+});
+
+/// The saga record's schema: with the failure while `compensating` (a
+/// compensation, the rejection), its id alone otherwise.
+pub fn schema(compensating: bool) -> &'static Schema {
+    if compensating { &FAILED } else { &GOING }
 }
 
 /// The saga record of saga `id`, with the step that failed and why while
@@ -49,9 +59,9 @@ mod tests {
 
     #[test]
     fn the_value_is_of_the_schema() {
-        assert!(matches!(schema(), Schema::Record(_)));
+        assert!(matches!(schema(false), Schema::Record(_)));
         for failure in [None, Some(("reserve", "refused"))] {
-            assert!(value("s-1", failure).validate(schema()));
+            assert!(value("s-1", failure).validate(schema(true)));
         }
     }
 }
