@@ -64,6 +64,9 @@ pub struct Outputs {
     pub events: Option<String>,
 }
 
+/// A step's command and its compensation, if any.
+pub type Targets = (Target, Option<Target>);
+
 /// A saga loaded from its file.
 pub struct FileSaga {
     /// The saga.
@@ -75,7 +78,7 @@ pub struct FileSaga {
     /// Where its start events are read and its outcomes written.
     pub events_topic: String,
     /// Each step's command and compensation, as the file has them.
-    pub targets: Vec<(Target, Option<Target>)>,
+    pub targets: Vec<Targets>,
 }
 
 impl FileSaga {
@@ -127,85 +130,29 @@ struct RawOutcome {
 pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileSaga, FileError> {
     let raw: RawSaga = toml::from_str(text).map_err(|err| FileError::Syntax(err.to_string()))?;
     let owner = format!("saga {}", raw.name);
-    let invalid = |place: &str, reason: &str| RulesError::invalid(&owner, place, reason);
     if raw.steps.is_empty() {
-        return Err(invalid("steps", "a saga needs at least one step").into());
+        return Err(RulesError::invalid(&owner, "steps", "a saga needs at least one step").into());
     }
     check_event(&owner, &raw.aggregate, &raw.starts_on, &catalog)
         .and_then(|()| check_keepable(&owner, &raw.aggregate, &raw.starts_on, &catalog))
-        .map_err(|err| match err {
-            RulesError::Invalid {
-                rule,
-                place,
-                reason,
-            } if place == "event_type" => RulesError::Invalid {
-                rule,
-                place: "starts_on".into(),
-                reason,
-            },
-            other => other,
-        })?;
+        .map_err(|err| replaced(err, |place| place.replace("event_type", "starts_on")))?;
+    let reads = Reads {
+        owner: &owner,
+        aggregate: &raw.aggregate,
+        starts_on: &raw.starts_on,
+        catalog: &catalog,
+        topics,
+    };
     let mut targets = Vec::with_capacity(raw.steps.len());
-    let mut steps = Vec::with_capacity(raw.steps.len());
+    let mut steps: Vec<Step<Started>> = Vec::with_capacity(raw.steps.len());
     for (i, step) in raw.steps.into_iter().enumerate() {
-        if steps.iter().any(|s: &Step<Started>| s.name == step.name) {
-            return Err(invalid(&format!("steps[{i}].name"), "used by two steps").into());
+        if steps.iter().any(|s| s.name == step.name) {
+            let place = format!("steps[{i}].name");
+            return Err(RulesError::invalid(&owner, place, "used by two steps").into());
         }
-        let place = format!("steps[{i}] {:?}.", step.name);
-        let command = step.command.build(&owner, &format!("{place}command."))?;
-        let compensation = step
-            .compensation
-            .map(|spec| spec.build(&owner, &format!("{place}compensation.")))
-            .transpose()?;
-        let parts = [
-            ("command.", Some(&command)),
-            ("compensation.", compensation.as_ref()),
-        ];
-        for (part, target) in parts {
-            let Some(target) = target else { continue };
-            let within = |err| under(err, &format!("{place}{part}"));
-            // Only a compensation has a failure to read (saga.reason).
-            let compensating = part == "compensation.";
-            check_in_saga(
-                &Rule {
-                    id: owner.clone(),
-                    aggregate: raw.aggregate.clone(),
-                    event_type: raw.starts_on.clone(),
-                    when: Vec::new(),
-                    each: None,
-                    target: target.clone(),
-                },
-                &catalog,
-                compensating,
-            )
-            .map_err(within)?;
-        }
-        let timeout = match &step.timeout {
-            None => DEFAULT_TIMEOUT,
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|err| err.to_string())
-                .and_then(|timeout| match timeout.is_zero() {
-                    true => Err("no reply comes back at once".to_owned()),
-                    false => Ok(timeout),
-                })
-                .map_err(|why| {
-                    invalid(
-                        &format!("{place}timeout"),
-                        &format!("{text:?}: {why} (30s, 2m)"),
-                    )
-                })?,
-        };
-        let mut built = Step::new(
-            &step.name,
-            sender(&catalog, topics, &command, Sent::AsOfEvent),
-        )
-        .timeout(timeout)
-        .retries(step.retries);
-        if let Some(compensation) = &compensation {
-            built = built.compensate_with(sender(&catalog, topics, compensation, Sent::Now));
-        }
+        let (built, target) = reads.step(&format!("steps[{i}] {:?}.", step.name), step)?;
         steps.push(built);
-        targets.push((command, compensation));
+        targets.push(target);
     }
     let kinds = (raw.aggregate.as_str(), raw.starts_on.as_str());
     let events_topic = (topics.events.clone()).unwrap_or_else(|| event_contract(&raw.aggregate));
@@ -248,17 +195,81 @@ pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileS
     })
 }
 
-/// `err` with its place under `prefix` (the check names the place in the
-/// target, the file has the target under a step).
-fn under(err: RulesError, prefix: &str) -> RulesError {
+/// What a saga's steps are checked against and built for.
+struct Reads<'a> {
+    owner: &'a str,
+    aggregate: &'a str,
+    starts_on: &'a str,
+    catalog: &'a Arc<Catalog>,
+    topics: &'a Outputs,
+}
+
+impl Reads<'_> {
+    /// The step `raw` at `place`, checked, and its targets.
+    fn step(&self, place: &str, raw: RawStep) -> Result<(Step<Started>, Targets), FileError> {
+        let command = raw.command.build(self.owner, &format!("{place}command."))?;
+        let compensation = raw
+            .compensation
+            .map(|spec| spec.build(self.owner, &format!("{place}compensation.")))
+            .transpose()?;
+        self.check(&format!("{place}command."), &command, false)?;
+        if let Some(compensation) = &compensation {
+            // Only a compensation has a failure to read (saga.reason).
+            self.check(&format!("{place}compensation."), compensation, true)?;
+        }
+        let timeout = match &raw.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(text) => timeout(text).map_err(|why| {
+                let reason = format!("{text:?}: {why} (30s, 2m)");
+                RulesError::invalid(self.owner, format!("{place}timeout"), reason)
+            })?,
+        };
+        let send = sender(self.catalog, self.topics, &command, Sent::AsOfEvent);
+        let mut step = Step::new(&raw.name, send)
+            .timeout(timeout)
+            .retries(raw.retries);
+        if let Some(compensation) = &compensation {
+            let undo = sender(self.catalog, self.topics, compensation, Sent::Now);
+            step = step.compensate_with(undo);
+        }
+        Ok((step, (command, compensation)))
+    }
+
+    /// Checks `target` (at `prefix`) against the start event and the saga.
+    fn check(&self, prefix: &str, target: &Target, compensating: bool) -> Result<(), RulesError> {
+        let rule = Rule {
+            id: self.owner.to_owned(),
+            aggregate: self.aggregate.to_owned(),
+            event_type: self.starts_on.to_owned(),
+            when: Vec::new(),
+            each: None,
+            target: target.clone(),
+        };
+        check_in_saga(&rule, self.catalog, compensating)
+            .map_err(|err| replaced(err, |place| format!("{prefix}{place}")))
+    }
+}
+
+/// A step's `timeout`: a duration, and not zero.
+fn timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Err(err) => Err(err.to_string()),
+        Ok(timeout) if timeout.is_zero() => Err("no reply comes back at once".into()),
+        Ok(timeout) => Ok(timeout),
+    }
+}
+
+/// `err` with its place rewritten (a check names the place in what it
+/// checked; the file has it under a step, or names it otherwise).
+fn replaced(err: RulesError, place: impl FnOnce(&str) -> String) -> RulesError {
     match err {
         RulesError::Invalid {
             rule,
-            place,
+            place: at,
             reason,
         } => RulesError::Invalid {
             rule,
-            place: format!("{prefix}{place}"),
+            place: place(&at),
             reason,
         },
         other => other,

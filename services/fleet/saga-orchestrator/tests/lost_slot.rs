@@ -12,39 +12,65 @@ use sluice_saga_orchestrator::{Sagas, StoreError};
 
 const SAGA: &str = "order-fulfilment";
 
+/// A fleet's database prepared for the order saga, with a publication and
+/// slot of the test's own.
+struct Prepared {
+    fleet: Fleet,
+    sagas: Sagas,
+    publication: String,
+    slot: String,
+}
+
+impl Prepared {
+    async fn new(test: &str) -> Self {
+        let fleet = Fleet::new(test).await;
+        let sagas = Sagas::lazy(&SecretString::from(fleet.database_url.clone()), 2).unwrap();
+        let name = sluice_testkit::unique_name(test).replace('-', "_");
+        let (publication, slot) = (format!("{name}_pub"), format!("{name}_slot"));
+        sagas
+            .prepare(SAGA, &publication, &slot, false)
+            .await
+            .unwrap();
+        Self {
+            fleet,
+            sagas,
+            publication,
+            slot,
+        }
+    }
+
+    async fn prepare(&self, saga: &str, recreate: bool) -> Result<(), StoreError> {
+        let (publication, slot) = (&self.publication, &self.slot);
+        self.sagas.prepare(saga, publication, slot, recreate).await
+    }
+
+    async fn drop_slot(&self) {
+        sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&self.slot)
+            .execute(&self.fleet.pool)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_outbox_slot_is_not_silently_recreated() {
-    let fleet = Fleet::new("lost-slot").await;
-    let sagas = Sagas::lazy(&SecretString::from(fleet.database_url.clone()), 2).unwrap();
-    let name = sluice_testkit::unique_name("lost_slot").replace('-', "_");
-    let (publication, slot) = (&format!("{name}_pub"), &format!("{name}_slot"));
-    sagas.prepare(SAGA, publication, slot, false).await.unwrap();
-    sqlx::query("SELECT pg_drop_replication_slot($1)")
-        .bind(slot)
-        .execute(&fleet.pool)
-        .await
-        .unwrap();
+    let prepared = Prepared::new("lost-slot").await;
+    prepared.drop_slot().await;
 
-    let err = sagas
-        .prepare(SAGA, publication, slot, false)
-        .await
-        .unwrap_err();
+    let err = prepared.prepare(SAGA, false).await.unwrap_err();
     assert!(matches!(err, StoreError::SlotLost { .. }), "{err}");
     assert!(err.to_string().contains("--recreate-lost-slot"), "{err}");
     let slots: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(slot)
-            .fetch_one(&fleet.pool)
+            .bind(&prepared.slot)
+            .fetch_one(&prepared.fleet.pool)
             .await
             .unwrap();
     assert_eq!(slots, 0, "a new slot was made");
 
-    sagas.prepare(SAGA, publication, slot, true).await.unwrap();
-    sqlx::query("SELECT pg_drop_replication_slot($1)")
-        .bind(slot)
-        .execute(&fleet.pool)
-        .await
-        .unwrap();
+    prepared.prepare(SAGA, true).await.unwrap();
+    prepared.drop_slot().await;
 }
 
 /// A database holding another saga's sagas (a second saga pointed at the
@@ -53,23 +79,16 @@ async fn a_lost_outbox_slot_is_not_silently_recreated() {
 /// saga's sagas in flight stop moving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_holding_another_sagas_sagas_is_refused() {
-    let fleet = Fleet::new("other-sagas").await;
-    let sagas = Sagas::lazy(&SecretString::from(fleet.database_url.clone()), 2).unwrap();
-    let name = sluice_testkit::unique_name("other_sagas").replace('-', "_");
-    let (publication, slot) = (&format!("{name}_pub"), &format!("{name}_slot"));
-    sagas.prepare(SAGA, publication, slot, false).await.unwrap();
+    let prepared = Prepared::new("other-sagas").await;
     sqlx::query(
         "INSERT INTO saga.sagas (saga_id, saga_type, business_key, state, step, attempt, data, version)
          VALUES (gen_random_uuid(), 'invoice-booking', 'INV-1', 'RUNNING', 'book-in-erp', 1, '{}', 1)",
     )
-    .execute(&fleet.pool)
+    .execute(&prepared.fleet.pool)
     .await
     .unwrap();
 
-    let err = sagas
-        .prepare(SAGA, publication, slot, false)
-        .await
-        .unwrap_err();
+    let err = prepared.prepare(SAGA, false).await.unwrap_err();
     assert!(matches!(err, StoreError::OtherSagas { .. }), "{err}");
     let text = err.to_string();
     assert!(
@@ -77,13 +96,6 @@ async fn a_database_holding_another_sagas_sagas_is_refused() {
         "{text}"
     );
     // The saga whose rows they are starts.
-    sagas
-        .prepare("invoice-booking", publication, slot, false)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_drop_replication_slot($1)")
-        .bind(slot)
-        .execute(&fleet.pool)
-        .await
-        .unwrap();
+    prepared.prepare("invoice-booking", false).await.unwrap();
+    prepared.drop_slot().await;
 }

@@ -86,10 +86,22 @@ fn check_rule(rule: &Rule, catalog: &Catalog, saga: Option<&Schema>) -> Result<(
     .check(rule)
 }
 
+/// The fields of every event's envelope.
+const ENVELOPE: [&str; 7] = [
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "aggregate_id",
+    "correlation_id",
+    "causation_id",
+    "payload",
+];
+
 /// Checks that a saga can keep an event of `event_type` of `aggregate` as
 /// JSON and make it into its record again: no field of a type whose JSON
 /// form does not come back (bytes, fixed, decimals, durations, a union of
-/// several types). Errors at `event_type`.
+/// several types), no envelope field of its own without a default.
+/// Errors at `event_type`.
 pub fn check_keepable(
     owner: &str,
     aggregate: &str,
@@ -108,6 +120,16 @@ pub fn check_keepable(
             ),
         )
     };
+    // The envelope is kept field by field: another field must have a
+    // default to be made again.
+    if let Schema::Record(envelope) = event.deref(event.root)
+        && let Some(field) = envelope
+            .fields
+            .iter()
+            .find(|f| !ENVELOPE.contains(&f.name.as_str()) && f.default.is_none())
+    {
+        return Err(not_kept(&field.name, "an envelope field without a default"));
+    }
     let payload = event.field_schema(event.root, "payload");
     let Some((branch, _)) = payload.and_then(|payload| event.unwrap(payload).ok()) else {
         return Err(not_kept("payload", "not a record of the contract"));
