@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use sluice_avro::{AvroCodec, CodecError};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Executor, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Executor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::definition::{Failure, Payload, Saga};
@@ -21,6 +21,9 @@ use crate::metrics;
 
 /// The orchestrator's own schema (and its connections' search path).
 const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS saga";
+/// The advisory lock replicas prepare the database under (any fixed key;
+/// advisory locks are per database).
+const PREPARE_LOCK: i64 = 0x5a6a_0001;
 const SET_SEARCH_PATH: &str = "SET search_path TO saga";
 
 /// What one round of [`Store::fire_due`] took.
@@ -219,8 +222,38 @@ impl Sagas {
 
     /// Everything before the first saga: the tables, then the outbox's
     /// publication and slot (a lost slot is made anew only when
-    /// `recreate_lost_slot`).
+    /// `recreate_lost_slot`). One replica at a time: replicas starting
+    /// together on a fresh database (a first install) raced — two `CREATE
+    /// SCHEMA IF NOT EXISTS` (the second fails with a unique violation),
+    /// a publication one made before its slot (the other read the slot as
+    /// lost). The lock is a session's: a replica that dies releases it.
     pub async fn prepare(
+        &self,
+        saga_type: &str,
+        publication: &str,
+        slot: &str,
+        recreate_lost_slot: bool,
+    ) -> Result<(), StoreError> {
+        // A connection of its own, not the pool's: a pool of one would
+        // wait on itself.
+        let options = self.pool.connect_options();
+        let mut lock = PgConnection::connect_with(&options)
+            .await
+            .map_err(failed("connecting to prepare"))?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(PREPARE_LOCK)
+            .execute(&mut lock)
+            .await
+            .map_err(failed("waiting for another replica's preparation"))?;
+        let prepared = self
+            .prepare_alone(saga_type, publication, slot, recreate_lost_slot)
+            .await;
+        // Ending the session releases the lock, whatever the close says.
+        let _ = lock.close().await;
+        prepared
+    }
+
+    async fn prepare_alone(
         &self,
         saga_type: &str,
         publication: &str,
