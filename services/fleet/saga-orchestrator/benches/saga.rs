@@ -122,7 +122,7 @@ async fn step(fleet: &Fleet, rate: f64, finished: usize) -> Step {
     let states = fleet.until_finished(all, Duration::from_secs(900)).await;
     assert_eq!(states.get("COMPLETED"), Some(&all), "{states:?}");
     let rows = sqlx::query(
-        "SELECT extract(epoch FROM finished_at)::float8 * 1000 - (data->>'placed_at')::float8 AS ms,
+        "SELECT extract(epoch FROM finished_at)::float8 * 1000 - (data->>'occurred_at')::float8 AS ms,
                 extract(epoch FROM finished_at)::float8 * 1000 AS finished
          FROM saga.sagas WHERE business_key LIKE $1",
     )
