@@ -135,7 +135,7 @@ pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileS
     }
     check_event(&owner, &raw.aggregate, &raw.starts_on, &catalog)
         .and_then(|()| check_keepable(&owner, &raw.aggregate, &raw.starts_on, &catalog))
-        .map_err(|err| replaced(err, |place| place.replace("event_type", "starts_on")))?;
+        .map_err(|err| err.placed(|place| place.replace("event_type", "starts_on")))?;
     let reads = Reads {
         owner: &owner,
         aggregate: &raw.aggregate,
@@ -246,7 +246,7 @@ impl Reads<'_> {
             target: target.clone(),
         };
         check_in_saga(&rule, self.catalog, compensating)
-            .map_err(|err| replaced(err, |place| format!("{prefix}{place}")))
+            .map_err(|err| err.placed(|place| format!("{prefix}{place}")))
     }
 }
 
@@ -256,23 +256,6 @@ fn timeout(text: &str) -> Result<Duration, String> {
         Err(err) => Err(err.to_string()),
         Ok(timeout) if timeout.is_zero() => Err("no reply comes back at once".into()),
         Ok(timeout) => Ok(timeout),
-    }
-}
-
-/// `err` with its place rewritten (a check names the place in what it
-/// checked; the file has it under a step, or names it otherwise).
-fn replaced(err: RulesError, place: impl FnOnce(&str) -> String) -> RulesError {
-    match err {
-        RulesError::Invalid {
-            rule,
-            place: at,
-            reason,
-        } => RulesError::Invalid {
-            rule,
-            place: place(&at),
-            reason,
-        },
-        other => other,
     }
 }
 

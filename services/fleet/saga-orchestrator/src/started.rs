@@ -4,7 +4,7 @@
 //! built from it.
 
 use apache_avro::types::Value;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
 use sluice_avro::{EventInput, kept_event_record};
 use sluice_contracts::Catalog;
@@ -12,9 +12,12 @@ use sluice_contracts::types::ScalarValue;
 use sluice_mapping::eval::{Scope, field, unwrap};
 use sluice_mapping::rules::FieldPath;
 
-/// The start event of a saga.
+/// The start event of a saga. Stored as its fields; read from them, or
+/// from the order an order fulfilment saga kept before sagas were files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "Stored")]
+// The derived (de)serializers as inherent functions, which the trait
+// impls below call: one field list, the legacy form tried first.
+#[serde(remote = "Self")]
 pub struct Started {
     /// Its aggregate type (`orders`).
     pub aggregate_type: String,
@@ -98,22 +101,21 @@ pub fn event_type(event: &Value) -> Option<String> {
     }
 }
 
-/// A saga's data as stored: the start event, or the order an order
-/// fulfilment saga kept before sagas were files (in flight at the upgrade).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Stored {
-    Event {
-        aggregate_type: String,
-        aggregate_id: String,
-        event_type: String,
-        event_id: String,
-        occurred_at: i64,
-        correlation_id: Option<String>,
-        causation_id: Option<String>,
-        payload: Json,
-    },
-    Order(Order),
+impl Serialize for Started {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Started::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Started {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = Json::deserialize(deserializer)?;
+        let started = match stored.get("order_id") {
+            Some(_) => serde_json::from_value::<Order>(stored).map(Started::from),
+            None => Started::deserialize(stored),
+        };
+        started.map_err(serde::de::Error::custom)
+    }
 }
 
 /// The order fulfilment saga's data before it was a file.
@@ -131,50 +133,29 @@ struct Order {
     lines: Vec<Json>,
 }
 
-impl From<Stored> for Started {
-    fn from(stored: Stored) -> Self {
-        match stored {
-            Stored::Event {
-                aggregate_type,
-                aggregate_id,
-                event_type,
-                event_id,
-                occurred_at,
-                correlation_id,
-                causation_id,
-                payload,
-            } => Self {
-                aggregate_type,
-                aggregate_id,
-                event_type,
-                event_id,
-                occurred_at,
-                correlation_id,
-                causation_id,
-                payload,
-            },
-            // The OrderPlaced it was made from, as far as it was kept (the
-            // customer's id was not: no step reads it).
-            Stored::Order(order) => Self {
-                aggregate_type: "orders".into(),
-                payload: serde_json::json!({
-                    "customer": {
-                        "customer_id": "",
-                        "name": order.customer_name,
-                        "email": order.customer_email,
-                    },
-                    "lines": order.lines,
-                    "total_minor": order.total_minor,
-                    "currency": order.currency,
-                    "shipping_country": null,
-                }),
-                aggregate_id: order.order_id,
-                event_type: "OrderPlaced".into(),
-                causation_id: None,
-                event_id: order.placed_event_id,
-                occurred_at: order.placed_at,
-                correlation_id: order.correlation_id,
-            },
+impl From<Order> for Started {
+    fn from(order: Order) -> Self {
+        // The OrderPlaced it was made from, as far as it was kept (the
+        // customer's id was not: no step reads it).
+        Self {
+            aggregate_type: "orders".into(),
+            payload: serde_json::json!({
+                "customer": {
+                    "customer_id": "",
+                    "name": order.customer_name,
+                    "email": order.customer_email,
+                },
+                "lines": order.lines,
+                "total_minor": order.total_minor,
+                "currency": order.currency,
+                "shipping_country": null,
+            }),
+            aggregate_id: order.order_id,
+            event_type: "OrderPlaced".into(),
+            causation_id: None,
+            event_id: order.placed_event_id,
+            occurred_at: order.placed_at,
+            correlation_id: order.correlation_id,
         }
     }
 }

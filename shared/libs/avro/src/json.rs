@@ -216,11 +216,10 @@ impl<'s> Converter<'s> {
         let Some(object) = json.as_object() else {
             return Err(path.mismatch(format!("expected an object, got {}", describe(json))));
         };
-        if let Some(unknown) = object
+        let unknown = object
             .keys()
-            .filter(|_| self.unknown == Unknown::Refused)
-            .find(|key| !record.fields.iter().any(|f| &f.name == *key))
-        {
+            .find(|key| !record.fields.iter().any(|f| &f.name == *key));
+        if let (Some(unknown), Unknown::Refused) = (unknown, self.unknown) {
             return Err(path
                 .field(unknown)
                 .mismatch(format!("is not a field of {}", record.name.name())));

@@ -196,14 +196,7 @@ pub fn check_outcome(
     let error = |place: &str, reason: String| RulesError::invalid(owner, place, reason);
     written
         .check_event_type(owner, aggregate)
-        .map_err(|err| match err {
-            RulesError::Invalid { rule, reason, .. } => RulesError::Invalid {
-                rule,
-                place: format!("{place}.event_type"),
-                reason,
-            },
-            other => other,
-        })?;
+        .map_err(|err| err.placed(|_| format!("{place}.event_type")))?;
     let payload_schema = written
         .field_schema(written.root, "payload")
         .ok_or_else(|| error(place, "the contract has no payload".into()))?;
@@ -240,17 +233,9 @@ pub fn check_outcome(
                 format!("may be null, and {event_type}.{name} may not: give the copy a default"),
             ));
         }
-        if let (Kind::Enum(symbols), Expr::Constant(ScalarValue::String(text))) =
-            (&wanted, &assignment.value)
-            && !symbols.contains(text)
-        {
-            return Err(error(
-                &place,
-                format!(
-                    "{text:?} is not a value of {event_type}.{name} ({})",
-                    symbols.join(", ")
-                ),
-            ));
+        // An enum's constant must be one of its symbols.
+        if let (Kind::Enum(_), Expr::Constant(value)) = (&wanted, &assignment.value) {
+            values.comparable(&place, &field, &wanted, value)?;
         }
     }
     // Avro's JSON form, the one the outcome is made from, takes no field

@@ -48,6 +48,23 @@ pub enum RulesError {
 }
 
 impl RulesError {
+    /// The same error at the place `place` makes of its own (a check names
+    /// the place in what it checked; a file may hold that elsewhere).
+    pub fn placed(self, place: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Self::Invalid {
+                rule,
+                place: at,
+                reason,
+            } => Self::Invalid {
+                rule,
+                place: place(&at),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// The error of `rule` (or another owner) at `place`.
     pub fn invalid(rule: &str, place: impl fmt::Display, reason: impl fmt::Display) -> Self {
         Self::Invalid {
