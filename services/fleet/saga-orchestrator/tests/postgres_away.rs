@@ -42,6 +42,9 @@ async fn an_orchestrator_started_before_postgres_waits_for_it() {
     }
 
     outage.end();
+    // The sagas are counted from their table, which the waiting process
+    // makes once Postgres is back.
+    fleet.until_prepared().await;
     let relay = fleet.relay().await;
     let _erp = fleet.erp_sink(500).await;
     let _sheets = fleet.sheets_sink().await;

@@ -248,6 +248,12 @@ impl Fleet {
     /// once its tables exist.
     pub async fn orchestrator(&self, label: &str, args: &[&str]) -> (KillOnDrop, u16) {
         let (child, port) = self.start_orchestrator(label, args).await;
+        self.until_prepared().await;
+        (child, port)
+    }
+
+    /// Waits until an orchestrator has made the saga tables.
+    pub async fn until_prepared(&self) {
         let pool = self.pool.clone();
         eventually("the saga tables", Duration::from_secs(60), || {
             let pool = pool.clone();
@@ -260,7 +266,6 @@ impl Fleet {
             }
         })
         .await;
-        (child, port)
     }
 
     /// A saga-orchestrator replica, started; its /metrics, /healthz and
