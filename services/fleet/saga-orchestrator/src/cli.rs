@@ -55,6 +55,9 @@ impl Defaults for Saga {
     const RETRY_INITIAL_MS: u64 = 200;
     const RETRY_MAX_MS: u64 = 10_000;
     const MAX_CONCURRENT: usize = 6;
+    // A batch's replies are one transaction of a few statements: under
+    // load, what queued while the last one committed goes at once.
+    const MAX_BATCH: usize = 100;
 }
 
 /// A saga run durably: by default order fulfilment (reserve in the ERP,

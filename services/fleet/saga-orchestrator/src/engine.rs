@@ -73,6 +73,17 @@ pub struct Instance<D> {
     pub failure: Option<Failure>,
 }
 
+impl<D> Instance<D> {
+    /// Moves it as `transition` says (a second reply in the same batch
+    /// finds it there).
+    pub fn moved(&mut self, transition: &Transition) {
+        self.phase = transition.phase;
+        self.step = transition.step;
+        self.attempt = transition.attempt;
+        self.failure.clone_from(&transition.failure);
+    }
+}
+
 /// How a step's command ended, as its reply says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -525,14 +536,16 @@ mod tests {
     const ID: Uuid = Uuid::from_u128(7);
 
     fn at(transition: &Transition) -> Instance<()> {
-        Instance {
+        let mut instance = Instance {
             saga_id: ID,
-            phase: transition.phase,
-            step: transition.step,
-            attempt: transition.attempt,
+            phase: Phase::Running,
+            step: 0,
+            attempt: 1,
             data: (),
-            failure: transition.failure.clone(),
-        }
+            failure: None,
+        };
+        instance.moved(transition);
+        instance
     }
 
     fn reply(step: &str, direction: Direction, outcome: Outcome) -> Reply {
@@ -740,6 +753,21 @@ mod tests {
                 .on_reply(&finished, &reply("b", Direction::Forward, Outcome::Done))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn replies_of_one_batch_see_each_others_moves() {
+        let saga = saga();
+        let engine = Engine::new(&saga);
+        let mut instance = at(&engine.start(ID, &()));
+        for step in ["a", "b", "c"] {
+            let done = reply(step, Direction::Forward, Outcome::Done);
+            let transition = engine.on_reply(&instance, &done).unwrap();
+            instance.moved(&transition);
+            // The same reply again later in the batch changes nothing.
+            assert!(engine.on_reply(&instance, &done).is_none(), "{step}");
+        }
+        assert_eq!(instance.phase, Phase::Completed);
     }
 
     #[test]

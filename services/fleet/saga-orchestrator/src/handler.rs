@@ -11,11 +11,12 @@ use sluice_avro::{AvroCodec, CodecError};
 use sluice_contracts::types::{DeadLetterClass, ErpResult, SheetRowResult};
 use sluice_kafka::{Handler, HandlerError, Owed};
 use sluice_resilience::{Classified, ErrorClass};
+use tracing::Span;
 
 use crate::file::FileSaga;
 use crate::replies::{self, ReplyError};
 use crate::started::{self, Started};
-use crate::store::{ReplyEffect, Store, StoreError};
+use crate::store::{ReplyEffect, Start, Store, StoreError, Traced};
 
 /// Why a message was not handled (this time).
 #[derive(Debug, thiserror::Error)]
@@ -109,33 +110,43 @@ impl SagaHandler {
     }
 }
 
-impl Handler for SagaHandler {
-    type Error = HandleError;
+/// What a message asks of the sagas.
+enum Input {
+    /// Start one.
+    Start(Start<Started>),
+    /// Move one.
+    Reply(Traced),
+    /// Nothing: another event of the aggregate, a result no saga asked for.
+    Nothing,
+}
 
-    /// Its effects are in Postgres (the outbox sends its commands): it
-    /// owes Kafka nothing.
-    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, HandleError> {
+impl SagaHandler {
+    /// What `message` asks; its saga's messages carry the trace context
+    /// of `span` (the message's own).
+    async fn read(&self, message: &OwnedMessage, span: &Span) -> Result<Input, HandleError> {
         let bytes = message.payload().ok_or(HandleError::Empty)?;
         let topic = message.topic();
-        let trace: Vec<(String, String)> =
-            sluice_telemetry::outgoing_trace_headers(&tracing::Span::current(), message)
+        let trace = || -> Vec<(String, String)> {
+            sluice_telemetry::outgoing_trace_headers(span, message)
                 .into_iter()
                 .map(|(key, value)| (key, String::from_utf8_lossy(&value).into_owned()))
-                .collect();
+                .collect()
+        };
         let reply = if topic == self.topics.events {
             let event = self.codec.decode_value(bytes).await?;
             let definition = &self.saga;
-            if started::event_type(&event).as_deref() == Some(definition.starts_on.as_str()) {
-                let header = sluice_telemetry::correlation_id(message);
-                let data = Started::of(&definition.aggregate, &event, header)
-                    .map_err(HandleError::Event)?;
-                let saga_id = definition.saga_id(&data.aggregate_id);
-                let key = &data.aggregate_id;
-                let saga = &definition.saga;
-                let started = self.store.start(saga, saga_id, key, &data, &trace).await?;
-                tracing::debug!(aggregate_id = key, started, "{}", definition.starts_on);
+            if started::event_type(&event).as_deref() != Some(definition.starts_on.as_str()) {
+                return Ok(Input::Nothing);
             }
-            return Ok(Owed::nothing());
+            let header = sluice_telemetry::correlation_id(message);
+            let data =
+                Started::of(&definition.aggregate, &event, header).map_err(HandleError::Event)?;
+            return Ok(Input::Start(Start {
+                saga_id: definition.saga_id(&data.aggregate_id),
+                key: data.aggregate_id.clone(),
+                data,
+                trace: trace(),
+            }));
         } else if topic == self.topics.erp_results {
             replies::from_erp(&self.codec.decode::<ErpResult>(bytes).await?)?
         } else if topic == self.topics.sheet_results {
@@ -143,17 +154,65 @@ impl Handler for SagaHandler {
         } else {
             return Err(HandleError::Topic(topic.to_owned()));
         };
-        let Some(reply) = reply else {
-            return Ok(Owed::nothing());
-        };
-        let effect = self.store.reply(&self.saga.saga, &reply, &trace).await?;
-        match effect {
-            ReplyEffect::Applied => {}
-            ReplyEffect::Ignored => {
-                tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "duplicate or late reply ignored");
+        Ok(reply.map_or(Input::Nothing, |reply| {
+            Input::Reply(Traced {
+                reply,
+                trace: trace(),
+            })
+        }))
+    }
+}
+
+impl Handler for SagaHandler {
+    type Error = HandleError;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, HandleError> {
+        self.handle_batch(std::slice::from_ref(message)).await
+    }
+
+    /// The batch's starts in one transaction and its replies in another
+    /// (a partition's batch holds one topic's, so one of the two). Its
+    /// effects are in Postgres (the outbox sends its commands): it owes
+    /// Kafka nothing.
+    async fn handle_batch(&self, messages: &[OwnedMessage]) -> Result<Owed, HandleError> {
+        let (mut starts, mut replies) = (Vec::new(), Vec::new());
+        for message in messages {
+            // A batch's span is its first message's: each message's
+            // commands, and its log line, are in the message's own trace.
+            let span = match messages {
+                [_] => Span::current(),
+                _ => sluice_telemetry::message_span(message),
+            };
+            match self.read(message, &span).await? {
+                Input::Start(start) => starts.push((start, span)),
+                Input::Reply(reply) => replies.push((reply, span)),
+                Input::Nothing => {}
             }
-            ReplyEffect::NotOurs => {
-                tracing::debug!(saga_id = %reply.saga_id, step = reply.step, "another saga's reply passed over");
+        }
+        let saga = &self.saga.saga;
+        if !starts.is_empty() {
+            let (starts, spans): (Vec<_>, Vec<_>) = starts.into_iter().unzip();
+            let started = self.store.start(saga, &starts).await?;
+            for ((start, span), started) in starts.iter().zip(spans).zip(started) {
+                let _entered = span.entered();
+                tracing::debug!(aggregate_id = start.key, started, "{}", self.saga.starts_on);
+            }
+        }
+        if !replies.is_empty() {
+            let (replies, spans): (Vec<_>, Vec<_>) = replies.into_iter().unzip();
+            let effects = self.store.reply(saga, &replies).await?;
+            for ((Traced { reply, .. }, span), effect) in replies.iter().zip(spans).zip(effects) {
+                let _entered = span.entered();
+                let (saga_id, step) = (reply.saga_id, &reply.step);
+                match effect {
+                    ReplyEffect::Applied => {}
+                    ReplyEffect::Ignored => {
+                        tracing::debug!(%saga_id, step, "duplicate or late reply ignored");
+                    }
+                    ReplyEffect::NotOurs => {
+                        tracing::debug!(%saga_id, step, "another saga's reply passed over");
+                    }
+                }
             }
         }
         Ok(Owed::nothing())

@@ -5,6 +5,7 @@
 //! topics; timeouts fire from the database. `main.rs` wires it.
 #![doc = include_str!("../README.md")]
 
+mod changes;
 pub mod cli;
 pub mod definition;
 pub mod engine;
@@ -22,5 +23,5 @@ pub const ORDER_FULFILMENT: &str = include_str!("../sagas/order-fulfilment.toml"
 
 pub use handler::{HandleError, SagaHandler, Topics};
 pub use replies::ReplyError;
-pub use store::{LogLine, ReplyEffect, Sagas, Store, StoreError, Summary};
+pub use store::{LogLine, ReplyEffect, Sagas, Start, Store, StoreError, Summary, Traced};
 pub use timeouts::{TimeoutSettings, owned as timeout_loop};

@@ -1,8 +1,11 @@
 //! Sagas in Postgres. Every change of a saga — its row, its step log
 //! entries and the messages it sends (into the orchestrator's outbox) — is
-//! one transaction, taken under the saga row's lock: two replicas handling
-//! the same saga take turns, and the second sees the first's change.
+//! in one transaction, taken under the saga row's lock: two replicas
+//! handling the same saga take turns, and the second sees the first's
+//! change. A batch of messages is one transaction, its changes written
+//! together ([`crate::changes`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +15,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use sluice_avro::{AvroCodec, CodecError};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Executor, Postgres, Row, Transaction};
+use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
 
-use crate::definition::{Failure, Payload, Saga};
-use crate::engine::{Engine, Instance, Phase, Reply, Transition};
+use crate::changes::Changes;
+use crate::definition::{Failure, Saga};
+use crate::engine::{Engine, Instance, Phase, Reply};
 use crate::metrics;
 
 /// The orchestrator's own schema (and its connections' search path).
@@ -107,7 +111,7 @@ impl StoreError {
     }
 }
 
-fn failed(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn failed(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { doing, source }
 }
 
@@ -442,88 +446,141 @@ impl Sagas {
     }
 }
 
+/// A saga to start, unless one exists for its key.
+pub struct Start<D> {
+    /// Its id.
+    pub saga_id: Uuid,
+    /// What it is about.
+    pub key: String,
+    /// Its data.
+    pub data: D,
+    /// The trace context of what started it, for its messages.
+    pub trace: Vec<(String, String)>,
+}
+
+/// A reply, and the trace context its saga's next messages carry.
+pub struct Traced {
+    /// The reply.
+    pub reply: Reply,
+    /// Its message's trace headers.
+    pub trace: Vec<(String, String)>,
+}
+
 impl Store {
-    /// Starts a saga for `key` unless one exists; false when it did. Its
-    /// messages carry `trace` (the trace context of what started it).
+    /// Starts a saga for each of `starts` whose key has none, in one
+    /// transaction; for each, whether it started (false: one existed, or an
+    /// earlier one of `starts` had its key).
     pub async fn start<D: Serialize>(
         &self,
         saga: &Saga<D>,
-        saga_id: Uuid,
-        key: &str,
-        data: &D,
-        trace: &[(String, String)],
-    ) -> Result<bool, StoreError> {
-        let transition = Engine::new(saga).start(saga_id, data);
-        let json = serde_json::to_value(data).map_err(|err| StoreError::Corrupt {
-            saga_id,
-            reason: format!("data: {err}"),
-        })?;
-        let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
-        let inserted = sqlx::query(
-            "INSERT INTO sagas (saga_id, saga_type, business_key, state, step, attempt, data, version)
-             VALUES ($1, $2, $3, 'RUNNING', '', 1, $4, 0)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(saga_id)
-        .bind(&saga.name)
-        .bind(key)
-        .bind(&json)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed("starting a saga"))?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(false);
+        starts: &[Start<D>],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut data = Vec::with_capacity(starts.len());
+        for start in starts {
+            data.push(
+                serde_json::to_value(&start.data).map_err(|err| StoreError::Corrupt {
+                    saga_id: start.saga_id,
+                    reason: format!("data: {err}"),
+                })?,
+            );
         }
-        let trace = correlated(trace, saga.correlation_of(data));
-        self.write(&mut tx, saga, saga_id, 0, &transition, &trace)
-            .await?;
-        tx.commit().await.map_err(failed("committing a start"))?;
-        metrics::started(&saga.name);
-        metrics::changed(&saga.name, &transition, 0.0, 0.0);
-        Ok(true)
+        let ids: Vec<Uuid> = starts.iter().map(|start| start.saga_id).collect();
+        let keys: Vec<&str> = starts.iter().map(|start| start.key.as_str()).collect();
+        let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
+        let mut inserted: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO sagas (saga_id, saga_type, business_key, state, step, attempt, data, version)
+             SELECT s.saga_id, $1, s.key, 'RUNNING', '', 1, s.data, 0
+             FROM unnest($2::uuid[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS s(saga_id, key, data, n)
+             ORDER BY s.n
+             ON CONFLICT DO NOTHING
+             RETURNING saga_id",
+        )
+        .bind(&saga.name)
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&data)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(failed("starting sagas"))?
+        .into_iter()
+        .collect();
+        let engine = Engine::new(saga);
+        let mut changes = Changes::new(saga, &self.codec);
+        let mut started = Vec::with_capacity(starts.len());
+        let mut transitions = Vec::new();
+        for start in starts {
+            // The first of a key's starts took it.
+            let new = inserted.remove(&start.saga_id);
+            started.push(new);
+            if new {
+                let transition = engine.start(start.saga_id, &start.data);
+                let trace = correlated(&start.trace, saga.correlation_of(&start.data));
+                changes.add(start.saga_id, 1, &transition, &trace).await?;
+                transitions.push(transition);
+            }
+        }
+        changes.write(&mut tx).await?;
+        tx.commit().await.map_err(failed("committing starts"))?;
+        for transition in &transitions {
+            metrics::started(&saga.name);
+            metrics::changed(&saga.name, transition, 0.0, 0.0);
+        }
+        Ok(started)
     }
 
-    /// Applies `reply` to its saga; the messages it sends carry `trace`.
+    /// Applies `replies` to their sagas, in order, in one transaction; what
+    /// each did.
     pub async fn reply<D: Serialize + DeserializeOwned>(
         &self,
         saga: &Saga<D>,
-        reply: &Reply,
-        trace: &[(String, String)],
-    ) -> Result<ReplyEffect, StoreError> {
+        replies: &[Traced],
+    ) -> Result<Vec<ReplyEffect>, StoreError> {
+        let mut ids: Vec<Uuid> = replies.iter().map(|traced| traced.reply.saga_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
-        let row = sqlx::query(SELECT_FOR_UPDATE)
-            .bind(reply.saga_id)
-            .fetch_optional(&mut *tx)
+        // Locked in one order, so batches that share sagas take turns
+        // instead of deadlocking.
+        let rows = sqlx::query(SELECT_FOR_UPDATE)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(failed("locking a saga"))?;
-        let Some(row) = row else {
-            metrics::ignored(&saga.name);
-            return Ok(ReplyEffect::NotOurs);
-        };
-        let locked = locked(saga, &row)?;
-        let Some(transition) = Engine::new(saga).on_reply(&locked.instance, reply) else {
-            metrics::ignored(&saga.name);
-            return Ok(ReplyEffect::Ignored);
-        };
-        let trace = correlated(trace, saga.correlation_of(&locked.instance.data));
-        self.write(
-            &mut tx,
-            saga,
-            reply.saga_id,
-            locked.version,
-            &transition,
-            &trace,
-        )
-        .await?;
-        tx.commit().await.map_err(failed("committing a reply"))?;
-        metrics::changed(
-            &saga.name,
-            &transition,
-            locked.step_seconds,
-            locked.saga_seconds,
-        );
-        Ok(ReplyEffect::Applied)
+            .map_err(failed("locking sagas"))?;
+        let mut sagas = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let locked = locked(saga, row)?;
+            sagas.insert(locked.instance.saga_id, locked);
+        }
+        let engine = Engine::new(saga);
+        let mut changes = Changes::new(saga, &self.codec);
+        let mut effects = Vec::with_capacity(replies.len());
+        let mut moved = Vec::new();
+        for Traced { reply, trace } in replies {
+            let Some(locked) = sagas.get_mut(&reply.saga_id) else {
+                metrics::ignored(&saga.name);
+                effects.push(ReplyEffect::NotOurs);
+                continue;
+            };
+            let Some(transition) = engine.on_reply(&locked.instance, reply) else {
+                metrics::ignored(&saga.name);
+                effects.push(ReplyEffect::Ignored);
+                continue;
+            };
+            let trace = correlated(trace, saga.correlation_of(&locked.instance.data));
+            locked.version += 1;
+            changes
+                .add(reply.saga_id, locked.version, &transition, &trace)
+                .await?;
+            locked.instance.moved(&transition);
+            moved.push((transition, locked.step_seconds, locked.saga_seconds));
+            effects.push(ReplyEffect::Applied);
+        }
+        changes.write(&mut tx).await?;
+        tx.commit().await.map_err(failed("committing replies"))?;
+        for (transition, step_seconds, saga_seconds) in &moved {
+            metrics::changed(&saga.name, transition, *step_seconds, *saga_seconds);
+        }
+        Ok(effects)
     }
 
     /// Fires up to `limit` passed deadlines, passing over the sagas in
@@ -554,7 +611,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(failed("finding passed deadlines"))?;
-        let mut changes = Vec::with_capacity(rows.len());
+        let mut changes = Changes::new(saga, &self.codec);
+        let mut moved = Vec::with_capacity(rows.len());
         let mut fired = Fired {
             rows: rows.len(),
             unreadable: Vec::new(),
@@ -572,128 +630,19 @@ impl Store {
                 // A timeout has no message to follow: its sends start
                 // traces, and carry the saga's correlation id.
                 let trace = correlated(&[], saga.correlation_of(&locked.instance.data));
-                self.write(
-                    &mut tx,
-                    saga,
-                    locked.instance.saga_id,
-                    locked.version,
-                    &transition,
-                    &trace,
-                )
-                .await?;
-                changes.push((transition, locked.step_seconds, locked.saga_seconds));
+                let saga_id = locked.instance.saga_id;
+                changes
+                    .add(saga_id, locked.version + 1, &transition, &trace)
+                    .await?;
+                moved.push((transition, locked.step_seconds, locked.saga_seconds));
             }
         }
+        changes.write(&mut tx).await?;
         tx.commit().await.map_err(failed("committing timeouts"))?;
-        for (transition, step_seconds, saga_seconds) in &changes {
+        for (transition, step_seconds, saga_seconds) in &moved {
             metrics::changed(&saga.name, transition, *step_seconds, *saga_seconds);
         }
         Ok(fired)
-    }
-
-    /// Writes `transition` of the saga at `version`: its row, its log
-    /// entries and its messages (with the `trace` headers).
-    async fn write<D>(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        saga: &Saga<D>,
-        saga_id: Uuid,
-        version: i32,
-        transition: &Transition,
-        trace: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        let version = version + 1;
-        let step = saga
-            .steps()
-            .get(transition.step)
-            .map_or("", |step| step.name.as_str());
-        let timeout_ms = transition
-            .timeout
-            .map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-        let failure = transition
-            .failure
-            .as_ref()
-            .map(|failure| serde_json::json!({"step": failure.step, "reason": failure.reason}));
-        sqlx::query(
-            "UPDATE sagas SET state = $2, step = $3, attempt = $4, failure = $5, version = $6,
-                 deadline = now() + $7 * interval '1 millisecond',
-                 step_started_at = CASE WHEN $8 THEN now() ELSE step_started_at END,
-                 updated_at = now(),
-                 finished_at = CASE WHEN $9 THEN now() END
-             WHERE saga_id = $1",
-        )
-        .bind(saga_id)
-        .bind(transition.phase.as_str())
-        .bind(step)
-        .bind(i32::try_from(transition.attempt).unwrap_or(i32::MAX))
-        .bind(failure)
-        .bind(version)
-        .bind(timeout_ms)
-        .bind(transition.step_began)
-        .bind(transition.phase.finished())
-        .execute(&mut **tx)
-        .await
-        .map_err(failed("updating a saga"))?;
-        for (entry, line) in transition.log.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO saga_steps (saga_id, version, entry, step, attempt, event, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(saga_id)
-            .bind(version)
-            .bind(i32::try_from(entry).unwrap_or(i32::MAX))
-            .bind(&line.step)
-            .bind(i32::try_from(line.attempt).unwrap_or(i32::MAX))
-            .bind(line.event)
-            .bind(&line.detail)
-            .execute(&mut **tx)
-            .await
-            .map_err(failed("writing the step log"))?;
-        }
-        for outgoing in &transition.send {
-            let message = &outgoing.message;
-            let value = match &message.value {
-                Payload::Erp(command) => self.codec.encode(&message.topic, command).await,
-                Payload::Sheet(row) => self.codec.encode(&message.topic, row).await,
-                Payload::Event(event) => {
-                    let value = event.value.clone();
-                    self.codec
-                        .encode_value(&message.topic, &event.contract, value)
-                        .await
-                }
-            }
-            .map_err(|source| StoreError::Encode {
-                topic: message.topic.clone(),
-                source,
-            })?;
-            let mut headers = serde_json::json!({
-                "sluice.saga_id": saga_id.to_string(),
-                "sluice.saga_step": outgoing.step,
-                "sluice.message_id": outgoing.id.to_string(),
-            });
-            for (key, value) in trace {
-                headers[key.as_str()] = Json::from(value.clone());
-            }
-            if let Payload::Event(event) = &message.value {
-                headers["sluice.event_id"] = Json::from(event.event_id.clone());
-                headers["sluice.event_type"] = Json::from(event.event_type.clone());
-            }
-            sqlx::query(
-                "INSERT INTO outbox (id, topic, message_key, value, headers, saga_id, step)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(outgoing.id)
-            .bind(&message.topic)
-            .bind(&message.key)
-            .bind(value)
-            .bind(headers)
-            .bind(saga_id)
-            .bind(&outgoing.step)
-            .execute(&mut **tx)
-            .await
-            .map_err(failed("writing the outbox"))?;
-        }
-        Ok(())
     }
 }
 
@@ -723,7 +672,7 @@ fn ignore_duplicate<T: Default>(result: Result<T, sqlx::Error>) -> Result<T, sql
 const SELECT_FOR_UPDATE: &str = "SELECT saga_id, state, step, attempt, data, failure, version,
         extract(epoch FROM now() - step_started_at)::float8 AS step_seconds,
         extract(epoch FROM now() - started_at)::float8 AS saga_seconds
-     FROM sagas WHERE saga_id = $1 FOR UPDATE";
+     FROM sagas WHERE saga_id = ANY($1) ORDER BY saga_id FOR UPDATE";
 
 fn locked<D: DeserializeOwned>(saga: &Saga<D>, row: &PgRow) -> Result<Locked<D>, StoreError> {
     let saga_id: Uuid = row.get("saga_id");

@@ -35,6 +35,19 @@ async fn a_killed_replica_leaves_no_saga_unfinished_or_driven_twice() {
     // Slow enough for the kill to land mid-stream (about 30 commands/s).
     let _erp = fleet.erp_sink(100).await;
     let _sheets = fleet.sheets_sink().await;
+    // Orders placed once both are in the group: a replica alone takes all
+    // 600 starts (in batches) before the other has joined.
+    eventually(
+        "the second replica in the group",
+        Duration::from_secs(60),
+        || async {
+            fleet
+                .log("orchestrator-2")
+                .contains("partitions assigned")
+                .then_some(())
+        },
+    )
+    .await;
     let orders = orders_by("order", 600, "Barbara Liskov");
     fleet.place(&orders).await;
 
