@@ -557,12 +557,10 @@ impl Store {
         let mut moved = Vec::new();
         for Traced { reply, trace } in replies {
             let Some(locked) = sagas.get_mut(&reply.saga_id) else {
-                metrics::ignored(&saga.name);
                 effects.push(ReplyEffect::NotOurs);
                 continue;
             };
             let Some(transition) = engine.on_reply(&locked.instance, reply) else {
-                metrics::ignored(&saga.name);
                 effects.push(ReplyEffect::Ignored);
                 continue;
             };
@@ -572,13 +570,25 @@ impl Store {
                 .add(reply.saga_id, locked.version, &transition, &trace)
                 .await?;
             locked.instance.moved(&transition);
+            let began = transition.step_began;
             moved.push((transition, locked.step_seconds, locked.saga_seconds));
+            if began {
+                // A later reply of the batch times the step begun here.
+                locked.step_seconds = 0.0;
+            }
             effects.push(ReplyEffect::Applied);
         }
         changes.write(&mut tx).await?;
         tx.commit().await.map_err(failed("committing replies"))?;
+        // Counted once committed: a batch handled again counts nothing twice.
         for (transition, step_seconds, saga_seconds) in &moved {
             metrics::changed(&saga.name, transition, *step_seconds, *saga_seconds);
+        }
+        for _ in effects
+            .iter()
+            .filter(|effect| **effect != ReplyEffect::Applied)
+        {
+            metrics::ignored(&saga.name);
         }
         Ok(effects)
     }

@@ -8,6 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Fleet, assert_each_once, orders_by};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use sluice_testkit::{consume_exactly, eventually, message_count};
 
 const ORDERS: usize = 60;
 
@@ -65,5 +68,51 @@ async fn orders_queued_before_the_orchestrator_run_in_batches_once_each() {
         largest.is_some_and(|size| size > 1),
         "no start handled in a batch of more than one: {largest:?}"
     );
+    fleet.finish(relay).await;
+}
+
+/// A value Postgres refuses (a NUL in the customer's name: jsonb takes
+/// none) fails however often it is tried. Its message is dead-lettered at
+/// once as VALIDATION, not after the retries (about 50 s, twice over in a
+/// batch), and the orders batched with it start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_postgres_refuses_is_dead_lettered_at_once_and_its_batch_starts() {
+    let fleet = Fleet::new("refused").await;
+    let mut orders = orders_by("order", 20, "Grace Hopper");
+    orders.insert(10, ("order-nul".into(), "Grace\u{0}Hopper".into()));
+    fleet.place(&orders).await;
+    let (_orchestrator, _) = fleet.orchestrator("orchestrator", &[]).await;
+    let relay = fleet.relay().await;
+
+    eventually("the dead letter", Duration::from_secs(30), || async {
+        (message_count(&fleet.topics.dlq_saga) == 1).then_some(())
+    })
+    .await;
+    let letters = consume_exactly(&fleet.topics.dlq_saga, 1, Duration::from_secs(30)).await;
+    let header = |name: &str| {
+        letters[0]
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(
+        header("sluice.dlq.error-class").as_deref(),
+        Some("VALIDATION")
+    );
+    assert_eq!(letters[0].key(), Some(b"order-nul".as_slice()));
+    let started: Vec<String> = eventually("the other 20 started", Duration::from_secs(30), || {
+        let pool = fleet.pool.clone();
+        async move {
+            let keys: Vec<String> = sqlx::query_scalar("SELECT business_key FROM saga.sagas")
+                .fetch_all(&pool)
+                .await
+                .ok()?;
+            (keys.len() >= 20).then_some(keys)
+        }
+    })
+    .await;
+    assert_eq!(started.len(), 20, "{started:?}");
+    assert!(!started.iter().any(|key| key == "order-nul"));
     fleet.finish(relay).await;
 }
