@@ -49,19 +49,9 @@ impl Classified for HandleError {
             {
                 ErrorClass::Pause
             }
-            // A value Postgres refuses (SQLSTATE 22, data exception) or a
-            // constraint it breaks (23) fails again however often it is
-            // tried: the batch is split at once, and the message that
-            // carries it is dead-lettered alone.
-            Self::Store(StoreError::Database {
-                source: sqlx::Error::Database(refused),
-                ..
-            }) if refused
-                .code()
-                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")) =>
-            {
-                ErrorClass::Permanent
-            }
+            // The batch is split at once, and the message that carries the
+            // refused value is dead-lettered alone.
+            Self::Store(store) if store.is_refused() => ErrorClass::Permanent,
             Self::Store(StoreError::Database { .. }) => ErrorClass::Retryable,
             _ => ErrorClass::Permanent,
         }

@@ -109,6 +109,20 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether Postgres refused a value (SQLSTATE 22, data exception) or a
+    /// constraint broke (23): it fails again however often it is tried.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            Self::Database {
+                source: sqlx::Error::Database(refused),
+                ..
+            } => refused
+                .code()
+                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+            _ => false,
+        }
+    }
 }
 
 pub(crate) fn failed(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
