@@ -174,16 +174,23 @@ impl RateLimiter {
 
     /// Waits for a token for `target`, and returns how long that took. The
     /// token is reserved before the wait, so callers are served in turn and
-    /// a late wake-up does not push back the ones after it.
+    /// a late wake-up does not push back the ones after it. A token in the
+    /// bucket is granted without a timer: a sleep until now still waits for
+    /// tokio's next millisecond tick (1.6 ms a call, measured in erp-sink on
+    /// busy cores).
     pub async fn acquire(&self, target: &str) -> Duration {
         let started = Instant::now();
         loop {
-            let at = {
+            let (at, now) = {
                 let mut targets = self.lock();
-                let at = self.earliest(&mut targets, target, Instant::now());
+                let now = Instant::now();
+                let at = self.earliest(&mut targets, target, now);
                 self.take(&mut targets, target, at);
-                at
+                (at, now)
             };
+            if at <= now {
+                break;
+            }
             tokio::time::sleep_until(at).await;
             // A Retry-After that came during the wait moves this request past it.
             let deferred = self.lock().deferred.get(target).copied();
@@ -309,6 +316,23 @@ mod tests {
         assert_eq!(erp.try_acquire("db"), Err(Duration::from_secs(100)));
         erp.set_share(1.0);
         assert_eq!(erp.acquire("db").await, Duration::from_millis(100));
+    }
+
+    /// A token in the bucket is granted at once, with no timer between:
+    /// tokio's timer rounds a sleep up to its next millisecond tick, and on
+    /// busy cores the tick comes later still (erp-sink in the saga
+    /// benchmark waited 1.6 ms a call at a fifth of its rate).
+    #[tokio::test]
+    async fn a_token_in_the_bucket_is_granted_without_a_timer() {
+        let erp = limiter(50, 5_000.0);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        for n in 0..50 {
+            let mut acquire = std::pin::pin!(erp.acquire("db"));
+            assert!(
+                acquire.as_mut().poll(&mut context).is_ready(),
+                "token {n} waited"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
