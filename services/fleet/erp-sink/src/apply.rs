@@ -560,6 +560,11 @@ impl Applier {
 
     /// The oldest `comodel` record whose key field holds the key; created
     /// from the reference's fields when there is none and it has some.
+    ///
+    /// A reference that may be created is searched under its gate, one
+    /// command at a time per key in this process: the first makes it, the
+    /// ones that waited find it remembered. Searched before the gate, a new
+    /// customer cost two searches (before, and again under the gate).
     async fn find_or_create(
         &self,
         comodel: &str,
@@ -567,47 +572,32 @@ impl Applier {
     ) -> Result<i64, ApplyError> {
         let (key, value) = &reference.key;
         let remembered = reference_key(comodel, reference);
-        if let Some(id) = lock(&self.known).get(&remembered) {
-            return Ok(*id);
-        }
-        let find = || async {
-            let found = self
-                .client
-                .search_read(comodel, &[(key.as_str(), value.clone())], &["id"])
-                .await?;
-            let id = found
-                .first()
-                .and_then(|r| r.get("id"))
-                .and_then(Value::as_i64);
-            if let Some(id) = id {
-                self.remember(&remembered, id);
-            }
-            Ok::<_, ApplyError>(id)
-        };
-        if let Some(id) = find().await? {
+        if let Some(id) = self.remembered(&remembered) {
             return Ok(id);
         }
         if reference.create.is_empty() {
-            return Err(ApplyError::UnknownReference {
-                model: comodel.to_owned(),
-                field: key.clone(),
-                value: value.clone(),
-            });
+            return self
+                .find(comodel, key, value, &remembered)
+                .await?
+                .ok_or_else(|| ApplyError::UnknownReference {
+                    model: comodel.to_owned(),
+                    field: key.clone(),
+                    value: value.clone(),
+                });
         }
         let gate = {
             let mut creating = lock(&self.creating);
             if creating.len() > 10_000 {
                 creating.retain(|_, gate| Arc::strong_count(gate) > 1);
             }
-            Arc::clone(
-                creating
-                    .entry(format!("{comodel}/{key}={value}"))
-                    .or_default(),
-            )
+            Arc::clone(creating.entry(remembered.clone()).or_default())
         };
         let _held = gate.lock().await;
-        // Another command may have made it while this one waited.
-        if let Some(id) = find().await? {
+        // The command that held the gate before may have made it.
+        if let Some(id) = self.remembered(&remembered) {
+            return Ok(id);
+        }
+        if let Some(id) = self.find(comodel, key, value, &remembered).await? {
             return Ok(id);
         }
         let mut values = reference.create.clone();
@@ -615,6 +605,33 @@ impl Applier {
         let id = self.client.create(comodel, &values).await?;
         self.remember(&remembered, id);
         Ok(id)
+    }
+
+    /// The first `comodel` record whose `key` holds `value`, remembered
+    /// under `remembered`.
+    async fn find(
+        &self,
+        comodel: &str,
+        key: &str,
+        value: &Value,
+        remembered: &str,
+    ) -> Result<Option<i64>, ApplyError> {
+        let found = self
+            .client
+            .search_read(comodel, &[(key, value.clone())], &["id"])
+            .await?;
+        let id = found
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64);
+        if let Some(id) = id {
+            self.remember(remembered, id);
+        }
+        Ok(id)
+    }
+
+    fn remembered(&self, key: &str) -> Option<i64> {
+        lock(&self.known).get(key).copied()
     }
 
     fn remember(&self, key: &str, id: i64) {

@@ -149,6 +149,13 @@ async fn a_reservation_is_a_confirmed_quotation_with_its_customer_and_lines() {
         assert_eq!(products, [&json!("[SKU-1] Widget"), &json!("[MUG-1] Mug")]);
         let ops = operations(&base).await;
         assert_eq!(ops.iter().filter(|o| *o == "action_confirm").count(), 2);
+        // Each order looked up by its reference (3), each product once (3),
+        // the new customer once before it is made: one search, not two.
+        assert_eq!(
+            ops.iter().filter(|o| *o == "search_read").count(),
+            7,
+            "{ops:?}"
+        );
         assert_eq!(
             ops.iter().filter(|o| *o == "fields_get").count(),
             2,
