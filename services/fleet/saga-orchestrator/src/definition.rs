@@ -20,6 +20,8 @@ use sluice_contracts::Topic;
 use sluice_contracts::types::{ErpCommand, SagaStep, SheetRowUpsert};
 use uuid::Uuid;
 
+use crate::engine::Reply;
+
 /// A message the saga sends: a command, or the event that ends it.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -224,5 +226,17 @@ impl<D> Saga<D> {
     /// The index of the step called `name`.
     pub fn position(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|step| step.name == name)
+    }
+
+    /// Whether `reply` can answer a command of this saga type: its step is
+    /// one of ours and its command id the one its saga's step sends. A
+    /// stray id fails; another saga type's step of the same name passes.
+    pub fn sent(&self, reply: &Reply) -> bool {
+        self.position(&reply.step).is_some()
+            && [Direction::Forward, Direction::Compensate]
+                .into_iter()
+                .any(|direction| {
+                    command_id(reply.saga_id, &reply.step, direction) == reply.command_id
+                })
     }
 }

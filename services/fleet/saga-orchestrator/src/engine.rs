@@ -565,6 +565,22 @@ mod tests {
             .collect()
     }
 
+    /// What may answer this saga type: its steps' commands and
+    /// compensations, by their derived ids; not a stray id, nor a step it
+    /// does not have.
+    #[test]
+    fn a_reply_fits_the_saga_by_its_step_and_derived_command_id() {
+        let saga = saga();
+        assert!(saga.sent(&reply("a", Direction::Forward, Outcome::Done)));
+        assert!(saga.sent(&reply("c", Direction::Compensate, Outcome::Done)));
+        let stray = Reply {
+            command_id: Uuid::from_u128(8),
+            ..reply("a", Direction::Forward, Outcome::Done)
+        };
+        assert!(!saga.sent(&stray));
+        assert!(!saga.sent(&reply("z", Direction::Forward, Outcome::Done)));
+    }
+
     #[test]
     fn every_step_done_completes_and_announces() {
         let saga = saga();

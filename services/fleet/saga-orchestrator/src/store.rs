@@ -129,6 +129,14 @@ pub(crate) fn failed(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreEr
     move |source| StoreError::Database { doing, source }
 }
 
+/// What one try of [`Store::reply`] came to.
+enum Replied {
+    /// What each reply did.
+    Done(Vec<ReplyEffect>),
+    /// A reply fits this saga type and found no saga; nothing was written.
+    Unseen,
+}
+
 /// What a reply did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyEffect {
@@ -544,11 +552,74 @@ impl Store {
 
     /// Applies `replies` to their sagas, in order, in one transaction; what
     /// each did.
+    ///
+    /// A reply can come before its saga is visible here: outbox-relay
+    /// streams a transaction once its commit is in the WAL, and the backend
+    /// that committed it makes it visible a moment after; on busy cores a
+    /// sink answered within that moment (one saga of 7 405 in the saga
+    /// benchmark, its reply passed over, waited out its 180 s step
+    /// timeout). So a reply that can answer this saga type's command but
+    /// finds no saga is tried once more, after the transactions then in
+    /// progress have ended.
     pub async fn reply<D: Serialize + DeserializeOwned>(
         &self,
         saga: &Saga<D>,
         replies: &[Traced],
     ) -> Result<Vec<ReplyEffect>, StoreError> {
+        let mut unseen_waits = true;
+        loop {
+            match self.reply_once(saga, replies, unseen_waits).await? {
+                Replied::Done(effects) => return Ok(effects),
+                Replied::Unseen => {
+                    self.until_begun_ended().await?;
+                    unseen_waits = false;
+                }
+            }
+        }
+    }
+
+    /// Waits until every transaction begun before now has ended: the
+    /// oldest one still running is younger than a transaction id taken now
+    /// (a snapshot lists no transaction younger than the last one ended, so
+    /// its list of those in progress cannot tell). At most [`UNSEEN_WAIT`]:
+    /// a transaction left open elsewhere on the server must not hold the
+    /// partition.
+    async fn until_begun_ended(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + UNSEEN_WAIT;
+        let now: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("taking a transaction id"))?;
+        loop {
+            let ended: bool = sqlx::query_scalar(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8",
+            )
+            .bind(now.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("waiting for transactions in progress"))?;
+            if ended {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "a transaction begun before a reply to no saga still runs; the reply is passed over"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// [`Store::reply`] in one transaction; with `unseen_waits`, a reply
+    /// that fits this saga type but finds no saga sends it back, and
+    /// nothing is written.
+    async fn reply_once<D: Serialize + DeserializeOwned>(
+        &self,
+        saga: &Saga<D>,
+        replies: &[Traced],
+        unseen_waits: bool,
+    ) -> Result<Replied, StoreError> {
         let mut ids: Vec<Uuid> = replies.iter().map(|traced| traced.reply.saga_id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -564,6 +635,12 @@ impl Store {
         for row in &rows {
             let locked = locked(saga, row)?;
             sagas.insert(locked.instance.saga_id, locked);
+        }
+        let unseen = |traced: &Traced| {
+            !sagas.contains_key(&traced.reply.saga_id) && saga.sent(&traced.reply)
+        };
+        if unseen_waits && replies.iter().any(unseen) {
+            return Ok(Replied::Unseen);
         }
         let engine = Engine::new(saga);
         let mut changes = Changes::new(saga, &self.codec);
@@ -604,7 +681,7 @@ impl Store {
         {
             metrics::ignored(&saga.name);
         }
-        Ok(effects)
+        Ok(Replied::Done(effects))
     }
 
     /// Fires up to `limit` passed deadlines, passing over the sagas in
@@ -692,6 +769,10 @@ fn ignore_duplicate<T: Default>(result: Result<T, sqlx::Error>) -> Result<T, sql
         other => other,
     }
 }
+
+/// How long replies that find no saga wait for the transactions in
+/// progress to end (a commit becomes visible within milliseconds).
+const UNSEEN_WAIT: Duration = Duration::from_secs(2);
 
 const SELECT_FOR_UPDATE: &str = "SELECT saga_id, state, step, attempt, data, failure, version,
         extract(epoch FROM now() - step_started_at)::float8 AS step_seconds,
