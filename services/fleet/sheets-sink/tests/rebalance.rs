@@ -24,7 +24,7 @@ async fn a_key_the_other_replica_appended_is_updated_not_appended_again() {
     let replica = SheetsSink {
         codec: AvroCodec::new(stack.registry_settings()),
         upserter: upserter(&base, &key, tuning().limiter, tuning().breaker),
-        replies: ReplyPublisher::owed(
+        replies: ReplyPublisher::new(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
             "sheets.results.v1",

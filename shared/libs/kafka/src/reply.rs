@@ -34,39 +34,19 @@ pub struct ReplyPublisher {
 
 impl ReplyPublisher {
     /// Publishes to `topic` through its own idempotent producer on `kafka`.
-    /// The producer sends at once (`linger.ms` 0), for a caller that waits
-    /// for each record (a replay, an HTTP request's record).
+    /// The producer sends at once (`linger.ms` 0): every caller waits for
+    /// its records — a replay, an HTTP request's record, and the consumer
+    /// loop, which waits for what a handler owes ([`Self::owe`]) before the
+    /// partition's next batch but one. Lingering 2 ms, that wait bound a
+    /// sink's lane: erp-sink one command at a time did 1 427 commands/s,
+    /// sending at once 1 794 (sheets-sink one row a request 1 927 and
+    /// 1 940: bound elsewhere).
     pub fn new(
         kafka: &KafkaConfig,
         codec: Arc<AvroCodec>,
         topic: impl Into<String>,
     ) -> Result<Self, KafkaSetupError> {
-        Self::lingering(kafka, codec, topic, "0")
-    }
-
-    /// A publisher of what handlers owe the consumer loop ([`Self::owe`]).
-    /// Its producer lingers 2 ms, so that the records of partitions handled
-    /// at once share a request: the loop waits for them while the next
-    /// batch runs, which hides the linger. Sent at once, the trail cost
-    /// sheets-sink 7 % of its pace one row per request (1 504, 1 478
-    /// against 1 610, 1 594 commands/s without the trail); lingering, none
-    /// measurable (1 541, 1 652 against 1 612, 1 608). What is awaited
-    /// (`publish`, `send_now`) waits the linger too.
-    pub fn owed(
-        kafka: &KafkaConfig,
-        codec: Arc<AvroCodec>,
-        topic: impl Into<String>,
-    ) -> Result<Self, KafkaSetupError> {
-        Self::lingering(kafka, codec, topic, "2")
-    }
-
-    fn lingering(
-        kafka: &KafkaConfig,
-        codec: Arc<AvroCodec>,
-        topic: impl Into<String>,
-        linger_ms: &str,
-    ) -> Result<Self, KafkaSetupError> {
-        let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", linger_ms))?;
+        let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
         Ok(Self {
             producer,
             codec,

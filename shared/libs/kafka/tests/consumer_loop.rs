@@ -922,7 +922,7 @@ async fn an_offset_waits_for_what_its_handling_owes_kafka_and_only_that_is_sent_
     let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
     let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
     let log = |kafka: &KafkaConfig, topic: &str| {
-        let publisher = ReplyPublisher::owed(kafka, Arc::clone(&codec), topic).unwrap();
+        let publisher = ReplyPublisher::new(kafka, Arc::clone(&codec), topic).unwrap();
         Arc::new(AuditLog::new(publisher, "test-service", "tester".into()))
     };
     let handler = OwingHandler {

@@ -127,7 +127,7 @@ impl<D: Defaults> Service<D> {
     /// A publisher of answers to the commands the service handles, owed
     /// to its consumer loop.
     pub fn replies(&self, topic: impl Into<String>) -> Result<ReplyPublisher, ServiceError> {
-        Ok(ReplyPublisher::owed(
+        Ok(ReplyPublisher::new(
             &self.kafka,
             Arc::clone(&self.codec),
             topic,

@@ -223,14 +223,14 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
             tuning.call_timeout,
             tuning.settle,
         ),
-        ReplyPublisher::owed(
+        ReplyPublisher::new(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::clone(&codec),
             &topics.results.name,
         )
         .unwrap(),
         AuditLog::new(
-            ReplyPublisher::owed(
+            ReplyPublisher::new(
                 &KafkaConfig::new(&stack.kafka_bootstrap),
                 Arc::clone(&codec),
                 &topics.audit.name,

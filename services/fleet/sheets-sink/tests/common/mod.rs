@@ -70,7 +70,7 @@ pub async fn audited(command_ids: &[String]) -> Vec<AuditRecord> {
 pub fn audit_log() -> AuditLog {
     let stack = Stack::get();
     AuditLog::new(
-        ReplyPublisher::owed(
+        ReplyPublisher::new(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
             AUDIT.as_str(),
@@ -258,7 +258,7 @@ pub fn start_with(
         codec: AvroCodec::new(stack.registry_settings()),
         upserter: upserter_paced(base, key, Arc::clone(&limiter), tuning.breaker)
             .user_entered(tuning.user_entered),
-        replies: ReplyPublisher::owed(
+        replies: ReplyPublisher::new(
             &KafkaConfig::new(&stack.kafka_bootstrap),
             Arc::new(AvroCodec::new(stack.registry_settings())),
             "sheets.results.v1",
