@@ -129,14 +129,6 @@ pub(crate) fn failed(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreEr
     move |source| StoreError::Database { doing, source }
 }
 
-/// What one try of [`Store::reply`] came to.
-enum Replied {
-    /// What each reply did.
-    Done(Vec<ReplyEffect>),
-    /// A reply fits this saga type and found no saga; nothing was written.
-    Unseen,
-}
-
 /// What a reply did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyEffect {
@@ -509,6 +501,12 @@ impl Store {
         let ids: Vec<Uuid> = starts.iter().map(|start| start.saga_id).collect();
         let keys: Vec<&str> = starts.iter().map(|start| start.key.as_str()).collect();
         let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
+        sqlx::query(LOCK_STARTS)
+            .bind(&ids)
+            .bind(START_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("locking the sagas started"))?;
         let mut inserted: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO sagas (saga_id, saga_type, business_key, state, step, attempt, data, version)
              SELECT s.saga_id, $1, s.key, 'RUNNING', '', 1, s.data, 0
@@ -558,68 +556,14 @@ impl Store {
     /// that committed it makes it visible a moment after; on busy cores a
     /// sink answered within that moment (one saga of 7 405 in the saga
     /// benchmark, its reply passed over, waited out its 180 s step
-    /// timeout). So a reply that can answer this saga type's command but
-    /// finds no saga is tried once more, after the transactions then in
-    /// progress have ended.
+    /// timeout). A reply that can answer this saga type's command but finds
+    /// no saga waits for the saga's start lock ([`START_LOCK`]), which its
+    /// start holds until it is visible, and looks again.
     pub async fn reply<D: Serialize + DeserializeOwned>(
         &self,
         saga: &Saga<D>,
         replies: &[Traced],
     ) -> Result<Vec<ReplyEffect>, StoreError> {
-        let mut unseen_waits = true;
-        loop {
-            match self.reply_once(saga, replies, unseen_waits).await? {
-                Replied::Done(effects) => return Ok(effects),
-                Replied::Unseen => {
-                    self.until_begun_ended().await?;
-                    unseen_waits = false;
-                }
-            }
-        }
-    }
-
-    /// Waits until every transaction begun before now has ended: the
-    /// oldest one still running is younger than a transaction id taken now
-    /// (a snapshot lists no transaction younger than the last one ended, so
-    /// its list of those in progress cannot tell). At most [`UNSEEN_WAIT`]:
-    /// a transaction left open elsewhere on the server must not hold the
-    /// partition.
-    async fn until_begun_ended(&self) -> Result<(), StoreError> {
-        let deadline = tokio::time::Instant::now() + UNSEEN_WAIT;
-        let now: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(failed("taking a transaction id"))?;
-        loop {
-            let ended: bool = sqlx::query_scalar(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8",
-            )
-            .bind(now.to_string())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(failed("waiting for transactions in progress"))?;
-            if ended {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    "a transaction begun before a reply to no saga still runs; the reply is passed over"
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// [`Store::reply`] in one transaction; with `unseen_waits`, a reply
-    /// that fits this saga type but finds no saga sends it back, and
-    /// nothing is written.
-    async fn reply_once<D: Serialize + DeserializeOwned>(
-        &self,
-        saga: &Saga<D>,
-        replies: &[Traced],
-        unseen_waits: bool,
-    ) -> Result<Replied, StoreError> {
         let mut ids: Vec<Uuid> = replies.iter().map(|traced| traced.reply.saga_id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -636,11 +580,29 @@ impl Store {
             let locked = locked(saga, row)?;
             sagas.insert(locked.instance.saga_id, locked);
         }
-        let unseen = |traced: &Traced| {
-            !sagas.contains_key(&traced.reply.saga_id) && saga.sent(&traced.reply)
-        };
-        if unseen_waits && replies.iter().any(unseen) {
-            return Ok(Replied::Unseen);
+        let unseen: Vec<Uuid> = replies
+            .iter()
+            .map(|traced| &traced.reply)
+            .filter(|reply| !sagas.contains_key(&reply.saga_id) && saga.sent(reply))
+            .map(|reply| reply.saga_id)
+            .collect();
+        if !unseen.is_empty() {
+            sqlx::query(AWAIT_STARTS)
+                .bind(&unseen)
+                .bind(START_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("waiting for sagas being started"))?;
+            // A statement after the wait sees what the starts committed.
+            let rows = sqlx::query(SELECT_FOR_UPDATE)
+                .bind(&unseen)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(failed("locking sagas"))?;
+            for row in &rows {
+                let locked = locked(saga, row)?;
+                sagas.insert(locked.instance.saga_id, locked);
+            }
         }
         let engine = Engine::new(saga);
         let mut changes = Changes::new(saga, &self.codec);
@@ -681,7 +643,7 @@ impl Store {
         {
             metrics::ignored(&saga.name);
         }
-        Ok(Replied::Done(effects))
+        Ok(effects)
     }
 
     /// Fires up to `limit` passed deadlines, passing over the sagas in
@@ -770,9 +732,19 @@ fn ignore_duplicate<T: Default>(result: Result<T, sqlx::Error>) -> Result<T, sql
     }
 }
 
-/// How long replies that find no saga wait for the transactions in
-/// progress to end (a commit becomes visible within milliseconds).
-const UNSEEN_WAIT: Duration = Duration::from_secs(2);
+/// The class of the advisory lock each start takes on its saga (the
+/// two-key form: its own key space, apart from [`PREPARE_LOCK`]'s), held
+/// until the start is visible: Postgres releases a transaction's locks
+/// after its commit is visible to others, and a reply that finds no saga
+/// waits for it in shared mode. A collision of two sagas' hashes only makes
+/// one wait for the other's start.
+const START_LOCK: i32 = 0x5a6a;
+/// Each start's lock, in one order: start batches sharing a saga take turns.
+const LOCK_STARTS: &str = "SELECT pg_advisory_xact_lock($2, k)
+        FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest($1::uuid[]) AS id ORDER BY 1) AS s";
+/// Waits for the starts of the sagas $1 that are in flight.
+const AWAIT_STARTS: &str = "SELECT pg_advisory_xact_lock_shared($2, k)
+        FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest($1::uuid[]) AS id ORDER BY 1) AS s";
 
 const SELECT_FOR_UPDATE: &str = "SELECT saga_id, state, step, attempt, data, failure, version,
         extract(epoch FROM now() - step_started_at)::float8 AS step_seconds,

@@ -2,11 +2,12 @@
 //! visible in Postgres: outbox-relay streams a transaction once its commit
 //! is in the WAL, a moment before the backend that committed it makes it
 //! visible, and on busy cores a sink answered within that moment (the saga
-//! benchmark, one saga in 7 405). Here the moment is held open: a saga's
-//! row is written in a transaction left open while its reply is produced.
-//! The orchestrator must apply the reply once that transaction has ended,
-//! not pass it over as another saga's: the saga would wait out its 180 s
-//! step timeout.
+//! benchmark, one saga in 7 405). Here the moment is held open: a start is
+//! made as the orchestrator makes one (its start lock taken, its row
+//! written) in a transaction left open while its saga's reply is produced.
+//! The orchestrator must apply the reply once that start has ended, not
+//! pass it over as another saga's: the saga would wait out its 180 s step
+//! timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -32,13 +33,17 @@ async fn ignored(port: u16) -> f64 {
     )
 }
 
-/// Whether one of the database's sessions has just waited for
-/// transactions in progress to end.
-async fn waiting_on_transactions(fleet: &Fleet) -> bool {
+/// The class of the advisory lock a start holds on its saga until it is
+/// visible (`START_LOCK` in src/store.rs).
+const START_LOCK: i32 = 0x5a6a;
+
+/// Whether a session of the database waits for an advisory lock: the
+/// orchestrator, for the start the test holds open.
+async fn waiting_for_the_start(fleet: &Fleet) -> bool {
     sqlx::query(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND query LIKE '%pg_snapshot_xmin%'
-           AND pid <> pg_backend_pid()",
+        "SELECT count(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .fetch_one(&fleet.pool)
     .await
@@ -65,11 +70,18 @@ async fn a_reply_before_its_saga_is_visible_is_applied_once_it_is() {
     )
     .await;
 
-    // A second saga, the first's row under another id and key, in a
-    // transaction left open: committed, not yet visible.
+    // A second saga's start in flight, as the orchestrator makes one: its
+    // start lock taken, its row (the first's, under another id and key)
+    // written, the transaction not yet ended.
     let second = Uuid::new_v4();
     let mut writer = PgConnection::connect(&fleet.database_url).await.unwrap();
     let mut open = writer.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(START_LOCK)
+        .bind(second)
+        .execute(&mut *open)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO saga.sagas (saga_id, saga_type, business_key, state, step, attempt, data,
                                  failure, version, deadline, started_at, step_started_at,
@@ -118,12 +130,12 @@ async fn a_reply_before_its_saga_is_visible_is_applied_once_it_is() {
         .await
         .unwrap();
     // The orchestrator has the reply in hand: it passed it over, or it
-    // waits for the open transaction.
+    // waits for the start.
     eventually(
         "the reply handled or waiting",
         Duration::from_secs(30),
         || async {
-            (ignored(port).await > ignored_before || waiting_on_transactions(&fleet).await)
+            (ignored(port).await > ignored_before || waiting_for_the_start(&fleet).await)
                 .then_some(())
         },
     )
