@@ -3,7 +3,9 @@
 //! in one transaction, taken under the saga row's lock: two replicas
 //! handling the same saga take turns, and the second sees the first's
 //! change. A batch of messages is one transaction, its changes written
-//! together ([`crate::changes`]).
+//! together ([`crate::changes`]). A start also holds an advisory lock on
+//! its saga until it is visible ([`START_LOCK`]), for the replies that
+//! outrun it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -568,18 +570,7 @@ impl Store {
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
-        // Locked in one order, so batches that share sagas take turns
-        // instead of deadlocking.
-        let rows = sqlx::query(SELECT_FOR_UPDATE)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(failed("locking sagas"))?;
-        let mut sagas = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let locked = locked(saga, row)?;
-            sagas.insert(locked.instance.saga_id, locked);
-        }
+        let mut sagas = lock_sagas(saga, &mut tx, &ids).await?;
         let unseen: Vec<Uuid> = replies
             .iter()
             .map(|traced| &traced.reply)
@@ -587,22 +578,20 @@ impl Store {
             .map(|reply| reply.saga_id)
             .collect();
         if !unseen.is_empty() {
+            // The rows locked so far are let go before the wait: held, they
+            // could close a cycle with a batch that locked the unseen saga
+            // first. Start locks, then rows, as a start takes them.
+            tx.rollback().await.map_err(failed("rolling back"))?;
+            tx = self.pool.begin().await.map_err(failed("beginning"))?;
             sqlx::query(AWAIT_STARTS)
                 .bind(&unseen)
                 .bind(START_LOCK)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("waiting for sagas being started"))?;
-            // A statement after the wait sees what the starts committed.
-            let rows = sqlx::query(SELECT_FOR_UPDATE)
-                .bind(&unseen)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(failed("locking sagas"))?;
-            for row in &rows {
-                let locked = locked(saga, row)?;
-                sagas.insert(locked.instance.saga_id, locked);
-            }
+            // A statement after the wait sees what the starts committed
+            // (read committed: each statement takes a snapshot of its own).
+            sagas = lock_sagas(saga, &mut tx, &ids).await?;
         }
         let engine = Engine::new(saga);
         let mut changes = Changes::new(saga, &self.codec);
@@ -720,6 +709,26 @@ fn correlated(trace: &[(String, String)], correlation: Option<String>) -> Vec<(S
         headers.push((header.to_owned(), id));
     }
     headers
+}
+
+/// The sagas `ids` (sorted) that exist, locked in that order: batches
+/// that share sagas take turns instead of deadlocking.
+async fn lock_sagas<D: DeserializeOwned>(
+    saga: &Saga<D>,
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Locked<D>>, StoreError> {
+    let rows = sqlx::query(SELECT_FOR_UPDATE)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(failed("locking sagas"))?;
+    let mut sagas = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let locked = locked(saga, row)?;
+        sagas.insert(locked.instance.saga_id, locked);
+    }
+    Ok(sagas)
 }
 
 /// Another replica (or the relay) created it first: fine.

@@ -159,3 +159,45 @@ async fn a_reply_before_its_saga_is_visible_is_applied_once_it_is() {
     );
     fleet.finish(relay).await;
 }
+
+/// The other half of the bargain: a start holds its saga's start lock, so
+/// a reply that finds no saga has something to wait for. The test holds
+/// the lock shared, as such a reply does; the order's start waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_takes_its_sagas_start_lock() {
+    let fleet = Fleet::new("start_lock").await;
+    let (_orchestrator, _port) = fleet.orchestrator("orchestrator", &[]).await;
+    let relay = fleet.relay().await;
+    let order = "order-locked-1";
+    let saga_id = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("order-fulfilment/{order}").as_bytes(),
+    );
+    let mut reader = PgConnection::connect(&fleet.database_url).await.unwrap();
+    let mut held = reader.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, hashtext($2::text))")
+        .bind(START_LOCK)
+        .bind(saga_id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    fleet.place(&[(order.into(), "Ada Lovelace".into())]).await;
+    eventually(
+        "the start waiting for its lock",
+        Duration::from_secs(30),
+        || async { waiting_for_the_start(&fleet).await.then_some(()) },
+    )
+    .await;
+    assert!(
+        fleet.states().await.is_empty(),
+        "no saga while its start waits"
+    );
+    held.commit().await.unwrap();
+    eventually("the saga started", Duration::from_secs(30), || async {
+        let log = fleet.step_log().await;
+        log.contains_key(&(order.into(), STEP.into(), 1, "command_sent".into()))
+            .then_some(())
+    })
+    .await;
+    fleet.finish(relay).await;
+}
