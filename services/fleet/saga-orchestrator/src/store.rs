@@ -503,10 +503,7 @@ impl Store {
         let ids: Vec<Uuid> = starts.iter().map(|start| start.saga_id).collect();
         let keys: Vec<&str> = starts.iter().map(|start| start.key.as_str()).collect();
         let mut tx = self.pool.begin().await.map_err(failed("beginning"))?;
-        sqlx::query(LOCK_STARTS)
-            .bind(&ids)
-            .bind(START_LOCK)
-            .execute(&mut *tx)
+        start_locks(&mut tx, &ids, LOCK_STARTS)
             .await
             .map_err(failed("locking the sagas started"))?;
         let mut inserted: HashSet<Uuid> = sqlx::query_scalar(
@@ -583,10 +580,7 @@ impl Store {
             // first. Start locks, then rows, as a start takes them.
             tx.rollback().await.map_err(failed("rolling back"))?;
             tx = self.pool.begin().await.map_err(failed("beginning"))?;
-            sqlx::query(AWAIT_STARTS)
-                .bind(&unseen)
-                .bind(START_LOCK)
-                .execute(&mut *tx)
+            start_locks(&mut tx, &unseen, AWAIT_STARTS)
                 .await
                 .map_err(failed("waiting for sagas being started"))?;
             // A statement after the wait sees what the starts committed
@@ -709,6 +703,21 @@ fn correlated(trace: &[(String, String)], correlation: Option<String>) -> Vec<(S
         headers.push((header.to_owned(), id));
     }
     headers
+}
+
+/// Takes the start locks of the sagas `ids` with `statement`
+/// ([`LOCK_STARTS`] or [`AWAIT_STARTS`]), in key order.
+async fn start_locks(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+    statement: &'static str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(statement)
+        .bind(ids)
+        .bind(START_LOCK)
+        .execute(tx)
+        .await
+        .map(drop)
 }
 
 /// The sagas `ids` (sorted) that exist, locked in that order: batches

@@ -37,6 +37,26 @@ async fn ignored(port: u16) -> f64 {
 /// visible (`START_LOCK` in src/store.rs).
 const START_LOCK: i32 = 0x5a6a;
 
+/// How a start lock is taken: by a start, or by a reply waiting for one.
+enum Mode {
+    Exclusive,
+    Shared,
+}
+
+/// Takes `saga_id`'s start lock in the open transaction `tx`.
+async fn start_lock(tx: &mut PgConnection, saga_id: Uuid, mode: Mode) {
+    let statement = match mode {
+        Mode::Exclusive => "SELECT pg_advisory_xact_lock($1, hashtext($2::text))",
+        Mode::Shared => "SELECT pg_advisory_xact_lock_shared($1, hashtext($2::text))",
+    };
+    sqlx::query(statement)
+        .bind(START_LOCK)
+        .bind(saga_id)
+        .execute(tx)
+        .await
+        .unwrap();
+}
+
 /// Whether a session of the database waits for an advisory lock: the
 /// orchestrator, for the start the test holds open.
 async fn waiting_for_the_start(fleet: &Fleet) -> bool {
@@ -76,12 +96,7 @@ async fn a_reply_before_its_saga_is_visible_is_applied_once_it_is() {
     let second = Uuid::new_v4();
     let mut writer = PgConnection::connect(&fleet.database_url).await.unwrap();
     let mut open = writer.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
-        .bind(START_LOCK)
-        .bind(second)
-        .execute(&mut *open)
-        .await
-        .unwrap();
+    start_lock(&mut open, second, Mode::Exclusive).await;
     sqlx::query(
         "INSERT INTO saga.sagas (saga_id, saga_type, business_key, state, step, attempt, data,
                                  failure, version, deadline, started_at, step_started_at,
@@ -175,12 +190,7 @@ async fn a_start_takes_its_sagas_start_lock() {
     );
     let mut reader = PgConnection::connect(&fleet.database_url).await.unwrap();
     let mut held = reader.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, hashtext($2::text))")
-        .bind(START_LOCK)
-        .bind(saga_id)
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    start_lock(&mut held, saga_id, Mode::Shared).await;
     fleet.place(&[(order.into(), "Ada Lovelace".into())]).await;
     eventually(
         "the start waiting for its lock",
