@@ -54,22 +54,26 @@ pub fn kept_event_record<'c>(
 fn record_of<'c>(
     catalog: &'c Catalog,
     event: &EventInput<'_>,
-    convert: fn(&apache_avro::Schema, &Json) -> Result<Value, JsonMismatch>,
+    convert: fn(&Topic, &Json) -> Result<Value, JsonMismatch>,
 ) -> Result<(&'c Topic, Value), JsonMismatch> {
     let name = event_contract(event.aggregate_type);
     let contract = catalog.topic(&name).ok_or_else(|| JsonMismatch {
         path: "aggregate_type".into(),
         reason: format!("no event topic {name} is declared"),
     })?;
-    let envelope = json!({
+    let mut envelope = json!({
         "event_id": event.event_id,
         "event_type": event.event_type,
         "occurred_at": event.occurred_at_ms,
         "aggregate_id": event.aggregate_id,
         "correlation_id": event.correlation_id,
         "causation_id": event.causation_id,
-        // Avro's JSON encoding of a union branch: the event type names it.
-        "payload": { event.event_type: event.payload },
     });
-    Ok((contract, convert(contract.value_schema(), &envelope)?))
+    // Avro's JSON encoding of a union branch: the event type names it.
+    // Cloned, not through `json!`, which would serialize the payload anew.
+    envelope["payload"] = Json::Object(serde_json::Map::from_iter([(
+        event.event_type.to_owned(),
+        event.payload.clone(),
+    )]));
+    Ok((contract, convert(contract, &envelope)?))
 }

