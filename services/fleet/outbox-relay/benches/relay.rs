@@ -299,6 +299,10 @@ async fn main() {
     let latency = relay_latency(&pool).await;
     eprintln!("[bench] relay throughput, {} rows", backlog());
     let (relayed, size) = relay_throughput(&pool).await;
+    eprintln!(
+        "[bench] relay {:.0} events/s, {:.2} CPU s per 100 000",
+        relayed.rows_per_sec, relayed.cpu[0].1
+    );
     eprintln!("[bench] reference: ProducerPerformance, {size}-byte records");
     let reference = reference(size).await;
     let text = report(&relayed, &latency, &reference, size);

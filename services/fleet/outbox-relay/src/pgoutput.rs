@@ -5,6 +5,7 @@
 //! of no interest to an outbox and is skipped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A pgoutput message the relay acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +32,8 @@ pub struct Relation {
     pub namespace: String,
     /// Table name.
     pub name: String,
-    /// Column names, in order.
-    pub columns: Vec<String>,
+    /// Column names, in order; shared with the rows decoded with them.
+    pub columns: Arc<[String]>,
 }
 
 impl Relation {
@@ -85,7 +86,7 @@ fn relation(reader: &mut Reader<'_>) -> Result<Relation, DecodeError> {
         id,
         namespace,
         name,
-        columns,
+        columns: columns.into(),
     })
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,7 +26,7 @@ use sluice_telemetry::liveness::WatchedProducer;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::connection::ReplicationConnection;
-use crate::delivery::{Acknowledged, Commit, DeliveryError, Pending, Record, send_all};
+use crate::delivery::{Acknowledged, Commit, DeliveryError, Pending, Raw, Record, send_all};
 use crate::metrics as names;
 use crate::pgoutput::{self, Change, Relation};
 use crate::row::{OutboxFormat, OutboxMessage, OutboxRow};
@@ -449,10 +450,13 @@ impl Relay {
                                     .get(&relation_id)
                                     .filter(|r| self.source.is_table(r))
                             {
-                                let named = relation.named(&values);
+                                let row = self.source.format.row(&relation.named(&values));
                                 rows.push(Pending {
-                                    row: self.source.format.row(&named),
-                                    raw: serde_json::to_vec(&named).unwrap_or_default(),
+                                    row,
+                                    raw: Raw::Row {
+                                        columns: Arc::clone(&relation.columns),
+                                        values,
+                                    },
                                 });
                             }
                         }
@@ -461,7 +465,7 @@ impl Relay {
                         {
                             let pending = Pending {
                                 row: OutboxRow::from_message(&content).map(OutboxMessage::Event),
-                                raw: content.to_vec(),
+                                raw: Raw::Message(content.to_vec()),
                             };
                             match open.as_mut() {
                                 Some(rows) if transactional => rows.push(pending),
@@ -699,7 +703,7 @@ impl Relay {
                 .as_ref()
                 .ok()
                 .map(|row| row.key().as_bytes().to_vec()),
-            value: Some(pending.raw.clone()),
+            value: Some(pending.raw.bytes()),
             headers: Vec::new(),
         };
         let failure = Failure {

@@ -6,7 +6,9 @@
 //! already addressed and encoded: topic, key, Avro value, headers.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
+use chrono::format::{Item, Parsed, StrftimeItems};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sluice_avro::EventInput;
@@ -198,7 +200,13 @@ impl OutboxRow {
 /// Postgres' text form of a timestamptz (`2026-11-23 12:00:00.123456+00`)
 /// in ms since the epoch.
 fn parse_timestamptz(text: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+    // The format read once: `parse_from_str` reads it again for every row
+    // (2 % of the relay's CPU in its benchmark).
+    static FORMAT: LazyLock<Vec<Item<'static>>> =
+        LazyLock::new(|| StrftimeItems::new("%Y-%m-%d %H:%M:%S%.f%#z").collect());
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text, FORMAT.iter())
+        .and_then(|()| parsed.to_datetime())
         .map(|time| time.timestamp_millis())
         .map_err(|err| format!("column occurred_at {text:?}: {err}"))
 }

@@ -195,6 +195,16 @@ async fn committed_rows_arrive_once_in_order_and_bad_ones_are_dead_lettered() {
         letter.error_message
     );
     assert_eq!(letter.original_key.as_deref(), Some(&b"order-3"[..]));
+    // The row as it came: its columns by name, values as Postgres' text.
+    let row: serde_json::Value =
+        serde_json::from_slice(letter.original_value.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (&row["aggregate_id"], &row["event_type"]),
+        (&json!("order-3"), &json!("OrderStatusChanged"))
+    );
+    let payload: serde_json::Value =
+        serde_json::from_str(row["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["to_status"], "TELEPORTED");
 
     running.stop().await;
 
