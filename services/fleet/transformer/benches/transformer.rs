@@ -480,7 +480,9 @@ async fn main() {
     let copy_tx = copy_tx.whole;
     eprintln!("[bench] the mapping alone, on one task");
     let alone = mapping_alone(&input.name, outputs(&sheets, &erp)).await;
-    eprintln!("[bench] transformer {mapped:.0}, mapping alone {alone:.0} events/s");
+    eprintln!(
+        "[bench] copy in transactions {copy_tx:.0}, transformer {mapped:.0}, mapping alone {alone:.0} events/s"
+    );
     eprintln!("[bench] one replica, then two in one group");
     let one = scaled_out(1, &dlq.name).await;
     let two = scaled_out(2, &dlq.name).await;
