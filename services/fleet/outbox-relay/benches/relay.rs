@@ -299,9 +299,10 @@ async fn main() {
     let latency = relay_latency(&pool).await;
     eprintln!("[bench] relay throughput, {} rows", backlog());
     let (relayed, size) = relay_throughput(&pool).await;
+    let [(relay, relay_cpu), _] = relayed.cpu;
     eprintln!(
-        "[bench] relay {:.0} events/s, {:.2} CPU s per 100 000",
-        relayed.rows_per_sec, relayed.cpu[0].1
+        "[bench] relay {:.0} events/s; {relay} {relay_cpu:.2} CPU s per 100 000",
+        relayed.rows_per_sec
     );
     eprintln!("[bench] reference: ProducerPerformance, {size}-byte records");
     let reference = reference(size).await;

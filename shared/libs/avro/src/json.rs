@@ -81,7 +81,6 @@ struct Converter<'s> {
 /// Where the walk is: links on the stack, spelled out only for an error
 /// (a string built for every field cost an allocation each on the path
 /// every valid event takes).
-#[derive(Clone, Copy)]
 enum Path<'a> {
     Root,
     Field(&'a Path<'a>, &'a str),
@@ -273,7 +272,7 @@ impl<'s> Converter<'s> {
                 .map(|i| branch(i, Value::Null))
                 .ok_or_else(|| path.mismatch("must not be null"));
         }
-        let others = || (0..variants.len()).filter(|i| Some(*i) != null);
+        let others = || (0..variants.len()).filter(move |i| Some(*i) != null);
         // Avro's JSON encoding names the branch: `{"TypeName": {...}}`.
         let tagged = json
             .as_object()
@@ -282,7 +281,8 @@ impl<'s> Converter<'s> {
         let names = |index: usize, tag: &str| {
             branch_name(&variants[index]).is_some_and(|name| is_named(name, tag))
         };
-        if let (Some(only), None) = (others().next(), others().nth(1)) {
+        let mut not_null = others();
+        if let (Some(only), None) = (not_null.next(), not_null.next()) {
             // One type (an optional field, or an aggregate's only event
             // type so far): its JSON as it is, or tagged with its name.
             return match tagged {
@@ -296,7 +296,7 @@ impl<'s> Converter<'s> {
         let Some((tag, inner)) = tagged else {
             return Err(path.mismatch(format!(
                 "expected {{\"<type>\": {{...}}}} naming one of {}",
-                self.branch_names(union).join(", ")
+                branch_names(union).join(", ")
             )));
         };
         let chosen = others().find(|&i| names(i, tag));
@@ -307,19 +307,20 @@ impl<'s> Converter<'s> {
             )),
             None => Err(path.mismatch(format!(
                 "{tag:?} is not one of {}",
-                self.branch_names(union).join(", ")
+                branch_names(union).join(", ")
             ))),
         }
     }
+}
 
-    fn branch_names(&self, union: &UnionSchema) -> Vec<String> {
-        union
-            .variants()
-            .iter()
-            .filter_map(branch_name)
-            .map(|name| name.name().to_owned())
-            .collect()
-    }
+/// The short names of a union's named branches, for errors.
+fn branch_names(union: &UnionSchema) -> Vec<String> {
+    union
+        .variants()
+        .iter()
+        .filter_map(branch_name)
+        .map(|name| name.name().to_owned())
+        .collect()
 }
 
 /// The name of a named branch.
@@ -543,12 +544,7 @@ mod tests {
                 "fields": [{"name": "subject", "type": "string"}]}]}]}))
         .unwrap();
         let tagged = json!({"payload": {"TicketOpened": {"subject": "help"}}});
-        let names = apache_avro::schema::ResolvedSchema::try_from(&schema)
-            .unwrap()
-            .get_names()
-            .iter()
-            .map(|(name, named)| (name.clone(), (*named).clone()))
-            .collect();
+        let names = sluice_contracts::named_types_of(&schema).unwrap();
         let to_avro = |json| convert(&schema, &names, json, Unknown::Refused);
         let Value::Record(fields) = to_avro(&tagged).unwrap() else {
             panic!("a record")

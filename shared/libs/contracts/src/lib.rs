@@ -15,6 +15,7 @@ pub mod types;
 pub use a1::column_name;
 pub use catalog::{Catalog, CleanupPolicy, Topic, TopicSpec};
 pub use error::ContractError;
+pub use schema_file::named_types_of;
 pub use time::now_millis;
 
 /// The column of a sheet that holds its rows' versions, sheets-sink's own:
