@@ -215,11 +215,10 @@ impl RunArgs {
         file::load(&text, catalog, &outputs).with_context(|| from)
     }
 
-    /// The consumer loop's tuning: 64 messages buffered per partition
-    /// (the sinks keep 16) and 10 s at SIGTERM to finish the steps in hand.
+    /// The consumer loop's tuning: 10 s at SIGTERM to finish the steps in
+    /// hand.
     pub fn tuning(&self) -> Tuning {
         Tuning {
-            partition_buffer: 64,
             shutdown_grace: Duration::from_secs(10),
             revoke_wait: Duration::from_secs(5),
             ..Tuning::default()

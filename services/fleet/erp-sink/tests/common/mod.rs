@@ -243,7 +243,7 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
     let settings = ConsumerSettings {
         group_id: tuning.group,
         topics: vec![topics.commands.name.clone()],
-        partition_buffer: 16,
+        partition_buffer: sluice_service::Tuning::default().partition_buffer,
         max_concurrent: tuning.max_concurrent,
         max_batch: 1,
         batch_linger: Duration::ZERO,

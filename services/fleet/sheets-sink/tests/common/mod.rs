@@ -269,7 +269,9 @@ pub fn start_with(
     let settings = ConsumerSettings {
         group_id: tuning.group,
         topics: vec![topic.to_owned()],
-        partition_buffer: tuning.max_batch.max(16),
+        partition_buffer: tuning
+            .max_batch
+            .max(sluice_service::Tuning::default().partition_buffer),
         max_concurrent: tuning.max_concurrent,
         max_batch: tuning.max_batch,
         batch_linger: Duration::from_millis(50),

@@ -6,7 +6,10 @@
 //! dispatcher itself never blocks, so it keeps polling (and keeps the group
 //! membership) while a sink waits out an outage. A paused partition is
 //! resumed once its backlog is down to half a queue, not empty, so the
-//! fetch that resuming starts overlaps with the work still queued.
+//! fetch that resuming starts overlaps with the work still queued. A pause
+//! costs a fetch: librdkafka drops what it had fetched for the partition
+//! and fetches it again on resume, so the queue is sized to pause seldom
+//! (`partition_buffer`).
 
 pub(crate) mod context;
 mod handler;
@@ -97,7 +100,8 @@ pub struct ConsumerSettings {
     pub group_id: String,
     /// Topics to consume.
     pub topics: Vec<String>,
-    /// Messages queued per partition before the partition is paused.
+    /// Messages queued per partition before the partition is paused: each
+    /// pause has librdkafka fetch the partition's messages after it again.
     pub partition_buffer: usize,
     /// Messages handled at once across all partitions (a batch counts as one).
     pub max_concurrent: usize,
