@@ -215,10 +215,13 @@ impl RunArgs {
         file::load(&text, catalog, &outputs).with_context(|| from)
     }
 
-    /// The consumer loop's tuning: 10 s at SIGTERM to finish the steps in
-    /// hand.
+    /// The consumer loop's tuning: 100 messages queued per partition (as
+    /// many as a batch; it reads 18 partitions over three topics, so the
+    /// sinks' 256 would hold 2.5 times the messages) and 10 s at SIGTERM to
+    /// finish the steps in hand.
     pub fn tuning(&self) -> Tuning {
         Tuning {
+            partition_buffer: 100,
             shutdown_grace: Duration::from_secs(10),
             revoke_wait: Duration::from_secs(5),
             ..Tuning::default()

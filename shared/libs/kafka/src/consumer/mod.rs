@@ -8,8 +8,8 @@
 //! resumed once its backlog is down to half a queue, not empty, so the
 //! fetch that resuming starts overlaps with the work still queued. A pause
 //! costs a fetch: librdkafka drops what it had fetched for the partition
-//! and fetches it again on resume, so the queue is sized to pause seldom
-//! (`partition_buffer`).
+//! and fetches it again on resume, so on a backlog the queue's size
+//! (`partition_buffer`) is how many messages each refetch serves.
 
 pub(crate) mod context;
 mod handler;
