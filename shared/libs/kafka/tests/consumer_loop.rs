@@ -378,6 +378,85 @@ async fn an_outage_holds_the_partition_instead_of_dead_lettering() {
     );
 }
 
+/// What the loop has taken from Kafka of `topic` (`sluice_consumed_total`).
+fn consumed(metrics: &str, topic: &str) -> u64 {
+    let series = format!("sluice_consumed_total{{topic=\"{topic}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_partition_takes_one_fetch_then_is_paused_and_loses_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const MESSAGES: usize = 200;
+    const FETCH_BYTES: usize = 10_000;
+    let metrics = sluice_telemetry::prometheus_handle().unwrap();
+    let input = TestTopic::create("held-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "held-dlq", 1).await;
+    let group = unique_name("held-group");
+    // 1 000-byte payloads and a 7-byte key: ten make a fetch.
+    for i in 0..MESSAGES {
+        produce(&input.name, "order-1", &format!("{i:0>1000}")).await;
+    }
+    let handler = OutageHandler::default();
+    handler.outage.store(true, SeqCst);
+    let stack = Stack::get();
+    let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
+        .with_property("max.partition.fetch.bytes", FETCH_BYTES.to_string());
+    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
+    let publisher = DeadLetterPublisher::new(producer(), codec, &dlq.name, "test-service", "0.0.0");
+    let settings = settings(&group, &input.name);
+    let queued = settings.partition_buffer;
+    let consumer = ConsumerLoop::new(&kafka, settings, handler.clone(), publisher).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async { stopped.await.unwrap_or(()) }));
+
+    // The first message is tried every 50 ms: 40 tries are two seconds in
+    // which an unpaused partition would have been read to its end.
+    let calls = Arc::clone(&handler.calls);
+    eventually("the handler held for 40 tries", WAIT, || {
+        let held = calls.load(SeqCst) >= 40;
+        async move { held.then_some(()) }
+    })
+    .await;
+    // The queue full, perhaps one more in hand (if the task took it before
+    // the queue filled), and a backlog of the next messages up to a
+    // fetch's bytes: not paused at the first full queue, not read on.
+    let taken = consumed(&metrics.render(), &input.name);
+    let held = (queued + FETCH_BYTES.div_ceil(1_007)) as u64;
+    assert!(
+        (held..=held + 1).contains(&taken),
+        "{taken} messages taken from Kafka while the partition is held, not {held} or one more"
+    );
+
+    handler.outage.store(false, SeqCst);
+    let done = Arc::clone(&handler.done);
+    eventually("every message handled after the outage", WAIT, || {
+        let all = done.lock().unwrap().len() >= MESSAGES;
+        async move { all.then_some(()) }
+    })
+    .await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let expected: Vec<i64> = (0..MESSAGES as i64).collect();
+    assert_eq!(
+        *handler.done.lock().unwrap(),
+        expected,
+        "in order, each once"
+    );
+    assert_eq!(
+        committed_offsets(&group, &input.name, 1).get(&0),
+        Some(&(MESSAGES as i64))
+    );
+    assert_eq!(
+        consumed(&metrics.render(), &input.name),
+        MESSAGES as u64,
+        "each taken once after resuming"
+    );
+}
+
 /// Applies a batch all or nothing, as one API request would: a `bad` payload
 /// refuses the whole batch (permanently), and the first batch holding a
 /// `flaky` one fails once (retryably).

@@ -44,12 +44,12 @@ pub enum ServiceError {
 /// What an at-least-once loop's buffers and waits are, beside its flags.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Messages of one partition held ahead of its handler. Not small: a
-    /// full buffer pauses the partition, and a pause makes librdkafka drop
-    /// what it had already fetched for it (a version barrier) and fetch it
-    /// again on resume. At 16, erp-sink on a backlog refetched every 16–32
-    /// messages: 1 142, 1 808, 1 706 commands/s in its benchmark against
-    /// 2 194, 2 093, 2 317 at 256 and 2 527, 2 367 at 1 024 (runs in turn).
+    /// Messages of one partition queued for its handler; past them the
+    /// loop holds up to a fetch's bytes before it pauses the partition (see
+    /// `sluice_kafka::ConsumerLoop`). Set when a full queue paused the
+    /// partition at once: at 16, erp-sink on a backlog refetched every
+    /// 16–32 messages (1 142, 1 808, 1 706 commands/s in its benchmark
+    /// against 2 194, 2 093, 2 317 at 256).
     pub partition_buffer: usize,
     /// How long a partition stays paused before it is tried again.
     pub pause_backoff: Duration,
