@@ -216,8 +216,8 @@ impl RunArgs {
     }
 
     /// The consumer loop's tuning: 100 messages queued per partition (as
-    /// many as a batch; it reads 18 partitions over three topics, so the
-    /// sinks' 256 would hold 2.5 times the messages) and 10 s at SIGTERM to
+    /// many as a batch; it reads 18 partitions over three topics, each
+    /// holding a fetch's bytes more when behind) and 10 s at SIGTERM to
     /// finish the steps in hand.
     pub fn tuning(&self) -> Tuning {
         Tuning {

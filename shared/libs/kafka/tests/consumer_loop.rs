@@ -396,7 +396,7 @@ async fn a_held_partition_takes_one_fetch_then_is_paused_and_loses_nothing() {
     let input = TestTopic::create("held-input", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "held-dlq", 1).await;
     let group = unique_name("held-group");
-    // 1 000-byte payloads and a 7-byte key: ten make a fetch.
+    // 1 000-byte payloads and a 7-byte key: about nine make a fetch.
     for i in 0..MESSAGES {
         produce(&input.name, "order-1", &format!("{i:0>1000}")).await;
     }
@@ -425,7 +425,9 @@ async fn a_held_partition_takes_one_fetch_then_is_paused_and_loses_nothing() {
     // the queue filled), and a backlog of the next messages up to a
     // fetch's bytes: not paused at the first full queue, not read on.
     let taken = consumed(&metrics.render(), &input.name);
-    let held = (queued + FETCH_BYTES.div_ceil(1_007)) as u64;
+    // A backlog counts a message's payload, key, topic and struct.
+    let message = 1_007 + input.name.len() + std::mem::size_of::<OwnedMessage>();
+    let held = (queued + FETCH_BYTES.div_ceil(message)) as u64;
     assert!(
         (held..=held + 1).contains(&taken),
         "{taken} messages taken from Kafka while the partition is held, not {held} or one more"

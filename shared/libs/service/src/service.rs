@@ -45,7 +45,7 @@ pub enum ServiceError {
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// Messages of one partition queued for its handler; past them the
-    /// loop holds up to a fetch's bytes before it pauses the partition (see
+    /// loop holds a fetch's bytes before it pauses the partition (see
     /// `sluice_kafka::ConsumerLoop`). Set when a full queue paused the
     /// partition at once: at 16, erp-sink on a backlog refetched every
     /// 16–32 messages (1 142, 1 808, 1 706 commands/s in its benchmark

@@ -2,20 +2,22 @@
 //!
 //! One dispatcher polls Kafka and hands each message to its partition's task
 //! through a bounded queue. When a queue is full its messages wait, in
-//! order, in a backlog until the task catches up, and once the backlog
-//! holds a fetch's worth of bytes (`max.partition.fetch.bytes`) the
-//! partition is paused; the dispatcher itself never blocks, so it keeps
+//! order, in a backlog until the task catches up; once the backlog holds a
+//! fetch's bytes (`max.partition.fetch.bytes`, 1 MiB by default) the
+//! partition is paused. The dispatcher itself never blocks, so it keeps
 //! polling (and keeps the group membership) while a sink waits out an
-//! outage. A paused partition is resumed once its backlog is down to half
+//! outage. A pause costs a fetch: librdkafka drops what it had fetched for
+//! the partition and fetches it again on resume, so the bound is a fetch,
+//! not a batch (a fetch is counted compressed: an lz4 one may still be cut
+//! short). A paused partition is resumed once its backlog is down to half
 //! that, not empty, so the fetch that resuming starts overlaps with the
 //! work still queued, and the resume seeks to where it fetches from: that
 //! wakes librdkafka's broker thread, which a resume alone leaves asleep for
 //! up to a second when none of the broker's partitions is being fetched.
-//! A pause costs a fetch: librdkafka drops what it had fetched for the
-//! partition and fetches it again on resume. Pausing when the queue filled
-//! (500 messages, sheets-sink's batch) refetched every batch or two on a
-//! backlog: its benchmark's batched run did 12 032 commands/s, 48 204 with
-//! a fetch's bytes as the bound, 53 177 with the seek too.
+//! Pausing when the queue filled (500 messages, sheets-sink's batch)
+//! refetched every batch or two on a backlog: its benchmark's batched run
+//! did 12 032 commands/s, 48 204 with a fetch's bytes as the bound, 53 177
+//! with the seek too.
 
 pub(crate) mod context;
 mod handler;
@@ -56,10 +58,10 @@ use crate::{KafkaConfig, KafkaSetupError};
 /// (`max.poll.interval.ms` watches that). An operator's property wins.
 pub(crate) const SESSION_TIMEOUT: (&str, &str) = ("session.timeout.ms", "10000");
 
-/// How much librdkafka fetches of a partition at once (its default, set so
-/// the loop knows it): a partition's backlog holds this much before the
-/// partition is paused, so one fetch is taken whole.
-const FETCH_BYTES: (&str, &str) = ("max.partition.fetch.bytes", "1048576");
+/// How much librdkafka fetches of a partition at once, under its two names,
+/// and its default: a partition's backlog holds this much before the
+/// partition is paused, so a fetch is not dropped as soon as it arrives.
+const FETCH_BYTES: [&str; 2] = ["max.partition.fetch.bytes", "fetch.message.max.bytes"];
 const DEFAULT_FETCH_BYTES: usize = 1_048_576;
 
 /// Properties a loop sets itself because its delivery guarantee depends on them.
@@ -225,13 +227,12 @@ impl<H: Handler> ConsumerLoop<H> {
             // librdkafka's 500 ms, a sink that keeps pausing partitions
             // idled half of every second.
             ("fetch.wait.max.ms", "50"),
-            FETCH_BYTES,
             SESSION_TIMEOUT,
             ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
         ]);
-        let backlog_bytes = config
-            .get(FETCH_BYTES.0)
-            .and_then(|bytes| bytes.parse().ok())
+        let backlog_bytes = FETCH_BYTES
+            .iter()
+            .find_map(|key| config.get(key)?.parse().ok())
             .unwrap_or(DEFAULT_FETCH_BYTES);
         let consumer = subscribed(
             config,
@@ -300,6 +301,13 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tick = tokio::time::interval(BACKLOG_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let rebalance = |dispatcher: &mut Dispatcher<H>| {
+            if dispatcher.apply(self.consumer.context().take_changes())
+                && let Some(quota) = &quota
+            {
+                quota.rebalanced();
+            }
+        };
         let result = loop {
             tokio::select! {
                 biased;
@@ -308,11 +316,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     Ok(message) => {
                         // The rebalance this recv served comes first: the
                         // message may be a newly assigned partition's first.
-                        if dispatcher.apply(self.consumer.context().take_changes())
-                            && let Some(quota) = &quota
-                        {
-                            quota.rebalanced();
-                        }
+                        rebalance(&mut dispatcher);
                         dispatcher.dispatch(crate::headers::detach(&message));
                     }
                     // Broker trouble is reported here and retried by librdkafka.
@@ -325,14 +329,14 @@ impl<H: Handler> ConsumerLoop<H> {
                     if let Err(err) = dispatcher.reap_tasks() {
                         break Err(err);
                     }
+                    // A revoke a recv served but did not return from comes
+                    // first: a partition revoked and assigned again must
+                    // not be resumed (and sought) from its old backlog.
+                    rebalance(&mut dispatcher);
                     dispatcher.drain_backlogs();
                 }
             }
-            if dispatcher.apply(self.consumer.context().take_changes())
-                && let Some(quota) = &quota
-            {
-                quota.rebalanced();
-            }
+            rebalance(&mut dispatcher);
         };
         dispatcher.stop(self.settings.shutdown_grace).await;
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -364,7 +368,7 @@ struct Dispatcher<H> {
 #[derive(Default)]
 struct Backlog {
     messages: VecDeque<OwnedMessage>,
-    /// The messages' payload and key bytes.
+    /// The messages' bytes, as [`footprint`] counts them.
     bytes: usize,
     /// The offset after the last message received.
     next_offset: i64,
@@ -374,27 +378,31 @@ struct Backlog {
 
 impl Backlog {
     fn push_back(&mut self, message: OwnedMessage) {
-        self.bytes += size_of(&message);
+        self.bytes += footprint(&message);
         self.next_offset = message.offset() + 1;
         self.messages.push_back(message);
     }
 
     fn pop_front(&mut self) -> Option<OwnedMessage> {
         let message = self.messages.pop_front()?;
-        self.bytes -= size_of(&message);
+        self.bytes -= footprint(&message);
         Some(message)
     }
 
     fn push_front(&mut self, message: OwnedMessage) {
-        self.bytes += size_of(&message);
+        self.bytes += footprint(&message);
         self.messages.push_front(message);
     }
 }
 
-/// What a message counts for in a backlog: as librdkafka counts its
-/// fetches, the payload and the key.
-fn size_of(message: &OwnedMessage) -> usize {
-    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len)
+/// What a message counts for in a backlog: its payload, key and topic
+/// name and the struct holding them, so empty messages count too. Headers
+/// are left out (a few trace ids).
+fn footprint(message: &OwnedMessage) -> usize {
+    std::mem::size_of::<OwnedMessage>()
+        + message.topic().len()
+        + message.payload().map_or(0, <[u8]>::len)
+        + message.key().map_or(0, <[u8]>::len)
 }
 
 struct PartitionQueue {
@@ -558,7 +566,9 @@ impl<H: Handler> Dispatcher<H> {
     /// librdkafka's broker thread asleep until its next wake-up, up to a
     /// second, when none of that broker's partitions is being fetched (the
     /// loop's test saw 1.0 s from each resume to its fetch); a seek to
-    /// where the resume fetches from wakes it.
+    /// where the resume fetches from wakes it. The seek carries no leader
+    /// epoch (rdkafka does not give a message's), so that one fetch skips
+    /// librdkafka's check for a log truncated by an unclean leader change.
     fn resume(&self, partition: &Partition, next: i64) {
         self.set_paused(partition, false);
         let (topic, partition) = (partition.0.as_str(), partition.1);
