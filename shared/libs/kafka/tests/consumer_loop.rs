@@ -316,9 +316,55 @@ impl Handler for OutageHandler {
     }
 }
 
+/// Starts a loop on `settings` through `handler`, its dependency down (the
+/// handler answers "pause"), dead-lettering to `dlq`; returns the sender
+/// that stops it and the loop's task.
+fn start_held(
+    kafka: &KafkaConfig,
+    settings: ConsumerSettings,
+    handler: &OutageHandler,
+    dlq: &str,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), sluice_kafka::ConsumerError>>,
+) {
+    handler
+        .outage
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let codec = Arc::new(AvroCodec::new(Stack::get().registry_settings()));
+    let publisher = DeadLetterPublisher::new(producer(), codec, dlq, "test-service", "0.0.0");
+    let consumer = ConsumerLoop::new(kafka, settings, handler.clone(), publisher).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async { stopped.await.unwrap_or(()) }));
+    (stop, running)
+}
+
+impl OutageHandler {
+    /// Waits until the handler was called `calls` times.
+    async fn called(&self, calls: usize) {
+        let counted = Arc::clone(&self.calls);
+        eventually("the handler to be called through the outage", WAIT, || {
+            let tried = counted.load(std::sync::atomic::Ordering::SeqCst) >= calls;
+            async move { tried.then_some(()) }
+        })
+        .await;
+    }
+
+    /// Ends the outage and waits until `messages` were handled.
+    async fn recovered(&self, messages: usize) {
+        self.outage
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let done = Arc::clone(&self.done);
+        eventually("every message handled after the outage", WAIT, || {
+            let all = done.lock().unwrap().len() >= messages;
+            async move { all.then_some(()) }
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_holds_the_partition_instead_of_dead_lettering() {
-    use std::sync::atomic::Ordering::SeqCst;
     let input = TestTopic::create("outage-input", 1).await;
     let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "outage-dlq", 1).await;
     let group = unique_name("outage-group");
@@ -326,42 +372,19 @@ async fn an_outage_holds_the_partition_instead_of_dead_lettering() {
         produce(&input.name, "order-1", &format!("event-{i}")).await;
     }
     let handler = OutageHandler::default();
-    handler.outage.store(true, SeqCst);
-
-    let stack = Stack::get();
-    let kafka = KafkaConfig::new(&stack.kafka_bootstrap);
-    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
-    let publisher = DeadLetterPublisher::new(producer(), codec, &dlq.name, "test-service", "0.0.0");
-    let consumer = ConsumerLoop::new(
-        &kafka,
-        settings(&group, &input.name),
-        handler.clone(),
-        publisher,
-    )
-    .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(consumer.run(async { stopped.await.unwrap_or(()) }));
+    let kafka = KafkaConfig::new(&Stack::get().kafka_bootstrap);
+    let settings = settings(&group, &input.name);
+    let (stop, running) = start_held(&kafka, settings, &handler, &dlq.name);
 
     // The first message is tried again and again (every Retry-After), never given up on.
-    let calls = Arc::clone(&handler.calls);
-    eventually("the handler to be called through the outage", WAIT, || {
-        let tried = calls.load(SeqCst) >= 10;
-        async move { tried.then_some(()) }
-    })
-    .await;
+    handler.called(10).await;
     assert!(handler.done.lock().unwrap().is_empty());
     assert!(
         committed_offsets(&group, &input.name, 1).is_empty(),
         "nothing is committed during the outage"
     );
 
-    handler.outage.store(false, SeqCst);
-    let done = Arc::clone(&handler.done);
-    eventually("every message handled after the outage", WAIT, || {
-        let all = done.lock().unwrap().len() == 30;
-        async move { all.then_some(()) }
-    })
-    .await;
+    handler.recovered(30).await;
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 
@@ -389,7 +412,6 @@ fn consumed(metrics: &str, topic: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_partition_takes_one_fetch_then_is_paused_and_loses_nothing() {
-    use std::sync::atomic::Ordering::SeqCst;
     const MESSAGES: usize = 200;
     const FETCH_BYTES: usize = 10_000;
     let metrics = sluice_telemetry::prometheus_handle().unwrap();
@@ -401,26 +423,15 @@ async fn a_held_partition_takes_one_fetch_then_is_paused_and_loses_nothing() {
         produce(&input.name, "order-1", &format!("{i:0>1000}")).await;
     }
     let handler = OutageHandler::default();
-    handler.outage.store(true, SeqCst);
-    let stack = Stack::get();
-    let kafka = KafkaConfig::new(&stack.kafka_bootstrap)
+    let kafka = KafkaConfig::new(&Stack::get().kafka_bootstrap)
         .with_property("max.partition.fetch.bytes", FETCH_BYTES.to_string());
-    let codec = Arc::new(AvroCodec::new(stack.registry_settings()));
-    let publisher = DeadLetterPublisher::new(producer(), codec, &dlq.name, "test-service", "0.0.0");
     let settings = settings(&group, &input.name);
     let queued = settings.partition_buffer;
-    let consumer = ConsumerLoop::new(&kafka, settings, handler.clone(), publisher).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(consumer.run(async { stopped.await.unwrap_or(()) }));
+    let (stop, running) = start_held(&kafka, settings, &handler, &dlq.name);
 
     // The first message is tried every 50 ms: 40 tries are two seconds in
     // which an unpaused partition would have been read to its end.
-    let calls = Arc::clone(&handler.calls);
-    eventually("the handler held for 40 tries", WAIT, || {
-        let held = calls.load(SeqCst) >= 40;
-        async move { held.then_some(()) }
-    })
-    .await;
+    handler.called(40).await;
     // The queue full, perhaps one more in hand (if the task took it before
     // the queue filled), and a backlog of the next messages up to a
     // fetch's bytes: not paused at the first full queue, not read on.
@@ -433,13 +444,7 @@ async fn a_held_partition_takes_one_fetch_then_is_paused_and_loses_nothing() {
         "{taken} messages taken from Kafka while the partition is held, not {held} or one more"
     );
 
-    handler.outage.store(false, SeqCst);
-    let done = Arc::clone(&handler.done);
-    eventually("every message handled after the outage", WAIT, || {
-        let all = done.lock().unwrap().len() >= MESSAGES;
-        async move { all.then_some(()) }
-    })
-    .await;
+    handler.recovered(MESSAGES).await;
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
     let expected: Vec<i64> = (0..MESSAGES as i64).collect();
