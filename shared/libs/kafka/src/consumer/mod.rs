@@ -441,25 +441,21 @@ impl<H: Handler> Dispatcher<H> {
             }
         });
         queue.consumed.increment(1);
-        let backlog = match self.backlogs.get_mut(&partition) {
-            // Behind it, in order.
-            Some(backlog) => {
-                backlog.push_back(message);
-                backlog
-            }
-            None => match queue.sender.try_send(message) {
+        // Behind a backlog, in order; else queued if there is room.
+        let message = if self.backlogs.contains_key(&partition) {
+            message
+        } else {
+            match queue.sender.try_send(message) {
                 Ok(()) => return,
                 // A closed queue means a panicked task: reap_tasks ends the loop.
                 Err(
                     mpsc::error::TrySendError::Full(message)
                     | mpsc::error::TrySendError::Closed(message),
-                ) => {
-                    let backlog = self.backlogs.entry(partition.clone()).or_default();
-                    backlog.push_back(message);
-                    backlog
-                }
-            },
+                ) => message,
+            }
         };
+        let backlog = self.backlogs.entry(partition.clone()).or_default();
+        backlog.push_back(message);
         if !backlog.paused && backlog.bytes >= self.backlog_bytes {
             backlog.paused = true;
             self.set_paused(&partition, true);
