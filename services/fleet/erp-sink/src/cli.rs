@@ -53,13 +53,22 @@ pub struct Cli {
     /// timeout, a lost connection, a proxy's 502/504): its limit_time_real,
     /// after which a request is killed and rolled back. The create is
     /// searched for again only then; shorter risks a second record.
-    #[arg(long, env = "SLUICE_ERP_ODOO_SETTLE_SECS", default_value_t = crate::odoo::DEFAULT_SETTLE.as_secs())]
+    #[arg(
+        long,
+        env = "SLUICE_ERP_ODOO_SETTLE_SECS",
+        default_value_t = crate::odoo::DEFAULT_SETTLE.as_secs()
+    )]
     pub odoo_settle_secs: u64,
     /// Odoo login (json-rpc; json2 has none: the API key is the user).
     #[arg(long, env = "SLUICE_ERP_ODOO_LOGIN")]
     pub odoo_login: Option<String>,
     /// Odoo password or API key.
-    #[arg(long, env = "SLUICE_ERP_ODOO_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(
+        long,
+        env = "SLUICE_ERP_ODOO_PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
     pub odoo_password: Option<SecretString>,
     /// A file holding the Odoo password (a mounted secret).
     #[arg(long, env = "SLUICE_ERP_ODOO_PASSWORD_FILE", value_name = "FILE")]
@@ -100,7 +109,12 @@ pub struct Cli {
     /// Models whose CANCEL calls a method of their own rather than
     /// action_cancel, as MODEL=METHOD,… (account.move=button_cancel).
     /// Checked at start like --models.
-    #[arg(long, env = "SLUICE_ERP_CANCEL_WITH", default_value = "", value_parser = ModelMethods::cancelling)]
+    #[arg(
+        long,
+        env = "SLUICE_ERP_CANCEL_WITH",
+        default_value = "",
+        value_parser = ModelMethods::cancelling
+    )]
     pub cancel_with: ModelMethods,
     #[allow(missing_docs)]
     #[command(flatten)]

@@ -7,12 +7,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
     /// Address of the events API.
-    #[arg(
-        id = "listen",
-        long = "listen",
-        env = "SLUICE_INGEST_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "SLUICE_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// SHA-256 (hex) of each accepted bearer token, comma separated: the
@@ -21,8 +16,7 @@ pub struct IngestArgs {
     /// (`orders`) or one of its event types (`orders.OrderPlaced`); without
     /// it, the token may post every event type a client may.
     #[arg(
-        id = "token-sha256",
-        long = "token-sha256",
+        long,
         env = "SLUICE_INGEST_TOKEN_SHA256",
         value_delimiter = ',',
         required = true
@@ -30,18 +24,12 @@ pub struct IngestArgs {
     pub token_sha256: Vec<String>,
 
     /// TOML file describing the signed webhook senders (see `webhook.rs`).
-    #[arg(
-        id = "webhooks",
-        long = "webhooks",
-        env = "SLUICE_INGEST_WEBHOOKS",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "SLUICE_INGEST_WEBHOOKS", value_name = "FILE")]
     pub webhooks: Option<std::path::PathBuf>,
 
     /// Largest accepted request body, in bytes.
     #[arg(
-        id = "max-body-bytes",
-        long = "max-body-bytes",
+        long,
         env = "SLUICE_INGEST_MAX_BODY_BYTES",
         default_value_t = 1_048_576
     )]
@@ -49,8 +37,7 @@ pub struct IngestArgs {
 
     /// A connection must send a request's headers within this many seconds.
     #[arg(
-        id = "header-read-timeout-secs",
-        long = "header-read-timeout-secs",
+        long,
         env = "SLUICE_INGEST_HEADER_READ_TIMEOUT_SECS",
         default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=300)
@@ -59,8 +46,7 @@ pub struct IngestArgs {
 
     /// A request's body must arrive within this many seconds, else 408.
     #[arg(
-        id = "body-timeout-secs",
-        long = "body-timeout-secs",
+        long,
         env = "SLUICE_INGEST_BODY_TIMEOUT_SECS",
         default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..=600)
@@ -69,8 +55,7 @@ pub struct IngestArgs {
 
     /// Open connections at most; more are closed at once.
     #[arg(
-        id = "max-connections",
-        long = "max-connections",
+        long,
         env = "SLUICE_INGEST_MAX_CONNECTIONS",
         default_value_t = 1024,
         value_parser = clap::value_parser!(u32).range(1..)
@@ -79,8 +64,7 @@ pub struct IngestArgs {
 
     /// Requests handled at once at most; more are answered 503 with Retry-After.
     #[arg(
-        id = "max-in-flight",
-        long = "max-in-flight",
+        long,
         env = "SLUICE_INGEST_MAX_IN_FLIGHT",
         default_value_t = 256,
         value_parser = clap::value_parser!(u32).range(1..)
@@ -90,8 +74,7 @@ pub struct IngestArgs {
     /// Requests per second each token may send (a burst of twice that);
     /// beyond it, 429 with Retry-After.
     #[arg(
-        id = "requests-per-second-per-token",
-        long = "requests-per-second-per-token",
+        long,
         env = "SLUICE_INGEST_REQUESTS_PER_SECOND_PER_TOKEN",
         default_value_t = 200.0
     )]
@@ -103,8 +86,7 @@ pub struct IngestArgs {
     /// record says how many: whoever has no valid signature decides how
     /// many it sends, and the trail is kept for a year.
     #[arg(
-        id = "audit-refused-per-second",
-        long = "audit-refused-per-second",
+        long,
         env = "SLUICE_INGEST_AUDIT_REFUSED_PER_SECOND",
         default_value_t = 20.0
     )]
@@ -116,8 +98,7 @@ pub struct IngestArgs {
     /// time out after twice this (at most 900 s, the broker's default
     /// transaction.max.timeout.ms).
     #[arg(
-        id = "ack-timeout-secs",
-        long = "ack-timeout-secs",
+        long,
         env = "SLUICE_INGEST_ACK_TIMEOUT_SECS",
         default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..=450)
@@ -128,17 +109,12 @@ pub struct IngestArgs {
     /// (`<prefix>-<n>`): unique per replica and stable across its restarts,
     /// so a restart fences what its predecessor left open. Default
     /// `ingest-<hostname>` (a pod's name on Kubernetes).
-    #[arg(
-        id = "transactional-id-prefix",
-        long = "transactional-id-prefix",
-        env = "SLUICE_INGEST_TRANSACTIONAL_ID_PREFIX"
-    )]
+    #[arg(long, env = "SLUICE_INGEST_TRANSACTIONAL_ID_PREFIX")]
     pub transactional_id_prefix: Option<String>,
 
     /// Batches handled at once, each in its own Kafka transaction.
     #[arg(
-        id = "max-transactions",
-        long = "max-transactions",
+        long,
         env = "SLUICE_INGEST_MAX_TRANSACTIONS",
         default_value_t = 4,
         value_parser = clap::value_parser!(u16).range(1..=64)
@@ -147,8 +123,7 @@ pub struct IngestArgs {
 
     /// How long the answer to an Idempotency-Key is kept for retries.
     #[arg(
-        id = "idempotency-key-hours",
-        long = "idempotency-key-hours",
+        long,
         env = "SLUICE_INGEST_IDEMPOTENCY_KEY_HOURS",
         default_value_t = 24,
         value_parser = clap::value_parser!(u64).range(1..=24 * 30)

@@ -18,7 +18,6 @@ use sluice_runtime::{PostgresReadiness, RuntimeArgs, ServiceRuntime, lazy_pool};
 struct Cli {
     /// Outbox table: a table of the public schema, or schema.table.
     #[arg(
-        id = "outbox-table",
         long = "outbox-table",
         env = "SLUICE_OUTBOX_TABLE",
         default_value = "outbox"
@@ -27,7 +26,6 @@ struct Cli {
     /// What the table holds: domain events, or messages a Sluice service
     /// addressed and encoded itself (the saga orchestrator's outbox).
     #[arg(
-        id = "outbox-format",
         long = "outbox-format",
         env = "SLUICE_OUTBOX_FORMAT",
         value_enum,
@@ -37,11 +35,10 @@ struct Cli {
     /// Prefix of the `pg_logical_emit_message(true, PREFIX, …)` messages
     /// relayed as domain events. Default: `outbox` for the events format,
     /// none for the addressed one: one relay per prefix on a database.
-    #[arg(long = "message-prefix", env = "SLUICE_OUTBOX_MESSAGE_PREFIX")]
+    #[arg(long, env = "SLUICE_OUTBOX_MESSAGE_PREFIX")]
     message_prefix: Option<String>,
     /// Replication slot the relay reads.
     #[arg(
-        id = "outbox-slot",
         long = "outbox-slot",
         env = "SLUICE_OUTBOX_SLOT",
         default_value = "sluice_outbox"
@@ -49,7 +46,6 @@ struct Cli {
     slot: String,
     /// Publication of the outbox table.
     #[arg(
-        id = "outbox-publication",
         long = "outbox-publication",
         env = "SLUICE_OUTBOX_PUBLICATION",
         default_value = "sluice_outbox"
@@ -58,18 +54,13 @@ struct Cli {
     /// Create the replication slot anew although its publication shows the
     /// relay streamed before: only once what a lost slot skipped has been
     /// recovered (see docs/OPERATIONS.md).
-    #[arg(
-        id = "recreate-lost-slot",
-        long = "recreate-lost-slot",
-        env = "SLUICE_OUTBOX_RECREATE_LOST_SLOT"
-    )]
+    #[arg(long, env = "SLUICE_OUTBOX_RECREATE_LOST_SLOT")]
     recreate_lost_slot: bool,
     #[command(flatten)]
     routes: RouteArgs,
     /// Topics an addressed row may name besides those of topics.toml and
     /// the routes, comma separated; a row naming any other is dead-lettered.
     #[arg(
-        id = "allow-topic",
         long = "allow-topic",
         env = "SLUICE_OUTBOX_ALLOW_TOPICS",
         value_delimiter = ','
@@ -77,8 +68,7 @@ struct Cli {
     allow_topics: Vec<String>,
     /// Where rows that do not fit their contract go.
     #[arg(
-        id = "dlq-topic",
-        long = "dlq-topic",
+        long,
         env = "SLUICE_OUTBOX_DLQ_TOPIC",
         default_value = "dlq.outbox-relay.v1"
     )]

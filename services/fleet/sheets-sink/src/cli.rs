@@ -42,7 +42,7 @@ pub struct Cli {
     /// The metadata server, `host[:port]`, asked for tokens when no key is
     /// given (Google's libraries read the same variable).
     #[arg(
-        long = "metadata-host",
+        long,
         env = "GCE_METADATA_HOST",
         default_value = "metadata.google.internal"
     )]

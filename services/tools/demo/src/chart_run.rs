@@ -38,7 +38,7 @@ enum Transport {
 #[command(version, about)]
 struct Args {
     /// The release's values files, in order.
-    #[arg(long = "values")]
+    #[arg(long)]
     values: Vec<PathBuf>,
     /// How the release reaches the stack.
     #[arg(long, value_enum, default_value = "plaintext")]

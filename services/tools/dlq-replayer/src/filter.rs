@@ -20,7 +20,7 @@ pub struct Filters {
     pub source_topic: Option<String>,
     /// Only this error class (decode, validation, mapping, permanent,
     /// retries_exhausted, uncorrelated).
-    #[arg(long = "class", value_name = "CLASS", value_parser = parse_class)]
+    #[arg(long, value_name = "CLASS", value_parser = parse_class)]
     pub class: Option<DeadLetterClass>,
     /// Only dead letters whose error message contains this text.
     #[arg(long, value_name = "TEXT")]

@@ -145,7 +145,7 @@ struct SkipArgs {
     group: String,
     /// The record, topic:partition:offset, as sluice_partition_stalled
     /// names it.
-    #[arg(long = "at", value_name = "COORDINATE")]
+    #[arg(long, value_name = "COORDINATE")]
     at: Coordinate,
     /// The dead-letter topic the skip is recorded in (the service's).
     #[arg(long, value_name = "TOPIC")]

@@ -34,7 +34,13 @@ struct Cli {
     contracts: ContractsArgs,
 
     /// Compatibility mode of every subject: set by `apply`, checked by both.
-    #[arg(long, env = "SLUICE_COMPATIBILITY", global = true, value_enum, default_value_t = Compatibility::Backward)]
+    #[arg(
+        long,
+        env = "SLUICE_COMPATIBILITY",
+        global = true,
+        value_enum,
+        default_value_t = Compatibility::Backward
+    )]
     compatibility: Compatibility,
 
     /// Timeout of each Kafka request, in seconds.
@@ -48,16 +54,17 @@ struct Cli {
 
     /// Log format: pretty (for a terminal) or json (a Job's logs, as the
     /// services write theirs).
-    #[arg(long, env = "SLUICE_LOG_FORMAT", global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
+    #[arg(
+        long,
+        env = "SLUICE_LOG_FORMAT",
+        global = true,
+        default_value = "pretty",
+        value_parser = ["pretty", "json"]
+    )]
     log_format: String,
 
     /// Log filter in RUST_LOG syntax, e.g. info,rdkafka=warn.
-    #[arg(
-        long = "log-filter",
-        env = "SLUICE_LOG",
-        global = true,
-        default_value = "warn"
-    )]
+    #[arg(long, env = "SLUICE_LOG", global = true, default_value = "warn")]
     log_filter: String,
 }
 
@@ -66,7 +73,12 @@ enum Command {
     /// Create missing topics and register changed schemas.
     Apply {
         /// Replication factor of created topics; -1 takes the broker's default.
-        #[arg(long, env = "SLUICE_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
+        #[arg(
+            long,
+            env = "SLUICE_REPLICATION_FACTOR",
+            default_value_t = -1,
+            allow_negative_numbers = true
+        )]
         replication_factor: i32,
         /// min.insync.replicas of created topics: replicas that must hold a
         /// write before it is acknowledged, at most --replication-factor.

@@ -6,8 +6,7 @@
 pub struct AuditArgs {
     /// Topic of the audit trail: every external write, webhook and replay.
     #[arg(
-        id = "audit-topic",
-        long = "audit-topic",
+        long,
         env = "SLUICE_AUDIT_TOPIC",
         default_value = "audit.v1",
         global = true

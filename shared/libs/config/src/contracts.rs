@@ -14,8 +14,7 @@ pub struct ContractsArgs {
     /// A contracts directory (topics.toml and the .avsc files it names, laid
     /// out like the repository's schemas/); default: the contracts built in.
     #[arg(
-        id = "contracts-dir",
-        long = "contracts-dir",
+        long,
         alias = "schemas-dir",
         env = "SLUICE_CONTRACTS_DIR",
         global = true

@@ -14,7 +14,15 @@ use crate::secret::{SecretArgs, parse_secret};
 pub struct DatabaseUrlArgs {
     /// Postgres URL, postgres://user:password@host:port/database?sslmode=...
     /// (a secret: from the environment; see also --database-url-file).
-    #[arg(id = "database-url", long = "database-url", env = "SLUICE_DATABASE_URL", hide_env_values = true, value_parser = parse_secret, global = true)]
+    #[arg(
+        id = "database-url",
+        long = "database-url",
+        env = "SLUICE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        global = true
+    )]
     url: Option<SecretString>,
 
     /// File holding the Postgres URL.
@@ -58,6 +66,7 @@ pub struct DatabaseArgs {
         id = "database-max-connections",
         long = "database-max-connections",
         env = "SLUICE_DATABASE_MAX_CONNECTIONS",
+        value_name = "N",
         default_value_t = 5
     )]
     pub max_connections: u32,

@@ -111,19 +111,35 @@ pub struct KafkaArgs {
     /// Further librdkafka properties as KEY=VALUE, repeatable (comma
     /// separated in the variable): security.protocol=SASL_SSL,
     /// sasl.mechanism=SCRAM-SHA-512, ssl.ca.location=..., tuning.
-    #[arg(id = "kafka-property", long = "kafka-property", env = "SLUICE_KAFKA_PROPERTIES", hide_env_values = true, value_delimiter = ',', value_name = "KEY=VALUE", value_parser = parse_property)]
+    #[arg(
+        id = "kafka-property",
+        long = "kafka-property",
+        env = "SLUICE_KAFKA_PROPERTIES",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        value_parser = parse_property
+    )]
     pub properties: Vec<(String, String)>,
 
     /// SASL user name.
     #[arg(
         id = "kafka-sasl-username",
         long = "kafka-sasl-username",
-        env = "SLUICE_KAFKA_SASL_USERNAME"
+        env = "SLUICE_KAFKA_SASL_USERNAME",
+        value_name = "USER"
     )]
     pub sasl_username: Option<String>,
 
     /// SASL password (from the environment; see also --kafka-sasl-password-file).
-    #[arg(id = "kafka-sasl-password", long = "kafka-sasl-password", env = "SLUICE_KAFKA_SASL_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(
+        id = "kafka-sasl-password",
+        long = "kafka-sasl-password",
+        env = "SLUICE_KAFKA_SASL_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
     pub sasl_password: Option<SecretString>,
 
     /// File holding the SASL password.
@@ -137,7 +153,14 @@ pub struct KafkaArgs {
 
     /// Password of the client's TLS private key, ssl.key.password (from the
     /// environment; see also --kafka-ssl-key-password-file).
-    #[arg(id = "kafka-ssl-key-password", long = "kafka-ssl-key-password", env = "SLUICE_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(
+        id = "kafka-ssl-key-password",
+        long = "kafka-ssl-key-password",
+        env = "SLUICE_KAFKA_SSL_KEY_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
     pub ssl_key_password: Option<SecretString>,
 
     /// File holding ssl.key.password.
@@ -151,7 +174,14 @@ pub struct KafkaArgs {
 
     /// Password of the client's PKCS#12 keystore, ssl.keystore.password
     /// (from the environment; see also --kafka-ssl-keystore-password-file).
-    #[arg(id = "kafka-ssl-keystore-password", long = "kafka-ssl-keystore-password", env = "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(
+        id = "kafka-ssl-keystore-password",
+        long = "kafka-ssl-keystore-password",
+        env = "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
     pub ssl_keystore_password: Option<SecretString>,
 
     /// File holding ssl.keystore.password.
@@ -166,7 +196,14 @@ pub struct KafkaArgs {
     /// OIDC client secret for SASL/OAUTHBEARER with
     /// sasl.oauthbearer.method=oidc, sasl.oauthbearer.client.secret (from
     /// the environment; see also --kafka-oauthbearer-client-secret-file).
-    #[arg(id = "kafka-oauthbearer-client-secret", long = "kafka-oauthbearer-client-secret", env = "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(
+        id = "kafka-oauthbearer-client-secret",
+        long = "kafka-oauthbearer-client-secret",
+        env = "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
     pub oauthbearer_client_secret: Option<SecretString>,
 
     /// File holding sasl.oauthbearer.client.secret.

@@ -24,12 +24,20 @@ pub struct RegistryArgs {
     #[arg(
         id = "schema-registry-user",
         long = "schema-registry-user",
-        env = "SLUICE_SCHEMA_REGISTRY_USER"
+        env = "SLUICE_SCHEMA_REGISTRY_USER",
+        value_name = "USER"
     )]
     pub user: Option<String>,
 
     /// Basic-auth password (from the environment; see also --schema-registry-password-file).
-    #[arg(id = "schema-registry-password", long = "schema-registry-password", env = "SLUICE_SCHEMA_REGISTRY_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(
+        id = "schema-registry-password",
+        long = "schema-registry-password",
+        env = "SLUICE_SCHEMA_REGISTRY_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
     pub password: Option<SecretString>,
 
     /// File holding the registry password.
@@ -56,6 +64,7 @@ pub struct RegistryArgs {
         id = "schema-registry-timeout-secs",
         long = "schema-registry-timeout-secs",
         env = "SLUICE_SCHEMA_REGISTRY_TIMEOUT_SECS",
+        value_name = "SECS",
         default_value_t = 30
     )]
     pub timeout_secs: u64,

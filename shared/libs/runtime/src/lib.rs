@@ -50,44 +50,31 @@ pub fn block_on<T, E: From<std::io::Error>>(
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
     /// Log format: pretty (for a terminal) or json (for containers).
-    #[arg(id = "log-format", long = "log-format", env = "SLUICE_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    #[arg(
+        long,
+        env = "SLUICE_LOG_FORMAT",
+        default_value = "pretty",
+        value_parser = ["pretty", "json"]
+    )]
     pub log_format: String,
 
     /// Log filter in RUST_LOG syntax, e.g. info,rdkafka=warn.
-    #[arg(
-        id = "log-filter",
-        long = "log-filter",
-        env = "SLUICE_LOG",
-        default_value = "info"
-    )]
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
     pub log_filter: String,
 
     /// Base URL of the OTLP/HTTP receiver spans are exported to
     /// (`/v1/traces` is appended, as the OpenTelemetry spec says); none
     /// exports nothing.
-    #[arg(
-        id = "otlp-endpoint",
-        long = "otlp-endpoint",
-        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
     /// Full URL spans are posted to, taken as it is; wins over
     /// --otlp-endpoint.
-    #[arg(
-        id = "otlp-traces-endpoint",
-        long = "otlp-traces-endpoint",
-        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    )]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
     pub otlp_traces_endpoint: Option<String>,
 
     /// Address of the /metrics, /healthz and /readyz server.
-    #[arg(
-        id = "http-listen",
-        long = "http-listen",
-        env = "SLUICE_HTTP_LISTEN",
-        default_value = "127.0.0.1:9464"
-    )]
+    #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9464")]
     pub http_listen: SocketAddr,
 }
 

@@ -102,7 +102,12 @@ pub struct ConsumerArgs<D: Defaults> {
     pub batch_linger_ms: u64,
     /// How long a partition with messages waiting may stay at one offset
     /// before sluice_partition_stalled names it (e.g. 90s, 5m).
-    #[arg(long, env = "SLUICE_PARTITION_STALL_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "SLUICE_PARTITION_STALL_AFTER",
+        default_value = "5m",
+        value_parser = humantime::parse_duration
+    )]
     pub partition_stall_after: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
