@@ -14,15 +14,7 @@ use crate::secret::{SecretArgs, parse_secret};
 pub struct DatabaseUrlArgs {
     /// Postgres URL, postgres://user:password@host:port/database?sslmode=...
     /// (a secret: from the environment; see also --database-url-file).
-    #[arg(
-        id = "database-url",
-        long = "database-url",
-        env = "SLUICE_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true,
-        value_parser = parse_secret,
-        global = true
-    )]
+    #[arg(id = "database-url", long = "database-url", env = "SLUICE_DATABASE_URL", value_name = "URL", hide_env_values = true, value_parser = parse_secret, global = true)]
     url: Option<SecretString>,
 
     /// File holding the Postgres URL.

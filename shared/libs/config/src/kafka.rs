@@ -132,14 +132,7 @@ pub struct KafkaArgs {
     pub sasl_username: Option<String>,
 
     /// SASL password (from the environment; see also --kafka-sasl-password-file).
-    #[arg(
-        id = "kafka-sasl-password",
-        long = "kafka-sasl-password",
-        env = "SLUICE_KAFKA_SASL_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
+    #[arg(id = "kafka-sasl-password", long = "kafka-sasl-password", env = "SLUICE_KAFKA_SASL_PASSWORD", value_name = "PASSWORD", hide_env_values = true, value_parser = parse_secret)]
     pub sasl_password: Option<SecretString>,
 
     /// File holding the SASL password.
@@ -153,14 +146,7 @@ pub struct KafkaArgs {
 
     /// Password of the client's TLS private key, ssl.key.password (from the
     /// environment; see also --kafka-ssl-key-password-file).
-    #[arg(
-        id = "kafka-ssl-key-password",
-        long = "kafka-ssl-key-password",
-        env = "SLUICE_KAFKA_SSL_KEY_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
+    #[arg(id = "kafka-ssl-key-password", long = "kafka-ssl-key-password", env = "SLUICE_KAFKA_SSL_KEY_PASSWORD", value_name = "PASSWORD", hide_env_values = true, value_parser = parse_secret)]
     pub ssl_key_password: Option<SecretString>,
 
     /// File holding ssl.key.password.
@@ -174,14 +160,7 @@ pub struct KafkaArgs {
 
     /// Password of the client's PKCS#12 keystore, ssl.keystore.password
     /// (from the environment; see also --kafka-ssl-keystore-password-file).
-    #[arg(
-        id = "kafka-ssl-keystore-password",
-        long = "kafka-ssl-keystore-password",
-        env = "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
+    #[arg(id = "kafka-ssl-keystore-password", long = "kafka-ssl-keystore-password", env = "SLUICE_KAFKA_SSL_KEYSTORE_PASSWORD", value_name = "PASSWORD", hide_env_values = true, value_parser = parse_secret)]
     pub ssl_keystore_password: Option<SecretString>,
 
     /// File holding ssl.keystore.password.
@@ -196,14 +175,7 @@ pub struct KafkaArgs {
     /// OIDC client secret for SASL/OAUTHBEARER with
     /// sasl.oauthbearer.method=oidc, sasl.oauthbearer.client.secret (from
     /// the environment; see also --kafka-oauthbearer-client-secret-file).
-    #[arg(
-        id = "kafka-oauthbearer-client-secret",
-        long = "kafka-oauthbearer-client-secret",
-        env = "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET",
-        value_name = "SECRET",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
+    #[arg(id = "kafka-oauthbearer-client-secret", long = "kafka-oauthbearer-client-secret", env = "SLUICE_KAFKA_OAUTHBEARER_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub oauthbearer_client_secret: Option<SecretString>,
 
     /// File holding sasl.oauthbearer.client.secret.

@@ -30,14 +30,7 @@ pub struct RegistryArgs {
     pub user: Option<String>,
 
     /// Basic-auth password (from the environment; see also --schema-registry-password-file).
-    #[arg(
-        id = "schema-registry-password",
-        long = "schema-registry-password",
-        env = "SLUICE_SCHEMA_REGISTRY_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
+    #[arg(id = "schema-registry-password", long = "schema-registry-password", env = "SLUICE_SCHEMA_REGISTRY_PASSWORD", value_name = "PASSWORD", hide_env_values = true, value_parser = parse_secret)]
     pub password: Option<SecretString>,
 
     /// File holding the registry password.
