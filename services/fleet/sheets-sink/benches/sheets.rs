@@ -211,7 +211,7 @@ async fn main() {
     writeln!(report, "# sheets-sink benchmark\n").unwrap();
     writeln!(
         report,
-        "Sandbox in the same process over loopback HTTP; {batched_commands} commands over {KEYS} keys in 3 sheets (unbatched: {unbatched_commands}); {PARTITIONS} partitions; release build.\n"
+        "Sandbox in the same process over loopback HTTP; {batched_commands} commands over {KEYS} keys in 3 sheets (unbatched: {unbatched_commands}); {PARTITIONS} partitions, the reference's {PARTITIONS} lanes holding the commands of the sink's {PARTITIONS} partitions (one hash of the row key picks both: a lane's batches write every sheet, as the sink's do); release build.\n"
     )
     .unwrap();
     writeln!(
