@@ -384,7 +384,9 @@ impl FailedLookup {
 /// known by its address, which the entry keeps it at; compared by its text
 /// (a few KiB) and looked up under a `<topic>-value` made anew, every value
 /// encoded cost about 7 % of the transformer's mapping in a perf profile. A
-/// contract loaded twice (built in and deployed) is looked up once each.
+/// contract loaded twice (built in and deployed) is looked up once each; a
+/// catalog is loaded once a process (at start, or the built-in one), as the
+/// writers' cache in `datum.rs` also assumes.
 #[derive(Debug, Default)]
 struct WriterIds(RwLock<HashMap<String, Vec<KnownId>>>);
 
