@@ -154,14 +154,7 @@ async fn main() -> Result<()> {
             }
             for topic in catalog.topics() {
                 let subject = topic.value_subject();
-                let outcome = registry
-                    .ensure_schema(
-                        &subject,
-                        topic.value_schema_json(),
-                        &topic.spec().value_schema,
-                        cli.compatibility,
-                    )
-                    .await?;
+                let outcome = registry.ensure_schema(topic, cli.compatibility).await?;
                 let mode = cli.compatibility;
                 match outcome {
                     SchemaOutcome::Unchanged { id } => {
@@ -177,14 +170,7 @@ async fn main() -> Result<()> {
             for topic in catalog.topics() {
                 let subject = topic.value_subject();
                 let mode = cli.compatibility;
-                registry
-                    .check_schema(
-                        &subject,
-                        topic.value_schema_json(),
-                        &topic.spec().value_schema,
-                        mode,
-                    )
-                    .await?;
+                registry.check_schema(topic, mode).await?;
                 match registry.mode(&subject).await? {
                     Some(set) if set != mode.as_registry() => println!(
                         "subject {subject}: {mode} compatible; the registry has {set}, which apply sets to {mode}"

@@ -9,6 +9,7 @@ use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSche
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
+use sluice_contracts::Topic;
 
 use crate::{Compatibility, ProvisionError};
 
@@ -101,28 +102,27 @@ impl RegistryClient {
         })
     }
 
-    /// Makes `schema_json` the latest schema of `subject` under the
+    /// Makes `topic`'s value schema the latest of its subject under the
     /// compatibility `mode`, which it sets on the subject. A schema the mode
-    /// forbids is refused before anything is written. `schema_file` names
-    /// the source in errors.
+    /// forbids is refused before anything is written.
     pub async fn ensure_schema(
         &self,
-        subject: &str,
-        schema_json: &str,
-        schema_file: &str,
+        topic: &Topic,
         mode: Compatibility,
     ) -> Result<SchemaOutcome, ProvisionError> {
-        match self.lookup(subject, schema_json).await? {
+        let subject = &topic.value_subject();
+        match self.lookup(subject, topic.value_schema_json()).await? {
             Lookup::Registered(id) => {
                 self.set_mode(subject, mode).await?;
                 return Ok(SchemaOutcome::Unchanged { id });
             }
-            Lookup::NewSchema => self.check(subject, schema_json, schema_file, mode).await?,
+            Lookup::NewSchema => self.check(topic, mode).await?,
             Lookup::NewSubject => {}
         }
         self.set_mode(subject, mode).await?;
-        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema_json.to_owned());
-        match post_schema(&self.settings, subject.to_owned(), supplied).await {
+        let supplied =
+            SuppliedSchema::new(None, SchemaType::Avro, topic.value_schema_json().to_owned());
+        match post_schema(&self.settings, subject.clone(), supplied).await {
             Ok(registered) => Ok(SchemaOutcome::Registered { id: registered.id }),
             // The registry's own rule may still refuse what the check passed;
             // its cause says so.
@@ -137,17 +137,19 @@ impl RegistryClient {
         }
     }
 
-    /// Refuses `schema_json` if `mode` forbids it over what `subject` holds;
-    /// writes nothing. A new subject, or a schema it already holds, passes.
+    /// Refuses `topic`'s value schema if `mode` forbids it over what its
+    /// subject holds; writes nothing. A new subject, or a schema it already
+    /// holds, passes.
     pub async fn check_schema(
         &self,
-        subject: &str,
-        schema_json: &str,
-        schema_file: &str,
+        topic: &Topic,
         mode: Compatibility,
     ) -> Result<(), ProvisionError> {
-        match self.lookup(subject, schema_json).await? {
-            Lookup::NewSchema => self.check(subject, schema_json, schema_file, mode).await,
+        match self
+            .lookup(&topic.value_subject(), topic.value_schema_json())
+            .await?
+        {
+            Lookup::NewSchema => self.check(topic, mode).await,
             Lookup::Registered(_) | Lookup::NewSubject => Ok(()),
         }
     }
@@ -173,20 +175,16 @@ impl RegistryClient {
         Ok(Some(body.compatibility_level))
     }
 
-    /// Checks `schema_json` against the latest registered version, or every
-    /// one for a transitive mode.
-    async fn check(
-        &self,
-        subject: &str,
-        schema_json: &str,
-        schema_file: &str,
-        mode: Compatibility,
-    ) -> Result<(), ProvisionError> {
+    /// Checks `topic`'s value schema against the latest registered
+    /// version of its subject, or every one for a transitive mode.
+    async fn check(&self, topic: &Topic, mode: Compatibility) -> Result<(), ProvisionError> {
+        let subject = &topic.value_subject();
         let call = Call {
             subject,
             action: "checking compatibility",
         };
-        let new = Schema::parse_str(schema_json).map_err(|err| call.error(err.to_string()))?;
+        let new = Schema::parse_str(topic.value_schema_json())
+            .map_err(|err| call.error(err.to_string()))?;
         let wanted: Vec<String> = if mode.transitive() {
             let versions: Vec<u32> = self.get(&call, "versions").await?;
             versions.iter().map(u32::to_string).collect()
@@ -199,8 +197,8 @@ impl RegistryClient {
                 .map_err(|err| call.error(format!("version {}: {err}", registered.version)))?;
             if let Some(details) = mode.violation(&old, &new) {
                 return Err(ProvisionError::IncompatibleSchema {
-                    subject: subject.to_owned(),
-                    schema_file: schema_file.to_owned(),
+                    subject: subject.clone(),
+                    schema_file: topic.spec().value_schema.clone(),
                     mode,
                     version: registered.version,
                     details,

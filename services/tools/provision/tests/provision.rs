@@ -91,16 +91,7 @@ async fn provision_schemas_as(
     let registry = registry();
     let mut outcomes = Vec::new();
     for topic in catalog.topics() {
-        outcomes.push(
-            registry
-                .ensure_schema(
-                    &topic.value_subject(),
-                    topic.value_schema_json(),
-                    &topic.spec().value_schema,
-                    mode,
-                )
-                .await?,
-        );
+        outcomes.push(registry.ensure_schema(topic, mode).await?);
     }
     Ok(outcomes)
 }
