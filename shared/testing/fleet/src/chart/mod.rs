@@ -98,12 +98,7 @@ impl ChartRun {
         // Each workload's first pod and each Job's, with its labels.
         let mut labelled = Vec::new();
         for (job, labels, pod) in jobs(&objects, &namespace, &image, &pods_dir, in_container)? {
-            help.check(
-                &format!("pod {}", pod.name),
-                &pod.binary,
-                &pod.args,
-                &pod.from_chart,
-            )?;
+            check_reads(&mut help, &pod)?;
             run_job(&job, &pod, place, self.in_image(&pod)).await?;
             labelled.push((labels, pod));
         }
@@ -153,12 +148,7 @@ impl ChartRun {
                     in_container,
                 };
                 let pod = pods::materialize(&spec.template.spec, &pod_name, &namespace, host)?;
-                help.check(
-                    &format!("pod {}", pod.name),
-                    &pod.binary,
-                    &pod.args,
-                    &pod.from_chart,
-                )?;
+                check_reads(&mut help, &pod)?;
                 if replica == 0 {
                     first_pods.push((object.metadata.name.clone(), pod.clone()));
                     labelled.push((spec.template.metadata.labels.clone(), pod.clone()));
@@ -278,6 +268,16 @@ impl ChartRun {
         }
         Ok(runs)
     }
+}
+
+/// Fails when the chart sets `pod` a variable its binary does not read.
+fn check_reads(help: &mut Help<'_>, pod: &Pod) -> Result<()> {
+    help.check(
+        &format!("pod {}", pod.name),
+        &pod.binary,
+        &pod.args,
+        &pod.from_chart,
+    )
 }
 
 /// The values file that points the release at the local stack.
