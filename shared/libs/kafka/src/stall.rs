@@ -328,34 +328,22 @@ fn log_stall(
     waited: Duration,
     last_error: &str,
 ) {
-    let reason_label = reason.as_str();
-    match reason {
-        Reason::ConsumerError => tracing::warn!(
-            topic,
-            partition,
-            offset,
-            reason = reason_label,
-            ?waited,
-            error = last_error,
-            "partition stalled: librdkafka reports errors and hands over nothing"
-        ),
-        Reason::Handler => tracing::warn!(
-            topic,
-            partition,
-            offset,
-            reason = reason_label,
-            ?waited,
-            "partition stalled: the handler holds the message at this offset"
-        ),
-        Reason::Unknown => tracing::warn!(
-            topic,
-            partition,
-            offset,
-            reason = reason_label,
-            ?waited,
-            "partition stalled: messages wait after this offset and none arrive"
-        ),
-    }
+    let meaning = match reason {
+        Reason::ConsumerError => "librdkafka reports errors and hands over nothing",
+        Reason::Handler => "the handler holds the message at this offset",
+        Reason::Unknown => "messages wait after this offset and none arrive",
+    };
+    // The error only where it is the reason: otherwise it is an old one.
+    let error = (reason == Reason::ConsumerError).then_some(last_error);
+    tracing::warn!(
+        topic,
+        partition,
+        offset,
+        reason = reason.as_str(),
+        ?waited,
+        error,
+        "partition stalled: {meaning}"
+    );
 }
 
 #[cfg(test)]
