@@ -265,38 +265,29 @@ impl Sagas {
             .execute(&mut lock)
             .await
             .map_err(failed("waiting for another replica's preparation"))?;
-        let prepared = self
-            .prepare_alone(saga_type, publication, slot, recreate_lost_slot)
-            .await;
+        let prepared = async {
+            self.migrate().await?;
+            let other: Option<(String, i64)> = sqlx::query_as(
+                "SELECT saga_type, count(*) FROM sagas WHERE saga_type <> $1 GROUP BY 1 LIMIT 1",
+            )
+            .bind(saga_type)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("looking for sagas of another type"))?;
+            if let Some((other, count)) = other {
+                return Err(StoreError::OtherSagas {
+                    ours: saga_type.to_owned(),
+                    other,
+                    count,
+                });
+            }
+            self.ensure_slot(publication, slot, recreate_lost_slot)
+                .await
+        }
+        .await;
         // Ending the session releases the lock, whatever the close says.
         let _ = lock.close().await;
         prepared
-    }
-
-    async fn prepare_alone(
-        &self,
-        saga_type: &str,
-        publication: &str,
-        slot: &str,
-        recreate_lost_slot: bool,
-    ) -> Result<(), StoreError> {
-        self.migrate().await?;
-        let other: Option<(String, i64)> = sqlx::query_as(
-            "SELECT saga_type, count(*) FROM sagas WHERE saga_type <> $1 GROUP BY 1 LIMIT 1",
-        )
-        .bind(saga_type)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(failed("looking for sagas of another type"))?;
-        if let Some((other, count)) = other {
-            return Err(StoreError::OtherSagas {
-                ours: saga_type.to_owned(),
-                other,
-                count,
-            });
-        }
-        self.ensure_slot(publication, slot, recreate_lost_slot)
-            .await
     }
 
     /// The pool (for readiness).
