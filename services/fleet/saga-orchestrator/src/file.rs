@@ -33,7 +33,7 @@ use sluice_avro::{EventInput, event_contract, event_record};
 use sluice_contracts::Catalog;
 use sluice_contracts::types::ScalarValue;
 use sluice_mapping::build::{self, Command, Origin};
-use sluice_mapping::check::{check_event, check_in_saga, check_keepable, check_outcome};
+use sluice_mapping::check::{check_in_saga, check_keepable, check_outcome};
 use sluice_mapping::eval::{Lookups, Scope, evaluate};
 use sluice_mapping::rules::{Assignment, FieldSpec, Rule, RulesError, Target, TargetSpec};
 use uuid::Uuid;
@@ -133,8 +133,7 @@ pub fn load(text: &str, catalog: Arc<Catalog>, topics: &Outputs) -> Result<FileS
     if raw.steps.is_empty() {
         return Err(RulesError::invalid(&owner, "steps", "a saga needs at least one step").into());
     }
-    check_event(&owner, &raw.aggregate, &raw.starts_on, &catalog)
-        .and_then(|()| check_keepable(&owner, &raw.aggregate, &raw.starts_on, &catalog))
+    check_keepable(&owner, &raw.aggregate, &raw.starts_on, &catalog)
         .map_err(|err| err.placed(|place| place.replace("event_type", "starts_on")))?;
     let reads = Reads {
         owner: &owner,

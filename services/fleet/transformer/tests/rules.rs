@@ -90,6 +90,10 @@ fn type_mismatches_are_named() {
             "no table \"nope\" under [lookups]",
         ),
         (
+            r#"{ column = "X", value = { lookup = "payload.total_minor", table = "countries" } }"#,
+            "lookup needs a text field; payload.total_minor is not one",
+        ),
+        (
             r#"{ column = "X", value = { copy = "aggregate_id", constant = "x" } }"#,
             "give exactly one of copy, constant, date, number, sum, product, concat, lookup",
         ),

@@ -43,6 +43,15 @@ impl Kind {
     }
 }
 
+/// How a rule uses a constant against a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Constant {
+    /// The default a copy writes when the field is absent.
+    Default,
+    /// A condition's value, compared with the field.
+    Compared,
+}
+
 /// Checks every rule against the contract of its aggregate's events.
 pub fn check(rules: &Rules, catalog: &Catalog) -> Result<(), RulesError> {
     for rule in &rules.rules {
@@ -57,20 +66,6 @@ pub fn check(rules: &Rules, catalog: &Catalog) -> Result<(), RulesError> {
 /// `compensating`).
 pub fn check_in_saga(rule: &Rule, catalog: &Catalog, compensating: bool) -> Result<(), RulesError> {
     check_rule(rule, catalog, Some(crate::saga::schema(compensating)))
-}
-
-/// Checks that `aggregate` has an event contract with `event_type` in
-/// its payload (errors at `aggregate` and `event_type`).
-pub fn check_event(
-    owner: &str,
-    aggregate: &str,
-    event_type: &str,
-    catalog: &Catalog,
-) -> Result<(), RulesError> {
-    let contract = Contract::of(owner, aggregate, catalog)?;
-    contract
-        .event(event_type)
-        .check_event_type(owner, aggregate)
 }
 
 fn check_rule(rule: &Rule, catalog: &Catalog, saga: Option<&Schema>) -> Result<(), RulesError> {
@@ -97,11 +92,12 @@ const ENVELOPE: [&str; 7] = [
     "payload",
 ];
 
-/// Checks that a saga can keep an event of `event_type` of `aggregate` as
-/// JSON and make it into its record again: no field of a type whose JSON
-/// form does not come back (bytes, fixed, decimals, durations, a union of
-/// several types), no envelope field of its own without a default.
-/// Errors at `event_type`.
+/// Checks that `aggregate` has an event contract with `event_type` in its
+/// payload (errors at `aggregate` and `event_type`), and that a saga can
+/// keep such an event as JSON and make it into its record again: no field
+/// of a type whose JSON form does not come back (bytes, fixed, decimals,
+/// durations, a union of several types), no envelope field of its own
+/// without a default (errors at `event_type`).
 pub fn check_keepable(
     owner: &str,
     aggregate: &str,
@@ -110,6 +106,7 @@ pub fn check_keepable(
 ) -> Result<(), RulesError> {
     let contract = Contract::of(owner, aggregate, catalog)?;
     let event = contract.event(event_type);
+    event.check_event_type(owner, aggregate)?;
     let not_kept = |path: &str, what: &str| {
         RulesError::invalid(
             owner,
@@ -235,7 +232,7 @@ pub fn check_outcome(
         }
         // An enum's constant must be one of its symbols.
         if let (Kind::Enum(_), Expr::Constant(value)) = (&wanted, &assignment.value) {
-            values.comparable(&place, &field, &wanted, value)?;
+            values.constant_fits(&place, &field, &wanted, value, Constant::Compared)?;
         }
     }
     // Avro's JSON form, the one the outcome is made from, takes no field
@@ -551,7 +548,7 @@ impl<'a> RuleCheck<'a> {
                 Condition::Present(..) => &[],
             };
             for value in values {
-                self.comparable(&place, condition.field(), &kind, value)?;
+                self.constant_fits(&place, condition.field(), &kind, value, Constant::Compared)?;
             }
         }
         match &rule.target {
@@ -595,41 +592,16 @@ impl<'a> RuleCheck<'a> {
         Ok(())
     }
 
-    /// Whether `field` could hold `value` (a copy's default stands in for
-    /// it, so a reader of the command sees one type either way).
-    fn takes(
+    /// Whether `value`, used as `constant`, fits `field` (of `kind`): a
+    /// copy's default stands in for the field, so a reader of the command
+    /// sees one type either way; a compared one need only be comparable.
+    fn constant_fits(
         &self,
         place: &str,
         field: &FieldPath,
         kind: &Kind,
         value: &ScalarValue,
-    ) -> Result<(), RulesError> {
-        let fits = match (kind, value) {
-            (Kind::Enum(_), ScalarValue::String(_)) => {
-                return self.comparable(place, field, kind, value);
-            }
-            (Kind::Text, ScalarValue::String(_))
-            | (Kind::Boolean, ScalarValue::Boolean(_))
-            | (Kind::Integer | Kind::Timestamp, ScalarValue::Long(_))
-            | (Kind::Float, ScalarValue::Long(_) | ScalarValue::Double(_)) => true,
-            _ => false,
-        };
-        if fits {
-            Ok(())
-        } else {
-            Err(self.error(
-                place,
-                format!("default {value:?} is not of {field}'s type ({kind:?})"),
-            ))
-        }
-    }
-
-    fn comparable(
-        &self,
-        place: &str,
-        field: &FieldPath,
-        kind: &Kind,
-        value: &ScalarValue,
+        constant: Constant,
     ) -> Result<(), RulesError> {
         let fits = match (kind, value) {
             (Kind::Enum(symbols), ScalarValue::String(text)) => {
@@ -645,14 +617,23 @@ impl<'a> RuleCheck<'a> {
                 true
             }
             (Kind::Text, ScalarValue::String(_)) | (Kind::Boolean, ScalarValue::Boolean(_)) => true,
-            (kind, ScalarValue::Long(_) | ScalarValue::Double(_)) => kind.numeric(),
+            (Kind::Float, ScalarValue::Double(_)) => true,
+            (kind, ScalarValue::Long(_)) => kind.numeric(),
+            (kind, ScalarValue::Double(_)) => constant == Constant::Compared && kind.numeric(),
             _ => false,
         };
         if fits {
-            Ok(())
-        } else {
-            Err(self.error(place, format!("{field} cannot be compared with {value:?}")))
+            return Ok(());
         }
+        Err(self.error(
+            place,
+            match constant {
+                Constant::Default => {
+                    format!("default {value:?} is not of {field}'s type ({kind:?})")
+                }
+                Constant::Compared => format!("{field} cannot be compared with {value:?}"),
+            },
+        ))
     }
 
     /// Whether `expr` (checked itself) gives a number.
@@ -720,23 +701,20 @@ impl<'a> RuleCheck<'a> {
             Expr::Copy { field, default } => {
                 let kind = self.kind(place, field)?;
                 match default {
-                    Some(default) => self.takes(place, field, &kind, default),
+                    Some(default) => {
+                        self.constant_fits(place, field, &kind, default, Constant::Default)
+                    }
                     None => Ok(()),
                 }
             }
-            Expr::Date { field, .. } => match self.kind(place, field)? {
-                Kind::Timestamp | Kind::Integer => Ok(()),
-                _ => Err(self.error(place, format!("date needs a timestamp; {field} is not one"))),
-            },
+            Expr::Date { field, .. } => self.needs(
+                place,
+                field,
+                |kind| matches!(kind, Kind::Timestamp | Kind::Integer),
+                "date needs a timestamp",
+            ),
             Expr::Number { field, .. } => {
-                if self.kind(place, field)?.numeric() {
-                    Ok(())
-                } else {
-                    Err(self.error(
-                        place,
-                        format!("number needs a numeric field; {field} is not one"),
-                    ))
-                }
+                self.needs(place, field, Kind::numeric, "number needs a numeric field")
             }
             Expr::Arithmetic { op, parts, .. } => {
                 let kind = match op {
@@ -757,15 +735,24 @@ impl<'a> RuleCheck<'a> {
                 Ok(())
             }
             Expr::Lookup { field, .. } => {
-                if self.kind(place, field)?.textual() {
-                    Ok(())
-                } else {
-                    Err(self.error(
-                        place,
-                        format!("lookup needs a text field; {field} is not one"),
-                    ))
-                }
+                self.needs(place, field, Kind::textual, "lookup needs a text field")
             }
+        }
+    }
+
+    /// Refuses `field` unless its kind passes `test`; `needs` says what the
+    /// expression needs.
+    fn needs(
+        &self,
+        place: &str,
+        field: &FieldPath,
+        test: fn(&Kind) -> bool,
+        needs: &str,
+    ) -> Result<(), RulesError> {
+        if test(&self.kind(place, field)?) {
+            Ok(())
+        } else {
+            Err(self.error(place, format!("{needs}; {field} is not one")))
         }
     }
 }
