@@ -81,7 +81,7 @@ async fn service_main() -> Result<()> {
         None => WebhookSources::default(),
     };
     let audit = AuditLog::new(
-        ReplyPublisher::new(
+        ReplyPublisher::immediate(
             &kafka,
             Arc::new(AvroCodec::new(registry.clone())),
             cli.audit.audit_topic.clone(),

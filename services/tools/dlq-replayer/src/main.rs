@@ -405,7 +405,7 @@ async fn replay_command(
     )
     .await?;
     let audit = AuditLog::new(
-        ReplyPublisher::new(kafka, Arc::clone(&readers.codec), &trail.audit_topic)?,
+        ReplyPublisher::immediate(kafka, Arc::clone(&readers.codec), &trail.audit_topic)?,
         "dlq-replayer",
         actor,
     );

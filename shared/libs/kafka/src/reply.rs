@@ -33,20 +33,37 @@ pub struct ReplyPublisher {
 }
 
 impl ReplyPublisher {
-    /// Publishes to `topic` through its own idempotent producer on `kafka`.
-    /// The producer sends at once (`linger.ms` 0): every caller waits for
-    /// its records — a replay, an HTTP request's record, and the consumer
-    /// loop, which waits for what a handler owes ([`Self::owe`]) before the
-    /// partition's next batch but one. Lingering 2 ms, that wait bound a
-    /// sink's lane: erp-sink one command at a time did 1 427 commands/s,
-    /// sending at once 1 794 (sheets-sink one row a request 1 927 and
-    /// 1 940: bound elsewhere).
+    /// Publishes to `topic` through its own idempotent producer on `kafka`,
+    /// for records owed to a consumer loop ([`Self::owe`]): the loop goes
+    /// on with the partition's next batches while Kafka acknowledges them,
+    /// so the producer lingers (librdkafka's 5 ms) and sends them in fewer
+    /// requests. Sent at once instead, each command's two records were
+    /// requests of their own, and the broker spent 257 µs of CPU a command
+    /// (erp-sink's benchmark, docs/SCALING.md).
     pub fn new(
         kafka: &KafkaConfig,
         codec: Arc<AvroCodec>,
         topic: impl Into<String>,
     ) -> Result<Self, KafkaSetupError> {
+        Self::with_producer(idempotent_producer(kafka)?, codec, topic)
+    }
+
+    /// As [`Self::new`], for a caller that waits for each record (an HTTP
+    /// request's, a replay's): the producer sends at once (`linger.ms` 0).
+    pub fn immediate(
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        topic: impl Into<String>,
+    ) -> Result<Self, KafkaSetupError> {
         let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
+        Self::with_producer(producer, codec, topic)
+    }
+
+    fn with_producer(
+        producer: WatchedProducer,
+        codec: Arc<AvroCodec>,
+        topic: impl Into<String>,
+    ) -> Result<Self, KafkaSetupError> {
         Ok(Self {
             producer,
             codec,

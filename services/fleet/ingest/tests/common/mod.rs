@@ -157,7 +157,7 @@ pub async fn serve_limited(
         )
         .unwrap(),
         audit: AuditLog::new(
-            ReplyPublisher::new(
+            ReplyPublisher::immediate(
                 &kafka,
                 Arc::new(AvroCodec::new(Stack::get().registry_settings())),
                 audit_topic().await,

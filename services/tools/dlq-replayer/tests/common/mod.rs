@@ -314,9 +314,9 @@ pub async fn start_erp_sink_in(
                 applied_commands: "x_sluice_commands".into(),
             },
         ),
-        ReplyPublisher::new(&kafka, Arc::clone(&codec), results).unwrap(),
+        ReplyPublisher::immediate(&kafka, Arc::clone(&codec), results).unwrap(),
         AuditLog::new(
-            ReplyPublisher::new(&kafka, Arc::clone(&codec), audit_topic().await).unwrap(),
+            ReplyPublisher::immediate(&kafka, Arc::clone(&codec), audit_topic().await).unwrap(),
             "erp-sink",
             "erp-sink@test".into(),
         ),
