@@ -45,7 +45,11 @@ impl ReplyPublisher {
         codec: Arc<AvroCodec>,
         topic: impl Into<String>,
     ) -> Result<Self, KafkaSetupError> {
-        Self::with_producer(idempotent_producer(kafka)?, codec, topic)
+        Ok(Self::with_producer(
+            idempotent_producer(kafka)?,
+            codec,
+            topic,
+        ))
     }
 
     /// As [`Self::new`], for a caller that waits for each record (an HTTP
@@ -56,19 +60,19 @@ impl ReplyPublisher {
         topic: impl Into<String>,
     ) -> Result<Self, KafkaSetupError> {
         let producer = idempotent_producer(&kafka.clone().with_property("linger.ms", "0"))?;
-        Self::with_producer(producer, codec, topic)
+        Ok(Self::with_producer(producer, codec, topic))
     }
 
     fn with_producer(
         producer: WatchedProducer,
         codec: Arc<AvroCodec>,
         topic: impl Into<String>,
-    ) -> Result<Self, KafkaSetupError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             producer,
             codec,
             topic: topic.into(),
-        })
+        }
     }
 
     /// Writes `reply` under `key` for the command read from `command`,

@@ -2,6 +2,7 @@
 //! offset only once the message is settled and what its handling owes Kafka
 //! is acknowledged.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -79,7 +80,7 @@ pub(crate) async fn run_partition<H: Handler>(
     let counters = Counters::new(&topic);
     let in_hand = shared.consumer.context().in_hand();
     let mut held: Option<in_hand::Batch<'_>> = None;
-    let mut owing: std::collections::VecDeque<Owing> = std::collections::VecDeque::new();
+    let mut owing: VecDeque<Owing> = VecDeque::new();
     loop {
         let first = if owing.is_empty() {
             let next = tokio::select! {
@@ -92,13 +93,13 @@ pub(crate) async fn run_partition<H: Handler>(
                 None => return,
             }
         } else {
+            // Another batch only if a message is waiting: else the offsets
+            // are stored now rather than after the queue's next message.
             match waiting(&mut queue, &stop) {
                 Some(first) => first,
                 None => {
-                    while let Some(previous) = owing.pop_front() {
-                        if !previous.store(&shared, &counters).await {
-                            return;
-                        }
+                    if !store_all(&mut owing, &shared, &counters).await {
+                        return;
                     }
                     held = None;
                     continue;
@@ -106,6 +107,8 @@ pub(crate) async fn run_partition<H: Handler>(
             }
         };
         let partition = (topic.clone(), first.partition());
+        // The batch is in hand from before it is handled until its offsets
+        // are stored: a revoke waits for it.
         let handled = async {
             let batch = gather(first, &mut queue, shared.batch).await;
             if held.is_none() && !in_hand.until_free(&partition, &stop).await {
@@ -145,15 +148,26 @@ pub(crate) async fn run_partition<H: Handler>(
         let Some(handled) = handled else {
             // Stopped: what was handled before is stored, once Kafka has
             // its records, as the revoke waits for; then no more.
-            while let Some(previous) = owing.pop_front() {
-                if !previous.store(&shared, &counters).await {
-                    return;
-                }
-            }
+            store_all(&mut owing, &shared, &counters).await;
             return;
         };
         owing.push_back(handled);
     }
+}
+
+/// Stores the owed batches in order, each once Kafka has its records; false
+/// when one could not be (those after it are left unstored).
+async fn store_all<H: Handler>(
+    owing: &mut VecDeque<Owing>,
+    shared: &Shared<H>,
+    counters: &Counters,
+) -> bool {
+    while let Some(previous) = owing.pop_front() {
+        if !previous.store(shared, counters).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Batches whose records may wait for Kafka's acknowledgement while the
@@ -210,7 +224,12 @@ impl Owing {
     /// offsets; false (nothing stored) when a send failed and `stop` fired
     /// before it was tried again.
     async fn store<H: Handler>(self, shared: &Shared<H>, counters: &Counters) -> bool {
-        if !self.acknowledged.await.unwrap_or(false) {
+        let acknowledged = match self.acknowledged.await {
+            Ok(acknowledged) => acknowledged,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_cancelled) => false,
+        };
+        if !acknowledged {
             return false;
         }
         for (message, settled) in self.batch.iter().zip(self.outcomes) {
