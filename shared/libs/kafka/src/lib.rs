@@ -36,7 +36,7 @@ mod verdict;
 
 pub use audit::AuditLog;
 pub use config::{KafkaConfig, KafkaSetupError};
-pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError};
+pub use consumer::{ConsumerError, ConsumerLoop, ConsumerSettings, Handler, HandlerError, Order};
 pub use limits::{RECORD_OVERHEAD, TopicLimits};
 pub use owed::Owed;
 pub use producer::idempotent_producer;

@@ -1067,3 +1067,163 @@ async fn an_offset_waits_for_what_its_handling_owes_kafka_and_only_that_is_sent_
     refused_subjects.dedup();
     assert_eq!(refused_subjects, subjects);
 }
+
+/// Handles each message in 20 ms, counting how many are handled at once;
+/// a `held` message answers "pause" while `outage` is set.
+#[derive(Clone, Default)]
+struct KeyedHandler {
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    outage: Arc<std::sync::atomic::AtomicBool>,
+    /// (key, offset) of each message handled, in the order handled.
+    done: Arc<Mutex<Vec<(String, i64)>>>,
+}
+
+impl Handler for KeyedHandler {
+    type Error = TestError;
+
+    const ORDER: sluice_kafka::Order = sluice_kafka::Order::Key;
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<Owed, TestError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if payload(message).starts_with("held") && self.outage.load(SeqCst) {
+            return Err(TestError::pause("HTTP 503", Duration::from_millis(50)));
+        }
+        let active = self.active.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(active, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.active.fetch_sub(1, SeqCst);
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        self.done.lock().unwrap().push((key, message.offset()));
+        Ok(Owed::nothing())
+    }
+}
+
+impl KeyedHandler {
+    /// The offsets handled of each key, in the order handled.
+    fn by_key(&self) -> BTreeMap<String, Vec<i64>> {
+        let mut keys: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (key, offset) in self.done.lock().unwrap().iter() {
+            keys.entry(key.clone()).or_default().push(*offset);
+        }
+        keys
+    }
+}
+
+fn keyed_settings(group: &str, topic: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        partition_buffer: 64,
+        max_batch: 40,
+        max_concurrent: 3,
+        batch_linger: Duration::from_millis(20),
+        ..settings(group, topic)
+    }
+}
+
+/// A handler that needs order only per key (erp-sink) has one partition's
+/// keys handled at once, up to `max_concurrent`, each key's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_of_one_partition_are_handled_at_once_each_in_order() {
+    const MESSAGES: i64 = 40;
+    let input = TestTopic::create("keyed-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "keyed-dlq", 1).await;
+    let group = unique_name("keyed-group");
+    for i in 0..MESSAGES {
+        produce(&input.name, &format!("key-{}", i % 5), &format!("ok-{i}")).await;
+    }
+    let handler = KeyedHandler::default();
+    let stop = start_with(
+        keyed_settings(&group, &input.name),
+        &dlq.name,
+        handler.clone(),
+    );
+    eventually("every offset committed", WAIT, || {
+        let (group, input) = (group.clone(), input.name.clone());
+        async move { (committed_total(&group, &input, 1).await == MESSAGES).then_some(()) }
+    })
+    .await;
+    stop().await.unwrap();
+
+    let keys = handler.by_key();
+    for key in 0..5 {
+        let expected: Vec<i64> = (0..MESSAGES).filter(|i| i % 5 == key).collect();
+        assert_eq!(
+            keys[&format!("key-{key}")],
+            expected,
+            "key-{key} in order, each once"
+        );
+    }
+    let most = handler.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&most),
+        "{most} handled at once of one partition (at most 3)"
+    );
+}
+
+/// A key that holds through an outage keeps the partition's offsets after
+/// it from being committed, though other keys' messages after it are done:
+/// stopped then, the next owner handles those again; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_key_keeps_the_offsets_after_it_until_it_is_settled() {
+    let input = TestTopic::create("keyed-held-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "keyed-held-dlq", 1).await;
+    let group = unique_name("keyed-held-group");
+    produce(&input.name, "key-a", "ok-0").await;
+    produce(&input.name, "key-b", "held-1").await;
+    for i in 2..6 {
+        produce(&input.name, "key-a", &format!("ok-{i}")).await;
+    }
+    let handler = KeyedHandler::default();
+    handler
+        .outage
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let looping = KafkaConfig::new(&Stack::get().kafka_bootstrap)
+        .with_property("auto.commit.interval.ms", "200");
+    let stop = start_on(
+        &looping,
+        keyed_settings(&group, &input.name),
+        &dlq.name,
+        handler.clone(),
+    );
+    eventually("key-a's messages handled past the held one", WAIT, || {
+        let past = handler.by_key().get("key-a").map_or(0, Vec::len) == 5;
+        async move { past.then_some(()) }
+    })
+    .await;
+    // Three commit intervals: offset 1 holds the partition's commit.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop().await.unwrap();
+    let committed = committed_total(&group, &input.name, 1).await;
+    assert!(
+        committed <= 1,
+        "committed up to {committed}, past the held offset 1"
+    );
+
+    handler
+        .outage
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let stop = start_on(
+        &looping,
+        keyed_settings(&group, &input.name),
+        &dlq.name,
+        handler.clone(),
+    );
+    eventually("every offset committed", WAIT, || {
+        let (group, input) = (group.clone(), input.name.clone());
+        async move { (committed_total(&group, &input, 1).await == 6).then_some(()) }
+    })
+    .await;
+    stop().await.unwrap();
+    let keys = handler.by_key();
+    assert_eq!(
+        keys["key-b"],
+        vec![1],
+        "the held one handled once, after the outage"
+    );
+    let again = &keys["key-a"][5..];
+    assert!(
+        again.iter().all(|offset| *offset >= committed),
+        "only what was not committed is handled again: {again:?}"
+    );
+    assert_eq!(message_count(&dlq.name), 0);
+}

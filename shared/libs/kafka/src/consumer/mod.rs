@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use self::context::{
     AssignmentChange, LagFrom, Partition, RebalanceContext, STATISTICS_INTERVAL_MS,
 };
-pub use self::handler::{Handler, HandlerError};
+pub use self::handler::{Handler, HandlerError, Order};
 use self::partition::{BatchWindow, Shared, run_partition};
 use self::quota::Quota;
 use crate::metrics::{CONSUMED, PAUSED_PARTITIONS, describe_once, zero_dead_letters};
@@ -117,7 +117,8 @@ pub struct ConsumerSettings {
     /// Messages queued per partition for its task; more wait in the
     /// partition's backlog (see the module docs for when it is paused).
     pub partition_buffer: usize,
-    /// Messages handled at once across all partitions (a batch counts as one).
+    /// Messages handled at once across all partitions (a batch counts as
+    /// one; under [`Order::Key`] each of its keys does).
     pub max_concurrent: usize,
     /// Most messages of one partition handed to the handler at once
     /// ([`Handler::handle_batch`]); 1 handles them singly. Keep

@@ -2,7 +2,7 @@
 //! offset only once the message is settled and what its handling owes Kafka
 //! is acknowledged.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::context::RebalanceContext;
-use super::{Handler, in_hand};
+use super::{Handler, Order, in_hand};
 use crate::Owed;
 use crate::metrics::{DEAD_LETTERED, HANDLED, PROCESSING};
 use crate::skip::{count_if_skipped, is_tombstone};
@@ -336,8 +336,11 @@ async fn settle_batch<H: Handler>(
     let [first, ..] = batch else {
         return Some((Vec::new(), Owed::nothing()));
     };
+    if H::ORDER == Order::Key {
+        return Some(settle_by_key(shared, batch, slot, stop).await);
+    }
     if batch.len() == 1 || batch.iter().any(is_tombstone) {
-        return settle_each(shared, batch, slot, stop).await;
+        return Some(settle_each(shared, batch, slot, stop).await);
     }
     let span = sluice_telemetry::batch_span(batch);
     let handled = until_settled(shared, first, slot, stop, "handle_batch", || {
@@ -350,22 +353,74 @@ async fn settle_batch<H: Handler>(
         Err(failure) => {
             tracing::info!(topic = first.topic(), partition = first.partition(), size = batch.len(),
                 error = %failure.message, "batch failed; handling its messages one by one");
-            settle_each(shared, batch, slot, stop).await
+            Some(settle_each(shared, batch, slot, stop).await)
         }
     }
 }
 
-/// Settles the messages of `batch` one by one, in order, each in its span;
-/// when stopped, those settled before (only their offsets are stored).
-async fn settle_each<H: Handler>(
+/// Settles a batch's keys at once, each key's messages in order on a share
+/// of `in_flight` of its own (the partition's is given back first). A key
+/// begun is finished, as a batch is; when stopped while one holds, the
+/// outcomes are those before its first unsettled message, and what every
+/// settled message owes is still written (a message of another key after
+/// it is handled again by the next owner: at least once).
+async fn settle_by_key<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
     slot: &mut Slot<'_>,
     stop: &CancellationToken,
-) -> Option<(Vec<Settled>, Owed)> {
-    let mut outcomes = Vec::with_capacity(batch.len());
+) -> (Vec<Settled>, Owed) {
+    let keys = by_key(batch);
+    if keys.len() == 1 {
+        return settle_each(shared, batch, slot, stop).await;
+    }
+    slot.give_back();
+    let settled = futures::future::join_all(keys.iter().map(|indices| async move {
+        let mut slot = Slot::acquired(&shared.in_flight).await;
+        let messages: Vec<&OwnedMessage> = indices.iter().map(|&index| &batch[index]).collect();
+        settle_each(shared, messages, &mut slot, stop).await
+    }))
+    .await;
+    let mut outcomes = vec![None; batch.len()];
     let mut owed = Owed::nothing();
-    for message in batch {
+    for (indices, (settled, also_owed)) in keys.iter().zip(settled) {
+        for (&index, settled) in indices.iter().zip(settled) {
+            outcomes[index] = Some(settled);
+        }
+        owed = owed.and(also_owed);
+    }
+    (
+        outcomes.into_iter().map_while(|settled| settled).collect(),
+        owed,
+    )
+}
+
+/// The positions of `batch`'s messages by key, each key's in order, the
+/// keys in the order they first appear (messages without a key are one key).
+fn by_key(batch: &[OwnedMessage]) -> Vec<Vec<usize>> {
+    let mut keys: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<Option<&[u8]>, usize> = HashMap::new();
+    for (position, message) in batch.iter().enumerate() {
+        let key = *index.entry(message.key()).or_insert_with(|| {
+            keys.push(Vec::new());
+            keys.len() - 1
+        });
+        keys[key].push(position);
+    }
+    keys
+}
+
+/// Settles `messages` one by one, in order, each in its span; when
+/// stopped, those settled before (only their offsets are stored).
+async fn settle_each<'m, H: Handler>(
+    shared: &Shared<H>,
+    messages: impl IntoIterator<Item = &'m OwnedMessage>,
+    slot: &mut Slot<'_>,
+    stop: &CancellationToken,
+) -> (Vec<Settled>, Owed) {
+    let mut outcomes = Vec::new();
+    let mut owed = Owed::nothing();
+    for message in messages {
         let span = sluice_telemetry::message_span(message);
         // Stopped: the messages settled so far are stored, no more.
         let Some((settled, also_owed)) = settle(shared, message, slot, stop).instrument(span).await
@@ -375,7 +430,7 @@ async fn settle_each<H: Handler>(
         outcomes.push(settled);
         owed = owed.and(also_owed);
     }
-    Some((outcomes, owed))
+    (outcomes, owed)
 }
 
 /// Handles `message` until it is done or dead-lettered; `None` when stopped
@@ -466,7 +521,16 @@ struct Slot<'a> {
     permit: Option<SemaphorePermit<'a>>,
 }
 
-impl Slot<'_> {
+impl<'a> Slot<'a> {
+    /// A share taken, however long it waits: for a key of a batch begun.
+    async fn acquired(in_flight: &'a Semaphore) -> Self {
+        Self {
+            in_flight,
+            // Never closed: the loop owns the semaphore.
+            permit: in_flight.acquire().await.ok(),
+        }
+    }
+
     /// Takes the share, waiting for one; false when `stop` fired first.
     async fn take(&mut self, stop: &CancellationToken) -> bool {
         if self.permit.is_some() {
