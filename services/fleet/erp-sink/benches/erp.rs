@@ -101,7 +101,7 @@ fn scaling_count() -> u32 {
 /// Every Odoo call answered this late in the scaling runs.
 const LATENCY_MS: u64 = 20;
 
-/// `replicas` sinks in one group, each at erp-sink's default of partitions
+/// `replicas` sinks in one group, each at erp-sink's default of commands
 /// handled at once, the sandbox answering every call `LATENCY_MS` late;
 /// commands/s.
 async fn scaled_out(replicas: usize) -> f64 {
@@ -192,11 +192,10 @@ async fn main() {
     .unwrap();
     writeln!(
         report,
-        "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, each replica handling up to {} partitions at once (erp-sink's default), {} upserts on {PARTITIONS} partitions: one replica {one:.0} commands/s, two in one group {two:.0} commands/s, **{:.2} ×**. Two replicas handle all {PARTITIONS} partitions at once where one handles {}: the ceiling of a call-bound sink is its lanes, and its partitions bound those.",
+        "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, each replica applying up to {} commands at once (erp-sink's default), those of one reference in order and a partition's references at once, {} upserts on {PARTITIONS} partitions: one replica {one:.0} commands/s, two in one group {two:.0} commands/s, **{:.2} ×**. A call-bound sink's ceiling is its lanes: each replica brings its own, and the references, not the partitions, bound them.",
         <Erp as Defaults>::MAX_CONCURRENT,
         scaling_count(),
         two / one,
-        <Erp as Defaults>::MAX_CONCURRENT,
     )
     .unwrap();
     let dir = sluice_testkit::bench_results_dir();

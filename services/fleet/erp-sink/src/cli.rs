@@ -17,6 +17,9 @@ impl Defaults for Erp {
     const SERVICE: &'static str = "erp-sink";
     const GROUP_ID: &'static str = "sluice-erp-sink";
     const DLQ_TOPIC: &'static str = "dlq.erp-sink.v1";
+    // What queued of a partition, its references applied at once
+    // (`Order::Key`), each on one of the `MAX_CONCURRENT` lanes.
+    const MAX_BATCH: usize = 32;
     const RETRY_INITIAL_MS: u64 = 2_000;
     const RETRY_MAX_MS: u64 = 60_000;
     const BURST: u32 = 50;

@@ -12,7 +12,7 @@ use sluice_contracts::types::{
     AuditAction, AuditRecord, DeadLetterClass, ErpCommand, ErpError, ErpOutcome, ErpResult,
 };
 use sluice_dlq::Failure;
-use sluice_kafka::{AuditLog, Handler, Owed, ReplyError, ReplyPublisher};
+use sluice_kafka::{AuditLog, Handler, Order, Owed, ReplyError, ReplyPublisher};
 use sluice_resilience::{Classified, ErrorClass};
 
 use crate::apply::{Applied, Applier, ApplyError};
@@ -111,6 +111,10 @@ impl ErpSink {
 
 impl Handler for ErpSink {
     type Error = SinkError;
+
+    /// Commands are keyed by their external reference: those of one
+    /// record are applied in order, those of others at once.
+    const ORDER: Order = Order::Key;
 
     async fn handle(&self, message: &OwnedMessage) -> Result<Owed, SinkError> {
         let bytes = message.payload().ok_or(SinkError::Empty)?;

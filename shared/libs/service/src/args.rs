@@ -20,7 +20,7 @@ pub trait Defaults: Clone + Send + Sync + 'static {
     const GROUP_ID: &'static str;
     /// Where what it cannot handle goes.
     const DLQ_TOPIC: &'static str;
-    /// Most messages of one partition handled together.
+    /// Most messages of one partition taken at once.
     const MAX_BATCH: usize = 1;
     /// How long a batch that is not full waits for more, in ms.
     const BATCH_LINGER_MS: u64 = 0;
@@ -30,7 +30,7 @@ pub trait Defaults: Clone + Send + Sync + 'static {
     const RETRY_INITIAL_MS: u64 = 1_000;
     /// Longest delay between retries, in ms.
     const RETRY_MAX_MS: u64 = 30_000;
-    /// Partitions handled at once.
+    /// Lanes: partitions (erp-sink: references) handled at once.
     const MAX_CONCURRENT: usize = 4;
     /// Upstream calls per second.
     const REQUESTS_PER_SECOND: f64 = 5.0;
@@ -94,7 +94,8 @@ pub struct ConsumerArgs<D: Defaults> {
     /// Where messages that cannot be handled go.
     #[arg(long, env = "SLUICE_DLQ_TOPIC", default_value = D::DLQ_TOPIC)]
     pub dlq_topic: String,
-    /// Most messages of one partition handled together.
+    /// Most messages of one partition taken at once (sheets-sink writes them
+    /// in one request; erp-sink applies their references at once).
     #[arg(long, env = "SLUICE_MAX_BATCH", default_value_t = D::MAX_BATCH)]
     pub max_batch: usize,
     /// Milliseconds a batch that is not full waits for more messages.
@@ -146,7 +147,8 @@ pub struct RetryArgs<D: Defaults> {
     /// Longest wait between retries, in milliseconds.
     #[arg(long, env = "SLUICE_RETRY_MAX_MS", default_value_t = D::RETRY_MAX_MS)]
     pub retry_max_ms: u64,
-    /// Partitions handled at once (each keeps its order).
+    /// Lanes: partitions handled at once, each in order (erp-sink: commands
+    /// at once, each reference's in order).
     #[arg(long, env = "SLUICE_MAX_CONCURRENT", default_value_t = D::MAX_CONCURRENT)]
     pub max_concurrent: usize,
     #[arg(skip)]

@@ -17,11 +17,13 @@ use sluice_contracts::types::{
     AuditRecord, ErpCommand, ErpField, ErpOperation, ErpResult, ScalarValue,
 };
 use sluice_dlq::DeadLetterPublisher;
+use sluice_erp_sink::cli::Erp;
 use sluice_erp_sink::odoo::{OdooClient, OdooLogin, Protocol};
 use sluice_erp_sink::{Applier, ErpSink, RecordFields};
 use sluice_kafka::{AuditLog, ConsumerLoop, ConsumerSettings, KafkaConfig, ReplyPublisher};
 use sluice_resilience::{BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter, RetryPolicy};
 use sluice_sandbox::{Local, OdooAccount, Sandbox, ServiceAccountKey, TokenIssuer};
+use sluice_service::Defaults;
 use sluice_testkit::{Stack, TestTopic, consume_exactly, producer, unique_name};
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -245,7 +247,8 @@ pub fn start(base: &str, topics: &Topics, tuning: Tuning) -> tokio::sync::onesho
         topics: vec![topics.commands.name.clone()],
         partition_buffer: sluice_service::Tuning::default().partition_buffer,
         max_concurrent: tuning.max_concurrent,
-        max_batch: 1,
+        // What queued of a partition goes at once, as the service does.
+        max_batch: <Erp as Defaults>::MAX_BATCH,
         batch_linger: Duration::ZERO,
         retry: tuning.retry,
         pause_backoff: Duration::from_millis(200),
