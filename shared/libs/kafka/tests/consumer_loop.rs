@@ -1179,19 +1179,19 @@ async fn a_held_key_keeps_the_offsets_after_it_until_it_is_settled() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let looping = KafkaConfig::new(&Stack::get().kafka_bootstrap)
         .with_property("auto.commit.interval.ms", "200");
-    let stop = start_on(
-        &looping,
-        keyed_settings(&group, &input.name),
-        &dlq.name,
-        handler.clone(),
-    );
+    // Every message in the first batch, however slowly they are queued:
+    // key-a's past offset 1 are handled only if they are in its batch.
+    let settings = ConsumerSettings {
+        batch_linger: Duration::from_secs(1),
+        ..keyed_settings(&group, &input.name)
+    };
+    let stop = start_on(&looping, settings, &dlq.name, handler.clone());
     eventually("key-a's messages handled past the held one", WAIT, || {
         let past = handler.by_key().get("key-a").map_or(0, Vec::len) == 5;
         async move { past.then_some(()) }
     })
     .await;
-    // Three commit intervals: offset 1 holds the partition's commit.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // What was stored is committed at the stop: offset 1 holds it.
     stop().await.unwrap();
     let committed = committed_total(&group, &input.name, 1).await;
     assert!(
@@ -1226,4 +1226,45 @@ async fn a_held_key_keeps_the_offsets_after_it_until_it_is_settled() {
         "only what was not committed is handled again: {again:?}"
     );
     assert_eq!(message_count(&dlq.name), 0);
+}
+
+/// A stop (a revoke, a shutdown) starts no other message of a batch's keys:
+/// the revoke that waits for the batch waits for the messages in hand, not
+/// for every key's rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_starts_no_other_message_of_a_batchs_keys() {
+    const MESSAGES: i64 = 31;
+    let input = TestTopic::create("keyed-stop-input", 1).await;
+    let dlq = TestTopic::with_schema_of("dlq.transformer.v1", "keyed-stop-dlq", 1).await;
+    let group = unique_name("keyed-stop-group");
+    produce(&input.name, "key-a", "held-0").await;
+    for i in 1..MESSAGES {
+        produce(&input.name, "key-b", &format!("ok-{i}")).await;
+    }
+    let handler = KeyedHandler::default();
+    handler
+        .outage
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let settings = ConsumerSettings {
+        batch_linger: Duration::from_secs(1),
+        ..keyed_settings(&group, &input.name)
+    };
+    let stop = start_with(settings, &dlq.name, handler.clone());
+    let handled = || handler.by_key().get("key-b").map_or(0, Vec::len);
+    eventually("key-b's first messages handled", WAIT, || {
+        let begun = handled() >= 2;
+        async move { begun.then_some(()) }
+    })
+    .await;
+    let at_stop = handled();
+    stop().await.unwrap();
+    // The one in hand at the stop may finish, and one more may have begun
+    // between the count and the stop.
+    let after = handled();
+    assert!(
+        after <= at_stop + 2,
+        "{after} of key-b's {} handled, {at_stop} when stopped",
+        MESSAGES - 1
+    );
+    assert_eq!(committed_total(&group, &input.name, 1).await, 0);
 }

@@ -114,11 +114,9 @@ pub(crate) async fn run_partition<H: Handler>(
             if held.is_none() && !in_hand.until_free(&partition, &stop).await {
                 return None;
             }
-            let mut slot = Slot {
-                in_flight: &shared.in_flight,
-                permit: None,
-            };
-            if !slot.take(&stop).await {
+            // Under Order::Key each key takes a share of its own instead.
+            let mut slot = Slot::new(&shared.in_flight);
+            if H::ORDER == Order::Partition && !slot.take(&stop).await {
                 return None;
             }
             if held.is_none() {
@@ -326,7 +324,8 @@ async fn gather(
 
 /// Settles a batch: handled as one unit until done, held through outages;
 /// when it fails for good, message by message (and so, from the start, a
-/// batch of one or one holding a tombstone). `None` when stopped first.
+/// batch of one or one holding a tombstone); under [`Order::Key`], its keys
+/// at once. `None` when stopped first.
 async fn settle_batch<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
@@ -337,7 +336,7 @@ async fn settle_batch<H: Handler>(
         return Some((Vec::new(), Owed::nothing()));
     };
     if H::ORDER == Order::Key {
-        return Some(settle_by_key(shared, batch, slot, stop).await);
+        return Some(settle_by_key(shared, batch, stop).await);
     }
     if batch.len() == 1 || batch.iter().any(is_tombstone) {
         return Some(settle_each(shared, batch, slot, stop).await);
@@ -359,24 +358,21 @@ async fn settle_batch<H: Handler>(
 }
 
 /// Settles a batch's keys at once, each key's messages in order on a share
-/// of `in_flight` of its own (the partition's is given back first). A key
-/// begun is finished, as a batch is; when stopped while one holds, the
-/// outcomes are those before its first unsettled message, and what every
-/// settled message owes is still written (a message of another key after
-/// it is handled again by the next owner: at least once).
+/// of `in_flight` of its own. A stop starts no other key or message; the
+/// outcomes are then those before the batch's first unsettled message, and
+/// what every settled message owes is still written (a message of another
+/// key after it is handled again by the next owner: at least once).
 async fn settle_by_key<H: Handler>(
     shared: &Shared<H>,
     batch: &[OwnedMessage],
-    slot: &mut Slot<'_>,
     stop: &CancellationToken,
 ) -> (Vec<Settled>, Owed) {
     let keys = by_key(batch);
-    if keys.len() == 1 {
-        return settle_each(shared, batch, slot, stop).await;
-    }
-    slot.give_back();
     let settled = futures::future::join_all(keys.iter().map(|indices| async move {
-        let mut slot = Slot::acquired(&shared.in_flight).await;
+        let mut slot = Slot::new(&shared.in_flight);
+        if !slot.take(stop).await {
+            return (Vec::new(), Owed::nothing());
+        }
         let messages: Vec<&OwnedMessage> = indices.iter().map(|&index| &batch[index]).collect();
         settle_each(shared, messages, &mut slot, stop).await
     }))
@@ -411,7 +407,8 @@ fn by_key(batch: &[OwnedMessage]) -> Vec<Vec<usize>> {
 }
 
 /// Settles `messages` one by one, in order, each in its span; when
-/// stopped, those settled before (only their offsets are stored).
+/// stopped, those settled before (only their offsets are stored): a stop
+/// starts no other.
 async fn settle_each<'m, H: Handler>(
     shared: &Shared<H>,
     messages: impl IntoIterator<Item = &'m OwnedMessage>,
@@ -421,6 +418,9 @@ async fn settle_each<'m, H: Handler>(
     let mut outcomes = Vec::new();
     let mut owed = Owed::nothing();
     for message in messages {
+        if stop.is_cancelled() {
+            break;
+        }
         let span = sluice_telemetry::message_span(message);
         // Stopped: the messages settled so far are stored, no more.
         let Some((settled, also_owed)) = settle(shared, message, slot, stop).instrument(span).await
@@ -522,12 +522,11 @@ struct Slot<'a> {
 }
 
 impl<'a> Slot<'a> {
-    /// A share taken, however long it waits: for a key of a batch begun.
-    async fn acquired(in_flight: &'a Semaphore) -> Self {
+    /// A share of `in_flight`, not taken yet.
+    fn new(in_flight: &'a Semaphore) -> Self {
         Self {
             in_flight,
-            // Never closed: the loop owns the semaphore.
-            permit: in_flight.acquire().await.ok(),
+            permit: None,
         }
     }
 
