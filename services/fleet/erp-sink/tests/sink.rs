@@ -311,7 +311,7 @@ async fn a_command_failing_transiently_while_others_are_applied_is_dead_lettered
     });
     tuning.breaker.open_wait = Duration::from_millis(300);
     tuning.retry.max_retries = 5;
-    // One partition at a time: while the poison is held, the other runs.
+    // One lane at a time: while the poison is held, the other partition runs.
     tuning.max_concurrent = 1;
     let stop = start(&base, &topics, tuning);
     send_to(
