@@ -22,7 +22,7 @@ use sluice_resilience::RetryPolicy;
 use sluice_testkit::{
     Stack, TestTopic, committed_messages, committed_offsets, committed_total, confluent_produce,
     console_produce, consume_exactly, eventually, kcat_produce, message_count, producer,
-    register_value_schema, unique_name,
+    register_value_schema, unique_name, until_committed,
 };
 use tokio::sync::oneshot;
 
@@ -1049,11 +1049,7 @@ async fn an_offset_waits_for_what_its_handling_owes_kafka_and_only_that_is_sent_
     assert_eq!(committed_total(&group, &input.name, 1).await, 0);
 
     TestTopic::with_schema_named("audit.v1", refused.clone(), 1).await;
-    eventually("every offset committed", WAIT, || {
-        let (group, input) = (group.clone(), input.name.clone());
-        async move { (committed_total(&group, &input, 1).await == MESSAGES).then_some(()) }
-    })
-    .await;
+    until_committed(&group, &input.name, 1, MESSAGES, WAIT).await;
     stop().await.unwrap();
     // Each message handled once, its record Kafka took written once: only
     // the refused one was sent again.
@@ -1137,11 +1133,7 @@ async fn the_keys_of_one_partition_are_handled_at_once_each_in_order() {
         &dlq.name,
         handler.clone(),
     );
-    eventually("every offset committed", WAIT, || {
-        let (group, input) = (group.clone(), input.name.clone());
-        async move { (committed_total(&group, &input, 1).await == MESSAGES).then_some(()) }
-    })
-    .await;
+    until_committed(&group, &input.name, 1, MESSAGES, WAIT).await;
     stop().await.unwrap();
 
     let keys = handler.by_key();
@@ -1208,11 +1200,7 @@ async fn a_held_key_keeps_the_offsets_after_it_until_it_is_settled() {
         &dlq.name,
         handler.clone(),
     );
-    eventually("every offset committed", WAIT, || {
-        let (group, input) = (group.clone(), input.name.clone());
-        async move { (committed_total(&group, &input, 1).await == 6).then_some(()) }
-    })
-    .await;
+    until_committed(&group, &input.name, 1, 6, WAIT).await;
     stop().await.unwrap();
     let keys = handler.by_key();
     assert_eq!(
