@@ -1,6 +1,6 @@
 //! Per-test topics, a producer, and reading a topic back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::Message;
@@ -227,9 +227,30 @@ pub fn committed_offsets(
     for partition in 0..partitions {
         list.add_partition(topic, partition);
     }
-    consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .expect("committed offsets")
+    // A cluster's first group makes its offsets topic, and the coordinator
+    // answers "not available" or "loading" meanwhile, as it does when it
+    // moves: asked again until it answers (a benchmark's first read of a
+    // fresh cluster panicked here once).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answered = loop {
+        let answer = consumer
+            .committed_offsets(list.clone(), Duration::from_secs(10))
+            .and_then(|answered| {
+                let away = answered
+                    .elements()
+                    .iter()
+                    .find_map(|e| e.error().err().filter(coordinator_away));
+                away.map_or(Ok(answered), Err)
+            });
+        match answer {
+            Err(err) if coordinator_away(&err) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => break other,
+        }
+    };
+    answered
+        .unwrap_or_else(|err| panic!("offsets {group} committed on {topic}: {err}"))
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -237,6 +258,25 @@ pub fn committed_offsets(
             _ => None,
         })
         .collect()
+}
+
+/// Whether `err` says the group's coordinator is being made, loaded or
+/// moved: a moment's answer, not the group's.
+fn coordinator_away(err: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{
+        CoordinatorLoadInProgress, CoordinatorNotAvailable, NotCoordinator, OperationTimedOut,
+        WaitingForCoordinator,
+    };
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            CoordinatorLoadInProgress
+                | CoordinatorNotAvailable
+                | NotCoordinator
+                | WaitingForCoordinator
+                | OperationTimedOut
+        )
+    )
 }
 
 /// Waits until `group` has committed at least `count` offsets over
