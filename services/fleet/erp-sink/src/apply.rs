@@ -199,12 +199,15 @@ pub struct Applier {
     cancel_with: ModelMethods,
     /// fields_get per model, asked once.
     schemas: Mutex<HashMap<String, Fields>>,
-    /// One creation at a time per referenced key, so two commands for one
-    /// new customer in this process make one partner.
+    /// One creation at a time per key in this process: two commands for
+    /// one new customer make one partner, and so do a contact's own upsert
+    /// and an order that makes it as its customer.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Ids of references found before (`product.product/default_code="SKU-1"`):
-    /// spares a search per reference per command. Only found records are
-    /// kept; a refused write forgets the ones it used (see `apply`).
+    /// spares a search per reference per command. Only found or made
+    /// records are kept (made ones by their external reference, so an order
+    /// naming one as its customer finds it); a refused write forgets the
+    /// references it used (see `apply`).
     known: Mutex<HashMap<String, i64>>,
 }
 
@@ -213,7 +216,20 @@ const KNOWN_REFERENCES: usize = 10_000;
 
 fn reference_key(comodel: &str, reference: &Reference) -> String {
     let (key, value) = &reference.key;
-    format!("{comodel}/{key}={value}")
+    gate_key(comodel, key, value)
+}
+
+/// The key a `model` record whose `field` holds `value` is remembered and
+/// made under: the same for a command's own record and a reference to it.
+fn gate_key(model: &str, field: &str, value: &Value) -> String {
+    format!("{model}/{field}={value}")
+}
+
+fn ambiguous(command: &ErpCommand) -> ApplyError {
+    ApplyError::Ambiguous {
+        model: command.model.clone(),
+        external_ref: command.external_ref.clone(),
+    }
 }
 
 /// Cancels without the cancel wizard Odoo answers for a confirmed order
@@ -368,26 +384,12 @@ impl Applier {
         }
         let found = self
             .client
-            .search_read(model, &[reference], &wanted)
+            .search_read(model, std::slice::from_ref(&reference), &wanted)
             .await?;
         match found.as_slice() {
             [] => match command.operation {
                 ErpOperation::Create | ErpOperation::Upsert => {
-                    let mut values = self.resolve(model, schema, plan, false).await?;
-                    values.insert(
-                        self.fields.external_ref.clone(),
-                        json!(command.external_ref),
-                    );
-                    values.insert(
-                        self.fields.applied_commands.clone(),
-                        json!(command.command_id),
-                    );
-                    let record_id = self.client.create(model, &values).await?;
-                    self.finish(command, record_id, Some("draft")).await?;
-                    Ok(Applied {
-                        record_id,
-                        already: false,
-                    })
+                    self.create(command, schema, plan, reference, &wanted).await
                 }
                 operation => Err(ApplyError::NotFound {
                     operation,
@@ -395,50 +397,103 @@ impl Applier {
                     external_ref: command.external_ref.clone(),
                 }),
             },
-            [record] => {
-                let record_id =
-                    record
-                        .get("id")
-                        .and_then(Value::as_i64)
-                        .ok_or_else(|| OdooError {
-                            operation: format!("{model}.search_read"),
-                            failure: crate::odoo::Failure::Malformed(
-                                "a record without an id".into(),
-                            ),
-                        })?;
-                let state = record.get("state").and_then(Value::as_str);
-                let applied = record
-                    .get(&self.fields.applied_commands)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if applied
-                    .split_whitespace()
-                    .any(|id| id == command.command_id)
-                {
-                    // Its write landed; the action after it may not have.
-                    self.finish(command, record_id, state).await?;
-                    return Ok(Applied {
-                        record_id,
-                        already: true,
-                    });
-                }
-                let mut values = self.resolve(model, schema, plan, true).await?;
-                values.insert(
-                    self.fields.applied_commands.clone(),
-                    json!(remember(applied, &command.command_id)),
-                );
-                self.client.write(model, record_id, &values).await?;
-                self.finish(command, record_id, state).await?;
-                Ok(Applied {
-                    record_id,
-                    already: false,
-                })
-            }
-            _ => Err(ApplyError::Ambiguous {
-                model: model.to_owned(),
-                external_ref: command.external_ref.clone(),
-            }),
+            [record] => self.write_found(command, schema, plan, record).await,
+            _ => Err(ambiguous(command)),
         }
+    }
+
+    /// Makes the command's record, which its search did not find, under
+    /// the gate a reference to it is made under ([`Self::find_or_create`]):
+    /// an order naming this record as its customer may have made it since
+    /// the search, and then it is written. The gate is held for the
+    /// creation alone, no other taken meanwhile.
+    async fn create(
+        &self,
+        command: &ErpCommand,
+        schema: &Fields,
+        plan: &Plan,
+        reference: (&str, Value),
+        wanted: &[&str],
+    ) -> Result<Applied, ApplyError> {
+        let model = command.model.as_str();
+        let mut values = self.resolve(model, schema, plan, false).await?;
+        let key = gate_key(model, reference.0, &reference.1);
+        let gate = self.gate(&key);
+        let held = gate.lock().await;
+        if self.remembered(&key).is_some() {
+            // Made since the search, or made before and deleted since.
+            let again = self.client.search_read(model, &[reference], wanted).await?;
+            match again.as_slice() {
+                [] => {}
+                [record] => {
+                    drop(held);
+                    return self.write_found(command, schema, plan, record).await;
+                }
+                _ => return Err(ambiguous(command)),
+            }
+        }
+        values.insert(
+            self.fields.external_ref.clone(),
+            json!(command.external_ref),
+        );
+        values.insert(
+            self.fields.applied_commands.clone(),
+            json!(command.command_id),
+        );
+        let record_id = self.client.create(model, &values).await?;
+        self.remember(&key, record_id);
+        drop(held);
+        self.finish(command, record_id, Some("draft")).await?;
+        Ok(Applied {
+            record_id,
+            already: false,
+        })
+    }
+
+    /// Writes the command to `record`, the one its search found, unless
+    /// the record holds its id already.
+    async fn write_found(
+        &self,
+        command: &ErpCommand,
+        schema: &Fields,
+        plan: &Plan,
+        record: &Map<String, Value>,
+    ) -> Result<Applied, ApplyError> {
+        let model = command.model.as_str();
+        let record_id = record
+            .get("id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| OdooError {
+                operation: format!("{model}.search_read"),
+                failure: crate::odoo::Failure::Malformed("a record without an id".into()),
+            })?;
+        let state = record.get("state").and_then(Value::as_str);
+        let applied = record
+            .get(&self.fields.applied_commands)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if applied
+            .split_whitespace()
+            .any(|id| id == command.command_id)
+        {
+            // Its write landed; the action after it may not have.
+            self.finish(command, record_id, state).await?;
+            return Ok(Applied {
+                record_id,
+                already: true,
+            });
+        }
+        let mut values = self.resolve(model, schema, plan, true).await?;
+        values.insert(
+            self.fields.applied_commands.clone(),
+            json!(remember(applied, &command.command_id)),
+        );
+        self.client.write(model, record_id, &values).await?;
+        self.finish(command, record_id, state).await?;
+        Ok(Applied {
+            record_id,
+            already: false,
+        })
     }
 
     /// The action a command ends with, unless the record is there already:
@@ -585,13 +640,7 @@ impl Applier {
                     value: value.clone(),
                 });
         }
-        let gate = {
-            let mut creating = lock(&self.creating);
-            if creating.len() > 10_000 {
-                creating.retain(|_, gate| Arc::strong_count(gate) > 1);
-            }
-            Arc::clone(creating.entry(remembered.clone()).or_default())
-        };
+        let gate = self.gate(&remembered);
         let _held = gate.lock().await;
         // The command that held the gate before may have made it.
         if let Some(id) = self.remembered(&remembered) {
@@ -605,6 +654,15 @@ impl Applier {
         let id = self.client.create(comodel, &values).await?;
         self.remember(&remembered, id);
         Ok(id)
+    }
+
+    /// The gate of creations under `key` (see `creating`).
+    fn gate(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut creating = lock(&self.creating);
+        if creating.len() > 10_000 {
+            creating.retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
+        Arc::clone(creating.entry(key.to_owned()).or_default())
     }
 
     /// The first `comodel` record whose `key` holds `value`, remembered

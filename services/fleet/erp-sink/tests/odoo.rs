@@ -181,6 +181,73 @@ async fn orders_of_one_new_customer_at_once_make_one_partner() {
     }
 }
 
+/// A contact upserted by its own command while an order makes the same
+/// contact as its customer (the reference keyed by the sink's field):
+/// every write applied 300 ms late, the second command 100 ms after the
+/// first, so its search misses what the first is making; each first. One
+/// partner, which the upsert wrote and the order points at.
+#[tokio::test]
+async fn a_record_and_a_reference_to_it_made_at_once_are_one_record() {
+    for (protocol, upsert_first) in [
+        (Protocol::JsonRpc, true),
+        (Protocol::JsonRpc, false),
+        (Protocol::Json2, false),
+    ] {
+        let base = sandbox().await;
+        common::faults(&base, json!({"write_latency_ms": 300})).await;
+        let tuning = Tuning::quick();
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        let field = |name: &str, value: &str| ErpField {
+            name: name.into(),
+            value: text(value),
+        };
+        let contact = ErpCommand {
+            command_id: id(1),
+            model: "res.partner".into(),
+            operation: ErpOperation::Upsert,
+            external_ref: "C-1".into(),
+            fields: vec![field("name", "Carol"), field("email", "carol@example.org")],
+            ..reservation(1, "C-1", &[])
+        };
+        let order = ErpCommand {
+            fields: vec![
+                field("partner_id.x_sluice_external_ref", "C-1"),
+                field("partner_id.name", "Carol"),
+            ],
+            ..reservation(2, "o-1", &["SKU-1"])
+        };
+        let (first, second) = if upsert_first {
+            (&contact, &order)
+        } else {
+            (&order, &contact)
+        };
+        let (first, second) = tokio::join!(sink.apply(first), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sink.apply(second).await
+        });
+        let (upserted, ordered) = if upsert_first {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let (upserted, ordered) = (upserted.unwrap(), ordered.unwrap());
+        let partners = table(&base, "res.partner").await;
+        assert_eq!(
+            partners.len(),
+            1,
+            "{protocol:?}: one contact C-1: {partners:?}"
+        );
+        let partner = &partners[0];
+        assert_eq!(partner["id"], json!(upserted.record_id));
+        assert!(!upserted.already);
+        assert_eq!(partner["email"], "carol@example.org", "the upsert wrote it");
+        assert_eq!(partner["x_sluice_commands"], json!(id(1)));
+        let orders = table(&base, "sale.order").await;
+        assert_eq!(orders[0]["id"], json!(ordered.record_id));
+        assert_eq!(orders[0]["partner_id"], json!(upserted.record_id));
+    }
+}
+
 #[tokio::test]
 async fn a_cancel_calls_action_cancel_and_an_unknown_sku_or_field_is_refused_by_name() {
     for protocol in PROTOCOLS {
@@ -374,9 +441,12 @@ async fn a_model_without_the_sinks_fields_is_named_at_start() {
         let base = sandbox().await;
         let tuning = Tuning::quick();
         let sink = applier_over(&base, protocol, tuning.breaker.clone(), tuning.limiter);
-        let err = sink.check(&["res.partner".to_owned()]).await.unwrap_err();
+        let err = sink
+            .check(&["product.product".to_owned()])
+            .await
+            .unwrap_err();
         assert!(
-            matches!(&err, ApplyError::UnknownField { model, field, .. } if model == "res.partner" && field == "x_sluice_external_ref"),
+            matches!(&err, ApplyError::UnknownField { model, field, .. } if model == "product.product" && field == "x_sluice_external_ref"),
             "{err}"
         );
         let err = sink.check(&["sale.orders".to_owned()]).await.unwrap_err();

@@ -327,7 +327,8 @@ pub const ACCOUNT_MOVE_LINE: Model = Model {
     ],
 };
 
-/// `res.partner` (odoo/addons/base/models/res_partner.py).
+/// `res.partner` (odoo/addons/base/models/res_partner.py), with erp-sink's
+/// two custom fields, as a deployment that upserts contacts adds them.
 pub const RES_PARTNER: Model = Model {
     name: "res.partner",
     description: "Contact",
@@ -351,6 +352,8 @@ pub const RES_PARTNER: Model = Model {
         ),
         field("company_id", "Company", Many2one("res.company")),
         field("customer_rank", "Customer Rank", Integer),
+        field("x_sluice_external_ref", "Sluice external reference", Char),
+        field("x_sluice_commands", "Sluice applied commands", Text),
     ],
 };
 
