@@ -74,7 +74,8 @@ included.
 - **sheets-sink, erp-sink**: each on a preloaded topic against the sandbox,
   as a ratio to its own write path called directly with the same
   concurrency (one lane per partition), and the limiter's achieved rate
-  against its setting.
+  against its setting; each ratio (and two replicas against one) over
+  three rounds, their median given, as one round's swung by a third.
 - **saga-orchestrator**: order fulfilment at rising rates until the fleet
   falls behind, completion latency against the same commands sent straight
   to the sinks, the curve plotted (\`docs/saga-curve.png\`); each of

@@ -14,6 +14,9 @@
 //!   per request, the sink at its default of partitions handled at once,
 //!   one replica against two in one group on the same 6 partitions.
 //!
+//! Each reference and its sink, and one replica and two, run in rounds
+//! ([`rounds`]), each ratio's median reported.
+//!
 //! Needs the local stack; writes `bench-results/sheets-sink.md`.
 // A benchmark program: any failure ends it with the panic's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,7 +34,9 @@ use sluice_contracts::types::SheetRowUpsert;
 use sluice_resilience::LimiterConfig;
 use sluice_service::Defaults;
 use sluice_sheets_sink::cli::Sheets;
-use sluice_testkit::{Pace, TestTopic, per_second_over, scaled, through_replicas, unique_name};
+use sluice_testkit::{
+    Pace, TestTopic, median, per_second_over, rounds, scaled, through_replicas, unique_name,
+};
 
 /// Commands of the batched runs (200 000 at full scale): at 20 000, about
 /// 40 requests and a third of a second from the first to the last, the
@@ -182,14 +187,19 @@ async fn direct(count: u32, size: usize) -> f64 {
 #[tokio::main]
 async fn main() {
     const RATE: f64 = 20.0;
-    let reference = direct(batched_commands(), 500).await;
-    eprintln!("upserter alone, batches of 500: {reference:.0} commands/s");
-    let (batched, _) = through_sink(batched_commands(), 500, unlimited()).await;
-    eprintln!("sink, batches ≤ 500: {batched:.0} commands/s");
-    let single_reference = direct(unbatched_commands(), 1).await;
-    eprintln!("upserter alone, one command per call: {single_reference:.0} commands/s");
-    let (unbatched, _) = through_sink(unbatched_commands(), 1, unlimited()).await;
-    eprintln!("sink, unbatched: {unbatched:.0} commands/s");
+    // Per round: (reference, sink) batched, then unbatched.
+    let mut runs = Vec::new();
+    for _ in 0..rounds() {
+        let reference = direct(batched_commands(), 500).await;
+        eprintln!("upserter alone, batches of 500: {reference:.0} commands/s");
+        let (batched, _) = through_sink(batched_commands(), 500, unlimited()).await;
+        eprintln!("sink, batches ≤ 500: {batched:.0} commands/s");
+        let single_reference = direct(unbatched_commands(), 1).await;
+        eprintln!("upserter alone, one command per call: {single_reference:.0} commands/s");
+        let (unbatched, _) = through_sink(unbatched_commands(), 1, unlimited()).await;
+        eprintln!("sink, unbatched: {unbatched:.0} commands/s");
+        runs.push([(reference, batched), (single_reference, unbatched)]);
+    }
     let (_, base) = through_sink(
         300,
         1,
@@ -202,9 +212,13 @@ async fn main() {
     let pace = Pace::of(&request_times(&base).await);
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
-    let one = scaled_out(1).await;
-    let two = scaled_out(2).await;
-    eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
+    let mut scaling = Vec::new();
+    for _ in 0..rounds() {
+        let one = scaled_out(1).await;
+        let two = scaled_out(2).await;
+        eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
+        scaling.push((one, two));
+    }
 
     let (batched_commands, unbatched_commands) = (batched_commands(), unbatched_commands());
     let mut report = String::new();
@@ -216,25 +230,37 @@ async fn main() {
     .unwrap();
     writeln!(
         report,
-        "| commands per request | reference: upserter alone, {PARTITIONS} lanes (commands/s) | sink on Kafka, limiter off (commands/s) | sink ÷ reference |"
+        "| round | commands per request | reference: upserter alone, {PARTITIONS} lanes (commands/s) | sink on Kafka, limiter off (commands/s) | sink ÷ reference |"
     )
     .unwrap();
-    writeln!(report, "|---|---:|---:|---:|").unwrap();
-    for (name, reference, sink) in [
-        ("up to 500 (batched)", reference, batched),
-        ("1", single_reference, unbatched),
-    ] {
-        writeln!(
-            report,
-            "| {name} | {reference:.0} | {sink:.0} | {:.2} |",
-            sink / reference
-        )
-        .unwrap();
+    writeln!(report, "|---|---|---:|---:|---:|").unwrap();
+    for (round, pairs) in runs.iter().enumerate() {
+        for (name, (reference, sink)) in ["up to 500 (batched)", "1"].iter().zip(pairs) {
+            writeln!(
+                report,
+                "| {} | {name} | {reference:.0} | {sink:.0} | {:.2} |",
+                round + 1,
+                sink / reference
+            )
+            .unwrap();
+        }
     }
+    let of = |pair: usize| -> Vec<f64> {
+        runs.iter()
+            .map(|pairs| pairs[pair].1 / pairs[pair].0)
+            .collect()
+    };
+    let batching: Vec<f64> = runs
+        .iter()
+        .map(|[(_, batched), (_, unbatched)]| batched / unbatched)
+        .collect();
     writeln!(
         report,
-        "\nBatching: the sink does {:.1} × the commands per second it does one command per request.",
-        batched / unbatched
+        "\nSink ÷ reference, the median of {} rounds (each the reference, then the sink): batched **{:.2}**, unbatched **{:.2}**. Batching: the sink does {:.1} × the commands per second it does one command per request (the median).",
+        runs.len(),
+        median(&of(0)),
+        median(&of(1)),
+        median(&batching),
     )
     .unwrap();
     writeln!(
@@ -246,9 +272,14 @@ async fn main() {
     .unwrap();
     writeln!(
         report,
-        "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, one command per request, each replica handling up to {} partitions at once (sheets-sink's default), {unbatched_commands} commands on {PARTITIONS} partitions: one replica {one:.0} commands/s, two in one group {two:.0} commands/s, **{:.2} ×**. Two replicas handle all {PARTITIONS} partitions at once where one handles {}: the ceiling of a call-bound sink is its lanes, and its partitions bound those.",
+        "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, one command per request, each replica handling up to {} partitions at once (sheets-sink's default), {unbatched_commands} commands on {PARTITIONS} partitions; one replica, then two in one group, commands/s: {}. Two ÷ one, the median of the rounds: **{:.2} ×**. Two replicas handle all {PARTITIONS} partitions at once where one handles {}: the ceiling of a call-bound sink is its lanes, and its partitions bound those.",
         <Sheets as Defaults>::MAX_CONCURRENT,
-        two / one,
+        scaling
+            .iter()
+            .map(|(one, two)| format!("{one:.0} and {two:.0}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        median(&scaling.iter().map(|(one, two)| two / one).collect::<Vec<_>>()),
         <Sheets as Defaults>::MAX_CONCURRENT,
     )
     .unwrap();

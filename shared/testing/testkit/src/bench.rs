@@ -37,6 +37,21 @@ pub fn bench_results_dir() -> std::path::PathBuf {
         .map_or_else(|| root.path("bench-results"), |dir| root.path(dir))
 }
 
+/// Rounds of a figure that is a ratio of two runs: three in a full run,
+/// its median reported (one round's sink-to-reference ratio ranged 0.60 to
+/// 1.02 over thirteen runs of erp-sink's benchmark, 2026-12-07); one in the
+/// smoke run.
+pub fn rounds() -> usize {
+    if bench_scale() < 1.0 { 1 } else { 3 }
+}
+
+/// The median of `values` (not empty; of an even count, the lower middle).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() - 1) / 2]
+}
+
 /// The `p`-th percentile (0–100) of `sorted` (ascending, not empty), by
 /// the nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -86,5 +101,17 @@ pub async fn through_replicas<P: std::future::Future<Output = ()>>(
     crate::until_committed(group, topic, partitions, i64::from(count), wait).await;
     for stop in stops {
         let _ = stop.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_lower_of_two() {
+        assert_eq!(median(&[0.9, 0.6, 1.02]), 0.9);
+        assert_eq!(median(&[0.85]), 0.85);
+        assert_eq!(median(&[0.8, 0.7, 0.9, 0.6]), 0.7);
     }
 }

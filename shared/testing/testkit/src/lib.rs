@@ -22,8 +22,8 @@ mod traces;
 mod wait;
 
 pub use bench::{
-    bench_results_dir, bench_scale, per_second_over, percentile, scaled, scaled_duration,
-    through_replicas,
+    bench_results_dir, bench_scale, median, per_second_over, percentile, rounds, scaled,
+    scaled_duration, through_replicas,
 };
 pub use fault::raise_fatal_error;
 pub use interop::{
