@@ -206,8 +206,7 @@ async fn main() {
         .collect();
     writeln!(
         report,
-        "\nSink ÷ reference, the median of {} rounds (each the reference, then the sink): **{:.2}**.",
-        runs.len(),
+        "\nSink ÷ reference, the median of the rounds (each the reference, then the sink): **{:.2}**.",
         median(&ratios)
     )
     .unwrap();
