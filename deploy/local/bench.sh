@@ -38,6 +38,12 @@ bash "$HERE/connect.sh" fetch
 bash "$HERE/streams.sh" build
 # The saga benchmark runs these binaries beside its own.
 build_binaries "${profile[@]}"
+# The end-to-end benchmark runs the shipped topology, whose topics and
+# schemas the deployment provisions (ingest registers none): on a stack
+# started afresh, nothing else has.
+target="$SLUICE_ROOT/target/$([[ "${1:-full}" == full ]] && echo release || echo debug)"
+(set -a; source "$STACK_ENV"; set +a; "$target/sluice-provision" apply --replication-factor 1 > /dev/null) \
+  || die "provisioning the local stack failed"
 # The whole workspace selected (build_binaries says why); one bench runs.
 bench() { cargo bench --locked "${bench_profile[@]}" --workspace --bench "$1"; }
 
