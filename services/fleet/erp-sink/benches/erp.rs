@@ -34,7 +34,7 @@ use sluice_erp_sink::cli::Erp;
 use sluice_resilience::LimiterConfig;
 use sluice_service::Defaults;
 use sluice_testkit::{
-    Pace, median, per_second_over, rounds, scaled, through_replicas, unique_name,
+    Pace, Scaling, median, per_second_over, rounds, scaled, through_replicas, unique_name,
 };
 
 /// Upserts of each run (10 000 at full scale).
@@ -169,13 +169,7 @@ async fn main() {
     let pace = Pace::of(&request_times(&base).await);
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
-    let mut scaling = Vec::new();
-    for _ in 0..rounds() {
-        let one = scaled_out(1).await;
-        let two = scaled_out(2).await;
-        eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
-        scaling.push((one, two));
-    }
+    let scaling = Scaling::measure(scaled_out).await;
 
     let command_count = command_count();
     let mut report = String::new();
@@ -217,15 +211,13 @@ async fn main() {
         achieved / RATE
     )
     .unwrap();
-    let rates = |(one, two): &(f64, f64)| format!("{one:.0} and {two:.0}");
-    let scales: Vec<f64> = scaling.iter().map(|(one, two)| two / one).collect();
     writeln!(
         report,
         "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, each replica applying up to {} commands at once (erp-sink's default), those of one reference in order and a partition's references at once, {} upserts on {PARTITIONS} partitions; one replica, then two in one group, commands/s: {}. Two ÷ one, the median of the rounds: **{:.2} ×**. A call-bound sink's ceiling is its lanes: each replica brings its own, and the references, not the partitions, bound them.",
         <Erp as Defaults>::MAX_CONCURRENT,
         scaling_count(),
-        scaling.iter().map(rates).collect::<Vec<_>>().join("; "),
-        median(&scales),
+        scaling.rates(),
+        scaling.median(),
     )
     .unwrap();
     let dir = sluice_testkit::bench_results_dir();

@@ -35,7 +35,8 @@ use sluice_resilience::LimiterConfig;
 use sluice_service::Defaults;
 use sluice_sheets_sink::cli::Sheets;
 use sluice_testkit::{
-    Pace, TestTopic, median, per_second_over, rounds, scaled, through_replicas, unique_name,
+    Pace, Scaling, TestTopic, median, per_second_over, rounds, scaled, through_replicas,
+    unique_name,
 };
 
 /// Commands of the batched runs (200 000 at full scale): at 20 000, about
@@ -212,13 +213,7 @@ async fn main() {
     let pace = Pace::of(&request_times(&base).await);
     let achieved = pace.per_second;
     eprintln!("limiter at {RATE}/s: {achieved:.2}/s achieved");
-    let mut scaling = Vec::new();
-    for _ in 0..rounds() {
-        let one = scaled_out(1).await;
-        let two = scaled_out(2).await;
-        eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
-        scaling.push((one, two));
-    }
+    let scaling = Scaling::measure(scaled_out).await;
 
     let (batched_commands, unbatched_commands) = (batched_commands(), unbatched_commands());
     let mut report = String::new();
@@ -273,12 +268,8 @@ async fn main() {
         report,
         "\nScaling out: the sandbox answering every call {LATENCY_MS} ms late, one command per request, each replica handling up to {} partitions at once (sheets-sink's default), {unbatched_commands} commands on {PARTITIONS} partitions; one replica, then two in one group, commands/s: {}. Two ÷ one, the median of the rounds: **{:.2} ×**. Two replicas handle all {PARTITIONS} partitions at once where one handles {}: the ceiling of a call-bound sink is its lanes, and its partitions bound those.",
         <Sheets as Defaults>::MAX_CONCURRENT,
-        scaling
-            .iter()
-            .map(|(one, two)| format!("{one:.0} and {two:.0}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-        median(&scaling.iter().map(|(one, two)| two / one).collect::<Vec<_>>()),
+        scaling.rates(),
+        scaling.median(),
         <Sheets as Defaults>::MAX_CONCURRENT,
     )
     .unwrap();

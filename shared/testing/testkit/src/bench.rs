@@ -52,6 +52,44 @@ pub fn median(values: &[f64]) -> f64 {
     sorted[(sorted.len() - 1) / 2]
 }
 
+/// A sink's rates as one replica and as two, round by round.
+pub struct Scaling(Vec<(f64, f64)>);
+
+impl Scaling {
+    /// `run(replicas)` (its commands/s) for one replica, then two, in each
+    /// of [`rounds`].
+    pub async fn measure<F: std::future::Future<Output = f64>>(run: impl Fn(usize) -> F) -> Self {
+        let mut rounds_run = Vec::new();
+        for _ in 0..rounds() {
+            let one = run(1).await;
+            let two = run(2).await;
+            eprintln!("scaling out: one replica {one:.0}, two {two:.0} commands/s");
+            rounds_run.push((one, two));
+        }
+        Self(rounds_run)
+    }
+
+    /// Each round's rates: "92 and 178; 92 and 179".
+    pub fn rates(&self) -> String {
+        self.0
+            .iter()
+            .map(|(one, two)| format!("{one:.0} and {two:.0}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The median over the rounds of two replicas ÷ one.
+    pub fn median(&self) -> f64 {
+        median(
+            &self
+                .0
+                .iter()
+                .map(|(one, two)| two / one)
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
 /// The `p`-th percentile (0–100) of `sorted` (ascending, not empty), by
 /// the nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -22,7 +22,7 @@ mod traces;
 mod wait;
 
 pub use bench::{
-    bench_results_dir, bench_scale, median, per_second_over, percentile, rounds, scaled,
+    Scaling, bench_results_dir, bench_scale, median, per_second_over, percentile, rounds, scaled,
     scaled_duration, through_replicas,
 };
 pub use fault::raise_fatal_error;
