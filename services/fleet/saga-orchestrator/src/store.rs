@@ -31,6 +31,8 @@ const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS saga";
 /// advisory locks are per database).
 const PREPARE_LOCK: i64 = 0x5a6a_0001;
 const SET_SEARCH_PATH: &str = "SET search_path TO saga";
+/// How long a publication without its slot may be a relay making both.
+const SLOT_GRACE: Duration = Duration::from_secs(5);
 
 /// What one round of [`Store::fire_due`] took.
 #[derive(Debug, Default)]
@@ -322,18 +324,22 @@ impl Sagas {
             )
             .map_err(failed("creating the outbox publication"))?;
         }
-        let exists = sqlx::query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(slot)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed("looking up the outbox slot"))?;
-        if exists.is_none() && published && !recreate_lost_slot {
-            return Err(StoreError::SlotLost {
-                slot: slot.to_owned(),
-                publication: publication.to_owned(),
-            });
+        let mut exists = self.slot_exists(slot).await?;
+        // The saga outbox's relay, started beside, makes a missing
+        // publication and then its slot (250 ms apart seen): lost is a
+        // publication still without its slot after that.
+        let deadline = tokio::time::Instant::now() + SLOT_GRACE;
+        while !exists && published && !recreate_lost_slot {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::SlotLost {
+                    slot: slot.to_owned(),
+                    publication: publication.to_owned(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            exists = self.slot_exists(slot).await?;
         }
-        if exists.is_none() {
+        if !exists {
             let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
                 .bind(slot)
                 .execute(&self.pool)
@@ -342,6 +348,15 @@ impl Sagas {
             tracing::info!(slot, publication, "outbox slot created");
         }
         Ok(())
+    }
+
+    async fn slot_exists(&self, slot: &str) -> Result<bool, StoreError> {
+        let found = sqlx::query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(slot)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("looking up the outbox slot"))?;
+        Ok(found.is_some())
     }
 
     /// A store driving sagas on these tables, encoding through `codec`.

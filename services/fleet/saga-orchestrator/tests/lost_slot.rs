@@ -73,6 +73,29 @@ async fn a_lost_outbox_slot_is_not_silently_recreated() {
     prepared.drop_slot().await;
 }
 
+/// The saga outbox's relay, started beside the orchestrator on a fresh
+/// database, makes the publication and, a moment later, the slot: the
+/// orchestrator, between the two, waits for the slot rather than calling
+/// it lost (a fresh stack's end-to-end benchmark crashed on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_made_just_after_its_publication_is_not_lost() {
+    let prepared = Prepared::new("slot-after").await;
+    prepared.drop_slot().await;
+    let pool = prepared.fleet.pool.clone();
+    let slot = prepared.slot.clone();
+    let relay = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&slot)
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    prepared.prepare(SAGA, false).await.unwrap();
+    relay.await.unwrap();
+    prepared.drop_slot().await;
+}
+
 /// A database holding another saga's sagas (a second saga pointed at the
 /// first one's database, or the saga renamed): refused, naming both, before
 /// the outboxes and the replies of the two could mix or the renamed
