@@ -34,6 +34,14 @@ const SET_SEARCH_PATH: &str = "SET search_path TO saga";
 /// How long a publication without its slot may be a relay making both.
 const SLOT_GRACE: Duration = Duration::from_secs(5);
 
+/// Where the outbox's replication slot is.
+enum SlotState {
+    Missing,
+    /// Listed, its creation not returned: no position yet.
+    Making,
+    Made,
+}
+
 /// What one round of [`Store::fire_due`] took.
 #[derive(Debug, Default)]
 pub struct Fired {
@@ -324,39 +332,64 @@ impl Sagas {
             )
             .map_err(failed("creating the outbox publication"))?;
         }
-        let mut exists = self.slot_exists(slot).await?;
         // The saga outbox's relay, started beside, makes a missing
         // publication and then its slot (250 ms apart seen): lost is a
         // publication still without its slot after that.
         let deadline = tokio::time::Instant::now() + SLOT_GRACE;
-        while !exists && published && !recreate_lost_slot {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::SlotLost {
-                    slot: slot.to_owned(),
-                    publication: publication.to_owned(),
-                });
+        let mut told = false;
+        loop {
+            match self.slot_state(slot).await? {
+                SlotState::Made => return Ok(()),
+                // Listed before it can stream: a row committed now would
+                // never be streamed from it. Its creation waits for the
+                // transactions open when it began, however long they stay.
+                SlotState::Making if !told => {
+                    tracing::info!(
+                        slot,
+                        "waiting for the outbox slot another session is making"
+                    );
+                    told = true;
+                }
+                SlotState::Making => {}
+                SlotState::Missing if published && !recreate_lost_slot => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StoreError::SlotLost {
+                            slot: slot.to_owned(),
+                            publication: publication.to_owned(),
+                        });
+                    }
+                }
+                SlotState::Missing => {
+                    let created =
+                        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+                            .bind(slot)
+                            .execute(&self.pool)
+                            .await;
+                    // Made by another session meanwhile: waited for above.
+                    ignore_duplicate(created).map_err(failed("creating the outbox slot"))?;
+                    tracing::info!(slot, publication, "outbox slot created");
+                    continue;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            exists = self.slot_exists(slot).await?;
         }
-        if !exists {
-            let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-                .bind(slot)
-                .execute(&self.pool)
-                .await;
-            ignore_duplicate(created).map_err(failed("creating the outbox slot"))?;
-            tracing::info!(slot, publication, "outbox slot created");
-        }
-        Ok(())
     }
 
-    async fn slot_exists(&self, slot: &str) -> Result<bool, StoreError> {
-        let found = sqlx::query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(slot)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed("looking up the outbox slot"))?;
-        Ok(found.is_some())
+    /// Whether `slot` is there, and made: a slot whose creation has not
+    /// returned has no confirmed position yet.
+    async fn slot_state(&self, slot: &str) -> Result<SlotState, StoreError> {
+        let made: Option<bool> = sqlx::query_scalar(
+            "SELECT confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(slot)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("looking up the outbox slot"))?;
+        Ok(match made {
+            None => SlotState::Missing,
+            Some(false) => SlotState::Making,
+            Some(true) => SlotState::Made,
+        })
     }
 
     /// A store driving sagas on these tables, encoding through `codec`.

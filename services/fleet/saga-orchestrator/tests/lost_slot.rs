@@ -96,6 +96,77 @@ async fn a_slot_made_just_after_its_publication_is_not_lost() {
     prepared.drop_slot().await;
 }
 
+/// A slot still being made (its creation waits for the transactions open
+/// when it began) is listed before it can stream: a row committed before
+/// it is made is never streamed from it. The orchestrator, finding the
+/// relay making it, waits for it to be made before it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_once_prepared_are_streamed_from_a_slot_being_made() {
+    let prepared = Prepared::new("slot-making").await;
+    prepared.drop_slot().await;
+    let pool = prepared.fleet.pool.clone();
+    // A transaction open elsewhere, with an id: the slot's creation waits
+    // for it to end.
+    let mut open = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    let slot = prepared.slot.clone();
+    let relay = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+                .bind(&slot)
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+    };
+    let listed = || async {
+        sqlx::query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(&prepared.slot)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+            .map(|_| ())
+    };
+    let within = std::time::Duration::from_secs(30);
+    sluice_testkit::eventually("the slot's creation to begin", within, listed).await;
+    let closing = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        open.commit().await.unwrap();
+    });
+
+    prepared.prepare(SAGA, false).await.unwrap();
+    sqlx::query(
+        "INSERT INTO saga.outbox (id, topic, message_key, value, saga_id, step)
+         VALUES (gen_random_uuid(), 'erp.commands.v1', 'SO-1', '\\x00', gen_random_uuid(), 'reserve')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    closing.await.unwrap();
+    relay.await.unwrap();
+
+    // pgoutput's insert messages begin with 'I'.
+    let inserts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+             'proto_version', '1', 'publication_names', $2)
+         WHERE get_byte(data, 0) = 73",
+    )
+    .bind(&prepared.slot)
+    .bind(&prepared.publication)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        inserts, 1,
+        "the row written once prepared is not in the slot"
+    );
+    prepared.drop_slot().await;
+}
+
 /// A database holding another saga's sagas (a second saga pointed at the
 /// first one's database, or the saga renamed): refused, naming both, before
 /// the outboxes and the replies of the two could mix or the renamed
