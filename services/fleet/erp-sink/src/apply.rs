@@ -8,6 +8,7 @@
 //! its id there and is not applied again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
@@ -202,7 +203,7 @@ pub struct Applier {
     /// One creation at a time per key in this process: two commands for
     /// one new customer make one partner, and so do a contact's own upsert
     /// and an order that makes it as its customer.
-    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    creating: Mutex<HashMap<String, Arc<Gate>>>,
     /// Ids of references found before (`product.product/default_code="SKU-1"`):
     /// spares a search per reference per command. Only found or made
     /// records are kept (made ones by their external reference, so an order
@@ -213,6 +214,35 @@ pub struct Applier {
 
 /// References remembered at most; beyond, the memory starts afresh.
 const KNOWN_REFERENCES: usize = 10_000;
+
+/// The gate of one key: its records are made one at a time, and counted,
+/// so a command that searched before another made one knows to search
+/// again — whatever the memory of ids has forgotten since (it forgets the
+/// ids a refused command used, and everything when full).
+#[derive(Default)]
+struct Gate {
+    held: tokio::sync::Mutex<()>,
+    made: AtomicU64,
+}
+
+/// A gate as a command saw it before its search; holding it keeps the
+/// gate in `creating`.
+struct Seen {
+    gate: Arc<Gate>,
+    made: u64,
+}
+
+impl Seen {
+    fn of(gate: Arc<Gate>) -> Self {
+        let made = gate.made.load(Ordering::Acquire);
+        Self { gate, made }
+    }
+
+    /// Whether a record was made under the gate since.
+    fn made_since(&self) -> bool {
+        self.gate.made.load(Ordering::Acquire) != self.made
+    }
+}
 
 fn reference_key(comodel: &str, reference: &Reference) -> String {
     let (key, value) = &reference.key;
@@ -382,6 +412,7 @@ impl Applier {
         if schema.contains_key("state") {
             wanted.push("state");
         }
+        let seen = Seen::of(self.gate(&gate_key(model, reference.0, &reference.1)));
         let found = self
             .client
             .search_read(model, std::slice::from_ref(&reference), &wanted)
@@ -389,7 +420,8 @@ impl Applier {
         match found.as_slice() {
             [] => match command.operation {
                 ErpOperation::Create | ErpOperation::Upsert => {
-                    self.create(command, schema, plan, reference, &wanted).await
+                    self.create(command, schema, plan, (reference, &wanted), seen)
+                        .await
                 }
                 operation => Err(ApplyError::NotFound {
                     operation,
@@ -402,26 +434,25 @@ impl Applier {
         }
     }
 
-    /// Makes the command's record, which its search did not find, under
-    /// the gate a reference to it is made under ([`Self::find_or_create`]):
-    /// an order naming this record as its customer may have made it since
-    /// the search, and then it is written. The gate is held for the
-    /// creation alone, no other taken meanwhile.
+    /// Makes the command's record, which its `search` did not find, under
+    /// the gate a reference to it is made under ([`Self::find_or_create`]),
+    /// `seen` before the search: an order naming this record as its
+    /// customer may have made it since, and then it is written. The gate is
+    /// held for the creation alone, no other taken meanwhile.
     async fn create(
         &self,
         command: &ErpCommand,
         schema: &Fields,
         plan: &Plan,
-        reference: (&str, Value),
-        wanted: &[&str],
+        search: ((&str, Value), &[&str]),
+        seen: Seen,
     ) -> Result<Applied, ApplyError> {
         let model = command.model.as_str();
+        let (reference, wanted) = search;
         let mut values = self.resolve(model, schema, plan, false).await?;
         let key = gate_key(model, reference.0, &reference.1);
-        let gate = self.gate(&key);
-        let held = gate.lock().await;
-        if self.remembered(&key).is_some() {
-            // Made since the search, or made before and deleted since.
+        let held = seen.gate.held.lock().await;
+        if seen.made_since() {
             let again = self.client.search_read(model, &[reference], wanted).await?;
             match again.as_slice() {
                 [] => {}
@@ -441,6 +472,7 @@ impl Applier {
             json!(command.command_id),
         );
         let record_id = self.client.create(model, &values).await?;
+        seen.gate.made.fetch_add(1, Ordering::AcqRel);
         self.remember(&key, record_id);
         drop(held);
         self.finish(command, record_id, Some("draft")).await?;
@@ -641,7 +673,7 @@ impl Applier {
                 });
         }
         let gate = self.gate(&remembered);
-        let _held = gate.lock().await;
+        let _held = gate.held.lock().await;
         // The command that held the gate before may have made it.
         if let Some(id) = self.remembered(&remembered) {
             return Ok(id);
@@ -652,12 +684,13 @@ impl Applier {
         let mut values = reference.create.clone();
         values.insert(key.clone(), value.clone());
         let id = self.client.create(comodel, &values).await?;
+        gate.made.fetch_add(1, Ordering::AcqRel);
         self.remember(&remembered, id);
         Ok(id)
     }
 
     /// The gate of creations under `key` (see `creating`).
-    fn gate(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn gate(&self, key: &str) -> Arc<Gate> {
         let mut creating = lock(&self.creating);
         if creating.len() > 10_000 {
             creating.retain(|_, gate| Arc::strong_count(gate) > 1);

@@ -248,6 +248,86 @@ async fn a_record_and_a_reference_to_it_made_at_once_are_one_record() {
     }
 }
 
+/// The same race with the id forgotten in between: an order makes contact
+/// C-1 while the contact's own upsert, which searched before, makes its
+/// company; then a command naming C-1 is refused, which forgets C-1's id
+/// (as a full cache forgets every id). The upsert still finds what was
+/// made under its gate since its search, and writes it.
+#[tokio::test]
+async fn a_record_made_since_the_search_is_found_though_its_id_is_forgotten() {
+    const WRITE_MS: u64 = 1_000;
+    for protocol in PROTOCOLS {
+        let base = sandbox().await;
+        common::faults(&base, json!({"write_latency_ms": WRITE_MS})).await;
+        let tuning = Tuning::quick();
+        let sink = applier_over(&base, protocol, tuning.breaker, tuning.limiter);
+        let field = |name: &str, value: ScalarValue| ErpField {
+            name: name.into(),
+            value,
+        };
+        let order = ErpCommand {
+            fields: vec![
+                field("partner_id.x_sluice_external_ref", text("C-1")),
+                field("partner_id.name", text("Carol")),
+            ],
+            ..reservation(1, "o-1", &[])
+        };
+        let contact = ErpCommand {
+            command_id: id(2),
+            model: "res.partner".into(),
+            operation: ErpOperation::Upsert,
+            external_ref: "C-1".into(),
+            fields: vec![
+                field("name", text("Carol")),
+                field("email", text("carol@example.org")),
+                field("company_id.name", text("NewCo")),
+                field("company_id.currency_id", ScalarValue::Long(1)),
+            ],
+            ..reservation(2, "C-1", &[])
+        };
+        // sale.order.line has no external reference field: its search is
+        // refused, and the ids of its references forgotten.
+        let refused = ErpCommand {
+            command_id: id(3),
+            model: "sale.order.line".into(),
+            operation: ErpOperation::Upsert,
+            external_ref: "L-1".into(),
+            fields: vec![field("order_partner_id.x_sluice_external_ref", text("C-1"))],
+            ..reservation(3, "L-1", &[])
+        };
+        let after = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
+        // The order holds C-1's gate for 0–1 000 ms and remembers it; the
+        // upsert searches at 500 (nothing yet) and makes NewCo until 1 500;
+        // the refusal forgets C-1 at 1 250.
+        let (ordered, upserted, refused) = tokio::join!(
+            sink.apply(&order),
+            async {
+                after(WRITE_MS / 2).await;
+                sink.apply(&contact).await
+            },
+            async {
+                after(WRITE_MS * 5 / 4).await;
+                sink.apply(&refused).await
+            },
+        );
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.class(), ErrorClass::Permanent, "{refused}");
+        let (ordered, upserted) = (ordered.unwrap(), upserted.unwrap());
+        let partners = table(&base, "res.partner").await;
+        assert_eq!(
+            partners.len(),
+            1,
+            "{protocol:?}: one contact C-1: {partners:?}"
+        );
+        let partner = &partners[0];
+        assert_eq!(partner["id"], json!(upserted.record_id));
+        assert_eq!(partner["email"], "carol@example.org", "the upsert wrote it");
+        let orders = table(&base, "sale.order").await;
+        assert_eq!(orders[0]["id"], json!(ordered.record_id));
+        assert_eq!(orders[0]["partner_id"], json!(upserted.record_id));
+    }
+}
+
 #[tokio::test]
 async fn a_cancel_calls_action_cancel_and_an_unknown_sku_or_field_is_refused_by_name() {
     for protocol in PROTOCOLS {
