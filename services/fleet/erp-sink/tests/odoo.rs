@@ -19,7 +19,7 @@ use common::{
 use serde_json::{Value, json};
 use sluice_contracts::types::{ErpCommand, ErpField, ErpOperation, ScalarValue};
 use sluice_erp_sink::odoo::{OdooLogin, Protocol};
-use sluice_erp_sink::{ApplyError, ModelMethods};
+use sluice_erp_sink::{Applied, ApplyError, ModelMethods};
 use sluice_resilience::{Classified, ErrorClass};
 use sluice_sandbox::Local;
 
@@ -77,6 +77,16 @@ fn reservation(n: u32, order: &str, skus: &[&str]) -> ErpCommand {
         saga: None,
         correlation_id: None,
         causation_id: None,
+    }
+}
+
+/// Command `n`: an upsert of the `model` record `external_ref`.
+fn upsert(n: u32, model: &str, external_ref: &str, fields: Vec<ErpField>) -> ErpCommand {
+    ErpCommand {
+        model: model.into(),
+        operation: ErpOperation::Upsert,
+        fields,
+        ..reservation(n, external_ref, &[])
     }
 }
 
@@ -201,14 +211,12 @@ async fn a_record_and_a_reference_to_it_made_at_once_are_one_record() {
             name: name.into(),
             value: text(value),
         };
-        let contact = ErpCommand {
-            command_id: id(1),
-            model: "res.partner".into(),
-            operation: ErpOperation::Upsert,
-            external_ref: "C-1".into(),
-            fields: vec![field("name", "Carol"), field("email", "carol@example.org")],
-            ..reservation(1, "C-1", &[])
-        };
+        let contact = upsert(
+            1,
+            "res.partner",
+            "C-1",
+            vec![field("name", "Carol"), field("email", "carol@example.org")],
+        );
         let order = ErpCommand {
             fields: vec![
                 field("partner_id.x_sluice_external_ref", "C-1"),
@@ -231,21 +239,33 @@ async fn a_record_and_a_reference_to_it_made_at_once_are_one_record() {
             (second, first)
         };
         let (upserted, ordered) = (upserted.unwrap(), ordered.unwrap());
-        let partners = table(&base, "res.partner").await;
-        assert_eq!(
-            partners.len(),
-            1,
-            "{protocol:?}: one contact C-1: {partners:?}"
-        );
-        let partner = &partners[0];
-        assert_eq!(partner["id"], json!(upserted.record_id));
+        let partner = one_contact(&base, protocol, upserted, ordered).await;
         assert!(!upserted.already);
-        assert_eq!(partner["email"], "carol@example.org", "the upsert wrote it");
         assert_eq!(partner["x_sluice_commands"], json!(id(1)));
-        let orders = table(&base, "sale.order").await;
-        assert_eq!(orders[0]["id"], json!(ordered.record_id));
-        assert_eq!(orders[0]["partner_id"], json!(upserted.record_id));
     }
+}
+
+/// The one partner of `base`, the `upserted` contact with its e-mail, and
+/// the `ordered` sale order's customer.
+async fn one_contact(
+    base: &str,
+    protocol: Protocol,
+    upserted: Applied,
+    ordered: Applied,
+) -> serde_json::Map<String, Value> {
+    let mut partners = table(base, "res.partner").await;
+    assert_eq!(
+        partners.len(),
+        1,
+        "{protocol:?}: one contact C-1: {partners:?}"
+    );
+    let partner = partners.remove(0);
+    assert_eq!(partner["id"], json!(upserted.record_id));
+    assert_eq!(partner["email"], "carol@example.org", "the upsert wrote it");
+    let orders = table(base, "sale.order").await;
+    assert_eq!(orders[0]["id"], json!(ordered.record_id));
+    assert_eq!(orders[0]["partner_id"], json!(upserted.record_id));
+    partner
 }
 
 /// The same race with the id forgotten in between: an order makes contact
@@ -272,29 +292,25 @@ async fn a_record_made_since_the_search_is_found_though_its_id_is_forgotten() {
             ],
             ..reservation(1, "o-1", &[])
         };
-        let contact = ErpCommand {
-            command_id: id(2),
-            model: "res.partner".into(),
-            operation: ErpOperation::Upsert,
-            external_ref: "C-1".into(),
-            fields: vec![
+        let contact = upsert(
+            2,
+            "res.partner",
+            "C-1",
+            vec![
                 field("name", text("Carol")),
                 field("email", text("carol@example.org")),
                 field("company_id.name", text("NewCo")),
                 field("company_id.currency_id", ScalarValue::Long(1)),
             ],
-            ..reservation(2, "C-1", &[])
-        };
+        );
         // sale.order.line has no external reference field: its search is
         // refused, and the ids of its references forgotten.
-        let refused = ErpCommand {
-            command_id: id(3),
-            model: "sale.order.line".into(),
-            operation: ErpOperation::Upsert,
-            external_ref: "L-1".into(),
-            fields: vec![field("order_partner_id.x_sluice_external_ref", text("C-1"))],
-            ..reservation(3, "L-1", &[])
-        };
+        let refused = upsert(
+            3,
+            "sale.order.line",
+            "L-1",
+            vec![field("order_partner_id.x_sluice_external_ref", text("C-1"))],
+        );
         let after = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
         // The order holds C-1's gate for 0–1 000 ms and remembers it; the
         // upsert searches at 500 (nothing yet) and makes NewCo until 1 500;
@@ -312,19 +328,7 @@ async fn a_record_made_since_the_search_is_found_though_its_id_is_forgotten() {
         );
         let refused = refused.unwrap_err();
         assert_eq!(refused.class(), ErrorClass::Permanent, "{refused}");
-        let (ordered, upserted) = (ordered.unwrap(), upserted.unwrap());
-        let partners = table(&base, "res.partner").await;
-        assert_eq!(
-            partners.len(),
-            1,
-            "{protocol:?}: one contact C-1: {partners:?}"
-        );
-        let partner = &partners[0];
-        assert_eq!(partner["id"], json!(upserted.record_id));
-        assert_eq!(partner["email"], "carol@example.org", "the upsert wrote it");
-        let orders = table(&base, "sale.order").await;
-        assert_eq!(orders[0]["id"], json!(ordered.record_id));
-        assert_eq!(orders[0]["partner_id"], json!(upserted.record_id));
+        one_contact(&base, protocol, upserted.unwrap(), ordered.unwrap()).await;
     }
 }
 
