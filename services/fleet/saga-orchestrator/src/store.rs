@@ -34,6 +34,10 @@ const SET_SEARCH_PATH: &str = "SET search_path TO saga";
 /// How long a publication without its slot may be a relay making both.
 const SLOT_GRACE: Duration = Duration::from_secs(5);
 
+/// A slot as `pg_replication_slots` lists it: type, plugin, database,
+/// whether that is this one, whether it has a confirmed position.
+type SlotRow = (String, Option<String>, Option<String>, Option<bool>, bool);
+
 /// Where the outbox's replication slot is.
 enum SlotState {
     Missing,
@@ -86,6 +90,18 @@ pub enum StoreError {
         slot: String,
         /// Its publication.
         publication: String,
+    },
+    /// The outbox's slot name is another kind of slot's: it could never
+    /// stream this database's outbox.
+    #[error(
+        "replication slot {slot} is {found}, not a pgoutput logical slot of this database: give \
+         the saga outbox a slot name of its own (--outbox-slot)"
+    )]
+    SlotNotOutbox {
+        /// The slot.
+        slot: String,
+        /// What it is.
+        found: String,
     },
     /// The database holds sagas of another type: each saga runs in a
     /// database of its own (their outboxes and replies would mix).
@@ -376,19 +392,33 @@ impl Sagas {
     }
 
     /// Whether `slot` is there, and made: a slot whose creation has not
-    /// returned has no confirmed position yet.
+    /// returned has no confirmed position yet (nor ever has a physical
+    /// slot: one of that name is refused, not waited for).
     async fn slot_state(&self, slot: &str) -> Result<SlotState, StoreError> {
-        let made: Option<bool> = sqlx::query_scalar(
-            "SELECT confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1",
+        let found: Option<SlotRow> = sqlx::query_as(
+            "SELECT slot_type, plugin, database::text, database = current_database(), \
+                    confirmed_flush_lsn IS NOT NULL \
+             FROM pg_replication_slots WHERE slot_name = $1",
         )
         .bind(slot)
         .fetch_optional(&self.pool)
         .await
         .map_err(failed("looking up the outbox slot"))?;
-        Ok(match made {
-            None => SlotState::Missing,
-            Some(false) => SlotState::Making,
-            Some(true) => SlotState::Made,
+        let Some((kind, plugin, database, here, made)) = found else {
+            return Ok(SlotState::Missing);
+        };
+        let found = match (kind.as_str(), plugin.as_deref(), here) {
+            ("logical", Some("pgoutput"), Some(true)) if made => return Ok(SlotState::Made),
+            ("logical", Some("pgoutput"), Some(true)) => return Ok(SlotState::Making),
+            ("logical", Some("pgoutput"), _) => {
+                format!("a slot of database {}", database.unwrap_or_default())
+            }
+            ("logical", plugin, _) => format!("a slot of plugin {}", plugin.unwrap_or_default()),
+            (kind, _, _) => format!("a {kind} slot"),
+        };
+        Err(StoreError::SlotNotOutbox {
+            slot: slot.to_owned(),
+            found,
         })
     }
 

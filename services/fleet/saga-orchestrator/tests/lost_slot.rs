@@ -167,6 +167,33 @@ async fn rows_written_once_prepared_are_streamed_from_a_slot_being_made() {
     prepared.drop_slot().await;
 }
 
+/// The outbox's slot name taken by a physical slot (a standby's, say),
+/// which never has a confirmed position: refused by name, not waited for
+/// as a slot being made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_physical_slot_of_the_outbox_slots_name_is_refused() {
+    let prepared = Prepared::new("physical-slot").await;
+    prepared.drop_slot().await;
+    sqlx::query("SELECT pg_create_physical_replication_slot($1)")
+        .bind(&prepared.slot)
+        .execute(&prepared.fleet.pool)
+        .await
+        .unwrap();
+
+    let within = std::time::Duration::from_secs(30);
+    let prepared_or_not = tokio::time::timeout(within, prepared.prepare(SAGA, false)).await;
+    prepared.drop_slot().await;
+    let err = prepared_or_not
+        .expect("prepare still waiting after 30 s")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SlotNotOutbox { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("a physical slot") && text.contains("--outbox-slot"),
+        "{text}"
+    );
+}
+
 /// A database holding another saga's sagas (a second saga pointed at the
 /// first one's database, or the saga renamed): refused, naming both, before
 /// the outboxes and the replies of the two could mix or the renamed
