@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Fleet;
 use secrecy::SecretString;
 use sluice_saga_orchestrator::{Sagas, StoreError};
@@ -42,6 +44,20 @@ impl Prepared {
     async fn prepare(&self, saga: &str, recreate: bool) -> Result<(), StoreError> {
         let (publication, slot) = (&self.publication, &self.slot);
         self.sagas.prepare(saga, publication, slot, recreate).await
+    }
+
+    /// Makes the slot `after` a while on a task of its own, as the saga
+    /// outbox's relay does.
+    fn make_slot_after(&self, after: Duration) -> tokio::task::JoinHandle<()> {
+        let (pool, slot) = (self.fleet.pool.clone(), self.slot.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+                .bind(&slot)
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
     }
 
     async fn drop_slot(&self) {
@@ -81,16 +97,7 @@ async fn a_lost_outbox_slot_is_not_silently_recreated() {
 async fn a_slot_made_just_after_its_publication_is_not_lost() {
     let prepared = Prepared::new("slot-after").await;
     prepared.drop_slot().await;
-    let pool = prepared.fleet.pool.clone();
-    let slot = prepared.slot.clone();
-    let relay = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-            .bind(&slot)
-            .execute(&pool)
-            .await
-            .unwrap();
-    });
+    let relay = prepared.make_slot_after(Duration::from_millis(500));
     prepared.prepare(SAGA, false).await.unwrap();
     relay.await.unwrap();
     prepared.drop_slot().await;
@@ -112,17 +119,7 @@ async fn rows_written_once_prepared_are_streamed_from_a_slot_being_made() {
         .execute(&mut *open)
         .await
         .unwrap();
-    let slot = prepared.slot.clone();
-    let relay = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-                .bind(&slot)
-                .execute(&pool)
-                .await
-                .unwrap();
-        })
-    };
+    let relay = prepared.make_slot_after(Duration::ZERO);
     let listed = || async {
         sqlx::query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
             .bind(&prepared.slot)
@@ -131,10 +128,10 @@ async fn rows_written_once_prepared_are_streamed_from_a_slot_being_made() {
             .unwrap()
             .map(|_| ())
     };
-    let within = std::time::Duration::from_secs(30);
+    let within = Duration::from_secs(30);
     sluice_testkit::eventually("the slot's creation to begin", within, listed).await;
     let closing = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         open.commit().await.unwrap();
     });
 
@@ -180,7 +177,7 @@ async fn a_physical_slot_of_the_outbox_slots_name_is_refused() {
         .await
         .unwrap();
 
-    let within = std::time::Duration::from_secs(30);
+    let within = Duration::from_secs(30);
     let prepared_or_not = tokio::time::timeout(within, prepared.prepare(SAGA, false)).await;
     prepared.drop_slot().await;
     let err = prepared_or_not
