@@ -225,19 +225,15 @@ struct Gate {
     made: AtomicU64,
 }
 
-/// A gate as a command saw it before its search; holding it keeps the
-/// gate in `creating`.
+/// The gate of `key` as a command that may make its record saw it before
+/// its search; holding it keeps the gate in `creating`.
 struct Seen {
+    key: String,
     gate: Arc<Gate>,
     made: u64,
 }
 
 impl Seen {
-    fn of(gate: Arc<Gate>) -> Self {
-        let made = gate.made.load(Ordering::Acquire);
-        Self { gate, made }
-    }
-
     /// Whether a record was made under the gate since.
     fn made_since(&self) -> bool {
         self.gate.made.load(Ordering::Acquire) != self.made
@@ -412,24 +408,27 @@ impl Applier {
         if schema.contains_key("state") {
             wanted.push("state");
         }
-        let seen = Seen::of(self.gate(&gate_key(model, reference.0, &reference.1)));
+        // Only a command that may make the record looks at its gate.
+        let seen = matches!(
+            command.operation,
+            ErpOperation::Create | ErpOperation::Upsert
+        )
+        .then(|| self.seen(gate_key(model, reference.0, &reference.1)));
         let found = self
             .client
             .search_read(model, std::slice::from_ref(&reference), &wanted)
             .await?;
-        match found.as_slice() {
-            [] => match command.operation {
-                ErpOperation::Create | ErpOperation::Upsert => {
-                    self.create(command, schema, plan, (reference, &wanted), seen)
-                        .await
-                }
-                operation => Err(ApplyError::NotFound {
-                    operation,
-                    model: model.to_owned(),
-                    external_ref: command.external_ref.clone(),
-                }),
-            },
-            [record] => self.write_found(command, schema, plan, record).await,
+        match (found.as_slice(), seen) {
+            ([], Some(seen)) => {
+                self.create(command, schema, plan, (reference, &wanted), seen)
+                    .await
+            }
+            ([], None) => Err(ApplyError::NotFound {
+                operation: command.operation,
+                model: model.to_owned(),
+                external_ref: command.external_ref.clone(),
+            }),
+            ([record], _) => self.write_found(command, schema, plan, record).await,
             _ => Err(ambiguous(command)),
         }
     }
@@ -450,7 +449,6 @@ impl Applier {
         let model = command.model.as_str();
         let (reference, wanted) = search;
         let mut values = self.resolve(model, schema, plan, false).await?;
-        let key = gate_key(model, reference.0, &reference.1);
         let held = seen.gate.held.lock().await;
         if seen.made_since() {
             let again = self.client.search_read(model, &[reference], wanted).await?;
@@ -473,7 +471,7 @@ impl Applier {
         );
         let record_id = self.client.create(model, &values).await?;
         seen.gate.made.fetch_add(1, Ordering::AcqRel);
-        self.remember(&key, record_id);
+        self.remember(&seen.key, record_id);
         drop(held);
         self.finish(command, record_id, Some("draft")).await?;
         Ok(Applied {
@@ -687,6 +685,13 @@ impl Applier {
         gate.made.fetch_add(1, Ordering::AcqRel);
         self.remember(&remembered, id);
         Ok(id)
+    }
+
+    /// The gate of `key`, seen now.
+    fn seen(&self, key: String) -> Seen {
+        let gate = self.gate(&key);
+        let made = gate.made.load(Ordering::Acquire);
+        Seen { key, gate, made }
     }
 
     /// The gate of creations under `key` (see `creating`).
